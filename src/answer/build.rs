@@ -1,0 +1,298 @@
+//! The pure builder: validated zones + a GeoIP database → a `Snapshot`.
+//!
+//! All the work a query must not do happens here: record encoding, rule matching per place,
+//! fence filtering, ranking, and interning of identical answers. Building has no side effects,
+//! so a snapshot can be built, inspected and thrown away (as `check` and failed reloads do).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::*;
+use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
+use crate::geo::{GeoCode, Place};
+use crate::policy::{
+    Candidates, DomainName, Node, RecordData, RecordSet, RecordType, SteeredName, Zone,
+};
+use crate::scoring::rank;
+
+/// Builds the snapshot for a set of zones against a database.
+pub fn build(zones: &[Zone], geo: Arc<GeoDb>) -> Snapshot {
+    let mut built: Vec<ZoneAnswers> = zones.iter().map(|z| build_zone(z, &geo)).collect();
+    built.sort_by_key(|z| std::cmp::Reverse(z.origin.len()));
+    Snapshot { zones: built, geo }
+}
+
+fn encode_rrset(set: &RecordSet) -> EncodedRrset {
+    let rtype = set.record_type();
+    EncodedRrset {
+        rtype: rtype.0,
+        bodies: set
+            .data
+            .iter()
+            .map(|d| {
+                let mut body = Vec::new();
+                push_body(&mut body, rtype, set.ttl, &rdata(d));
+                body.into_boxed_slice()
+            })
+            .collect(),
+    }
+}
+
+fn build_zone(zone: &Zone, geo: &GeoDb) -> ZoneAnswers {
+    let origin = name_key(&zone.origin);
+    let soa_rdata = soa_rdata(&zone.soa);
+    let mut soa = Vec::new();
+    push_body(&mut soa, RecordType::SOA, zone.soa.ttl, &soa_rdata);
+    let mut negative_soa = Vec::new();
+    push_body(&mut negative_soa, RecordType::SOA, zone.soa.negative_ttl(), &soa_rdata);
+
+    let mut static_sets: HashMap<Box<[u8]>, Vec<EncodedRrset>> = HashMap::new();
+    let apex_ns = RecordSet {
+        name: zone.origin.clone(),
+        ttl: zone.default_ttl,
+        data: zone.ns.iter().cloned().map(RecordData::Ns).collect(),
+    };
+    static_sets.entry(origin.clone()).or_default().extend([
+        EncodedRrset {
+            rtype: RecordType::SOA.0,
+            bodies: vec![soa.clone().into_boxed_slice()],
+        },
+        encode_rrset(&apex_ns),
+    ]);
+
+    let mut delegations = HashMap::new();
+    for set in &zone.records {
+        if set.record_type() == RecordType::NS {
+            delegations.insert(name_key(&set.name), delegation(set, &zone.records));
+        } else {
+            static_sets
+                .entry(name_key(&set.name))
+                .or_default()
+                .push(encode_rrset(set));
+        }
+    }
+
+    let mut names: HashMap<Box<[u8]>, NameNode> = static_sets
+        .into_iter()
+        .map(|(k, v)| (k, NameNode::Static(v)))
+        .collect();
+    for steered in &zone.steered {
+        names.insert(
+            name_key(&steered.name),
+            NameNode::Steered(build_steered(steered, &zone.nodes, geo)),
+        );
+    }
+
+    // Every name between an existing name and the apex exists too (RFC 8020): NODATA there.
+    let mut ancestors = BTreeSet::new();
+    let owners: Vec<DomainName> = zone
+        .records
+        .iter()
+        .map(|r| r.name.clone())
+        .chain(zone.steered.iter().map(|s| s.name.clone()))
+        .collect();
+    for owner in owners {
+        let mut current = owner.parent();
+        while let Some(name) = current {
+            if !name.is_at_or_below(&zone.origin) || name == zone.origin {
+                break;
+            }
+            current = name.parent();
+            ancestors.insert(name);
+        }
+    }
+    for name in ancestors {
+        names
+            .entry(name_key(&name))
+            .or_insert(NameNode::EmptyNonTerminal);
+    }
+
+    ZoneAnswers {
+        origin,
+        names,
+        delegations,
+        soa: soa.into_boxed_slice(),
+        negative_soa: negative_soa.into_boxed_slice(),
+    }
+}
+
+/// A referral: the NS set and, for each NS target we hold addresses for, its glue.
+fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
+    let glue = ns
+        .data
+        .iter()
+        .map(|d| match d {
+            RecordData::Ns(target) => records
+                .iter()
+                .filter(|r| {
+                    r.name == *target
+                        && matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+                })
+                .flat_map(|r| encode_rrset(r).bodies)
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    Delegation {
+        ns: encode_rrset(ns),
+        glue,
+    }
+}
+
+/// What decides a place's answers: places with equal keys get equal answers.
+#[derive(PartialEq, Eq, Hash)]
+struct PlaceKey {
+    continent: Option<[u8; 2]>,
+    country: Option<[u8; 2]>,
+    subdivision: Option<String>,
+    coordinates: Option<(u64, u64)>,
+}
+
+impl PlaceKey {
+    fn of(place: &Place) -> Self {
+        PlaceKey {
+            continent: place.continent,
+            country: place.country,
+            subdivision: place.subdivision.clone(),
+            coordinates: place
+                .coordinates
+                .map(|c| (c.latitude.to_bits(), c.longitude.to_bits())),
+        }
+    }
+}
+
+fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredTable {
+    let rule_count = steered.rules.len();
+    let catch_all = steered
+        .rules
+        .iter()
+        .rposition(|r| r.is_catch_all())
+        .unwrap_or(rule_count.saturating_sub(1));
+    let default_candidates: &Candidates = steered
+        .default
+        .candidates
+        .as_ref()
+        .unwrap_or(&steered.rules[catch_all].candidates);
+    // Rows: the rules, then the `default` pseudo-rule.
+    let row_candidates: Vec<&Candidates> = steered
+        .rules
+        .iter()
+        .map(|r| &r.candidates)
+        .chain(std::iter::once(default_candidates))
+        .collect();
+
+    // Columns: the database's places, then the unlocated pseudo-place.
+    let unlocated = Place {
+        coordinates: steered.default.location,
+        ..Place::default()
+    };
+    let places: Vec<&Place> = geo
+        .places()
+        .iter()
+        .chain(std::iter::once(&unlocated))
+        .collect();
+
+    let mut answers: Vec<AnswerSet> = Vec::new();
+    let mut interned: HashMap<(Vec<NodeId>, Vec<NodeId>), u32> = HashMap::new();
+    let mut memo: HashMap<PlaceKey, Vec<u32>> = HashMap::new();
+    let mut table = vec![Vec::with_capacity(places.len()); row_candidates.len()];
+    let mut geo_rule = Vec::with_capacity(places.len());
+
+    for (index, place) in places.iter().enumerate() {
+        let is_unlocated = index + 1 == places.len();
+        let column = memo.entry(PlaceKey::of(place)).or_insert_with(|| {
+            let fences: Vec<&GeoCode> = steered
+                .fences
+                .iter()
+                .filter(|f| !is_unlocated && f.matches(place))
+                .collect();
+            row_candidates
+                .iter()
+                .map(|candidates| {
+                    let ranked = rank(nodes, candidates, place.coordinates, &fences);
+                    let pick = |has: fn(&Node) -> bool| -> Vec<NodeId> {
+                        ranked
+                            .iter()
+                            .copied()
+                            .filter(|&id| has(&nodes[id]))
+                            .take(steered.answers)
+                            .collect()
+                    };
+                    let key = (
+                        pick(|n| n.first_v4().is_some()),
+                        pick(|n| n.first_v6().is_some()),
+                    );
+                    *interned.entry(key.clone()).or_insert_with(|| {
+                        answers.push(answer_set(key.0, key.1, nodes, steered.ttl));
+                        (answers.len() - 1) as u32
+                    })
+                })
+                .collect()
+        });
+        for (row, id) in table.iter_mut().zip(column.iter()) {
+            row.push(*id);
+        }
+        let first_geo_rule = if is_unlocated {
+            if steered.default.candidates.is_some() {
+                rule_count
+            } else {
+                catch_all
+            }
+        } else {
+            steered
+                .rules
+                .iter()
+                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
+                .unwrap_or(catch_all)
+        };
+        geo_rule.push(first_geo_rule.min(u16::MAX as usize) as u16);
+    }
+
+    let mut subnets = SubnetRules::new();
+    for (i, rule) in steered.rules.iter().enumerate() {
+        for prefix in &rule.subnets {
+            subnets.insert(prefix, i.min(u16::MAX as usize) as u16);
+        }
+    }
+    // An answer depends on the place when a row varies, or when the rule chosen per place does.
+    let row_varies = table.iter().any(|row| row.windows(2).any(|w| w[0] != w[1]));
+    let effective: Vec<u32> = geo_rule
+        .iter()
+        .enumerate()
+        .map(|(place, &rule)| table[rule as usize][place])
+        .collect();
+    let depends_on_place = row_varies || effective.windows(2).any(|w| w[0] != w[1]);
+
+    SteeredTable {
+        answers,
+        table,
+        geo_rule,
+        subnets,
+        depends_on_place,
+    }
+}
+
+fn answer_set(nodes_v4: Vec<NodeId>, nodes_v6: Vec<NodeId>, nodes: &[Node], ttl: u32) -> AnswerSet {
+    let body = |rtype: RecordType, rdata: &[u8]| {
+        let mut body = Vec::new();
+        push_body(&mut body, rtype, ttl, rdata);
+        body.into_boxed_slice()
+    };
+    let a = nodes_v4
+        .iter()
+        .filter_map(|&id| nodes[id].first_v4())
+        .map(|ip| body(RecordType::A, &ip.octets()))
+        .collect();
+    let aaaa = nodes_v6
+        .iter()
+        .filter_map(|&id| nodes[id].first_v6())
+        .map(|ip| body(RecordType::AAAA, &ip.octets()))
+        .collect();
+    AnswerSet {
+        nodes_v4,
+        nodes_v6,
+        a,
+        aaaa,
+    }
+}
+

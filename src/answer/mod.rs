@@ -1,0 +1,189 @@
+//! Answer tables: the immutable `Snapshot` that queries read, how it is built, and how it is
+//! published.
+//!
+//! A snapshot holds everything a query needs — zones, pre-encoded record bodies, steered-name
+//! tables indexed by GeoIP place, the GeoIP database itself — so one atomic load gives a query a
+//! consistent view. Selection here is indexing only: all ranking happened in `build`.
+
+mod build;
+mod publish;
+mod subnet;
+
+pub use build::build;
+pub use publish::{Publisher, SnapshotReader};
+pub use subnet::SubnetRules;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::geo::{GeoDb, Located};
+use crate::net::Family;
+use crate::policy::NodeId;
+
+/// Everything a query reads, built together and swapped as one.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Zones, most specific origin first, so the first suffix match is the closest enclosing one.
+    pub zones: Vec<ZoneAnswers>,
+    /// The GeoIP database the steered tables were indexed against.
+    pub geo: Arc<GeoDb>,
+}
+
+impl Snapshot {
+    /// Finds the zone enclosing a lowercase wire name, with the offset of the zone's origin
+    /// inside that name (a label boundary), or `None` when the name is not ours.
+    pub fn find_zone(&self, name: &[u8], labels: &[u8]) -> Option<(&ZoneAnswers, usize)> {
+        self.zones.iter().find_map(|zone| {
+            labels
+                .iter()
+                .map(|&o| o as usize)
+                .find(|&o| name[o..] == *zone.origin)
+                .map(|o| (zone, o))
+        })
+    }
+}
+
+/// One pre-encoded record set: bodies (type … RDATA) to copy after an owner pointer.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRrset {
+    /// Record type.
+    pub rtype: u16,
+    /// Each record's body.
+    pub bodies: Vec<Box<[u8]>>,
+}
+
+/// A delegation point: a referral's NS set and glue for in-zone name servers.
+#[derive(Debug, Clone)]
+pub struct Delegation {
+    /// The NS records.
+    pub ns: EncodedRrset,
+    /// Glue, per NS record in order: A/AAAA bodies whose owner is that record's target.
+    pub glue: Vec<Vec<Box<[u8]>>>,
+}
+
+/// What lives at one name of a zone.
+#[derive(Debug)]
+pub enum NameNode {
+    /// Static record sets (the apex SOA and NS included).
+    Static(Vec<EncodedRrset>),
+    /// A name answered per client.
+    Steered(SteeredTable),
+    /// A name with nothing of its own but names below it: NODATA, not NXDOMAIN.
+    EmptyNonTerminal,
+}
+
+/// Result of looking a name up inside its zone.
+#[derive(Debug)]
+pub enum NameLookup<'a> {
+    /// The name exists.
+    Found(&'a NameNode),
+    /// The name is at or below a delegation; the offset is where the cut's name starts.
+    Referral(&'a Delegation, usize),
+    /// No such name.
+    NxDomain,
+}
+
+/// One zone's answers.
+#[derive(Debug)]
+pub struct ZoneAnswers {
+    /// Lowercase wire form of the origin.
+    pub origin: Box<[u8]>,
+    /// Every name in the zone, keyed by lowercase wire form.
+    pub names: HashMap<Box<[u8]>, NameNode>,
+    /// Delegation points, keyed by lowercase wire form.
+    pub delegations: HashMap<Box<[u8]>, Delegation>,
+    /// The SOA body as served at the apex.
+    pub soa: Box<[u8]>,
+    /// The SOA body for negative answers, its TTL the RFC 2308 negative TTL.
+    pub negative_soa: Box<[u8]>,
+}
+
+impl ZoneAnswers {
+    /// Looks up a lowercase wire name known to be in this zone; `labels` are its label offsets
+    /// and `origin_offset` where the origin starts.
+    pub fn lookup(&self, name: &[u8], labels: &[u8], origin_offset: usize) -> NameLookup<'_> {
+        if !self.delegations.is_empty() {
+            // The topmost cut wins: walk from just below the apex down to the name itself.
+            for &o in labels.iter().rev() {
+                let o = o as usize;
+                if o >= origin_offset {
+                    continue;
+                }
+                if let Some(d) = self.delegations.get(&name[o..]) {
+                    return NameLookup::Referral(d, o);
+                }
+            }
+        }
+        match self.names.get(name) {
+            Some(node) => NameLookup::Found(node),
+            None => NameLookup::NxDomain,
+        }
+    }
+}
+
+/// Interned answer for one (rule, place): the records for each address family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnswerSet {
+    /// Nodes answered for A queries, best first.
+    pub nodes_v4: Vec<NodeId>,
+    /// Nodes answered for AAAA queries, best first.
+    pub nodes_v6: Vec<NodeId>,
+    /// A record bodies, in the same order.
+    pub a: Vec<Box<[u8]>>,
+    /// AAAA record bodies, in the same order.
+    pub aaaa: Vec<Box<[u8]>>,
+}
+
+/// The precomputed answers of one steered name.
+#[derive(Debug)]
+pub struct SteeredTable {
+    /// Distinct answers.
+    pub answers: Vec<AnswerSet>,
+    /// `[rule][place]` → index into `answers`. Rules include a final pseudo-rule for the
+    /// `default` answer; places include a final pseudo-place for unlocated clients.
+    pub table: Vec<Vec<u32>>,
+    /// First geo-matching rule per place (same indexing as a row of `table`).
+    pub geo_rule: Vec<u16>,
+    /// Subnet conditions of the rules.
+    pub subnets: SubnetRules,
+    /// Whether the answer can differ between places: if not, the database network says
+    /// nothing about how widely an answer may be cached.
+    pub depends_on_place: bool,
+}
+
+/// A steered answer chosen for one client, with its ECS scope in bits of the client family.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// The answer.
+    pub answer: &'a AnswerSet,
+    /// Shortest prefix of the client address over which this answer holds, as far as the
+    /// database and subnet rules can tell.
+    pub scope: u8,
+    /// Rule that matched (an index past the rules means the `default` answer).
+    pub rule: usize,
+}
+
+impl SteeredTable {
+    /// Selects the answer for a located client address. Pure indexing, no allocation.
+    pub fn select(&self, ip: IpAddr, located: Located) -> Selection<'_> {
+        let unlocated = self.geo_rule.len() - 1;
+        let place = located
+            .place
+            .map_or(unlocated, |p| (p as usize).min(unlocated));
+        let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
+        let geo_rule = self.geo_rule[place] as usize;
+        let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));
+        let id = self.table[rule][place] as usize;
+        let place_scope = if self.depends_on_place {
+            located.prefix_len
+        } else {
+            0
+        };
+        Selection {
+            answer: &self.answers[id],
+            scope: place_scope.max(subnet_scope).min(Family::of(ip).bits()),
+            rule,
+        }
+    }
+}

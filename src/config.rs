@@ -1,0 +1,24 @@
+//! How a server is started: the settings `geosteer serve` takes, with the shipped defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default listen address: loopback, an unprivileged port, so the example runs as any user.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+/// Default policy directory.
+pub const DEFAULT_ZONES: &str = "zones";
+/// Default GeoIP database: the shipped DB-IP country database.
+pub const DEFAULT_GEO_DB: &str = "geo/dbip-country.mmdb";
+
+/// Settings of a serving process.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Addresses to serve UDP and TCP on.
+    pub listen: Vec<SocketAddr>,
+    /// Policy file or directory of them.
+    pub zones: PathBuf,
+    /// MaxMind-format database locating clients.
+    pub geo_db: PathBuf,
+    /// Largest UDP response sent.
+    pub max_udp_payload: u16,
+}

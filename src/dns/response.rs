@@ -1,0 +1,427 @@
+//! From a query's bytes to a response's bytes, against one snapshot.
+//!
+//! The request is parsed with hickory-server's `Request` (header, question as the client sent
+//! it, EDNS with ECS). The response is written here, byte by byte, from record bodies the
+//! snapshot already encoded: the question is copied verbatim and every owner name is a pointer
+//! into it, so the client's spelling survives; truncation drops whole sections and keeps the
+//! header counts true; negative answers carry the SOA at its RFC 2308 TTL.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::op::OpCode;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+
+use super::ecs::ClientSubnet;
+use super::wire::{RDATA_OFFSET, label_offsets};
+use crate::answer::{NameLookup, NameNode, Snapshot};
+use crate::net::unmap;
+
+/// Where a query came in: decides the size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagram: limited by the client's EDNS buffer (512 without EDNS) and ours.
+    Udp,
+    /// Stream: up to 65535 bytes.
+    Tcp,
+}
+
+/// Response codes geosteer sends (RFC 1035, 6891).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Rcode {
+    /// Success (including NODATA).
+    NoError = 0,
+    /// Malformed query.
+    FormErr = 1,
+    /// Steering failed closed (later issues).
+    ServFail = 2,
+    /// Name does not exist.
+    NxDomain = 3,
+    /// Opcode not supported.
+    NotImp = 4,
+    /// Not our zone, or a class/type we do not serve.
+    Refused = 5,
+    /// EDNS version not supported.
+    BadVers = 16,
+}
+
+impl Rcode {
+    /// Name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rcode::NoError => "NOERROR",
+            Rcode::FormErr => "FORMERR",
+            Rcode::ServFail => "SERVFAIL",
+            Rcode::NxDomain => "NXDOMAIN",
+            Rcode::NotImp => "NOTIMP",
+            Rcode::Refused => "REFUSED",
+            Rcode::BadVers => "BADVERS",
+        }
+    }
+}
+
+/// What was sent, for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Response code.
+    pub rcode: Rcode,
+    /// The TC bit was set.
+    pub truncated: bool,
+}
+
+/// Serving limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest UDP response we send whatever the client offers (1232 by DNS Flag Day 2020).
+    pub max_udp_payload: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_udp_payload: 1232,
+        }
+    }
+}
+
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const QTYPE_A: u16 = 1;
+const QTYPE_CNAME: u16 = 5;
+const QTYPE_AAAA: u16 = 28;
+const QTYPE_IXFR: u16 = 251;
+const QTYPE_AXFR: u16 = 252;
+const QTYPE_ANY: u16 = 255;
+/// Bound on CNAME chains followed inside one zone.
+const MAX_CNAME_HOPS: usize = 8;
+/// Compression pointers address at most this offset.
+const MAX_POINTER: usize = 0x3FFF;
+
+/// Header flag bits in the third and fourth octets.
+const FLAG_QR: u8 = 0x80;
+const FLAG_AA: u8 = 0x04;
+const FLAG_TC: u8 = 0x02;
+const FLAG_RD: u8 = 0x01;
+const FLAG_CD: u8 = 0x10;
+
+/// EDNS details of the query that shape the response.
+struct EdnsReply {
+    dnssec_ok: bool,
+    subnet: Option<ClientSubnet>,
+    scope: u8,
+    extended_rcode: u8,
+}
+
+/// Builds the response to `packet` into `out`. Returns `None` when nothing must be sent
+/// (responses, runts): the rule for those is silence, never an error.
+pub fn respond(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    limits: Limits,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    out.clear();
+    if packet.len() < 12 || packet[2] & FLAG_QR != 0 {
+        return None;
+    }
+    let protocol = match transport {
+        Transport::Udp => Protocol::Udp,
+        Transport::Tcp => Protocol::Tcp,
+    };
+    let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
+        return Some(header_only(packet, Rcode::FormErr, out));
+    };
+
+    // Header: ID, opcode, RD and CD copied; QR set; RA clear.
+    out.extend_from_slice(&packet[0..2]);
+    out.push(FLAG_QR | (packet[2] & (0x78 | FLAG_RD)));
+    out.push(packet[3] & FLAG_CD);
+    out.extend_from_slice(&[0; 8]);
+
+    let mut edns = request.edns.as_ref().map(|e| EdnsReply {
+        dnssec_ok: e.flags().dnssec_ok,
+        subnet: None,
+        scope: 0,
+        extended_rcode: 0,
+    });
+    let question = request.queries.as_bytes();
+    let one_question = request.queries.len() == 1;
+    if one_question {
+        out.extend_from_slice(question);
+        set_count(out, 4, 1);
+    }
+
+    let limit = match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => match &request.edns {
+            Some(e) => e.max_payload().clamp(512, limits.max_udp_payload.max(512)) as usize,
+            None => 512,
+        },
+    };
+
+    let rcode = 'rcode: {
+        if let (Some(e), Some(reply)) = (&request.edns, edns.as_mut()) {
+            if e.version() > 0 {
+                break 'rcode Rcode::BadVers;
+            }
+            match ClientSubnet::from_edns(e) {
+                Ok(subnet) => reply.subnet = subnet,
+                Err(_) => break 'rcode Rcode::FormErr,
+            }
+        }
+        if !one_question {
+            break 'rcode Rcode::FormErr;
+        }
+        if request.metadata.op_code != OpCode::Query {
+            break 'rcode Rcode::NotImp;
+        }
+        answer_question(snapshot, question, src.ip(), &mut edns, out)
+    };
+
+    if let Some(reply) = edns.as_mut() {
+        reply.extended_rcode = ((rcode as u16) >> 4) as u8;
+    }
+    out[3] |= (rcode as u16 & 0x0F) as u8;
+    let mut truncated = false;
+    let opt_len = edns.as_ref().map_or(0, opt_len);
+    if out.len() + opt_len > limit {
+        // Whole sections only: header, question, OPT. The client retries over TCP.
+        let keep = 12 + if one_question { question.len() } else { 0 };
+        out.truncate(keep);
+        out[2] |= FLAG_TC;
+        for count_at in [6, 8, 10] {
+            set_count(out, count_at, 0);
+        }
+        truncated = true;
+    }
+    if let Some(reply) = &edns {
+        push_opt(out, reply, limits.max_udp_payload);
+        let additional = count(out, 10) + 1;
+        set_count(out, 10, additional);
+    }
+    Some(Outcome { rcode, truncated })
+}
+
+/// A header-only FORMERR for a query whose body cannot be parsed.
+fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
+    out.clear();
+    out.extend_from_slice(&packet[0..2]);
+    out.push(FLAG_QR | (packet[2] & (0x78 | FLAG_RD)));
+    out.push((packet[3] & FLAG_CD) | (rcode as u16 & 0x0F) as u8);
+    out.extend_from_slice(&[0; 8]);
+    Outcome {
+        rcode,
+        truncated: false,
+    }
+}
+
+fn count(out: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([out[at], out[at + 1]])
+}
+
+fn set_count(out: &mut [u8], at: usize, value: u16) {
+    out[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+fn opt_len(reply: &EdnsReply) -> usize {
+    11 + reply
+        .subnet
+        .map_or(0, |s| 8 + s.source_prefix.div_ceil(8) as usize)
+}
+
+fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
+    out.push(0); // root owner
+    out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    out.extend_from_slice(&payload.to_be_bytes());
+    out.push(reply.extended_rcode);
+    out.push(0); // version
+    out.push(if reply.dnssec_ok { 0x80 } else { 0 });
+    out.push(0);
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    if let Some(subnet) = &reply.subnet {
+        subnet.push_option(out, reply.scope);
+    }
+    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+}
+
+/// Appends a record: a pointer to `owner` (an offset in `out`) and a pre-encoded body.
+/// Returns the offset of the body's RDATA.
+fn push_record(out: &mut Vec<u8>, owner: usize, body: &[u8]) -> usize {
+    let pointer = 0xC000 | (owner.min(MAX_POINTER) as u16);
+    out.extend_from_slice(&pointer.to_be_bytes());
+    let rdata_at = out.len() + RDATA_OFFSET;
+    out.extend_from_slice(body);
+    rdata_at
+}
+
+/// Answers one IN-class question; writes answer, authority and additional records after the
+/// question and returns the rcode. Sets AA for authoritative data.
+fn answer_question(
+    snapshot: &Snapshot,
+    question: &[u8],
+    source: IpAddr,
+    edns: &mut Option<EdnsReply>,
+    out: &mut Vec<u8>,
+) -> Rcode {
+    // The question is QNAME, QTYPE, QCLASS; a compressed QNAME is not a real query.
+    if question.len() < 5 {
+        return Rcode::FormErr;
+    }
+    let qname = &question[..question.len() - 4];
+    let qtype = u16::from_be_bytes([question[question.len() - 4], question[question.len() - 3]]);
+    let qclass = u16::from_be_bytes([question[question.len() - 2], question[question.len() - 1]]);
+    let mut lower = [0u8; 255];
+    let Some(name) = lower.get_mut(..qname.len()) else {
+        return Rcode::FormErr;
+    };
+    name.copy_from_slice(qname);
+    name.make_ascii_lowercase();
+    let mut labels = [0u8; 128];
+    let Some(label_count) = label_offsets(name, &mut labels) else {
+        return Rcode::FormErr;
+    };
+    if qtype == TYPE_OPT {
+        return Rcode::FormErr;
+    }
+    if qclass != CLASS_IN || qtype == QTYPE_AXFR || qtype == QTYPE_IXFR {
+        // CH, HS, ANY class and zone transfers: never answered with IN data.
+        return Rcode::Refused;
+    }
+    let Some((zone, origin_offset)) = snapshot.find_zone(name, &labels[..label_count]) else {
+        return Rcode::Refused;
+    };
+    out[2] |= FLAG_AA;
+
+    // The name being answered: starts as the question name, moves along in-zone CNAMEs.
+    let mut current = [0u8; 255];
+    let mut current_len = name.len();
+    current[..current_len].copy_from_slice(name);
+    let mut current_labels = labels;
+    let mut current_label_count = label_count;
+    let mut current_origin = origin_offset;
+    let mut owner = 12usize;
+    let mut answers = 0u16;
+
+    for _ in 0..MAX_CNAME_HOPS {
+        let name = &current[..current_len];
+        match zone.lookup(name, &current_labels[..current_label_count], current_origin) {
+            NameLookup::Referral(delegation, cut) => {
+                if answers > 0 {
+                    // Answer so far is the CNAME; the resolver follows the referral itself.
+                    break;
+                }
+                out[2] &= !FLAG_AA;
+                let mut targets = [0usize; 16];
+                for (i, body) in delegation.ns.bodies.iter().enumerate() {
+                    let at = push_record(out, owner + cut, body);
+                    if let Some(slot) = targets.get_mut(i) {
+                        *slot = at;
+                    }
+                }
+                set_count(out, 8, delegation.ns.bodies.len() as u16);
+                let mut glue = 0u16;
+                for (i, bodies) in delegation.glue.iter().enumerate().take(targets.len()) {
+                    for body in bodies {
+                        push_record(out, targets[i], body);
+                        glue += 1;
+                    }
+                }
+                set_count(out, 10, glue);
+                return Rcode::NoError;
+            }
+            NameLookup::NxDomain => {
+                push_record(out, owner + current_origin, &zone.negative_soa);
+                set_count(out, 6, answers);
+                set_count(out, 8, 1);
+                return Rcode::NxDomain;
+            }
+            NameLookup::Found(NameNode::EmptyNonTerminal) => break,
+            NameLookup::Found(NameNode::Steered(table)) => {
+                let (client, unmapped) = match edns.as_ref().and_then(|e| e.subnet) {
+                    Some(subnet) => match subnet.client() {
+                        Some(c) => c,
+                        None => (unmap(source), false),
+                    },
+                    None => (unmap(source), false),
+                };
+                let located = snapshot.geo.locate(client);
+                let selection = table.select(client, located);
+                if let Some(reply) = edns.as_mut()
+                    && let Some(subnet) = reply.subnet
+                    && subnet.client().is_some()
+                {
+                    reply.scope = subnet.response_scope(selection.scope, unmapped);
+                }
+                let (a, aaaa): (&[Box<[u8]>], &[Box<[u8]>]) = match qtype {
+                    QTYPE_A => (&selection.answer.a, &[]),
+                    QTYPE_AAAA => (&[], &selection.answer.aaaa),
+                    QTYPE_ANY => (&selection.answer.a, &selection.answer.aaaa),
+                    _ => (&[], &[]),
+                };
+                for body in a.iter().chain(aaaa.iter()) {
+                    push_record(out, owner, body);
+                    answers += 1;
+                }
+                if a.is_empty() && aaaa.is_empty() && answers == 0 {
+                    break;
+                }
+                set_count(out, 6, answers);
+                return Rcode::NoError;
+            }
+            NameLookup::Found(NameNode::Static(sets)) => {
+                let mut matched = false;
+                for set in sets.iter().filter(|s| s.rtype == qtype || qtype == QTYPE_ANY) {
+                    for body in &set.bodies {
+                        push_record(out, owner, body);
+                        answers += 1;
+                    }
+                    matched = true;
+                }
+                if matched {
+                    set_count(out, 6, answers);
+                    return Rcode::NoError;
+                }
+                let Some(cname) = sets.iter().find(|s| s.rtype == QTYPE_CNAME) else {
+                    break;
+                };
+                let Some(body) = cname.bodies.first() else {
+                    break;
+                };
+                let target_at = push_record(out, owner, body);
+                answers += 1;
+                set_count(out, 6, answers);
+                // Follow the alias only inside this zone; otherwise the resolver does it.
+                let target = &body[RDATA_OFFSET..];
+                let Some(count) = label_offsets(target, &mut current_labels) else {
+                    return Rcode::NoError;
+                };
+                let origin_at = current_labels[..count]
+                    .iter()
+                    .map(|&o| o as usize)
+                    .find(|&o| target[o..] == *zone.origin);
+                match origin_at {
+                    Some(o) if target_at <= MAX_POINTER && target.len() <= current.len() => {
+                        current[..target.len()].copy_from_slice(target);
+                        current_len = target.len();
+                        current_label_count = count;
+                        current_origin = o;
+                        owner = target_at;
+                    }
+                    _ => return Rcode::NoError,
+                }
+            }
+        }
+    }
+    // NODATA: the name exists, the type does not (or the CNAME chain ended without data).
+    set_count(out, 6, answers);
+    if answers == 0 {
+        push_record(out, owner + current_origin, &zone.negative_soa);
+        set_count(out, 8, 1);
+    }
+    Rcode::NoError
+}

@@ -1,0 +1,162 @@
+//! UDP and TCP serving on tokio.
+//!
+//! UDP: a few tasks share each socket, each with its own receive and response buffers, so a
+//! query costs one `recv_from`, one `respond` and one `send_to`, without a task spawn.
+//! TCP: one task per connection, queries answered in order (pipelining), bounded by an idle
+//! timeout and a connection limit so slow or idle clients cannot exhaust the server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::response::{Limits, Transport, respond};
+use crate::answer::SnapshotReader;
+
+/// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds, not minutes).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent TCP connections served; more wait in the kernel's accept queue.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Tasks receiving on each UDP socket.
+const UDP_TASKS_PER_SOCKET: usize = 2;
+
+/// Sockets bound for each `--listen` address: UDP and TCP on the same port.
+#[derive(Debug)]
+pub struct BoundListeners {
+    /// UDP sockets.
+    pub udp: Vec<UdpSocket>,
+    /// TCP listeners, one per UDP socket, same address.
+    pub tcp: Vec<TcpListener>,
+}
+
+impl BoundListeners {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+}
+
+/// Binds UDP and TCP on each address. With port 0 the kernel picks the UDP port and TCP
+/// takes the same one (retrying a few times if that port is taken for TCP).
+pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for addr in addrs {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let socket = UdpSocket::bind(addr).await?;
+            let bound = socket.local_addr()?;
+            match TcpListener::bind(bound).await {
+                Ok(listener) => {
+                    udp.push(socket);
+                    tcp.push(listener);
+                    break;
+                }
+                Err(e) if addr.port() == 0 && attempt < 16 => {
+                    debug!(%bound, error = %e, "TCP port taken, picking another");
+                }
+                Err(e) => {
+                    return Err(io::Error::new(e.kind(), format!("TCP {bound}: {e}")));
+                }
+            }
+        }
+    }
+    Ok(BoundListeners { udp, tcp })
+}
+
+/// Serves until the process ends. Socket errors are logged; a single bad datagram or
+/// connection never stops serving.
+pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, limits: Limits) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for socket in listeners.udp {
+        let socket = Arc::new(socket);
+        for _ in 0..UDP_TASKS_PER_SOCKET {
+            tasks.spawn(serve_udp(Arc::clone(&socket), reader.clone(), limits));
+        }
+    }
+    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    for listener in listeners.tcp {
+        tasks.spawn(serve_tcp(listener, reader.clone(), limits, Arc::clone(&permits)));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, limits: Limits) {
+    let mut packet = vec![0u8; 65535];
+    let mut response = Vec::with_capacity(4096);
+    loop {
+        let (len, src) = match socket.recv_from(&mut packet).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP-induced errors (port unreachable from an earlier send) land here.
+                debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let snapshot = reader.load();
+        if respond(&snapshot, &packet[..len], src, Transport::Udp, limits, &mut response).is_some()
+            && let Err(e) = socket.send_to(&response, src).await
+        {
+            debug!(%src, error = %e, "UDP send error");
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, reader: SnapshotReader, limits: Limits, permits: Arc<Semaphore>) {
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, src)) => {
+                let reader = reader.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, src, reader, limits).await {
+                        debug!(%src, error = %e, "TCP connection ended");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed");
+                // Typically EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Answers length-prefixed queries in order until the client closes or goes idle.
+async fn serve_connection(mut stream: TcpStream, src: SocketAddr, reader: SnapshotReader, limits: Limits) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut packet = vec![0u8; 65535];
+    let mut response = Vec::with_capacity(4096);
+    loop {
+        let mut len_bytes = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len_bytes)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(result) => result?,
+        };
+        let len = u16::from_be_bytes(len_bytes) as usize;
+        if len == 0 {
+            return Ok(());
+        }
+        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet[..len]))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
+        let snapshot = reader.load();
+        if respond(&snapshot, &packet[..len], src, Transport::Tcp, limits, &mut response).is_some() {
+            let mut framed = Vec::with_capacity(response.len() + 2);
+            framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&response);
+            stream.write_all(&framed).await?;
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! geosteer: a geo-aware authoritative DNS server that answers each client with its nearest
+//! healthy ingest nodes.
+//!
+//! Data flow: policy files (`policy`) are parsed and validated into typed zones; a GeoIP
+//! database (`geo`) is indexed by place; `answer::build` turns both into an immutable
+//! `Snapshot` of precomputed answer tables; `answer::Publisher` is the single writer that
+//! stores snapshots in an `ArcSwap`; the DNS front end (`dns`) loads the current snapshot once
+//! per query, locates the client (ECS, else the source address) and selects a precomputed
+//! answer. Nothing on the query path locks, parses policy or ranks nodes.
+//!
+//! Modules:
+//! - `config`: how the server is started (listen addresses, paths).
+//! - `policy`: zone policy files → typed model, with located errors.
+//! - `geo`: geo codes, coordinates, the country table, MaxMind database lookup.
+//! - `net`: IP prefixes shared by policy and answer tables.
+//! - `answer`: snapshot types, the pure builder, the publisher.
+//! - `scoring`: ranking candidate nodes for a place.
+//! - `service`: start-up, shared by `serve` and `check`.
+//! - `dns`: the wire: request parsing, ECS, response encoding, UDP/TCP serving.
+#![forbid(unsafe_code)]
+
+pub mod answer;
+pub mod config;
+pub mod dns;
+pub mod geo;
+pub mod net;
+pub mod policy;
+pub mod scoring;
+pub mod service;

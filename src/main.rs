@@ -1,0 +1,142 @@
+//! The `geosteer` command: `serve` (the default) and `check`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use geosteer::config::{DEFAULT_GEO_DB, DEFAULT_LISTEN, DEFAULT_ZONES, ServeConfig};
+use geosteer::service;
+
+#[derive(Parser)]
+#[command(name = "geosteer", version, about = "Geo-aware authoritative DNS for ingest steering")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the zones in PATH over UDP and TCP.
+    Serve(ServeArgs),
+    /// Validate policy files (and the GeoIP database) and print every error.
+    Check {
+        /// Policy file or directory.
+        #[arg(default_value = DEFAULT_ZONES)]
+        path: PathBuf,
+        /// GeoIP database to build answer tables against.
+        #[arg(long, default_value = DEFAULT_GEO_DB)]
+        geo: PathBuf,
+    },
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// Address to listen on, UDP and TCP; repeat for several. Port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: Vec<SocketAddr>,
+    /// Policy file or directory of them.
+    #[arg(long, default_value = DEFAULT_ZONES)]
+    zones: PathBuf,
+    /// MaxMind-format GeoIP database (country or city level, MaxMind or DB-IP schema).
+    #[arg(long, default_value = DEFAULT_GEO_DB)]
+    geo: PathBuf,
+    /// Largest UDP response, bytes.
+    #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
+    max_udp_payload: u16,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn,hickory_proto=warn".into()),
+        )
+        .init();
+    match cli.command {
+        Some(Command::Check { path, geo }) => check(&path, &geo),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(ServeArgs::parse_from(["serve"])),
+    }
+}
+
+fn check(path: &std::path::Path, geo: &std::path::Path) -> ExitCode {
+    match service::load(path, geo) {
+        Ok((zones, snapshot)) => {
+            for zone in &zones {
+                println!(
+                    "{}: zone {} OK ({} static record sets, {} nodes, {} steered names)",
+                    zone.source.display(),
+                    zone.origin,
+                    zone.records.len(),
+                    zone.nodes.len(),
+                    zone.steered.len()
+                );
+            }
+            println!("answer tables built against {} ({} places)", geo.display(), snapshot.geo.places().len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = ServeConfig {
+        listen: args.listen,
+        zones: args.zones,
+        geo_db: args.geo,
+        max_udp_payload: args.max_udp_payload,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = service::run(config, |addrs| {
+                // The readiness line: one per address, on stdout, for tests and scripts.
+                let mut stdout = std::io::stdout().lock();
+                for addr in addrs {
+                    let _ = writeln!(stdout, "geosteer listening on {addr} (udp+tcp)");
+                }
+                let _ = stdout.flush();
+            }) => result,
+            _ = shutdown_signal() => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

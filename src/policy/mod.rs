@@ -1,0 +1,146 @@
+//! Zone policy files: reading, validating and the typed model they produce.
+//!
+//! `load_path` is the one loader used by `geosteer check`, start-up and (later) reload, so the
+//! three can never disagree about what a valid policy is. It returns every error found, across
+//! every file, each located as `file:line:column: message`.
+
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+pub use model::*;
+
+/// One problem in a policy file, located for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line; 0 when unknown (an unreadable file).
+    pub line: u64,
+    /// 1-based column; 0 when unknown.
+    pub column: u64,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+        }
+    }
+}
+
+/// Every problem found in a policy load; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl PolicyErrors {
+    fn single(path: &Path, message: impl Into<String>) -> Self {
+        PolicyErrors(vec![PolicyError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }])
+    }
+}
+
+/// Parses and validates one policy file's text. `derived_serial` is the SOA serial used when
+/// the file sets none.
+pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, PolicyErrors> {
+    let raw: raw::RawZone = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        PolicyErrors(vec![PolicyError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: yaml_message(&e),
+        }])
+    })?;
+    validate::validate(path, raw, derived_serial)
+}
+
+/// The parser's message without its rendered source snippet: our own format carries the
+/// location, and one line per error keeps `check` output greppable.
+fn yaml_message(error: &serde_saphyr::Error) -> String {
+    let rendered = error.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid YAML").trim();
+    // Drop a trailing " at line X, column Y" the parser may add; we print our own.
+    match first.find(" at line ") {
+        Some(pos) => first[..pos].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Reads and validates one file.
+pub fn load_file(path: &Path) -> Result<Zone, PolicyErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PolicyErrors::single(path, format!("cannot read policy file: {e}")))?;
+    // Without an explicit serial, the file's modification time (seconds since 1970, which
+    // fits u32 until 2106) gives one that grows whenever the file is edited.
+    let serial = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(1, |d| d.as_secs() as u32);
+    parse_zone(path, &text, serial)
+}
+
+/// Loads a policy file, or every `*.yaml`/`*.yml` file of a directory (sorted by name).
+/// All errors of all files are returned together.
+pub fn load_path(path: &Path) -> Result<Vec<Zone>, PolicyErrors> {
+    let files = if path.is_dir() {
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| PolicyErrors::single(path, format!("cannot read zone directory: {e}")))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(PolicyErrors::single(path, "no zone policy files (*.yaml) in this directory"));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        match load_file(file) {
+            Ok(zone) => {
+                if let Some(other) = zones.iter().find(|z| z.origin == zone.origin) {
+                    errors.push(PolicyError {
+                        path: file.clone(),
+                        line: 1,
+                        column: 1,
+                        message: format!("zone '{}' is already defined in {}", zone.origin, other.source.display()),
+                    });
+                } else {
+                    zones.push(zone);
+                }
+            }
+            Err(PolicyErrors(mut errs)) => errors.append(&mut errs),
+        }
+    }
+    if errors.is_empty() { Ok(zones) } else { Err(PolicyErrors(errors)) }
+}

@@ -1,0 +1,411 @@
+//! The validated, typed zone policy: what the rest of geosteer builds answers from.
+//!
+//! Every value here has been checked by `validate`; nothing downstream re-validates or needs
+//! to report errors about policy content. No wire format and no hickory types live here.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::geo::{Coordinates, GeoCode};
+use crate::net::Prefix;
+
+/// A fully-qualified domain name, lowercase, stored as its label list.
+///
+/// Lowercase because DNS comparisons are case-insensitive and the policy is matched against
+/// lowercased query names; the case a client used is preserved separately, on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName {
+    /// Labels from the leftmost to the rightmost, without the root label.
+    labels: Vec<String>,
+}
+
+/// Why a string is not a usable domain name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A label between two dots is empty (`a..b`).
+    #[error("empty label in '{0}'")]
+    EmptyLabel(String),
+    /// A label is longer than the 63 octets DNS allows.
+    #[error("label '{0}' is longer than 63 characters")]
+    LabelTooLong(String),
+    /// The whole name is longer than the 255 octets DNS allows.
+    #[error("name '{0}' is longer than 255 octets on the wire")]
+    NameTooLong(String),
+    /// A character that cannot appear in a host name or service label.
+    #[error("invalid character {1:?} in name '{0}' (letters, digits, '-', '_' and '*' only)")]
+    BadCharacter(String, char),
+}
+
+impl DomainName {
+    /// The root name `.`.
+    pub fn root() -> Self {
+        Self { labels: Vec::new() }
+    }
+
+    /// Parses a name written in presentation form; a trailing dot is optional here, callers
+    /// decide whether a relative name is acceptable before calling.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let trimmed = text.strip_suffix('.').unwrap_or(text);
+        if trimmed.is_empty() {
+            return Ok(Self::root());
+        }
+        let mut labels = Vec::new();
+        for label in trimmed.split('.') {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel(text.to_string()));
+            }
+            if label.len() > 63 {
+                return Err(NameError::LabelTooLong(label.to_string()));
+            }
+            if let Some(bad) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*')))
+            {
+                return Err(NameError::BadCharacter(text.to_string(), bad));
+            }
+            labels.push(label.to_ascii_lowercase());
+        }
+        let name = Self { labels };
+        if name.wire_len() > 255 {
+            return Err(NameError::NameTooLong(text.to_string()));
+        }
+        Ok(name)
+    }
+
+    /// The labels, leftmost first.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Length of the uncompressed wire form, root label included.
+    pub fn wire_len(&self) -> usize {
+        self.labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1
+    }
+
+    /// The uncompressed, lowercase wire form (length-prefixed labels, then the root label).
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.wire_len());
+        for label in &self.labels {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    /// True when `self` is `other` or lies below it.
+    pub fn is_at_or_below(&self, other: &DomainName) -> bool {
+        self.labels.len() >= other.labels.len()
+            && self.labels[self.labels.len() - other.labels.len()..] == other.labels[..]
+    }
+
+    /// `relative` + `.` + `self`; `@` or an empty string means `self`.
+    pub fn child(&self, relative: &str) -> Result<DomainName, NameError> {
+        if relative == "@" || relative.is_empty() {
+            return Ok(self.clone());
+        }
+        let rel = DomainName::parse(relative)?;
+        let mut labels = rel.labels;
+        labels.extend(self.labels.iter().cloned());
+        let name = DomainName { labels };
+        if name.wire_len() > 255 {
+            return Err(NameError::NameTooLong(format!("{relative}.{self}")));
+        }
+        Ok(name)
+    }
+
+    /// The name with its leftmost label removed; `None` at the root.
+    pub fn parent(&self) -> Option<DomainName> {
+        if self.labels.is_empty() {
+            None
+        } else {
+            Some(DomainName {
+                labels: self.labels[1..].to_vec(),
+            })
+        }
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.labels.is_empty() {
+            return f.write_str(".");
+        }
+        for label in &self.labels {
+            write!(f, "{label}.")?;
+        }
+        Ok(())
+    }
+}
+
+/// One zone, as one policy file describes it.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The file this zone came from, for messages to operators.
+    pub source: PathBuf,
+    /// The zone apex.
+    pub origin: DomainName,
+    /// TTL of records that do not set their own.
+    pub default_ttl: u32,
+    /// The start of authority: also what negative answers carry.
+    pub soa: Soa,
+    /// The apex NS set, served authoritatively.
+    pub ns: Vec<DomainName>,
+    /// Static record sets, at any name in the zone (the apex included).
+    pub records: Vec<RecordSet>,
+    /// Ingest nodes that steered names choose from, in declaration order.
+    pub nodes: Vec<Node>,
+    /// Names whose A/AAAA answers are computed per client.
+    pub steered: Vec<SteeredName>,
+}
+
+/// SOA fields; names are absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soa {
+    /// Primary name server (MNAME).
+    pub primary: DomainName,
+    /// Responsible mailbox in name form (RNAME).
+    pub contact: DomainName,
+    /// Serial number; operators may set it, else it is derived from the file contents.
+    pub serial: u32,
+    /// Secondary refresh interval, seconds.
+    pub refresh: u32,
+    /// Secondary retry interval, seconds.
+    pub retry: u32,
+    /// Secondary expiry, seconds.
+    pub expire: u32,
+    /// Negative-caching TTL (RFC 2308).
+    pub minimum: u32,
+    /// TTL of the SOA record itself.
+    pub ttl: u32,
+}
+
+impl Soa {
+    /// TTL of the SOA in a negative answer: the lesser of its TTL and MINIMUM (RFC 2308 §3).
+    pub fn negative_ttl(&self) -> u32 {
+        self.ttl.min(self.minimum)
+    }
+}
+
+/// The record types a policy file can publish statically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    /// IPv4 address.
+    A(Ipv4Addr),
+    /// IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// Alias to another name.
+    Cname(DomainName),
+    /// Character strings, each at most 255 octets.
+    Txt(Vec<Vec<u8>>),
+    /// Mail exchanger.
+    Mx {
+        /// Lower is preferred.
+        preference: u16,
+        /// Host name of the exchanger.
+        exchange: DomainName,
+    },
+    /// Service location (RFC 2782).
+    Srv {
+        /// Lower is preferred.
+        priority: u16,
+        /// Relative weight among equal priorities.
+        weight: u16,
+        /// Service port.
+        port: u16,
+        /// Host providing the service.
+        target: DomainName,
+    },
+    /// Certification authority authorization (RFC 8659).
+    Caa {
+        /// Flags octet (128 = critical).
+        flags: u8,
+        /// Property tag, e.g. `issue`.
+        tag: String,
+        /// Property value.
+        value: String,
+    },
+    /// Name server; below the apex, a delegation.
+    Ns(DomainName),
+}
+
+/// Numeric record type codes used by the policy model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordType(pub u16);
+
+impl RecordType {
+    /// IPv4 address.
+    pub const A: Self = Self(1);
+    /// Name server.
+    pub const NS: Self = Self(2);
+    /// Alias.
+    pub const CNAME: Self = Self(5);
+    /// Start of authority.
+    pub const SOA: Self = Self(6);
+    /// Mail exchanger.
+    pub const MX: Self = Self(15);
+    /// Text.
+    pub const TXT: Self = Self(16);
+    /// IPv6 address.
+    pub const AAAA: Self = Self(28);
+    /// Service location.
+    pub const SRV: Self = Self(33);
+    /// CA authorization.
+    pub const CAA: Self = Self(257);
+}
+
+impl RecordData {
+    /// The record type this data is published as.
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            RecordData::A(_) => RecordType::A,
+            RecordData::Aaaa(_) => RecordType::AAAA,
+            RecordData::Cname(_) => RecordType::CNAME,
+            RecordData::Txt(_) => RecordType::TXT,
+            RecordData::Mx { .. } => RecordType::MX,
+            RecordData::Srv { .. } => RecordType::SRV,
+            RecordData::Caa { .. } => RecordType::CAA,
+            RecordData::Ns(_) => RecordType::NS,
+        }
+    }
+}
+
+/// All records of one type at one name.
+#[derive(Debug, Clone)]
+pub struct RecordSet {
+    /// Owner name.
+    pub name: DomainName,
+    /// TTL shared by the set.
+    pub ttl: u32,
+    /// The records; all of the same type.
+    pub data: Vec<RecordData>,
+}
+
+impl RecordSet {
+    /// The type of every record in the set.
+    pub fn record_type(&self) -> RecordType {
+        self.data
+            .first()
+            .map(RecordData::record_type)
+            .unwrap_or(RecordType(0))
+    }
+}
+
+/// A node's role in failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// A primary ingest PoP.
+    Core,
+    /// A smaller primary PoP; ranked with core nodes.
+    Edge,
+    /// Idles until the primaries allowed for a client cannot fill the answer.
+    Backup,
+}
+
+/// Administrative state, in octoDNS's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminStatus {
+    /// Always answered, whatever checks say.
+    Up,
+    /// Never answered.
+    Down,
+    /// Follow health checks (up while no check exists).
+    Obey,
+}
+
+/// Index of a node within its zone's `nodes`.
+pub type NodeId = usize;
+
+/// An ingest PoP.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Operator's name for the node, unique in the zone.
+    pub name: String,
+    /// Role in failover.
+    pub tier: Tier,
+    /// Where the node is, as a geo code: used by fences and rules.
+    pub geo: GeoCode,
+    /// Where the node is, on the globe: used for distance ranking.
+    pub location: Coordinates,
+    /// The node's addresses, in preference order; each family answers its own query type.
+    pub addresses: Vec<IpAddr>,
+    /// Tie-breaker and, later, share of traffic; higher is preferred.
+    pub weight: u32,
+    /// Operator's override of health state.
+    pub status: AdminStatus,
+}
+
+impl Node {
+    /// The node's first IPv4 address, if any.
+    pub fn first_v4(&self) -> Option<Ipv4Addr> {
+        self.addresses.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The node's first IPv6 address, if any.
+    pub fn first_v6(&self) -> Option<Ipv6Addr> {
+        self.addresses.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+    }
+}
+
+/// An ordered list of candidate nodes: a pool followed by its fallback chain.
+///
+/// Each entry records its level in the chain: level 0 nodes rank before level 1 nodes
+/// whatever their distance, which is what "fallback" means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidates {
+    /// `(node, fallback level)`, without duplicates, in declaration order.
+    pub nodes: Vec<(NodeId, u8)>,
+}
+
+/// What a rule matches on. Empty geos and subnets make a catch-all.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Client geos (continent, country or subdivision codes); any one matches.
+    pub geos: Vec<GeoCode>,
+    /// Client subnets; any one matches.
+    pub subnets: Vec<Prefix>,
+    /// Nodes this rule answers with.
+    pub candidates: Candidates,
+}
+
+impl Rule {
+    /// A rule with no conditions matches every client.
+    pub fn is_catch_all(&self) -> bool {
+        self.geos.is_empty() && self.subnets.is_empty()
+    }
+}
+
+/// How clients the GeoIP database cannot locate are answered.
+#[derive(Debug, Clone)]
+pub struct DefaultAnswer {
+    /// Nodes to answer with; `None` means the catch-all rule's.
+    pub candidates: Option<Candidates>,
+    /// Where to pretend such clients are; `None` ranks in declaration order.
+    pub location: Option<Coordinates>,
+}
+
+/// A name whose A/AAAA answers depend on the client.
+#[derive(Debug, Clone)]
+pub struct SteeredName {
+    /// The name, absolute.
+    pub name: DomainName,
+    /// Answer TTL; short so that steering changes reach clients quickly.
+    pub ttl: u32,
+    /// How many addresses to return per answer.
+    pub answers: usize,
+    /// Ordered rules, first match wins; the last one is a catch-all.
+    pub rules: Vec<Rule>,
+    /// Client geos whose clients may only get nodes inside that geo, whichever rule matched.
+    pub fences: Vec<GeoCode>,
+    /// Answer for clients the database cannot locate.
+    pub default: DefaultAnswer,
+}

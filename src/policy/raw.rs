@@ -1,0 +1,217 @@
+//! What operators write: the YAML shape of a zone policy file, deserialized with locations.
+//!
+//! Only shape is checked here (unknown fields, wrong types, duplicate keys); meaning is checked
+//! by `validate`, which needs the `Spanned` locations kept on every value it may complain about.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::model::{AdminStatus, Tier};
+
+/// A whole policy file: one zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    /// Zone apex, e.g. `live.example.net`.
+    pub zone: Spanned<String>,
+    /// Default TTL for static records.
+    pub ttl: Option<Spanned<u32>>,
+    /// SOA fields.
+    pub soa: Option<Spanned<RawSoa>>,
+    /// Apex name servers, fully qualified.
+    #[serde(default)]
+    pub ns: Vec<Spanned<String>>,
+    /// Static records by relative name (`@` for the apex).
+    #[serde(default)]
+    pub records: IndexMap<String, Spanned<OneOrMany<RawRecordSet>>>,
+    /// Ingest nodes by name.
+    #[serde(default)]
+    pub nodes: IndexMap<String, Spanned<RawNode>>,
+    /// Steered names by relative name.
+    #[serde(default)]
+    pub steer: IndexMap<String, Spanned<RawSteer>>,
+}
+
+/// SOA fields; everything but the two names has a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSoa {
+    /// MNAME.
+    pub primary: Spanned<String>,
+    /// RNAME, in name form (`hostmaster.example.net.`).
+    pub contact: Spanned<String>,
+    /// Serial; derived from the file when absent.
+    pub serial: Option<u32>,
+    /// Seconds.
+    pub refresh: Option<u32>,
+    /// Seconds.
+    pub retry: Option<u32>,
+    /// Seconds.
+    pub expire: Option<u32>,
+    /// Negative-caching TTL, seconds.
+    pub minimum: Option<Spanned<u32>>,
+    /// TTL of the SOA record; the zone TTL when absent.
+    pub ttl: Option<u32>,
+}
+
+/// A record set, octoDNS style: `{type: A, values: [...]}` or `{type: CNAME, value: ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecordSet {
+    /// Record type name.
+    #[serde(rename = "type")]
+    pub record_type: Spanned<String>,
+    /// TTL; the zone default when absent.
+    pub ttl: Option<u32>,
+    /// A single value.
+    pub value: Option<Spanned<RawValue>>,
+    /// Several values.
+    pub values: Option<Vec<Spanned<RawValue>>>,
+}
+
+/// A record value: a scalar (`192.0.2.1`, `"v=spf1 -all"`) or a map of fields (MX, SRV, CAA).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawValue {
+    /// Text or an address.
+    Text(String),
+    /// A bare number, where a type takes one.
+    Number(i64),
+    /// Named fields.
+    Fields(IndexMap<String, RawScalar>),
+}
+
+/// A field value inside a map-shaped record value.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawScalar {
+    /// A number.
+    Number(i64),
+    /// Text.
+    Text(String),
+}
+
+/// An ingest node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// `core`, `edge` or `backup`; `core` when absent.
+    pub tier: Option<Tier>,
+    /// Geo code of the node's site.
+    pub geo: Spanned<String>,
+    /// `[latitude, longitude]`.
+    pub location: Spanned<Vec<f64>>,
+    /// IPv4 and IPv6 addresses.
+    pub addresses: Spanned<Vec<Spanned<String>>>,
+    /// Positive weight; 1 when absent.
+    pub weight: Option<Spanned<u32>>,
+    /// `up`, `down` or `obey`; `obey` when absent.
+    pub status: Option<AdminStatus>,
+}
+
+/// A steered name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSteer {
+    /// Answer TTL.
+    pub ttl: Option<Spanned<u32>>,
+    /// Addresses per answer.
+    pub answers: Option<Spanned<u32>>,
+    /// Candidate nodes for rules that name none; every node of the zone when absent.
+    pub nodes: Option<Vec<Spanned<String>>>,
+    /// Named pools of nodes.
+    #[serde(default)]
+    pub pools: IndexMap<String, Spanned<RawPool>>,
+    /// Ordered rules; first match wins.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+    /// Answer for clients the database cannot locate.
+    pub default: Option<Spanned<RawDefault>>,
+}
+
+/// A pool: nodes, and the pool to continue with when they cannot fill an answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// Member nodes.
+    pub nodes: Vec<Spanned<String>>,
+    /// Next pool in the fallback chain.
+    pub fallback: Option<Spanned<String>>,
+}
+
+/// A rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Client geos.
+    #[serde(default)]
+    pub geos: Vec<Spanned<String>>,
+    /// Client subnets.
+    #[serde(default)]
+    pub subnets: Vec<Spanned<String>>,
+    /// Pool to answer from.
+    pub pool: Option<Spanned<String>>,
+    /// Nodes to answer from (instead of a pool).
+    pub nodes: Option<Vec<Spanned<String>>>,
+    /// Clients in this rule's geos only ever get nodes inside them.
+    #[serde(default)]
+    pub fence: Option<Spanned<bool>>,
+}
+
+/// Default answer for unlocatable clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefault {
+    /// Pool to answer from.
+    pub pool: Option<Spanned<String>>,
+    /// Nodes to answer from.
+    pub nodes: Option<Vec<Spanned<String>>>,
+    /// Rank as if the client were here.
+    pub location: Option<Spanned<Vec<f64>>>,
+}
+
+/// Either one value or a list of them, as octoDNS allows for record sets at one name.
+#[derive(Debug)]
+pub enum OneOrMany<T> {
+    /// `name: {...}`.
+    One(T),
+    /// `name: [{...}, {...}]`.
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values as a slice-like iterator.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        let (one, many) = match self {
+            OneOrMany::One(one) => (Some(one), &[][..]),
+            OneOrMany::Many(many) => (None, &many[..]),
+        };
+        one.into_iter().chain(many.iter())
+    }
+}
+
+/// Dispatches on the YAML node kind without buffering, so locations inside survive (serde's
+/// `untagged` would lose them).
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a record set map or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}

@@ -1,0 +1,658 @@
+//! Meaning checks: raw policy in, typed `Zone` out, or every error found, each located.
+//!
+//! Validation never stops at the first problem: an operator fixing a file wants the whole list.
+//! Each message names the file, line and column, the path to the offending value
+//! (`steer 'ingest': rule 2`), and what was expected.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::model::*;
+use super::raw::*;
+use super::{PolicyError, PolicyErrors};
+use crate::geo::{Coordinates, CountryTable, GeoCode};
+use crate::net::Prefix;
+
+/// Default TTL of static records when the file sets none.
+pub const DEFAULT_ZONE_TTL: u32 = 300;
+/// Default TTL of steered answers: short, so steering changes reach clients within seconds.
+pub const DEFAULT_STEER_TTL: u32 = 30;
+/// Default number of addresses in a steered answer.
+pub const DEFAULT_ANSWERS: u32 = 2;
+
+/// Collects located errors for one file.
+struct Diagnostics<'a> {
+    path: &'a Path,
+    errors: Vec<PolicyError>,
+}
+
+impl Diagnostics<'_> {
+    fn error(&mut self, at: Location, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            path: self.path.to_path_buf(),
+            line: at.line(),
+            column: at.column(),
+            message: message.into(),
+        });
+    }
+}
+
+fn at<T>(spanned: &Spanned<T>) -> Location {
+    spanned.referenced
+}
+
+/// Validates one parsed file. `derived_serial` is used when the file sets no SOA serial.
+pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, PolicyErrors> {
+    let mut diag = Diagnostics {
+        path,
+        errors: Vec::new(),
+    };
+    let countries = CountryTable::shipped();
+
+    let origin = match DomainName::parse(&raw.zone.value) {
+        Ok(name) if !name.labels().is_empty() => name,
+        Ok(_) => {
+            diag.error(at(&raw.zone), "zone: the root zone cannot be served; expected a name like live.example.net");
+            DomainName::root()
+        }
+        Err(e) => {
+            diag.error(at(&raw.zone), format!("zone: {e}"));
+            DomainName::root()
+        }
+    };
+    let zone_loc = at(&raw.zone);
+    let default_ttl = raw.ttl.as_ref().map_or(DEFAULT_ZONE_TTL, |t| t.value);
+
+    let soa = match &raw.soa {
+        None => {
+            diag.error(
+                zone_loc,
+                "no SOA: add `soa: {primary: ns1.<zone>., contact: hostmaster.<zone>., minimum: 60}`",
+            );
+            None
+        }
+        Some(soa) => {
+            let primary = absolute_name(&mut diag, &soa.value.primary, "soa: primary");
+            let contact = absolute_name(&mut diag, &soa.value.contact, "soa: contact");
+            let minimum = soa.value.minimum.as_ref().map_or(60, |m| m.value);
+            match (primary, contact) {
+                (Some(primary), Some(contact)) => Some(Soa {
+                    primary,
+                    contact,
+                    serial: soa.value.serial.unwrap_or(derived_serial),
+                    refresh: soa.value.refresh.unwrap_or(3600),
+                    retry: soa.value.retry.unwrap_or(600),
+                    expire: soa.value.expire.unwrap_or(1_209_600),
+                    minimum,
+                    ttl: soa.value.ttl.unwrap_or(default_ttl),
+                }),
+                _ => None,
+            }
+        }
+    };
+
+    if raw.ns.is_empty() {
+        diag.error(zone_loc, "no NS set: add `ns: [ns1.<zone>., ns2.<zone>.]` naming the servers the parent delegates to");
+    }
+    let ns: Vec<DomainName> = raw
+        .ns
+        .iter()
+        .filter_map(|n| absolute_name(&mut diag, n, "ns"))
+        .collect();
+
+    let records = validate_records(&mut diag, &origin, &raw, default_ttl);
+    let (nodes, node_index) = validate_nodes(&mut diag, &raw, countries);
+    let steered = validate_steered(&mut diag, &origin, &raw, &records, &nodes, &node_index, countries);
+
+    match soa {
+        Some(soa) if diag.errors.is_empty() => Ok(Zone {
+            source: path.to_path_buf(),
+            origin,
+            default_ttl,
+            soa,
+            ns,
+            records,
+            nodes,
+            steered,
+        }),
+        _ => Err(PolicyErrors(diag.errors)),
+    }
+}
+
+/// A name that must be written fully qualified (with the trailing dot), as in octoDNS.
+fn absolute_name(diag: &mut Diagnostics, text: &Spanned<String>, what: &str) -> Option<DomainName> {
+    if !text.value.ends_with('.') {
+        diag.error(
+            at(text),
+            format!("{what}: '{}' must be fully qualified, ending in '.'", text.value),
+        );
+        return None;
+    }
+    match DomainName::parse(&text.value) {
+        Ok(name) => Some(name),
+        Err(e) => {
+            diag.error(at(text), format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+fn validate_records(diag: &mut Diagnostics, origin: &DomainName, raw: &RawZone, default_ttl: u32) -> Vec<RecordSet> {
+    let mut sets: Vec<RecordSet> = Vec::new();
+    // (name, type) → location of the first definition, to report duplicates.
+    let mut seen: HashMap<(DomainName, RecordType), Location> = HashMap::new();
+    for (relative, sets_at_name) in &raw.records {
+        let context = format!("records '{relative}'");
+        let name = match origin.child(relative) {
+            Ok(name) => name,
+            Err(e) => {
+                diag.error(at(sets_at_name), format!("{context}: {e}"));
+                continue;
+            }
+        };
+        for raw_set in sets_at_name.value.iter() {
+            let type_loc = at(&raw_set.record_type);
+            let values: Vec<&Spanned<RawValue>> = match (&raw_set.value, &raw_set.values) {
+                (Some(v), None) => vec![v],
+                (None, Some(vs)) if !vs.is_empty() => vs.iter().collect(),
+                (Some(_), Some(_)) => {
+                    diag.error(type_loc, format!("{context}: give either `value` or `values`, not both"));
+                    continue;
+                }
+                _ => {
+                    diag.error(type_loc, format!("{context}: no `value` or `values`"));
+                    continue;
+                }
+            };
+            let type_name = raw_set.record_type.value.to_ascii_uppercase();
+            let mut data = Vec::new();
+            for value in values {
+                match parse_record_value(&type_name, &value.value) {
+                    Ok(d) => data.push(d),
+                    Err(message) => diag.error(at(value), format!("{context}: {type_name}: {message}")),
+                }
+            }
+            let Some(record_type) = data.first().map(RecordData::record_type) else {
+                if !KNOWN_TYPES.contains(&type_name.as_str()) {
+                    diag.error(
+                        type_loc,
+                        format!("{context}: unsupported record type '{}' (expected one of {})", raw_set.record_type.value, KNOWN_TYPES.join(", ")),
+                    );
+                }
+                continue;
+            };
+            if record_type == RecordType::CNAME && data.len() > 1 {
+                diag.error(type_loc, format!("{context}: a CNAME has exactly one value"));
+            }
+            if record_type == RecordType::NS && name == *origin {
+                diag.error(type_loc, format!("{context}: the apex NS set is written as the zone's `ns:` list"));
+                continue;
+            }
+            if record_type == RecordType::CNAME && name == *origin {
+                diag.error(type_loc, format!("{context}: a CNAME cannot be at the zone apex"));
+                continue;
+            }
+            if let Some(first) = seen.get(&(name.clone(), record_type)) {
+                diag.error(
+                    type_loc,
+                    format!("{context}: second {type_name} set at this name (the first is at line {})", first.line()),
+                );
+                continue;
+            }
+            seen.insert((name.clone(), record_type), type_loc);
+            sets.push(RecordSet {
+                name: name.clone(),
+                ttl: raw_set.ttl.unwrap_or(default_ttl),
+                data,
+            });
+        }
+    }
+    // CNAME exclusivity and delegation occlusion.
+    let mut types_at: BTreeMap<&DomainName, Vec<RecordType>> = BTreeMap::new();
+    for set in &sets {
+        types_at.entry(&set.name).or_default().push(set.record_type());
+    }
+    let delegations: Vec<&DomainName> = sets
+        .iter()
+        .filter(|s| s.record_type() == RecordType::NS)
+        .map(|s| &s.name)
+        .collect();
+    for (name, types) in &types_at {
+        let loc = seen
+            .iter()
+            .filter(|((n, _), _)| n == *name)
+            .map(|(_, l)| *l)
+            .min_by_key(|l| (l.line(), l.column()))
+            .unwrap_or(Location::UNKNOWN);
+        if types.contains(&RecordType::CNAME) && types.len() > 1 {
+            diag.error(loc, format!("records at '{name}': a CNAME cannot share its name with other records"));
+        }
+        for cut in &delegations {
+            let below = name.is_at_or_below(cut) && *name != *cut;
+            let at_cut_non_ns = **name == **cut && types.iter().any(|t| *t != RecordType::NS);
+            let non_glue = types.iter().any(|t| *t != RecordType::A && *t != RecordType::AAAA);
+            if (below && non_glue) || at_cut_non_ns {
+                diag.error(
+                    loc,
+                    format!("records at '{name}': only NS and glue (A/AAAA) may be at or below the delegation '{cut}'"),
+                );
+            }
+        }
+    }
+    sets
+}
+
+const KNOWN_TYPES: [&str; 8] = ["A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS"];
+
+/// Parses one value of a record set according to its type.
+fn parse_record_value(type_name: &str, value: &RawValue) -> Result<RecordData, String> {
+    let text = |expected: &str| match value {
+        RawValue::Text(t) => Ok(t.clone()),
+        RawValue::Number(n) => Ok(n.to_string()),
+        RawValue::Fields(_) => Err(format!("expected {expected}, got a map")),
+    };
+    let target = |t: String| -> Result<DomainName, String> {
+        if !t.ends_with('.') {
+            return Err(format!("'{t}' must be fully qualified, ending in '.'"));
+        }
+        DomainName::parse(&t).map_err(|e| e.to_string())
+    };
+    match type_name {
+        "A" => text("an IPv4 address")?
+            .parse()
+            .map(RecordData::A)
+            .map_err(|_| format!("expected an IPv4 address, got '{}'", text("").unwrap_or_default())),
+        "AAAA" => text("an IPv6 address")?
+            .parse()
+            .map(RecordData::Aaaa)
+            .map_err(|_| format!("expected an IPv6 address, got '{}'", text("").unwrap_or_default())),
+        "CNAME" => target(text("a target name")?).map(RecordData::Cname),
+        "NS" => target(text("a name server name")?).map(RecordData::Ns),
+        "TXT" => {
+            let t = text("a text string")?;
+            let chunks: Vec<Vec<u8>> = if t.is_empty() {
+                vec![Vec::new()]
+            } else {
+                t.as_bytes().chunks(255).map(<[u8]>::to_vec).collect()
+            };
+            Ok(RecordData::Txt(chunks))
+        }
+        "MX" => {
+            let f = Fields::of(value, "{preference, exchange}")?;
+            Ok(RecordData::Mx {
+                preference: f.number("preference")?,
+                exchange: target(f.text("exchange")?)?,
+            })
+        }
+        "SRV" => {
+            let f = Fields::of(value, "{priority, weight, port, target}")?;
+            Ok(RecordData::Srv {
+                priority: f.number("priority")?,
+                weight: f.number("weight")?,
+                port: f.number("port")?,
+                target: target(f.text("target")?)?,
+            })
+        }
+        "CAA" => {
+            let f = Fields::of(value, "{flags, tag, value}")?;
+            let tag = f.text("tag")?;
+            if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(format!("tag '{tag}' must be letters and digits, like issue or iodef"));
+            }
+            Ok(RecordData::Caa {
+                flags: f.optional_number("flags")?.unwrap_or(0),
+                tag,
+                value: f.text("value")?,
+            })
+        }
+        other => Err(format!("unsupported record type '{other}' (expected one of {})", KNOWN_TYPES.join(", "))),
+    }
+}
+
+/// Field access for map-shaped record values, with messages that say which field is wrong.
+struct Fields<'a>(&'a indexmap::IndexMap<String, RawScalar>);
+
+impl<'a> Fields<'a> {
+    fn of(value: &'a RawValue, shape: &str) -> Result<Self, String> {
+        match value {
+            RawValue::Fields(map) => Ok(Fields(map)),
+            _ => Err(format!("expected a map {shape}")),
+        }
+    }
+
+    fn text(&self, key: &str) -> Result<String, String> {
+        match self.0.get(key) {
+            Some(RawScalar::Text(t)) => Ok(t.clone()),
+            Some(RawScalar::Number(n)) => Ok(n.to_string()),
+            None => Err(format!("missing field `{key}`")),
+        }
+    }
+
+    fn optional_number<T: TryFrom<i64>>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(RawScalar::Number(n)) => T::try_from(*n)
+                .map(Some)
+                .map_err(|_| format!("field `{key}`: {n} is out of range")),
+            Some(RawScalar::Text(t)) => Err(format!("field `{key}`: expected a number, got '{t}'")),
+        }
+    }
+
+    fn number<T: TryFrom<i64>>(&self, key: &str) -> Result<T, String> {
+        self.optional_number(key)?
+            .ok_or_else(|| format!("missing field `{key}`"))
+    }
+}
+
+fn coordinates(diag: &mut Diagnostics, spanned: &Spanned<Vec<f64>>, context: &str) -> Option<Coordinates> {
+    match spanned.value.as_slice() {
+        [lat, lon] => {
+            let c = Coordinates::new(*lat, *lon);
+            if c.is_none() {
+                diag.error(
+                    at(spanned),
+                    format!("{context}: [{lat}, {lon}] is not a place: latitude must be within -90..90 and longitude within -180..180"),
+                );
+            }
+            c
+        }
+        _ => {
+            diag.error(at(spanned), format!("{context}: expected [latitude, longitude]"));
+            None
+        }
+    }
+}
+
+fn validate_nodes(diag: &mut Diagnostics, raw: &RawZone, countries: &CountryTable) -> (Vec<Node>, HashMap<String, NodeId>) {
+    let mut nodes = Vec::new();
+    let mut index = HashMap::new();
+    for (name, node) in &raw.nodes {
+        let context = format!("node '{name}'");
+        let n = &node.value;
+        let geo = match GeoCode::parse(&n.geo.value, countries) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                diag.error(at(&n.geo), format!("{context}: geo: {e}"));
+                None
+            }
+        };
+        let location = coordinates(diag, &n.location, &format!("{context}: location"));
+        let mut addresses = Vec::new();
+        for a in &n.addresses.value {
+            match a.value.parse::<IpAddr>() {
+                Ok(ip) => addresses.push(ip),
+                Err(_) => diag.error(at(a), format!("{context}: '{}' is not an IPv4 or IPv6 address", a.value)),
+            }
+        }
+        if n.addresses.value.is_empty() {
+            diag.error(at(&n.addresses), format!("{context}: no addresses"));
+        }
+        let weight = match &n.weight {
+            Some(w) if w.value == 0 => {
+                diag.error(at(w), format!("{context}: weight must be at least 1"));
+                1
+            }
+            Some(w) => w.value,
+            None => 1,
+        };
+        // Names keep their index even when invalid, so rules naming them do not also fail.
+        index.insert(name.clone(), index.len());
+        if let (Some(geo), Some(location)) = (geo, location) {
+            nodes.push(Node {
+                name: name.clone(),
+                tier: n.tier.unwrap_or(Tier::Core),
+                geo,
+                location,
+                addresses,
+                weight,
+                status: n.status.unwrap_or(AdminStatus::Obey),
+            });
+        }
+    }
+    (nodes, index)
+}
+
+/// Resolves node names to ids, reporting unknown ones with the list of known names.
+fn node_ids(diag: &mut Diagnostics, names: &[Spanned<String>], index: &HashMap<String, NodeId>, context: &str) -> Vec<NodeId> {
+    let mut ids = Vec::new();
+    for n in names {
+        match index.get(&n.value) {
+            Some(id) if !ids.contains(id) => ids.push(*id),
+            Some(_) => diag.error(at(n), format!("{context}: node '{}' is listed twice", n.value)),
+            None => {
+                let mut known: Vec<&str> = index.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                diag.error(
+                    at(n),
+                    format!("{context}: unknown node '{}' (nodes of this zone: {})", n.value, known.join(", ")),
+                );
+            }
+        }
+    }
+    ids
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_steered(
+    diag: &mut Diagnostics,
+    origin: &DomainName,
+    raw: &RawZone,
+    records: &[RecordSet],
+    nodes: &[Node],
+    node_index: &HashMap<String, NodeId>,
+    countries: &CountryTable,
+) -> Vec<SteeredName> {
+    let static_names: HashSet<&DomainName> = records.iter().map(|r| &r.name).collect();
+    let delegations: Vec<&DomainName> = records
+        .iter()
+        .filter(|s| s.record_type() == RecordType::NS)
+        .map(|s| &s.name)
+        .collect();
+    let mut steered = Vec::new();
+    for (relative, steer) in &raw.steer {
+        let context = format!("steer '{relative}'");
+        let s = &steer.value;
+        let name = match origin.child(relative) {
+            Ok(n) => n,
+            Err(e) => {
+                diag.error(at(steer), format!("{context}: {e}"));
+                continue;
+            }
+        };
+        if static_names.contains(&name) {
+            diag.error(
+                at(steer),
+                format!("{context}: '{name}' also has static records; a steered name owns its A and AAAA answers, move the other records elsewhere"),
+            );
+        }
+        if delegations.iter().any(|cut| name.is_at_or_below(cut)) {
+            diag.error(at(steer), format!("{context}: '{name}' is inside a delegation to another server"));
+        }
+        let ttl = s.ttl.as_ref().map_or(DEFAULT_STEER_TTL, |t| t.value);
+        let answers = match &s.answers {
+            Some(a) if a.value == 0 => {
+                diag.error(at(a), format!("{context}: answers must be at least 1"));
+                1
+            }
+            Some(a) => a.value,
+            None => DEFAULT_ANSWERS,
+        } as usize;
+
+        let universe: Vec<NodeId> = match &s.nodes {
+            Some(list) => node_ids(diag, list, node_index, &format!("{context}: nodes")),
+            None => (0..node_index.len()).collect(),
+        };
+        if universe.is_empty() {
+            diag.error(at(steer), format!("{context}: no candidate nodes; define `nodes:` in the zone"));
+        }
+
+        // Pools and their fallback chains.
+        let mut pool_nodes: HashMap<&str, Vec<NodeId>> = HashMap::new();
+        for (pool_name, pool) in &s.pools {
+            let ids = node_ids(diag, &pool.value.nodes, node_index, &format!("{context}: pool '{pool_name}'"));
+            if pool.value.nodes.is_empty() {
+                diag.error(at(pool), format!("{context}: pool '{pool_name}' has no nodes"));
+            }
+            if let Some(fb) = &pool.value.fallback
+                && !s.pools.contains_key(&fb.value)
+            {
+                diag.error(at(fb), format!("{context}: pool '{pool_name}': fallback to unknown pool '{}'", fb.value));
+            }
+            pool_nodes.insert(pool_name.as_str(), ids);
+        }
+        let chain = |diag: &mut Diagnostics, start: &Spanned<String>| -> Option<Candidates> {
+            if !s.pools.contains_key(&start.value) {
+                let known: Vec<&str> = s.pools.keys().map(String::as_str).collect();
+                diag.error(at(start), format!("{context}: unknown pool '{}' (pools: {})", start.value, known.join(", ")));
+                return None;
+            }
+            let mut visited: Vec<&str> = Vec::new();
+            let mut out = Vec::new();
+            let mut current = Some(start.value.as_str());
+            while let Some(pool) = current {
+                if visited.contains(&pool) {
+                    diag.error(at(start), format!("{context}: pool fallback loop: {} -> {pool}", visited.join(" -> ")));
+                    return None;
+                }
+                let level = visited.len().min(u8::MAX as usize) as u8;
+                visited.push(pool);
+                for id in pool_nodes.get(pool).into_iter().flatten() {
+                    if !out.iter().any(|(n, _)| n == id) {
+                        out.push((*id, level));
+                    }
+                }
+                current = s
+                    .pools
+                    .get(pool)
+                    .and_then(|p| p.value.fallback.as_ref())
+                    .map(|f| f.value.as_str())
+                    .filter(|f| s.pools.contains_key(*f));
+            }
+            Some(Candidates { nodes: out })
+        };
+        let level0 = |ids: Vec<NodeId>| Candidates {
+            nodes: ids.into_iter().map(|id| (id, 0)).collect(),
+        };
+
+        let mut rules = Vec::new();
+        let mut fences = Vec::new();
+        let rule_count = s.rules.len();
+        for (i, rule) in s.rules.iter().enumerate() {
+            let rule_ctx = format!("{context}: rule {}", i + 1);
+            let r = &rule.value;
+            let mut geos = Vec::new();
+            for g in &r.geos {
+                match GeoCode::parse(&g.value, countries) {
+                    Ok(code) => geos.push(code),
+                    Err(e) => diag.error(at(g), format!("{rule_ctx}: geos: {e}")),
+                }
+            }
+            let mut subnets = Vec::new();
+            for p in &r.subnets {
+                match p.value.parse::<Prefix>() {
+                    Ok(prefix) => subnets.push(prefix),
+                    Err(e) => diag.error(at(p), format!("{rule_ctx}: subnets: {e}")),
+                }
+            }
+            let candidates = match (&r.pool, &r.nodes) {
+                (Some(_), Some(n)) => {
+                    diag.error(n.first().map_or(at(rule), at), format!("{rule_ctx}: give either `pool` or `nodes`, not both"));
+                    None
+                }
+                (Some(pool), None) => chain(diag, pool),
+                (None, Some(list)) => Some(level0(node_ids(diag, list, node_index, &rule_ctx))),
+                (None, None) => Some(level0(universe.clone())),
+            };
+            let is_catch_all = r.geos.is_empty() && r.subnets.is_empty();
+            if is_catch_all && i + 1 < rule_count {
+                diag.error(at(rule), format!("{rule_ctx}: matches every client, so rules after it never apply; put it last"));
+            }
+            if !is_catch_all && i + 1 == rule_count {
+                diag.error(at(rule), format!("{rule_ctx}: the last rule must be a catch-all (`{{}}` or one naming only a pool) so every client gets an answer"));
+            }
+            if let Some(fence) = &r.fence
+                && fence.value
+            {
+                if geos.is_empty() {
+                    diag.error(at(fence), format!("{rule_ctx}: a fence needs `geos`: it keeps clients in those geos on nodes inside them"));
+                }
+                for fence_geo in &geos {
+                    if let Some(c) = &candidates {
+                        let inside = c.nodes.iter().filter(|(id, _)| nodes.get(*id).is_some_and(|n| fence_geo.contains(&n.geo))).count();
+                        let outside: Vec<&str> = c
+                            .nodes
+                            .iter()
+                            .filter_map(|(id, _)| nodes.get(*id))
+                            .filter(|n| !fence_geo.contains(&n.geo))
+                            .map(|n| n.name.as_str())
+                            .collect();
+                        if !outside.is_empty() {
+                            diag.error(at(fence), format!("{rule_ctx}: fenced to {fence_geo} but its nodes include {} outside it, which the fence would never answer", outside.join(", ")));
+                        } else if inside == 0 {
+                            diag.error(at(fence), format!("{rule_ctx}: fenced to {fence_geo} but has no node inside it"));
+                        }
+                    }
+                    fences.push(fence_geo.clone());
+                }
+            }
+            if let Some(candidates) = candidates {
+                rules.push(Rule {
+                    geos,
+                    subnets,
+                    candidates,
+                });
+            }
+        }
+        if rules.is_empty() && rule_count == 0 {
+            rules.push(Rule {
+                geos: Vec::new(),
+                subnets: Vec::new(),
+                candidates: level0(universe.clone()),
+            });
+        }
+
+        let default = match &s.default {
+            None => DefaultAnswer {
+                candidates: None,
+                location: None,
+            },
+            Some(d) => {
+                let candidates = match (&d.value.pool, &d.value.nodes) {
+                    (Some(_), Some(_)) => {
+                        diag.error(at(d), format!("{context}: default: give either `pool` or `nodes`, not both"));
+                        None
+                    }
+                    (Some(pool), None) => chain(diag, pool),
+                    (None, Some(list)) => Some(level0(node_ids(diag, list, node_index, &format!("{context}: default")))),
+                    (None, None) => None,
+                };
+                let location = d
+                    .value
+                    .location
+                    .as_ref()
+                    .and_then(|l| coordinates(diag, l, &format!("{context}: default: location")));
+                DefaultAnswer { candidates, location }
+            }
+        };
+
+        steered.push(SteeredName {
+            name,
+            ttl,
+            answers,
+            rules,
+            fences,
+            default,
+        });
+    }
+    // Two keys may still name the same absolute name (`ingest` and `INGEST`).
+    let mut seen = HashSet::new();
+    for (s, (relative, spanned)) in steered.iter().zip(&raw.steer) {
+        if !seen.insert(&s.name) {
+            diag.error(at(spanned), format!("steer '{relative}': '{}' is steered twice", s.name));
+        }
+    }
+    steered
+}
