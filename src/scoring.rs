@@ -2,8 +2,8 @@
 //!
 //! Pure functions of the policy and a place; called only while answer tables are built, never
 //! per query. Order: primaries (core, edge) before backups; within each, earlier fallback levels
-//! first; then nearest first by great-circle distance (or declaration order when the client has
-//! no coordinates); ties by higher weight, then declaration order, so answers are deterministic.
+//! first; then nearest first by great-circle distance (or candidate-list order when the client has
+//! no coordinates); ties by higher weight, then position in the candidate list, so answers are deterministic.
 
 use std::cmp::Ordering;
 
@@ -18,27 +18,28 @@ pub fn rank(
     client: Option<Coordinates>,
     fences: &[&GeoCode],
 ) -> Vec<NodeId> {
-    let mut ranked: Vec<(NodeId, u8, f64)> = candidates
+    // (node, fallback level, distance, position in the candidate list)
+    let mut ranked: Vec<(&Node, NodeId, u8, f64, usize)> = candidates
         .nodes
         .iter()
-        .filter_map(|&(id, level)| nodes.get(id).map(|n| (id, level, n)))
-        .filter(|(_, _, n)| n.status != AdminStatus::Down)
-        .filter(|(_, _, n)| fences.iter().all(|f| f.contains(&n.geo)))
-        .map(|(id, level, n)| {
+        .enumerate()
+        .filter_map(|(position, &(id, level))| nodes.get(id).map(|n| (n, id, level, position)))
+        .filter(|(n, ..)| n.status != AdminStatus::Down)
+        .filter(|(n, ..)| fences.iter().all(|f| f.contains(&n.geo)))
+        .map(|(n, id, level, position)| {
             let distance = client.map_or(0.0, |c| c.distance_km(&n.location));
-            (id, level, distance)
+            (n, id, level, distance, position)
         })
         .collect();
     ranked.sort_by(|a, b| {
-        let (na, nb) = (&nodes[a.0], &nodes[b.0]);
-        (na.tier == Tier::Backup)
-            .cmp(&(nb.tier == Tier::Backup))
-            .then(a.1.cmp(&b.1))
-            .then(a.2.partial_cmp(&b.2).unwrap_or(Ordering::Equal))
-            .then(nb.weight.cmp(&na.weight))
-            .then(a.0.cmp(&b.0))
+        (a.0.tier == Tier::Backup)
+            .cmp(&(b.0.tier == Tier::Backup))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.partial_cmp(&b.3).unwrap_or(Ordering::Equal))
+            .then(b.0.weight.cmp(&a.0.weight))
+            .then(a.4.cmp(&b.4))
     });
-    ranked.into_iter().map(|(id, _, _)| id).collect()
+    ranked.into_iter().map(|(_, id, ..)| id).collect()
 }
 
 #[cfg(test)]

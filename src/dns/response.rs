@@ -341,6 +341,12 @@ fn answer_question(
                 return Rcode::NxDomain;
             }
             NameLookup::Found(NameNode::EmptyNonTerminal) => break,
+            NameLookup::Found(NameNode::Steered(_))
+                if !matches!(qtype, QTYPE_A | QTYPE_AAAA | QTYPE_ANY) =>
+            {
+                // Other types at a steered name are NODATA for everyone: no need to locate.
+                break;
+            }
             NameLookup::Found(NameNode::Steered(table)) => {
                 let (client, unmapped) = match edns.as_ref().and_then(|e| e.subnet) {
                     Some(subnet) => match subnet.client() {

@@ -59,8 +59,38 @@ struct RawRecord {
     location: Option<NestedLocation>,
     subdivisions: Option<Vec<NestedIso>>,
     country_code: Option<String>,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Degrees>,
+    longitude: Option<Degrees>,
+}
+
+/// A coordinate stored as either MaxMind `double` or `float` (the flat databases use the
+/// latter); the stock `f64` deserializer accepts only `double`.
+#[derive(Debug, Clone, Copy)]
+struct Degrees(f64);
+
+impl<'de> Deserialize<'de> for Degrees {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Degrees;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a coordinate in degrees")
+            }
+            fn visit_f32<E>(self, v: f32) -> Result<Degrees, E> {
+                Ok(Degrees(f64::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Degrees, E> {
+                Ok(Degrees(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Degrees, E> {
+                Ok(Degrees(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Degrees, E> {
+                Ok(Degrees(v as f64))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,8 +105,8 @@ struct NestedIso {
 
 #[derive(Debug, Default, Deserialize)]
 struct NestedLocation {
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Degrees>,
+    longitude: Option<Degrees>,
 }
 
 impl RawRecord {
@@ -103,7 +133,7 @@ impl RawRecord {
             _ => (self.latitude, self.longitude),
         };
         let coordinates = match (lat, lon) {
-            (Some(lat), Some(lon)) => Coordinates::new(lat, lon),
+            (Some(lat), Some(lon)) => Coordinates::new(lat.0, lon.0),
             _ => None,
         }
         .or(table_row.and_then(|row| row.reference));
