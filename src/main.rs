@@ -10,7 +10,11 @@ use geosteer::config::{DEFAULT_GEO_DB, DEFAULT_LISTEN, DEFAULT_ZONES, ServeConfi
 use geosteer::service;
 
 #[derive(Parser)]
-#[command(name = "geosteer", version, about = "Geo-aware authoritative DNS for ingest steering")]
+#[command(
+    name = "geosteer",
+    version,
+    about = "Geo-aware authoritative DNS for ingest steering"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,7 +80,11 @@ fn check(path: &std::path::Path, geo: &std::path::Path) -> ExitCode {
                     zone.steered.len()
                 );
             }
-            println!("answer tables built against {} ({} places)", geo.display(), snapshot.geo.places().len());
+            println!(
+                "answer tables built against {} ({} places)",
+                geo.display(),
+                snapshot.geo.places().len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -126,10 +134,11 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -173,15 +173,33 @@ mod tests {
 
     #[test]
     fn rejects_bad_prefixes() {
-        assert!(matches!("10.0.0.0".parse::<Prefix>(), Err(PrefixError::Syntax(_))));
-        assert!(matches!("10.0.0.0/33".parse::<Prefix>(), Err(PrefixError::TooLong { .. })));
-        assert!(matches!("10.1.0.0/8".parse::<Prefix>(), Err(PrefixError::HostBits(..))));
-        assert!(matches!("nonsense/8".parse::<Prefix>(), Err(PrefixError::Syntax(_))));
+        assert!(matches!(
+            "10.0.0.0".parse::<Prefix>(),
+            Err(PrefixError::Syntax(_))
+        ));
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Prefix>(),
+            Err(PrefixError::TooLong { .. })
+        ));
+        assert!(matches!(
+            "10.1.0.0/8".parse::<Prefix>(),
+            Err(PrefixError::HostBits(..))
+        ));
+        assert!(matches!(
+            "nonsense/8".parse::<Prefix>(),
+            Err(PrefixError::Syntax(_))
+        ));
     }
 
     #[test]
     fn unmaps_ipv4_mapped_addresses() {
-        assert_eq!(unmap("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
-        assert_eq!(unmap("2001:db8::1".parse().unwrap()), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            unmap("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            unmap("2001:db8::1".parse().unwrap()),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -94,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn fallback_levels_then_declaration_order_without_coordinates() {
+    fn fallback_levels_then_candidate_order_without_coordinates() {
         let nodes = vec![
             node("a", Tier::Core, "EU-DE", 50.0, 8.0),
             node("b", Tier::Core, "EU-DE", 50.0, 8.0),
@@ -103,8 +103,8 @@ mod tests {
         let chain = Candidates {
             nodes: vec![(2, 0), (1, 1), (0, 1)],
         };
-        assert_eq!(rank(&nodes, &chain, None, &[]), vec![2, 0, 1]);
+        assert_eq!(rank(&nodes, &chain, None, &[]), vec![2, 1, 0]);
         let frankfurt = Coordinates::new(50.0, 8.0);
-        assert_eq!(rank(&nodes, &chain, frankfurt, &[]), vec![2, 0, 1]);
+        assert_eq!(rank(&nodes, &chain, frankfurt, &[]), vec![2, 1, 0]);
     }
 }

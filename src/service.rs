@@ -52,15 +52,17 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&[SocketAddr])) -> Resu
         "policy loaded"
     );
     let publisher = Publisher::new(snapshot);
-    let listeners = dns::bind(&config.listen).await.map_err(|source| StartError::Bind {
-        addr: config
-            .listen
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        source,
-    })?;
+    let listeners = dns::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config
+                .listen
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            source,
+        })?;
     let addrs = listeners.local_addrs();
     ready(&addrs);
     let limits = Limits {

@@ -20,7 +20,10 @@ fn soa_ttl(reply: &Message) -> Option<u32> {
 #[test]
 fn authoritative_answers_over_udp_and_tcp() {
     let server = Server::test_zone();
-    for reply in [udp(&server, &q("ingest.test.example.", A)), tcp(&server, &q("ingest.test.example.", A))] {
+    for reply in [
+        udp(&server, &q("ingest.test.example.", A)),
+        tcp(&server, &q("ingest.test.example.", A)),
+    ] {
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         assert!(reply.metadata.authoritative, "AA");
         assert!(!reply.metadata.recursion_available, "RA clear");
@@ -42,7 +45,11 @@ fn authoritative_answers_over_udp_and_tcp() {
     ];
     for (name, rtype, count) in cases {
         let reply = udp(&server, &q(name, rtype));
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{name} {rtype}");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {rtype}"
+        );
         assert!(reply.metadata.authoritative);
         assert_eq!(reply.answers.len(), count, "{name} {rtype}");
         assert!(reply.answers.iter().all(|r| r.record_type() == rtype));
@@ -80,17 +87,33 @@ fn negative_answers_carry_the_soa_at_the_negative_ttl() {
     let reply = udp(&server, &q("x.ns1.test.example.", A));
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     // NODATA: the name exists, the type does not.
-    for (name, rtype) in [("ingest.test.example.", MX), ("ns1.test.example.", AAAA), ("test.example.", A)] {
+    for (name, rtype) in [
+        ("ingest.test.example.", MX),
+        ("ns1.test.example.", AAAA),
+        ("test.example.", A),
+    ] {
         let reply = udp(&server, &q(name, rtype));
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
         assert!(reply.answers.is_empty(), "{name}");
         assert!(reply.metadata.authoritative);
         assert_eq!(soa_ttl(&reply), Some(120), "{name}");
     }
     // Empty non-terminals (a.b.deep exists, so b.deep and deep do): NODATA, not NXDOMAIN.
-    for name in ["b.deep.test.example.", "deep.test.example.", "_tcp.test.example."] {
+    for name in [
+        "b.deep.test.example.",
+        "deep.test.example.",
+        "_tcp.test.example.",
+    ] {
         let reply = udp(&server, &q(name, A));
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
         assert!(reply.answers.is_empty());
         assert_eq!(soa_ttl(&reply), Some(120), "{name}");
     }
@@ -131,10 +154,21 @@ fn cnames_are_followed_inside_the_zone() {
 #[test]
 fn delegations_get_referrals_without_aa() {
     let server = Server::test_zone();
-    for name in ["sub.test.example.", "host.sub.test.example.", "ns.sub.test.example."] {
+    for name in [
+        "sub.test.example.",
+        "host.sub.test.example.",
+        "ns.sub.test.example.",
+    ] {
         let reply = udp(&server, &q(name, A));
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{name}");
-        assert!(!reply.metadata.authoritative, "{name}: referrals are not authoritative");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(
+            !reply.metadata.authoritative,
+            "{name}: referrals are not authoritative"
+        );
         assert!(reply.answers.is_empty());
         let ns: Vec<String> = reply
             .authorities
@@ -144,7 +178,10 @@ fn delegations_get_referrals_without_aa() {
                 _ => None,
             })
             .collect();
-        assert_eq!(ns, vec!["ns.sub.test.example.", "ns.elsewhere.example.org."]);
+        assert_eq!(
+            ns,
+            vec!["ns.sub.test.example.", "ns.elsewhere.example.org."]
+        );
         let glue: Vec<String> = reply
             .additionals
             .iter()
@@ -206,7 +243,11 @@ fn large_answers_truncate_over_udp_and_complete_over_tcp() {
         assert!(reply.answers.is_empty());
         assert!(raw.len() <= 1232);
         assert_eq!(reply.queries.len(), 1);
-        assert_eq!(reply.edns.is_some(), has_edns, "OPT kept when the query had one");
+        assert_eq!(
+            reply.edns.is_some(),
+            has_edns,
+            "OPT kept when the query had one"
+        );
     }
     let reply = tcp(&server, &q("big.test.example.", TXT));
     assert!(!reply.metadata.truncation);
@@ -221,8 +262,14 @@ fn pipelined_tcp_queries_are_answered_in_order() {
     let server = Server::test_zone();
     let queries: Vec<Vec<u8>> = (0..20u16)
         .map(|i| {
-            let name = if i % 3 == 0 { "nope.test.example." } else { "ingest.test.example." };
-            q(name, if i % 2 == 0 { A } else { AAAA }).id(1000 + i).bytes()
+            let name = if i % 3 == 0 {
+                "nope.test.example."
+            } else {
+                "ingest.test.example."
+            };
+            q(name, if i % 2 == 0 { A } else { AAAA })
+                .id(1000 + i)
+                .bytes()
         })
         .collect();
     let replies = tcp_raw(server.addr, &queries);
@@ -230,7 +277,11 @@ fn pipelined_tcp_queries_are_answered_in_order() {
     for (i, raw) in replies.iter().enumerate() {
         let reply = Message::from_vec(raw).expect("parses");
         assert_eq!(reply.metadata.id, 1000 + i as u16);
-        let expected = if i % 3 == 0 { ResponseCode::NXDomain } else { ResponseCode::NoError };
+        let expected = if i % 3 == 0 {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
         assert_eq!(reply.metadata.response_code, expected, "query {i}");
     }
 }
@@ -244,7 +295,9 @@ fn malformed_packets_get_formerr_or_silence() {
     response[2] |= 0x80;
     let silent = |bytes: &[u8]| {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        socket.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
         socket.send_to(bytes, server.addr).expect("send");
         let mut buf = [0u8; 512];
         socket.recv_from(&mut buf).is_err()

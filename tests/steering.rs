@@ -20,32 +20,47 @@ const SYDNEY: &str = "192.0.2.9";
 /// Clients in many places, located by their source address (no ECS), in both schemas.
 #[test]
 fn source_address_steers_to_nearest_nodes_in_both_schemas() {
-    for db in ["tests/fixtures/geo-city.mmdb", "tests/fixtures/geo-flat.mmdb"] {
+    for db in [
+        "tests/fixtures/geo-city.mmdb",
+        "tests/fixtures/geo-flat.mmdb",
+    ] {
         let server = Server::start(&repo("tests/fixtures/zones"), &repo(db), &[]);
         let cases = [
-            ("127.1.0.5", vec![TOKYO, SINGAPORE]),    // JP; the nearer 'retired' node is down
-            ("127.1.200.1", vec![TOKYO, SINGAPORE]),  // JP, Osaka network
-            ("127.2.0.9", vec![SAO_PAULO, US_EAST]),  // BR
-            ("127.3.0.1", vec![FRANKFURT, LONDON]),   // DE: EU pool, fenced
-            ("127.6.0.1", vec![LONDON, FRANKFURT]),   // GB
-            ("127.11.0.1", vec![LONDON, FRANKFURT]),  // FR: the Paris backup idles
-            ("127.5.0.1", vec![US_EAST, US_WEST]),    // US-NY: catch-all, nearest first
-            ("127.9.0.1", vec![SYDNEY, SINGAPORE]),   // AU: country-only record, table reference
-            ("127.0.0.1", vec![US_EAST, FRANKFURT]),  // unlocated: the default, in order
+            ("127.1.0.5", vec![TOKYO, SINGAPORE]), // JP; the nearer 'retired' node is down
+            ("127.1.200.1", vec![TOKYO, SINGAPORE]), // JP, Osaka network
+            ("127.2.0.9", vec![SAO_PAULO, US_EAST]), // BR
+            ("127.3.0.1", vec![FRANKFURT, LONDON]), // DE: EU pool, fenced
+            ("127.6.0.1", vec![LONDON, FRANKFURT]), // GB
+            ("127.11.0.1", vec![LONDON, FRANKFURT]), // FR: the Paris backup idles
+            ("127.5.0.1", vec![US_EAST, US_WEST]), // US-NY: catch-all, nearest first
+            ("127.9.0.1", vec![SYDNEY, SINGAPORE]), // AU: country-only record, table reference
+            ("127.0.0.1", vec![US_EAST, FRANKFURT]), // unlocated: the default, in order
         ];
         for (source, expected) in cases {
             let reply = udp_from(&server, from(source), &q("ingest.test.example.", A));
-            assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{db} {source}");
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NoError,
+                "{db} {source}"
+            );
             assert!(reply.metadata.authoritative, "{db} {source}: AA");
             assert_eq!(a_records(&reply), expected, "{db} {source}");
-            assert_eq!(ecs_scope(&reply), None, "{db} {source}: no ECS asked, none sent");
+            assert_eq!(
+                ecs_scope(&reply),
+                None,
+                "{db} {source}: no ECS asked, none sent"
+            );
         }
         // Subdivision rules need a database that has subdivisions: only the nested one does.
         let reply = udp_from(&server, from("127.4.0.1"), &q("ingest.test.example.", A));
         if db.contains("city") {
             assert_eq!(a_records(&reply), vec![US_WEST, US_EAST], "NA-US-CA rule");
         } else {
-            assert_eq!(a_records(&reply), vec![US_WEST, US_EAST], "nearest anyway from LA");
+            assert_eq!(
+                a_records(&reply),
+                vec![US_WEST, US_EAST],
+                "nearest anyway from LA"
+            );
         }
     }
 }
@@ -54,18 +69,32 @@ fn source_address_steers_to_nearest_nodes_in_both_schemas() {
 fn ecs_address_is_preferred_over_the_source() {
     let server = Server::test_zone();
     // Asked from Germany for a Japanese client: the client wins.
-    let reply = udp_from(&server, from("127.3.0.1"), &q("ingest.test.example.", A).ecs("127.1.0.0", 24));
+    let reply = udp_from(
+        &server,
+        from("127.3.0.1"),
+        &q("ingest.test.example.", A).ecs("127.1.0.0", 24),
+    );
     assert_eq!(a_records(&reply), vec![TOKYO, SINGAPORE]);
     let reply = udp(&server, &q("ingest.test.example.", A).ecs("127.2.0.0", 24));
     assert_eq!(a_records(&reply), vec![SAO_PAULO, US_EAST]);
     // IPv6 client subnets, AAAA answers from the nodes that have IPv6.
     // Germany is fenced to the EU: one IPv6 answer, not two.
-    let reply = udp(&server, &q("ingest.test.example.", AAAA).ecs("2001:db8:3::", 56));
+    let reply = udp(
+        &server,
+        &q("ingest.test.example.", AAAA).ecs("2001:db8:3::", 56),
+    );
     assert_eq!(aaaa_records(&reply), vec!["2001:db8:d::1"]);
-    let reply = udp(&server, &q("ingest.test.example.", AAAA).ecs("2001:db8:1::", 56));
+    let reply = udp(
+        &server,
+        &q("ingest.test.example.", AAAA).ecs("2001:db8:1::", 56),
+    );
     assert_eq!(aaaa_records(&reply), vec!["2001:db8:a::1", "2001:db8:d::1"]);
     // A /0 source carries no client information: the resolver's address is used, scope 0.
-    let reply = udp_from(&server, from("127.2.0.1"), &q("ingest.test.example.", A).ecs("0.0.0.0", 0));
+    let reply = udp_from(
+        &server,
+        from("127.2.0.1"),
+        &q("ingest.test.example.", A).ecs("0.0.0.0", 0),
+    );
     assert_eq!(a_records(&reply), vec![SAO_PAULO, US_EAST]);
     assert_eq!(ecs_scope(&reply), Some((0, 0)));
 }
@@ -76,7 +105,10 @@ fn cidr_rules_win_over_distance_and_fences_still_hold() {
     // New York by distance, but its subnet is pinned to Tokyo.
     let reply = udp_from(&server, from("127.5.5.9"), &q("ingest.test.example.", A));
     assert_eq!(a_records(&reply), vec![TOKYO]);
-    let reply = udp(&server, &q("ingest.test.example.", AAAA).ecs("2001:db8:5::", 48));
+    let reply = udp(
+        &server,
+        &q("ingest.test.example.", AAAA).ecs("2001:db8:5::", 48),
+    );
     assert_eq!(aaaa_records(&reply), vec!["2001:db8:a::1"]);
     // A German client in a subnet rule naming Tokyo and Frankfurt: the EU fence removes Tokyo.
     let reply = udp_from(&server, from("127.3.3.3"), &q("ingest.test.example.", A));
@@ -98,7 +130,11 @@ fn ecs_scope_is_honest() {
     let server = Server::test_zone();
     let scope = |addr: &str, source: u8, name: &str| {
         let reply = udp(&server, &q(name, A).ecs(addr, source));
-        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{addr}/{source}");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{addr}/{source}"
+        );
         ecs_scope(&reply).expect("ECS echoed")
     };
     // The database network for 127.1.0.0 is a /17 (Tokyo; Osaka is the other half).
@@ -114,15 +150,24 @@ fn ecs_scope_is_honest() {
     let (_, ny) = scope("127.5.0.0", 24, "ingest.test.example.");
     assert!((17..=24).contains(&ny), "scope {ny}");
     // IPv6, and IPv4-mapped IPv6 looked up as IPv4 with the scope shifted by 96.
-    let reply = udp(&server, &q("ingest.test.example.", AAAA).ecs("2001:db8:1::", 56));
+    let reply = udp(
+        &server,
+        &q("ingest.test.example.", AAAA).ecs("2001:db8:1::", 56),
+    );
     assert_eq!(ecs_scope(&reply), Some((56, 48)));
-    let reply = udp(&server, &q("ingest.test.example.", A).ecs("::ffff:127.1.0.0", 120));
+    let reply = udp(
+        &server,
+        &q("ingest.test.example.", A).ecs("::ffff:127.1.0.0", 120),
+    );
     assert_eq!(a_records(&reply), vec![TOKYO, SINGAPORE]);
     assert_eq!(ecs_scope(&reply), Some((120, 113)));
     // The same answer for every client: scope 0, cacheable for everyone.
     assert_eq!(scope("127.1.0.0", 24, "fixed.test.example."), (24, 0));
     // Answers that do not depend on the client at all: scope 0.
-    let reply = udp(&server, &q("www.test.example.", hickory_proto::rr::RecordType::MX).ecs("127.1.0.0", 24));
+    let reply = udp(
+        &server,
+        &q("www.test.example.", hickory_proto::rr::RecordType::MX).ecs("127.1.0.0", 24),
+    );
     assert_eq!(ecs_scope(&reply), Some((24, 0)));
     let reply = udp(&server, &q("nothing.test.example.", A).ecs("127.1.0.0", 24));
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);

@@ -44,7 +44,12 @@ fn build_zone(zone: &Zone, geo: &GeoDb) -> ZoneAnswers {
     let mut soa = Vec::new();
     push_body(&mut soa, RecordType::SOA, zone.soa.ttl, &soa_rdata);
     let mut negative_soa = Vec::new();
-    push_body(&mut negative_soa, RecordType::SOA, zone.soa.negative_ttl(), &soa_rdata);
+    push_body(
+        &mut negative_soa,
+        RecordType::SOA,
+        zone.soa.negative_ttl(),
+        &soa_rdata,
+    );
 
     let mut static_sets: HashMap<Box<[u8]>, Vec<EncodedRrset>> = HashMap::new();
     let apex_ns = RecordSet {
@@ -125,8 +130,7 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
             RecordData::Ns(target) => records
                 .iter()
                 .filter(|r| {
-                    r.name == *target
-                        && matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+                    r.name == *target && matches!(r.record_type(), RecordType::A | RecordType::AAAA)
                 })
                 .flat_map(|r| encode_rrset(r).bodies)
                 .collect(),
@@ -295,4 +299,3 @@ fn answer_set(nodes_v4: Vec<NodeId>, nodes_v6: Vec<NodeId>, nodes: &[Node], ttl:
         aaaa,
     }
 }
-

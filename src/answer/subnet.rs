@@ -37,7 +37,10 @@ impl SubnetRules {
                 rule: None,
             }]
         };
-        SubnetRules { v4: root(), v6: root() }
+        SubnetRules {
+            v4: root(),
+            v6: root(),
+        }
     }
 
     /// Adds a rule's prefix. Rule indices must fit u16 (validated policies have few rules).
@@ -65,7 +68,10 @@ impl SubnetRules {
 
     /// True when no rule has subnets.
     pub fn is_empty(&self) -> bool {
-        self.v4.len() == 1 && self.v6.len() == 1 && self.v4[0].rule.is_none() && self.v6[0].rule.is_none()
+        self.v4.len() == 1
+            && self.v6.len() == 1
+            && self.v4[0].rule.is_none()
+            && self.v6[0].rule.is_none()
     }
 
     /// The first rule covering `ip` (unmapped) and the prefix length over which that holds.

@@ -86,11 +86,13 @@ impl ClientSubnet {
         let address_len = self.source_prefix.div_ceil(8) as usize;
         out.extend_from_slice(&8u16.to_be_bytes());
         out.extend_from_slice(&((4 + address_len) as u16).to_be_bytes());
-        out.extend_from_slice(&match self.family {
-            Family::V4 => 1u16,
-            Family::V6 => 2u16,
-        }
-        .to_be_bytes());
+        out.extend_from_slice(
+            &match self.family {
+                Family::V4 => 1u16,
+                Family::V6 => 2u16,
+            }
+            .to_be_bytes(),
+        );
         out.push(self.source_prefix);
         out.push(scope);
         match self.address {
@@ -108,24 +110,40 @@ mod tests {
     fn edns_with(addr: &str, source: u8, scope: u8) -> Edns {
         let mut edns = Edns::new();
         edns.options_mut()
-            .insert(EdnsOption::Subnet(HickorySubnet::new(addr.parse().unwrap(), source, scope)));
+            .insert(EdnsOption::Subnet(HickorySubnet::new(
+                addr.parse().unwrap(),
+                source,
+                scope,
+            )));
         edns
     }
 
     #[test]
     fn validates_queries() {
-        let ok = ClientSubnet::from_edns(&edns_with("192.0.2.0", 24, 0)).unwrap().unwrap();
+        let ok = ClientSubnet::from_edns(&edns_with("192.0.2.0", 24, 0))
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.client(), Some(("192.0.2.0".parse().unwrap(), false)));
-        assert_eq!(ClientSubnet::from_edns(&edns_with("192.0.2.0", 24, 8)), Err(EcsError::ScopeInQuery));
-        assert_eq!(ClientSubnet::from_edns(&edns_with("192.0.2.1", 24, 0)), Err(EcsError::BitsPastPrefix));
+        assert_eq!(
+            ClientSubnet::from_edns(&edns_with("192.0.2.0", 24, 8)),
+            Err(EcsError::ScopeInQuery)
+        );
+        assert_eq!(
+            ClientSubnet::from_edns(&edns_with("192.0.2.1", 24, 0)),
+            Err(EcsError::BitsPastPrefix)
+        );
         assert_eq!(ClientSubnet::from_edns(&Edns::new()), Ok(None));
-        let zero = ClientSubnet::from_edns(&edns_with("0.0.0.0", 0, 0)).unwrap().unwrap();
+        let zero = ClientSubnet::from_edns(&edns_with("0.0.0.0", 0, 0))
+            .unwrap()
+            .unwrap();
         assert_eq!(zero.client(), None);
     }
 
     #[test]
     fn mapped_addresses_are_ipv4_with_shifted_scope() {
-        let mapped = ClientSubnet::from_edns(&edns_with("::ffff:192.0.2.0", 120, 0)).unwrap().unwrap();
+        let mapped = ClientSubnet::from_edns(&edns_with("::ffff:192.0.2.0", 120, 0))
+            .unwrap()
+            .unwrap();
         let (ip, unmapped) = mapped.client().unwrap();
         assert_eq!(ip, "192.0.2.0".parse::<IpAddr>().unwrap());
         assert!(unmapped);
@@ -136,7 +154,9 @@ mod tests {
 
     #[test]
     fn option_bytes() {
-        let s = ClientSubnet::from_edns(&edns_with("198.51.100.0", 22, 0)).unwrap().unwrap();
+        let s = ClientSubnet::from_edns(&edns_with("198.51.100.0", 22, 0))
+            .unwrap()
+            .unwrap();
         let mut out = Vec::new();
         s.push_option(&mut out, 16);
         assert_eq!(out, [0, 8, 0, 7, 0, 1, 22, 16, 198, 51, 100]);

@@ -363,11 +363,12 @@ fn answer_question(
                 {
                     reply.scope = subnet.response_scope(selection.scope, unmapped);
                 }
-                let (a, aaaa): (&[Box<[u8]>], &[Box<[u8]>]) = match qtype {
-                    QTYPE_A => (&selection.answer.a, &[]),
-                    QTYPE_AAAA => (&[], &selection.answer.aaaa),
-                    QTYPE_ANY => (&selection.answer.a, &selection.answer.aaaa),
-                    _ => (&[], &[]),
+                let answer = selection.answer;
+                let none: &[Box<[u8]>] = &[];
+                let (a, aaaa) = match qtype {
+                    QTYPE_A => (&answer.a[..], none),
+                    QTYPE_AAAA => (none, &answer.aaaa[..]),
+                    _ => (&answer.a[..], &answer.aaaa[..]),
                 };
                 for body in a.iter().chain(aaaa.iter()) {
                     push_record(out, owner, body);
@@ -381,7 +382,10 @@ fn answer_question(
             }
             NameLookup::Found(NameNode::Static(sets)) => {
                 let mut matched = false;
-                for set in sets.iter().filter(|s| s.rtype == qtype || qtype == QTYPE_ANY) {
+                for set in sets
+                    .iter()
+                    .filter(|s| s.rtype == qtype || qtype == QTYPE_ANY)
+                {
                     for body in &set.bodies {
                         push_record(out, owner, body);
                         answers += 1;

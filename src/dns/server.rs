@@ -37,7 +37,10 @@ pub struct BoundListeners {
 impl BoundListeners {
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 }
 
@@ -82,7 +85,12 @@ pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, limits: Li
     }
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for listener in listeners.tcp {
-        tasks.spawn(serve_tcp(listener, reader.clone(), limits, Arc::clone(&permits)));
+        tasks.spawn(serve_tcp(
+            listener,
+            reader.clone(),
+            limits,
+            Arc::clone(&permits),
+        ));
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -100,7 +108,15 @@ async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, limits: Limit
             }
         };
         let snapshot = reader.load();
-        if respond(&snapshot, &packet[..len], src, Transport::Udp, limits, &mut response).is_some()
+        if respond(
+            &snapshot,
+            &packet[..len],
+            src,
+            Transport::Udp,
+            limits,
+            &mut response,
+        )
+        .is_some()
             && let Err(e) = socket.send_to(&response, src).await
         {
             debug!(%src, error = %e, "UDP send error");
@@ -108,7 +124,12 @@ async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, limits: Limit
     }
 }
 
-async fn serve_tcp(listener: TcpListener, reader: SnapshotReader, limits: Limits, permits: Arc<Semaphore>) {
+async fn serve_tcp(
+    listener: TcpListener,
+    reader: SnapshotReader,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+) {
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
@@ -133,7 +154,12 @@ async fn serve_tcp(listener: TcpListener, reader: SnapshotReader, limits: Limits
 }
 
 /// Answers length-prefixed queries in order until the client closes or goes idle.
-async fn serve_connection(mut stream: TcpStream, src: SocketAddr, reader: SnapshotReader, limits: Limits) -> io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    reader: SnapshotReader,
+    limits: Limits,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
@@ -152,7 +178,16 @@ async fn serve_connection(mut stream: TcpStream, src: SocketAddr, reader: Snapsh
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
         let snapshot = reader.load();
-        if respond(&snapshot, &packet[..len], src, Transport::Tcp, limits, &mut response).is_some() {
+        if respond(
+            &snapshot,
+            &packet[..len],
+            src,
+            Transport::Tcp,
+            limits,
+            &mut response,
+        )
+        .is_some()
+        {
             let mut framed = Vec::with_capacity(response.len() + 2);
             framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
             framed.extend_from_slice(&response);

@@ -92,7 +92,11 @@ pub fn label_offsets(name: &[u8], offsets: &mut [u8; 128]) -> Option<usize> {
         offsets[count] = pos as u8;
         count += 1;
         if len == 0 {
-            return if pos + 1 == name.len() { Some(count) } else { None };
+            return if pos + 1 == name.len() {
+                Some(count)
+            } else {
+                None
+            };
         }
         if len > 63 {
             return None;

@@ -185,9 +185,7 @@ impl GeoDb {
         };
         let mut places = Vec::new();
         let mut place_by_offset = HashMap::new();
-        let networks = reader
-            .networks(WithinOptions::default())
-            .map_err(corrupt)?;
+        let networks = reader.networks(WithinOptions::default()).map_err(corrupt)?;
         for network in networks {
             let network = network.map_err(corrupt)?;
             let Some(offset) = network.offset() else {

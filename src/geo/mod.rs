@@ -100,7 +100,8 @@ impl GeoCode {
         if !CONTINENTS.contains(&continent_text.as_str()) {
             return Err(GeoCodeError::Continent(parts[0].to_string()));
         }
-        let continent = two_letters(&continent_text).ok_or_else(|| GeoCodeError::Syntax(text.to_string()))?;
+        let continent =
+            two_letters(&continent_text).ok_or_else(|| GeoCodeError::Syntax(text.to_string()))?;
         let country = match parts.get(1) {
             None => None,
             Some(code) => {
@@ -223,13 +224,22 @@ mod tests {
         assert!(eu.contains(&de));
         assert!(!de.contains(&eu));
         assert_eq!(ca.to_string(), "NA-US-CA");
-        assert!(matches!(GeoCode::parse("XX", table), Err(GeoCodeError::Continent(_))));
-        assert!(matches!(GeoCode::parse("EU-ZZ", table), Err(GeoCodeError::Country(_))));
+        assert!(matches!(
+            GeoCode::parse("XX", table),
+            Err(GeoCodeError::Continent(_))
+        ));
+        assert!(matches!(
+            GeoCode::parse("EU-ZZ", table),
+            Err(GeoCodeError::Country(_))
+        ));
         assert!(matches!(
             GeoCode::parse("EU-JP", table),
             Err(GeoCodeError::WrongContinent { .. })
         ));
-        assert!(matches!(GeoCode::parse("EU--", table), Err(GeoCodeError::Syntax(_))));
+        assert!(matches!(
+            GeoCode::parse("EU--", table),
+            Err(GeoCodeError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -241,8 +251,18 @@ mod tests {
             subdivision: Some("CA".into()),
             coordinates: None,
         };
-        for (code, expected) in [("NA", true), ("NA-US", true), ("NA-US-CA", true), ("NA-US-NY", false), ("EU", false)] {
-            assert_eq!(GeoCode::parse(code, table).unwrap().matches(&place), expected, "{code}");
+        for (code, expected) in [
+            ("NA", true),
+            ("NA-US", true),
+            ("NA-US-CA", true),
+            ("NA-US-NY", false),
+            ("EU", false),
+        ] {
+            assert_eq!(
+                GeoCode::parse(code, table).unwrap().matches(&place),
+                expected,
+                "{code}"
+            );
         }
     }
 }

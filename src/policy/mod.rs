@@ -32,7 +32,14 @@ impl fmt::Display for PolicyError {
         if self.line == 0 {
             write!(f, "{}: {}", self.path.display(), self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
@@ -113,11 +120,17 @@ pub fn load_path(path: &Path) -> Result<Vec<Zone>, PolicyErrors> {
             .map_err(|e| PolicyErrors::single(path, format!("cannot read zone directory: {e}")))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(PolicyErrors::single(path, "no zone policy files (*.yaml) in this directory"));
+            return Err(PolicyErrors::single(
+                path,
+                "no zone policy files (*.yaml) in this directory",
+            ));
         }
         files
     } else {
@@ -133,7 +146,11 @@ pub fn load_path(path: &Path) -> Result<Vec<Zone>, PolicyErrors> {
                         path: file.clone(),
                         line: 1,
                         column: 1,
-                        message: format!("zone '{}' is already defined in {}", zone.origin, other.source.display()),
+                        message: format!(
+                            "zone '{}' is already defined in {}",
+                            zone.origin,
+                            other.source.display()
+                        ),
                     });
                 } else {
                     zones.push(zone);
@@ -142,5 +159,9 @@ pub fn load_path(path: &Path) -> Result<Vec<Zone>, PolicyErrors> {
             Err(PolicyErrors(mut errs)) => errors.append(&mut errs),
         }
     }
-    if errors.is_empty() { Ok(zones) } else { Err(PolicyErrors(errors)) }
+    if errors.is_empty() {
+        Ok(zones)
+    } else {
+        Err(PolicyErrors(errors))
+    }
 }

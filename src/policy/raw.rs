@@ -5,7 +5,7 @@
 
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::model::{AdminStatus, Tier};
 
@@ -24,13 +24,13 @@ pub struct RawZone {
     pub ns: Vec<Spanned<String>>,
     /// Static records by relative name (`@` for the apex).
     #[serde(default)]
-    pub records: IndexMap<String, Spanned<OneOrMany<RawRecordSet>>>,
+    pub records: IndexMap<Key, Spanned<OneOrMany<RawRecordSet>>>,
     /// Ingest nodes by name.
     #[serde(default)]
-    pub nodes: IndexMap<String, Spanned<RawNode>>,
+    pub nodes: IndexMap<Key, Spanned<RawNode>>,
     /// Steered names by relative name.
     #[serde(default)]
-    pub steer: IndexMap<String, Spanned<RawSteer>>,
+    pub steer: IndexMap<Key, Spanned<RawSteer>>,
 }
 
 /// SOA fields; everything but the two names has a default.
@@ -122,7 +122,7 @@ pub struct RawSteer {
     pub nodes: Option<Vec<Spanned<String>>>,
     /// Named pools of nodes.
     #[serde(default)]
-    pub pools: IndexMap<String, Spanned<RawPool>>,
+    pub pools: IndexMap<Key, Spanned<RawPool>>,
     /// Ordered rules; first match wins.
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
@@ -201,10 +201,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a record set map or a list of them")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(OneOrMany::One)
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(OneOrMany::One)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
@@ -213,5 +220,51 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             }
         }
         deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A mapping key that remembers where it was written, so errors about a named item point at
+/// its name rather than at the first line of its value. Compares and hashes as its text.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// The key's text.
+    pub name: String,
+    /// Where the key is.
+    pub at: Location,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<String>::deserialize(deserializer)?;
+        Ok(Key {
+            name: spanned.value,
+            at: spanned.referenced,
+        })
     }
 }

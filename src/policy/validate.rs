@@ -55,7 +55,10 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
     let origin = match DomainName::parse(&raw.zone.value) {
         Ok(name) if !name.labels().is_empty() => name,
         Ok(_) => {
-            diag.error(at(&raw.zone), "zone: the root zone cannot be served; expected a name like live.example.net");
+            diag.error(
+                at(&raw.zone),
+                "zone: the root zone cannot be served; expected a name like live.example.net",
+            );
             DomainName::root()
         }
         Err(e) => {
@@ -105,8 +108,17 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
 
     let records = validate_records(&mut diag, &origin, &raw, default_ttl);
     let (nodes, node_index) = validate_nodes(&mut diag, &raw, countries);
-    let steered = validate_steered(&mut diag, &origin, &raw, &records, &nodes, &node_index, countries);
+    let steered = validate_steered(
+        &mut diag,
+        &origin,
+        &raw,
+        &records,
+        &nodes,
+        &node_index,
+        countries,
+    );
 
+    let nodes: Vec<Node> = nodes.into_iter().flatten().collect();
     match soa {
         Some(soa) if diag.errors.is_empty() => Ok(Zone {
             source: path.to_path_buf(),
@@ -127,7 +139,10 @@ fn absolute_name(diag: &mut Diagnostics, text: &Spanned<String>, what: &str) -> 
     if !text.value.ends_with('.') {
         diag.error(
             at(text),
-            format!("{what}: '{}' must be fully qualified, ending in '.'", text.value),
+            format!(
+                "{what}: '{}' must be fully qualified, ending in '.'",
+                text.value
+            ),
         );
         return None;
     }
@@ -140,16 +155,21 @@ fn absolute_name(diag: &mut Diagnostics, text: &Spanned<String>, what: &str) -> 
     }
 }
 
-fn validate_records(diag: &mut Diagnostics, origin: &DomainName, raw: &RawZone, default_ttl: u32) -> Vec<RecordSet> {
+fn validate_records(
+    diag: &mut Diagnostics,
+    origin: &DomainName,
+    raw: &RawZone,
+    default_ttl: u32,
+) -> Vec<RecordSet> {
     let mut sets: Vec<RecordSet> = Vec::new();
     // (name, type) → location of the first definition, to report duplicates.
     let mut seen: HashMap<(DomainName, RecordType), Location> = HashMap::new();
     for (relative, sets_at_name) in &raw.records {
         let context = format!("records '{relative}'");
-        let name = match origin.child(relative) {
+        let name = match origin.child(&relative.name) {
             Ok(name) => name,
             Err(e) => {
-                diag.error(at(sets_at_name), format!("{context}: {e}"));
+                diag.error(relative.at, format!("{context}: {e}"));
                 continue;
             }
         };
@@ -159,7 +179,10 @@ fn validate_records(diag: &mut Diagnostics, origin: &DomainName, raw: &RawZone, 
                 (Some(v), None) => vec![v],
                 (None, Some(vs)) if !vs.is_empty() => vs.iter().collect(),
                 (Some(_), Some(_)) => {
-                    diag.error(type_loc, format!("{context}: give either `value` or `values`, not both"));
+                    diag.error(
+                        type_loc,
+                        format!("{context}: give either `value` or `values`, not both"),
+                    );
                     continue;
                 }
                 _ => {
@@ -172,33 +195,51 @@ fn validate_records(diag: &mut Diagnostics, origin: &DomainName, raw: &RawZone, 
             for value in values {
                 match parse_record_value(&type_name, &value.value) {
                     Ok(d) => data.push(d),
-                    Err(message) => diag.error(at(value), format!("{context}: {type_name}: {message}")),
+                    Err(message) => {
+                        diag.error(at(value), format!("{context}: {type_name}: {message}"))
+                    }
                 }
             }
             let Some(record_type) = data.first().map(RecordData::record_type) else {
                 if !KNOWN_TYPES.contains(&type_name.as_str()) {
                     diag.error(
                         type_loc,
-                        format!("{context}: unsupported record type '{}' (expected one of {})", raw_set.record_type.value, KNOWN_TYPES.join(", ")),
+                        format!(
+                            "{context}: unsupported record type '{}' (expected one of {})",
+                            raw_set.record_type.value,
+                            KNOWN_TYPES.join(", ")
+                        ),
                     );
                 }
                 continue;
             };
             if record_type == RecordType::CNAME && data.len() > 1 {
-                diag.error(type_loc, format!("{context}: a CNAME has exactly one value"));
+                diag.error(
+                    type_loc,
+                    format!("{context}: a CNAME has exactly one value"),
+                );
             }
             if record_type == RecordType::NS && name == *origin {
-                diag.error(type_loc, format!("{context}: the apex NS set is written as the zone's `ns:` list"));
+                diag.error(
+                    type_loc,
+                    format!("{context}: the apex NS set is written as the zone's `ns:` list"),
+                );
                 continue;
             }
             if record_type == RecordType::CNAME && name == *origin {
-                diag.error(type_loc, format!("{context}: a CNAME cannot be at the zone apex"));
+                diag.error(
+                    type_loc,
+                    format!("{context}: a CNAME cannot be at the zone apex"),
+                );
                 continue;
             }
             if let Some(first) = seen.get(&(name.clone(), record_type)) {
                 diag.error(
                     type_loc,
-                    format!("{context}: second {type_name} set at this name (the first is at line {})", first.line()),
+                    format!(
+                        "{context}: second {type_name} set at this name (the first is at line {})",
+                        first.line()
+                    ),
                 );
                 continue;
             }
@@ -213,7 +254,10 @@ fn validate_records(diag: &mut Diagnostics, origin: &DomainName, raw: &RawZone, 
     // CNAME exclusivity and delegation occlusion.
     let mut types_at: BTreeMap<&DomainName, Vec<RecordType>> = BTreeMap::new();
     for set in &sets {
-        types_at.entry(&set.name).or_default().push(set.record_type());
+        types_at
+            .entry(&set.name)
+            .or_default()
+            .push(set.record_type());
     }
     let delegations: Vec<&DomainName> = sets
         .iter()
@@ -228,12 +272,17 @@ fn validate_records(diag: &mut Diagnostics, origin: &DomainName, raw: &RawZone, 
             .min_by_key(|l| (l.line(), l.column()))
             .unwrap_or(Location::UNKNOWN);
         if types.contains(&RecordType::CNAME) && types.len() > 1 {
-            diag.error(loc, format!("records at '{name}': a CNAME cannot share its name with other records"));
+            diag.error(
+                loc,
+                format!("records at '{name}': a CNAME cannot share its name with other records"),
+            );
         }
         for cut in &delegations {
             let below = name.is_at_or_below(cut) && *name != *cut;
             let at_cut_non_ns = **name == **cut && types.iter().any(|t| *t != RecordType::NS);
-            let non_glue = types.iter().any(|t| *t != RecordType::A && *t != RecordType::AAAA);
+            let non_glue = types
+                .iter()
+                .any(|t| *t != RecordType::A && *t != RecordType::AAAA);
             if (below && non_glue) || at_cut_non_ns {
                 diag.error(
                     loc,
@@ -264,11 +313,21 @@ fn parse_record_value(type_name: &str, value: &RawValue) -> Result<RecordData, S
         "A" => text("an IPv4 address")?
             .parse()
             .map(RecordData::A)
-            .map_err(|_| format!("expected an IPv4 address, got '{}'", text("").unwrap_or_default())),
+            .map_err(|_| {
+                format!(
+                    "expected an IPv4 address, got '{}'",
+                    text("").unwrap_or_default()
+                )
+            }),
         "AAAA" => text("an IPv6 address")?
             .parse()
             .map(RecordData::Aaaa)
-            .map_err(|_| format!("expected an IPv6 address, got '{}'", text("").unwrap_or_default())),
+            .map_err(|_| {
+                format!(
+                    "expected an IPv6 address, got '{}'",
+                    text("").unwrap_or_default()
+                )
+            }),
         "CNAME" => target(text("a target name")?).map(RecordData::Cname),
         "NS" => target(text("a name server name")?).map(RecordData::Ns),
         "TXT" => {
@@ -300,7 +359,9 @@ fn parse_record_value(type_name: &str, value: &RawValue) -> Result<RecordData, S
             let f = Fields::of(value, "{flags, tag, value}")?;
             let tag = f.text("tag")?;
             if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!("tag '{tag}' must be letters and digits, like issue or iodef"));
+                return Err(format!(
+                    "tag '{tag}' must be letters and digits, like issue or iodef"
+                ));
             }
             Ok(RecordData::Caa {
                 flags: f.optional_number("flags")?.unwrap_or(0),
@@ -308,7 +369,10 @@ fn parse_record_value(type_name: &str, value: &RawValue) -> Result<RecordData, S
                 value: f.text("value")?,
             })
         }
-        other => Err(format!("unsupported record type '{other}' (expected one of {})", KNOWN_TYPES.join(", "))),
+        other => Err(format!(
+            "unsupported record type '{other}' (expected one of {})",
+            KNOWN_TYPES.join(", ")
+        )),
     }
 }
 
@@ -347,7 +411,11 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn coordinates(diag: &mut Diagnostics, spanned: &Spanned<Vec<f64>>, context: &str) -> Option<Coordinates> {
+fn coordinates(
+    diag: &mut Diagnostics,
+    spanned: &Spanned<Vec<f64>>,
+    context: &str,
+) -> Option<Coordinates> {
     match spanned.value.as_slice() {
         [lat, lon] => {
             let c = Coordinates::new(*lat, *lon);
@@ -360,16 +428,26 @@ fn coordinates(diag: &mut Diagnostics, spanned: &Spanned<Vec<f64>>, context: &st
             c
         }
         _ => {
-            diag.error(at(spanned), format!("{context}: expected [latitude, longitude]"));
+            diag.error(
+                at(spanned),
+                format!("{context}: expected [latitude, longitude]"),
+            );
             None
         }
     }
 }
 
-fn validate_nodes(diag: &mut Diagnostics, raw: &RawZone, countries: &CountryTable) -> (Vec<Node>, HashMap<String, NodeId>) {
+/// Nodes in declaration order; `None` for a node with errors (already reported), so ids stay
+/// aligned with names and checks that involve a broken node can skip it instead of cascading.
+fn validate_nodes(
+    diag: &mut Diagnostics,
+    raw: &RawZone,
+    countries: &CountryTable,
+) -> (Vec<Option<Node>>, HashMap<String, NodeId>) {
     let mut nodes = Vec::new();
     let mut index = HashMap::new();
-    for (name, node) in &raw.nodes {
+    for (key, node) in &raw.nodes {
+        let name = &key.name;
         let context = format!("node '{name}'");
         let n = &node.value;
         let geo = match GeoCode::parse(&n.geo.value, countries) {
@@ -384,50 +462,68 @@ fn validate_nodes(diag: &mut Diagnostics, raw: &RawZone, countries: &CountryTabl
         for a in &n.addresses.value {
             match a.value.parse::<IpAddr>() {
                 Ok(ip) => addresses.push(ip),
-                Err(_) => diag.error(at(a), format!("{context}: '{}' is not an IPv4 or IPv6 address", a.value)),
+                Err(_) => diag.error(
+                    at(a),
+                    format!("{context}: '{}' is not an IPv4 or IPv6 address", a.value),
+                ),
             }
         }
+        let addresses_ok = addresses.len() == n.addresses.value.len();
         if n.addresses.value.is_empty() {
             diag.error(at(&n.addresses), format!("{context}: no addresses"));
         }
         let weight = match &n.weight {
             Some(w) if w.value == 0 => {
                 diag.error(at(w), format!("{context}: weight must be at least 1"));
-                1
+                None
             }
-            Some(w) => w.value,
-            None => 1,
+            Some(w) => Some(w.value),
+            None => Some(1),
         };
-        // Names keep their index even when invalid, so rules naming them do not also fail.
         index.insert(name.clone(), index.len());
-        if let (Some(geo), Some(location)) = (geo, location) {
-            nodes.push(Node {
-                name: name.clone(),
-                tier: n.tier.unwrap_or(Tier::Core),
-                geo,
-                location,
-                addresses,
-                weight,
-                status: n.status.unwrap_or(AdminStatus::Obey),
-            });
-        }
+        nodes.push(match (geo, location, weight) {
+            (Some(geo), Some(location), Some(weight)) if addresses_ok && !addresses.is_empty() => {
+                Some(Node {
+                    name: name.clone(),
+                    tier: n.tier.unwrap_or(Tier::Core),
+                    geo,
+                    location,
+                    addresses,
+                    weight,
+                    status: n.status.unwrap_or(AdminStatus::Obey),
+                })
+            }
+            _ => None,
+        });
     }
     (nodes, index)
 }
 
 /// Resolves node names to ids, reporting unknown ones with the list of known names.
-fn node_ids(diag: &mut Diagnostics, names: &[Spanned<String>], index: &HashMap<String, NodeId>, context: &str) -> Vec<NodeId> {
+fn node_ids(
+    diag: &mut Diagnostics,
+    names: &[Spanned<String>],
+    index: &HashMap<String, NodeId>,
+    context: &str,
+) -> Vec<NodeId> {
     let mut ids = Vec::new();
     for n in names {
         match index.get(&n.value) {
             Some(id) if !ids.contains(id) => ids.push(*id),
-            Some(_) => diag.error(at(n), format!("{context}: node '{}' is listed twice", n.value)),
+            Some(_) => diag.error(
+                at(n),
+                format!("{context}: node '{}' is listed twice", n.value),
+            ),
             None => {
                 let mut known: Vec<&str> = index.keys().map(String::as_str).collect();
                 known.sort_unstable();
                 diag.error(
                     at(n),
-                    format!("{context}: unknown node '{}' (nodes of this zone: {})", n.value, known.join(", ")),
+                    format!(
+                        "{context}: unknown node '{}' (nodes of this zone: {})",
+                        n.value,
+                        known.join(", ")
+                    ),
                 );
             }
         }
@@ -441,7 +537,7 @@ fn validate_steered(
     origin: &DomainName,
     raw: &RawZone,
     records: &[RecordSet],
-    nodes: &[Node],
+    nodes: &[Option<Node>],
     node_index: &HashMap<String, NodeId>,
     countries: &CountryTable,
 ) -> Vec<SteeredName> {
@@ -455,21 +551,24 @@ fn validate_steered(
     for (relative, steer) in &raw.steer {
         let context = format!("steer '{relative}'");
         let s = &steer.value;
-        let name = match origin.child(relative) {
+        let name = match origin.child(&relative.name) {
             Ok(n) => n,
             Err(e) => {
-                diag.error(at(steer), format!("{context}: {e}"));
+                diag.error(relative.at, format!("{context}: {e}"));
                 continue;
             }
         };
         if static_names.contains(&name) {
             diag.error(
-                at(steer),
+                relative.at,
                 format!("{context}: '{name}' also has static records; a steered name owns its A and AAAA answers, move the other records elsewhere"),
             );
         }
         if delegations.iter().any(|cut| name.is_at_or_below(cut)) {
-            diag.error(at(steer), format!("{context}: '{name}' is inside a delegation to another server"));
+            diag.error(
+                relative.at,
+                format!("{context}: '{name}' is inside a delegation to another server"),
+            );
         }
         let ttl = s.ttl.as_ref().map_or(DEFAULT_STEER_TTL, |t| t.value);
         let answers = match &s.answers {
@@ -486,27 +585,51 @@ fn validate_steered(
             None => (0..node_index.len()).collect(),
         };
         if universe.is_empty() {
-            diag.error(at(steer), format!("{context}: no candidate nodes; define `nodes:` in the zone"));
+            diag.error(
+                relative.at,
+                format!("{context}: no candidate nodes; define `nodes:` in the zone"),
+            );
         }
 
         // Pools and their fallback chains.
         let mut pool_nodes: HashMap<&str, Vec<NodeId>> = HashMap::new();
         for (pool_name, pool) in &s.pools {
-            let ids = node_ids(diag, &pool.value.nodes, node_index, &format!("{context}: pool '{pool_name}'"));
+            let ids = node_ids(
+                diag,
+                &pool.value.nodes,
+                node_index,
+                &format!("{context}: pool '{pool_name}'"),
+            );
             if pool.value.nodes.is_empty() {
-                diag.error(at(pool), format!("{context}: pool '{pool_name}' has no nodes"));
+                diag.error(
+                    pool_name.at,
+                    format!("{context}: pool '{pool_name}' has no nodes"),
+                );
             }
             if let Some(fb) = &pool.value.fallback
-                && !s.pools.contains_key(&fb.value)
+                && !s.pools.contains_key(fb.value.as_str())
             {
-                diag.error(at(fb), format!("{context}: pool '{pool_name}': fallback to unknown pool '{}'", fb.value));
+                diag.error(
+                    at(fb),
+                    format!(
+                        "{context}: pool '{pool_name}': fallback to unknown pool '{}'",
+                        fb.value
+                    ),
+                );
             }
-            pool_nodes.insert(pool_name.as_str(), ids);
+            pool_nodes.insert(pool_name.name.as_str(), ids);
         }
         let chain = |diag: &mut Diagnostics, start: &Spanned<String>| -> Option<Candidates> {
-            if !s.pools.contains_key(&start.value) {
-                let known: Vec<&str> = s.pools.keys().map(String::as_str).collect();
-                diag.error(at(start), format!("{context}: unknown pool '{}' (pools: {})", start.value, known.join(", ")));
+            if !s.pools.contains_key(start.value.as_str()) {
+                let known: Vec<&str> = s.pools.keys().map(|k| k.name.as_str()).collect();
+                diag.error(
+                    at(start),
+                    format!(
+                        "{context}: unknown pool '{}' (pools: {})",
+                        start.value,
+                        known.join(", ")
+                    ),
+                );
                 return None;
             }
             let mut visited: Vec<&str> = Vec::new();
@@ -514,7 +637,13 @@ fn validate_steered(
             let mut current = Some(start.value.as_str());
             while let Some(pool) = current {
                 if visited.contains(&pool) {
-                    diag.error(at(start), format!("{context}: pool fallback loop: {} -> {pool}", visited.join(" -> ")));
+                    diag.error(
+                        at(start),
+                        format!(
+                            "{context}: pool fallback loop: {} -> {pool}",
+                            visited.join(" -> ")
+                        ),
+                    );
                     return None;
                 }
                 let level = visited.len().min(u8::MAX as usize) as u8;
@@ -559,7 +688,10 @@ fn validate_steered(
             }
             let candidates = match (&r.pool, &r.nodes) {
                 (Some(_), Some(n)) => {
-                    diag.error(n.first().map_or(at(rule), at), format!("{rule_ctx}: give either `pool` or `nodes`, not both"));
+                    diag.error(
+                        n.first().map_or(at(rule), at),
+                        format!("{rule_ctx}: give either `pool` or `nodes`, not both"),
+                    );
                     None
                 }
                 (Some(pool), None) => chain(diag, pool),
@@ -576,23 +708,33 @@ fn validate_steered(
             if let Some(fence) = &r.fence
                 && fence.value
             {
-                if geos.is_empty() {
+                if r.geos.is_empty() {
                     diag.error(at(fence), format!("{rule_ctx}: a fence needs `geos`: it keeps clients in those geos on nodes inside them"));
                 }
                 for fence_geo in &geos {
                     if let Some(c) = &candidates {
-                        let inside = c.nodes.iter().filter(|(id, _)| nodes.get(*id).is_some_and(|n| fence_geo.contains(&n.geo))).count();
-                        let outside: Vec<&str> = c
+                        // Nodes with errors of their own are left out of this check.
+                        let valid: Vec<&Node> = c
                             .nodes
                             .iter()
-                            .filter_map(|(id, _)| nodes.get(*id))
+                            .filter_map(|(id, _)| nodes.get(*id).and_then(Option::as_ref))
+                            .collect();
+                        let all_valid = valid.len() == c.nodes.len();
+                        let inside = valid.iter().filter(|n| fence_geo.contains(&n.geo)).count();
+                        let outside: Vec<&str> = valid
+                            .iter()
                             .filter(|n| !fence_geo.contains(&n.geo))
                             .map(|n| n.name.as_str())
                             .collect();
                         if !outside.is_empty() {
                             diag.error(at(fence), format!("{rule_ctx}: fenced to {fence_geo} but its nodes include {} outside it, which the fence would never answer", outside.join(", ")));
-                        } else if inside == 0 {
-                            diag.error(at(fence), format!("{rule_ctx}: fenced to {fence_geo} but has no node inside it"));
+                        } else if inside == 0 && all_valid {
+                            diag.error(
+                                at(fence),
+                                format!(
+                                    "{rule_ctx}: fenced to {fence_geo} but has no node inside it"
+                                ),
+                            );
                         }
                     }
                     fences.push(fence_geo.clone());
@@ -622,19 +764,29 @@ fn validate_steered(
             Some(d) => {
                 let candidates = match (&d.value.pool, &d.value.nodes) {
                     (Some(_), Some(_)) => {
-                        diag.error(at(d), format!("{context}: default: give either `pool` or `nodes`, not both"));
+                        diag.error(
+                            at(d),
+                            format!("{context}: default: give either `pool` or `nodes`, not both"),
+                        );
                         None
                     }
                     (Some(pool), None) => chain(diag, pool),
-                    (None, Some(list)) => Some(level0(node_ids(diag, list, node_index, &format!("{context}: default")))),
+                    (None, Some(list)) => Some(level0(node_ids(
+                        diag,
+                        list,
+                        node_index,
+                        &format!("{context}: default"),
+                    ))),
                     (None, None) => None,
                 };
-                let location = d
-                    .value
-                    .location
-                    .as_ref()
-                    .and_then(|l| coordinates(diag, l, &format!("{context}: default: location")));
-                DefaultAnswer { candidates, location }
+                let location =
+                    d.value.location.as_ref().and_then(|l| {
+                        coordinates(diag, l, &format!("{context}: default: location"))
+                    });
+                DefaultAnswer {
+                    candidates,
+                    location,
+                }
             }
         };
 
@@ -649,9 +801,12 @@ fn validate_steered(
     }
     // Two keys may still name the same absolute name (`ingest` and `INGEST`).
     let mut seen = HashSet::new();
-    for (s, (relative, spanned)) in steered.iter().zip(&raw.steer) {
+    for (s, (relative, _)) in steered.iter().zip(&raw.steer) {
         if !seen.insert(&s.name) {
-            diag.error(at(spanned), format!("steer '{relative}': '{}' is steered twice", s.name));
+            diag.error(
+                relative.at,
+                format!("steer '{relative}': '{}' is steered twice", s.name),
+            );
         }
     }
     steered

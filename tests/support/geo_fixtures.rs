@@ -20,20 +20,104 @@ struct Entry {
 
 /// Broader networks first: the writer overwrites a subtree when a broader network follows.
 const ENTRIES: &[Entry] = &[
-    Entry { network: "127.1.0.0/16", country: "JP", continent: "AS", subdivision: Some("13"), location: Some((35.69, 139.69)) },
-    Entry { network: "127.1.128.0/17", country: "JP", continent: "AS", subdivision: Some("27"), location: Some((34.69, 135.50)) },
-    Entry { network: "127.2.0.0/16", country: "BR", continent: "SA", subdivision: Some("SP"), location: Some((-23.55, -46.63)) },
-    Entry { network: "127.3.0.0/16", country: "DE", continent: "EU", subdivision: Some("BE"), location: Some((52.52, 13.40)) },
-    Entry { network: "127.4.0.0/16", country: "US", continent: "NA", subdivision: Some("CA"), location: Some((34.05, -118.24)) },
-    Entry { network: "127.5.0.0/16", country: "US", continent: "NA", subdivision: Some("NY"), location: Some((40.71, -74.01)) },
-    Entry { network: "127.6.0.0/16", country: "GB", continent: "EU", subdivision: Some("ENG"), location: Some((51.51, -0.13)) },
-    Entry { network: "127.7.0.0/16", country: "ZA", continent: "AF", subdivision: None, location: Some((-26.20, 28.05)) },
-    Entry { network: "127.8.0.0/16", country: "IN", continent: "AS", subdivision: None, location: Some((19.08, 72.88)) },
-    Entry { network: "127.9.0.0/16", country: "AU", continent: "OC", subdivision: None, location: None },
-    Entry { network: "127.10.0.0/16", country: "SG", continent: "AS", subdivision: None, location: Some((1.35, 103.82)) },
-    Entry { network: "127.11.0.0/16", country: "FR", continent: "EU", subdivision: None, location: Some((48.86, 2.35)) },
-    Entry { network: "2001:db8:1::/48", country: "JP", continent: "AS", subdivision: None, location: Some((35.69, 139.69)) },
-    Entry { network: "2001:db8:3::/48", country: "DE", continent: "EU", subdivision: None, location: Some((52.52, 13.40)) },
+    Entry {
+        network: "127.1.0.0/16",
+        country: "JP",
+        continent: "AS",
+        subdivision: Some("13"),
+        location: Some((35.69, 139.69)),
+    },
+    Entry {
+        network: "127.1.128.0/17",
+        country: "JP",
+        continent: "AS",
+        subdivision: Some("27"),
+        location: Some((34.69, 135.50)),
+    },
+    Entry {
+        network: "127.2.0.0/16",
+        country: "BR",
+        continent: "SA",
+        subdivision: Some("SP"),
+        location: Some((-23.55, -46.63)),
+    },
+    Entry {
+        network: "127.3.0.0/16",
+        country: "DE",
+        continent: "EU",
+        subdivision: Some("BE"),
+        location: Some((52.52, 13.40)),
+    },
+    Entry {
+        network: "127.4.0.0/16",
+        country: "US",
+        continent: "NA",
+        subdivision: Some("CA"),
+        location: Some((34.05, -118.24)),
+    },
+    Entry {
+        network: "127.5.0.0/16",
+        country: "US",
+        continent: "NA",
+        subdivision: Some("NY"),
+        location: Some((40.71, -74.01)),
+    },
+    Entry {
+        network: "127.6.0.0/16",
+        country: "GB",
+        continent: "EU",
+        subdivision: Some("ENG"),
+        location: Some((51.51, -0.13)),
+    },
+    Entry {
+        network: "127.7.0.0/16",
+        country: "ZA",
+        continent: "AF",
+        subdivision: None,
+        location: Some((-26.20, 28.05)),
+    },
+    Entry {
+        network: "127.8.0.0/16",
+        country: "IN",
+        continent: "AS",
+        subdivision: None,
+        location: Some((19.08, 72.88)),
+    },
+    Entry {
+        network: "127.9.0.0/16",
+        country: "AU",
+        continent: "OC",
+        subdivision: None,
+        location: None,
+    },
+    Entry {
+        network: "127.10.0.0/16",
+        country: "SG",
+        continent: "AS",
+        subdivision: None,
+        location: Some((1.35, 103.82)),
+    },
+    Entry {
+        network: "127.11.0.0/16",
+        country: "FR",
+        continent: "EU",
+        subdivision: None,
+        location: Some((48.86, 2.35)),
+    },
+    Entry {
+        network: "2001:db8:1::/48",
+        country: "JP",
+        continent: "AS",
+        subdivision: None,
+        location: Some((35.69, 139.69)),
+    },
+    Entry {
+        network: "2001:db8:3::/48",
+        country: "DE",
+        continent: "EU",
+        subdivision: None,
+        location: Some((52.52, 13.40)),
+    },
 ];
 
 #[derive(Serialize)]
@@ -77,7 +161,9 @@ struct FlatRecord<'a> {
 
 /// IPv4 networks live at `::a.b.c.d/(96+len)` in an IPv6 tree.
 fn tree_path(network: &str) -> IpAddrWithMask {
-    let (addr, len) = network.split_once('/').expect("entry networks have a length");
+    let (addr, len) = network
+        .split_once('/')
+        .expect("entry networks have a length");
     let addr: IpAddr = addr.parse().expect("entry networks are addresses");
     let len: u8 = len.parse().expect("entry lengths are numbers");
     match addr {
@@ -96,7 +182,6 @@ fn database(kind: &str) -> Database {
     db
 }
 
-
 /// Builds both fixture databases: `(file name, bytes)` for the nested and the flat schema.
 pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
     let mut nested = database("city");
@@ -105,9 +190,23 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
         let nested_ref = nested
             .insert_value(NestedRecord {
                 continent: Code { code: e.continent },
-                country: Iso { iso_code: e.country, names: BTreeMap::from([("en", e.country)]) },
-                location: e.location.map(|(latitude, longitude)| Location { latitude, longitude, accuracy_radius: 20 }),
-                subdivisions: e.subdivision.map(|s| Iso { iso_code: s, names: BTreeMap::new() }).into_iter().collect(),
+                country: Iso {
+                    iso_code: e.country,
+                    names: BTreeMap::from([("en", e.country)]),
+                },
+                location: e.location.map(|(latitude, longitude)| Location {
+                    latitude,
+                    longitude,
+                    accuracy_radius: 20,
+                }),
+                subdivisions: e
+                    .subdivision
+                    .map(|s| Iso {
+                        iso_code: s,
+                        names: BTreeMap::new(),
+                    })
+                    .into_iter()
+                    .collect(),
             })
             .expect("fixture records serialize");
         nested.insert_node(tree_path(e.network), nested_ref);
@@ -122,6 +221,12 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
     }
     [(nested, "geo-city.mmdb"), (flat, "geo-flat.mmdb")]
         .into_iter()
-        .map(|(db, name)| (name, db.write_to(Vec::new()).expect("fixture databases serialize")))
+        .map(|(db, name)| {
+            (
+                name,
+                db.write_to(Vec::new())
+                    .expect("fixture databases serialize"),
+            )
+        })
         .collect()
 }

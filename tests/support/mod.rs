@@ -35,7 +35,11 @@ pub struct Server {
 impl Server {
     /// Serves the test zone against the nested-schema test database.
     pub fn test_zone() -> Server {
-        Server::start(&repo("tests/fixtures/zones"), &repo("tests/fixtures/geo-city.mmdb"), &[])
+        Server::start(
+            &repo("tests/fixtures/zones"),
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[],
+        )
     }
 
     /// Starts the binary on 127.0.0.1:0 and waits for its readiness line.
@@ -57,7 +61,11 @@ impl Server {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("geosteer listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(addr);
                 }
             }
@@ -90,7 +98,10 @@ pub struct Q {
 /// Starts a query for `name`/`rtype` with EDNS (4096-byte buffer) and RD clear.
 pub fn q(name: &str, rtype: RecordType) -> Q {
     let mut message = Message::new(0x4242, MessageType::Query, OpCode::Query);
-    message.add_query(Query::query(Name::from_ascii(name).expect("test names parse"), rtype));
+    message.add_query(Query::query(
+        Name::from_ascii(name).expect("test names parse"),
+        rtype,
+    ));
     let mut edns = Edns::new();
     edns.set_max_payload(4096);
     message.set_edns(edns);
@@ -100,11 +111,13 @@ pub fn q(name: &str, rtype: RecordType) -> Q {
 impl Q {
     /// Adds an ECS option for `addr/source`.
     pub fn ecs(mut self, addr: &str, source: u8) -> Q {
-        self.edns_mut().options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-            addr.parse().expect("test addresses parse"),
-            source,
-            0,
-        )));
+        self.edns_mut()
+            .options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                addr.parse().expect("test addresses parse"),
+                source,
+                0,
+            )));
         self
     }
 
@@ -153,7 +166,9 @@ impl Q {
 /// Sends raw bytes over UDP from `from` and returns the raw reply, or `None` on timeout.
 pub fn udp_raw(server: SocketAddr, from: IpAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind((from, 0)).expect("bind a loopback source address");
-    socket.set_read_timeout(Some(REPLY_TIMEOUT)).expect("set timeout");
+    socket
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("set timeout");
     socket.send_to(bytes, server).expect("send query");
     let mut buf = vec![0u8; 65535];
     match socket.recv_from(&mut buf) {
@@ -177,7 +192,9 @@ pub fn udp_from(server: &Server, from: IpAddr, query: &Q) -> Message {
 /// (pipelining), and returns the raw replies in order.
 pub fn tcp_raw(server: SocketAddr, queries: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut stream = TcpStream::connect(server).expect("TCP connect");
-    stream.set_read_timeout(Some(REPLY_TIMEOUT)).expect("set timeout");
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("set timeout");
     let mut out = Vec::new();
     for q in queries {
         out.extend_from_slice(&(q.len() as u16).to_be_bytes());

@@ -1,0 +1,117 @@
+//! The shipped example (zones/ with the geo/ DB-IP country database) answers the README's
+//! walkthrough correctly, through hickory and through `dig`, over UDP and TCP.
+
+mod support;
+
+use std::process::Command;
+
+use hickory_proto::rr::RecordType::A;
+use support::*;
+
+const TOKYO: &str = "198.51.100.81";
+const SAO_PAULO: &str = "198.51.100.21";
+const FRANKFURT: &str = "198.51.100.32";
+const EU_NODES: [&str; 3] = ["198.51.100.31", "198.51.100.32", "198.51.100.33"];
+
+fn shipped() -> Server {
+    Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[])
+}
+
+#[test]
+fn readme_walkthrough_with_a_dns_library() {
+    let server = shipped();
+    for (subnet, first) in [
+        ("126.0.0.0", TOKYO),
+        ("200.147.3.0", SAO_PAULO),
+        ("85.214.0.0", FRANKFURT),
+    ] {
+        for reply in [
+            udp(&server, &q("ingest.live.example.net.", A).ecs(subnet, 24)),
+            tcp(&server, &q("ingest.live.example.net.", A).ecs(subnet, 24)),
+        ] {
+            let answers = a_records(&reply);
+            assert_eq!(answers.len(), 2, "{subnet}: {answers:?}");
+            assert_eq!(answers[0], first, "{subnet}: {answers:?}");
+            let (source, scope) = ecs_scope(&reply).expect("ECS echoed");
+            assert_eq!(source, 24);
+            assert!((1..=24).contains(&scope), "{subnet}: scope {scope}");
+        }
+    }
+    // The German client is fenced to the EU.
+    let reply = udp(
+        &server,
+        &q("ingest.live.example.net.", A).ecs("85.214.0.0", 24),
+    );
+    assert!(
+        a_records(&reply)
+            .iter()
+            .all(|a| EU_NODES.contains(&a.as_str()))
+    );
+    // The broadcaster's pinned encoder network.
+    let reply = udp(
+        &server,
+        &q("ingest.live.example.net.", A).ecs("203.0.113.0", 24),
+    );
+    assert_eq!(a_records(&reply), vec![TOKYO]);
+    assert_eq!(ecs_scope(&reply), Some((24, 24)));
+}
+
+/// Runs `dig` against the server and returns its short answer lines and ECS line.
+fn dig(server: &Server, args: &[&str]) -> (Vec<String>, String) {
+    let output = Command::new("dig")
+        .arg(format!("@{}", server.addr.ip()))
+        .args([
+            "-p",
+            &server.addr.port().to_string(),
+            "+norec",
+            "+time=3",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .expect("dig runs (CI installs bind9-dnsutils; apt-get install bind9-dnsutils)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("status: NOERROR") && text.contains("flags: qr aa"),
+        "{text}"
+    );
+    let answers = text
+        .lines()
+        .filter(|l| l.starts_with("ingest.live.example.net.") && l.contains("\tA\t"))
+        .map(|l| l.rsplit('\t').next().unwrap_or_default().to_string())
+        .collect();
+    let ecs = text
+        .lines()
+        .find(|l| l.contains("CLIENT-SUBNET"))
+        .unwrap_or_default()
+        .to_string();
+    (answers, ecs)
+}
+
+#[test]
+fn readme_walkthrough_with_dig() {
+    let server = shipped();
+    for (subnet, first) in [
+        ("126.0.0.0/24", TOKYO),
+        ("200.147.3.0/24", SAO_PAULO),
+        ("85.214.0.0/24", FRANKFURT),
+    ] {
+        for transport in ["+notcp", "+tcp"] {
+            let (answers, ecs) = dig(
+                &server,
+                &[
+                    "ingest.live.example.net",
+                    &format!("+subnet={subnet}"),
+                    transport,
+                ],
+            );
+            assert_eq!(
+                answers.first().map(String::as_str),
+                Some(first),
+                "{subnet} {transport}: {answers:?}"
+            );
+            assert!(ecs.contains(&format!("CLIENT-SUBNET: {subnet}/")), "{ecs}");
+        }
+    }
+}
