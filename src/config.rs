@@ -17,8 +17,8 @@ pub struct ServeConfig {
     pub listen: Vec<SocketAddr>,
     /// Policy file or directory of them.
     pub zones: PathBuf,
-    /// MaxMind-format database locating clients.
-    pub geo_db: PathBuf,
+    /// MaxMind-format databases locating clients, consulted in order.
+    pub geo_dbs: Vec<PathBuf>,
     /// Largest UDP response sent.
     pub max_udp_payload: u16,
 }

@@ -29,9 +29,9 @@ enum Command {
         /// Policy file or directory.
         #[arg(default_value = DEFAULT_ZONES)]
         path: PathBuf,
-        /// GeoIP database to build answer tables against.
+        /// GeoIP database(s) to build answer tables against.
         #[arg(long, default_value = DEFAULT_GEO_DB)]
-        geo: PathBuf,
+        geo: Vec<PathBuf>,
     },
 }
 
@@ -44,8 +44,10 @@ struct ServeArgs {
     #[arg(long, default_value = DEFAULT_ZONES)]
     zones: PathBuf,
     /// MaxMind-format GeoIP database (country or city level, MaxMind or DB-IP schema).
+    /// Repeat for several files (e.g. separate IPv4 and IPv6 files); the first that
+    /// locates a client wins.
     #[arg(long, default_value = DEFAULT_GEO_DB)]
-    geo: PathBuf,
+    geo: Vec<PathBuf>,
     /// Largest UDP response, bytes.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     max_udp_payload: u16,
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path, geo: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
     match service::load(path, geo) {
         Ok((zones, snapshot)) => {
             for zone in &zones {
@@ -80,9 +82,10 @@ fn check(path: &std::path::Path, geo: &std::path::Path) -> ExitCode {
                     zone.steered.len()
                 );
             }
+            let files: Vec<String> = geo.iter().map(|p| p.display().to_string()).collect();
             println!(
                 "answer tables built against {} ({} places)",
-                geo.display(),
+                files.join(", "),
                 snapshot.geo.places().len()
             );
             ExitCode::SUCCESS
@@ -98,7 +101,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let config = ServeConfig {
         listen: args.listen,
         zones: args.zones,
-        geo_db: args.geo,
+        geo_dbs: args.geo,
         max_udp_payload: args.max_udp_payload,
     };
     let runtime = match tokio::runtime::Runtime::new() {

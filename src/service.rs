@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::info;
@@ -34,9 +34,9 @@ pub enum StartError {
 }
 
 /// Loads policy and database and builds a snapshot: the one loading path.
-pub fn load(zones: &Path, geo_db: &Path) -> Result<(Vec<Zone>, Snapshot), StartError> {
+pub fn load(zones: &Path, geo_dbs: &[PathBuf]) -> Result<(Vec<Zone>, Snapshot), StartError> {
     let zones = policy::load_path(zones)?;
-    let geo = Arc::new(GeoDb::open(geo_db)?);
+    let geo = Arc::new(GeoDb::open_all(geo_dbs)?);
     let snapshot = answer::build(&zones, geo);
     Ok((zones, snapshot))
 }
@@ -44,11 +44,11 @@ pub fn load(zones: &Path, geo_db: &Path) -> Result<(Vec<Zone>, Snapshot), StartE
 /// Runs a server until the future resolves; `ready` gets the bound addresses once every
 /// socket is listening (tests and supervisors wait for it).
 pub async fn run(config: ServeConfig, ready: impl FnOnce(&[SocketAddr])) -> Result<(), StartError> {
-    let (zones, snapshot) = load(&config.zones, &config.geo_db)?;
+    let (zones, snapshot) = load(&config.zones, &config.geo_dbs)?;
     info!(
         zones = zones.len(),
         places = snapshot.geo.places().len(),
-        geo_db = %config.geo_db.display(),
+        geo_dbs = ?config.geo_dbs,
         "policy loaded"
     );
     let publisher = Publisher::new(snapshot);

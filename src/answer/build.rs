@@ -143,28 +143,6 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
     }
 }
 
-/// What decides a place's answers: places with equal keys get equal answers.
-#[derive(PartialEq, Eq, Hash)]
-struct PlaceKey {
-    continent: Option<[u8; 2]>,
-    country: Option<[u8; 2]>,
-    subdivision: Option<String>,
-    coordinates: Option<(u64, u64)>,
-}
-
-impl PlaceKey {
-    fn of(place: &Place) -> Self {
-        PlaceKey {
-            continent: place.continent,
-            country: place.country,
-            subdivision: place.subdivision.clone(),
-            coordinates: place
-                .coordinates
-                .map(|c| (c.latitude.to_bits(), c.longitude.to_bits())),
-        }
-    }
-}
-
 fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredTable {
     let rule_count = steered.rules.len();
     let catch_all = steered
@@ -198,13 +176,13 @@ fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredT
 
     let mut answers: Vec<AnswerSet> = Vec::new();
     let mut interned: HashMap<(Vec<NodeId>, Vec<NodeId>), u32> = HashMap::new();
-    let mut memo: HashMap<PlaceKey, Vec<u32>> = HashMap::new();
     let mut table = vec![Vec::with_capacity(places.len()); row_candidates.len()];
     let mut geo_rule = Vec::with_capacity(places.len());
 
     for (index, place) in places.iter().enumerate() {
         let is_unlocated = index + 1 == places.len();
-        let column = memo.entry(PlaceKey::of(place)).or_insert_with(|| {
+        // Places are distinct (the database interns them), so each column is computed once.
+        let column: Vec<u32> = {
             let fences: Vec<&GeoCode> = steered
                 .fences
                 .iter()
@@ -232,7 +210,7 @@ fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredT
                     })
                 })
                 .collect()
-        });
+        };
         for (row, id) in table.iter_mut().zip(column.iter()) {
             row.push(*id);
         }

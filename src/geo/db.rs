@@ -151,21 +151,26 @@ impl RawRecord {
     }
 }
 
-/// An opened database and its distinct places.
-pub struct GeoDb {
-    /// Where it was loaded from, for status and messages.
+/// One database file and the map from its records to places.
+struct Source {
     path: PathBuf,
     reader: Reader<Vec<u8>>,
-    /// Distinct places, numbered by first appearance in the tree.
-    places: Vec<Place>,
-    /// Record offset in the data section → place.
+    /// Record offset in this file's data section → place.
     place_by_offset: HashMap<usize, PlaceId>,
+}
+
+/// One or more opened databases (consulted in order: DB-IP City Lite, for one, ships IPv4 and
+/// IPv6 as separate files) and their distinct places.
+pub struct GeoDb {
+    sources: Vec<Source>,
+    /// Distinct places, numbered by first appearance.
+    places: Vec<Place>,
 }
 
 impl std::fmt::Debug for GeoDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeoDb")
-            .field("path", &self.path)
+            .field("paths", &self.paths())
             .field("places", &self.places.len())
             .finish()
     }
@@ -174,42 +179,55 @@ impl std::fmt::Debug for GeoDb {
 impl GeoDb {
     /// Opens a database and decodes each of its records once.
     pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
-        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let countries = CountryTable::shipped();
-        let corrupt = |source| GeoError::Corrupt {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut places = Vec::new();
-        let mut place_by_offset = HashMap::new();
-        let networks = reader.networks(WithinOptions::default()).map_err(corrupt)?;
-        for network in networks {
-            let network = network.map_err(corrupt)?;
-            let Some(offset) = network.offset() else {
-                continue;
-            };
-            if place_by_offset.contains_key(&offset) {
-                continue;
-            }
-            let record: RawRecord = network.decode().map_err(corrupt)?.unwrap_or_default();
-            let id = places.len() as PlaceId;
-            places.push(record.into_place(countries));
-            place_by_offset.insert(offset, id);
-        }
-        Ok(GeoDb {
-            path: path.to_path_buf(),
-            reader,
-            places,
-            place_by_offset,
-        })
+        Self::open_all(&[path.to_path_buf()])
     }
 
-    /// The file this database was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens several databases, consulted in the order given.
+    pub fn open_all(paths: &[PathBuf]) -> Result<GeoDb, GeoError> {
+        let countries = CountryTable::shipped();
+        let mut places = Vec::new();
+        let mut interned: HashMap<PlaceKey, PlaceId> = HashMap::new();
+        let mut sources = Vec::new();
+        for path in paths {
+            let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
+                path: path.clone(),
+                source,
+            })?;
+            let corrupt = |source| GeoError::Corrupt {
+                path: path.clone(),
+                source,
+            };
+            let mut place_by_offset = HashMap::new();
+            let networks = reader.networks(WithinOptions::default()).map_err(corrupt)?;
+            for network in networks {
+                let network = network.map_err(corrupt)?;
+                let Some(offset) = network.offset() else {
+                    continue;
+                };
+                if place_by_offset.contains_key(&offset) {
+                    continue;
+                }
+                let record: RawRecord = network.decode().map_err(corrupt)?.unwrap_or_default();
+                let place = record.into_place(countries);
+                // Records that say the same thing share a place, within and across files.
+                let id = *interned.entry(PlaceKey::of(&place)).or_insert_with(|| {
+                    places.push(place);
+                    (places.len() - 1) as PlaceId
+                });
+                place_by_offset.insert(offset, id);
+            }
+            sources.push(Source {
+                path: path.clone(),
+                reader,
+                place_by_offset,
+            });
+        }
+        Ok(GeoDb { sources, places })
+    }
+
+    /// The files this database was read from.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.sources.iter().map(|s| s.path.as_path()).collect()
     }
 
     /// Every distinct place in the database; answer tables are indexed by position here.
@@ -218,21 +236,55 @@ impl GeoDb {
     }
 
     /// Locates an address (callers unmap IPv4-mapped IPv6 first). Never fails: an address the
-    /// database cannot place, or a family it does not cover, is "unlocated".
+    /// databases cannot place, or a family they do not cover, is "unlocated". The first file
+    /// that places the address wins; for an unlocated address the prefix is the longest
+    /// "nothing here" network, the range over which every file agrees it knows nothing.
     pub fn locate(&self, ip: IpAddr) -> Located {
-        let Ok(result) = self.reader.lookup(ip) else {
-            return Located {
-                place: None,
-                prefix_len: 0,
+        let mut unlocated_prefix = 0;
+        for source in &self.sources {
+            let Ok(result) = source.reader.lookup(ip) else {
+                continue;
             };
-        };
-        let prefix_len = match result.network() {
-            Ok(network) if Family::of(network.ip()) == Family::of(ip) => network.prefix(),
-            _ => 0,
-        };
-        let place = result
-            .offset()
-            .and_then(|offset| self.place_by_offset.get(&offset).copied());
-        Located { place, prefix_len }
+            let prefix_len = match result.network() {
+                Ok(network) if Family::of(network.ip()) == Family::of(ip) => network.prefix(),
+                _ => 0,
+            };
+            if let Some(place) = result
+                .offset()
+                .and_then(|offset| source.place_by_offset.get(&offset).copied())
+            {
+                return Located {
+                    place: Some(place),
+                    prefix_len,
+                };
+            }
+            unlocated_prefix = unlocated_prefix.max(prefix_len);
+        }
+        Located {
+            place: None,
+            prefix_len: unlocated_prefix,
+        }
+    }
+}
+
+/// What makes two places the same for steering.
+#[derive(PartialEq, Eq, Hash)]
+struct PlaceKey {
+    continent: Option<[u8; 2]>,
+    country: Option<[u8; 2]>,
+    subdivision: Option<String>,
+    coordinates: Option<(u64, u64)>,
+}
+
+impl PlaceKey {
+    fn of(place: &Place) -> Self {
+        PlaceKey {
+            continent: place.continent,
+            country: place.country,
+            subdivision: place.subdivision.clone(),
+            coordinates: place
+                .coordinates
+                .map(|c| (c.latitude.to_bits(), c.longitude.to_bits())),
+        }
     }
 }

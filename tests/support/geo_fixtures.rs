@@ -182,7 +182,8 @@ fn database(kind: &str) -> Database {
     db
 }
 
-/// Builds both fixture databases: `(file name, bytes)` for the nested and the flat schema.
+/// Builds the fixture databases: `(file name, bytes)` for the nested schema, the flat schema,
+/// and a small extra file mapping only 127.12.0.0/16 (AE, Dubai).
 pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
     let mut nested = database("city");
     let mut flat = database("flat");
@@ -219,7 +220,13 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
             .expect("fixture records serialize");
         flat.insert_node(tree_path(e.network), flat_ref);
     }
-    [(nested, "geo-city.mmdb"), (flat, "geo-flat.mmdb")]
+    // A third file covering what the others do not, for tests of several databases at once.
+    let mut extra = database("extra");
+    let dubai = extra
+        .insert_value(FlatRecord { country_code: "AE", latitude: Some(25.20), longitude: Some(55.27) })
+        .expect("fixture records serialize");
+    extra.insert_node(tree_path("127.12.0.0/16"), dubai);
+    [(nested, "geo-city.mmdb"), (flat, "geo-flat.mmdb"), (extra, "geo-extra.mmdb")]
         .into_iter()
         .map(|(db, name)| {
             (
