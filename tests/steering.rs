@@ -222,14 +222,31 @@ fn append_to_opt(query: &mut Vec<u8>, option: &[u8]) {
 fn several_database_files_are_consulted_in_order() {
     let one = Server::test_zone();
     let reply = udp_from(&one, from("127.12.0.1"), &q("ingest.test.example.", A));
-    assert_eq!(a_records(&reply), vec![US_EAST, FRANKFURT], "unlocated with one file");
+    assert_eq!(
+        a_records(&reply),
+        vec![US_EAST, FRANKFURT],
+        "unlocated with one file"
+    );
     let both = Server::start(
         &repo("tests/fixtures/zones"),
         &repo("tests/fixtures/geo-city.mmdb"),
-        &["--geo", repo("tests/fixtures/geo-extra.mmdb").to_str().expect("utf-8 path")],
+        &[
+            "--geo",
+            repo("tests/fixtures/geo-extra.mmdb")
+                .to_str()
+                .expect("utf-8 path"),
+        ],
     );
     let reply = udp_from(&both, from("127.12.0.1"), &q("ingest.test.example.", A));
-    assert_eq!(a_records(&reply), vec![FRANKFURT, LONDON], "Dubai, from the second file");
+    assert_eq!(
+        a_records(&reply),
+        vec![FRANKFURT, LONDON],
+        "Dubai, from the second file"
+    );
     let reply = udp_from(&both, from("127.1.0.1"), &q("ingest.test.example.", A));
-    assert_eq!(a_records(&reply), vec![TOKYO, SINGAPORE], "Japan, from the first file");
+    assert_eq!(
+        a_records(&reply),
+        vec![TOKYO, SINGAPORE],
+        "Japan, from the first file"
+    );
 }

@@ -223,17 +223,25 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
     // A third file covering what the others do not, for tests of several databases at once.
     let mut extra = database("extra");
     let dubai = extra
-        .insert_value(FlatRecord { country_code: "AE", latitude: Some(25.20), longitude: Some(55.27) })
+        .insert_value(FlatRecord {
+            country_code: "AE",
+            latitude: Some(25.20),
+            longitude: Some(55.27),
+        })
         .expect("fixture records serialize");
     extra.insert_node(tree_path("127.12.0.0/16"), dubai);
-    [(nested, "geo-city.mmdb"), (flat, "geo-flat.mmdb"), (extra, "geo-extra.mmdb")]
-        .into_iter()
-        .map(|(db, name)| {
-            (
-                name,
-                db.write_to(Vec::new())
-                    .expect("fixture databases serialize"),
-            )
-        })
-        .collect()
+    [
+        (nested, "geo-city.mmdb"),
+        (flat, "geo-flat.mmdb"),
+        (extra, "geo-extra.mmdb"),
+    ]
+    .into_iter()
+    .map(|(db, name)| {
+        (
+            name,
+            db.write_to(Vec::new())
+                .expect("fixture databases serialize"),
+        )
+    })
+    .collect()
 }
