@@ -34,8 +34,6 @@ pub enum Rcode {
     NoError = 0,
     /// Malformed query.
     FormErr = 1,
-    /// Steering failed closed (later issues).
-    ServFail = 2,
     /// Name does not exist.
     NxDomain = 3,
     /// Opcode not supported.
@@ -52,7 +50,6 @@ impl Rcode {
         match self {
             Rcode::NoError => "NOERROR",
             Rcode::FormErr => "FORMERR",
-            Rcode::ServFail => "SERVFAIL",
             Rcode::NxDomain => "NXDOMAIN",
             Rcode::NotImp => "NOTIMP",
             Rcode::Refused => "REFUSED",
