@@ -163,7 +163,7 @@ async fn serve_connection(
     stream.set_nodelay(true)?;
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
-    let mut framed = Vec::with_capacity(4098);
+    let mut framed: Vec<u8> = Vec::with_capacity(4098);
     loop {
         let mut len_bytes = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len_bytes)).await {
