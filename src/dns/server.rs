@@ -189,8 +189,13 @@ async fn serve_connection(
         )
         .is_some()
         {
-            let mut framed = Vec::with_capacity(response.len() + 2);
-            framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
+            // One write per response: the two-byte length and the message together.
+            let Ok(length) = u16::try_from(response.len()) else {
+                warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
+                continue;
+            };
+            framed.clear();
+            framed.extend_from_slice(&length.to_be_bytes());
             framed.extend_from_slice(&response);
             stream.write_all(&framed).await?;
         }
