@@ -9,6 +9,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 pub const DEFAULT_ZONES: &str = "zones";
 /// Default GeoIP database: the shipped DB-IP country database.
 pub const DEFAULT_GEO_DB: &str = "geo/dbip-country.mmdb";
+/// Default admin interface address: loopback only.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:8053";
 
 /// Settings of a serving process.
 #[derive(Debug, Clone)]
@@ -21,4 +23,8 @@ pub struct ServeConfig {
     pub geo_dbs: Vec<PathBuf>,
     /// Largest UDP response sent.
     pub max_udp_payload: u16,
+    /// Admin HTTP address; `None` disables the interface.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token the admin interface requires (mandatory off loopback).
+    pub admin_token: Option<String>,
 }

@@ -9,9 +9,12 @@
 //! answer. Nothing on the query path locks, parses policy or ranks nodes.
 //!
 //! Modules:
+//! - `admin`: the HTTP admin interface (node state, overrides, metrics).
+//! - `metrics`: metric names.
 //! - `config`: how the server is started (listen addresses, paths).
 //! - `policy`: zone policy files → typed model, with located errors.
 //! - `geo`: geo codes, coordinates, the country table, MaxMind database lookup.
+//! - `health`: probes, check loops and flap damping; reports go to the publisher.
 //! - `net`: IP prefixes shared by policy and answer tables.
 //! - `answer`: snapshot types, the pure builder, the publisher.
 //! - `scoring`: ranking candidate nodes for a place.
@@ -19,10 +22,13 @@
 //! - `dns`: the wire: request parsing, ECS, response encoding, UDP/TCP serving.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod answer;
 pub mod config;
 pub mod dns;
 pub mod geo;
+pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod scoring;

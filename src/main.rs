@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use geosteer::config::{DEFAULT_GEO_DB, DEFAULT_LISTEN, DEFAULT_ZONES, ServeConfig};
+use geosteer::config::{DEFAULT_ADMIN, DEFAULT_GEO_DB, DEFAULT_LISTEN, DEFAULT_ZONES, ServeConfig};
 use geosteer::service;
 
 #[derive(Parser)]
@@ -51,6 +51,15 @@ struct ServeArgs {
     /// Largest UDP response, bytes.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     max_udp_payload: u16,
+    /// Admin HTTP address (node state, drain, metrics). Off loopback it needs a token.
+    #[arg(long, default_value = DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// Disable the admin interface.
+    #[arg(long, conflicts_with = "admin")]
+    no_admin: bool,
+    /// File holding the admin bearer token (or set GEOSTEER_ADMIN_TOKEN).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -98,11 +107,32 @@ fn check(path: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let admin_token = match &args.admin_token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
+            Ok(_) => {
+                eprintln!("Error: {}: the admin token file is empty", path.display());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!(
+                    "Error: {}: cannot read the admin token: {e}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => std::env::var("GEOSTEER_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+    };
     let config = ServeConfig {
         listen: args.listen,
         zones: args.zones,
         geo_dbs: args.geo,
         max_udp_payload: args.max_udp_payload,
+        admin: (!args.no_admin).then_some(args.admin),
+        admin_token,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -113,10 +143,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         tokio::select! {
-            result = service::run(config, |addrs| {
-                // The readiness line: one per address, on stdout, for tests and scripts.
+            result = service::run(config, |bound| {
+                // The readiness lines, on stdout, for tests and scripts.
                 let mut stdout = std::io::stdout().lock();
-                for addr in addrs {
+                if let Some(admin) = bound.admin {
+                    let _ = writeln!(stdout, "geosteer admin on http://{admin}");
+                }
+                for addr in &bound.dns {
                     let _ = writeln!(stdout, "geosteer listening on {addr} (udp+tcp)");
                 }
                 let _ = stdout.flush();

@@ -7,24 +7,39 @@
 
 use std::cmp::Ordering;
 
-use crate::geo::{Coordinates, GeoCode};
-use crate::policy::{AdminStatus, Candidates, Node, NodeId, Tier};
+use serde::Serialize;
 
-/// Ranks `candidates` for a client at `client`, keeping only nodes that are answerable and
-/// inside every fence in `fences`.
+use crate::geo::{Coordinates, GeoCode};
+use crate::policy::{AllDown, Candidates, Node, NodeId, Tier};
+
+/// Whether a node may be answered, as the publisher decided from policy, overrides and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Availability {
+    /// Answerable.
+    Up,
+    /// Its checks fail: skipped, unless every allowed node is down and the name fails open.
+    HealthDown,
+    /// Administratively down or drained: never answered.
+    AdminDown,
+}
+
+/// Ranks `candidates` for a client at `client`: the nodes that are not administratively down
+/// and are inside every fence in `fences`, best first.
 pub fn rank(
     nodes: &[Node],
     candidates: &Candidates,
     client: Option<Coordinates>,
     fences: &[&GeoCode],
+    availability: &[Availability],
 ) -> Vec<NodeId> {
-    // (node, fallback level, distance, position in the candidate list)
+    // (node, id, fallback level, distance, position in the candidate list)
     let mut ranked: Vec<(&Node, NodeId, u8, f64, usize)> = candidates
         .nodes
         .iter()
         .enumerate()
         .filter_map(|(position, &(id, level))| nodes.get(id).map(|n| (n, id, level, position)))
-        .filter(|(n, ..)| n.status != AdminStatus::Down)
+        .filter(|(_, id, ..)| availability.get(*id) != Some(&Availability::AdminDown))
         .filter(|(n, ..)| fences.iter().all(|f| f.contains(&n.geo)))
         .map(|(n, id, level, position)| {
             let distance = client.map_or(0.0, |c| c.distance_km(&n.location));
@@ -42,10 +57,82 @@ pub fn rank(
     ranked.into_iter().map(|(_, id, ..)| id).collect()
 }
 
+/// The nodes one answer holds, and how it was reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pick {
+    /// Nodes to answer with, best first.
+    pub nodes: Vec<NodeId>,
+    /// Some allowed node is down: the answer may use a shorter TTL.
+    pub degraded: bool,
+    /// Every allowed node is down and the name fails closed.
+    pub servfail: bool,
+}
+
+/// Chooses up to `answers` nodes from a ranking (see [`rank`]), keeping those `eligible`
+/// (e.g. having an address of the queried family).
+///
+/// Healthy primaries come first. Backups stand in only for primaries that are down: an
+/// answer has as many backups as it lost primaries, so with every primary up, backups idle.
+/// A rule that names only backups answers with them. When health leaves nothing, `all_down`
+/// decides: fail open (rank as if every health-checked node were up) or fail closed.
+pub fn pick(
+    ranked: &[NodeId],
+    nodes: &[Node],
+    availability: &[Availability],
+    answers: usize,
+    eligible: fn(&Node) -> bool,
+    all_down: AllDown,
+) -> Pick {
+    let allowed: Vec<NodeId> = ranked
+        .iter()
+        .copied()
+        .filter(|&id| eligible(&nodes[id]))
+        .collect();
+    let is_backup = |id: &NodeId| nodes[*id].tier == Tier::Backup;
+    let is_up = |id: &NodeId| availability.get(*id).is_none_or(|a| *a == Availability::Up);
+    let primaries: Vec<NodeId> = allowed
+        .iter()
+        .copied()
+        .filter(|id| !is_backup(id))
+        .collect();
+    let backups: Vec<NodeId> = allowed.iter().copied().filter(is_backup).collect();
+    let up_primaries: Vec<NodeId> = primaries.iter().copied().filter(is_up).collect();
+    let up_backups: Vec<NodeId> = backups.iter().copied().filter(is_up).collect();
+    let mut chosen: Vec<NodeId>;
+    if primaries.is_empty() {
+        chosen = up_backups.iter().copied().take(answers).collect();
+    } else {
+        chosen = up_primaries.iter().copied().take(answers).collect();
+        let lost = answers.min(primaries.len()) - answers.min(up_primaries.len());
+        chosen.extend(up_backups.iter().copied().take(lost));
+    }
+    let degraded = up_primaries.len() < primaries.len() || up_backups.len() < backups.len();
+    let mut servfail = false;
+    if chosen.is_empty() && !allowed.is_empty() {
+        match all_down {
+            AllDown::FailOpen => {
+                let pool = if primaries.is_empty() {
+                    &backups
+                } else {
+                    &primaries
+                };
+                chosen = pool.iter().copied().take(answers).collect();
+            }
+            AllDown::FailClosed => servfail = true,
+        }
+    }
+    Pick {
+        nodes: chosen,
+        degraded,
+        servfail,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::geo::CountryTable;
+    use crate::policy::AdminStatus;
 
     fn node(name: &str, tier: Tier, geo: &str, lat: f64, lon: f64) -> Node {
         Node {
@@ -56,6 +143,7 @@ mod tests {
             addresses: vec!["192.0.2.1".parse().unwrap()],
             weight: 1,
             status: AdminStatus::Obey,
+            check: None,
         }
     }
 
@@ -74,23 +162,28 @@ mod tests {
             node("london", Tier::Edge, "EU-GB", 51.5, -0.12),
         ];
         let berlin = Coordinates::new(52.52, 13.40);
-        assert_eq!(rank(&nodes, &all(4), berlin, &[]), vec![1, 3, 0, 2]);
+        assert_eq!(rank(&nodes, &all(4), berlin, &[], &[]), vec![1, 3, 0, 2]);
         let seoul = Coordinates::new(37.56, 126.97);
-        assert_eq!(rank(&nodes, &all(4), seoul, &[]), vec![0, 1, 3, 2]);
+        assert_eq!(rank(&nodes, &all(4), seoul, &[], &[]), vec![0, 1, 3, 2]);
     }
 
     #[test]
     fn fences_and_down_nodes_are_excluded() {
-        let mut nodes = vec![
+        let nodes = vec![
             node("tokyo", Tier::Core, "AS-JP", 35.68, 139.69),
             node("frankfurt", Tier::Core, "EU-DE", 50.11, 8.68),
             node("london", Tier::Core, "EU-GB", 51.5, -0.12),
         ];
         let eu = GeoCode::parse("EU", CountryTable::shipped()).unwrap();
         let tokyo = Coordinates::new(35.0, 139.0);
-        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu]), vec![1, 2]);
-        nodes[1].status = AdminStatus::Down;
-        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu]), vec![2]);
+        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu], &[]), vec![1, 2]);
+        // Administratively down nodes are out; health-down ones stay ranked (for fail-open).
+        let availability = [
+            Availability::Up,
+            Availability::AdminDown,
+            Availability::HealthDown,
+        ];
+        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu], &availability), vec![2]);
     }
 
     #[test]
@@ -103,8 +196,92 @@ mod tests {
         let chain = Candidates {
             nodes: vec![(2, 0), (1, 1), (0, 1)],
         };
-        assert_eq!(rank(&nodes, &chain, None, &[]), vec![2, 1, 0]);
+        assert_eq!(rank(&nodes, &chain, None, &[], &[]), vec![2, 1, 0]);
         let frankfurt = Coordinates::new(50.0, 8.0);
-        assert_eq!(rank(&nodes, &chain, frankfurt, &[]), vec![2, 1, 0]);
+        assert_eq!(rank(&nodes, &chain, frankfurt, &[], &[]), vec![2, 1, 0]);
+    }
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+    use crate::geo::CountryTable;
+    use crate::policy::AdminStatus;
+    use Availability::{HealthDown, Up};
+
+    fn node(tier: Tier) -> Node {
+        Node {
+            name: "n".into(),
+            tier,
+            geo: GeoCode::parse("EU-DE", CountryTable::shipped()).unwrap(),
+            location: Coordinates::new(50.0, 8.0).unwrap(),
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            weight: 1,
+            status: AdminStatus::Obey,
+            check: None,
+        }
+    }
+
+    fn any(_: &Node) -> bool {
+        true
+    }
+
+    /// Two primaries (0, 1) then two backups (2, 3), already ranked.
+    fn fleet() -> Vec<Node> {
+        vec![
+            node(Tier::Core),
+            node(Tier::Edge),
+            node(Tier::Backup),
+            node(Tier::Backup),
+        ]
+    }
+
+    #[test]
+    fn backups_idle_while_primaries_are_up() {
+        let p = pick(&[0, 1, 2, 3], &fleet(), &[Up; 4], 3, any, AllDown::FailOpen);
+        assert_eq!(p.nodes, vec![0, 1]);
+        assert!(!p.degraded);
+    }
+
+    #[test]
+    fn backups_stand_in_for_down_primaries() {
+        let p = pick(
+            &[0, 1, 2, 3],
+            &fleet(),
+            &[HealthDown, Up, Up, Up],
+            2,
+            any,
+            AllDown::FailOpen,
+        );
+        assert_eq!(p.nodes, vec![1, 2]);
+        assert!(p.degraded);
+        let p = pick(
+            &[0, 1, 2, 3],
+            &fleet(),
+            &[HealthDown, HealthDown, Up, HealthDown],
+            2,
+            any,
+            AllDown::FailOpen,
+        );
+        assert_eq!(p.nodes, vec![2]);
+    }
+
+    #[test]
+    fn all_down_fails_open_or_closed() {
+        let down = [HealthDown; 4];
+        let open = pick(&[0, 1, 2, 3], &fleet(), &down, 2, any, AllDown::FailOpen);
+        assert_eq!(open.nodes, vec![0, 1]);
+        assert!(!open.servfail && open.degraded);
+        let closed = pick(&[0, 1, 2, 3], &fleet(), &down, 2, any, AllDown::FailClosed);
+        assert!(closed.nodes.is_empty() && closed.servfail);
+        // Nothing allowed at all (fenced out, or no address of the family): no SERVFAIL.
+        let none = pick(&[], &fleet(), &down, 2, any, AllDown::FailClosed);
+        assert!(none.nodes.is_empty() && !none.servfail);
+    }
+
+    #[test]
+    fn a_rule_of_only_backups_answers_with_them() {
+        let p = pick(&[2, 3], &fleet(), &[Up; 4], 2, any, AllDown::FailOpen);
+        assert_eq!(p.nodes, vec![2, 3]);
     }
 }

@@ -13,11 +13,16 @@ use crate::geo::{GeoCode, Place};
 use crate::policy::{
     Candidates, DomainName, Node, RecordData, RecordSet, RecordType, SteeredName, Zone,
 };
-use crate::scoring::rank;
+use crate::scoring::{Availability, Pick, pick, rank};
 
-/// Builds the snapshot for a set of zones against a database.
-pub fn build(zones: &[Zone], geo: Arc<GeoDb>) -> Snapshot {
-    let mut built: Vec<ZoneAnswers> = zones.iter().map(|z| build_zone(z, &geo)).collect();
+/// Builds the snapshot for a set of zones against a database, with each node's availability
+/// (`availability[zone][node]`; missing entries count as up).
+pub fn build(zones: &[Zone], geo: Arc<GeoDb>, availability: &[Vec<Availability>]) -> Snapshot {
+    let mut built: Vec<ZoneAnswers> = zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| build_zone(z, &geo, availability.get(i).map_or(&[][..], Vec::as_slice)))
+        .collect();
     built.sort_by_key(|z| std::cmp::Reverse(z.origin.len()));
     Snapshot { zones: built, geo }
 }
@@ -38,7 +43,23 @@ fn encode_rrset(set: &RecordSet) -> EncodedRrset {
     }
 }
 
-fn build_zone(zone: &Zone, geo: &GeoDb) -> ZoneAnswers {
+/// Availability from the policy alone: administrative `down` is down, everything else up.
+pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
+    zones
+        .iter()
+        .map(|z| {
+            z.nodes
+                .iter()
+                .map(|n| match n.status {
+                    crate::policy::AdminStatus::Down => Availability::AdminDown,
+                    _ => Availability::Up,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn build_zone(zone: &Zone, geo: &GeoDb, availability: &[Availability]) -> ZoneAnswers {
     let origin = name_key(&zone.origin);
     let soa_rdata = soa_rdata(&zone.soa);
     let mut soa = Vec::new();
@@ -84,7 +105,7 @@ fn build_zone(zone: &Zone, geo: &GeoDb) -> ZoneAnswers {
     for steered in &zone.steered {
         names.insert(
             name_key(&steered.name),
-            NameNode::Steered(build_steered(steered, &zone.nodes, geo)),
+            NameNode::Steered(build_steered(steered, &zone.nodes, geo, availability)),
         );
     }
 
@@ -143,7 +164,12 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
     }
 }
 
-fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredTable {
+fn build_steered(
+    steered: &SteeredName,
+    nodes: &[Node],
+    geo: &GeoDb,
+    availability: &[Availability],
+) -> SteeredTable {
     let rule_count = steered.rules.len();
     let catch_all = steered
         .rules
@@ -175,7 +201,7 @@ fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredT
         .collect();
 
     let mut answers: Vec<AnswerSet> = Vec::new();
-    let mut interned: HashMap<(Vec<NodeId>, Vec<NodeId>), u32> = HashMap::new();
+    let mut interned: HashMap<(Pick, Pick), u32> = HashMap::new();
     let mut table = vec![Vec::with_capacity(places.len()); row_candidates.len()];
     let mut geo_rule = Vec::with_capacity(places.len());
 
@@ -191,21 +217,23 @@ fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredT
             row_candidates
                 .iter()
                 .map(|candidates| {
-                    let ranked = rank(nodes, candidates, place.coordinates, &fences);
-                    let pick = |has: fn(&Node) -> bool| -> Vec<NodeId> {
-                        ranked
-                            .iter()
-                            .copied()
-                            .filter(|&id| has(&nodes[id]))
-                            .take(steered.answers)
-                            .collect()
+                    let ranked = rank(nodes, candidates, place.coordinates, &fences, availability);
+                    let choose = |eligible: fn(&Node) -> bool| {
+                        pick(
+                            &ranked,
+                            nodes,
+                            availability,
+                            steered.answers,
+                            eligible,
+                            steered.all_down,
+                        )
                     };
                     let key = (
-                        pick(|n| n.first_v4().is_some()),
-                        pick(|n| n.first_v6().is_some()),
+                        choose(|n| n.first_v4().is_some()),
+                        choose(|n| n.first_v6().is_some()),
                     );
                     *interned.entry(key.clone()).or_insert_with(|| {
-                        answers.push(answer_set(key.0, key.1, nodes, steered.ttl));
+                        answers.push(answer_set(&key.0, &key.1, nodes, steered));
                         (answers.len() - 1) as u32
                     })
                 })
@@ -254,26 +282,34 @@ fn build_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredT
     }
 }
 
-fn answer_set(nodes_v4: Vec<NodeId>, nodes_v6: Vec<NodeId>, nodes: &[Node], ttl: u32) -> AnswerSet {
-    let body = |rtype: RecordType, rdata: &[u8]| {
-        let mut body = Vec::new();
-        push_body(&mut body, rtype, ttl, rdata);
-        body.into_boxed_slice()
+fn answer_set(v4: &Pick, v6: &Pick, nodes: &[Node], steered: &SteeredName) -> AnswerSet {
+    let family = |pick: &Pick, rtype: RecordType, rdata: fn(&Node) -> Option<Vec<u8>>| {
+        let ttl = if pick.degraded {
+            steered.degraded_ttl.unwrap_or(steered.ttl)
+        } else {
+            steered.ttl
+        };
+        FamilyAnswer {
+            nodes: pick.nodes.clone(),
+            bodies: pick
+                .nodes
+                .iter()
+                .filter_map(|&id| rdata(&nodes[id]))
+                .map(|rdata| {
+                    let mut body = Vec::new();
+                    push_body(&mut body, rtype, ttl, &rdata);
+                    body.into_boxed_slice()
+                })
+                .collect(),
+            servfail: pick.servfail,
+        }
     };
-    let a = nodes_v4
-        .iter()
-        .filter_map(|&id| nodes[id].first_v4())
-        .map(|ip| body(RecordType::A, &ip.octets()))
-        .collect();
-    let aaaa = nodes_v6
-        .iter()
-        .filter_map(|&id| nodes[id].first_v6())
-        .map(|ip| body(RecordType::AAAA, &ip.octets()))
-        .collect();
     AnswerSet {
-        nodes_v4,
-        nodes_v6,
-        a,
-        aaaa,
+        a: family(v4, RecordType::A, |n| {
+            n.first_v4().map(|ip| ip.octets().to_vec())
+        }),
+        aaaa: family(v6, RecordType::AAAA, |n| {
+            n.first_v6().map(|ip| ip.octets().to_vec())
+        }),
     }
 }

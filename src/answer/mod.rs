@@ -9,8 +9,8 @@ mod build;
 mod publish;
 mod subnet;
 
-pub use build::build;
-pub use publish::{Publisher, SnapshotReader};
+pub use build::{build, policy_availability};
+pub use publish::{Command, NodeStatus, Override, Publisher, SnapshotReader};
 pub use subnet::SubnetRules;
 
 use std::collections::HashMap;
@@ -122,17 +122,24 @@ impl ZoneAnswers {
     }
 }
 
-/// Interned answer for one (rule, place): the records for each address family.
+/// Interned answer for one (rule, place): what A and AAAA queries get.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AnswerSet {
-    /// Nodes answered for A queries, best first.
-    pub nodes_v4: Vec<NodeId>,
-    /// Nodes answered for AAAA queries, best first.
-    pub nodes_v6: Vec<NodeId>,
-    /// A record bodies, in the same order.
-    pub a: Vec<Box<[u8]>>,
-    /// AAAA record bodies, in the same order.
-    pub aaaa: Vec<Box<[u8]>>,
+    /// For A queries.
+    pub a: FamilyAnswer,
+    /// For AAAA queries.
+    pub aaaa: FamilyAnswer,
+}
+
+/// One address family's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FamilyAnswer {
+    /// Nodes answered, best first.
+    pub nodes: Vec<NodeId>,
+    /// Their record bodies, in the same order (TTL already degraded where it applies).
+    pub bodies: Vec<Box<[u8]>>,
+    /// Every allowed node is down and the name fails closed: answer SERVFAIL.
+    pub servfail: bool,
 }
 
 /// The precomputed answers of one steered name.

@@ -1,20 +1,26 @@
-//! Publication: the one place that stores a new snapshot.
+//! Publication: the single writer of snapshots, and the owner of every node's runtime state.
 //!
-//! `Publisher` is deliberately not `Clone`: whoever owns it is the single writer. Readers get
-//! a `SnapshotReader`, whose `load` is one atomic operation with no lock, and see either the
-//! old snapshot or the new one, never a mix.
+//! Health reports and operator overrides arrive as messages. The publisher applies each one,
+//! then drains whatever else is already queued, and rebuilds at most once for the whole burst
+//! — and only if some node's availability changed — before storing the new snapshot with one
+//! atomic swap. Queries never wait for any of this: they keep reading the previous snapshot
+//! until the store. Operator commands are answered after the swap, so a caller that gets its
+//! reply knows the next query sees the change.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
 
-use super::Snapshot;
-
-/// Owns the right to publish snapshots.
-#[derive(Debug)]
-pub struct Publisher {
-    current: Arc<ArcSwap<Snapshot>>,
-}
+use super::{Snapshot, build};
+use crate::geo::GeoDb;
+use crate::health::{Health, NodeKey, Report};
+use crate::metrics as m;
+use crate::policy::{AdminStatus, Zone};
+use crate::scoring::Availability;
 
 /// Read access to the current snapshot, cheap to clone into every serving task.
 #[derive(Debug, Clone)]
@@ -22,12 +28,132 @@ pub struct SnapshotReader {
     current: Arc<ArcSwap<Snapshot>>,
 }
 
+impl SnapshotReader {
+    /// The current snapshot: load once per query and use that view throughout.
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+}
+
+/// An operator's run-time decision about a node, overriding policy and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Override {
+    /// Take the node out of answers for maintenance.
+    Drain,
+    /// Answer the node whatever its checks say.
+    ForceUp,
+    /// Never answer the node.
+    ForceDown,
+}
+
+/// Requests to the publisher.
+#[derive(Debug)]
+pub enum Command {
+    /// Sets (`Some`) or clears (`None`) a node's override; replies after publication.
+    SetOverride {
+        /// Zone origin, with or without the trailing dot.
+        zone: String,
+        /// Node name.
+        node: String,
+        /// The override.
+        set: Option<Override>,
+        /// The node's state afterwards, or why the node was not found.
+        reply: oneshot::Sender<Result<NodeStatus, String>>,
+    },
+    /// Every node's state.
+    Status {
+        /// The answer.
+        reply: oneshot::Sender<Vec<NodeStatus>>,
+    },
+}
+
+/// A node's state, as the admin interface shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Zone origin.
+    pub zone: String,
+    /// Node name.
+    pub node: String,
+    /// `core`, `edge` or `backup`.
+    pub tier: crate::policy::Tier,
+    /// Policy's administrative status.
+    pub policy_status: AdminStatus,
+    /// Run-time override, if any.
+    #[serde(rename = "override")]
+    pub override_: Option<Override>,
+    /// What the checks say.
+    pub health: Health,
+    /// Whether answers use the node.
+    pub availability: Availability,
+    /// The check, `"none"` when the node is not checked.
+    pub check: String,
+    /// Last probe: passed?
+    pub last_ok: Option<bool>,
+    /// Last probe: what it saw.
+    pub last_detail: Option<String>,
+    /// Last probe: latency in milliseconds.
+    pub last_latency_ms: Option<f64>,
+    /// Seconds since the last probe.
+    pub last_check_age_s: Option<f64>,
+    /// Seconds since the availability last changed (or since start).
+    pub since_s: f64,
+}
+
+/// Runtime state of one node.
+#[derive(Debug, Clone)]
+struct NodeRuntime {
+    health: Health,
+    override_: Option<Override>,
+    last: Option<(Report, SystemTime)>,
+    availability: Availability,
+    since: SystemTime,
+}
+
+/// A reply to send once the current burst is published.
+type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
+
+/// The single writer. Build with [`Publisher::new`], then move it into [`Publisher::run`].
+#[derive(Debug)]
+pub struct Publisher {
+    zones: Arc<Vec<Zone>>,
+    geo: Arc<GeoDb>,
+    nodes: Vec<Vec<NodeRuntime>>,
+    current: Arc<ArcSwap<Snapshot>>,
+}
+
 impl Publisher {
-    /// Starts publication with a first snapshot.
-    pub fn new(initial: Snapshot) -> Self {
-        Publisher {
-            current: Arc::new(ArcSwap::from_pointee(initial)),
-        }
+    /// Builds and stores the first snapshot: every node up unless the policy says `down`.
+    pub fn new(zones: Vec<Zone>, geo: Arc<GeoDb>) -> Self {
+        let now = SystemTime::now();
+        let nodes: Vec<Vec<NodeRuntime>> = zones
+            .iter()
+            .map(|z| {
+                z.nodes
+                    .iter()
+                    .map(|n| NodeRuntime {
+                        health: Health::Unknown,
+                        override_: None,
+                        last: None,
+                        availability: availability(n.status, None, Health::Unknown),
+                        since: now,
+                    })
+                    .collect()
+            })
+            .collect();
+        let table: Vec<Vec<Availability>> = nodes
+            .iter()
+            .map(|z| z.iter().map(|n| n.availability).collect())
+            .collect();
+        let snapshot = build(&zones, Arc::clone(&geo), &table);
+        let publisher = Publisher {
+            zones: Arc::new(zones),
+            geo,
+            nodes,
+            current: Arc::new(ArcSwap::from_pointee(snapshot)),
+        };
+        publisher.export_gauges();
+        publisher
     }
 
     /// A reader for serving tasks.
@@ -37,15 +163,265 @@ impl Publisher {
         }
     }
 
-    /// Replaces the snapshot atomically; queries already running finish on the old one.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// The zones being served (for spawning their checks).
+    pub fn zones(&self) -> Arc<Vec<Zone>> {
+        Arc::clone(&self.zones)
+    }
+
+    /// Applies reports and commands until both channels close.
+    pub async fn run(
+        mut self,
+        mut reports: mpsc::Receiver<Report>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut replies: Vec<PendingReply> = Vec::new();
+        let (mut reports_open, mut commands_open) = (true, true);
+        while reports_open || commands_open {
+            let mut dirty = false;
+            tokio::select! {
+                report = reports.recv(), if reports_open => match report {
+                    Some(r) => dirty |= self.apply_report(r),
+                    None => reports_open = false,
+                },
+                command = commands.recv(), if commands_open => match command {
+                    Some(c) => dirty |= self.apply_command(c, &mut replies),
+                    None => commands_open = false,
+                },
+            }
+            // Coalesce: everything already queued goes into the same rebuild.
+            while let Ok(r) = reports.try_recv() {
+                dirty |= self.apply_report(r);
+            }
+            while let Ok(c) = commands.try_recv() {
+                dirty |= self.apply_command(c, &mut replies);
+            }
+            if dirty {
+                self.publish();
+            }
+            for reply in replies.drain(..) {
+                reply(&self);
+            }
+        }
+    }
+
+    fn apply_report(&mut self, report: Report) -> bool {
+        let key = report.key;
+        let Some((zone, node)) = self
+            .zones
+            .get(key.zone)
+            .and_then(|z| z.nodes.get(key.node).map(|n| (z, n)))
+        else {
+            return false;
+        };
+        let labels = [
+            ("zone", zone.origin.to_string()),
+            ("node", node.name.clone()),
+        ];
+        let result_label = if report.result.ok { "ok" } else { "fail" };
+        metrics::counter!(
+            m::HEALTH_CHECKS,
+            &[
+                ("zone", labels[0].1.clone()),
+                ("node", labels[1].1.clone()),
+                ("result", result_label.to_string())
+            ]
+        )
+        .increment(1);
+        metrics::histogram!(m::HEALTH_CHECK_SECONDS, &labels)
+            .record(report.result.latency.as_secs_f64());
+        if let Some((old, new)) = report.transition {
+            let level_down = new == Health::Down;
+            if level_down {
+                warn!(zone = %zone.origin, node = %node.name, from = ?old, to = ?new, check = %report.result.detail, latency_ms = report.result.latency.as_secs_f64() * 1e3, "node health changed");
+            } else {
+                info!(zone = %zone.origin, node = %node.name, from = ?old, to = ?new, check = %report.result.detail, latency_ms = report.result.latency.as_secs_f64() * 1e3, "node health changed");
+            }
+            metrics::counter!(
+                m::NODE_TRANSITIONS,
+                &[
+                    ("zone", labels[0].1.clone()),
+                    ("node", labels[1].1.clone()),
+                    ("to", format!("{new:?}").to_lowercase())
+                ]
+            )
+            .increment(1);
+        }
+        let status = node.status;
+        let runtime = &mut self.nodes[key.zone][key.node];
+        runtime.health = report.health;
+        runtime.last = Some((report, SystemTime::now()));
+        self.refresh(key, status)
+    }
+
+    fn apply_command(&mut self, command: Command, replies: &mut Vec<PendingReply>) -> bool {
+        match command {
+            Command::Status { reply } => {
+                replies.push(Box::new(move |p: &Publisher| {
+                    let _ = reply.send(p.status());
+                }));
+                false
+            }
+            Command::SetOverride {
+                zone,
+                node,
+                set,
+                reply,
+            } => {
+                let Some(key) = self.find(&zone, &node) else {
+                    let _ = reply.send(Err(format!("no node '{node}' in zone '{zone}'")));
+                    return false;
+                };
+                let z = &self.zones[key.zone];
+                info!(zone = %z.origin, node = %node, set = ?set, "operator override");
+                let status = z.nodes[key.node].status;
+                self.nodes[key.zone][key.node].override_ = set;
+                let dirty = self.refresh(key, status);
+                replies.push(Box::new(move |p: &Publisher| {
+                    let entry = p.status_of(key);
+                    let _ = reply.send(Ok(entry));
+                }));
+                dirty
+            }
+        }
+    }
+
+    /// Recomputes a node's availability; true when it changed.
+    fn refresh(&mut self, key: NodeKey, status: AdminStatus) -> bool {
+        let runtime = &mut self.nodes[key.zone][key.node];
+        let new = availability(status, runtime.override_, runtime.health);
+        if new == runtime.availability {
+            return false;
+        }
+        let zone = &self.zones[key.zone];
+        info!(zone = %zone.origin, node = %zone.nodes[key.node].name, from = ?runtime.availability, to = ?new, "node availability changed");
+        runtime.availability = new;
+        runtime.since = SystemTime::now();
+        true
+    }
+
+    fn find(&self, zone: &str, node: &str) -> Option<NodeKey> {
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        self.zones.iter().enumerate().find_map(|(zi, z)| {
+            (z.origin.to_string().trim_end_matches('.') == zone)
+                .then(|| {
+                    z.nodes
+                        .iter()
+                        .position(|n| n.name == node)
+                        .map(|ni| NodeKey { zone: zi, node: ni })
+                })
+                .flatten()
+        })
+    }
+
+    /// Rebuilds every answer table from the current availability and swaps it in.
+    fn publish(&mut self) {
+        let started = Instant::now();
+        let table: Vec<Vec<Availability>> = self
+            .nodes
+            .iter()
+            .map(|z| z.iter().map(|n| n.availability).collect())
+            .collect();
+        let snapshot = build(&self.zones, Arc::clone(&self.geo), &table);
         self.current.store(Arc::new(snapshot));
+        let elapsed = started.elapsed();
+        metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
+        info!(
+            rebuild_ms = elapsed.as_secs_f64() * 1e3,
+            "answer tables published"
+        );
+        self.export_gauges();
+    }
+
+    fn export_gauges(&self) {
+        for (zone, runtimes) in self.zones.iter().zip(&self.nodes) {
+            for (node, runtime) in zone.nodes.iter().zip(runtimes) {
+                let up = if runtime.availability == Availability::Up {
+                    1.0
+                } else {
+                    0.0
+                };
+                metrics::gauge!(m::NODE_UP, "zone" => zone.origin.to_string(), "node" => node.name.clone()).set(up);
+            }
+        }
+    }
+
+    fn status(&self) -> Vec<NodeStatus> {
+        let mut out = Vec::new();
+        for (zi, zone) in self.zones.iter().enumerate() {
+            for ni in 0..zone.nodes.len() {
+                out.push(self.status_of(NodeKey { zone: zi, node: ni }));
+            }
+        }
+        out
+    }
+
+    fn status_of(&self, key: NodeKey) -> NodeStatus {
+        let zone = &self.zones[key.zone];
+        let node = &zone.nodes[key.node];
+        let runtime = &self.nodes[key.zone][key.node];
+        let now = SystemTime::now();
+        let age = |t: SystemTime| now.duration_since(t).map_or(0.0, |d| d.as_secs_f64());
+        NodeStatus {
+            zone: zone.origin.to_string(),
+            node: node.name.clone(),
+            tier: node.tier,
+            policy_status: node.status,
+            override_: runtime.override_,
+            health: runtime.health,
+            availability: runtime.availability,
+            check: node.check.as_ref().map_or_else(
+                || "none".to_string(),
+                |c| format!("{:?} {}", c.kind, c.target).to_lowercase(),
+            ),
+            last_ok: runtime.last.as_ref().map(|(r, _)| r.result.ok),
+            last_detail: runtime.last.as_ref().map(|(r, _)| r.result.detail.clone()),
+            last_latency_ms: runtime
+                .last
+                .as_ref()
+                .map(|(r, _)| r.result.latency.as_secs_f64() * 1e3),
+            last_check_age_s: runtime.last.as_ref().map(|(_, t)| age(*t)),
+            since_s: age(runtime.since),
+        }
     }
 }
 
-impl SnapshotReader {
-    /// The current snapshot: load once per query and use that view throughout.
-    pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.current.load()
+/// Policy status, then override, then health: who decides whether a node is answered.
+fn availability(status: AdminStatus, override_: Option<Override>, health: Health) -> Availability {
+    match (override_, status, health) {
+        (Some(Override::Drain | Override::ForceDown), _, _) => Availability::AdminDown,
+        (Some(Override::ForceUp), _, _) => Availability::Up,
+        (None, AdminStatus::Down, _) => Availability::AdminDown,
+        (None, AdminStatus::Up, _) => Availability::Up,
+        (None, AdminStatus::Obey, Health::Down) => Availability::HealthDown,
+        (None, AdminStatus::Obey, _) => Availability::Up,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_beat_policy_and_health() {
+        use Availability::*;
+        assert_eq!(availability(AdminStatus::Obey, None, Health::Unknown), Up);
+        assert_eq!(
+            availability(AdminStatus::Obey, None, Health::Down),
+            HealthDown
+        );
+        assert_eq!(availability(AdminStatus::Up, None, Health::Down), Up);
+        assert_eq!(availability(AdminStatus::Down, None, Health::Up), AdminDown);
+        assert_eq!(
+            availability(AdminStatus::Down, Some(Override::ForceUp), Health::Down),
+            Up
+        );
+        assert_eq!(
+            availability(AdminStatus::Up, Some(Override::Drain), Health::Up),
+            AdminDown
+        );
+        assert_eq!(
+            availability(AdminStatus::Obey, Some(Override::ForceDown), Health::Up),
+            AdminDown
+        );
     }
 }

@@ -14,7 +14,7 @@ use hickory_server::server::Request;
 
 use super::ecs::ClientSubnet;
 use super::wire::{RDATA_OFFSET, label_offsets};
-use crate::answer::{NameLookup, NameNode, Snapshot};
+use crate::answer::{FamilyAnswer, NameLookup, NameNode, Snapshot};
 use crate::net::unmap;
 
 /// Where a query came in: decides the size limit.
@@ -34,6 +34,8 @@ pub enum Rcode {
     NoError = 0,
     /// Malformed query.
     FormErr = 1,
+    /// Every node allowed for the client is down and the name fails closed.
+    ServFail = 2,
     /// Name does not exist.
     NxDomain = 3,
     /// Opcode not supported.
@@ -50,6 +52,7 @@ impl Rcode {
         match self {
             Rcode::NoError => "NOERROR",
             Rcode::FormErr => "FORMERR",
+            Rcode::ServFail => "SERVFAIL",
             Rcode::NxDomain => "NXDOMAIN",
             Rcode::NotImp => "NOTIMP",
             Rcode::Refused => "REFUSED",
@@ -361,17 +364,25 @@ fn answer_question(
                     reply.scope = subnet.response_scope(selection.scope, unmapped);
                 }
                 let answer = selection.answer;
-                let none: &[Box<[u8]>] = &[];
-                let (a, aaaa) = match qtype {
-                    QTYPE_A => (&answer.a[..], none),
-                    QTYPE_AAAA => (none, &answer.aaaa[..]),
-                    _ => (&answer.a[..], &answer.aaaa[..]),
+                let families: [Option<&FamilyAnswer>; 2] = match qtype {
+                    QTYPE_A => [Some(&answer.a), None],
+                    QTYPE_AAAA => [None, Some(&answer.aaaa)],
+                    _ => [Some(&answer.a), Some(&answer.aaaa)],
                 };
-                for body in a.iter().chain(aaaa.iter()) {
+                if families.iter().flatten().any(|f| f.servfail) {
+                    // Every node allowed for this client is down and the name fails closed.
+                    out.truncate(12 + question.len());
+                    out[2] &= !FLAG_AA;
+                    for at in [6, 8, 10] {
+                        set_count(out, at, 0);
+                    }
+                    return Rcode::ServFail;
+                }
+                for body in families.iter().flatten().flat_map(|f| f.bodies.iter()) {
                     push_record(out, owner, body);
                     answers += 1;
                 }
-                if a.is_empty() && aaaa.is_empty() && answers == 0 {
+                if answers == 0 {
                     break;
                 }
                 set_count(out, 6, answers);

@@ -4,8 +4,9 @@
 //! to report errors about policy content. No wire format and no hickory types live here.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::geo::{Coordinates, GeoCode};
 use crate::net::Prefix;
@@ -336,6 +337,56 @@ pub struct Node {
     pub weight: u32,
     /// Operator's override of health state.
     pub status: AdminStatus,
+    /// How the node's health is checked; `None` for `type: none` or no check at all.
+    pub check: Option<HealthCheck>,
+}
+
+/// What a health check speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// TCP connect.
+    Tcp,
+    /// HTTP GET.
+    Http,
+    /// HTTP GET over TLS.
+    Https,
+    /// RTMP handshake: C0+C1 out, S0+S1 back.
+    Rtmp,
+    /// No check: the node's state is its administrative status.
+    None,
+}
+
+/// A node's health check, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Protocol.
+    pub kind: CheckKind,
+    /// Where to connect.
+    pub target: SocketAddr,
+    /// Time between checks while the state is settled.
+    pub interval: Duration,
+    /// Time between checks while a change is being confirmed (after a first failure, or a
+    /// first success of a down node).
+    pub recheck: Duration,
+    /// Upper bound on one probe; probes time out sooner when the measured round trip allows.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down node up.
+    pub rise: u32,
+    /// Consecutive failures that take an up node down.
+    pub fall: u32,
+    /// HTTP path.
+    pub path: String,
+    /// HTTP Host header and default TLS server name; the target address when absent.
+    pub host: Option<String>,
+    /// TLS server name, when it differs from `host`.
+    pub sni: Option<String>,
+    /// Verify the server certificate (HTTPS).
+    pub verify_tls: bool,
+    /// Acceptable HTTP status codes.
+    pub expect: Vec<u16>,
+    /// A substring the HTTP body must contain.
+    pub body: Option<String>,
 }
 
 impl Node {
@@ -408,4 +459,21 @@ pub struct SteeredName {
     pub fences: Vec<GeoCode>,
     /// Answer for clients the database cannot locate.
     pub default: DefaultAnswer,
+    /// What to answer when every node allowed for a client is down.
+    pub all_down: AllDown,
+    /// TTL of answers while some node allowed for the client is down, so resolvers come
+    /// back sooner once it recovers; `ttl` when absent.
+    pub degraded_ttl: Option<u32>,
+}
+
+/// Behaviour when health leaves no node to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDown {
+    /// Answer as if every health-checked node were up (Route 53's and gdnsd's behaviour):
+    /// a possibly dead node beats no answer. Administrative `down` and drains still hold.
+    #[default]
+    FailOpen,
+    /// Answer SERVFAIL.
+    FailClosed,
 }

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::model::{AdminStatus, Tier};
+use super::model::{AdminStatus, AllDown, CheckKind, Tier};
 
 /// A whole policy file: one zone.
 #[derive(Debug, Deserialize)]
@@ -31,6 +31,122 @@ pub struct RawZone {
     /// Steered names by relative name.
     #[serde(default)]
     pub steer: IndexMap<Key, Spanned<RawSteer>>,
+    /// Health check defaults for every node of the zone.
+    pub check: Option<Spanned<RawCheck>>,
+}
+
+/// A health check as written: every field optional, so zone defaults and node overrides
+/// merge field by field.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// `tcp`, `http`, `https`, `rtmp` or `none`.
+    #[serde(rename = "type")]
+    pub kind: Option<CheckKind>,
+    /// Port to connect to.
+    pub port: Option<u16>,
+    /// Address to check; the node's first address when absent.
+    pub address: Option<Spanned<String>>,
+    /// Time between checks (`500ms`, `1s`, or a number of seconds).
+    pub interval: Option<Spanned<RawDuration>>,
+    /// Time between confirming checks.
+    pub recheck: Option<Spanned<RawDuration>>,
+    /// Upper bound on one probe.
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Successes to come up.
+    pub rise: Option<Spanned<u32>>,
+    /// Failures to go down.
+    pub fall: Option<Spanned<u32>>,
+    /// HTTP path.
+    pub path: Option<Spanned<String>>,
+    /// HTTP Host header.
+    pub host: Option<String>,
+    /// TLS server name.
+    pub sni: Option<String>,
+    /// Verify TLS certificates.
+    pub verify: Option<bool>,
+    /// Acceptable HTTP status codes.
+    pub expect: Option<Spanned<Vec<u16>>>,
+    /// Substring the body must contain.
+    pub body: Option<String>,
+}
+
+impl RawCheck {
+    /// Field-wise merge: `self`'s fields win, `defaults` fill the rest.
+    pub fn over(&self, defaults: &RawCheck) -> RawCheck {
+        RawCheck {
+            kind: self.kind.or(defaults.kind),
+            port: self.port.or(defaults.port),
+            address: self.address.clone().or_else(|| defaults.address.clone()),
+            interval: self.interval.clone().or_else(|| defaults.interval.clone()),
+            recheck: self.recheck.clone().or_else(|| defaults.recheck.clone()),
+            timeout: self.timeout.clone().or_else(|| defaults.timeout.clone()),
+            rise: self.rise.clone().or_else(|| defaults.rise.clone()),
+            fall: self.fall.clone().or_else(|| defaults.fall.clone()),
+            path: self.path.clone().or_else(|| defaults.path.clone()),
+            host: self.host.clone().or_else(|| defaults.host.clone()),
+            sni: self.sni.clone().or_else(|| defaults.sni.clone()),
+            verify: self.verify.or(defaults.verify),
+            expect: self.expect.clone().or_else(|| defaults.expect.clone()),
+            body: self.body.clone().or_else(|| defaults.body.clone()),
+        }
+    }
+}
+
+/// A duration as written: `250ms`, `1s`, `1.5s`, `2m`, or a bare number of seconds.
+#[derive(Debug, Clone)]
+pub struct RawDuration(pub Result<std::time::Duration, String>);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration like 500ms or 1s")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration(Ok(std::time::Duration::from_secs(v))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration(
+                    u64::try_from(v)
+                        .map(std::time::Duration::from_secs)
+                        .map_err(|_| format!("{v} is negative")),
+                ))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawDuration, E> {
+                Ok(RawDuration(
+                    std::time::Duration::try_from_secs_f64(v)
+                        .map_err(|_| format!("{v} is not a duration")),
+                ))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(parse_duration(v)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Parses `250ms`, `1s`, `1.5s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| std::time::Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| format!("'{text}' is not a duration (expected e.g. 500ms, 1s, 1.5s)"))
 }
 
 /// SOA fields; everything but the two names has a default.
@@ -108,6 +224,8 @@ pub struct RawNode {
     pub weight: Option<Spanned<u32>>,
     /// `up`, `down` or `obey`; `obey` when absent.
     pub status: Option<AdminStatus>,
+    /// Health check, merged over the zone's `check` defaults.
+    pub check: Option<Spanned<RawCheck>>,
 }
 
 /// A steered name.
@@ -128,6 +246,10 @@ pub struct RawSteer {
     pub rules: Vec<Spanned<RawRule>>,
     /// Answer for clients the database cannot locate.
     pub default: Option<Spanned<RawDefault>>,
+    /// `fail-open` (default) or `fail-closed` when every allowed node is down.
+    pub all_down: Option<AllDown>,
+    /// TTL while some allowed node is down.
+    pub degraded_ttl: Option<Spanned<u32>>,
 }
 
 /// A pool: nodes, and the pool to continue with when they cannot fill an answer.

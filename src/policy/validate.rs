@@ -5,8 +5,9 @@
 //! (`steer 'ingest': rule 2`), and what was expected.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
@@ -22,6 +23,19 @@ pub const DEFAULT_ZONE_TTL: u32 = 300;
 pub const DEFAULT_STEER_TTL: u32 = 30;
 /// Default number of addresses in a steered answer.
 pub const DEFAULT_ANSWERS: u32 = 2;
+/// Default time between health checks. With `DEFAULT_RECHECK` and `DEFAULT_FALL`, a refused
+/// connection takes a node out in at most interval + 2 × recheck (0.6 s); gdnsd's defaults
+/// take 100 s or more, Route 53's 10–30 s × 3.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
+/// Default time between confirming checks after a first failure (NS1-style rapid recheck).
+pub const DEFAULT_RECHECK: Duration = Duration::from_millis(50);
+/// Default upper bound on one probe; the runner shortens it to the measured round-trip time
+/// plus margin (as TCP's retransmission timer does), never below `MIN_TIMEOUT`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failures that take a node down: one lost probe never does.
+pub const DEFAULT_FALL: u32 = 3;
+/// Consecutive successes that bring a node back.
+pub const DEFAULT_RISE: u32 = 2;
 
 /// Collects located errors for one file.
 struct Diagnostics<'a> {
@@ -108,6 +122,11 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
 
     let records = validate_records(&mut diag, &origin, &raw, default_ttl);
     let (nodes, node_index) = validate_nodes(&mut diag, &raw, countries);
+    if let Some(check) = &raw.check {
+        // Zone defaults are checked on their own too, so a mistake is reported once, here,
+        // and not for every node that inherits it.
+        validate_duration_fields(&mut diag, &check.value, "check");
+    }
     let steered = validate_steered(
         &mut diag,
         &origin,
@@ -469,6 +488,7 @@ fn validate_nodes(
             }
         }
         let addresses_ok = addresses.len() == n.addresses.value.len();
+        let check = validate_check(diag, raw, node, &addresses, &context);
         if n.addresses.value.is_empty() {
             diag.error(at(&n.addresses), format!("{context}: no addresses"));
         }
@@ -481,8 +501,10 @@ fn validate_nodes(
             None => Some(1),
         };
         index.insert(name.clone(), index.len());
-        nodes.push(match (geo, location, weight) {
-            (Some(geo), Some(location), Some(weight)) if addresses_ok && !addresses.is_empty() => {
+        nodes.push(match (geo, location, weight, check) {
+            (Some(geo), Some(location), Some(weight), Ok(check))
+                if addresses_ok && !addresses.is_empty() =>
+            {
                 Some(Node {
                     name: name.clone(),
                     tier: n.tier.unwrap_or(Tier::Core),
@@ -491,12 +513,158 @@ fn validate_nodes(
                     addresses,
                     weight,
                     status: n.status.unwrap_or(AdminStatus::Obey),
+                    check,
                 })
             }
             _ => None,
         });
     }
     (nodes, index)
+}
+
+/// Reports bad durations of a check block (for zone defaults, checked once).
+fn validate_duration_fields(diag: &mut Diagnostics, check: &RawCheck, context: &str) {
+    for (field, value) in [
+        ("interval", &check.interval),
+        ("recheck", &check.recheck),
+        ("timeout", &check.timeout),
+    ] {
+        if let Some(v) = value
+            && let Err(e) = &v.value.0
+        {
+            diag.error(at(v), format!("{context}: {field}: {e}"));
+        }
+    }
+}
+
+/// Merges a node's check over the zone's defaults and applies built-in defaults.
+/// `Ok(None)`: the node is not health-checked. `Err(())`: errors were reported.
+fn validate_check(
+    diag: &mut Diagnostics,
+    raw: &RawZone,
+    node: &Spanned<RawNode>,
+    addresses: &[IpAddr],
+    context: &str,
+) -> Result<Option<HealthCheck>, ()> {
+    let zone_default = raw.check.as_ref().map(|c| c.value.clone());
+    let (merged, loc) = match (&node.value.check, zone_default) {
+        (None, None) => return Ok(None),
+        (Some(own), Some(default)) => (own.value.over(&default), at(own)),
+        (Some(own), None) => (own.value.clone(), at(own)),
+        (None, Some(default)) => (default, raw.check.as_ref().map_or(at(node), at)),
+    };
+    let context = format!("{context}: check");
+    let kind = merged.kind.unwrap_or(CheckKind::Tcp);
+    if kind == CheckKind::None {
+        return Ok(None);
+    }
+    let errors_before = diag.errors.len();
+    if node.value.check.is_some() {
+        validate_duration_fields(diag, &merged, &context);
+    }
+    let duration = |d: &Option<Spanned<RawDuration>>, default: Duration| {
+        d.as_ref()
+            .and_then(|d| d.value.0.clone().ok())
+            .unwrap_or(default)
+    };
+    let interval = duration(&merged.interval, DEFAULT_INTERVAL);
+    let recheck = duration(&merged.recheck, DEFAULT_RECHECK);
+    let timeout = duration(&merged.timeout, DEFAULT_TIMEOUT);
+    for (field, value, spanned) in [
+        ("interval", interval, &merged.interval),
+        ("recheck", recheck, &merged.recheck),
+        ("timeout", timeout, &merged.timeout),
+    ] {
+        if value < Duration::from_millis(10) || value > Duration::from_secs(3600) {
+            diag.error(
+                spanned.as_ref().map_or(loc, at),
+                format!("{context}: {field} must be between 10ms and 1h"),
+            );
+        }
+    }
+    let port = match (merged.port, kind) {
+        (Some(0), _) => {
+            diag.error(loc, format!("{context}: port 0 cannot be checked"));
+            0
+        }
+        (Some(port), _) => port,
+        (None, CheckKind::Http) => 80,
+        (None, CheckKind::Https) => 443,
+        (None, CheckKind::Rtmp) => 1935,
+        (None, _) => {
+            diag.error(loc, format!("{context}: a tcp check needs a `port`"));
+            0
+        }
+    };
+    let address = match &merged.address {
+        Some(a) => match a.value.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                diag.error(
+                    at(a),
+                    format!("{context}: address '{}' is not an IP address", a.value),
+                );
+                None
+            }
+        },
+        None => addresses.first().copied(),
+    };
+    let count =
+        |v: &Option<Spanned<u32>>, default: u32, field: &str, diag: &mut Diagnostics| match v {
+            Some(n) if n.value == 0 => {
+                diag.error(at(n), format!("{context}: {field} must be at least 1"));
+                default
+            }
+            Some(n) => n.value,
+            None => default,
+        };
+    let rise = count(&merged.rise, DEFAULT_RISE, "rise", diag);
+    let fall = count(&merged.fall, DEFAULT_FALL, "fall", diag);
+    let path = merged
+        .path
+        .as_ref()
+        .map_or_else(|| "/".to_string(), |p| p.value.clone());
+    if let Some(p) = &merged.path
+        && (!p.value.starts_with('/')
+            || p.value
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control()))
+    {
+        diag.error(
+            at(p),
+            format!("{context}: path must start with '/' and contain no spaces"),
+        );
+    }
+    let expect = merged
+        .expect
+        .as_ref()
+        .map_or_else(Vec::new, |e| e.value.clone());
+    if let Some(e) = &merged.expect
+        && e.value.iter().any(|c| !(100..=599).contains(c))
+    {
+        diag.error(
+            at(e),
+            format!("{context}: expect: HTTP status codes are 100..599"),
+        );
+    }
+    match address {
+        Some(address) if diag.errors.len() == errors_before => Ok(Some(HealthCheck {
+            kind,
+            target: SocketAddr::new(address, port),
+            interval,
+            recheck,
+            timeout,
+            rise,
+            fall,
+            path,
+            host: merged.host.clone(),
+            sni: merged.sni.clone(),
+            verify_tls: merged.verify.unwrap_or(true),
+            expect,
+            body: merged.body.clone(),
+        })),
+        _ => Err(()),
+    }
 }
 
 /// Resolves node names to ids, reporting unknown ones with the list of known names.
@@ -790,6 +958,20 @@ fn validate_steered(
             }
         };
 
+        let degraded_ttl = match &s.degraded_ttl {
+            Some(d) if d.value > ttl => {
+                diag.error(
+                    at(d),
+                    format!(
+                        "{context}: degraded_ttl ({}) should be shorter than ttl ({ttl})",
+                        d.value
+                    ),
+                );
+                None
+            }
+            Some(d) => Some(d.value),
+            None => None,
+        };
         steered.push(SteeredName {
             name,
             ttl,
@@ -797,6 +979,8 @@ fn validate_steered(
             rules,
             fences,
             default,
+            all_down: s.all_down.unwrap_or_default(),
+            degraded_ttl,
         });
     }
     // Two keys may still name the same absolute name (`ingest` and `INGEST`).

@@ -30,6 +30,8 @@ pub struct Server {
     child: Child,
     /// The address it serves UDP and TCP on.
     pub addr: SocketAddr,
+    /// The admin interface's address.
+    pub admin: SocketAddr,
 }
 
 impl Server {
@@ -46,7 +48,13 @@ impl Server {
     pub fn start(zones: &Path, geo: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_geosteer"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--zones"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--zones",
+            ])
             .arg(zones)
             .arg("--geo")
             .arg(geo)
@@ -60,25 +68,37 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("geosteer admin on http://") {
+                    let _ = tx.send(("admin", rest.trim().to_string()));
+                }
                 if let Some(rest) = line.strip_prefix("geosteer listening on ") {
                     let addr = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(("dns", addr));
                 }
             }
         });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("readiness line carries an address"),
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("geosteer did not become ready: {status:?}");
+        let mut admin = None;
+        let mut addr = None;
+        while addr.is_none() {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(("admin", a)) => admin = Some(a.parse().expect("admin line carries an address")),
+                Ok((_, a)) => addr = Some(a.parse().expect("readiness line carries an address")),
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    panic!("geosteer did not become ready: {status:?}");
+                }
             }
-        };
-        Server { child, addr }
+        }
+        Server {
+            child,
+            addr: addr.expect("loop ends with an address"),
+            admin: admin.expect("the admin line comes first"),
+        }
     }
 }
 

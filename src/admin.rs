@@ -1,0 +1,198 @@
+//! The admin interface: HTTP on loopback by default; a bearer token is required whenever it is
+//! bound anywhere else (and on loopback too, when one is configured).
+//!
+//! It only reads state and sends commands to the publisher; it never touches answer tables.
+//!
+//! - `GET /healthz` — the process is alive.
+//! - `GET /metrics` — Prometheus text exposition.
+//! - `GET /nodes` — every node: health, override, availability, last check and latency.
+//! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::answer::{Command, Override};
+
+/// Why the admin interface could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Bound off loopback without a token.
+    #[error(
+        "the admin interface on {0} is not on loopback: give it a token (--admin-token-file or GEOSTEER_ADMIN_TOKEN)"
+    )]
+    TokenRequired(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen for admin on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AdminState {
+    commands: mpsc::Sender<Command>,
+    prometheus: Option<PrometheusHandle>,
+    token: Option<Arc<str>>,
+}
+
+/// A bound admin interface, ready to serve.
+pub struct Admin {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Admin {
+    /// Binds the interface; refuses a non-loopback address without a token.
+    pub async fn bind(
+        addr: SocketAddr,
+        token: Option<String>,
+        commands: mpsc::Sender<Command>,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Result<Admin, AdminError> {
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(AdminError::TokenRequired(addr));
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let state = AdminState {
+            commands,
+            prometheus,
+            token: token.map(Arc::from),
+        };
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .route("/nodes", get(nodes))
+            .route("/nodes/{zone}/{node}/{action}", post(set_override))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_token,
+            ))
+            .with_state(state);
+        Ok(Admin { listener, router })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) {
+        if let Err(e) = axum::serve(self.listener, self.router).await {
+            tracing::error!(error = %e, "admin interface stopped");
+        }
+    }
+}
+
+/// Rejects requests without the configured bearer token.
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "bearer token required\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so response timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    match &state.prometheus {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn nodes(State(state): State<AdminState>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::Status { reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(list) => Json(list).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn set_override(
+    State(state): State<AdminState>,
+    Path((zone, node, action)): Path<(String, String, String)>,
+) -> Response {
+    let set = match action.as_str() {
+        "drain" => Some(Override::Drain),
+        "force-up" => Some(Override::ForceUp),
+        "force-down" => Some(Override::ForceDown),
+        "obey" => None,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown action '{other}': expected drain, force-up, force-down or obey\n"),
+            )
+                .into_response();
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::SetOverride {
+        zone,
+        node,
+        set,
+        reply,
+    };
+    if state.commands.send(command).await.is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(status)) => Json(status).into_response(),
+        Ok(Err(message)) => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "state owner not running\n").into_response()
+}

@@ -1,0 +1,175 @@
+//! The check loop of one node: probe, damp, report, sleep; one task per node so a slow or
+//! hung target delays nobody else.
+//!
+//! Timing: the first probe starts at a random point of the first interval so a fleet does not
+//! probe in bursts; settled nodes are probed every `interval` (±10 %); while a change is being
+//! confirmed (a first failure of an up node, a first success of a down one) the next probe
+//! follows after `recheck`, so a hard failure is confirmed in a few tens of milliseconds and a
+//! single lost probe still never flips a node. Probe timeouts adapt to the measured round trip
+//! like TCP's retransmission timer (RFC 6298): a silently vanished host on a fast path is
+//! declared dead in a fraction of the configured timeout, a distant one keeps a longer one.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::hysteresis::{Health, Hysteresis};
+use super::probe::{ProbeResult, TlsConfigs, probe};
+use crate::policy::{HealthCheck, NodeId};
+
+/// The shortest probe timeout the round-trip estimate may set (Linux's minimum RTO).
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A node across zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey {
+    /// Index of the zone in the loaded policy.
+    pub zone: usize,
+    /// Index of the node in its zone.
+    pub node: NodeId,
+}
+
+/// One probe's outcome as the publisher sees it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Which node.
+    pub key: NodeKey,
+    /// What the probe saw.
+    pub result: ProbeResult,
+    /// Health after this result.
+    pub health: Health,
+    /// `(old, new)` when this result changed the health.
+    pub transition: Option<(Health, Health)>,
+}
+
+/// Round-trip estimate (RFC 6298) that sets probe timeouts.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrip {
+    /// Smoothed round trip, seconds.
+    srtt: Option<f64>,
+    /// Round-trip variation, seconds.
+    rttvar: f64,
+}
+
+impl RoundTrip {
+    /// Adds a successful probe's latency.
+    pub fn sample(&mut self, rtt: Duration) {
+        let r = rtt.as_secs_f64();
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2.0;
+            }
+            Some(s) => {
+                self.rttvar = 0.75 * self.rttvar + 0.25 * (s - r).abs();
+                self.srtt = Some(0.875 * s + 0.125 * r);
+            }
+        }
+    }
+
+    /// The timeout for the next probe: `max` until measured, then srtt + 4·rttvar within
+    /// [`MIN_TIMEOUT`, `max`].
+    pub fn timeout(&self, max: Duration) -> Duration {
+        match self.srtt {
+            None => max,
+            Some(s) => {
+                Duration::from_secs_f64(s + 4.0 * self.rttvar).clamp(MIN_TIMEOUT.min(max), max)
+            }
+        }
+    }
+}
+
+/// A small xorshift generator for jitter: no need for cryptographic randomness here.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Self {
+        Jitter(seed | 1)
+    }
+
+    /// A value in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs a node's checks until the task is dropped, sending every result to `reports`.
+pub async fn run_checks(
+    key: NodeKey,
+    check: HealthCheck,
+    tls: TlsConfigs,
+    reports: mpsc::Sender<Report>,
+) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ ((key.zone as u64) << 32 | key.node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut jitter = Jitter::new(seed);
+    let mut hysteresis = Hysteresis::new(check.rise, check.fall);
+    let mut round_trip = RoundTrip::default();
+    tokio::time::sleep(check.interval.mul_f64(jitter.unit())).await;
+    loop {
+        let started = Instant::now();
+        let timeout = round_trip.timeout(check.timeout);
+        let result = probe(&check, timeout, &tls).await;
+        if result.ok {
+            round_trip.sample(result.latency);
+        }
+        let transition = hysteresis.observe(result.ok);
+        debug!(zone = key.zone, node = key.node, ok = result.ok, detail = %result.detail, "probe");
+        let report = Report {
+            key,
+            result,
+            health: hysteresis.state(),
+            transition,
+        };
+        if reports.send(report).await.is_err() {
+            return; // the publisher is gone: shutting down
+        }
+        let next = if hysteresis.confirming() {
+            Instant::now() + check.recheck
+        } else {
+            started + check.interval.mul_f64(0.9 + 0.2 * jitter.unit())
+        };
+        tokio::time::sleep_until(next.max(Instant::now())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_follow_the_round_trip_within_bounds() {
+        let max = Duration::from_secs(1);
+        let mut rt = RoundTrip::default();
+        assert_eq!(rt.timeout(max), max, "unmeasured: the configured bound");
+        for _ in 0..20 {
+            rt.sample(Duration::from_micros(100));
+        }
+        assert_eq!(rt.timeout(max), MIN_TIMEOUT, "fast path: the floor");
+        let mut far = RoundTrip::default();
+        for ms in [280, 320, 300, 310, 290] {
+            far.sample(Duration::from_millis(ms));
+        }
+        let t = far.timeout(max);
+        assert!(t > Duration::from_millis(300) && t <= max, "{t:?}");
+        let mut slow = RoundTrip::default();
+        slow.sample(Duration::from_secs(3));
+        assert_eq!(slow.timeout(max), max, "never beyond the configured bound");
+    }
+
+    #[test]
+    fn jitter_is_in_range() {
+        let mut j = Jitter::new(42);
+        for _ in 0..1000 {
+            let u = j.unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}
