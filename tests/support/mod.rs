@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod geo_fixtures;
+pub mod nodes;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -274,4 +275,120 @@ pub fn ecs_scope(reply: &Message) -> Option<(u8, u8)> {
 /// A loopback source address.
 pub fn from(addr: &str) -> IpAddr {
     addr.parse().expect("test source addresses parse")
+}
+
+/// What one query of a [`QueryLoop`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// NOERROR with these addresses (possibly none).
+    Answer(Vec<String>),
+    /// Any other response code.
+    Rcode(u16),
+    /// No reply in time.
+    Timeout,
+}
+
+/// A steady query stream (one query every 10 ms) against a server, recorded with timestamps,
+/// as an operator's monitoring would see failover. Bounded: it stops by itself after
+/// `QUERY_LOOP_LIMIT`.
+pub struct QueryLoop {
+    log: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, Seen)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Longest a query loop runs.
+pub const QUERY_LOOP_LIMIT: Duration = Duration::from_secs(60);
+
+impl QueryLoop {
+    /// Starts querying `name`/A from `from`.
+    pub fn start(server: SocketAddr, from: IpAddr, name: &str) -> QueryLoop {
+        use std::sync::atomic::Ordering;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log2, stop2) = (log.clone(), stop.clone());
+        let query = q(name, RecordType::A);
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let socket = UdpSocket::bind((from, 0)).expect("bind the query loop's source");
+            socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+            let mut buf = vec![0u8; 4096];
+            let mut id: u16 = 0;
+            while !stop2.load(Ordering::Relaxed) && started.elapsed() < QUERY_LOOP_LIMIT {
+                id = id.wrapping_add(1);
+                let sent = std::time::Instant::now();
+                socket.send_to(&query.clone().id(id).bytes(), server).expect("send");
+                let seen = loop {
+                    match socket.recv_from(&mut buf) {
+                        Ok((len, _)) => match Message::from_vec(&buf[..len]) {
+                            Ok(reply) if reply.metadata.id != id => continue, // a late reply
+                            Ok(reply) if reply.metadata.response_code == hickory_proto::op::ResponseCode::NoError => {
+                                break Seen::Answer(a_records(&reply));
+                            }
+                            Ok(reply) => break Seen::Rcode(u16::from(reply.metadata.response_code)),
+                            Err(_) => break Seen::Rcode(u16::MAX),
+                        },
+                        Err(_) => break Seen::Timeout,
+                    }
+                };
+                log2.lock().expect("log lock").push((sent, seen));
+                // The stream's pace, not a wait for anything.
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(sent.elapsed()));
+            }
+        });
+        QueryLoop {
+            log,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Polls the log until a query sent at or after `after` saw something matching `want`;
+    /// returns when that query was sent, or `None` if `within` passed first.
+    pub fn first(&self, after: std::time::Instant, within: Duration, want: impl Fn(&Seen) -> bool) -> Option<std::time::Instant> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(t) = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|(t, seen)| *t >= after && want(seen))
+                .map(|(t, _)| *t)
+            {
+                return Some(t);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the loop and returns everything it saw.
+    pub fn finish(mut self) -> Vec<(std::time::Instant, Seen)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.log.lock().expect("log lock"))
+    }
+}
+
+impl Drop for QueryLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes a policy file into a fresh directory and returns the directory.
+pub fn zone_dir(name: &str, policy: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("geosteer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create zone dir");
+    std::fs::write(dir.join("zone.yaml"), policy).expect("write policy");
+    dir
 }

@@ -1,0 +1,151 @@
+//! Fake ingest nodes for health tests: real listening sockets on loopback that really stop.
+//! Each runs an accept loop on its own thread until stopped; stopping closes the listening
+//! socket, so new connections are refused, as when an ingest process dies.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What a fake node does with a connection.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Accept and close: enough for a TCP check.
+    Tcp,
+    /// Answer one HTTP request with this status and body.
+    Http(u16, &'static str),
+    /// Answer the RTMP handshake (S0+S1+S2 for C0+C1).
+    Rtmp,
+    /// Accept and never say anything: a hung service.
+    Hang,
+}
+
+/// A listening fake node.
+pub struct FakeNode {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    behaviour: Behaviour,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeNode {
+    /// Listens on `ip`, on a free port.
+    pub fn start(ip: &str, behaviour: Behaviour) -> FakeNode {
+        let listener = TcpListener::bind((ip, 0)).expect("bind a fake node");
+        let addr = listener.local_addr().expect("bound address");
+        FakeNode::serve(listener, addr, behaviour)
+    }
+
+    fn serve(listener: TcpListener, addr: SocketAddr, behaviour: Behaviour) -> FakeNode {
+        let (stop, thread) = accept_loop(listener, behaviour.clone());
+        FakeNode {
+            addr,
+            behaviour,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the listening socket: new connections are refused.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        let listener = TcpListener::bind(self.addr).expect("rebind the fake node's address");
+        let (stop, thread) = accept_loop(listener, self.behaviour.clone());
+        self.stop = stop;
+        self.thread = Some(thread);
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Accepts until the returned flag is set; the listener closes when the thread ends.
+fn accept_loop(listener: TcpListener, behaviour: Behaviour) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Some(kept) = handle(stream, &behaviour) {
+                        held.push(kept);
+                    }
+                }
+                // Poll the stop flag: the accept loop must end when asked.
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        drop(held);
+    });
+    (stop, thread)
+}
+
+/// Serves one connection; returns it when it must be kept open (a hung node).
+fn handle(mut stream: TcpStream, behaviour: &Behaviour) -> Option<TcpStream> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    match behaviour {
+        Behaviour::Tcp => None,
+        Behaviour::Hang => Some(stream),
+        Behaviour::Http(status, body) => {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let response = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+            None
+        }
+        Behaviour::Rtmp => {
+            let mut c0c1 = [0u8; 1537];
+            if stream.read_exact(&mut c0c1).is_ok() && c0c1[0] == 3 {
+                let mut reply = vec![3u8];
+                reply.extend_from_slice(&[0u8; 1536]);
+                reply.extend_from_slice(&c0c1[1..]);
+                let _ = stream.write_all(&reply);
+            }
+            None
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client for the admin interface: returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to admin");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
