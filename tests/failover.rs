@@ -17,7 +17,10 @@ const FALL: u32 = 3;
 
 /// A zone whose nodes are `(name, tier, geo, [lat, lon], fake node)`, checked with `check`
 /// (YAML flow map without braces), and `steer` (YAML for the `steer:` block).
-fn policy(nodes: &[(&str, &str, &str, (f64, f64), &FakeNode)], check: &str, steer: &str) -> String {
+/// A node of a test zone: name, tier, geo code, location and the fake node behind it.
+type NodeSpec<'a> = (&'a str, &'a str, &'a str, (f64, f64), &'a FakeNode);
+
+fn policy(nodes: &[NodeSpec], check: &str, steer: &str) -> String {
     let mut out = format!(
         "zone: hc.example\nsoa: {{primary: ns1.hc.example., contact: h.hc.example.}}\nns: [ns1.hc.example.]\n\
          check: {{{check}, interval: {}ms, recheck: {}ms, timeout: {}ms, rise: {RISE}, fall: {FALL}}}\nnodes:\n",
@@ -36,7 +39,11 @@ fn policy(nodes: &[(&str, &str, &str, (f64, f64), &FakeNode)], check: &str, stee
 }
 
 fn start(name: &str, policy: &str) -> Server {
-    Server::start(&zone_dir(name, policy), &repo("tests/fixtures/geo-city.mmdb"), &[])
+    Server::start(
+        &zone_dir(name, policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    )
 }
 
 /// Waits (bounded) until the checks have reported each named node up, so a test kills nodes
@@ -55,7 +62,10 @@ fn wait_healthy(server: &Server, names: &[&str]) {
         if up {
             return;
         }
-        assert!(Instant::now() < deadline, "nodes {names:?} never became healthy: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "nodes {names:?} never became healthy: {body}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -82,7 +92,13 @@ fn assert_no_failures(log: &[(Instant, Seen)]) {
         .iter()
         .filter(|(_, s)| !matches!(s, Seen::Answer(a) if !a.is_empty()))
         .collect();
-    assert!(bad.is_empty(), "{} of {} queries failed, e.g. {:?}", bad.len(), log.len(), bad.first());
+    assert!(
+        bad.is_empty(),
+        "{} of {} queries failed, e.g. {:?}",
+        bad.len(),
+        log.len(),
+        bad.first()
+    );
 }
 
 #[test]
@@ -105,25 +121,45 @@ fn failed_node_leaves_answers_fast_and_returns_after_rise() {
     wait_healthy(&server, &["tokyo", "singapore", "sydney"]);
     let stream = QueryLoop::start(server.addr, from(TOKYO_CLIENT), "ingest.hc.example.");
     let begin = Instant::now();
-    assert!(stream.first(begin, Duration::from_secs(5), is(&[&tokyo])).is_some(), "Tokyo answers first");
+    assert!(
+        stream
+            .first(begin, Duration::from_secs(5), is(&[&tokyo]))
+            .is_some(),
+        "Tokyo answers first"
+    );
 
     let killed = Instant::now();
     tokyo.stop();
     let bound = INTERVAL * FALL + TIMEOUT + Duration::from_secs(1);
     let gone = stream
-        .first(killed, bound, |s| !answers(s).contains(&"127.0.0.11".to_string()))
+        .first(killed, bound, |s| {
+            !answers(s).contains(&"127.0.0.11".to_string())
+        })
         .unwrap_or_else(|| panic!("Tokyo still answered {bound:?} after it died"));
     eprintln!("refused: out of answers {:?} after the kill", gone - killed);
-    assert!(stream.first(gone, Duration::from_millis(100), is(&[&singapore])).is_some(), "the next nearest takes over");
+    assert!(
+        stream
+            .first(gone, Duration::from_millis(100), is(&[&singapore]))
+            .is_some(),
+        "the next nearest takes over"
+    );
 
     let restarted = Instant::now();
     tokyo.restart();
     let back = stream
-        .first(restarted, INTERVAL + RECHECK * RISE + Duration::from_secs(2), is(&[&tokyo]))
+        .first(
+            restarted,
+            INTERVAL + RECHECK * RISE + Duration::from_secs(2),
+            is(&[&tokyo]),
+        )
         .expect("Tokyo comes back after it recovers");
     eprintln!("back in answers {:?} after the restart", back - restarted);
     // Not before `rise` successes: they are at least (rise - 1) rechecks apart.
-    assert!(back - restarted >= RECHECK * (RISE - 1), "back after {:?}: too soon for rise={RISE}", back - restarted);
+    assert!(
+        back - restarted >= RECHECK * (RISE - 1),
+        "back after {:?}: too soon for rise={RISE}",
+        back - restarted
+    );
     let log = stream.finish();
     assert_no_failures(&log);
 }
@@ -149,22 +185,49 @@ fn backups_stand_in_and_fail_open_when_all_are_down() {
     let stream = QueryLoop::start(server.addr, from(TOKYO_CLIENT), "ingest.hc.example.");
     let t = Instant::now();
     let within = Duration::from_secs(4);
-    assert!(stream.first(t, within, is(&[&tokyo, &singapore])).is_some(), "backup idles while primaries are up");
+    assert!(
+        stream.first(t, within, is(&[&tokyo, &singapore])).is_some(),
+        "backup idles while primaries are up"
+    );
     tokyo.stop();
-    assert!(stream.first(t, within, is(&[&singapore, &backup])).is_some(), "backup stands in for Tokyo");
+    assert!(
+        stream
+            .first(t, within, is(&[&singapore, &backup]))
+            .is_some(),
+        "backup stands in for Tokyo"
+    );
     singapore.stop();
-    assert!(stream.first(t, within, is(&[&backup])).is_some(), "backup alone");
-    let ttl = udp_from(&server, from(TOKYO_CLIENT), &q("ingest.hc.example.", hickory_proto::rr::RecordType::A));
-    assert!(ttl.answers.iter().all(|r| r.ttl == 5), "degraded TTL while nodes are down");
+    assert!(
+        stream.first(t, within, is(&[&backup])).is_some(),
+        "backup alone"
+    );
+    let ttl = udp_from(
+        &server,
+        from(TOKYO_CLIENT),
+        &q("ingest.hc.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert!(
+        ttl.answers.iter().all(|r| r.ttl == 5),
+        "degraded TTL while nodes are down"
+    );
     backup.stop();
     // Fail-open: every node down, answer as if all were up.
     let open = Instant::now();
-    assert!(stream.first(open, within, is(&[&tokyo, &singapore])).is_some(), "fail-open");
+    assert!(
+        stream
+            .first(open, within, is(&[&tokyo, &singapore]))
+            .is_some(),
+        "fail-open"
+    );
     tokyo.restart();
     singapore.restart();
     backup.restart();
     let healed = Instant::now();
-    assert!(stream.first(healed, within, is(&[&tokyo, &singapore])).is_some());
+    assert!(
+        stream
+            .first(healed, within, is(&[&tokyo, &singapore]))
+            .is_some()
+    );
     assert_no_failures(&stream.finish());
 }
 
@@ -190,17 +253,32 @@ fn fences_hold_during_failover_and_fail_closed_answers_servfail() {
     let stream = QueryLoop::start(server.addr, from(GERMAN_CLIENT), "ingest.hc.example.");
     let t = Instant::now();
     let within = Duration::from_secs(4);
-    assert!(stream.first(t, within, is(&[&frankfurt, &london])).is_some());
+    assert!(
+        stream
+            .first(t, within, is(&[&frankfurt, &london]))
+            .is_some()
+    );
     frankfurt.stop();
-    assert!(stream.first(t, within, is(&[&london])).is_some(), "one EU answer, never Tokyo");
+    assert!(
+        stream.first(t, within, is(&[&london])).is_some(),
+        "one EU answer, never Tokyo"
+    );
     london.stop();
     let all_down = Instant::now();
     // Fail-open inside the fence: the EU nodes as if up, still never Tokyo.
-    assert!(stream.first(all_down, within, is(&[&frankfurt, &london])).is_some());
+    assert!(
+        stream
+            .first(all_down, within, is(&[&frankfurt, &london]))
+            .is_some()
+    );
     // The fail-closed name answers SERVFAIL once every allowed node is down.
     let deadline = Instant::now() + within;
     let servfail = loop {
-        let reply = udp_from(&server, from(GERMAN_CLIENT), &q("closed.hc.example.", hickory_proto::rr::RecordType::A));
+        let reply = udp_from(
+            &server,
+            from(GERMAN_CLIENT),
+            &q("closed.hc.example.", hickory_proto::rr::RecordType::A),
+        );
         if reply.metadata.response_code == hickory_proto::op::ResponseCode::ServFail {
             break true;
         }
@@ -211,11 +289,18 @@ fn fences_hold_during_failover_and_fail_closed_answers_servfail() {
     };
     assert!(servfail, "fail-closed gives SERVFAIL");
     // Outside the fence the same name still answers.
-    let reply = udp_from(&server, from(TOKYO_CLIENT), &q("closed.hc.example.", hickory_proto::rr::RecordType::A));
+    let reply = udp_from(
+        &server,
+        from(TOKYO_CLIENT),
+        &q("closed.hc.example.", hickory_proto::rr::RecordType::A),
+    );
     assert_eq!(a_records(&reply), vec!["127.0.0.33".to_string()]);
     let log = stream.finish();
     for (_, seen) in &log {
-        assert!(!answers(seen).contains(&"127.0.0.33".to_string()), "the fence held for every query");
+        assert!(
+            !answers(seen).contains(&"127.0.0.33".to_string()),
+            "the fence held for every query"
+        );
     }
     assert_no_failures(&log);
 }
@@ -235,7 +320,13 @@ fn operators_drain_and_see_node_state() {
             "  ingest: {answers: 1}\n",
         ),
     );
-    let query = || a_records(&udp_from(&server, from(TOKYO_CLIENT), &q("ingest.hc.example.", hickory_proto::rr::RecordType::A)));
+    let query = || {
+        a_records(&udp_from(
+            &server,
+            from(TOKYO_CLIENT),
+            &q("ingest.hc.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
     assert_eq!(query(), vec!["127.0.0.41"]);
     let (status, body) = http(server.admin, "POST", "/nodes/hc.example/tokyo/drain", None);
     assert_eq!(status, 200, "{body}");
@@ -251,24 +342,56 @@ fn operators_drain_and_see_node_state() {
         .expect("tokyo listed");
     assert_eq!(tokyo_state["availability"], "admin-down");
     assert_eq!(tokyo_state["zone"], "hc.example.");
-    assert!(tokyo_state["check"].as_str().unwrap_or_default().starts_with("tcp 127.0.0.41:"));
+    assert!(
+        tokyo_state["check"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("tcp 127.0.0.41:")
+    );
     let (status, _) = http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None);
     assert_eq!(status, 200);
     assert_eq!(query(), vec!["127.0.0.41"]);
     // Force-down and force-up, and bad requests.
-    assert_eq!(http(server.admin, "POST", "/nodes/hc.example/tokyo/force-down", None).0, 200);
+    assert_eq!(
+        http(
+            server.admin,
+            "POST",
+            "/nodes/hc.example/tokyo/force-down",
+            None
+        )
+        .0,
+        200
+    );
     assert_eq!(query(), vec!["127.0.0.42"]);
-    assert_eq!(http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None).0, 200);
-    assert_eq!(http(server.admin, "POST", "/nodes/hc.example/nope/drain", None).0, 404);
-    assert_eq!(http(server.admin, "POST", "/nodes/hc.example/tokyo/explode", None).0, 400);
+    assert_eq!(
+        http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None).0,
+        200
+    );
+    assert_eq!(
+        http(server.admin, "POST", "/nodes/hc.example/nope/drain", None).0,
+        404
+    );
+    assert_eq!(
+        http(
+            server.admin,
+            "POST",
+            "/nodes/hc.example/tokyo/explode",
+            None
+        )
+        .0,
+        400
+    );
     // Checks report latency and results once they have run.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, body) = http(server.admin, "GET", "/nodes", None);
         let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         let checked = nodes.as_array().is_some_and(|a| {
-            a.iter()
-                .all(|n| n["last_ok"] == true && n["last_latency_ms"].as_f64().is_some() && n["health"] == "up")
+            a.iter().all(|n| {
+                n["last_ok"] == true
+                    && n["last_latency_ms"].as_f64().is_some()
+                    && n["health"] == "up"
+            })
         });
         if checked {
             break;
@@ -278,28 +401,48 @@ fn operators_drain_and_see_node_state() {
     }
     let (status, metrics) = http(server.admin, "GET", "/metrics", None);
     assert_eq!(status, 200);
-    assert!(metrics.contains("geosteer_health_checks_total{"), "{metrics}");
-    assert!(metrics.contains("geosteer_node_up{zone=\"hc.example.\",node=\"tokyo\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("geosteer_health_checks_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("geosteer_node_up{zone=\"hc.example.\",node=\"tokyo\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn admin_token_is_enforced() {
     let tokyo = FakeNode::start("127.0.0.51", Behaviour::Tcp);
-    let policy = policy(&[("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo)], "type: tcp", "  ingest: {answers: 1}\n");
+    let policy = policy(
+        &[("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo)],
+        "type: tcp",
+        "  ingest: {answers: 1}\n",
+    );
     let dir = zone_dir("token", &policy);
     let token_file = dir.join("token");
     std::fs::write(&token_file, "s3cret\n").expect("write token");
     let server = Server::start(
         &dir,
         &repo("tests/fixtures/geo-city.mmdb"),
-        &["--admin-token-file", token_file.to_str().expect("utf-8 path")],
+        &[
+            "--admin-token-file",
+            token_file.to_str().expect("utf-8 path"),
+        ],
     );
     assert_eq!(http(server.admin, "GET", "/nodes", None).0, 401);
     assert_eq!(http(server.admin, "GET", "/nodes", Some("wrong")).0, 401);
     assert_eq!(http(server.admin, "GET", "/nodes", Some("s3cret")).0, 200);
     // Off loopback without a token, the server refuses to start.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_geosteer"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0", "--zones"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--zones",
+        ])
         .arg(&dir)
         .args(["--geo"])
         .arg(repo("tests/fixtures/geo-city.mmdb"))
@@ -308,7 +451,10 @@ fn admin_token_is_enforced() {
         .expect("run geosteer");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not on loopback: give it a token"), "{stderr}");
+    assert!(
+        stderr.contains("not on loopback: give it a token"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -334,7 +480,11 @@ fn a_hung_target_does_not_delay_other_checks() {
     wait_healthy(&server, &["tokyo", "singapore"]);
     let stream = QueryLoop::start(server.addr, from(TOKYO_CLIENT), "ingest.hc.example.");
     let t = Instant::now();
-    assert!(stream.first(t, Duration::from_secs(5), is(&[&tokyo])).is_some());
+    assert!(
+        stream
+            .first(t, Duration::from_secs(5), is(&[&tokyo]))
+            .is_some()
+    );
     // The hung node's probe is stuck for 20 s; Tokyo's failure must be seen at its own pace.
     let killed = Instant::now();
     tokyo.stop();
@@ -345,7 +495,13 @@ fn a_hung_target_does_not_delay_other_checks() {
     );
     let (_, body) = http(server.admin, "GET", "/nodes", None);
     let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let hung_state = nodes.as_array().and_then(|a| a.iter().find(|n| n["node"] == "hung")).expect("listed");
-    assert!(hung_state["last_ok"].is_null(), "the hung probe has not finished: {hung_state}");
+    let hung_state = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node"] == "hung"))
+        .expect("listed");
+    assert!(
+        hung_state["last_ok"].is_null(),
+        "the hung probe has not finished: {hung_state}"
+    );
     assert_no_failures(&stream.finish());
 }

@@ -60,6 +60,11 @@ impl Server {
             .arg("--geo")
             .arg(geo)
             .args(extra)
+            // Warnings and errors only, unless the developer asks for more.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -311,21 +316,30 @@ impl QueryLoop {
         let thread = std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let socket = UdpSocket::bind((from, 0)).expect("bind the query loop's source");
-            socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+            socket
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .expect("timeout");
             let mut buf = vec![0u8; 4096];
             let mut id: u16 = 0;
             while !stop2.load(Ordering::Relaxed) && started.elapsed() < QUERY_LOOP_LIMIT {
                 id = id.wrapping_add(1);
                 let sent = std::time::Instant::now();
-                socket.send_to(&query.clone().id(id).bytes(), server).expect("send");
+                socket
+                    .send_to(&query.clone().id(id).bytes(), server)
+                    .expect("send");
                 let seen = loop {
                     match socket.recv_from(&mut buf) {
                         Ok((len, _)) => match Message::from_vec(&buf[..len]) {
                             Ok(reply) if reply.metadata.id != id => continue, // a late reply
-                            Ok(reply) if reply.metadata.response_code == hickory_proto::op::ResponseCode::NoError => {
+                            Ok(reply)
+                                if reply.metadata.response_code
+                                    == hickory_proto::op::ResponseCode::NoError =>
+                            {
                                 break Seen::Answer(a_records(&reply));
                             }
-                            Ok(reply) => break Seen::Rcode(u16::from(reply.metadata.response_code)),
+                            Ok(reply) => {
+                                break Seen::Rcode(u16::from(reply.metadata.response_code));
+                            }
                             Err(_) => break Seen::Rcode(u16::MAX),
                         },
                         Err(_) => break Seen::Timeout,
@@ -345,7 +359,12 @@ impl QueryLoop {
 
     /// Polls the log until a query sent at or after `after` saw something matching `want`;
     /// returns when that query was sent, or `None` if `within` passed first.
-    pub fn first(&self, after: std::time::Instant, within: Duration, want: impl Fn(&Seen) -> bool) -> Option<std::time::Instant> {
+    pub fn first(
+        &self,
+        after: std::time::Instant,
+        within: Duration,
+        want: impl Fn(&Seen) -> bool,
+    ) -> Option<std::time::Instant> {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(t) = self

@@ -20,6 +20,26 @@ pub enum Behaviour {
     Rtmp,
     /// Accept and never say anything: a hung service.
     Hang,
+    /// HTTPS with this server configuration, answering 200 "ok".
+    Https(Arc<rustls::ServerConfig>),
+}
+
+/// A TLS server configuration with a fresh self-signed certificate for `name`.
+pub fn self_signed_tls(name: &str) -> Arc<rustls::ServerConfig> {
+    let certified =
+        rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("generate a certificate");
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("key DER");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("server config");
+    Arc::new(config)
 }
 
 /// A listening fake node.
@@ -75,7 +95,9 @@ impl Drop for FakeNode {
 
 /// Accepts until the returned flag is set; the listener closes when the thread ends.
 fn accept_loop(listener: TcpListener, behaviour: Behaviour) -> (Arc<AtomicBool>, JoinHandle<()>) {
-    listener.set_nonblocking(true).expect("non-blocking listener");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let thread = std::thread::spawn(move || {
@@ -104,19 +126,17 @@ fn handle(mut stream: TcpStream, behaviour: &Behaviour) -> Option<TcpStream> {
         Behaviour::Tcp => None,
         Behaviour::Hang => Some(stream),
         Behaviour::Http(status, body) => {
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let response = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes());
+            answer_http(&mut stream, *status, body);
+            None
+        }
+        Behaviour::Https(config) => {
+            let Ok(connection) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                return None;
+            };
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            answer_http(&mut tls, 200, "ok");
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
             None
         }
         Behaviour::Rtmp => {
@@ -132,12 +152,37 @@ fn handle(mut stream: TcpStream, behaviour: &Behaviour) -> Option<TcpStream> {
     }
 }
 
+/// Reads one request and writes a response.
+fn answer_http(stream: &mut impl ReadWrite, status: u16, body: &str) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let response = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+/// A byte stream, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// A minimal HTTP/1.1 client for the admin interface: returns (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to admin");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).expect("send request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
@@ -146,6 +191,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("an HTTP status line");
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
