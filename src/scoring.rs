@@ -24,14 +24,13 @@ pub enum Availability {
     AdminDown,
 }
 
-/// Ranks `candidates` for a client at `client`: the nodes that are not administratively down
-/// and are inside every fence in `fences`, best first.
+/// Ranks `candidates` for a client at `client`: the nodes inside every fence in `fences`, best
+/// first. Health plays no part here (see [`pick`]), so a ranking is computed once per load.
 pub fn rank(
     nodes: &[Node],
     candidates: &Candidates,
     client: Option<Coordinates>,
     fences: &[&GeoCode],
-    availability: &[Availability],
 ) -> Vec<NodeId> {
     // (node, id, fallback level, distance, position in the candidate list)
     let mut ranked: Vec<(&Node, NodeId, u8, f64, usize)> = candidates
@@ -39,7 +38,6 @@ pub fn rank(
         .iter()
         .enumerate()
         .filter_map(|(position, &(id, level))| nodes.get(id).map(|n| (n, id, level, position)))
-        .filter(|(_, id, ..)| availability.get(*id) != Some(&Availability::AdminDown))
         .filter(|(n, ..)| fences.iter().all(|f| f.contains(&n.geo)))
         .map(|(n, id, level, position)| {
             let distance = client.map_or(0.0, |c| c.distance_km(&n.location));
@@ -62,7 +60,8 @@ pub fn rank(
 pub struct Pick {
     /// Nodes to answer with, best first.
     pub nodes: Vec<NodeId>,
-    /// Some allowed node is down: the answer may use a shorter TTL.
+    /// A node this client would get if all were healthy is down: the answer may use a
+    /// shorter TTL, so resolvers come back sooner once it recovers.
     pub degraded: bool,
     /// Every allowed node is down and the name fails closed.
     pub servfail: bool,
@@ -83,40 +82,60 @@ pub fn pick(
     eligible: fn(&Node) -> bool,
     all_down: AllDown,
 ) -> Pick {
-    let allowed: Vec<NodeId> = ranked
-        .iter()
-        .copied()
-        .filter(|&id| eligible(&nodes[id]))
-        .collect();
-    let is_backup = |id: &NodeId| nodes[*id].tier == Tier::Backup;
-    let is_up = |id: &NodeId| availability.get(*id).is_none_or(|a| *a == Availability::Up);
-    let primaries: Vec<NodeId> = allowed
-        .iter()
-        .copied()
-        .filter(|id| !is_backup(id))
-        .collect();
-    let backups: Vec<NodeId> = allowed.iter().copied().filter(is_backup).collect();
-    let up_primaries: Vec<NodeId> = primaries.iter().copied().filter(is_up).collect();
-    let up_backups: Vec<NodeId> = backups.iter().copied().filter(is_up).collect();
-    let mut chosen: Vec<NodeId>;
-    if primaries.is_empty() {
-        chosen = up_backups.iter().copied().take(answers).collect();
-    } else {
-        chosen = up_primaries.iter().copied().take(answers).collect();
-        let lost = answers.min(primaries.len()) - answers.min(up_primaries.len());
-        chosen.extend(up_backups.iter().copied().take(lost));
+    let state = |id: NodeId| availability.get(id).copied().unwrap_or(Availability::Up);
+    // One pass over the ranking that stops as soon as the answer is settled: with enough
+    // healthy primaries near the top (the usual case), only the top of the list is read.
+    let mut top_primaries = Vec::with_capacity(answers); // the best `answers` primaries
+    let mut top_backups = Vec::with_capacity(answers);
+    let mut up_primaries = Vec::with_capacity(answers);
+    let mut up_backups = Vec::with_capacity(answers);
+    let mut primary_count = 0usize;
+    for &id in ranked {
+        let node = &nodes[id];
+        // Administratively down and drained nodes are not allowed at all, not even by
+        // fail-open.
+        if !eligible(node) || state(id) == Availability::AdminDown {
+            continue;
+        }
+        let up = state(id) == Availability::Up;
+        if node.tier == Tier::Backup {
+            if top_backups.len() < answers {
+                top_backups.push(id);
+            }
+            if up && up_backups.len() < answers {
+                up_backups.push(id);
+            }
+        } else {
+            primary_count += 1;
+            if top_primaries.len() < answers {
+                top_primaries.push(id);
+            }
+            if up && up_primaries.len() < answers {
+                up_primaries.push(id);
+                if up_primaries.len() == answers {
+                    break; // a full answer of healthy primaries: no backup can be needed
+                }
+            }
+        }
     }
-    let degraded = up_primaries.len() < primaries.len() || up_backups.len() < backups.len();
+    let is_down = |id: &NodeId| state(*id) != Availability::Up;
+    let (mut chosen, degraded) = if primary_count == 0 {
+        (up_backups.clone(), top_backups.iter().any(is_down))
+    } else {
+        let lost = answers.min(primary_count) - up_primaries.len().min(answers);
+        let mut chosen = up_primaries;
+        chosen.extend(up_backups.iter().copied().take(lost));
+        (chosen, top_primaries.iter().any(is_down))
+    };
     let mut servfail = false;
-    if chosen.is_empty() && !allowed.is_empty() {
+    if chosen.is_empty() && !(top_primaries.is_empty() && top_backups.is_empty()) {
         match all_down {
             AllDown::FailOpen => {
-                let pool = if primaries.is_empty() {
-                    &backups
+                chosen = if primary_count == 0 {
+                    top_backups
                 } else {
-                    &primaries
+                    top_primaries
                 };
-                chosen = pool.iter().copied().take(answers).collect();
             }
             AllDown::FailClosed => servfail = true,
         }
@@ -162,9 +181,9 @@ mod tests {
             node("london", Tier::Edge, "EU-GB", 51.5, -0.12),
         ];
         let berlin = Coordinates::new(52.52, 13.40);
-        assert_eq!(rank(&nodes, &all(4), berlin, &[], &[]), vec![1, 3, 0, 2]);
+        assert_eq!(rank(&nodes, &all(4), berlin, &[]), vec![1, 3, 0, 2]);
         let seoul = Coordinates::new(37.56, 126.97);
-        assert_eq!(rank(&nodes, &all(4), seoul, &[], &[]), vec![0, 1, 3, 2]);
+        assert_eq!(rank(&nodes, &all(4), seoul, &[]), vec![0, 1, 3, 2]);
     }
 
     #[test]
@@ -176,14 +195,29 @@ mod tests {
         ];
         let eu = GeoCode::parse("EU", CountryTable::shipped()).unwrap();
         let tokyo = Coordinates::new(35.0, 139.0);
-        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu], &[]), vec![1, 2]);
+        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu]), vec![1, 2]);
         // Administratively down nodes are out; health-down ones stay ranked (for fail-open).
         let availability = [
             Availability::Up,
             Availability::AdminDown,
             Availability::HealthDown,
         ];
-        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu], &availability), vec![2]);
+        // Availability plays no part in ranking; pick() drops administratively down nodes and
+        // skips health-down ones unless failing open.
+        let ranked = rank(&nodes, &all(3), tokyo, &[&eu]);
+        let open = pick(
+            &ranked,
+            &nodes,
+            &availability,
+            2,
+            |_| true,
+            AllDown::FailOpen,
+        );
+        assert_eq!(
+            open.nodes,
+            vec![2],
+            "fail-open brings back the health-down node only"
+        );
     }
 
     #[test]
@@ -196,9 +230,9 @@ mod tests {
         let chain = Candidates {
             nodes: vec![(2, 0), (1, 1), (0, 1)],
         };
-        assert_eq!(rank(&nodes, &chain, None, &[], &[]), vec![2, 1, 0]);
+        assert_eq!(rank(&nodes, &chain, None, &[]), vec![2, 1, 0]);
         let frankfurt = Coordinates::new(50.0, 8.0);
-        assert_eq!(rank(&nodes, &chain, frankfurt, &[], &[]), vec![2, 1, 0]);
+        assert_eq!(rank(&nodes, &chain, frankfurt, &[]), vec![2, 1, 0]);
     }
 }
 
@@ -277,6 +311,39 @@ mod pick_tests {
         // Nothing allowed at all (fenced out, or no address of the family): no SERVFAIL.
         let none = pick(&[], &fleet(), &down, 2, any, AllDown::FailClosed);
         assert!(none.nodes.is_empty() && !none.servfail);
+    }
+
+    #[test]
+    fn degraded_only_when_this_answer_lost_a_node() {
+        let four = vec![
+            node(Tier::Core),
+            node(Tier::Core),
+            node(Tier::Core),
+            node(Tier::Core),
+        ];
+        let far_down = pick(
+            &[0, 1, 2, 3],
+            &four,
+            &[Up, Up, Up, HealthDown],
+            2,
+            any,
+            AllDown::FailOpen,
+        );
+        assert_eq!(far_down.nodes, vec![0, 1]);
+        assert!(
+            !far_down.degraded,
+            "a node this client would not get is down"
+        );
+        let near_down = pick(
+            &[0, 1, 2, 3],
+            &four,
+            &[HealthDown, Up, Up, Up],
+            2,
+            any,
+            AllDown::FailOpen,
+        );
+        assert_eq!(near_down.nodes, vec![1, 2]);
+        assert!(near_down.degraded);
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub fn load_inputs(
 pub fn load(zones: &Path, geo_dbs: &[PathBuf]) -> Result<(Vec<Zone>, Snapshot), StartError> {
     let (zones, geo) = load_inputs(zones, geo_dbs)?;
     let availability = answer::policy_availability(&zones);
-    let snapshot = answer::build(&zones, geo, &availability);
+    let rankings = answer::rank_all(&zones, &geo);
+    let snapshot = answer::build(&zones, geo, &rankings, &availability);
     Ok((zones, snapshot))
 }
 

@@ -15,13 +15,25 @@ use crate::policy::{
 };
 use crate::scoring::{Availability, Pick, pick, rank};
 
-/// Builds the snapshot for a set of zones against a database, with each node's availability
+/// Builds the snapshot for a set of zones against a database, from rankings made by
+/// [`rank_all`] for the same zones and database, with each node's availability
 /// (`availability[zone][node]`; missing entries count as up).
-pub fn build(zones: &[Zone], geo: Arc<GeoDb>, availability: &[Vec<Availability>]) -> Snapshot {
+pub fn build(
+    zones: &[Zone],
+    geo: Arc<GeoDb>,
+    rankings: &Rankings,
+    availability: &[Vec<Availability>],
+) -> Snapshot {
     let mut built: Vec<ZoneAnswers> = zones
         .iter()
         .enumerate()
-        .map(|(i, z)| build_zone(z, &geo, availability.get(i).map_or(&[][..], Vec::as_slice)))
+        .map(|(i, z)| {
+            build_zone(
+                z,
+                rankings.zones.get(i).map_or(&[][..], Vec::as_slice),
+                availability.get(i).map_or(&[][..], Vec::as_slice),
+            )
+        })
         .collect();
     built.sort_by_key(|z| std::cmp::Reverse(z.origin.len()));
     Snapshot { zones: built, geo }
@@ -59,7 +71,11 @@ pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
         .collect()
 }
 
-fn build_zone(zone: &Zone, geo: &GeoDb, availability: &[Availability]) -> ZoneAnswers {
+fn build_zone(
+    zone: &Zone,
+    rankings: &[SteeredRanking],
+    availability: &[Availability],
+) -> ZoneAnswers {
     let origin = name_key(&zone.origin);
     let soa_rdata = soa_rdata(&zone.soa);
     let mut soa = Vec::new();
@@ -102,10 +118,10 @@ fn build_zone(zone: &Zone, geo: &GeoDb, availability: &[Availability]) -> ZoneAn
         .into_iter()
         .map(|(k, v)| (k, NameNode::Static(v)))
         .collect();
-    for steered in &zone.steered {
+    for (steered, ranking) in zone.steered.iter().zip(rankings) {
         names.insert(
             name_key(&steered.name),
-            NameNode::Steered(build_steered(steered, &zone.nodes, geo, availability)),
+            NameNode::Steered(build_steered(steered, ranking, &zone.nodes, availability)),
         );
     }
 
@@ -164,12 +180,40 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
     }
 }
 
-fn build_steered(
-    steered: &SteeredName,
-    nodes: &[Node],
-    geo: &GeoDb,
-    availability: &[Availability],
-) -> SteeredTable {
+/// Node rankings of one steered name: `rows[row][column]`, rows being its rules and then the
+/// `default` pseudo-rule, columns the database's places and then the unlocated pseudo-place.
+/// They depend on policy and geography only, not on health, so they are computed once per
+/// load and every health change only re-picks from them.
+#[derive(Debug)]
+struct SteeredRanking {
+    rows: Vec<Vec<Arc<[NodeId]>>>,
+    geo_rule: Arc<[u16]>,
+    subnets: Arc<SubnetRules>,
+}
+
+/// Rankings of every steered name of every zone, in policy order.
+#[derive(Debug)]
+pub struct Rankings {
+    zones: Vec<Vec<SteeredRanking>>,
+}
+
+/// Ranks every candidate list for every place: the expensive part of building, done once per
+/// policy or database load.
+pub fn rank_all(zones: &[Zone], geo: &GeoDb) -> Rankings {
+    Rankings {
+        zones: zones
+            .iter()
+            .map(|z| {
+                z.steered
+                    .iter()
+                    .map(|s| rank_steered(s, &z.nodes, geo))
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn rank_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredRanking {
     let rule_count = steered.rules.len();
     let catch_all = steered
         .rules
@@ -200,47 +244,23 @@ fn build_steered(
         .chain(std::iter::once(&unlocated))
         .collect();
 
-    let mut answers: Vec<AnswerSet> = Vec::new();
-    let mut interned: HashMap<(Pick, Pick), u32> = HashMap::new();
-    let mut table = vec![Vec::with_capacity(places.len()); row_candidates.len()];
+    // Identical rankings (common: every place of a region) share one allocation.
+    let mut shared: HashMap<Vec<NodeId>, Arc<[NodeId]>> = HashMap::new();
+    let mut rows = vec![Vec::with_capacity(places.len()); row_candidates.len()];
     let mut geo_rule = Vec::with_capacity(places.len());
-
     for (index, place) in places.iter().enumerate() {
         let is_unlocated = index + 1 == places.len();
-        // Places are distinct (the database interns them), so each column is computed once.
-        let column: Vec<u32> = {
-            let fences: Vec<&GeoCode> = steered
-                .fences
-                .iter()
-                .filter(|f| !is_unlocated && f.matches(place))
-                .collect();
-            row_candidates
-                .iter()
-                .map(|candidates| {
-                    let ranked = rank(nodes, candidates, place.coordinates, &fences, availability);
-                    let choose = |eligible: fn(&Node) -> bool| {
-                        pick(
-                            &ranked,
-                            nodes,
-                            availability,
-                            steered.answers,
-                            eligible,
-                            steered.all_down,
-                        )
-                    };
-                    let key = (
-                        choose(|n| n.first_v4().is_some()),
-                        choose(|n| n.first_v6().is_some()),
-                    );
-                    *interned.entry(key.clone()).or_insert_with(|| {
-                        answers.push(answer_set(&key.0, &key.1, nodes, steered));
-                        (answers.len() - 1) as u32
-                    })
-                })
-                .collect()
-        };
-        for (row, id) in table.iter_mut().zip(column.iter()) {
-            row.push(*id);
+        let fences: Vec<&GeoCode> = steered
+            .fences
+            .iter()
+            .filter(|f| !is_unlocated && f.matches(place))
+            .collect();
+        for (row, candidates) in rows.iter_mut().zip(&row_candidates) {
+            let ranked = rank(nodes, candidates, place.coordinates, &fences);
+            let entry = shared
+                .entry(ranked)
+                .or_insert_with_key(|k| Arc::from(k.as_slice()));
+            row.push(Arc::clone(entry));
         }
         let first_geo_rule = if is_unlocated {
             if steered.default.candidates.is_some() {
@@ -257,27 +277,74 @@ fn build_steered(
         };
         geo_rule.push(first_geo_rule.min(u16::MAX as usize) as u16);
     }
-
     let mut subnets = SubnetRules::new();
     for (i, rule) in steered.rules.iter().enumerate() {
         for prefix in &rule.subnets {
             subnets.insert(prefix, i.min(u16::MAX as usize) as u16);
         }
     }
+    SteeredRanking {
+        rows,
+        geo_rule: geo_rule.into(),
+        subnets: Arc::new(subnets),
+    }
+}
+
+/// Picks answers from precomputed rankings for the current availability. Identical rankings
+/// are picked once (they are shared allocations, so the pointer identifies them).
+fn build_steered(
+    steered: &SteeredName,
+    ranking: &SteeredRanking,
+    nodes: &[Node],
+    availability: &[Availability],
+) -> SteeredTable {
+    let mut answers: Vec<AnswerSet> = Vec::new();
+    let mut interned: HashMap<(Pick, Pick), u32> = HashMap::new();
+    let mut picked: HashMap<*const NodeId, u32> = HashMap::new();
+    let table: Vec<Vec<u32>> = ranking
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|ranked| {
+                    *picked.entry(ranked.as_ptr()).or_insert_with(|| {
+                        let choose = |eligible: fn(&Node) -> bool| {
+                            pick(
+                                ranked,
+                                nodes,
+                                availability,
+                                steered.answers,
+                                eligible,
+                                steered.all_down,
+                            )
+                        };
+                        let key = (
+                            choose(|n| n.first_v4().is_some()),
+                            choose(|n| n.first_v6().is_some()),
+                        );
+                        *interned.entry(key.clone()).or_insert_with(|| {
+                            answers.push(answer_set(&key.0, &key.1, nodes, steered));
+                            (answers.len() - 1) as u32
+                        })
+                    })
+                })
+                .collect()
+        })
+        .collect();
     // An answer depends on the place when a row varies, or when the rule chosen per place does.
     let row_varies = table.iter().any(|row| row.windows(2).any(|w| w[0] != w[1]));
-    let effective: Vec<u32> = geo_rule
+    let effective: Vec<u32> = ranking
+        .geo_rule
         .iter()
         .enumerate()
         .map(|(place, &rule)| table[rule as usize][place])
         .collect();
     let depends_on_place = row_varies || effective.windows(2).any(|w| w[0] != w[1]);
-
     SteeredTable {
         answers,
         table,
-        geo_rule,
-        subnets,
+        geo_rule: Arc::clone(&ranking.geo_rule),
+        subnets: Arc::clone(&ranking.subnets),
         depends_on_place,
     }
 }

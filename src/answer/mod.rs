@@ -9,7 +9,7 @@ mod build;
 mod publish;
 mod subnet;
 
-pub use build::{build, policy_availability};
+pub use build::{Rankings, build, policy_availability, rank_all};
 pub use publish::{Command, NodeStatus, Override, Publisher, SnapshotReader};
 pub use subnet::SubnetRules;
 
@@ -151,9 +151,9 @@ pub struct SteeredTable {
     /// `default` answer; places include a final pseudo-place for unlocated clients.
     pub table: Vec<Vec<u32>>,
     /// First geo-matching rule per place (same indexing as a row of `table`).
-    pub geo_rule: Vec<u16>,
+    pub geo_rule: Arc<[u16]>,
     /// Subnet conditions of the rules.
-    pub subnets: SubnetRules,
+    pub subnets: Arc<SubnetRules>,
     /// Whether the answer can differ between places: if not, the database network says
     /// nothing about how widely an answer may be cached.
     pub depends_on_place: bool,

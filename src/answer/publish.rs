@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{Snapshot, build};
+use super::{Rankings, Snapshot, build, rank_all};
 use crate::geo::GeoDb;
 use crate::health::{Health, NodeKey, Report};
 use crate::metrics as m;
@@ -118,6 +118,8 @@ type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 pub struct Publisher {
     zones: Arc<Vec<Zone>>,
     geo: Arc<GeoDb>,
+    /// Health-independent rankings, computed once per load; rebuilds only pick from them.
+    rankings: Arc<Rankings>,
     nodes: Vec<Vec<NodeRuntime>>,
     current: Arc<ArcSwap<Snapshot>>,
 }
@@ -145,10 +147,12 @@ impl Publisher {
             .iter()
             .map(|z| z.iter().map(|n| n.availability).collect())
             .collect();
-        let snapshot = build(&zones, Arc::clone(&geo), &table);
+        let rankings = Arc::new(rank_all(&zones, &geo));
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
         let publisher = Publisher {
             zones: Arc::new(zones),
             geo,
+            rankings,
             nodes,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
@@ -196,7 +200,7 @@ impl Publisher {
                 dirty |= self.apply_command(c, &mut replies);
             }
             if dirty {
-                self.publish();
+                self.publish().await;
             }
             for reply in replies.drain(..) {
                 reply(&self);
@@ -296,6 +300,8 @@ impl Publisher {
         info!(zone = %zone.origin, node = %zone.nodes[key.node].name, from = ?runtime.availability, to = ?new, "node availability changed");
         runtime.availability = new;
         runtime.since = SystemTime::now();
+        let up = if new == Availability::Up { 1.0 } else { 0.0 };
+        metrics::gauge!(m::NODE_UP, "zone" => zone.origin.to_string(), "node" => zone.nodes[key.node].name.clone()).set(up);
         true
     }
 
@@ -313,15 +319,30 @@ impl Publisher {
         })
     }
 
-    /// Rebuilds every answer table from the current availability and swaps it in.
-    fn publish(&mut self) {
+    /// Rebuilds every answer table from the current availability and swaps it in. The build
+    /// runs on the blocking pool so it never holds up a thread that serves queries.
+    async fn publish(&mut self) {
         let started = Instant::now();
         let table: Vec<Vec<Availability>> = self
             .nodes
             .iter()
             .map(|z| z.iter().map(|n| n.availability).collect())
             .collect();
-        let snapshot = build(&self.zones, Arc::clone(&self.geo), &table);
+        let (zones, geo, rankings) = (
+            Arc::clone(&self.zones),
+            Arc::clone(&self.geo),
+            Arc::clone(&self.rankings),
+        );
+        let built =
+            tokio::task::spawn_blocking(move || build(&zones, geo, &rankings, &table)).await;
+        let snapshot = match built {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // A panic in the builder is a bug; keep serving the last good snapshot.
+                tracing::error!(error = %e, "answer table rebuild failed; previous tables stay published");
+                return;
+            }
+        };
         self.current.store(Arc::new(snapshot));
         let elapsed = started.elapsed();
         metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
@@ -329,9 +350,9 @@ impl Publisher {
             rebuild_ms = elapsed.as_secs_f64() * 1e3,
             "answer tables published"
         );
-        self.export_gauges();
     }
 
+    /// Sets every node's availability gauge (at start; changes update their own).
     fn export_gauges(&self) {
         for (zone, runtimes) in self.zones.iter().zip(&self.nodes) {
             for (node, runtime) in zone.nodes.iter().zip(runtimes) {

@@ -26,6 +26,18 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// The `geosteer` binary: Cargo's path for integration tests; for examples (benchmarks),
+/// the binary built beside them (`target/<profile>/geosteer`).
+pub fn geosteer_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_geosteer") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("geosteer")))
+            .expect("the geosteer binary is built beside the examples"),
+    }
+}
+
 /// A running `geosteer serve`, killed when dropped.
 pub struct Server {
     child: Child,
@@ -47,7 +59,7 @@ impl Server {
 
     /// Starts the binary on 127.0.0.1:0 and waits for its readiness line.
     pub fn start(zones: &Path, geo: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_geosteer"))
+        let mut child = Command::new(geosteer_binary())
             .arg("serve")
             .args([
                 "--listen",

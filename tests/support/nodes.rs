@@ -49,6 +49,10 @@ pub struct FakeNode {
     behaviour: Behaviour,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Kept while vanished: the listening socket stays open but nobody accepts.
+    silent: Option<TcpListener>,
+    /// Connections that fill the accept queue while vanished.
+    filler: Vec<TcpStream>,
 }
 
 impl FakeNode {
@@ -66,18 +70,43 @@ impl FakeNode {
             behaviour,
             stop,
             thread: Some(thread),
+            silent: None,
+            filler: Vec::new(),
         }
     }
 
-    /// Closes the listening socket: new connections are refused.
-    pub fn stop(&mut self) {
+    fn stop_accepting(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 
-    /// Listens again on the same address.
+    /// Closes the listening socket: new connections are refused, as when the process dies.
+    pub fn stop(&mut self) {
+        self.stop_accepting();
+        self.silent = None;
+        self.filler.clear();
+    }
+
+    /// Vanishes silently, as a host that lost its network: the socket stays open, nobody
+    /// accepts, and once the accept queue is full the kernel drops new SYNs, so connections
+    /// time out instead of being refused.
+    pub fn vanish(&mut self) {
+        self.stop_accepting();
+        // The accept thread owned the socket; bind a fresh one that nobody will accept on.
+        let listener = TcpListener::bind(self.addr).expect("rebind the fake node's address");
+        let _ = listener.set_nonblocking(true);
+        for _ in 0..4096 {
+            match TcpStream::connect_timeout(&self.addr, Duration::from_millis(50)) {
+                Ok(stream) => self.filler.push(stream),
+                Err(_) => break, // the queue is full: SYNs are being dropped
+            }
+        }
+        self.silent = Some(listener);
+    }
+
+    /// Listens again on the same address, after `stop` or `vanish`.
     pub fn restart(&mut self) {
         self.stop();
         let listener = TcpListener::bind(self.addr).expect("rebind the fake node's address");
