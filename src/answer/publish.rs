@@ -110,6 +110,9 @@ struct NodeRuntime {
     since: SystemTime,
 }
 
+/// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
+pub const MIN_REBUILD_GAP: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// A reply to send once the current burst is published.
 type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 
@@ -180,8 +183,14 @@ impl Publisher {
     ) {
         let mut replies: Vec<PendingReply> = Vec::new();
         let (mut reports_open, mut commands_open) = (true, true);
-        while reports_open || commands_open {
-            let mut dirty = false;
+        // A change is published at once unless the previous rebuild was less than
+        // MIN_REBUILD_GAP ago; then it waits out the gap, gathering everything that arrives
+        // meanwhile into the same rebuild. Isolated failures publish immediately; a storm of
+        // changes costs at most one rebuild per gap.
+        let mut dirty = false;
+        let mut last_publish = tokio::time::Instant::now() - MIN_REBUILD_GAP;
+        while reports_open || commands_open || dirty {
+            let due = last_publish + MIN_REBUILD_GAP;
             tokio::select! {
                 report = reports.recv(), if reports_open => match report {
                     Some(r) => dirty |= self.apply_report(r),
@@ -191,6 +200,7 @@ impl Publisher {
                     Some(c) => dirty |= self.apply_command(c, &mut replies),
                     None => commands_open = false,
                 },
+                () = tokio::time::sleep_until(due), if dirty => {}
             }
             // Coalesce: everything already queued goes into the same rebuild.
             while let Ok(r) = reports.try_recv() {
@@ -199,11 +209,15 @@ impl Publisher {
             while let Ok(c) = commands.try_recv() {
                 dirty |= self.apply_command(c, &mut replies);
             }
-            if dirty {
+            if dirty && tokio::time::Instant::now() >= due {
                 self.publish().await;
+                last_publish = tokio::time::Instant::now();
+                dirty = false;
             }
-            for reply in replies.drain(..) {
-                reply(&self);
+            if !dirty {
+                for reply in replies.drain(..) {
+                    reply(&self);
+                }
             }
         }
     }

@@ -318,8 +318,13 @@ pub struct QueryLoop {
 pub const QUERY_LOOP_LIMIT: Duration = Duration::from_secs(60);
 
 impl QueryLoop {
-    /// Starts querying `name`/A from `from`.
+    /// Starts querying `name`/A from `from`, for at most [`QUERY_LOOP_LIMIT`].
     pub fn start(server: SocketAddr, from: IpAddr, name: &str) -> QueryLoop {
+        QueryLoop::start_for(server, from, name, QUERY_LOOP_LIMIT)
+    }
+
+    /// Starts querying `name`/A from `from`, for at most `limit`.
+    pub fn start_for(server: SocketAddr, from: IpAddr, name: &str, limit: Duration) -> QueryLoop {
         use std::sync::atomic::Ordering;
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -333,7 +338,7 @@ impl QueryLoop {
                 .expect("timeout");
             let mut buf = vec![0u8; 4096];
             let mut id: u16 = 0;
-            while !stop2.load(Ordering::Relaxed) && started.elapsed() < QUERY_LOOP_LIMIT {
+            while !stop2.load(Ordering::Relaxed) && started.elapsed() < limit {
                 id = id.wrapping_add(1);
                 let sent = std::time::Instant::now();
                 socket
