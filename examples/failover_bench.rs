@@ -36,25 +36,6 @@ impl Rng {
     }
 }
 
-fn wait_healthy(server: &Server, names: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let (_, body) = http(server.admin, "GET", "/nodes", None);
-        let nodes: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let up = names.iter().all(|name| {
-            nodes
-                .as_array()
-                .and_then(|a| a.iter().find(|n| n["node"] == *name))
-                .is_some_and(|n| n["health"] == "up")
-        });
-        if up {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nodes {names:?} never became healthy");
-}
-
 fn stats(label: &str, samples: &mut [Duration]) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -46,30 +46,6 @@ fn start(name: &str, policy: &str) -> Server {
     )
 }
 
-/// Waits (bounded) until the checks have reported each named node up, so a test kills nodes
-/// that are known healthy rather than racing their first probe.
-fn wait_healthy(server: &Server, names: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = http(server.admin, "GET", "/nodes", None);
-        let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        let up = names.iter().all(|name| {
-            nodes
-                .as_array()
-                .and_then(|a| a.iter().find(|n| n["node"] == *name))
-                .is_some_and(|n| n["health"] == "up")
-        });
-        if up {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nodes {names:?} never became healthy: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 const TOKYO_CLIENT: &str = "127.1.0.5";
 const GERMAN_CLIENT: &str = "127.3.0.5";
 

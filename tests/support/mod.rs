@@ -428,3 +428,27 @@ pub fn zone_dir(name: &str, policy: &str) -> PathBuf {
     std::fs::write(dir.join("zone.yaml"), policy).expect("write policy");
     dir
 }
+
+/// Waits (bounded) until the checks have reported each named node up, so a test kills nodes
+/// that are known healthy rather than racing their first probe.
+pub fn wait_healthy(server: &Server, names: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = nodes::http(server.admin, "GET", "/nodes", None);
+        let states: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let up = names.iter().all(|name| {
+            states
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["node"] == *name))
+                .is_some_and(|n| n["health"] == "up")
+        });
+        if up {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes {names:?} never became healthy: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
