@@ -7,6 +7,8 @@
 //! - `GET /metrics` — Prometheus text exposition.
 //! - `GET /nodes` — every node: health, override, availability, last check and latency.
 //! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
+//! - `POST /latency` — a batch of latency measurements and load reports (JSON; see
+//!   `latency::FeedBatch`): applied whole, or rejected whole with every reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answer::{Command, Override};
+use crate::latency::FeedBatch;
 
 /// Why the admin interface could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ impl Admin {
             .route("/metrics", get(metrics))
             .route("/nodes", get(nodes))
             .route("/nodes/{zone}/{node}/{action}", post(set_override))
+            .route("/latency", post(feed))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 require_token,
@@ -189,6 +193,27 @@ async fn set_override(
     match answer.await {
         Ok(Ok(status)) => Json(status).into_response(),
         Ok(Err(message)) => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn feed(State(state): State<AdminState>, Json(batch): Json<FeedBatch>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::Feed { batch, reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(applied)) => Json(serde_json::json!({ "applied": applied })).into_response(),
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "errors": errors })),
+        )
+            .into_response(),
         Err(_) => unavailable(),
     }
 }

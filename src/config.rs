@@ -27,4 +27,6 @@ pub struct ServeConfig {
     pub admin: Option<SocketAddr>,
     /// Bearer token the admin interface requires (mandatory off loopback).
     pub admin_token: Option<String>,
+    /// A latency feed file to watch.
+    pub latency_feed: Option<PathBuf>,
 }

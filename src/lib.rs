@@ -15,10 +15,12 @@
 //! - `policy`: zone policy files → typed model, with located errors.
 //! - `geo`: geo codes, coordinates, the country table, MaxMind database lookup.
 //! - `health`: probes, check loops and flap damping; reports go to the publisher.
+//! - `latency`: expected latency from measurements and distance, scores, hysteresis.
 //! - `net`: IP prefixes shared by policy and answer tables.
 //! - `answer`: snapshot types, the pure builder, the publisher.
 //! - `scoring`: ranking candidate nodes for a place.
 //! - `service`: start-up, shared by `serve` and `check`.
+//! - `feedfile`: the latency feed as a watched file.
 //! - `dns`: the wire: request parsing, ECS, response encoding, UDP/TCP serving.
 #![forbid(unsafe_code)]
 
@@ -26,8 +28,10 @@ pub mod admin;
 pub mod answer;
 pub mod config;
 pub mod dns;
+pub mod feedfile;
 pub mod geo;
 pub mod health;
+pub mod latency;
 pub mod metrics;
 pub mod net;
 pub mod policy;

@@ -60,6 +60,9 @@ struct ServeArgs {
     /// File holding the admin bearer token (or set GEOSTEER_ADMIN_TOKEN).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// A latency feed file (JSON, the format of POST /latency), reloaded when it changes.
+    #[arg(long)]
+    latency_feed: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +136,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_udp_payload: args.max_udp_payload,
         admin: (!args.no_admin).then_some(args.admin),
         admin_token,
+        latency_feed: args.latency_feed,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

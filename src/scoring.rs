@@ -24,25 +24,24 @@ pub enum Availability {
     AdminDown,
 }
 
-/// Ranks `candidates` for a client at `client`: the nodes inside every fence in `fences`, best
-/// first. Health plays no part here (see [`pick`]), so a ranking is computed once per load.
+/// Ranks `candidates` by `score` (lower is better; see `latency::score`), keeping the nodes
+/// inside every fence in `fences`. Order: primaries before backups, earlier fallback levels
+/// first, then score, then higher weight, then position in the candidate list, so rankings
+/// are deterministic. Health plays no part here (see [`pick`]).
 pub fn rank(
     nodes: &[Node],
     candidates: &Candidates,
-    client: Option<Coordinates>,
     fences: &[&GeoCode],
-) -> Vec<NodeId> {
-    // (node, id, fallback level, distance, position in the candidate list)
+    score: impl Fn(NodeId, &Node) -> f64,
+) -> Vec<(NodeId, f64)> {
+    // (node, id, fallback level, score, position in the candidate list)
     let mut ranked: Vec<(&Node, NodeId, u8, f64, usize)> = candidates
         .nodes
         .iter()
         .enumerate()
         .filter_map(|(position, &(id, level))| nodes.get(id).map(|n| (n, id, level, position)))
         .filter(|(n, ..)| fences.iter().all(|f| f.contains(&n.geo)))
-        .map(|(n, id, level, position)| {
-            let distance = client.map_or(0.0, |c| c.distance_km(&n.location));
-            (n, id, level, distance, position)
-        })
+        .map(|(n, id, level, position)| (n, id, level, score(id, n), position))
         .collect();
     ranked.sort_by(|a, b| {
         (a.0.tier == Tier::Backup)
@@ -52,7 +51,16 @@ pub fn rank(
             .then(b.0.weight.cmp(&a.0.weight))
             .then(a.4.cmp(&b.4))
     });
-    ranked.into_iter().map(|(_, id, ..)| id).collect()
+    ranked
+        .into_iter()
+        .map(|(_, id, _, score, _)| (id, score))
+        .collect()
+}
+
+/// Scores by great-circle distance from `client` (0 for every node without coordinates, which
+/// leaves the candidate-list order).
+pub fn by_distance(client: Option<Coordinates>) -> impl Fn(NodeId, &Node) -> f64 {
+    move |_, node| client.map_or(0.0, |c| c.distance_km(&node.location))
 }
 
 /// The nodes one answer holds, and how it was reached.
@@ -166,6 +174,10 @@ mod tests {
         }
     }
 
+    fn ids(ranked: Vec<(NodeId, f64)>) -> Vec<NodeId> {
+        ranked.into_iter().map(|(id, _)| id).collect()
+    }
+
     fn all(n: usize) -> Candidates {
         Candidates {
             nodes: (0..n).map(|i| (i, 0)).collect(),
@@ -181,9 +193,15 @@ mod tests {
             node("london", Tier::Edge, "EU-GB", 51.5, -0.12),
         ];
         let berlin = Coordinates::new(52.52, 13.40);
-        assert_eq!(rank(&nodes, &all(4), berlin, &[]), vec![1, 3, 0, 2]);
+        assert_eq!(
+            ids(rank(&nodes, &all(4), &[], by_distance(berlin))),
+            vec![1, 3, 0, 2]
+        );
         let seoul = Coordinates::new(37.56, 126.97);
-        assert_eq!(rank(&nodes, &all(4), seoul, &[]), vec![0, 1, 3, 2]);
+        assert_eq!(
+            ids(rank(&nodes, &all(4), &[], by_distance(seoul))),
+            vec![0, 1, 3, 2]
+        );
     }
 
     #[test]
@@ -195,7 +213,10 @@ mod tests {
         ];
         let eu = GeoCode::parse("EU", CountryTable::shipped()).unwrap();
         let tokyo = Coordinates::new(35.0, 139.0);
-        assert_eq!(rank(&nodes, &all(3), tokyo, &[&eu]), vec![1, 2]);
+        assert_eq!(
+            ids(rank(&nodes, &all(3), &[&eu], by_distance(tokyo))),
+            vec![1, 2]
+        );
         // Administratively down nodes are out; health-down ones stay ranked (for fail-open).
         let availability = [
             Availability::Up,
@@ -204,7 +225,7 @@ mod tests {
         ];
         // Availability plays no part in ranking; pick() drops administratively down nodes and
         // skips health-down ones unless failing open.
-        let ranked = rank(&nodes, &all(3), tokyo, &[&eu]);
+        let ranked = ids(rank(&nodes, &all(3), &[&eu], by_distance(tokyo)));
         let open = pick(
             &ranked,
             &nodes,
@@ -230,9 +251,15 @@ mod tests {
         let chain = Candidates {
             nodes: vec![(2, 0), (1, 1), (0, 1)],
         };
-        assert_eq!(rank(&nodes, &chain, None, &[]), vec![2, 1, 0]);
+        assert_eq!(
+            ids(rank(&nodes, &chain, &[], by_distance(None))),
+            vec![2, 1, 0]
+        );
         let frankfurt = Coordinates::new(50.0, 8.0);
-        assert_eq!(rank(&nodes, &chain, frankfurt, &[]), vec![2, 1, 0]);
+        assert_eq!(
+            ids(rank(&nodes, &chain, &[], by_distance(frankfurt))),
+            vec![2, 1, 0]
+        );
     }
 }
 

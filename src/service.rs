@@ -59,7 +59,13 @@ pub fn load_inputs(
 pub fn load(zones: &Path, geo_dbs: &[PathBuf]) -> Result<(Vec<Zone>, Snapshot), StartError> {
     let (zones, geo) = load_inputs(zones, geo_dbs)?;
     let availability = answer::policy_availability(&zones);
-    let rankings = answer::rank_all(&zones, &geo);
+    let rankings = answer::rank_all(
+        &zones,
+        &geo,
+        &[],
+        &mut Default::default(),
+        std::time::SystemTime::now(),
+    );
     let snapshot = answer::build(&zones, geo, &rankings, &availability);
     Ok((zones, snapshot))
 }
@@ -127,6 +133,9 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         }
     }
     drop(report_tx);
+    if let Some(path) = config.latency_feed.clone() {
+        tasks.spawn(crate::feedfile::watch(path, command_tx.clone()));
+    }
     info!(nodes = checked, "health checks started");
 
     let bound = Bound {

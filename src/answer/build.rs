@@ -10,10 +10,13 @@ use std::sync::Arc;
 use super::*;
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
 use crate::geo::{GeoCode, Place};
+use crate::latency::{self, DampingState, ZoneLatency};
+use crate::policy::Tier;
 use crate::policy::{
     Candidates, DomainName, Node, RecordData, RecordSet, RecordType, SteeredName, Zone,
 };
 use crate::scoring::{Availability, Pick, pick, rank};
+use std::time::SystemTime;
 
 /// Builds the snapshot for a set of zones against a database, from rankings made by
 /// [`rank_all`] for the same zones and database, with each node's availability
@@ -184,7 +187,7 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
 /// `default` pseudo-rule, columns the database's places and then the unlocated pseudo-place.
 /// They depend on policy and geography only, not on health, so they are computed once per
 /// load and every health change only re-picks from them.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct SteeredRanking {
     rows: Vec<Vec<Arc<[NodeId]>>>,
     geo_rule: Arc<[u16]>,
@@ -192,28 +195,61 @@ struct SteeredRanking {
 }
 
 /// Rankings of every steered name of every zone, in policy order.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Rankings {
     zones: Vec<Vec<SteeredRanking>>,
 }
 
 /// Ranks every candidate list for every place: the expensive part of building, done once per
-/// policy or database load.
-pub fn rank_all(zones: &[Zone], geo: &GeoDb) -> Rankings {
+/// load and again only when latency measurements, loads or their age change it — never for
+/// a health change. `latency[zone]` holds what is measured (missing: nothing); `damping`
+/// carries each cell's incumbent from one ranking to the next.
+pub fn rank_all(
+    zones: &[Zone],
+    geo: &GeoDb,
+    latency: &[ZoneLatency],
+    damping: &mut DampingState,
+    now: SystemTime,
+) -> Rankings {
+    let empty = ZoneLatency::default();
     Rankings {
         zones: zones
             .iter()
-            .map(|z| {
+            .enumerate()
+            .map(|(zi, z)| {
+                let measured = latency.get(zi).unwrap_or(&empty);
                 z.steered
                     .iter()
-                    .map(|s| rank_steered(s, &z.nodes, geo))
+                    .enumerate()
+                    .map(|(si, s)| {
+                        let cell = Cell {
+                            zone: zi,
+                            steered: si,
+                        };
+                        rank_steered(s, &z.nodes, geo, measured, damping, cell, now)
+                    })
                     .collect()
             })
             .collect(),
     }
 }
 
-fn rank_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredRanking {
+/// Which steered name a ranking belongs to, for damping state keys.
+#[derive(Clone, Copy)]
+struct Cell {
+    zone: usize,
+    steered: usize,
+}
+
+fn rank_steered(
+    steered: &SteeredName,
+    nodes: &[Node],
+    geo: &GeoDb,
+    measured: &ZoneLatency,
+    damping: &mut DampingState,
+    cell: Cell,
+    now: SystemTime,
+) -> SteeredRanking {
     let rule_count = steered.rules.len();
     let catch_all = steered
         .rules
@@ -255,8 +291,49 @@ fn rank_steered(steered: &SteeredName, nodes: &[Node], geo: &GeoDb) -> SteeredRa
             .iter()
             .filter(|f| !is_unlocated && f.matches(place))
             .collect();
-        for (row, candidates) in rows.iter_mut().zip(&row_candidates) {
-            let ranked = rank(nodes, candidates, place.coordinates, &fences);
+        for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
+            let score = |id: NodeId, node: &Node| {
+                let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+                let expected = latency::expected(
+                    &measured.measurements,
+                    id,
+                    place,
+                    None,
+                    distance,
+                    now,
+                    &steered.latency,
+                );
+                latency::score(
+                    expected.rtt_ms,
+                    measured.loads.get(&id).copied(),
+                    measured.probe_loss.get(&id).copied().unwrap_or(0.0),
+                    node.weight,
+                )
+            };
+            let (mut ranked, scores): (Vec<NodeId>, Vec<f64>) =
+                rank(nodes, candidates, &fences, score).into_iter().unzip();
+            let key = (cell.zone, cell.steered, row_index, index);
+            let mut state = damping.get(&key).copied();
+            let class = |id: NodeId| {
+                let level = candidates
+                    .nodes
+                    .iter()
+                    .find(|(n, _)| *n == id)
+                    .map(|(_, l)| *l);
+                (nodes[id].tier == Tier::Backup, level)
+            };
+            latency::damp(
+                &mut ranked,
+                &scores,
+                &mut state,
+                |a, b| class(a) == class(b),
+                now,
+                &steered.latency,
+            );
+            match state {
+                Some(s) => damping.insert(key, s),
+                None => damping.remove(&key),
+            };
             let entry = shared
                 .entry(ranked)
                 .or_insert_with_key(|k| Arc::from(k.as_slice()));

@@ -16,8 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{Rankings, Snapshot, build, rank_all};
+use crate::geo::CountryTable;
 use crate::geo::GeoDb;
 use crate::health::{Health, NodeKey, Report};
+use crate::latency::{
+    ClientGroup, DampingState, FeedBatch, Measurement, ZoneLatency, check_values,
+};
 use crate::metrics as m;
 use crate::policy::{AdminStatus, Zone};
 use crate::scoring::Availability;
@@ -66,6 +70,14 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Vec<NodeStatus>>,
     },
+    /// Applies a batch of latency measurements and load reports: all of it, or (on any
+    /// error) none of it. Replies with the number of entries applied, or every error.
+    Feed {
+        /// The batch.
+        batch: FeedBatch,
+        /// The outcome.
+        reply: oneshot::Sender<Result<usize, Vec<String>>>,
+    },
 }
 
 /// A node's state, as the admin interface shows it.
@@ -98,6 +110,12 @@ pub struct NodeStatus {
     pub last_check_age_s: Option<f64>,
     /// Seconds since the availability last changed (or since start).
     pub since_s: f64,
+    /// Smoothed latency of successful probes, ms.
+    pub probe_rtt_ms: Option<f64>,
+    /// Smoothed probe failure rate.
+    pub probe_loss: f64,
+    /// Last reported load (feed), 0..=1.5.
+    pub load: Option<f64>,
 }
 
 /// Runtime state of one node.
@@ -108,7 +126,18 @@ struct NodeRuntime {
     last: Option<(Report, SystemTime)>,
     availability: Availability,
     since: SystemTime,
+    /// Smoothed latency of successful probes, ms.
+    probe_rtt_ms: Option<f64>,
+    /// Smoothed probe failure rate, 0..=1.
+    probe_loss: f64,
+    /// `probe_loss` as of the last ranking.
+    ranked_loss: f64,
 }
+
+/// How often aging measurements and running hold times are looked at.
+pub const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A change in a node's probe loss rate that is worth a re-ranking.
+const PROBE_LOSS_STEP: f64 = 0.05;
 
 /// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
 pub const MIN_REBUILD_GAP: std::time::Duration = std::time::Duration::from_millis(25);
@@ -121,8 +150,16 @@ type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 pub struct Publisher {
     zones: Arc<Vec<Zone>>,
     geo: Arc<GeoDb>,
-    /// Health-independent rankings, computed once per load; rebuilds only pick from them.
+    /// Health-independent rankings; recomputed only when latency inputs change.
     rankings: Arc<Rankings>,
+    /// What is measured per zone: feed, loads, probe loss.
+    latency: Vec<ZoneLatency>,
+    /// Each ranking cell's incumbent, for hysteresis.
+    damping: DampingState,
+    /// Latency inputs changed since the last ranking.
+    rerank: bool,
+    /// Some node's availability changed since the last build.
+    availability_dirty: bool,
     nodes: Vec<Vec<NodeRuntime>>,
     current: Arc<ArcSwap<Snapshot>>,
 }
@@ -142,6 +179,9 @@ impl Publisher {
                         last: None,
                         availability: availability(n.status, None, Health::Unknown),
                         since: now,
+                        probe_rtt_ms: None,
+                        probe_loss: 0.0,
+                        ranked_loss: 0.0,
                     })
                     .collect()
             })
@@ -150,12 +190,18 @@ impl Publisher {
             .iter()
             .map(|z| z.iter().map(|n| n.availability).collect())
             .collect();
-        let rankings = Arc::new(rank_all(&zones, &geo));
+        let latency: Vec<ZoneLatency> = zones.iter().map(|_| ZoneLatency::default()).collect();
+        let mut damping = DampingState::new();
+        let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
         let snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
         let publisher = Publisher {
             zones: Arc::new(zones),
             geo,
             rankings,
+            latency,
+            damping,
+            rerank: false,
+            availability_dirty: false,
             nodes,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
@@ -189,9 +235,14 @@ impl Publisher {
         // changes costs at most one rebuild per gap.
         let mut dirty = false;
         let mut last_publish = tokio::time::Instant::now() - MIN_REBUILD_GAP;
+        // Measurements age and challengers' hold times run out without any message arriving:
+        // a periodic look re-ranks when latency inputs exist.
+        let mut tick = tokio::time::interval(RERANK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while reports_open || commands_open || dirty {
             let due = last_publish + MIN_REBUILD_GAP;
             tokio::select! {
+                _ = tick.tick() => dirty |= self.latency_due(),
                 report = reports.recv(), if reports_open => match report {
                     Some(r) => dirty |= self.apply_report(r),
                     None => reports_open = false,
@@ -267,8 +318,142 @@ impl Publisher {
         let status = node.status;
         let runtime = &mut self.nodes[key.zone][key.node];
         runtime.health = report.health;
+        // Smoothed probe latency and loss (EWMA, α = 0.2): the active latency source.
+        let failed = if report.result.ok { 0.0 } else { 1.0 };
+        runtime.probe_loss = 0.8 * runtime.probe_loss + 0.2 * failed;
+        if report.result.ok {
+            let ms = report.result.latency.as_secs_f64() * 1e3;
+            runtime.probe_rtt_ms =
+                Some(runtime.probe_rtt_ms.map_or(ms, |avg| 0.8 * avg + 0.2 * ms));
+        }
         runtime.last = Some((report, SystemTime::now()));
         self.refresh(key, status)
+    }
+
+    /// At a periodic tick: expires old measurements and decides whether latency inputs call
+    /// for a re-ranking (measurements or loads exist, a challenger is being timed, or probe
+    /// loss moved materially since the last ranking).
+    fn latency_due(&mut self) -> bool {
+        let now = SystemTime::now();
+        let mut due = false;
+        for (zi, zone) in self.zones.iter().enumerate() {
+            let max_age = zone
+                .steered
+                .iter()
+                .map(|s| s.latency.max_age)
+                .max()
+                .unwrap_or_default();
+            let measured = &mut self.latency[zi];
+            measured.measurements.expire(now, max_age);
+            due |= !measured.measurements.is_empty() || !measured.loads.is_empty();
+            for (ni, runtime) in self.nodes[zi].iter().enumerate() {
+                if (runtime.probe_loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP {
+                    measured.probe_loss.insert(ni, runtime.probe_loss);
+                    due = true;
+                }
+            }
+        }
+        due |= self.damping.values().any(|i| i.challenger.is_some());
+        self.rerank |= due;
+        due
+    }
+
+    /// Validates a whole feed batch against the served zones; applies it only if all is well.
+    fn apply_feed(&mut self, batch: FeedBatch) -> Result<usize, Vec<String>> {
+        let now = SystemTime::now();
+        let countries = CountryTable::shipped();
+        let mut errors = Vec::new();
+        let mut staged = Vec::new();
+        let zone_of = |named: Option<&String>, what: &str| -> Result<usize, String> {
+            match named.or(batch.zone.as_ref()) {
+                Some(name) => {
+                    let wanted = name.trim_end_matches('.').to_ascii_lowercase();
+                    self.zones
+                        .iter()
+                        .position(|z| z.origin.to_string().trim_end_matches('.') == wanted)
+                        .ok_or_else(|| format!("{what}: zone '{name}' is not served here"))
+                }
+                None if self.zones.len() == 1 => Ok(0),
+                None => Err(format!(
+                    "{what}: name the zone (`zone`), several are served"
+                )),
+            }
+        };
+        let node_of = |zone: usize, name: &str, what: &str| -> Result<usize, String> {
+            self.zones[zone]
+                .nodes
+                .iter()
+                .position(|n| n.name == name)
+                .ok_or_else(|| {
+                    format!(
+                        "{what}: unknown node '{name}' in zone {}",
+                        self.zones[zone].origin
+                    )
+                })
+        };
+        for (i, m) in batch.measurements.iter().enumerate() {
+            let what = format!("measurements[{i}]");
+            let entry = zone_of(m.zone.as_ref(), &what).and_then(|zone| {
+                let node = node_of(zone, &m.node, &what)?;
+                let group = ClientGroup::parse(&m.group, countries)
+                    .map_err(|e| format!("{what}: group: {e}"))?;
+                let max_age = self.zones[zone]
+                    .steered
+                    .iter()
+                    .map(|s| s.latency.max_age)
+                    .max()
+                    .unwrap_or_default();
+                let at = check_values(m.rtt_ms, m.loss, m.at, now, max_age)
+                    .map_err(|e| format!("{what}: {e}"))?;
+                Ok((
+                    zone,
+                    node,
+                    group,
+                    Measurement {
+                        rtt_ms: m.rtt_ms,
+                        loss: m.loss,
+                        at,
+                    },
+                ))
+            });
+            match entry {
+                Ok(e) => staged.push(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut loads = Vec::new();
+        for (i, l) in batch.loads.iter().enumerate() {
+            let what = format!("loads[{i}]");
+            let entry = zone_of(l.zone.as_ref(), &what).and_then(|zone| {
+                let node = node_of(zone, &l.node, &what)?;
+                if !l.load.is_finite() || !(0.0..=1.5).contains(&l.load) {
+                    return Err(format!(
+                        "{what}: load {} is not a fraction of capacity (expected 0..1.5)",
+                        l.load
+                    ));
+                }
+                Ok((zone, node, l.load))
+            });
+            match entry {
+                Ok(e) => loads.push(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            warn!(errors = ?errors, "latency feed batch rejected");
+            return Err(errors);
+        }
+        let applied = staged.len() + loads.len();
+        for (zone, node, group, m) in staged {
+            self.latency[zone].measurements.record(node, group, m);
+        }
+        for (zone, node, load) in loads {
+            self.latency[zone].loads.insert(node, load);
+        }
+        if applied > 0 {
+            self.rerank = true;
+        }
+        Ok(applied)
     }
 
     fn apply_command(&mut self, command: Command, replies: &mut Vec<PendingReply>) -> bool {
@@ -278,6 +463,14 @@ impl Publisher {
                     let _ = reply.send(p.status());
                 }));
                 false
+            }
+            Command::Feed { batch, reply } => {
+                let outcome = self.apply_feed(batch);
+                let changed = outcome.is_ok() && self.rerank;
+                replies.push(Box::new(move |_: &Publisher| {
+                    let _ = reply.send(outcome);
+                }));
+                changed
             }
             Command::SetOverride {
                 zone,
@@ -314,6 +507,7 @@ impl Publisher {
         info!(zone = %zone.origin, node = %zone.nodes[key.node].name, from = ?runtime.availability, to = ?new, "node availability changed");
         runtime.availability = new;
         runtime.since = SystemTime::now();
+        self.availability_dirty = true;
         let up = if new == Availability::Up { 1.0 } else { 0.0 };
         metrics::gauge!(m::NODE_UP, "zone" => zone.origin.to_string(), "node" => zone.nodes[key.node].name.clone()).set(up);
         true
@@ -342,6 +536,39 @@ impl Publisher {
             .iter()
             .map(|z| z.iter().map(|n| n.availability).collect())
             .collect();
+        if std::mem::take(&mut self.rerank) {
+            let (zones, geo, latency) = (
+                Arc::clone(&self.zones),
+                Arc::clone(&self.geo),
+                self.latency.clone(),
+            );
+            let mut damping = std::mem::take(&mut self.damping);
+            let ranked = tokio::task::spawn_blocking(move || {
+                let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
+                (rankings, damping)
+            })
+            .await;
+            match ranked {
+                Ok((rankings, damping)) => {
+                    self.damping = damping;
+                    for (zi, runtimes) in self.nodes.iter_mut().enumerate() {
+                        for (ni, runtime) in runtimes.iter_mut().enumerate() {
+                            runtime.ranked_loss =
+                                self.latency[zi].probe_loss.get(&ni).copied().unwrap_or(0.0);
+                        }
+                    }
+                    let unchanged = rankings == *self.rankings;
+                    self.rankings = Arc::new(rankings);
+                    if unchanged && !std::mem::take(&mut self.availability_dirty) {
+                        return; // same order, same health: the published tables stand
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "re-ranking failed; previous rankings stay in use");
+                }
+            }
+        }
+        self.availability_dirty = false;
         let (zones, geo, rankings) = (
             Arc::clone(&self.zones),
             Arc::clone(&self.geo),
@@ -416,6 +643,9 @@ impl Publisher {
                 .map(|(r, _)| r.result.latency.as_secs_f64() * 1e3),
             last_check_age_s: runtime.last.as_ref().map(|(_, t)| age(*t)),
             since_s: age(runtime.since),
+            probe_rtt_ms: runtime.probe_rtt_ms,
+            probe_loss: runtime.probe_loss,
+            load: self.latency[key.zone].loads.get(&key.node).copied(),
         }
     }
 }

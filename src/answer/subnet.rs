@@ -8,7 +8,7 @@ use crate::net::{Family, Prefix, address_bits, bit};
 
 const NONE: u32 = u32::MAX;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct TrieNode {
     children: [u32; 2],
     /// Lowest rule index among prefixes ending exactly here.
@@ -16,7 +16,7 @@ struct TrieNode {
 }
 
 /// One trie per family; empty when no rule has subnets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubnetRules {
     v4: Vec<TrieNode>,
     v6: Vec<TrieNode>,

@@ -464,6 +464,8 @@ pub struct SteeredName {
     /// TTL of answers while some node allowed for the client is down, so resolvers come
     /// back sooner once it recovers; `ttl` when absent.
     pub degraded_ttl: Option<u32>,
+    /// Aging of latency measurements and damping of switches.
+    pub latency: crate::latency::LatencyPolicy,
 }
 
 /// Behaviour when health leaves no node to answer with.

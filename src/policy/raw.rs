@@ -250,6 +250,58 @@ pub struct RawSteer {
     pub all_down: Option<AllDown>,
     /// TTL while some allowed node is down.
     pub degraded_ttl: Option<Spanned<u32>>,
+    /// How latency measurements age and how much better a node must be, for how long,
+    /// before clients switch to it.
+    pub latency: Option<Spanned<RawLatency>>,
+}
+
+/// Latency damping as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatency {
+    /// `20%` or `0.2`: how much lower a challenger's score must be.
+    pub margin: Option<Spanned<RawPercent>>,
+    /// How long it must stay better.
+    pub hold: Option<Spanned<RawDuration>>,
+    /// Age at which a measurement counts half.
+    pub half_life: Option<Spanned<RawDuration>>,
+    /// Age at which a measurement is ignored.
+    pub max_age: Option<Spanned<RawDuration>>,
+}
+
+/// A fraction written as `20%` or `0.2`.
+#[derive(Debug, Clone)]
+pub struct RawPercent(pub Result<f64, String>);
+
+impl<'de> Deserialize<'de> for RawPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPercent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a fraction like 0.2 or a percentage like 20%")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawPercent, E> {
+                Ok(RawPercent(Ok(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawPercent, E> {
+                Ok(RawPercent(Ok(v as f64)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawPercent, E> {
+                Ok(RawPercent(Ok(v as f64)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawPercent, E> {
+                let parsed = match v.trim().strip_suffix('%') {
+                    Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+                    None => v.trim().parse::<f64>(),
+                };
+                Ok(RawPercent(parsed.map_err(|_| {
+                    format!("'{v}' is not a fraction or percentage")
+                })))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A pool: nodes, and the pool to continue with when they cannot fill an answer.

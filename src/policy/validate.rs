@@ -15,6 +15,7 @@ use super::model::*;
 use super::raw::*;
 use super::{PolicyError, PolicyErrors};
 use crate::geo::{Coordinates, CountryTable, GeoCode};
+use crate::latency::LatencyPolicy;
 use crate::net::Prefix;
 
 /// Default TTL of static records when the file sets none.
@@ -667,6 +668,45 @@ fn validate_check(
     }
 }
 
+/// Latency damping with defaults; errors reported, defaults used in their place.
+fn validate_latency(
+    diag: &mut Diagnostics,
+    raw: Option<&Spanned<RawLatency>>,
+    context: &str,
+) -> LatencyPolicy {
+    let mut policy = LatencyPolicy::default();
+    let Some(raw) = raw else {
+        return policy;
+    };
+    if let Some(m) = &raw.value.margin {
+        match &m.value.0 {
+            Ok(v) if (0.0..1.0).contains(v) => policy.margin = *v,
+            Ok(v) => diag.error(
+                at(m),
+                format!("{context}: latency: margin {v} must be at least 0 and below 1 (e.g. 20%)"),
+            ),
+            Err(e) => diag.error(at(m), format!("{context}: latency: margin: {e}")),
+        }
+    }
+    for (field, value, slot) in [
+        ("hold", &raw.value.hold, &mut policy.hold),
+        ("half_life", &raw.value.half_life, &mut policy.half_life),
+        ("max_age", &raw.value.max_age, &mut policy.max_age),
+    ] {
+        if let Some(v) = value {
+            match &v.value.0 {
+                Ok(d) if field != "hold" && d.is_zero() => diag.error(
+                    at(v),
+                    format!("{context}: latency: {field} must be longer than 0"),
+                ),
+                Ok(d) => *slot = *d,
+                Err(e) => diag.error(at(v), format!("{context}: latency: {field}: {e}")),
+            }
+        }
+    }
+    policy
+}
+
 /// Resolves node names to ids, reporting unknown ones with the list of known names.
 fn node_ids(
     diag: &mut Diagnostics,
@@ -972,6 +1012,7 @@ fn validate_steered(
             Some(d) => Some(d.value),
             None => None,
         };
+        let latency = validate_latency(diag, s.latency.as_ref(), &context);
         steered.push(SteeredName {
             name,
             ttl,
@@ -981,6 +1022,7 @@ fn validate_steered(
             default,
             all_down: s.all_down.unwrap_or_default(),
             degraded_ttl,
+            latency,
         });
     }
     // Two keys may still name the same absolute name (`ingest` and `INGEST`).

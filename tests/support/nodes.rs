@@ -204,13 +204,25 @@ impl<T: Read + Write> ReadWrite for T {}
 
 /// A minimal HTTP/1.1 client for the admin interface: returns (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_json(addr, method, path, token, "")
+}
+
+/// Like [`http`], sending `body` as JSON.
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to admin");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).expect("send request");
     let mut response = String::new();
