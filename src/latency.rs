@@ -65,19 +65,6 @@ impl ClientGroup {
             .map(ClientGroup::Geo)
             .map_err(|e| format!("{e}; a group is a geo code (AS-JP), an ASN (AS4713) or a prefix (203.0.113.0/24)"))
     }
-
-    /// How specific the group is: more specific measurements win over broader ones.
-    fn specificity(&self) -> u8 {
-        match self {
-            ClientGroup::Prefix(p) => 100 + p.len.min(128) / 2,
-            ClientGroup::Asn(_) => 50,
-            ClientGroup::Geo(g) => match (&g.country, &g.subdivision) {
-                (_, Some(_)) => 30,
-                (Some(_), None) => 20,
-                (None, None) => 10,
-            },
-        }
-    }
 }
 
 impl fmt::Display for ClientGroup {
@@ -139,26 +126,29 @@ pub struct Expected {
 /// Measurements of one zone, by node then group.
 #[derive(Debug, Clone, Default)]
 pub struct Measurements {
-    by_node: HashMap<usize, Vec<(ClientGroup, Measurement)>>,
+    by_node: HashMap<usize, HashMap<ClientGroup, Measurement>>,
 }
 
 impl Measurements {
     /// Records a measurement, replacing an older one of the same group and node.
     pub fn record(&mut self, node: usize, group: ClientGroup, m: Measurement) {
-        let list = self.by_node.entry(node).or_default();
-        match list.iter_mut().find(|(g, _)| *g == group) {
-            Some((_, old)) if old.at <= m.at => *old = m,
-            Some(_) => {}
-            None => list.push((group, m)),
+        let slot = self
+            .by_node
+            .entry(node)
+            .or_default()
+            .entry(group)
+            .or_insert(m);
+        if slot.at <= m.at {
+            *slot = m;
         }
     }
 
     /// Drops measurements older than `max_age`.
     pub fn expire(&mut self, now: SystemTime, max_age: Duration) {
-        for list in self.by_node.values_mut() {
-            list.retain(|(_, m)| age(now, m.at) <= max_age);
+        for groups in self.by_node.values_mut() {
+            groups.retain(|_, m| age(now, m.at) <= max_age);
         }
-        self.by_node.retain(|_, l| !l.is_empty());
+        self.by_node.retain(|_, g| !g.is_empty());
     }
 
     /// True when nothing is recorded.
@@ -166,30 +156,69 @@ impl Measurements {
         self.by_node.is_empty()
     }
 
-    /// The most specific live measurement of `node` for a client at `place` (in `prefix`
-    /// when the column is a prefix group).
+    /// Every prefix group measured, sorted: each becomes a column of its own.
+    pub fn prefix_groups(&self) -> Vec<Prefix> {
+        let mut prefixes: Vec<Prefix> = self
+            .by_node
+            .values()
+            .flat_map(|groups| groups.keys())
+            .filter_map(|g| match g {
+                ClientGroup::Prefix(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        prefixes
+    }
+
+    /// The first live measurement of `node` among `keys` (most specific first).
     fn best(
         &self,
         node: usize,
-        place: &Place,
-        prefix: Option<&Prefix>,
+        keys: &[ClientGroup],
         now: SystemTime,
         policy: &LatencyPolicy,
     ) -> Option<(ClientGroup, Measurement, Duration)> {
-        self.by_node
-            .get(&node)?
-            .iter()
-            .filter(|(g, m)| {
-                age(now, m.at) <= policy.max_age
-                    && match g {
-                        ClientGroup::Geo(code) => code.matches(place),
-                        ClientGroup::Prefix(p) => prefix == Some(p),
-                        ClientGroup::Asn(_) => false,
-                    }
-            })
-            .max_by_key(|(g, m)| (g.specificity(), m.at))
-            .map(|(g, m)| (g.clone(), *m, age(now, m.at)))
+        let groups = self.by_node.get(&node)?;
+        keys.iter().find_map(|key| {
+            groups
+                .get(key)
+                .filter(|m| age(now, m.at) <= policy.max_age)
+                .map(|m| (key.clone(), *m, age(now, m.at)))
+        })
     }
+}
+
+/// The groups a client at `place` (in `prefix`, for a prefix column) belongs to, most
+/// specific first: the keys measurements are looked up by. Computed once per column.
+pub fn group_keys(place: &Place, prefix: Option<&Prefix>) -> Vec<ClientGroup> {
+    let mut keys = Vec::with_capacity(4);
+    if let Some(p) = prefix {
+        keys.push(ClientGroup::Prefix(*p));
+    }
+    if let Some(continent) = place.continent {
+        if let Some(country) = place.country {
+            if place.subdivision.is_some() {
+                keys.push(ClientGroup::Geo(GeoCode {
+                    continent,
+                    country: Some(country),
+                    subdivision: place.subdivision.clone(),
+                }));
+            }
+            keys.push(ClientGroup::Geo(GeoCode {
+                continent,
+                country: Some(country),
+                subdivision: None,
+            }));
+        }
+        keys.push(ClientGroup::Geo(GeoCode {
+            continent,
+            country: None,
+            subdivision: None,
+        }));
+    }
+    keys
 }
 
 fn age(now: SystemTime, at: SystemTime) -> Duration {
@@ -202,14 +231,13 @@ fn age(now: SystemTime, at: SystemTime) -> Duration {
 pub fn expected(
     measurements: &Measurements,
     node: usize,
-    place: &Place,
-    prefix: Option<&Prefix>,
+    keys: &[ClientGroup],
     distance_km: Option<f64>,
     now: SystemTime,
     policy: &LatencyPolicy,
 ) -> Expected {
     let estimate_ms = distance_km.map(estimate_rtt_ms);
-    let measured = measurements.best(node, place, prefix, now, policy);
+    let measured = measurements.best(node, keys, now, policy);
     let rtt_ms = match (&measured, estimate_ms) {
         (Some((_, m, age)), estimate) => {
             let observed = m.rtt_ms * (1.0 + LOSS_PENALTY * m.loss);
@@ -457,7 +485,7 @@ mod tests {
         let policy = LatencyPolicy::default();
         let mut m = Measurements::default();
         let now = t(0);
-        let estimate = expected(&m, 0, &jp(), None, Some(5300.0), now, &policy);
+        let estimate = expected(&m, 0, &group_keys(&jp(), None), Some(5300.0), now, &policy);
         assert!((estimate.rtt_ms - 82.9).abs() < 1.0, "{estimate:?}");
         m.record(
             0,
@@ -468,7 +496,7 @@ mod tests {
                 at: now,
             },
         );
-        let fresh = expected(&m, 0, &jp(), None, Some(5300.0), now, &policy);
+        let fresh = expected(&m, 0, &group_keys(&jp(), None), Some(5300.0), now, &policy);
         assert!((fresh.rtt_ms - 30.0).abs() < 1e-9);
         // A broader measurement does not override a more specific one.
         m.record(
@@ -481,7 +509,9 @@ mod tests {
             },
         );
         assert!(
-            (expected(&m, 0, &jp(), None, Some(5300.0), now, &policy).rtt_ms - 30.0).abs() < 1e-9
+            (expected(&m, 0, &group_keys(&jp(), None), Some(5300.0), now, &policy).rtt_ms - 30.0)
+                .abs()
+                < 1e-9
         );
         // Loss counts against a node.
         m.record(
@@ -494,7 +524,9 @@ mod tests {
             },
         );
         assert!(
-            (expected(&m, 0, &jp(), None, Some(5300.0), now, &policy).rtt_ms - 60.0).abs() < 1e-9
+            (expected(&m, 0, &group_keys(&jp(), None), Some(5300.0), now, &policy).rtt_ms - 60.0)
+                .abs()
+                < 1e-9
         );
     }
 
@@ -511,7 +543,7 @@ mod tests {
                 at: t(120),
             },
         );
-        let half = expected(&m, 0, &jp(), None, Some(5300.0), t(0), &policy);
+        let half = expected(&m, 0, &group_keys(&jp(), None), Some(5300.0), t(0), &policy);
         assert!(
             (half.rtt_ms - (0.5 * 30.0 + 0.5 * estimate_rtt_ms(5300.0))).abs() < 0.01,
             "{half:?}"

@@ -185,3 +185,56 @@ fn loads_shed_traffic_and_a_watched_file_feeds_too() {
         "load relieved"
     );
 }
+
+#[test]
+fn prefix_groups_steer_their_own_clients_with_their_own_scope() {
+    let server = Server::start(
+        &zone_dir("latency-prefix", &policy()),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let query = |subnet: &str| {
+        udp(
+            &server,
+            &q("ingest.lat.example.", hickory_proto::rr::RecordType::A).ecs(subnet, 24),
+        )
+    };
+    assert_eq!(a_records(&query("127.1.0.0")), vec![TOKYO]);
+    // One network in Tokyo reaches Singapore better (its carrier's path); the rest of Japan
+    // does not.
+    let batch = r#"{"measurements": [
+        {"group": "127.1.0.0/24", "node": "tokyo", "rtt_ms": 300},
+        {"group": "127.1.0.0/24", "node": "singapore", "rtt_ms": 20}]}"#;
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + HOLD + Duration::from_secs(4);
+    loop {
+        if a_records(&query("127.1.0.0")) == vec![SINGAPORE] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the measured prefix never moved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reply = query("127.1.0.0");
+    assert_eq!(
+        ecs_scope(&reply),
+        Some((24, 24)),
+        "the group's own prefix is the scope"
+    );
+    assert_eq!(
+        a_records(&query("127.1.1.0")),
+        vec![TOKYO],
+        "a neighbouring network is unaffected"
+    );
+    assert_eq!(a_records(&query("127.1.200.0")), vec![TOKYO]);
+    // ASN groups are refused until an ASN database is supported, not silently ignored.
+    let (status, body) = http_json(
+        server.admin,
+        "POST",
+        "/latency",
+        None,
+        r#"{"measurements": [{"group": "AS4713", "node": "tokyo", "rtt_ms": 10}]}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("ASN groups are not supported yet"), "{body}");
+}

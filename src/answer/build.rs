@@ -11,6 +11,7 @@ use super::*;
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
 use crate::geo::{GeoCode, Place};
 use crate::latency::{self, DampingState, ZoneLatency};
+use crate::net::Prefix;
 use crate::policy::Tier;
 use crate::policy::{
     Candidates, DomainName, Node, RecordData, RecordSet, RecordType, SteeredName, Zone,
@@ -192,6 +193,8 @@ struct SteeredRanking {
     rows: Vec<Vec<Arc<[NodeId]>>>,
     geo_rule: Arc<[u16]>,
     subnets: Arc<SubnetRules>,
+    groups: Arc<SubnetRules>,
+    place_columns: usize,
 }
 
 /// Rankings of every steered name of every zone, in policy order.
@@ -269,36 +272,48 @@ fn rank_steered(
         .chain(std::iter::once(default_candidates))
         .collect();
 
-    // Columns: the database's places, then the unlocated pseudo-place.
+    // Columns: the database's places, the unlocated pseudo-place, then every measured prefix
+    // group, which stands where the database puts its network address.
     let unlocated = Place {
         coordinates: steered.default.location,
         ..Place::default()
     };
-    let places: Vec<&Place> = geo
+    let place_columns = geo.places().len() + 1;
+    let groups = measured.measurements.prefix_groups();
+    let columns: Vec<(&Place, Option<Prefix>)> = geo
         .places()
         .iter()
-        .chain(std::iter::once(&unlocated))
+        .map(|p| (p, None))
+        .chain(std::iter::once((&unlocated, None)))
+        .chain(groups.iter().map(|prefix| {
+            let located = geo.locate(prefix.network());
+            let place = located
+                .place
+                .and_then(|id| geo.places().get(id as usize))
+                .unwrap_or(&unlocated);
+            (place, Some(*prefix))
+        }))
         .collect();
 
     // Identical rankings (common: every place of a region) share one allocation.
     let mut shared: HashMap<Vec<NodeId>, Arc<[NodeId]>> = HashMap::new();
-    let mut rows = vec![Vec::with_capacity(places.len()); row_candidates.len()];
-    let mut geo_rule = Vec::with_capacity(places.len());
-    for (index, place) in places.iter().enumerate() {
-        let is_unlocated = index + 1 == places.len();
+    let mut rows = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
+    let mut geo_rule = Vec::with_capacity(columns.len());
+    for (index, (place, prefix)) in columns.iter().enumerate() {
+        let is_unlocated = std::ptr::eq(*place, &unlocated);
         let fences: Vec<&GeoCode> = steered
             .fences
             .iter()
             .filter(|f| !is_unlocated && f.matches(place))
             .collect();
+        let keys = latency::group_keys(place, prefix.as_ref());
         for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
             let score = |id: NodeId, node: &Node| {
                 let distance = place.coordinates.map(|c| c.distance_km(&node.location));
                 let expected = latency::expected(
                     &measured.measurements,
                     id,
-                    place,
-                    None,
+                    &keys,
                     distance,
                     now,
                     &steered.latency,
@@ -357,13 +372,19 @@ fn rank_steered(
     let mut subnets = SubnetRules::new();
     for (i, rule) in steered.rules.iter().enumerate() {
         for prefix in &rule.subnets {
-            subnets.insert(prefix, i.min(u16::MAX as usize) as u16);
+            subnets.insert(prefix, i as u32);
         }
+    }
+    let mut group_table = SubnetRules::new();
+    for (g, prefix) in groups.iter().enumerate() {
+        group_table.insert(prefix, g as u32);
     }
     SteeredRanking {
         rows,
         geo_rule: geo_rule.into(),
         subnets: Arc::new(subnets),
+        groups: Arc::new(group_table),
+        place_columns,
     }
 }
 
@@ -422,6 +443,8 @@ fn build_steered(
         table,
         geo_rule: Arc::clone(&ranking.geo_rule),
         subnets: Arc::clone(&ranking.subnets),
+        groups: Arc::clone(&ranking.groups),
+        place_columns: ranking.place_columns,
         depends_on_place,
     }
 }

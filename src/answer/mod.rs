@@ -147,13 +147,19 @@ pub struct FamilyAnswer {
 pub struct SteeredTable {
     /// Distinct answers.
     pub answers: Vec<AnswerSet>,
-    /// `[rule][place]` → index into `answers`. Rules include a final pseudo-rule for the
-    /// `default` answer; places include a final pseudo-place for unlocated clients.
+    /// `[rule][column]` → index into `answers`. Rules include a final pseudo-rule for the
+    /// `default` answer; columns are the places, a pseudo-place for unlocated clients, then
+    /// the measured prefix groups.
     pub table: Vec<Vec<u32>>,
     /// First geo-matching rule per place (same indexing as a row of `table`).
     pub geo_rule: Arc<[u16]>,
     /// Subnet conditions of the rules.
     pub subnets: Arc<SubnetRules>,
+    /// Measured prefix groups: a client inside one gets that group's column.
+    pub groups: Arc<SubnetRules>,
+    /// Number of place columns (the database's places and the unlocated pseudo-place);
+    /// group columns follow them.
+    pub place_columns: usize,
     /// Whether the answer can differ between places: if not, the database network says
     /// nothing about how widely an answer may be cached.
     pub depends_on_place: bool,
@@ -174,22 +180,29 @@ pub struct Selection<'a> {
 impl SteeredTable {
     /// Selects the answer for a located client address. Pure indexing, no allocation.
     pub fn select(&self, ip: IpAddr, located: Located) -> Selection<'_> {
-        let unlocated = self.geo_rule.len() - 1;
+        let unlocated = self.place_columns - 1;
         let place = located
             .place
             .map_or(unlocated, |p| (p as usize).min(unlocated));
         let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
-        let geo_rule = self.geo_rule[place] as usize;
+        let (group, group_scope) = self.groups.longest(ip);
+        let column = group.map_or(place, |g| self.place_columns + g as usize);
+        let column = column.min(self.geo_rule.len() - 1);
+        let geo_rule = self.geo_rule[column] as usize;
         let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));
-        let id = self.table[rule][place] as usize;
-        let place_scope = if self.depends_on_place {
+        let id = self.table[rule][column] as usize;
+        // A group's answer holds across its prefix whatever the database says inside it.
+        let place_scope = if self.depends_on_place && group.is_none() {
             located.prefix_len
         } else {
             0
         };
         Selection {
             answer: &self.answers[id],
-            scope: place_scope.max(subnet_scope).min(Family::of(ip).bits()),
+            scope: place_scope
+                .max(subnet_scope)
+                .max(group_scope)
+                .min(Family::of(ip).bits()),
             rule,
         }
     }

@@ -397,6 +397,11 @@ impl Publisher {
                 let node = node_of(zone, &m.node, &what)?;
                 let group = ClientGroup::parse(&m.group, countries)
                     .map_err(|e| format!("{what}: group: {e}"))?;
+                if matches!(group, ClientGroup::Asn(_)) {
+                    return Err(format!(
+                        "{what}: group {group}: ASN groups are not supported yet; use a geo code or a prefix"
+                    ));
+                }
                 let max_age = self.zones[zone]
                     .steered
                     .iter()

@@ -1,6 +1,7 @@
-//! Subnet conditions of a steered name's rules as a binary trie, answering two questions in one
-//! walk: which is the first rule whose subnets cover the client, and over how long a prefix of
-//! the client address that result stays the same (its share of the ECS scope).
+//! Prefixes as a binary trie: the subnet conditions of a steered name's rules (which is the
+//! first rule whose subnets cover the client?) and its measured prefix groups (which is the
+//! longest group that covers it?), each with the prefix length over which the result stays
+//! the same (its share of the ECS scope).
 
 use std::net::IpAddr;
 
@@ -11,8 +12,8 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone, PartialEq)]
 struct TrieNode {
     children: [u32; 2],
-    /// Lowest rule index among prefixes ending exactly here.
-    rule: Option<u16>,
+    /// Lowest value among prefixes ending exactly here.
+    rule: Option<u32>,
 }
 
 /// One trie per family; empty when no rule has subnets.
@@ -44,7 +45,7 @@ impl SubnetRules {
     }
 
     /// Adds a rule's prefix. Rule indices must fit u16 (validated policies have few rules).
-    pub fn insert(&mut self, prefix: &Prefix, rule: u16) {
+    pub fn insert(&mut self, prefix: &Prefix, rule: u32) {
         let trie = match prefix.family {
             Family::V4 => &mut self.v4,
             Family::V6 => &mut self.v6,
@@ -74,20 +75,35 @@ impl SubnetRules {
             && self.v6[0].rule.is_none()
     }
 
-    /// The first rule covering `ip` (unmapped) and the prefix length over which that holds.
-    pub fn lookup(&self, ip: IpAddr) -> (Option<u16>, u8) {
+    /// The lowest value (first rule) covering `ip` (unmapped) and the prefix length over
+    /// which that holds.
+    pub fn lookup(&self, ip: IpAddr) -> (Option<u32>, u8) {
+        self.walk(ip, |best, r| Some(best.map_or(r, |b: u32| b.min(r))))
+    }
+
+    /// The value of the longest prefix covering `ip`, and the prefix length over which that
+    /// holds.
+    pub fn longest(&self, ip: IpAddr) -> (Option<u32>, u8) {
+        self.walk(ip, |_, r| Some(r))
+    }
+
+    fn walk(
+        &self,
+        ip: IpAddr,
+        keep: impl Fn(Option<u32>, u32) -> Option<u32>,
+    ) -> (Option<u32>, u8) {
         let family = Family::of(ip);
         let trie = match family {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
         };
         let bits = address_bits(ip);
-        let mut best: Option<u16> = None;
+        let mut best: Option<u32> = None;
         let mut node = &trie[0];
         let mut depth = 0u8;
         loop {
             if let Some(r) = node.rule {
-                best = Some(best.map_or(r, |b| b.min(r)));
+                best = keep(best, r);
             }
             let has_children = node.children.iter().any(|&c| c != NONE);
             if !has_children || depth == family.bits() {
@@ -129,5 +145,8 @@ mod tests {
         // Far away: no rule, uniform over the half that holds no rule prefix.
         assert_eq!(rules.lookup(ip("10.0.0.1")), (None, 1));
         assert_eq!(rules.lookup(ip("2001:db8:1::1")), (Some(1), 32));
+        // Longest match: the /24 inside the /16.
+        assert_eq!(rules.longest(ip("203.0.113.9")), (Some(0), 24));
+        assert_eq!(rules.longest(ip("203.0.1.1")).0, Some(3));
     }
 }
