@@ -551,8 +551,7 @@ mod tests {
         let expired = expected(
             &m,
             0,
-            &jp(),
-            None,
+            &group_keys(&jp(), None),
             Some(5300.0),
             t(0) + Duration::from_secs(600),
             &policy,
