@@ -7,6 +7,8 @@
 //! - `GET /metrics` — Prometheus text exposition.
 //! - `GET /nodes` — every node: health, override, availability, last check and latency.
 //! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
+//! - `GET /explain?name=ingest.live.example.net&client=126.0.0.1` — why that client gets
+//!   those nodes, with live health and measurements (`client` may be an ECS subnet).
 //! - `POST /latency` — a batch of latency measurements and load reports (JSON; see
 //!   `latency::FeedBatch`): applied whole, or rejected whole with every reason.
 
@@ -83,6 +85,7 @@ impl Admin {
             .route("/nodes", get(nodes))
             .route("/nodes/{zone}/{node}/{action}", post(set_override))
             .route("/latency", post(feed))
+            .route("/explain", get(explain))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 require_token,
@@ -214,6 +217,41 @@ async fn feed(State(state): State<AdminState>, Json(batch): Json<FeedBatch>) -> 
             Json(serde_json::json!({ "errors": errors })),
         )
             .into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Query of `GET /explain`.
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    name: String,
+    client: String,
+}
+
+async fn explain(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<ExplainQuery>,
+) -> Response {
+    let address = q.client.split('/').next().unwrap_or_default();
+    let Ok(client) = address.parse::<std::net::IpAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("client '{}' is not an address or subnet\n", q.client),
+        )
+            .into_response();
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Explain {
+        name: q.name,
+        client,
+        reply,
+    };
+    if state.commands.send(command).await.is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(explanation)) => format!("{explanation}\n").into_response(),
+        Ok(Err(message)) => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
         Err(_) => unavailable(),
     }
 }

@@ -20,6 +20,7 @@
 //! - `answer`: snapshot types, the pure builder, the publisher.
 //! - `scoring`: ranking candidate nodes for a place.
 //! - `service`: start-up, shared by `serve` and `check`.
+//! - `explain`: the steering decision for one client, step by step (CLI and admin).
 //! - `feedfile`: the latency feed as a watched file.
 //! - `dns`: the wire: request parsing, ECS, response encoding, UDP/TCP serving.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod answer;
 pub mod config;
 pub mod dns;
+pub mod explain;
 pub mod feedfile;
 pub mod geo;
 pub mod health;

@@ -24,6 +24,22 @@ struct Cli {
 enum Command {
     /// Serve the zones in PATH over UDP and TCP.
     Serve(ServeArgs),
+    /// Explain which nodes a client gets for a steered name, and why (policy alone: every
+    /// node up, nothing measured; the admin interface's /explain shows the live decision).
+    Explain {
+        /// The steered name, e.g. ingest.live.example.net.
+        #[arg(long)]
+        name: String,
+        /// The client's address, or its resolver's ECS subnet (203.0.113.0/24).
+        #[arg(long)]
+        client: String,
+        /// Policy file or directory.
+        #[arg(long, default_value = DEFAULT_ZONES)]
+        zones: PathBuf,
+        /// GeoIP database(s).
+        #[arg(long, default_value = DEFAULT_GEO_DB)]
+        geo: Vec<PathBuf>,
+    },
     /// Validate policy files (and the GeoIP database) and print every error.
     Check {
         /// Policy file or directory.
@@ -76,6 +92,12 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Some(Command::Check { path, geo }) => check(&path, &geo),
+        Some(Command::Explain {
+            name,
+            client,
+            zones,
+            geo,
+        }) => explain(&name, &client, &zones, &geo),
         Some(Command::Serve(args)) => serve(args),
         None => serve(ServeArgs::parse_from(["serve"])),
     }
@@ -99,6 +121,34 @@ fn check(path: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
                 "answer tables built against {} ({} places)",
                 files.join(", "),
                 snapshot.geo.places().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(name: &str, client: &str, zones: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
+    let address = client.split('/').next().unwrap_or_default();
+    let Ok(address) = address.parse::<std::net::IpAddr>() else {
+        eprintln!("Error: --client '{client}' is not an address or subnet");
+        return ExitCode::FAILURE;
+    };
+    let (zones, geo) = match service::load_inputs(zones, geo) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match geosteer::explain::explain(&zones, &geo, name, address, |_| Default::default()) {
+        Ok(explanation) => {
+            println!("{explanation}");
+            println!(
+                "(policy alone: every node up, nothing measured; GET /explain on the admin interface for the live decision)"
             );
             ExitCode::SUCCESS
         }

@@ -115,3 +115,51 @@ fn readme_walkthrough_with_dig() {
         }
     }
 }
+
+#[test]
+fn explain_command_tells_why() {
+    let output = Command::new(geosteer_binary())
+        .current_dir(repo(""))
+        .args([
+            "explain",
+            "--name",
+            "ingest.live.example.net",
+            "--client",
+            "85.214.0.0/24",
+        ])
+        .output()
+        .expect("run geosteer explain");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for expected in [
+        "located:  EU-DE",
+        "rule:     rule 2 (client in EU)",
+        "fences:   EU",
+        "frankfurt-1",
+        "distance estimate",
+        "answer A:    frankfurt-1, london-1",
+        "why:      frankfurt-1 has the lowest score",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("tokyo-1"),
+        "the EU fence keeps non-EU nodes out of the candidates:\n{text}"
+    );
+    let output = Command::new(geosteer_binary())
+        .current_dir(repo(""))
+        .args([
+            "explain",
+            "--name",
+            "nope.live.example.net",
+            "--client",
+            "192.0.2.1",
+        ])
+        .output()
+        .expect("run geosteer explain");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a steered name"));
+}

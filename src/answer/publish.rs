@@ -70,6 +70,15 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Vec<NodeStatus>>,
     },
+    /// Explains the current answer of a steered name for a client address.
+    Explain {
+        /// The steered name.
+        name: String,
+        /// The client (or ECS subnet) address.
+        client: std::net::IpAddr,
+        /// The explanation, or why there is none.
+        reply: oneshot::Sender<Result<crate::explain::Explanation, String>>,
+    },
     /// Applies a batch of latency measurements and load reports: all of it, or (on any
     /// error) none of it. Replies with the number of entries applied, or every error.
     Feed {
@@ -469,6 +478,16 @@ impl Publisher {
                 }));
                 false
             }
+            Command::Explain {
+                name,
+                client,
+                reply,
+            } => {
+                replies.push(Box::new(move |p: &Publisher| {
+                    let _ = reply.send(p.explain(&name, client));
+                }));
+                false
+            }
             Command::Feed { batch, reply } => {
                 let outcome = self.apply_feed(batch);
                 let changed = outcome.is_ok() && self.rerank;
@@ -596,6 +615,27 @@ impl Publisher {
             rebuild_ms = elapsed.as_secs_f64() * 1e3,
             "answer tables published"
         );
+    }
+
+    /// The explanation of a steered name's answer for a client, with live state.
+    fn explain(
+        &self,
+        name: &str,
+        client: std::net::IpAddr,
+    ) -> Result<crate::explain::Explanation, String> {
+        let availability: Vec<Vec<Availability>> = self
+            .nodes
+            .iter()
+            .map(|z| z.iter().map(|n| n.availability).collect())
+            .collect();
+        crate::explain::explain(&self.zones, &self.geo, name, client, |zone| {
+            crate::explain::LiveState {
+                availability: availability.get(zone).map(Vec::as_slice),
+                latency: self.latency.get(zone),
+                damping: Some((&self.damping, zone)),
+            }
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// Sets every node's availability gauge (at start; changes update their own).

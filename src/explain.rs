@@ -1,0 +1,376 @@
+//! "Why did this client get that node?": the steering decision for one client, step by step,
+//! computed with the same functions the answer tables are built with (located where, which
+//! rule and fences applied, every candidate's distance, expected latency and its source,
+//! load, health, score, and why the winners won).
+//!
+//! Used by `geosteer explain` (policy alone: every node up, nothing measured) and by the
+//! admin interface (live health, measurements and hysteresis). Never on the query path.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::geo::{GeoCode, GeoDb, Place};
+use crate::latency::{self, DampingState, ZoneLatency};
+use crate::net::{Prefix, unmap};
+use crate::policy::{Candidates, DomainName, Node, NodeId, Tier, Zone};
+use crate::scoring::{Availability, pick, rank};
+
+/// One candidate node, as scored for this client.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateLine {
+    /// Node name.
+    pub node: String,
+    /// Tier.
+    pub tier: Tier,
+    /// Great-circle distance, km (no client coordinates: none).
+    pub distance_km: Option<f64>,
+    /// Expected round trip, ms.
+    pub expected_ms: f64,
+    /// Where the expectation came from: "measured AS-JP 12 s ago" or "distance estimate".
+    pub source: String,
+    /// Reported load.
+    pub load: Option<f64>,
+    /// Health-derived availability.
+    pub availability: Availability,
+    /// Combined score (lower is better).
+    pub score: f64,
+}
+
+/// The whole decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// The steered name.
+    pub name: String,
+    /// The address located: the ECS subnet's, else the source's.
+    pub client: String,
+    /// Where the database put it.
+    pub located: String,
+    /// The measured prefix group the client is in, if any.
+    pub group: Option<String>,
+    /// The rule that matched, and why.
+    pub rule: String,
+    /// Fences that apply to this client.
+    pub fences: Vec<String>,
+    /// Candidates, best first.
+    pub candidates: Vec<CandidateLine>,
+    /// What an A query gets.
+    pub answer_v4: Vec<String>,
+    /// What an AAAA query gets.
+    pub answer_v6: Vec<String>,
+    /// Why the first answer is first.
+    pub why: String,
+}
+
+/// Why an explanation could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    /// No steered name of that name is served.
+    #[error("'{0}' is not a steered name of any served zone")]
+    UnknownName(String),
+}
+
+/// Live inputs; `None` fields mean "policy alone".
+#[derive(Default)]
+pub struct LiveState<'a> {
+    /// Availability per node of the zone.
+    pub availability: Option<&'a [Availability]>,
+    /// Measurements of the zone.
+    pub latency: Option<&'a ZoneLatency>,
+    /// Hysteresis state, and the zone's index in it.
+    pub damping: Option<(&'a DampingState, usize)>,
+}
+
+/// Explains the answer `name` gets for a client at `client` (an ECS subnet's address when
+/// there is one).
+pub fn explain<'a>(
+    zones: &[Zone],
+    geo: &GeoDb,
+    name: &str,
+    client: IpAddr,
+    live_for: impl Fn(usize) -> LiveState<'a>,
+) -> Result<Explanation, ExplainError> {
+    let wanted =
+        DomainName::parse(name).map_err(|_| ExplainError::UnknownName(name.to_string()))?;
+    let (zone_index, zone, steered_index, steered) = zones
+        .iter()
+        .enumerate()
+        .find_map(|(zi, z)| {
+            z.steered
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.name == wanted)
+                .map(|(si, s)| (zi, z, si, s))
+        })
+        .ok_or_else(|| ExplainError::UnknownName(name.to_string()))?;
+    let live = live_for(zone_index);
+    let empty = ZoneLatency::default();
+    let measured = live.latency.unwrap_or(&empty);
+    let policy_availability: Vec<Availability> = zone
+        .nodes
+        .iter()
+        .map(|n| match n.status {
+            crate::policy::AdminStatus::Down => Availability::AdminDown,
+            _ => Availability::Up,
+        })
+        .collect();
+    let availability = live.availability.unwrap_or(&policy_availability);
+    let now = SystemTime::now();
+
+    let client = unmap(client);
+    let located = geo.locate(client);
+    let unlocated = Place {
+        coordinates: steered.default.location,
+        ..Place::default()
+    };
+    let place = located
+        .place
+        .and_then(|p| geo.places().get(p as usize))
+        .unwrap_or(&unlocated);
+    let group = measured
+        .measurements
+        .prefix_groups()
+        .into_iter()
+        .filter(|p| p.contains(client))
+        .max_by_key(|p| p.len);
+    let place_text = match located.place {
+        Some(_) => format!("{place} (database network /{})", located.prefix_len),
+        None => format!(
+            "not in the database (network /{}); the `default` applies",
+            located.prefix_len
+        ),
+    };
+
+    // The rule, as the tables choose it: first subnet rule, or first geo rule, or default.
+    let subnet_rule = steered
+        .rules
+        .iter()
+        .position(|r| r.subnets.iter().any(|p| p.contains(client)));
+    let geo_rule = if located.place.is_none() {
+        if steered.default.candidates.is_some() {
+            None
+        } else {
+            steered.rules.iter().rposition(|r| r.is_catch_all())
+        }
+    } else {
+        steered
+            .rules
+            .iter()
+            .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
+    };
+    let chosen_rule = match (subnet_rule, geo_rule) {
+        (Some(s), Some(g)) => Some(s.min(g)),
+        (s, g) => s.or(g),
+    };
+    let (rule_text, candidates): (String, &Candidates) = match chosen_rule {
+        Some(i) => {
+            let r = &steered.rules[i];
+            let why = if subnet_rule == Some(i) {
+                format!(
+                    "client in {}",
+                    r.subnets
+                        .iter()
+                        .map(Prefix::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else if r.is_catch_all() {
+                "catch-all".to_string()
+            } else {
+                format!(
+                    "client in {}",
+                    r.geos
+                        .iter()
+                        .map(GeoCode::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            (format!("rule {} ({why})", i + 1), &r.candidates)
+        }
+        None => match &steered.default.candidates {
+            Some(c) => ("default (client not located)".to_string(), c),
+            None => (
+                "catch-all".to_string(),
+                &steered.rules[steered.rules.len() - 1].candidates,
+            ),
+        },
+    };
+    let fences: Vec<&GeoCode> = steered
+        .fences
+        .iter()
+        .filter(|f| located.place.is_some() && f.matches(place))
+        .collect();
+
+    let keys = latency::group_keys(place, group.as_ref());
+    let detail = |id: NodeId, node: &Node| {
+        let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+        let expected = latency::expected(
+            &measured.measurements,
+            id,
+            &keys,
+            distance,
+            now,
+            &steered.latency,
+        );
+        let load = measured.loads.get(&id).copied();
+        let score = latency::score(
+            expected.rtt_ms,
+            load,
+            measured.probe_loss.get(&id).copied().unwrap_or(0.0),
+            node.weight,
+        );
+        (distance, expected, load, score)
+    };
+    let ranked = rank(&zone.nodes, candidates, &fences, |id, node| {
+        detail(id, node).3
+    });
+    let mut order: Vec<NodeId> = ranked.iter().map(|(id, _)| *id).collect();
+    let by_score_top = order.first().copied();
+    // Hysteresis, as the live tables hold it (the table's column for this client).
+    let mut held = None;
+    if let (Some((damping, zi)), Some(rule)) =
+        (live.damping, chosen_rule.or(Some(steered.rules.len())))
+    {
+        let column = match (&group, located.place) {
+            (Some(g), _) => {
+                let groups = measured.measurements.prefix_groups();
+                groups
+                    .iter()
+                    .position(|p| p == g)
+                    .map(|i| geo.places().len() + 1 + i)
+            }
+            (None, Some(p)) => Some(p as usize),
+            (None, None) => Some(geo.places().len()),
+        };
+        if let Some(column) = column
+            && let Some(incumbent) = damping.get(&(zi, steered_index, rule, column))
+            && let Some(at) = order.iter().position(|n| *n == incumbent.node)
+            && at > 0
+        {
+            order[..=at].rotate_right(1);
+            held = Some(incumbent.node);
+        }
+    }
+    let lines: Vec<CandidateLine> = order
+        .iter()
+        .map(|&id| {
+            let node = &zone.nodes[id];
+            let (distance_km, expected, load, score) = detail(id, node);
+            let source = match &expected.measured {
+                Some((group, m, age)) => format!(
+                    "measured {group}: {:.0} ms, loss {:.0} %, {} s ago",
+                    m.rtt_ms,
+                    m.loss * 100.0,
+                    age.as_secs()
+                ),
+                None if distance_km.is_some() => "distance estimate".to_string(),
+                None => "no coordinates: list order".to_string(),
+            };
+            CandidateLine {
+                node: node.name.clone(),
+                tier: node.tier,
+                distance_km,
+                expected_ms: expected.rtt_ms,
+                source,
+                load,
+                availability: availability.get(id).copied().unwrap_or(Availability::Up),
+                score,
+            }
+        })
+        .collect();
+    let answer = |eligible: fn(&Node) -> bool| {
+        let p = pick(
+            &order,
+            &zone.nodes,
+            availability,
+            steered.answers,
+            eligible,
+            steered.all_down,
+        );
+        if p.servfail {
+            vec!["SERVFAIL (all allowed nodes down, fail-closed)".to_string()]
+        } else {
+            p.nodes
+                .iter()
+                .map(|&id| zone.nodes[id].name.clone())
+                .collect()
+        }
+    };
+    let answer_v4 = answer(|n| n.first_v4().is_some());
+    let answer_v6 = answer(|n| n.first_v6().is_some());
+    let why = match (held, by_score_top, lines.first()) {
+        (Some(h), Some(best), _) => format!(
+            "{} is held by hysteresis: {} scores better but not yet by {:.0} % for {} s",
+            zone.nodes[h].name,
+            zone.nodes[best].name,
+            steered.latency.margin * 100.0,
+            steered.latency.hold.as_secs()
+        ),
+        (None, _, Some(first)) if first.availability != Availability::Up => {
+            format!("{} is down; the answer skips it", first.node)
+        }
+        (None, _, Some(first)) => {
+            format!("{} has the lowest score ({:.1})", first.node, first.score)
+        }
+        _ => "no candidate survives the rule and fences".to_string(),
+    };
+    Ok(Explanation {
+        name: steered.name.to_string(),
+        client: client.to_string(),
+        located: place_text,
+        group: group.map(|g| g.to_string()),
+        rule: rule_text,
+        fences: fences.iter().map(|f| f.to_string()).collect(),
+        candidates: lines,
+        answer_v4,
+        answer_v6,
+        why,
+    })
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "name:     {}", self.name)?;
+        writeln!(f, "client:   {}", self.client)?;
+        writeln!(f, "located:  {}", self.located)?;
+        if let Some(g) = &self.group {
+            writeln!(f, "group:    {g} (measured prefix)")?;
+        }
+        writeln!(f, "rule:     {}", self.rule)?;
+        writeln!(
+            f,
+            "fences:   {}",
+            if self.fences.is_empty() {
+                "none".to_string()
+            } else {
+                self.fences.join(", ")
+            }
+        )?;
+        writeln!(f, "candidates (best first):")?;
+        for c in &self.candidates {
+            let distance = c
+                .distance_km
+                .map_or("-".to_string(), |d| format!("{d:.0} km"));
+            let load = c
+                .load
+                .map_or(String::new(), |l| format!(", load {:.0} %", l * 100.0));
+            writeln!(
+                f,
+                "  {:<16} {:<6} {:>9}  expect {:>6.1} ms ({}{load})  {:?}  score {:.1}",
+                c.node,
+                format!("{:?}", c.tier).to_lowercase(),
+                distance,
+                c.expected_ms,
+                c.source,
+                c.availability,
+                c.score
+            )?;
+        }
+        writeln!(f, "answer A:    {}", self.answer_v4.join(", "))?;
+        writeln!(f, "answer AAAA: {}", self.answer_v6.join(", "))?;
+        write!(f, "why:      {}", self.why)
+    }
+}
