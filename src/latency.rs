@@ -172,6 +172,19 @@ impl Measurements {
         prefixes
     }
 
+    /// For each measured prefix, the nodes measured for it.
+    pub fn nodes_by_prefix(&self) -> HashMap<Prefix, Vec<usize>> {
+        let mut out: HashMap<Prefix, Vec<usize>> = HashMap::new();
+        for (&node, groups) in &self.by_node {
+            for group in groups.keys() {
+                if let ClientGroup::Prefix(p) = group {
+                    out.entry(*p).or_default().push(node);
+                }
+            }
+        }
+        out
+    }
+
     /// The first live measurement of `node` among `keys` (most specific first).
     fn best(
         &self,

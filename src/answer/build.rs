@@ -295,6 +295,34 @@ fn rank_steered(
         }))
         .collect();
 
+    let score_of = |id: NodeId, node: &Node, place: &Place, keys: &[latency::ClientGroup]| {
+        let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+        let expected = latency::expected(
+            &measured.measurements,
+            id,
+            keys,
+            distance,
+            now,
+            &steered.latency,
+        );
+        latency::score(
+            expected.rtt_ms,
+            measured.loads.get(&id).copied(),
+            measured.probe_loss.get(&id).copied().unwrap_or(0.0),
+            node.weight,
+        )
+    };
+    let place_scores = |place: &Place| -> Vec<f64> {
+        let keys = latency::group_keys(place, None);
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(id, node)| score_of(id, node, place, &keys))
+            .collect()
+    };
+    let measured_by_prefix = measured.measurements.nodes_by_prefix();
+    let mut base_scores: HashMap<*const Place, Arc<Vec<f64>>> = HashMap::new();
+
     // Identical rankings (common: every place of a region) share one allocation.
     let mut shared: HashMap<Vec<NodeId>, Arc<[NodeId]>> = HashMap::new();
     let mut rows = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
@@ -306,25 +334,32 @@ fn rank_steered(
             .iter()
             .filter(|f| !is_unlocated && f.matches(place))
             .collect();
-        let keys = latency::group_keys(place, prefix.as_ref());
+        // Scores depend on the column, not the row: computed once per column. A prefix
+        // group's column starts from its place's scores and rescoring only the nodes measured
+        // for that prefix.
+        let column_scores: Vec<f64> = match prefix {
+            None => place_scores(place),
+            Some(p) => {
+                let key = *place as *const Place;
+                let mut scores = match base_scores.get(&key) {
+                    Some(cached) => Vec::clone(cached),
+                    None => {
+                        let fresh = Arc::new(place_scores(place));
+                        base_scores.insert(key, Arc::clone(&fresh));
+                        Vec::clone(&fresh)
+                    }
+                };
+                let keys = latency::group_keys(place, Some(p));
+                for &id in measured_by_prefix.get(p).into_iter().flatten() {
+                    if let Some(node) = nodes.get(id) {
+                        scores[id] = score_of(id, node, place, &keys);
+                    }
+                }
+                scores
+            }
+        };
         for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
-            let score = |id: NodeId, node: &Node| {
-                let distance = place.coordinates.map(|c| c.distance_km(&node.location));
-                let expected = latency::expected(
-                    &measured.measurements,
-                    id,
-                    &keys,
-                    distance,
-                    now,
-                    &steered.latency,
-                );
-                latency::score(
-                    expected.rtt_ms,
-                    measured.loads.get(&id).copied(),
-                    measured.probe_loss.get(&id).copied().unwrap_or(0.0),
-                    node.weight,
-                )
-            };
+            let score = |id: NodeId, _: &Node| column_scores.get(id).copied().unwrap_or(f64::MAX);
             let (mut ranked, scores): (Vec<NodeId>, Vec<f64>) =
                 rank(nodes, candidates, &fences, score).into_iter().unzip();
             let key = (cell.zone, cell.steered, row_index, index);

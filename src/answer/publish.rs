@@ -145,6 +145,8 @@ struct NodeRuntime {
 
 /// How often aging measurements and running hold times are looked at.
 pub const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often fading measurements alone are worth a re-ranking.
+pub const AGING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// A change in a node's probe loss rate that is worth a re-ranking.
 const PROBE_LOSS_STEP: f64 = 0.05;
 
@@ -169,6 +171,8 @@ pub struct Publisher {
     rerank: bool,
     /// Some node's availability changed since the last build.
     availability_dirty: bool,
+    /// When measurements were last re-ranked for their age.
+    last_aging: Instant,
     nodes: Vec<Vec<NodeRuntime>>,
     current: Arc<ArcSwap<Snapshot>>,
 }
@@ -211,6 +215,7 @@ impl Publisher {
             damping,
             rerank: false,
             availability_dirty: false,
+            last_aging: Instant::now(),
             nodes,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
@@ -345,6 +350,11 @@ impl Publisher {
     fn latency_due(&mut self) -> bool {
         let now = SystemTime::now();
         let mut due = false;
+        // Measurements fade continuously; re-rank for aging every AGING_INTERVAL only.
+        let aging = self.last_aging.elapsed() >= AGING_INTERVAL;
+        if aging {
+            self.last_aging = Instant::now();
+        }
         for (zi, zone) in self.zones.iter().enumerate() {
             let max_age = zone
                 .steered
@@ -354,7 +364,7 @@ impl Publisher {
                 .unwrap_or_default();
             let measured = &mut self.latency[zi];
             measured.measurements.expire(now, max_age);
-            due |= !measured.measurements.is_empty() || !measured.loads.is_empty();
+            due |= aging && (!measured.measurements.is_empty() || !measured.loads.is_empty());
             for (ni, runtime) in self.nodes[zi].iter().enumerate() {
                 if (runtime.probe_loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP {
                     measured.probe_loss.insert(ni, runtime.probe_loss);
@@ -363,6 +373,8 @@ impl Publisher {
             }
         }
         due |= self.damping.values().any(|i| i.challenger.is_some());
+        // Feed batches accepted since the last look.
+        due |= self.rerank;
         self.rerank |= due;
         due
     }
@@ -489,12 +501,11 @@ impl Publisher {
                 false
             }
             Command::Feed { batch, reply } => {
-                let outcome = self.apply_feed(batch);
-                let changed = outcome.is_ok() && self.rerank;
-                replies.push(Box::new(move |_: &Publisher| {
-                    let _ = reply.send(outcome);
-                }));
-                changed
+                // Accepted batches are re-ranked at the next periodic look (within
+                // RERANK_INTERVAL), so a stream of batches costs one re-ranking per interval;
+                // the sender need not wait for it.
+                let _ = reply.send(self.apply_feed(batch));
+                false
             }
             Command::SetOverride {
                 zone,
