@@ -29,4 +29,6 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// A latency feed file to watch.
     pub latency_feed: Option<PathBuf>,
+    /// ASN database (MaxMind format or ip-location-db CSV) for carrier lines.
+    pub asn_db: Option<PathBuf>,
 }

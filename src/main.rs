@@ -79,6 +79,10 @@ struct ServeArgs {
     /// A latency feed file (JSON, the format of POST /latency), reloaded when it changes.
     #[arg(long)]
     latency_feed: Option<PathBuf>,
+    /// ASN database for carrier lines: MaxMind format (GeoLite2-ASN) or ip-location-db CSV
+    /// (first,last,asn,name).
+    #[arg(long)]
+    asn_db: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +191,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         admin: (!args.no_admin).then_some(args.admin),
         admin_token,
         latency_feed: args.latency_feed,
+        asn_db: args.asn_db,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -171,6 +171,7 @@ mod tests {
             weight: 1,
             status: AdminStatus::Obey,
             check: None,
+            carriers: Vec::new(),
         }
     }
 
@@ -280,6 +281,7 @@ mod pick_tests {
             weight: 1,
             status: AdminStatus::Obey,
             check: None,
+            carriers: Vec::new(),
         }
     }
 

@@ -84,7 +84,20 @@ pub struct Bound {
 pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), StartError> {
     let (zones, geo) = load_inputs(&config.zones, &config.geo_dbs)?;
     info!(zones = zones.len(), places = geo.places().len(), geo_dbs = ?config.geo_dbs, "policy loaded");
-    let publisher = Publisher::new(zones, geo);
+    let asn = match &config.asn_db {
+        Some(path) => Some(Arc::new(crate::geo::AsnDb::open(path)?)),
+        None => None,
+    };
+    let carriers = zones
+        .iter()
+        .flat_map(|z| &z.nodes)
+        .any(|n| !n.carriers.is_empty());
+    if carriers && asn.is_none() {
+        warn!(
+            "nodes have carrier addresses but no --asn-db is given: every client gets each node's first address"
+        );
+    }
+    let publisher = Publisher::new(zones, geo, asn);
     let reader = publisher.reader();
     let zones = publisher.zones();
 

@@ -40,7 +40,11 @@ pub fn build(
         })
         .collect();
     built.sort_by_key(|z| std::cmp::Reverse(z.origin.len()));
-    Snapshot { zones: built, geo }
+    Snapshot {
+        zones: built,
+        geo,
+        asn: None,
+    }
 }
 
 fn encode_rrset(set: &RecordSet) -> EncodedRrset {
@@ -485,33 +489,70 @@ fn build_steered(
 }
 
 fn answer_set(v4: &Pick, v6: &Pick, nodes: &[Node], steered: &SteeredName) -> AnswerSet {
-    let family = |pick: &Pick, rtype: RecordType, rdata: fn(&Node) -> Option<Vec<u8>>| {
+    let family = |pick: &Pick, v6: bool| {
         let ttl = if pick.degraded {
             steered.degraded_ttl.unwrap_or(steered.ttl)
         } else {
             steered.ttl
         };
+        let rtype = if v6 { RecordType::AAAA } else { RecordType::A };
+        let body = |ip: std::net::IpAddr| {
+            let rdata = match ip {
+                std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                std::net::IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            let mut body = Vec::new();
+            push_body(&mut body, rtype, ttl, &rdata);
+            body.into_boxed_slice()
+        };
+        let default_of = |node: &Node| {
+            if v6 {
+                node.first_v6().map(std::net::IpAddr::V6)
+            } else {
+                node.first_v4().map(std::net::IpAddr::V4)
+            }
+        };
+        let bodies = pick
+            .nodes
+            .iter()
+            .filter_map(|&id| default_of(&nodes[id]))
+            .map(body)
+            .collect();
+        // One variant per carrier that some answered node has an address on.
+        let mut asns: Vec<u32> = pick
+            .nodes
+            .iter()
+            .flat_map(|&id| nodes[id].carriers.iter())
+            .filter(|(ip, _)| ip.is_ipv6() == v6)
+            .map(|(_, asn)| *asn)
+            .collect();
+        asns.sort_unstable();
+        asns.dedup();
+        let carriers = asns
+            .into_iter()
+            .map(|asn| {
+                let bodies = pick
+                    .nodes
+                    .iter()
+                    .filter_map(|&id| {
+                        nodes[id]
+                            .on_carrier(asn, v6)
+                            .or_else(|| default_of(&nodes[id]))
+                    })
+                    .map(body)
+                    .collect();
+                (asn, bodies)
+            })
+            .collect();
         FamilyAnswer {
             nodes: pick.nodes.clone(),
-            bodies: pick
-                .nodes
-                .iter()
-                .filter_map(|&id| rdata(&nodes[id]))
-                .map(|rdata| {
-                    let mut body = Vec::new();
-                    push_body(&mut body, rtype, ttl, &rdata);
-                    body.into_boxed_slice()
-                })
-                .collect(),
+            bodies,
             servfail: pick.servfail,
+            carriers,
         }
     };
     AnswerSet {
-        a: family(v4, RecordType::A, |n| {
-            n.first_v4().map(|ip| ip.octets().to_vec())
-        }),
-        aaaa: family(v6, RecordType::AAAA, |n| {
-            n.first_v6().map(|ip| ip.octets().to_vec())
-        }),
+        a: family(v4, false),
+        aaaa: family(v6, true),
     }
 }

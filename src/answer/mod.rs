@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub zones: Vec<ZoneAnswers>,
     /// The GeoIP database the steered tables were indexed against.
     pub geo: Arc<GeoDb>,
+    /// The ASN database, when nodes have carrier addresses to choose between.
+    pub asn: Option<Arc<crate::geo::AsnDb>>,
 }
 
 impl Snapshot {
@@ -140,6 +142,9 @@ pub struct FamilyAnswer {
     pub bodies: Vec<Box<[u8]>>,
     /// Every allowed node is down and the name fails closed: answer SERVFAIL.
     pub servfail: bool,
+    /// Bodies for clients of a carrier: `(AS number, bodies)`, where a node with an address
+    /// on that carrier answers with it. Empty when no answered node has one.
+    pub carriers: Vec<(u32, Vec<Box<[u8]>>)>,
 }
 
 /// The precomputed answers of one steered name.

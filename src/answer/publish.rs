@@ -161,6 +161,8 @@ type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 pub struct Publisher {
     zones: Arc<Vec<Zone>>,
     geo: Arc<GeoDb>,
+    /// Carrier lookups, when configured.
+    asn: Option<Arc<crate::geo::AsnDb>>,
     /// Health-independent rankings; recomputed only when latency inputs change.
     rankings: Arc<Rankings>,
     /// What is measured per zone: feed, loads, probe loss.
@@ -179,7 +181,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Builds and stores the first snapshot: every node up unless the policy says `down`.
-    pub fn new(zones: Vec<Zone>, geo: Arc<GeoDb>) -> Self {
+    pub fn new(zones: Vec<Zone>, geo: Arc<GeoDb>, asn: Option<Arc<crate::geo::AsnDb>>) -> Self {
         let now = SystemTime::now();
         let nodes: Vec<Vec<NodeRuntime>> = zones
             .iter()
@@ -206,8 +208,10 @@ impl Publisher {
         let latency: Vec<ZoneLatency> = zones.iter().map(|_| ZoneLatency::default()).collect();
         let mut damping = DampingState::new();
         let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
-        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
+        let mut snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
+        snapshot.asn = asn.clone();
         let publisher = Publisher {
+            asn,
             zones: Arc::new(zones),
             geo,
             rankings,
@@ -612,7 +616,10 @@ impl Publisher {
         let built =
             tokio::task::spawn_blocking(move || build(&zones, geo, &rankings, &table)).await;
         let snapshot = match built {
-            Ok(snapshot) => snapshot,
+            Ok(mut snapshot) => {
+                snapshot.asn = self.asn.clone();
+                snapshot
+            }
             Err(e) => {
                 // A panic in the builder is a bug; keep serving the last good snapshot.
                 tracing::error!(error = %e, "answer table rebuild failed; previous tables stay published");

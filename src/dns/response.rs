@@ -15,6 +15,7 @@ use hickory_server::server::Request;
 use super::ecs::ClientSubnet;
 use super::wire::{RDATA_OFFSET, label_offsets};
 use crate::answer::{FamilyAnswer, NameLookup, NameNode, Snapshot};
+use crate::geo::AsnLookup;
 use crate::net::unmap;
 
 /// Where a query came in: decides the size limit.
@@ -378,9 +379,39 @@ fn answer_question(
                     }
                     return Rcode::ServFail;
                 }
-                for body in families.iter().flatten().flat_map(|f| f.bodies.iter()) {
-                    push_record(out, owner, body);
-                    answers += 1;
+                // Carrier lines: the client's network picks the node addresses on it. The ASN
+                // lookup happens only for answers that have carrier variants.
+                let mut carrier: Option<AsnLookup> = None;
+                for family in families.iter().flatten() {
+                    let bodies = if family.carriers.is_empty() {
+                        &family.bodies
+                    } else {
+                        let lookup = *carrier.get_or_insert_with(|| {
+                            snapshot.asn.as_ref().map_or(
+                                AsnLookup {
+                                    asn: None,
+                                    prefix_len: 0,
+                                },
+                                |db| db.lookup(client),
+                            )
+                        });
+                        lookup
+                            .asn
+                            .and_then(|asn| family.carriers.iter().find(|(a, _)| *a == asn))
+                            .map_or(&family.bodies, |(_, bodies)| bodies)
+                    };
+                    for body in bodies {
+                        push_record(out, owner, body);
+                        answers += 1;
+                    }
+                }
+                if let (Some(lookup), Some(reply)) = (carrier, edns.as_mut())
+                    && let Some(subnet) = reply.subnet
+                    && subnet.client().is_some()
+                {
+                    // The answer now also depends on the client's network.
+                    let scope = selection.scope.max(lookup.prefix_len);
+                    reply.scope = subnet.response_scope(scope, unmapped);
                 }
                 if answers == 0 {
                     break;

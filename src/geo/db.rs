@@ -39,6 +39,16 @@ pub enum GeoError {
         /// What the reader said.
         source: maxminddb::MaxMindDbError,
     },
+    /// A CSV database has a bad line.
+    #[error("{path}:{line}: {message}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0: the file itself).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The tree or a record is corrupt.
     #[error("{path}: corrupt GeoIP database: {source}")]
     Corrupt {

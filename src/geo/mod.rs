@@ -4,9 +4,11 @@
 //! with one tree walk and one table lookup; everything that depends on a place is computed
 //! when answer tables are built, never per query. This module knows nothing of DNS.
 
+mod asn;
 mod countries;
 mod db;
 
+pub use asn::{AsnDb, AsnLookup};
 pub use countries::{Country, CountryTable};
 pub use db::{GeoDb, GeoError, Located, PlaceId};
 

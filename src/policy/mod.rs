@@ -90,7 +90,14 @@ pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, 
 /// location, and one line per error keeps `check` output greppable.
 fn yaml_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.to_string();
-    let first = rendered.lines().next().unwrap_or("invalid YAML").trim();
+    let mut first = rendered.lines().next().unwrap_or("invalid YAML").trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // "line 4 column 6: expected mapping start": we print the location ourselves.
+    if first.starts_with("line ")
+        && let Some((_, rest)) = first.split_once(": ")
+    {
+        first = rest;
+    }
     // Drop a trailing " at line X, column Y" the parser may add; we print our own.
     match first.find(" at line ") {
         Some(pos) => first[..pos].to_string(),

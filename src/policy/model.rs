@@ -339,6 +339,9 @@ pub struct Node {
     pub status: AdminStatus,
     /// How the node's health is checked; `None` for `type: none` or no check at all.
     pub check: Option<HealthCheck>,
+    /// Addresses on a named carrier: `(address, AS number)`. Clients of that carrier get that
+    /// address instead of the node's first one of the family.
+    pub carriers: Vec<(IpAddr, u32)>,
 }
 
 /// What a health check speaks.
@@ -396,6 +399,14 @@ impl Node {
             IpAddr::V4(v4) => Some(*v4),
             IpAddr::V6(_) => None,
         })
+    }
+
+    /// The node's address of `ip`'s family on carrier `asn`, if it has one.
+    pub fn on_carrier(&self, asn: u32, v6: bool) -> Option<IpAddr> {
+        self.carriers
+            .iter()
+            .find(|(ip, a)| *a == asn && ip.is_ipv6() == v6)
+            .map(|(ip, _)| *ip)
     }
 
     /// The node's first IPv6 address, if any.

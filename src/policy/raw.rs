@@ -218,14 +218,30 @@ pub struct RawNode {
     pub geo: Spanned<String>,
     /// `[latitude, longitude]`.
     pub location: Spanned<Vec<f64>>,
-    /// IPv4 and IPv6 addresses.
-    pub addresses: Spanned<Vec<Spanned<String>>>,
+    /// IPv4 and IPv6 addresses, each optionally on a named carrier.
+    pub addresses: Spanned<Vec<Spanned<RawAddress>>>,
     /// Positive weight; 1 when absent.
     pub weight: Option<Spanned<u32>>,
     /// `up`, `down` or `obey`; `obey` when absent.
     pub status: Option<AdminStatus>,
     /// Health check, merged over the zone's `check` defaults.
     pub check: Option<Spanned<RawCheck>>,
+}
+
+/// A node address: `198.51.100.10`, or `{address: 203.0.113.10, asn: 2914}` for an address on
+/// a carrier's network, answered to clients of the same carrier.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAddress {
+    /// Just the address.
+    Plain(String),
+    /// The address and the AS number of its carrier.
+    Carrier {
+        /// The address.
+        address: String,
+        /// The carrier's AS number.
+        asn: u32,
+    },
 }
 
 /// A steered name.

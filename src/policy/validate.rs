@@ -479,12 +479,22 @@ fn validate_nodes(
         };
         let location = coordinates(diag, &n.location, &format!("{context}: location"));
         let mut addresses = Vec::new();
+        let mut carriers = Vec::new();
         for a in &n.addresses.value {
-            match a.value.parse::<IpAddr>() {
-                Ok(ip) => addresses.push(ip),
+            let (text, asn) = match &a.value {
+                RawAddress::Plain(text) => (text, None),
+                RawAddress::Carrier { address, asn } => (address, Some(*asn)),
+            };
+            match text.parse::<IpAddr>() {
+                Ok(ip) => {
+                    addresses.push(ip);
+                    if let Some(asn) = asn {
+                        carriers.push((ip, asn));
+                    }
+                }
                 Err(_) => diag.error(
                     at(a),
-                    format!("{context}: '{}' is not an IPv4 or IPv6 address", a.value),
+                    format!("{context}: '{text}' is not an IPv4 or IPv6 address"),
                 ),
             }
         }
@@ -515,6 +525,7 @@ fn validate_nodes(
                     weight,
                     status: n.status.unwrap_or(AdminStatus::Obey),
                     check,
+                    carriers,
                 })
             }
             _ => None,

@@ -230,10 +230,31 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
         })
         .expect("fixture records serialize");
     extra.insert_node(tree_path("127.12.0.0/16"), dubai);
+    // An ASN database (GeoLite2-ASN schema): Tokyo's half of 127.1/16 on AS64500, Osaka's
+    // on AS64501 (the same split as tests/fixtures/asn.csv).
+    #[derive(Serialize)]
+    struct AsnRecord {
+        autonomous_system_number: u32,
+        autonomous_system_organization: &'static str,
+    }
+    let mut asn = database("asn");
+    for (network, number, name) in [
+        ("127.1.0.0/17", 64500, "Carrier A"),
+        ("127.1.128.0/17", 64501, "Carrier B"),
+    ] {
+        let record = asn
+            .insert_value(AsnRecord {
+                autonomous_system_number: number,
+                autonomous_system_organization: name,
+            })
+            .expect("fixture records serialize");
+        asn.insert_node(tree_path(network), record);
+    }
     [
         (nested, "geo-city.mmdb"),
         (flat, "geo-flat.mmdb"),
         (extra, "geo-extra.mmdb"),
+        (asn, "geo-asn.mmdb"),
     ]
     .into_iter()
     .map(|(db, name)| {

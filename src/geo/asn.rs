@@ -1,0 +1,257 @@
+//! Which network (autonomous system) a client is on: a MaxMind-format ASN database (GeoLite2-ASN
+//! schema, `autonomous_system_number`) or the ip-location-db CSV (`first,last,asn,name`).
+//!
+//! Used only when a node has addresses on named carriers: a client of that carrier gets the
+//! node's address on the same network. Like `GeoDb`, every record is decoded once at load;
+//! a lookup is a tree walk (or a binary search) and a map lookup.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use maxminddb::{Reader, WithinOptions};
+use serde::Deserialize;
+
+use super::GeoError;
+use crate::net::{Family, address_bits, mask};
+
+/// A client's network as the ASN database knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsnLookup {
+    /// The AS number, when known.
+    pub asn: Option<u32>,
+    /// The prefix length over which that holds (for the ECS scope).
+    pub prefix_len: u8,
+}
+
+/// An opened ASN database.
+pub struct AsnDb {
+    path: PathBuf,
+    source: Source,
+}
+
+enum Source {
+    Mmdb {
+        reader: Reader<Vec<u8>>,
+        asn_by_offset: HashMap<usize, u32>,
+    },
+    /// Sorted, non-overlapping `(first, last, asn)` ranges of left-aligned addresses.
+    Ranges {
+        v4: Vec<(u128, u128, u32)>,
+        v6: Vec<(u128, u128, u32)>,
+    },
+}
+
+impl std::fmt::Debug for AsnDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsnDb").field("path", &self.path).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct AsnRecord {
+    autonomous_system_number: Option<u32>,
+}
+
+impl AsnDb {
+    /// Opens `path`: a `.csv` file as ip-location-db ranges, anything else as a MaxMind DB.
+    pub fn open(path: &Path) -> Result<AsnDb, GeoError> {
+        let is_csv = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let source = if is_csv {
+            Self::open_csv(path)?
+        } else {
+            Self::open_mmdb(path)?
+        };
+        Ok(AsnDb {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn open_mmdb(path: &Path) -> Result<Source, GeoError> {
+        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let corrupt = |source| GeoError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut asn_by_offset = HashMap::new();
+        for network in reader.networks(WithinOptions::default()).map_err(corrupt)? {
+            let network = network.map_err(corrupt)?;
+            let Some(offset) = network.offset() else {
+                continue;
+            };
+            if asn_by_offset.contains_key(&offset) {
+                continue;
+            }
+            let record: Option<AsnRecord> = network.decode().map_err(corrupt)?;
+            if let Some(asn) = record.and_then(|r| r.autonomous_system_number) {
+                asn_by_offset.insert(offset, asn);
+            }
+        }
+        Ok(Source::Mmdb {
+            reader,
+            asn_by_offset,
+        })
+    }
+
+    fn open_csv(path: &Path) -> Result<Source, GeoError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GeoError::Csv {
+            path: path.to_path_buf(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |message: &str| GeoError::Csv {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: message.to_string(),
+            };
+            let mut fields = line.splitn(4, ',');
+            let (Some(first), Some(last), Some(asn)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(bad("expected first,last,asn,name"));
+            };
+            let (Ok(first), Ok(last)) = (
+                first.trim().parse::<IpAddr>(),
+                last.trim().parse::<IpAddr>(),
+            ) else {
+                if i == 0 {
+                    continue; // a header line
+                }
+                return Err(bad("first and last must be IP addresses"));
+            };
+            let asn: u32 = asn
+                .trim()
+                .parse()
+                .map_err(|_| bad("asn must be a number"))?;
+            if Family::of(first) != Family::of(last) || address_bits(first) > address_bits(last) {
+                return Err(bad("first and last must be one family, first ≤ last"));
+            }
+            let entry = (address_bits(first), address_bits(last), asn);
+            match Family::of(first) {
+                Family::V4 => v4.push(entry),
+                Family::V6 => v6.push(entry),
+            }
+        }
+        v4.sort_unstable();
+        v6.sort_unstable();
+        Ok(Source::Ranges { v4, v6 })
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The client's AS number, if known, and the prefix over which that holds.
+    pub fn lookup(&self, ip: IpAddr) -> AsnLookup {
+        match &self.source {
+            Source::Mmdb {
+                reader,
+                asn_by_offset,
+            } => {
+                let Ok(result) = reader.lookup(ip) else {
+                    return AsnLookup {
+                        asn: None,
+                        prefix_len: 0,
+                    };
+                };
+                let prefix_len = match result.network() {
+                    Ok(n) if Family::of(n.ip()) == Family::of(ip) => n.prefix(),
+                    _ => 0,
+                };
+                AsnLookup {
+                    asn: result.offset().and_then(|o| asn_by_offset.get(&o).copied()),
+                    prefix_len,
+                }
+            }
+            Source::Ranges { v4, v6 } => {
+                let family = Family::of(ip);
+                let ranges = if family == Family::V4 { v4 } else { v6 };
+                let bits = address_bits(ip);
+                let at = ranges.partition_point(|(first, _, _)| *first <= bits);
+                match at.checked_sub(1).map(|i| ranges[i]) {
+                    Some((first, last, asn)) if bits <= last => AsnLookup {
+                        asn: Some(asn),
+                        prefix_len: block_within(bits, first, last, family.bits()),
+                    },
+                    _ => AsnLookup {
+                        asn: None,
+                        prefix_len: family.bits(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The shortest prefix around `bits` that lies wholly inside `[first, last]`.
+fn block_within(bits: u128, first: u128, last: u128, width: u8) -> u8 {
+    (0..=width)
+        .find(|&len| {
+            let m = mask(len);
+            let start = bits & m;
+            let end = start | !m & mask(width);
+            start >= first && end <= last
+        })
+        .unwrap_or(width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_ranges_and_scopes() {
+        let dir = std::env::temp_dir().join(format!("geosteer-asn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("asn.csv");
+        std::fs::write(
+            &path,
+            "first,last,asn,name\n10.0.0.0,10.0.255.255,64500,\"Example, Inc\"\n10.1.0.0,10.1.0.127,64501,Other\n2001:db8::,2001:db8:ffff:ffff:ffff:ffff:ffff:ffff,64502,V6\n",
+        )
+        .unwrap();
+        let db = AsnDb::open(&path).unwrap();
+        let look = |s: &str| db.lookup(s.parse().unwrap());
+        assert_eq!(
+            look("10.0.3.4"),
+            AsnLookup {
+                asn: Some(64500),
+                prefix_len: 16
+            }
+        );
+        assert_eq!(
+            look("10.1.0.5"),
+            AsnLookup {
+                asn: Some(64501),
+                prefix_len: 25
+            }
+        );
+        assert_eq!(look("10.1.0.200").asn, None);
+        assert_eq!(
+            look("2001:db8:1::1"),
+            AsnLookup {
+                asn: Some(64502),
+                prefix_len: 32
+            }
+        );
+        std::fs::write(&path, "10.0.0.0,10.0.0.255,1,x\n10.0.1.0,banana,1,x\n").unwrap();
+        assert!(matches!(
+            AsnDb::open(&path),
+            Err(GeoError::Csv { line: 2, .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

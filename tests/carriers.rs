@@ -1,0 +1,47 @@
+//! Carrier lines: a node reached over several networks answers each client with its address on
+//! the client's own network, from a MaxMind-format or a CSV ASN database.
+
+mod support;
+
+use hickory_proto::rr::RecordType::A;
+use support::*;
+
+const POLICY: &str = r#"zone: car.example
+soa: {primary: ns1.car.example., contact: h.car.example.}
+ns: [ns1.car.example.]
+nodes:
+  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1, {address: 192.0.2.101, asn: 64500}]}
+  singapore: {geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}
+steer:
+  ingest: {answers: 1}
+"#;
+
+#[test]
+fn clients_get_the_address_on_their_own_carrier() {
+    for asn_db in ["tests/fixtures/asn.csv", "tests/fixtures/geo-asn.mmdb"] {
+        let asn_path = repo(asn_db);
+        let server = Server::start(
+            &zone_dir("carriers", POLICY),
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &["--asn-db", asn_path.to_str().expect("utf-8 path")],
+        );
+        // A client of AS64500 (Tokyo's half of 127.1/16) gets Tokyo's address on AS64500.
+        let reply = udp_from(&server, from("127.1.0.5"), &q("ingest.car.example.", A));
+        assert_eq!(a_records(&reply), vec!["192.0.2.101"], "{asn_db}");
+        // A client of AS64501 gets Tokyo's default address.
+        let reply = udp_from(&server, from("127.1.200.1"), &q("ingest.car.example.", A));
+        assert_eq!(a_records(&reply), vec!["192.0.2.1"], "{asn_db}");
+        // With ECS: the scope covers the carrier's network too.
+        let reply = udp(&server, &q("ingest.car.example.", A).ecs("127.1.0.0", 24));
+        assert_eq!(a_records(&reply), vec!["192.0.2.101"]);
+        assert_eq!(ecs_scope(&reply), Some((24, 17)), "{asn_db}");
+    }
+    // Without an ASN database, everyone gets the first address.
+    let server = Server::start(
+        &zone_dir("carriers-none", POLICY),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let reply = udp_from(&server, from("127.1.0.5"), &q("ingest.car.example.", A));
+    assert_eq!(a_records(&reply), vec!["192.0.2.1"]);
+}
