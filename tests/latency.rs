@@ -238,3 +238,41 @@ fn prefix_groups_steer_their_own_clients_with_their_own_scope() {
     assert_eq!(status, 400);
     assert!(body.contains("ASN groups are not supported yet"), "{body}");
 }
+
+#[test]
+fn http_checks_report_load() {
+    use support::nodes::{Behaviour, FakeNode};
+    let tokyo = FakeNode::start(
+        "127.0.0.91",
+        Behaviour::Http(200, r#"{"status": "ok", "load": 0.97}"#),
+    );
+    let singapore = FakeNode::start("127.0.0.92", Behaviour::Http(200, "ok load=10%"));
+    let policy = format!(
+        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\n\
+         check: {{type: http, interval: 200ms}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1, latency: {{hold: {}ms}}}}\n",
+        tokyo.addr.ip(),
+        tokyo.addr.port(),
+        singapore.addr.ip(),
+        singapore.addr.port(),
+        HOLD.as_millis()
+    );
+    let server = Server::start(
+        &zone_dir("latency-http-load", &policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let stream = QueryLoop::start(server.addr, from(JP_CLIENT), "ingest.lat.example.");
+    let t = Instant::now();
+    assert!(
+        stream
+            .first(t, HOLD + Duration::from_secs(5), is("127.0.0.92"))
+            .is_some(),
+        "a node reporting 97 % load in its check sheds its clients"
+    );
+    let (_, body) = http(server.admin, "GET", "/nodes", None);
+    assert!(body.contains("\"load\":0.97"), "{body}");
+    assert!(body.contains("\"load\":0.1"), "{body}");
+}

@@ -147,6 +147,8 @@ struct NodeRuntime {
 pub const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often fading measurements alone are worth a re-ranking.
 pub const AGING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// A change in a node's reported load that is worth a re-ranking.
+const LOAD_STEP: f64 = 0.02;
 /// A change in a node's probe loss rate that is worth a re-ranking.
 const PROBE_LOSS_STEP: f64 = 0.05;
 
@@ -336,6 +338,18 @@ impl Publisher {
         let status = node.status;
         let runtime = &mut self.nodes[key.zone][key.node];
         runtime.health = report.health;
+        // A load reported in a check's body counts like one from the feed.
+        if let Some(load) = report.result.load {
+            let loads = &mut self.latency[key.zone].loads;
+            if loads
+                .get(&key.node)
+                .is_none_or(|old| (old - load).abs() > LOAD_STEP)
+            {
+                loads.insert(key.node, load);
+                self.rerank = true;
+            }
+        }
+        let runtime = &mut self.nodes[key.zone][key.node];
         // Smoothed probe latency and loss (EWMA, α = 0.2): the active latency source.
         let failed = if report.result.ok { 0.0 } else { 1.0 };
         runtime.probe_loss = 0.8 * runtime.probe_loss + 0.2 * failed;

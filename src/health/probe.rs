@@ -21,7 +21,7 @@ const RTMP_HANDSHAKE_SIZE: usize = 1536;
 const RTMP_VERSION: u8 = 3;
 
 /// What one probe found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeResult {
     /// Whether the check passed.
     pub ok: bool,
@@ -29,6 +29,8 @@ pub struct ProbeResult {
     pub latency: Duration,
     /// What was seen: "HTTP 200", "connection refused", "timed out after 200ms".
     pub detail: String,
+    /// Load the node reported in an HTTP check's body (`"load": 0.73` or `load=73%`).
+    pub load: Option<f64>,
 }
 
 /// TLS configurations shared by all HTTPS probes, built once.
@@ -91,30 +93,36 @@ pub async fn probe(check: &HealthCheck, timeout: Duration, tls: &TlsConfigs) -> 
     let outcome = tokio::time::timeout(timeout, run(check, tls)).await;
     let latency = started.elapsed();
     match outcome {
-        Ok(Ok(detail)) => ProbeResult {
+        Ok(Ok((detail, load))) => ProbeResult {
             ok: true,
             latency,
             detail,
+            load,
         },
         Ok(Err(detail)) => ProbeResult {
             ok: false,
             latency,
             detail,
+            load: None,
         },
         Err(_) => ProbeResult {
             ok: false,
             latency,
             detail: format!("timed out after {}ms", timeout.as_millis()),
+            load: None,
         },
     }
 }
 
-async fn run(check: &HealthCheck, tls: &TlsConfigs) -> Result<String, String> {
+/// What a passing probe saw, and the load it reported (HTTP only).
+type Passed = (String, Option<f64>);
+
+async fn run(check: &HealthCheck, tls: &TlsConfigs) -> Result<Passed, String> {
     let stream = TcpStream::connect(check.target)
         .await
         .map_err(|e| format!("connect {}: {}", check.target, describe(&e)))?;
     match check.kind {
-        CheckKind::Tcp | CheckKind::None => Ok(format!("connected to {}", check.target)),
+        CheckKind::Tcp | CheckKind::None => Ok((format!("connected to {}", check.target), None)),
         CheckKind::Http => http(stream, check).await,
         CheckKind::Https => {
             let name = check
@@ -135,7 +143,7 @@ async fn run(check: &HealthCheck, tls: &TlsConfigs) -> Result<String, String> {
                 .map_err(|e| format!("TLS: {e}"))?;
             http(stream, check).await
         }
-        CheckKind::Rtmp => rtmp(stream).await,
+        CheckKind::Rtmp => rtmp(stream).await.map(|detail| (detail, None)),
     }
 }
 
@@ -151,7 +159,7 @@ fn describe(e: &std::io::Error) -> String {
 async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     check: &HealthCheck,
-) -> Result<String, String> {
+) -> Result<Passed, String> {
     let host = check.host.clone().unwrap_or_else(|| match check.target {
         std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
         v4 => v4.to_string(),
@@ -205,14 +213,33 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     if !status_ok {
         return Err(format!("HTTP {status}"));
     }
-    if let Some(needle) = &check.body {
-        let raw = &response[body_start..];
-        let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-        if !contains(&body, needle.as_bytes()) {
-            return Err(format!("HTTP {status}, body lacks {needle:?}"));
-        }
+    let raw = &response[body_start..];
+    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+    if let Some(needle) = &check.body
+        && !contains(&body, needle.as_bytes())
+    {
+        return Err(format!("HTTP {status}, body lacks {needle:?}"));
     }
-    Ok(format!("HTTP {status}"))
+    Ok((format!("HTTP {status}"), parse_load(&body)))
+}
+
+/// A load report in a check's body: `"load": 0.73` (JSON, a fraction) or `load=73%`; a bare
+/// number above 1.5 is read as a percentage. `None` when absent or not a sane value.
+pub fn parse_load(body: &[u8]) -> Option<f64> {
+    let at = body.windows(4).position(|w| w == b"load")?;
+    let rest = &body[at + 4..];
+    let start = rest
+        .iter()
+        .position(|b| !matches!(b, b'"' | b' ' | b':' | b'=' | b'\t'))?;
+    let rest = &rest[start..];
+    let end = rest
+        .iter()
+        .position(|b| !(b.is_ascii_digit() || *b == b'.'))
+        .unwrap_or(rest.len());
+    let value: f64 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let percent = rest.get(end) == Some(&b'%') || value > 1.5;
+    let load = if percent { value / 100.0 } else { value };
+    (load.is_finite() && (0.0..=1.5).contains(&load)).then_some(load)
 }
 
 /// True once headers are in and a Content-Length body (or a final chunk) has arrived, so a
@@ -351,6 +378,15 @@ mod tests {
         );
         assert_eq!(dechunk(b"4\r\nWi"), b"Wi");
         assert_eq!(dechunk(b"zz\r\n"), b"");
+    }
+
+    #[test]
+    fn loads_in_bodies() {
+        assert_eq!(parse_load(br#"{"status":"ok","load": 0.73}"#), Some(0.73));
+        assert_eq!(parse_load(b"ok load=85%"), Some(0.85));
+        assert_eq!(parse_load(b"load: 42"), Some(0.42));
+        assert_eq!(parse_load(b"ok"), None);
+        assert_eq!(parse_load(b"load=900"), None);
     }
 
     #[test]
