@@ -129,12 +129,7 @@ pub fn explain<'a>(
         .place
         .and_then(|p| geo.places().get(p as usize))
         .unwrap_or(&unlocated);
-    let group = measured
-        .measurements
-        .prefix_groups()
-        .into_iter()
-        .filter(|p| p.contains(client))
-        .max_by_key(|p| p.len);
+    let group = measured.client_group(client);
     let place_text = match located.place {
         Some(_) => format!("{place} (database network /{})", located.prefix_len),
         None => format!(
@@ -204,7 +199,7 @@ pub fn explain<'a>(
         .filter(|f| located.place.is_some() && f.matches(place))
         .collect();
 
-    let keys = latency::group_keys(place, group.as_ref());
+    let keys = latency::group_keys(place, group.as_ref().map(|(_, g)| g));
     let detail = |id: NodeId, node: &Node| {
         let distance = place.coordinates.map(|c| c.distance_km(&node.location));
         let expected = latency::expected(
@@ -235,13 +230,7 @@ pub fn explain<'a>(
         (live.damping, chosen_rule.or(Some(steered.rules.len())))
     {
         let column = match (&group, located.place) {
-            (Some(g), _) => {
-                let groups = measured.measurements.prefix_groups();
-                groups
-                    .iter()
-                    .position(|p| p == g)
-                    .map(|i| geo.places().len() + 1 + i)
-            }
+            (Some((i, _)), _) => Some(geo.places().len() + 1 + i),
             (None, Some(p)) => Some(p as usize),
             (None, None) => Some(geo.places().len()),
         };
@@ -321,7 +310,7 @@ pub fn explain<'a>(
         name: steered.name.to_string(),
         client: client.to_string(),
         located: place_text,
-        group: group.map(|g| g.to_string()),
+        group: group.map(|(_, g)| g.to_string()),
         rule: rule_text,
         fences: fences.iter().map(|f| f.to_string()).collect(),
         candidates: lines,
@@ -337,7 +326,7 @@ impl fmt::Display for Explanation {
         writeln!(f, "client:   {}", self.client)?;
         writeln!(f, "located:  {}", self.located)?;
         if let Some(g) = &self.group {
-            writeln!(f, "group:    {g} (measured prefix)")?;
+            writeln!(f, "group:    {g} (measured group)")?;
         }
         writeln!(f, "rule:     {}", self.rule)?;
         writeln!(

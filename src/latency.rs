@@ -156,30 +156,27 @@ impl Measurements {
         self.by_node.is_empty()
     }
 
-    /// Every prefix group measured, sorted: each becomes a column of its own.
-    pub fn prefix_groups(&self) -> Vec<Prefix> {
-        let mut prefixes: Vec<Prefix> = self
+    /// Every prefix and ASN group measured, sorted (prefixes first): each becomes an answer
+    /// column of its own.
+    pub fn column_groups(&self) -> Vec<ClientGroup> {
+        let mut groups: Vec<ClientGroup> = self
             .by_node
             .values()
             .flat_map(|groups| groups.keys())
-            .filter_map(|g| match g {
-                ClientGroup::Prefix(p) => Some(*p),
-                _ => None,
-            })
+            .filter(|g| !matches!(g, ClientGroup::Geo(_)))
+            .cloned()
             .collect();
-        prefixes.sort_unstable();
-        prefixes.dedup();
-        prefixes
+        groups.sort_unstable_by_key(|g| (matches!(g, ClientGroup::Asn(_)), g.clone()));
+        groups.dedup();
+        groups
     }
 
-    /// For each measured prefix, the nodes measured for it.
-    pub fn nodes_by_prefix(&self) -> HashMap<Prefix, Vec<usize>> {
-        let mut out: HashMap<Prefix, Vec<usize>> = HashMap::new();
+    /// For each measured prefix or ASN group, the nodes measured for it.
+    pub fn nodes_by_group(&self) -> HashMap<ClientGroup, Vec<usize>> {
+        let mut out: HashMap<ClientGroup, Vec<usize>> = HashMap::new();
         for (&node, groups) in &self.by_node {
-            for group in groups.keys() {
-                if let ClientGroup::Prefix(p) = group {
-                    out.entry(*p).or_default().push(node);
-                }
+            for group in groups.keys().filter(|g| !matches!(g, ClientGroup::Geo(_))) {
+                out.entry(group.clone()).or_default().push(node);
             }
         }
         out
@@ -203,12 +200,12 @@ impl Measurements {
     }
 }
 
-/// The groups a client at `place` (in `prefix`, for a prefix column) belongs to, most
+/// The groups a client at `place` (in `group`, for a prefix or ASN column) belongs to, most
 /// specific first: the keys measurements are looked up by. Computed once per column.
-pub fn group_keys(place: &Place, prefix: Option<&Prefix>) -> Vec<ClientGroup> {
+pub fn group_keys(place: &Place, group: Option<&ClientGroup>) -> Vec<ClientGroup> {
     let mut keys = Vec::with_capacity(4);
-    if let Some(p) = prefix {
-        keys.push(ClientGroup::Prefix(*p));
+    if let Some(g) = group {
+        keys.push(g.clone());
     }
     if let Some(continent) = place.continent {
         if let Some(country) = place.country {
@@ -374,6 +371,56 @@ pub struct ZoneLatency {
     pub loads: HashMap<usize, f64>,
     /// Smoothed failure rate of health probes per node, 0..=1.
     pub probe_loss: HashMap<usize, f64>,
+    /// The networks of each measured ASN group (from the ASN database).
+    pub asn_networks: HashMap<u32, std::sync::Arc<[Prefix]>>,
+}
+
+impl ZoneLatency {
+    /// The answer columns of measured groups, in column order, with their networks (groups
+    /// whose networks are unknown — an ASN without an ASN database — have none and are left
+    /// out).
+    pub fn group_columns(&self) -> Vec<(ClientGroup, Vec<Prefix>)> {
+        self.measurements
+            .column_groups()
+            .into_iter()
+            .map(|g| {
+                let networks = self.networks_of(&g);
+                (g, networks)
+            })
+            .filter(|(_, networks)| !networks.is_empty())
+            .collect()
+    }
+
+    /// The group column a client falls in (longest network wins, then the earlier column),
+    /// as `(index among group columns, group)`.
+    pub fn client_group(&self, ip: std::net::IpAddr) -> Option<(usize, ClientGroup)> {
+        self.group_columns()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (g, networks))| {
+                networks
+                    .iter()
+                    .filter(|n| n.contains(ip))
+                    .map(|n| n.len)
+                    .max()
+                    .map(|len| (len, std::cmp::Reverse(i), g))
+            })
+            .max_by_key(|(len, i, _)| (*len, *i))
+            .map(|(_, std::cmp::Reverse(i), g)| (i, g))
+    }
+
+    /// The networks a prefix or ASN group covers.
+    pub fn networks_of(&self, group: &ClientGroup) -> Vec<Prefix> {
+        match group {
+            ClientGroup::Prefix(p) => vec![*p],
+            ClientGroup::Asn(n) => self
+                .asn_networks
+                .get(n)
+                .map(|n| n.to_vec())
+                .unwrap_or_default(),
+            ClientGroup::Geo(_) => Vec::new(),
+        }
+    }
 }
 
 /// Where each damped ranking cell stands: keyed by (zone, steered name, row, column).

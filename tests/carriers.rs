@@ -45,3 +45,59 @@ fn clients_get_the_address_on_their_own_carrier() {
     let reply = udp_from(&server, from("127.1.0.5"), &q("ingest.car.example.", A));
     assert_eq!(a_records(&reply), vec!["192.0.2.1"]);
 }
+
+#[test]
+fn asn_groups_steer_a_carrier_s_clients() {
+    let policy = POLICY.replace(
+        "ingest: {answers: 1}",
+        "ingest: {answers: 1, latency: {hold: 500ms}}",
+    );
+    let asn_path = repo("tests/fixtures/geo-asn.mmdb");
+    let server = Server::start(
+        &zone_dir("asn-groups", &policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--asn-db", asn_path.to_str().expect("utf-8 path")],
+    );
+    let query = |source: &str| {
+        a_records(&udp_from(
+            &server,
+            from(source),
+            &q("ingest.car.example.", A),
+        ))
+    };
+    assert_eq!(query("127.1.0.5"), vec!["192.0.2.101"]);
+    // AS64500's customers reach Singapore better than Tokyo (a congested peering).
+    let batch = r#"{"measurements": [
+        {"group": "AS64500", "node": "tokyo", "rtt_ms": 280},
+        {"group": "AS64500", "node": "singapore", "rtt_ms": 30}]}"#;
+    let (status, body) = support::nodes::http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while query("127.1.0.5") != vec!["192.0.2.2"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "AS64500's clients never moved"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // AS64501's clients (the other half of the same country) stay on Tokyo.
+    assert_eq!(query("127.1.200.1"), vec!["192.0.2.1"]);
+    let (_, why) = support::nodes::http(
+        server.admin,
+        "GET",
+        "/explain?name=ingest.car.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(why.contains("group:    AS64500"), "{why}");
+    assert!(why.contains("measured AS64500: 30 ms"), "{why}");
+    // An AS the database does not know is refused.
+    let (status, body) = support::nodes::http_json(
+        server.admin,
+        "POST",
+        "/latency",
+        None,
+        r#"{"measurements": [{"group": "AS65000", "node": "tokyo", "rtt_ms": 10}]}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("no networks"), "{body}");
+}

@@ -227,7 +227,7 @@ fn prefix_groups_steer_their_own_clients_with_their_own_scope() {
         "a neighbouring network is unaffected"
     );
     assert_eq!(a_records(&query("127.1.200.0")), vec![TOKYO]);
-    // ASN groups are refused until an ASN database is supported, not silently ignored.
+    // ASN groups need an ASN database: without one they are refused, not silently ignored.
     let (status, body) = http_json(
         server.admin,
         "POST",
@@ -236,7 +236,7 @@ fn prefix_groups_steer_their_own_clients_with_their_own_scope() {
         r#"{"measurements": [{"group": "AS4713", "node": "tokyo", "rtt_ms": 10}]}"#,
     );
     assert_eq!(status, 400);
-    assert!(body.contains("ASN groups are not supported yet"), "{body}");
+    assert!(body.contains("ASN groups need an ASN database"), "{body}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::*;
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
 use crate::geo::{GeoCode, Place};
-use crate::latency::{self, DampingState, ZoneLatency};
+use crate::latency::{self, ClientGroup, DampingState, ZoneLatency};
 use crate::net::Prefix;
 use crate::policy::Tier;
 use crate::policy::{
@@ -283,19 +283,19 @@ fn rank_steered(
         ..Place::default()
     };
     let place_columns = geo.places().len() + 1;
-    let groups = measured.measurements.prefix_groups();
-    let columns: Vec<(&Place, Option<Prefix>)> = geo
+    let groups: Vec<(ClientGroup, Vec<Prefix>)> = measured.group_columns();
+    let columns: Vec<(&Place, Option<&ClientGroup>)> = geo
         .places()
         .iter()
         .map(|p| (p, None))
         .chain(std::iter::once((&unlocated, None)))
-        .chain(groups.iter().map(|prefix| {
-            let located = geo.locate(prefix.network());
+        .chain(groups.iter().map(|(group, networks)| {
+            let located = geo.locate(networks[0].network());
             let place = located
                 .place
                 .and_then(|id| geo.places().get(id as usize))
                 .unwrap_or(&unlocated);
-            (place, Some(*prefix))
+            (place, Some(group))
         }))
         .collect();
 
@@ -324,7 +324,7 @@ fn rank_steered(
             .map(|(id, node)| score_of(id, node, place, &keys))
             .collect()
     };
-    let measured_by_prefix = measured.measurements.nodes_by_prefix();
+    let measured_by_group = measured.measurements.nodes_by_group();
     let mut base_scores: HashMap<*const Place, Arc<Vec<f64>>> = HashMap::new();
 
     // Identical rankings (common: every place of a region) share one allocation.
@@ -354,7 +354,7 @@ fn rank_steered(
                     }
                 };
                 let keys = latency::group_keys(place, Some(p));
-                for &id in measured_by_prefix.get(p).into_iter().flatten() {
+                for &id in measured_by_group.get(*p).into_iter().flatten() {
                     if let Some(node) = nodes.get(id) {
                         scores[id] = score_of(id, node, place, &keys);
                     }
@@ -415,8 +415,10 @@ fn rank_steered(
         }
     }
     let mut group_table = SubnetRules::new();
-    for (g, prefix) in groups.iter().enumerate() {
-        group_table.insert(prefix, g as u32);
+    for (g, (_, networks)) in groups.iter().enumerate() {
+        for prefix in networks {
+            group_table.insert(prefix, g as u32);
+        }
     }
     SteeredRanking {
         rows,

@@ -436,10 +436,17 @@ impl Publisher {
                 let node = node_of(zone, &m.node, &what)?;
                 let group = ClientGroup::parse(&m.group, countries)
                     .map_err(|e| format!("{what}: group: {e}"))?;
-                if matches!(group, ClientGroup::Asn(_)) {
-                    return Err(format!(
-                        "{what}: group {group}: ASN groups are not supported yet; use a geo code or a prefix"
-                    ));
+                if let ClientGroup::Asn(asn) = group {
+                    let Some(db) = &self.asn else {
+                        return Err(format!(
+                            "{what}: group {group}: ASN groups need an ASN database (--asn-db)"
+                        ));
+                    };
+                    if db.networks_of(asn).is_empty() {
+                        return Err(format!(
+                            "{what}: group {group}: the ASN database has no networks for it"
+                        ));
+                    }
                 }
                 let max_age = self.zones[zone]
                     .steered
@@ -489,6 +496,12 @@ impl Publisher {
         }
         let applied = staged.len() + loads.len();
         for (zone, node, group, m) in staged {
+            if let (ClientGroup::Asn(asn), Some(db)) = (&group, &self.asn) {
+                self.latency[zone]
+                    .asn_networks
+                    .entry(*asn)
+                    .or_insert_with(|| db.networks_of(*asn).into());
+            }
             self.latency[zone].measurements.record(node, group, m);
         }
         for (zone, node, load) in loads {

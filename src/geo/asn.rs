@@ -13,7 +13,7 @@ use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 use super::GeoError;
-use crate::net::{Family, address_bits, mask};
+use crate::net::{Family, Prefix, address_bits, mask};
 
 /// A client's network as the ASN database knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct AsnLookup {
 pub struct AsnDb {
     path: PathBuf,
     source: Source,
+    /// Every network of each AS, for latency measurements made per AS.
+    networks: HashMap<u32, Vec<Prefix>>,
 }
 
 enum Source {
@@ -60,18 +62,23 @@ impl AsnDb {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let mut networks: HashMap<u32, Vec<Prefix>> = HashMap::new();
         let source = if is_csv {
-            Self::open_csv(path)?
+            Self::open_csv(path, &mut networks)?
         } else {
-            Self::open_mmdb(path)?
+            Self::open_mmdb(path, &mut networks)?
         };
         Ok(AsnDb {
             path: path.to_path_buf(),
             source,
+            networks,
         })
     }
 
-    fn open_mmdb(path: &Path) -> Result<Source, GeoError> {
+    fn open_mmdb(
+        path: &Path,
+        networks: &mut HashMap<u32, Vec<Prefix>>,
+    ) -> Result<Source, GeoError> {
         let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
             path: path.to_path_buf(),
             source,
@@ -86,12 +93,24 @@ impl AsnDb {
             let Some(offset) = network.offset() else {
                 continue;
             };
-            if asn_by_offset.contains_key(&offset) {
-                continue;
-            }
-            let record: Option<AsnRecord> = network.decode().map_err(corrupt)?;
-            if let Some(asn) = record.and_then(|r| r.autonomous_system_number) {
-                asn_by_offset.insert(offset, asn);
+            let asn = match asn_by_offset.get(&offset) {
+                Some(asn) => Some(*asn),
+                None => {
+                    let record: Option<AsnRecord> = network.decode().map_err(corrupt)?;
+                    let asn = record.and_then(|r| r.autonomous_system_number);
+                    if let Some(asn) = asn {
+                        asn_by_offset.insert(offset, asn);
+                    }
+                    asn
+                }
+            };
+            if let (Some(asn), Ok(net)) = (asn, network.network()) {
+                let family = Family::of(net.ip());
+                networks.entry(asn).or_default().push(Prefix {
+                    family,
+                    bits: address_bits(net.ip()) & mask(net.prefix()),
+                    len: net.prefix(),
+                });
             }
         }
         Ok(Source::Mmdb {
@@ -100,7 +119,7 @@ impl AsnDb {
         })
     }
 
-    fn open_csv(path: &Path) -> Result<Source, GeoError> {
+    fn open_csv(path: &Path, networks: &mut HashMap<u32, Vec<Prefix>>) -> Result<Source, GeoError> {
         let text = std::fs::read_to_string(path).map_err(|e| GeoError::Csv {
             path: path.to_path_buf(),
             line: 0,
@@ -140,6 +159,11 @@ impl AsnDb {
                 return Err(bad("first and last must be one family, first ≤ last"));
             }
             let entry = (address_bits(first), address_bits(last), asn);
+            let family = Family::of(first);
+            networks
+                .entry(asn)
+                .or_default()
+                .extend(range_to_prefixes(entry.0, entry.1, family));
             match Family::of(first) {
                 Family::V4 => v4.push(entry),
                 Family::V6 => v6.push(entry),
@@ -148,6 +172,11 @@ impl AsnDb {
         v4.sort_unstable();
         v6.sort_unstable();
         Ok(Source::Ranges { v4, v6 })
+    }
+
+    /// Every network of `asn` (empty when the database has none).
+    pub fn networks_of(&self, asn: u32) -> &[Prefix] {
+        self.networks.get(&asn).map_or(&[], Vec::as_slice)
     }
 
     /// The file it was read from.
@@ -197,6 +226,50 @@ impl AsnDb {
     }
 }
 
+/// The fewest prefixes that exactly cover `[first, last]` (left-aligned addresses).
+fn range_to_prefixes(first: u128, last: u128, family: Family) -> Vec<Prefix> {
+    let width = family.bits();
+    // Left-aligned IPv4 addresses keep their low 96 bits zero: a block's end fills them.
+    let last = last | !mask(width);
+    let span = |len: u8| {
+        if len == 0 {
+            u128::MAX
+        } else {
+            (1u128 << (128 - u32::from(len))) - 1
+        }
+    };
+    let mut out = Vec::new();
+    let mut start = first;
+    loop {
+        // The largest aligned block that starts here and stays inside the range.
+        let mut len = width;
+        while len > 0 {
+            let bigger = len - 1;
+            let fits = start & span(bigger) == 0
+                && start
+                    .checked_add(span(bigger))
+                    .is_some_and(|end| end <= last);
+            if !fits {
+                break;
+            }
+            len = bigger;
+        }
+        out.push(Prefix {
+            family,
+            bits: start,
+            len,
+        });
+        match start
+            .checked_add(span(len))
+            .and_then(|end| end.checked_add(1))
+        {
+            Some(next) if next <= last && out.len() < 4096 => start = next,
+            _ => break,
+        }
+    }
+    out
+}
+
 /// The shortest prefix around `bits` that lies wholly inside `[first, last]`.
 fn block_within(bits: u128, first: u128, last: u128, width: u8) -> u8 {
     (0..=width)
@@ -212,6 +285,32 @@ fn block_within(bits: u128, first: u128, last: u128, width: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_split_into_prefixes() {
+        let p = |a: &str| address_bits(a.parse().unwrap());
+        let show = |v: Vec<Prefix>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            show(range_to_prefixes(
+                p("10.0.0.0"),
+                p("10.0.0.255"),
+                Family::V4
+            )),
+            vec!["10.0.0.0/24"]
+        );
+        assert_eq!(
+            show(range_to_prefixes(p("10.0.0.1"), p("10.0.0.6"), Family::V4)),
+            vec!["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
+        assert_eq!(
+            show(range_to_prefixes(
+                p("0.0.0.0"),
+                p("255.255.255.255"),
+                Family::V4
+            )),
+            vec!["0.0.0.0/0"]
+        );
+    }
 
     #[test]
     fn csv_ranges_and_scopes() {
