@@ -84,7 +84,7 @@ fn rebuild_times(text: &str, rng: &mut Rng) {
                 .record(node, ClientGroup::Prefix(prefix), m);
         }
     }
-    let groups = measured.measurements.prefix_groups().len();
+    let groups = measured.group_columns().len();
     let time = |latency: &[ZoneLatency]| {
         let mut samples = Vec::new();
         let mut damping = DampingState::new();
