@@ -18,23 +18,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::nodes::{Behaviour, FakeNode, http};
 use support::*;
-
-/// A small xorshift generator: the trials' random moments.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 fn stats(label: &str, samples: &mut [Duration]) {
     samples.sort();
@@ -151,34 +138,6 @@ fn failover(trials: usize, rng: &mut Rng) {
         "  queries: {}  failed/timed out/SERVFAIL/empty: {failed}  trials without a measurement: {missed}",
         log.len()
     );
-}
-
-/// Runs dnsperf for `seconds` against `server` and returns its queries per second.
-fn dnsperf(server: &Server, queries: &std::path::Path, seconds: u32) -> Option<f64> {
-    let output = Command::new("dnsperf")
-        .args([
-            "-s",
-            &server.addr.ip().to_string(),
-            "-p",
-            &server.addr.port().to_string(),
-        ])
-        .args([
-            "-d",
-            queries.to_str()?,
-            "-l",
-            &seconds.to_string(),
-            "-c",
-            "4",
-            "-q",
-            "200",
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find(|l| l.contains("Queries per second:"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
 }
 
 /// Runs dnsperf while a thread sends admin requests every 5 ms: changes (`force-down` and

@@ -11,7 +11,6 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,20 +21,6 @@ use geosteer::net::Prefix;
 use geosteer::policy::parse_zone;
 use support::nodes::http_json;
 use support::*;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const NODES: usize = 200;
 
@@ -138,30 +123,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn dnsperf(server: &Server, queries: &std::path::Path) -> Option<f64> {
-    let output = Command::new("dnsperf")
-        .args([
-            "-s",
-            &server.addr.ip().to_string(),
-            "-p",
-            &server.addr.port().to_string(),
-        ])
-        .args(["-d", queries.to_str()?, "-l", "10", "-c", "4", "-q", "200"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find(|l| l.contains("Queries per second:"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-}
-
 fn throughput_under_feeds(text: &str) {
     let dir = zone_dir("bench-latency", text);
     let server = Server::start(&dir, &repo("geo/dbip-country.mmdb"), &[]);
     let queries = dir.join("queries.txt");
     std::fs::write(&queries, "ingest.scale.example A\n").expect("write dnsperf input");
-    let quiet = dnsperf(&server, &queries);
+    let quiet = dnsperf(&server, &queries, 10);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let admin = server.admin;
@@ -198,7 +165,7 @@ fn throughput_under_feeds(text: &str) {
         }
         (batches as f64 / started.elapsed().as_secs_f64(), rejected)
     });
-    let fed = dnsperf(&server, &queries);
+    let fed = dnsperf(&server, &queries, 10);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (rate, rejected) = feeder.join().unwrap_or((0.0, 0));
     println!("query throughput, dnsperf 10 s, 4 clients, 200 in flight:");

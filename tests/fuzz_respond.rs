@@ -12,20 +12,6 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType::{A, AAAA, ANY, MX, TXT};
 use support::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn mutated_queries_never_panic_and_replies_parse() {
     let (_, snapshot) = service::load(
@@ -49,19 +35,23 @@ fn mutated_queries_never_panic_and_replies_parse() {
     let (mut replies, mut silent) = (0u32, 0u32);
     for i in 0..60_000 {
         let mut packet = seeds[i % seeds.len()].clone();
-        match rng.below(4) {
+        match rng.below(4) as usize {
             0 => {
-                for _ in 0..=rng.below(4) {
-                    let at = rng.below(packet.len());
+                for _ in 0..=rng.below(4) as usize {
+                    let at = rng.below(packet.len() as u64) as usize;
                     packet[at] = rng.next() as u8;
                 }
             }
-            1 => packet.truncate(rng.below(packet.len() + 1)),
+            1 => packet.truncate(rng.below(packet.len() as u64 + 1) as usize),
             2 => {
-                let at = rng.below(packet.len());
+                let at = rng.below(packet.len() as u64) as usize;
                 packet.insert(at, rng.next() as u8);
             }
-            _ => packet = (0..rng.below(80)).map(|_| rng.next() as u8).collect(),
+            _ => {
+                packet = (0..rng.below(80) as usize)
+                    .map(|_| rng.next() as u8)
+                    .collect()
+            }
         }
         let transport = if i % 2 == 0 {
             Transport::Udp

@@ -452,3 +452,55 @@ pub fn wait_healthy(server: &Server, names: &[&str]) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A small xorshift generator: reproducible randomness for fuzzing and benchmarks.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next raw value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// A value in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs dnsperf (4 clients, 200 queries in flight) for `seconds` against `server` and returns
+/// its queries per second; `None` without dnsperf.
+pub fn dnsperf(server: &Server, queries: &std::path::Path, seconds: u32) -> Option<f64> {
+    let output = Command::new("dnsperf")
+        .args([
+            "-s",
+            &server.addr.ip().to_string(),
+            "-p",
+            &server.addr.port().to_string(),
+        ])
+        .args([
+            "-d",
+            queries.to_str()?,
+            "-l",
+            &seconds.to_string(),
+            "-c",
+            "4",
+            "-q",
+            "200",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|l| l.contains("Queries per second:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}
