@@ -373,6 +373,60 @@ pub struct ZoneLatency {
     pub probe_loss: HashMap<usize, f64>,
     /// The networks of each measured ASN group (from the ASN database).
     pub asn_networks: HashMap<u32, std::sync::Arc<[Prefix]>>,
+    /// Measurements of single addresses of nodes reached over several lines.
+    pub addresses: AddressMeasurements,
+}
+
+/// Measurements of individual node addresses (one per carrier line), by address then group.
+#[derive(Debug, Clone, Default)]
+pub struct AddressMeasurements {
+    by_address: HashMap<std::net::IpAddr, HashMap<ClientGroup, Measurement>>,
+}
+
+impl AddressMeasurements {
+    /// Records a measurement of one address, replacing an older one of the same group.
+    pub fn record(&mut self, address: std::net::IpAddr, group: ClientGroup, m: Measurement) {
+        let slot = self
+            .by_address
+            .entry(address)
+            .or_default()
+            .entry(group)
+            .or_insert(m);
+        if slot.at <= m.at {
+            *slot = m;
+        }
+    }
+
+    /// Drops measurements older than `max_age`.
+    pub fn expire(&mut self, now: SystemTime, max_age: Duration) {
+        for groups in self.by_address.values_mut() {
+            groups.retain(|_, m| age(now, m.at) <= max_age);
+        }
+        self.by_address.retain(|_, g| !g.is_empty());
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.by_address.is_empty()
+    }
+
+    /// The expected round trip to `address` for a client in `keys` (most specific first),
+    /// loss folded in; `None` without a live measurement.
+    pub fn expected(
+        &self,
+        address: std::net::IpAddr,
+        keys: &[ClientGroup],
+        now: SystemTime,
+        policy: &LatencyPolicy,
+    ) -> Option<f64> {
+        let groups = self.by_address.get(&address)?;
+        keys.iter().find_map(|key| {
+            groups
+                .get(key)
+                .filter(|m| age(now, m.at) <= policy.max_age)
+                .map(|m| m.rtt_ms * (1.0 + LOSS_PENALTY * m.loss))
+        })
+    }
 }
 
 impl ZoneLatency {
@@ -457,6 +511,9 @@ pub struct FeedMeasurement {
     pub loss: f64,
     /// When measured, seconds since 1970; now when absent.
     pub at: Option<f64>,
+    /// The node address measured, for nodes reached over several lines; the node as a
+    /// whole when absent.
+    pub address: Option<String>,
 }
 
 /// One load report.

@@ -101,3 +101,59 @@ fn asn_groups_steer_a_carrier_s_clients() {
     assert_eq!(status, 400);
     assert!(body.contains("no networks"), "{body}");
 }
+
+#[test]
+fn without_a_carrier_match_the_best_measured_line_is_answered() {
+    let policy = r#"zone: car.example
+soa: {primary: ns1.car.example., contact: h.car.example.}
+ns: [ns1.car.example.]
+nodes:
+  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1, 192.0.2.201, {address: 192.0.2.101, asn: 64500}]}
+steer:
+  ingest: {answers: 1}
+"#;
+    let server = Server::start(
+        &zone_dir("lines", policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let query = |source: &str| {
+        a_records(&udp_from(
+            &server,
+            from(source),
+            &q("ingest.car.example.", A),
+        ))
+    };
+    assert_eq!(
+        query("127.1.0.5"),
+        vec!["192.0.2.1"],
+        "unmeasured: the first address"
+    );
+    // For Japanese clients the second line is much faster than the first.
+    let batch = r#"{"measurements": [
+        {"group": "AS-JP", "node": "tokyo", "address": "192.0.2.1", "rtt_ms": 90},
+        {"group": "AS-JP", "node": "tokyo", "address": "192.0.2.201", "rtt_ms": 15},
+        {"group": "AS-JP", "node": "tokyo", "address": "192.0.2.101", "rtt_ms": 60}]}"#;
+    let (status, body) = support::nodes::http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while query("127.1.0.5") != vec!["192.0.2.201"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the best line was never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Clients elsewhere (Brazil) have no measurement: first address.
+    assert_eq!(query("127.2.0.5"), vec!["192.0.2.1"]);
+    // An address the node does not have is refused.
+    let (status, body) = support::nodes::http_json(
+        server.admin,
+        "POST",
+        "/latency",
+        None,
+        r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "address": "192.0.2.99", "rtt_ms": 5}]}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("is not an address of node 'tokyo'"), "{body}");
+}

@@ -17,6 +17,7 @@ use crate::policy::{
     Candidates, DomainName, Node, RecordData, RecordSet, RecordType, SteeredName, Zone,
 };
 use crate::scoring::{Availability, Pick, pick, rank};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 /// Builds the snapshot for a set of zones against a database, from rankings made by
@@ -195,6 +196,8 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
 #[derive(Debug, PartialEq)]
 struct SteeredRanking {
     rows: Vec<Vec<Arc<[NodeId]>>>,
+    /// Per column: nodes whose best measured line is not their first address of the family.
+    lines: Vec<Arc<[(NodeId, IpAddr)]>>,
     geo_rule: Arc<[u16]>,
     subnets: Arc<SubnetRules>,
     groups: Arc<SubnetRules>,
@@ -329,6 +332,9 @@ fn rank_steered(
 
     // Identical rankings (common: every place of a region) share one allocation.
     let mut shared: HashMap<Vec<NodeId>, Arc<[NodeId]>> = HashMap::new();
+    let no_lines: Arc<[(NodeId, IpAddr)]> = Arc::from(Vec::new());
+    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Arc<[(NodeId, IpAddr)]>> = HashMap::new();
+    let mut lines = Vec::with_capacity(columns.len());
     let mut rows = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
     let mut geo_rule = Vec::with_capacity(columns.len());
     for (index, (place, prefix)) in columns.iter().enumerate() {
@@ -362,6 +368,61 @@ fn rank_steered(
                 scores
             }
         };
+        // Lines: for a node with several addresses of a family, the one measured best for this
+        // column (an unmeasured line counts at the node's own expected latency).
+        let column_lines = if measured.addresses.is_empty() {
+            Arc::clone(&no_lines)
+        } else {
+            let keys = latency::group_keys(place, *prefix);
+            let mut chosen = Vec::new();
+            for (id, node) in nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.addresses.len() > 1)
+            {
+                let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+                let node_ms = latency::expected(
+                    &measured.measurements,
+                    id,
+                    &keys,
+                    distance,
+                    now,
+                    &steered.latency,
+                )
+                .rtt_ms;
+                for v6 in [false, true] {
+                    let family: Vec<IpAddr> = node
+                        .addresses
+                        .iter()
+                        .copied()
+                        .filter(|a| a.is_ipv6() == v6)
+                        .collect();
+                    let best = family
+                        .iter()
+                        .map(|&ip| {
+                            (
+                                measured
+                                    .addresses
+                                    .expected(ip, &keys, now, &steered.latency)
+                                    .unwrap_or(node_ms),
+                                ip,
+                            )
+                        })
+                        .min_by(|a, b| a.0.total_cmp(&b.0));
+                    if let (Some((_, ip)), Some(first)) = (best, family.first())
+                        && ip != *first
+                    {
+                        chosen.push((id, ip));
+                    }
+                }
+            }
+            Arc::clone(
+                shared_lines
+                    .entry(chosen)
+                    .or_insert_with_key(|k| Arc::from(k.as_slice())),
+            )
+        };
+        lines.push(column_lines);
         for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
             let score = |id: NodeId, _: &Node| column_scores.get(id).copied().unwrap_or(f64::MAX);
             let (mut ranked, scores): (Vec<NodeId>, Vec<f64>) =
@@ -422,6 +483,7 @@ fn rank_steered(
     }
     SteeredRanking {
         rows,
+        lines,
         geo_rule: geo_rule.into(),
         subnets: Arc::new(subnets),
         groups: Arc::new(group_table),
@@ -438,34 +500,39 @@ fn build_steered(
     availability: &[Availability],
 ) -> SteeredTable {
     let mut answers: Vec<AnswerSet> = Vec::new();
-    let mut interned: HashMap<(Pick, Pick), u32> = HashMap::new();
-    let mut picked: HashMap<*const NodeId, u32> = HashMap::new();
+    let mut interned: HashMap<(Pick, Pick, Arc<[(NodeId, IpAddr)]>), u32> = HashMap::new();
+    let mut picked: HashMap<(*const NodeId, *const (NodeId, IpAddr)), u32> = HashMap::new();
     let table: Vec<Vec<u32>> = ranking
         .rows
         .iter()
         .map(|row| {
             row.iter()
-                .map(|ranked| {
-                    *picked.entry(ranked.as_ptr()).or_insert_with(|| {
-                        let choose = |eligible: fn(&Node) -> bool| {
-                            pick(
-                                ranked,
-                                nodes,
-                                availability,
-                                steered.answers,
-                                eligible,
-                                steered.all_down,
-                            )
-                        };
-                        let key = (
-                            choose(|n| n.first_v4().is_some()),
-                            choose(|n| n.first_v6().is_some()),
-                        );
-                        *interned.entry(key.clone()).or_insert_with(|| {
-                            answers.push(answer_set(&key.0, &key.1, nodes, steered));
-                            (answers.len() - 1) as u32
+                .zip(&ranking.lines)
+                .map(|(ranked, lines)| {
+                    *picked
+                        .entry((ranked.as_ptr(), lines.as_ptr()))
+                        .or_insert_with(|| {
+                            let choose = |eligible: fn(&Node) -> bool| {
+                                pick(
+                                    ranked,
+                                    nodes,
+                                    availability,
+                                    steered.answers,
+                                    eligible,
+                                    steered.all_down,
+                                )
+                            };
+                            let key = (
+                                choose(|n| n.first_v4().is_some()),
+                                choose(|n| n.first_v6().is_some()),
+                            );
+                            // Picks differing only in lines get different answers.
+                            let key = (key.0, key.1, Arc::clone(lines));
+                            *interned.entry(key.clone()).or_insert_with(|| {
+                                answers.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
+                                (answers.len() - 1) as u32
+                            })
                         })
-                    })
                 })
                 .collect()
         })
@@ -490,7 +557,13 @@ fn build_steered(
     }
 }
 
-fn answer_set(v4: &Pick, v6: &Pick, nodes: &[Node], steered: &SteeredName) -> AnswerSet {
+fn answer_set(
+    v4: &Pick,
+    v6: &Pick,
+    nodes: &[Node],
+    steered: &SteeredName,
+    lines: &[(NodeId, IpAddr)],
+) -> AnswerSet {
     let family = |pick: &Pick, v6: bool| {
         let ttl = if pick.degraded {
             steered.degraded_ttl.unwrap_or(steered.ttl)
@@ -507,17 +580,24 @@ fn answer_set(v4: &Pick, v6: &Pick, nodes: &[Node], steered: &SteeredName) -> An
             push_body(&mut body, rtype, ttl, &rdata);
             body.into_boxed_slice()
         };
-        let default_of = |node: &Node| {
-            if v6 {
-                node.first_v6().map(std::net::IpAddr::V6)
-            } else {
-                node.first_v4().map(std::net::IpAddr::V4)
-            }
+        // The line measured best for this column, else the first address of the family.
+        let default_of = |id: NodeId| {
+            lines
+                .iter()
+                .find(|(n, ip)| *n == id && ip.is_ipv6() == v6)
+                .map(|(_, ip)| *ip)
+                .or_else(|| {
+                    if v6 {
+                        nodes[id].first_v6().map(IpAddr::V6)
+                    } else {
+                        nodes[id].first_v4().map(IpAddr::V4)
+                    }
+                })
         };
         let bodies = pick
             .nodes
             .iter()
-            .filter_map(|&id| default_of(&nodes[id]))
+            .filter_map(|&id| default_of(id))
             .map(body)
             .collect();
         // One variant per carrier that some answered node has an address on.
@@ -536,11 +616,7 @@ fn answer_set(v4: &Pick, v6: &Pick, nodes: &[Node], steered: &SteeredName) -> An
                 let bodies = pick
                     .nodes
                     .iter()
-                    .filter_map(|&id| {
-                        nodes[id]
-                            .on_carrier(asn, v6)
-                            .or_else(|| default_of(&nodes[id]))
-                    })
+                    .filter_map(|&id| nodes[id].on_carrier(asn, v6).or_else(|| default_of(id)))
                     .map(body)
                     .collect();
                 (asn, bodies)

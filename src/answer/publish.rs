@@ -382,7 +382,11 @@ impl Publisher {
                 .unwrap_or_default();
             let measured = &mut self.latency[zi];
             measured.measurements.expire(now, max_age);
-            due |= aging && (!measured.measurements.is_empty() || !measured.loads.is_empty());
+            measured.addresses.expire(now, max_age);
+            due |= aging
+                && (!measured.measurements.is_empty()
+                    || !measured.addresses.is_empty()
+                    || !measured.loads.is_empty());
             for (ni, runtime) in self.nodes[zi].iter().enumerate() {
                 if (runtime.probe_loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP {
                     measured.probe_loss.insert(ni, runtime.probe_loss);
@@ -456,6 +460,21 @@ impl Publisher {
                     .unwrap_or_default();
                 let at = check_values(m.rtt_ms, m.loss, m.at, now, max_age)
                     .map_err(|e| format!("{what}: {e}"))?;
+                let address = match &m.address {
+                    None => None,
+                    Some(text) => {
+                        let ip: std::net::IpAddr = text.parse().map_err(|_| {
+                            format!("{what}: address '{text}' is not an IP address")
+                        })?;
+                        if !self.zones[zone].nodes[node].addresses.contains(&ip) {
+                            return Err(format!(
+                                "{what}: address {ip} is not an address of node '{}'",
+                                m.node
+                            ));
+                        }
+                        Some(ip)
+                    }
+                };
                 Ok((
                     zone,
                     node,
@@ -465,6 +484,7 @@ impl Publisher {
                         loss: m.loss,
                         at,
                     },
+                    address,
                 ))
             });
             match entry {
@@ -495,14 +515,17 @@ impl Publisher {
             return Err(errors);
         }
         let applied = staged.len() + loads.len();
-        for (zone, node, group, m) in staged {
+        for (zone, node, group, m, address) in staged {
             if let (ClientGroup::Asn(asn), Some(db)) = (&group, &self.asn) {
                 self.latency[zone]
                     .asn_networks
                     .entry(*asn)
                     .or_insert_with(|| db.networks_of(*asn).into());
             }
-            self.latency[zone].measurements.record(node, group, m);
+            match address {
+                Some(ip) => self.latency[zone].addresses.record(ip, group, m),
+                None => self.latency[zone].measurements.record(node, group, m),
+            }
         }
         for (zone, node, load) in loads {
             self.latency[zone].loads.insert(node, load);
