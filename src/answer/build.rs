@@ -197,12 +197,15 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
 struct SteeredRanking {
     rows: Vec<Vec<Arc<[NodeId]>>>,
     /// Per column: nodes whose best measured line is not their first address of the family.
-    lines: Vec<Arc<[(NodeId, IpAddr)]>>,
+    lines: Vec<Lines>,
     geo_rule: Arc<[u16]>,
     subnets: Arc<SubnetRules>,
     groups: Arc<SubnetRules>,
     place_columns: usize,
 }
+
+/// For one column: nodes answered with another address than their first of the family.
+type Lines = Arc<[(NodeId, IpAddr)]>;
 
 /// Rankings of every steered name of every zone, in policy order.
 #[derive(Debug, PartialEq)]
@@ -332,8 +335,8 @@ fn rank_steered(
 
     // Identical rankings (common: every place of a region) share one allocation.
     let mut shared: HashMap<Vec<NodeId>, Arc<[NodeId]>> = HashMap::new();
-    let no_lines: Arc<[(NodeId, IpAddr)]> = Arc::from(Vec::new());
-    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Arc<[(NodeId, IpAddr)]>> = HashMap::new();
+    let no_lines: Lines = Arc::from(Vec::new());
+    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Lines> = HashMap::new();
     let mut lines = Vec::with_capacity(columns.len());
     let mut rows = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
     let mut geo_rule = Vec::with_capacity(columns.len());
@@ -500,7 +503,7 @@ fn build_steered(
     availability: &[Availability],
 ) -> SteeredTable {
     let mut answers: Vec<AnswerSet> = Vec::new();
-    let mut interned: HashMap<(Pick, Pick, Arc<[(NodeId, IpAddr)]>), u32> = HashMap::new();
+    let mut interned: HashMap<(Pick, Pick, Lines), u32> = HashMap::new();
     let mut picked: HashMap<(*const NodeId, *const (NodeId, IpAddr)), u32> = HashMap::new();
     let table: Vec<Vec<u32>> = ranking
         .rows
