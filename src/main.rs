@@ -27,12 +27,19 @@ enum Command {
     /// Explain which nodes a client gets for a steered name, and why (policy alone: every
     /// node up, nothing measured; the admin interface's /explain shows the live decision).
     Explain {
-        /// The steered name, e.g. ingest.live.example.net.
+        /// The steered name: absolute (ingest.live.example.net) or relative to --zone.
         #[arg(long)]
         name: String,
-        /// The client's address, or its resolver's ECS subnet (203.0.113.0/24).
+        /// The zone, when --name is relative to it.
         #[arg(long)]
-        client: String,
+        zone: Option<String>,
+        /// The client's address (or its subnet).
+        #[arg(long, required_unless_present = "ecs")]
+        client: Option<String>,
+        /// The ECS subnet a resolver sends for the client (203.0.113.0/24); wins over --client,
+        /// as it does in a query.
+        #[arg(long)]
+        ecs: Option<String>,
         /// Policy file or directory.
         #[arg(long, default_value = DEFAULT_ZONES)]
         zones: PathBuf,
@@ -98,10 +105,21 @@ fn main() -> ExitCode {
         Some(Command::Check { path, geo }) => check(&path, &geo),
         Some(Command::Explain {
             name,
+            zone,
             client,
+            ecs,
             zones,
             geo,
-        }) => explain(&name, &client, &zones, &geo),
+        }) => {
+            let name = match zone {
+                Some(zone) if !name.ends_with('.') => {
+                    format!("{name}.{}", zone.trim_end_matches('.'))
+                }
+                _ => name,
+            };
+            let client = ecs.or(client).unwrap_or_default();
+            explain(&name, &client, &zones, &geo)
+        }
         Some(Command::Serve(args)) => serve(args),
         None => serve(ServeArgs::parse_from(["serve"])),
     }

@@ -637,3 +637,102 @@ fn answer_set(
         aaaa: family(v6, true),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::{Coordinates, CountryTable};
+    use crate::policy::{AdminStatus, DefaultAnswer, Rule};
+
+    fn node(addresses: &[&str], carriers: &[(&str, u32)]) -> Node {
+        Node {
+            name: "n".into(),
+            tier: Tier::Core,
+            geo: crate::geo::GeoCode::parse("AS-JP", CountryTable::shipped()).unwrap(),
+            location: Coordinates::new(35.0, 139.0).unwrap(),
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            weight: 1,
+            status: AdminStatus::Obey,
+            check: None,
+            carriers: carriers
+                .iter()
+                .map(|(a, n)| (a.parse().unwrap(), *n))
+                .collect(),
+        }
+    }
+
+    fn steered() -> SteeredName {
+        SteeredName {
+            name: DomainName::parse("ingest.example.").unwrap(),
+            ttl: 30,
+            answers: 2,
+            rules: vec![Rule {
+                geos: vec![],
+                subnets: vec![],
+                candidates: Candidates {
+                    nodes: vec![(0, 0), (1, 0)],
+                },
+            }],
+            fences: vec![],
+            default: DefaultAnswer {
+                candidates: None,
+                location: None,
+            },
+            all_down: Default::default(),
+            degraded_ttl: None,
+            latency: Default::default(),
+        }
+    }
+
+    fn pick_of(nodes: Vec<NodeId>) -> Pick {
+        Pick {
+            nodes,
+            degraded: false,
+            servfail: false,
+        }
+    }
+
+    fn addresses(bodies: &[Box<[u8]>]) -> Vec<[u8; 4]> {
+        bodies
+            .iter()
+            .map(|b| [b[RDATA], b[RDATA + 1], b[RDATA + 2], b[RDATA + 3]])
+            .collect()
+    }
+
+    const RDATA: usize = crate::dns::wire::RDATA_OFFSET;
+
+    #[test]
+    fn carrier_variants_use_each_carrier_address_and_fall_back_to_the_line() {
+        let nodes = vec![
+            node(&["192.0.2.1", "192.0.2.101"], &[("192.0.2.101", 64500)]),
+            node(&["192.0.2.2"], &[]),
+        ];
+        let lines: Lines = Arc::from(vec![]);
+        let set = answer_set(
+            &pick_of(vec![0, 1]),
+            &pick_of(vec![]),
+            &nodes,
+            &steered(),
+            &lines,
+        );
+        assert_eq!(
+            addresses(&set.a.bodies),
+            vec![[192, 0, 2, 1], [192, 0, 2, 2]]
+        );
+        assert_eq!(set.a.carriers.len(), 1);
+        let (asn, carrier) = &set.a.carriers[0];
+        assert_eq!(*asn, 64500);
+        assert_eq!(addresses(carrier), vec![[192, 0, 2, 101], [192, 0, 2, 2]]);
+        // A measured line replaces the first address for everyone else.
+        let lines: Lines = Arc::from(vec![(0, "192.0.2.101".parse().unwrap())]);
+        let set = answer_set(
+            &pick_of(vec![0]),
+            &pick_of(vec![]),
+            &nodes,
+            &steered(),
+            &lines,
+        );
+        assert_eq!(addresses(&set.a.bodies), vec![[192, 0, 2, 101]]);
+        assert!(set.aaaa.bodies.is_empty() && set.aaaa.carriers.is_empty());
+    }
+}
