@@ -31,4 +31,8 @@ pub struct ServeConfig {
     pub latency_feed: Option<PathBuf>,
     /// ASN database (MaxMind format or ip-location-db CSV) for carrier lines.
     pub asn_db: Option<PathBuf>,
+    /// This instance's name for CHAOS `id.server` queries.
+    pub identity: String,
+    /// Refuse CHAOS `version.server`/`version.bind` queries.
+    pub hide_version: bool,
 }

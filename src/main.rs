@@ -90,6 +90,12 @@ struct ServeArgs {
     /// (first,last,asn,name).
     #[arg(long)]
     asn_db: Option<PathBuf>,
+    /// This instance's name, answered to `dig CH TXT id.server` (default: the host name).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Do not reveal the version to `dig CH TXT version.bind`.
+    #[arg(long)]
+    hide_version: bool,
 }
 
 fn main() -> ExitCode {
@@ -210,6 +216,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         admin_token,
         latency_feed: args.latency_feed,
         asn_db: args.asn_db,
+        identity: args.identity.unwrap_or_else(host_name),
+        hide_version: args.hide_version,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -241,6 +249,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The host name, for the default instance identity.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "geosteer".to_string())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

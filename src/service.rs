@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::admin::{Admin, AdminError};
 use crate::answer::{self, Publisher, Snapshot};
 use crate::config::ServeConfig;
-use crate::dns::{self, Limits};
+use crate::dns::{self, ServeOptions};
 use crate::geo::{GeoDb, GeoError};
 use crate::health::{NodeKey, TlsConfigs, run_checks};
 use crate::policy::{self, PolicyErrors, Zone};
@@ -159,10 +159,12 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         tasks.spawn(admin.serve());
     }
     ready(&bound);
-    let limits = Limits {
+    let options = ServeOptions {
         max_udp_payload: config.max_udp_payload,
+        identity: config.identity.clone(),
+        version: (!config.hide_version).then(|| format!("geosteer {}", env!("CARGO_PKG_VERSION"))),
     };
-    dns::server::serve(listeners, reader, limits).await;
+    dns::server::serve(listeners, reader, options).await;
     tasks.shutdown().await;
     Ok(())
 }

@@ -6,7 +6,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use geosteer::dns::{Limits, Transport, respond};
+use geosteer::dns::{ServeOptions, Transport, respond};
 use geosteer::service;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType::{A, AAAA, ANY, MX, TXT};
@@ -32,6 +32,7 @@ fn mutated_queries_never_panic_and_replies_parse() {
     let src: SocketAddr = "127.1.0.9:5300".parse().expect("address");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::new();
+    let options = ServeOptions::default();
     let (mut replies, mut silent) = (0u32, 0u32);
     for i in 0..60_000 {
         let mut packet = seeds[i % seeds.len()].clone();
@@ -58,14 +59,7 @@ fn mutated_queries_never_panic_and_replies_parse() {
         } else {
             Transport::Tcp
         };
-        match respond(
-            &snapshot,
-            &packet,
-            src,
-            transport,
-            Limits::default(),
-            &mut out,
-        ) {
+        match respond(&snapshot, &packet, src, transport, &options, &mut out) {
             None => {
                 silent += 1;
                 assert!(

@@ -201,7 +201,8 @@ fn outside_our_zones_and_other_classes_are_refused() {
         q("test.example.com.", A),
         q("ingest.test.example.", A).class(DNSClass::CH),
         q("ingest.test.example.", A).class(DNSClass::ANY),
-        q("version.bind.", TXT).class(DNSClass::CH),
+        q("ingest.test.example.", TXT).class(DNSClass::CH),
+        q("example.com.", TXT).class(DNSClass::CH),
         q("test.example.", RecordType::AXFR),
     ] {
         let reply = udp(&server, &query);
@@ -344,4 +345,52 @@ fn malformed_packets_get_formerr_or_silence() {
     // then frankfurt (both).
     assert_eq!(a_records(&reply).len(), 2);
     assert_eq!(aaaa_records(&reply), vec!["2001:db8:d::1"]);
+}
+
+#[test]
+fn chaos_identity_and_version() {
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--identity", "anycast-tyo-3"],
+    );
+    let txt = |reply: &Message| -> Vec<String> {
+        reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    for name in ["id.server.", "HOSTNAME.bind."] {
+        let reply = udp(&server, &q(name, TXT).class(DNSClass::CH));
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert_eq!(txt(&reply), vec!["anycast-tyo-3"], "{name}");
+        assert_eq!(reply.answers[0].dns_class, DNSClass::CH);
+        assert_eq!(reply.answers[0].name.to_ascii(), name, "case preserved");
+    }
+    for name in ["version.bind.", "version.server."] {
+        let reply = tcp(&server, &q(name, TXT).class(DNSClass::CH));
+        assert!(
+            txt(&reply)[0].starts_with("geosteer "),
+            "{name}: {:?}",
+            txt(&reply)
+        );
+    }
+    let hidden = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--hide-version"],
+    );
+    let reply = udp(&hidden, &q("version.bind.", TXT).class(DNSClass::CH));
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert!(reply.answers.is_empty());
+    let reply = udp(&hidden, &q("id.server.", TXT).class(DNSClass::CH));
+    assert_eq!(txt(&reply).len(), 1, "the identity is still answered");
 }

@@ -71,23 +71,32 @@ pub struct Outcome {
     pub truncated: bool,
 }
 
-/// Serving limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
+/// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
     /// Largest UDP response we send whatever the client offers (1232 by DNS Flag Day 2020).
     pub max_udp_payload: u16,
+    /// This instance's name for `id.server`/`hostname.bind`, so an operator behind anycast
+    /// knows which instance answered.
+    pub identity: String,
+    /// The answer to `version.server`/`version.bind`; `None` hides it (REFUSED).
+    pub version: Option<String>,
 }
 
-impl Default for Limits {
+impl Default for ServeOptions {
     fn default() -> Self {
-        Limits {
+        ServeOptions {
             max_udp_payload: 1232,
+            identity: "geosteer".into(),
+            version: Some(format!("geosteer {}", env!("CARGO_PKG_VERSION"))),
         }
     }
 }
 
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
+const CLASS_CH: u16 = 3;
+const QTYPE_TXT: u16 = 16;
 const QTYPE_A: u16 = 1;
 const QTYPE_CNAME: u16 = 5;
 const QTYPE_AAAA: u16 = 28;
@@ -121,7 +130,7 @@ pub fn respond(
     packet: &[u8],
     src: SocketAddr,
     transport: Transport,
-    limits: Limits,
+    options: &ServeOptions,
     out: &mut Vec<u8>,
 ) -> Option<Outcome> {
     out.clear();
@@ -158,7 +167,7 @@ pub fn respond(
     let limit = match transport {
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => match &request.edns {
-            Some(e) => e.max_payload().clamp(512, limits.max_udp_payload.max(512)) as usize,
+            Some(e) => e.max_payload().clamp(512, options.max_udp_payload.max(512)) as usize,
             None => 512,
         },
     };
@@ -179,7 +188,7 @@ pub fn respond(
         if request.metadata.op_code != OpCode::Query {
             break 'rcode Rcode::NotImp;
         }
-        answer_question(snapshot, question, src.ip(), &mut edns, out)
+        answer_question(snapshot, question, src.ip(), &mut edns, options, out)
     };
 
     if let Some(reply) = edns.as_mut() {
@@ -199,7 +208,7 @@ pub fn respond(
         truncated = true;
     }
     if let Some(reply) = &edns {
-        push_opt(out, reply, limits.max_udp_payload);
+        push_opt(out, reply, options.max_udp_payload);
         let additional = count(out, 10) + 1;
         set_count(out, 10, additional);
     }
@@ -260,6 +269,33 @@ fn push_record(out: &mut Vec<u8>, owner: usize, body: &[u8]) -> usize {
     rdata_at
 }
 
+/// CHAOS-class identity queries (`dig CH TXT id.server`): the instance and, unless hidden,
+/// the version. Anything else in class CH is refused.
+fn answer_chaos(name: &[u8], qtype: u16, options: &ServeOptions, out: &mut Vec<u8>) -> Rcode {
+    let text = match name {
+        b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => match &options.version {
+            Some(v) => v.as_str(),
+            None => return Rcode::Refused,
+        },
+        b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => options.identity.as_str(),
+        _ => return Rcode::Refused,
+    };
+    out[2] |= FLAG_AA;
+    if qtype != QTYPE_TXT && qtype != QTYPE_ANY {
+        return Rcode::NoError;
+    }
+    let text = &text.as_bytes()[..text.len().min(255)];
+    out.extend_from_slice(&0xC00Cu16.to_be_bytes());
+    out.extend_from_slice(&QTYPE_TXT.to_be_bytes());
+    out.extend_from_slice(&CLASS_CH.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(text.len() as u16 + 1).to_be_bytes());
+    out.push(text.len() as u8);
+    out.extend_from_slice(text);
+    set_count(out, 6, 1);
+    Rcode::NoError
+}
+
 /// Answers one IN-class question; writes answer, authority and additional records after the
 /// question and returns the rcode. Sets AA for authoritative data.
 fn answer_question(
@@ -267,6 +303,7 @@ fn answer_question(
     question: &[u8],
     source: IpAddr,
     edns: &mut Option<EdnsReply>,
+    options: &ServeOptions,
     out: &mut Vec<u8>,
 ) -> Rcode {
     // The question is QNAME, QTYPE, QCLASS; a compressed QNAME is not a real query.
@@ -289,8 +326,11 @@ fn answer_question(
     if qtype == TYPE_OPT {
         return Rcode::FormErr;
     }
+    if qclass == CLASS_CH {
+        return answer_chaos(name, qtype, options, out);
+    }
     if qclass != CLASS_IN || qtype == QTYPE_AXFR || qtype == QTYPE_IXFR {
-        // CH, HS, ANY class and zone transfers: never answered with IN data.
+        // HS, ANY class and zone transfers: never answered with IN data.
         return Rcode::Refused;
     }
     let Some((zone, origin_offset)) = snapshot.find_zone(name, &labels[..label_count]) else {

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::response::{Limits, Transport, respond};
+use super::response::{ServeOptions, Transport, respond};
 use crate::answer::SnapshotReader;
 
 /// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds, not minutes).
@@ -75,12 +75,17 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
 
 /// Serves until the process ends. Socket errors are logged; a single bad datagram or
 /// connection never stops serving.
-pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, limits: Limits) {
+pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, options: ServeOptions) {
+    let options = Arc::new(options);
     let mut tasks = tokio::task::JoinSet::new();
     for socket in listeners.udp {
         let socket = Arc::new(socket);
         for _ in 0..UDP_TASKS_PER_SOCKET {
-            tasks.spawn(serve_udp(Arc::clone(&socket), reader.clone(), limits));
+            tasks.spawn(serve_udp(
+                Arc::clone(&socket),
+                reader.clone(),
+                Arc::clone(&options),
+            ));
         }
     }
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
@@ -88,14 +93,14 @@ pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, limits: Li
         tasks.spawn(serve_tcp(
             listener,
             reader.clone(),
-            limits,
+            Arc::clone(&options),
             Arc::clone(&permits),
         ));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, limits: Limits) {
+async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, options: Arc<ServeOptions>) {
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
     loop {
@@ -113,7 +118,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, limits: Limit
             &packet[..len],
             src,
             Transport::Udp,
-            limits,
+            &options,
             &mut response,
         )
         .is_some()
@@ -127,7 +132,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, limits: Limit
 async fn serve_tcp(
     listener: TcpListener,
     reader: SnapshotReader,
-    limits: Limits,
+    options: Arc<ServeOptions>,
     permits: Arc<Semaphore>,
 ) {
     loop {
@@ -137,8 +142,9 @@ async fn serve_tcp(
         match listener.accept().await {
             Ok((stream, src)) => {
                 let reader = reader.clone();
+                let options = Arc::clone(&options);
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, src, reader, limits).await {
+                    if let Err(e) = serve_connection(stream, src, reader, options).await {
                         debug!(%src, error = %e, "TCP connection ended");
                     }
                     drop(permit);
@@ -158,7 +164,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     src: SocketAddr,
     reader: SnapshotReader,
-    limits: Limits,
+    options: Arc<ServeOptions>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut packet = vec![0u8; 65535];
@@ -184,7 +190,7 @@ async fn serve_connection(
             &packet[..len],
             src,
             Transport::Tcp,
-            limits,
+            &options,
             &mut response,
         )
         .is_some()
