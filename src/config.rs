@@ -35,4 +35,8 @@ pub struct ServeConfig {
     pub identity: String,
     /// Refuse CHAOS `version.server`/`version.bind` queries.
     pub hide_version: bool,
+    /// First label of debug names (`_explain.<steered name>` TXT); empty disables them.
+    pub explain_label: String,
+    /// Source networks allowed to ask debug names; empty: everyone.
+    pub explain_from: Vec<crate::net::Prefix>,
 }

@@ -96,6 +96,13 @@ struct ServeArgs {
     /// Do not reveal the version to `dig CH TXT version.bind`.
     #[arg(long)]
     hide_version: bool,
+    /// First label of debug names: `dig TXT _explain.ingest.live.example.net` explains the
+    /// answer for the asking client. An empty value disables them.
+    #[arg(long, default_value = "_explain")]
+    explain_label: String,
+    /// Networks allowed to query debug names (repeatable); everyone when absent.
+    #[arg(long)]
+    explain_from: Vec<geosteer::net::Prefix>,
 }
 
 fn main() -> ExitCode {
@@ -218,6 +225,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         asn_db: args.asn_db,
         identity: args.identity.unwrap_or_else(host_name),
         hide_version: args.hide_version,
+        explain_label: args.explain_label,
+        explain_from: args.explain_from,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

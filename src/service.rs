@@ -163,6 +163,10 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         max_udp_payload: config.max_udp_payload,
         identity: config.identity.clone(),
         version: (!config.hide_version).then(|| format!("geosteer {}", env!("CARGO_PKG_VERSION"))),
+        explain: (!config.explain_label.is_empty()).then(|| dns::ExplainAccess {
+            label: config.explain_label.to_ascii_lowercase(),
+            allowed: config.explain_from.clone(),
+        }),
     };
     dns::server::serve(listeners, reader, options).await;
     tasks.shutdown().await;

@@ -394,3 +394,32 @@ fn chaos_identity_and_version() {
     let reply = udp(&hidden, &q("id.server.", TXT).class(DNSClass::CH));
     assert_eq!(txt(&reply).len(), 1, "the identity is still answered");
 }
+
+#[test]
+fn explain_names_can_be_restricted_or_disabled() {
+    let restricted = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--explain-from", "127.9.0.0/16"],
+    );
+    let reply = udp_from(
+        &restricted,
+        from("127.0.0.1"),
+        &q("_explain.ingest.test.example.", TXT),
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    let reply = udp_from(
+        &restricted,
+        from("127.9.0.1"),
+        &q("_explain.ingest.test.example.", TXT),
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1);
+    let disabled = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--explain-label", ""],
+    );
+    let reply = udp(&disabled, &q("_explain.ingest.test.example.", TXT));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+}

@@ -163,3 +163,44 @@ fn explain_command_tells_why() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a steered name"));
 }
+
+#[test]
+fn dig_explains_an_answer_and_names_the_instance() {
+    let server = Server::start(
+        &repo("zones"),
+        &repo("geo/dbip-country.mmdb"),
+        &["--identity", "pop-fra-2"],
+    );
+    let run = |args: &[&str]| {
+        let output = Command::new("dig")
+            .arg(format!("@{}", server.addr.ip()))
+            .args([
+                "-p",
+                &server.addr.port().to_string(),
+                "+short",
+                "+time=3",
+                "+tries=1",
+            ])
+            .args(args)
+            .output()
+            .expect("dig runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let why = run(&[
+        "TXT",
+        "_explain.ingest.live.example.net",
+        "+subnet=85.214.0.0/24",
+    ]);
+    for expected in [
+        "client 85.214.0.0/24 (ECS",
+        "located EU-DE",
+        "rule 2 (client in EU); fences: EU",
+        "1. frankfurt-1",
+        "answer A: frankfurt-1,london-1",
+        "instance pop-fra-2",
+    ] {
+        assert!(why.contains(expected), "{expected:?} missing from {why}");
+    }
+    assert_eq!(run(&["CH", "TXT", "id.server"]).trim(), "\"pop-fra-2\"");
+    assert!(run(&["CH", "TXT", "version.bind"]).contains("geosteer"));
+}

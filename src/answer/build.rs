@@ -45,6 +45,7 @@ pub fn build(
         zones: built,
         geo,
         asn: None,
+        explain: None,
     }
 }
 

@@ -30,6 +30,22 @@ pub struct Snapshot {
     pub geo: Arc<GeoDb>,
     /// The ASN database, when nodes have carrier addresses to choose between.
     pub asn: Option<Arc<crate::geo::AsnDb>>,
+    /// What `_explain` TXT queries explain from: the inputs of this snapshot.
+    pub explain: Option<Arc<ExplainView>>,
+}
+
+/// The inputs behind a snapshot, kept for explaining decisions (never read by ordinary
+/// queries).
+#[derive(Debug)]
+pub struct ExplainView {
+    /// The zones.
+    pub zones: Arc<Vec<crate::policy::Zone>>,
+    /// Measurements per zone.
+    pub latency: Arc<Vec<crate::latency::ZoneLatency>>,
+    /// Hysteresis state.
+    pub damping: Arc<crate::latency::DampingState>,
+    /// Availability per zone and node.
+    pub availability: Vec<Vec<crate::scoring::Availability>>,
 }
 
 impl Snapshot {

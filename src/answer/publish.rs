@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{Rankings, Snapshot, build, rank_all};
+use super::{ExplainView, Rankings, Snapshot, build, rank_all};
 use crate::geo::CountryTable;
 use crate::geo::GeoDb;
 use crate::health::{Health, NodeKey, Report};
@@ -168,7 +168,7 @@ pub struct Publisher {
     /// Health-independent rankings; recomputed only when latency inputs change.
     rankings: Arc<Rankings>,
     /// What is measured per zone: feed, loads, probe loss.
-    latency: Vec<ZoneLatency>,
+    latency: Arc<Vec<ZoneLatency>>,
     /// Each ranking cell's incumbent, for hysteresis.
     damping: DampingState,
     /// Latency inputs changed since the last ranking.
@@ -207,14 +207,22 @@ impl Publisher {
             .iter()
             .map(|z| z.iter().map(|n| n.availability).collect())
             .collect();
-        let latency: Vec<ZoneLatency> = zones.iter().map(|_| ZoneLatency::default()).collect();
+        let latency: Arc<Vec<ZoneLatency>> =
+            Arc::new(zones.iter().map(|_| ZoneLatency::default()).collect());
         let mut damping = DampingState::new();
         let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
         let mut snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
         snapshot.asn = asn.clone();
+        let zones = Arc::new(zones);
+        snapshot.explain = Some(Arc::new(ExplainView {
+            zones: Arc::clone(&zones),
+            latency: Arc::clone(&latency),
+            damping: Arc::new(damping.clone()),
+            availability: table,
+        }));
         let publisher = Publisher {
             asn,
-            zones: Arc::new(zones),
+            zones,
             geo,
             rankings,
             latency,
@@ -340,7 +348,7 @@ impl Publisher {
         runtime.health = report.health;
         // A load reported in a check's body counts like one from the feed.
         if let Some(load) = report.result.load {
-            let loads = &mut self.latency[key.zone].loads;
+            let loads = &mut Arc::make_mut(&mut self.latency)[key.zone].loads;
             if loads
                 .get(&key.node)
                 .is_none_or(|old| (old - load).abs() > LOAD_STEP)
@@ -380,7 +388,7 @@ impl Publisher {
                 .map(|s| s.latency.max_age)
                 .max()
                 .unwrap_or_default();
-            let measured = &mut self.latency[zi];
+            let measured = &mut Arc::make_mut(&mut self.latency)[zi];
             measured.measurements.expire(now, max_age);
             measured.addresses.expire(now, max_age);
             due |= aging
@@ -517,18 +525,24 @@ impl Publisher {
         let applied = staged.len() + loads.len();
         for (zone, node, group, m, address) in staged {
             if let (ClientGroup::Asn(asn), Some(db)) = (&group, &self.asn) {
-                self.latency[zone]
+                Arc::make_mut(&mut self.latency)[zone]
                     .asn_networks
                     .entry(*asn)
                     .or_insert_with(|| db.networks_of(*asn).into());
             }
             match address {
-                Some(ip) => self.latency[zone].addresses.record(ip, group, m),
-                None => self.latency[zone].measurements.record(node, group, m),
+                Some(ip) => Arc::make_mut(&mut self.latency)[zone]
+                    .addresses
+                    .record(ip, group, m),
+                None => Arc::make_mut(&mut self.latency)[zone]
+                    .measurements
+                    .record(node, group, m),
             }
         }
         for (zone, node, load) in loads {
-            self.latency[zone].loads.insert(node, load);
+            Arc::make_mut(&mut self.latency)[zone]
+                .loads
+                .insert(node, load);
         }
         if applied > 0 {
             self.rerank = true;
@@ -629,7 +643,7 @@ impl Publisher {
             let (zones, geo, latency) = (
                 Arc::clone(&self.zones),
                 Arc::clone(&self.geo),
-                self.latency.clone(),
+                Arc::clone(&self.latency),
             );
             let mut damping = std::mem::take(&mut self.damping);
             let ranked = tokio::task::spawn_blocking(move || {
@@ -663,11 +677,18 @@ impl Publisher {
             Arc::clone(&self.geo),
             Arc::clone(&self.rankings),
         );
+        let explain_table = table.clone();
         let built =
             tokio::task::spawn_blocking(move || build(&zones, geo, &rankings, &table)).await;
         let snapshot = match built {
             Ok(mut snapshot) => {
                 snapshot.asn = self.asn.clone();
+                snapshot.explain = Some(Arc::new(ExplainView {
+                    zones: Arc::clone(&self.zones),
+                    latency: Arc::clone(&self.latency),
+                    damping: Arc::new(self.damping.clone()),
+                    availability: explain_table,
+                }));
                 snapshot
             }
             Err(e) => {

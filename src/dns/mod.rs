@@ -9,5 +9,5 @@ pub mod response;
 pub mod server;
 pub mod wire;
 
-pub use response::{Outcome, Rcode, ServeOptions, Transport, respond};
+pub use response::{ExplainAccess, Outcome, Rcode, ServeOptions, Transport, respond};
 pub use server::{BoundListeners, bind};

@@ -81,6 +81,17 @@ pub struct ServeOptions {
     pub identity: String,
     /// The answer to `version.server`/`version.bind`; `None` hides it (REFUSED).
     pub version: Option<String>,
+    /// Debug names (`_explain.<steered name>` TXT); `None` disables them.
+    pub explain: Option<ExplainAccess>,
+}
+
+/// Who may ask `_explain.<steered name>` TXT, and under which label.
+#[derive(Debug, Clone)]
+pub struct ExplainAccess {
+    /// The first label of debug names, e.g. `_explain`.
+    pub label: String,
+    /// Source networks allowed to ask; empty: everyone.
+    pub allowed: Vec<crate::net::Prefix>,
 }
 
 impl Default for ServeOptions {
@@ -89,6 +100,10 @@ impl Default for ServeOptions {
             max_udp_payload: 1232,
             identity: "geosteer".into(),
             version: Some(format!("geosteer {}", env!("CARGO_PKG_VERSION"))),
+            explain: Some(ExplainAccess {
+                label: "_explain".into(),
+                allowed: Vec::new(),
+            }),
         }
     }
 }
@@ -269,6 +284,116 @@ fn push_record(out: &mut Vec<u8>, owner: usize, body: &[u8]) -> usize {
     rdata_at
 }
 
+/// `_explain.<steered name>` TXT: the steering decision for the asking client, in short.
+/// `None` when the name is not a debug name (the ordinary lookup then answers).
+fn answer_explain(
+    snapshot: &Snapshot,
+    name: &[u8],
+    source: IpAddr,
+    edns: &mut Option<EdnsReply>,
+    access: &ExplainAccess,
+    options: &ServeOptions,
+    out: &mut Vec<u8>,
+) -> Option<Rcode> {
+    let first = name.get(1..1 + *name.first()? as usize)?;
+    if !first.eq_ignore_ascii_case(access.label.as_bytes()) {
+        return None;
+    }
+    let target = wire_to_text(&name[1 + first.len()..])?;
+    let view = snapshot.explain.as_ref()?;
+    let source = unmap(source);
+    if !access.allowed.is_empty() && !access.allowed.iter().any(|p| p.contains(source)) {
+        return Some(Rcode::Refused);
+    }
+    let subnet = edns.as_ref().and_then(|e| e.subnet);
+    let (client, seen) = match subnet.and_then(|s| s.client().map(|c| (c.0, s))) {
+        Some((ip, s)) => (
+            ip,
+            format!(
+                "client {}/{} (ECS, from {source})",
+                s.address, s.source_prefix
+            ),
+        ),
+        None => (source, format!("client {source} (no ECS)")),
+    };
+    let explanation =
+        crate::explain::explain(&view.zones, &snapshot.geo, &target, client, |zone| {
+            crate::explain::LiveState {
+                availability: view.availability.get(zone).map(Vec::as_slice),
+                latency: view.latency.get(zone),
+                damping: Some((&view.damping, zone)),
+            }
+        })
+        .ok()?;
+    if let Some(reply) = edns.as_mut()
+        && let Some(s) = reply.subnet
+    {
+        // Specific to this client: never reuse for another.
+        reply.scope = s.source_prefix;
+    }
+    let mut strings = vec![
+        seen,
+        format!("located {}", explanation.located),
+        format!(
+            "{}; fences: {}",
+            explanation.rule,
+            if explanation.fences.is_empty() {
+                "none".into()
+            } else {
+                explanation.fences.join(",")
+            }
+        ),
+    ];
+    for (i, c) in explanation.candidates.iter().take(5).enumerate() {
+        strings.push(format!(
+            "{}. {} {:?} expect {:.0} ms ({}) {:?} score {:.1}",
+            i + 1,
+            c.node,
+            c.tier,
+            c.expected_ms,
+            c.source,
+            c.availability,
+            c.score
+        ));
+    }
+    strings.push(format!(
+        "answer A: {} | AAAA: {}",
+        explanation.answer_v4.join(","),
+        explanation.answer_v6.join(",")
+    ));
+    strings.push(format!("why: {}", explanation.why));
+    strings.push(format!("instance {}", options.identity));
+    let mut rdata = Vec::new();
+    for text in &strings {
+        let bytes = &text.as_bytes()[..text.len().min(255)];
+        rdata.push(bytes.len() as u8);
+        rdata.extend_from_slice(bytes);
+    }
+    out.extend_from_slice(&0xC00Cu16.to_be_bytes());
+    out.extend_from_slice(&QTYPE_TXT.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(rdata.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    set_count(out, 6, 1);
+    Some(Rcode::NoError)
+}
+
+/// Presentation form of a lowercase wire name (`\x06ingest\x04test\x00` → `ingest.test.`).
+fn wire_to_text(wire: &[u8]) -> Option<String> {
+    let mut text = String::new();
+    let mut at = 0;
+    loop {
+        let len = *wire.get(at)? as usize;
+        if len == 0 {
+            return Some(if text.is_empty() { ".".into() } else { text });
+        }
+        text.push_str(std::str::from_utf8(wire.get(at + 1..at + 1 + len)?).ok()?);
+        text.push('.');
+        at += 1 + len;
+    }
+}
+
 /// CHAOS-class identity queries (`dig CH TXT id.server`): the instance and, unless hidden,
 /// the version. Anything else in class CH is refused.
 fn answer_chaos(name: &[u8], qtype: u16, options: &ServeOptions, out: &mut Vec<u8>) -> Rcode {
@@ -337,6 +462,13 @@ fn answer_question(
         return Rcode::Refused;
     };
     out[2] |= FLAG_AA;
+
+    if let Some(access) = &options.explain
+        && matches!(qtype, QTYPE_TXT | QTYPE_ANY)
+        && let Some(rcode) = answer_explain(snapshot, name, source, edns, access, options, out)
+    {
+        return rcode;
+    }
 
     // The name being answered: starts as the question name, moves along in-zone CNAMEs.
     let mut current = [0u8; 255];
