@@ -4,6 +4,8 @@
 //! It only reads state and sends commands to the publisher; it never touches answer tables.
 //!
 //! - `GET /healthz` — the process is alive.
+//! - `GET /readyz` — zones loaded and every checked node checked once: 200, else 503 with
+//!   what is missing (for load balancers and anycast announcements).
 //! - `GET /metrics` — Prometheus text exposition.
 //! - `GET /nodes` — every node: health, override, availability, last check and latency.
 //! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
@@ -81,6 +83,7 @@ impl Admin {
         };
         let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
             .route("/nodes", get(nodes))
             .route("/nodes/{zone}/{node}/{action}", post(set_override))
@@ -147,6 +150,18 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             "metrics recorder not installed\n",
         )
             .into_response(),
+    }
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state.commands.send(Command::Ready { reply }).await.is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        Err(_) => unavailable(),
     }
 }
 

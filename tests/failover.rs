@@ -481,3 +481,34 @@ fn a_hung_target_does_not_delay_other_checks() {
     );
     assert_no_failures(&stream.finish());
 }
+
+#[test]
+fn readyz_waits_for_the_first_health_round() {
+    let hung = FakeNode::start("127.0.0.65", Behaviour::Hang);
+    let tokyo = FakeNode::start("127.0.0.66", Behaviour::Tcp);
+    let zone = format!(
+        "zone: hc.example\nsoa: {{primary: ns1.hc.example., contact: h.hc.example.}}\nns: [ns1.hc.example.]\nnodes:\n\
+         \x20 hung: {{geo: AS-KR, location: [37.56, 126.97], addresses: [{}], check: {{type: http, port: {}, timeout: 3s}}}}\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{type: tcp, port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1}}\n",
+        hung.addr.ip(),
+        hung.addr.port(),
+        tokyo.addr.ip(),
+        tokyo.addr.port()
+    );
+    let server = start("readyz", &zone);
+    assert_eq!(http(server.admin, "GET", "/healthz", None).0, 200);
+    let (status, body) = http(server.admin, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("hc.example./hung"), "{body}");
+    // Once the hung probe times out (3 s), every node has a result: ready.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http(server.admin, "GET", "/readyz", None);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

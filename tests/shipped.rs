@@ -204,3 +204,33 @@ fn dig_explains_an_answer_and_names_the_instance() {
     assert_eq!(run(&["CH", "TXT", "id.server"]).trim(), "\"pop-fra-2\"");
     assert!(run(&["CH", "TXT", "version.bind"]).contains("geosteer"));
 }
+
+#[test]
+fn logs_can_be_json() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(geosteer_binary())
+        .current_dir(repo(""))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geosteer");
+    let stderr = child.stderr.take().expect("piped");
+    let first = BufReader::new(stderr).lines().next();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = first.expect("a log line").expect("readable");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert!(parsed["fields"]["message"].is_string(), "{line}");
+    assert_eq!(parsed["level"], "INFO");
+}

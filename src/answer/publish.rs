@@ -70,6 +70,12 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Vec<NodeStatus>>,
     },
+    /// Whether the server is ready: zones loaded and every health-checked node checked at
+    /// least once (so answers reflect health, not the optimistic start).
+    Ready {
+        /// `Ok(())` when ready, else what is still missing.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Explains the current answer of a steered name for a client address.
     Explain {
         /// The steered name.
@@ -556,6 +562,31 @@ impl Publisher {
                 replies.push(Box::new(move |p: &Publisher| {
                     let _ = reply.send(p.status());
                 }));
+                false
+            }
+            Command::Ready { reply } => {
+                let waiting: Vec<String> = self
+                    .zones
+                    .iter()
+                    .zip(&self.nodes)
+                    .flat_map(|(zone, runtimes)| {
+                        zone.nodes
+                            .iter()
+                            .zip(runtimes)
+                            .filter(|(node, runtime)| {
+                                node.check.is_some() && runtime.last.is_none()
+                            })
+                            .map(|(node, _)| format!("{}/{}", zone.origin, node.name))
+                    })
+                    .collect();
+                let _ = reply.send(if waiting.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "first health round incomplete: {}",
+                        waiting.join(", ")
+                    ))
+                });
                 false
             }
             Command::Explain {
