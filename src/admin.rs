@@ -11,6 +11,9 @@
 //! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
 //! - `GET /explain?name=ingest.live.example.net&client=126.0.0.1` — why that client gets
 //!   those nodes, with live health and measurements (`client` may be an ECS subnet).
+//! - `POST /reload` — reload policy and databases now (also on SIGHUP and file changes);
+//!   400 with every error when the new files are bad (the old state keeps serving).
+//! - `GET /status` — the last reload's outcome.
 //! - `POST /latency` — a batch of latency measurements and load reports (JSON; see
 //!   `latency::FeedBatch`): applied whole, or rejected whole with every reason.
 
@@ -88,6 +91,8 @@ impl Admin {
             .route("/nodes", get(nodes))
             .route("/nodes/{zone}/{node}/{action}", post(set_override))
             .route("/latency", post(feed))
+            .route("/reload", post(reload))
+            .route("/status", get(status))
             .route("/explain", get(explain))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -269,6 +274,43 @@ async fn explain(
         Ok(Err(message)) => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
         Err(_) => unavailable(),
     }
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::Reload { reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(summary)) => format!("reloaded: {summary}\n").into_response(),
+        Ok(Err(errors)) => (StatusCode::BAD_REQUEST, format!("{errors}\n")).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::ReloadStatus { reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    let last_reload = match answer.await {
+        Ok(None) => serde_json::json!(null),
+        Ok(Some(Ok(age))) => serde_json::json!({ "ok": true, "age_s": age }),
+        Ok(Some(Err(error))) => serde_json::json!({ "ok": false, "error": error }),
+        Err(_) => return unavailable(),
+    };
+    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "last_reload": last_reload }))
+        .into_response()
 }
 
 fn unavailable() -> Response {

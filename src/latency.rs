@@ -156,6 +156,18 @@ impl Measurements {
         self.by_node.is_empty()
     }
 
+    /// The same measurements with nodes renumbered (after a reload); nodes that map to
+    /// `None` are gone and lose theirs.
+    pub fn remap(&self, map: impl Fn(usize) -> Option<usize>) -> Measurements {
+        Measurements {
+            by_node: self
+                .by_node
+                .iter()
+                .filter_map(|(node, groups)| map(*node).map(|n| (n, groups.clone())))
+                .collect(),
+        }
+    }
+
     /// Every prefix and ASN group measured, sorted (prefixes first): each becomes an answer
     /// column of its own.
     pub fn column_groups(&self) -> Vec<ClientGroup> {

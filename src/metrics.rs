@@ -10,3 +10,5 @@ pub const NODE_TRANSITIONS: &str = "geosteer_node_transitions_total";
 pub const NODE_UP: &str = "geosteer_node_up";
 /// Time to rebuild every answer table, seconds.
 pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
+/// Reloads of policy and databases, by result (`ok`, `error`).
+pub const RELOADS: &str = "geosteer_reloads_total";

@@ -13,11 +13,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::admin::{Admin, AdminError};
-use crate::answer::{self, Publisher, Snapshot};
+use crate::answer::{self, Command, Publisher, ReloadSource, Snapshot};
 use crate::config::ServeConfig;
 use crate::dns::{self, ServeOptions};
 use crate::geo::{GeoDb, GeoError};
-use crate::health::{NodeKey, TlsConfigs, run_checks};
 use crate::policy::{self, PolicyErrors, Zone};
 
 /// Queued health reports before checks wait for the publisher.
@@ -99,9 +98,8 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
     }
     let publisher = Publisher::new(zones, geo, asn);
     let reader = publisher.reader();
-    let zones = publisher.zones();
 
-    let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
+    let (report_tx, report_rx) = mpsc::channel::<crate::health::Report>(REPORT_QUEUE);
     let (command_tx, command_rx) = mpsc::channel(64);
 
     let admin = match config.admin {
@@ -129,27 +127,17 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         })?;
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(publisher.run(report_rx, command_rx));
-    let tls = TlsConfigs::new();
-    let mut checked = 0;
-    for (zi, zone) in zones.iter().enumerate() {
-        for (ni, node) in zone.nodes.iter().enumerate() {
-            if let Some(check) = node.check.clone() {
-                tasks.spawn(run_checks(
-                    NodeKey { zone: zi, node: ni },
-                    check,
-                    tls.clone(),
-                    report_tx.clone(),
-                ));
-                checked += 1;
-            }
-        }
-    }
-    drop(report_tx);
+    let publisher = publisher.with_source(ReloadSource {
+        zones: config.zones.clone(),
+        geo: config.geo_dbs.clone(),
+        asn: config.asn_db.clone(),
+    });
+    tasks.spawn(publisher.run(report_tx, report_rx, command_rx));
+    tasks.spawn(reload_on_sighup(command_tx.clone()));
+    tasks.spawn(reload_on_change(config.clone(), command_tx.clone()));
     if let Some(path) = config.latency_feed.clone() {
         tasks.spawn(crate::feedfile::watch(path, command_tx.clone()));
     }
-    info!(nodes = checked, "health checks started");
 
     let bound = Bound {
         dns: listeners.local_addrs(),
@@ -190,6 +178,76 @@ fn install_metrics() -> Option<PrometheusHandle> {
         Err(e) => {
             warn!(error = %e, "metrics recorder not installed; /metrics will be unavailable");
             None
+        }
+    }
+}
+
+/// Sends a reload to the publisher and logs the outcome (for signals and file changes; the
+/// admin interface reports it to its caller).
+async fn request_reload(commands: &mpsc::Sender<Command>, why: &str) {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if commands.send(Command::Reload { reply }).await.is_err() {
+        return;
+    }
+    match answer.await {
+        Ok(Ok(summary)) => info!(trigger = why, %summary, "reload applied"),
+        Ok(Err(error)) => {
+            warn!(trigger = why, %error, "reload rejected; the previous policy keeps serving")
+        }
+        Err(_) => {}
+    }
+}
+
+/// Reloads on SIGHUP.
+async fn reload_on_sighup(commands: mpsc::Sender<Command>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            warn!("cannot listen for SIGHUP; reload through the admin interface instead");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            request_reload(&commands, "SIGHUP").await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(commands);
+}
+
+/// How often policy and database files are looked at for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reloads when a policy or database file changes (names, sizes, modification times; polled,
+/// which works on every file system and needs no watcher limits).
+async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) {
+    let fingerprint = |config: &ServeConfig| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&config.zones) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => vec![config.zones.clone()],
+        };
+        paths.extend(config.geo_dbs.iter().cloned());
+        paths.extend(config.asn_db.iter().cloned());
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::metadata(&p).ok();
+                let len = meta.as_ref().map_or(0, |m| m.len());
+                let modified = meta.and_then(|m| m.modified().ok());
+                (p, len, modified)
+            })
+            .collect()
+    };
+    let mut seen = fingerprint(&config);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = fingerprint(&config);
+        if now != seen {
+            seen = now;
+            request_reload(&commands, "file change").await;
         }
     }
 }

@@ -10,7 +10,7 @@ mod publish;
 mod subnet;
 
 pub use build::{Rankings, build, policy_availability, rank_all};
-pub use publish::{Command, NodeStatus, Override, Publisher, SnapshotReader};
+pub use publish::{Command, NodeStatus, Override, Publisher, ReloadSource, SnapshotReader};
 pub use subnet::SubnetRules;
 
 use std::collections::HashMap;

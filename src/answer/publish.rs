@@ -25,6 +25,7 @@ use crate::latency::{
 use crate::metrics as m;
 use crate::policy::{AdminStatus, Zone};
 use crate::scoring::Availability;
+use std::collections::HashMap;
 
 /// Read access to the current snapshot, cheap to clone into every serving task.
 #[derive(Debug, Clone)]
@@ -69,6 +70,18 @@ pub enum Command {
     Status {
         /// The answer.
         reply: oneshot::Sender<Vec<NodeStatus>>,
+    },
+    /// Reloads policy and databases from their files: validated first, swapped in whole,
+    /// node health and measurements carried over by zone and node name. On any error the
+    /// current state keeps serving.
+    Reload {
+        /// What was loaded, or every reason it was not.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The last reload's outcome.
+    ReloadStatus {
+        /// `None` before any reload; else when it succeeded or why it failed.
+        reply: oneshot::Sender<Option<Result<f64, String>>>,
     },
     /// Whether the server is ready: zones loaded and every health-checked node checked at
     /// least once (so answers reflect health, not the optimistic start).
@@ -161,6 +174,17 @@ const PROBE_LOSS_STEP: f64 = 0.05;
 /// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
 pub const MIN_REBUILD_GAP: std::time::Duration = std::time::Duration::from_millis(25);
 
+/// Where policy and databases are loaded from.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// Policy file or directory.
+    pub zones: std::path::PathBuf,
+    /// GeoIP databases.
+    pub geo: Vec<std::path::PathBuf>,
+    /// ASN database.
+    pub asn: Option<std::path::PathBuf>,
+}
+
 /// A reply to send once the current burst is published.
 type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 
@@ -183,6 +207,18 @@ pub struct Publisher {
     availability_dirty: bool,
     /// When measurements were last re-ranked for their age.
     last_aging: Instant,
+    /// Which load of the policy is current; health reports carry it.
+    generation: u64,
+    /// Where to reload from.
+    source: Option<ReloadSource>,
+    /// The outcome of the last reload: when it succeeded, or why it failed.
+    last_reload: Option<Result<SystemTime, String>>,
+    /// Health check tasks of the current load.
+    checks: tokio::task::JoinSet<()>,
+    /// Where checks send their reports.
+    report_tx: Option<mpsc::Sender<Report>>,
+    /// TLS configurations for HTTPS checks.
+    tls: crate::health::TlsConfigs,
     nodes: Vec<Vec<NodeRuntime>>,
     current: Arc<ArcSwap<Snapshot>>,
 }
@@ -236,11 +272,169 @@ impl Publisher {
             rerank: false,
             availability_dirty: false,
             last_aging: Instant::now(),
+            generation: 0,
+            source: None,
+            last_reload: None,
+            checks: tokio::task::JoinSet::new(),
+            report_tx: None,
+            tls: crate::health::TlsConfigs::new(),
             nodes,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
         publisher.export_gauges();
         publisher
+    }
+
+    /// Where `Command::Reload` reads from.
+    pub fn with_source(mut self, source: ReloadSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Starts one check task per checked node of the current load (stopping any earlier).
+    fn start_checks(&mut self, reports: &mpsc::Sender<Report>) {
+        self.checks.abort_all();
+        let mut checked = 0;
+        for (zi, zone) in self.zones.iter().enumerate() {
+            for (ni, node) in zone.nodes.iter().enumerate() {
+                if let Some(check) = node.check.clone() {
+                    let key = NodeKey {
+                        zone: zi,
+                        node: ni,
+                        generation: self.generation,
+                    };
+                    self.checks.spawn(crate::health::run_checks(
+                        key,
+                        check,
+                        self.tls.clone(),
+                        reports.clone(),
+                    ));
+                    checked += 1;
+                }
+            }
+        }
+        info!(
+            nodes = checked,
+            generation = self.generation,
+            "health checks started"
+        );
+    }
+
+    /// Installs a newly loaded policy and databases, carrying node state over by zone and
+    /// node name, and restarts the checks.
+    fn install(
+        &mut self,
+        zones: Vec<Zone>,
+        geo: Arc<GeoDb>,
+        asn: Option<Arc<crate::geo::AsnDb>>,
+    ) -> String {
+        let now = SystemTime::now();
+        let old_index: HashMap<(String, String), NodeKey> = self
+            .zones
+            .iter()
+            .enumerate()
+            .flat_map(|(zi, z)| {
+                z.nodes.iter().enumerate().map(move |(ni, n)| {
+                    (
+                        (z.origin.to_string(), n.name.clone()),
+                        NodeKey {
+                            zone: zi,
+                            node: ni,
+                            generation: 0,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut kept = 0;
+        let mut nodes = Vec::new();
+        let mut latency = Vec::new();
+        for zone in &zones {
+            let mut runtimes = Vec::new();
+            let mut measured = ZoneLatency::default();
+            let old_zone = self.zones.iter().position(|z| z.origin == zone.origin);
+            for (ni, node) in zone.nodes.iter().enumerate() {
+                let old = old_index.get(&(zone.origin.to_string(), node.name.clone()));
+                let mut runtime = match old {
+                    Some(k) => {
+                        kept += 1;
+                        self.nodes[k.zone][k.node].clone()
+                    }
+                    None => NodeRuntime {
+                        health: Health::Unknown,
+                        override_: None,
+                        last: None,
+                        availability: Availability::Up,
+                        since: now,
+                        probe_rtt_ms: None,
+                        probe_loss: 0.0,
+                        ranked_loss: 0.0,
+                    },
+                };
+                if node.check.is_none() {
+                    runtime.health = Health::Unknown;
+                }
+                let before = runtime.availability;
+                runtime.availability = availability(node.status, runtime.override_, runtime.health);
+                if runtime.availability != before {
+                    runtime.since = now;
+                }
+                if let Some(k) = old {
+                    let old_measured = &self.latency[k.zone];
+                    if let Some(load) = old_measured.loads.get(&k.node) {
+                        measured.loads.insert(ni, *load);
+                    }
+                    if let Some(loss) = old_measured.probe_loss.get(&k.node) {
+                        measured.probe_loss.insert(ni, *loss);
+                    }
+                }
+                runtimes.push(runtime);
+            }
+            if let Some(oz) = old_zone {
+                let names: HashMap<&str, usize> = zone
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.name.as_str(), i))
+                    .collect();
+                let old_nodes = &self.zones[oz].nodes;
+                measured.measurements = self.latency[oz].measurements.remap(|old| {
+                    old_nodes
+                        .get(old)
+                        .and_then(|n| names.get(n.name.as_str()).copied())
+                });
+                measured.addresses = self.latency[oz].addresses.clone();
+                if let Some(db) = &asn {
+                    for group in measured.measurements.column_groups() {
+                        if let ClientGroup::Asn(n) = group {
+                            measured.asn_networks.insert(n, db.networks_of(n).into());
+                        }
+                    }
+                }
+            }
+            nodes.push(runtimes);
+            latency.push(measured);
+        }
+        let summary = format!(
+            "{} zones, {} nodes ({kept} carried over), {} places",
+            zones.len(),
+            zones.iter().map(|z| z.nodes.len()).sum::<usize>(),
+            geo.places().len()
+        );
+        self.zones = Arc::new(zones);
+        self.geo = geo;
+        self.asn = asn;
+        self.nodes = nodes;
+        self.latency = Arc::new(latency);
+        self.damping = DampingState::new();
+        self.generation += 1;
+        self.rerank = true;
+        self.availability_dirty = true;
+        if let Some(tx) = self.report_tx.clone() {
+            self.start_checks(&tx);
+        }
+        self.export_gauges();
+        summary
     }
 
     /// A reader for serving tasks.
@@ -258,9 +452,12 @@ impl Publisher {
     /// Applies reports and commands until both channels close.
     pub async fn run(
         mut self,
+        report_tx: mpsc::Sender<Report>,
         mut reports: mpsc::Receiver<Report>,
         mut commands: mpsc::Receiver<Command>,
     ) {
+        self.report_tx = Some(report_tx.clone());
+        self.start_checks(&report_tx);
         let mut replies: Vec<PendingReply> = Vec::new();
         let (mut reports_open, mut commands_open) = (true, true);
         // A change is published at once unless the previous rebuild was less than
@@ -282,7 +479,7 @@ impl Publisher {
                     None => reports_open = false,
                 },
                 command = commands.recv(), if commands_open => match command {
-                    Some(c) => dirty |= self.apply_command(c, &mut replies),
+                    Some(c) => dirty |= self.handle(c, &mut replies).await,
                     None => commands_open = false,
                 },
                 () = tokio::time::sleep_until(due), if dirty => {}
@@ -292,7 +489,7 @@ impl Publisher {
                 dirty |= self.apply_report(r);
             }
             while let Ok(c) = commands.try_recv() {
-                dirty |= self.apply_command(c, &mut replies);
+                dirty |= self.handle(c, &mut replies).await;
             }
             if dirty && tokio::time::Instant::now() >= due {
                 self.publish().await;
@@ -307,8 +504,57 @@ impl Publisher {
         }
     }
 
+    /// Applies a command; reloads load their files on the blocking pool first.
+    async fn handle(&mut self, command: Command, replies: &mut Vec<PendingReply>) -> bool {
+        match command {
+            Command::Reload { reply } => {
+                let Some(source) = self.source.clone() else {
+                    let _ = reply.send(Err("this server has no files to reload from".into()));
+                    return false;
+                };
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let zones =
+                        crate::policy::load_path(&source.zones).map_err(|e| e.to_string())?;
+                    let geo = GeoDb::open_all(&source.geo).map_err(|e| e.to_string())?;
+                    let asn = match &source.asn {
+                        Some(path) => Some(Arc::new(
+                            crate::geo::AsnDb::open(path).map_err(|e| e.to_string())?,
+                        )),
+                        None => None,
+                    };
+                    Ok::<_, String>((zones, Arc::new(geo), asn))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+                match loaded {
+                    Ok((zones, geo, asn)) => {
+                        let summary = self.install(zones, geo, asn);
+                        info!(%summary, "reloaded");
+                        metrics::counter!(m::RELOADS, "result" => "ok").increment(1);
+                        self.last_reload = Some(Ok(SystemTime::now()));
+                        replies.push(Box::new(move |_: &Publisher| {
+                            let _ = reply.send(Ok(summary));
+                        }));
+                        true
+                    }
+                    Err(error) => {
+                        warn!(%error, "reload rejected; the previous policy keeps serving");
+                        metrics::counter!(m::RELOADS, "result" => "error").increment(1);
+                        self.last_reload = Some(Err(error.clone()));
+                        let _ = reply.send(Err(error));
+                        false
+                    }
+                }
+            }
+            other => self.apply_command(other, replies),
+        }
+    }
+
     fn apply_report(&mut self, report: Report) -> bool {
         let key = report.key;
+        if key.generation != self.generation {
+            return false; // from a check of a policy that has since been reloaded
+        }
         let Some((zone, node)) = self
             .zones
             .get(key.zone)
@@ -564,6 +810,19 @@ impl Publisher {
                 }));
                 false
             }
+            Command::Reload { reply } => {
+                // Handled (asynchronously) by `handle`; never reaches here.
+                let _ = reply.send(Err("reload is handled by the run loop".into()));
+                false
+            }
+            Command::ReloadStatus { reply } => {
+                let now = SystemTime::now();
+                let _ =
+                    reply.send(self.last_reload.clone().map(|r| {
+                        r.map(|t| now.duration_since(t).map_or(0.0, |d| d.as_secs_f64()))
+                    }));
+                false
+            }
             Command::Ready { reply } => {
                 let waiting: Vec<String> = self
                     .zones
@@ -655,7 +914,11 @@ impl Publisher {
                     z.nodes
                         .iter()
                         .position(|n| n.name == node)
-                        .map(|ni| NodeKey { zone: zi, node: ni })
+                        .map(|ni| NodeKey {
+                            zone: zi,
+                            node: ni,
+                            generation: self.generation,
+                        })
                 })
                 .flatten()
         })
@@ -776,7 +1039,11 @@ impl Publisher {
         let mut out = Vec::new();
         for (zi, zone) in self.zones.iter().enumerate() {
             for ni in 0..zone.nodes.len() {
-                out.push(self.status_of(NodeKey { zone: zi, node: ni }));
+                out.push(self.status_of(NodeKey {
+                    zone: zi,
+                    node: ni,
+                    generation: self.generation,
+                }));
             }
         }
         out

@@ -152,6 +152,16 @@ pub fn respond(
     if packet.len() < 12 || packet[2] & FLAG_QR != 0 {
         return None;
     }
+    // A query has one question, no answer or authority records, and at most an OPT (and a
+    // signature) in the additional section. Anything else is refused before parsing, so a
+    // header claiming 65,535 records cannot make the parser allocate for them.
+    if count(packet, 4) != 1
+        || count(packet, 6) != 0
+        || count(packet, 8) != 0
+        || count(packet, 10) > 2
+    {
+        return Some(header_only(packet, Rcode::FormErr, out));
+    }
     let protocol = match transport {
         Transport::Udp => Protocol::Udp,
         Transport::Tcp => Protocol::Tcp,

@@ -22,13 +22,16 @@ use crate::policy::{HealthCheck, NodeId};
 /// The shortest probe timeout the round-trip estimate may set (Linux's minimum RTO).
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// A node across zones.
+/// A node across zones, in one loaded policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeKey {
     /// Index of the zone in the loaded policy.
     pub zone: usize,
     /// Index of the node in its zone.
     pub node: NodeId,
+    /// Which load of the policy the indices refer to: reports of checks started for an
+    /// earlier load are ignored after a reload.
+    pub generation: u64,
 }
 
 /// One probe's outcome as the publisher sees it.

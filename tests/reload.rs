@@ -1,0 +1,138 @@
+//! Hot reload: policy and database changes are validated first and swapped in whole; a bad
+//! file keeps the last good state serving; node state survives.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::nodes::http;
+use support::*;
+
+fn policy(tokyo: &str) -> String {
+    format!(
+        "zone: rl.example\nsoa: {{primary: ns1.rl.example., contact: h.rl.example.}}\nns: [ns1.rl.example.]\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{tokyo}]}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}}\n\
+         steer:\n  ingest: {{answers: 2}}\n"
+    )
+}
+
+#[test]
+fn two_hundred_reloads_good_and_bad_never_fail_a_query() {
+    let dir = zone_dir("reload", &policy("192.0.2.1"));
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let stream = QueryLoop::start(server.addr, from("127.1.0.5"), "ingest.rl.example.");
+    let good = |i: usize| {
+        policy(if i.is_multiple_of(4) {
+            "192.0.2.1"
+        } else {
+            "192.0.2.101"
+        })
+    };
+    for i in 0..200usize {
+        if i.is_multiple_of(2) {
+            std::fs::write(dir.join("zone.yaml"), good(i)).expect("write policy");
+            let (status, body) = http(server.admin, "POST", "/reload", None);
+            assert_eq!(status, 200, "reload {i}: {body}");
+        } else {
+            std::fs::write(
+                dir.join("zone.yaml"),
+                policy("192.0.2.1").replace("singapore: {", "singapore: {nope: 1, "),
+            )
+            .expect("write policy");
+            let (status, body) = http(server.admin, "POST", "/reload", None);
+            assert_eq!(status, 400, "bad reload {i} accepted: {body}");
+            assert!(
+                body.contains("zone.yaml:") && body.contains("nope"),
+                "{body}"
+            );
+        }
+    }
+    let (_, status) = http(server.admin, "GET", "/status", None);
+    assert!(
+        status.contains("\"ok\":false") && status.contains("nope"),
+        "{status}"
+    );
+    let log = stream.finish();
+    assert!(log.len() > 20);
+    for (_, seen) in &log {
+        match seen {
+            Seen::Answer(a) => {
+                let complete =
+                    a == &["192.0.2.1", "192.0.2.2"] || a == &["192.0.2.101", "192.0.2.2"];
+                assert!(complete, "an answer from no good state: {a:?}");
+            }
+            other => panic!("a query failed during reloads: {other:?}"),
+        }
+    }
+    // The last reload was bad: the last good state (i = 198 → 192.0.2.101) serves.
+    let reply = udp_from(
+        &server,
+        from("127.1.0.5"),
+        &q("ingest.rl.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert_eq!(a_records(&reply), vec!["192.0.2.101", "192.0.2.2"]);
+    // Counted: at least the requested ones (the file watcher may add some of its own).
+    let (_, metrics) = http(server.admin, "GET", "/metrics", None);
+    let count = |result: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("geosteer_reloads_total{{result=\"{result}\"}}")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("ok") >= 100.0 && count("error") >= 100.0, "{metrics}");
+}
+
+#[test]
+fn overrides_survive_and_a_swapped_geoip_file_is_picked_up() {
+    let dir = zone_dir("reload-geo", &policy("192.0.2.1"));
+    let geo = dir.join("geo.mmdb");
+    std::fs::copy(repo("tests/fixtures/geo-city.mmdb"), &geo).expect("copy database");
+    let server = Server::start(&dir, &geo, &[]);
+    let query = || {
+        a_records(&udp_from(
+            &server,
+            from("127.1.0.5"),
+            &q("ingest.rl.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    assert_eq!(query(), vec!["192.0.2.1", "192.0.2.2"]);
+    assert_eq!(
+        http(
+            server.admin,
+            "POST",
+            "/nodes/rl.example/singapore/drain",
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(query(), vec!["192.0.2.1"]);
+    let (status, _) = http(server.admin, "POST", "/reload", None);
+    assert_eq!(status, 200);
+    assert_eq!(query(), vec!["192.0.2.1"], "the drain survives a reload");
+    // Swap the database for one that does not know 127.1/16: the file watcher reloads, and
+    // the client becomes unlocated (no default: the catch-all in list order).
+    std::fs::copy(repo("tests/fixtures/geo-extra.mmdb"), &geo).expect("swap database");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, why) = http(
+            server.admin,
+            "GET",
+            "/explain?name=ingest.rl.example.&client=127.1.0.5",
+            None,
+        );
+        if why.contains("not in the database") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new database was never loaded: {why}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, body) = http(server.admin, "GET", "/nodes", None);
+    assert!(body.contains("\"override\":\"drain\""), "{body}");
+}
