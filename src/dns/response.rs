@@ -48,6 +48,22 @@ pub enum Rcode {
 }
 
 impl Rcode {
+    /// Every rcode geosteer sends, for pre-registering counters.
+    pub const ALL: [Rcode; 7] = [
+        Rcode::NoError,
+        Rcode::FormErr,
+        Rcode::ServFail,
+        Rcode::NxDomain,
+        Rcode::NotImp,
+        Rcode::Refused,
+        Rcode::BadVers,
+    ];
+
+    /// Position in [`Rcode::ALL`].
+    pub fn index(self) -> usize {
+        Rcode::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
     /// Name for logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,6 +85,8 @@ pub struct Outcome {
     pub rcode: Rcode,
     /// The TC bit was set.
     pub truncated: bool,
+    /// The query carried a client subnet.
+    pub ecs: bool,
 }
 
 /// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
@@ -237,7 +255,12 @@ pub fn respond(
         let additional = count(out, 10) + 1;
         set_count(out, 10, additional);
     }
-    Some(Outcome { rcode, truncated })
+    let ecs = edns.as_ref().is_some_and(|e| e.subnet.is_some());
+    Some(Outcome {
+        rcode,
+        truncated,
+        ecs,
+    })
 }
 
 /// A header-only FORMERR for a query whose body cannot be parsed.
@@ -250,6 +273,7 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
     Outcome {
         rcode,
         truncated: false,
+        ecs: false,
     }
 }
 

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::response::{ServeOptions, Transport, respond};
 use crate::answer::SnapshotReader;
+use crate::metrics::QueryCounters;
 
 /// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds, not minutes).
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +77,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
 /// Serves until the process ends. Socket errors are logged; a single bad datagram or
 /// connection never stops serving.
 pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, options: ServeOptions) {
-    let options = Arc::new(options);
+    let options = Arc::new((options, QueryCounters::register()));
     let mut tasks = tokio::task::JoinSet::new();
     for socket in listeners.udp {
         let socket = Arc::new(socket);
@@ -100,7 +101,11 @@ pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, options: S
     while tasks.join_next().await.is_some() {}
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, options: Arc<ServeOptions>) {
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    reader: SnapshotReader,
+    options: Arc<(ServeOptions, QueryCounters)>,
+) {
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
     loop {
@@ -113,18 +118,19 @@ async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, options: Arc<
             }
         };
         let snapshot = reader.load();
-        if respond(
+        let (options, counters) = &*options;
+        if let Some(outcome) = respond(
             &snapshot,
             &packet[..len],
             src,
             Transport::Udp,
-            &options,
+            options,
             &mut response,
-        )
-        .is_some()
-            && let Err(e) = socket.send_to(&response, src).await
-        {
-            debug!(%src, error = %e, "UDP send error");
+        ) {
+            counters.count(Transport::Udp, outcome);
+            if let Err(e) = socket.send_to(&response, src).await {
+                debug!(%src, error = %e, "UDP send error");
+            }
         }
     }
 }
@@ -132,7 +138,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, reader: SnapshotReader, options: Arc<
 async fn serve_tcp(
     listener: TcpListener,
     reader: SnapshotReader,
-    options: Arc<ServeOptions>,
+    options: Arc<(ServeOptions, QueryCounters)>,
     permits: Arc<Semaphore>,
 ) {
     loop {
@@ -141,6 +147,7 @@ async fn serve_tcp(
         };
         match listener.accept().await {
             Ok((stream, src)) => {
+                options.1.connection();
                 let reader = reader.clone();
                 let options = Arc::clone(&options);
                 tokio::spawn(async move {
@@ -164,7 +171,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     src: SocketAddr,
     reader: SnapshotReader,
-    options: Arc<ServeOptions>,
+    options: Arc<(ServeOptions, QueryCounters)>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut packet = vec![0u8; 65535];
@@ -185,16 +192,16 @@ async fn serve_connection(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
         let snapshot = reader.load();
-        if respond(
+        let (serve_options, counters) = &*options;
+        if let Some(outcome) = respond(
             &snapshot,
             &packet[..len],
             src,
             Transport::Tcp,
-            &options,
+            serve_options,
             &mut response,
-        )
-        .is_some()
-        {
+        ) {
+            counters.count(Transport::Tcp, outcome);
             // One write per response: the two-byte length and the message together.
             let Ok(length) = u16::try_from(response.len()) else {
                 warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
