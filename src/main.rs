@@ -260,7 +260,11 @@ fn serve(args: ServeArgs) -> ExitCode {
                 }
                 let _ = stdout.flush();
             }) => result,
-            _ = shutdown_signal() => Ok(()),
+            _ = shutdown_signal() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                tracing::info!("shutting down");
+                Ok(())
+            }
         }
     });
     match result {

@@ -133,7 +133,17 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         asn: config.asn_db.clone(),
     });
     tasks.spawn(publisher.run(report_tx, report_rx, command_rx));
-    tasks.spawn(reload_on_sighup(command_tx.clone()));
+    // Registered before readiness is announced, so an early SIGHUP reloads instead of
+    // taking the signal's default action (exit).
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tasks.spawn(reload_on_sighup(hangups, command_tx.clone()));
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload through the admin interface instead")
+        }
+    }
     tasks.spawn(reload_on_change(config.clone(), command_tx.clone()));
     if let Some(path) = config.latency_feed.clone() {
         tasks.spawn(crate::feedfile::watch(path, command_tx.clone()));
@@ -147,6 +157,10 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         tasks.spawn(admin.serve());
     }
     ready(&bound);
+    // systemd (Type=notify): the sockets are bound and the first snapshot is published.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "cannot notify systemd of readiness");
+    }
     let options = ServeOptions {
         max_udp_payload: config.max_udp_payload,
         identity: config.identity.clone(),
@@ -198,22 +212,22 @@ async fn request_reload(commands: &mpsc::Sender<Command>, why: &str) {
     }
 }
 
-/// Reloads on SIGHUP.
-async fn reload_on_sighup(commands: mpsc::Sender<Command>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            warn!("cannot listen for SIGHUP; reload through the admin interface instead");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            request_reload(&commands, "SIGHUP").await;
+/// Reloads on SIGHUP, telling systemd it is reloading and when it is ready again.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    commands: mpsc::Sender<Command>,
+) {
+    while hangups.recv().await.is_some() {
+        // Type=notify-reload wants the monotonic time with RELOADING=1.
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
         }
+        let _ = sd_notify::notify(&reloading);
+        request_reload(&commands, "SIGHUP").await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
-    #[cfg(not(unix))]
-    drop(commands);
 }
 
 /// How often policy and database files are looked at for changes.

@@ -136,3 +136,39 @@ fn overrides_survive_and_a_swapped_geoip_file_is_picked_up() {
     let (_, body) = http(server.admin, "GET", "/nodes", None);
     assert!(body.contains("\"override\":\"drain\""), "{body}");
 }
+
+#[test]
+fn systemd_hears_ready_reloading_and_ready_again() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = zone_dir("notify", &policy("192.0.2.1"));
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind a notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let server = Server::start_with_env(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path"))],
+    );
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().contains("READY=1"));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("send SIGHUP");
+    assert!(status.success());
+    let reloading = next();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert!(next().contains("READY=1"));
+    let (_, status) = http(server.admin, "GET", "/status", None);
+    assert!(status.contains("\"ok\":true"), "{status}");
+}

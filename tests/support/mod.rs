@@ -59,6 +59,16 @@ impl Server {
 
     /// Starts the binary on 127.0.0.1:0 and waits for its readiness line.
     pub fn start(zones: &Path, geo: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(zones, geo, extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_with_env(
+        zones: &Path,
+        geo: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(geosteer_binary())
             .arg("serve")
             .args([
@@ -77,6 +87,7 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -117,6 +128,13 @@ impl Server {
             addr: addr.expect("loop ends with an address"),
             admin: admin.expect("the admin line comes first"),
         }
+    }
+}
+
+impl Server {
+    /// The server's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
