@@ -237,8 +237,12 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// which works on every file system and needs no watcher limits).
 async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) {
     let fingerprint = |config: &ServeConfig| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        // Policy files only (other files may live beside them, e.g. a latency feed).
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&config.zones) {
-            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect(),
             Err(_) => vec![config.zones.clone()],
         };
         paths.extend(config.geo_dbs.iter().cloned());

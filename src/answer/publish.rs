@@ -634,22 +634,27 @@ impl Publisher {
             self.last_aging = Instant::now();
         }
         for (zi, zone) in self.zones.iter().enumerate() {
-            let max_age = zone
-                .steered
-                .iter()
-                .map(|s| s.latency.max_age)
-                .max()
-                .unwrap_or_default();
-            let measured = &mut Arc::make_mut(&mut self.latency)[zi];
-            measured.measurements.expire(now, max_age);
-            measured.addresses.expire(now, max_age);
-            due |= aging
-                && (!measured.measurements.is_empty()
+            // Only touch (and so copy, while a snapshot shares it) the latency state when
+            // something changes: expiry on aging ticks, probe loss when it moved.
+            if aging {
+                let max_age = zone
+                    .steered
+                    .iter()
+                    .map(|s| s.latency.max_age)
+                    .max()
+                    .unwrap_or_default();
+                let measured = &mut Arc::make_mut(&mut self.latency)[zi];
+                measured.measurements.expire(now, max_age);
+                measured.addresses.expire(now, max_age);
+                due |= !measured.measurements.is_empty()
                     || !measured.addresses.is_empty()
-                    || !measured.loads.is_empty());
+                    || !measured.loads.is_empty();
+            }
             for (ni, runtime) in self.nodes[zi].iter().enumerate() {
                 if (runtime.probe_loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP {
-                    measured.probe_loss.insert(ni, runtime.probe_loss);
+                    Arc::make_mut(&mut self.latency)[zi]
+                        .probe_loss
+                        .insert(ni, runtime.probe_loss);
                     due = true;
                 }
             }
