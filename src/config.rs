@@ -39,4 +39,6 @@ pub struct ServeConfig {
     pub explain_label: String,
     /// Source networks allowed to ask debug names; empty: everyone.
     pub explain_from: Vec<crate::net::Prefix>,
+    /// Log one query in this many (0: none).
+    pub query_log_every: u64,
 }

@@ -113,6 +113,9 @@ struct ServeArgs {
     /// Networks allowed to query debug names (repeatable); everyone when absent.
     #[arg(long)]
     explain_from: Vec<geosteer::net::Prefix>,
+    /// Log one query in N at info (client, ECS, name, type, answer, rcode, latency); 0: none.
+    #[arg(long, default_value_t = 0)]
+    query_log_sample: u64,
 }
 
 fn main() -> ExitCode {
@@ -239,6 +242,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         hide_version: args.hide_version,
         explain_label: args.explain_label,
         explain_from: args.explain_from,
+        query_log_every: args.query_log_sample,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

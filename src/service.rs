@@ -169,6 +169,7 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
             label: config.explain_label.to_ascii_lowercase(),
             allowed: config.explain_from.clone(),
         }),
+        query_log_every: config.query_log_every,
     };
     dns::server::serve(listeners, reader, options).await;
     tasks.shutdown().await;

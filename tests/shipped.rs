@@ -234,3 +234,66 @@ fn logs_can_be_json() {
     assert!(parsed["fields"]["message"].is_string(), "{line}");
     assert_eq!(parsed["level"], "INFO");
 }
+
+#[test]
+fn sampled_query_logs_say_who_asked_what_and_got_what() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(geosteer_binary())
+        .current_dir(repo(""))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(["--query-log-sample", "1"])
+        .env("RUST_LOG", "warn,geosteer::dns=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geosteer");
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let addr: std::net::SocketAddr = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("geosteer listening on ")
+                .map(|r| r.split_whitespace().next().unwrap_or_default().to_string())
+        })
+        .and_then(|a| a.parse().ok())
+        .expect("a listening line");
+    let raw = udp_raw(
+        addr,
+        from("127.0.0.1"),
+        &q("ingest.live.example.net.", A)
+            .ecs("126.0.0.0", 24)
+            .bytes(),
+    );
+    assert!(raw.is_some());
+    let stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"query\""))
+        .expect("a query log line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    let fields = &parsed["fields"];
+    assert_eq!(fields["qname"], "ingest.live.example.net.", "{line}");
+    assert_eq!(fields["qtype"], "A");
+    assert_eq!(fields["rcode"], "No Error", "{line}");
+    assert_eq!(fields["ecs"], "126.0.0.0/24/11", "{line}");
+    assert!(
+        fields["answer"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("198.51.100.81"),
+        "{line}"
+    );
+    assert!(fields["latency_us"].is_u64(), "{line}");
+}

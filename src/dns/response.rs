@@ -101,6 +101,8 @@ pub struct ServeOptions {
     pub version: Option<String>,
     /// Debug names (`_explain.<steered name>` TXT); `None` disables them.
     pub explain: Option<ExplainAccess>,
+    /// Log one query in this many (0: none). Off, it costs one comparison per query.
+    pub query_log_every: u64,
 }
 
 /// Who may ask `_explain.<steered name>` TXT, and under which label.
@@ -122,6 +124,7 @@ impl Default for ServeOptions {
                 label: "_explain".into(),
                 allowed: Vec::new(),
             }),
+            query_log_every: 0,
         }
     }
 }

@@ -108,6 +108,7 @@ async fn serve_udp(
 ) {
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
+    let mut sampler = QuerySampler::new(options.0.query_log_every);
     loop {
         let (len, src) = match socket.recv_from(&mut packet).await {
             Ok(received) => received,
@@ -119,6 +120,7 @@ async fn serve_udp(
         };
         let snapshot = reader.load();
         let (options, counters) = &*options;
+        let sampled = sampler.sample().then(std::time::Instant::now);
         if let Some(outcome) = respond(
             &snapshot,
             &packet[..len],
@@ -128,6 +130,9 @@ async fn serve_udp(
             &mut response,
         ) {
             counters.count(Transport::Udp, outcome);
+            if let Some(started) = sampled {
+                log_query(src, Transport::Udp, &response, started.elapsed());
+            }
             if let Err(e) = socket.send_to(&response, src).await {
                 debug!(%src, error = %e, "UDP send error");
             }
@@ -166,6 +171,67 @@ async fn serve_tcp(
     }
 }
 
+/// One query in `every` is logged (0: none): a counter per serving task, no shared state.
+struct QuerySampler {
+    every: u64,
+    seen: u64,
+}
+
+impl QuerySampler {
+    fn new(every: u64) -> Self {
+        QuerySampler { every, seen: 0 }
+    }
+
+    /// True for the queries to log.
+    fn sample(&mut self) -> bool {
+        if self.every == 0 {
+            return false;
+        }
+        self.seen = self.seen.wrapping_add(1);
+        self.seen % self.every == 0
+    }
+}
+
+/// Logs a sampled query from its response: client, ECS, name, type, answer, rcode, latency.
+fn log_query(src: SocketAddr, transport: Transport, response: &[u8], elapsed: Duration) {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let Ok(message) = hickory_proto::op::Message::from_vec(response) else {
+        return;
+    };
+    let (qname, qtype) = message
+        .queries
+        .first()
+        .map_or((String::new(), String::new()), |q| {
+            (q.name().to_ascii(), q.query_type().to_string())
+        });
+    let ecs = message
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Subnet))
+        .and_then(|o| match o {
+            EdnsOption::Subnet(s) => Some(format!(
+                "{}/{}/{}",
+                s.addr(),
+                s.source_prefix(),
+                s.scope_prefix()
+            )),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let answer: Vec<String> = message.answers.iter().map(|r| r.data.to_string()).collect();
+    tracing::info!(
+        client = %src,
+        transport = ?transport,
+        ecs = %ecs,
+        qname = %qname,
+        qtype = %qtype,
+        rcode = %message.metadata.response_code,
+        answer = %answer.join(" "),
+        latency_us = elapsed.as_micros() as u64,
+        "query"
+    );
+}
+
 /// Answers length-prefixed queries in order until the client closes or goes idle.
 async fn serve_connection(
     mut stream: TcpStream,
@@ -177,6 +243,7 @@ async fn serve_connection(
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
     let mut framed: Vec<u8> = Vec::with_capacity(4098);
+    let mut sampler = QuerySampler::new(options.0.query_log_every);
     loop {
         let mut len_bytes = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len_bytes)).await {
@@ -193,6 +260,7 @@ async fn serve_connection(
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
         let snapshot = reader.load();
         let (serve_options, counters) = &*options;
+        let sampled = sampler.sample().then(std::time::Instant::now);
         if let Some(outcome) = respond(
             &snapshot,
             &packet[..len],
@@ -202,6 +270,9 @@ async fn serve_connection(
             &mut response,
         ) {
             counters.count(Transport::Tcp, outcome);
+            if let Some(started) = sampled {
+                log_query(src, Transport::Tcp, &response, started.elapsed());
+            }
             // One write per response: the two-byte length and the message together.
             let Ok(length) = u16::try_from(response.len()) else {
                 warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
