@@ -188,7 +188,7 @@ impl QuerySampler {
             return false;
         }
         self.seen = self.seen.wrapping_add(1);
-        self.seen % self.every == 0
+        self.seen.is_multiple_of(self.every)
     }
 }
 
