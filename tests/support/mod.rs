@@ -219,18 +219,23 @@ impl Q {
     }
 }
 
-/// Sends raw bytes over UDP from `from` and returns the raw reply, or `None` on timeout.
+/// Sends raw bytes over UDP from `from` and returns the raw reply, or `None` when two tries
+/// got none.
 pub fn udp_raw(server: SocketAddr, from: IpAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind((from, 0)).expect("bind a loopback source address");
     socket
         .set_read_timeout(Some(REPLY_TIMEOUT))
         .expect("set timeout");
-    socket.send_to(bytes, server).expect("send query");
     let mut buf = vec![0u8; 65535];
-    match socket.recv_from(&mut buf) {
-        Ok((len, _)) => Some(buf[..len].to_vec()),
-        Err(_) => None,
+    // Two tries, as resolvers do: a datagram can be dropped when the server's receive
+    // buffer is full (a test that floods it with junk just before, on a busy machine).
+    for _ in 0..2 {
+        socket.send_to(bytes, server).expect("send query");
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            return Some(buf[..len].to_vec());
+        }
     }
+    None
 }
 
 /// Sends a query over UDP from 127.0.0.1 and parses the reply.
