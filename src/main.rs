@@ -251,9 +251,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let result = runtime.block_on(async {
-        tokio::select! {
-            result = service::run(config, |bound| {
+        let server = service::run(
+            config,
+            |bound| {
                 // The readiness lines, on stdout, for tests and scripts.
                 let mut stdout = std::io::stdout().lock();
                 if let Some(admin) = bound.admin {
@@ -263,14 +265,24 @@ fn serve(args: ServeArgs) -> ExitCode {
                     let _ = writeln!(stdout, "geosteer listening on {addr} (udp+tcp)");
                 }
                 let _ = stdout.flush();
-            }) => result,
+            },
+            stopping,
+        );
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result,
             _ = shutdown_signal() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                tracing::info!("shutting down");
-                Ok(())
+                tracing::info!("shutting down: finishing open TCP connections");
+                let _ = stop.send(true);
+                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => Ok(()),
+                }
             }
         }
     });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -78,9 +78,13 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
 }
 
-/// Runs a server until the process ends; `ready` gets the bound addresses once every socket
-/// is listening (tests and supervisors wait for it).
-pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), StartError> {
+/// Runs a server until `shutdown` turns true; `ready` gets the bound addresses once every
+/// socket is listening (tests and supervisors wait for it).
+pub async fn run(
+    config: ServeConfig,
+    ready: impl FnOnce(&Bound),
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StartError> {
     let (zones, geo) = load_inputs(&config.zones, &config.geo_dbs)?;
     info!(zones = zones.len(), places = geo.places().len(), geo_dbs = ?config.geo_dbs, "policy loaded");
     let asn = match &config.asn_db {
@@ -171,7 +175,8 @@ pub async fn run(config: ServeConfig, ready: impl FnOnce(&Bound)) -> Result<(), 
         }),
         query_log_every: config.query_log_every,
     };
-    dns::server::serve(listeners, reader, options).await;
+    // Serves until shutdown; then open TCP connections finish and the checks stop.
+    dns::server::serve(listeners, reader, options, shutdown).await;
     tasks.shutdown().await;
     Ok(())
 }

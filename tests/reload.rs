@@ -172,3 +172,55 @@ fn systemd_hears_ready_reloading_and_ready_again() {
     let (_, status) = http(server.admin, "GET", "/status", None);
     assert!(status.contains("\"ok\":true"), "{status}");
 }
+
+#[test]
+fn sigterm_answers_queries_already_sent_then_exits_cleanly() {
+    use std::io::{Read, Write};
+    let dir = zone_dir("sigterm", &policy("192.0.2.1"));
+    let mut server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let mut idle = std::net::TcpStream::connect(server.addr).expect("an idle connection");
+    let mut busy = std::net::TcpStream::connect(server.addr).expect("a busy connection");
+    busy.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let queries: Vec<Vec<u8>> = (0..5u16)
+        .map(|i| {
+            q("ingest.rl.example.", hickory_proto::rr::RecordType::A)
+                .id(i)
+                .bytes()
+        })
+        .collect();
+    let mut pipelined = Vec::new();
+    for query in &queries {
+        pipelined.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        pipelined.extend_from_slice(query);
+    }
+    busy.write_all(&pipelined).expect("send queries");
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    for i in 0..5u16 {
+        let mut len = [0u8; 2];
+        busy.read_exact(&mut len)
+            .expect("a response to a query sent before SIGTERM");
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        busy.read_exact(&mut reply).expect("the whole response");
+        assert_eq!(u16::from_be_bytes([reply[0], reply[1]]), i);
+    }
+    // The idle connection is closed, not held until the idle timeout.
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut byte)
+            .expect("closed, not reset or timed out"),
+        0
+    );
+    let exit = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the server exits");
+    assert!(exit.success(), "{exit:?}");
+    assert!(sent.elapsed() < Duration::from_secs(5));
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
 use super::response::{ServeOptions, Transport, respond};
@@ -25,6 +25,10 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Tasks receiving on each UDP socket.
 const UDP_TASKS_PER_SOCKET: usize = 2;
+/// At shutdown, how long a connection waits for a query already on its way.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+/// How long open TCP connections may take to finish at shutdown.
+const TCP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sockets bound for each `--listen` address: UDP and TCP on the same port.
 #[derive(Debug)]
@@ -76,7 +80,12 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
 
 /// Serves until the process ends. Socket errors are logged; a single bad datagram or
 /// connection never stops serving.
-pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, options: ServeOptions) {
+pub async fn serve(
+    listeners: BoundListeners,
+    reader: SnapshotReader,
+    options: ServeOptions,
+    shutdown: watch::Receiver<bool>,
+) {
     let options = Arc::new((options, QueryCounters::register()));
     let mut tasks = tokio::task::JoinSet::new();
     for socket in listeners.udp {
@@ -86,6 +95,7 @@ pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, options: S
                 Arc::clone(&socket),
                 reader.clone(),
                 Arc::clone(&options),
+                shutdown.clone(),
             ));
         }
     }
@@ -96,6 +106,7 @@ pub async fn serve(listeners: BoundListeners, reader: SnapshotReader, options: S
             reader.clone(),
             Arc::clone(&options),
             Arc::clone(&permits),
+            shutdown.clone(),
         ));
     }
     while tasks.join_next().await.is_some() {}
@@ -105,12 +116,17 @@ async fn serve_udp(
     socket: Arc<UdpSocket>,
     reader: SnapshotReader,
     options: Arc<(ServeOptions, QueryCounters)>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
     let mut sampler = QuerySampler::new(options.0.query_log_every);
     loop {
-        let (len, src) = match socket.recv_from(&mut packet).await {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut packet) => received,
+            _ = shutdown.changed() => return,
+        };
+        let (len, src) = match received {
             Ok(received) => received,
             Err(e) => {
                 // ICMP-induced errors (port unreachable from an earlier send) land here.
@@ -145,22 +161,30 @@ async fn serve_tcp(
     reader: SnapshotReader,
     options: Arc<(ServeOptions, QueryCounters)>,
     permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
+            break;
         };
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
             Ok((stream, src)) => {
                 options.1.connection();
                 let reader = reader.clone();
                 let options = Arc::clone(&options);
-                tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, src, reader, options).await {
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    if let Err(e) = serve_connection(stream, src, reader, options, shutdown).await {
                         debug!(%src, error = %e, "TCP connection ended");
                     }
                     drop(permit);
                 });
+                while connections.try_join_next().is_some() {}
             }
             Err(e) => {
                 warn!(error = %e, "TCP accept failed");
@@ -168,6 +192,15 @@ async fn serve_tcp(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+    // Shutting down: no new connections; open ones finish the query they are on.
+    drop(listener);
+    let drained = tokio::time::timeout(TCP_DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("TCP connections still open after {TCP_DRAIN_TIMEOUT:?}; closing them");
     }
 }
 
@@ -238,6 +271,7 @@ async fn serve_connection(
     src: SocketAddr,
     reader: SnapshotReader,
     options: Arc<(ServeOptions, QueryCounters)>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut packet = vec![0u8; 65535];
@@ -245,8 +279,32 @@ async fn serve_connection(
     let mut framed: Vec<u8> = Vec::with_capacity(4098);
     let mut sampler = QuerySampler::new(options.0.query_log_every);
     loop {
+        // Wait for the next query (cancel-safe, so shutdown can interrupt the wait). Once
+        // shutting down, queries already sent are still answered; an idle connection closes.
+        let wait = if *shutdown.borrow() {
+            SHUTDOWN_GRACE
+        } else {
+            TCP_IDLE_TIMEOUT
+        };
+        // The first byte of the length with a cancel-safe read (tokio's `read` loses nothing
+        // when cancelled); readiness alone can be stale after an exact read.
         let mut len_bytes = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len_bytes)).await {
+        let first = tokio::select! {
+            first = tokio::time::timeout(wait, stream.read(&mut len_bytes[..1])) => first,
+            changed = shutdown.changed(), if !*shutdown.borrow() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        match first {
+            Err(_) | Ok(Ok(0)) => return Ok(()), // idle, or the client closed
+            Ok(result) => {
+                result?;
+            }
+        }
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len_bytes[1..])).await {
             Err(_) => return Ok(()),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(result) => result?,
