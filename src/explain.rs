@@ -202,22 +202,16 @@ pub fn explain<'a>(
     let keys = latency::group_keys(place, group.as_ref().map(|(_, g)| g));
     let detail = |id: NodeId, node: &Node| {
         let distance = place.coordinates.map(|c| c.distance_km(&node.location));
-        let expected = latency::expected(
-            &measured.measurements,
+        let (expected, score) = latency::node_score(
+            measured,
             id,
+            node,
+            place.coordinates,
             &keys,
-            distance,
             now,
             &steered.latency,
         );
-        let load = measured.loads.get(&id).copied();
-        let score = latency::score(
-            expected.rtt_ms,
-            load,
-            measured.probe_loss.get(&id).copied().unwrap_or(0.0),
-            node.weight,
-        );
-        (distance, expected, load, score)
+        (distance, expected, measured.loads.get(&id).copied(), score)
     };
     let ranked = rank(&zone.nodes, candidates, &fences, |id, node| {
         detail(id, node).3

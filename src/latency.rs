@@ -298,6 +298,28 @@ pub fn score(expected_ms: f64, load: Option<f64>, probe_loss: f64, weight: u32) 
         / f64::from(weight.max(1))
 }
 
+/// A node's expected latency and score for a client at `client` in groups `keys`: the one
+/// computation behind rankings and explanations.
+pub fn node_score(
+    measured: &ZoneLatency,
+    id: usize,
+    node: &crate::policy::Node,
+    client: Option<crate::geo::Coordinates>,
+    keys: &[ClientGroup],
+    now: SystemTime,
+    policy: &LatencyPolicy,
+) -> (Expected, f64) {
+    let distance = client.map(|c| c.distance_km(&node.location));
+    let expected = expected(&measured.measurements, id, keys, distance, now, policy);
+    let score = score(
+        expected.rtt_ms,
+        measured.loads.get(&id).copied(),
+        measured.probe_loss.get(&id).copied().unwrap_or(0.0),
+        node.weight,
+    );
+    (expected, score)
+}
+
 /// The answer a client group currently sticks to, and a challenger being timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Incumbent {

@@ -307,21 +307,16 @@ fn rank_steered(
         .collect();
 
     let score_of = |id: NodeId, node: &Node, place: &Place, keys: &[latency::ClientGroup]| {
-        let distance = place.coordinates.map(|c| c.distance_km(&node.location));
-        let expected = latency::expected(
-            &measured.measurements,
+        latency::node_score(
+            measured,
             id,
+            node,
+            place.coordinates,
             keys,
-            distance,
             now,
             &steered.latency,
-        );
-        latency::score(
-            expected.rtt_ms,
-            measured.loads.get(&id).copied(),
-            measured.probe_loss.get(&id).copied().unwrap_or(0.0),
-            node.weight,
         )
+        .1
     };
     let place_scores = |place: &Place| -> Vec<f64> {
         let keys = latency::group_keys(place, None);
