@@ -253,6 +253,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let result = runtime.block_on(async {
+        // Registered before anything is announced, so a SIGTERM right after the readiness
+        // line shuts down gracefully instead of taking the default action.
+        #[cfg(unix)]
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let server = service::run(
             config,
             |bound| {
@@ -271,7 +275,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result,
-            _ = shutdown_signal() => {
+            _ = shutdown_signal(#[cfg(unix)] term) => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 tracing::info!("shutting down: finishing open TCP connections");
                 let _ = stop.send(true);
@@ -302,15 +306,13 @@ fn host_name() -> String {
         .unwrap_or_else(|| "geosteer".to_string())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (its handler registered by the caller, early) or Ctrl-C.
+async fn shutdown_signal(#[cfg(unix)] mut term: Option<tokio::signal::unix::Signal>) {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let Some(term) = term.as_mut() else {
+            return std::future::pending().await;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
