@@ -208,22 +208,7 @@ fn dig_explains_an_answer_and_names_the_instance() {
 #[test]
 fn logs_can_be_json() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(geosteer_binary())
-        .current_dir(repo(""))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start geosteer");
+    let mut child = serve_with_json_logs(&[], "info", std::process::Stdio::null());
     let stderr = child.stderr.take().expect("piped");
     let first = BufReader::new(stderr).lines().next();
     let _ = child.kill();
@@ -238,23 +223,11 @@ fn logs_can_be_json() {
 #[test]
 fn sampled_query_logs_say_who_asked_what_and_got_what() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(geosteer_binary())
-        .current_dir(repo(""))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .args(["--query-log-sample", "1"])
-        .env("RUST_LOG", "warn,geosteer::dns=info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start geosteer");
+    let mut child = serve_with_json_logs(
+        &["--query-log-sample", "1"],
+        "warn,geosteer::dns=info",
+        std::process::Stdio::piped(),
+    );
     let stdout = BufReader::new(child.stdout.take().expect("piped"));
     let addr: std::net::SocketAddr = stdout
         .lines()
@@ -296,4 +269,30 @@ fn sampled_query_logs_say_who_asked_what_and_got_what() {
         "{line}"
     );
     assert!(fields["latency_us"].is_u64(), "{line}");
+}
+
+/// Serves the shipped example on ephemeral ports with JSON logs piped back (stderr), at
+/// `rust_log`, with `extra` serve arguments.
+fn serve_with_json_logs(
+    extra: &[&str],
+    rust_log: &str,
+    stdout: std::process::Stdio,
+) -> std::process::Child {
+    Command::new(geosteer_binary())
+        .current_dir(repo(""))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env("RUST_LOG", rust_log)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geosteer")
 }
