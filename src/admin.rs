@@ -14,6 +14,8 @@
 //! - `POST /reload` — reload policy and databases now (also on SIGHUP and file changes);
 //!   400 with every error when the new files are bad (the old state keeps serving).
 //! - `GET /status` — the last reload's outcome.
+//! - `GET /config` — the effective configuration: the process's settings and every zone's
+//!   policy as loaded, defaults filled in.
 //! - `POST /latency` — a batch of latency measurements and load reports (JSON; see
 //!   `latency::FeedBatch`): applied whole, or rejected whole with every reason.
 
@@ -57,6 +59,8 @@ struct AdminState {
     commands: mpsc::Sender<Command>,
     prometheus: Option<PrometheusHandle>,
     token: Option<Arc<str>>,
+    /// The process's settings, for `/config` (secrets left out).
+    settings: Arc<serde_json::Value>,
 }
 
 /// A bound admin interface, ready to serve.
@@ -72,6 +76,7 @@ impl Admin {
         token: Option<String>,
         commands: mpsc::Sender<Command>,
         prometheus: Option<PrometheusHandle>,
+        settings: serde_json::Value,
     ) -> Result<Admin, AdminError> {
         if !addr.ip().is_loopback() && token.is_none() {
             return Err(AdminError::TokenRequired(addr));
@@ -83,6 +88,7 @@ impl Admin {
             commands,
             prometheus,
             token: token.map(Arc::from),
+            settings: Arc::new(settings),
         };
         let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -93,6 +99,7 @@ impl Admin {
             .route("/latency", post(feed))
             .route("/reload", post(reload))
             .route("/status", get(status))
+            .route("/config", get(config))
             .route("/explain", get(explain))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -311,6 +318,26 @@ async fn status(State(state): State<AdminState>) -> Response {
     };
     Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "last_reload": last_reload }))
         .into_response()
+}
+
+async fn config(State(state): State<AdminState>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::Config { reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(policy) => Json(serde_json::json!({
+            "settings": *state.settings,
+            "policy": policy,
+        }))
+        .into_response(),
+        Err(_) => unavailable(),
+    }
 }
 
 fn unavailable() -> Response {

@@ -42,3 +42,25 @@ pub struct ServeConfig {
     /// Log one query in this many (0: none).
     pub query_log_every: u64,
 }
+
+impl ServeConfig {
+    /// The settings as JSON for the admin interface's `/config`; the token is never shown,
+    /// only whether one is set.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "listen": self.listen,
+            "zones": self.zones,
+            "geo_dbs": self.geo_dbs,
+            "max_udp_payload": self.max_udp_payload,
+            "admin": self.admin,
+            "admin_token_set": self.admin_token.is_some(),
+            "latency_feed": self.latency_feed,
+            "asn_db": self.asn_db,
+            "identity": self.identity,
+            "hide_version": self.hide_version,
+            "explain_label": self.explain_label,
+            "explain_from": self.explain_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "query_log_sample": self.query_log_every,
+        })
+    }
+}

@@ -4,6 +4,7 @@
 use metrics::Counter;
 
 use crate::dns::{Outcome, Rcode, Transport};
+use crate::policy::{NodeId, Zone};
 
 /// Health probes, by zone, node and result (`ok`, `fail`).
 pub const HEALTH_CHECKS: &str = "geosteer_health_checks_total";
@@ -19,6 +20,10 @@ pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
 pub const RELOADS: &str = "geosteer_reloads_total";
 /// Queries answered, by transport, rcode and whether ECS was present.
 pub const QUERIES: &str = "geosteer_queries_total";
+/// Queries for names in a zone, by zone, query type and rcode.
+pub const ZONE_QUERIES: &str = "geosteer_zone_queries_total";
+/// Addresses answered for a steered name, by zone and node: where traffic is being sent.
+pub const NODE_ANSWERS: &str = "geosteer_node_answers_total";
 /// Responses truncated (TC) over UDP.
 pub const TRUNCATED: &str = "geosteer_truncated_total";
 /// TCP connections accepted.
@@ -63,8 +68,88 @@ impl QueryCounters {
         }
     }
 
+    /// Counts one answered query, and for a name of one of our zones, that zone's counter.
+    pub fn count_in(&self, zones: &[ZoneCounters], transport: Transport, outcome: Outcome) {
+        self.count(transport, outcome);
+        if let Some(zone) = outcome.zone.and_then(|z| zones.get(z)) {
+            zone.query(outcome.qtype, outcome.rcode);
+        }
+    }
+
     /// Counts one accepted TCP connection.
     pub fn connection(&self) {
         self.tcp_connections.increment(1);
+    }
+}
+
+/// Query types with a label of their own; every other type counts as `other`.
+const QTYPES: [(u16, &str); 13] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+    (257, "CAA"),
+];
+
+/// Per-zone counters, registered once per policy load (not per rebuild) and carried in every
+/// snapshot of that load, so the query path only indexes and increments.
+#[derive(Debug, Default)]
+pub struct ZoneCounters {
+    /// `[qtype][rcode]`, with `other` as the last qtype row.
+    queries: Vec<Counter>,
+    /// By node id.
+    answers: Vec<Counter>,
+}
+
+impl ZoneCounters {
+    /// Registers the counters of every zone, in policy order (the order of `ZoneAnswers::index`).
+    pub fn register(zones: &[Zone]) -> Vec<ZoneCounters> {
+        zones
+            .iter()
+            .map(|zone| {
+                let origin = zone.origin.to_string();
+                let mut queries = Vec::new();
+                let qtypes = QTYPES.iter().map(|(_, n)| *n).chain(["other"]);
+                for qtype in qtypes {
+                    for rcode in Rcode::ALL {
+                        queries.push(metrics::counter!(ZONE_QUERIES, "zone" => origin.clone(), "qtype" => qtype, "rcode" => rcode.as_str()));
+                    }
+                }
+                let answers = zone
+                    .nodes
+                    .iter()
+                    .map(|n| metrics::counter!(NODE_ANSWERS, "zone" => origin.clone(), "node" => n.name.clone()))
+                    .collect();
+                ZoneCounters { queries, answers }
+            })
+            .collect()
+    }
+
+    /// Counts one query for a name of this zone.
+    pub fn query(&self, qtype: u16, rcode: Rcode) {
+        let row = QTYPES
+            .iter()
+            .position(|(t, _)| *t == qtype)
+            .unwrap_or(QTYPES.len());
+        if let Some(counter) = self.queries.get(row * Rcode::ALL.len() + rcode.index()) {
+            counter.increment(1);
+        }
+    }
+
+    /// Counts the nodes of one steered answer.
+    pub fn answered(&self, nodes: &[NodeId]) {
+        for &node in nodes {
+            if let Some(counter) = self.answers.get(node) {
+                counter.increment(1);
+            }
+        }
     }
 }

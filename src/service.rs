@@ -100,6 +100,8 @@ pub async fn run(
             "nodes have carrier addresses but no --asn-db is given: every client gets each node's first address"
         );
     }
+    // The recorder first: the publisher registers its counters and gauges as it starts.
+    let prometheus = config.admin.and_then(|_| install_metrics());
     let publisher = Publisher::new(zones, geo, asn);
     let reader = publisher.reader();
 
@@ -112,7 +114,8 @@ pub async fn run(
                 addr,
                 config.admin_token.clone(),
                 command_tx.clone(),
-                install_metrics(),
+                prometheus,
+                config.settings_json(),
             )
             .await?,
         ),

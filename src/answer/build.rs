@@ -34,6 +34,7 @@ pub fn build(
         .enumerate()
         .map(|(i, z)| {
             build_zone(
+                i,
                 z,
                 rankings.zones.get(i).map_or(&[][..], Vec::as_slice),
                 availability.get(i).map_or(&[][..], Vec::as_slice),
@@ -46,6 +47,7 @@ pub fn build(
         geo,
         asn: None,
         explain: None,
+        zone_counters: Arc::default(),
     }
 }
 
@@ -82,6 +84,7 @@ pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
 }
 
 fn build_zone(
+    index: usize,
     zone: &Zone,
     rankings: &[SteeredRanking],
     availability: &[Availability],
@@ -160,6 +163,7 @@ fn build_zone(
     }
 
     ZoneAnswers {
+        index,
         origin,
         names,
         delegations,

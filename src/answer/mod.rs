@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub asn: Option<Arc<crate::geo::AsnDb>>,
     /// What `_explain` TXT queries explain from: the inputs of this snapshot.
     pub explain: Option<Arc<ExplainView>>,
+    /// Per-zone query and answer counters, by policy zone index; registered once per load
+    /// and shared by every snapshot of it (empty: nothing counted).
+    pub zone_counters: Arc<Vec<crate::metrics::ZoneCounters>>,
 }
 
 /// The inputs behind a snapshot, kept for explaining decisions (never read by ordinary
@@ -105,6 +108,8 @@ pub enum NameLookup<'a> {
 /// One zone's answers.
 #[derive(Debug)]
 pub struct ZoneAnswers {
+    /// Position of the zone in the policy (zones here are sorted by origin length instead).
+    pub index: usize,
     /// Lowercase wire form of the origin.
     pub origin: Box<[u8]>,
     /// Every name in the zone, keyed by lowercase wire form.

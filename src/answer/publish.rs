@@ -78,6 +78,11 @@ pub enum Command {
         /// What was loaded, or every reason it was not.
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// The policy as loaded, defaults filled in, with the databases' sizes.
+    Config {
+        /// The answer.
+        reply: oneshot::Sender<serde_json::Value>,
+    },
     /// The last reload's outcome.
     ReloadStatus {
         /// `None` before any reload; else when it succeeded or why it failed.
@@ -220,6 +225,8 @@ pub struct Publisher {
     /// TLS configurations for HTTPS checks.
     tls: crate::health::TlsConfigs,
     nodes: Vec<Vec<NodeRuntime>>,
+    /// Query and answer counters of the current load, shared by its snapshots.
+    zone_counters: Arc<Vec<crate::metrics::ZoneCounters>>,
     current: Arc<ArcSwap<Snapshot>>,
 }
 
@@ -255,6 +262,8 @@ impl Publisher {
         let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
         let mut snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
         snapshot.asn = asn.clone();
+        let zone_counters = Arc::new(crate::metrics::ZoneCounters::register(&zones));
+        snapshot.zone_counters = Arc::clone(&zone_counters);
         let zones = Arc::new(zones);
         snapshot.explain = Some(Arc::new(ExplainView {
             zones: Arc::clone(&zones),
@@ -279,6 +288,7 @@ impl Publisher {
             report_tx: None,
             tls: crate::health::TlsConfigs::new(),
             nodes,
+            zone_counters,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
         publisher.export_gauges();
@@ -324,11 +334,16 @@ impl Publisher {
     /// node name, and restarts the checks.
     fn install(
         &mut self,
-        zones: Vec<Zone>,
+        mut zones: Vec<Zone>,
         geo: Arc<GeoDb>,
         asn: Option<Arc<crate::geo::AsnDb>>,
     ) -> String {
         let now = SystemTime::now();
+        for zone in &mut zones {
+            if let Some(previous) = self.zones.iter().find(|z| z.origin == zone.origin) {
+                zone.carry_serial_from(previous);
+            }
+        }
         let old_index: HashMap<(String, String), NodeKey> = self
             .zones
             .iter()
@@ -421,6 +436,7 @@ impl Publisher {
             zones.iter().map(|z| z.nodes.len()).sum::<usize>(),
             geo.places().len()
         );
+        self.zone_counters = Arc::new(crate::metrics::ZoneCounters::register(&zones));
         self.zones = Arc::new(zones);
         self.geo = geo;
         self.asn = asn;
@@ -820,6 +836,15 @@ impl Publisher {
                 let _ = reply.send(Err("reload is handled by the run loop".into()));
                 false
             }
+            Command::Config { reply } => {
+                let _ = reply.send(serde_json::json!({
+                    "generation": self.generation,
+                    "geo_places": self.geo.places().len(),
+                    "asn_db": self.asn.is_some(),
+                    "zones": self.zones.iter().map(crate::policy::effective::zone_json).collect::<Vec<_>>(),
+                }));
+                false
+            }
             Command::ReloadStatus { reply } => {
                 let now = SystemTime::now();
                 let _ =
@@ -982,6 +1007,7 @@ impl Publisher {
         let snapshot = match built {
             Ok(mut snapshot) => {
                 snapshot.asn = self.asn.clone();
+                snapshot.zone_counters = Arc::clone(&self.zone_counters);
                 snapshot.explain = Some(Arc::new(ExplainView {
                     zones: Arc::clone(&self.zones),
                     latency: Arc::clone(&self.latency),

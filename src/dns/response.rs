@@ -87,6 +87,10 @@ pub struct Outcome {
     pub truncated: bool,
     /// The query carried a client subnet.
     pub ecs: bool,
+    /// Policy index of the zone the question was in, when it was in one of ours.
+    pub zone: Option<usize>,
+    /// The question's type (0 when there was no question).
+    pub qtype: u16,
 }
 
 /// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
@@ -218,6 +222,7 @@ pub fn respond(
         },
     };
 
+    let mut zone = None;
     let rcode = 'rcode: {
         if let (Some(e), Some(reply)) = (&request.edns, edns.as_mut()) {
             if e.version() > 0 {
@@ -234,7 +239,15 @@ pub fn respond(
         if request.metadata.op_code != OpCode::Query {
             break 'rcode Rcode::NotImp;
         }
-        answer_question(snapshot, question, src.ip(), &mut edns, options, out)
+        answer_question(
+            snapshot,
+            question,
+            src.ip(),
+            &mut edns,
+            options,
+            &mut zone,
+            out,
+        )
     };
 
     if let Some(reply) = edns.as_mut() {
@@ -263,6 +276,11 @@ pub fn respond(
         rcode,
         truncated,
         ecs,
+        zone,
+        qtype: match question.len() {
+            n if one_question && n >= 4 => u16::from_be_bytes([question[n - 4], question[n - 3]]),
+            _ => 0,
+        },
     })
 }
 
@@ -277,6 +295,8 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
         rcode,
         truncated: false,
         ecs: false,
+        zone: None,
+        qtype: 0,
     }
 }
 
@@ -459,13 +479,15 @@ fn answer_chaos(name: &[u8], qtype: u16, options: &ServeOptions, out: &mut Vec<u
 }
 
 /// Answers one IN-class question; writes answer, authority and additional records after the
-/// question and returns the rcode. Sets AA for authoritative data.
+/// question and returns the rcode. Sets AA for authoritative data, and `zone_index` to the
+/// policy index of the zone the question is in.
 fn answer_question(
     snapshot: &Snapshot,
     question: &[u8],
     source: IpAddr,
     edns: &mut Option<EdnsReply>,
     options: &ServeOptions,
+    zone_index: &mut Option<usize>,
     out: &mut Vec<u8>,
 ) -> Rcode {
     // The question is QNAME, QTYPE, QCLASS; a compressed QNAME is not a real query.
@@ -498,6 +520,7 @@ fn answer_question(
     let Some((zone, origin_offset)) = snapshot.find_zone(name, &labels[..label_count]) else {
         return Rcode::Refused;
     };
+    *zone_index = Some(zone.index);
     out[2] |= FLAG_AA;
 
     if let Some(access) = &options.explain
@@ -612,6 +635,9 @@ fn answer_question(
                     for body in bodies {
                         push_record(out, owner, body);
                         answers += 1;
+                    }
+                    if let Some(counters) = snapshot.zone_counters.get(zone.index) {
+                        counters.answered(&family.nodes);
                     }
                 }
                 if let (Some(lookup), Some(reply)) = (carrier, edns.as_mut())

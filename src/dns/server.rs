@@ -145,7 +145,7 @@ async fn serve_udp(
             options,
             &mut response,
         ) {
-            counters.count(Transport::Udp, outcome);
+            counters.count_in(&snapshot.zone_counters, Transport::Udp, outcome);
             if let Some(started) = sampled {
                 log_query(src, Transport::Udp, &response, started.elapsed());
             }
@@ -327,7 +327,7 @@ async fn serve_connection(
             serve_options,
             &mut response,
         ) {
-            counters.count(Transport::Tcp, outcome);
+            counters.count_in(&snapshot.zone_counters, Transport::Tcp, outcome);
             if let Some(started) = sampled {
                 log_query(src, Transport::Tcp, &response, started.elapsed());
             }

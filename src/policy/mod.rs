@@ -4,6 +4,7 @@
 //! three can never disagree about what a valid policy is. It returns every error found, across
 //! every file, each located as `file:line:column: message`.
 
+pub mod effective;
 pub mod model;
 pub mod raw;
 pub mod validate;
@@ -83,7 +84,16 @@ pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, 
             message: yaml_message(&e),
         }])
     })?;
-    validate::validate(path, raw, derived_serial)
+    let set_in_file = raw.soa.as_ref().is_some_and(|s| s.value.serial.is_some());
+    let mut zone = validate::validate(path, raw, derived_serial)?;
+    if !set_in_file {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same text hashes the same in every process.
+        let mut hasher = std::hash::DefaultHasher::new();
+        text.hash(&mut hasher);
+        zone.derived_serial_of = Some(hasher.finish());
+    }
+    Ok(zone)
 }
 
 /// The parser's message without its rendered source snippet: our own format carries the

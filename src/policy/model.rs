@@ -159,6 +159,32 @@ pub struct Zone {
     pub nodes: Vec<Node>,
     /// Names whose A/AAAA answers are computed per client.
     pub steered: Vec<SteeredName>,
+    /// When the file sets no SOA serial: a hash of the file's text, so a reload can tell an
+    /// edit (the serial must grow) from an unchanged file (the serial must stay).
+    pub derived_serial_of: Option<u64>,
+}
+
+impl Zone {
+    /// Carries the SOA serial over from the previously loaded version of this zone when the
+    /// operator sets none: kept when the file is unchanged, and otherwise made greater than
+    /// the previous one in serial-number arithmetic (RFC 1982), even when the file's
+    /// modification time went backwards (a restored backup, a clock step).
+    pub fn carry_serial_from(&mut self, previous: &Zone) {
+        let (Some(new), Some(old)) = (self.derived_serial_of, previous.derived_serial_of) else {
+            return;
+        };
+        let before = previous.soa.serial;
+        if new == old {
+            self.soa.serial = before;
+        } else if !serial_gt(self.soa.serial, before) {
+            self.soa.serial = before.wrapping_add(1);
+        }
+    }
+}
+
+/// `a > b` in RFC 1982 serial-number arithmetic (32 bits).
+pub fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
 }
 
 /// SOA fields; names are absolute.
@@ -254,6 +280,22 @@ impl RecordType {
     pub const SRV: Self = Self(33);
     /// CA authorization.
     pub const CAA: Self = Self(257);
+
+    /// The type's mnemonic (`A`, `MX`, ...), or `TYPEn` (RFC 3597) for others.
+    pub fn mnemonic(self) -> String {
+        match self {
+            Self::A => "A".into(),
+            Self::NS => "NS".into(),
+            Self::CNAME => "CNAME".into(),
+            Self::SOA => "SOA".into(),
+            Self::MX => "MX".into(),
+            Self::TXT => "TXT".into(),
+            Self::AAAA => "AAAA".into(),
+            Self::SRV => "SRV".into(),
+            Self::CAA => "CAA".into(),
+            Self(n) => format!("TYPE{n}"),
+        }
+    }
 }
 
 impl RecordData {

@@ -149,6 +149,8 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
             records,
             nodes,
             steered,
+            // Filled in by the loader, which has the file's text.
+            derived_serial_of: None,
         }),
         _ => Err(PolicyErrors(diag.errors)),
     }
