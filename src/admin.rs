@@ -1,5 +1,7 @@
 //! The admin interface: HTTP on loopback by default; a bearer token is required whenever it is
-//! bound anywhere else (and on loopback too, when one is configured).
+//! bound anywhere else (and on loopback too, when one is configured). Only the probes,
+//! `/healthz` and `/readyz`, answer without it — kubelets and anycast route announcers cannot
+//! hold a secret — and `/readyz` then says only "ready" or "not ready", not what is missing.
 //!
 //! It only reads state and sends commands to the publisher; it never touches answer tables.
 //!
@@ -122,22 +124,28 @@ impl Admin {
     }
 }
 
-/// Rejects requests without the configured bearer token.
+/// Whether a request carries the configured bearer token (true when none is configured).
+fn authorized(state: &AdminState, headers: &header::HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+}
+
+/// Rejects requests without the configured bearer token, but for the probes.
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "bearer token required\n",
-            )
-                .into_response();
-        }
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    if !probe && !authorized(&state, request.headers()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "bearer token required\n",
+        )
+            .into_response();
     }
     next.run(request).await
 }
@@ -165,14 +173,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn ready(State(state): State<AdminState>) -> Response {
+async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> Response {
     let (reply, answer) = oneshot::channel();
     if state.commands.send(Command::Ready { reply }).await.is_err() {
         return unavailable();
     }
     match answer.await {
         Ok(Ok(())) => "ready\n".into_response(),
-        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        Ok(Err(why)) if authorized(&state, &headers) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+        }
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
         Err(_) => unavailable(),
     }
 }

@@ -14,6 +14,11 @@ pub const HEALTH_CHECK_SECONDS: &str = "geosteer_health_check_seconds";
 pub const NODE_TRANSITIONS: &str = "geosteer_node_transitions_total";
 /// 1 when a node is answered, 0 when it is down, drained or forced down.
 pub const NODE_UP: &str = "geosteer_node_up";
+/// Nodes a steered name may answer with that are available now, by zone and name: 0 means
+/// the name answers fail-open (or SERVFAIL when it fails closed).
+pub const NAME_NODES_UP: &str = "geosteer_name_nodes_up";
+/// 1 when the last reload succeeded (or none was tried), 0 while a bad file is being ignored.
+pub const RELOAD_OK: &str = "geosteer_reload_ok";
 /// Time to rebuild every answer table, seconds.
 pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
 /// Reloads of policy and databases, by result (`ok`, `error`).

@@ -120,6 +120,22 @@ fn metrics_parse_as_prometheus_text_and_the_counters_move() {
     };
     let moved = answered(&after) - answered(&before);
     assert!(moved >= 8.0, "node answers moved by {moved}");
+    // A steered name's available nodes, and reload health, are gauges alerts can use.
+    let ingest_up = "geosteer_name_nodes_up{zone=\"test.example.\",name=\"ingest.test.example.\"}";
+    assert_eq!(
+        get(&after, ingest_up),
+        10.0,
+        "11 nodes, one of them down by policy"
+    );
+    assert_eq!(get(&after, "geosteer_reload_ok"), 1.0);
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/test.example/tokyo/drain",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&scrape(&server), ingest_up), 9.0);
     // Node states are exported from the start.
     assert!(
         after
@@ -177,9 +193,15 @@ fn a_token_is_enforced_on_an_interface_off_loopback() {
         .expect("the admin line");
     assert!(admin.ip().is_unspecified(), "{admin}");
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], admin.port()));
-    assert_eq!(http(local, "GET", "/healthz", None).0, 401);
-    assert_eq!(http(local, "GET", "/metrics", Some("wrong")).0, 401);
-    assert_eq!(http(local, "GET", "/healthz", Some("t0ken")).0, 200);
+    for path in ["/nodes", "/metrics", "/config", "/status"] {
+        assert_eq!(http(local, "GET", path, None).0, 401, "{path}");
+        assert_eq!(http(local, "GET", path, Some("wrong")).0, 401, "{path}");
+        assert_eq!(http(local, "GET", path, Some("t0ken")).0, 200, "{path}");
+    }
+    assert_eq!(http(local, "POST", "/reload", None).0, 401);
+    // Probes answer without it (kubelets and route announcers hold no secret).
+    assert_eq!(http(local, "GET", "/healthz", None).0, 200);
+    assert_eq!(http(local, "GET", "/readyz", None).0, 200);
     let _ = child.kill();
     let _ = child.wait();
 }

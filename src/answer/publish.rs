@@ -548,6 +548,7 @@ impl Publisher {
                         info!(%summary, "reloaded");
                         metrics::counter!(m::RELOADS, "result" => "ok").increment(1);
                         self.last_reload = Some(Ok(SystemTime::now()));
+                        metrics::gauge!(m::RELOAD_OK).set(1.0);
                         replies.push(Box::new(move |_: &Publisher| {
                             let _ = reply.send(Ok(summary));
                         }));
@@ -557,6 +558,7 @@ impl Publisher {
                         warn!(%error, "reload rejected; the previous policy keeps serving");
                         metrics::counter!(m::RELOADS, "result" => "error").increment(1);
                         self.last_reload = Some(Err(error.clone()));
+                        metrics::gauge!(m::RELOAD_OK).set(0.0);
                         let _ = reply.send(Err(error));
                         false
                     }
@@ -931,8 +933,7 @@ impl Publisher {
         runtime.availability = new;
         runtime.since = SystemTime::now();
         self.availability_dirty = true;
-        let up = if new == Availability::Up { 1.0 } else { 0.0 };
-        metrics::gauge!(m::NODE_UP, "zone" => zone.origin.to_string(), "node" => zone.nodes[key.node].name.clone()).set(up);
+        self.export_zone_gauges(key.zone);
         true
     }
 
@@ -1054,15 +1055,37 @@ impl Publisher {
 
     /// Sets every node's availability gauge (at start; changes update their own).
     fn export_gauges(&self) {
-        for (zone, runtimes) in self.zones.iter().zip(&self.nodes) {
-            for (node, runtime) in zone.nodes.iter().zip(runtimes) {
-                let up = if runtime.availability == Availability::Up {
-                    1.0
-                } else {
-                    0.0
-                };
-                metrics::gauge!(m::NODE_UP, "zone" => zone.origin.to_string(), "node" => node.name.clone()).set(up);
-            }
+        for zi in 0..self.zones.len() {
+            self.export_zone_gauges(zi);
+        }
+        let reload_ok = !matches!(self.last_reload, Some(Err(_)));
+        metrics::gauge!(m::RELOAD_OK).set(if reload_ok { 1.0 } else { 0.0 });
+    }
+
+    /// Node and steered-name availability gauges of one zone.
+    fn export_zone_gauges(&self, zi: usize) {
+        let (Some(zone), Some(runtimes)) = (self.zones.get(zi), self.nodes.get(zi)) else {
+            return;
+        };
+        let origin = zone.origin.to_string();
+        let up = |id: usize| {
+            runtimes
+                .get(id)
+                .is_some_and(|r| r.availability == Availability::Up)
+        };
+        for (id, node) in zone.nodes.iter().enumerate() {
+            let value = if up(id) { 1.0 } else { 0.0 };
+            metrics::gauge!(m::NODE_UP, "zone" => origin.clone(), "node" => node.name.clone())
+                .set(value);
+        }
+        for steered in &zone.steered {
+            let available = steered
+                .candidate_nodes()
+                .into_iter()
+                .filter(|&id| up(id))
+                .count();
+            metrics::gauge!(m::NAME_NODES_UP, "zone" => origin.clone(), "name" => steered.name.to_string())
+                .set(available as f64);
         }
     }
 

@@ -522,6 +522,23 @@ pub struct SteeredName {
 }
 
 /// Behaviour when health leaves no node to answer with.
+impl SteeredName {
+    /// Every node some client of this name may be answered with (rules and default), once
+    /// each, in id order.
+    pub fn candidate_nodes(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .rules
+            .iter()
+            .map(|r| &r.candidates)
+            .chain(self.default.candidates.as_ref())
+            .flat_map(|c| c.nodes.iter().map(|&(id, _)| id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllDown {
