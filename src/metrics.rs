@@ -34,6 +34,60 @@ pub const TRUNCATED: &str = "geosteer_truncated_total";
 /// TCP connections accepted.
 pub const TCP_CONNECTIONS: &str = "geosteer_tcp_connections_total";
 
+/// Help text for every metric, shown in the Prometheus exposition; called once when the
+/// recorder is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HEALTH_CHECKS,
+        "Health probes by zone, node and result (ok, fail)."
+    );
+    describe_histogram!(
+        HEALTH_CHECK_SECONDS,
+        metrics::Unit::Seconds,
+        "Health probe duration by zone and node."
+    );
+    describe_counter!(
+        NODE_TRANSITIONS,
+        "Node health transitions by zone, node and new state."
+    );
+    describe_gauge!(
+        NODE_UP,
+        "1 when a node is answered, 0 when it is down, drained or forced down."
+    );
+    describe_gauge!(
+        NAME_NODES_UP,
+        "Nodes a steered name may answer with that are available now."
+    );
+    describe_gauge!(
+        RELOAD_OK,
+        "1 when the last reload succeeded (or none was tried), 0 while a bad policy is rejected."
+    );
+    describe_histogram!(
+        REBUILD_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to rebuild every answer table."
+    );
+    describe_counter!(
+        RELOADS,
+        "Reloads of policy and databases by result (ok, error)."
+    );
+    describe_counter!(
+        QUERIES,
+        "Queries answered by transport, rcode and ECS presence."
+    );
+    describe_counter!(
+        ZONE_QUERIES,
+        "Queries for names of a zone by zone, query type and rcode."
+    );
+    describe_counter!(
+        NODE_ANSWERS,
+        "Steered answers that included a node, by zone and node."
+    );
+    describe_counter!(TRUNCATED, "UDP responses sent truncated (TC).");
+    describe_counter!(TCP_CONNECTIONS, "TCP connections accepted.");
+}
+
 /// Counter handles for the query path: looked up once, then only incremented.
 #[derive(Clone)]
 pub struct QueryCounters {

@@ -188,6 +188,7 @@ pub async fn run(
 fn install_metrics() -> Option<PrometheusHandle> {
     match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => {
+            crate::metrics::describe();
             let upkeep = handle.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -292,6 +292,10 @@ impl Publisher {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
         publisher.export_gauges();
+        // Both reload series exist from the start, so rates and alerts see a zero first.
+        for result in ["ok", "error"] {
+            metrics::counter!(m::RELOADS, "result" => result).increment(0);
+        }
         publisher
     }
 
