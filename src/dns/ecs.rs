@@ -40,24 +40,31 @@ impl ClientSubnet {
         let Some(EdnsOption::Subnet(subnet)) = edns.option(EdnsCode::Subnet) else {
             return Ok(None);
         };
-        if subnet.scope_prefix() != 0 {
+        ClientSubnet::checked(subnet.addr(), subnet.source_prefix(), subnet.scope_prefix())
+            .map(Some)
+    }
+
+    /// Validates an option's fields (RFC 7871 §7.1): shared by both query parsers.
+    pub fn checked(
+        address: IpAddr,
+        source_prefix: u8,
+        scope: u8,
+    ) -> Result<ClientSubnet, EcsError> {
+        if scope != 0 {
             return Err(EcsError::ScopeInQuery);
         }
-        let address = subnet.addr();
         let family = Family::of(address);
-        let source_prefix = subnet.source_prefix();
         if source_prefix > family.bits() {
             return Err(EcsError::SourceTooLong);
         }
-        let bits = address_bits(address);
-        if bits & !mask(source_prefix) != 0 {
+        if address_bits(address) & !mask(source_prefix) != 0 {
             return Err(EcsError::BitsPastPrefix);
         }
-        Ok(Some(ClientSubnet {
+        Ok(ClientSubnet {
             family,
             source_prefix,
             address,
-        }))
+        })
     }
 
     /// The address to locate, IPv4-mapped addresses as IPv4, and whether it was unmapped.

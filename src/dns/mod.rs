@@ -5,9 +5,12 @@
 //! precomputes. Nothing here changes state: it reads the published snapshot and answers.
 
 pub mod ecs;
+pub mod query;
 pub mod response;
 pub mod server;
 pub mod wire;
 
-pub use response::{ExplainAccess, Outcome, Rcode, ServeOptions, Transport, respond};
+pub use response::{
+    ExplainAccess, Outcome, Rcode, ServeOptions, Transport, respond, respond_general,
+};
 pub use server::{BoundListeners, bind};

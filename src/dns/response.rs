@@ -13,6 +13,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
 use super::ecs::ClientSubnet;
+use super::query::{EdnsView, QueryView, parse_plain};
 use super::wire::{RDATA_OFFSET, label_offsets};
 use crate::answer::{FamilyAnswer, NameLookup, NameNode, Snapshot};
 use crate::geo::AsnLookup;
@@ -164,7 +165,8 @@ struct EdnsReply {
 }
 
 /// Builds the response to `packet` into `out`. Returns `None` when nothing must be sent
-/// (responses, runts): the rule for those is silence, never an error.
+/// (responses, runts): the rule for those is silence, never an error. Ordinary queries are
+/// parsed in place without allocating ([`parse_plain`]); hickory parses the rest.
 pub fn respond(
     snapshot: &Snapshot,
     packet: &[u8],
@@ -173,9 +175,39 @@ pub fn respond(
     options: &ServeOptions,
     out: &mut Vec<u8>,
 ) -> Option<Outcome> {
+    if let Err(early) = precheck(packet, out) {
+        return early;
+    }
+    match parse_plain(packet) {
+        Some(view) => Some(respond_to(
+            snapshot, packet, &view, src, transport, options, out,
+        )),
+        None => respond_parsed_by_hickory(snapshot, packet, src, transport, options, out),
+    }
+}
+
+/// Like [`respond`], but always through hickory's parser: the general path, which the fast
+/// path must match byte for byte (tests compare the two).
+pub fn respond_general(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    options: &ServeOptions,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    if let Err(early) = precheck(packet, out) {
+        return early;
+    }
+    respond_parsed_by_hickory(snapshot, packet, src, transport, options, out)
+}
+
+/// What is decided before parsing: silence for responses and runts; FORMERR for a header no
+/// query has.
+fn precheck(packet: &[u8], out: &mut Vec<u8>) -> Result<(), Option<Outcome>> {
     out.clear();
     if packet.len() < 12 || packet[2] & FLAG_QR != 0 {
-        return None;
+        return Err(None);
     }
     // A query has one question, no answer or authority records, and at most an OPT (and a
     // signature) in the additional section. Anything else is refused before parsing, so a
@@ -185,8 +217,19 @@ pub fn respond(
         || count(packet, 8) != 0
         || count(packet, 10) > 2
     {
-        return Some(header_only(packet, Rcode::FormErr, out));
+        return Err(Some(header_only(packet, Rcode::FormErr, out)));
     }
+    Ok(())
+}
+
+fn respond_parsed_by_hickory(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    options: &ServeOptions,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
     let protocol = match transport {
         Transport::Udp => Protocol::Udp,
         Transport::Tcp => Protocol::Tcp,
@@ -194,21 +237,51 @@ pub fn respond(
     let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
         return Some(header_only(packet, Rcode::FormErr, out));
     };
+    let one_question = request.queries.len() == 1;
+    let view = QueryView {
+        question: if one_question {
+            request.queries.as_bytes()
+        } else {
+            &[]
+        },
+        one_question,
+        opcode_query: request.metadata.op_code == OpCode::Query,
+        edns: request.edns.as_ref().map(|e| EdnsView {
+            max_payload: e.max_payload(),
+            version: e.version(),
+            dnssec_ok: e.flags().dnssec_ok,
+            subnet: ClientSubnet::from_edns(e),
+        }),
+    };
+    Some(respond_to(
+        snapshot, packet, &view, src, transport, options, out,
+    ))
+}
 
+/// Writes the response to a parsed query.
+fn respond_to(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    query: &QueryView<'_>,
+    src: SocketAddr,
+    transport: Transport,
+    options: &ServeOptions,
+    out: &mut Vec<u8>,
+) -> Outcome {
     // Header: ID, opcode, RD and CD copied; QR set; RA clear.
     out.extend_from_slice(&packet[0..2]);
     out.push(FLAG_QR | (packet[2] & (0x78 | FLAG_RD)));
     out.push(packet[3] & FLAG_CD);
     out.extend_from_slice(&[0; 8]);
 
-    let mut edns = request.edns.as_ref().map(|e| EdnsReply {
-        dnssec_ok: e.flags().dnssec_ok,
+    let mut edns = query.edns.as_ref().map(|e| EdnsReply {
+        dnssec_ok: e.dnssec_ok,
         subnet: None,
         scope: 0,
         extended_rcode: 0,
     });
-    let question = request.queries.as_bytes();
-    let one_question = request.queries.len() == 1;
+    let question = query.question;
+    let one_question = query.one_question;
     if one_question {
         out.extend_from_slice(question);
         set_count(out, 4, 1);
@@ -216,19 +289,19 @@ pub fn respond(
 
     let limit = match transport {
         Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match &request.edns {
-            Some(e) => e.max_payload().clamp(512, options.max_udp_payload.max(512)) as usize,
+        Transport::Udp => match &query.edns {
+            Some(e) => e.max_payload.clamp(512, options.max_udp_payload.max(512)) as usize,
             None => 512,
         },
     };
 
     let mut zone = None;
     let rcode = 'rcode: {
-        if let (Some(e), Some(reply)) = (&request.edns, edns.as_mut()) {
-            if e.version() > 0 {
+        if let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) {
+            if e.version > 0 {
                 break 'rcode Rcode::BadVers;
             }
-            match ClientSubnet::from_edns(e) {
+            match e.subnet {
                 Ok(subnet) => reply.subnet = subnet,
                 Err(_) => break 'rcode Rcode::FormErr,
             }
@@ -236,7 +309,7 @@ pub fn respond(
         if !one_question {
             break 'rcode Rcode::FormErr;
         }
-        if request.metadata.op_code != OpCode::Query {
+        if !query.opcode_query {
             break 'rcode Rcode::NotImp;
         }
         answer_question(
@@ -272,7 +345,7 @@ pub fn respond(
         set_count(out, 10, additional);
     }
     let ecs = edns.as_ref().is_some_and(|e| e.subnet.is_some());
-    Some(Outcome {
+    Outcome {
         rcode,
         truncated,
         ecs,
@@ -281,7 +354,7 @@ pub fn respond(
             n if one_question && n >= 4 => u16::from_be_bytes([question[n - 4], question[n - 3]]),
             _ => 0,
         },
-    })
+    }
 }
 
 /// A header-only FORMERR for a query whose body cannot be parsed.

@@ -1,0 +1,154 @@
+//! What a response depends on in a query, and the allocation-free parser for ordinary
+//! queries.
+//!
+//! [`QueryView`] is the parsed query the responder works from. Two parsers produce it:
+//! [`parse_plain`] reads the common shape — one question with an uncompressed name, no answer
+//! or authority records, at most an OPT record — straight from the packet, without copying or
+//! allocating, and declines (returns `None`) anything else; hickory's `Request` parses what it
+//! declines. Both must lead to the same bytes: a test runs a corpus through each.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::ecs::{ClientSubnet, EcsError};
+
+/// The parts of a query the response is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryView<'a> {
+    /// The question as sent (QNAME, QTYPE, QCLASS); empty unless there is exactly one.
+    pub question: &'a [u8],
+    /// Exactly one question.
+    pub one_question: bool,
+    /// OPCODE is QUERY.
+    pub opcode_query: bool,
+    /// The OPT record, if any.
+    pub edns: Option<EdnsView>,
+}
+
+/// The OPT record's fields that shape the response.
+#[derive(Debug, Clone, Copy)]
+pub struct EdnsView {
+    /// The requester's UDP payload size.
+    pub max_payload: u16,
+    /// EDNS version.
+    pub version: u8,
+    /// The DO bit.
+    pub dnssec_ok: bool,
+    /// The client subnet option: absent, valid, or why it makes the query a FORMERR.
+    pub subnet: Result<Option<ClientSubnet>, EcsError>,
+}
+
+const TYPE_OPT: u16 = 41;
+const OPTION_ECS: u16 = 8;
+
+/// Parses an ordinary query without allocating; `None` for anything it does not handle
+/// (compressed or oversized names, several additional records, a non-root or non-OPT
+/// additional record, an ECS option of unknown family or inexact length, two ECS options,
+/// trailing bytes, an opcode other than QUERY). The caller then parses with hickory.
+pub fn parse_plain(packet: &[u8]) -> Option<QueryView<'_>> {
+    let count = |at: usize| u16::from_be_bytes([packet[at], packet[at + 1]]);
+    if packet.len() < 12
+        || count(4) != 1
+        || count(6) != 0
+        || count(8) != 0
+        || count(10) > 1
+        || (packet[2] >> 3) & 0x0F != 0
+    {
+        return None;
+    }
+    let mut at = 12;
+    loop {
+        let len = *packet.get(at)? as usize;
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+        if at - 12 > 255 {
+            return None; // longer than a name may be
+        }
+        if len == 0 {
+            break;
+        }
+    }
+    let question_end = at + 4;
+    let question = packet.get(12..question_end)?;
+    let edns = if count(10) == 1 {
+        Some(parse_opt(packet.get(question_end..)?)?)
+    } else {
+        if packet.len() != question_end {
+            return None;
+        }
+        None
+    };
+    Some(QueryView {
+        question,
+        one_question: true,
+        opcode_query: true,
+        edns,
+    })
+}
+
+/// Parses an OPT record that must fill `record` exactly.
+fn parse_opt(record: &[u8]) -> Option<EdnsView> {
+    if record.len() < 11 || record[0] != 0 {
+        return None;
+    }
+    let field = |at: usize| u16::from_be_bytes([record[at], record[at + 1]]);
+    if field(1) != TYPE_OPT {
+        return None;
+    }
+    let rdlen = field(9) as usize;
+    let rdata = record.get(11..)?;
+    if rdata.len() != rdlen {
+        return None;
+    }
+    let mut subnet = Ok(None);
+    let mut seen_subnet = false;
+    let mut at = 0;
+    while at < rdata.len() {
+        let header = rdata.get(at..at + 4)?;
+        let code = u16::from_be_bytes([header[0], header[1]]);
+        let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+        let data = rdata.get(at + 4..at + 4 + len)?;
+        at += 4 + len;
+        if code == OPTION_ECS {
+            if seen_subnet {
+                return None;
+            }
+            seen_subnet = true;
+            subnet = parse_subnet(data)?;
+        }
+    }
+    Some(EdnsView {
+        // hickory reads payloads below 512 as 512 (RFC 6891 §6.2.3); so does this.
+        max_payload: field(3).max(512),
+        version: record[6],
+        dnssec_ok: record[7] & 0x80 != 0,
+        subnet,
+    })
+}
+
+/// The ECS option's data; `None` (decline) for an unknown family or an address whose length
+/// is not what the source prefix needs.
+fn parse_subnet(data: &[u8]) -> Option<Result<Option<ClientSubnet>, EcsError>> {
+    let [f0, f1, source, scope, address @ ..] = data else {
+        return None;
+    };
+    let needed = source.div_ceil(8) as usize;
+    if address.len() != needed {
+        return None;
+    }
+    let address = match u16::from_be_bytes([*f0, *f1]) {
+        1 if needed <= 4 => {
+            let mut octets = [0u8; 4];
+            octets[..needed].copy_from_slice(address);
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        2 if needed <= 16 => {
+            let mut octets = [0u8; 16];
+            octets[..needed].copy_from_slice(address);
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(ClientSubnet::checked(address, *source, *scope).map(Some))
+}
