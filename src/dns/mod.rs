@@ -4,6 +4,8 @@
 //! snapshot; `ecs` handles client subnets; `wire` holds the encodings the snapshot builder
 //! precomputes. Nothing here changes state: it reads the published snapshot and answers.
 
+#[cfg(target_os = "linux")]
+mod batch;
 pub mod ecs;
 pub mod query;
 pub mod response;

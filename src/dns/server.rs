@@ -1,7 +1,8 @@
-//! UDP and TCP serving on tokio.
+//! UDP and TCP serving.
 //!
-//! UDP: a few tasks share each socket, each with its own receive and response buffers, so a
-//! query costs one `recv_from`, one `respond` and one `send_to`, without a task spawn.
+//! UDP (Linux): one `SO_REUSEPORT` socket per core and listen address, each served by a thread
+//! of its own in batches (see `batch`). Elsewhere: tokio tasks sharing each socket, each with
+//! its own buffers, so a query costs one `recv_from`, one `respond` and one `send_to`.
 //! TCP: one task per connection, queries answered in order (pipelining), bounded by an idle
 //! timeout and a connection limit so slow or idle clients cannot exhaust the server.
 
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+#[cfg(not(target_os = "linux"))]
+use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
@@ -23,8 +26,11 @@ use crate::metrics::QueryCounters;
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent TCP connections served; more wait in the kernel's accept queue.
 const MAX_TCP_CONNECTIONS: usize = 1024;
-/// Tasks receiving on each UDP socket.
+/// Tasks receiving on each UDP socket (where there is no batch fast path).
+#[cfg(not(target_os = "linux"))]
 const UDP_TASKS_PER_SOCKET: usize = 2;
+/// How often a UDP thread blocked in a receive wakes to look for shutdown.
+const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(100);
 /// At shutdown, how long a connection waits for a query already on its way.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 /// How long open TCP connections may take to finish at shutdown.
@@ -33,9 +39,9 @@ const TCP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sockets bound for each `--listen` address: UDP and TCP on the same port.
 #[derive(Debug)]
 pub struct BoundListeners {
-    /// UDP sockets.
-    pub udp: Vec<UdpSocket>,
-    /// TCP listeners, one per UDP socket, same address.
+    /// UDP sockets: per address, one per core sharing the port (`SO_REUSEPORT`).
+    pub udp: Vec<Vec<std::net::UdpSocket>>,
+    /// TCP listeners, one per address, on the UDP sockets' port.
     pub tcp: Vec<TcpListener>,
 }
 
@@ -44,9 +50,37 @@ impl BoundListeners {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.udp
             .iter()
-            .filter_map(|s| s.local_addr().ok())
+            .filter_map(|group| group.first()?.local_addr().ok())
             .collect()
     }
+}
+
+/// UDP sockets per listen address: one per core, so each core receives its own share.
+fn udp_sockets_per_address() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+}
+
+/// Binds `count` sockets sharing `addr` with `SO_REUSEPORT` (the kernel spreads datagrams
+/// across them by flow hash). Port 0 is resolved by the first; the rest join its port.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut sockets = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(bound), Type::DGRAM, Some(Protocol::UDP))?;
+        if bound.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_port(true)?;
+        // Room for bursts while a thread is busy; the kernel caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        socket.bind(&bound.into())?;
+        socket.set_read_timeout(Some(UDP_WAKE_INTERVAL))?;
+        let socket: std::net::UdpSocket = socket.into();
+        bound = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
 }
 
 /// Binds UDP and TCP on each address. With port 0 the kernel picks the UDP port and TCP
@@ -58,11 +92,15 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let socket = UdpSocket::bind(addr).await?;
-            let bound = socket.local_addr()?;
+            let group = bind_reuseport(*addr, udp_sockets_per_address())?;
+            let bound = group
+                .first()
+                .map(std::net::UdpSocket::local_addr)
+                .transpose()?
+                .unwrap_or(*addr);
             match TcpListener::bind(bound).await {
                 Ok(listener) => {
-                    udp.push(socket);
+                    udp.push(group);
                     tcp.push(listener);
                     break;
                 }
@@ -88,17 +126,7 @@ pub async fn serve(
 ) {
     let options = Arc::new((options, QueryCounters::register()));
     let mut tasks = tokio::task::JoinSet::new();
-    for socket in listeners.udp {
-        let socket = Arc::new(socket);
-        for _ in 0..UDP_TASKS_PER_SOCKET {
-            tasks.spawn(serve_udp(
-                Arc::clone(&socket),
-                reader.clone(),
-                Arc::clone(&options),
-                shutdown.clone(),
-            ));
-        }
-    }
+    serve_udp_sockets(listeners.udp, &reader, &options, &shutdown, &mut tasks);
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for listener in listeners.tcp {
         tasks.spawn(serve_tcp(
@@ -112,6 +140,76 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Linux: a thread per socket, batching; they stop within a wake interval of shutdown.
+#[cfg(target_os = "linux")]
+fn serve_udp_sockets(
+    groups: Vec<Vec<std::net::UdpSocket>>,
+    reader: &SnapshotReader,
+    options: &Arc<(ServeOptions, QueryCounters)>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    for socket in groups.into_iter().flatten() {
+        let (reader, options, stop) = (reader.clone(), Arc::clone(options), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("geosteer-udp".into())
+            .spawn(move || super::batch::serve_socket(socket, reader, options, stop));
+        match thread {
+            Ok(handle) => {
+                tasks.spawn_blocking(move || {
+                    if handle.join().is_err() {
+                        tracing::error!("a UDP serving thread panicked");
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "cannot start a UDP serving thread"),
+        }
+    }
+    let mut shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// Elsewhere: tokio tasks sharing each socket.
+#[cfg(not(target_os = "linux"))]
+fn serve_udp_sockets(
+    groups: Vec<Vec<std::net::UdpSocket>>,
+    reader: &SnapshotReader,
+    options: &Arc<(ServeOptions, QueryCounters)>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    for socket in groups.into_iter().flatten() {
+        let socket = match socket
+            .set_nonblocking(true)
+            .and_then(|()| UdpSocket::from_std(socket))
+        {
+            Ok(socket) => Arc::new(socket),
+            Err(e) => {
+                warn!(error = %e, "cannot serve a UDP socket");
+                continue;
+            }
+        };
+        for _ in 0..UDP_TASKS_PER_SOCKET {
+            tasks.spawn(serve_udp(
+                Arc::clone(&socket),
+                reader.clone(),
+                Arc::clone(options),
+                shutdown.clone(),
+            ));
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
 async fn serve_udp(
     socket: Arc<UdpSocket>,
     reader: SnapshotReader,
@@ -205,18 +303,18 @@ async fn serve_tcp(
 }
 
 /// One query in `every` is logged (0: none): a counter per serving task, no shared state.
-struct QuerySampler {
+pub(super) struct QuerySampler {
     every: u64,
     seen: u64,
 }
 
 impl QuerySampler {
-    fn new(every: u64) -> Self {
+    pub(super) fn new(every: u64) -> Self {
         QuerySampler { every, seen: 0 }
     }
 
     /// True for the queries to log.
-    fn sample(&mut self) -> bool {
+    pub(super) fn sample(&mut self) -> bool {
         if self.every == 0 {
             return false;
         }
@@ -226,7 +324,7 @@ impl QuerySampler {
 }
 
 /// Logs a sampled query from its response: client, ECS, name, type, answer, rcode, latency.
-fn log_query(src: SocketAddr, transport: Transport, response: &[u8], elapsed: Duration) {
+pub(super) fn log_query(src: SocketAddr, transport: Transport, response: &[u8], elapsed: Duration) {
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
     let Ok(message) = hickory_proto::op::Message::from_vec(response) else {
         return;
