@@ -21,6 +21,9 @@ pub const NAME_NODES_UP: &str = "geosteer_name_nodes_up";
 pub const RELOAD_OK: &str = "geosteer_reload_ok";
 /// Time to rebuild every answer table, seconds.
 pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
+/// From a node's availability changing (health or operator) to the answers reflecting it
+/// being published: rebuild time plus any wait to coalesce a burst.
+pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
 /// Reloads of policy and databases, by result (`ok`, `error`).
 pub const RELOADS: &str = "geosteer_reloads_total";
 /// Queries answered, by transport, rcode and whether ECS was present.
@@ -67,6 +70,11 @@ pub fn describe() {
         REBUILD_SECONDS,
         metrics::Unit::Seconds,
         "Time to rebuild every answer table."
+    );
+    describe_histogram!(
+        CHANGE_PUBLISH_SECONDS,
+        metrics::Unit::Seconds,
+        "From a node availability change to the answers reflecting it being published."
     );
     describe_counter!(
         RELOADS,

@@ -197,12 +197,21 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
 /// Node rankings of one steered name: `rows[row][column]`, rows being its rules and then the
 /// `default` pseudo-rule, columns the database's places and then the unlocated pseudo-place.
 /// They depend on policy and geography only, not on health, so they are computed once per
-/// load and every health change only re-picks from them.
+/// load and every health change only re-picks from them — once per distinct ranking (a
+/// class), not per cell: a city database has hundreds of thousands of places but a fleet
+/// only so many distinct orders of its nodes.
 #[derive(Debug, PartialEq)]
 struct SteeredRanking {
-    rows: Vec<Vec<Arc<[NodeId]>>>,
-    /// Per column: nodes whose best measured line is not their first address of the family.
-    lines: Vec<Lines>,
+    /// Distinct (ranking, lines) pairs; lines are the nodes whose best measured line is not
+    /// their first address of the family.
+    classes: Vec<(Arc<[NodeId]>, Lines)>,
+    /// `[row][column]` → index into `classes`; shared with every table built from it.
+    rows: Arc<Vec<Vec<u32>>>,
+    /// Per row, the classes it uses, once each: whether a row's answer varies by place.
+    row_classes: Vec<Vec<u32>>,
+    /// The classes of the cells located clients get without a subnet rule
+    /// (`rows[geo_rule[column]][column]`), once each.
+    effective_classes: Vec<u32>,
     geo_rule: Arc<[u16]>,
     subnets: Arc<SubnetRules>,
     groups: Arc<SubnetRules>,
@@ -333,12 +342,12 @@ fn rank_steered(
     let measured_by_group = measured.measurements.nodes_by_group();
     let mut base_scores: HashMap<*const Place, Arc<Vec<f64>>> = HashMap::new();
 
-    // Identical rankings (common: every place of a region) share one allocation.
-    let mut shared: HashMap<Vec<NodeId>, Arc<[NodeId]>> = HashMap::new();
+    // Identical rankings (common: every place of a region) are one class.
+    let mut classes: Vec<(Arc<[NodeId]>, Lines)> = Vec::new();
+    let mut class_of: HashMap<(Vec<NodeId>, *const (NodeId, IpAddr)), u32> = HashMap::new();
     let no_lines: Lines = Arc::from(Vec::new());
     let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Lines> = HashMap::new();
-    let mut lines = Vec::with_capacity(columns.len());
-    let mut rows = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
+    let mut rows: Vec<Vec<u32>> = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
     let mut geo_rule = Vec::with_capacity(columns.len());
     for (index, (place, prefix)) in columns.iter().enumerate() {
         let is_unlocated = std::ptr::eq(*place, &unlocated);
@@ -425,7 +434,6 @@ fn rank_steered(
                     .or_insert_with_key(|k| Arc::from(k.as_slice())),
             )
         };
-        lines.push(column_lines);
         for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
             let score = |id: NodeId, _: &Node| column_scores.get(id).copied().unwrap_or(f64::MAX);
             let (mut ranked, scores): (Vec<NodeId>, Vec<f64>) =
@@ -452,10 +460,13 @@ fn rank_steered(
                 Some(s) => damping.insert(key, s),
                 None => damping.remove(&key),
             };
-            let entry = shared
-                .entry(ranked)
-                .or_insert_with_key(|k| Arc::from(k.as_slice()));
-            row.push(Arc::clone(entry));
+            let class = *class_of
+                .entry((ranked, column_lines.as_ptr()))
+                .or_insert_with_key(|(ranked, _)| {
+                    classes.push((Arc::from(ranked.as_slice()), Arc::clone(&column_lines)));
+                    (classes.len() - 1) as u32
+                });
+            row.push(class);
         }
         let first_geo_rule = if is_unlocated {
             if steered.default.candidates.is_some() {
@@ -484,9 +495,27 @@ fn rank_steered(
             group_table.insert(prefix, g as u32);
         }
     }
+    let distinct = |cells: &mut dyn Iterator<Item = u32>| {
+        let mut seen = vec![false; classes.len()];
+        cells
+            .filter(|&c| !std::mem::replace(&mut seen[c as usize], true))
+            .collect::<Vec<u32>>()
+    };
+    let row_classes = rows
+        .iter()
+        .map(|row| distinct(&mut row.iter().copied()))
+        .collect();
+    let effective_classes = distinct(
+        &mut geo_rule
+            .iter()
+            .enumerate()
+            .filter_map(|(column, &rule)| rows.get(rule as usize)?.get(column).copied()),
+    );
     SteeredRanking {
-        rows,
-        lines,
+        classes,
+        rows: Arc::new(rows),
+        row_classes,
+        effective_classes,
         geo_rule: geo_rule.into(),
         subnets: Arc::new(subnets),
         groups: Arc::new(group_table),
@@ -494,8 +523,8 @@ fn rank_steered(
     }
 }
 
-/// Picks answers from precomputed rankings for the current availability. Identical rankings
-/// are picked once (they are shared allocations, so the pointer identifies them).
+/// Picks answers from precomputed rankings for the current availability: once per class
+/// (distinct ranking), so a health change costs the number of classes, not of places.
 fn build_steered(
     steered: &SteeredName,
     ranking: &SteeredRanking,
@@ -504,54 +533,44 @@ fn build_steered(
 ) -> SteeredTable {
     let mut answers: Vec<AnswerSet> = Vec::new();
     let mut interned: HashMap<(Pick, Pick, Lines), u32> = HashMap::new();
-    let mut picked: HashMap<(*const NodeId, *const (NodeId, IpAddr)), u32> = HashMap::new();
-    let table: Vec<Vec<u32>> = ranking
-        .rows
+    let class_answer: Vec<u32> = ranking
+        .classes
         .iter()
-        .map(|row| {
-            row.iter()
-                .zip(&ranking.lines)
-                .map(|(ranked, lines)| {
-                    *picked
-                        .entry((ranked.as_ptr(), lines.as_ptr()))
-                        .or_insert_with(|| {
-                            let choose = |eligible: fn(&Node) -> bool| {
-                                pick(
-                                    ranked,
-                                    nodes,
-                                    availability,
-                                    steered.answers,
-                                    eligible,
-                                    steered.all_down,
-                                )
-                            };
-                            let key = (
-                                choose(|n| n.first_v4().is_some()),
-                                choose(|n| n.first_v6().is_some()),
-                            );
-                            // Picks differing only in lines get different answers.
-                            let key = (key.0, key.1, Arc::clone(lines));
-                            *interned.entry(key.clone()).or_insert_with(|| {
-                                answers.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
-                                (answers.len() - 1) as u32
-                            })
-                        })
-                })
-                .collect()
+        .map(|(ranked, lines)| {
+            let choose = |eligible: fn(&Node) -> bool| {
+                pick(
+                    ranked,
+                    nodes,
+                    availability,
+                    steered.answers,
+                    eligible,
+                    steered.all_down,
+                )
+            };
+            // Picks differing only in lines get different answers.
+            let key = (
+                choose(|n| n.first_v4().is_some()),
+                choose(|n| n.first_v6().is_some()),
+                Arc::clone(lines),
+            );
+            *interned.entry(key.clone()).or_insert_with(|| {
+                answers.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
+                (answers.len() - 1) as u32
+            })
         })
         .collect();
     // An answer depends on the place when a row varies, or when the rule chosen per place does.
-    let row_varies = table.iter().any(|row| row.windows(2).any(|w| w[0] != w[1]));
-    let effective: Vec<u32> = ranking
-        .geo_rule
-        .iter()
-        .enumerate()
-        .map(|(place, &rule)| table[rule as usize][place])
-        .collect();
-    let depends_on_place = row_varies || effective.windows(2).any(|w| w[0] != w[1]);
+    let varies = |classes: &[u32]| {
+        classes
+            .windows(2)
+            .any(|w| class_answer[w[0] as usize] != class_answer[w[1] as usize])
+    };
+    let depends_on_place =
+        ranking.row_classes.iter().any(|c| varies(c)) || varies(&ranking.effective_classes);
     SteeredTable {
         answers,
-        table,
+        class_answer,
+        table: Arc::clone(&ranking.rows),
         geo_rule: Arc::clone(&ranking.geo_rule),
         subnets: Arc::clone(&ranking.subnets),
         groups: Arc::clone(&ranking.groups),

@@ -173,10 +173,12 @@ pub struct FamilyAnswer {
 pub struct SteeredTable {
     /// Distinct answers.
     pub answers: Vec<AnswerSet>,
-    /// `[rule][column]` → index into `answers`. Rules include a final pseudo-rule for the
-    /// `default` answer; columns are the places, a pseudo-place for unlocated clients, then
-    /// the measured prefix groups.
-    pub table: Vec<Vec<u32>>,
+    /// Ranking class → index into `answers`: what a health change rebuilds.
+    pub class_answer: Vec<u32>,
+    /// `[rule][column]` → ranking class. Rules include a final pseudo-rule for the `default`
+    /// answer; columns are the places, a pseudo-place for unlocated clients, then the
+    /// measured prefix groups. Shared by every table built from the same rankings.
+    pub table: Arc<Vec<Vec<u32>>>,
     /// First geo-matching rule per place (same indexing as a row of `table`).
     pub geo_rule: Arc<[u16]>,
     /// Subnet conditions of the rules.
@@ -216,7 +218,8 @@ impl SteeredTable {
         let column = column.min(self.geo_rule.len() - 1);
         let geo_rule = self.geo_rule[column] as usize;
         let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));
-        let id = self.table[rule][column] as usize;
+        let class = self.table[rule][column] as usize;
+        let id = self.class_answer[class] as usize;
         // A group's answer holds across its prefix whatever the database says inside it.
         let place_scope = if self.depends_on_place && group.is_none() {
             located.prefix_len

@@ -204,12 +204,18 @@ pub struct Publisher {
     rankings: Arc<Rankings>,
     /// What is measured per zone: feed, loads, probe loss.
     latency: Arc<Vec<ZoneLatency>>,
-    /// Each ranking cell's incumbent, for hysteresis.
-    damping: DampingState,
+    /// Each ranking cell's incumbent, for hysteresis; shared with the snapshots' explain
+    /// views, so a health-only rebuild does not copy it.
+    damping: Arc<DampingState>,
+    /// Some cell has a challenger being timed: the periodic look must re-rank. Computed
+    /// once per ranking, not per tick (there is a cell per place and name).
+    challenging: bool,
     /// Latency inputs changed since the last ranking.
     rerank: bool,
     /// Some node's availability changed since the last build.
     availability_dirty: bool,
+    /// When the oldest availability change not yet published was seen.
+    changed_at: Option<Instant>,
     /// When measurements were last re-ranked for their age.
     last_aging: Instant,
     /// Which load of the policy is current; health reports carry it.
@@ -260,6 +266,8 @@ impl Publisher {
             Arc::new(zones.iter().map(|_| ZoneLatency::default()).collect());
         let mut damping = DampingState::new();
         let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
+        let challenging = damping.values().any(|i| i.challenger.is_some());
+        let damping = Arc::new(damping);
         let mut snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
         snapshot.asn = asn.clone();
         let zone_counters = Arc::new(crate::metrics::ZoneCounters::register(&zones));
@@ -268,7 +276,7 @@ impl Publisher {
         snapshot.explain = Some(Arc::new(ExplainView {
             zones: Arc::clone(&zones),
             latency: Arc::clone(&latency),
-            damping: Arc::new(damping.clone()),
+            damping: Arc::clone(&damping),
             availability: table,
         }));
         let publisher = Publisher {
@@ -278,8 +286,10 @@ impl Publisher {
             rankings,
             latency,
             damping,
+            challenging,
             rerank: false,
             availability_dirty: false,
+            changed_at: None,
             last_aging: Instant::now(),
             generation: 0,
             source: None,
@@ -446,7 +456,8 @@ impl Publisher {
         self.asn = asn;
         self.nodes = nodes;
         self.latency = Arc::new(latency);
-        self.damping = DampingState::new();
+        self.damping = Arc::default();
+        self.challenging = false;
         self.generation += 1;
         self.rerank = true;
         self.availability_dirty = true;
@@ -681,7 +692,7 @@ impl Publisher {
                 }
             }
         }
-        due |= self.damping.values().any(|i| i.challenger.is_some());
+        due |= self.challenging;
         // Feed batches accepted since the last look.
         due |= self.rerank;
         self.rerank |= due;
@@ -937,6 +948,7 @@ impl Publisher {
         runtime.availability = new;
         runtime.since = SystemTime::now();
         self.availability_dirty = true;
+        self.changed_at.get_or_insert_with(Instant::now);
         self.export_zone_gauges(key.zone);
         true
     }
@@ -974,15 +986,18 @@ impl Publisher {
                 Arc::clone(&self.geo),
                 Arc::clone(&self.latency),
             );
-            let mut damping = std::mem::take(&mut self.damping);
+            let damping = std::mem::take(&mut self.damping);
             let ranked = tokio::task::spawn_blocking(move || {
+                let mut damping = Arc::unwrap_or_clone(damping);
                 let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
-                (rankings, damping)
+                let challenging = damping.values().any(|i| i.challenger.is_some());
+                (rankings, Arc::new(damping), challenging)
             })
             .await;
             match ranked {
-                Ok((rankings, damping)) => {
+                Ok((rankings, damping, challenging)) => {
                     self.damping = damping;
+                    self.challenging = challenging;
                     for (zi, runtimes) in self.nodes.iter_mut().enumerate() {
                         for (ni, runtime) in runtimes.iter_mut().enumerate() {
                             runtime.ranked_loss =
@@ -1016,7 +1031,7 @@ impl Publisher {
                 snapshot.explain = Some(Arc::new(ExplainView {
                     zones: Arc::clone(&self.zones),
                     latency: Arc::clone(&self.latency),
-                    damping: Arc::new(self.damping.clone()),
+                    damping: Arc::clone(&self.damping),
                     availability: explain_table,
                 }));
                 snapshot
@@ -1030,6 +1045,9 @@ impl Publisher {
         self.current.store(Arc::new(snapshot));
         let elapsed = started.elapsed();
         metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
+        if let Some(changed) = self.changed_at.take() {
+            metrics::histogram!(m::CHANGE_PUBLISH_SECONDS).record(changed.elapsed().as_secs_f64());
+        }
         info!(
             rebuild_ms = elapsed.as_secs_f64() * 1e3,
             "answer tables published"
@@ -1051,7 +1069,7 @@ impl Publisher {
             crate::explain::LiveState {
                 availability: availability.get(zone).map(Vec::as_slice),
                 latency: self.latency.get(zone),
-                damping: Some((&self.damping, zone)),
+                damping: Some((&*self.damping, zone)),
             }
         })
         .map_err(|e| e.to_string())

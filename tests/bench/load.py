@@ -29,6 +29,9 @@ CITY_DB = os.path.join(WORK, "city.mmdb")
 SUBNETS = os.path.join(WORK, "subnets.txt")
 REPS = int(os.environ.get("REPS", "3"))
 SECONDS = int(os.environ.get("SECONDS_PER_RUN", "4"))
+# For quick looks while profiling: ONLY=geosteer,gdnsd STREAMS=ecs (the table needs all).
+ONLY = [n for n in os.environ.get("ONLY", "").split(",") if n]
+STREAMS = [n for n in os.environ.get("STREAMS", "").split(",") if n]
 CPU_RATE = 40_000
 LATENCY_RATE = 20_000
 ZONE = "bench.example"
@@ -352,6 +355,8 @@ def main():
     write_stream(streams["ecs"], [query_bytes("ingest", s[0]) for s in subnets])
     write_stream(streams["no-ecs"], [query_bytes("ingest")] * 1000)
     write_stream(streams["static"], [query_bytes("www")] * 1000)
+    if STREAMS:
+        streams = {k: v for k, v in streams.items() if k in STREAMS}
     log(f"streams: {len(subnets)} ECS /24s from {countries} countries; no-ECS; static")
 
     work = tempfile.mkdtemp(prefix="geosteer-load-")
@@ -382,7 +387,7 @@ def main():
         correctness = {name: check_nearest(servers[name].port, sample) for name in ("geosteer", "gdnsd")}
 
         results = {(n, st): {"qps": [], "lost": 0, "cpu": [], "lat": []} for n in servers for st in streams}
-        order = list(servers)
+        order = [n for n in servers if not ONLY or n in ONLY]
         for rep in range(REPS):
             order = order[1:] + order[:1]  # A/B interleaving: a different server first each round
             for stream_name, stream in streams.items():
@@ -424,10 +429,12 @@ def main():
           f"{'CPU us/q@40k':>13} {'p50 us@20k':>11} {'p99':>7} {'p99.9':>7} {'peak RSS MiB':>13}")
     cells = {}
     for stream in streams:
-        for name in servers:
+        for name in order:
             c = cells[(name, stream)] = cell(name, stream)
             print(f"{stream:8} {name:9} {c['med']:12.0f} {c['min']:9.0f} {c['max']:9.0f} {c['lost']:6d} "
                   f"{c['cpu']:13.2f} {c['p50']:11.0f} {c['p99']:7.0f} {c['p999']:7.0f} {rss[name]:13.0f}")
+    if ONLY or STREAMS:
+        return
     print("\nratios (geosteer / other):  sat q/s   CPU/q   p99")
     for stream in streams:
         g = cells[("geosteer", stream)]

@@ -1,0 +1,140 @@
+//! Answer-table rebuilds at scale: 200 nodes against a full city database. Run with
+//! `tests/bench/rebuild.sh` (see tests/bench/README.md).
+//!
+//! Part 1, in process: rank + build (what a policy load or a latency change costs) and
+//! build alone (what a health change costs), median of 3, and the process's peak RSS.
+//! Part 2, the real server: 40 availability changes through the admin interface, each
+//! answered only once published; then the server's own `geosteer_change_publish_seconds`
+//! (change seen → tables published) and `geosteer_answer_rebuild_seconds`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use geosteer::answer::{build, policy_availability, rank_all};
+use geosteer::geo::GeoDb;
+use geosteer::latency::DampingState;
+use geosteer::policy::parse_zone;
+use support::nodes::http;
+use support::*;
+
+const NODES: usize = 200;
+
+fn zone_text(rng: &mut Rng) -> String {
+    let mut text = String::from(
+        "zone: scale.example\nsoa: {primary: ns1.scale.example., contact: h.scale.example.}\nns: [ns1.scale.example.]\nnodes:\n",
+    );
+    for i in 0..NODES {
+        let lat = rng.below(120) as f64 - 60.0;
+        let lon = rng.below(360) as f64 - 180.0;
+        text += &format!(
+            "  n{i}: {{geo: AS-JP, location: [{lat}, {lon}], addresses: [198.51.{}.{}]}}\n",
+            i / 250,
+            i % 250 + 1
+        );
+    }
+    text + "steer:\n  ingest: {answers: 2}\n"
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let geo_path = std::env::args()
+        .nth(1)
+        .map_or_else(|| repo("target/bench-data/city.mmdb"), Into::into);
+    let mut rng = Rng(0x5eed);
+    let text = zone_text(&mut rng);
+    let zones =
+        vec![parse_zone(std::path::Path::new("scale.yaml"), &text, 1).expect("generated policy")];
+    let started = Instant::now();
+    let geo = Arc::new(GeoDb::open(&geo_path).expect("the database opens"));
+    let load = started.elapsed();
+    let availability = policy_availability(&zones);
+    let now = SystemTime::now();
+    let (mut full, mut health) = (Vec::new(), Vec::new());
+    let mut damping = DampingState::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rankings = rank_all(&zones, &geo, &[], &mut damping, now);
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+        full.push(started.elapsed());
+        drop(snapshot);
+        let started = Instant::now();
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+        health.push(started.elapsed());
+        drop(snapshot);
+    }
+    println!(
+        "answer tables, {NODES} nodes x {} places of {} (load {:.0} ms):",
+        geo.places().len(),
+        geo_path.display(),
+        ms(load)
+    );
+    println!(
+        "  rank + build (policy load, latency change): {:>8.1} ms   target <= 100 ms",
+        ms(median(full))
+    );
+    println!(
+        "  build from rankings (a health change):      {:>8.1} ms",
+        ms(median(health))
+    );
+    println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
+
+    let dir = zone_dir("rebuild-bench", &text);
+    let server = Server::start(&dir, &geo_path, &[]);
+    let changes = 40;
+    for i in 0..changes {
+        let node = rng.below(NODES as u64);
+        let action = if i % 2 == 0 { "force-down" } else { "obey" };
+        let (status, body) = http(
+            server.admin,
+            "POST",
+            &format!("/nodes/scale.example/n{node}/{action}"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, text) = http(server.admin, "GET", "/metrics", None);
+    println!("the server, {changes} availability changes through the admin interface:");
+    for (q, label) in [("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")] {
+        println!(
+            "  change -> published {label} {:>8.1} ms   (rebuild {label}: {:.1} ms)   target <= 10 ms",
+            1e3 * metric(
+                &text,
+                &format!("geosteer_change_publish_seconds{{quantile=\"{q}\"}}")
+            ),
+            1e3 * metric(
+                &text,
+                &format!("geosteer_answer_rebuild_seconds{{quantile=\"{q}\"}}")
+            ),
+        );
+    }
+}
