@@ -1,4 +1,4 @@
-//! Answer-table rebuilds at scale: 200 nodes against a full city database. Run with
+//! Answer-table rebuilds at scale: 200 nodes (or `NODES`) against a full city database. Run with
 //! `tests/bench/rebuild.sh` (see tests/bench/README.md).
 //!
 //! Part 1, in process: rank + build (what a policy load or a latency change costs) and
@@ -20,13 +20,19 @@ use geosteer::policy::parse_zone;
 use support::nodes::http;
 use support::*;
 
-const NODES: usize = 200;
+/// Fleet size: 200 (the target's), or `NODES` from the environment.
+fn node_count() -> usize {
+    std::env::var("NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200)
+}
 
-fn zone_text(rng: &mut Rng) -> String {
+fn zone_text(rng: &mut Rng, nodes: usize) -> String {
     let mut text = String::from(
         "zone: scale.example\nsoa: {primary: ns1.scale.example., contact: h.scale.example.}\nns: [ns1.scale.example.]\nnodes:\n",
     );
-    for i in 0..NODES {
+    for i in 0..nodes {
         let lat = rng.below(120) as f64 - 60.0;
         let lon = rng.below(360) as f64 - 180.0;
         text += &format!(
@@ -70,7 +76,8 @@ fn main() {
         .nth(1)
         .map_or_else(|| repo("target/bench-data/city.mmdb"), Into::into);
     let mut rng = Rng(0x5eed);
-    let text = zone_text(&mut rng);
+    let nodes = node_count();
+    let text = zone_text(&mut rng, nodes);
     let zones =
         vec![parse_zone(std::path::Path::new("scale.yaml"), &text, 1).expect("generated policy")];
     let started = Instant::now();
@@ -92,7 +99,7 @@ fn main() {
         drop(snapshot);
     }
     println!(
-        "answer tables, {NODES} nodes x {} places of {} (load {:.0} ms):",
+        "answer tables, {nodes} nodes x {} places of {} (load {:.0} ms):",
         geo.places().len(),
         geo_path.display(),
         ms(load)
@@ -111,7 +118,7 @@ fn main() {
     let server = Server::start(&dir, &geo_path, &[]);
     let changes = 40;
     for i in 0..changes {
-        let node = rng.below(NODES as u64);
+        let node = rng.below(nodes as u64);
         let action = if i % 2 == 0 { "force-down" } else { "obey" };
         let (status, body) = http(
             server.admin,
