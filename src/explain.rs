@@ -229,7 +229,7 @@ pub fn explain<'a>(
             (None, None) => Some(geo.places().len()),
         };
         if let Some(column) = column
-            && let Some(incumbent) = damping.get(&(zi, steered_index, rule, column))
+            && let Some(incumbent) = damping.get((zi, steered_index, rule, column))
             && let Some(at) = order.iter().position(|n| *n == incumbent.node)
             && at > 0
         {

@@ -511,8 +511,50 @@ impl ZoneLatency {
     }
 }
 
-/// Where each damped ranking cell stands: keyed by (zone, steered name, row, column).
-pub type DampingState = HashMap<(usize, usize, usize, usize), Incumbent>;
+/// A damped ranking cell: (zone, steered name, row, column).
+pub type CellKey = (usize, usize, usize, usize);
+
+/// Where each damped ranking cell stands. Dense per (zone, steered name, row), since a city
+/// database gives every row hundreds of thousands of columns: a map entry per cell cost
+/// several times the incumbents themselves.
+#[derive(Debug, Clone, Default)]
+pub struct DampingState {
+    rows: HashMap<(usize, usize, usize), Vec<Option<Incumbent>>>,
+}
+
+impl DampingState {
+    /// No cell has an incumbent yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A cell's incumbent, if it has one.
+    pub fn get(&self, (zone, steered, row, column): CellKey) -> Option<Incumbent> {
+        self.rows
+            .get(&(zone, steered, row))
+            .and_then(|cells| cells.get(column).copied().flatten())
+    }
+
+    /// Sets or clears a cell's incumbent.
+    pub fn set(&mut self, (zone, steered, row, column): CellKey, state: Option<Incumbent>) {
+        let cells = self.rows.entry((zone, steered, row)).or_default();
+        if cells.len() <= column {
+            if state.is_none() {
+                return;
+            }
+            cells.resize(column + 1, None);
+        }
+        cells[column] = state;
+    }
+
+    /// Whether some cell has a challenger being timed.
+    pub fn any_challenger(&self) -> bool {
+        self.rows
+            .values()
+            .flatten()
+            .any(|c| c.is_some_and(|i| i.challenger.is_some()))
+    }
+}
 
 /// A feed batch as probe agents and beacons send it (also the watched file's format).
 #[derive(Debug, Deserialize)]

@@ -439,7 +439,7 @@ fn rank_steered(
             let (mut ranked, scores): (Vec<NodeId>, Vec<f64>) =
                 rank(nodes, candidates, &fences, score).into_iter().unzip();
             let key = (cell.zone, cell.steered, row_index, index);
-            let mut state = damping.get(&key).copied();
+            let mut state = damping.get(key);
             let class = |id: NodeId| {
                 let level = candidates
                     .nodes
@@ -456,10 +456,7 @@ fn rank_steered(
                 now,
                 &steered.latency,
             );
-            match state {
-                Some(s) => damping.insert(key, s),
-                None => damping.remove(&key),
-            };
+            damping.set(key, state);
             let class = *class_of
                 .entry((ranked, column_lines.as_ptr()))
                 .or_insert_with_key(|(ranked, _)| {

@@ -266,7 +266,7 @@ impl Publisher {
             Arc::new(zones.iter().map(|_| ZoneLatency::default()).collect());
         let mut damping = DampingState::new();
         let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
-        let challenging = damping.values().any(|i| i.challenger.is_some());
+        let challenging = damping.any_challenger();
         let damping = Arc::new(damping);
         let mut snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
         snapshot.asn = asn.clone();
@@ -990,7 +990,7 @@ impl Publisher {
             let ranked = tokio::task::spawn_blocking(move || {
                 let mut damping = Arc::unwrap_or_clone(damping);
                 let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
-                let challenging = damping.values().any(|i| i.challenger.is_some());
+                let challenging = damping.any_challenger();
                 (rankings, Arc::new(damping), challenging)
             })
             .await;

@@ -232,6 +232,7 @@ impl GeoDb {
                 place_by_offset,
             });
         }
+        places.shrink_to_fit();
         Ok(GeoDb { sources, places })
     }
 
