@@ -8,16 +8,19 @@
 //! SUBNETS.txt: one line per sampled IPv4 /24, `subnet country latitude longitude`, at most
 //! `PER_COUNTRY` per country (drawn evenly from its networks).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr};
 
+#[allow(dead_code)]
+#[path = "../tests/support/geo_fixtures.rs"]
+mod geo_fixtures;
+
+use geo_fixtures::{NestedRecord, empty_database};
 use geosteer::geo::CountryTable;
 use maxminddb::{Reader, WithinOptions};
-use maxminddb_writer::Database;
-use maxminddb_writer::metadata::IpVersion;
 use maxminddb_writer::paths::IpAddrWithMask;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Sampled subnets per country.
 const PER_COUNTRY: usize = 800;
@@ -29,45 +32,16 @@ struct FlatRecord<'a> {
     longitude: Option<f32>,
 }
 
-#[derive(Serialize)]
-struct Code<'a> {
-    code: &'a str,
-}
-
-#[derive(Serialize)]
-struct Iso<'a> {
-    iso_code: &'a str,
-    names: BTreeMap<&'a str, &'a str>,
-}
-
-#[derive(Serialize)]
-struct Location {
-    latitude: f64,
-    longitude: f64,
-    accuracy_radius: u16,
-}
-
-#[derive(Serialize)]
-struct CityRecord<'a> {
-    continent: Code<'a>,
-    country: Iso<'a>,
-    location: Location,
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [v4, v6, out, subnets] = args.as_slice() else {
         return Err("usage: bench_city_db V4.mmdb V6.mmdb OUT.mmdb SUBNETS.txt".into());
     };
     let countries = CountryTable::shipped();
-    let mut db = Database::default();
-    db.metadata.binary_format_major_version = 2;
-    db.metadata.ip_version = IpVersion::V6;
-    db.metadata.database_type = "GeoIP2-City".into();
-    db.metadata.languages = vec!["en".into()];
-    db.metadata.build_epoch = std::time::SystemTime::now()
+    let build_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let mut db = empty_database("GeoIP2-City".into(), build_epoch);
     let mut interned = HashMap::new();
     // Per country: every v4 network that holds at least a /24, as (first /24, lat, lon).
     let mut candidates: HashMap<String, Vec<(u32, f64, f64)>> = HashMap::new();
@@ -108,18 +82,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let data = match interned.get(&key) {
                 Some(data) => *data,
                 None => {
-                    let data = db.insert_value(CityRecord {
-                        continent: Code { code: &continent },
-                        country: Iso {
-                            iso_code: cc,
-                            names: BTreeMap::from([("en", cc)]),
-                        },
-                        location: Location {
-                            latitude: lat,
-                            longitude: lon,
-                            accuracy_radius: 50,
-                        },
-                    })?;
+                    let data = db.insert_value(NestedRecord::city(
+                        &continent,
+                        cc,
+                        Some((lat, lon)),
+                        None,
+                    ))?;
                     interned.insert(key, data);
                     data
                 }

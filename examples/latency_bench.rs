@@ -24,22 +24,6 @@ use support::*;
 
 const NODES: usize = 200;
 
-fn zone_text(rng: &mut Rng) -> String {
-    let mut text = String::from(
-        "zone: scale.example\nsoa: {primary: ns1.scale.example., contact: h.scale.example.}\nns: [ns1.scale.example.]\nnodes:\n",
-    );
-    for i in 0..NODES {
-        let lat = rng.below(120) as f64 - 60.0;
-        let lon = rng.below(360) as f64 - 180.0;
-        text += &format!(
-            "  n{i}: {{geo: AS-JP, location: [{lat}, {lon}], addresses: [198.51.{}.{}]}}\n",
-            i / 250,
-            i % 250 + 1
-        );
-    }
-    text + "steer:\n  ingest: {answers: 2}\n"
-}
-
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -183,7 +167,7 @@ fn throughput_under_feeds(text: &str) {
 
 fn main() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let text = zone_text(&mut rng);
+    let text = scale_zone(&mut rng, NODES);
     rebuild_times(&text, &mut rng);
     throughput_under_feeds(&text);
 }

@@ -28,22 +28,6 @@ fn node_count() -> usize {
         .unwrap_or(200)
 }
 
-fn zone_text(rng: &mut Rng, nodes: usize) -> String {
-    let mut text = String::from(
-        "zone: scale.example\nsoa: {primary: ns1.scale.example., contact: h.scale.example.}\nns: [ns1.scale.example.]\nnodes:\n",
-    );
-    for i in 0..nodes {
-        let lat = rng.below(120) as f64 - 60.0;
-        let lon = rng.below(360) as f64 - 180.0;
-        text += &format!(
-            "  n{i}: {{geo: AS-JP, location: [{lat}, {lon}], addresses: [198.51.{}.{}]}}\n",
-            i / 250,
-            i % 250 + 1
-        );
-    }
-    text + "steer:\n  ingest: {answers: 2}\n"
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -77,7 +61,7 @@ fn main() {
         .map_or_else(|| repo("target/bench-data/city.mmdb"), Into::into);
     let mut rng = Rng(0x5eed);
     let nodes = node_count();
-    let text = zone_text(&mut rng, nodes);
+    let text = scale_zone(&mut rng, nodes);
     let zones =
         vec![parse_zone(std::path::Path::new("scale.yaml"), &text, 1).expect("generated policy")];
     let started = Instant::now();

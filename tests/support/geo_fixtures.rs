@@ -140,13 +140,43 @@ struct Location {
 
 /// MaxMind GeoIP2 City shape.
 #[derive(Serialize)]
-struct NestedRecord<'a> {
+pub struct NestedRecord<'a> {
     continent: Code<'a>,
     country: Iso<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     location: Option<Location>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subdivisions: Vec<Iso<'a>>,
+}
+
+impl<'a> NestedRecord<'a> {
+    /// A record in MaxMind's City schema (also what the load benchmark's database uses).
+    pub fn city(
+        continent: &'a str,
+        country: &'a str,
+        location: Option<(f64, f64)>,
+        subdivision: Option<&'a str>,
+    ) -> Self {
+        NestedRecord {
+            continent: Code { code: continent },
+            country: Iso {
+                iso_code: country,
+                names: BTreeMap::from([("en", country)]),
+            },
+            location: location.map(|(latitude, longitude)| Location {
+                latitude,
+                longitude,
+                accuracy_radius: 20,
+            }),
+            subdivisions: subdivision
+                .map(|s| Iso {
+                    iso_code: s,
+                    names: BTreeMap::new(),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
 }
 
 /// DB-IP Lite / ip-location-db shape.
@@ -173,12 +203,18 @@ fn tree_path(network: &str) -> IpAddrWithMask {
 }
 
 fn database(kind: &str) -> Database {
+    empty_database(format!("geosteer-test-{kind}"), 1_700_000_000)
+}
+
+/// An empty IPv6 database (IPv4 at `::a.b.c.d`) with the metadata every reader, libmaxminddb
+/// included, accepts.
+pub fn empty_database(database_type: String, build_epoch: u64) -> Database {
     let mut db = Database::default();
     db.metadata.binary_format_major_version = 2;
     db.metadata.ip_version = IpVersion::V6;
-    db.metadata.database_type = format!("geosteer-test-{kind}");
+    db.metadata.database_type = database_type;
     db.metadata.languages = vec!["en".into()];
-    db.metadata.build_epoch = 1_700_000_000;
+    db.metadata.build_epoch = build_epoch;
     db
 }
 
@@ -189,26 +225,12 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
     let mut flat = database("flat");
     for e in ENTRIES {
         let nested_ref = nested
-            .insert_value(NestedRecord {
-                continent: Code { code: e.continent },
-                country: Iso {
-                    iso_code: e.country,
-                    names: BTreeMap::from([("en", e.country)]),
-                },
-                location: e.location.map(|(latitude, longitude)| Location {
-                    latitude,
-                    longitude,
-                    accuracy_radius: 20,
-                }),
-                subdivisions: e
-                    .subdivision
-                    .map(|s| Iso {
-                        iso_code: s,
-                        names: BTreeMap::new(),
-                    })
-                    .into_iter()
-                    .collect(),
-            })
+            .insert_value(NestedRecord::city(
+                e.continent,
+                e.country,
+                e.location,
+                e.subdivision,
+            ))
             .expect("fixture records serialize");
         nested.insert_node(tree_path(e.network), nested_ref);
         let flat_ref = flat
