@@ -112,8 +112,12 @@ pub fn serve_socket(
                 io::ErrorKind::WouldBlock
                 | io::ErrorKind::TimedOut
                 | io::ErrorKind::Interrupted => {}
-                // ICMP-induced errors (port unreachable from an earlier send) land here.
-                _ => tracing::debug!(%error, "UDP receive error"),
+                // ICMP-induced errors (port unreachable from an earlier send) land here; a
+                // short pause keeps a persistent error from spinning the thread.
+                _ => {
+                    tracing::debug!(%error, "UDP receive error");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
             continue;
         }
