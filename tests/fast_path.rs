@@ -10,19 +10,9 @@ use std::net::SocketAddr;
 use geosteer::answer::Snapshot;
 use geosteer::dns::query::parse_plain;
 use geosteer::dns::{ServeOptions, Transport, respond, respond_general};
-use geosteer::service;
 use hickory_proto::rr::DNSClass;
 use hickory_proto::rr::RecordType::{A, AAAA, ANY, CAA, CNAME, MX, NS, SOA, SRV, TXT};
 use support::*;
-
-fn snapshot() -> Snapshot {
-    service::load(
-        &repo("tests/fixtures/zones"),
-        &[repo("tests/fixtures/geo-city.mmdb")],
-    )
-    .expect("fixtures load")
-    .1
-}
 
 /// Queries an authoritative server sees, in the shapes the fast path must handle.
 fn corpus() -> Vec<Vec<u8>> {
@@ -134,7 +124,7 @@ fn both(snapshot: &Snapshot, packet: &[u8], src: SocketAddr, transport: Transpor
 
 #[test]
 fn both_parsers_give_identical_bytes_for_a_corpus() {
-    let snapshot = snapshot();
+    let snapshot = fixture_snapshot();
     let corpus = corpus();
     let fast = corpus.iter().filter(|p| parse_plain(p).is_some()).count();
     // Every corpus query is an ordinary one: the fast path must take them all.
@@ -155,7 +145,7 @@ fn both_parsers_give_identical_bytes_for_a_corpus() {
 
 #[test]
 fn both_parsers_agree_on_mutated_queries() {
-    let snapshot = snapshot();
+    let snapshot = fixture_snapshot();
     let corpus = corpus();
     let src: SocketAddr = "127.1.0.9:5300".parse().expect("address");
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);

@@ -7,18 +7,13 @@ mod support;
 use std::net::SocketAddr;
 
 use geosteer::dns::{ServeOptions, Transport, respond};
-use geosteer::service;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType::{A, AAAA, ANY, MX, TXT};
 use support::*;
 
 #[test]
 fn mutated_queries_never_panic_and_replies_parse() {
-    let (_, snapshot) = service::load(
-        &repo("tests/fixtures/zones"),
-        &[repo("tests/fixtures/geo-city.mmdb")],
-    )
-    .expect("fixtures load");
+    let snapshot = fixture_snapshot();
     let seeds: Vec<Vec<u8>> = vec![
         q("ingest.test.example.", A).ecs("127.1.0.0", 24).bytes(),
         q("ingest.test.example.", AAAA)

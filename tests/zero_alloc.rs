@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use geosteer::dns::{ServeOptions, Transport, respond};
-use geosteer::service;
 use hickory_proto::rr::RecordType::{A, AAAA, MX};
 use support::*;
 
@@ -49,11 +48,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steered_udp_queries_allocate_nothing() {
-    let (_, snapshot) = service::load(
-        &repo("tests/fixtures/zones"),
-        &[repo("tests/fixtures/geo-city.mmdb")],
-    )
-    .expect("fixtures load");
+    let snapshot = fixture_snapshot();
     let options = ServeOptions::default();
     let mut queries = Vec::new();
     for i in 0..64u8 {

@@ -52,7 +52,8 @@ YAML
 INTERVAL=0.2 RISE=2 FALL=2 BIRDC="$birdc" READYZ="http://127.0.0.1:$admin_port/readyz" MAX_ROUNDS=600 \
   deploy/anycast/geosteer-anycast 2>"$work/watcher.log" &
 pids+=($!)
-sleep 1
+# The watcher's first act is to withdraw; with geosteer not running it must stay withdrawn.
+until_ok "the watcher's initial withdrawal" 10 grep -q "routes disabled" "$work/watcher.log"
 withdrawn || { echo "anycast test: announced before geosteer runs" >&2; exit 1; }
 
 "$binary" serve --listen 127.0.0.1:0 --admin "127.0.0.1:$admin_port" --zones "$work/zones" \

@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::mem::{MaybeUninit, size_of, zeroed};
+use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -211,33 +211,16 @@ fn sockaddr_len(addr: &libc::sockaddr_storage) -> libc::socklen_t {
 fn to_socket_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match addr.ss_family as libc::c_int {
         libc::AF_INET => {
-            let mut v4 = MaybeUninit::<libc::sockaddr_in>::uninit();
-            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller than
-            // sockaddr_storage; copying its bytes initializes `v4` fully.
-            let v4 = unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (addr as *const libc::sockaddr_storage).cast::<u8>(),
-                    v4.as_mut_ptr().cast::<u8>(),
-                    size_of::<libc::sockaddr_in>(),
-                );
-                v4.assume_init()
-            };
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let v4: libc::sockaddr_in = unsafe { view(addr) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 u32::from_be(v4.sin_addr.s_addr).into(),
                 u16::from_be(v4.sin_port),
             )))
         }
         libc::AF_INET6 => {
-            let mut v6 = MaybeUninit::<libc::sockaddr_in6>::uninit();
-            // SAFETY: as above, for sockaddr_in6.
-            let v6 = unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (addr as *const libc::sockaddr_storage).cast::<u8>(),
-                    v6.as_mut_ptr().cast::<u8>(),
-                    size_of::<libc::sockaddr_in6>(),
-                );
-                v6.assume_init()
-            };
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let v6: libc::sockaddr_in6 = unsafe { view(addr) };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 v6.sin6_addr.s6_addr.into(),
                 u16::from_be(v6.sin6_port),
@@ -247,4 +230,14 @@ fn to_socket_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Reads a socket address of a concrete family out of the storage the kernel filled.
+///
+/// # Safety
+/// `T` must be the `sockaddr_*` type the storage's family names (every one of them is
+/// smaller than `sockaddr_storage` and no more strictly aligned).
+unsafe fn view<T: Copy>(addr: &libc::sockaddr_storage) -> T {
+    // SAFETY: per the contract, the storage's leading bytes are a valid, aligned T.
+    unsafe { std::ptr::read((addr as *const libc::sockaddr_storage).cast::<T>()) }
 }

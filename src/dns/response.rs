@@ -175,15 +175,7 @@ pub fn respond(
     options: &ServeOptions,
     out: &mut Vec<u8>,
 ) -> Option<Outcome> {
-    if let Err(early) = precheck(packet, out) {
-        return early;
-    }
-    match parse_plain(packet) {
-        Some(view) => Some(respond_to(
-            snapshot, packet, &view, src, transport, options, out,
-        )),
-        None => respond_parsed_by_hickory(snapshot, packet, src, transport, options, out),
-    }
+    respond_with(snapshot, packet, src, transport, options, out, parse_plain)
 }
 
 /// Like [`respond`], but always through hickory's parser: the general path, which the fast
@@ -196,10 +188,28 @@ pub fn respond_general(
     options: &ServeOptions,
     out: &mut Vec<u8>,
 ) -> Option<Outcome> {
+    respond_with(snapshot, packet, src, transport, options, out, |_| None)
+}
+
+/// Answers with `fast` parsing what it can and hickory the rest.
+fn respond_with(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    options: &ServeOptions,
+    out: &mut Vec<u8>,
+    fast: fn(&[u8]) -> Option<QueryView<'_>>,
+) -> Option<Outcome> {
     if let Err(early) = precheck(packet, out) {
         return early;
     }
-    respond_parsed_by_hickory(snapshot, packet, src, transport, options, out)
+    match fast(packet) {
+        Some(view) => Some(respond_to(
+            snapshot, packet, &view, src, transport, options, out,
+        )),
+        None => respond_parsed_by_hickory(snapshot, packet, src, transport, options, out),
+    }
 }
 
 /// What is decided before parsing: silence for responses and runts; FORMERR for a header no

@@ -559,3 +559,14 @@ pub fn scale_zone(rng: &mut Rng, nodes: usize) -> String {
     }
     text + "steer:\n  ingest: {answers: 2}\n"
 }
+
+/// The test zone's snapshot against the nested-schema test database, built in process, for
+/// tests of the response path without a server.
+pub fn fixture_snapshot() -> geosteer::answer::Snapshot {
+    geosteer::service::load(
+        &repo("tests/fixtures/zones"),
+        &[repo("tests/fixtures/geo-city.mmdb")],
+    )
+    .expect("fixtures load")
+    .1
+}
