@@ -13,6 +13,7 @@ use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 use super::GeoError;
+use super::ranges::widest_block;
 use crate::net::{Family, Prefix, address_bits, mask};
 
 /// A client's network as the ASN database knows it.
@@ -214,7 +215,12 @@ impl AsnDb {
                 match at.checked_sub(1).map(|i| ranges[i]) {
                     Some((first, last, asn)) if bits <= last => AsnLookup {
                         asn: Some(asn),
-                        prefix_len: block_within(bits, first, last, family.bits()),
+                        prefix_len: widest_block(
+                            bits,
+                            first,
+                            (last | !mask(family.bits())).checked_add(1),
+                            family.bits(),
+                        ),
                     },
                     _ => AsnLookup {
                         asn: None,
@@ -268,18 +274,6 @@ fn range_to_prefixes(first: u128, last: u128, family: Family) -> Vec<Prefix> {
         }
     }
     out
-}
-
-/// The shortest prefix around `bits` that lies wholly inside `[first, last]`.
-fn block_within(bits: u128, first: u128, last: u128, width: u8) -> u8 {
-    (0..=width)
-        .find(|&len| {
-            let m = mask(len);
-            let start = bits & m;
-            let end = start | !m & mask(width);
-            start >= first && end <= last
-        })
-        .unwrap_or(width)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! A MaxMind-format database, opened once and indexed by record.
 //!
 //! Databases share one data record among many networks (every network of a country points to
-//! the same record in a country database). At load, every distinct record is decoded once into
-//! a `Place` and numbered; a lookup is then a tree walk plus a map from record offset to that
-//! number: no decoding, no allocation, and answer tables can be indexed by `PlaceId`.
+//! the same record in a country database). At load, the tree is walked once: every distinct
+//! record is decoded once into a `Place` and numbered, and the networks become range tables
+//! (`ranges`). A lookup is then a binary search: no decoding, no allocation, no file in
+//! memory, and answer tables can be indexed by `PlaceId`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,8 +13,10 @@ use std::path::{Path, PathBuf};
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
+use super::mapped::MappedFile;
+use super::ranges::{NOTHING, RangeBuilder, RangeTable};
 use super::{Coordinates, CountryTable, Place, two_letters};
-use crate::net::Family;
+use crate::net::{Family, address_bits, mask};
 
 /// Index of a distinct place in `GeoDb::places`.
 pub type PlaceId = u32;
@@ -46,6 +49,14 @@ pub enum GeoError {
         path: PathBuf,
         /// 1-based line (0: the file itself).
         line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tree's networks are not what a MaxMind DB can hold.
+    #[error("{path}: corrupt GeoIP database: {message}")]
+    Tree {
+        /// The database path.
+        path: PathBuf,
         /// What is wrong.
         message: String,
     },
@@ -161,16 +172,16 @@ impl RawRecord {
     }
 }
 
-/// One database file and the map from its records to places.
+/// One database file as range tables.
 struct Source {
     path: PathBuf,
-    reader: Reader<Vec<u8>>,
-    /// Record offset in this file's data section → place.
-    place_by_offset: HashMap<usize, PlaceId>,
+    v4: RangeTable<u32>,
+    v6: RangeTable<u64>,
 }
 
-/// One or more opened databases (consulted in order: DB-IP City Lite, for one, ships IPv4 and
-/// IPv6 as separate files) and their distinct places.
+/// One or more databases (consulted in order: DB-IP City Lite, for one, ships IPv4 and IPv6
+/// as separate files) as range tables, and their distinct places. The files themselves are
+/// not kept: everything a lookup needs is in the tables.
 pub struct GeoDb {
     sources: Vec<Source>,
     /// Distinct places, numbered by first appearance.
@@ -186,6 +197,13 @@ impl std::fmt::Debug for GeoDb {
     }
 }
 
+/// Networks walked between two releases of the mapped file's pages.
+const RELEASE_EVERY: usize = 1 << 18;
+
+/// Bucket index widths: IPv4 networks spread over the whole space, IPv6 ones over 2000::/3.
+const V4_BUCKET_BITS: u32 = 16;
+const V6_BUCKET_BITS: u32 = 20;
+
 impl GeoDb {
     /// Opens a database and decodes each of its records once.
     pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
@@ -195,45 +213,91 @@ impl GeoDb {
     /// Opens several databases, consulted in the order given.
     pub fn open_all(paths: &[PathBuf]) -> Result<GeoDb, GeoError> {
         let countries = CountryTable::shipped();
-        let mut places = Vec::new();
-        let mut interned: HashMap<PlaceKey, PlaceId> = HashMap::new();
-        let mut sources = Vec::new();
+        // One place per distinct record while walking; records that say the same thing are
+        // merged afterwards, within and across files.
+        let mut records: Vec<Place> = Vec::new();
+        let mut builders = Vec::new();
         for path in paths {
-            let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
-                path: path.clone(),
-                source,
-            })?;
-            let corrupt = |source| GeoError::Corrupt {
-                path: path.clone(),
-                source,
-            };
-            let mut place_by_offset = HashMap::new();
-            let networks = reader.networks(WithinOptions::default()).map_err(corrupt)?;
-            for network in networks {
-                let network = network.map_err(corrupt)?;
-                let Some(offset) = network.offset() else {
-                    continue;
-                };
-                if place_by_offset.contains_key(&offset) {
-                    continue;
-                }
-                let record: RawRecord = network.decode().map_err(corrupt)?.unwrap_or_default();
-                let place = record.into_place(countries);
-                // Records that say the same thing share a place, within and across files.
-                let id = *interned.entry(PlaceKey::of(&place)).or_insert_with(|| {
-                    places.push(place);
-                    (places.len() - 1) as PlaceId
-                });
-                place_by_offset.insert(offset, id);
-            }
-            sources.push(Source {
-                path: path.clone(),
-                reader,
-                place_by_offset,
-            });
+            builders.push(Self::walk(path, countries, &mut records)?);
         }
-        places.shrink_to_fit();
+        let (places, renumber) = merge_equal_places(records);
+        let sources = paths
+            .iter()
+            .zip(builders)
+            .map(|(path, (mut v4, mut v6))| {
+                v4.renumber(&renumber);
+                v6.renumber(&renumber);
+                Source {
+                    path: path.clone(),
+                    v4: v4.finish(V4_BUCKET_BITS),
+                    v6: v6.finish(V6_BUCKET_BITS),
+                }
+            })
+            .collect();
         Ok(GeoDb { sources, places })
+    }
+
+    /// Walks one file's networks into range builders (values: indexes into `records`).
+    fn walk(
+        path: &Path,
+        countries: &CountryTable,
+        records: &mut Vec<Place>,
+    ) -> Result<(RangeBuilder<u32>, RangeBuilder<u64>), GeoError> {
+        let map = MappedFile::open(path).map_err(|e| GeoError::Open {
+            path: path.to_path_buf(),
+            source: maxminddb::MaxMindDbError::Io(e),
+        })?;
+        let reader = Reader::from_source(map.clone()).map_err(|source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let corrupt = |source| GeoError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tree = |message: &str| GeoError::Tree {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        };
+        let mut record_by_offset: HashMap<u32, u32> = HashMap::new();
+        let mut v4 = RangeBuilder::new(32);
+        let mut v6 = RangeBuilder::new(128);
+        let networks = reader.networks(WithinOptions::default()).map_err(corrupt)?;
+        for (walked, network) in networks.enumerate() {
+            if walked % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                map.release();
+            }
+            let network = network.map_err(corrupt)?;
+            let Some(offset) = network.offset() else {
+                continue;
+            };
+            let offset = u32::try_from(offset)
+                .map_err(|_| tree("a record lies beyond 4 GiB, which is not supported"))?;
+            let record = match record_by_offset.get(&offset) {
+                Some(&record) => record,
+                None => {
+                    let raw: RawRecord = network.decode().map_err(corrupt)?.unwrap_or_default();
+                    records.push(raw.into_place(countries));
+                    let record = (records.len() - 1) as u32;
+                    record_by_offset.insert(offset, record);
+                    record
+                }
+            };
+            let net = network.network().map_err(corrupt)?;
+            let family = Family::of(net.ip());
+            let len = net.prefix().min(family.bits());
+            let first = address_bits(net.ip()) & mask(len);
+            let last = first | !mask(len);
+            let in_order = match family {
+                Family::V4 => v4.cover(first, last, record),
+                Family::V6 => v6.cover(first, last, record),
+            };
+            if !in_order {
+                return Err(tree("networks out of order or overlapping"));
+            }
+        }
+        map.release();
+        Ok((v4, v6))
     }
 
     /// The files this database was read from.
@@ -246,53 +310,88 @@ impl GeoDb {
         &self.places
     }
 
+    /// Number of address ranges of one place (or of none) over all files and families.
+    pub fn range_count(&self) -> usize {
+        self.sources.iter().map(|s| s.v4.len() + s.v6.len()).sum()
+    }
+
     /// Locates an address (callers unmap IPv4-mapped IPv6 first). Never fails: an address the
     /// databases cannot place, or a family they do not cover, is "unlocated". The first file
-    /// that places the address wins; for an unlocated address the prefix is the longest
-    /// "nothing here" network, the range over which every file agrees it knows nothing.
+    /// that places the address wins. The prefix is the widest block around the address over
+    /// which every file consulted says the same thing: adjacent networks of one place count
+    /// as one, and a file that knows nothing of the address bounds it too, since it may
+    /// know something of the block's other addresses.
     pub fn locate(&self, ip: IpAddr) -> Located {
-        let mut unlocated_prefix = 0;
+        let bits = address_bits(ip);
+        let mut prefix_len = 0;
         for source in &self.sources {
-            let Ok(result) = source.reader.lookup(ip) else {
-                continue;
+            let hit = match ip {
+                IpAddr::V4(_) => source.v4.lookup(bits),
+                IpAddr::V6(_) => source.v6.lookup(bits),
             };
-            let prefix_len = match result.network() {
-                Ok(network) if Family::of(network.ip()) == Family::of(ip) => network.prefix(),
-                _ => 0,
-            };
-            if let Some(place) = result
-                .offset()
-                .and_then(|offset| source.place_by_offset.get(&offset).copied())
-            {
+            prefix_len = prefix_len.max(hit.prefix_len);
+            if hit.value != NOTHING {
                 return Located {
-                    place: Some(place),
+                    place: Some(hit.value),
                     prefix_len,
                 };
             }
-            unlocated_prefix = unlocated_prefix.max(prefix_len);
         }
         Located {
             place: None,
-            prefix_len: unlocated_prefix,
+            prefix_len,
         }
     }
 }
 
+/// Merges records that describe the same place: the distinct places, in order of first
+/// appearance, and each record's place. Sorting indexes keeps the peak memory of a city
+/// database's load to two numbers per record.
+fn merge_equal_places(records: Vec<Place>) -> (Vec<Place>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..records.len() as u32).collect();
+    let key = |i: u32| PlaceKey::of(&records[i as usize]);
+    order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
+    // leader[i]: the first record equal to record i.
+    let mut leader: Vec<u32> = vec![0; records.len()];
+    let mut group_start = 0;
+    for at in 0..order.len() {
+        if at > 0 && key(order[at]) != key(order[group_start]) {
+            group_start = at;
+        }
+        leader[order[at] as usize] = order[group_start];
+    }
+    drop(order);
+    let mut places = Vec::new();
+    let mut renumber = leader;
+    for (i, record) in records.into_iter().enumerate() {
+        let first = renumber[i] as usize;
+        if first == i {
+            places.push(record);
+            renumber[i] = (places.len() - 1) as u32;
+        } else {
+            // The first equal record comes earlier and is numbered already.
+            renumber[i] = renumber[first];
+        }
+    }
+    places.shrink_to_fit();
+    (places, renumber)
+}
+
 /// What makes two places the same for steering.
-#[derive(PartialEq, Eq, Hash)]
-struct PlaceKey {
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct PlaceKey<'a> {
     continent: Option<[u8; 2]>,
     country: Option<[u8; 2]>,
-    subdivision: Option<String>,
+    subdivision: Option<&'a str>,
     coordinates: Option<(u64, u64)>,
 }
 
-impl PlaceKey {
-    fn of(place: &Place) -> Self {
+impl<'a> PlaceKey<'a> {
+    fn of(place: &'a Place) -> Self {
         PlaceKey {
             continent: place.continent,
             country: place.country,
-            subdivision: place.subdivision.clone(),
+            subdivision: place.subdivision.as_deref(),
             coordinates: place
                 .coordinates
                 .map(|c| (c.latitude.to_bits(), c.longitude.to_bits())),

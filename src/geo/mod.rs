@@ -1,12 +1,14 @@
 //! Where clients and nodes are: geo codes, coordinates, the country table and GeoIP lookup.
 //!
 //! `GeoDb` turns an address into a `Place` (continent, country, subdivision, coordinates)
-//! with one tree walk and one table lookup; everything that depends on a place is computed
+//! with one binary search over range tables built at load; everything that depends on a place is computed
 //! when answer tables are built, never per query. This module knows nothing of DNS.
 
 mod asn;
 mod countries;
 mod db;
+mod mapped;
+mod ranges;
 
 pub use asn::{AsnDb, AsnLookup};
 pub use countries::{Country, CountryTable};

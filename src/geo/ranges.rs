@@ -1,0 +1,366 @@
+//! The in-memory form of a GeoIP database: sorted address ranges, each mapped to a place.
+//!
+//! A MaxMind tree walk is ~25 dependent loads over a file the size of the database; the
+//! query path cannot afford those cache misses, nor the database's memory. At load the tree's
+//! networks are merged into maximal ranges of one place (adjacent networks of the same city
+//! are one range) and stored as a sorted array of range starts: a lookup is a bucket index
+//! and a short binary search. The range around an address also gives the widest aligned
+//! block over which the answer cannot change, which is the honest ECS scope.
+
+/// Value of a range the database says nothing about.
+pub const NOTHING: u32 = u32::MAX;
+
+/// The leading bits of a left-aligned address kept in the sorted array: 32 for IPv4, 64 for
+/// IPv6 (IPv6 databases rarely split a /64; the few starts that do are kept exactly aside).
+pub trait HighBits: Copy + Ord {
+    /// The key of a left-aligned address.
+    fn of(bits: u128) -> Self;
+    /// The left-aligned address the key stands for (its remaining bits zero).
+    fn widen(self) -> u128;
+}
+
+impl HighBits for u32 {
+    fn of(bits: u128) -> Self {
+        (bits >> 96) as u32
+    }
+    fn widen(self) -> u128 {
+        u128::from(self) << 96
+    }
+}
+
+impl HighBits for u64 {
+    fn of(bits: u128) -> Self {
+        (bits >> 64) as u64
+    }
+    fn widen(self) -> u128 {
+        u128::from(self) << 64
+    }
+}
+
+/// Ranges covering one family's whole address space, in order; every range's value differs
+/// from its neighbours'.
+pub struct RangeTable<K> {
+    /// Key of each range's first address.
+    starts: Vec<K>,
+    /// `(range, first address)` for the ranges whose first address the key does not hold
+    /// exactly, by range.
+    exact: Vec<(u32, u128)>,
+    /// Each range's value: a place, or [`NOTHING`].
+    values: Vec<u32>,
+    /// `buckets[b]`: the first range whose start lies in bucket `b` or later (buckets are
+    /// the top `bucket_bits` bits), so a lookup searches one bucket.
+    buckets: Vec<u32>,
+    bucket_bits: u32,
+    /// Address width of the family, in bits.
+    width: u8,
+}
+
+/// A lookup's result: the range's value and the widest prefix around the address inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeHit {
+    /// The place, or [`NOTHING`].
+    pub value: u32,
+    /// Prefix length, in bits of the family.
+    pub prefix_len: u8,
+}
+
+impl<K: HighBits> RangeTable<K> {
+    /// Finds the range holding a left-aligned address. No allocation, no locks.
+    pub fn lookup(&self, bits: u128) -> RangeHit {
+        let key = K::of(bits);
+        let bucket = (bits >> (128 - self.bucket_bits)) as usize;
+        let from = self.buckets[bucket] as usize;
+        let to = self.buckets[bucket + 1] as usize;
+        let within = self.starts[from..to].partition_point(|s| *s <= key);
+        // The first range starts at address 0, so some range always starts at or before it.
+        let mut at = (from + within).saturating_sub(1);
+        while at > 0 && self.starts[at] == key && self.first(at) > bits {
+            at -= 1;
+        }
+        let first = self.first(at);
+        let next = (at + 1 < self.starts.len()).then(|| self.first(at + 1));
+        RangeHit {
+            value: self.values[at],
+            prefix_len: widest_block(bits, first, next, self.width),
+        }
+    }
+
+    fn first(&self, at: usize) -> u128 {
+        let widened = self.starts[at].widen();
+        if self.exact.is_empty() {
+            return widened;
+        }
+        match self.exact.binary_search_by_key(&(at as u32), |e| e.0) {
+            Ok(i) => self.exact[i].1,
+            Err(_) => widened,
+        }
+    }
+
+    /// Number of ranges.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+/// The prefix length of the widest aligned block around `bits` that contains neither the
+/// address before `first` nor `next` (the start of the following range): the block lies
+/// inside the range. O(1): a block excludes an address once it is longer than their common
+/// prefix.
+pub fn widest_block(bits: u128, first: u128, next: Option<u128>, width: u8) -> u8 {
+    let excluding = |other: u128| (bits ^ other).leading_zeros() + 1;
+    let before = first.checked_sub(1).map_or(0, excluding);
+    let after = next.map_or(0, excluding);
+    before.max(after).min(u32::from(width)) as u8
+}
+
+/// Builds a [`RangeTable`] from covered ranges given in address order, in the table's own
+/// compact form (a city database has millions of ranges).
+pub struct RangeBuilder<K> {
+    starts: Vec<K>,
+    exact: Vec<(u32, u128)>,
+    values: Vec<u32>,
+    /// First address not yet covered (`None` once the end of the space is covered).
+    next: Option<u128>,
+    width: u8,
+}
+
+impl<K: HighBits> RangeBuilder<K> {
+    /// An empty builder for a family `width` bits wide (32 or 128).
+    pub fn new(width: u8) -> Self {
+        RangeBuilder {
+            starts: Vec::new(),
+            exact: Vec::new(),
+            values: Vec::new(),
+            next: Some(0),
+            width,
+        }
+    }
+
+    /// Covers left-aligned `[first, last]` with `value`. Ranges must come in order without
+    /// overlap (as a tree's networks do); an out-of-order range returns `false` and is
+    /// ignored.
+    pub fn cover(&mut self, first: u128, last: u128, value: u32) -> bool {
+        let Some(next) = self.next else {
+            return false;
+        };
+        if first < next || last < first {
+            return false;
+        }
+        if first > next {
+            self.push(next, NOTHING);
+        }
+        self.push(first, value);
+        self.next = last.checked_add(1);
+        true
+    }
+
+    fn push(&mut self, first: u128, value: u32) {
+        if self.values.last() == Some(&value) {
+            return;
+        }
+        let key = K::of(first);
+        if key.widen() != first {
+            self.exact.push((self.starts.len() as u32, first));
+        }
+        self.starts.push(key);
+        self.values.push(value);
+    }
+
+    /// Renumbers the values (`renumber[old] = new`; [`NOTHING`] stays) and merges the
+    /// neighbours that become equal, in place.
+    pub fn renumber(&mut self, renumber: &[u32]) {
+        let mut exact = std::mem::take(&mut self.exact).into_iter().peekable();
+        let mut kept = 0;
+        for i in 0..self.values.len() {
+            let value = renumber
+                .get(self.values[i] as usize)
+                .copied()
+                .unwrap_or(NOTHING);
+            let first = exact.next_if(|e| e.0 as usize == i).map(|e| e.1);
+            if kept > 0 && self.values[kept - 1] == value {
+                continue;
+            }
+            if let Some(first) = first {
+                self.exact.push((kept as u32, first));
+            }
+            self.starts[kept] = self.starts[i];
+            self.values[kept] = value;
+            kept += 1;
+        }
+        self.starts.truncate(kept);
+        self.values.truncate(kept);
+    }
+
+    /// The finished table: the rest of the space is [`NOTHING`].
+    pub fn finish(mut self, bucket_bits: u32) -> RangeTable<K> {
+        if let Some(next) = self.next {
+            self.push(next, NOTHING);
+        }
+        let count = self.starts.len();
+        let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
+        for (i, key) in self.starts.iter().enumerate() {
+            let bucket = (key.widen() >> (128 - bucket_bits)) as usize;
+            while buckets.len() <= bucket {
+                buckets.push(i as u32);
+            }
+        }
+        while buckets.len() <= 1 << bucket_bits {
+            buckets.push(count as u32);
+        }
+        self.starts.shrink_to_fit();
+        self.values.shrink_to_fit();
+        self.exact.shrink_to_fit();
+        RangeTable {
+            starts: self.starts,
+            exact: self.exact,
+            values: self.values,
+            buckets,
+            bucket_bits,
+            width: self.width,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::address_bits;
+
+    fn v4(s: &str) -> u128 {
+        address_bits(s.parse().unwrap())
+    }
+
+    fn v4_last(s: &str) -> u128 {
+        v4(s) | (u128::MAX >> 32)
+    }
+
+    #[test]
+    fn ranges_merge_and_gaps_are_nothing() {
+        let mut b = RangeBuilder::<u32>::new(32);
+        assert!(b.cover(v4("10.0.0.0"), v4_last("10.0.0.255"), 1));
+        assert!(b.cover(v4("10.0.1.0"), v4_last("10.0.1.255"), 1));
+        assert!(b.cover(v4("10.0.4.0"), v4_last("10.0.7.255"), 2));
+        assert!(
+            !b.cover(v4("10.0.3.0"), v4_last("10.0.3.255"), 3),
+            "out of order"
+        );
+        let t = b.finish(16);
+        // nothing, [10.0.0.0-10.0.1.255]=1, gap, [10.0.4.0/22]=2, nothing.
+        assert_eq!(t.len(), 5);
+        let hit = |s: &str| t.lookup(v4(s));
+        assert_eq!(
+            hit("10.0.1.7"),
+            RangeHit {
+                value: 1,
+                prefix_len: 23
+            }
+        );
+        assert_eq!(
+            hit("10.0.2.9"),
+            RangeHit {
+                value: NOTHING,
+                prefix_len: 23
+            }
+        );
+        assert_eq!(
+            hit("10.0.5.1"),
+            RangeHit {
+                value: 2,
+                prefix_len: 22
+            }
+        );
+        assert_eq!(
+            hit("0.0.0.1"),
+            RangeHit {
+                value: NOTHING,
+                prefix_len: 5
+            }
+        );
+        assert_eq!(hit("255.255.255.255").value, NOTHING);
+    }
+
+    #[test]
+    fn ranges_not_on_a_key_boundary_are_exact() {
+        let p = |s: &str| address_bits(s.parse().unwrap());
+        let mut b = RangeBuilder::<u64>::new(128);
+        b.cover(p("2001:db8::"), p("2001:db8::7fff:ffff:ffff:ffff"), 1);
+        b.cover(
+            p("2001:db8::8000:0:0:0"),
+            p("2001:db8::ffff:ffff:ffff:ffff"),
+            2,
+        );
+        b.cover(
+            p("2001:db8:0:1::"),
+            p("2001:db8:0:1:ffff:ffff:ffff:ffff"),
+            3,
+        );
+        let t = b.finish(20);
+        let hit = |s: &str| t.lookup(p(s));
+        assert_eq!(
+            hit("2001:db8::1"),
+            RangeHit {
+                value: 1,
+                prefix_len: 65
+            }
+        );
+        assert_eq!(
+            hit("2001:db8::9000:0:0:1"),
+            RangeHit {
+                value: 2,
+                prefix_len: 65
+            }
+        );
+        assert_eq!(
+            hit("2001:db8:0:1::5"),
+            RangeHit {
+                value: 3,
+                prefix_len: 64
+            }
+        );
+        assert_eq!(hit("2001:db8:0:2::").value, NOTHING);
+        assert_eq!(hit("::1").value, NOTHING);
+    }
+
+    #[test]
+    fn renumbering_merges_neighbours() {
+        let mut b = RangeBuilder::<u32>::new(32);
+        b.cover(v4("10.0.0.0"), v4_last("10.0.0.255"), 0);
+        b.cover(v4("10.0.1.0"), v4_last("10.0.1.255"), 1);
+        b.renumber(&[5, 5]);
+        let t = b.finish(16);
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t.lookup(v4("10.0.1.1")),
+            RangeHit {
+                value: 5,
+                prefix_len: 23
+            }
+        );
+    }
+
+    #[test]
+    fn block_is_the_widest_inside_the_range() {
+        // The brute-force definition, against the O(1) one, over a small IPv4 space.
+        let width = 32;
+        for (first, last) in [(0u32, 255u32), (10, 20), (16, 31), (1, 1), (7, 200)] {
+            let f = u128::from(first) << 96;
+            let next = (last < u32::MAX).then(|| u128::from(last + 1) << 96);
+            for a in first..=last {
+                let bits = u128::from(a) << 96;
+                let brute = (0..=width)
+                    .find(|&len: &u8| {
+                        let m = crate::net::mask(len);
+                        let start = bits & m;
+                        let end = start | (!m & crate::net::mask(width));
+                        start >= f && next.is_none_or(|n| end < n)
+                    })
+                    .unwrap();
+                assert_eq!(
+                    widest_block(bits, f, next, width),
+                    brute,
+                    "{a} in {first}..{last}"
+                );
+            }
+        }
+    }
+}
