@@ -8,8 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::*;
+use super::{HEAD_MIXED, HEAD_UNSET};
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
-use crate::geo::{GeoCode, Place};
+use crate::geo::{AddressMap, GeoCode, Place};
 use crate::latency::{self, ClientGroup, DampingState, ZoneLatency};
 use crate::net::Prefix;
 use crate::policy::Tier;
@@ -216,7 +217,20 @@ struct SteeredRanking {
     subnets: Arc<SubnetRules>,
     groups: Arc<SubnetRules>,
     place_columns: usize,
+    /// Class → its head: classes whose rankings start with the same nodes (and lines),
+    /// which nearly always get the same answer.
+    head_of_class: Vec<u32>,
+    /// Address → the head of the class a client there gets without a subnet rule
+    /// or group.
+    located_heads: Arc<AddressMap>,
 }
+
+/// How many nodes of a ranking beyond the answer size decide its head: enough that
+/// losing a couple of the nearest nodes rarely splits a head's answer.
+const HEAD_SLACK: usize = 2;
+
+/// What makes classes one head: the first eligible nodes of each family, and the lines.
+type HeadKey = (Vec<NodeId>, Vec<NodeId>, *const (NodeId, IpAddr));
 
 /// For one column: nodes answered with another address than their first of the family.
 type Lines = Arc<[(NodeId, IpAddr)]>;
@@ -508,6 +522,44 @@ fn rank_steered(
             .enumerate()
             .filter_map(|(column, &rule)| rows.get(rule as usize)?.get(column).copied()),
     );
+    // Classes grouped into heads by how their rankings start. Neighbouring places of one
+    // head are one range, so a query's lookup searches a table a fraction of the places' size, and its
+    // ECS scope is the widest block of that head, not of that place.
+    // Per family: each family's answer reads its own eligible nodes.
+    let depth = steered.answers + HEAD_SLACK;
+    let head_of = |ranked: &[NodeId], eligible: fn(&Node) -> bool| -> Vec<NodeId> {
+        ranked
+            .iter()
+            .copied()
+            .filter(|&id| nodes.get(id).is_some_and(eligible))
+            .take(depth)
+            .collect()
+    };
+    let mut head_by_key: HashMap<HeadKey, u32> = HashMap::new();
+    let head_of_class: Vec<u32> = classes
+        .iter()
+        .map(|(ranked, lines)| {
+            let key = (
+                head_of(ranked, |n| n.first_v4().is_some()),
+                head_of(ranked, |n| n.first_v6().is_some()),
+                lines.as_ptr(),
+            );
+            let next = head_by_key.len() as u32;
+            *head_by_key.entry(key).or_insert(next)
+        })
+        .collect();
+    drop(head_by_key);
+    let unlocated_column = place_columns - 1;
+    let located_heads = geo.map_places(|place| {
+        let column = place.map_or(unlocated_column, |p| (p as usize).min(unlocated_column));
+        let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
+        let class = rows
+            .get(rule)
+            .and_then(|row| row.get(column))
+            .copied()
+            .unwrap_or(0);
+        head_of_class.get(class as usize).copied().unwrap_or(0)
+    });
     SteeredRanking {
         classes,
         rows: Arc::new(rows),
@@ -517,6 +569,8 @@ fn rank_steered(
         subnets: Arc::new(subnets),
         groups: Arc::new(group_table),
         place_columns,
+        head_of_class,
+        located_heads: Arc::new(located_heads),
     }
 }
 
@@ -556,6 +610,21 @@ fn build_steered(
             })
         })
         .collect();
+    // A head answers directly when all its classes agree; otherwise its clients take the
+    // place lookup to their own class.
+    let mut head_answer: Vec<u32> = Vec::new();
+    for (class, &head) in ranking.head_of_class.iter().enumerate() {
+        let head = head as usize;
+        if head_answer.len() <= head {
+            head_answer.resize(head + 1, HEAD_UNSET);
+        }
+        let answer = class_answer[class];
+        head_answer[head] = match head_answer[head] {
+            HEAD_UNSET => answer,
+            same if same == answer => same,
+            _ => HEAD_MIXED,
+        };
+    }
     // An answer depends on the place when a row varies, or when the rule chosen per place does.
     let varies = |classes: &[u32]| {
         classes
@@ -572,6 +641,8 @@ fn build_steered(
         subnets: Arc::clone(&ranking.subnets),
         groups: Arc::clone(&ranking.groups),
         place_columns: ranking.place_columns,
+        head_answer,
+        located_heads: Arc::clone(&ranking.located_heads),
         depends_on_place,
     }
 }
@@ -716,6 +787,77 @@ mod tests {
     }
 
     const RDATA: usize = crate::dns::wire::RDATA_OFFSET;
+
+    /// The one-lookup path (by head) gives every client the answer its own place and
+    /// class give, whatever is down: heads whose classes disagree fall back to the place.
+    #[test]
+    fn head_lookup_agrees_with_the_place_path_under_failures() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let zones = crate::policy::load_path(&root.join("zones/live.example.net.yaml"))
+            .expect("shipped zone");
+        let geo = Arc::new(GeoDb::open(&root.join("geo/dbip-country.mmdb")).expect("shipped db"));
+        let rankings = rank_all(
+            &zones,
+            &geo,
+            &[],
+            &mut DampingState::default(),
+            SystemTime::now(),
+        );
+        let node_count = zones[0].nodes.len();
+        let mut mixed_seen = 0;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // All up, and every set of one, two or three nodes down (three down splits heads).
+        let mut down_sets: Vec<Vec<usize>> = vec![vec![]];
+        for a in 0..node_count {
+            down_sets.push(vec![a]);
+            for b in a + 1..node_count {
+                down_sets.push(vec![a, b]);
+                for c in b + 1..node_count {
+                    down_sets.push(vec![a, b, c]);
+                }
+            }
+        }
+        for down in &down_sets {
+            let mut availability = policy_availability(&zones);
+            for &id in down {
+                availability[0][id] = Availability::HealthDown;
+            }
+            let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+            let Some(NameNode::Steered(table)) = snapshot.zones[0]
+                .names
+                .values()
+                .find(|n| matches!(n, NameNode::Steered(_)))
+            else {
+                panic!("the shipped zone has a steered name");
+            };
+            mixed_seen += table
+                .head_answer
+                .iter()
+                .filter(|&&a| a == HEAD_MIXED)
+                .count();
+            for _ in 0..200 {
+                let ip = IpAddr::V4(std::net::Ipv4Addr::from(random() as u32));
+                let (subnet_rule, _) = table.subnets.lookup(ip);
+                let (group, _) = table.groups.longest(ip);
+                let by_place = table.select_by_place(ip, &geo, subnet_rule, group).0;
+                let selected = table.select(ip, &geo);
+                assert!(
+                    std::ptr::eq(selected.answer, &table.answers[by_place as usize]),
+                    "{ip} with {down:?} down"
+                );
+            }
+        }
+        assert!(
+            mixed_seen > 0,
+            "no failure split a head: the fallback went untested"
+        );
+    }
 
     #[test]
     fn carrier_variants_use_each_carrier_address_and_fall_back_to_the_line() {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::geo::{GeoDb, Located};
+use crate::geo::{AddressMap, GeoDb};
 use crate::net::Family;
 use crate::policy::NodeId;
 
@@ -188,10 +188,22 @@ pub struct SteeredTable {
     /// Number of place columns (the database's places and the unlocated pseudo-place);
     /// group columns follow them.
     pub place_columns: usize,
+    /// Head (classes whose rankings start with the same nodes) → index into `answers` when every
+    /// class of the group has that answer now, else [`HEAD_MIXED`].
+    pub head_answer: Vec<u32>,
+    /// Address → head for clients without a subnet rule or group: the common case
+    /// in one lookup, with the widest block of that head as its scope.
+    pub located_heads: Arc<AddressMap>,
     /// Whether the answer can differ between places: if not, the database network says
     /// nothing about how widely an answer may be cached.
     pub depends_on_place: bool,
 }
+
+/// `head_answer` value: the head's classes have different answers now (a client needs its
+/// own class, through its place).
+pub const HEAD_MIXED: u32 = u32::MAX;
+/// `head_answer` value while it is being built.
+const HEAD_UNSET: u32 = u32::MAX - 1;
 
 /// A steered answer chosen for one client, with its ECS scope in bits of the client family.
 #[derive(Debug, Clone, Copy)]
@@ -201,28 +213,56 @@ pub struct Selection<'a> {
     /// Shortest prefix of the client address over which this answer holds, as far as the
     /// database and subnet rules can tell.
     pub scope: u8,
-    /// Rule that matched (an index past the rules means the `default` answer).
-    pub rule: usize,
 }
 
 impl SteeredTable {
-    /// Selects the answer for a located client address. Pure indexing, no allocation.
-    pub fn select(&self, ip: IpAddr, located: Located) -> Selection<'_> {
+    /// The answer through the client's place and rule: for subnet rules, prefix groups, and
+    /// heads whose classes disagree now. Returns the answer and the scope the place allows.
+    pub(crate) fn select_by_place(
+        &self,
+        ip: IpAddr,
+        geo: &GeoDb,
+        subnet_rule: Option<u32>,
+        group: Option<u32>,
+    ) -> (u32, u8) {
+        let located = geo.locate(ip);
         let unlocated = self.place_columns - 1;
         let place = located
             .place
             .map_or(unlocated, |p| (p as usize).min(unlocated));
-        let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
-        let (group, group_scope) = self.groups.longest(ip);
         let column = group.map_or(place, |g| self.place_columns + g as usize);
         let column = column.min(self.geo_rule.len() - 1);
         let geo_rule = self.geo_rule[column] as usize;
         let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));
-        let class = self.table[rule][column] as usize;
-        let id = self.class_answer[class] as usize;
         // A group's answer holds across its prefix whatever the database says inside it.
-        let place_scope = if self.depends_on_place && group.is_none() {
+        let scope = if group.is_none() {
             located.prefix_len
+        } else {
+            0
+        };
+        let class = self.table[rule][column] as usize;
+        (self.class_answer[class], scope)
+    }
+
+    /// Selects the answer for a client address. Pure indexing, no allocation: one table
+    /// lookup in the common case, the database and the rules' table otherwise.
+    pub fn select(&self, ip: IpAddr, geo: &GeoDb) -> Selection<'_> {
+        let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
+        let (group, group_scope) = self.groups.longest(ip);
+        let direct = if subnet_rule.is_none() && group.is_none() {
+            let hit = self.located_heads.lookup(ip);
+            self.head_answer
+                .get(hit.value as usize)
+                .filter(|&&answer| answer != HEAD_MIXED)
+                .map(|&answer| (answer, hit.prefix_len))
+        } else {
+            None
+        };
+        let (id, located_scope) =
+            direct.unwrap_or_else(|| self.select_by_place(ip, geo, subnet_rule, group));
+        let id = id as usize;
+        let place_scope = if self.depends_on_place {
+            located_scope
         } else {
             0
         };
@@ -232,7 +272,6 @@ impl SteeredTable {
                 .max(subnet_scope)
                 .max(group_scope)
                 .min(Family::of(ip).bits()),
-            rule,
         }
     }
 }

@@ -671,8 +671,7 @@ fn answer_question(
                     },
                     None => (unmap(source), false),
                 };
-                let located = snapshot.geo.locate(client);
-                let selection = table.select(client, located);
+                let selection = table.select(client, &snapshot.geo);
                 if let Some(reply) = edns.as_mut()
                     && let Some(subnet) = reply.subnet
                     && subnet.client().is_some()

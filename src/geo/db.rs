@@ -14,7 +14,7 @@ use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 use super::mapped::MappedFile;
-use super::ranges::{NOTHING, RangeBuilder, RangeTable};
+use super::ranges::{AddressMap, HighBits, NOTHING, RangeBuilder, RangeTable};
 use super::{Coordinates, CountryTable, Place, two_letters};
 use crate::net::{Family, address_bits, mask};
 
@@ -172,18 +172,13 @@ impl RawRecord {
     }
 }
 
-/// One database file as range tables.
-struct Source {
-    path: PathBuf,
-    v4: RangeTable<u32>,
-    v6: RangeTable<u64>,
-}
-
 /// One or more databases (consulted in order: DB-IP City Lite, for one, ships IPv4 and IPv6
-/// as separate files) as range tables, and their distinct places. The files themselves are
-/// not kept: everything a lookup needs is in the tables.
+/// as separate files) as one address → place map, and their distinct places. The files
+/// themselves are not kept: everything a lookup needs is in the map.
 pub struct GeoDb {
-    sources: Vec<Source>,
+    paths: Vec<PathBuf>,
+    /// Address → place ([`NOTHING`]: unlocated), the files overlaid in order.
+    map: AddressMap,
     /// Distinct places, numbered by first appearance.
     places: Vec<Place>,
 }
@@ -221,20 +216,19 @@ impl GeoDb {
             builders.push(Self::walk(path, countries, &mut records)?);
         }
         let (places, renumber) = merge_equal_places(records);
-        let sources = paths
-            .iter()
-            .zip(builders)
-            .map(|(path, (mut v4, mut v6))| {
-                v4.renumber(&renumber);
-                v6.renumber(&renumber);
-                Source {
-                    path: path.clone(),
-                    v4: v4.finish(V4_BUCKET_BITS),
-                    v6: v6.finish(V6_BUCKET_BITS),
-                }
-            })
-            .collect();
-        Ok(GeoDb { sources, places })
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (mut b4, mut b6) in builders {
+            b4.renumber(&renumber);
+            b6.renumber(&renumber);
+            v4.push(b4.finish(V4_BUCKET_BITS));
+            v6.push(b6.finish(V6_BUCKET_BITS));
+        }
+        let map = AddressMap::new(overlaid(v4), overlaid(v6));
+        Ok(GeoDb {
+            paths: paths.to_vec(),
+            map,
+            places,
+        })
     }
 
     /// Walks one file's networks into range builders (values: indexes into `records`).
@@ -302,7 +296,14 @@ impl GeoDb {
 
     /// The files this database was read from.
     pub fn paths(&self) -> Vec<&Path> {
-        self.sources.iter().map(|s| s.path.as_path()).collect()
+        self.paths.iter().map(PathBuf::as_path).collect()
+    }
+
+    /// A per-address map derived from the places: `f(place)` (`None`: unlocated) for every
+    /// range, equal neighbours merged. A steered name's ranking classes become such a map,
+    /// so a query finds its class in one lookup over far fewer ranges than places.
+    pub fn map_places(&self, mut f: impl FnMut(Option<PlaceId>) -> u32) -> AddressMap {
+        self.map.map(|v| f((v != NOTHING).then_some(v)))
     }
 
     /// Every distinct place in the database; answer tables are indexed by position here.
@@ -310,37 +311,30 @@ impl GeoDb {
         &self.places
     }
 
-    /// Number of address ranges of one place (or of none) over all files and families.
+    /// Number of address ranges of one place (or of none) over both families.
     pub fn range_count(&self) -> usize {
-        self.sources.iter().map(|s| s.v4.len() + s.v6.len()).sum()
+        self.map.len()
     }
 
     /// Locates an address (callers unmap IPv4-mapped IPv6 first). Never fails: an address the
     /// databases cannot place, or a family they do not cover, is "unlocated". The first file
     /// that places the address wins. The prefix is the widest block around the address over
-    /// which every file consulted says the same thing: adjacent networks of one place count
-    /// as one, and a file that knows nothing of the address bounds it too, since it may
-    /// know something of the block's other addresses.
+    /// which the files, so overlaid, say the same thing.
     pub fn locate(&self, ip: IpAddr) -> Located {
-        let bits = address_bits(ip);
-        let mut prefix_len = 0;
-        for source in &self.sources {
-            let hit = match ip {
-                IpAddr::V4(_) => source.v4.lookup(bits),
-                IpAddr::V6(_) => source.v6.lookup(bits),
-            };
-            prefix_len = prefix_len.max(hit.prefix_len);
-            if hit.value != NOTHING {
-                return Located {
-                    place: Some(hit.value),
-                    prefix_len,
-                };
-            }
-        }
+        let hit = self.map.lookup(ip);
         Located {
-            place: None,
-            prefix_len,
+            place: (hit.value != NOTHING).then_some(hit.value),
+            prefix_len: hit.prefix_len,
         }
+    }
+}
+
+/// One file's table as is; several files' overlaid in order.
+fn overlaid<K: HighBits>(mut tables: Vec<RangeTable<K>>) -> RangeTable<K> {
+    if tables.len() == 1 {
+        tables.remove(0)
+    } else {
+        RangeTable::overlay(&tables)
     }
 }
 

@@ -13,6 +13,7 @@ mod ranges;
 pub use asn::{AsnDb, AsnLookup};
 pub use countries::{Country, CountryTable};
 pub use db::{GeoDb, GeoError, Located, PlaceId};
+pub use ranges::{AddressMap, RangeHit};
 
 use std::fmt;
 

@@ -39,6 +39,7 @@ impl HighBits for u64 {
 
 /// Ranges covering one family's whole address space, in order; every range's value differs
 /// from its neighbours'.
+#[derive(PartialEq)]
 pub struct RangeTable<K> {
     /// Key of each range's first address.
     starts: Vec<K>,
@@ -100,6 +101,57 @@ impl<K: HighBits> RangeTable<K> {
     pub fn len(&self) -> usize {
         self.starts.len()
     }
+
+    /// The table with every value replaced by `f(value)`, neighbours that become equal
+    /// merged: how a per-name table of ranking classes is derived from the places table.
+    pub fn map(&self, mut f: impl FnMut(u32) -> u32) -> RangeTable<K> {
+        let mut builder = RangeBuilder::new(self.width);
+        let mut exact = self.exact.iter().peekable();
+        for (i, (key, value)) in self.starts.iter().zip(&self.values).enumerate() {
+            let first = exact
+                .next_if(|e| e.0 as usize == i)
+                .map_or_else(|| key.widen(), |e| e.1);
+            builder.push(first, f(*value));
+        }
+        builder.next = None;
+        builder.finish(self.bucket_bits)
+    }
+
+    /// Several tables as one: at every address, the value of the first table that has one
+    /// (files consulted in order).
+    pub fn overlay(tables: &[RangeTable<K>]) -> RangeTable<K> {
+        let Some(first_table) = tables.first() else {
+            return RangeBuilder::new(128).finish(1);
+        };
+        let mut builder = RangeBuilder::new(first_table.width);
+        // Per table, the range holding the sweep's position.
+        let mut at = vec![0usize; tables.len()];
+        let mut position = 0u128;
+        loop {
+            let value = tables
+                .iter()
+                .zip(&at)
+                .map(|(t, &i)| t.values[i])
+                .find(|&v| v != NOTHING)
+                .unwrap_or(NOTHING);
+            builder.push(position, value);
+            let next = tables
+                .iter()
+                .zip(&at)
+                .filter(|&(t, &i)| i + 1 < t.len())
+                .map(|(t, &i)| t.first(i + 1))
+                .min();
+            let Some(next) = next else { break };
+            for (t, i) in tables.iter().zip(at.iter_mut()) {
+                if *i + 1 < t.len() && t.first(*i + 1) == next {
+                    *i += 1;
+                }
+            }
+            position = next;
+        }
+        builder.next = None;
+        builder.finish(first_table.bucket_bits)
+    }
 }
 
 /// The prefix length of the widest aligned block around `bits` that contains neither the
@@ -111,6 +163,56 @@ pub fn widest_block(bits: u128, first: u128, next: Option<u128>, width: u8) -> u
     let before = first.checked_sub(1).map_or(0, excluding);
     let after = next.map_or(0, excluding);
     before.max(after).min(u32::from(width)) as u8
+}
+
+/// Both families' tables: an address → value map over the whole address space.
+#[derive(PartialEq)]
+pub struct AddressMap {
+    v4: RangeTable<u32>,
+    v6: RangeTable<u64>,
+}
+
+impl std::fmt::Debug for AddressMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressMap")
+            .field("v4_ranges", &self.v4.len())
+            .field("v6_ranges", &self.v6.len())
+            .finish()
+    }
+}
+
+impl AddressMap {
+    /// Both families' tables as one map.
+    pub fn new(v4: RangeTable<u32>, v6: RangeTable<u64>) -> Self {
+        AddressMap { v4, v6 }
+    }
+
+    /// The value at an address and the widest prefix around it with the same value.
+    pub fn lookup(&self, ip: std::net::IpAddr) -> RangeHit {
+        let bits = crate::net::address_bits(ip);
+        match ip {
+            std::net::IpAddr::V4(_) => self.v4.lookup(bits),
+            std::net::IpAddr::V6(_) => self.v6.lookup(bits),
+        }
+    }
+
+    /// The map with every value replaced by `f(value)`, equal neighbours merged.
+    pub fn map(&self, mut f: impl FnMut(u32) -> u32) -> AddressMap {
+        AddressMap {
+            v4: self.v4.map(&mut f),
+            v6: self.v6.map(&mut f),
+        }
+    }
+
+    /// Number of ranges over both families.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether the map holds no ranges (never true for a built map).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Builds a [`RangeTable`] from covered ranges given in address order, in the table's own
@@ -336,6 +438,63 @@ mod tests {
                 prefix_len: 23
             }
         );
+    }
+
+    #[test]
+    fn overlay_takes_the_first_table_that_knows() {
+        let mut a = RangeBuilder::<u32>::new(32);
+        a.cover(v4("10.0.0.0"), v4_last("10.0.0.255"), 1);
+        let mut b = RangeBuilder::<u32>::new(32);
+        b.cover(v4("10.0.0.0"), v4_last("10.0.3.255"), 2);
+        b.cover(v4("10.0.4.0"), v4_last("10.0.4.255"), 2);
+        let t = RangeTable::overlay(&[a.finish(16), b.finish(16)]);
+        assert_eq!(
+            t.lookup(v4("10.0.0.9")),
+            RangeHit {
+                value: 1,
+                prefix_len: 24
+            }
+        );
+        // The second table's range, cut where the first one knows: /23 not /22.
+        assert_eq!(
+            t.lookup(v4("10.0.2.1")),
+            RangeHit {
+                value: 2,
+                prefix_len: 23
+            }
+        );
+        assert_eq!(
+            t.lookup(v4("10.0.4.1")),
+            RangeHit {
+                value: 2,
+                prefix_len: 24
+            }
+        );
+        assert_eq!(t.lookup(v4("10.0.5.1")).value, NOTHING);
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn mapping_merges_equal_neighbours() {
+        let mut b = RangeBuilder::<u64>::new(128);
+        let p = |s: &str| address_bits(s.parse().unwrap());
+        b.cover(p("2001:db8::"), p("2001:db8::7fff:ffff:ffff:ffff"), 1);
+        b.cover(
+            p("2001:db8::8000:0:0:0"),
+            p("2001:db8::ffff:ffff:ffff:ffff"),
+            2,
+        );
+        let t = b.finish(20);
+        let same = t.map(|v| if v == NOTHING { 0 } else { 7 });
+        assert_eq!(
+            same.lookup(p("2001:db8::1")),
+            RangeHit {
+                value: 7,
+                prefix_len: 64
+            }
+        );
+        let apart = t.map(|v| v);
+        assert_eq!(apart.lookup(p("2001:db8::8000:0:0:1")).prefix_len, 65);
     }
 
     #[test]
