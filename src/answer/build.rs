@@ -220,6 +220,8 @@ struct SteeredRanking {
     /// Class → its head: classes whose rankings start with the same nodes (and lines),
     /// which nearly always get the same answer.
     head_of_class: Vec<u32>,
+    /// The heads.
+    heads: Vec<Head>,
     /// Address → the head of the class a client there gets without a subnet rule
     /// or group.
     located_heads: Arc<AddressMap>,
@@ -230,7 +232,29 @@ struct SteeredRanking {
 const HEAD_SLACK: usize = 2;
 
 /// What makes classes one head: the first eligible nodes of each family, and the lines.
-type HeadKey = (Vec<NodeId>, Vec<NodeId>, *const (NodeId, IpAddr));
+type HeadKey = ([HeadFamily; 2], *const (NodeId, IpAddr));
+
+/// The start of a ranking, shared by classes: what decides most answers.
+#[derive(Debug, PartialEq)]
+struct Head {
+    /// IPv4, then IPv6.
+    families: [HeadFamily; 2],
+    lines: Lines,
+}
+
+/// A head's nodes eligible for one family's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HeadFamily {
+    /// The first eligible nodes, best first.
+    nodes: Vec<NodeId>,
+    /// Whether these are all the ranking's eligible nodes: then the head decides the answer
+    /// whatever is down.
+    complete: bool,
+}
+
+/// Which nodes can answer each family: those with an address of it.
+const FAMILY_ELIGIBLE: [fn(&Node) -> bool; 2] =
+    [|n| n.first_v4().is_some(), |n| n.first_v6().is_some()];
 
 /// For one column: nodes answered with another address than their first of the family.
 type Lines = Arc<[(NodeId, IpAddr)]>;
@@ -527,25 +551,31 @@ fn rank_steered(
     // ECS scope is the widest block of that head, not of that place.
     // Per family: each family's answer reads its own eligible nodes.
     let depth = steered.answers + HEAD_SLACK;
-    let head_of = |ranked: &[NodeId], eligible: fn(&Node) -> bool| -> Vec<NodeId> {
-        ranked
+    let head_of = |ranked: &[NodeId], eligible: fn(&Node) -> bool| -> HeadFamily {
+        let mut all = ranked
             .iter()
             .copied()
-            .filter(|&id| nodes.get(id).is_some_and(eligible))
-            .take(depth)
-            .collect()
+            .filter(|&id| nodes.get(id).is_some_and(eligible));
+        let first: Vec<NodeId> = all.by_ref().take(depth).collect();
+        HeadFamily {
+            nodes: first,
+            complete: all.next().is_none(),
+        }
     };
     let mut head_by_key: HashMap<HeadKey, u32> = HashMap::new();
+    let mut heads: Vec<Head> = Vec::new();
     let head_of_class: Vec<u32> = classes
         .iter()
         .map(|(ranked, lines)| {
-            let key = (
-                head_of(ranked, |n| n.first_v4().is_some()),
-                head_of(ranked, |n| n.first_v6().is_some()),
-                lines.as_ptr(),
-            );
-            let next = head_by_key.len() as u32;
-            *head_by_key.entry(key).or_insert(next)
+            let families = FAMILY_ELIGIBLE.map(|eligible| head_of(ranked, eligible));
+            let key = (families.clone(), lines.as_ptr());
+            *head_by_key.entry(key).or_insert_with(|| {
+                heads.push(Head {
+                    families,
+                    lines: Arc::clone(lines),
+                });
+                (heads.len() - 1) as u32
+            })
         })
         .collect();
     drop(head_by_key);
@@ -570,6 +600,7 @@ fn rank_steered(
         groups: Arc::new(group_table),
         place_columns,
         head_of_class,
+        heads,
         located_heads: Arc::new(located_heads),
     }
 }
@@ -584,31 +615,58 @@ fn build_steered(
 ) -> SteeredTable {
     let mut answers: Vec<AnswerSet> = Vec::new();
     let mut interned: HashMap<(Pick, Pick, Lines), u32> = HashMap::new();
+    let mut answer_of = |ranked: [&[NodeId]; 2], lines: &Lines| {
+        let [v4, v6] = [0, 1].map(|family| {
+            pick(
+                ranked[family],
+                nodes,
+                availability,
+                steered.answers,
+                FAMILY_ELIGIBLE[family],
+                steered.all_down,
+            )
+        });
+        // Picks differing only in lines get different answers.
+        let key = (v4, v6, Arc::clone(lines));
+        *interned.entry(key).or_insert_with_key(|key| {
+            answers.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
+            (answers.len() - 1) as u32
+        })
+    };
+    let up =
+        |id: NodeId| availability.get(id).copied().unwrap_or(Availability::Up) == Availability::Up;
+    // A head with enough healthy primaries among its first nodes (or with all of them)
+    // decides the answer of every class it holds: a pick reads no further than that. So a
+    // health change picks once per head, and once per class only where a head runs short.
+    let head_decides: Vec<Option<u32>> = ranking
+        .heads
+        .iter()
+        .map(|head| {
+            let decided = head.families.iter().all(|family| {
+                family.complete
+                    || family
+                        .nodes
+                        .iter()
+                        .filter(|&&id| up(id) && nodes[id].tier != Tier::Backup)
+                        .count()
+                        >= steered.answers
+            });
+            decided.then(|| {
+                let [v4, v6] = &head.families;
+                answer_of([&v4.nodes, &v6.nodes], &head.lines)
+            })
+        })
+        .collect();
     let class_answer: Vec<u32> = ranking
         .classes
         .iter()
-        .map(|(ranked, lines)| {
-            let choose = |eligible: fn(&Node) -> bool| {
-                pick(
-                    ranked,
-                    nodes,
-                    availability,
-                    steered.answers,
-                    eligible,
-                    steered.all_down,
-                )
-            };
-            // Picks differing only in lines get different answers.
-            let key = (
-                choose(|n| n.first_v4().is_some()),
-                choose(|n| n.first_v6().is_some()),
-                Arc::clone(lines),
-            );
-            *interned.entry(key.clone()).or_insert_with(|| {
-                answers.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
-                (answers.len() - 1) as u32
-            })
-        })
+        .zip(&ranking.head_of_class)
+        .map(
+            |((ranked, lines), &head)| match head_decides[head as usize] {
+                Some(answer) => answer,
+                None => answer_of([ranked, ranked], lines),
+            },
+        )
         .collect();
     // A head answers directly when all its classes agree; otherwise its clients take the
     // place lookup to their own class.
@@ -841,6 +899,27 @@ mod tests {
                 .iter()
                 .filter(|&&a| a == HEAD_MIXED)
                 .count();
+            // Every class's answer is what a pick over its whole ranking gives.
+            let zone = &zones[0];
+            let steered = &zone.steered[0];
+            let ranking = &rankings.zones[0][0];
+            for (class, (ranked, lines)) in ranking.classes.iter().enumerate() {
+                let [v4, v6] = [0, 1].map(|family| {
+                    pick(
+                        ranked,
+                        &zone.nodes,
+                        &availability[0],
+                        steered.answers,
+                        FAMILY_ELIGIBLE[family],
+                        steered.all_down,
+                    )
+                });
+                let expected = answer_set(&v4, &v6, &zone.nodes, steered, lines);
+                assert_eq!(
+                    table.answers[table.class_answer[class] as usize], expected,
+                    "class {class} with {down:?} down"
+                );
+            }
             for _ in 0..200 {
                 let ip = IpAddr::V4(std::net::Ipv4Addr::from(random() as u32));
                 let (subnet_rule, _) = table.subnets.lookup(ip);
