@@ -5,8 +5,6 @@
 //! first; then nearest first by great-circle distance (or candidate-list order when the client has
 //! no coordinates); ties by higher weight, then position in the candidate list, so answers are deterministic.
 
-use std::cmp::Ordering;
-
 use serde::Serialize;
 
 use crate::geo::{Coordinates, GeoCode};
@@ -34,27 +32,44 @@ pub fn rank(
     fences: &[&GeoCode],
     score: impl Fn(NodeId, &Node) -> f64,
 ) -> Vec<(NodeId, f64)> {
-    // (node, id, fallback level, score, position in the candidate list)
-    let mut ranked: Vec<(&Node, NodeId, u8, f64, usize)> = candidates
+    // Sorted by one key of plain integers (tier, fallback level, score, weight, position in
+    // the candidate list): ranking sorts every candidate for every place of a city database.
+    let mut ranked: Vec<(RankKey, NodeId, f64)> = candidates
         .nodes
         .iter()
         .enumerate()
         .filter_map(|(position, &(id, level))| nodes.get(id).map(|n| (n, id, level, position)))
         .filter(|(n, ..)| fences.iter().all(|f| f.contains(&n.geo)))
-        .map(|(n, id, level, position)| (n, id, level, score(id, n), position))
+        .map(|(n, id, level, position)| {
+            let score = score(id, n);
+            let key = (
+                n.tier == Tier::Backup,
+                level,
+                ordered_bits(score),
+                u32::MAX - n.weight,
+                position,
+            );
+            (key, id, score)
+        })
         .collect();
-    ranked.sort_by(|a, b| {
-        (a.0.tier == Tier::Backup)
-            .cmp(&(b.0.tier == Tier::Backup))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.partial_cmp(&b.3).unwrap_or(Ordering::Equal))
-            .then(b.0.weight.cmp(&a.0.weight))
-            .then(a.4.cmp(&b.4))
-    });
+    ranked.sort_unstable_by_key(|entry| entry.0);
     ranked
         .into_iter()
-        .map(|(_, id, _, score, _)| (id, score))
+        .map(|(_, id, score)| (id, score))
         .collect()
+}
+
+/// Backup tier, fallback level, score, inverted weight, position in the candidate list.
+type RankKey = (bool, u8, u64, u32, usize);
+
+/// A float's bits, mapped so that integer order is the float's total order.
+fn ordered_bits(value: f64) -> u64 {
+    let bits = value.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
 }
 
 /// Scores by great-circle distance from `client` (0 for every node without coordinates, which

@@ -231,6 +231,9 @@ struct SteeredRanking {
 /// losing a couple of the nearest nodes rarely splits a head's answer.
 const HEAD_SLACK: usize = 2;
 
+/// What makes cells one class: the order of their nodes, and their lines.
+type ClassKey = (Arc<[NodeId]>, *const (NodeId, IpAddr));
+
 /// What makes classes one head: the first eligible nodes of each family, and the lines.
 type HeadKey = ([HeadFamily; 2], *const (NodeId, IpAddr));
 
@@ -382,7 +385,19 @@ fn rank_steered(
 
     // Identical rankings (common: every place of a region) are one class.
     let mut classes: Vec<(Arc<[NodeId]>, Lines)> = Vec::new();
-    let mut class_of: HashMap<(Vec<NodeId>, *const (NodeId, IpAddr)), u32> = HashMap::new();
+    let mut class_of: HashMap<ClassKey, u32> = HashMap::new();
+    let same_candidates: Vec<usize> = row_candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            row_candidates[..i]
+                .iter()
+                .position(|earlier| std::ptr::eq(*earlier, *c))
+                .unwrap_or(i)
+        })
+        .collect();
+    let mut column_ranks: Vec<(Vec<NodeId>, Vec<f64>)> =
+        vec![Default::default(); row_candidates.len()];
     let no_lines: Lines = Arc::from(Vec::new());
     let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Lines> = HashMap::new();
     let mut rows: Vec<Vec<u32>> = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
@@ -474,8 +489,14 @@ fn rank_steered(
         };
         for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
             let score = |id: NodeId, _: &Node| column_scores.get(id).copied().unwrap_or(f64::MAX);
-            let (mut ranked, scores): (Vec<NodeId>, Vec<f64>) =
-                rank(nodes, candidates, &fences, score).into_iter().unzip();
+            // Rows with the same candidates (the default pseudo-rule repeats the catch-all)
+            // rank alike before damping: sort once.
+            let first = same_candidates[row_index];
+            if first == row_index {
+                column_ranks[row_index] =
+                    rank(nodes, candidates, &fences, score).into_iter().unzip();
+            }
+            let (mut ranked, scores) = column_ranks[first].clone();
             let key = (cell.zone, cell.steered, row_index, index);
             let mut state = damping.get(key);
             let class = |id: NodeId| {
@@ -495,11 +516,14 @@ fn rank_steered(
                 &steered.latency,
             );
             damping.set(key, state);
+            // The map's key and the class share one copy of the order.
+            let ranked: Arc<[NodeId]> = Arc::from(ranked);
+            let next = classes.len() as u32;
             let class = *class_of
-                .entry((ranked, column_lines.as_ptr()))
-                .or_insert_with_key(|(ranked, _)| {
-                    classes.push((Arc::from(ranked.as_slice()), Arc::clone(&column_lines)));
-                    (classes.len() - 1) as u32
+                .entry((Arc::clone(&ranked), column_lines.as_ptr()))
+                .or_insert_with(|| {
+                    classes.push((ranked, Arc::clone(&column_lines)));
+                    next
                 });
             row.push(class);
         }
