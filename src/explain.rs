@@ -202,15 +202,8 @@ pub fn explain<'a>(
     let keys = latency::group_keys(place, group.as_ref().map(|(_, g)| g));
     let detail = |id: NodeId, node: &Node| {
         let distance = place.coordinates.map(|c| c.distance_km(&node.location));
-        let (expected, score) = latency::node_score(
-            measured,
-            id,
-            node,
-            place.coordinates,
-            &keys,
-            now,
-            &steered.latency,
-        );
+        let (expected, score) =
+            latency::node_score(measured, id, node, distance, &keys, now, &steered.latency);
         (distance, expected, measured.loads.get(&id).copied(), score)
     };
     let ranked = rank(&zone.nodes, candidates, &fences, |id, node| {

@@ -298,19 +298,18 @@ pub fn score(expected_ms: f64, load: Option<f64>, probe_loss: f64, weight: u32) 
         / f64::from(weight.max(1))
 }
 
-/// A node's expected latency and score for a client at `client` in groups `keys`: the one
-/// computation behind rankings and explanations.
+/// A node's expected latency and score for a client `distance_km` away in groups `keys`:
+/// the one computation behind rankings and explanations.
 pub fn node_score(
     measured: &ZoneLatency,
     id: usize,
     node: &crate::policy::Node,
-    client: Option<crate::geo::Coordinates>,
+    distance_km: Option<f64>,
     keys: &[ClientGroup],
     now: SystemTime,
     policy: &LatencyPolicy,
 ) -> (Expected, f64) {
-    let distance = client.map(|c| c.distance_km(&node.location));
-    let expected = expected(&measured.measurements, id, keys, distance, now, policy);
+    let expected = expected(&measured.measurements, id, keys, distance_km, now, policy);
     let score = score(
         expected.rtt_ms,
         measured.loads.get(&id).copied(),

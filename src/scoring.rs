@@ -32,9 +32,9 @@ pub fn rank(
     fences: &[&GeoCode],
     score: impl Fn(NodeId, &Node) -> f64,
 ) -> Vec<(NodeId, f64)> {
-    // Sorted by one key of plain integers (tier, fallback level, score, weight, position in
-    // the candidate list): ranking sorts every candidate for every place of a city database.
-    let mut ranked: Vec<(RankKey, NodeId, f64)> = candidates
+    // Sorted by one integer key (tier, fallback level, score, weight, position in the
+    // candidate list): ranking sorts every candidate for every place of a city database.
+    let mut ranked: Vec<(u128, NodeId, f64)> = candidates
         .nodes
         .iter()
         .enumerate()
@@ -42,14 +42,7 @@ pub fn rank(
         .filter(|(n, ..)| fences.iter().all(|f| f.contains(&n.geo)))
         .map(|(n, id, level, position)| {
             let score = score(id, n);
-            let key = (
-                n.tier == Tier::Backup,
-                level,
-                ordered_bits(score),
-                u32::MAX - n.weight,
-                position,
-            );
-            (key, id, score)
+            (rank_key(n, level, score, position), id, score)
         })
         .collect();
     ranked.sort_unstable_by_key(|entry| entry.0);
@@ -59,8 +52,15 @@ pub fn rank(
         .collect()
 }
 
-/// Backup tier, fallback level, score, inverted weight, position in the candidate list.
-type RankKey = (bool, u8, u64, u32, usize);
+/// Backup tier (1 bit), fallback level (8), score (64), inverted weight (32) and position
+/// in the candidate list (23) as one integer, compared in that order.
+fn rank_key(node: &Node, level: u8, score: f64, position: usize) -> u128 {
+    (u128::from(node.tier == Tier::Backup) << 127)
+        | (u128::from(level) << 119)
+        | (u128::from(ordered_bits(score)) << 55)
+        | (u128::from(u32::MAX - node.weight) << 23)
+        | (position.min((1 << 23) - 1) as u128)
+}
 
 /// A float's bits, mapped so that integer order is the float's total order.
 fn ordered_bits(value: f64) -> u64 {

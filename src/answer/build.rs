@@ -5,12 +5,14 @@
 //! so a snapshot can be built, inspected and thrown away (as `check` and failed reloads do).
 
 use std::collections::{BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use super::*;
 use super::{HEAD_MIXED, HEAD_UNSET};
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
-use crate::geo::{AddressMap, GeoCode, Place};
+use crate::geo::{AddressMap, GeoCode, Place, UnitVector};
 use crate::latency::{self, ClientGroup, DampingState, ZoneLatency};
 use crate::net::Prefix;
 use crate::policy::Tier;
@@ -360,24 +362,21 @@ fn rank_steered(
         }))
         .collect();
 
-    let score_of = |id: NodeId, node: &Node, place: &Place, keys: &[latency::ClientGroup]| {
-        latency::node_score(
-            measured,
-            id,
-            node,
-            place.coordinates,
-            keys,
-            now,
-            &steered.latency,
-        )
-        .1
-    };
+    // Node positions once; a place's position once per column.
+    let node_vectors: Vec<UnitVector> = nodes.iter().map(|n| UnitVector::of(&n.location)).collect();
+    let vector_of = |place: &Place| place.coordinates.map(|c| UnitVector::of(&c));
+    let score_of =
+        |id: NodeId, node: &Node, at: Option<UnitVector>, keys: &[latency::ClientGroup]| {
+            let distance = at.map(|v| v.distance_km(&node_vectors[id]));
+            latency::node_score(measured, id, node, distance, keys, now, &steered.latency).1
+        };
     let place_scores = |place: &Place| -> Vec<f64> {
         let keys = latency::group_keys(place, None);
+        let at = vector_of(place);
         nodes
             .iter()
             .enumerate()
-            .map(|(id, node)| score_of(id, node, place, &keys))
+            .map(|(id, node)| score_of(id, node, at, &keys))
             .collect()
     };
     let measured_by_group = measured.measurements.nodes_by_group();
@@ -385,7 +384,9 @@ fn rank_steered(
 
     // Identical rankings (common: every place of a region) are one class.
     let mut classes: Vec<(Arc<[NodeId]>, Lines)> = Vec::new();
-    let mut class_of: HashMap<ClassKey, u32> = HashMap::new();
+    // Keys are node orders (hundreds of numbers at a large fleet) built from our own policy
+    // and database: a fast hash, no flooding to defend against.
+    let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
     let same_candidates: Vec<usize> = row_candidates
         .iter()
         .enumerate()
@@ -427,7 +428,7 @@ fn rank_steered(
                 let keys = latency::group_keys(place, Some(p));
                 for &id in measured_by_group.get(*p).into_iter().flatten() {
                     if let Some(node) = nodes.get(id) {
-                        scores[id] = score_of(id, node, place, &keys);
+                        scores[id] = score_of(id, node, vector_of(place), &keys);
                     }
                 }
                 scores
@@ -586,7 +587,7 @@ fn rank_steered(
             complete: all.next().is_none(),
         }
     };
-    let mut head_by_key: HashMap<HeadKey, u32> = HashMap::new();
+    let mut head_by_key: FxHashMap<HeadKey, u32> = FxHashMap::default();
     let mut heads: Vec<Head> = Vec::new();
     let head_of_class: Vec<u32> = classes
         .iter()
