@@ -2,7 +2,8 @@
 //! published.
 //!
 //! A snapshot holds everything a query needs — zones, pre-encoded record bodies, steered-name
-//! tables indexed by GeoIP place, the GeoIP database itself — so one atomic load gives a query a
+//! tables (an address-range table per name, and tables indexed by GeoIP place for subnet
+//! rules and prefix groups), the GeoIP tables themselves — so one atomic load gives a query a
 //! consistent view. Selection here is indexing only: all ranking happened in `build`.
 
 mod build;

@@ -3,7 +3,8 @@
 //!
 //! Used only when a node has addresses on named carriers: a client of that carrier gets the
 //! node's address on the same network. Like `GeoDb`, every record is decoded once at load;
-//! a lookup is a tree walk (or a binary search) and a map lookup.
+//! a lookup is a tree walk (or a binary search) and a map lookup. (The ASN database is read
+//! only for clients of answers with carrier variants, so it stays a MaxMind tree.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
