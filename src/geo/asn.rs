@@ -81,14 +81,8 @@ impl AsnDb {
         path: &Path,
         networks: &mut HashMap<u32, Vec<Prefix>>,
     ) -> Result<Source, GeoError> {
-        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let corrupt = |source| GeoError::Corrupt {
-            path: path.to_path_buf(),
-            source,
-        };
+        let reader = Reader::open_readfile(path).map_err(GeoError::opening(path))?;
+        let corrupt = GeoError::corrupt_in(path);
         let mut asn_by_offset = HashMap::new();
         for network in reader.networks(WithinOptions::default()).map_err(corrupt)? {
             let network = network.map_err(corrupt)?;

@@ -70,6 +70,28 @@ pub enum GeoError {
     },
 }
 
+impl GeoError {
+    /// Maps a reader error on opening `path`.
+    pub(super) fn opening(
+        path: &Path,
+    ) -> impl Fn(maxminddb::MaxMindDbError) -> GeoError + Copy + '_ {
+        move |source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Maps a reader error while walking `path`'s tree or records.
+    pub(super) fn corrupt_in(
+        path: &Path,
+    ) -> impl Fn(maxminddb::MaxMindDbError) -> GeoError + Copy + '_ {
+        move |source| GeoError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// The record shapes found in the wild, read at once: MaxMind's nested GeoIP2/GeoLite2 schema
 /// and the flat schema of DB-IP Lite / ip-location-db. Fields of the other schema are absent.
 #[derive(Debug, Default, Deserialize)]
@@ -237,18 +259,11 @@ impl GeoDb {
         countries: &CountryTable,
         records: &mut Vec<Place>,
     ) -> Result<(RangeBuilder<u32>, RangeBuilder<u64>), GeoError> {
-        let map = MappedFile::open(path).map_err(|e| GeoError::Open {
-            path: path.to_path_buf(),
-            source: maxminddb::MaxMindDbError::Io(e),
-        })?;
-        let reader = Reader::from_source(map.clone()).map_err(|source| GeoError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let corrupt = |source| GeoError::Corrupt {
-            path: path.to_path_buf(),
-            source,
-        };
+        let map = MappedFile::open(path)
+            .map_err(maxminddb::MaxMindDbError::Io)
+            .map_err(GeoError::opening(path))?;
+        let reader = Reader::from_source(map.clone()).map_err(GeoError::opening(path))?;
+        let corrupt = GeoError::corrupt_in(path);
         let tree = |message: &str| GeoError::Tree {
             path: path.to_path_buf(),
             message: message.to_string(),
