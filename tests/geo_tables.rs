@@ -100,3 +100,49 @@ fn tables_agree_with_the_tree_and_scopes_are_honest() {
         }
     }
 }
+
+/// Damaged database files are refused with the file's name, never a panic; a damaged file
+/// that still parses still locates without panicking.
+#[test]
+fn damaged_databases_are_refused_or_survived() {
+    let good = std::fs::read(DB).expect("shipped database");
+    let dir = std::env::temp_dir().join(format!("geosteer-damaged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rng = Addresses(0x1234_5678_9abc_def1);
+    let mut variants: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("tail", good[good.len() - 100_000..].to_vec()),
+        ("noise", (0..100_000).map(|_| rng.next() as u8).collect()),
+    ];
+    for seed in 0..4 {
+        let mut flipped = good.clone();
+        // Flip bytes in the tree and data sections, not the metadata at the end.
+        let span = (good.len() - 20_000) as u64;
+        for _ in 0..500 {
+            flipped[(rng.next() % span) as usize] ^= 0xff;
+        }
+        variants.push((["flip-0", "flip-1", "flip-2", "flip-3"][seed], flipped));
+    }
+    let mut refused = 0;
+    for (name, bytes) in &variants {
+        let path = dir.join(format!("{name}.mmdb"));
+        std::fs::write(&path, bytes).expect("write variant");
+        match GeoDb::open(&path) {
+            Err(e) => {
+                refused += 1;
+                assert!(
+                    e.to_string().contains(&path.display().to_string()),
+                    "{name}: error does not name the file: {e}"
+                );
+            }
+            Ok(db) => {
+                for _ in 0..1000 {
+                    let _ = db.locate(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(refused >= 4, "only {refused} damaged files refused");
+}
