@@ -83,12 +83,28 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Ud
     Ok(sockets)
 }
 
-/// Binds UDP and TCP on each address. With port 0 the kernel picks the UDP port and TCP
-/// takes the same one (retrying a few times if that port is taken for TCP).
+/// Binds UDP and TCP on each address. A fixed port binds TCP first: `SO_REUSEPORT` would
+/// let a second instance's UDP sockets join a running instance's group and take (and drop)
+/// a share of its queries until the second instance failed on TCP. With port 0 the kernel
+/// picks the UDP port and TCP takes the same one (retrying a few times if that port is
+/// taken for TCP).
 pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
+    let located = |protocol: &'static str, addr: SocketAddr| {
+        move |e: io::Error| io::Error::new(e.kind(), format!("{protocol} {addr}: {e}"))
+    };
     for addr in addrs {
+        if addr.port() != 0 {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(located("TCP", *addr))?;
+            let group =
+                bind_reuseport(*addr, udp_sockets_per_address()).map_err(located("UDP", *addr))?;
+            udp.push(group);
+            tcp.push(listener);
+            continue;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -107,9 +123,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
                 Err(e) if addr.port() == 0 && attempt < 16 => {
                     debug!(%bound, error = %e, "TCP port taken, picking another");
                 }
-                Err(e) => {
-                    return Err(io::Error::new(e.kind(), format!("TCP {bound}: {e}")));
-                }
+                Err(e) => return Err(located("TCP", bound)(e)),
             }
         }
     }
@@ -439,5 +453,32 @@ async fn serve_connection(
             framed.extend_from_slice(&response);
             stream.write_all(&framed).await?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port taken for both protocols fails on TCP, before any UDP socket is bound: a
+    /// second instance never joins a running one's UDP group.
+    #[tokio::test]
+    async fn a_fixed_port_binds_tcp_before_udp() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let port = udp.local_addr().expect("addr").port();
+        let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+            return; // the TCP side of that port is someone else's: nothing to show here
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let Err(error) = bind(&[addr]).await else {
+            panic!("bound a port in use");
+        };
+        assert!(error.to_string().starts_with("TCP "), "{error}");
+        // With only UDP taken, the error is UDP's.
+        drop(tcp);
+        let Err(error) = bind(&[addr]).await else {
+            panic!("bound a UDP port in use");
+        };
+        assert!(error.to_string().starts_with("UDP "), "{error}");
     }
 }
