@@ -294,3 +294,16 @@ fn check_command_prints_located_errors_and_fails() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn answers_out_of_range() {
+    let text = with(
+        "    ttl: 30\n    pools:",
+        "    ttl: 30\n    answers: 4000000000\n    pools:",
+    );
+    assert_one(
+        &text,
+        13,
+        "answers 4000000000 is more than the 64 addresses",
+    );
+}

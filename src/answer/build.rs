@@ -5,9 +5,9 @@
 //! so a snapshot can be built, inspected and thrown away (as `check` and failed reloads do).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use std::sync::Arc;
 
 use super::*;
 use super::{HEAD_MIXED, HEAD_UNSET};
@@ -571,10 +571,10 @@ fn rank_steered(
             .enumerate()
             .filter_map(|(column, &rule)| rows.get(rule as usize)?.get(column).copied()),
     );
-    // Classes grouped into heads by how their rankings start. Neighbouring places of one
-    // head are one range, so a query's lookup searches a table a fraction of the places' size, and its
-    // ECS scope is the widest block of that head, not of that place.
-    // Per family: each family's answer reads its own eligible nodes.
+    // Classes grouped into heads by how their rankings start, per family (each family's
+    // answer reads its own eligible nodes). Neighbouring places of one head are one range,
+    // so a query searches a table a fraction of the places' size, and its ECS scope is the
+    // widest block of that head, not of that place.
     let depth = steered.answers + HEAD_SLACK;
     let head_of = |ranked: &[NodeId], eligible: fn(&Node) -> bool| -> HeadFamily {
         let mut all = ranked

@@ -189,8 +189,8 @@ pub struct SteeredTable {
     /// Number of place columns (the database's places and the unlocated pseudo-place);
     /// group columns follow them.
     pub place_columns: usize,
-    /// Head (classes whose rankings start with the same nodes) → index into `answers` when every
-    /// class of the group has that answer now, else [`HEAD_MIXED`].
+    /// Head (classes whose rankings start with the same nodes) → index into `answers` when
+    /// every class of the head has that answer now, else [`HEAD_MIXED`].
     pub head_answer: Vec<u32>,
     /// Address → head for clients without a subnet rule or group: the common case
     /// in one lookup, with the widest block of that head as its scope.

@@ -464,11 +464,16 @@ mod tests {
     /// second instance never joins a running one's UDP group.
     #[tokio::test]
     async fn a_fixed_port_binds_tcp_before_udp() {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-        let port = udp.local_addr().expect("addr").port();
-        let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
-            return; // the TCP side of that port is someone else's: nothing to show here
-        };
+        // A port free for both protocols, held by this test for both (bounded retries: the
+        // TCP side of a fresh UDP port is rarely someone else's).
+        let (udp, tcp, port) = (0..50)
+            .find_map(|_| {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let port = udp.local_addr().ok()?.port();
+                let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+                Some((udp, tcp, port))
+            })
+            .expect("a loopback port free for UDP and TCP");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let Err(error) = bind(&[addr]).await else {
             panic!("bound a port in use");
@@ -476,6 +481,7 @@ mod tests {
         assert!(error.to_string().starts_with("TCP "), "{error}");
         // With only UDP taken, the error is UDP's.
         drop(tcp);
+        let _held = udp;
         let Err(error) = bind(&[addr]).await else {
             panic!("bound a UDP port in use");
         };

@@ -326,11 +326,6 @@ impl GeoDb {
         &self.places
     }
 
-    /// Number of address ranges of one place (or of none) over both families.
-    pub fn range_count(&self) -> usize {
-        self.map.len()
-    }
-
     /// Locates an address (callers unmap IPv4-mapped IPv6 first). Never fails: an address the
     /// databases cannot place, or a family they do not cover, is "unlocated". The first file
     /// that places the address wins. The prefix is the widest block around the address over

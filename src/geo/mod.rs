@@ -1,8 +1,9 @@
 //! Where clients and nodes are: geo codes, coordinates, the country table and GeoIP lookup.
 //!
 //! `GeoDb` turns an address into a `Place` (continent, country, subdivision, coordinates)
-//! with one binary search over range tables built at load; everything that depends on a place is computed
-//! when answer tables are built, never per query. This module knows nothing of DNS.
+//! with one binary search over range tables built at load; everything that depends on a
+//! place is computed when answer tables are built, never per query. This module knows
+//! nothing of DNS.
 
 mod asn;
 mod countries;

@@ -203,16 +203,6 @@ impl AddressMap {
             v6: self.v6.map(&mut f),
         }
     }
-
-    /// Number of ranges over both families.
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
-    }
-
-    /// Whether the map holds no ranges (never true for a built map).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Builds a [`RangeTable`] from covered ranges given in address order, in the table's own

@@ -24,6 +24,9 @@ pub const DEFAULT_ZONE_TTL: u32 = 300;
 pub const DEFAULT_STEER_TTL: u32 = 30;
 /// Default number of addresses in a steered answer.
 pub const DEFAULT_ANSWERS: u32 = 2;
+/// Most addresses a steered answer may hold per family: 64 A records already take most of
+/// a 1232-byte EDNS response, and every pick sizes its buffers by this number.
+pub const MAX_ANSWERS: u32 = 64;
 /// Default time between health checks. With `DEFAULT_RECHECK` and `DEFAULT_FALL`, a refused
 /// connection takes a node out in at most interval + 2 × recheck (0.6 s); gdnsd's defaults
 /// take 100 s or more, Route 53's 10–30 s × 3.
@@ -796,6 +799,16 @@ fn validate_steered(
             Some(a) if a.value == 0 => {
                 diag.error(at(a), format!("{context}: answers must be at least 1"));
                 1
+            }
+            Some(a) if a.value > MAX_ANSWERS => {
+                diag.error(
+                    at(a),
+                    format!(
+                        "{context}: answers {} is more than the {MAX_ANSWERS} addresses per family an answer may hold",
+                        a.value
+                    ),
+                );
+                MAX_ANSWERS
             }
             Some(a) => a.value,
             None => DEFAULT_ANSWERS,
