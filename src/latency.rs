@@ -183,6 +183,16 @@ impl Measurements {
         groups
     }
 
+    /// Every geo group (continent, country, subdivision) something is measured for.
+    pub fn geo_groups(&self) -> std::collections::HashSet<ClientGroup> {
+        self.by_node
+            .values()
+            .flat_map(|groups| groups.keys())
+            .filter(|g| matches!(g, ClientGroup::Geo(_)))
+            .cloned()
+            .collect()
+    }
+
     /// For each measured prefix or ASN group, the nodes measured for it.
     pub fn nodes_by_group(&self) -> HashMap<ClientGroup, Vec<usize>> {
         let mut out: HashMap<ClientGroup, Vec<usize>> = HashMap::new();
@@ -258,24 +268,33 @@ pub fn expected(
     now: SystemTime,
     policy: &LatencyPolicy,
 ) -> Expected {
-    let estimate_ms = distance_km.map(estimate_rtt_ms);
     let measured = measurements.best(node, keys, now, policy);
-    let rtt_ms = match (&measured, estimate_ms) {
-        (Some((_, m, age)), estimate) => {
-            let observed = m.rtt_ms * (1.0 + LOSS_PENALTY * m.loss);
-            let weight = 0.5f64.powf(age.as_secs_f64() / policy.half_life.as_secs_f64().max(1e-3));
-            match estimate {
-                Some(e) => weight * observed + (1.0 - weight) * e,
-                None => observed,
-            }
-        }
+    let blend = measured
+        .as_ref()
+        .map(|(_, m, age)| blend_of(m, *age, policy));
+    Expected {
+        rtt_ms: blended_rtt_ms(blend, distance_km),
+        estimate_ms: distance_km.map(estimate_rtt_ms),
+        measured,
+    }
+}
+
+/// A measurement as it enters the expected latency: observed round trip with loss folded
+/// in, and its weight against the estimate from its age.
+fn blend_of(m: &Measurement, age: Duration, policy: &LatencyPolicy) -> (f64, f64) {
+    let observed = m.rtt_ms * (1.0 + LOSS_PENALTY * m.loss);
+    let weight = 0.5f64.powf(age.as_secs_f64() / policy.half_life.as_secs_f64().max(1e-3));
+    (observed, weight)
+}
+
+/// The one formula behind [`expected`]: the measurement (observed, weight) blended with the
+/// estimate from distance.
+fn blended_rtt_ms(blend: Option<(f64, f64)>, distance_km: Option<f64>) -> f64 {
+    match (blend, distance_km.map(estimate_rtt_ms)) {
+        (Some((observed, weight)), Some(e)) => weight * observed + (1.0 - weight) * e,
+        (Some((observed, _)), None) => observed,
         (None, Some(e)) => e,
         (None, None) => 0.0,
-    };
-    Expected {
-        rtt_ms,
-        estimate_ms,
-        measured,
     }
 }
 
@@ -294,12 +313,15 @@ pub fn load_penalty_ms(load: Option<f64>) -> f64 {
 /// Combined score, lower is better: expected latency plus the load penalty, inflated by the
 /// loss rate of geosteer's own probes, divided by weight.
 pub fn score(expected_ms: f64, load: Option<f64>, probe_loss: f64, weight: u32) -> f64 {
-    (expected_ms + load_penalty_ms(load)) * (1.0 + LOSS_PENALTY * probe_loss.clamp(0.0, 1.0))
-        / f64::from(weight.max(1))
+    (expected_ms + load_penalty_ms(load)) * loss_factor(probe_loss) / f64::from(weight.max(1))
+}
+
+fn loss_factor(probe_loss: f64) -> f64 {
+    1.0 + LOSS_PENALTY * probe_loss.clamp(0.0, 1.0)
 }
 
 /// A node's expected latency and score for a client `distance_km` away in groups `keys`:
-/// the one computation behind rankings and explanations.
+/// what explanations show, the same numbers [`ScoreTerms`] ranks by.
 pub fn node_score(
     measured: &ZoneLatency,
     id: usize,
@@ -317,6 +339,47 @@ pub fn node_score(
         node.weight,
     );
     (expected, score)
+}
+
+/// Everything a node's score for clients in one set of groups depends on except distance:
+/// found once per (node, groups), so that ranking a place costs a distance and
+/// [`ScoreTerms::score`]. Gives exactly [`node_score`]'s numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreTerms {
+    /// The measurement used: observed round trip and its weight against the estimate.
+    blend: Option<(f64, f64)>,
+    load_penalty_ms: f64,
+    loss_factor: f64,
+    divisor: f64,
+}
+
+impl ScoreTerms {
+    /// The terms of node `id` for clients in groups `keys` (see [`group_keys`]).
+    pub fn of(
+        measured: &ZoneLatency,
+        id: usize,
+        node: &crate::policy::Node,
+        keys: &[ClientGroup],
+        now: SystemTime,
+        policy: &LatencyPolicy,
+    ) -> ScoreTerms {
+        ScoreTerms {
+            blend: measured
+                .measurements
+                .best(id, keys, now, policy)
+                .map(|(_, m, age)| blend_of(&m, age, policy)),
+            load_penalty_ms: load_penalty_ms(measured.loads.get(&id).copied()),
+            loss_factor: loss_factor(measured.probe_loss.get(&id).copied().unwrap_or(0.0)),
+            divisor: f64::from(node.weight.max(1)),
+        }
+    }
+
+    /// The score for a client `distance_km` away. Never decreases with distance, so scores at
+    /// the nearest and farthest possible distances bound a whole region's.
+    pub fn score(&self, distance_km: Option<f64>) -> f64 {
+        (blended_rtt_ms(self.blend, distance_km) + self.load_penalty_ms) * self.loss_factor
+            / self.divisor
+    }
 }
 
 /// The answer a client group currently sticks to, and a challenger being timed.
@@ -544,6 +607,22 @@ impl DampingState {
             cells.resize(column + 1, None);
         }
         cells[column] = state;
+    }
+
+    /// Takes one row's incumbents out (by column), to update them in one pass.
+    pub fn take_row(&mut self, zone: usize, steered: usize, row: usize) -> Vec<Option<Incumbent>> {
+        self.rows.remove(&(zone, steered, row)).unwrap_or_default()
+    }
+
+    /// Puts a row's incumbents (back).
+    pub fn put_row(
+        &mut self,
+        zone: usize,
+        steered: usize,
+        row: usize,
+        cells: Vec<Option<Incumbent>>,
+    ) {
+        self.rows.insert((zone, steered, row), cells);
     }
 
     /// Whether some cell has a challenger being timed.

@@ -54,12 +54,24 @@ pub fn rank(
 
 /// Backup tier (1 bit), fallback level (8), score (64), inverted weight (32) and position
 /// in the candidate list (23) as one integer, compared in that order.
-fn rank_key(node: &Node, level: u8, score: f64, position: usize) -> u128 {
+pub(crate) fn rank_key(node: &Node, level: u8, score: f64, position: usize) -> u128 {
+    with_score(rank_key_base(node, level, position), score)
+}
+
+/// Bits of [`rank_key`] that hold the score.
+const SCORE_BITS: u128 = (u64::MAX as u128) << 55;
+
+/// [`rank_key`] without the score: what a node's keys share at every place.
+pub(crate) fn rank_key_base(node: &Node, level: u8, position: usize) -> u128 {
     (u128::from(node.tier == Tier::Backup) << 127)
         | (u128::from(level) << 119)
-        | (u128::from(ordered_bits(score)) << 55)
         | (u128::from(u32::MAX - node.weight) << 23)
         | (position.min((1 << 23) - 1) as u128)
+}
+
+/// A key from its [`rank_key_base`] and a score.
+pub(crate) fn with_score(base: u128, score: f64) -> u128 {
+    (base & !SCORE_BITS) | (u128::from(ordered_bits(score)) << 55)
 }
 
 /// A float's bits, mapped so that integer order is the float's total order.

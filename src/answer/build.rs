@@ -9,17 +9,18 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::rank::{Candidate, Point, RankedStart, Starts, rank_exact, rank_points};
 use super::*;
-use super::{HEAD_MIXED, HEAD_UNSET};
+use super::{CLASS_SPLIT, cell_key};
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
 use crate::geo::{AddressMap, GeoCode, Place, UnitVector};
-use crate::latency::{self, ClientGroup, DampingState, ZoneLatency};
+use crate::latency::{self, ClientGroup, DampingState, ScoreTerms, ZoneLatency};
 use crate::net::Prefix;
 use crate::policy::Tier;
 use crate::policy::{
     Candidates, DomainName, Node, RecordData, RecordSet, RecordType, SteeredName, Zone,
 };
-use crate::scoring::{Availability, Pick, pick, rank};
+use crate::scoring::{Availability, Pick, pick, rank_key_base};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -41,6 +42,7 @@ pub fn build(
                 z,
                 rankings.zones.get(i).map_or(&[][..], Vec::as_slice),
                 availability.get(i).map_or(&[][..], Vec::as_slice),
+                &geo,
             )
         })
         .collect();
@@ -91,6 +93,7 @@ fn build_zone(
     zone: &Zone,
     rankings: &[SteeredRanking],
     availability: &[Availability],
+    geo: &GeoDb,
 ) -> ZoneAnswers {
     let origin = name_key(&zone.origin);
     let soa_rdata = soa_rdata(&zone.soa);
@@ -137,7 +140,13 @@ fn build_zone(
     for (steered, ranking) in zone.steered.iter().zip(rankings) {
         names.insert(
             name_key(&steered.name),
-            NameNode::Steered(build_steered(steered, ranking, &zone.nodes, availability)),
+            NameNode::Steered(build_steered(
+                steered,
+                ranking,
+                &zone.nodes,
+                availability,
+                geo,
+            )),
         );
     }
 
@@ -197,17 +206,16 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
     }
 }
 
-/// Node rankings of one steered name: `rows[row][column]`, rows being its rules and then the
-/// `default` pseudo-rule, columns the database's places and then the unlocated pseudo-place.
-/// They depend on policy and geography only, not on health, so they are computed once per
-/// load and every health change only re-picks from them — once per distinct ranking (a
-/// class), not per cell: a city database has hundreds of thousands of places but a fleet
-/// only so many distinct orders of its nodes.
+/// Node rankings of one steered name: `rows[row][column]` → class, rows being its rules and
+/// then the `default` pseudo-rule, columns the database's places, the unlocated pseudo-place
+/// and the measured prefix groups. They depend on policy, geography and measurements, not on
+/// health, so they are computed once per load or latency change, and a health change only
+/// re-picks from them: once per class, not per cell.
 #[derive(Debug, PartialEq)]
 struct SteeredRanking {
-    /// Distinct (ranking, lines) pairs; lines are the nodes whose best measured line is not
-    /// their first address of the family.
-    classes: Vec<(Arc<[NodeId]>, Lines)>,
+    /// Distinct (ranking start, lines): a city database has hundreds of thousands of places
+    /// but a fleet only so many distinct starts.
+    classes: Vec<Class>,
     /// `[row][column]` → index into `classes`; shared with every table built from it.
     rows: Arc<Vec<Vec<u32>>>,
     /// Per row, the classes it uses, once each: whether a row's answer varies by place.
@@ -219,50 +227,146 @@ struct SteeredRanking {
     subnets: Arc<SubnetRules>,
     groups: Arc<SubnetRules>,
     place_columns: usize,
-    /// Class → its head: classes whose rankings start with the same nodes (and lines),
-    /// which nearly always get the same answer.
-    head_of_class: Vec<u32>,
-    /// The heads.
-    heads: Vec<Head>,
-    /// Address → the head of the class a client there gets without a subnet rule
-    /// or group.
-    located_heads: Arc<AddressMap>,
+    /// Address → the class a client there gets without a subnet rule or group.
+    located_classes: Arc<AddressMap>,
+    /// What ranks a cell in full, for classes whose start cannot decide.
+    full: FullRanking,
 }
 
-/// How many nodes of a ranking beyond the answer size decide its head: enough that
-/// losing a couple of the nearest nodes rarely splits a head's answer.
-const HEAD_SLACK: usize = 2;
-
-/// What makes cells one class: the order of their nodes, and their lines.
-type ClassKey = (Arc<[NodeId]>, *const (NodeId, IpAddr));
-
-/// What makes classes one head: the first eligible nodes of each family, and the lines.
-type HeadKey = ([HeadFamily; 2], *const (NodeId, IpAddr));
-
-/// The start of a ranking, shared by classes: what decides most answers.
+/// Cells whose rankings start alike: the same answer unless many of those nodes are down.
 #[derive(Debug, PartialEq)]
-struct Head {
-    /// IPv4, then IPv6.
-    families: [HeadFamily; 2],
+struct Class {
+    start: RankedStart,
     lines: Lines,
 }
 
-/// A head's nodes eligible for one family's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HeadFamily {
-    /// The first eligible nodes, best first.
-    nodes: Vec<NodeId>,
-    /// Whether these are all the ranking's eligible nodes: then the head decides the answer
-    /// whatever is down.
-    complete: bool,
+/// How many nodes of each family beyond the answer size a class holds: enough that losing
+/// a couple of the nearest rarely leaves a class unable to decide.
+const START_SLACK: usize = 2;
+
+/// What a cell's whole ranking comes from when its class's start cannot decide (more of its
+/// nodes down than the slack): kept, since that is rare, rather than stored per cell.
+#[derive(Debug, PartialEq)]
+struct FullRanking {
+    /// Row → its candidate group: rows with the same candidates share one.
+    row_group: Vec<usize>,
+    /// `[group][profile]` → the nodes allowed there, with their scoring terms.
+    candidates: Vec<Vec<Vec<Candidate>>>,
+    /// Column → profile.
+    column_profile: Vec<u32>,
+    /// Positions of the columns after the database's places (unlocated, groups).
+    extra_positions: Vec<Option<UnitVector>>,
 }
+
+impl FullRanking {
+    /// Where the clients of a column are.
+    fn position(&self, column: usize, geo: &GeoDb) -> Option<UnitVector> {
+        match geo.places().get(column) {
+            Some(place) => place.coordinates.map(|c| UnitVector::of(&c)),
+            None => self
+                .extra_positions
+                .get(column - geo.places().len())
+                .copied()
+                .flatten(),
+        }
+    }
+
+    fn candidates(&self, row: usize, column: usize) -> &[Candidate] {
+        let group = self.row_group.get(row).copied().unwrap_or(0);
+        let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+        self.candidates
+            .get(group)
+            .and_then(|g| g.get(profile))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A family's start of a cell, extended by the first `answers` healthy primaries and
+    /// backups that follow it: all of its ranking that a pick reads, whatever is down.
+    fn extended(
+        &self,
+        (row, column): (usize, usize),
+        family: usize,
+        start: &RankedStart,
+        health: &Health,
+        geo: &GeoDb,
+    ) -> Vec<NodeId> {
+        let (nodes, answers) = (health.nodes, health.answers);
+        let listed = &start.families[family];
+        let at = self.position(column, geo);
+        let mut rest: Vec<(u128, NodeId)> = self
+            .candidates(row, column)
+            .iter()
+            .filter(|c| c.serves(family) && health.up(c.id) && !listed.contains(&c.id))
+            .map(|c| (c.key(at.as_ref()), c.id))
+            .collect();
+        rest.sort_unstable();
+        let (mut primaries, mut backups) = (0, 0);
+        let mut extended = listed.clone();
+        for (_, id) in rest {
+            let count = if nodes[id].tier == Tier::Backup {
+                &mut backups
+            } else {
+                &mut primaries
+            };
+            if *count < answers {
+                *count += 1;
+                extended.push(id);
+            }
+        }
+        extended
+    }
+}
+
+/// What a pick reads besides the ranking: the nodes, their availability, the answer size.
+struct Health<'a> {
+    nodes: &'a [Node],
+    availability: &'a [Availability],
+    answers: usize,
+}
+
+impl Health<'_> {
+    fn up(&self, id: NodeId) -> bool {
+        self.availability
+            .get(id)
+            .copied()
+            .unwrap_or(Availability::Up)
+            == Availability::Up
+    }
+
+    fn backup(&self, id: NodeId) -> bool {
+        self.nodes.get(id).is_some_and(|n| n.tier == Tier::Backup)
+    }
+
+    /// Whether a family's start decides its pick as a pick over the whole ranking would:
+    /// it holds every eligible node, or enough healthy primaries to stop a pick early, or
+    /// (primaries all being ranked before backups) enough healthy backups after them.
+    fn decided_by(&self, start: &RankedStart, family: usize) -> bool {
+        let listed = &start.families[family];
+        let healthy = |backup: bool| {
+            listed
+                .iter()
+                .filter(|&&id| self.up(id) && self.backup(id) == backup)
+                .count()
+        };
+        start.complete[family]
+            || healthy(false) >= self.answers
+            || (listed.iter().any(|&id| self.backup(id)) && healthy(true) >= self.answers)
+    }
+}
+
+/// A place's continent, country and subdivision: what its fences and measured groups
+/// follow from.
+type RegionCode<'a> = (Option<[u8; 2]>, Option<[u8; 2]>, Option<&'a str>);
+
+/// What makes classes one: a start, and the lines (by identity: they are interned).
+type ClassKey = (u32, *const (NodeId, IpAddr));
+
+/// For one column: nodes answered with another address than their first of the family.
+type Lines = Arc<[(NodeId, IpAddr)]>;
 
 /// Which nodes can answer each family: those with an address of it.
 const FAMILY_ELIGIBLE: [fn(&Node) -> bool; 2] =
     [|n| n.first_v4().is_some(), |n| n.first_v6().is_some()];
-
-/// For one column: nodes answered with another address than their first of the family.
-type Lines = Arc<[(NodeId, IpAddr)]>;
 
 /// Rankings of every steered name of every zone, in policy order.
 #[derive(Debug, PartialEq)]
@@ -311,6 +415,18 @@ struct Cell {
     steered: usize,
 }
 
+/// What a place's candidates and scores depend on besides its position: the fences it is
+/// inside, and the groups it belongs to that something is measured for.
+type ProfileKey = (Vec<bool>, Vec<ClientGroup>);
+
+/// Places alike in everything but position (see [`ProfileKey`]).
+struct Profile {
+    /// Indices of the fences its clients are inside.
+    fences: Vec<usize>,
+    /// The groups of its clients, most specific first.
+    keys: Vec<ClientGroup>,
+}
+
 fn rank_steered(
     steered: &SteeredName,
     nodes: &[Node],
@@ -338,56 +454,9 @@ fn rank_steered(
         .map(|r| &r.candidates)
         .chain(std::iter::once(default_candidates))
         .collect();
-
-    // Columns: the database's places, the unlocated pseudo-place, then every measured prefix
-    // group, which stands where the database puts its network address.
-    let unlocated = Place {
-        coordinates: steered.default.location,
-        ..Place::default()
-    };
-    let place_columns = geo.places().len() + 1;
-    let groups: Vec<(ClientGroup, Vec<Prefix>)> = measured.group_columns();
-    let columns: Vec<(&Place, Option<&ClientGroup>)> = geo
-        .places()
-        .iter()
-        .map(|p| (p, None))
-        .chain(std::iter::once((&unlocated, None)))
-        .chain(groups.iter().map(|(group, networks)| {
-            let located = geo.locate(networks[0].network());
-            let place = located
-                .place
-                .and_then(|id| geo.places().get(id as usize))
-                .unwrap_or(&unlocated);
-            (place, Some(group))
-        }))
-        .collect();
-
-    // Node positions once; a place's position once per column.
-    let node_vectors: Vec<UnitVector> = nodes.iter().map(|n| UnitVector::of(&n.location)).collect();
-    let vector_of = |place: &Place| place.coordinates.map(|c| UnitVector::of(&c));
-    let score_of =
-        |id: NodeId, node: &Node, at: Option<UnitVector>, keys: &[latency::ClientGroup]| {
-            let distance = at.map(|v| v.distance_km(&node_vectors[id]));
-            latency::node_score(measured, id, node, distance, keys, now, &steered.latency).1
-        };
-    let place_scores = |place: &Place| -> Vec<f64> {
-        let keys = latency::group_keys(place, None);
-        let at = vector_of(place);
-        nodes
-            .iter()
-            .enumerate()
-            .map(|(id, node)| score_of(id, node, at, &keys))
-            .collect()
-    };
-    let measured_by_group = measured.measurements.nodes_by_group();
-    let mut base_scores: HashMap<*const Place, Arc<Vec<f64>>> = HashMap::new();
-
-    // Identical rankings (common: every place of a region) are one class.
-    let mut classes: Vec<(Arc<[NodeId]>, Lines)> = Vec::new();
-    // Keys are node orders (hundreds of numbers at a large fleet) built from our own policy
-    // and database: a fast hash, no flooding to defend against.
-    let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
-    let same_candidates: Vec<usize> = row_candidates
+    // Rows with the same candidates (the default pseudo-rule repeats the catch-all) rank
+    // alike before damping: ranked once.
+    let row_group: Vec<usize> = row_candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -397,152 +466,332 @@ fn rank_steered(
                 .unwrap_or(i)
         })
         .collect();
-    let mut column_ranks: Vec<(Vec<NodeId>, Vec<f64>)> =
-        vec![Default::default(); row_candidates.len()];
-    let no_lines: Lines = Arc::from(Vec::new());
-    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Lines> = HashMap::new();
-    let mut rows: Vec<Vec<u32>> = vec![Vec::with_capacity(columns.len()); row_candidates.len()];
-    let mut geo_rule = Vec::with_capacity(columns.len());
-    for (index, (place, prefix)) in columns.iter().enumerate() {
-        let is_unlocated = std::ptr::eq(*place, &unlocated);
-        let fences: Vec<&GeoCode> = steered
+
+    // Columns: the database's places, the unlocated pseudo-place, then every measured prefix
+    // group, which stands where the database puts its network address.
+    let unlocated = Place {
+        coordinates: steered.default.location,
+        ..Place::default()
+    };
+    let places = geo.places();
+    let place_columns = places.len() + 1;
+    let groups: Vec<(ClientGroup, Vec<Prefix>)> = measured.group_columns();
+    let extra_columns: Vec<(&Place, Option<&ClientGroup>)> = std::iter::once((&unlocated, None))
+        .chain(groups.iter().map(|(group, networks)| {
+            let located = geo.locate(networks[0].network());
+            let place = located
+                .place
+                .and_then(|id| places.get(id as usize))
+                .unwrap_or(&unlocated);
+            (place, Some(group))
+        }))
+        .collect();
+    let column_count = places.len() + extra_columns.len();
+    let place_of = |column: usize| -> (&Place, Option<&ClientGroup>) {
+        match places.get(column) {
+            Some(place) => (place, None),
+            None => extra_columns[column - places.len()],
+        }
+    };
+    let depth = steered.answers + START_SLACK;
+
+    // Profiles. A place's fences and measured groups follow from its continent, country and
+    // subdivision, so they are worked out once per region code, not per place.
+    let measured_geo = measured.measurements.geo_groups();
+    let mut profiles: Vec<Profile> = Vec::new();
+    let mut profile_by_key: HashMap<ProfileKey, u32> = HashMap::new();
+    let mut new_profile = |place: &Place, group: Option<&ClientGroup>, located: bool| -> u32 {
+        let inside: Vec<bool> = steered
             .fences
             .iter()
-            .filter(|f| !is_unlocated && f.matches(place))
+            .map(|f| located && f.matches(place))
             .collect();
-        // Scores depend on the column, not the row: computed once per column. A prefix
-        // group's column starts from its place's scores and rescoring only the nodes measured
-        // for that prefix.
-        let column_scores: Vec<f64> = match prefix {
-            None => place_scores(place),
-            Some(p) => {
-                let key = *place as *const Place;
-                let mut scores = match base_scores.get(&key) {
-                    Some(cached) => Vec::clone(cached),
-                    None => {
-                        let fresh = Arc::new(place_scores(place));
-                        base_scores.insert(key, Arc::clone(&fresh));
-                        Vec::clone(&fresh)
-                    }
-                };
-                let keys = latency::group_keys(place, Some(p));
-                for &id in measured_by_group.get(*p).into_iter().flatten() {
-                    if let Some(node) = nodes.get(id) {
-                        scores[id] = score_of(id, node, vector_of(place), &keys);
-                    }
-                }
-                scores
+        let keys = latency::group_keys(place, group);
+        let measured_keys: Vec<ClientGroup> = keys
+            .iter()
+            .filter(|k| !matches!(k, ClientGroup::Geo(_)) || measured_geo.contains(*k))
+            .cloned()
+            .collect();
+        *profile_by_key
+            .entry((inside.clone(), measured_keys))
+            .or_insert_with(|| {
+                profiles.push(Profile {
+                    fences: (0..inside.len()).filter(|&i| inside[i]).collect(),
+                    keys,
+                });
+                (profiles.len() - 1) as u32
+            })
+    };
+    let mut column_profile: Vec<u32> = Vec::with_capacity(column_count);
+    let mut by_region: HashMap<RegionCode, u32> = HashMap::new();
+    for place in places {
+        let region = (place.continent, place.country, place.subdivision.as_deref());
+        let profile = *by_region
+            .entry(region)
+            .or_insert_with(|| new_profile(place, None, true));
+        column_profile.push(profile);
+    }
+    for &(place, group) in &extra_columns {
+        let located = !std::ptr::eq(place, &unlocated);
+        column_profile.push(new_profile(place, group, located));
+    }
+    drop(by_region);
+
+    // Candidates per (row group, profile), scored alike at every place of the profile.
+    let node_vectors: Vec<UnitVector> = nodes.iter().map(|n| UnitVector::of(&n.location)).collect();
+    let candidates: Vec<Vec<Vec<Candidate>>> = row_candidates
+        .iter()
+        .enumerate()
+        .map(|(row, row_nodes)| {
+            if row_group[row] != row {
+                return Vec::new();
             }
-        };
-        // Lines: for a node with several addresses of a family, the one measured best for this
-        // column (an unmeasured line counts at the node's own expected latency).
-        let column_lines = if measured.addresses.is_empty() {
-            Arc::clone(&no_lines)
-        } else {
-            let keys = latency::group_keys(place, *prefix);
-            let mut chosen = Vec::new();
-            for (id, node) in nodes
+            profiles
                 .iter()
-                .enumerate()
-                .filter(|(_, n)| n.addresses.len() > 1)
-            {
-                let distance = place.coordinates.map(|c| c.distance_km(&node.location));
-                let node_ms = latency::expected(
-                    &measured.measurements,
-                    id,
-                    &keys,
-                    distance,
-                    now,
-                    &steered.latency,
-                )
-                .rtt_ms;
-                for v6 in [false, true] {
-                    let family: Vec<IpAddr> = node
-                        .addresses
+                .map(|profile| {
+                    let fences: Vec<&GeoCode> =
+                        profile.fences.iter().map(|&i| &steered.fences[i]).collect();
+                    row_nodes
+                        .nodes
                         .iter()
-                        .copied()
-                        .filter(|a| a.is_ipv6() == v6)
-                        .collect();
-                    let best = family
-                        .iter()
-                        .map(|&ip| {
-                            (
-                                measured
-                                    .addresses
-                                    .expected(ip, &keys, now, &steered.latency)
-                                    .unwrap_or(node_ms),
-                                ip,
-                            )
+                        .enumerate()
+                        .filter_map(|(position, &(id, level))| {
+                            let node = nodes.get(id)?;
+                            let families = u8::from(node.first_v4().is_some())
+                                | (u8::from(node.first_v6().is_some()) << 1);
+                            let allowed =
+                                families != 0 && fences.iter().all(|f| f.contains(&node.geo));
+                            allowed.then(|| Candidate {
+                                id,
+                                base: rank_key_base(node, level, position),
+                                families,
+                                terms: ScoreTerms::of(
+                                    measured,
+                                    id,
+                                    node,
+                                    &profile.keys,
+                                    now,
+                                    &steered.latency,
+                                ),
+                                at: node_vectors[id],
+                            })
                         })
-                        .min_by(|a, b| a.0.total_cmp(&b.0));
-                    if let (Some((_, ip)), Some(first)) = (best, family.first())
-                        && ip != *first
-                    {
-                        chosen.push((id, ip));
-                    }
-                }
-            }
-            Arc::clone(
-                shared_lines
-                    .entry(chosen)
-                    .or_insert_with_key(|k| Arc::from(k.as_slice())),
-            )
-        };
-        for (row_index, (row, candidates)) in rows.iter_mut().zip(&row_candidates).enumerate() {
-            let score = |id: NodeId, _: &Node| column_scores.get(id).copied().unwrap_or(f64::MAX);
-            // Rows with the same candidates (the default pseudo-rule repeats the catch-all)
-            // rank alike before damping: sort once.
-            let first = same_candidates[row_index];
-            if first == row_index {
-                column_ranks[row_index] =
-                    rank(nodes, candidates, &fences, score).into_iter().unzip();
-            }
-            let (mut ranked, scores) = column_ranks[first].clone();
-            let key = (cell.zone, cell.steered, row_index, index);
-            let mut state = damping.get(key);
-            let class = |id: NodeId| {
-                let level = candidates
-                    .nodes
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let full = FullRanking {
+        row_group: row_group.clone(),
+        candidates,
+        column_profile,
+        extra_positions: extra_columns
+            .iter()
+            .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
+            .collect(),
+    };
+    let counts = |list: &[Candidate]| [0, 1].map(|f| list.iter().filter(|c| c.serves(f)).count());
+
+    // Each candidate group's start at every column, before damping.
+    let mut points_by_profile: Vec<Vec<Point>> = vec![Vec::new(); profiles.len()];
+    let mut one_by_one: Vec<usize> = Vec::new();
+    for (column, place) in places.iter().enumerate() {
+        match place.coordinates {
+            Some(c) => points_by_profile[full.column_profile[column] as usize].push(Point {
+                column: column as u32,
+                at: UnitVector::of(&c),
+            }),
+            None => one_by_one.push(column),
+        }
+    }
+    one_by_one.extend(places.len()..column_count);
+    let mut starts = Starts::default();
+    let mut sorted = Vec::new();
+    let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); row_candidates.len()];
+    for (group, out) in undamped.iter_mut().enumerate() {
+        if row_group[group] != group {
+            continue;
+        }
+        *out = vec![0; column_count];
+        for (profile, points) in points_by_profile.iter_mut().enumerate() {
+            let list = &full.candidates[group][profile];
+            rank_points(points, list, depth, &mut starts, out);
+        }
+        for &column in &one_by_one {
+            let list = full.candidates(group, column);
+            let at = full.position(column, geo);
+            rank_exact(list, at.as_ref(), &mut sorted);
+            let start = RankedStart::of(
+                sorted
                     .iter()
-                    .find(|(n, _)| *n == id)
-                    .map(|(_, l)| *l);
-                (nodes[id].tier == Tier::Backup, level)
-            };
-            latency::damp(
-                &mut ranked,
-                &scores,
-                &mut state,
-                |a, b| class(a) == class(b),
+                    .map(|&(_, i)| (list[i as usize].id, list[i as usize].families)),
+                depth,
+                counts(list),
+            );
+            out[column] = starts.intern(&start);
+        }
+    }
+    drop(points_by_profile);
+
+    // Lines: for a node with several addresses of a family, the one measured best for a
+    // column (an unmeasured line counts at the node's own expected latency).
+    let no_lines: Lines = Arc::from(Vec::new());
+    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, Lines> = HashMap::new();
+    let mut lines_of = |place: &Place, prefix: Option<&ClientGroup>| -> Lines {
+        if measured.addresses.is_empty() {
+            return Arc::clone(&no_lines);
+        }
+        let keys = latency::group_keys(place, prefix);
+        let mut chosen = Vec::new();
+        for (id, node) in nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.addresses.len() > 1)
+        {
+            let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+            let node_ms = latency::expected(
+                &measured.measurements,
+                id,
+                &keys,
+                distance,
                 now,
                 &steered.latency,
-            );
-            damping.set(key, state);
-            // The map's key and the class share one copy of the order.
-            let ranked: Arc<[NodeId]> = Arc::from(ranked);
+            )
+            .rtt_ms;
+            for v6 in [false, true] {
+                let family: Vec<IpAddr> = node
+                    .addresses
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv6() == v6)
+                    .collect();
+                let best = family
+                    .iter()
+                    .map(|&ip| {
+                        (
+                            measured
+                                .addresses
+                                .expected(ip, &keys, now, &steered.latency)
+                                .unwrap_or(node_ms),
+                            ip,
+                        )
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0));
+                if let (Some((_, ip)), Some(first)) = (best, family.first())
+                    && ip != *first
+                {
+                    chosen.push((id, ip));
+                }
+            }
+        }
+        Arc::clone(
+            shared_lines
+                .entry(chosen)
+                .or_insert_with_key(|k| Arc::from(k.as_slice())),
+        )
+    };
+    let column_lines: Vec<Lines> = (0..column_count)
+        .map(|column| {
+            let (place, group) = place_of(column);
+            lines_of(place, group)
+        })
+        .collect();
+
+    // Damping per row and column, then classes: (start, lines).
+    let mut classes: Vec<Class> = Vec::new();
+    let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
+    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(row_candidates.len());
+    for (row_index, candidates_of_row) in row_candidates.iter().enumerate() {
+        let group = row_group[row_index];
+        let mut incumbents = damping.take_row(cell.zone, cell.steered, row_index);
+        incumbents.resize(column_count, None);
+        let mut row = Vec::with_capacity(column_count);
+        for column in 0..column_count {
+            let mut start_id = undamped[group][column];
+            let top = starts.list[start_id as usize].top;
+            match incumbents[column] {
+                Some(held) if Some(held.node) != top => {
+                    // The top changed under an incumbent: damp this cell's whole ranking.
+                    let list = full.candidates(group, column);
+                    let at = full.position(column, geo);
+                    rank_exact(list, at.as_ref(), &mut sorted);
+                    let mut ranked: Vec<NodeId> =
+                        sorted.iter().map(|&(_, i)| list[i as usize].id).collect();
+                    let scores: Vec<f64> = sorted
+                        .iter()
+                        .map(|&(_, i)| list[i as usize].score(at.as_ref()))
+                        .collect();
+                    let class = |id: NodeId| {
+                        let level = candidates_of_row
+                            .nodes
+                            .iter()
+                            .find(|(n, _)| *n == id)
+                            .map(|(_, l)| *l);
+                        (nodes[id].tier == Tier::Backup, level)
+                    };
+                    let mut state = Some(held);
+                    latency::damp(
+                        &mut ranked,
+                        &scores,
+                        &mut state,
+                        |a, b| class(a) == class(b),
+                        now,
+                        &steered.latency,
+                    );
+                    incumbents[column] = state;
+                    let families =
+                        |id: NodeId| list.iter().find(|c| c.id == id).map_or(0, |c| c.families);
+                    let start = RankedStart::of(
+                        ranked.iter().map(|&id| (id, families(id))),
+                        depth,
+                        counts(list),
+                    );
+                    start_id = starts.intern(&start);
+                }
+                _ => {
+                    incumbents[column] = top.map(|node| latency::Incumbent {
+                        node,
+                        challenger: None,
+                    });
+                }
+            }
+            let lines = &column_lines[column];
             let next = classes.len() as u32;
             let class = *class_of
-                .entry((Arc::clone(&ranked), column_lines.as_ptr()))
+                .entry((start_id, lines.as_ptr()))
                 .or_insert_with(|| {
-                    classes.push((ranked, Arc::clone(&column_lines)));
+                    classes.push(Class {
+                        start: starts.list[start_id as usize].clone(),
+                        lines: Arc::clone(lines),
+                    });
                     next
                 });
             row.push(class);
         }
-        let first_geo_rule = if is_unlocated {
-            if steered.default.candidates.is_some() {
-                rule_count
-            } else {
-                catch_all
-            }
-        } else {
-            steered
-                .rules
-                .iter()
-                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
-                .unwrap_or(catch_all)
-        };
-        geo_rule.push(first_geo_rule.min(u16::MAX as usize) as u16);
+        damping.put_row(cell.zone, cell.steered, row_index, incumbents);
+        rows.push(row);
     }
+    drop((undamped, class_of, starts, column_lines));
+
+    let geo_rule: Vec<u16> = (0..column_count)
+        .map(|column| {
+            let (place, _) = place_of(column);
+            let rule = if std::ptr::eq(place, &unlocated) {
+                if steered.default.candidates.is_some() {
+                    rule_count
+                } else {
+                    catch_all
+                }
+            } else {
+                steered
+                    .rules
+                    .iter()
+                    .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
+                    .unwrap_or(catch_all)
+            };
+            rule.min(u16::MAX as usize) as u16
+        })
+        .collect();
     let mut subnets = SubnetRules::new();
     for (i, rule) in steered.rules.iter().enumerate() {
         for prefix in &rule.subnets {
@@ -571,49 +820,16 @@ fn rank_steered(
             .enumerate()
             .filter_map(|(column, &rule)| rows.get(rule as usize)?.get(column).copied()),
     );
-    // Classes grouped into heads by how their rankings start, per family (each family's
-    // answer reads its own eligible nodes). Neighbouring places of one head are one range,
-    // so a query searches a table a fraction of the places' size, and its ECS scope is the
-    // widest block of that head, not of that place.
-    let depth = steered.answers + HEAD_SLACK;
-    let head_of = |ranked: &[NodeId], eligible: fn(&Node) -> bool| -> HeadFamily {
-        let mut all = ranked
-            .iter()
-            .copied()
-            .filter(|&id| nodes.get(id).is_some_and(eligible));
-        let first: Vec<NodeId> = all.by_ref().take(depth).collect();
-        HeadFamily {
-            nodes: first,
-            complete: all.next().is_none(),
-        }
-    };
-    let mut head_by_key: FxHashMap<HeadKey, u32> = FxHashMap::default();
-    let mut heads: Vec<Head> = Vec::new();
-    let head_of_class: Vec<u32> = classes
-        .iter()
-        .map(|(ranked, lines)| {
-            let families = FAMILY_ELIGIBLE.map(|eligible| head_of(ranked, eligible));
-            let key = (families.clone(), lines.as_ptr());
-            *head_by_key.entry(key).or_insert_with(|| {
-                heads.push(Head {
-                    families,
-                    lines: Arc::clone(lines),
-                });
-                (heads.len() - 1) as u32
-            })
-        })
-        .collect();
-    drop(head_by_key);
+    // Neighbouring places of one class are one range, so a query searches a table a
+    // fraction of the places' size, and its ECS scope is the widest block of that class.
     let unlocated_column = place_columns - 1;
-    let located_heads = geo.map_places(|place| {
+    let located_classes = geo.map_places(|place| {
         let column = place.map_or(unlocated_column, |p| (p as usize).min(unlocated_column));
         let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
-        let class = rows
-            .get(rule)
+        rows.get(rule)
             .and_then(|row| row.get(column))
             .copied()
-            .unwrap_or(0);
-        head_of_class.get(class as usize).copied().unwrap_or(0)
+            .unwrap_or(0)
     });
     SteeredRanking {
         classes,
@@ -624,19 +840,20 @@ fn rank_steered(
         subnets: Arc::new(subnets),
         groups: Arc::new(group_table),
         place_columns,
-        head_of_class,
-        heads,
-        located_heads: Arc::new(located_heads),
+        located_classes: Arc::new(located_classes),
+        full,
     }
 }
 
-/// Picks answers from precomputed rankings for the current availability: once per class
-/// (distinct ranking), so a health change costs the number of classes, not of places.
+/// Picks answers from precomputed rankings for the current availability: once per class,
+/// so a health change costs the number of classes, not of places; and cell by cell only
+/// where a class's start cannot decide.
 fn build_steered(
     steered: &SteeredName,
     ranking: &SteeredRanking,
     nodes: &[Node],
     availability: &[Availability],
+    geo: &GeoDb,
 ) -> SteeredTable {
     let mut answers: Vec<AnswerSet> = Vec::new();
     let mut interned: HashMap<(Pick, Pick, Lines), u32> = HashMap::new();
@@ -658,55 +875,40 @@ fn build_steered(
             (answers.len() - 1) as u32
         })
     };
-    let up =
-        |id: NodeId| availability.get(id).copied().unwrap_or(Availability::Up) == Availability::Up;
-    // A head with enough healthy primaries among its first nodes (or with all of them)
-    // decides the answer of every class it holds: a pick reads no further than that. So a
-    // health change picks once per head, and once per class only where a head runs short.
-    let head_decides: Vec<Option<u32>> = ranking
-        .heads
-        .iter()
-        .map(|head| {
-            let decided = head.families.iter().all(|family| {
-                family.complete
-                    || family
-                        .nodes
-                        .iter()
-                        .filter(|&&id| up(id) && nodes[id].tier != Tier::Backup)
-                        .count()
-                        >= steered.answers
-            });
-            decided.then(|| {
-                let [v4, v6] = &head.families;
-                answer_of([&v4.nodes, &v6.nodes], &head.lines)
-            })
-        })
-        .collect();
+    let health = Health {
+        nodes,
+        availability,
+        answers: steered.answers,
+    };
     let class_answer: Vec<u32> = ranking
         .classes
         .iter()
-        .zip(&ranking.head_of_class)
-        .map(
-            |((ranked, lines), &head)| match head_decides[head as usize] {
-                Some(answer) => answer,
-                None => answer_of([ranked, ranked], lines),
-            },
-        )
+        .map(|class| {
+            let decides = (0..2).all(|f| health.decided_by(&class.start, f));
+            if decides {
+                let [v4, v6] = &class.start.families;
+                answer_of([v4, v6], &class.lines)
+            } else {
+                CLASS_SPLIT
+            }
+        })
         .collect();
-    // A head answers directly when all its classes agree; otherwise its clients take the
-    // place lookup to their own class.
-    let mut head_answer: Vec<u32> = Vec::new();
-    for (class, &head) in ranking.head_of_class.iter().enumerate() {
-        let head = head as usize;
-        if head_answer.len() <= head {
-            head_answer.resize(head + 1, HEAD_UNSET);
+    let mut split_cells: FxHashMap<u64, u32> = FxHashMap::default();
+    if class_answer.contains(&CLASS_SPLIT) {
+        for (row, classes) in ranking.rows.iter().enumerate() {
+            for (column, &class) in classes.iter().enumerate() {
+                if class_answer[class as usize] != CLASS_SPLIT {
+                    continue;
+                }
+                let class = &ranking.classes[class as usize];
+                let [v4, v6] = [0, 1].map(|family| {
+                    ranking
+                        .full
+                        .extended((row, column), family, &class.start, &health, geo)
+                });
+                split_cells.insert(cell_key(row, column), answer_of([&v4, &v6], &class.lines));
+            }
         }
-        let answer = class_answer[class];
-        head_answer[head] = match head_answer[head] {
-            HEAD_UNSET => answer,
-            same if same == answer => same,
-            _ => HEAD_MIXED,
-        };
     }
     // An answer depends on the place when a row varies, or when the rule chosen per place does.
     let varies = |classes: &[u32]| {
@@ -714,18 +916,19 @@ fn build_steered(
             .windows(2)
             .any(|w| class_answer[w[0] as usize] != class_answer[w[1] as usize])
     };
-    let depends_on_place =
-        ranking.row_classes.iter().any(|c| varies(c)) || varies(&ranking.effective_classes);
+    let depends_on_place = !split_cells.is_empty()
+        || ranking.row_classes.iter().any(|c| varies(c))
+        || varies(&ranking.effective_classes);
     SteeredTable {
         answers,
         class_answer,
+        split_cells,
         table: Arc::clone(&ranking.rows),
         geo_rule: Arc::clone(&ranking.geo_rule),
         subnets: Arc::clone(&ranking.subnets),
         groups: Arc::clone(&ranking.groups),
         place_columns: ranking.place_columns,
-        head_answer,
-        located_heads: Arc::clone(&ranking.located_heads),
+        located_classes: Arc::clone(&ranking.located_classes),
         depends_on_place,
     }
 }
@@ -871,10 +1074,11 @@ mod tests {
 
     const RDATA: usize = crate::dns::wire::RDATA_OFFSET;
 
-    /// The one-lookup path (by head) gives every client the answer its own place and
-    /// class give, whatever is down: heads whose classes disagree fall back to the place.
+    /// Every cell's answer is what a pick over its whole ranking (`scoring::rank`, every
+    /// node scored) gives, whatever is down, and the one-lookup path gives every client its
+    /// own cell's answer: classes whose start runs short are answered cell by cell.
     #[test]
-    fn head_lookup_agrees_with_the_place_path_under_failures() {
+    fn every_cell_answers_as_its_full_ranking_under_failures() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let zones = crate::policy::load_path(&root.join("zones/live.example.net.yaml"))
             .expect("shipped zone");
@@ -886,8 +1090,61 @@ mod tests {
             &mut DampingState::default(),
             SystemTime::now(),
         );
-        let node_count = zones[0].nodes.len();
-        let mut mixed_seen = 0;
+        let zone = &zones[0];
+        let steered = &zone.steered[0];
+        let none = ZoneLatency::default();
+        // Full rankings of every cell, independently of the tables.
+        let unlocated = Place {
+            coordinates: steered.default.location,
+            ..Place::default()
+        };
+        let rows: Vec<&Candidates> = steered
+            .rules
+            .iter()
+            .map(|r| &r.candidates)
+            .chain([steered
+                .default
+                .candidates
+                .as_ref()
+                .unwrap_or(&steered.rules[steered.rules.len() - 1].candidates)])
+            .collect();
+        let columns: Vec<&Place> = geo.places().iter().chain([&unlocated]).collect();
+        let full: Vec<Vec<Vec<NodeId>>> = rows
+            .iter()
+            .map(|candidates| {
+                columns
+                    .iter()
+                    .map(|place| {
+                        let located = !std::ptr::eq(*place, &unlocated);
+                        let fences: Vec<&GeoCode> = steered
+                            .fences
+                            .iter()
+                            .filter(|f| located && f.matches(place))
+                            .collect();
+                        let keys = latency::group_keys(place, None);
+                        crate::scoring::rank(&zone.nodes, candidates, &fences, |id, node| {
+                            let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+                            let now = SystemTime::now();
+                            latency::node_score(
+                                &none,
+                                id,
+                                node,
+                                distance,
+                                &keys,
+                                now,
+                                &steered.latency,
+                            )
+                            .1
+                        })
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let node_count = zone.nodes.len();
+        let mut split_seen = 0;
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut random = move || {
             state ^= state << 13;
@@ -895,7 +1152,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        // All up, and every set of one, two or three nodes down (three down splits heads).
+        // All up, and every set of one, two or three nodes down (three down splits classes).
         let mut down_sets: Vec<Vec<usize>> = vec![vec![]];
         for a in 0..node_count {
             down_sets.push(vec![a]);
@@ -906,6 +1163,7 @@ mod tests {
                 }
             }
         }
+        let no_lines: Lines = Arc::from(Vec::new());
         for down in &down_sets {
             let mut availability = policy_availability(&zones);
             for &id in down {
@@ -919,31 +1177,26 @@ mod tests {
             else {
                 panic!("the shipped zone has a steered name");
             };
-            mixed_seen += table
-                .head_answer
-                .iter()
-                .filter(|&&a| a == HEAD_MIXED)
-                .count();
-            // Every class's answer is what a pick over its whole ranking gives.
-            let zone = &zones[0];
-            let steered = &zone.steered[0];
-            let ranking = &rankings.zones[0][0];
-            for (class, (ranked, lines)) in ranking.classes.iter().enumerate() {
-                let [v4, v6] = [0, 1].map(|family| {
-                    pick(
-                        ranked,
-                        &zone.nodes,
-                        &availability[0],
-                        steered.answers,
-                        FAMILY_ELIGIBLE[family],
-                        steered.all_down,
-                    )
-                });
-                let expected = answer_set(&v4, &v6, &zone.nodes, steered, lines);
-                assert_eq!(
-                    table.answers[table.class_answer[class] as usize], expected,
-                    "class {class} with {down:?} down"
-                );
+            split_seen += table.split_cells.len();
+            for (row, by_column) in full.iter().enumerate() {
+                for (column, ranked) in by_column.iter().enumerate() {
+                    let [v4, v6] = [0, 1].map(|family| {
+                        pick(
+                            ranked,
+                            &zone.nodes,
+                            &availability[0],
+                            steered.answers,
+                            FAMILY_ELIGIBLE[family],
+                            steered.all_down,
+                        )
+                    });
+                    let expected = answer_set(&v4, &v6, &zone.nodes, steered, &no_lines);
+                    assert_eq!(
+                        table.answers[table.cell_answer(row, column) as usize],
+                        expected,
+                        "rule {row}, column {column} with {down:?} down"
+                    );
+                }
             }
             for _ in 0..200 {
                 let ip = IpAddr::V4(std::net::Ipv4Addr::from(random() as u32));
@@ -958,8 +1211,8 @@ mod tests {
             }
         }
         assert!(
-            mixed_seen > 0,
-            "no failure split a head: the fallback went untested"
+            split_seen > 0,
+            "no failure split a class: the cell-by-cell path went untested"
         );
     }
 

@@ -8,6 +8,7 @@
 
 mod build;
 mod publish;
+mod rank;
 mod subnet;
 
 pub use build::{Rankings, build, policy_availability, rank_all};
@@ -17,6 +18,8 @@ pub use subnet::SubnetRules;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::geo::{AddressMap, GeoDb};
 use crate::net::Family;
@@ -189,22 +192,24 @@ pub struct SteeredTable {
     /// Number of place columns (the database's places and the unlocated pseudo-place);
     /// group columns follow them.
     pub place_columns: usize,
-    /// Head (classes whose rankings start with the same nodes) → index into `answers` when
-    /// every class of the head has that answer now, else [`HEAD_MIXED`].
-    pub head_answer: Vec<u32>,
-    /// Address → head for clients without a subnet rule or group: the common case
-    /// in one lookup, with the widest block of that head as its scope.
-    pub located_heads: Arc<AddressMap>,
+    /// Address → ranking class for clients without a subnet rule or group: the common
+    /// case in one lookup, with the widest block of that class as its scope.
+    pub located_classes: Arc<AddressMap>,
+    /// Answers of cells whose class is [`CLASS_SPLIT`] now, by [`cell_key`].
+    pub split_cells: FxHashMap<u64, u32>,
     /// Whether the answer can differ between places: if not, the database network says
     /// nothing about how widely an answer may be cached.
     pub depends_on_place: bool,
 }
 
-/// `head_answer` value: the head's classes have different answers now (a client needs its
-/// own class, through its place).
-pub const HEAD_MIXED: u32 = u32::MAX;
-/// `head_answer` value while it is being built.
-const HEAD_UNSET: u32 = u32::MAX - 1;
+/// `class_answer` value: too many of the class's first nodes are down for it to decide, so
+/// its cells are answered one by one (`split_cells`).
+pub const CLASS_SPLIT: u32 = u32::MAX;
+
+/// A cell's key in `split_cells`: its rule (row) and column.
+pub fn cell_key(row: usize, column: usize) -> u64 {
+    ((row as u64) << 32) | column as u64
+}
 
 /// A steered answer chosen for one client, with its ECS scope in bits of the client family.
 #[derive(Debug, Clone, Copy)]
@@ -241,8 +246,20 @@ impl SteeredTable {
         } else {
             0
         };
+        (self.cell_answer(rule, column), scope)
+    }
+
+    /// The answer of one cell (rule, column) now.
+    pub(crate) fn cell_answer(&self, rule: usize, column: usize) -> u32 {
         let class = self.table[rule][column] as usize;
-        (self.class_answer[class], scope)
+        match self.class_answer[class] {
+            CLASS_SPLIT => self
+                .split_cells
+                .get(&cell_key(rule, column))
+                .copied()
+                .unwrap_or(0),
+            answer => answer,
+        }
     }
 
     /// Selects the answer for a client address. Pure indexing, no allocation: one table
@@ -251,10 +268,10 @@ impl SteeredTable {
         let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
         let (group, group_scope) = self.groups.longest(ip);
         let direct = if subnet_rule.is_none() && group.is_none() {
-            let hit = self.located_heads.lookup(ip);
-            self.head_answer
+            let hit = self.located_classes.lookup(ip);
+            self.class_answer
                 .get(hit.value as usize)
-                .filter(|&&answer| answer != HEAD_MIXED)
+                .filter(|&&answer| answer != CLASS_SPLIT)
                 .map(|&answer| (answer, hit.prefix_len))
         } else {
             None

@@ -71,10 +71,45 @@ impl UnitVector {
 
     /// Great-circle distance in km: twice the arc sine of the half chord.
     pub fn distance_km(&self, other: &UnitVector) -> f64 {
-        let [x, y, z] = [0, 1, 2].map(|i| self.0[i] - other.0[i]);
-        let half_chord = (x * x + y * y + z * z).sqrt() / 2.0;
-        2.0 * EARTH_RADIUS_KM * half_chord.min(1.0).asin()
+        arc_km(self.chord_squared(other).sqrt())
     }
+
+    /// The squared straight-line distance (Earth radii): ordered like the great-circle one,
+    /// and cheaper.
+    fn chord_squared(&self, other: &UnitVector) -> f64 {
+        let [x, y, z] = [0, 1, 2].map(|i| self.0[i] - other.0[i]);
+        x * x + y * y + z * z
+    }
+
+    /// One of its three coordinates (0, 1, 2), for splitting sets of points.
+    pub fn coordinate(&self, axis: usize) -> f64 {
+        self.0[axis % 3]
+    }
+
+    /// A centre for `points` and a radius, km, that none of them is farther from (with a
+    /// margin for rounding). `None` without points.
+    pub fn enclosing<'a>(
+        points: impl Iterator<Item = &'a UnitVector> + Clone,
+    ) -> Option<(UnitVector, f64)> {
+        let first = *points.clone().next()?;
+        let sum = points
+            .clone()
+            .fold([0.0; 3], |s, p| [0, 1, 2].map(|i| s[i] + p.0[i]));
+        let norm = sum.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let centre = if norm > 1e-9 {
+            UnitVector(sum.map(|v| v / norm))
+        } else {
+            first
+        };
+        let widest = points.map(|p| centre.chord_squared(p)).fold(0.0, f64::max);
+        // Near the antipode a chord's rounding moves the arc by centimetres: 10 m covers it.
+        Some((centre, arc_km(widest.sqrt()) * (1.0 + 1e-9) + 0.01))
+    }
+}
+
+/// Great-circle distance in km of a chord (Earth radii).
+fn arc_km(chord: f64) -> f64 {
+    2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin()
 }
 
 /// Continent codes as MaxMind and GeoNames use them.

@@ -1,0 +1,498 @@
+//! Ranking every place of a database at once: per place, the first nodes of each address
+//! family, without scoring every node at every place.
+//!
+//! A node's score never decreases with distance (`ScoreTerms::score`), so over a region of
+//! places within radius `r` of a centre `c` it lies between its scores at `d(c, n) − r` and
+//! `d(c, n) + r`. A node whose best case there is worse than the worst case of a family's
+//! `depth`-th node is in no place's start of that family; and where the bounds of the first
+//! nodes do not overlap, every place of the region has the same start, found once. Other
+//! regions split in two until they are small, and then each place ranks the few nodes left
+//! by the exact keys `scoring::rank` sorts by.
+
+use rustc_hash::FxHashMap;
+
+use crate::geo::UnitVector;
+use crate::latency::ScoreTerms;
+use crate::policy::NodeId;
+use crate::scoring::with_score;
+
+/// Regions of at most this many places rank them one by one.
+const LEAF_PLACES: usize = 12;
+/// Splits deeper than this rank the places one by one (only coincident places get there).
+const MAX_SPLITS: u32 = 48;
+/// Regions of more places than this are ranked on every core.
+const PARALLEL_PLACES: usize = 20_000;
+
+/// One node a row allows at the places of one profile, with what its key there depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Candidate {
+    /// The node.
+    pub id: NodeId,
+    /// Its rank key without the score (`scoring::rank_key_base`).
+    pub base: u128,
+    /// Bit 0: it has an IPv4 address; bit 1: an IPv6 one.
+    pub families: u8,
+    /// What its score depends on besides distance.
+    pub terms: ScoreTerms,
+    /// Where it is.
+    pub at: UnitVector,
+}
+
+impl Candidate {
+    /// Its score for a client at `from` (none: unlocated).
+    pub fn score(&self, from: Option<&UnitVector>) -> f64 {
+        self.terms.score(from.map(|v| v.distance_km(&self.at)))
+    }
+
+    /// Its rank key for a client at `from`.
+    pub fn key(&self, from: Option<&UnitVector>) -> u128 {
+        with_score(self.base, self.score(from))
+    }
+
+    /// Whether it may answer family `f` (0: IPv4, 1: IPv6).
+    pub fn serves(&self, f: usize) -> bool {
+        self.families & (1 << f) != 0
+    }
+}
+
+/// The start of a ranking: what decides an answer unless many of its nodes are down.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub(super) struct RankedStart {
+    /// Per family (IPv4, IPv6), its first `depth` eligible nodes, best first.
+    pub families: [Vec<NodeId>; 2],
+    /// Per family, whether those are all its eligible nodes.
+    pub complete: [bool; 2],
+    /// The best node of either family: the one damping holds on to.
+    pub top: Option<NodeId>,
+}
+
+impl RankedStart {
+    /// The start of a ranking given in order (`counts`: eligible nodes per family in all).
+    pub fn of(
+        ranked: impl IntoIterator<Item = (NodeId, u8)>,
+        depth: usize,
+        counts: [usize; 2],
+    ) -> Self {
+        let mut start = RankedStart::default();
+        start.fill(ranked, depth, counts);
+        start
+    }
+
+    fn fill(
+        &mut self,
+        ranked: impl IntoIterator<Item = (NodeId, u8)>,
+        depth: usize,
+        counts: [usize; 2],
+    ) {
+        self.families.iter_mut().for_each(Vec::clear);
+        self.top = None;
+        for (id, families) in ranked {
+            self.top.get_or_insert(id);
+            for (f, list) in self.families.iter_mut().enumerate() {
+                if families & (1 << f) != 0 && list.len() < depth {
+                    list.push(id);
+                }
+            }
+            if self.families.iter().all(|l| l.len() >= depth) {
+                break;
+            }
+        }
+        self.complete = [0, 1].map(|f| self.families[f].len() >= counts[f]);
+    }
+}
+
+/// Distinct starts, numbered in order of first appearance.
+#[derive(Debug, Default)]
+pub(super) struct Starts {
+    /// The starts.
+    pub list: Vec<RankedStart>,
+    index: FxHashMap<RankedStart, u32>,
+}
+
+impl Starts {
+    /// The number of `start`, given a new one if it is new.
+    pub fn intern(&mut self, start: &RankedStart) -> u32 {
+        if let Some(&id) = self.index.get(start) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(start.clone());
+        self.index.insert(start.clone(), id);
+        id
+    }
+}
+
+/// A place to rank: its column and position.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Point {
+    /// Its column in the answer tables.
+    pub column: u32,
+    /// Where it is.
+    pub at: UnitVector,
+}
+
+/// Ranks candidates for one client position, best first: `(key, index into candidates)`.
+pub(super) fn rank_exact(
+    candidates: &[Candidate],
+    from: Option<&UnitVector>,
+    out: &mut Vec<(u128, u32)>,
+) {
+    out.clear();
+    out.extend(
+        candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.key(from), i as u32)),
+    );
+    out.sort_unstable_by_key(|e| e.0);
+}
+
+/// What ranking the places of one (row, profile) produces and shares.
+struct Ranker {
+    depth: usize,
+    counts: [usize; 2],
+}
+
+/// One worker's results: starts it found, and each place's start among them.
+#[derive(Default)]
+struct Found {
+    starts: Starts,
+    cells: Vec<(u32, u32)>,
+    scratch: RankedStart,
+    sorted: Vec<(u128, u32)>,
+}
+
+impl Found {
+    fn record(&mut self, column: u32) {
+        let id = self.starts.intern(&self.scratch);
+        self.cells.push((column, id));
+    }
+}
+
+/// Ranks every point against `candidates` (the nodes a row allows there, scored alike at
+/// each), writing each point's start into `out[column]` as a number in `starts`.
+pub(super) fn rank_points(
+    points: &mut [Point],
+    candidates: &[Candidate],
+    depth: usize,
+    starts: &mut Starts,
+    out: &mut [u32],
+) {
+    let counts = [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count());
+    let ranker = Ranker { depth, counts };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let mut parts: Vec<&mut [Point]> = vec![points];
+    // Halves by position, until there is a part per worker; each is ranked on its own.
+    while parts.len() < workers && parts.iter().all(|p| p.len() > PARALLEL_PLACES) {
+        parts = parts
+            .into_iter()
+            .flat_map(|p| {
+                let (a, b) = split_widest(p);
+                [a, b]
+            })
+            .collect();
+    }
+    let found: Vec<Found> = if parts.len() == 1 {
+        let mut found = Found::default();
+        ranker.region(parts.remove(0), candidates, 0, &mut found);
+        vec![found]
+    } else {
+        std::thread::scope(|scope| {
+            let ranker = &ranker;
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut found = Found::default();
+                        ranker.region(part, candidates, 0, &mut found);
+                        found
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    for part in found {
+        let renumber: Vec<u32> = part.starts.list.iter().map(|s| starts.intern(s)).collect();
+        for (column, id) in part.cells {
+            if let Some(cell) = out.get_mut(column as usize) {
+                *cell = renumber[id as usize];
+            }
+        }
+    }
+}
+
+/// Splits points in two halves across their widest coordinate.
+fn split_widest(points: &mut [Point]) -> (&mut [Point], &mut [Point]) {
+    let axis = (0..3)
+        .max_by(|&a, &b| {
+            let spread = |axis: usize| {
+                let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+                    let v = p.at.coordinate(axis);
+                    (lo.min(v), hi.max(v))
+                });
+                hi - lo
+            };
+            spread(a).total_cmp(&spread(b))
+        })
+        .unwrap_or(0);
+    let middle = points.len() / 2;
+    points.select_nth_unstable_by(middle, |a, b| {
+        a.at.coordinate(axis).total_cmp(&b.at.coordinate(axis))
+    });
+    points.split_at_mut(middle)
+}
+
+/// A candidate's key bounds over a region, and its index.
+#[derive(Clone, Copy)]
+struct Bounds {
+    best: u128,
+    worst: u128,
+    index: u32,
+}
+
+impl Ranker {
+    /// Ranks a region's points against the candidates that may still be at their starts.
+    fn region(
+        &self,
+        points: &mut [Point],
+        candidates: &[Candidate],
+        splits: u32,
+        found: &mut Found,
+    ) {
+        if points.is_empty() {
+            return;
+        }
+        if points.len() <= LEAF_PLACES || splits >= MAX_SPLITS {
+            for point in points.iter() {
+                rank_exact(candidates, Some(&point.at), &mut found.sorted);
+                let sorted = found.sorted.iter().map(|&(_, i)| {
+                    let c = &candidates[i as usize];
+                    (c.id, c.families)
+                });
+                found.scratch.fill(sorted, self.depth, self.counts);
+                found.record(point.column);
+            }
+            return;
+        }
+        let Some((centre, radius)) = UnitVector::enclosing(points.iter().map(|p| &p.at)) else {
+            return;
+        };
+        let mut bounds: Vec<Bounds> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let d = centre.distance_km(&c.at);
+                Bounds {
+                    best: with_score(c.base, c.terms.score(Some((d - radius).max(0.0)))),
+                    worst: with_score(c.base, c.terms.score(Some(d + radius))),
+                    index: i as u32,
+                }
+            })
+            .collect();
+        // Per family, the worst case of its `depth`-th node: nothing whose best case is
+        // worse can be in that family's start anywhere in the region.
+        let mut worst: Vec<u128> = Vec::with_capacity(bounds.len());
+        let cutoff = [0, 1].map(|f| {
+            worst.clear();
+            worst.extend(
+                bounds
+                    .iter()
+                    .filter(|b| candidates[b.index as usize].serves(f))
+                    .map(|b| b.worst),
+            );
+            if worst.len() <= self.depth {
+                u128::MAX
+            } else {
+                *worst.select_nth_unstable(self.depth - 1).1
+            }
+        });
+        bounds.retain(|b| {
+            let c = &candidates[b.index as usize];
+            (0..2).any(|f| c.serves(f) && b.best <= cutoff[f])
+        });
+        bounds.sort_unstable_by_key(|b| b.best);
+        if self.fixed_start(&bounds, candidates, &mut found.scratch) {
+            for point in points.iter() {
+                found.record(point.column);
+            }
+            return;
+        }
+        let left: Vec<Candidate> = bounds
+            .iter()
+            .map(|b| candidates[b.index as usize])
+            .collect();
+        let (a, b) = split_widest(points);
+        self.region(a, &left, splits + 1, found);
+        self.region(b, &left, splits + 1, found);
+    }
+
+    /// Whether the start is the same everywhere in the region (bounds sorted by best case):
+    /// each node of it is worse in its worst case than none that follows is in its best.
+    /// If so, `start` is that start.
+    fn fixed_start(
+        &self,
+        bounds: &[Bounds],
+        candidates: &[Candidate],
+        start: &mut RankedStart,
+    ) -> bool {
+        let need = [0, 1].map(|f| self.counts[f].min(self.depth));
+        let mut taken = [0usize; 2];
+        let mut end = 0;
+        while taken != need {
+            let Some(b) = bounds.get(end) else {
+                return false;
+            };
+            let c = &candidates[b.index as usize];
+            for f in 0..2 {
+                if c.serves(f) && taken[f] < need[f] {
+                    taken[f] += 1;
+                }
+            }
+            end += 1;
+        }
+        // The first `end` must keep their order, and stay ahead of everything after them.
+        let mut best_after = u128::MAX;
+        let mut ahead = vec![false; end];
+        for i in (0..bounds.len()).rev() {
+            if i < end {
+                ahead[i] = bounds[i].worst < best_after;
+            }
+            best_after = best_after.min(bounds[i].best);
+        }
+        if !ahead.iter().all(|&a| a) {
+            return false;
+        }
+        start.fill(
+            bounds[..end].iter().map(|b| {
+                let c = &candidates[b.index as usize];
+                (c.id, c.families)
+            }),
+            self.depth,
+            self.counts,
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::Coordinates;
+    use crate::latency::{LatencyPolicy, ZoneLatency};
+
+    struct Random(u64);
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn place(&mut self) -> UnitVector {
+            let c = Coordinates::new(self.unit() * 140.0 - 70.0, self.unit() * 360.0 - 180.0)
+                .expect("in range");
+            UnitVector::of(&c)
+        }
+    }
+
+    fn candidates(random: &mut Random, count: usize) -> Vec<Candidate> {
+        let mut latency = ZoneLatency::default();
+        (0..count)
+            .map(|id| {
+                let node = crate::policy::Node {
+                    name: format!("n{id}"),
+                    tier: match random.next() % 6 {
+                        0 => crate::policy::Tier::Backup,
+                        1 => crate::policy::Tier::Edge,
+                        _ => crate::policy::Tier::Core,
+                    },
+                    geo: crate::geo::GeoCode::parse("EU-DE", crate::geo::CountryTable::shipped())
+                        .expect("a code"),
+                    location: Coordinates::new(0.0, 0.0).expect("in range"),
+                    addresses: Vec::new(),
+                    weight: 1 + (random.next() % 3) as u32,
+                    status: crate::policy::AdminStatus::Obey,
+                    check: None,
+                    carriers: Vec::new(),
+                };
+                if random.next().is_multiple_of(4) {
+                    latency.loads.insert(id, 0.8 + random.unit() * 0.3);
+                }
+                let families = [1, 2, 3, 3][(random.next() % 4) as usize];
+                let level = (random.next() % 2) as u8;
+                Candidate {
+                    id,
+                    base: crate::scoring::rank_key_base(&node, level, id),
+                    families,
+                    terms: ScoreTerms::of(
+                        &latency,
+                        id,
+                        &node,
+                        &[],
+                        std::time::SystemTime::now(),
+                        &LatencyPolicy::default(),
+                    ),
+                    at: random.place(),
+                }
+            })
+            .collect()
+    }
+
+    /// Regions, pruning and shared starts give every place the start a full sort gives.
+    #[test]
+    fn region_starts_equal_full_rankings() {
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        for (nodes, places, depth) in [
+            (3, 500, 4),
+            (40, 30_000, 4),
+            (200, 50_000, 6),
+            (200, 3_000, 2),
+        ] {
+            let candidates = candidates(&mut random, nodes);
+            let mut points: Vec<Point> = (0..places)
+                .map(|column| Point {
+                    column: column as u32,
+                    at: random.place(),
+                })
+                .collect();
+            // Coincident places too.
+            for i in 0..places / 10 {
+                points[i * 10 + 1].at = points[i * 10].at;
+            }
+            let expected_at: Vec<UnitVector> = points.iter().map(|p| p.at).collect();
+            let mut starts = Starts::default();
+            let mut out = vec![u32::MAX; places];
+            rank_points(&mut points, &candidates, depth, &mut starts, &mut out);
+            let counts = [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count());
+            let mut sorted = Vec::new();
+            for (column, at) in expected_at.iter().enumerate() {
+                rank_exact(&candidates, Some(at), &mut sorted);
+                let expected = RankedStart::of(
+                    sorted.iter().map(|&(_, i)| {
+                        let c = &candidates[i as usize];
+                        (c.id, c.families)
+                    }),
+                    depth,
+                    counts,
+                );
+                assert_eq!(
+                    starts.list[out[column] as usize], expected,
+                    "{nodes} nodes, place {column}"
+                );
+            }
+            assert!(starts.list.len() < places, "starts are shared");
+        }
+    }
+}
