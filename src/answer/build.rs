@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::rank::{Candidate, Point, RankedStart, Starts, rank_exact, rank_points};
+use super::rank::{Candidate, RankedStart, Starts, points_of, rank_exact, rank_points};
 use super::*;
 use super::{CLASS_SPLIT, cell_key};
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
@@ -354,10 +354,6 @@ impl Health<'_> {
     }
 }
 
-/// A place's continent, country and subdivision: what its fences and measured groups
-/// follow from.
-type RegionCode<'a> = (Option<[u8; 2]>, Option<[u8; 2]>, Option<&'a str>);
-
 /// What makes classes one: a start, and the lines (by identity: they are interned).
 type ClassKey = (u32, *const (NodeId, IpAddr));
 
@@ -522,20 +518,44 @@ fn rank_steered(
                 (profiles.len() - 1) as u32
             })
     };
+    // The first rule a located client matches follows from the same codes.
+    let rule_of = |place: &Place| -> u16 {
+        let rule = if std::ptr::eq(place, &unlocated) {
+            if steered.default.candidates.is_some() {
+                rule_count
+            } else {
+                catch_all
+            }
+        } else {
+            steered
+                .rules
+                .iter()
+                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
+                .unwrap_or(catch_all)
+        };
+        rule.min(u16::MAX as usize) as u16
+    };
     let mut column_profile: Vec<u32> = Vec::with_capacity(column_count);
-    let mut by_region: HashMap<RegionCode, u32> = HashMap::new();
-    for place in places {
-        let region = (place.continent, place.country, place.subdivision.as_deref());
-        let profile = *by_region
-            .entry(region)
-            .or_insert_with(|| new_profile(place, None, true));
+    let mut geo_rule: Vec<u16> = Vec::with_capacity(column_count);
+    let regions = geo.regions();
+    let per_region: Vec<(u32, u16)> = regions
+        .example
+        .iter()
+        .map(|&id| {
+            let place = &places[id as usize];
+            (new_profile(place, None, true), rule_of(place))
+        })
+        .collect();
+    for &region in &regions.of_place {
+        let (profile, rule) = per_region[region as usize];
         column_profile.push(profile);
+        geo_rule.push(rule);
     }
     for &(place, group) in &extra_columns {
         let located = !std::ptr::eq(place, &unlocated);
         column_profile.push(new_profile(place, group, located));
+        geo_rule.push(rule_of(place));
     }
-    drop(by_region);
 
     // Candidates per (row group, profile), scored alike at every place of the profile.
     let node_vectors: Vec<UnitVector> = nodes.iter().map(|n| UnitVector::of(&n.location)).collect();
@@ -593,17 +613,17 @@ fn rank_steered(
     let counts = |list: &[Candidate]| [0, 1].map(|f| list.iter().filter(|c| c.serves(f)).count());
 
     // Each candidate group's start at every column, before damping.
-    let mut points_by_profile: Vec<Vec<Point>> = vec![Vec::new(); profiles.len()];
-    let mut one_by_one: Vec<usize> = Vec::new();
-    for (column, place) in places.iter().enumerate() {
-        match place.coordinates {
-            Some(c) => points_by_profile[full.column_profile[column] as usize].push(Point {
-                column: column as u32,
-                at: UnitVector::of(&c),
-            }),
-            None => one_by_one.push(column),
-        }
-    }
+    let points_by_profile = points_of(geo.sorted_positions(), &full.column_profile, profiles.len());
+    let mut one_by_one: Vec<usize> = if geo.sorted_positions().len() == places.len() {
+        Vec::new()
+    } else {
+        places
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.coordinates.is_none())
+            .map(|(column, _)| column)
+            .collect()
+    };
     one_by_one.extend(places.len()..column_count);
     let mut starts = Starts::default();
     let mut sorted = Vec::new();
@@ -613,7 +633,7 @@ fn rank_steered(
             continue;
         }
         *out = vec![0; column_count];
-        for (profile, points) in points_by_profile.iter_mut().enumerate() {
+        for (profile, points) in points_by_profile.iter().enumerate() {
             let list = &full.candidates[group][profile];
             rank_points(points, list, depth, &mut starts, out);
         }
@@ -690,16 +710,21 @@ fn rank_steered(
                 .or_insert_with_key(|k| Arc::from(k.as_slice())),
         )
     };
-    let column_lines: Vec<Lines> = (0..column_count)
-        .map(|column| {
-            let (place, group) = place_of(column);
-            lines_of(place, group)
-        })
-        .collect();
+    // Without line measurements every column has none (the common case, kept cheap).
+    let column_lines: Option<Vec<Lines>> = (!measured.addresses.is_empty()).then(|| {
+        (0..column_count)
+            .map(|column| {
+                let (place, group) = place_of(column);
+                lines_of(place, group)
+            })
+            .collect()
+    });
 
     // Damping per row and column, then classes: (start, lines).
     let mut classes: Vec<Class> = Vec::new();
     let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
+    // Classes without lines, by start: most cells, found by indexing.
+    let mut class_of_start: Vec<u32> = Vec::new();
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(row_candidates.len());
     for (row_index, candidates_of_row) in row_candidates.iter().enumerate() {
         let group = row_group[row_index];
@@ -755,17 +780,28 @@ fn rank_steered(
                     });
                 }
             }
-            let lines = &column_lines[column];
-            let next = classes.len() as u32;
-            let class = *class_of
-                .entry((start_id, lines.as_ptr()))
-                .or_insert_with(|| {
-                    classes.push(Class {
-                        start: starts.list[start_id as usize].clone(),
-                        lines: Arc::clone(lines),
-                    });
-                    next
+            let lines = column_lines.as_ref().map_or(&no_lines, |l| &l[column]);
+            let mut new_class = || {
+                classes.push(Class {
+                    start: starts.list[start_id as usize].clone(),
+                    lines: Arc::clone(lines),
                 });
+                (classes.len() - 1) as u32
+            };
+            let class = if Arc::ptr_eq(lines, &no_lines) {
+                let index = start_id as usize;
+                if class_of_start.len() <= index {
+                    class_of_start.resize(index + 1, u32::MAX);
+                }
+                if class_of_start[index] == u32::MAX {
+                    class_of_start[index] = new_class();
+                }
+                class_of_start[index]
+            } else {
+                *class_of
+                    .entry((start_id, lines.as_ptr()))
+                    .or_insert_with(new_class)
+            };
             row.push(class);
         }
         damping.put_row(cell.zone, cell.steered, row_index, incumbents);
@@ -773,25 +809,6 @@ fn rank_steered(
     }
     drop((undamped, class_of, starts, column_lines));
 
-    let geo_rule: Vec<u16> = (0..column_count)
-        .map(|column| {
-            let (place, _) = place_of(column);
-            let rule = if std::ptr::eq(place, &unlocated) {
-                if steered.default.candidates.is_some() {
-                    rule_count
-                } else {
-                    catch_all
-                }
-            } else {
-                steered
-                    .rules
-                    .iter()
-                    .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
-                    .unwrap_or(catch_all)
-            };
-            rule.min(u16::MAX as usize) as u16
-        })
-        .collect();
     let mut subnets = SubnetRules::new();
     for (i, rule) in steered.rules.iter().enumerate() {
         for prefix in &rule.subnets {
@@ -822,15 +839,26 @@ fn rank_steered(
     );
     // Neighbouring places of one class are one range, so a query searches a table a
     // fraction of the places' size, and its ECS scope is the widest block of that class.
-    let unlocated_column = place_columns - 1;
-    let located_classes = geo.map_places(|place| {
-        let column = place.map_or(unlocated_column, |p| (p as usize).min(unlocated_column));
-        let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
-        rows.get(rule)
-            .and_then(|row| row.get(column))
-            .copied()
-            .unwrap_or(0)
-    });
+    let place_class: Vec<u32> = (0..place_columns)
+        .map(|column| {
+            let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
+            rows.get(rule)
+                .and_then(|row| row.get(column))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect();
+    // Half-width class numbers when they fit: the table is read at random (places are
+    // numbered in IPv4 order, not IPv6's), and half the size stays in a core's cache.
+    let located_classes = match place_class
+        .iter()
+        .map(|&c| u16::try_from(c))
+        .collect::<Result<Vec<u16>, _>>()
+    {
+        Ok(narrow) => located_map(geo, &narrow),
+        Err(_) => located_map(geo, &place_class),
+    };
+    drop(place_class);
     SteeredRanking {
         classes,
         rows: Arc::new(rows),
@@ -843,6 +871,15 @@ fn rank_steered(
         located_classes: Arc::new(located_classes),
         full,
     }
+}
+
+/// Address → `class_of_place[place]` (the last entry: unlocated), equal neighbours merged.
+fn located_map<T: Copy + Into<u32> + Sync>(geo: &GeoDb, class_of_place: &[T]) -> AddressMap {
+    let unlocated = class_of_place.len().saturating_sub(1);
+    geo.map_places(|place| {
+        let column = place.map_or(unlocated, |p| (p as usize).min(unlocated));
+        class_of_place.get(column).map_or(0, |&c| c.into())
+    })
 }
 
 /// Picks answers from precomputed rankings for the current availability: once per class,

@@ -11,15 +11,17 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::geo::UnitVector;
+use std::borrow::Cow;
+
+use crate::geo::{MORTON_BITS, PlacePosition, UnitVector, morton_cell};
 use crate::latency::ScoreTerms;
 use crate::policy::NodeId;
 use crate::scoring::with_score;
 
 /// Regions of at most this many places rank them one by one.
 const LEAF_PLACES: usize = 12;
-/// Splits deeper than this rank the places one by one (only coincident places get there).
-const MAX_SPLITS: u32 = 48;
+/// Regions of at most this many places measure their extent instead of taking their cell's.
+const MEASURED_PLACES: usize = 2048;
 /// Regions of more places than this are ranked on every core.
 const PARALLEL_PLACES: usize = 20_000;
 
@@ -122,13 +124,27 @@ impl Starts {
     }
 }
 
-/// A place to rank: its column and position.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Point {
-    /// Its column in the answer tables.
-    pub column: u32,
-    /// Where it is.
-    pub at: UnitVector,
+/// A place to rank: its position, with its column as `place`.
+pub(super) type Point = PlacePosition;
+
+/// The places of each profile (`profile_of[column]`), in the database's Morton order:
+/// borrowed as they are when there is one profile (the usual case), else copied out.
+pub(super) fn points_of<'a>(
+    sorted: &'a [PlacePosition],
+    profile_of: &[u32],
+    profiles: usize,
+) -> Vec<Cow<'a, [Point]>> {
+    if profiles <= 1 {
+        return vec![Cow::Borrowed(sorted)];
+    }
+    let mut points: Vec<Vec<Point>> = vec![Vec::new(); profiles];
+    for p in sorted {
+        let profile = profile_of.get(p.place as usize).copied().unwrap_or(0) as usize;
+        if let Some(list) = points.get_mut(profile) {
+            list.push(*p);
+        }
+    }
+    points.into_iter().map(Cow::Owned).collect()
 }
 
 /// Ranks candidates for one client position, best first: `(key, index into candidates)`.
@@ -162,17 +178,11 @@ struct Found {
     sorted: Vec<(u128, u32)>,
 }
 
-impl Found {
-    fn record(&mut self, column: u32) {
-        let id = self.starts.intern(&self.scratch);
-        self.cells.push((column, id));
-    }
-}
-
-/// Ranks every point against `candidates` (the nodes a row allows there, scored alike at
-/// each), writing each point's start into `out[column]` as a number in `starts`.
+/// Ranks every point (in Morton order) against `candidates` (the nodes a row allows there,
+/// scored alike at each), writing each point's start into `out[column]` as a number in
+/// `starts`.
 pub(super) fn rank_points(
-    points: &mut [Point],
+    points: &[Point],
     candidates: &[Candidate],
     depth: usize,
     starts: &mut Starts,
@@ -183,20 +193,15 @@ pub(super) fn rank_points(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let mut parts: Vec<&mut [Point]> = vec![points];
-    // Halves by position, until there is a part per worker; each is ranked on its own.
-    while parts.len() < workers && parts.iter().all(|p| p.len() > PARALLEL_PLACES) {
-        parts = parts
-            .into_iter()
-            .flat_map(|p| {
-                let (a, b) = split_widest(p);
-                [a, b]
-            })
-            .collect();
-    }
+    // Consecutive parts, one per worker: any range of the order is a region.
+    let parts: Vec<&[Point]> = if points.len() > PARALLEL_PLACES && workers > 1 {
+        points.chunks(points.len().div_ceil(workers)).collect()
+    } else {
+        vec![points]
+    };
     let found: Vec<Found> = if parts.len() == 1 {
         let mut found = Found::default();
-        ranker.region(parts.remove(0), candidates, 0, &mut found);
+        ranker.region(points, candidates, 0, &mut found);
         vec![found]
     } else {
         std::thread::scope(|scope| {
@@ -230,25 +235,28 @@ pub(super) fn rank_points(
     }
 }
 
-/// Splits points in two halves across their widest coordinate.
-fn split_widest(points: &mut [Point]) -> (&mut [Point], &mut [Point]) {
-    let axis = (0..3)
-        .max_by(|&a, &b| {
-            let spread = |axis: usize| {
-                let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
-                    let v = p.at.coordinate(axis);
-                    (lo.min(v), hi.max(v))
-                });
-                hi - lo
-            };
-            spread(a).total_cmp(&spread(b))
-        })
-        .unwrap_or(0);
-    let middle = points.len() / 2;
-    points.select_nth_unstable_by(middle, |a, b| {
-        a.at.coordinate(axis).total_cmp(&b.at.coordinate(axis))
-    });
-    points.split_at_mut(middle)
+/// The box around points (per coordinate, lowest and highest), in one pass.
+fn bounding_box(points: &[Point]) -> [(f64, f64); 3] {
+    points.iter().fold([(f64::MAX, f64::MIN); 3], |mut b, p| {
+        for (axis, (lo, hi)) in b.iter_mut().enumerate() {
+            let v = p.at.coordinate(axis);
+            *lo = lo.min(v);
+            *hi = hi.max(v);
+        }
+        b
+    })
+}
+
+/// The Morton level of the smallest cell holding every point of a sorted range.
+fn common_level(points: &[Point]) -> u32 {
+    match (points.first(), points.last()) {
+        (Some(a), Some(b)) => {
+            // Codes use the low 63 bits, 3 per level.
+            let same = (a.code ^ b.code).leading_zeros().saturating_sub(1);
+            (same / 3).min(MORTON_BITS)
+        }
+        _ => MORTON_BITS,
+    }
 }
 
 /// A candidate's key bounds over a region, and its index.
@@ -260,32 +268,33 @@ struct Bounds {
 }
 
 impl Ranker {
-    /// Ranks a region's points against the candidates that may still be at their starts.
-    fn region(
-        &self,
-        points: &mut [Point],
-        candidates: &[Candidate],
-        splits: u32,
-        found: &mut Found,
-    ) {
+    /// Ranks a region's points (a range of the Morton order) against the candidates that
+    /// may still be at their starts.
+    fn region(&self, points: &[Point], candidates: &[Candidate], level: u32, found: &mut Found) {
         if points.is_empty() {
             return;
         }
-        if points.len() <= LEAF_PLACES || splits >= MAX_SPLITS {
-            for point in points.iter() {
+        let level = level.max(common_level(points));
+        if points.len() <= LEAF_PLACES || level >= MORTON_BITS {
+            for point in points {
                 rank_exact(candidates, Some(&point.at), &mut found.sorted);
                 let sorted = found.sorted.iter().map(|&(_, i)| {
                     let c = &candidates[i as usize];
                     (c.id, c.families)
                 });
                 found.scratch.fill(sorted, self.depth, self.counts);
-                found.record(point.column);
+                let id = found.starts.intern(&found.scratch);
+                found.cells.push((point.place, id));
             }
             return;
         }
-        let Some((centre, radius)) = UnitVector::enclosing(points.iter().map(|p| &p.at)) else {
-            return;
+        // Small regions measure their points (in cache); large ones take their cell's box.
+        let within = if points.len() <= MEASURED_PLACES {
+            bounding_box(points)
+        } else {
+            morton_cell(points[0].code, level)
         };
+        let (centre, radius) = UnitVector::enclosing_box(&within);
         let mut bounds: Vec<Bounds> = candidates
             .iter()
             .enumerate()
@@ -321,18 +330,24 @@ impl Ranker {
         });
         bounds.sort_unstable_by_key(|b| b.best);
         if self.fixed_start(&bounds, candidates, &mut found.scratch) {
-            for point in points.iter() {
-                found.record(point.column);
-            }
+            let id = found.starts.intern(&found.scratch);
+            found.cells.extend(points.iter().map(|p| (p.place, id)));
             return;
         }
         let left: Vec<Candidate> = bounds
             .iter()
             .map(|b| candidates[b.index as usize])
             .collect();
-        let (a, b) = split_widest(points);
-        self.region(a, &left, splits + 1, found);
-        self.region(b, &left, splits + 1, found);
+        // The region's eight sub-cells, each a range of the order.
+        let shift = 3 * (MORTON_BITS - level - 1);
+        let mut rest = points;
+        while let Some(first) = rest.first() {
+            let child = (first.code >> shift) & 7;
+            let end = rest.partition_point(|p| (p.code >> shift) & 7 <= child);
+            let (part, after) = rest.split_at(end.max(1));
+            self.region(part, &left, level + 1, found);
+            rest = after;
+        }
     }
 
     /// Whether the start is the same everywhere in the region (bounds sorted by best case):
@@ -461,20 +476,25 @@ mod tests {
             (200, 3_000, 2),
         ] {
             let candidates = candidates(&mut random, nodes);
-            let mut points: Vec<Point> = (0..places)
-                .map(|column| Point {
-                    column: column as u32,
-                    at: random.place(),
-                })
-                .collect();
+            let mut at: Vec<UnitVector> = (0..places).map(|_| random.place()).collect();
             // Coincident places too.
             for i in 0..places / 10 {
-                points[i * 10 + 1].at = points[i * 10].at;
+                at[i * 10 + 1] = at[i * 10];
             }
-            let expected_at: Vec<UnitVector> = points.iter().map(|p| p.at).collect();
+            let mut points: Vec<Point> = at
+                .iter()
+                .enumerate()
+                .map(|(column, at)| Point {
+                    code: at.morton(),
+                    place: column as u32,
+                    at: *at,
+                })
+                .collect();
+            points.sort_unstable_by_key(|p| p.code);
+            let expected_at = at;
             let mut starts = Starts::default();
             let mut out = vec![u32::MAX; places];
-            rank_points(&mut points, &candidates, depth, &mut starts, &mut out);
+            rank_points(&points, &candidates, depth, &mut starts, &mut out);
             let counts = [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count());
             let mut sorted = Vec::new();
             for (column, at) in expected_at.iter().enumerate() {

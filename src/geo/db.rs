@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
+use super::PlacePosition;
 use super::mapped::MappedFile;
 use super::ranges::{AddressMap, HighBits, NOTHING, RangeBuilder, RangeTable};
 use super::{Coordinates, CountryTable, Place, two_letters};
@@ -203,6 +204,23 @@ pub struct GeoDb {
     map: AddressMap,
     /// Distinct places, numbered by first appearance.
     places: Vec<Place>,
+    /// The places' positions, sorted (see [`GeoDb::sorted_positions`]).
+    positions: std::sync::OnceLock<Vec<PlacePosition>>,
+    /// The places' regions (see [`GeoDb::regions`]).
+    regions: std::sync::OnceLock<PlaceRegions>,
+}
+
+/// A place's continent, country and subdivision.
+type RegionCode<'a> = (Option<[u8; 2]>, Option<[u8; 2]>, Option<&'a str>);
+
+/// Places grouped by continent, country and subdivision: what geo rules, fences and
+/// measured groups see of a place, so policy questions are asked once per region.
+#[derive(Debug, Default)]
+pub struct PlaceRegions {
+    /// Place → its region.
+    pub of_place: Vec<u32>,
+    /// Region → one of its places.
+    pub example: Vec<PlaceId>,
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -250,6 +268,8 @@ impl GeoDb {
             paths: paths.to_vec(),
             map,
             places,
+            positions: std::sync::OnceLock::new(),
+            regions: std::sync::OnceLock::new(),
         })
     }
 
@@ -317,8 +337,70 @@ impl GeoDb {
     /// A per-address map derived from the places: `f(place)` (`None`: unlocated) for every
     /// range, equal neighbours merged. A steered name's ranking classes become such a map,
     /// so a query finds its class in one lookup over far fewer ranges than places.
-    pub fn map_places(&self, mut f: impl FnMut(Option<PlaceId>) -> u32) -> AddressMap {
+    pub fn map_places(&self, f: impl Fn(Option<PlaceId>) -> u32 + Sync) -> AddressMap {
         self.map.map(|v| f((v != NOTHING).then_some(v)))
+    }
+
+    /// The places' regions, worked out the first time answer tables are ranked.
+    pub fn regions(&self) -> &PlaceRegions {
+        self.regions.get_or_init(|| {
+            let mut regions = PlaceRegions::default();
+            let mut index: HashMap<RegionCode, u32> = HashMap::new();
+            for (id, place) in self.places.iter().enumerate() {
+                let code = (place.continent, place.country, place.subdivision.as_deref());
+                let region = *index.entry(code).or_insert_with(|| {
+                    regions.example.push(id as PlaceId);
+                    (regions.example.len() - 1) as u32
+                });
+                regions.of_place.push(region);
+            }
+            regions
+        })
+    }
+
+    /// The places with coordinates, in Morton order of their positions (places near each
+    /// other are near each other in the list, so a region of places is a range of it).
+    /// Worked out the first time answer tables are ranked, and kept for every later ranking
+    /// against this database.
+    pub fn sorted_positions(&self) -> &[PlacePosition] {
+        self.positions.get_or_init(|| {
+            let workers = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8);
+            let chunk = self.places.len().div_ceil(workers).max(1);
+            let mut positions: Vec<PlacePosition> = std::thread::scope(|scope| {
+                let parts: Vec<_> = self
+                    .places
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(part, places)| {
+                        scope.spawn(move || {
+                            places
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, p)| {
+                                    let at = super::UnitVector::of(&p.coordinates?);
+                                    Some(PlacePosition {
+                                        code: at.morton(),
+                                        place: (part * chunk + i) as u32,
+                                        at,
+                                    })
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+            positions.sort_unstable_by_key(|p| p.code);
+            positions
+        })
     }
 
     /// Every distinct place in the database; answer tables are indexed by position here.

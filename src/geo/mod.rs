@@ -13,7 +13,18 @@ mod ranges;
 
 pub use asn::{AsnDb, AsnLookup};
 pub use countries::{Country, CountryTable};
-pub use db::{GeoDb, GeoError, Located, PlaceId};
+pub use db::{GeoDb, GeoError, Located, PlaceId, PlaceRegions};
+
+/// A place's position and its Morton code (see [`UnitVector::morton`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlacePosition {
+    /// Morton code of the position.
+    pub code: u64,
+    /// The place.
+    pub place: PlaceId,
+    /// Where it is.
+    pub at: UnitVector,
+}
 pub use ranges::{AddressMap, RangeHit};
 
 use std::fmt;
@@ -81,30 +92,81 @@ impl UnitVector {
         x * x + y * y + z * z
     }
 
+    /// Its Morton code: the bits of its three coordinates, each quantized to
+    /// [`MORTON_BITS`] bits over -1..=1, interleaved, so that sorting by code puts points of
+    /// one cell of every size together.
+    pub fn morton(&self) -> u64 {
+        let [x, y, z] = self.0.map(|v| spread_bits(quantized(v)));
+        (x << 2) | (y << 1) | z
+    }
+
     /// One of its three coordinates (0, 1, 2), for splitting sets of points.
     pub fn coordinate(&self, axis: usize) -> f64 {
         self.0[axis % 3]
     }
 
-    /// A centre for `points` and a radius, km, that none of them is farther from (with a
-    /// margin for rounding). `None` without points.
-    pub fn enclosing<'a>(
-        points: impl Iterator<Item = &'a UnitVector> + Clone,
-    ) -> Option<(UnitVector, f64)> {
-        let first = *points.clone().next()?;
-        let sum = points
-            .clone()
-            .fold([0.0; 3], |s, p| [0, 1, 2].map(|i| s[i] + p.0[i]));
-        let norm = sum.iter().map(|v| v * v).sum::<f64>().sqrt();
+    /// A centre for the points inside a box (per coordinate, lowest and highest) and a
+    /// radius, km, that none of them is farther from, with a margin for rounding.
+    pub fn enclosing_box(within: &[(f64, f64); 3]) -> (UnitVector, f64) {
+        let middle = within.map(|(lo, hi)| (lo + hi) / 2.0);
+        let half_diagonal = within
+            .iter()
+            .map(|(lo, hi)| (hi - lo) / 2.0)
+            .map(|h| h * h)
+            .sum::<f64>()
+            .sqrt();
+        let norm = middle.iter().map(|v| v * v).sum::<f64>().sqrt();
         let centre = if norm > 1e-9 {
-            UnitVector(sum.map(|v| v / norm))
+            UnitVector(middle.map(|v| v / norm))
         } else {
-            first
+            UnitVector([0.0, 0.0, 1.0])
         };
-        let widest = points.map(|p| centre.chord_squared(p)).fold(0.0, f64::max);
+        // A point of the box is within a chord of the box's middle plus the half diagonal.
+        let chord = centre.chord_squared(&UnitVector(middle)).sqrt() + half_diagonal;
         // Near the antipode a chord's rounding moves the arc by centimetres: 10 m covers it.
-        Some((centre, arc_km(widest.sqrt()) * (1.0 + 1e-9) + 0.01))
+        (centre, arc_km(chord * (1.0 + 1e-9)) + 0.01)
     }
+}
+
+/// Bits per coordinate in a Morton code.
+pub const MORTON_BITS: u32 = 21;
+
+/// A coordinate in -1..=1 as a [`MORTON_BITS`]-bit cell number.
+fn quantized(v: f64) -> u64 {
+    let cells = f64::from(1u32 << MORTON_BITS);
+    (((v + 1.0) * 0.5 * cells).floor()).clamp(0.0, cells - 1.0) as u64
+}
+
+/// Spreads 21 bits to every third bit.
+fn spread_bits(v: u64) -> u64 {
+    let mut x = v & 0x1f_ffff;
+    x = (x | x << 32) & 0x1f_0000_0000_ffff;
+    x = (x | x << 16) & 0x1f_0000_ff00_00ff;
+    x = (x | x << 8) & 0x100f_00f0_0f00_f00f;
+    x = (x | x << 4) & 0x10c3_0c30_c30c_30c3;
+    (x | x << 2) & 0x1249_2492_4924_9249
+}
+
+/// The inverse of [`spread_bits`].
+fn compact_bits(v: u64) -> u64 {
+    let mut x = v & 0x1249_2492_4924_9249;
+    x = (x ^ (x >> 2)) & 0x10c3_0c30_c30c_30c3;
+    x = (x ^ (x >> 4)) & 0x100f_00f0_0f00_f00f;
+    x = (x ^ (x >> 8)) & 0x1f_0000_ff00_00ff;
+    x = (x ^ (x >> 16)) & 0x1f_0000_0000_ffff;
+    (x ^ (x >> 32)) & 0x1f_ffff
+}
+
+/// The box (per coordinate, lowest and highest) of the Morton cell of `level` (0: the whole
+/// cube, [`MORTON_BITS`]: the finest) that holds the point with `code`.
+pub fn morton_cell(code: u64, level: u32) -> [(f64, f64); 3] {
+    let level = level.min(MORTON_BITS);
+    let side = 2.0 / f64::from(1u32 << level);
+    [2, 1, 0].map(|shift| {
+        let cell = compact_bits(code >> shift) >> (MORTON_BITS - level);
+        let lo = -1.0 + cell as f64 * side;
+        (lo, lo + side)
+    })
 }
 
 /// Great-circle distance in km of a chord (Earth radii).
