@@ -577,11 +577,63 @@ impl ZoneLatency {
 pub type CellKey = (usize, usize, usize, usize);
 
 /// Where each damped ranking cell stands. Dense per (zone, steered name, row), since a city
-/// database gives every row hundreds of thousands of columns: a map entry per cell cost
-/// several times the incumbents themselves.
+/// database gives every row hundreds of thousands of columns: four bytes per cell, and the
+/// rare challengers being timed on the side.
 #[derive(Debug, Clone, Default)]
 pub struct DampingState {
-    rows: HashMap<(usize, usize, usize), Vec<Option<Incumbent>>>,
+    rows: HashMap<(usize, usize, usize), DampingRow>,
+}
+
+/// One row's incumbents, by column.
+#[derive(Debug, Clone, Default)]
+pub struct DampingRow {
+    /// Column → its incumbent node; [`DampingRow::NONE`] for none.
+    incumbents: Vec<u32>,
+    /// Columns with a challenger being timed: (node, since).
+    challengers: HashMap<usize, (usize, SystemTime)>,
+}
+
+impl DampingRow {
+    /// No incumbent.
+    const NONE: u32 = u32::MAX;
+
+    /// A cell's incumbent, if it has one.
+    pub fn get(&self, column: usize) -> Option<Incumbent> {
+        let node = *self.incumbents.get(column)?;
+        (node != Self::NONE).then(|| Incumbent {
+            node: node as usize,
+            challenger: self.challengers.get(&column).copied(),
+        })
+    }
+
+    /// Sets or clears a cell's incumbent.
+    pub fn set(&mut self, column: usize, state: Option<Incumbent>) {
+        let node = state
+            .and_then(|s| u32::try_from(s.node).ok())
+            .unwrap_or(Self::NONE);
+        if self.incumbents.len() <= column {
+            if node == Self::NONE {
+                return;
+            }
+            self.incumbents.resize(column + 1, Self::NONE);
+        }
+        self.incumbents[column] = node;
+        match state.and_then(|s| s.challenger) {
+            Some(challenger) => {
+                self.challengers.insert(column, challenger);
+            }
+            None if !self.challengers.is_empty() => {
+                self.challengers.remove(&column);
+            }
+            None => {}
+        }
+    }
+
+    /// Keeps `columns` columns (a database or its groups may have changed).
+    pub fn resize(&mut self, columns: usize) {
+        self.incumbents.resize(columns, Self::NONE);
+        self.challengers.retain(|&c, _| c < columns);
+    }
 }
 
 impl DampingState {
@@ -592,45 +644,30 @@ impl DampingState {
 
     /// A cell's incumbent, if it has one.
     pub fn get(&self, (zone, steered, row, column): CellKey) -> Option<Incumbent> {
-        self.rows
-            .get(&(zone, steered, row))
-            .and_then(|cells| cells.get(column).copied().flatten())
+        self.rows.get(&(zone, steered, row))?.get(column)
     }
 
     /// Sets or clears a cell's incumbent.
     pub fn set(&mut self, (zone, steered, row, column): CellKey, state: Option<Incumbent>) {
-        let cells = self.rows.entry((zone, steered, row)).or_default();
-        if cells.len() <= column {
-            if state.is_none() {
-                return;
-            }
-            cells.resize(column + 1, None);
-        }
-        cells[column] = state;
+        self.rows
+            .entry((zone, steered, row))
+            .or_default()
+            .set(column, state);
     }
 
-    /// Takes one row's incumbents out (by column), to update them in one pass.
-    pub fn take_row(&mut self, zone: usize, steered: usize, row: usize) -> Vec<Option<Incumbent>> {
+    /// Takes one row's incumbents out, to update them in one pass.
+    pub fn take_row(&mut self, zone: usize, steered: usize, row: usize) -> DampingRow {
         self.rows.remove(&(zone, steered, row)).unwrap_or_default()
     }
 
     /// Puts a row's incumbents (back).
-    pub fn put_row(
-        &mut self,
-        zone: usize,
-        steered: usize,
-        row: usize,
-        cells: Vec<Option<Incumbent>>,
-    ) {
+    pub fn put_row(&mut self, zone: usize, steered: usize, row: usize, cells: DampingRow) {
         self.rows.insert((zone, steered, row), cells);
     }
 
     /// Whether some cell has a challenger being timed.
     pub fn any_challenger(&self) -> bool {
-        self.rows
-            .values()
-            .flatten()
-            .any(|c| c.is_some_and(|i| i.challenger.is_some()))
+        self.rows.values().any(|r| !r.challengers.is_empty())
     }
 }
 
@@ -846,6 +883,49 @@ mod tests {
         // Weight divides the score; probe loss inflates it.
         assert!((score(100.0, None, 0.0, 2) - 50.0).abs() < 1e-9);
         assert!((score(100.0, None, 0.1, 1) - 200.0).abs() < 1e-9);
+    }
+
+    /// Incumbents are kept per cell, challengers with them, and cleared cells stay clear.
+    #[test]
+    fn damping_state_keeps_each_cell() {
+        let mut state = DampingState::new();
+        let held = Incumbent {
+            node: 3,
+            challenger: Some((5, t(10))),
+        };
+        state.set((0, 0, 1, 70_000), Some(held));
+        state.set(
+            (0, 0, 1, 2),
+            Some(Incumbent {
+                node: 4,
+                challenger: None,
+            }),
+        );
+        assert_eq!(state.get((0, 0, 1, 70_000)), Some(held));
+        assert_eq!(state.get((0, 0, 1, 2)).map(|i| i.node), Some(4));
+        assert_eq!(state.get((0, 0, 1, 3)), None);
+        assert_eq!(state.get((0, 0, 0, 2)), None);
+        assert!(state.any_challenger());
+        let mut row = state.take_row(0, 0, 1);
+        row.set(
+            70_000,
+            Some(Incumbent {
+                node: 5,
+                challenger: None,
+            }),
+        );
+        state.put_row(0, 0, 1, row);
+        assert!(!state.any_challenger());
+        assert_eq!(
+            state.get((0, 0, 1, 70_000)).map(|i| (i.node, i.challenger)),
+            Some((5, None))
+        );
+        let mut row = state.take_row(0, 0, 1);
+        row.resize(10);
+        row.set(2, None);
+        state.put_row(0, 0, 1, row);
+        assert_eq!(state.get((0, 0, 1, 70_000)), None);
+        assert_eq!(state.get((0, 0, 1, 2)), None);
     }
 
     #[test]

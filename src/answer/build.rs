@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::rank::{Candidate, RankedStart, Starts, points_of, rank_exact, rank_points};
+use super::rank::{
+    Candidate, RankedStart, Starts, points_of, rank_exact, rank_points, release_free_memory,
+};
 use super::*;
 use super::{CLASS_SPLIT, cell_key};
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
@@ -382,7 +384,7 @@ pub fn rank_all(
     now: SystemTime,
 ) -> Rankings {
     let empty = ZoneLatency::default();
-    Rankings {
+    let rankings = Rankings {
         zones: zones
             .iter()
             .enumerate()
@@ -401,7 +403,9 @@ pub fn rank_all(
                     .collect()
             })
             .collect(),
-    }
+    };
+    release_free_memory();
+    rankings
 }
 
 /// Which steered name a ranking belongs to, for damping state keys.
@@ -729,12 +733,12 @@ fn rank_steered(
     for (row_index, candidates_of_row) in row_candidates.iter().enumerate() {
         let group = row_group[row_index];
         let mut incumbents = damping.take_row(cell.zone, cell.steered, row_index);
-        incumbents.resize(column_count, None);
+        incumbents.resize(column_count);
         let mut row = Vec::with_capacity(column_count);
         for column in 0..column_count {
             let mut start_id = undamped[group][column];
             let top = starts.list[start_id as usize].top;
-            match incumbents[column] {
+            match incumbents.get(column) {
                 Some(held) if Some(held.node) != top => {
                     // The top changed under an incumbent: damp this cell's whole ranking.
                     let list = full.candidates(group, column);
@@ -763,7 +767,7 @@ fn rank_steered(
                         now,
                         &steered.latency,
                     );
-                    incumbents[column] = state;
+                    incumbents.set(column, state);
                     let families =
                         |id: NodeId| list.iter().find(|c| c.id == id).map_or(0, |c| c.families);
                     let start = RankedStart::of(
@@ -774,10 +778,13 @@ fn rank_steered(
                     start_id = starts.intern(&start);
                 }
                 _ => {
-                    incumbents[column] = top.map(|node| latency::Incumbent {
-                        node,
-                        challenger: None,
-                    });
+                    incumbents.set(
+                        column,
+                        top.map(|node| latency::Incumbent {
+                            node,
+                            challenger: None,
+                        }),
+                    );
                 }
             }
             let lines = column_lines.as_ref().map_or(&no_lines, |l| &l[column]);

@@ -147,6 +147,18 @@ pub(super) fn points_of<'a>(
     points.into_iter().map(Cow::Owned).collect()
 }
 
+/// Returns freed heap memory to the operating system. Ranking a city database allocates
+/// and frees hundreds of megabytes on worker threads, and their malloc arenas would keep it
+/// resident (measured: 28 MiB on the benchmark's server).
+pub(super) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim has no preconditions; it only gives free pages back.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Ranks candidates for one client position, best first: `(key, index into candidates)`.
 pub(super) fn rank_exact(
     candidates: &[Candidate],
