@@ -73,8 +73,21 @@ fn main() {
     let place_index = started.elapsed();
     let availability = policy_availability(&zones);
     let now = SystemTime::now();
-    let (mut full, mut health) = (Vec::new(), Vec::new());
+    let (mut full, mut health, mut outage) = (Vec::new(), Vec::new(), Vec::new());
     let mut damping = DampingState::new();
+    // A regional outage: the 10 nodes nearest Frankfurt down at once, which leaves the
+    // rankings' starts short across Europe and is answered cell by cell.
+    let frankfurt = geosteer::geo::Coordinates::new(50.1, 8.7).expect("in range");
+    let mut by_distance: Vec<usize> = (0..zones[0].nodes.len()).collect();
+    by_distance.sort_by(|&a, &b| {
+        let d = |i: usize| zones[0].nodes[i].location.distance_km(&frankfurt);
+        d(a).total_cmp(&d(b))
+    });
+    let mut region_down = availability.clone();
+    for &id in by_distance.iter().take(10) {
+        region_down[0][id] = geosteer::scoring::Availability::HealthDown;
+    }
+    let mut split_cells = 0;
     for _ in 0..3 {
         let started = Instant::now();
         let rankings = rank_all(&zones, &geo, &[], &mut damping, now);
@@ -84,6 +97,23 @@ fn main() {
         let started = Instant::now();
         let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
         health.push(started.elapsed());
+        drop(snapshot);
+        let started = Instant::now();
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &region_down);
+        outage.push(started.elapsed());
+        split_cells = snapshot.zones[0]
+            .names
+            .values()
+            .map(|n| match n {
+                geosteer::answer::NameNode::Steered(t) => t
+                    .table
+                    .iter()
+                    .flatten()
+                    .filter(|&&c| t.class_answer[c as usize] == geosteer::answer::CLASS_SPLIT)
+                    .count(),
+                _ => 0,
+            })
+            .sum();
         drop(snapshot);
     }
     println!(
@@ -103,6 +133,10 @@ fn main() {
     println!(
         "  build from rankings (a health change):      {:>8.1} ms",
         ms(median(health))
+    );
+    println!(
+        "  build with the 10 nodes nearest Frankfurt down: {:>8.1} ms   ({split_cells} cells answered one by one)",
+        ms(median(outage))
     );
     println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
 

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::CLASS_SPLIT;
 use super::rank::{
     Candidate, RankedStart, Starts, points_of, rank_exact, rank_points, release_free_memory,
 };
 use super::*;
-use super::{CLASS_SPLIT, cell_key};
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
-use crate::geo::{AddressMap, GeoCode, Place, UnitVector};
+use crate::geo::{AddressMap, GeoCode, Place, PlacePosition, UnitVector};
 use crate::latency::{self, ClientGroup, DampingState, ScoreTerms, ZoneLatency};
 use crate::net::Prefix;
 use crate::policy::Tier;
@@ -282,40 +282,66 @@ impl FullRanking {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// A family's start of a cell, extended by the first `answers` healthy primaries and
-    /// backups that follow it: all of its ranking that a pick reads, whatever is down.
-    fn extended(
+    /// Each column's start among the healthy nodes only, for the columns in `needed` of one
+    /// candidate group: deep enough (`depth`) that with a class's start it holds all of a
+    /// cell's ranking a pick reads, whatever is down. Ranked by region like the rankings.
+    fn healthy_starts(
         &self,
-        (row, column): (usize, usize),
-        family: usize,
-        start: &RankedStart,
+        group: usize,
+        needed: &[bool],
         health: &Health,
+        depth: usize,
         geo: &GeoDb,
-    ) -> Vec<NodeId> {
-        let (nodes, answers) = (health.nodes, health.answers);
-        let listed = &start.families[family];
-        let at = self.position(column, geo);
-        let mut rest: Vec<(u128, NodeId)> = self
-            .candidates(row, column)
-            .iter()
-            .filter(|c| c.serves(family) && health.up(c.id) && !listed.contains(&c.id))
-            .map(|c| (c.key(at.as_ref()), c.id))
-            .collect();
-        rest.sort_unstable();
-        let (mut primaries, mut backups) = (0, 0);
-        let mut extended = listed.clone();
-        for (_, id) in rest {
-            let count = if nodes[id].tier == Tier::Backup {
-                &mut backups
-            } else {
-                &mut primaries
-            };
-            if *count < answers {
-                *count += 1;
-                extended.push(id);
+    ) -> (Starts, Vec<u32>) {
+        let healthy: Vec<Vec<Candidate>> = self
+            .candidates
+            .get(group)
+            .map(|profiles| {
+                profiles
+                    .iter()
+                    .map(|list| list.iter().copied().filter(|c| health.up(c.id)).collect())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut starts = Starts::default();
+        let mut out = vec![0u32; needed.len()];
+        let mut points: Vec<Vec<PlacePosition>> = vec![Vec::new(); healthy.len()];
+        for p in geo.sorted_positions() {
+            let column = p.place as usize;
+            if needed.get(column) == Some(&true) {
+                let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+                if let Some(list) = points.get_mut(profile) {
+                    list.push(*p);
+                }
             }
         }
-        extended
+        for (profile, points) in points.iter().enumerate() {
+            if !points.is_empty() {
+                rank_points(points, &healthy[profile], depth, &mut starts, &mut out);
+            }
+        }
+        // Columns without a position: one by one.
+        let mut sorted = Vec::new();
+        let placed = |column: usize| {
+            geo.places()
+                .get(column)
+                .is_some_and(|p| p.coordinates.is_some())
+        };
+        for column in (0..needed.len()).filter(|&c| needed[c] && !placed(c)) {
+            let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+            let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
+            rank_exact(list, self.position(column, geo).as_ref(), &mut sorted);
+            let counts = [0, 1].map(|f| list.iter().filter(|c| c.serves(f)).count());
+            let start = RankedStart::of(
+                sorted
+                    .iter()
+                    .map(|&(_, i)| (list[i as usize].id, list[i as usize].families)),
+                depth,
+                counts,
+            );
+            out[column] = starts.intern(&start);
+        }
+        (starts, out)
     }
 }
 
@@ -937,20 +963,54 @@ fn build_steered(
             }
         })
         .collect();
-    let mut split_cells: FxHashMap<u64, u32> = FxHashMap::default();
+    // Classes whose start cannot decide: their cells read further, into the healthy nodes
+    // ranked for just those cells (a regional outage splits hundreds of thousands).
+    let mut split_rows: Vec<Vec<u32>> = vec![Vec::new(); ranking.rows.len()];
     if class_answer.contains(&CLASS_SPLIT) {
-        for (row, classes) in ranking.rows.iter().enumerate() {
-            for (column, &class) in classes.iter().enumerate() {
-                if class_answer[class as usize] != CLASS_SPLIT {
-                    continue;
+        let split = |class: u32| class_answer[class as usize] == CLASS_SPLIT;
+        let healthy_depth = steered.answers + START_SLACK + 2 * steered.answers;
+        for group in 0..ranking.rows.len() {
+            let rows_of_group: Vec<usize> = (0..ranking.rows.len())
+                .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
+                .collect();
+            let needed: Vec<bool> = (0..ranking.full.column_profile.len())
+                .map(|column| {
+                    rows_of_group
+                        .iter()
+                        .any(|&r| ranking.rows[r].get(column).is_some_and(|&c| split(c)))
+                })
+                .collect();
+            if !needed.contains(&true) {
+                continue;
+            }
+            let (healthy, healthy_of_column) =
+                ranking
+                    .full
+                    .healthy_starts(group, &needed, &health, healthy_depth, geo);
+            // Cells of one class and one healthy start have one answer.
+            let mut answer_of_pair: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+            for &row in &rows_of_group {
+                let mut answers_of_row = vec![0u32; ranking.rows[row].len()];
+                for (column, &class) in ranking.rows[row].iter().enumerate() {
+                    if !split(class) {
+                        continue;
+                    }
+                    let healthy_start = healthy_of_column[column];
+                    answers_of_row[column] = *answer_of_pair
+                        .entry((class, healthy_start))
+                        .or_insert_with(|| {
+                            let class = &ranking.classes[class as usize];
+                            let more = &healthy.list[healthy_start as usize];
+                            let [v4, v6] = [0, 1].map(|f| {
+                                let listed = &class.start.families[f];
+                                let rest =
+                                    more.families[f].iter().filter(|id| !listed.contains(id));
+                                listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
+                            });
+                            answer_of([&v4, &v6], &class.lines)
+                        });
                 }
-                let class = &ranking.classes[class as usize];
-                let [v4, v6] = [0, 1].map(|family| {
-                    ranking
-                        .full
-                        .extended((row, column), family, &class.start, &health, geo)
-                });
-                split_cells.insert(cell_key(row, column), answer_of([&v4, &v6], &class.lines));
+                split_rows[row] = answers_of_row;
             }
         }
     }
@@ -960,13 +1020,13 @@ fn build_steered(
             .windows(2)
             .any(|w| class_answer[w[0] as usize] != class_answer[w[1] as usize])
     };
-    let depends_on_place = !split_cells.is_empty()
+    let depends_on_place = split_rows.iter().any(|r| !r.is_empty())
         || ranking.row_classes.iter().any(|c| varies(c))
         || varies(&ranking.effective_classes);
     SteeredTable {
         answers,
         class_answer,
-        split_cells,
+        split_rows,
         table: Arc::clone(&ranking.rows),
         geo_rule: Arc::clone(&ranking.geo_rule),
         subnets: Arc::clone(&ranking.subnets),
@@ -1207,6 +1267,17 @@ mod tests {
                 }
             }
         }
+        // And regional outages: many nodes down at once, deeper than any start.
+        for size in 5..node_count {
+            for _ in 0..4 {
+                let mut down: Vec<usize> = (0..node_count).collect();
+                for i in 0..node_count {
+                    down.swap(i, i + (random() as usize) % (node_count - i));
+                }
+                down.truncate(size);
+                down_sets.push(down);
+            }
+        }
         let no_lines: Lines = Arc::from(Vec::new());
         for down in &down_sets {
             let mut availability = policy_availability(&zones);
@@ -1221,7 +1292,7 @@ mod tests {
             else {
                 panic!("the shipped zone has a steered name");
             };
-            split_seen += table.split_cells.len();
+            split_seen += table.split_rows.iter().filter(|r| !r.is_empty()).count();
             for (row, by_column) in full.iter().enumerate() {
                 for (column, ranked) in by_column.iter().enumerate() {
                     let [v4, v6] = [0, 1].map(|family| {

@@ -19,8 +19,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::geo::{AddressMap, GeoDb};
 use crate::net::Family;
 use crate::policy::NodeId;
@@ -195,21 +193,17 @@ pub struct SteeredTable {
     /// Address → ranking class for clients without a subnet rule or group: the common
     /// case in one lookup, with the widest block of that class as its scope.
     pub located_classes: Arc<AddressMap>,
-    /// Answers of cells whose class is [`CLASS_SPLIT`] now, by [`cell_key`].
-    pub split_cells: FxHashMap<u64, u32>,
+    /// Answers of cells whose class is [`CLASS_SPLIT`] now: `[rule][column]`, empty for
+    /// rules without such cells.
+    pub split_rows: Vec<Vec<u32>>,
     /// Whether the answer can differ between places: if not, the database network says
     /// nothing about how widely an answer may be cached.
     pub depends_on_place: bool,
 }
 
 /// `class_answer` value: too many of the class's first nodes are down for it to decide, so
-/// its cells are answered one by one (`split_cells`).
+/// its cells are answered one by one (`split_rows`).
 pub const CLASS_SPLIT: u32 = u32::MAX;
-
-/// A cell's key in `split_cells`: its rule (row) and column.
-pub fn cell_key(row: usize, column: usize) -> u64 {
-    ((row as u64) << 32) | column as u64
-}
 
 /// A steered answer chosen for one client, with its ECS scope in bits of the client family.
 #[derive(Debug, Clone, Copy)]
@@ -254,8 +248,9 @@ impl SteeredTable {
         let class = self.table[rule][column] as usize;
         match self.class_answer[class] {
             CLASS_SPLIT => self
-                .split_cells
-                .get(&cell_key(rule, column))
+                .split_rows
+                .get(rule)
+                .and_then(|row| row.get(column))
                 .copied()
                 .unwrap_or(0),
             answer => answer,
