@@ -229,8 +229,13 @@ struct SteeredRanking {
     subnets: Arc<SubnetRules>,
     groups: Arc<SubnetRules>,
     place_columns: usize,
-    /// Address → the class a client there gets without a subnet rule or group.
-    located_classes: Arc<AddressMap>,
+    /// Classes grouped by how their starts begin (the first `answers + 2` of each family):
+    /// what the address table tells apart, and what decides most answers at once.
+    heads: Vec<Class>,
+    /// Class → its head.
+    head_of_class: Vec<u32>,
+    /// Address → the head of the class a client there gets without a subnet rule or group.
+    located_heads: Arc<AddressMap>,
     /// What ranks a cell in full, for classes whose start cannot decide.
     full: FullRanking,
 }
@@ -245,6 +250,10 @@ struct Class {
 /// How many nodes of each family beyond the answer size a class holds: enough that losing
 /// a couple of the nearest rarely leaves a class unable to decide.
 const START_SLACK: usize = 2;
+
+/// Rows of at most this many candidates keep whole rankings in their classes, so no number
+/// of failures leaves a class unable to decide (a small fleet can lose most of its nodes).
+const WHOLE_RANKING_NODES: usize = 16;
 
 /// What a cell's whole ranking comes from when its class's start cannot decide (more of its
 /// nodes down than the slack): kept, since that is rare, rather than stored per cell.
@@ -344,6 +353,9 @@ impl FullRanking {
         (starts, out)
     }
 }
+
+/// `head_answer` while it is being built.
+const HEAD_UNSET: u32 = u32::MAX - 1;
 
 /// What a pick reads besides the ranking: the nodes, their availability, the answer size.
 struct Health<'a> {
@@ -519,7 +531,17 @@ fn rank_steered(
             None => extra_columns[column - places.len()],
         }
     };
-    let depth = steered.answers + START_SLACK;
+    let head_depth = steered.answers + START_SLACK;
+    let widest_row = row_candidates
+        .iter()
+        .map(|c| c.nodes.len())
+        .max()
+        .unwrap_or(0);
+    let depth = if widest_row <= WHOLE_RANKING_NODES {
+        widest_row.max(head_depth)
+    } else {
+        head_depth
+    };
 
     // Profiles. A place's fences and measured groups follow from its continent, country and
     // subdivision, so they are worked out once per region code, not per place.
@@ -842,6 +864,34 @@ fn rank_steered(
     }
     drop((undamped, class_of, starts, column_lines));
 
+    // Heads: classes whose starts begin alike (the first `answers + 2` of each family).
+    let mut head_index: FxHashMap<(RankedStart, *const (NodeId, IpAddr)), u32> =
+        FxHashMap::default();
+    let mut heads: Vec<Class> = Vec::new();
+    let head_of_class: Vec<u32> = classes
+        .iter()
+        .map(|class| {
+            let mut start = class.start.clone();
+            start.top = None;
+            for f in 0..2 {
+                if start.families[f].len() > head_depth {
+                    start.families[f].truncate(head_depth);
+                    start.complete[f] = false;
+                }
+            }
+            *head_index
+                .entry((start.clone(), class.lines.as_ptr()))
+                .or_insert_with(|| {
+                    heads.push(Class {
+                        start,
+                        lines: Arc::clone(&class.lines),
+                    });
+                    (heads.len() - 1) as u32
+                })
+        })
+        .collect();
+    drop(head_index);
+
     let mut subnets = SubnetRules::new();
     for (i, rule) in steered.rules.iter().enumerate() {
         for prefix in &rule.subnets {
@@ -881,15 +931,21 @@ fn rank_steered(
                 .unwrap_or(0)
         })
         .collect();
-    // Half-width class numbers when they fit: the table is read at random (places are
+    // Half-width head numbers when they fit: the table is read at random (places are
     // numbered in IPv4 order, not IPv6's), and half the size stays in a core's cache.
-    let located_classes = match place_class
+    let located_heads = match place_class
         .iter()
-        .map(|&c| u16::try_from(c))
+        .map(|&c| u16::try_from(head_of_class[c as usize]))
         .collect::<Result<Vec<u16>, _>>()
     {
         Ok(narrow) => located_map(geo, &narrow),
-        Err(_) => located_map(geo, &place_class),
+        Err(_) => {
+            let heads_of_place: Vec<u32> = place_class
+                .iter()
+                .map(|&c| head_of_class[c as usize])
+                .collect();
+            located_map(geo, &heads_of_place)
+        }
     };
     drop(place_class);
     SteeredRanking {
@@ -901,7 +957,9 @@ fn rank_steered(
         subnets: Arc::new(subnets),
         groups: Arc::new(group_table),
         place_columns,
-        located_classes: Arc::new(located_classes),
+        heads,
+        head_of_class,
+        located_heads: Arc::new(located_heads),
         full,
     }
 }
@@ -950,19 +1008,42 @@ fn build_steered(
         availability,
         answers: steered.answers,
     };
+    // A head whose start decides decides every class of it: one pick for them all.
+    let decided = |start: &RankedStart| (0..2).all(|f| health.decided_by(start, f));
+    let head_decides: Vec<Option<u32>> = ranking
+        .heads
+        .iter()
+        .map(|head| {
+            decided(&head.start).then(|| {
+                let [v4, v6] = &head.start.families;
+                answer_of([v4, v6], &head.lines)
+            })
+        })
+        .collect();
     let class_answer: Vec<u32> = ranking
         .classes
         .iter()
-        .map(|class| {
-            let decides = (0..2).all(|f| health.decided_by(&class.start, f));
-            if decides {
+        .zip(&ranking.head_of_class)
+        .map(|(class, &head)| match head_decides[head as usize] {
+            Some(answer) => answer,
+            None if decided(&class.start) => {
                 let [v4, v6] = &class.start.families;
                 answer_of([v4, v6], &class.lines)
-            } else {
-                CLASS_SPLIT
             }
+            None => CLASS_SPLIT,
         })
         .collect();
+    // The address table answers directly where a head's classes agree.
+    let mut head_answer = vec![HEAD_UNSET; ranking.heads.len()];
+    for (class, &head) in ranking.head_of_class.iter().enumerate() {
+        let answer = class_answer[class];
+        let slot = &mut head_answer[head as usize];
+        *slot = match *slot {
+            HEAD_UNSET => answer,
+            same if same == answer => same,
+            _ => CLASS_SPLIT,
+        };
+    }
     // Classes whose start cannot decide: their cells read further, into the healthy nodes
     // ranked for just those cells (a regional outage splits hundreds of thousands).
     let mut split_rows: Vec<Vec<u32>> = vec![Vec::new(); ranking.rows.len()];
@@ -1032,7 +1113,8 @@ fn build_steered(
         subnets: Arc::clone(&ranking.subnets),
         groups: Arc::clone(&ranking.groups),
         place_columns: ranking.place_columns,
-        located_classes: Arc::clone(&ranking.located_classes),
+        head_answer,
+        located_heads: Arc::clone(&ranking.located_heads),
         depends_on_place,
     }
 }
@@ -1180,15 +1262,13 @@ mod tests {
 
     /// Every cell's answer is what a pick over its whole ranking (`scoring::rank`, every
     /// node scored) gives, whatever is down, and the one-lookup path gives every client its
-    /// own cell's answer: classes whose start runs short are answered cell by cell.
-    #[test]
-    fn every_cell_answers_as_its_full_ranking_under_failures() {
+    /// own cell's answer. Returns how many rules had cells answered one by one, and how many
+    /// heads were mixed, over all `down_sets`.
+    fn cells_agree_with_full_rankings(zones: &[Zone], down_sets: &[Vec<usize>]) -> (usize, usize) {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let zones = crate::policy::load_path(&root.join("zones/live.example.net.yaml"))
-            .expect("shipped zone");
         let geo = Arc::new(GeoDb::open(&root.join("geo/dbip-country.mmdb")).expect("shipped db"));
         let rankings = rank_all(
-            &zones,
+            zones,
             &geo,
             &[],
             &mut DampingState::default(),
@@ -1247,8 +1327,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let node_count = zone.nodes.len();
-        let mut split_seen = 0;
+        let (mut split_seen, mut mixed_seen) = (0, 0);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut random = move || {
             state ^= state << 13;
@@ -1256,35 +1335,13 @@ mod tests {
             state ^= state << 17;
             state
         };
-        // All up, and every set of one, two or three nodes down (three down splits classes).
-        let mut down_sets: Vec<Vec<usize>> = vec![vec![]];
-        for a in 0..node_count {
-            down_sets.push(vec![a]);
-            for b in a + 1..node_count {
-                down_sets.push(vec![a, b]);
-                for c in b + 1..node_count {
-                    down_sets.push(vec![a, b, c]);
-                }
-            }
-        }
-        // And regional outages: many nodes down at once, deeper than any start.
-        for size in 5..node_count {
-            for _ in 0..4 {
-                let mut down: Vec<usize> = (0..node_count).collect();
-                for i in 0..node_count {
-                    down.swap(i, i + (random() as usize) % (node_count - i));
-                }
-                down.truncate(size);
-                down_sets.push(down);
-            }
-        }
         let no_lines: Lines = Arc::from(Vec::new());
-        for down in &down_sets {
-            let mut availability = policy_availability(&zones);
+        for down in down_sets {
+            let mut availability = policy_availability(zones);
             for &id in down {
                 availability[0][id] = Availability::HealthDown;
             }
-            let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+            let snapshot = build(zones, Arc::clone(&geo), &rankings, &availability);
             let Some(NameNode::Steered(table)) = snapshot.zones[0]
                 .names
                 .values()
@@ -1293,6 +1350,11 @@ mod tests {
                 panic!("the shipped zone has a steered name");
             };
             split_seen += table.split_rows.iter().filter(|r| !r.is_empty()).count();
+            mixed_seen += table
+                .head_answer
+                .iter()
+                .filter(|&&a| a == CLASS_SPLIT)
+                .count();
             for (row, by_column) in full.iter().enumerate() {
                 for (column, ranked) in by_column.iter().enumerate() {
                     let [v4, v6] = [0, 1].map(|family| {
@@ -1325,10 +1387,87 @@ mod tests {
                 );
             }
         }
+        (split_seen, mixed_seen)
+    }
+
+    /// Sets of nodes down: none, each one, each pair, `triples` random triples, and outages
+    /// of five nodes up to all but one.
+    fn down_sets(node_count: usize, triples: usize) -> Vec<Vec<usize>> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let mut sets: Vec<Vec<usize>> = vec![vec![]];
+        for a in 0..node_count {
+            sets.push(vec![a]);
+            for b in a + 1..node_count {
+                sets.push(vec![a, b]);
+            }
+        }
+        let mut shuffled = |size: usize| {
+            let mut down: Vec<usize> = (0..node_count).collect();
+            for i in 0..node_count {
+                down.swap(i, i + random() % (node_count - i));
+            }
+            down.truncate(size);
+            down
+        };
+        for _ in 0..triples {
+            sets.push(shuffled(3));
+        }
+        for size in 5..node_count {
+            for _ in 0..3 {
+                sets.push(shuffled(size));
+            }
+        }
+        sets
+    }
+
+    /// The shipped zone (a small fleet: classes hold whole rankings): no failure leaves a
+    /// class undecided, and heads whose classes disagree send clients to their place.
+    #[test]
+    fn every_cell_answers_as_its_full_ranking_in_a_small_fleet() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let zones = crate::policy::load_path(&root.join("zones/live.example.net.yaml"))
+            .expect("shipped zone");
+        let sets = down_sets(zones[0].nodes.len(), 200);
+        let (split, mixed) = cells_agree_with_full_rankings(&zones, &sets);
+        assert_eq!(split, 0, "whole rankings always decide");
         assert!(
-            split_seen > 0,
+            mixed > 0,
+            "no failure mixed a head: the place path went untested"
+        );
+    }
+
+    /// A fleet of 40 (classes hold starts): failures deeper than a start are answered cell
+    /// by cell from the healthy nodes.
+    #[test]
+    fn every_cell_answers_as_its_full_ranking_in_a_large_fleet() {
+        let mut text = String::from(
+            "zone: big.example\nsoa: {primary: ns1.big.example., contact: h.big.example.}\nns: [ns1.big.example.]\nnodes:\n",
+        );
+        for i in 0..40 {
+            let (lat, lon) = ((i * 37 % 120) as f64 - 60.0, (i * 83 % 360) as f64 - 180.0);
+            let tier = if i % 9 == 4 { "backup" } else { "core" };
+            text += &format!(
+                "  n{i}: {{tier: {tier}, geo: AS-JP, location: [{lat}, {lon}], addresses: [198.51.100.{}, '2001:db8::{}']}}\n",
+                i + 1,
+                i + 1
+            );
+        }
+        text += "steer:\n  ingest: {answers: 2}\n";
+        let zone = crate::policy::parse_zone(std::path::Path::new("big.yaml"), &text, 1)
+            .expect("generated zone");
+        let sets = down_sets(40, 100);
+        let (split, mixed) = cells_agree_with_full_rankings(&[zone], &sets);
+        assert!(
+            split > 0,
             "no failure split a class: the cell-by-cell path went untested"
         );
+        assert!(mixed > 0, "no failure mixed a head");
     }
 
     #[test]

@@ -190,9 +190,12 @@ pub struct SteeredTable {
     /// Number of place columns (the database's places and the unlocated pseudo-place);
     /// group columns follow them.
     pub place_columns: usize,
-    /// Address → ranking class for clients without a subnet rule or group: the common
-    /// case in one lookup, with the widest block of that class as its scope.
-    pub located_classes: Arc<AddressMap>,
+    /// Head (classes whose rankings start alike) → index into `answers` when every class of
+    /// it has that answer now, else [`CLASS_SPLIT`].
+    pub head_answer: Vec<u32>,
+    /// Address → head for clients without a subnet rule or group: the common case in one
+    /// lookup, with the widest block of that head as its scope.
+    pub located_heads: Arc<AddressMap>,
     /// Answers of cells whose class is [`CLASS_SPLIT`] now: `[rule][column]`, empty for
     /// rules without such cells.
     pub split_rows: Vec<Vec<u32>>,
@@ -202,7 +205,8 @@ pub struct SteeredTable {
 }
 
 /// `class_answer` value: too many of the class's first nodes are down for it to decide, so
-/// its cells are answered one by one (`split_rows`).
+/// its cells are answered one by one (`split_rows`); `head_answer` value: the head's classes
+/// differ now, so a client takes its place's class.
 pub const CLASS_SPLIT: u32 = u32::MAX;
 
 /// A steered answer chosen for one client, with its ECS scope in bits of the client family.
@@ -217,7 +221,7 @@ pub struct Selection<'a> {
 
 impl SteeredTable {
     /// The answer through the client's place and rule: for subnet rules, prefix groups, and
-    /// heads whose classes disagree now. Returns the answer and the scope the place allows.
+    /// classes too short to decide now (split). Returns the answer and the scope the place allows.
     pub(crate) fn select_by_place(
         &self,
         ip: IpAddr,
@@ -263,8 +267,8 @@ impl SteeredTable {
         let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
         let (group, group_scope) = self.groups.longest(ip);
         let direct = if subnet_rule.is_none() && group.is_none() {
-            let hit = self.located_classes.lookup(ip);
-            self.class_answer
+            let hit = self.located_heads.lookup(ip);
+            self.head_answer
                 .get(hit.value as usize)
                 .filter(|&&answer| answer != CLASS_SPLIT)
                 .map(|&answer| (answer, hit.prefix_len))
