@@ -39,6 +39,7 @@ pub mod health;
 pub mod latency;
 pub mod metrics;
 pub mod net;
+pub mod parallel;
 pub mod policy;
 pub mod scoring;
 pub mod service;

@@ -202,40 +202,22 @@ pub(super) fn rank_points(
 ) {
     let counts = [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count());
     let ranker = Ranker { depth, counts };
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
+    let workers = crate::parallel::workers();
     // Consecutive parts, one per worker: any range of the order is a region.
     let parts: Vec<&[Point]> = if points.len() > PARALLEL_PLACES && workers > 1 {
         points.chunks(points.len().div_ceil(workers)).collect()
     } else {
         vec![points]
     };
-    let found: Vec<Found> = if parts.len() == 1 {
+    let rank_part = |part: &[Point]| {
         let mut found = Found::default();
-        ranker.region(points, candidates, 0, &mut found);
-        vec![found]
+        ranker.region(part, candidates, 0, &mut found);
+        found
+    };
+    let found: Vec<Found> = if parts.len() == 1 {
+        vec![rank_part(points)]
     } else {
-        std::thread::scope(|scope| {
-            let ranker = &ranker;
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut found = Found::default();
-                        ranker.region(part, candidates, 0, &mut found);
-                        found
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        })
+        crate::parallel::each(parts, rank_part)
     };
     for part in found {
         let renumber: Vec<u32> = part.starts.list.iter().map(|s| starts.intern(s)).collect();

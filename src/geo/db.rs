@@ -364,40 +364,30 @@ impl GeoDb {
     /// against this database.
     pub fn sorted_positions(&self) -> &[PlacePosition] {
         self.positions.get_or_init(|| {
-            let workers = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(8);
-            let chunk = self.places.len().div_ceil(workers).max(1);
-            let mut positions: Vec<PlacePosition> = std::thread::scope(|scope| {
-                let parts: Vec<_> = self
-                    .places
-                    .chunks(chunk)
-                    .enumerate()
-                    .map(|(part, places)| {
-                        scope.spawn(move || {
-                            places
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(i, p)| {
-                                    let at = super::UnitVector::of(&p.coordinates?);
-                                    Some(PlacePosition {
-                                        code: at.morton(),
-                                        place: (part * chunk + i) as u32,
-                                        at,
-                                    })
-                                })
-                                .collect::<Vec<_>>()
+            let chunk = self
+                .places
+                .len()
+                .div_ceil(crate::parallel::workers())
+                .max(1);
+            let parts = self.places.chunks(chunk).enumerate();
+            let mut positions: Vec<PlacePosition> =
+                crate::parallel::each(parts, |(part, places)| {
+                    places
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| {
+                            let at = super::UnitVector::of(&p.coordinates?);
+                            Some(PlacePosition {
+                                code: at.morton(),
+                                place: (part * chunk + i) as u32,
+                                at,
+                            })
                         })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
+                        .collect::<Vec<_>>()
+                })
+                .into_iter()
+                .flatten()
+                .collect();
             positions.sort_unstable_by_key(|p| p.code);
             positions
         })

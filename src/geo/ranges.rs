@@ -112,18 +112,8 @@ impl<K: HighBits> RangeTable<K> {
     {
         let count = self.starts.len();
         let chunk = count.div_ceil(parts.max(1)).max(1);
-        let pieces: Vec<Piece<K>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..count)
-                .step_by(chunk)
-                .map(|lo| scope.spawn(move || self.map_piece(lo..(lo + chunk).min(count), f)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
+        let pieces: Vec<Piece<K>> = crate::parallel::each((0..count).step_by(chunk), |lo| {
+            self.map_piece(lo..(lo + chunk).min(count), f)
         });
         let mut builder = RangeBuilder::<K>::new(self.width);
         builder
@@ -287,20 +277,11 @@ impl AddressMap {
     /// The map with every value replaced by `f(value)`, equal neighbours merged, on every
     /// core.
     pub fn map(&self, f: impl Fn(u32) -> u32 + Sync) -> AddressMap {
-        let parts = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let f = &f;
-        std::thread::scope(|scope| {
-            let v6 = scope.spawn(move || self.v6.map(f, parts));
-            let v4 = self.v4.map(f, parts);
-            AddressMap {
-                v4,
-                v6: v6
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            }
-        })
+        let parts = crate::parallel::workers();
+        // The families side by side too: IPv6's pieces are slower (its places are read
+        // at random), and the other family's fill the gaps.
+        let (v6, v4) = crate::parallel::both(|| self.v6.map(&f, parts), || self.v4.map(&f, parts));
+        AddressMap { v4, v6 }
     }
 }
 

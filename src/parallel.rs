@@ -1,0 +1,51 @@
+//! Spreading answer-table rebuilds over the machine's cores. Rebuilds run off the query
+//! path; their work is split into parts that run side by side, each on its own thread.
+
+/// How many parts to split a rebuild's work into: one per core, at most 8.
+pub fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+}
+
+/// Runs `work` on every part, each on its own thread, and returns the results in the parts'
+/// order. A panic in a part is resumed on the caller.
+pub fn each<T: Send, R: Send>(
+    parts: impl IntoIterator<Item = T>,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || work(part)))
+            .collect();
+        handles.into_iter().map(joined).collect()
+    })
+}
+
+/// Runs `a` on a thread of its own and `b` on this one, side by side.
+pub fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let a = scope.spawn(a);
+        let b = b();
+        (joined(a), b)
+    })
+}
+
+/// A part's result; its panic, resumed here.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn results_come_in_order() {
+        assert_eq!(super::each(0..5, |i| i * 10), vec![0, 10, 20, 30, 40]);
+        assert!(super::each(Vec::<u8>::new(), |i| i).is_empty());
+        assert_eq!(super::both(|| 1u8, || "b"), (1, "b"));
+    }
+}
