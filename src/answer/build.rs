@@ -11,11 +11,12 @@ use rustc_hash::FxHashMap;
 
 use super::CLASS_SPLIT;
 use super::rank::{
-    Candidate, RankedStart, Starts, points_of, rank_exact, rank_points, release_free_memory,
+    Candidate, RankedStart, Starts, family_counts, points_of, rank_exact, rank_points,
+    release_free_memory, start_at,
 };
 use super::*;
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
-use crate::geo::{AddressMap, GeoCode, Place, PlacePosition, UnitVector};
+use crate::geo::{AddressMap, GeoCode, Place, UnitVector};
 use crate::latency::{self, ClientGroup, DampingState, ScoreTerms, ZoneLatency};
 use crate::net::Prefix;
 use crate::policy::Tier;
@@ -314,23 +315,18 @@ impl FullRanking {
             .unwrap_or_default();
         let mut starts = Starts::default();
         let mut out = vec![0u32; needed.len()];
-        let mut points: Vec<Vec<PlacePosition>> = vec![Vec::new(); healthy.len()];
-        for p in geo.sorted_positions() {
-            let column = p.place as usize;
-            if needed.get(column) == Some(&true) {
-                let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
-                if let Some(list) = points.get_mut(profile) {
-                    list.push(*p);
-                }
-            }
-        }
+        let points = points_of(
+            geo.sorted_positions(),
+            &self.column_profile,
+            healthy.len(),
+            Some(needed),
+        );
         for (profile, points) in points.iter().enumerate() {
             if !points.is_empty() {
                 rank_points(points, &healthy[profile], depth, &mut starts, &mut out);
             }
         }
         // Columns without a position: one by one.
-        let mut sorted = Vec::new();
         let placed = |column: usize| {
             geo.places()
                 .get(column)
@@ -339,15 +335,7 @@ impl FullRanking {
         for column in (0..needed.len()).filter(|&c| needed[c] && !placed(c)) {
             let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
             let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
-            rank_exact(list, self.position(column, geo).as_ref(), &mut sorted);
-            let counts = [0, 1].map(|f| list.iter().filter(|c| c.serves(f)).count());
-            let start = RankedStart::of(
-                sorted
-                    .iter()
-                    .map(|&(_, i)| (list[i as usize].id, list[i as usize].families)),
-                depth,
-                counts,
-            );
+            let start = start_at(list, self.position(column, geo).as_ref(), depth);
             out[column] = starts.intern(&start);
         }
         (starts, out)
@@ -662,10 +650,14 @@ fn rank_steered(
             .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
             .collect(),
     };
-    let counts = |list: &[Candidate]| [0, 1].map(|f| list.iter().filter(|c| c.serves(f)).count());
 
     // Each candidate group's start at every column, before damping.
-    let points_by_profile = points_of(geo.sorted_positions(), &full.column_profile, profiles.len());
+    let points_by_profile = points_of(
+        geo.sorted_positions(),
+        &full.column_profile,
+        profiles.len(),
+        None,
+    );
     let mut one_by_one: Vec<usize> = if geo.sorted_positions().len() == places.len() {
         Vec::new()
     } else {
@@ -690,16 +682,8 @@ fn rank_steered(
             rank_points(points, list, depth, &mut starts, out);
         }
         for &column in &one_by_one {
-            let list = full.candidates(group, column);
             let at = full.position(column, geo);
-            rank_exact(list, at.as_ref(), &mut sorted);
-            let start = RankedStart::of(
-                sorted
-                    .iter()
-                    .map(|&(_, i)| (list[i as usize].id, list[i as usize].families)),
-                depth,
-                counts(list),
-            );
+            let start = start_at(full.candidates(group, column), at.as_ref(), depth);
             out[column] = starts.intern(&start);
         }
     }
@@ -821,7 +805,7 @@ fn rank_steered(
                     let start = RankedStart::of(
                         ranked.iter().map(|&id| (id, families(id))),
                         depth,
-                        counts(list),
+                        family_counts(list),
                     );
                     start_id = starts.intern(&start);
                 }

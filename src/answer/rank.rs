@@ -57,6 +57,11 @@ impl Candidate {
     }
 }
 
+/// How many of `candidates` may answer each family (IPv4, IPv6).
+pub(super) fn family_counts(candidates: &[Candidate]) -> [usize; 2] {
+    [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count())
+}
+
 /// The start of a ranking: what decides an answer unless many of its nodes are down.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub(super) struct RankedStart {
@@ -78,6 +83,24 @@ impl RankedStart {
         let mut start = RankedStart::default();
         start.fill(ranked, depth, counts);
         start
+    }
+
+    /// The start for a client at `from` (`counts`: eligible nodes per family), sorting all
+    /// of `candidates` in `sorted`.
+    fn fill_at(
+        &mut self,
+        candidates: &[Candidate],
+        from: Option<&UnitVector>,
+        depth: usize,
+        counts: [usize; 2],
+        sorted: &mut Vec<(u128, u32)>,
+    ) {
+        rank_exact(candidates, from, sorted);
+        let ranked = sorted.iter().map(|&(_, i)| {
+            let c = &candidates[i as usize];
+            (c.id, c.families)
+        });
+        self.fill(ranked, depth, counts);
     }
 
     fn fill(
@@ -127,24 +150,43 @@ impl Starts {
 /// A place to rank: its position, with its column as `place`.
 pub(super) type Point = PlacePosition;
 
-/// The places of each profile (`profile_of[column]`), in the database's Morton order:
-/// borrowed as they are when there is one profile (the usual case), else copied out.
+/// The places of each profile (`profile_of[column]`), in the database's Morton order, and
+/// `only` those marked there if given: borrowed as they are when there is one profile and
+/// every place (the usual case), else copied out.
 pub(super) fn points_of<'a>(
     sorted: &'a [PlacePosition],
     profile_of: &[u32],
     profiles: usize,
+    only: Option<&[bool]>,
 ) -> Vec<Cow<'a, [Point]>> {
-    if profiles <= 1 {
+    if profiles <= 1 && only.is_none() {
         return vec![Cow::Borrowed(sorted)];
     }
     let mut points: Vec<Vec<Point>> = vec![Vec::new(); profiles];
     for p in sorted {
-        let profile = profile_of.get(p.place as usize).copied().unwrap_or(0) as usize;
+        let column = p.place as usize;
+        if only.is_some_and(|only| only.get(column) != Some(&true)) {
+            continue;
+        }
+        let profile = profile_of.get(column).copied().unwrap_or(0) as usize;
         if let Some(list) = points.get_mut(profile) {
             list.push(*p);
         }
     }
     points.into_iter().map(Cow::Owned).collect()
+}
+
+/// The start of the ranking of `candidates` for a client at `from`, found by sorting them
+/// all: for places ranked one by one.
+pub(super) fn start_at(
+    candidates: &[Candidate],
+    from: Option<&UnitVector>,
+    depth: usize,
+) -> RankedStart {
+    let counts = family_counts(candidates);
+    let mut start = RankedStart::default();
+    start.fill_at(candidates, from, depth, counts, &mut Vec::new());
+    start
 }
 
 /// Returns freed heap memory to the operating system. Ranking a city database allocates
@@ -200,7 +242,7 @@ pub(super) fn rank_points(
     starts: &mut Starts,
     out: &mut [u32],
 ) {
-    let counts = [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count());
+    let counts = family_counts(candidates);
     let ranker = Ranker { depth, counts };
     let workers = crate::parallel::workers();
     // Consecutive parts, one per worker: any range of the order is a region.
@@ -271,12 +313,11 @@ impl Ranker {
         let level = level.max(common_level(points));
         if points.len() <= LEAF_PLACES || level >= MORTON_BITS {
             for point in points {
-                rank_exact(candidates, Some(&point.at), &mut found.sorted);
-                let sorted = found.sorted.iter().map(|&(_, i)| {
-                    let c = &candidates[i as usize];
-                    (c.id, c.families)
-                });
-                found.scratch.fill(sorted, self.depth, self.counts);
+                let at = Some(&point.at);
+                let (depth, counts) = (self.depth, self.counts);
+                found
+                    .scratch
+                    .fill_at(candidates, at, depth, counts, &mut found.sorted);
                 let id = found.starts.intern(&found.scratch);
                 found.cells.push((point.place, id));
             }
@@ -489,7 +530,7 @@ mod tests {
             let mut starts = Starts::default();
             let mut out = vec![u32::MAX; places];
             rank_points(&points, &candidates, depth, &mut starts, &mut out);
-            let counts = [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count());
+            let counts = family_counts(&candidates);
             let mut sorted = Vec::new();
             for (column, at) in expected_at.iter().enumerate() {
                 rank_exact(&candidates, Some(at), &mut sorted);
