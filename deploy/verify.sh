@@ -53,20 +53,21 @@ for _ in $(seq 100); do
 done
 [ -n "$admin" ] || { cat "$work/serve.err"; echo "geosteer did not start"; exit 1; }
 dns=$(sed -n 's|^geosteer listening on \([^ ]*\).*|\1|p' "$work/serve.out")
-# Some traffic, so the query series exist; then wait (bounded) for the health series.
+# Some traffic, so the query series exist.
 dig -p "${dns##*:}" @"${dns%:*}" +tries=1 +time=2 ingest.demo.example A >/dev/null
+# Every geosteer_* metric the alerts and the dashboard use must be exported; poll (bounded)
+# while the first health checks run, then check what the last scrape lacks.
+used=$(grep -oh 'geosteer_[a-z_]*' deploy/prometheus/alerts.yml deploy/grafana/geosteer.json | sort -u)
 for _ in $(seq 50); do
   curl -fsS "http://$admin/metrics" > "$work/metrics.txt"
-  grep -q '^geosteer_health_checks_total' "$work/metrics.txt" && break
+  exported=$(sed -n 's/^\(geosteer_[a-z_]*\).*/\1/p' "$work/metrics.txt" | sed 's/_\(count\|sum\)$//' | sort -u)
+  missing=$(comm -13 <(echo "$exported") <(echo "$used"))
+  [ -z "$missing" ] && break
   sleep 0.1
 done
 "$promtool" check metrics < "$work/metrics.txt"
 ok "metrics (live scrape)"
 
-# --- Every geosteer_* metric the alerts and the dashboard use is one the binary exports.
-exported=$(sed -n 's/^\(geosteer_[a-z_]*\).*/\1/p' "$work/metrics.txt" | sed 's/_\(count\|sum\)$//' | sort -u)
-used=$(grep -oh 'geosteer_[a-z_]*' deploy/prometheus/alerts.yml deploy/grafana/geosteer.json | sort -u)
-missing=$(comm -13 <(echo "$exported") <(echo "$used"))
 if [ -n "$missing" ]; then
   echo "used by alerts or dashboard but not exported:"; echo "$missing"; exit 1
 fi

@@ -83,6 +83,13 @@ fn metrics_parse_as_prometheus_text_and_the_counters_move() {
     // Warm up once so every series exists, then take the baseline.
     udp(&server, &q("ingest.test.example.", RecordType::A));
     let before = scrape(&server);
+    // The first build is timed too, so the rebuild series exists before any change.
+    assert!(
+        before
+            .get("geosteer_answer_rebuild_seconds_count")
+            .is_some_and(|n| *n >= 1.0),
+        "no rebuild recorded at start"
+    );
     let a_noerror =
         "geosteer_zone_queries_total{zone=\"test.example.\",qtype=\"A\",rcode=\"NOERROR\"}";
     let nx =

@@ -265,10 +265,13 @@ impl Publisher {
         let latency: Arc<Vec<ZoneLatency>> =
             Arc::new(zones.iter().map(|_| ZoneLatency::default()).collect());
         let mut damping = DampingState::new();
+        let started = Instant::now();
         let rankings = Arc::new(rank_all(&zones, &geo, &latency, &mut damping, now));
         let challenging = damping.any_challenger();
         let damping = Arc::new(damping);
         let mut snapshot = build(&zones, Arc::clone(&geo), &rankings, &table);
+        // The first build is a rebuild too: the series exists from the start, before any change.
+        metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
         snapshot.asn = asn.clone();
         let zone_counters = Arc::new(crate::metrics::ZoneCounters::register(&zones));
         snapshot.zone_counters = Arc::clone(&zone_counters);
