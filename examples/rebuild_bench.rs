@@ -55,6 +55,23 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Cells of the first zone's steered names whose class's start cannot decide.
+fn cells_answered_one_by_one(snapshot: &geosteer::answer::Snapshot) -> usize {
+    snapshot.zones[0]
+        .names
+        .values()
+        .map(|n| match n {
+            geosteer::answer::NameNode::Steered(t) => t
+                .table
+                .iter()
+                .flatten()
+                .filter(|&&c| t.class_answer[c as usize] == geosteer::answer::CLASS_SPLIT)
+                .count(),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn main() {
     let geo_path = std::env::args()
         .nth(1)
@@ -87,7 +104,18 @@ fn main() {
     for &id in by_distance.iter().take(10) {
         region_down[0][id] = geosteer::scoring::Availability::HealthDown;
     }
-    let mut split_cells = 0;
+    // A scattered outage: 4 nodes in 10, at random (where the server part below ends up).
+    let mut scattered_down = availability.clone();
+    let mut scattered = 0;
+    while scattered < nodes * 2 / 5 {
+        let id = rng.below(nodes as u64) as usize;
+        if scattered_down[0][id] != geosteer::scoring::Availability::HealthDown {
+            scattered_down[0][id] = geosteer::scoring::Availability::HealthDown;
+            scattered += 1;
+        }
+    }
+    let mut scattered_builds = Vec::new();
+    let (mut split_cells, mut scattered_cells) = (0, 0);
     for _ in 0..3 {
         let started = Instant::now();
         let rankings = rank_all(&zones, &geo, &[], &mut damping, now);
@@ -101,19 +129,12 @@ fn main() {
         let started = Instant::now();
         let snapshot = build(&zones, Arc::clone(&geo), &rankings, &region_down);
         outage.push(started.elapsed());
-        split_cells = snapshot.zones[0]
-            .names
-            .values()
-            .map(|n| match n {
-                geosteer::answer::NameNode::Steered(t) => t
-                    .table
-                    .iter()
-                    .flatten()
-                    .filter(|&&c| t.class_answer[c as usize] == geosteer::answer::CLASS_SPLIT)
-                    .count(),
-                _ => 0,
-            })
-            .sum();
+        split_cells = cells_answered_one_by_one(&snapshot);
+        drop(snapshot);
+        let started = Instant::now();
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &scattered_down);
+        scattered_builds.push(started.elapsed());
+        scattered_cells = cells_answered_one_by_one(&snapshot);
         drop(snapshot);
     }
     println!(
@@ -137,6 +158,10 @@ fn main() {
     println!(
         "  build with the 10 nodes nearest Frankfurt down: {:>8.1} ms   ({split_cells} cells answered one by one)",
         ms(median(outage))
+    );
+    println!(
+        "  build with {scattered} nodes down at random: {:>8.1} ms   ({scattered_cells} cells answered one by one)",
+        ms(median(scattered_builds))
     );
     println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
 

@@ -268,6 +268,9 @@ struct FullRanking {
     column_profile: Vec<u32>,
     /// Positions of the columns after the database's places (unlocated, groups).
     extra_positions: Vec<Option<UnitVector>>,
+    /// Columns not in the database's Morton order (places without coordinates, and the
+    /// columns after the places), which are ranked one by one.
+    one_by_one: Vec<usize>,
 }
 
 impl FullRanking {
@@ -315,24 +318,17 @@ impl FullRanking {
             .unwrap_or_default();
         let mut starts = Starts::default();
         let mut out = vec![0u32; needed.len()];
-        let points = points_of(
-            geo.sorted_positions(),
-            &self.column_profile,
-            healthy.len(),
-            Some(needed),
-        );
+        let points = points_of(geo, &self.column_profile, healthy.len(), Some(needed));
         for (profile, points) in points.iter().enumerate() {
             if !points.is_empty() {
                 rank_points(points, &healthy[profile], depth, &mut starts, &mut out);
             }
         }
-        // Columns without a position: one by one.
-        let placed = |column: usize| {
-            geo.places()
-                .get(column)
-                .is_some_and(|p| p.coordinates.is_some())
-        };
-        for column in (0..needed.len()).filter(|&c| needed[c] && !placed(c)) {
+        for &column in self
+            .one_by_one
+            .iter()
+            .filter(|&&c| needed.get(c) == Some(&true))
+        {
             let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
             let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
             let start = start_at(list, self.position(column, geo).as_ref(), depth);
@@ -641,23 +637,6 @@ fn rank_steered(
                 .collect()
         })
         .collect();
-    let full = FullRanking {
-        row_group: row_group.clone(),
-        candidates,
-        column_profile,
-        extra_positions: extra_columns
-            .iter()
-            .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
-            .collect(),
-    };
-
-    // Each candidate group's start at every column, before damping.
-    let points_by_profile = points_of(
-        geo.sorted_positions(),
-        &full.column_profile,
-        profiles.len(),
-        None,
-    );
     let mut one_by_one: Vec<usize> = if geo.sorted_positions().len() == places.len() {
         Vec::new()
     } else {
@@ -669,6 +648,19 @@ fn rank_steered(
             .collect()
     };
     one_by_one.extend(places.len()..column_count);
+    let full = FullRanking {
+        row_group: row_group.clone(),
+        candidates,
+        column_profile,
+        extra_positions: extra_columns
+            .iter()
+            .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
+            .collect(),
+        one_by_one,
+    };
+
+    // Each candidate group's start at every column, before damping.
+    let points_by_profile = points_of(geo, &full.column_profile, profiles.len(), None);
     let mut starts = Starts::default();
     let mut sorted = Vec::new();
     let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); row_candidates.len()];
@@ -681,7 +673,7 @@ fn rank_steered(
             let list = &full.candidates[group][profile];
             rank_points(points, list, depth, &mut starts, out);
         }
-        for &column in &one_by_one {
+        for &column in &full.one_by_one {
             let at = full.position(column, geo);
             let start = start_at(full.candidates(group, column), at.as_ref(), depth);
             out[column] = starts.intern(&start);
@@ -1033,18 +1025,21 @@ fn build_steered(
     let mut split_rows: Vec<Vec<u32>> = vec![Vec::new(); ranking.rows.len()];
     if class_answer.contains(&CLASS_SPLIT) {
         let split = |class: u32| class_answer[class as usize] == CLASS_SPLIT;
-        let healthy_depth = steered.answers + START_SLACK + 2 * steered.answers;
+        // The healthy start only has to hold the healthy nodes a pick reads past the class's
+        // start: at most `answers` (up primaries, then as many up backups as primaries are
+        // missing; every primary ranks before every backup). Whether the top is down, and
+        // how many primaries there are, the class's start already tells.
+        let healthy_depth = steered.answers;
         for group in 0..ranking.rows.len() {
             let rows_of_group: Vec<usize> = (0..ranking.rows.len())
                 .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
                 .collect();
-            let needed: Vec<bool> = (0..ranking.full.column_profile.len())
-                .map(|column| {
-                    rows_of_group
-                        .iter()
-                        .any(|&r| ranking.rows[r].get(column).is_some_and(|&c| split(c)))
-                })
-                .collect();
+            let mut needed = vec![false; ranking.full.column_profile.len()];
+            for &row in &rows_of_group {
+                for (needed, &class) in needed.iter_mut().zip(&ranking.rows[row]) {
+                    *needed |= split(class);
+                }
+            }
             if !needed.contains(&true) {
                 continue;
             }
@@ -1053,27 +1048,35 @@ fn build_steered(
                     .full
                     .healthy_starts(group, &needed, &health, healthy_depth, geo);
             // Cells of one class and one healthy start have one answer.
+            // Neighbouring columns often share their pair: the last one is kept at hand.
             let mut answer_of_pair: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+            let mut last_pair = None;
             for &row in &rows_of_group {
                 let mut answers_of_row = vec![0u32; ranking.rows[row].len()];
                 for (column, &class) in ranking.rows[row].iter().enumerate() {
                     if !split(class) {
                         continue;
                     }
-                    let healthy_start = healthy_of_column[column];
-                    answers_of_row[column] = *answer_of_pair
-                        .entry((class, healthy_start))
-                        .or_insert_with(|| {
-                            let class = &ranking.classes[class as usize];
-                            let more = &healthy.list[healthy_start as usize];
-                            let [v4, v6] = [0, 1].map(|f| {
-                                let listed = &class.start.families[f];
-                                let rest =
-                                    more.families[f].iter().filter(|id| !listed.contains(id));
-                                listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
-                            });
-                            answer_of([&v4, &v6], &class.lines)
+                    let pair = (class, healthy_of_column[column]);
+                    if let Some((last, answer)) = last_pair
+                        && last == pair
+                    {
+                        answers_of_row[column] = answer;
+                        continue;
+                    }
+                    let (class, healthy_start) = pair;
+                    let answer = *answer_of_pair.entry(pair).or_insert_with(|| {
+                        let class = &ranking.classes[class as usize];
+                        let more = &healthy.list[healthy_start as usize];
+                        let [v4, v6] = [0, 1].map(|f| {
+                            let listed = &class.start.families[f];
+                            let rest = more.families[f].iter().filter(|id| !listed.contains(id));
+                            listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
                         });
+                        answer_of([&v4, &v6], &class.lines)
+                    });
+                    answers_of_row[column] = answer;
+                    last_pair = Some((pair, answer));
                 }
                 split_rows[row] = answers_of_row;
             }

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use std::borrow::Cow;
 
-use crate::geo::{MORTON_BITS, PlacePosition, UnitVector, morton_cell};
+use crate::geo::{GeoDb, MORTON_BITS, PlaceId, PlacePosition, UnitVector, morton_cell};
 use crate::latency::ScoreTerms;
 use crate::policy::NodeId;
 use crate::scoring::with_score;
@@ -154,22 +154,36 @@ pub(super) type Point = PlacePosition;
 /// `only` those marked there if given: borrowed as they are when there is one profile and
 /// every place (the usual case), else copied out.
 pub(super) fn points_of<'a>(
-    sorted: &'a [PlacePosition],
+    geo: &'a GeoDb,
     profile_of: &[u32],
     profiles: usize,
     only: Option<&[bool]>,
 ) -> Vec<Cow<'a, [Point]>> {
+    let sorted = geo.sorted_positions();
     if profiles <= 1 && only.is_none() {
         return vec![Cow::Borrowed(sorted)];
     }
-    let mut points: Vec<Vec<Point>> = vec![Vec::new(); profiles];
-    for p in sorted {
-        let column = p.place as usize;
+    // Which profile each position goes to, if any, from the places alone (a pass over the
+    // positions themselves reads ten times the memory).
+    let profile_of_place = |&place: &PlaceId| -> Option<usize> {
+        let column = place as usize;
         if only.is_some_and(|only| only.get(column) != Some(&true)) {
-            continue;
+            return None;
         }
-        let profile = profile_of.get(column).copied().unwrap_or(0) as usize;
-        if let Some(list) = points.get_mut(profile) {
+        Some(profile_of.get(column).copied().unwrap_or(0) as usize)
+    };
+    let places = geo.sorted_places();
+    // Counted first, so each list is allocated once at its size (they are megabytes, and
+    // growing them by doubling copied and faulted in most of them twice).
+    let mut counts = vec![0usize; profiles];
+    for profile in places.iter().filter_map(profile_of_place) {
+        if let Some(count) = counts.get_mut(profile) {
+            *count += 1;
+        }
+    }
+    let mut points: Vec<Vec<Point>> = counts.into_iter().map(Vec::with_capacity).collect();
+    for (p, place) in sorted.iter().zip(places) {
+        if let Some(list) = profile_of_place(place).and_then(|profile| points.get_mut(profile)) {
             list.push(*p);
         }
     }

@@ -204,8 +204,9 @@ pub struct GeoDb {
     map: AddressMap,
     /// Distinct places, numbered by first appearance.
     places: Vec<Place>,
-    /// The places' positions, sorted (see [`GeoDb::sorted_positions`]).
-    positions: std::sync::OnceLock<Vec<PlacePosition>>,
+    /// The places' positions, sorted (see [`GeoDb::sorted_positions`]), and their places
+    /// alone in the same order.
+    positions: std::sync::OnceLock<(Vec<PlacePosition>, Vec<PlaceId>)>,
     /// The places' regions (see [`GeoDb::regions`]).
     regions: std::sync::OnceLock<PlaceRegions>,
 }
@@ -363,6 +364,16 @@ impl GeoDb {
     /// Worked out the first time answer tables are ranked, and kept for every later ranking
     /// against this database.
     pub fn sorted_positions(&self) -> &[PlacePosition] {
+        &self.sorted().0
+    }
+
+    /// The places of [`GeoDb::sorted_positions`] alone, in its order: a tenth of its size,
+    /// for passes that pick some of the positions out.
+    pub fn sorted_places(&self) -> &[PlaceId] {
+        &self.sorted().1
+    }
+
+    fn sorted(&self) -> &(Vec<PlacePosition>, Vec<PlaceId>) {
         self.positions.get_or_init(|| {
             let chunk = self
                 .places
@@ -389,7 +400,8 @@ impl GeoDb {
                 .flatten()
                 .collect();
             positions.sort_unstable_by_key(|p| p.code);
-            positions
+            let places = positions.iter().map(|p| p.place).collect();
+            (positions, places)
         })
     }
 
