@@ -341,6 +341,69 @@ impl FullRanking {
 /// `head_answer` while it is being built.
 const HEAD_UNSET: u32 = u32::MAX - 1;
 
+/// The answer of each (split class, healthy start) pair met so far: cells of one pair have
+/// one answer. A dense table when the pairs fit in a few megabytes (the usual case: hundreds
+/// of thousands of cells, a few thousand pairs), else a map.
+enum PairAnswers {
+    Dense {
+        /// Class → its row in `answers`, for split classes.
+        row_of_class: Vec<u32>,
+        healthy_starts: usize,
+        answers: Vec<u32>,
+    },
+    Sparse(FxHashMap<(u32, u32), u32>),
+}
+
+impl PairAnswers {
+    /// Entries of a dense table at most (4 bytes each).
+    const DENSE_ENTRIES: usize = 1 << 20;
+
+    fn new(class_answer: &[u32], healthy_starts: usize) -> Self {
+        let mut row_of_class = vec![u32::MAX; class_answer.len()];
+        let mut rows = 0usize;
+        for (row, &answer) in row_of_class.iter_mut().zip(class_answer) {
+            if answer == CLASS_SPLIT {
+                *row = rows as u32;
+                rows += 1;
+            }
+        }
+        match rows.checked_mul(healthy_starts) {
+            Some(entries) if entries <= Self::DENSE_ENTRIES => PairAnswers::Dense {
+                row_of_class,
+                healthy_starts,
+                answers: vec![HEAD_UNSET; entries],
+            },
+            _ => PairAnswers::Sparse(FxHashMap::default()),
+        }
+    }
+
+    /// The pair's answer, from `pick` the first time.
+    fn get(&mut self, class: u32, healthy_start: u32, pick: impl FnOnce() -> u32) -> u32 {
+        match self {
+            PairAnswers::Dense {
+                row_of_class,
+                healthy_starts,
+                answers,
+            } => {
+                let row = row_of_class
+                    .get(class as usize)
+                    .copied()
+                    .unwrap_or(u32::MAX);
+                let at = row as usize * *healthy_starts + healthy_start as usize;
+                match answers.get_mut(at) {
+                    Some(slot) if *slot == HEAD_UNSET => {
+                        *slot = pick();
+                        *slot
+                    }
+                    Some(slot) => *slot,
+                    None => pick(),
+                }
+            }
+            PairAnswers::Sparse(map) => *map.entry((class, healthy_start)).or_insert_with(pick),
+        }
+    }
+}
+
 /// What a pick reads besides the ranking: the nodes, their availability, the answer size.
 struct Health<'a> {
     nodes: &'a [Node],
@@ -1048,24 +1111,15 @@ fn build_steered(
                     .full
                     .healthy_starts(group, &needed, &health, healthy_depth, geo);
             // Cells of one class and one healthy start have one answer.
-            // Neighbouring columns often share their pair: the last one is kept at hand.
-            let mut answer_of_pair: FxHashMap<(u32, u32), u32> = FxHashMap::default();
-            let mut last_pair = None;
+            let mut answer_of_pair = PairAnswers::new(&class_answer, healthy.list.len());
             for &row in &rows_of_group {
                 let mut answers_of_row = vec![0u32; ranking.rows[row].len()];
                 for (column, &class) in ranking.rows[row].iter().enumerate() {
                     if !split(class) {
                         continue;
                     }
-                    let pair = (class, healthy_of_column[column]);
-                    if let Some((last, answer)) = last_pair
-                        && last == pair
-                    {
-                        answers_of_row[column] = answer;
-                        continue;
-                    }
-                    let (class, healthy_start) = pair;
-                    let answer = *answer_of_pair.entry(pair).or_insert_with(|| {
+                    let healthy_start = healthy_of_column[column];
+                    answers_of_row[column] = answer_of_pair.get(class, healthy_start, || {
                         let class = &ranking.classes[class as usize];
                         let more = &healthy.list[healthy_start as usize];
                         let [v4, v6] = [0, 1].map(|f| {
@@ -1075,8 +1129,6 @@ fn build_steered(
                         });
                         answer_of([&v4, &v6], &class.lines)
                     });
-                    answers_of_row[column] = answer;
-                    last_pair = Some((pair, answer));
                 }
                 split_rows[row] = answers_of_row;
             }
@@ -1187,6 +1239,30 @@ fn answer_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both forms of the pair table give each pair the answer its first pick gave, and pick
+    /// once per pair.
+    #[test]
+    fn pair_answers_pick_once_per_pair_dense_or_sparse() {
+        let class_answer = [0, CLASS_SPLIT, 3, CLASS_SPLIT, CLASS_SPLIT];
+        let healthy_starts = 7u32;
+        let dense = PairAnswers::new(&class_answer, healthy_starts as usize);
+        assert!(matches!(dense, PairAnswers::Dense { .. }));
+        for mut table in [dense, PairAnswers::Sparse(FxHashMap::default())] {
+            let mut picks = 0;
+            let mut seen = HashMap::new();
+            for i in 0..200u32 {
+                let class = [1, 3, 4][(i % 3) as usize];
+                let healthy = (i * 7 + i / 5) % healthy_starts;
+                let answer = table.get(class, healthy, || {
+                    picks += 1;
+                    class * 100 + healthy + i * 10_000
+                });
+                assert_eq!(*seen.entry((class, healthy)).or_insert(answer), answer);
+            }
+            assert_eq!(picks, seen.len());
+        }
+    }
     use crate::geo::{Coordinates, CountryTable};
     use crate::policy::{AdminStatus, DefaultAnswer, Rule};
 
