@@ -197,6 +197,23 @@ class Server:
                 pass
         return total
 
+    def socket_drops(self):
+        """Datagrams dropped by the server's own UDP sockets (the last column of
+        /proc/net/udp and udp6, for sockets bound to its port): what of dnsperf's lost
+        queries the server lost, as against dnsperf's own receive buffers."""
+        total = 0
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        fields = line.split()
+                        if int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                            total += int(fields[-1])
+            except (OSError, ValueError, IndexError, StopIteration):
+                pass
+        return total
+
     def peak_rss_mib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
@@ -386,13 +403,15 @@ def main():
         sample = subnets[:2000]
         correctness = {name: check_nearest(servers[name].port, sample) for name in ("geosteer", "gdnsd")}
 
-        results = {(n, st): {"qps": [], "lost": 0, "cpu": [], "lat": []} for n in servers for st in streams}
+        results = {(n, st): {"qps": [], "lost": 0, "drops": 0, "cpu": [], "lat": []}
+                   for n in servers for st in streams}
         order = [n for n in servers if not ONLY or n in ONLY]
         for rep in range(REPS):
             order = order[1:] + order[:1]  # A/B interleaving: a different server first each round
             for stream_name, stream in streams.items():
                 for name in order:
                     server, r = servers[name], results[(name, stream_name)]
+                    drops_before = server.socket_drops()
                     sat = dnsperf(server.port, stream, SECONDS)
                     r["qps"].append(sat["qps"])
                     r["lost"] += int(sat["lost"])
@@ -405,8 +424,10 @@ def main():
                     lat = dnsperf(server.port, stream, SECONDS, rate=LATENCY_RATE, verbose=True)
                     r["lat"] += lat["latencies"]
                     r["lost"] += int(lat["lost"])
+                    r["drops"] += server.socket_drops() - drops_before
                     log(f"rep {rep + 1}/{REPS} {stream_name:7} {name:9} {sat['qps']:9.0f} q/s  "
-                        f"{r['cpu'][-1] if r['cpu'] else float('nan'):5.2f} us/q  lost {r['lost']}")
+                        f"{r['cpu'][-1] if r['cpu'] else float('nan'):5.2f} us/q  lost {r['lost']} "
+                        f"(server sockets dropped {r['drops']})")
         rss = {n: s.peak_rss_mib() for n, s in servers.items()}
     finally:
         for s in servers.values():
@@ -417,7 +438,7 @@ def main():
         q = r["qps"]
         lat_us = [x * 1e6 for x in r["lat"]]
         return {
-            "med": statistics.median(q), "min": min(q), "max": max(q), "lost": r["lost"],
+            "med": statistics.median(q), "min": min(q), "max": max(q), "lost": r["lost"], "drops": r["drops"],
             "cpu": statistics.median(r["cpu"]) if r["cpu"] else float("nan"),
             "p50": percentile(lat_us, 50), "p99": percentile(lat_us, 99), "p999": percentile(lat_us, 99.9),
         }
@@ -425,13 +446,15 @@ def main():
     db_mib = os.path.getsize(CITY_DB) / 2**20
     print(f"\nload benchmark: {len(subnets)} ECS /24s from {countries} countries; {REPS} runs of {SECONDS} s each; "
           f"database {db_mib:.0f} MiB (DB-IP City Lite, GeoIP2 schema, IPv4+IPv6); dnsperf -c 4 -q 500")
-    print(f"{'stream':8} {'server':9} {'sat q/s med':>12} {'min':>9} {'max':>9} {'lost':>6} "
+    print("(lost: queries dnsperf got no reply to; drops: of those, datagrams the server's own sockets "
+          "dropped; the rest were dropped at dnsperf's)")
+    print(f"{'stream':8} {'server':9} {'sat q/s med':>12} {'min':>9} {'max':>9} {'lost':>6} {'drops':>6} "
           f"{'CPU us/q@40k':>13} {'p50 us@20k':>11} {'p99':>7} {'p99.9':>7} {'peak RSS MiB':>13}")
     cells = {}
     for stream in streams:
         for name in order:
             c = cells[(name, stream)] = cell(name, stream)
-            print(f"{stream:8} {name:9} {c['med']:12.0f} {c['min']:9.0f} {c['max']:9.0f} {c['lost']:6d} "
+            print(f"{stream:8} {name:9} {c['med']:12.0f} {c['min']:9.0f} {c['max']:9.0f} {c['lost']:6d} {c['drops']:6d} "
                   f"{c['cpu']:13.2f} {c['p50']:11.0f} {c['p99']:7.0f} {c['p999']:7.0f} {rss[name]:13.0f}")
     if ONLY or STREAMS:
         return
