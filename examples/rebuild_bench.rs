@@ -166,7 +166,53 @@ fn main() {
     println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
 
     let dir = zone_dir("rebuild-bench", &text);
-    let server = Server::start(&dir, &geo_path, &[]);
+    server_changes(&dir, &geo_path, nodes, &mut rng, false);
+    server_changes(&dir, &geo_path, nodes, &mut rng, true);
+}
+
+/// The real server: 40 availability changes through the admin interface (each answered once
+/// published), alone or while latency feed batches arrive (10 a second, each re-ranking
+/// within the re-rank interval); then the server's own change -> published quantiles.
+fn server_changes(
+    dir: &std::path::Path,
+    geo_path: &std::path::Path,
+    nodes: usize,
+    rng: &mut Rng,
+    with_feed: bool,
+) {
+    let server = Server::start(dir, geo_path, &[]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = with_feed.then(|| {
+        let (flag, admin) = (Arc::clone(&stop), server.admin);
+        let mut rng = Rng(0xfeed);
+        std::thread::spawn(move || {
+            let countries = [
+                "AS-JP", "EU-DE", "EU-GB", "NA-US", "SA-BR", "AS-IN", "OC-AU",
+            ];
+            let started = Instant::now();
+            let mut batches = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                let entries: Vec<String> = (0..10)
+                    .map(|_| {
+                        format!(
+                            r#"{{"group": "{}", "node": "n{}", "rtt_ms": {}}}"#,
+                            countries[rng.below(countries.len() as u64) as usize],
+                            rng.below(nodes as u64),
+                            5 + rng.below(300)
+                        )
+                    })
+                    .collect();
+                let batch = format!(r#"{{"measurements": [{}]}}"#, entries.join(","));
+                let _ = support::nodes::http_json(admin, "POST", "/latency", None, &batch);
+                batches += 1;
+                let next = started + Duration::from_millis(100 * u64::from(batches));
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            batches
+        })
+    });
     let changes = 40;
     for i in 0..changes {
         let node = rng.below(nodes as u64);
@@ -178,10 +224,20 @@ fn main() {
             None,
         );
         assert_eq!(status, 200, "{body}");
-        std::thread::sleep(Duration::from_millis(100));
+        // Spaced unevenly, so changes do not keep step with the re-rank interval.
+        std::thread::sleep(Duration::from_millis(100 + rng.below(150)));
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches = feeder.map(|f| f.join().unwrap_or(0));
     let (_, text) = http(server.admin, "GET", "/metrics", None);
-    println!("the server, {changes} availability changes through the admin interface:");
+    match batches {
+        None => println!("the server, {changes} availability changes through the admin interface:"),
+        Some(b) => println!(
+            "the server, {changes} availability changes while {b} latency feed batches arrive (10 a second; {:.0} rankings done, the longest {:.0} ms):",
+            metric(&text, "geosteer_ranking_seconds_count"),
+            1e3 * metric(&text, "geosteer_ranking_seconds{quantile=\"1\"}"),
+        ),
+    }
     for (q, label) in [("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")] {
         println!(
             "  change -> published {label} {:>8.1} ms   (rebuild {label}: {:.1} ms)   target <= 10 ms",

@@ -21,6 +21,9 @@ pub const NAME_NODES_UP: &str = "geosteer_name_nodes_up";
 pub const RELOAD_OK: &str = "geosteer_reload_ok";
 /// Time to rebuild every answer table, seconds.
 pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
+/// Time to rank every place for every steered name (policy loads and latency changes),
+/// seconds; latency changes are ranked beside the builds, not before them.
+pub const RANKING_SECONDS: &str = "geosteer_ranking_seconds";
 /// From a node's availability changing (health or operator) to the answers reflecting it
 /// being published: rebuild time plus any wait to coalesce a burst.
 pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
@@ -70,6 +73,11 @@ pub fn describe() {
         REBUILD_SECONDS,
         metrics::Unit::Seconds,
         "Time to rebuild every answer table."
+    );
+    describe_histogram!(
+        RANKING_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to rank every place for every steered name (policy loads, latency changes)."
     );
     describe_histogram!(
         CHANGE_PUBLISH_SECONDS,

@@ -176,6 +176,18 @@ const LOAD_STEP: f64 = 0.02;
 /// A change in a node's probe loss rate that is worth a re-ranking.
 const PROBE_LOSS_STEP: f64 = 0.05;
 
+/// Rankings computed on the blocking pool, and what they were computed from.
+struct Reranked {
+    generation: u64,
+    rankings: Rankings,
+    damping: Arc<DampingState>,
+    challenging: bool,
+    latency: Arc<Vec<ZoneLatency>>,
+}
+
+/// A ranking in progress.
+type RankingTask = tokio::task::JoinHandle<Reranked>;
+
 /// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
 pub const MIN_REBUILD_GAP: std::time::Duration = std::time::Duration::from_millis(25);
 
@@ -212,6 +224,12 @@ pub struct Publisher {
     challenging: bool,
     /// Latency inputs changed since the last ranking.
     rerank: bool,
+    /// The load of the policy `rankings` were computed for, and the latency inputs they
+    /// were computed from (what explain shows beside them).
+    ranked_generation: u64,
+    ranked_latency: Arc<Vec<ZoneLatency>>,
+    /// Rankings taken in since the last build differ from those it used.
+    rankings_dirty: bool,
     /// Some node's availability changed since the last build.
     availability_dirty: bool,
     /// When the oldest availability change not yet published was seen.
@@ -282,6 +300,7 @@ impl Publisher {
             damping: Arc::clone(&damping),
             availability: table,
         }));
+        let ranked_latency = Arc::clone(&latency);
         let publisher = Publisher {
             asn,
             zones,
@@ -291,6 +310,9 @@ impl Publisher {
             damping,
             challenging,
             rerank: false,
+            ranked_generation: 0,
+            ranked_latency,
+            rankings_dirty: false,
             availability_dirty: false,
             changed_at: None,
             last_aging: Instant::now(),
@@ -500,10 +522,12 @@ impl Publisher {
         // changes costs at most one rebuild per gap.
         let mut dirty = false;
         let mut last_publish = tokio::time::Instant::now() - MIN_REBUILD_GAP;
+        let mut ranking: Option<RankingTask> = None;
         // Measurements age and challengers' hold times run out without any message arriving:
         // a periodic look re-ranks when latency inputs exist.
         let mut tick = tokio::time::interval(RERANK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ranked = None;
         while reports_open || commands_open || dirty {
             let due = last_publish + MIN_REBUILD_GAP;
             tokio::select! {
@@ -517,6 +541,18 @@ impl Publisher {
                     None => commands_open = false,
                 },
                 () = tokio::time::sleep_until(due), if dirty => {}
+                reranked = async {
+                    match ranking.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                } => ranked = Some(reranked),
+            }
+            if let Some(reranked) = ranked.take() {
+                ranking = None;
+                dirty |= self.adopt(reranked) || self.availability_dirty;
+                // Inputs that changed while it ran are ranked next.
+                dirty |= self.rerank;
             }
             // Coalesce: everything already queued goes into the same rebuild.
             while let Ok(r) = reports.try_recv() {
@@ -526,7 +562,7 @@ impl Publisher {
                 dirty |= self.handle(c, &mut replies).await;
             }
             if dirty && tokio::time::Instant::now() >= due {
-                self.publish().await;
+                self.publish(&mut ranking).await;
                 last_publish = tokio::time::Instant::now();
                 dirty = false;
             }
@@ -974,51 +1010,90 @@ impl Publisher {
         })
     }
 
+    /// Starts ranking every steered name on the blocking pool, from the current policy and
+    /// latency inputs.
+    fn start_ranking(&mut self) -> RankingTask {
+        self.rerank = false;
+        let (zones, geo, latency, damping) = (
+            Arc::clone(&self.zones),
+            Arc::clone(&self.geo),
+            Arc::clone(&self.latency),
+            Arc::clone(&self.damping),
+        );
+        let generation = self.generation;
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut damping = Arc::unwrap_or_clone(damping);
+            let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
+            metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
+            Reranked {
+                generation,
+                challenging: damping.any_challenger(),
+                rankings,
+                damping: Arc::new(damping),
+                latency,
+            }
+        })
+    }
+
+    /// Takes new rankings in if they are of the current policy; whether they differ from
+    /// those in use (then `rankings_dirty` is set until they are published).
+    fn adopt(&mut self, reranked: Result<Reranked, tokio::task::JoinError>) -> bool {
+        let reranked = match reranked {
+            Ok(reranked) if reranked.generation == self.generation => reranked,
+            Ok(_) => return false, // ranked for a policy since replaced
+            Err(e) => {
+                tracing::error!(error = %e, "re-ranking failed; previous rankings stay in use");
+                return false;
+            }
+        };
+        self.damping = reranked.damping;
+        self.challenging = reranked.challenging;
+        for (zi, runtimes) in self.nodes.iter_mut().enumerate() {
+            for (ni, runtime) in runtimes.iter_mut().enumerate() {
+                runtime.ranked_loss = reranked
+                    .latency
+                    .get(zi)
+                    .and_then(|z| z.probe_loss.get(&ni).copied())
+                    .unwrap_or(0.0);
+            }
+        }
+        let changed = reranked.rankings != *self.rankings;
+        self.rankings = Arc::new(reranked.rankings);
+        self.ranked_generation = reranked.generation;
+        self.ranked_latency = reranked.latency;
+        self.rankings_dirty |= changed;
+        changed
+    }
+
     /// Rebuilds every answer table from the current availability and swaps it in. The build
     /// runs on the blocking pool so it never holds up a thread that serves queries.
-    async fn publish(&mut self) {
+    ///
+    /// New latency inputs are ranked in the background (`ranking`): at 200 nodes against a
+    /// city database that takes about 100 ms, and a health change meanwhile is published from
+    /// the rankings in use, in a millisecond, instead of waiting for it. A new policy is
+    /// ranked here: the old rankings cannot answer for it.
+    async fn publish(&mut self, ranking: &mut Option<RankingTask>) {
         let started = Instant::now();
         let table: Vec<Vec<Availability>> = self
             .nodes
             .iter()
             .map(|z| z.iter().map(|n| n.availability).collect())
             .collect();
-        if std::mem::take(&mut self.rerank) {
-            let (zones, geo, latency) = (
-                Arc::clone(&self.zones),
-                Arc::clone(&self.geo),
-                Arc::clone(&self.latency),
-            );
-            let damping = std::mem::take(&mut self.damping);
-            let ranked = tokio::task::spawn_blocking(move || {
-                let mut damping = Arc::unwrap_or_clone(damping);
-                let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
-                let challenging = damping.any_challenger();
-                (rankings, Arc::new(damping), challenging)
-            })
-            .await;
-            match ranked {
-                Ok((rankings, damping, challenging)) => {
-                    self.damping = damping;
-                    self.challenging = challenging;
-                    for (zi, runtimes) in self.nodes.iter_mut().enumerate() {
-                        for (ni, runtime) in runtimes.iter_mut().enumerate() {
-                            runtime.ranked_loss =
-                                self.latency[zi].probe_loss.get(&ni).copied().unwrap_or(0.0);
-                        }
-                    }
-                    let unchanged = rankings == *self.rankings;
-                    self.rankings = Arc::new(rankings);
-                    if unchanged && !std::mem::take(&mut self.availability_dirty) {
-                        return; // same order, same health: the published tables stand
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "re-ranking failed; previous rankings stay in use");
-                }
+        if self.ranked_generation != self.generation {
+            let reranked = self.start_ranking().await;
+            self.adopt(reranked);
+            if self.ranked_generation != self.generation {
+                return; // not ranked: the previous tables stay published
             }
+        } else if self.rerank && ranking.is_none() {
+            *ranking = Some(self.start_ranking());
         }
-        self.availability_dirty = false;
+        let availability_changed = std::mem::take(&mut self.availability_dirty);
+        let rankings_changed = std::mem::take(&mut self.rankings_dirty);
+        if !availability_changed && !rankings_changed {
+            return; // same order, same health: the published tables stand
+        }
         let (zones, geo, rankings) = (
             Arc::clone(&self.zones),
             Arc::clone(&self.geo),
@@ -1033,7 +1108,7 @@ impl Publisher {
                 snapshot.zone_counters = Arc::clone(&self.zone_counters);
                 snapshot.explain = Some(Arc::new(ExplainView {
                     zones: Arc::clone(&self.zones),
-                    latency: Arc::clone(&self.latency),
+                    latency: Arc::clone(&self.ranked_latency),
                     damping: Arc::clone(&self.damping),
                     availability: explain_table,
                 }));
