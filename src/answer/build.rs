@@ -11,8 +11,8 @@ use rustc_hash::FxHashMap;
 
 use super::CLASS_SPLIT;
 use super::rank::{
-    Candidate, RankedStart, Starts, family_counts, points_of, rank_exact, rank_points,
-    release_free_memory, start_at,
+    Candidate, RankedStart, Starts, damp_start, points_of, rank_points, release_free_memory,
+    start_at,
 };
 use super::*;
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
@@ -725,7 +725,6 @@ fn rank_steered(
     // Each candidate group's start at every column, before damping.
     let points_by_profile = points_of(geo, &full.column_profile, profiles.len(), None);
     let mut starts = Starts::default();
-    let mut sorted = Vec::new();
     let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); row_candidates.len()];
     for (group, out) in undamped.iter_mut().enumerate() {
         if row_group[group] != group {
@@ -817,8 +816,38 @@ fn rank_steered(
     // Classes without lines, by start: most cells, found by indexing.
     let mut class_of_start: Vec<u32> = Vec::new();
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(row_candidates.len());
+    // Where each node is in each candidate list, for damping cells one by one.
+    let positions: Vec<Vec<Vec<u32>>> = full
+        .candidates
+        .iter()
+        .map(|profiles| {
+            profiles
+                .iter()
+                .map(|list| {
+                    let mut position = vec![u32::MAX; nodes.len()];
+                    for (i, c) in list.iter().enumerate() {
+                        if let Some(slot) = position.get_mut(c.id) {
+                            *slot = i as u32;
+                        }
+                    }
+                    position
+                })
+                .collect()
+        })
+        .collect();
     for (row_index, candidates_of_row) in row_candidates.iter().enumerate() {
         let group = row_group[row_index];
+        // Nodes that may trade places under hysteresis: same tier kind and fallback level.
+        let mut level_of: Vec<Option<u8>> = vec![None; nodes.len()];
+        for &(id, level) in &candidates_of_row.nodes {
+            if let Some(slot) = level_of.get_mut(id) {
+                slot.get_or_insert(level);
+            }
+        }
+        let class_of_node = |id: NodeId| {
+            let backup = nodes.get(id).is_some_and(|n| n.tier == Tier::Backup);
+            (backup, level_of.get(id).copied().flatten())
+        };
         let mut incumbents = damping.take_row(cell.zone, cell.steered, row_index);
         incumbents.resize(column_count);
         let mut row = Vec::with_capacity(column_count);
@@ -827,42 +856,28 @@ fn rank_steered(
             let top = starts.list[start_id as usize].top;
             match incumbents.get(column) {
                 Some(held) if Some(held.node) != top => {
-                    // The top changed under an incumbent: damp this cell's whole ranking.
-                    let list = full.candidates(group, column);
+                    // The top changed under an incumbent: damp the cell.
+                    let profile = full.column_profile.get(column).copied().unwrap_or(0) as usize;
+                    let position = positions
+                        .get(group)
+                        .and_then(|p| p.get(profile))
+                        .map_or(&[][..], Vec::as_slice);
                     let at = full.position(column, geo);
-                    rank_exact(list, at.as_ref(), &mut sorted);
-                    let mut ranked: Vec<NodeId> =
-                        sorted.iter().map(|&(_, i)| list[i as usize].id).collect();
-                    let scores: Vec<f64> = sorted
-                        .iter()
-                        .map(|&(_, i)| list[i as usize].score(at.as_ref()))
-                        .collect();
-                    let class = |id: NodeId| {
-                        let level = candidates_of_row
-                            .nodes
-                            .iter()
-                            .find(|(n, _)| *n == id)
-                            .map(|(_, l)| *l);
-                        (nodes[id].tier == Tier::Backup, level)
-                    };
-                    let mut state = Some(held);
-                    latency::damp(
-                        &mut ranked,
-                        &scores,
-                        &mut state,
-                        |a, b| class(a) == class(b),
+                    let (state, promoted) = damp_start(
+                        held,
+                        &starts.list[start_id as usize],
+                        depth,
+                        full.candidates(group, column),
+                        position,
+                        at.as_ref(),
+                        |a, b| class_of_node(a) == class_of_node(b),
                         now,
                         &steered.latency,
                     );
                     incumbents.set(column, state);
-                    let families =
-                        |id: NodeId| list.iter().find(|c| c.id == id).map_or(0, |c| c.families);
-                    let start = RankedStart::of(
-                        ranked.iter().map(|&id| (id, families(id))),
-                        depth,
-                        family_counts(list),
-                    );
-                    start_id = starts.intern(&start);
+                    if let Some(start) = promoted {
+                        start_id = starts.intern(&start);
+                    }
                 }
                 _ => {
                     incumbents.set(

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 
 use crate::geo::{GeoDb, MORTON_BITS, PlaceId, PlacePosition, UnitVector, morton_cell};
-use crate::latency::ScoreTerms;
+use crate::latency::{Incumbent, LatencyPolicy, ScoreTerms};
 use crate::policy::NodeId;
 use crate::scoring::with_score;
 
@@ -74,7 +74,9 @@ pub(super) struct RankedStart {
 }
 
 impl RankedStart {
-    /// The start of a ranking given in order (`counts`: eligible nodes per family in all).
+    /// The start of a ranking given in order (`counts`: eligible nodes per family in all):
+    /// what the tests hold region ranking and damping to.
+    #[cfg(test)]
     pub fn of(
         ranked: impl IntoIterator<Item = (NodeId, u8)>,
         depth: usize,
@@ -201,6 +203,65 @@ pub(super) fn start_at(
     let mut start = RankedStart::default();
     start.fill_at(candidates, from, depth, counts, &mut Vec::new());
     start
+}
+
+/// Damps one cell whose start's top is not its incumbent (see [`crate::latency::damp`]),
+/// from the start alone: hysteresis only compares the top with the incumbent, and keeping
+/// the incumbent moves it to the front, so neither the whole ranking nor its scores are
+/// needed (a latency change moves the top of hundreds of thousands of cells).
+/// `position[node]` is the node's index in `candidates` (`u32::MAX`: not a candidate).
+/// Returns the cell's new incumbent state, and its start if the incumbent stays on top.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn damp_start(
+    held: Incumbent,
+    start: &RankedStart,
+    depth: usize,
+    candidates: &[Candidate],
+    position: &[u32],
+    at: Option<&UnitVector>,
+    same_class: impl Fn(NodeId, NodeId) -> bool,
+    now: std::time::SystemTime,
+    policy: &LatencyPolicy,
+) -> (Option<Incumbent>, Option<RankedStart>) {
+    let candidate = |id: NodeId| position.get(id).and_then(|&i| candidates.get(i as usize));
+    let Some((top, top_candidate)) = start.top.and_then(|t| Some((t, candidate(t)?))) else {
+        return (None, None);
+    };
+    let mut ranked = [top, held.node];
+    let mut scores = [top_candidate.score(at), 0.0];
+    let listed = match candidate(held.node) {
+        Some(c) => {
+            scores[1] = c.score(at);
+            2
+        }
+        None => 1, // no longer a candidate here: the top takes over
+    };
+    let mut state = Some(held);
+    crate::latency::damp(
+        &mut ranked[..listed],
+        &scores[..listed],
+        &mut state,
+        same_class,
+        now,
+        policy,
+    );
+    if ranked[0] == top {
+        return (state, None);
+    }
+    // The incumbent first in each of its families, the rest in their order.
+    let serves = candidate(held.node).map_or(0, |c| c.families);
+    let counts = family_counts(candidates);
+    let mut promoted = start.clone();
+    promoted.top = Some(held.node);
+    for (f, list) in promoted.families.iter_mut().enumerate() {
+        if serves & (1 << f) != 0 {
+            list.retain(|&id| id != held.node);
+            list.insert(0, held.node);
+            list.truncate(depth);
+        }
+        promoted.complete[f] = list.len() >= counts[f];
+    }
+    (state, Some(promoted))
 }
 
 /// Returns freed heap memory to the operating system. Ranking a city database allocates
@@ -512,6 +573,97 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Damping a cell from its start alone gives the state and start that damping its
+    /// whole ranking gives, whether the incumbent is kept, timed or replaced, or gone.
+    #[test]
+    fn damping_from_the_start_equals_damping_the_whole_ranking() {
+        let mut random = Random(0x2545_f491_4f6c_dd1d);
+        let policy = LatencyPolicy::default();
+        let now = std::time::SystemTime::now();
+        let (mut kept, mut replaced) = (0, 0);
+        for (nodes, depth) in [(5, 3), (40, 4), (200, 6)] {
+            let candidates = candidates(&mut random, nodes);
+            // Some nodes are not candidates here (a fence, another row).
+            let present: Vec<Candidate> = candidates
+                .iter()
+                .copied()
+                .filter(|c| c.id % 7 != 3)
+                .collect();
+            let mut position = vec![u32::MAX; nodes + 1];
+            for (i, c) in present.iter().enumerate() {
+                position[c.id] = i as u32;
+            }
+            let same_class = |a: NodeId, b: NodeId| a % 3 == b % 3;
+            let counts = family_counts(&present);
+            let mut sorted = Vec::new();
+            for _ in 0..2_000 {
+                let at = random.place();
+                let start = start_at(&present, Some(&at), depth);
+                let node = (random.next() % nodes as u64) as usize;
+                if start.top == Some(node) {
+                    continue; // undamped: the caller keeps the top
+                }
+                let challenger = match random.next() % 4 {
+                    0 => None,
+                    1 => start
+                        .top
+                        .map(|t| (t, now - std::time::Duration::from_secs(3_600))),
+                    2 => start.top.map(|t| (t, now)),
+                    _ => Some((node ^ 1, now)),
+                };
+                let held = Incumbent { node, challenger };
+                // The whole ranking, damped.
+                rank_exact(&present, Some(&at), &mut sorted);
+                let mut ranked: Vec<NodeId> = sorted
+                    .iter()
+                    .map(|&(_, i)| present[i as usize].id)
+                    .collect();
+                let scores: Vec<f64> = sorted
+                    .iter()
+                    .map(|&(_, i)| present[i as usize].score(Some(&at)))
+                    .collect();
+                let mut expected_state = Some(held);
+                crate::latency::damp(
+                    &mut ranked,
+                    &scores,
+                    &mut expected_state,
+                    same_class,
+                    now,
+                    &policy,
+                );
+                let families = |id: NodeId| present[position[id] as usize].families;
+                let expected =
+                    RankedStart::of(ranked.iter().map(|&id| (id, families(id))), depth, counts);
+                let (state, promoted) = damp_start(
+                    held,
+                    &start,
+                    depth,
+                    &present,
+                    &position,
+                    Some(&at),
+                    same_class,
+                    now,
+                    &policy,
+                );
+                assert_eq!(state, expected_state, "{nodes} nodes, incumbent {node}");
+                if promoted.is_some() {
+                    kept += 1;
+                } else {
+                    replaced += 1;
+                }
+                assert_eq!(
+                    promoted.unwrap_or(start),
+                    expected,
+                    "{nodes} nodes, incumbent {node}"
+                );
+            }
+        }
+        assert!(
+            kept > 100 && replaced > 100,
+            "kept {kept}, replaced {replaced}"
+        );
     }
 
     /// Regions, pruning and shared starts give every place the start a full sort gives.
