@@ -24,8 +24,9 @@
 //! - `feedfile`: the latency feed as a watched file.
 //! - `dns`: the wire: request parsing, ECS, response encoding, UDP/TCP serving.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
-// calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), and handing freed
-// memory back after ranking (src/answer/rank.rs).
+// calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), handing freed
+// memory back after ranking (src/answer/rank.rs), and lowering the ranking thread's priority
+// (src/parallel.rs).
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -40,6 +40,20 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Lowers the calling thread's CPU priority (nice 10), and so that of every thread it starts
+/// afterwards: for work that may take a while and must not delay answer builds or the
+/// threads that serve queries when the cores are busy. A no-op where unsupported.
+pub fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours; on
+    // Linux the nice value is per thread, and a thread may always raise its own.
+    unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

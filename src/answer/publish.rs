@@ -185,8 +185,8 @@ struct Reranked {
     latency: Arc<Vec<ZoneLatency>>,
 }
 
-/// A ranking in progress.
-type RankingTask = tokio::task::JoinHandle<Reranked>;
+/// A ranking in progress, on a thread of its own.
+type RankingTask = oneshot::Receiver<Reranked>;
 
 /// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
 pub const MIN_REBUILD_GAP: std::time::Duration = std::time::Duration::from_millis(25);
@@ -1021,29 +1021,41 @@ impl Publisher {
             Arc::clone(&self.damping),
         );
         let generation = self.generation;
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let mut damping = Arc::unwrap_or_clone(damping);
-            let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
-            metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
-            Reranked {
-                generation,
-                challenging: damping.any_challenger(),
-                rankings,
-                damping: Arc::new(damping),
-                latency,
-            }
-        })
+        let (done, task) = oneshot::channel();
+        // At a lower CPU priority (and so are the threads it splits the work over): answer
+        // builds and the query threads come first when the cores are busy.
+        let started = std::thread::Builder::new()
+            .name("geosteer-rank".into())
+            .spawn(move || {
+                crate::parallel::lower_this_threads_priority();
+                let started = Instant::now();
+                let mut damping = Arc::unwrap_or_clone(damping);
+                let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
+                metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
+                let _ = done.send(Reranked {
+                    generation,
+                    challenging: damping.any_challenger(),
+                    rankings,
+                    damping: Arc::new(damping),
+                    latency,
+                });
+            });
+        if let Err(e) = started {
+            // The sender is gone with the closure: the ranking reports as failed.
+            tracing::error!(error = %e, "cannot start a ranking thread");
+        }
+        task
     }
 
     /// Takes new rankings in if they are of the current policy; whether they differ from
     /// those in use (then `rankings_dirty` is set until they are published).
-    fn adopt(&mut self, reranked: Result<Reranked, tokio::task::JoinError>) -> bool {
+    fn adopt(&mut self, reranked: Result<Reranked, oneshot::error::RecvError>) -> bool {
         let reranked = match reranked {
             Ok(reranked) if reranked.generation == self.generation => reranked,
             Ok(_) => return false, // ranked for a policy since replaced
-            Err(e) => {
-                tracing::error!(error = %e, "re-ranking failed; previous rankings stay in use");
+            Err(_) => {
+                // The ranking thread panicked (a bug) or did not start.
+                tracing::error!("re-ranking failed; previous rankings stay in use");
                 return false;
             }
         };
