@@ -11,8 +11,8 @@ use rustc_hash::FxHashMap;
 
 use super::CLASS_SPLIT;
 use super::rank::{
-    Candidate, RankedStart, Starts, damp_start, points_of, rank_points, release_free_memory,
-    start_at,
+    Candidate, RankedStart, Starts, damp_start, points_of, promoted, rank_points,
+    release_free_memory, start_at,
 };
 use super::*;
 use crate::dns::wire::{name_key, push_body, rdata, soa_rdata};
@@ -816,6 +816,8 @@ fn rank_steered(
     // Classes without lines, by start: most cells, found by indexing.
     let mut class_of_start: Vec<u32> = Vec::new();
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(row_candidates.len());
+    // Starts with an incumbent kept on top, by (start, incumbent, group, profile).
+    let mut promoted_starts: FxHashMap<(u32, NodeId, usize, usize), u32> = FxHashMap::default();
     // Where each node is in each candidate list, for damping cells one by one.
     let positions: Vec<Vec<Vec<u32>>> = full
         .candidates
@@ -863,11 +865,11 @@ fn rank_steered(
                         .and_then(|p| p.get(profile))
                         .map_or(&[][..], Vec::as_slice);
                     let at = full.position(column, geo);
-                    let (state, promoted) = damp_start(
+                    let candidates = full.candidates(group, column);
+                    let (state, kept_on_top) = damp_start(
                         held,
                         &starts.list[start_id as usize],
-                        depth,
-                        full.candidates(group, column),
+                        candidates,
                         position,
                         at.as_ref(),
                         |a, b| class_of_node(a) == class_of_node(b),
@@ -875,8 +877,18 @@ fn rank_steered(
                         &steered.latency,
                     );
                     incumbents.set(column, state);
-                    if let Some(start) = promoted {
-                        start_id = starts.intern(&start);
+                    if kept_on_top {
+                        let key = (start_id, held.node, group, profile);
+                        start_id = match promoted_starts.get(&key) {
+                            Some(&id) => id,
+                            None => {
+                                let start = &starts.list[start_id as usize];
+                                let start = promoted(start, held.node, depth, candidates, position);
+                                let id = starts.intern(&start);
+                                promoted_starts.insert(key, id);
+                                id
+                            }
+                        };
                     }
                 }
                 _ => {

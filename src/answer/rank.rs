@@ -210,22 +210,22 @@ pub(super) fn start_at(
 /// the incumbent moves it to the front, so neither the whole ranking nor its scores are
 /// needed (a latency change moves the top of hundreds of thousands of cells).
 /// `position[node]` is the node's index in `candidates` (`u32::MAX`: not a candidate).
-/// Returns the cell's new incumbent state, and its start if the incumbent stays on top.
+/// Returns the cell's new incumbent state, and whether the incumbent stays on top (its
+/// start is then [`promoted`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn damp_start(
     held: Incumbent,
     start: &RankedStart,
-    depth: usize,
     candidates: &[Candidate],
     position: &[u32],
     at: Option<&UnitVector>,
     same_class: impl Fn(NodeId, NodeId) -> bool,
     now: std::time::SystemTime,
     policy: &LatencyPolicy,
-) -> (Option<Incumbent>, Option<RankedStart>) {
+) -> (Option<Incumbent>, bool) {
     let candidate = |id: NodeId| position.get(id).and_then(|&i| candidates.get(i as usize));
     let Some((top, top_candidate)) = start.top.and_then(|t| Some((t, candidate(t)?))) else {
-        return (None, None);
+        return (None, false);
     };
     let mut ranked = [top, held.node];
     let mut scores = [top_candidate.score(at), 0.0];
@@ -245,23 +245,35 @@ pub(super) fn damp_start(
         now,
         policy,
     );
-    if ranked[0] == top {
-        return (state, None);
-    }
-    // The incumbent first in each of its families, the rest in their order.
-    let serves = candidate(held.node).map_or(0, |c| c.families);
+    (state, ranked[0] != top)
+}
+
+/// A start with `node` moved to the front of each of its families, the rest in their order:
+/// what keeping an incumbent on top makes of a cell's start. Cells of one start and one
+/// incumbent share it, so callers keep it per (start, node).
+pub(super) fn promoted(
+    start: &RankedStart,
+    node: NodeId,
+    depth: usize,
+    candidates: &[Candidate],
+    position: &[u32],
+) -> RankedStart {
+    let serves = position
+        .get(node)
+        .and_then(|&i| candidates.get(i as usize))
+        .map_or(0, |c| c.families);
     let counts = family_counts(candidates);
     let mut promoted = start.clone();
-    promoted.top = Some(held.node);
+    promoted.top = Some(node);
     for (f, list) in promoted.families.iter_mut().enumerate() {
         if serves & (1 << f) != 0 {
-            list.retain(|&id| id != held.node);
-            list.insert(0, held.node);
+            list.retain(|&id| id != node);
+            list.insert(0, node);
             list.truncate(depth);
         }
         promoted.complete[f] = list.len() >= counts[f];
     }
-    (state, Some(promoted))
+    promoted
 }
 
 /// Returns freed heap memory to the operating system. Ranking a city database allocates
@@ -636,10 +648,9 @@ mod tests {
                 let families = |id: NodeId| present[position[id] as usize].families;
                 let expected =
                     RankedStart::of(ranked.iter().map(|&id| (id, families(id))), depth, counts);
-                let (state, promoted) = damp_start(
+                let (state, kept_on_top) = damp_start(
                     held,
                     &start,
-                    depth,
                     &present,
                     &position,
                     Some(&at),
@@ -648,16 +659,14 @@ mod tests {
                     &policy,
                 );
                 assert_eq!(state, expected_state, "{nodes} nodes, incumbent {node}");
-                if promoted.is_some() {
+                let start = if kept_on_top {
                     kept += 1;
+                    promoted(&start, node, depth, &present, &position)
                 } else {
                     replaced += 1;
-                }
-                assert_eq!(
-                    promoted.unwrap_or(start),
-                    expected,
-                    "{nodes} nodes, incumbent {node}"
-                );
+                    start
+                };
+                assert_eq!(start, expected, "{nodes} nodes, incumbent {node}");
             }
         }
         assert!(
