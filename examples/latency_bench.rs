@@ -19,7 +19,6 @@ use geosteer::geo::GeoDb;
 use geosteer::latency::{ClientGroup, DampingState, Measurement, ZoneLatency};
 use geosteer::net::Prefix;
 use geosteer::policy::parse_zone;
-use support::nodes::http_json;
 use support::*;
 
 const NODES: usize = 200;
@@ -117,37 +116,13 @@ fn throughput_under_feeds(text: &str) {
     let flag = Arc::clone(&stop);
     let admin = server.admin;
     let feeder = std::thread::spawn(move || {
-        let mut rng = Rng(0x5eed);
         let countries = [
             "AS-JP", "AS-SG", "EU-DE", "EU-GB", "NA-US", "SA-BR", "AF-ZA", "AS-IN", "OC-AU",
             "AS-TH",
         ];
-        let started = Instant::now();
-        let mut batches = 0u64;
-        let mut rejected = 0u64;
-        while !flag.load(std::sync::atomic::Ordering::Relaxed)
-            && started.elapsed() < Duration::from_secs(30)
-        {
-            let entries: Vec<String> = (0..10)
-                .map(|_| {
-                    format!(
-                        r#"{{"group": "{}", "node": "n{}", "rtt_ms": {}}}"#,
-                        countries[rng.below(countries.len() as u64) as usize],
-                        rng.below(NODES as u64),
-                        5 + rng.below(300)
-                    )
-                })
-                .collect();
-            let batch = format!(r#"{{"measurements": [{}]}}"#, entries.join(","));
-            if http_json(admin, "POST", "/latency", None, &batch).0 != 200 {
-                rejected += 1;
-            }
-            batches += 1;
-            // 100 batches a second.
-            let next = started + Duration::from_millis(10 * batches);
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-        (batches as f64 / started.elapsed().as_secs_f64(), rejected)
+        let limit = Duration::from_secs(30);
+        let (batches, rejected, ran) = feed_latency(admin, &countries, NODES, 100, &flag, limit);
+        (batches as f64 / ran.as_secs_f64(), rejected)
     });
     let fed = dnsperf(&server, &queries, 10);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -227,34 +227,11 @@ fn server_changes(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let feeder = with_feed.then(|| {
         let (flag, admin) = (Arc::clone(&stop), server.admin);
-        let mut rng = Rng(0xfeed);
-        std::thread::spawn(move || {
-            let countries = [
-                "AS-JP", "EU-DE", "EU-GB", "NA-US", "SA-BR", "AS-IN", "OC-AU",
-            ];
-            let started = Instant::now();
-            let mut batches = 0u32;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed)
-                && started.elapsed() < Duration::from_secs(60)
-            {
-                let entries: Vec<String> = (0..10)
-                    .map(|_| {
-                        format!(
-                            r#"{{"group": "{}", "node": "n{}", "rtt_ms": {}}}"#,
-                            countries[rng.below(countries.len() as u64) as usize],
-                            rng.below(nodes as u64),
-                            5 + rng.below(300)
-                        )
-                    })
-                    .collect();
-                let batch = format!(r#"{{"measurements": [{}]}}"#, entries.join(","));
-                let _ = support::nodes::http_json(admin, "POST", "/latency", None, &batch);
-                batches += 1;
-                let next = started + Duration::from_millis(100 * u64::from(batches));
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-            batches
-        })
+        let countries = [
+            "AS-JP", "EU-DE", "EU-GB", "NA-US", "SA-BR", "AS-IN", "OC-AU",
+        ];
+        let limit = Duration::from_secs(60);
+        std::thread::spawn(move || feed_latency(admin, &countries, nodes, 10, &flag, limit).0)
     });
     let changes = 40;
     for i in 0..changes {

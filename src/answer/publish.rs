@@ -176,7 +176,7 @@ const LOAD_STEP: f64 = 0.02;
 /// A change in a node's probe loss rate that is worth a re-ranking.
 const PROBE_LOSS_STEP: f64 = 0.05;
 
-/// Rankings computed on the blocking pool, and what they were computed from.
+/// Rankings computed on the ranking thread, and what they were computed from.
 struct Reranked {
     generation: u64,
     rankings: Rankings,
@@ -1010,7 +1010,7 @@ impl Publisher {
         })
     }
 
-    /// Starts ranking every steered name on the blocking pool, from the current policy and
+    /// Starts ranking every steered name on a thread of its own, from the current policy and
     /// latency inputs.
     fn start_ranking(&mut self) -> RankingTask {
         self.rerank = false;
@@ -1082,8 +1082,8 @@ impl Publisher {
     /// runs on the blocking pool so it never holds up a thread that serves queries.
     ///
     /// New latency inputs are ranked in the background (`ranking`): at 200 nodes against a
-    /// city database that takes about 100 ms, and a health change meanwhile is published from
-    /// the rankings in use, in a millisecond, instead of waiting for it. A new policy is
+    /// city database that takes 0.1-0.4 s, and a health change meanwhile is published from
+    /// the rankings in use, in a millisecond or two, instead of waiting for it. A new policy is
     /// ranked here: the old rankings cannot answer for it.
     async fn publish(&mut self, ranking: &mut Option<RankingTask>) {
         let started = Instant::now();
