@@ -63,7 +63,7 @@ pub(super) fn family_counts(candidates: &[Candidate]) -> [usize; 2] {
 }
 
 /// The start of a ranking: what decides an answer unless many of its nodes are down.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Eq, Default)]
 pub(super) struct RankedStart {
     /// Per family (IPv4, IPv6), its first `depth` eligible nodes, best first.
     pub families: [Vec<NodeId>; 2],
@@ -128,6 +128,28 @@ impl RankedStart {
     }
 }
 
+/// Compared node by node: starts are a few nodes long, and ranking compares one per place,
+/// where a call to `memcmp` per family cost more than the comparison.
+impl PartialEq for RankedStart {
+    fn eq(&self, other: &Self) -> bool {
+        let same =
+            |a: &[NodeId], b: &[NodeId]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y);
+        self.top == other.top
+            && self.complete == other.complete
+            && same(&self.families[0], &other.families[0])
+            && same(&self.families[1], &other.families[1])
+    }
+}
+
+/// Hashes what `eq` compares.
+impl std::hash::Hash for RankedStart {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.families.hash(state);
+        self.complete.hash(state);
+        self.top.hash(state);
+    }
+}
+
 /// Distinct starts, numbered in order of first appearance.
 #[derive(Debug, Default)]
 pub(super) struct Starts {
@@ -175,6 +197,20 @@ pub(super) fn points_of<'a>(
         Some(profile_of.get(column).copied().unwrap_or(0) as usize)
     };
     let places = geo.sorted_places();
+    if profiles == 1 {
+        // One profile (an outage's cells to re-rank): counted from `only` in column order,
+        // which reads it in sequence, and copied in one pass.
+        let only = only.unwrap_or(&[]);
+        let mut list = Vec::with_capacity(only.iter().filter(|&&o| o).count());
+        list.extend(
+            sorted
+                .iter()
+                .zip(places)
+                .filter(|&(_, &place)| only.get(place as usize) == Some(&true))
+                .map(|(p, _)| *p),
+        );
+        return vec![Cow::Owned(list)];
+    }
     // Counted first, so each list is allocated once at its size (they are megabytes, and
     // growing them by doubling copied and faulted in most of them twice).
     let mut counts = vec![0usize; profiles];
@@ -358,6 +394,19 @@ pub(super) fn rank_points(
     }
 }
 
+/// `partition_point` searched outward from the front: a sub-cell ends near where it begins
+/// more often than not, and probes there stay in cache (a binary search over the whole
+/// range misses it at every step).
+fn gallop(points: &[Point], before: impl Fn(&Point) -> bool) -> usize {
+    let mut bound = 1;
+    while bound < points.len() && before(&points[bound]) {
+        bound *= 2;
+    }
+    let low = bound / 2;
+    let high = bound.min(points.len());
+    low + points[low..high].partition_point(before)
+}
+
 /// The box around points (per coordinate, lowest and highest), in one pass.
 fn bounding_box(points: &[Point]) -> [(f64, f64); 3] {
     points.iter().fold([(f64::MAX, f64::MIN); 3], |mut b, p| {
@@ -399,13 +448,19 @@ impl Ranker {
         }
         let level = level.max(common_level(points));
         if points.len() <= LEAF_PLACES || level >= MORTON_BITS {
+            let mut last: Option<u32> = None;
             for point in points {
                 let at = Some(&point.at);
                 let (depth, counts) = (self.depth, self.counts);
                 found
                     .scratch
                     .fill_at(candidates, at, depth, counts, &mut found.sorted);
-                let id = found.starts.intern(&found.scratch);
+                // Neighbours in the order mostly share a start: compared before hashed.
+                let id = match last {
+                    Some(id) if found.starts.list.get(id as usize) == Some(&found.scratch) => id,
+                    _ => found.starts.intern(&found.scratch),
+                };
+                last = Some(id);
                 found.cells.push((point.place, id));
             }
             return;
@@ -465,7 +520,7 @@ impl Ranker {
         let mut rest = points;
         while let Some(first) = rest.first() {
             let child = (first.code >> shift) & 7;
-            let end = rest.partition_point(|p| (p.code >> shift) & 7 <= child);
+            let end = gallop(rest, |p| (p.code >> shift) & 7 <= child);
             let (part, after) = rest.split_at(end.max(1));
             self.region(part, &left, level + 1, found);
             rest = after;
@@ -673,6 +728,34 @@ mod tests {
             kept > 100 && replaced > 100,
             "kept {kept}, replaced {replaced}"
         );
+    }
+
+    /// Searching from the front finds every boundary a binary search finds, at every length
+    /// (a boundary one off would put a place in its neighbour's sub-cell, whose box may not
+    /// hold it).
+    #[test]
+    fn gallop_finds_the_partition_point() {
+        let mut random = Random(11);
+        for len in [0usize, 1, 2, 3, 4, 7, 8, 9, 31, 100, 1000] {
+            let mut codes: Vec<u64> = (0..len).map(|_| random.next() % 20).collect();
+            codes.sort_unstable();
+            let points: Vec<Point> = codes
+                .iter()
+                .map(|&code| Point {
+                    code,
+                    place: 0,
+                    at: random.place(),
+                })
+                .collect();
+            for cut in 0..=21 {
+                let before = |p: &Point| p.code < cut;
+                assert_eq!(
+                    gallop(&points, before),
+                    points.partition_point(before),
+                    "{len} points, cut {cut}"
+                );
+            }
+        }
     }
 
     /// Regions, pruning and shared starts give every place the start a full sort gives.
