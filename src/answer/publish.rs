@@ -180,6 +180,10 @@ const PROBE_LOSS_STEP: f64 = 0.05;
 struct Reranked {
     generation: u64,
     rankings: Rankings,
+    /// Whether they differ from the rankings in use when the ranking started (the only ones
+    /// it can be adopted over): compared there, since comparing tens of megabytes on the
+    /// publisher would hold up a health change that arrives meanwhile.
+    changed: bool,
     damping: Arc<DampingState>,
     challenging: bool,
     latency: Arc<Vec<ZoneLatency>>,
@@ -516,12 +520,14 @@ impl Publisher {
         self.start_checks(&report_tx);
         let mut replies: Vec<PendingReply> = Vec::new();
         let (mut reports_open, mut commands_open) = (true, true);
-        // A change is published at once unless the previous rebuild was less than
-        // MIN_REBUILD_GAP ago; then it waits out the gap, gathering everything that arrives
-        // meanwhile into the same rebuild. Isolated failures publish immediately; a storm of
-        // changes costs at most one rebuild per gap.
+        // A change is published at once unless the previous change of availability was
+        // published less than MIN_REBUILD_GAP ago; then it waits out the gap, gathering
+        // everything that arrives meanwhile into the same rebuild. Isolated failures publish
+        // immediately; a storm of changes costs at most one rebuild per gap. Publishing new
+        // rankings does not start a gap: they come at most once per ranking anyway, and under
+        // a latency feed a failure would otherwise often wait out the gap after one.
         let mut dirty = false;
-        let mut last_publish = tokio::time::Instant::now() - MIN_REBUILD_GAP;
+        let mut last_availability_publish = tokio::time::Instant::now() - MIN_REBUILD_GAP;
         let mut ranking: Option<RankingTask> = None;
         // Measurements age and challengers' hold times run out without any message arriving:
         // a periodic look re-ranks when latency inputs exist.
@@ -529,7 +535,7 @@ impl Publisher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ranked = None;
         while reports_open || commands_open || dirty {
-            let due = last_publish + MIN_REBUILD_GAP;
+            let due = last_availability_publish + MIN_REBUILD_GAP;
             tokio::select! {
                 _ = tick.tick() => dirty |= self.latency_due(),
                 report = reports.recv(), if reports_open => match report {
@@ -562,8 +568,11 @@ impl Publisher {
                 dirty |= self.handle(c, &mut replies).await;
             }
             if dirty && tokio::time::Instant::now() >= due {
+                let availability_changed = self.availability_dirty;
                 self.publish(&mut ranking).await;
-                last_publish = tokio::time::Instant::now();
+                if availability_changed {
+                    last_availability_publish = tokio::time::Instant::now();
+                }
                 dirty = false;
             }
             if !dirty {
@@ -1014,11 +1023,12 @@ impl Publisher {
     /// latency inputs.
     fn start_ranking(&mut self) -> RankingTask {
         self.rerank = false;
-        let (zones, geo, latency, damping) = (
+        let (zones, geo, latency, damping, previous) = (
             Arc::clone(&self.zones),
             Arc::clone(&self.geo),
             Arc::clone(&self.latency),
             Arc::clone(&self.damping),
+            Arc::clone(&self.rankings),
         );
         let generation = self.generation;
         let (done, task) = oneshot::channel();
@@ -1032,8 +1042,11 @@ impl Publisher {
                 let mut damping = Arc::unwrap_or_clone(damping);
                 let rankings = rank_all(&zones, &geo, &latency, &mut damping, SystemTime::now());
                 metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
+                let changed = rankings != *previous;
+                drop(previous);
                 let _ = done.send(Reranked {
                     generation,
+                    changed,
                     challenging: damping.any_challenger(),
                     rankings,
                     damping: Arc::new(damping),
@@ -1070,7 +1083,7 @@ impl Publisher {
                     .unwrap_or(0.0);
             }
         }
-        let changed = reranked.rankings != *self.rankings;
+        let changed = reranked.changed;
         self.rankings = Arc::new(reranked.rankings);
         self.ranked_generation = reranked.generation;
         self.ranked_latency = reranked.latency;
