@@ -520,14 +520,24 @@ impl Publisher {
         self.start_checks(&report_tx);
         let mut replies: Vec<PendingReply> = Vec::new();
         let (mut reports_open, mut commands_open) = (true, true);
-        // A change is published at once unless the previous change of availability was
+        // A change of availability is published at once unless the previous one was
         // published less than MIN_REBUILD_GAP ago; then it waits out the gap, gathering
         // everything that arrives meanwhile into the same rebuild. Isolated failures publish
-        // immediately; a storm of changes costs at most one rebuild per gap. Publishing new
-        // rankings does not start a gap: they come at most once per ranking anyway, and under
-        // a latency feed a failure would otherwise often wait out the gap after one.
+        // immediately; a storm of changes costs at most one rebuild per gap. New rankings
+        // alone wait for MIN_REBUILD_GAP after any publication, so a flood of feed batches
+        // costs at most one more rebuild per gap; but they start no gap for availability,
+        // or under a latency feed a failure would often wait one out.
         let mut dirty = false;
-        let mut last_availability_publish = tokio::time::Instant::now() - MIN_REBUILD_GAP;
+        let long_ago = tokio::time::Instant::now() - MIN_REBUILD_GAP;
+        let (mut last_availability_publish, mut last_publish) = (long_ago, long_ago);
+        let due = |availability_changed: bool, last_availability, last| {
+            let since = if availability_changed {
+                last_availability
+            } else {
+                last
+            };
+            since + MIN_REBUILD_GAP
+        };
         let mut ranking: Option<RankingTask> = None;
         // Measurements age and challengers' hold times run out without any message arriving:
         // a periodic look re-ranks when latency inputs exist.
@@ -535,7 +545,11 @@ impl Publisher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ranked = None;
         while reports_open || commands_open || dirty {
-            let due = last_availability_publish + MIN_REBUILD_GAP;
+            let wake = due(
+                self.availability_dirty,
+                last_availability_publish,
+                last_publish,
+            );
             tokio::select! {
                 _ = tick.tick() => dirty |= self.latency_due(),
                 report = reports.recv(), if reports_open => match report {
@@ -546,7 +560,7 @@ impl Publisher {
                     Some(c) => dirty |= self.handle(c, &mut replies).await,
                     None => commands_open = false,
                 },
-                () = tokio::time::sleep_until(due), if dirty => {}
+                () = tokio::time::sleep_until(wake), if dirty => {}
                 reranked = async {
                     match ranking.as_mut() {
                         Some(task) => task.await,
@@ -567,11 +581,17 @@ impl Publisher {
             while let Ok(c) = commands.try_recv() {
                 dirty |= self.handle(c, &mut replies).await;
             }
+            let availability_changed = self.availability_dirty;
+            let due = due(
+                availability_changed,
+                last_availability_publish,
+                last_publish,
+            );
             if dirty && tokio::time::Instant::now() >= due {
-                let availability_changed = self.availability_dirty;
                 self.publish(&mut ranking).await;
+                last_publish = tokio::time::Instant::now();
                 if availability_changed {
-                    last_availability_publish = tokio::time::Instant::now();
+                    last_availability_publish = last_publish;
                 }
                 dirty = false;
             }
