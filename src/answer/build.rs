@@ -1282,6 +1282,9 @@ fn answer_set(
 mod tests {
     use super::*;
 
+    use crate::geo::{Coordinates, CountryTable};
+    use crate::policy::{AdminStatus, DefaultAnswer, Rule};
+
     /// Both forms of the pair table give each pair the answer its first pick gave, and pick
     /// once per pair.
     #[test]
@@ -1305,8 +1308,6 @@ mod tests {
             assert_eq!(picks, seen.len());
         }
     }
-    use crate::geo::{Coordinates, CountryTable};
-    use crate::policy::{AdminStatus, DefaultAnswer, Rule};
 
     fn node(addresses: &[&str], carriers: &[(&str, u32)]) -> Node {
         Node {

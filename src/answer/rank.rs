@@ -189,24 +189,21 @@ pub(super) fn points_of<'a>(
     }
     // Which profile each position goes to, if any, from the places alone (a pass over the
     // positions themselves reads ten times the memory).
+    let marked = |place: PlaceId| only.is_none_or(|only| only.get(place as usize) == Some(&true));
     let profile_of_place = |&place: &PlaceId| -> Option<usize> {
-        let column = place as usize;
-        if only.is_some_and(|only| only.get(column) != Some(&true)) {
-            return None;
-        }
-        Some(profile_of.get(column).copied().unwrap_or(0) as usize)
+        marked(place).then(|| profile_of.get(place as usize).copied().unwrap_or(0) as usize)
     };
     let places = geo.sorted_places();
     if profiles == 1 {
-        // One profile (an outage's cells to re-rank): counted from `only` in column order,
-        // which reads it in sequence, and copied in one pass.
-        let only = only.unwrap_or(&[]);
-        let mut list = Vec::with_capacity(only.iter().filter(|&&o| o).count());
+        // One profile (an outage's cells to re-rank): counted from the marks in column
+        // order, which reads them in sequence, and copied in one pass.
+        let count = only.map_or(places.len(), |only| only.iter().filter(|&&o| o).count());
+        let mut list = Vec::with_capacity(count);
         list.extend(
             sorted
                 .iter()
                 .zip(places)
-                .filter(|&(_, &place)| only.get(place as usize) == Some(&true))
+                .filter(|&(_, &place)| marked(place))
                 .map(|(p, _)| *p),
         );
         return vec![Cow::Owned(list)];
