@@ -14,11 +14,12 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use geosteer::answer::{build, policy_availability, rank_all};
+use geosteer::answer::build;
 use geosteer::geo::GeoDb;
-use geosteer::latency::{ClientGroup, DampingState, Measurement, ZoneLatency};
+use geosteer::latency::{ClientGroup, Measurement, ZoneLatency};
 use geosteer::net::Prefix;
 use geosteer::policy::parse_zone;
+use geosteer::steer::{DampingState, policy_availability, rank_all};
 use support::*;
 
 const NODES: usize = 200;

@@ -13,9 +13,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use geosteer::answer::{build, policy_availability, rank_all};
+use geosteer::answer::build;
 use geosteer::geo::GeoDb;
-use geosteer::latency::DampingState;
+use geosteer::steer::{DampingState, policy_availability, rank_all};
+
 use geosteer::policy::parse_zone;
 use support::nodes::http;
 use support::*;
@@ -102,15 +103,15 @@ fn main() {
     });
     let mut region_down = availability.clone();
     for &id in by_distance.iter().take(10) {
-        region_down[0][id] = geosteer::scoring::Availability::HealthDown;
+        region_down[0][id] = geosteer::steer::Availability::HealthDown;
     }
     // A scattered outage: 4 nodes in 10, at random (where the server part below ends up).
     let mut scattered_down = availability.clone();
     let mut scattered = 0;
     while scattered < nodes * 2 / 5 {
         let id = rng.below(nodes as u64) as usize;
-        if scattered_down[0][id] != geosteer::scoring::Availability::HealthDown {
-            scattered_down[0][id] = geosteer::scoring::Availability::HealthDown;
+        if scattered_down[0][id] != geosteer::steer::Availability::HealthDown {
+            scattered_down[0][id] = geosteer::steer::Availability::HealthDown;
             scattered += 1;
         }
     }

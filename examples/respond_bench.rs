@@ -26,7 +26,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    let (_, snapshot) = geosteer::service::load(&zones, &[db]).expect("zones and database load");
+    let sources = geosteer::loader::Sources {
+        zones,
+        geo: vec![db],
+        asn: None,
+    };
+    let (_, snapshot) = geosteer::service::load(&sources).expect("zones and database load");
     let bytes = std::fs::read(&stream).expect("the query stream (run tests/bench/load.sh once)");
     // dnsperf's binary input: a 2-byte big-endian length, then the message.
     let mut queries = Vec::new();

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answer::{Command, Override};
-use crate::latency::FeedBatch;
+use crate::latency::feed::FeedBatch;
 
 /// Why the admin interface could not start.
 #[derive(Debug, thiserror::Error)]

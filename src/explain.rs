@@ -13,10 +13,11 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::geo::{GeoCode, GeoDb, Place};
-use crate::latency::{self, DampingState, ZoneLatency};
+use crate::latency::{self, ZoneLatency};
 use crate::net::{Prefix, unmap};
 use crate::policy::{Candidates, DomainName, Node, NodeId, Tier, Zone};
-use crate::scoring::{Availability, pick, rank};
+use crate::steer::score::node_score;
+use crate::steer::{Availability, DampingState, pick, rank};
 
 /// One candidate node, as scored for this client.
 #[derive(Debug, Clone, Serialize)]
@@ -111,10 +112,7 @@ pub fn explain<'a>(
     let policy_availability: Vec<Availability> = zone
         .nodes
         .iter()
-        .map(|n| match n.status {
-            crate::policy::AdminStatus::Down => Availability::AdminDown,
-            _ => Availability::Up,
-        })
+        .map(|n| Availability::of_policy(n.status))
         .collect();
     let availability = live.availability.unwrap_or(&policy_availability);
     let now = SystemTime::now();
@@ -203,7 +201,7 @@ pub fn explain<'a>(
     let detail = |id: NodeId, node: &Node| {
         let distance = place.coordinates.map(|c| c.distance_km(&node.location));
         let (expected, score) =
-            latency::node_score(measured, id, node, distance, &keys, now, &steered.latency);
+            node_score(measured, id, node, distance, &keys, now, &steered.latency);
         (distance, expected, measured.loads.get(&id).copied(), score)
     };
     let ranked = rank(&zone.nodes, candidates, &fences, |id, node| {

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::answer::Command;
-use crate::latency::FeedBatch;
+use crate::latency::feed::FeedBatch;
 
 /// How often the file's modification time is looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

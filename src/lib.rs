@@ -1,32 +1,37 @@
 //! geosteer: a geo-aware authoritative DNS server that answers each client with its nearest
 //! healthy ingest nodes.
 //!
-//! Data flow: policy files (`policy`) are parsed and validated into typed zones; a GeoIP
-//! database (`geo`) is indexed by place; `answer::build` turns both into an immutable
-//! `Snapshot` of precomputed answer tables; `answer::Publisher` is the single writer that
-//! stores snapshots in an `ArcSwap`; the DNS front end (`dns`) loads the current snapshot once
-//! per query, locates the client (ECS, else the source address) and selects a precomputed
-//! answer. Nothing on the query path locks, parses policy or ranks nodes.
+//! Data flow, bottom to top: policy files (`policy`) are parsed and validated into typed
+//! zones; a GeoIP database (`geo`) is indexed by place; `steer` ranks every place's nodes
+//! from policy, geography and measurements (`latency`); `answer` picks healthy nodes from
+//! those rankings into an immutable `Snapshot`, and its publisher, the single writer, stores
+//! snapshots in an `ArcSwap` as health (`health`), operators (`admin`) and feeds change
+//! them; the DNS front end (`dns`) loads the current snapshot once per query, locates the
+//! client (ECS, else the source address) and selects a precomputed answer. Nothing on the
+//! query path locks, parses policy or ranks nodes.
 //!
-//! Modules:
-//! - `admin`: the HTTP admin interface (node state, overrides, metrics).
-//! - `metrics`: metric names.
+//! Modules, in layer order (each uses only those listed before it):
+//! - `net`: IP prefixes and prefix tables. `random`: a small generator for jitter and tests.
+//!   `parallel`: spreading rebuild work over the cores.
+//! - `wire`: DNS numbers (types, classes, rcodes) and record body encoding.
+//! - `geo`: geo codes, coordinates, the country table, GeoIP and ASN databases.
 //! - `config`: how the server is started (listen addresses, paths).
 //! - `policy`: zone policy files → typed model, with located errors.
-//! - `geo`: geo codes, coordinates, the country table, MaxMind database lookup.
+//! - `metrics`: metric names and the counters the query path increments.
 //! - `health`: probes, check loops and flap damping; reports go to the publisher.
-//! - `latency`: expected latency from measurements and distance, scores, hysteresis.
-//! - `net`: IP prefixes shared by policy and answer tables.
-//! - `answer`: snapshot types, the pure builder, the publisher.
-//! - `scoring`: ranking candidate nodes for a place.
-//! - `service`: start-up, shared by `serve` and `check`.
-//! - `explain`: the steering decision for one client, step by step (CLI and admin).
-//! - `feedfile`: the latency feed as a watched file.
-//! - `dns`: the wire: request parsing, ECS, response encoding, UDP/TCP serving.
+//! - `latency`: measurements, their aging, the expected round trip; the feed format.
+//! - `steer`: the ranking engine (score, order and pick, regions, answer damping, ranked
+//!   tables); its header is the glossary.
+//! - `explain`: the steering decision for one client, step by step, and its TXT rendering.
+//! - `loader`: one loader of policy and databases for start-up, reload and `check`.
+//! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher.
+//! - `dns`: the wire front end: request parsing, ECS, responses, UDP/TCP serving.
+//! - `admin`: the HTTP admin interface. `feedfile`: the latency feed as a watched file.
+//! - `service`: wiring a server together, shared by `serve` and `check`.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
 // calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), handing freed
-// memory back after ranking (src/answer/rank.rs), and lowering the ranking thread's priority
-// (src/parallel.rs).
+// memory back after ranking (src/steer/regions.rs), and lowering the ranking thread's
+// priority (src/parallel.rs).
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -38,9 +43,12 @@ pub mod feedfile;
 pub mod geo;
 pub mod health;
 pub mod latency;
+pub mod loader;
 pub mod metrics;
 pub mod net;
 pub mod parallel;
 pub mod policy;
-pub mod scoring;
+pub mod random;
 pub mod service;
+pub mod steer;
+pub mod wire;

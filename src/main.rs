@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use geosteer::config::{DEFAULT_ADMIN, DEFAULT_GEO_DB, DEFAULT_LISTEN, DEFAULT_ZONES, ServeConfig};
+use geosteer::loader::{Loaded, Sources, load};
 use geosteer::service;
 
 #[derive(Parser)]
@@ -154,7 +155,12 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
-    match service::load(path, geo) {
+    let sources = Sources {
+        zones: path.to_path_buf(),
+        geo: geo.to_vec(),
+        asn: None,
+    };
+    match service::load(&sources) {
         Ok((zones, snapshot)) => {
             for zone in &zones {
                 println!(
@@ -187,7 +193,12 @@ fn explain(name: &str, client: &str, zones: &std::path::Path, geo: &[PathBuf]) -
         eprintln!("Error: --client '{client}' is not an address or subnet");
         return ExitCode::FAILURE;
     };
-    let (zones, geo) = match service::load_inputs(zones, geo) {
+    let sources = Sources {
+        zones: zones.to_path_buf(),
+        geo: geo.to_vec(),
+        asn: None,
+    };
+    let Loaded { zones, geo, .. } = match load(&sources) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("Error: {e}");

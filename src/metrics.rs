@@ -3,8 +3,8 @@
 
 use metrics::Counter;
 
-use crate::dns::{Outcome, Rcode, Transport};
 use crate::policy::{NodeId, Zone};
+use crate::wire::{Outcome, Rcode, RecordType, Transport};
 
 /// Health probes, by zone, node and result (`ok`, `fail`).
 pub const HEALTH_CHECKS: &str = "geosteer_health_checks_total";
@@ -158,20 +158,20 @@ impl QueryCounters {
 }
 
 /// Query types with a label of their own; every other type counts as `other`.
-const QTYPES: [(u16, &str); 13] = [
-    (1, "A"),
-    (2, "NS"),
-    (5, "CNAME"),
-    (6, "SOA"),
-    (12, "PTR"),
-    (15, "MX"),
-    (16, "TXT"),
-    (28, "AAAA"),
-    (33, "SRV"),
-    (64, "SVCB"),
-    (65, "HTTPS"),
-    (255, "ANY"),
-    (257, "CAA"),
+const QTYPES: [RecordType; 13] = [
+    RecordType::A,
+    RecordType::NS,
+    RecordType::CNAME,
+    RecordType::SOA,
+    RecordType::PTR,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::SVCB,
+    RecordType::HTTPS,
+    RecordType::ANY,
+    RecordType::CAA,
 ];
 
 /// Per-zone counters, registered once per policy load (not per rebuild) and carried in every
@@ -192,7 +192,10 @@ impl ZoneCounters {
             .map(|zone| {
                 let origin = zone.origin.to_string();
                 let mut queries = Vec::new();
-                let qtypes = QTYPES.iter().map(|(_, n)| *n).chain(["other"]);
+                let qtypes = QTYPES
+                    .iter()
+                    .map(|t| t.name().unwrap_or("other"))
+                    .chain(["other"]);
                 for qtype in qtypes {
                     for rcode in Rcode::ALL {
                         queries.push(metrics::counter!(ZONE_QUERIES, "zone" => origin.clone(), "qtype" => qtype, "rcode" => rcode.as_str()));
@@ -212,7 +215,7 @@ impl ZoneCounters {
     pub fn query(&self, qtype: u16, rcode: Rcode) {
         let row = QTYPES
             .iter()
-            .position(|(t, _)| *t == qtype)
+            .position(|t| t.0 == qtype)
             .unwrap_or(QTYPES.len());
         if let Some(counter) = self.queries.get(row * Rcode::ALL.len() + rcode.index()) {
             counter.increment(1);

@@ -4,8 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -13,11 +12,12 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::admin::{Admin, AdminError};
-use crate::answer::{self, Command, Publisher, ReloadSource, Snapshot};
+use crate::answer::{self, Command, Publisher, Snapshot};
 use crate::config::ServeConfig;
 use crate::dns::{self, ServeOptions};
-use crate::geo::{GeoDb, GeoError};
-use crate::policy::{self, PolicyErrors, Zone};
+use crate::loader::{self, LoadError, Loaded, Sources};
+use crate::policy::Zone;
+use crate::steer;
 
 /// Queued health reports before checks wait for the publisher.
 const REPORT_QUEUE: usize = 4096;
@@ -25,12 +25,9 @@ const REPORT_QUEUE: usize = 4096;
 /// Why the server could not start; each variant's message is written for an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Policy files have errors (all of them are listed).
-    #[error("invalid zone policy:\n{0}")]
-    Policy(#[from] PolicyErrors),
-    /// The GeoIP database could not be opened.
+    /// Policy or databases could not be loaded.
     #[error(transparent)]
-    Geo(#[from] GeoError),
+    Load(#[from] LoadError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -44,21 +41,11 @@ pub enum StartError {
     Admin(#[from] AdminError),
 }
 
-/// Loads policy and databases: the one loading path.
-pub fn load_inputs(
-    zones: &Path,
-    geo_dbs: &[PathBuf],
-) -> Result<(Vec<Zone>, Arc<GeoDb>), StartError> {
-    let zones = policy::load_path(zones)?;
-    let geo = Arc::new(GeoDb::open_all(geo_dbs)?);
-    Ok((zones, geo))
-}
-
 /// Loads and builds a snapshot from policy alone (every checked node up), as `check` does.
-pub fn load(zones: &Path, geo_dbs: &[PathBuf]) -> Result<(Vec<Zone>, Snapshot), StartError> {
-    let (zones, geo) = load_inputs(zones, geo_dbs)?;
-    let availability = answer::policy_availability(&zones);
-    let rankings = answer::rank_all(
+pub fn load(sources: &Sources) -> Result<(Vec<Zone>, Snapshot), LoadError> {
+    let Loaded { zones, geo, .. } = loader::load(sources)?;
+    let availability = steer::policy_availability(&zones);
+    let rankings = steer::rank_all(
         &zones,
         &geo,
         &[],
@@ -85,21 +72,13 @@ pub async fn run(
     ready: impl FnOnce(&Bound),
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StartError> {
-    let (zones, geo) = load_inputs(&config.zones, &config.geo_dbs)?;
-    info!(zones = zones.len(), places = geo.places().len(), geo_dbs = ?config.geo_dbs, "policy loaded");
-    let asn = match &config.asn_db {
-        Some(path) => Some(Arc::new(crate::geo::AsnDb::open(path)?)),
-        None => None,
+    let sources = Sources {
+        zones: config.zones.clone(),
+        geo: config.geo_dbs.clone(),
+        asn: config.asn_db.clone(),
     };
-    let carriers = zones
-        .iter()
-        .flat_map(|z| &z.nodes)
-        .any(|n| !n.carriers.is_empty());
-    if carriers && asn.is_none() {
-        warn!(
-            "nodes have carrier addresses but no --asn-db is given: every client gets each node's first address"
-        );
-    }
+    let Loaded { zones, geo, asn } = loader::load(&sources)?;
+    info!(zones = zones.len(), places = geo.places().len(), geo_dbs = ?config.geo_dbs, "policy loaded");
     // The recorder first: the publisher registers its counters and gauges as it starts.
     let prometheus = config.admin.and_then(|_| install_metrics());
     let publisher = Publisher::new(zones, geo, asn);
@@ -134,11 +113,7 @@ pub async fn run(
         })?;
 
     let mut tasks = tokio::task::JoinSet::new();
-    let publisher = publisher.with_source(ReloadSource {
-        zones: config.zones.clone(),
-        geo: config.geo_dbs.clone(),
-        asn: config.asn_db.clone(),
-    });
+    let publisher = publisher.with_source(sources);
     tasks.spawn(publisher.run(report_tx, report_rx, command_rx));
     // Registered before readiness is announced, so an early SIGHUP reloads instead of
     // taking the signal's default action (exit).

@@ -8,19 +8,17 @@
 
 mod build;
 mod publish;
-mod rank;
-mod subnet;
+mod zone;
 
-pub use build::{Rankings, build, policy_availability, rank_all};
-pub use publish::{Command, NodeStatus, Override, Publisher, ReloadSource, SnapshotReader};
-pub use subnet::SubnetRules;
+pub use build::build;
+pub use publish::{Command, NodeStatus, Override, Publisher, SnapshotReader};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::geo::{AddressMap, GeoDb};
-use crate::net::Family;
+use crate::net::{Family, SubnetRules};
 use crate::policy::NodeId;
 
 /// Everything a query reads, built together and swapped as one.
@@ -48,9 +46,9 @@ pub struct ExplainView {
     /// Measurements per zone.
     pub latency: Arc<Vec<crate::latency::ZoneLatency>>,
     /// Hysteresis state.
-    pub damping: Arc<crate::latency::DampingState>,
+    pub damping: Arc<crate::steer::DampingState>,
     /// Availability per zone and node.
-    pub availability: Vec<Vec<crate::scoring::Availability>>,
+    pub availability: Vec<Vec<crate::steer::Availability>>,
 }
 
 impl Snapshot {

@@ -15,16 +15,17 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{ExplainView, Rankings, Snapshot, build, rank_all};
+use super::{ExplainView, Snapshot, build};
 use crate::geo::CountryTable;
 use crate::geo::GeoDb;
 use crate::health::{Health, NodeKey, Report};
-use crate::latency::{
-    ClientGroup, DampingState, FeedBatch, Measurement, ZoneLatency, check_values,
-};
+use crate::latency::feed::{FeedBatch, check_values};
+use crate::latency::{ClientGroup, Measurement, ZoneLatency};
+use crate::loader::{self, Loaded, Sources};
 use crate::metrics as m;
 use crate::policy::{AdminStatus, Zone};
-use crate::scoring::Availability;
+use crate::steer::Availability;
+use crate::steer::{DampingState, Rankings, rank_all};
 use std::collections::HashMap;
 
 /// Read access to the current snapshot, cheap to clone into every serving task.
@@ -195,17 +196,6 @@ type RankingTask = oneshot::Receiver<Reranked>;
 /// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
 pub const MIN_REBUILD_GAP: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Where policy and databases are loaded from.
-#[derive(Debug, Clone)]
-pub struct ReloadSource {
-    /// Policy file or directory.
-    pub zones: std::path::PathBuf,
-    /// GeoIP databases.
-    pub geo: Vec<std::path::PathBuf>,
-    /// ASN database.
-    pub asn: Option<std::path::PathBuf>,
-}
-
 /// A reply to send once the current burst is published.
 type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 
@@ -243,7 +233,7 @@ pub struct Publisher {
     /// Which load of the policy is current; health reports carry it.
     generation: u64,
     /// Where to reload from.
-    source: Option<ReloadSource>,
+    source: Option<Sources>,
     /// The outcome of the last reload: when it succeeded, or why it failed.
     last_reload: Option<Result<SystemTime, String>>,
     /// Health check tasks of the current load.
@@ -339,7 +329,7 @@ impl Publisher {
     }
 
     /// Where `Command::Reload` reads from.
-    pub fn with_source(mut self, source: ReloadSource) -> Self {
+    pub fn with_source(mut self, source: Sources) -> Self {
         self.source = Some(source);
         self
     }
@@ -612,21 +602,12 @@ impl Publisher {
                     return false;
                 };
                 let loaded = tokio::task::spawn_blocking(move || {
-                    let zones =
-                        crate::policy::load_path(&source.zones).map_err(|e| e.to_string())?;
-                    let geo = GeoDb::open_all(&source.geo).map_err(|e| e.to_string())?;
-                    let asn = match &source.asn {
-                        Some(path) => Some(Arc::new(
-                            crate::geo::AsnDb::open(path).map_err(|e| e.to_string())?,
-                        )),
-                        None => None,
-                    };
-                    Ok::<_, String>((zones, Arc::new(geo), asn))
+                    loader::load(&source).map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
                 match loaded {
-                    Ok((zones, geo, asn)) => {
+                    Ok(Loaded { zones, geo, asn }) => {
                         let summary = self.install(zones, geo, asn);
                         info!(%summary, "reloaded");
                         metrics::counter!(m::RELOADS, "result" => "ok").increment(1);

@@ -3,8 +3,8 @@
 //! costs two system calls instead of two per query, and no task is scheduled per packet.
 //!
 //! Each thread owns fixed buffers allocated once; a query is answered from one snapshot load
-//! into a reused response buffer, so the loop allocates nothing. The only `unsafe` in geosteer
-//! is here: the two batch calls and the socket-address conversions they need, each with the
+//! into a reused response buffer, so the loop allocates nothing.
+//! `unsafe` is allowed here for the two batch calls and the socket-address conversions they need, each with the
 //! invariant it relies on written beside it.
 #![allow(unsafe_code)]
 
@@ -15,10 +15,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::response::{ServeOptions, Transport, respond};
-use super::server::{QuerySampler, log_query};
+use super::packet::{PacketHandler, Serving};
 use crate::answer::SnapshotReader;
-use crate::metrics::QueryCounters;
+use crate::wire::Transport;
 
 /// Datagrams received (and answered) per system call at most.
 const BATCH: usize = 32;
@@ -86,13 +85,12 @@ impl Buffers {
 pub fn serve_socket(
     socket: UdpSocket,
     reader: SnapshotReader,
-    options: Arc<(ServeOptions, QueryCounters)>,
+    serving: Arc<Serving>,
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
     let mut buffers = Buffers::new();
-    let (options, counters) = &*options;
-    let mut sampler = QuerySampler::new(options.query_log_every);
+    let mut handler = PacketHandler::new(serving, Transport::Udp);
     while !stop.load(Ordering::Relaxed) {
         buffers.arm_receive();
         // SAFETY: `recv_hdrs` holds BATCH descriptors whose buffers and address slots live in
@@ -132,21 +130,9 @@ pub fn serve_socket(
                 continue;
             };
             let len = (hdr.msg_len as usize).min(DATAGRAM);
-            let sampled = sampler.sample().then(std::time::Instant::now);
             let out = &mut buffers.responses[replies];
-            let Some(outcome) = respond(
-                &snapshot,
-                &buffers.datagrams[i][..len],
-                src,
-                Transport::Udp,
-                options,
-                out,
-            ) else {
+            if !handler.answer(&snapshot, &buffers.datagrams[i][..len], src, out) {
                 continue;
-            };
-            counters.count_in(&snapshot.zone_counters, Transport::Udp, outcome);
-            if let Some(started) = sampled {
-                log_query(src, Transport::Udp, out, started.elapsed());
             }
             buffers.destinations[replies] = buffers.sources[i];
             replies += 1;

@@ -7,12 +7,12 @@
 #[cfg(target_os = "linux")]
 mod batch;
 pub mod ecs;
+mod packet;
 pub mod query;
+mod querylog;
 pub mod response;
 pub mod server;
-pub mod wire;
 
-pub use response::{
-    ExplainAccess, Outcome, Rcode, ServeOptions, Transport, respond, respond_general,
-};
+pub use crate::wire::{Outcome, Rcode, Transport};
+pub use response::{ExplainAccess, ServeOptions, respond, respond_general};
 pub use server::{BoundListeners, bind};

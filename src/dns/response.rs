@@ -14,85 +14,10 @@ use hickory_server::server::Request;
 
 use super::ecs::ClientSubnet;
 use super::query::{EdnsView, QueryView, parse_plain};
-use super::wire::{RDATA_OFFSET, label_offsets};
 use crate::answer::{FamilyAnswer, NameLookup, NameNode, Snapshot};
 use crate::geo::AsnLookup;
 use crate::net::unmap;
-
-/// Where a query came in: decides the size limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Datagram: limited by the client's EDNS buffer (512 without EDNS) and ours.
-    Udp,
-    /// Stream: up to 65535 bytes.
-    Tcp,
-}
-
-/// Response codes geosteer sends (RFC 1035, 6891).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Rcode {
-    /// Success (including NODATA).
-    NoError = 0,
-    /// Malformed query.
-    FormErr = 1,
-    /// Every node allowed for the client is down and the name fails closed.
-    ServFail = 2,
-    /// Name does not exist.
-    NxDomain = 3,
-    /// Opcode not supported.
-    NotImp = 4,
-    /// Not our zone, or a class/type we do not serve.
-    Refused = 5,
-    /// EDNS version not supported.
-    BadVers = 16,
-}
-
-impl Rcode {
-    /// Every rcode geosteer sends, for pre-registering counters.
-    pub const ALL: [Rcode; 7] = [
-        Rcode::NoError,
-        Rcode::FormErr,
-        Rcode::ServFail,
-        Rcode::NxDomain,
-        Rcode::NotImp,
-        Rcode::Refused,
-        Rcode::BadVers,
-    ];
-
-    /// Position in [`Rcode::ALL`].
-    pub fn index(self) -> usize {
-        Rcode::ALL.iter().position(|r| *r == self).unwrap_or(0)
-    }
-
-    /// Name for logs and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rcode::NoError => "NOERROR",
-            Rcode::FormErr => "FORMERR",
-            Rcode::ServFail => "SERVFAIL",
-            Rcode::NxDomain => "NXDOMAIN",
-            Rcode::NotImp => "NOTIMP",
-            Rcode::Refused => "REFUSED",
-            Rcode::BadVers => "BADVERS",
-        }
-    }
-}
-
-/// What was sent, for counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// Response code.
-    pub rcode: Rcode,
-    /// The TC bit was set.
-    pub truncated: bool,
-    /// The query carried a client subnet.
-    pub ecs: bool,
-    /// Policy index of the zone the question was in, when it was in one of ours.
-    pub zone: Option<usize>,
-    /// The question's type (0 when there was no question).
-    pub qtype: u16,
-}
+use crate::wire::{Outcome, RDATA_OFFSET, Rcode, Transport, label_offsets};
 
 /// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
 #[derive(Debug, Clone)]

@@ -18,9 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
-use super::response::{ServeOptions, Transport, respond};
+use super::packet::{PacketHandler, Serving};
+use super::response::ServeOptions;
 use crate::answer::SnapshotReader;
 use crate::metrics::QueryCounters;
+use crate::wire::Transport;
 
 /// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds, not minutes).
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,15 +140,18 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) {
-    let options = Arc::new((options, QueryCounters::register()));
+    let serving = Arc::new(Serving {
+        options,
+        counters: QueryCounters::register(),
+    });
     let mut tasks = tokio::task::JoinSet::new();
-    serve_udp_sockets(listeners.udp, &reader, &options, &shutdown, &mut tasks);
+    serve_udp_sockets(listeners.udp, &reader, &serving, &shutdown, &mut tasks);
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for listener in listeners.tcp {
         tasks.spawn(serve_tcp(
             listener,
             reader.clone(),
-            Arc::clone(&options),
+            Arc::clone(&serving),
             Arc::clone(&permits),
             shutdown.clone(),
         ));
@@ -159,17 +164,17 @@ pub async fn serve(
 fn serve_udp_sockets(
     groups: Vec<Vec<std::net::UdpSocket>>,
     reader: &SnapshotReader,
-    options: &Arc<(ServeOptions, QueryCounters)>,
+    serving: &Arc<Serving>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
     for socket in groups.into_iter().flatten() {
-        let (reader, options, stop) = (reader.clone(), Arc::clone(options), Arc::clone(&stop));
+        let (reader, serving, stop) = (reader.clone(), Arc::clone(serving), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name("geosteer-udp".into())
-            .spawn(move || super::batch::serve_socket(socket, reader, options, stop));
+            .spawn(move || super::batch::serve_socket(socket, reader, serving, stop));
         match thread {
             Ok(handle) => {
                 tasks.spawn_blocking(move || {
@@ -197,7 +202,7 @@ fn serve_udp_sockets(
 fn serve_udp_sockets(
     groups: Vec<Vec<std::net::UdpSocket>>,
     reader: &SnapshotReader,
-    options: &Arc<(ServeOptions, QueryCounters)>,
+    serving: &Arc<Serving>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
@@ -216,7 +221,7 @@ fn serve_udp_sockets(
             tasks.spawn(serve_udp(
                 Arc::clone(&socket),
                 reader.clone(),
-                Arc::clone(options),
+                Arc::clone(serving),
                 shutdown.clone(),
             ));
         }
@@ -227,12 +232,12 @@ fn serve_udp_sockets(
 async fn serve_udp(
     socket: Arc<UdpSocket>,
     reader: SnapshotReader,
-    options: Arc<(ServeOptions, QueryCounters)>,
+    serving: Arc<Serving>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
-    let mut sampler = QuerySampler::new(options.0.query_log_every);
+    let mut handler = PacketHandler::new(serving, Transport::Udp);
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut packet) => received,
@@ -247,20 +252,7 @@ async fn serve_udp(
             }
         };
         let snapshot = reader.load();
-        let (options, counters) = &*options;
-        let sampled = sampler.sample().then(std::time::Instant::now);
-        if let Some(outcome) = respond(
-            &snapshot,
-            &packet[..len],
-            src,
-            Transport::Udp,
-            options,
-            &mut response,
-        ) {
-            counters.count_in(&snapshot.zone_counters, Transport::Udp, outcome);
-            if let Some(started) = sampled {
-                log_query(src, Transport::Udp, &response, started.elapsed());
-            }
+        if handler.answer(&snapshot, &packet[..len], src, &mut response) {
             if let Err(e) = socket.send_to(&response, src).await {
                 debug!(%src, error = %e, "UDP send error");
             }
@@ -271,7 +263,7 @@ async fn serve_udp(
 async fn serve_tcp(
     listener: TcpListener,
     reader: SnapshotReader,
-    options: Arc<(ServeOptions, QueryCounters)>,
+    serving: Arc<Serving>,
     permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -286,12 +278,12 @@ async fn serve_tcp(
         };
         match accepted {
             Ok((stream, src)) => {
-                options.1.connection();
+                serving.counters.connection();
                 let reader = reader.clone();
-                let options = Arc::clone(&options);
+                let serving = Arc::clone(&serving);
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    if let Err(e) = serve_connection(stream, src, reader, options, shutdown).await {
+                    if let Err(e) = serve_connection(stream, src, reader, serving, shutdown).await {
                         debug!(%src, error = %e, "TCP connection ended");
                     }
                     drop(permit);
@@ -316,80 +308,19 @@ async fn serve_tcp(
     }
 }
 
-/// One query in `every` is logged (0: none): a counter per serving task, no shared state.
-pub(super) struct QuerySampler {
-    every: u64,
-    seen: u64,
-}
-
-impl QuerySampler {
-    pub(super) fn new(every: u64) -> Self {
-        QuerySampler { every, seen: 0 }
-    }
-
-    /// True for the queries to log.
-    pub(super) fn sample(&mut self) -> bool {
-        if self.every == 0 {
-            return false;
-        }
-        self.seen = self.seen.wrapping_add(1);
-        self.seen.is_multiple_of(self.every)
-    }
-}
-
-/// Logs a sampled query from its response: client, ECS, name, type, answer, rcode, latency.
-pub(super) fn log_query(src: SocketAddr, transport: Transport, response: &[u8], elapsed: Duration) {
-    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-    let Ok(message) = hickory_proto::op::Message::from_vec(response) else {
-        return;
-    };
-    let (qname, qtype) = message
-        .queries
-        .first()
-        .map_or((String::new(), String::new()), |q| {
-            (q.name().to_ascii(), q.query_type().to_string())
-        });
-    let ecs = message
-        .edns
-        .as_ref()
-        .and_then(|e| e.option(EdnsCode::Subnet))
-        .and_then(|o| match o {
-            EdnsOption::Subnet(s) => Some(format!(
-                "{}/{}/{}",
-                s.addr(),
-                s.source_prefix(),
-                s.scope_prefix()
-            )),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let answer: Vec<String> = message.answers.iter().map(|r| r.data.to_string()).collect();
-    tracing::info!(
-        client = %src,
-        transport = ?transport,
-        ecs = %ecs,
-        qname = %qname,
-        qtype = %qtype,
-        rcode = %message.metadata.response_code,
-        answer = %answer.join(" "),
-        latency_us = elapsed.as_micros() as u64,
-        "query"
-    );
-}
-
 /// Answers length-prefixed queries in order until the client closes or goes idle.
 async fn serve_connection(
     mut stream: TcpStream,
     src: SocketAddr,
     reader: SnapshotReader,
-    options: Arc<(ServeOptions, QueryCounters)>,
+    serving: Arc<Serving>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut packet = vec![0u8; 65535];
     let mut response = Vec::with_capacity(4096);
     let mut framed: Vec<u8> = Vec::with_capacity(4098);
-    let mut sampler = QuerySampler::new(options.0.query_log_every);
+    let mut handler = PacketHandler::new(serving, Transport::Tcp);
     loop {
         // Wait for the next query (cancel-safe, so shutdown can interrupt the wait). Once
         // shutting down, queries already sent are still answered; an idle connection closes.
@@ -429,20 +360,7 @@ async fn serve_connection(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
         let snapshot = reader.load();
-        let (serve_options, counters) = &*options;
-        let sampled = sampler.sample().then(std::time::Instant::now);
-        if let Some(outcome) = respond(
-            &snapshot,
-            &packet[..len],
-            src,
-            Transport::Tcp,
-            serve_options,
-            &mut response,
-        ) {
-            counters.count_in(&snapshot.zone_counters, Transport::Tcp, outcome);
-            if let Some(started) = sampled {
-                log_query(src, Transport::Tcp, &response, started.elapsed());
-            }
+        if handler.answer(&snapshot, &packet[..len], src, &mut response) {
             // One write per response: the two-byte length and the message together.
             let Ok(length) = u16::try_from(response.len()) else {
                 warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");

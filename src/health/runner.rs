@@ -84,23 +84,6 @@ impl RoundTrip {
     }
 }
 
-/// A small xorshift generator for jitter: no need for cryptographic randomness here.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new(seed: u64) -> Self {
-        Jitter(seed | 1)
-    }
-
-    /// A value in [0, 1).
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Runs a node's checks until the task is dropped, sending every result to `reports`.
 pub async fn run_checks(
     key: NodeKey,
@@ -112,7 +95,7 @@ pub async fn run_checks(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ ((key.zone as u64) << 32 | key.node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut jitter = Jitter::new(seed);
+    let mut jitter = crate::random::XorShift::new(seed);
     let mut hysteresis = Hysteresis::new(check.rise, check.fall);
     let mut round_trip = RoundTrip::default();
     tokio::time::sleep(check.interval.mul_f64(jitter.unit())).await;
@@ -169,7 +152,7 @@ mod tests {
 
     #[test]
     fn jitter_is_in_range() {
-        let mut j = Jitter::new(42);
+        let mut j = crate::random::XorShift::new(42);
         for _ in 0..1000 {
             let u = j.unit();
             assert!((0.0..1.0).contains(&u));

@@ -257,46 +257,8 @@ pub enum RecordData {
     Ns(DomainName),
 }
 
-/// Numeric record type codes used by the policy model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RecordType(pub u16);
-
-impl RecordType {
-    /// IPv4 address.
-    pub const A: Self = Self(1);
-    /// Name server.
-    pub const NS: Self = Self(2);
-    /// Alias.
-    pub const CNAME: Self = Self(5);
-    /// Start of authority.
-    pub const SOA: Self = Self(6);
-    /// Mail exchanger.
-    pub const MX: Self = Self(15);
-    /// Text.
-    pub const TXT: Self = Self(16);
-    /// IPv6 address.
-    pub const AAAA: Self = Self(28);
-    /// Service location.
-    pub const SRV: Self = Self(33);
-    /// CA authorization.
-    pub const CAA: Self = Self(257);
-
-    /// The type's mnemonic (`A`, `MX`, ...), or `TYPEn` (RFC 3597) for others.
-    pub fn mnemonic(self) -> String {
-        match self {
-            Self::A => "A".into(),
-            Self::NS => "NS".into(),
-            Self::CNAME => "CNAME".into(),
-            Self::SOA => "SOA".into(),
-            Self::MX => "MX".into(),
-            Self::TXT => "TXT".into(),
-            Self::AAAA => "AAAA".into(),
-            Self::SRV => "SRV".into(),
-            Self::CAA => "CAA".into(),
-            Self(n) => format!("TYPE{n}"),
-        }
-    }
-}
+/// Record types are the wire's numbers; the policy names them by mnemonic.
+pub use crate::wire::RecordType;
 
 impl RecordData {
     /// The record type this data is published as.
@@ -518,7 +480,7 @@ pub struct SteeredName {
     /// back sooner once it recovers; `ttl` when absent.
     pub degraded_ttl: Option<u32>,
     /// Aging of latency measurements and damping of switches.
-    pub latency: crate::latency::LatencyPolicy,
+    pub latency: LatencyPolicy,
 }
 
 /// Behaviour when health leaves no node to answer with.
@@ -548,4 +510,28 @@ pub enum AllDown {
     FailOpen,
     /// Answer SERVFAIL.
     FailClosed,
+}
+
+/// How measurements age and how answers are damped; per steered name.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LatencyPolicy {
+    /// A challenger must be this much better (a fraction: 0.2 = 20 % lower score)...
+    pub margin: f64,
+    /// ...for this long before a client group switches to it.
+    pub hold: Duration,
+    /// After this long a measurement counts for half as much (the rest is the estimate).
+    pub half_life: Duration,
+    /// After this long a measurement is ignored.
+    pub max_age: Duration,
+}
+
+impl Default for LatencyPolicy {
+    fn default() -> Self {
+        LatencyPolicy {
+            margin: 0.2,
+            hold: Duration::from_secs(30),
+            half_life: Duration::from_secs(120),
+            max_age: Duration::from_secs(600),
+        }
+    }
 }

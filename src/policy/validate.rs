@@ -15,7 +15,7 @@ use super::model::*;
 use super::raw::*;
 use super::{PolicyError, PolicyErrors};
 use crate::geo::{Coordinates, CountryTable, GeoCode};
-use crate::latency::LatencyPolicy;
+
 use crate::net::Prefix;
 
 /// Default TTL of static records when the file sets none.

@@ -600,10 +600,11 @@ pub fn scale_zone(rng: &mut Rng, nodes: usize) -> String {
 /// The test zone's snapshot against the nested-schema test database, built in process, for
 /// tests of the response path without a server.
 pub fn fixture_snapshot() -> geosteer::answer::Snapshot {
-    geosteer::service::load(
-        &repo("tests/fixtures/zones"),
-        &[repo("tests/fixtures/geo-city.mmdb")],
-    )
+    geosteer::service::load(&geosteer::loader::Sources {
+        zones: repo("tests/fixtures/zones"),
+        geo: vec![repo("tests/fixtures/geo-city.mmdb")],
+        asn: None,
+    })
     .expect("fixtures load")
     .1
 }

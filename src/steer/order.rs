@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::geo::{Coordinates, GeoCode};
-use crate::policy::{AllDown, Candidates, Node, NodeId, Tier};
+use crate::policy::{AdminStatus, AllDown, Candidates, Node, NodeId, Tier, Zone};
 
 /// Whether a node may be answered, as the publisher decided from policy, overrides and health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -20,6 +20,17 @@ pub enum Availability {
     HealthDown,
     /// Administratively down or drained: never answered.
     AdminDown,
+}
+
+impl Availability {
+    /// From the policy alone: administrative `down` is down, everything else up (checks
+    /// and operators decide the rest at run time).
+    pub fn of_policy(status: AdminStatus) -> Availability {
+        match status {
+            AdminStatus::Down => Availability::AdminDown,
+            AdminStatus::Up | AdminStatus::Obey => Availability::Up,
+        }
+    }
 }
 
 /// Ranks `candidates` by `score` (lower is better; see `latency::score`), keeping the nodes
@@ -407,4 +418,17 @@ mod pick_tests {
         let p = pick(&[2, 3], &fleet(), &[Up; 4], 2, any, AllDown::FailOpen);
         assert_eq!(p.nodes, vec![2, 3]);
     }
+}
+
+/// Availability from the policy alone: administrative `down` is down, everything else up.
+pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
+    zones
+        .iter()
+        .map(|z| {
+            z.nodes
+                .iter()
+                .map(|n| Availability::of_policy(n.status))
+                .collect()
+        })
+        .collect()
 }

@@ -7,16 +7,16 @@
 //! `depth`-th node is in no place's start of that family; and where the bounds of the first
 //! nodes do not overlap, every place of the region has the same start, found once. Other
 //! regions split in two until they are small, and then each place ranks the few nodes left
-//! by the exact keys `scoring::rank` sorts by.
+//! by the exact keys `order::rank` sorts by.
 
 use rustc_hash::FxHashMap;
 
 use std::borrow::Cow;
 
+use super::order::with_score;
+use super::score::ScoreTerms;
 use crate::geo::{GeoDb, MORTON_BITS, PlaceId, PlacePosition, UnitVector, morton_cell};
-use crate::latency::{Incumbent, LatencyPolicy, ScoreTerms};
 use crate::policy::NodeId;
-use crate::scoring::with_score;
 
 /// Regions of at most this many places rank them one by one.
 const LEAF_PLACES: usize = 12;
@@ -27,7 +27,7 @@ const PARALLEL_PLACES: usize = 20_000;
 
 /// One node a row allows at the places of one profile, with what its key there depends on.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Candidate {
+pub(crate) struct Candidate {
     /// The node.
     pub id: NodeId,
     /// Its rank key without the score (`scoring::rank_key_base`).
@@ -58,13 +58,13 @@ impl Candidate {
 }
 
 /// How many of `candidates` may answer each family (IPv4, IPv6).
-pub(super) fn family_counts(candidates: &[Candidate]) -> [usize; 2] {
+pub(crate) fn family_counts(candidates: &[Candidate]) -> [usize; 2] {
     [0, 1].map(|f| candidates.iter().filter(|c| c.serves(f)).count())
 }
 
 /// The start of a ranking: what decides an answer unless many of its nodes are down.
 #[derive(Debug, Clone, Eq, Default)]
-pub(super) struct RankedStart {
+pub(crate) struct RankedStart {
     /// Per family (IPv4, IPv6), its first `depth` eligible nodes, best first.
     pub families: [Vec<NodeId>; 2],
     /// Per family, whether those are all its eligible nodes.
@@ -152,7 +152,7 @@ impl std::hash::Hash for RankedStart {
 
 /// Distinct starts, numbered in order of first appearance.
 #[derive(Debug, Default)]
-pub(super) struct Starts {
+pub(crate) struct Starts {
     /// The starts.
     pub list: Vec<RankedStart>,
     index: FxHashMap<RankedStart, u32>,
@@ -172,12 +172,12 @@ impl Starts {
 }
 
 /// A place to rank: its position, with its column as `place`.
-pub(super) type Point = PlacePosition;
+pub(crate) type Point = PlacePosition;
 
 /// The places of each profile (`profile_of[column]`), in the database's Morton order, and
 /// `only` those marked there if given: borrowed as they are when there is one profile and
 /// every place (the usual case), else copied out.
-pub(super) fn points_of<'a>(
+pub(crate) fn points_of<'a>(
     geo: &'a GeoDb,
     profile_of: &[u32],
     profiles: usize,
@@ -227,7 +227,7 @@ pub(super) fn points_of<'a>(
 
 /// The start of the ranking of `candidates` for a client at `from`, found by sorting them
 /// all: for places ranked one by one.
-pub(super) fn start_at(
+pub(crate) fn start_at(
     candidates: &[Candidate],
     from: Option<&UnitVector>,
     depth: usize,
@@ -238,81 +238,10 @@ pub(super) fn start_at(
     start
 }
 
-/// Damps one cell whose start's top is not its incumbent (see [`crate::latency::damp`]),
-/// from the start alone: hysteresis only compares the top with the incumbent, and keeping
-/// the incumbent moves it to the front, so neither the whole ranking nor its scores are
-/// needed (a latency change moves the top of hundreds of thousands of cells).
-/// `position[node]` is the node's index in `candidates` (`u32::MAX`: not a candidate).
-/// Returns the cell's new incumbent state, and whether the incumbent stays on top (its
-/// start is then [`promoted`]).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn damp_start(
-    held: Incumbent,
-    start: &RankedStart,
-    candidates: &[Candidate],
-    position: &[u32],
-    at: Option<&UnitVector>,
-    same_class: impl Fn(NodeId, NodeId) -> bool,
-    now: std::time::SystemTime,
-    policy: &LatencyPolicy,
-) -> (Option<Incumbent>, bool) {
-    let candidate = |id: NodeId| position.get(id).and_then(|&i| candidates.get(i as usize));
-    let Some((top, top_candidate)) = start.top.and_then(|t| Some((t, candidate(t)?))) else {
-        return (None, false);
-    };
-    let mut ranked = [top, held.node];
-    let mut scores = [top_candidate.score(at), 0.0];
-    let listed = match candidate(held.node) {
-        Some(c) => {
-            scores[1] = c.score(at);
-            2
-        }
-        None => 1, // no longer a candidate here: the top takes over
-    };
-    let mut state = Some(held);
-    crate::latency::damp(
-        &mut ranked[..listed],
-        &scores[..listed],
-        &mut state,
-        same_class,
-        now,
-        policy,
-    );
-    (state, ranked[0] != top)
-}
-
-/// A start with `node` moved to the front of each of its families, the rest in their order:
-/// what keeping an incumbent on top makes of a cell's start. Cells of one start and one
-/// incumbent share it, so callers keep it per (start, node).
-pub(super) fn promoted(
-    start: &RankedStart,
-    node: NodeId,
-    depth: usize,
-    candidates: &[Candidate],
-    position: &[u32],
-) -> RankedStart {
-    let serves = position
-        .get(node)
-        .and_then(|&i| candidates.get(i as usize))
-        .map_or(0, |c| c.families);
-    let counts = family_counts(candidates);
-    let mut promoted = start.clone();
-    promoted.top = Some(node);
-    for (f, list) in promoted.families.iter_mut().enumerate() {
-        if serves & (1 << f) != 0 {
-            list.retain(|&id| id != node);
-            list.insert(0, node);
-            list.truncate(depth);
-        }
-        promoted.complete[f] = list.len() >= counts[f];
-    }
-    promoted
-}
-
 /// Returns freed heap memory to the operating system. Ranking a city database allocates
 /// and frees hundreds of megabytes on worker threads, and their malloc arenas would keep it
 /// resident (measured: 28 MiB on the benchmark's server).
-pub(super) fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim has no preconditions; it only gives free pages back.
@@ -322,7 +251,7 @@ pub(super) fn release_free_memory() {
 }
 
 /// Ranks candidates for one client position, best first: `(key, index into candidates)`.
-pub(super) fn rank_exact(
+pub(crate) fn rank_exact(
     candidates: &[Candidate],
     from: Option<&UnitVector>,
     out: &mut Vec<(u128, u32)>,
@@ -355,7 +284,7 @@ struct Found {
 /// Ranks every point (in Morton order) against `candidates` (the nodes a row allows there,
 /// scored alike at each), writing each point's start into `out[column]` as a number in
 /// `starts`.
-pub(super) fn rank_points(
+pub(crate) fn rank_points(
     points: &[Point],
     candidates: &[Candidate],
     depth: usize,
@@ -573,36 +502,28 @@ impl Ranker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::geo::Coordinates;
-    use crate::latency::{LatencyPolicy, ZoneLatency};
+    use crate::latency::ZoneLatency;
+    use crate::policy::LatencyPolicy;
+    use crate::random::XorShift;
 
-    struct Random(u64);
-    impl Random {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-        fn place(&mut self) -> UnitVector {
-            let c = Coordinates::new(self.unit() * 140.0 - 70.0, self.unit() * 360.0 - 180.0)
-                .expect("in range");
-            UnitVector::of(&c)
-        }
+    /// A point on the globe, at random.
+    pub(crate) fn random_place(random: &mut XorShift) -> UnitVector {
+        let c = Coordinates::new(random.unit() * 140.0 - 70.0, random.unit() * 360.0 - 180.0)
+            .expect("in range");
+        UnitVector::of(&c)
     }
 
-    fn candidates(random: &mut Random, count: usize) -> Vec<Candidate> {
+    /// Candidates of random tiers, families, weights and loads at random places.
+    pub(crate) fn candidates(random: &mut XorShift, count: usize) -> Vec<Candidate> {
         let mut latency = ZoneLatency::default();
         (0..count)
             .map(|id| {
                 let node = crate::policy::Node {
                     name: format!("n{id}"),
-                    tier: match random.next() % 6 {
+                    tier: match random.next_u64() % 6 {
                         0 => crate::policy::Tier::Backup,
                         1 => crate::policy::Tier::Edge,
                         _ => crate::policy::Tier::Core,
@@ -611,19 +532,19 @@ mod tests {
                         .expect("a code"),
                     location: Coordinates::new(0.0, 0.0).expect("in range"),
                     addresses: Vec::new(),
-                    weight: 1 + (random.next() % 3) as u32,
+                    weight: 1 + (random.next_u64() % 3) as u32,
                     status: crate::policy::AdminStatus::Obey,
                     check: None,
                     carriers: Vec::new(),
                 };
-                if random.next().is_multiple_of(4) {
+                if random.next_u64().is_multiple_of(4) {
                     latency.loads.insert(id, 0.8 + random.unit() * 0.3);
                 }
-                let families = [1, 2, 3, 3][(random.next() % 4) as usize];
-                let level = (random.next() % 2) as u8;
+                let families = [1, 2, 3, 3][(random.next_u64() % 4) as usize];
+                let level = (random.next_u64() % 2) as u8;
                 Candidate {
                     id,
-                    base: crate::scoring::rank_key_base(&node, level, id),
+                    base: crate::steer::order::rank_key_base(&node, level, id),
                     families,
                     terms: ScoreTerms::of(
                         &latency,
@@ -633,98 +554,10 @@ mod tests {
                         std::time::SystemTime::now(),
                         &LatencyPolicy::default(),
                     ),
-                    at: random.place(),
+                    at: random_place(random),
                 }
             })
             .collect()
-    }
-
-    /// Damping a cell from its start alone gives the state and start that damping its
-    /// whole ranking gives, whether the incumbent is kept, timed or replaced, or gone.
-    #[test]
-    fn damping_from_the_start_equals_damping_the_whole_ranking() {
-        let mut random = Random(0x2545_f491_4f6c_dd1d);
-        let policy = LatencyPolicy::default();
-        let now = std::time::SystemTime::now();
-        let (mut kept, mut replaced) = (0, 0);
-        for (nodes, depth) in [(5, 3), (40, 4), (200, 6)] {
-            let candidates = candidates(&mut random, nodes);
-            // Some nodes are not candidates here (a fence, another row).
-            let present: Vec<Candidate> = candidates
-                .iter()
-                .copied()
-                .filter(|c| c.id % 7 != 3)
-                .collect();
-            let mut position = vec![u32::MAX; nodes + 1];
-            for (i, c) in present.iter().enumerate() {
-                position[c.id] = i as u32;
-            }
-            let same_class = |a: NodeId, b: NodeId| a % 3 == b % 3;
-            let counts = family_counts(&present);
-            let mut sorted = Vec::new();
-            for _ in 0..2_000 {
-                let at = random.place();
-                let start = start_at(&present, Some(&at), depth);
-                let node = (random.next() % nodes as u64) as usize;
-                if start.top == Some(node) {
-                    continue; // undamped: the caller keeps the top
-                }
-                let challenger = match random.next() % 4 {
-                    0 => None,
-                    1 => start
-                        .top
-                        .map(|t| (t, now - std::time::Duration::from_secs(3_600))),
-                    2 => start.top.map(|t| (t, now)),
-                    _ => Some((node ^ 1, now)),
-                };
-                let held = Incumbent { node, challenger };
-                // The whole ranking, damped.
-                rank_exact(&present, Some(&at), &mut sorted);
-                let mut ranked: Vec<NodeId> = sorted
-                    .iter()
-                    .map(|&(_, i)| present[i as usize].id)
-                    .collect();
-                let scores: Vec<f64> = sorted
-                    .iter()
-                    .map(|&(_, i)| present[i as usize].score(Some(&at)))
-                    .collect();
-                let mut expected_state = Some(held);
-                crate::latency::damp(
-                    &mut ranked,
-                    &scores,
-                    &mut expected_state,
-                    same_class,
-                    now,
-                    &policy,
-                );
-                let families = |id: NodeId| present[position[id] as usize].families;
-                let expected =
-                    RankedStart::of(ranked.iter().map(|&id| (id, families(id))), depth, counts);
-                let (state, kept_on_top) = damp_start(
-                    held,
-                    &start,
-                    &present,
-                    &position,
-                    Some(&at),
-                    same_class,
-                    now,
-                    &policy,
-                );
-                assert_eq!(state, expected_state, "{nodes} nodes, incumbent {node}");
-                let start = if kept_on_top {
-                    kept += 1;
-                    promoted(&start, node, depth, &present, &position)
-                } else {
-                    replaced += 1;
-                    start
-                };
-                assert_eq!(start, expected, "{nodes} nodes, incumbent {node}");
-            }
-        }
-        assert!(
-            kept > 100 && replaced > 100,
-            "kept {kept}, replaced {replaced}"
-        );
     }
 
     /// Searching from the front finds every boundary a binary search finds, at every length
@@ -732,16 +565,16 @@ mod tests {
     /// hold it).
     #[test]
     fn gallop_finds_the_partition_point() {
-        let mut random = Random(11);
+        let mut random = XorShift::new(11);
         for len in [0usize, 1, 2, 3, 4, 7, 8, 9, 31, 100, 1000] {
-            let mut codes: Vec<u64> = (0..len).map(|_| random.next() % 20).collect();
+            let mut codes: Vec<u64> = (0..len).map(|_| random.next_u64() % 20).collect();
             codes.sort_unstable();
             let points: Vec<Point> = codes
                 .iter()
                 .map(|&code| Point {
                     code,
                     place: 0,
-                    at: random.place(),
+                    at: random_place(&mut random),
                 })
                 .collect();
             for cut in 0..=21 {
@@ -758,7 +591,7 @@ mod tests {
     /// Regions, pruning and shared starts give every place the start a full sort gives.
     #[test]
     fn region_starts_equal_full_rankings() {
-        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let mut random = XorShift::new(0x9e37_79b9_7f4a_7c15);
         for (nodes, places, depth) in [
             (3, 500, 4),
             (40, 30_000, 4),
@@ -766,7 +599,7 @@ mod tests {
             (200, 3_000, 2),
         ] {
             let candidates = candidates(&mut random, nodes);
-            let mut at: Vec<UnitVector> = (0..places).map(|_| random.place()).collect();
+            let mut at: Vec<UnitVector> = (0..places).map(|_| random_place(&mut random)).collect();
             // Coincident places too.
             for i in 0..places / 10 {
                 at[i * 10 + 1] = at[i * 10];

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::net::{Family, Prefix, address_bits, bit};
+use super::{Family, Prefix, address_bits, bit};
 
 const NONE: u32 = u32::MAX;
 

@@ -1,0 +1,454 @@
+//! Answer damping (hysteresis on rankings): a cell keeps its incumbent top node until a
+//! challenger has scored better by the policy's margin for its hold time, so answers do not
+//! oscillate on noisy measurements. `damp` works on a whole ranking; `damp_start` and
+//! `promoted` give the same result from a cell's start alone, which is all a table keeps.
+//! (Health flap damping is another thing: `health::flap`.)
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use super::regions::{Candidate, RankedStart, family_counts};
+use crate::geo::UnitVector;
+use crate::latency::age;
+use crate::policy::{LatencyPolicy, NodeId};
+
+/// The answer a client group currently sticks to, and a challenger being timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incumbent {
+    /// The node at the top of the ranking.
+    pub node: usize,
+    /// A better node, and since when it has been better by the margin.
+    pub challenger: Option<(usize, SystemTime)>,
+}
+
+/// Applies hysteresis to the top of a ranking. `ranked` is best first with `scores` aligned;
+/// `same_class(a, b)` says two nodes may trade places (same tier and fallback level).
+/// Keeps the incumbent on top until a challenger has been better by `margin` for `hold`.
+pub fn damp(
+    ranked: &mut [usize],
+    scores: &[f64],
+    state: &mut Option<Incumbent>,
+    same_class: impl Fn(usize, usize) -> bool,
+    now: SystemTime,
+    policy: &LatencyPolicy,
+) {
+    let Some(&top) = ranked.first() else {
+        *state = None;
+        return;
+    };
+    let Some(current) = *state else {
+        *state = Some(Incumbent {
+            node: top,
+            challenger: None,
+        });
+        return;
+    };
+    let Some(at) = ranked.iter().position(|&n| n == current.node) else {
+        *state = Some(Incumbent {
+            node: top,
+            challenger: None,
+        });
+        return;
+    };
+    if at == 0 || !same_class(top, current.node) {
+        *state = Some(Incumbent {
+            node: top,
+            challenger: None,
+        });
+        return;
+    }
+    let better_by_margin = scores[0] < scores[at] * (1.0 - policy.margin);
+    let next = match (better_by_margin, current.challenger) {
+        (true, Some((challenger, since)))
+            if challenger == top && age(now, since) >= policy.hold =>
+        {
+            Incumbent {
+                node: top,
+                challenger: None,
+            }
+        }
+        (true, Some((challenger, since))) if challenger == top => Incumbent {
+            node: current.node,
+            challenger: Some((challenger, since)),
+        },
+        (true, _) => Incumbent {
+            node: current.node,
+            challenger: Some((top, now)),
+        },
+        (false, _) => Incumbent {
+            node: current.node,
+            challenger: None,
+        },
+    };
+    if next.node != top {
+        // Keep the incumbent on top; the rest keeps its order.
+        ranked[..=at].rotate_right(1);
+    }
+    *state = Some(next);
+}
+
+/// A damped ranking cell: (zone, steered name, row, column).
+pub type CellKey = (usize, usize, usize, usize);
+
+/// Where each damped ranking cell stands. Dense per (zone, steered name, row), since a city
+/// database gives every row hundreds of thousands of columns: four bytes per cell, and the
+/// rare challengers being timed on the side.
+#[derive(Debug, Clone, Default)]
+pub struct DampingState {
+    rows: HashMap<(usize, usize, usize), DampingRow>,
+}
+
+/// One row's incumbents, by column.
+#[derive(Debug, Clone, Default)]
+pub struct DampingRow {
+    /// Column → its incumbent node; [`DampingRow::NONE`] for none.
+    incumbents: Vec<u32>,
+    /// Columns with a challenger being timed: (node, since).
+    challengers: HashMap<usize, (usize, SystemTime)>,
+}
+
+impl DampingRow {
+    /// No incumbent.
+    const NONE: u32 = u32::MAX;
+
+    /// A cell's incumbent, if it has one.
+    pub fn get(&self, column: usize) -> Option<Incumbent> {
+        let node = *self.incumbents.get(column)?;
+        (node != Self::NONE).then(|| Incumbent {
+            node: node as usize,
+            challenger: self.challengers.get(&column).copied(),
+        })
+    }
+
+    /// Sets or clears a cell's incumbent.
+    pub fn set(&mut self, column: usize, state: Option<Incumbent>) {
+        let node = state
+            .and_then(|s| u32::try_from(s.node).ok())
+            .unwrap_or(Self::NONE);
+        if self.incumbents.len() <= column {
+            if node == Self::NONE {
+                return;
+            }
+            self.incumbents.resize(column + 1, Self::NONE);
+        }
+        self.incumbents[column] = node;
+        match state.and_then(|s| s.challenger) {
+            Some(challenger) => {
+                self.challengers.insert(column, challenger);
+            }
+            None if !self.challengers.is_empty() => {
+                self.challengers.remove(&column);
+            }
+            None => {}
+        }
+    }
+
+    /// Keeps `columns` columns (a database or its groups may have changed).
+    pub fn resize(&mut self, columns: usize) {
+        self.incumbents.resize(columns, Self::NONE);
+        self.challengers.retain(|&c, _| c < columns);
+    }
+}
+
+impl DampingState {
+    /// No cell has an incumbent yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A cell's incumbent, if it has one.
+    pub fn get(&self, (zone, steered, row, column): CellKey) -> Option<Incumbent> {
+        self.rows.get(&(zone, steered, row))?.get(column)
+    }
+
+    /// Sets or clears a cell's incumbent.
+    pub fn set(&mut self, (zone, steered, row, column): CellKey, state: Option<Incumbent>) {
+        self.rows
+            .entry((zone, steered, row))
+            .or_default()
+            .set(column, state);
+    }
+
+    /// Takes one row's incumbents out, to update them in one pass.
+    pub fn take_row(&mut self, zone: usize, steered: usize, row: usize) -> DampingRow {
+        self.rows.remove(&(zone, steered, row)).unwrap_or_default()
+    }
+
+    /// Puts a row's incumbents (back).
+    pub fn put_row(&mut self, zone: usize, steered: usize, row: usize, cells: DampingRow) {
+        self.rows.insert((zone, steered, row), cells);
+    }
+
+    /// Whether some cell has a challenger being timed.
+    pub fn any_challenger(&self) -> bool {
+        self.rows.values().any(|r| !r.challengers.is_empty())
+    }
+}
+
+/// Damps one cell whose start's top is not its incumbent (see [`damp`]),
+/// from the start alone: hysteresis only compares the top with the incumbent, and keeping
+/// the incumbent moves it to the front, so neither the whole ranking nor its scores are
+/// needed (a latency change moves the top of hundreds of thousands of cells).
+/// `position[node]` is the node's index in `candidates` (`u32::MAX`: not a candidate).
+/// Returns the cell's new incumbent state, and whether the incumbent stays on top (its
+/// start is then [`promoted`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn damp_start(
+    held: Incumbent,
+    start: &RankedStart,
+    candidates: &[Candidate],
+    position: &[u32],
+    at: Option<&UnitVector>,
+    same_class: impl Fn(NodeId, NodeId) -> bool,
+    now: std::time::SystemTime,
+    policy: &LatencyPolicy,
+) -> (Option<Incumbent>, bool) {
+    let candidate = |id: NodeId| position.get(id).and_then(|&i| candidates.get(i as usize));
+    let Some((top, top_candidate)) = start.top.and_then(|t| Some((t, candidate(t)?))) else {
+        return (None, false);
+    };
+    let mut ranked = [top, held.node];
+    let mut scores = [top_candidate.score(at), 0.0];
+    let listed = match candidate(held.node) {
+        Some(c) => {
+            scores[1] = c.score(at);
+            2
+        }
+        None => 1, // no longer a candidate here: the top takes over
+    };
+    let mut state = Some(held);
+    damp(
+        &mut ranked[..listed],
+        &scores[..listed],
+        &mut state,
+        same_class,
+        now,
+        policy,
+    );
+    (state, ranked[0] != top)
+}
+
+/// A start with `node` moved to the front of each of its families, the rest in their order:
+/// what keeping an incumbent on top makes of a cell's start. Cells of one start and one
+/// incumbent share it, so callers keep it per (start, node).
+pub(super) fn promoted(
+    start: &RankedStart,
+    node: NodeId,
+    depth: usize,
+    candidates: &[Candidate],
+    position: &[u32],
+) -> RankedStart {
+    let serves = position
+        .get(node)
+        .and_then(|&i| candidates.get(i as usize))
+        .map_or(0, |c| c.families);
+    let counts = family_counts(candidates);
+    let mut promoted = start.clone();
+    promoted.top = Some(node);
+    for (f, list) in promoted.families.iter_mut().enumerate() {
+        if serves & (1 << f) != 0 {
+            list.retain(|&id| id != node);
+            list.insert(0, node);
+            list.truncate(depth);
+        }
+        promoted.complete[f] = list.len() >= counts[f];
+    }
+    promoted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::XorShift;
+    use crate::steer::regions::tests::{candidates, random_place};
+    use crate::steer::regions::{family_counts, rank_exact, start_at};
+    use std::time::Duration;
+
+    const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    fn t(secs_before: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + NOW - Duration::from_secs(secs_before)
+    }
+
+    /// Incumbents are kept per cell, challengers with them, and cleared cells stay clear.
+    #[test]
+    fn damping_state_keeps_each_cell() {
+        let mut state = DampingState::new();
+        let held = Incumbent {
+            node: 3,
+            challenger: Some((5, t(10))),
+        };
+        state.set((0, 0, 1, 70_000), Some(held));
+        state.set(
+            (0, 0, 1, 2),
+            Some(Incumbent {
+                node: 4,
+                challenger: None,
+            }),
+        );
+        assert_eq!(state.get((0, 0, 1, 70_000)), Some(held));
+        assert_eq!(state.get((0, 0, 1, 2)).map(|i| i.node), Some(4));
+        assert_eq!(state.get((0, 0, 1, 3)), None);
+        assert_eq!(state.get((0, 0, 0, 2)), None);
+        assert!(state.any_challenger());
+        let mut row = state.take_row(0, 0, 1);
+        row.set(
+            70_000,
+            Some(Incumbent {
+                node: 5,
+                challenger: None,
+            }),
+        );
+        state.put_row(0, 0, 1, row);
+        assert!(!state.any_challenger());
+        assert_eq!(
+            state.get((0, 0, 1, 70_000)).map(|i| (i.node, i.challenger)),
+            Some((5, None))
+        );
+        let mut row = state.take_row(0, 0, 1);
+        row.resize(10);
+        row.set(2, None);
+        state.put_row(0, 0, 1, row);
+        assert_eq!(state.get((0, 0, 1, 70_000)), None);
+        assert_eq!(state.get((0, 0, 1, 2)), None);
+    }
+
+    #[test]
+    fn hysteresis_prevents_oscillation() {
+        let policy = LatencyPolicy {
+            hold: Duration::from_secs(30),
+            ..LatencyPolicy::default()
+        };
+        let same = |_: usize, _: usize| true;
+        let mut state = None;
+        let mut ranked = vec![0, 1];
+        damp(
+            &mut ranked,
+            &[10.0, 11.0],
+            &mut state,
+            same,
+            t(100),
+            &policy,
+        );
+        assert_eq!(state.unwrap().node, 0);
+        // Alternating inputs, each flip shorter than the hold: the answer never moves.
+        for i in 0..20u64 {
+            let (mut ranked, scores) = if i % 2 == 0 {
+                (vec![1, 0], [5.0, 10.0])
+            } else {
+                (vec![0, 1], [10.0, 11.0])
+            };
+            damp(&mut ranked, &scores, &mut state, same, t(99 - i), &policy);
+            assert_eq!(ranked[0], 0, "step {i}");
+        }
+        // Better by less than the margin: never switches, however long.
+        for s in 0..100u64 {
+            let mut ranked = vec![1, 0];
+            damp(
+                &mut ranked,
+                &[9.0, 10.0],
+                &mut state,
+                same,
+                t(70 - s.min(70)),
+                &policy,
+            );
+            assert_eq!(ranked[0], 0);
+        }
+        // Better by the margin for the hold time: switches.
+        let mut ranked = vec![1, 0];
+        damp(&mut ranked, &[5.0, 10.0], &mut state, same, t(60), &policy);
+        assert_eq!(ranked[0], 0, "challenger starts its clock");
+        let mut ranked = vec![1, 0];
+        damp(&mut ranked, &[5.0, 10.0], &mut state, same, t(30), &policy);
+        assert_eq!(ranked[0], 1, "held for 30 s: switch");
+        assert_eq!(state.unwrap().node, 1);
+    }
+
+    /// Damping a cell from its start alone gives the state and start that damping its
+    /// whole ranking gives, whether the incumbent is kept, timed or replaced, or gone.
+    #[test]
+    fn damping_from_the_start_equals_damping_the_whole_ranking() {
+        let mut random = XorShift::new(0x2545_f491_4f6c_dd1d);
+        let policy = LatencyPolicy::default();
+        let now = std::time::SystemTime::now();
+        let (mut kept, mut replaced) = (0, 0);
+        for (nodes, depth) in [(5, 3), (40, 4), (200, 6)] {
+            let candidates = candidates(&mut random, nodes);
+            // Some nodes are not candidates here (a fence, another row).
+            let present: Vec<Candidate> = candidates
+                .iter()
+                .copied()
+                .filter(|c| c.id % 7 != 3)
+                .collect();
+            let mut position = vec![u32::MAX; nodes + 1];
+            for (i, c) in present.iter().enumerate() {
+                position[c.id] = i as u32;
+            }
+            let same_class = |a: NodeId, b: NodeId| a % 3 == b % 3;
+            let counts = family_counts(&present);
+            let mut sorted = Vec::new();
+            for _ in 0..2_000 {
+                let at = random_place(&mut random);
+                let start = start_at(&present, Some(&at), depth);
+                let node = (random.next_u64() % nodes as u64) as usize;
+                if start.top == Some(node) {
+                    continue; // undamped: the caller keeps the top
+                }
+                let challenger = match random.next_u64() % 4 {
+                    0 => None,
+                    1 => start
+                        .top
+                        .map(|t| (t, now - std::time::Duration::from_secs(3_600))),
+                    2 => start.top.map(|t| (t, now)),
+                    _ => Some((node ^ 1, now)),
+                };
+                let held = Incumbent { node, challenger };
+                // The whole ranking, damped.
+                rank_exact(&present, Some(&at), &mut sorted);
+                let mut ranked: Vec<NodeId> = sorted
+                    .iter()
+                    .map(|&(_, i)| present[i as usize].id)
+                    .collect();
+                let scores: Vec<f64> = sorted
+                    .iter()
+                    .map(|&(_, i)| present[i as usize].score(Some(&at)))
+                    .collect();
+                let mut expected_state = Some(held);
+                damp(
+                    &mut ranked,
+                    &scores,
+                    &mut expected_state,
+                    same_class,
+                    now,
+                    &policy,
+                );
+                let families = |id: NodeId| present[position[id] as usize].families;
+                let expected =
+                    RankedStart::of(ranked.iter().map(|&id| (id, families(id))), depth, counts);
+                let (state, kept_on_top) = damp_start(
+                    held,
+                    &start,
+                    &present,
+                    &position,
+                    Some(&at),
+                    same_class,
+                    now,
+                    &policy,
+                );
+                assert_eq!(state, expected_state, "{nodes} nodes, incumbent {node}");
+                let start = if kept_on_top {
+                    kept += 1;
+                    promoted(&start, node, depth, &present, &position)
+                } else {
+                    replaced += 1;
+                    start
+                };
+                assert_eq!(start, expected, "{nodes} nodes, incumbent {node}");
+            }
+        }
+        assert!(
+            kept > 100 && replaced > 100,
+            "kept {kept}, replaced {replaced}"
+        );
+    }
+}

@@ -1,0 +1,761 @@
+//! The ranked table of each steered name: every cell's start, damped, grouped into classes
+//! and heads, with what ranks a cell in full when its class cannot decide. Made by
+//! [`rank_all`] once per policy load or latency change; `answer::build` picks from it at
+//! every health change. See the glossary in `steer` for the words.
+//!
+//! `rank_steered` runs in phases, each a function of its own: lay out the columns and
+//! profiles (`Layout`), list the candidates of each (candidate group, profile) with their
+//! score terms, rank every column's start by regions, choose carrier lines, damp each cell
+//! and intern classes, then group classes into heads and map addresses to heads.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustc_hash::FxHashMap;
+
+use super::damping::{DampingState, Incumbent, damp_start, promoted};
+use super::order::rank_key_base;
+use super::regions::{
+    Candidate, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
+};
+use super::score::ScoreTerms;
+use crate::geo::{AddressMap, GeoCode, GeoDb, Place, UnitVector};
+use crate::latency::{self, ClientGroup, ZoneLatency};
+use crate::net::{Prefix, SubnetRules};
+use crate::policy::{Candidates, Node, NodeId, SteeredName, Tier, Zone};
+
+/// Node rankings of one steered name: `rows[row][column]` → class, rows being its rules and
+/// then the `default` pseudo-rule, columns the database's places, the unlocated pseudo-place
+/// and the measured prefix groups. They depend on policy, geography and measurements, not on
+/// health, so they are computed once per load or latency change, and a health change only
+/// re-picks from them: once per class, not per cell.
+#[derive(Debug, PartialEq)]
+pub(crate) struct SteeredRanking {
+    /// Distinct (ranking start, lines): a city database has hundreds of thousands of places
+    /// but a fleet only so many distinct starts.
+    pub(crate) classes: Vec<Class>,
+    /// `[row][column]` → index into `classes`; shared with every table built from it.
+    pub(crate) rows: Arc<Vec<Vec<u32>>>,
+    /// Per row, the classes it uses, once each: whether a row's answer varies by place.
+    pub(crate) row_classes: Vec<Vec<u32>>,
+    /// The classes of the cells located clients get without a subnet rule
+    /// (`rows[geo_rule[column]][column]`), once each.
+    pub(crate) effective_classes: Vec<u32>,
+    pub(crate) geo_rule: Arc<[u16]>,
+    pub(crate) subnets: Arc<SubnetRules>,
+    pub(crate) groups: Arc<SubnetRules>,
+    pub(crate) place_columns: usize,
+    /// Classes grouped by how their starts begin (the first `answers + 2` of each family):
+    /// what the address table tells apart, and what decides most answers at once.
+    pub(crate) heads: Vec<Class>,
+    /// Class → its head.
+    pub(crate) head_of_class: Vec<u32>,
+    /// Address → the head of the class a client there gets without a subnet rule or group.
+    pub(crate) located_heads: Arc<AddressMap>,
+    /// What ranks a cell in full, for classes whose start cannot decide.
+    pub(crate) full: FullRanking,
+}
+
+/// Cells whose rankings start alike: the same answer unless many of those nodes are down.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Class {
+    pub(crate) start: RankedStart,
+    pub(crate) lines: CarrierChoice,
+}
+
+/// How many nodes of each family beyond the answer size a class holds: enough that losing
+/// a couple of the nearest rarely leaves a class unable to decide.
+const START_SLACK: usize = 2;
+
+/// Rows of at most this many candidates keep whole rankings in their classes, so no number
+/// of failures leaves a class unable to decide (a small fleet can lose most of its nodes).
+const WHOLE_RANKING_NODES: usize = 16;
+
+/// What a cell's whole ranking comes from when its class's start cannot decide (more of its
+/// nodes down than the slack): kept, since that is rare, rather than stored per cell.
+#[derive(Debug, PartialEq)]
+pub(crate) struct FullRanking {
+    /// Row → its candidate group: rows with the same candidates share one.
+    pub(crate) row_group: Vec<usize>,
+    /// `[group][profile]` → the nodes allowed there, with their scoring terms.
+    pub(crate) candidates: Vec<Vec<Vec<Candidate>>>,
+    /// Column → profile.
+    pub(crate) column_profile: Vec<u32>,
+    /// Positions of the columns after the database's places (unlocated, groups).
+    pub(crate) extra_positions: Vec<Option<UnitVector>>,
+    /// Columns not in the database's Morton order (places without coordinates, and the
+    /// columns after the places), which are ranked one by one.
+    pub(crate) one_by_one: Vec<usize>,
+}
+
+impl FullRanking {
+    /// Where the clients of a column are.
+    fn position(&self, column: usize, geo: &GeoDb) -> Option<UnitVector> {
+        match geo.places().get(column) {
+            Some(place) => place.coordinates.map(|c| UnitVector::of(&c)),
+            None => self
+                .extra_positions
+                .get(column - geo.places().len())
+                .copied()
+                .flatten(),
+        }
+    }
+
+    fn candidates(&self, row: usize, column: usize) -> &[Candidate] {
+        let group = self.row_group.get(row).copied().unwrap_or(0);
+        let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+        self.candidates
+            .get(group)
+            .and_then(|g| g.get(profile))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Each column's start among the healthy nodes only, for the columns in `needed` of one
+    /// candidate group: deep enough (`depth`) that with a class's start it holds all of a
+    /// cell's ranking a pick reads, whatever is down. Ranked by region like the rankings.
+    pub(crate) fn healthy_starts(
+        &self,
+        group: usize,
+        needed: &[bool],
+        up: impl Fn(NodeId) -> bool,
+        depth: usize,
+        geo: &GeoDb,
+    ) -> (Starts, Vec<u32>) {
+        let healthy: Vec<Vec<Candidate>> = self
+            .candidates
+            .get(group)
+            .map(|profiles| {
+                profiles
+                    .iter()
+                    .map(|list| list.iter().copied().filter(|c| up(c.id)).collect())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut starts = Starts::default();
+        let mut out = vec![0u32; needed.len()];
+        let points = points_of(geo, &self.column_profile, healthy.len(), Some(needed));
+        for (profile, points) in points.iter().enumerate() {
+            if !points.is_empty() {
+                rank_points(points, &healthy[profile], depth, &mut starts, &mut out);
+            }
+        }
+        for &column in self
+            .one_by_one
+            .iter()
+            .filter(|&&c| needed.get(c) == Some(&true))
+        {
+            let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+            let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
+            let start = start_at(list, self.position(column, geo).as_ref(), depth);
+            out[column] = starts.intern(&start);
+        }
+        (starts, out)
+    }
+}
+
+/// What makes classes one: a start, and the lines (by identity: they are interned).
+type ClassKey = (u32, *const (NodeId, IpAddr));
+
+/// For one column: nodes answered with another address than their first of the family.
+pub(crate) type CarrierChoice = Arc<[(NodeId, IpAddr)]>;
+
+/// Which nodes can answer each family: those with an address of it.
+pub(crate) const FAMILY_ELIGIBLE: [fn(&Node) -> bool; 2] =
+    [|n| n.first_v4().is_some(), |n| n.first_v6().is_some()];
+
+/// Rankings of every steered name of every zone, in policy order.
+#[derive(Debug, PartialEq)]
+pub struct Rankings {
+    zones: Vec<Vec<SteeredRanking>>,
+}
+
+impl Rankings {
+    /// The rankings of one zone's steered names, in policy order (none for a zone not ranked).
+    pub(crate) fn of_zone(&self, zone: usize) -> &[SteeredRanking] {
+        self.zones.get(zone).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Ranks every candidate list for every place: the expensive part of building, done once per
+/// load and again only when latency measurements, loads or their age change it — never for
+/// a health change. `latency[zone]` holds what is measured (missing: nothing); `damping`
+/// carries each cell's incumbent from one ranking to the next.
+pub fn rank_all(
+    zones: &[Zone],
+    geo: &GeoDb,
+    latency: &[ZoneLatency],
+    damping: &mut DampingState,
+    now: SystemTime,
+) -> Rankings {
+    let empty = ZoneLatency::default();
+    let rankings = Rankings {
+        zones: zones
+            .iter()
+            .enumerate()
+            .map(|(zi, z)| {
+                let measured = latency.get(zi).unwrap_or(&empty);
+                z.steered
+                    .iter()
+                    .enumerate()
+                    .map(|(si, s)| {
+                        let cell = Cell {
+                            zone: zi,
+                            steered: si,
+                        };
+                        rank_steered(s, &z.nodes, geo, measured, damping, cell, now)
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    release_free_memory();
+    rankings
+}
+
+/// Which steered name a ranking belongs to, for damping state keys.
+#[derive(Clone, Copy)]
+struct Cell {
+    zone: usize,
+    steered: usize,
+}
+
+/// What a place's candidates and scores depend on besides its position: the fences it is
+/// inside, and the groups it belongs to that something is measured for.
+type ProfileKey = (Vec<bool>, Vec<ClientGroup>);
+
+/// Places alike in everything but position (see [`ProfileKey`]).
+struct Profile {
+    /// Indices of the fences its clients are inside.
+    fences: Vec<usize>,
+    /// The groups of its clients, most specific first.
+    keys: Vec<ClientGroup>,
+}
+
+fn rank_steered(
+    steered: &SteeredName,
+    nodes: &[Node],
+    geo: &GeoDb,
+    measured: &ZoneLatency,
+    damping: &mut DampingState,
+    cell: Cell,
+    now: SystemTime,
+) -> SteeredRanking {
+    let rule_count = steered.rules.len();
+    let catch_all = steered
+        .rules
+        .iter()
+        .rposition(|r| r.is_catch_all())
+        .unwrap_or(rule_count.saturating_sub(1));
+    let default_candidates: &Candidates = steered
+        .default
+        .candidates
+        .as_ref()
+        .unwrap_or(&steered.rules[catch_all].candidates);
+    // Rows: the rules, then the `default` pseudo-rule.
+    let row_candidates: Vec<&Candidates> = steered
+        .rules
+        .iter()
+        .map(|r| &r.candidates)
+        .chain(std::iter::once(default_candidates))
+        .collect();
+    // Rows with the same candidates (the default pseudo-rule repeats the catch-all) rank
+    // alike before damping: ranked once.
+    let row_group: Vec<usize> = row_candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            row_candidates[..i]
+                .iter()
+                .position(|earlier| std::ptr::eq(*earlier, *c))
+                .unwrap_or(i)
+        })
+        .collect();
+
+    // Columns: the database's places, the unlocated pseudo-place, then every measured prefix
+    // group, which stands where the database puts its network address.
+    let unlocated = Place {
+        coordinates: steered.default.location,
+        ..Place::default()
+    };
+    let places = geo.places();
+    let place_columns = places.len() + 1;
+    let groups: Vec<(ClientGroup, Vec<Prefix>)> = measured.group_columns();
+    let extra_columns: Vec<(&Place, Option<&ClientGroup>)> = std::iter::once((&unlocated, None))
+        .chain(groups.iter().map(|(group, networks)| {
+            let located = geo.locate(networks[0].network());
+            let place = located
+                .place
+                .and_then(|id| places.get(id as usize))
+                .unwrap_or(&unlocated);
+            (place, Some(group))
+        }))
+        .collect();
+    let column_count = places.len() + extra_columns.len();
+    let place_of = |column: usize| -> (&Place, Option<&ClientGroup>) {
+        match places.get(column) {
+            Some(place) => (place, None),
+            None => extra_columns[column - places.len()],
+        }
+    };
+    let head_depth = steered.answers + START_SLACK;
+    let widest_row = row_candidates
+        .iter()
+        .map(|c| c.nodes.len())
+        .max()
+        .unwrap_or(0);
+    let depth = if widest_row <= WHOLE_RANKING_NODES {
+        widest_row.max(head_depth)
+    } else {
+        head_depth
+    };
+
+    // Profiles. A place's fences and measured groups follow from its continent, country and
+    // subdivision, so they are worked out once per region code, not per place.
+    let measured_geo = measured.measurements.geo_groups();
+    let mut profiles: Vec<Profile> = Vec::new();
+    let mut profile_by_key: HashMap<ProfileKey, u32> = HashMap::new();
+    let mut new_profile = |place: &Place, group: Option<&ClientGroup>, located: bool| -> u32 {
+        let inside: Vec<bool> = steered
+            .fences
+            .iter()
+            .map(|f| located && f.matches(place))
+            .collect();
+        let keys = latency::group_keys(place, group);
+        let measured_keys: Vec<ClientGroup> = keys
+            .iter()
+            .filter(|k| !matches!(k, ClientGroup::Geo(_)) || measured_geo.contains(*k))
+            .cloned()
+            .collect();
+        *profile_by_key
+            .entry((inside.clone(), measured_keys))
+            .or_insert_with(|| {
+                profiles.push(Profile {
+                    fences: (0..inside.len()).filter(|&i| inside[i]).collect(),
+                    keys,
+                });
+                (profiles.len() - 1) as u32
+            })
+    };
+    // The first rule a located client matches follows from the same codes.
+    let rule_of = |place: &Place| -> u16 {
+        let rule = if std::ptr::eq(place, &unlocated) {
+            if steered.default.candidates.is_some() {
+                rule_count
+            } else {
+                catch_all
+            }
+        } else {
+            steered
+                .rules
+                .iter()
+                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
+                .unwrap_or(catch_all)
+        };
+        rule.min(u16::MAX as usize) as u16
+    };
+    let mut column_profile: Vec<u32> = Vec::with_capacity(column_count);
+    let mut geo_rule: Vec<u16> = Vec::with_capacity(column_count);
+    let regions = geo.regions();
+    let per_region: Vec<(u32, u16)> = regions
+        .example
+        .iter()
+        .map(|&id| {
+            let place = &places[id as usize];
+            (new_profile(place, None, true), rule_of(place))
+        })
+        .collect();
+    for &region in &regions.of_place {
+        let (profile, rule) = per_region[region as usize];
+        column_profile.push(profile);
+        geo_rule.push(rule);
+    }
+    for &(place, group) in &extra_columns {
+        let located = !std::ptr::eq(place, &unlocated);
+        column_profile.push(new_profile(place, group, located));
+        geo_rule.push(rule_of(place));
+    }
+
+    // Candidates per (row group, profile), scored alike at every place of the profile.
+    let node_vectors: Vec<UnitVector> = nodes.iter().map(|n| UnitVector::of(&n.location)).collect();
+    let candidates: Vec<Vec<Vec<Candidate>>> = row_candidates
+        .iter()
+        .enumerate()
+        .map(|(row, row_nodes)| {
+            if row_group[row] != row {
+                return Vec::new();
+            }
+            profiles
+                .iter()
+                .map(|profile| {
+                    let fences: Vec<&GeoCode> =
+                        profile.fences.iter().map(|&i| &steered.fences[i]).collect();
+                    row_nodes
+                        .nodes
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(position, &(id, level))| {
+                            let node = nodes.get(id)?;
+                            let families = u8::from(node.first_v4().is_some())
+                                | (u8::from(node.first_v6().is_some()) << 1);
+                            let allowed =
+                                families != 0 && fences.iter().all(|f| f.contains(&node.geo));
+                            allowed.then(|| Candidate {
+                                id,
+                                base: rank_key_base(node, level, position),
+                                families,
+                                terms: ScoreTerms::of(
+                                    measured,
+                                    id,
+                                    node,
+                                    &profile.keys,
+                                    now,
+                                    &steered.latency,
+                                ),
+                                at: node_vectors[id],
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let mut one_by_one: Vec<usize> = if geo.sorted_positions().len() == places.len() {
+        Vec::new()
+    } else {
+        places
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.coordinates.is_none())
+            .map(|(column, _)| column)
+            .collect()
+    };
+    one_by_one.extend(places.len()..column_count);
+    let full = FullRanking {
+        row_group: row_group.clone(),
+        candidates,
+        column_profile,
+        extra_positions: extra_columns
+            .iter()
+            .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
+            .collect(),
+        one_by_one,
+    };
+
+    // Each candidate group's start at every column, before damping.
+    let points_by_profile = points_of(geo, &full.column_profile, profiles.len(), None);
+    let mut starts = Starts::default();
+    let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); row_candidates.len()];
+    for (group, out) in undamped.iter_mut().enumerate() {
+        if row_group[group] != group {
+            continue;
+        }
+        *out = vec![0; column_count];
+        for (profile, points) in points_by_profile.iter().enumerate() {
+            let list = &full.candidates[group][profile];
+            rank_points(points, list, depth, &mut starts, out);
+        }
+        for &column in &full.one_by_one {
+            let at = full.position(column, geo);
+            let start = start_at(full.candidates(group, column), at.as_ref(), depth);
+            out[column] = starts.intern(&start);
+        }
+    }
+    drop(points_by_profile);
+
+    // CarrierChoice: for a node with several addresses of a family, the one measured best for a
+    // column (an unmeasured line counts at the node's own expected latency).
+    let no_lines: CarrierChoice = Arc::from(Vec::new());
+    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, CarrierChoice> = HashMap::new();
+    let mut lines_of = |place: &Place, prefix: Option<&ClientGroup>| -> CarrierChoice {
+        if measured.addresses.is_empty() {
+            return Arc::clone(&no_lines);
+        }
+        let keys = latency::group_keys(place, prefix);
+        let mut chosen = Vec::new();
+        for (id, node) in nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.addresses.len() > 1)
+        {
+            let distance = place.coordinates.map(|c| c.distance_km(&node.location));
+            let node_ms = latency::expected(
+                &measured.measurements,
+                id,
+                &keys,
+                distance,
+                now,
+                &steered.latency,
+            )
+            .rtt_ms;
+            for v6 in [false, true] {
+                let family: Vec<IpAddr> = node
+                    .addresses
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv6() == v6)
+                    .collect();
+                let best = family
+                    .iter()
+                    .map(|&ip| {
+                        (
+                            measured
+                                .addresses
+                                .expected(ip, &keys, now, &steered.latency)
+                                .unwrap_or(node_ms),
+                            ip,
+                        )
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0));
+                if let (Some((_, ip)), Some(first)) = (best, family.first())
+                    && ip != *first
+                {
+                    chosen.push((id, ip));
+                }
+            }
+        }
+        Arc::clone(
+            shared_lines
+                .entry(chosen)
+                .or_insert_with_key(|k| Arc::from(k.as_slice())),
+        )
+    };
+    // Without line measurements every column has none (the common case, kept cheap).
+    let column_lines: Option<Vec<CarrierChoice>> = (!measured.addresses.is_empty()).then(|| {
+        (0..column_count)
+            .map(|column| {
+                let (place, group) = place_of(column);
+                lines_of(place, group)
+            })
+            .collect()
+    });
+
+    // Damping per row and column, then classes: (start, lines).
+    let mut classes: Vec<Class> = Vec::new();
+    let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
+    // Classes without lines, by start: most cells, found by indexing.
+    let mut class_of_start: Vec<u32> = Vec::new();
+    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(row_candidates.len());
+    // Starts with an incumbent kept on top, by (start, incumbent, group, profile).
+    let mut promoted_starts: FxHashMap<(u32, NodeId, usize, usize), u32> = FxHashMap::default();
+    // Where each node is in each candidate list, for damping cells one by one.
+    let positions: Vec<Vec<Vec<u32>>> = full
+        .candidates
+        .iter()
+        .map(|profiles| {
+            profiles
+                .iter()
+                .map(|list| {
+                    let mut position = vec![u32::MAX; nodes.len()];
+                    for (i, c) in list.iter().enumerate() {
+                        if let Some(slot) = position.get_mut(c.id) {
+                            *slot = i as u32;
+                        }
+                    }
+                    position
+                })
+                .collect()
+        })
+        .collect();
+    for (row_index, candidates_of_row) in row_candidates.iter().enumerate() {
+        let group = row_group[row_index];
+        // Nodes that may trade places under hysteresis: same tier kind and fallback level.
+        let mut level_of: Vec<Option<u8>> = vec![None; nodes.len()];
+        for &(id, level) in &candidates_of_row.nodes {
+            if let Some(slot) = level_of.get_mut(id) {
+                slot.get_or_insert(level);
+            }
+        }
+        let class_of_node = |id: NodeId| {
+            let backup = nodes.get(id).is_some_and(|n| n.tier == Tier::Backup);
+            (backup, level_of.get(id).copied().flatten())
+        };
+        let mut incumbents = damping.take_row(cell.zone, cell.steered, row_index);
+        incumbents.resize(column_count);
+        let mut row = Vec::with_capacity(column_count);
+        for column in 0..column_count {
+            let mut start_id = undamped[group][column];
+            let top = starts.list[start_id as usize].top;
+            match incumbents.get(column) {
+                Some(held) if Some(held.node) != top => {
+                    // The top changed under an incumbent: damp the cell.
+                    let profile = full.column_profile.get(column).copied().unwrap_or(0) as usize;
+                    let position = positions
+                        .get(group)
+                        .and_then(|p| p.get(profile))
+                        .map_or(&[][..], Vec::as_slice);
+                    let at = full.position(column, geo);
+                    let candidates = full.candidates(group, column);
+                    let (state, kept_on_top) = damp_start(
+                        held,
+                        &starts.list[start_id as usize],
+                        candidates,
+                        position,
+                        at.as_ref(),
+                        |a, b| class_of_node(a) == class_of_node(b),
+                        now,
+                        &steered.latency,
+                    );
+                    incumbents.set(column, state);
+                    if kept_on_top {
+                        let key = (start_id, held.node, group, profile);
+                        start_id = match promoted_starts.get(&key) {
+                            Some(&id) => id,
+                            None => {
+                                let start = &starts.list[start_id as usize];
+                                let start = promoted(start, held.node, depth, candidates, position);
+                                let id = starts.intern(&start);
+                                promoted_starts.insert(key, id);
+                                id
+                            }
+                        };
+                    }
+                }
+                _ => {
+                    incumbents.set(
+                        column,
+                        top.map(|node| Incumbent {
+                            node,
+                            challenger: None,
+                        }),
+                    );
+                }
+            }
+            let lines = column_lines.as_ref().map_or(&no_lines, |l| &l[column]);
+            let mut new_class = || {
+                classes.push(Class {
+                    start: starts.list[start_id as usize].clone(),
+                    lines: Arc::clone(lines),
+                });
+                (classes.len() - 1) as u32
+            };
+            let class = if Arc::ptr_eq(lines, &no_lines) {
+                let index = start_id as usize;
+                if class_of_start.len() <= index {
+                    class_of_start.resize(index + 1, u32::MAX);
+                }
+                if class_of_start[index] == u32::MAX {
+                    class_of_start[index] = new_class();
+                }
+                class_of_start[index]
+            } else {
+                *class_of
+                    .entry((start_id, lines.as_ptr()))
+                    .or_insert_with(new_class)
+            };
+            row.push(class);
+        }
+        damping.put_row(cell.zone, cell.steered, row_index, incumbents);
+        rows.push(row);
+    }
+    drop((undamped, class_of, starts, column_lines));
+
+    // Heads: classes whose starts begin alike (the first `answers + 2` of each family).
+    let mut head_index: FxHashMap<(RankedStart, *const (NodeId, IpAddr)), u32> =
+        FxHashMap::default();
+    let mut heads: Vec<Class> = Vec::new();
+    let head_of_class: Vec<u32> = classes
+        .iter()
+        .map(|class| {
+            let mut start = class.start.clone();
+            start.top = None;
+            for f in 0..2 {
+                if start.families[f].len() > head_depth {
+                    start.families[f].truncate(head_depth);
+                    start.complete[f] = false;
+                }
+            }
+            *head_index
+                .entry((start.clone(), class.lines.as_ptr()))
+                .or_insert_with(|| {
+                    heads.push(Class {
+                        start,
+                        lines: Arc::clone(&class.lines),
+                    });
+                    (heads.len() - 1) as u32
+                })
+        })
+        .collect();
+    drop(head_index);
+
+    let mut subnets = SubnetRules::new();
+    for (i, rule) in steered.rules.iter().enumerate() {
+        for prefix in &rule.subnets {
+            subnets.insert(prefix, i as u32);
+        }
+    }
+    let mut group_table = SubnetRules::new();
+    for (g, (_, networks)) in groups.iter().enumerate() {
+        for prefix in networks {
+            group_table.insert(prefix, g as u32);
+        }
+    }
+    let distinct = |cells: &mut dyn Iterator<Item = u32>| {
+        let mut seen = vec![false; classes.len()];
+        cells
+            .filter(|&c| !std::mem::replace(&mut seen[c as usize], true))
+            .collect::<Vec<u32>>()
+    };
+    let row_classes = rows
+        .iter()
+        .map(|row| distinct(&mut row.iter().copied()))
+        .collect();
+    let effective_classes = distinct(
+        &mut geo_rule
+            .iter()
+            .enumerate()
+            .filter_map(|(column, &rule)| rows.get(rule as usize)?.get(column).copied()),
+    );
+    // Neighbouring places of one class are one range, so a query searches a table a
+    // fraction of the places' size, and its ECS scope is the widest block of that class.
+    let place_class: Vec<u32> = (0..place_columns)
+        .map(|column| {
+            let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
+            rows.get(rule)
+                .and_then(|row| row.get(column))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect();
+    // Half-width head numbers when they fit: the table is read at random (places are
+    // numbered in IPv4 order, not IPv6's), and half the size stays in a core's cache.
+    let located_heads = match place_class
+        .iter()
+        .map(|&c| u16::try_from(head_of_class[c as usize]))
+        .collect::<Result<Vec<u16>, _>>()
+    {
+        Ok(narrow) => located_map(geo, &narrow),
+        Err(_) => {
+            let heads_of_place: Vec<u32> = place_class
+                .iter()
+                .map(|&c| head_of_class[c as usize])
+                .collect();
+            located_map(geo, &heads_of_place)
+        }
+    };
+    drop(place_class);
+    SteeredRanking {
+        classes,
+        rows: Arc::new(rows),
+        row_classes,
+        effective_classes,
+        geo_rule: geo_rule.into(),
+        subnets: Arc::new(subnets),
+        groups: Arc::new(group_table),
+        place_columns,
+        heads,
+        head_of_class,
+        located_heads: Arc::new(located_heads),
+        full,
+    }
+}
+
+/// Address → `class_of_place[place]` (the last entry: unlocated), equal neighbours merged.
+fn located_map<T: Copy + Into<u32> + Sync>(geo: &GeoDb, class_of_place: &[T]) -> AddressMap {
+    let unlocated = class_of_place.len().saturating_sub(1);
+    geo.map_places(|place| {
+        let column = place.map_or(unlocated, |p| (p as usize).min(unlocated));
+        class_of_place.get(column).map_or(0, |&c| c.into())
+    })
+}
