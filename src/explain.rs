@@ -3,8 +3,10 @@
 //! rule and fences applied, every candidate's distance, expected latency and its source,
 //! load, health, score, and why the winners won).
 //!
-//! Used by `geosteer explain` (policy alone: every node up, nothing measured) and by the
-//! admin interface (live health, measurements and hysteresis). Never on the query path.
+//! Used by `geosteer explain` (policy alone: every node up, nothing measured), by the admin
+//! interface and by `_explain` TXT queries (both from the inputs of the published tables:
+//! health, measurements and hysteresis), which this file also renders. Never on the
+//! ordinary query path.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,6 +19,7 @@ use crate::latency::{self, ZoneLatency};
 use crate::net::{Prefix, unmap};
 use crate::policy::{Candidates, DomainName, Node, NodeId, Tier, Zone};
 use crate::steer::score::node_score;
+use crate::steer::table::column_of;
 use crate::steer::{Availability, DampingState, pick, rank};
 
 /// One candidate node, as scored for this client.
@@ -214,13 +217,12 @@ pub fn explain<'a>(
     if let (Some((damping, zi)), Some(rule)) =
         (live.damping, chosen_rule.or(Some(steered.rules.len())))
     {
-        let column = match (&group, located.place) {
-            (Some((i, _)), _) => Some(geo.places().len() + 1 + i),
-            (None, Some(p)) => Some(p as usize),
-            (None, None) => Some(geo.places().len()),
-        };
-        if let Some(column) = column
-            && let Some(incumbent) = damping.get((zi, steered_index, rule, column))
+        let column = column_of(
+            geo.places().len() + 1,
+            located.place,
+            group.as_ref().map(|(i, _)| *i),
+        );
+        if let Some(incumbent) = damping.get((zi, steered_index, rule, column))
             && let Some(at) = order.iter().position(|n| *n == incumbent.node)
             && at > 0
         {
@@ -303,6 +305,47 @@ pub fn explain<'a>(
         answer_v6,
         why,
     })
+}
+
+impl Explanation {
+    /// The explanation in short, as the strings of a TXT record (`_explain.<name>` TXT):
+    /// `seen` says which client was explained and how it was known, `instance` which
+    /// server answered. Each string fits a TXT string (the encoder cuts at 255 octets).
+    pub fn txt_strings(&self, seen: String, instance: &str) -> Vec<String> {
+        let mut strings = vec![
+            seen,
+            format!("located {}", self.located),
+            format!(
+                "{}; fences: {}",
+                self.rule,
+                if self.fences.is_empty() {
+                    "none".into()
+                } else {
+                    self.fences.join(",")
+                }
+            ),
+        ];
+        for (i, c) in self.candidates.iter().take(5).enumerate() {
+            strings.push(format!(
+                "{}. {} {:?} expect {:.0} ms ({}) {:?} score {:.1}",
+                i + 1,
+                c.node,
+                c.tier,
+                c.expected_ms,
+                c.source,
+                c.availability,
+                c.score
+            ));
+        }
+        strings.push(format!(
+            "answer A: {} | AAAA: {}",
+            self.answer_v4.join(","),
+            self.answer_v6.join(",")
+        ));
+        strings.push(format!("why: {}", self.why));
+        strings.push(format!("instance {instance}"));
+        strings
+    }
 }
 
 impl fmt::Display for Explanation {

@@ -12,6 +12,16 @@
 pub const CLASS_IN: u16 = 1;
 /// CLASS CH (CHAOS): identity queries.
 pub const CLASS_CH: u16 = 3;
+/// Header flag bits in the third octet: response.
+pub const FLAG_QR: u8 = 0x80;
+/// Header flag bits in the third octet: authoritative answer.
+pub const FLAG_AA: u8 = 0x04;
+/// Header flag bits in the third octet: truncated.
+pub const FLAG_TC: u8 = 0x02;
+/// Header flag bits in the third octet: recursion desired.
+pub const FLAG_RD: u8 = 0x01;
+/// Header flag bits in the fourth octet: checking disabled.
+pub const FLAG_CD: u8 = 0x10;
 /// Offset of RDATA within a body.
 pub const RDATA_OFFSET: usize = 10;
 

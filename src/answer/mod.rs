@@ -17,9 +17,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::geo::{AddressMap, GeoDb};
+use crate::explain::{Explanation, LiveState};
+use crate::geo::{AddressMap, AsnDb, AsnLookup, GeoDb};
 use crate::net::{Family, SubnetRules};
 use crate::policy::NodeId;
+use crate::steer::table::column_of;
 
 /// Everything a query reads, built together and swapped as one.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ pub struct Snapshot {
     /// The GeoIP database the steered tables were indexed against.
     pub geo: Arc<GeoDb>,
     /// The ASN database, when nodes have carrier addresses to choose between.
-    pub asn: Option<Arc<crate::geo::AsnDb>>,
+    pub asn: Option<Arc<AsnDb>>,
     /// What `_explain` TXT queries explain from: the inputs of this snapshot.
     pub explain: Option<Arc<ExplainView>>,
     /// Per-zone query and answer counters, by policy zone index; registered once per load
@@ -52,6 +54,22 @@ pub struct ExplainView {
 }
 
 impl Snapshot {
+    /// Explains the answer `name` gets for a client (an ECS subnet's address when there is
+    /// one) from the inputs these tables were built from: what the admin interface and
+    /// `_explain` both show.
+    pub fn explain(&self, name: &str, client: IpAddr) -> Result<Explanation, String> {
+        let view = self
+            .explain
+            .as_ref()
+            .ok_or("these answer tables keep no inputs to explain")?;
+        crate::explain::explain(&view.zones, &self.geo, name, client, |zone| LiveState {
+            availability: view.availability.get(zone).map(Vec::as_slice),
+            latency: view.latency.get(zone),
+            damping: Some((&view.damping, zone)),
+        })
+        .map_err(|e| e.to_string())
+    }
+
     /// Finds the zone enclosing a lowercase wire name, with the offset of the zone's origin
     /// inside that name (a label boundary), or `None` when the name is not ours.
     pub fn find_zone(&self, name: &[u8], labels: &[u8]) -> Option<(&ZoneAnswers, usize)> {
@@ -217,7 +235,75 @@ pub struct Selection<'a> {
     pub scope: u8,
 }
 
+/// One family's answer and the record bodies to send for it.
+pub type FamilyBodies<'a> = (&'a FamilyAnswer, &'a [Box<[u8]>]);
+
+/// What a steered name answers one client for the families asked: each family's answer
+/// and the bodies to send (carrier lines chosen for the client's network), and the scope
+/// over which all of it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAnswer<'a> {
+    /// Per family asked for (A, AAAA): its answer and the bodies to send.
+    pub families: [Option<FamilyBodies<'a>>; 2],
+    /// Shortest prefix of the client address over which this answer holds: the database
+    /// network, subnet rules and groups, and the carrier's network where lines were chosen.
+    pub scope: u8,
+}
+
+impl<'a> ClientAnswer<'a> {
+    /// Every node allowed for the client is down and the name fails closed.
+    pub fn servfail(&self) -> bool {
+        self.families.iter().flatten().any(|(f, _)| f.servfail)
+    }
+}
+
 impl SteeredTable {
+    /// The answer for `client` in the families asked (`[A, AAAA]`): the one place a steered
+    /// answer and its scope are worked out. The ASN database is asked only when an answered
+    /// node has carrier addresses. No allocation.
+    pub fn answer_for(
+        &self,
+        client: IpAddr,
+        geo: &GeoDb,
+        asn: Option<&AsnDb>,
+        asked: [bool; 2],
+    ) -> ClientAnswer<'_> {
+        let selection = self.select(client, geo);
+        let answer = selection.answer;
+        let mut scope = selection.scope;
+        let mut carrier: Option<AsnLookup> = None;
+        let asked = [(asked[0], &answer.a), (asked[1], &answer.aaaa)];
+        // A SERVFAIL answers nothing: no carrier to choose.
+        let servfail = asked.iter().any(|(asked, f)| *asked && f.servfail);
+        let families = asked.map(|(asked, family)| {
+            if !asked {
+                return None;
+            }
+            if family.carriers.is_empty() || servfail {
+                return Some((family, &family.bodies[..]));
+            }
+            let lookup = *carrier.get_or_insert_with(|| {
+                asn.map_or(
+                    AsnLookup {
+                        asn: None,
+                        prefix_len: 0,
+                    },
+                    |db| db.lookup(client),
+                )
+            });
+            let bodies = lookup
+                .asn
+                .and_then(|number| family.carriers.iter().find(|(a, _)| *a == number))
+                .map_or(&family.bodies, |(_, bodies)| bodies);
+            Some((family, &bodies[..]))
+        });
+        if let Some(lookup) = carrier {
+            // The answer now also depends on the client's network.
+            scope = scope.max(lookup.prefix_len);
+        }
+        ClientAnswer { families, scope }
+    }
+
     /// The answer through the client's place and rule: for subnet rules, prefix groups, and
     /// classes too short to decide now (split). Returns the answer and the scope the place allows.
     pub(crate) fn select_by_place(
@@ -228,11 +314,7 @@ impl SteeredTable {
         group: Option<u32>,
     ) -> (u32, u8) {
         let located = geo.locate(ip);
-        let unlocated = self.place_columns - 1;
-        let place = located
-            .place
-            .map_or(unlocated, |p| (p as usize).min(unlocated));
-        let column = group.map_or(place, |g| self.place_columns + g as usize);
+        let column = column_of(self.place_columns, located.place, group.map(|g| g as usize));
         let column = column.min(self.geo_rule.len() - 1);
         let geo_rule = self.geo_rule[column] as usize;
         let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));

@@ -1,11 +1,15 @@
 //! The DNS front end: the only module that speaks the wire protocol and uses hickory types.
 //!
-//! `server` owns the sockets; `response` turns one query into one response against one
-//! snapshot; `ecs` handles client subnets; `wire` holds the encodings the snapshot builder
-//! precomputes. Nothing here changes state: it reads the published snapshot and answers.
+//! `server` owns the sockets (with `batch`, the Linux UDP fast path); `packet` is what every
+//! serve loop calls per packet (answer, count, sample for `querylog`); `query` parses
+//! ordinary queries in place; `response` turns one query into one response against one
+//! snapshot, following CNAMEs over referral, steered and static answers; `ecs` handles
+//! client subnets; `chaos` the identity queries. DNS numbers and record bodies are in
+//! `crate::wire`. Nothing here changes state: it reads the published snapshot and answers.
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod chaos;
 pub mod ecs;
 mod packet;
 pub mod query;

@@ -37,7 +37,7 @@ pub struct EdnsView {
     pub subnet: Result<Option<ClientSubnet>, EcsError>,
 }
 
-const TYPE_OPT: u16 = 41;
+const TYPE_OPT: u16 = crate::wire::RecordType::OPT.0;
 const OPTION_ECS: u16 = 8;
 
 /// Parses an ordinary query without allocating; `None` for anything it does not handle

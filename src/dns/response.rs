@@ -14,10 +14,12 @@ use hickory_server::server::Request;
 
 use super::ecs::ClientSubnet;
 use super::query::{EdnsView, QueryView, parse_plain};
-use crate::answer::{FamilyAnswer, NameLookup, NameNode, Snapshot};
-use crate::geo::AsnLookup;
+use crate::answer::{NameLookup, NameNode, Snapshot};
 use crate::net::unmap;
-use crate::wire::{Outcome, RDATA_OFFSET, Rcode, Transport, label_offsets};
+use crate::wire::{
+    CLASS_CH, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, Outcome, RDATA_OFFSET, Rcode,
+    RecordType, Transport, label_offsets,
+};
 
 /// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
 #[derive(Debug, Clone)]
@@ -59,27 +61,19 @@ impl Default for ServeOptions {
     }
 }
 
-const TYPE_OPT: u16 = 41;
-const CLASS_IN: u16 = 1;
-const CLASS_CH: u16 = 3;
-const QTYPE_TXT: u16 = 16;
-const QTYPE_A: u16 = 1;
-const QTYPE_CNAME: u16 = 5;
-const QTYPE_AAAA: u16 = 28;
-const QTYPE_IXFR: u16 = 251;
-const QTYPE_AXFR: u16 = 252;
-const QTYPE_ANY: u16 = 255;
+// Type numbers as patterns, from the one table in `wire`.
+const TYPE_OPT: u16 = RecordType::OPT.0;
+const QTYPE_TXT: u16 = RecordType::TXT.0;
+const QTYPE_A: u16 = RecordType::A.0;
+const QTYPE_CNAME: u16 = RecordType::CNAME.0;
+const QTYPE_AAAA: u16 = RecordType::AAAA.0;
+const QTYPE_IXFR: u16 = RecordType::IXFR.0;
+const QTYPE_AXFR: u16 = RecordType::AXFR.0;
+const QTYPE_ANY: u16 = RecordType::ANY.0;
 /// Bound on CNAME chains followed inside one zone.
 const MAX_CNAME_HOPS: usize = 8;
 /// Compression pointers address at most this offset.
 const MAX_POINTER: usize = 0x3FFF;
-
-/// Header flag bits in the third and fourth octets.
-const FLAG_QR: u8 = 0x80;
-const FLAG_AA: u8 = 0x04;
-const FLAG_TC: u8 = 0x02;
-const FLAG_RD: u8 = 0x01;
-const FLAG_CD: u8 = 0x10;
 
 /// EDNS details of the query that shape the response.
 struct EdnsReply {
@@ -365,7 +359,6 @@ fn answer_explain(
         return None;
     }
     let target = wire_to_text(&name[1 + first.len()..])?;
-    let view = snapshot.explain.as_ref()?;
     let source = unmap(source);
     if !access.allowed.is_empty() && !access.allowed.iter().any(|p| p.contains(source)) {
         return Some(Rcode::Refused);
@@ -381,53 +374,14 @@ fn answer_explain(
         ),
         None => (source, format!("client {source} (no ECS)")),
     };
-    let explanation =
-        crate::explain::explain(&view.zones, &snapshot.geo, &target, client, |zone| {
-            crate::explain::LiveState {
-                availability: view.availability.get(zone).map(Vec::as_slice),
-                latency: view.latency.get(zone),
-                damping: Some((&view.damping, zone)),
-            }
-        })
-        .ok()?;
+    let explanation = snapshot.explain(&target, client).ok()?;
     if let Some(reply) = edns.as_mut()
         && let Some(s) = reply.subnet
     {
         // Specific to this client: never reuse for another.
         reply.scope = s.source_prefix;
     }
-    let mut strings = vec![
-        seen,
-        format!("located {}", explanation.located),
-        format!(
-            "{}; fences: {}",
-            explanation.rule,
-            if explanation.fences.is_empty() {
-                "none".into()
-            } else {
-                explanation.fences.join(",")
-            }
-        ),
-    ];
-    for (i, c) in explanation.candidates.iter().take(5).enumerate() {
-        strings.push(format!(
-            "{}. {} {:?} expect {:.0} ms ({}) {:?} score {:.1}",
-            i + 1,
-            c.node,
-            c.tier,
-            c.expected_ms,
-            c.source,
-            c.availability,
-            c.score
-        ));
-    }
-    strings.push(format!(
-        "answer A: {} | AAAA: {}",
-        explanation.answer_v4.join(","),
-        explanation.answer_v6.join(",")
-    ));
-    strings.push(format!("why: {}", explanation.why));
-    strings.push(format!("instance {}", options.identity));
+    let strings = explanation.txt_strings(seen, &options.identity);
     let mut rdata = Vec::new();
     for text in &strings {
         let bytes = &text.as_bytes()[..text.len().min(255)];
@@ -435,7 +389,7 @@ fn answer_explain(
         rdata.extend_from_slice(bytes);
     }
     out.extend_from_slice(&0xC00Cu16.to_be_bytes());
-    out.extend_from_slice(&QTYPE_TXT.to_be_bytes());
+    out.extend_from_slice(&RecordType::TXT.0.to_be_bytes());
     out.extend_from_slice(&CLASS_IN.to_be_bytes());
     out.extend_from_slice(&0u32.to_be_bytes());
     out.extend_from_slice(&(rdata.len().min(u16::MAX as usize) as u16).to_be_bytes());
@@ -457,33 +411,6 @@ fn wire_to_text(wire: &[u8]) -> Option<String> {
         text.push('.');
         at += 1 + len;
     }
-}
-
-/// CHAOS-class identity queries (`dig CH TXT id.server`): the instance and, unless hidden,
-/// the version. Anything else in class CH is refused.
-fn answer_chaos(name: &[u8], qtype: u16, options: &ServeOptions, out: &mut Vec<u8>) -> Rcode {
-    let text = match name {
-        b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => match &options.version {
-            Some(v) => v.as_str(),
-            None => return Rcode::Refused,
-        },
-        b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => options.identity.as_str(),
-        _ => return Rcode::Refused,
-    };
-    out[2] |= FLAG_AA;
-    if qtype != QTYPE_TXT && qtype != QTYPE_ANY {
-        return Rcode::NoError;
-    }
-    let text = &text.as_bytes()[..text.len().min(255)];
-    out.extend_from_slice(&0xC00Cu16.to_be_bytes());
-    out.extend_from_slice(&QTYPE_TXT.to_be_bytes());
-    out.extend_from_slice(&CLASS_CH.to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&(text.len() as u16 + 1).to_be_bytes());
-    out.push(text.len() as u8);
-    out.extend_from_slice(text);
-    set_count(out, 6, 1);
-    Rcode::NoError
 }
 
 /// Answers one IN-class question; writes answer, authority and additional records after the
@@ -519,7 +446,7 @@ fn answer_question(
         return Rcode::FormErr;
     }
     if qclass == CLASS_CH {
-        return answer_chaos(name, qtype, options, out);
+        return super::chaos::answer_chaos(name, qtype, options, out);
     }
     if qclass != CLASS_IN || qtype == QTYPE_AXFR || qtype == QTYPE_IXFR {
         // HS, ANY class and zone transfers: never answered with IN data.
@@ -589,27 +516,24 @@ fn answer_question(
                 break;
             }
             NameLookup::Found(NameNode::Steered(table)) => {
-                let (client, unmapped) = match edns.as_ref().and_then(|e| e.subnet) {
-                    Some(subnet) => match subnet.client() {
-                        Some(c) => c,
-                        None => (unmap(source), false),
-                    },
-                    None => (unmap(source), false),
+                let subnet = edns.as_ref().and_then(|e| e.subnet);
+                let (client, unmapped) = subnet
+                    .and_then(|s| s.client())
+                    .unwrap_or((unmap(source), false));
+                let asked = match qtype {
+                    QTYPE_A => [true, false],
+                    QTYPE_AAAA => [false, true],
+                    _ => [true, true],
                 };
-                let selection = table.select(client, &snapshot.geo);
+                let chosen =
+                    table.answer_for(client, &snapshot.geo, snapshot.asn.as_deref(), asked);
                 if let Some(reply) = edns.as_mut()
                     && let Some(subnet) = reply.subnet
                     && subnet.client().is_some()
                 {
-                    reply.scope = subnet.response_scope(selection.scope, unmapped);
+                    reply.scope = subnet.response_scope(chosen.scope, unmapped);
                 }
-                let answer = selection.answer;
-                let families: [Option<&FamilyAnswer>; 2] = match qtype {
-                    QTYPE_A => [Some(&answer.a), None],
-                    QTYPE_AAAA => [None, Some(&answer.aaaa)],
-                    _ => [Some(&answer.a), Some(&answer.aaaa)],
-                };
-                if families.iter().flatten().any(|f| f.servfail) {
+                if chosen.servfail() {
                     // Every node allowed for this client is down and the name fails closed.
                     out.truncate(12 + question.len());
                     out[2] &= !FLAG_AA;
@@ -618,42 +542,14 @@ fn answer_question(
                     }
                     return Rcode::ServFail;
                 }
-                // Carrier lines: the client's network picks the node addresses on it. The ASN
-                // lookup happens only for answers that have carrier variants.
-                let mut carrier: Option<AsnLookup> = None;
-                for family in families.iter().flatten() {
-                    let bodies = if family.carriers.is_empty() {
-                        &family.bodies
-                    } else {
-                        let lookup = *carrier.get_or_insert_with(|| {
-                            snapshot.asn.as_ref().map_or(
-                                AsnLookup {
-                                    asn: None,
-                                    prefix_len: 0,
-                                },
-                                |db| db.lookup(client),
-                            )
-                        });
-                        lookup
-                            .asn
-                            .and_then(|asn| family.carriers.iter().find(|(a, _)| *a == asn))
-                            .map_or(&family.bodies, |(_, bodies)| bodies)
-                    };
-                    for body in bodies {
+                for (family, bodies) in chosen.families.iter().flatten() {
+                    for body in *bodies {
                         push_record(out, owner, body);
                         answers += 1;
                     }
                     if let Some(counters) = snapshot.zone_counters.get(zone.index) {
                         counters.answered(&family.nodes);
                     }
-                }
-                if let (Some(lookup), Some(reply)) = (carrier, edns.as_mut())
-                    && let Some(subnet) = reply.subnet
-                    && subnet.client().is_some()
-                {
-                    // The answer now also depends on the client's network.
-                    let scope = selection.scope.max(lookup.prefix_len);
-                    reply.scope = subnet.response_scope(scope, unmapped);
                 }
                 if answers == 0 {
                     break;

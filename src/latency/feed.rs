@@ -3,9 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 
-use super::{MAX_RTT_MS, age};
+use super::{ClientGroup, MAX_RTT_MS, Measurement, ZoneLatency, age};
+use crate::geo::{AsnDb, CountryTable};
+use crate::policy::Zone;
 
 /// A feed batch as probe agents and beacons send it (also the watched file's format).
 #[derive(Debug, Deserialize)]
@@ -88,6 +92,178 @@ pub fn check_values(
         ));
     }
     Ok(at)
+}
+
+/// A feed batch that passed every check: entries resolved to zone and node indices.
+#[derive(Debug)]
+pub struct ValidBatch {
+    /// (zone, node, group, measurement, the node address measured if one was named).
+    measurements: Vec<(usize, usize, ClientGroup, Measurement, Option<IpAddr>)>,
+    /// (zone, node, load).
+    loads: Vec<(usize, usize, f64)>,
+}
+
+impl FeedBatch {
+    /// Checks the whole batch against the zones served (and the ASN database, for AS
+    /// groups) at `now`: every entry resolved, or every reason it cannot be, each located
+    /// (`measurements[3]: unknown node 'tokio-1' in zone live.example.net.`).
+    pub fn validate(
+        &self,
+        zones: &[Zone],
+        asn: Option<&AsnDb>,
+        now: SystemTime,
+    ) -> Result<ValidBatch, Vec<String>> {
+        let countries = CountryTable::shipped();
+        let mut errors = Vec::new();
+        let mut measurements = Vec::new();
+        let zone_of = |named: Option<&String>, what: &str| -> Result<usize, String> {
+            match named.or(self.zone.as_ref()) {
+                Some(name) => {
+                    let wanted = name.trim_end_matches('.').to_ascii_lowercase();
+                    zones
+                        .iter()
+                        .position(|z| z.origin.to_string().trim_end_matches('.') == wanted)
+                        .ok_or_else(|| format!("{what}: zone '{name}' is not served here"))
+                }
+                None if zones.len() == 1 => Ok(0),
+                None => Err(format!(
+                    "{what}: name the zone (`zone`), several are served"
+                )),
+            }
+        };
+        let node_of = |zone: usize, name: &str, what: &str| -> Result<usize, String> {
+            zones[zone]
+                .nodes
+                .iter()
+                .position(|n| n.name == name)
+                .ok_or_else(|| {
+                    format!(
+                        "{what}: unknown node '{name}' in zone {}",
+                        zones[zone].origin
+                    )
+                })
+        };
+        for (i, m) in self.measurements.iter().enumerate() {
+            let what = format!("measurements[{i}]");
+            let entry = zone_of(m.zone.as_ref(), &what).and_then(|zone| {
+                let node = node_of(zone, &m.node, &what)?;
+                let group = ClientGroup::parse(&m.group, countries)
+                    .map_err(|e| format!("{what}: group: {e}"))?;
+                if let ClientGroup::Asn(number) = group {
+                    let Some(db) = asn else {
+                        return Err(format!(
+                            "{what}: group {group}: ASN groups need an ASN database (--asn-db)"
+                        ));
+                    };
+                    if db.networks_of(number).is_empty() {
+                        return Err(format!(
+                            "{what}: group {group}: the ASN database has no networks for it"
+                        ));
+                    }
+                }
+                let max_age = zones[zone]
+                    .steered
+                    .iter()
+                    .map(|s| s.latency.max_age)
+                    .max()
+                    .unwrap_or_default();
+                let at = check_values(m.rtt_ms, m.loss, m.at, now, max_age)
+                    .map_err(|e| format!("{what}: {e}"))?;
+                let address = match &m.address {
+                    None => None,
+                    Some(text) => {
+                        let ip: IpAddr = text.parse().map_err(|_| {
+                            format!("{what}: address '{text}' is not an IP address")
+                        })?;
+                        if !zones[zone].nodes[node].addresses.contains(&ip) {
+                            return Err(format!(
+                                "{what}: address {ip} is not an address of node '{}'",
+                                m.node
+                            ));
+                        }
+                        Some(ip)
+                    }
+                };
+                Ok((
+                    zone,
+                    node,
+                    group,
+                    Measurement {
+                        rtt_ms: m.rtt_ms,
+                        loss: m.loss,
+                        at,
+                    },
+                    address,
+                ))
+            });
+            match entry {
+                Ok(e) => measurements.push(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut loads = Vec::new();
+        for (i, l) in self.loads.iter().enumerate() {
+            let what = format!("loads[{i}]");
+            let entry = zone_of(l.zone.as_ref(), &what).and_then(|zone| {
+                let node = node_of(zone, &l.node, &what)?;
+                if !l.load.is_finite() || !(0.0..=1.5).contains(&l.load) {
+                    return Err(format!(
+                        "{what}: load {} is not a fraction of capacity (expected 0..1.5)",
+                        l.load
+                    ));
+                }
+                Ok((zone, node, l.load))
+            });
+            match entry {
+                Ok(e) => loads.push(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(ValidBatch {
+                measurements,
+                loads,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl ValidBatch {
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.measurements.len() + self.loads.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records every entry in `latency` (per zone, as validated against).
+    pub fn apply(self, latency: &mut [ZoneLatency], asn: Option<&AsnDb>) {
+        for (zone, node, group, m, address) in self.measurements {
+            let Some(measured) = latency.get_mut(zone) else {
+                continue;
+            };
+            if let (ClientGroup::Asn(number), Some(db)) = (&group, asn) {
+                measured
+                    .asn_networks
+                    .entry(*number)
+                    .or_insert_with(|| db.networks_of(*number).into());
+            }
+            match address {
+                Some(ip) => measured.addresses.record(ip, group, m),
+                None => measured.measurements.record(node, group, m),
+            }
+        }
+        for (zone, node, load) in self.loads {
+            if let Some(measured) = latency.get_mut(zone) {
+                measured.loads.insert(node, load);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,18 @@ pub(crate) type CarrierChoice = Arc<[(NodeId, IpAddr)]>;
 pub(crate) const FAMILY_ELIGIBLE: [fn(&Node) -> bool; 2] =
     [|n| n.first_v4().is_some(), |n| n.first_v6().is_some()];
 
+/// The column of a client: its group's when it is in a measured group, else its place's,
+/// else (not in the database) the unlocated pseudo-place. `place_columns` counts the
+/// database's places and the unlocated pseudo-place; group columns follow them. The one
+/// definition of the column layout, for the tables and for explanations.
+pub fn column_of(place_columns: usize, place: Option<u32>, group: Option<usize>) -> usize {
+    let unlocated = place_columns.saturating_sub(1);
+    match group {
+        Some(g) => place_columns.saturating_add(g),
+        None => place.map_or(unlocated, |p| (p as usize).min(unlocated)),
+    }
+}
+
 /// Rankings of every steered name of every zone, in policy order.
 #[derive(Debug, PartialEq)]
 pub struct Rankings {

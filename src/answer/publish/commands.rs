@@ -1,0 +1,138 @@
+//! The publisher's interface: the commands it takes, the read access serving tasks get, and
+//! the node state the admin interface shows.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::answer::Snapshot;
+use crate::health::Health;
+use crate::latency::feed::FeedBatch;
+use crate::policy::AdminStatus;
+use crate::steer::Availability;
+
+/// Read access to the current snapshot, cheap to clone into every serving task.
+#[derive(Debug, Clone)]
+pub struct SnapshotReader {
+    pub(super) current: Arc<ArcSwap<Snapshot>>,
+}
+
+impl SnapshotReader {
+    /// The current snapshot: load once per query and use that view throughout.
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+}
+
+/// An operator's run-time decision about a node, overriding policy and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Override {
+    /// Take the node out of answers for maintenance.
+    Drain,
+    /// Answer the node whatever its checks say.
+    ForceUp,
+    /// Never answer the node.
+    ForceDown,
+}
+
+/// Requests to the publisher.
+#[derive(Debug)]
+pub enum Command {
+    /// Sets (`Some`) or clears (`None`) a node's override; replies after publication.
+    SetOverride {
+        /// Zone origin, with or without the trailing dot.
+        zone: String,
+        /// Node name.
+        node: String,
+        /// The override.
+        set: Option<Override>,
+        /// The node's state afterwards, or why the node was not found.
+        reply: oneshot::Sender<Result<NodeStatus, String>>,
+    },
+    /// Every node's state.
+    Status {
+        /// The answer.
+        reply: oneshot::Sender<Vec<NodeStatus>>,
+    },
+    /// Reloads policy and databases from their files: validated first, swapped in whole,
+    /// node health and measurements carried over by zone and node name. On any error the
+    /// current state keeps serving.
+    Reload {
+        /// What was loaded, or every reason it was not.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The policy as loaded, defaults filled in, with the databases' sizes.
+    Config {
+        /// The answer.
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// The last reload's outcome.
+    ReloadStatus {
+        /// `None` before any reload; else when it succeeded or why it failed.
+        reply: oneshot::Sender<Option<Result<f64, String>>>,
+    },
+    /// Whether the server is ready: zones loaded and every health-checked node checked at
+    /// least once (so answers reflect health, not the optimistic start).
+    Ready {
+        /// `Ok(())` when ready, else what is still missing.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Explains the current answer of a steered name for a client address.
+    Explain {
+        /// The steered name.
+        name: String,
+        /// The client (or ECS subnet) address.
+        client: std::net::IpAddr,
+        /// The explanation, or why there is none.
+        reply: oneshot::Sender<Result<crate::explain::Explanation, String>>,
+    },
+    /// Applies a batch of latency measurements and load reports: all of it, or (on any
+    /// error) none of it. Replies with the number of entries applied, or every error.
+    Feed {
+        /// The batch.
+        batch: FeedBatch,
+        /// The outcome.
+        reply: oneshot::Sender<Result<usize, Vec<String>>>,
+    },
+}
+
+/// A node's state, as the admin interface shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Zone origin.
+    pub zone: String,
+    /// Node name.
+    pub node: String,
+    /// `core`, `edge` or `backup`.
+    pub tier: crate::policy::Tier,
+    /// Policy's administrative status.
+    pub policy_status: AdminStatus,
+    /// Run-time override, if any.
+    #[serde(rename = "override")]
+    pub override_: Option<Override>,
+    /// What the checks say.
+    pub health: Health,
+    /// Whether answers use the node.
+    pub availability: Availability,
+    /// The check, `"none"` when the node is not checked.
+    pub check: String,
+    /// Last probe: passed?
+    pub last_ok: Option<bool>,
+    /// Last probe: what it saw.
+    pub last_detail: Option<String>,
+    /// Last probe: latency in milliseconds.
+    pub last_latency_ms: Option<f64>,
+    /// Seconds since the last probe.
+    pub last_check_age_s: Option<f64>,
+    /// Seconds since the availability last changed (or since start).
+    pub since_s: f64,
+    /// Smoothed latency of successful probes, ms.
+    pub probe_rtt_ms: Option<f64>,
+    /// Smoothed probe failure rate.
+    pub probe_loss: f64,
+    /// Last reported load (feed), 0..=1.5.
+    pub load: Option<f64>,
+}
