@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::snapshot::*;
 use super::zone::{build_zone, name_key};
-use super::*;
+use crate::geo::GeoDb;
 use crate::policy::{Node, NodeId, RecordType, SteeredName, Tier, Zone};
 use crate::steer::regions::RankedStart;
 use crate::steer::table::{CarrierChoice, FAMILY_ELIGIBLE, SteeredRanking};

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Delegation, EncodedRrset, NameNode, ZoneAnswers};
+use super::snapshot::{Delegation, EncodedRrset, NameNode, ZoneAnswers};
 use crate::policy::{DomainName, RecordData, RecordSet, RecordType, Soa, Zone};
 use crate::wire::push_body;
 

@@ -1,7 +1,7 @@
 //! CHAOS-class identity queries (`dig CH TXT id.server`): which instance answered, behind
 //! anycast, and (unless hidden) its version. Nothing here touches the zones.
 
-use super::response::ServeOptions;
+use super::options::ServeOptions;
 use crate::wire::{CLASS_CH, FLAG_AA, Rcode, RecordType};
 
 /// CHAOS-class identity queries (`dig CH TXT id.server`): the instance and, unless hidden,

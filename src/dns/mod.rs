@@ -11,6 +11,7 @@
 mod batch;
 mod chaos;
 pub mod ecs;
+mod options;
 mod packet;
 pub mod query;
 mod querylog;
@@ -18,5 +19,6 @@ pub mod response;
 pub mod server;
 
 pub use crate::wire::{Outcome, Rcode, Transport};
-pub use response::{ExplainAccess, ServeOptions, respond, respond_general};
+pub use options::{ExplainAccess, ServeOptions};
+pub use response::{respond, respond_general};
 pub use server::{BoundListeners, bind};

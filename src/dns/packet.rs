@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::options::ServeOptions;
 use super::querylog::{QuerySampler, log_query};
-use super::response::{ServeOptions, respond};
+use super::response::respond;
 use crate::answer::Snapshot;
 use crate::metrics::QueryCounters;
 use crate::wire::Transport;

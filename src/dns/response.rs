@@ -13,6 +13,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
 use super::ecs::ClientSubnet;
+use super::options::{ExplainAccess, ServeOptions};
 use super::query::{EdnsView, QueryView, parse_plain};
 use crate::answer::{NameLookup, NameNode, Snapshot};
 use crate::net::unmap;
@@ -20,46 +21,6 @@ use crate::wire::{
     CLASS_CH, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, Outcome, RDATA_OFFSET, Rcode,
     RecordType, Transport, label_offsets,
 };
-
-/// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Largest UDP response we send whatever the client offers (1232 by DNS Flag Day 2020).
-    pub max_udp_payload: u16,
-    /// This instance's name for `id.server`/`hostname.bind`, so an operator behind anycast
-    /// knows which instance answered.
-    pub identity: String,
-    /// The answer to `version.server`/`version.bind`; `None` hides it (REFUSED).
-    pub version: Option<String>,
-    /// Debug names (`_explain.<steered name>` TXT); `None` disables them.
-    pub explain: Option<ExplainAccess>,
-    /// Log one query in this many (0: none). Off, it costs one comparison per query.
-    pub query_log_every: u64,
-}
-
-/// Who may ask `_explain.<steered name>` TXT, and under which label.
-#[derive(Debug, Clone)]
-pub struct ExplainAccess {
-    /// The first label of debug names, e.g. `_explain`.
-    pub label: String,
-    /// Source networks allowed to ask; empty: everyone.
-    pub allowed: Vec<crate::net::Prefix>,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            max_udp_payload: 1232,
-            identity: "geosteer".into(),
-            version: Some(format!("geosteer {}", env!("CARGO_PKG_VERSION"))),
-            explain: Some(ExplainAccess {
-                label: "_explain".into(),
-                allowed: Vec::new(),
-            }),
-            query_log_every: 0,
-        }
-    }
-}
 
 // Type numbers as patterns, from the one table in `wire`.
 const TYPE_OPT: u16 = RecordType::OPT.0;

@@ -18,8 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
+use super::options::ServeOptions;
 use super::packet::{PacketHandler, Serving};
-use super::response::ServeOptions;
 use crate::answer::SnapshotReader;
 use crate::metrics::QueryCounters;
 use crate::wire::Transport;

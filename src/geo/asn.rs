@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
-use super::GeoError;
+use super::db::GeoError;
 use super::ranges::widest_block;
 use crate::net::{Family, Prefix, address_bits, mask};
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::{Coordinates, two_letters};
+use super::place::{Coordinates, two_letters};
 
 /// One row of the table.
 #[derive(Debug, Clone)]

@@ -13,11 +13,22 @@ use std::path::{Path, PathBuf};
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
-use super::PlacePosition;
+use super::countries::CountryTable;
 use super::mapped::MappedFile;
+use super::place::{Coordinates, Place, UnitVector, two_letters};
 use super::ranges::{AddressMap, HighBits, NOTHING, RangeBuilder, RangeTable};
-use super::{Coordinates, CountryTable, Place, two_letters};
 use crate::net::{Family, address_bits, mask};
+
+/// A place's position and its Morton code (see [`UnitVector::morton`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlacePosition {
+    /// Morton code of the position.
+    pub code: u64,
+    /// The place.
+    pub place: PlaceId,
+    /// Where it is.
+    pub at: UnitVector,
+}
 
 /// Index of a distinct place in `GeoDb::places`.
 pub type PlaceId = u32;
@@ -387,7 +398,7 @@ impl GeoDb {
                         .iter()
                         .enumerate()
                         .filter_map(|(i, p)| {
-                            let at = super::UnitVector::of(&p.coordinates?);
+                            let at = UnitVector::of(&p.coordinates?);
                             Some(PlacePosition {
                                 code: at.morton(),
                                 place: (part * chunk + i) as u32,

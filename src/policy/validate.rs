@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
+use super::error::{PolicyError, PolicyErrors};
 use super::model::*;
 use super::raw::*;
-use super::{PolicyError, PolicyErrors};
 use crate::geo::{Coordinates, CountryTable, GeoCode};
 
 use crate::net::Prefix;

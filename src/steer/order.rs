@@ -193,6 +193,19 @@ pub fn pick(
     }
 }
 
+/// Availability from the policy alone: administrative `down` is down, everything else up.
+pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
+    zones
+        .iter()
+        .map(|z| {
+            z.nodes
+                .iter()
+                .map(|n| Availability::of_policy(n.status))
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,17 +431,4 @@ mod pick_tests {
         let p = pick(&[2, 3], &fleet(), &[Up; 4], 2, any, AllDown::FailOpen);
         assert_eq!(p.nodes, vec![2, 3]);
     }
-}
-
-/// Availability from the policy alone: administrative `down` is down, everything else up.
-pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
-    zones
-        .iter()
-        .map(|z| {
-            z.nodes
-                .iter()
-                .map(|n| Availability::of_policy(n.status))
-                .collect()
-        })
-        .collect()
 }

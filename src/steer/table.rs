@@ -23,7 +23,8 @@ use super::regions::{
 use super::score::ScoreTerms;
 use crate::geo::{AddressMap, GeoCode, GeoDb, Place, UnitVector};
 use crate::latency::{self, ClientGroup, ZoneLatency};
-use crate::net::{Prefix, SubnetRules};
+use crate::net::Prefix;
+use crate::net::subnets::SubnetRules;
 use crate::policy::{Candidates, Node, NodeId, SteeredName, Tier, Zone};
 
 /// Node rankings of one steered name: `rows[row][column]` → class, rows being its rules and

@@ -7,7 +7,7 @@ use arc_swap::{ArcSwap, Guard};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::answer::Snapshot;
+use crate::answer::snapshot::Snapshot;
 use crate::health::Health;
 use crate::latency::feed::FeedBatch;
 use crate::policy::AdminStatus;

@@ -24,7 +24,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{ExplainView, Snapshot, build};
+use super::build::build;
+use super::snapshot::{ExplainView, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{Health, NodeKey, Report};
 use crate::latency::ZoneLatency;

@@ -1,0 +1,364 @@
+//! The snapshot: everything a query reads, built together and swapped as one, and the
+//! selection of a steered answer for a client (indexing only: ranking and picking happened
+//! when it was built).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::explain::{Explanation, LiveState};
+use crate::geo::{AddressMap, AsnDb, AsnLookup, GeoDb};
+use crate::net::Family;
+use crate::net::subnets::SubnetRules;
+use crate::policy::NodeId;
+use crate::steer::table::column_of;
+
+/// Everything a query reads, built together and swapped as one.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Zones, most specific origin first, so the first suffix match is the closest enclosing one.
+    pub zones: Vec<ZoneAnswers>,
+    /// The GeoIP database the steered tables were indexed against.
+    pub geo: Arc<GeoDb>,
+    /// The ASN database, when nodes have carrier addresses to choose between.
+    pub asn: Option<Arc<AsnDb>>,
+    /// What `_explain` TXT queries explain from: the inputs of this snapshot.
+    pub explain: Option<Arc<ExplainView>>,
+    /// Per-zone query and answer counters, by policy zone index; registered once per load
+    /// and shared by every snapshot of it (empty: nothing counted).
+    pub zone_counters: Arc<Vec<crate::metrics::ZoneCounters>>,
+}
+
+/// The inputs behind a snapshot, kept for explaining decisions (never read by ordinary
+/// queries).
+#[derive(Debug)]
+pub struct ExplainView {
+    /// The zones.
+    pub zones: Arc<Vec<crate::policy::Zone>>,
+    /// Measurements per zone.
+    pub latency: Arc<Vec<crate::latency::ZoneLatency>>,
+    /// Hysteresis state.
+    pub damping: Arc<crate::steer::DampingState>,
+    /// Availability per zone and node.
+    pub availability: Vec<Vec<crate::steer::Availability>>,
+}
+
+impl Snapshot {
+    /// Explains the answer `name` gets for a client (an ECS subnet's address when there is
+    /// one) from the inputs these tables were built from: what the admin interface and
+    /// `_explain` both show.
+    pub fn explain(&self, name: &str, client: IpAddr) -> Result<Explanation, String> {
+        let view = self
+            .explain
+            .as_ref()
+            .ok_or("these answer tables keep no inputs to explain")?;
+        crate::explain::explain(&view.zones, &self.geo, name, client, |zone| LiveState {
+            availability: view.availability.get(zone).map(Vec::as_slice),
+            latency: view.latency.get(zone),
+            damping: Some((&view.damping, zone)),
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Finds the zone enclosing a lowercase wire name, with the offset of the zone's origin
+    /// inside that name (a label boundary), or `None` when the name is not ours.
+    pub fn find_zone(&self, name: &[u8], labels: &[u8]) -> Option<(&ZoneAnswers, usize)> {
+        self.zones.iter().find_map(|zone| {
+            labels
+                .iter()
+                .map(|&o| o as usize)
+                .find(|&o| name[o..] == *zone.origin)
+                .map(|o| (zone, o))
+        })
+    }
+}
+
+/// One pre-encoded record set: bodies (type … RDATA) to copy after an owner pointer.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRrset {
+    /// Record type.
+    pub rtype: u16,
+    /// Each record's body.
+    pub bodies: Vec<Box<[u8]>>,
+}
+
+/// A delegation point: a referral's NS set and glue for in-zone name servers.
+#[derive(Debug, Clone)]
+pub struct Delegation {
+    /// The NS records.
+    pub ns: EncodedRrset,
+    /// Glue, per NS record in order: A/AAAA bodies whose owner is that record's target.
+    pub glue: Vec<Vec<Box<[u8]>>>,
+}
+
+/// What lives at one name of a zone.
+#[derive(Debug)]
+pub enum NameNode {
+    /// Static record sets (the apex SOA and NS included).
+    Static(Vec<EncodedRrset>),
+    /// A name answered per client.
+    Steered(SteeredTable),
+    /// A name with nothing of its own but names below it: NODATA, not NXDOMAIN.
+    EmptyNonTerminal,
+}
+
+/// Result of looking a name up inside its zone.
+#[derive(Debug)]
+pub enum NameLookup<'a> {
+    /// The name exists.
+    Found(&'a NameNode),
+    /// The name is at or below a delegation; the offset is where the cut's name starts.
+    Referral(&'a Delegation, usize),
+    /// No such name.
+    NxDomain,
+}
+
+/// One zone's answers.
+#[derive(Debug)]
+pub struct ZoneAnswers {
+    /// Position of the zone in the policy (zones here are sorted by origin length instead).
+    pub index: usize,
+    /// Lowercase wire form of the origin.
+    pub origin: Box<[u8]>,
+    /// Every name in the zone, keyed by lowercase wire form.
+    pub names: HashMap<Box<[u8]>, NameNode>,
+    /// Delegation points, keyed by lowercase wire form.
+    pub delegations: HashMap<Box<[u8]>, Delegation>,
+    /// The SOA body as served at the apex.
+    pub soa: Box<[u8]>,
+    /// The SOA body for negative answers, its TTL the RFC 2308 negative TTL.
+    pub negative_soa: Box<[u8]>,
+}
+
+impl ZoneAnswers {
+    /// Looks up a lowercase wire name known to be in this zone; `labels` are its label offsets
+    /// and `origin_offset` where the origin starts.
+    pub fn lookup(&self, name: &[u8], labels: &[u8], origin_offset: usize) -> NameLookup<'_> {
+        if !self.delegations.is_empty() {
+            // The topmost cut wins: walk from just below the apex down to the name itself.
+            for &o in labels.iter().rev() {
+                let o = o as usize;
+                if o >= origin_offset {
+                    continue;
+                }
+                if let Some(d) = self.delegations.get(&name[o..]) {
+                    return NameLookup::Referral(d, o);
+                }
+            }
+        }
+        match self.names.get(name) {
+            Some(node) => NameLookup::Found(node),
+            None => NameLookup::NxDomain,
+        }
+    }
+}
+
+/// Interned answer for one (rule, place): what A and AAAA queries get.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnswerSet {
+    /// For A queries.
+    pub a: FamilyAnswer,
+    /// For AAAA queries.
+    pub aaaa: FamilyAnswer,
+}
+
+/// One address family's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FamilyAnswer {
+    /// Nodes answered, best first.
+    pub nodes: Vec<NodeId>,
+    /// Their record bodies, in the same order (TTL already degraded where it applies).
+    pub bodies: Vec<Box<[u8]>>,
+    /// Every allowed node is down and the name fails closed: answer SERVFAIL.
+    pub servfail: bool,
+    /// Bodies for clients of a carrier: `(AS number, bodies)`, where a node with an address
+    /// on that carrier answers with it. Empty when no answered node has one.
+    pub carriers: Vec<(u32, Vec<Box<[u8]>>)>,
+}
+
+/// The precomputed answers of one steered name.
+#[derive(Debug)]
+pub struct SteeredTable {
+    /// Distinct answers.
+    pub answers: Vec<AnswerSet>,
+    /// Ranking class → index into `answers`: what a health change rebuilds.
+    pub class_answer: Vec<u32>,
+    /// `[rule][column]` → ranking class. Rules include a final pseudo-rule for the `default`
+    /// answer; columns are the places, a pseudo-place for unlocated clients, then the
+    /// measured prefix groups. Shared by every table built from the same rankings.
+    pub table: Arc<Vec<Vec<u32>>>,
+    /// First geo-matching rule per place (same indexing as a row of `table`).
+    pub geo_rule: Arc<[u16]>,
+    /// Subnet conditions of the rules.
+    pub subnets: Arc<SubnetRules>,
+    /// Measured prefix groups: a client inside one gets that group's column.
+    pub groups: Arc<SubnetRules>,
+    /// Number of place columns (the database's places and the unlocated pseudo-place);
+    /// group columns follow them.
+    pub place_columns: usize,
+    /// Head (classes whose rankings start alike) → index into `answers` when every class of
+    /// it has that answer now, else [`CLASS_SPLIT`].
+    pub head_answer: Vec<u32>,
+    /// Address → head for clients without a subnet rule or group: the common case in one
+    /// lookup, with the widest block of that head as its scope.
+    pub located_heads: Arc<AddressMap>,
+    /// Answers of cells whose class is [`CLASS_SPLIT`] now: `[rule][column]`, empty for
+    /// rules without such cells.
+    pub split_rows: Vec<Vec<u32>>,
+    /// Whether the answer can differ between places: if not, the database network says
+    /// nothing about how widely an answer may be cached.
+    pub depends_on_place: bool,
+}
+
+/// `class_answer` value: too many of the class's first nodes are down for it to decide, so
+/// its cells are answered one by one (`split_rows`); `head_answer` value: the head's classes
+/// differ now, so a client takes its place's class.
+pub const CLASS_SPLIT: u32 = u32::MAX;
+
+/// A steered answer chosen for one client, with its ECS scope in bits of the client family.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// The answer.
+    pub answer: &'a AnswerSet,
+    /// Shortest prefix of the client address over which this answer holds, as far as the
+    /// database and subnet rules can tell.
+    pub scope: u8,
+}
+
+/// One family's answer and the record bodies to send for it.
+pub type FamilyBodies<'a> = (&'a FamilyAnswer, &'a [Box<[u8]>]);
+
+/// What a steered name answers one client for the families asked: each family's answer
+/// and the bodies to send (carrier lines chosen for the client's network), and the scope
+/// over which all of it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAnswer<'a> {
+    /// Per family asked for (A, AAAA): its answer and the bodies to send.
+    pub families: [Option<FamilyBodies<'a>>; 2],
+    /// Shortest prefix of the client address over which this answer holds: the database
+    /// network, subnet rules and groups, and the carrier's network where lines were chosen.
+    pub scope: u8,
+}
+
+impl<'a> ClientAnswer<'a> {
+    /// Every node allowed for the client is down and the name fails closed.
+    pub fn servfail(&self) -> bool {
+        self.families.iter().flatten().any(|(f, _)| f.servfail)
+    }
+}
+
+impl SteeredTable {
+    /// The answer for `client` in the families asked (`[A, AAAA]`): the one place a steered
+    /// answer and its scope are worked out. The ASN database is asked only when an answered
+    /// node has carrier addresses. No allocation.
+    pub fn answer_for(
+        &self,
+        client: IpAddr,
+        geo: &GeoDb,
+        asn: Option<&AsnDb>,
+        asked: [bool; 2],
+    ) -> ClientAnswer<'_> {
+        let selection = self.select(client, geo);
+        let answer = selection.answer;
+        let mut scope = selection.scope;
+        let mut carrier: Option<AsnLookup> = None;
+        let asked = [(asked[0], &answer.a), (asked[1], &answer.aaaa)];
+        // A SERVFAIL answers nothing: no carrier to choose.
+        let servfail = asked.iter().any(|(asked, f)| *asked && f.servfail);
+        let families = asked.map(|(asked, family)| {
+            if !asked {
+                return None;
+            }
+            if family.carriers.is_empty() || servfail {
+                return Some((family, &family.bodies[..]));
+            }
+            let lookup = *carrier.get_or_insert_with(|| {
+                asn.map_or(
+                    AsnLookup {
+                        asn: None,
+                        prefix_len: 0,
+                    },
+                    |db| db.lookup(client),
+                )
+            });
+            let bodies = lookup
+                .asn
+                .and_then(|number| family.carriers.iter().find(|(a, _)| *a == number))
+                .map_or(&family.bodies, |(_, bodies)| bodies);
+            Some((family, &bodies[..]))
+        });
+        if let Some(lookup) = carrier {
+            // The answer now also depends on the client's network.
+            scope = scope.max(lookup.prefix_len);
+        }
+        ClientAnswer { families, scope }
+    }
+
+    /// The answer through the client's place and rule: for subnet rules, prefix groups, and
+    /// classes too short to decide now (split). Returns the answer and the scope the place allows.
+    pub(crate) fn select_by_place(
+        &self,
+        ip: IpAddr,
+        geo: &GeoDb,
+        subnet_rule: Option<u32>,
+        group: Option<u32>,
+    ) -> (u32, u8) {
+        let located = geo.locate(ip);
+        let column = column_of(self.place_columns, located.place, group.map(|g| g as usize));
+        let column = column.min(self.geo_rule.len() - 1);
+        let geo_rule = self.geo_rule[column] as usize;
+        let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));
+        // A group's answer holds across its prefix whatever the database says inside it.
+        let scope = if group.is_none() {
+            located.prefix_len
+        } else {
+            0
+        };
+        (self.cell_answer(rule, column), scope)
+    }
+
+    /// The answer of one cell (rule, column) now.
+    pub(crate) fn cell_answer(&self, rule: usize, column: usize) -> u32 {
+        let class = self.table[rule][column] as usize;
+        match self.class_answer[class] {
+            CLASS_SPLIT => self
+                .split_rows
+                .get(rule)
+                .and_then(|row| row.get(column))
+                .copied()
+                .unwrap_or(0),
+            answer => answer,
+        }
+    }
+
+    /// Selects the answer for a client address. Pure indexing, no allocation: one table
+    /// lookup in the common case, the database and the rules' table otherwise.
+    pub fn select(&self, ip: IpAddr, geo: &GeoDb) -> Selection<'_> {
+        let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
+        let (group, group_scope) = self.groups.longest(ip);
+        let direct = if subnet_rule.is_none() && group.is_none() {
+            let hit = self.located_heads.lookup(ip);
+            self.head_answer
+                .get(hit.value as usize)
+                .filter(|&&answer| answer != CLASS_SPLIT)
+                .map(|&answer| (answer, hit.prefix_len))
+        } else {
+            None
+        };
+        let (id, located_scope) =
+            direct.unwrap_or_else(|| self.select_by_place(ip, geo, subnet_rule, group));
+        let id = id as usize;
+        let place_scope = if self.depends_on_place {
+            located_scope
+        } else {
+            0
+        };
+        Selection {
+            answer: &self.answers[id],
+            scope: place_scope
+                .max(subnet_scope)
+                .max(group_scope)
+                .min(Family::of(ip).bits()),
+        }
+    }
+}
