@@ -1,10 +1,11 @@
 //! Writes the small GeoIP databases the integration tests use, in both schemas geosteer reads:
 //! `tests/fixtures/geo-city.mmdb` (MaxMind GeoIP2 City shape, nested) and
 //! `tests/fixtures/geo-flat.mmdb` (DB-IP Lite / ip-location-db shape, flat).
-//! The map itself is in `tests/support/geo_fixtures.rs`; `tests/fixtures/README.md` lists it.
+//! The map itself is in `tests/harness/src/geo_fixtures.rs`; `tests/fixtures/README.md` lists it.
+// Benchmarks read the clock: timing is what they are for.
+#![allow(clippy::disallowed_methods)]
 
-#[path = "../tests/support/geo_fixtures.rs"]
-mod geo_fixtures;
+use geosteer_harness::geo_fixtures;
 
 fn main() -> std::io::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

@@ -89,6 +89,8 @@ pub struct LiveState<'a> {
 
 /// Explains the answer `name` gets for a client at `client` (an ECS subnet's address when
 /// there is one).
+// An explanation is of the moment it is asked: measurement ages are counted from now.
+#[allow(clippy::disallowed_methods)]
 pub fn explain<'a>(
     zones: &[Zone],
     geo: &GeoDb,

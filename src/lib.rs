@@ -10,7 +10,7 @@
 //! client (ECS, else the source address) and selects a precomputed answer. Nothing on the
 //! query path locks, parses policy or ranks nodes.
 //!
-//! Modules, in layer order (each uses only those listed before it):
+//! Modules, in layer order (each layer uses only those listed before it):
 //! - `net`: IP prefixes and prefix tables. `random`: a small generator for jitter and tests.
 //!   `parallel`: spreading rebuild work over the cores.
 //! - `wire`: DNS numbers (types, classes, rcodes) and record body encoding.
@@ -34,21 +34,41 @@
 // priority (src/parallel.rs).
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod answer;
-pub mod config;
-pub mod dns;
-pub mod explain;
-pub mod feedfile;
+// Layers, bottom first: each group uses only the groups above it (tests/it/layers.rs
+// checks this, and that no files import each other in a circle).
+
+// Leaves.
+pub mod net;
+pub mod parallel;
+pub mod random;
+pub mod wire;
+
+// Where places are.
 pub mod geo;
+
+// What operators write.
+pub mod config;
+pub mod policy;
+
+// Inputs beside the policy, and the loader.
 pub mod health;
 pub mod latency;
 pub mod loader;
 pub mod metrics;
-pub mod net;
-pub mod parallel;
-pub mod policy;
-pub mod random;
-pub mod service;
+
+// Ranking.
 pub mod steer;
-pub mod wire;
+
+// Explaining rankings.
+pub mod explain;
+
+// The published answers and their single writer.
+pub mod answer;
+
+// Front ends.
+pub mod admin;
+pub mod dns;
+pub mod feedfile;
+
+// Wiring.
+pub mod service;

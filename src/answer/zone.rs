@@ -124,7 +124,7 @@ fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
     }
 }
 /// The RDATA of a policy record.
-pub fn rdata(data: &RecordData) -> Vec<u8> {
+pub(super) fn rdata(data: &RecordData) -> Vec<u8> {
     let mut out = Vec::new();
     match data {
         RecordData::A(ip) => out.extend_from_slice(&ip.octets()),
@@ -165,7 +165,7 @@ pub fn rdata(data: &RecordData) -> Vec<u8> {
 }
 
 /// The RDATA of an SOA record.
-pub fn soa_rdata(soa: &Soa) -> Vec<u8> {
+pub(super) fn soa_rdata(soa: &Soa) -> Vec<u8> {
     let mut out = soa.primary.to_wire();
     out.extend_from_slice(&soa.contact.to_wire());
     for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {

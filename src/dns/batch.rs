@@ -82,7 +82,7 @@ impl Buffers {
 }
 
 /// Serves one socket until `stop` is set. Runs on a thread of its own.
-pub fn serve_socket(
+pub(super) fn serve_socket(
     socket: UdpSocket,
     reader: SnapshotReader,
     serving: Arc<Serving>,

@@ -41,6 +41,8 @@ impl PacketHandler {
 
     /// Writes the response to `packet` into `out`, counts it and logs it if sampled. False
     /// when nothing must be sent (responses, runts). Allocates nothing on the steered path.
+    // A sampled query is timed for its log line.
+    #[allow(clippy::disallowed_methods)]
     pub(crate) fn answer(
         &mut self,
         snapshot: &Snapshot,

@@ -15,11 +15,11 @@ use memmap2::{Mmap, UncheckedAdvice};
 
 /// A read-only mapping of a whole file, shareable between the reader and the loader.
 #[derive(Clone)]
-pub struct MappedFile(Arc<Mmap>);
+pub(super) struct MappedFile(Arc<Mmap>);
 
 impl MappedFile {
     /// Maps `path` read-only.
-    pub fn open(path: &Path) -> std::io::Result<MappedFile> {
+    pub(super) fn open(path: &Path) -> std::io::Result<MappedFile> {
         let file = File::open(path)?;
         // SAFETY: the mapping is private and read-only and never written through; it is
         // dropped as soon as the load finishes (see the module note on replacing files).
@@ -29,7 +29,7 @@ impl MappedFile {
 
     /// Drops the mapped pages from the resident set; later reads fault them back in from
     /// the page cache with the same contents.
-    pub fn release(&self) {
+    pub(super) fn release(&self) {
         // SAFETY: the mapping is private and never written, so dropping its pages cannot
         // change what a later read sees: clean file pages are re-read from the file.
         // Failure only means the pages stay resident.

@@ -8,7 +8,7 @@
 //! block over which the answer cannot change, which is the honest ECS scope.
 
 /// Value of a range the database says nothing about.
-pub const NOTHING: u32 = u32::MAX;
+pub(super) const NOTHING: u32 = u32::MAX;
 
 /// The leading bits of a left-aligned address kept in the sorted array: 32 for IPv4, 64 for
 /// IPv6 (IPv6 databases rarely split a /64; the few starts that do are kept exactly aside).
@@ -236,7 +236,7 @@ impl<K: HighBits> RangeTable<K> {
 /// address before `first` nor `next` (the start of the following range): the block lies
 /// inside the range. O(1): a block excludes an address once it is longer than their common
 /// prefix.
-pub fn widest_block(bits: u128, first: u128, next: Option<u128>, width: u8) -> u8 {
+pub(super) fn widest_block(bits: u128, first: u128, next: Option<u128>, width: u8) -> u8 {
     let excluding = |other: u128| (bits ^ other).leading_zeros() + 1;
     let before = first.checked_sub(1).map_or(0, excluding);
     let after = next.map_or(0, excluding);
@@ -294,7 +294,7 @@ struct Piece<K> {
 
 /// Builds a [`RangeTable`] from covered ranges given in address order, in the table's own
 /// compact form (a city database has millions of ranges).
-pub struct RangeBuilder<K> {
+pub(super) struct RangeBuilder<K> {
     starts: Vec<K>,
     exact: Vec<(u32, u128)>,
     values: Vec<u32>,
@@ -305,7 +305,7 @@ pub struct RangeBuilder<K> {
 
 impl<K: HighBits> RangeBuilder<K> {
     /// An empty builder for a family `width` bits wide (32 or 128).
-    pub fn new(width: u8) -> Self {
+    pub(super) fn new(width: u8) -> Self {
         RangeBuilder {
             starts: Vec::new(),
             exact: Vec::new(),
@@ -318,7 +318,7 @@ impl<K: HighBits> RangeBuilder<K> {
     /// Covers left-aligned `[first, last]` with `value`. Ranges must come in order without
     /// overlap (as a tree's networks do); an out-of-order range returns `false` and is
     /// ignored.
-    pub fn cover(&mut self, first: u128, last: u128, value: u32) -> bool {
+    pub(super) fn cover(&mut self, first: u128, last: u128, value: u32) -> bool {
         let Some(next) = self.next else {
             return false;
         };
@@ -347,7 +347,7 @@ impl<K: HighBits> RangeBuilder<K> {
 
     /// Renumbers the values (`renumber[old] = new`; [`NOTHING`] stays) and merges the
     /// neighbours that become equal, in place.
-    pub fn renumber(&mut self, renumber: &[u32]) {
+    pub(super) fn renumber(&mut self, renumber: &[u32]) {
         let mut exact = std::mem::take(&mut self.exact).into_iter().peekable();
         let mut kept = 0;
         for i in 0..self.values.len() {
@@ -371,7 +371,7 @@ impl<K: HighBits> RangeBuilder<K> {
     }
 
     /// The finished table: the rest of the space is [`NOTHING`].
-    pub fn finish(mut self, bucket_bits: u32) -> RangeTable<K> {
+    pub(super) fn finish(mut self, bucket_bits: u32) -> RangeTable<K> {
         if let Some(next) = self.next {
             self.push(next, NOTHING);
         }

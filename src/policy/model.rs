@@ -501,6 +501,7 @@ impl SteeredName {
     }
 }
 
+/// What a steered name answers when every node allowed for a client is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllDown {

@@ -370,7 +370,7 @@ mod tests {
     fn damping_from_the_start_equals_damping_the_whole_ranking() {
         let mut random = XorShift::new(0x2545_f491_4f6c_dd1d);
         let policy = LatencyPolicy::default();
-        let now = std::time::SystemTime::now();
+        let now = t(0);
         let (mut kept, mut replaced) = (0, 0);
         for (nodes, depth) in [(5, 3), (40, 4), (200, 6)] {
             let candidates = candidates(&mut random, nodes);

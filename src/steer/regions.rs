@@ -42,17 +42,17 @@ pub(crate) struct Candidate {
 
 impl Candidate {
     /// Its score for a client at `from` (none: unlocated).
-    pub fn score(&self, from: Option<&UnitVector>) -> f64 {
+    pub(crate) fn score(&self, from: Option<&UnitVector>) -> f64 {
         self.terms.score(from.map(|v| v.distance_km(&self.at)))
     }
 
     /// Its rank key for a client at `from`.
-    pub fn key(&self, from: Option<&UnitVector>) -> u128 {
+    pub(crate) fn key(&self, from: Option<&UnitVector>) -> u128 {
         with_score(self.base, self.score(from))
     }
 
     /// Whether it may answer family `f` (0: IPv4, 1: IPv6).
-    pub fn serves(&self, f: usize) -> bool {
+    pub(crate) fn serves(&self, f: usize) -> bool {
         self.families & (1 << f) != 0
     }
 }
@@ -77,7 +77,7 @@ impl RankedStart {
     /// The start of a ranking given in order (`counts`: eligible nodes per family in all):
     /// what the tests hold region ranking and damping to.
     #[cfg(test)]
-    pub fn of(
+    pub(crate) fn of(
         ranked: impl IntoIterator<Item = (NodeId, u8)>,
         depth: usize,
         counts: [usize; 2],
@@ -160,7 +160,7 @@ pub(crate) struct Starts {
 
 impl Starts {
     /// The number of `start`, given a new one if it is new.
-    pub fn intern(&mut self, start: &RankedStart) -> u32 {
+    pub(crate) fn intern(&mut self, start: &RankedStart) -> u32 {
         if let Some(&id) = self.index.get(start) {
             return id;
         }
@@ -551,7 +551,7 @@ pub(crate) mod tests {
                         id,
                         &node,
                         &[],
-                        std::time::SystemTime::now(),
+                        std::time::SystemTime::UNIX_EPOCH,
                         &LatencyPolicy::default(),
                     ),
                     at: random_place(random),

@@ -10,6 +10,9 @@
 //! atomic swap. Queries never wait for any of this: they keep reading the previous snapshot
 //! until the store. Operator commands are answered after the swap, so a caller that gets its
 //! reply knows the next query sees the change.
+// The publisher owns time: it reads the clock and passes it to the pure parts (the
+// scheduler, node carry-over, feed validation).
+#![allow(clippy::disallowed_methods)]
 
 mod commands;
 mod nodes;
@@ -38,9 +41,9 @@ use nodes::{CarriedOver, NodeRuntime, availability, carry_over};
 use schedule::{Publication, Schedule};
 
 /// How often aging measurements and running hold times are looked at.
-pub const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+pub(super) const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often fading measurements alone are worth a re-ranking.
-pub const AGING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const AGING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// A change in a node's reported load that is worth a re-ranking.
 const LOAD_STEP: f64 = 0.02;
 /// A change in a node's probe loss rate that is worth a re-ranking.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Shortest time between two rebuilds: bounds the rebuild rate under a storm of changes.
-pub const MIN_REBUILD_GAP: Duration = Duration::from_millis(25);
+pub(super) const MIN_REBUILD_GAP: Duration = Duration::from_millis(25);
 
 /// What a publication due now must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

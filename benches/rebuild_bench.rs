@@ -1,0 +1,280 @@
+//! Answer-table rebuilds at scale: 200 nodes (or `NODES`) against a full city database. Run with
+//! `tests/bench/rebuild.sh` (see tests/bench/README.md).
+//!
+//! Part 1, in process: rank + build (what a policy load or a latency change costs) and
+//! build alone (what a health change costs), median of 3, and the process's peak RSS.
+//! Part 2, the real server: 40 availability changes through the admin interface, each
+//! answered only once published; then the server's own `geosteer_change_publish_seconds`
+//! (change seen → tables published) and `geosteer_answer_rebuild_seconds`.
+// Benchmarks read the clock: timing is what they are for.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "support/feed.rs"]
+mod feed;
+#[path = "support/fleet.rs"]
+mod fleet;
+
+use geosteer::random::XorShift;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use geosteer::answer::build;
+use geosteer::geo::GeoDb;
+use geosteer::steer::{DampingState, policy_availability, rank_all};
+
+use geosteer::policy::parse_zone;
+use geosteer_harness::nodes::http;
+use geosteer_harness::*;
+
+/// Fleet size: 200 (the target's), or `NODES` from the environment.
+fn node_count() -> usize {
+    std::env::var("NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Cells of the first zone's steered names whose class's start cannot decide.
+fn cells_answered_one_by_one(snapshot: &geosteer::answer::Snapshot) -> usize {
+    snapshot.zones[0]
+        .names
+        .values()
+        .map(|n| match n {
+            geosteer::answer::NameNode::Steered(t) => t
+                .table
+                .iter()
+                .flatten()
+                .filter(|&&c| t.class_answer[c as usize] == geosteer::answer::CLASS_SPLIT)
+                .count(),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn main() {
+    let geo_path = std::env::args()
+        .nth(1)
+        .map_or_else(|| repo("target/bench-data/city.mmdb"), Into::into);
+    let mut rng = XorShift::new(0x5eed);
+    let nodes = node_count();
+    let text = fleet::scale_zone(&mut rng, nodes);
+    let zones =
+        vec![parse_zone(std::path::Path::new("scale.yaml"), &text, 1).expect("generated policy")];
+    let started = Instant::now();
+    let geo = Arc::new(GeoDb::open(&geo_path).expect("the database opens"));
+    let load = started.elapsed();
+    // Worked out once per database, on the first ranking; kept for every later one.
+    let started = Instant::now();
+    let _ = (geo.sorted_positions(), geo.regions());
+    let place_index = started.elapsed();
+    let availability = policy_availability(&zones);
+    let now = SystemTime::now();
+    let (mut full, mut health, mut outage) = (Vec::new(), Vec::new(), Vec::new());
+    let mut damping = DampingState::new();
+    // A regional outage: the 10 nodes nearest Frankfurt down at once, which leaves the
+    // rankings' starts short across Europe and is answered cell by cell.
+    let frankfurt = geosteer::geo::Coordinates::new(50.1, 8.7).expect("in range");
+    let mut by_distance: Vec<usize> = (0..zones[0].nodes.len()).collect();
+    by_distance.sort_by(|&a, &b| {
+        let d = |i: usize| zones[0].nodes[i].location.distance_km(&frankfurt);
+        d(a).total_cmp(&d(b))
+    });
+    let mut region_down = availability.clone();
+    for &id in by_distance.iter().take(10) {
+        region_down[0][id] = geosteer::steer::Availability::HealthDown;
+    }
+    // A scattered outage: 4 nodes in 10, at random (where the server part below ends up).
+    let mut scattered_down = availability.clone();
+    let mut scattered = 0;
+    while scattered < nodes * 2 / 5 {
+        let id = rng.below(nodes as u64) as usize;
+        if scattered_down[0][id] != geosteer::steer::Availability::HealthDown {
+            scattered_down[0][id] = geosteer::steer::Availability::HealthDown;
+            scattered += 1;
+        }
+    }
+    let mut scattered_builds = Vec::new();
+    let (mut split_cells, mut scattered_cells) = (0, 0);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rankings = rank_all(&zones, &geo, &[], &mut damping, now);
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+        full.push(started.elapsed());
+        drop(snapshot);
+        let started = Instant::now();
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+        health.push(started.elapsed());
+        drop(snapshot);
+        let started = Instant::now();
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &region_down);
+        outage.push(started.elapsed());
+        split_cells = cells_answered_one_by_one(&snapshot);
+        drop(snapshot);
+        let started = Instant::now();
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &scattered_down);
+        scattered_builds.push(started.elapsed());
+        scattered_cells = cells_answered_one_by_one(&snapshot);
+        drop(snapshot);
+    }
+    println!(
+        "answer tables, {nodes} nodes x {} places of {} (load {:.0} ms):",
+        geo.places().len(),
+        geo_path.display(),
+        ms(load)
+    );
+    println!(
+        "  place index (positions in Morton order, regions; once per database): {:.1} ms",
+        ms(place_index)
+    );
+    println!(
+        "  rank + build (policy load, latency change): {:>8.1} ms   target <= 100 ms",
+        ms(median(full))
+    );
+    println!(
+        "  build from rankings (a health change):      {:>8.1} ms",
+        ms(median(health))
+    );
+    println!(
+        "  build with the 10 nodes nearest Frankfurt down: {:>8.1} ms   ({split_cells} cells answered one by one)",
+        ms(median(outage))
+    );
+    println!(
+        "  build with {scattered} nodes down at random: {:>8.1} ms   ({scattered_cells} cells answered one by one)",
+        ms(median(scattered_builds))
+    );
+    // A feed's worth of measurements: every node measured from seven countries.
+    let mut measured = geosteer::latency::ZoneLatency::default();
+    for (continent, country) in [
+        (*b"AS", *b"JP"),
+        (*b"EU", *b"DE"),
+        (*b"EU", *b"GB"),
+        (*b"NA", *b"US"),
+        (*b"SA", *b"BR"),
+        (*b"AS", *b"IN"),
+        (*b"OC", *b"AU"),
+    ] {
+        for node in 0..nodes {
+            let group = geosteer::latency::ClientGroup::Geo(geosteer::geo::GeoCode {
+                continent,
+                country: Some(country),
+                subdivision: None,
+            });
+            let m = geosteer::latency::Measurement {
+                rtt_ms: 5.0 + rng.below(300) as f64,
+                loss: 0.0,
+                at: now,
+            };
+            measured.measurements.record(node, group, m);
+        }
+    }
+    let mut measured_builds = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rankings = rank_all(
+            &zones,
+            &geo,
+            std::slice::from_ref(&measured),
+            &mut damping,
+            now,
+        );
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+        measured_builds.push(started.elapsed());
+        drop(snapshot);
+    }
+    println!(
+        "  rank + build, every node measured from 7 countries: {:>8.1} ms",
+        ms(median(measured_builds))
+    );
+    println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
+
+    let dir = zone_dir("rebuild-bench", &text);
+    server_changes(&dir, &geo_path, nodes, &mut rng, false);
+    server_changes(&dir, &geo_path, nodes, &mut rng, true);
+}
+
+/// The real server: 40 availability changes through the admin interface (each answered once
+/// published), alone or while latency feed batches arrive (10 a second, each re-ranking
+/// within the re-rank interval); then the server's own change -> published quantiles.
+fn server_changes(
+    dir: &std::path::Path,
+    geo_path: &std::path::Path,
+    nodes: usize,
+    rng: &mut XorShift,
+    with_feed: bool,
+) {
+    let server = Server::start(dir, geo_path, &[]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = with_feed.then(|| {
+        let (flag, admin) = (Arc::clone(&stop), server.admin);
+        let countries = [
+            "AS-JP", "EU-DE", "EU-GB", "NA-US", "SA-BR", "AS-IN", "OC-AU",
+        ];
+        let limit = Duration::from_secs(60);
+        std::thread::spawn(move || feed::feed_latency(admin, &countries, nodes, 10, &flag, limit).0)
+    });
+    let changes = 40;
+    for i in 0..changes {
+        let node = rng.below(nodes as u64);
+        let action = if i % 2 == 0 { "force-down" } else { "obey" };
+        let (status, body) = http(
+            server.admin,
+            "POST",
+            &format!("/nodes/scale.example/n{node}/{action}"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        // Spaced unevenly, so changes do not keep step with the re-rank interval.
+        std::thread::sleep(Duration::from_millis(100 + rng.below(150)));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches = feeder.map(|f| f.join().unwrap_or(0));
+    let (_, text) = http(server.admin, "GET", "/metrics", None);
+    match batches {
+        None => println!("the server, {changes} availability changes through the admin interface:"),
+        Some(b) => println!(
+            "the server, {changes} availability changes while {b} latency feed batches arrive (10 a second; {:.0} rankings done, the longest {:.0} ms):",
+            metric(&text, "geosteer_ranking_seconds_count"),
+            1e3 * metric(&text, "geosteer_ranking_seconds{quantile=\"1\"}"),
+        ),
+    }
+    for (q, label) in [("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")] {
+        println!(
+            "  change -> published {label} {:>8.1} ms   (rebuild {label}: {:.1} ms)   target <= 10 ms",
+            1e3 * metric(
+                &text,
+                &format!("geosteer_change_publish_seconds{{quantile=\"{q}\"}}")
+            ),
+            1e3 * metric(
+                &text,
+                &format!("geosteer_answer_rebuild_seconds{{quantile=\"{q}\"}}")
+            ),
+        );
+    }
+}

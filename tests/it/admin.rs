@@ -1,0 +1,267 @@
+//! The admin interface as operators and monitoring use it: Prometheus text whose counters
+//! move with traffic, the effective configuration, the token off loopback, and SOA serials
+//! that follow edits across reloads.
+
+use std::collections::HashMap;
+
+use crate::support::nodes::http;
+use crate::support::*;
+use hickory_proto::rr::{RData, RecordType};
+
+/// Parses Prometheus text exposition (format 0.0.4) strictly: every line is a comment
+/// (`# HELP`, `# TYPE`) or `name{label="value",...} number`. Returns samples keyed by
+/// `name{labels}` as written, or the first line that does not parse.
+fn parse_prometheus(text: &str) -> Result<HashMap<String, f64>, String> {
+    let mut samples = HashMap::new();
+    let metric_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.split_whitespace();
+            let kind = words.next();
+            let name = words.next().unwrap_or_default();
+            match kind {
+                Some("HELP") if metric_name(name) => continue,
+                Some("TYPE")
+                    if metric_name(name)
+                        && matches!(
+                            words.next(),
+                            Some("counter" | "gauge" | "histogram" | "summary" | "untyped")
+                        ) =>
+                {
+                    continue;
+                }
+                _ => return Err(line.to_string()),
+            }
+        }
+        let (series, value) = line.rsplit_once(' ').ok_or_else(|| line.to_string())?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| line.to_string())?,
+        };
+        let name = series.split('{').next().unwrap_or_default();
+        if !metric_name(name) {
+            return Err(line.to_string());
+        }
+        let labels = &series[name.len()..];
+        if !labels.is_empty() {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .ok_or_else(|| line.to_string())?;
+            for pair in inner.split("\",").filter(|p| !p.is_empty()) {
+                let (key, value) = pair.split_once("=\"").ok_or_else(|| line.to_string())?;
+                if !metric_name(key) || value.trim_end_matches('"').contains('"') {
+                    return Err(line.to_string());
+                }
+            }
+        }
+        samples.insert(series.to_string(), value);
+    }
+    Ok(samples)
+}
+
+fn scrape(server: &Server) -> HashMap<String, f64> {
+    let (status, text) = http(server.admin, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    parse_prometheus(&text).unwrap_or_else(|line| panic!("not Prometheus text: {line:?}"))
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_the_counters_move() {
+    let server = Server::test_zone();
+    // Warm up once so every series exists, then take the baseline.
+    udp(&server, &q("ingest.test.example.", RecordType::A));
+    let before = scrape(&server);
+    // The first build is timed too, so the rebuild series exists before any change.
+    assert!(
+        before
+            .get("geosteer_answer_rebuild_seconds_count")
+            .is_some_and(|n| *n >= 1.0),
+        "no rebuild recorded at start"
+    );
+    let a_noerror =
+        "geosteer_zone_queries_total{zone=\"test.example.\",qtype=\"A\",rcode=\"NOERROR\"}";
+    let nx =
+        "geosteer_zone_queries_total{zone=\"test.example.\",qtype=\"AAAA\",rcode=\"NXDOMAIN\"}";
+    let tcp_noerror = "geosteer_queries_total{transport=\"tcp\",rcode=\"NOERROR\",ecs=\"yes\"}";
+    let refused = "geosteer_queries_total{transport=\"udp\",rcode=\"REFUSED\",ecs=\"no\"}";
+    let get = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    for _ in 0..5 {
+        let reply = udp_from(
+            &server,
+            from("127.1.0.9"),
+            &q("ingest.test.example.", RecordType::A),
+        );
+        assert!(!a_records(&reply).is_empty());
+    }
+    for _ in 0..3 {
+        tcp(
+            &server,
+            &q("ingest.test.example.", RecordType::A).ecs("127.1.0.0", 24),
+        );
+    }
+    udp(&server, &q("nope.test.example.", RecordType::AAAA));
+    udp(&server, &q("example.org.", RecordType::A));
+    let after = scrape(&server);
+    assert_eq!(get(&after, a_noerror) - get(&before, a_noerror), 8.0);
+    assert_eq!(get(&after, nx) - get(&before, nx), 1.0);
+    assert_eq!(get(&after, tcp_noerror) - get(&before, tcp_noerror), 3.0);
+    assert_eq!(get(&after, refused) - get(&before, refused), 1.0);
+    // Every answered address is counted against its node: 8 answers of `answers` nodes each.
+    let answered = |m: &HashMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("geosteer_node_answers_total{zone=\"test.example.\""))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let moved = answered(&after) - answered(&before);
+    assert!(moved >= 8.0, "node answers moved by {moved}");
+    // A steered name's available nodes, and reload health, are gauges alerts can use.
+    let ingest_up = "geosteer_name_nodes_up{zone=\"test.example.\",name=\"ingest.test.example.\"}";
+    assert_eq!(
+        get(&after, ingest_up),
+        10.0,
+        "11 nodes, one of them down by policy"
+    );
+    assert_eq!(get(&after, "geosteer_reload_ok"), 1.0);
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/test.example/tokyo/drain",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&scrape(&server), ingest_up), 9.0);
+    // Node states are exported from the start.
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("geosteer_node_up{zone=\"test.example.\"")),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn config_shows_the_effective_policy_with_defaults() {
+    let server = Server::test_zone();
+    let (status, body) = http(server.admin, "GET", "/config", None);
+    assert_eq!(status, 200, "{body}");
+    let config: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(config["settings"]["max_udp_payload"], 1232);
+    assert_eq!(config["settings"]["admin_token_set"], false);
+    let zone = &config["policy"]["zones"][0];
+    assert_eq!(zone["zone"], "test.example.");
+    assert_eq!(zone["soa"]["serial"], 42);
+    let steer = zone["steer"].as_array().expect("steered names");
+    assert!(!steer.is_empty(), "{zone}");
+    // Defaults the file does not write are filled in.
+    assert_eq!(steer[0]["latency"]["margin"], 0.2);
+    assert_eq!(steer[0]["all_down"], "fail-open");
+}
+
+#[test]
+fn a_token_is_enforced_on_an_interface_off_loopback() {
+    let dir = zone_dir(
+        "admin-token-off-loopback",
+        "zone: tk.example\nsoa: {primary: ns1.tk.example., contact: h.tk.example.}\nns: [ns1.tk.example.]\nrecords:\n  ns1: {type: A, value: 192.0.2.1}\n",
+    );
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "t0ken\n").expect("write token");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_geosteer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .arg("--zones")
+        .arg(&dir)
+        .arg("--geo")
+        .arg(repo("tests/fixtures/geo-city.mmdb"))
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geosteer");
+    let stdout = child.stdout.take().expect("piped");
+    let admin = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("geosteer admin on http://")
+                .map(|a| a.trim().to_string())
+        })
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("the admin line");
+    assert!(admin.ip().is_unspecified(), "{admin}");
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], admin.port()));
+    for path in ["/nodes", "/metrics", "/config", "/status"] {
+        assert_eq!(http(local, "GET", path, None).0, 401, "{path}");
+        assert_eq!(http(local, "GET", path, Some("wrong")).0, 401, "{path}");
+        assert_eq!(http(local, "GET", path, Some("t0ken")).0, 200, "{path}");
+    }
+    assert_eq!(http(local, "POST", "/reload", None).0, 401);
+    // Probes answer without it (kubelets and route announcers hold no secret).
+    assert_eq!(http(local, "GET", "/healthz", None).0, 200);
+    assert_eq!(http(local, "GET", "/readyz", None).0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn soa_serial(server: &Server, name: &str) -> u32 {
+    let reply = udp(server, &q(name, RecordType::SOA));
+    reply
+        .answers
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        })
+        .expect("an SOA answer")
+}
+
+#[test]
+fn a_derived_serial_stays_for_an_unchanged_file_and_grows_with_every_edit() {
+    let policy = |text: &str| {
+        format!(
+            "zone: sn.example\nsoa: {{primary: ns1.sn.example., contact: h.sn.example.}}\nns: [ns1.sn.example.]\n\
+             records:\n  ns1: {{type: A, value: 192.0.2.1}}\n  \"@\": {{type: TXT, value: \"{text}\"}}\n"
+        )
+    };
+    let dir = zone_dir("serial", &policy("one"));
+    let file = dir.join("zone.yaml");
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let first = soa_serial(&server, "sn.example.");
+    // Unchanged content (even touched): the serial stays.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    assert_eq!(http(server.admin, "POST", "/reload", None).0, 200);
+    assert_eq!(soa_serial(&server, "sn.example."), first);
+    // Edited, with the modification time set back a day (a restored file): it still grows.
+    // Written aside and renamed over, so the file watcher never sees it half done.
+    let staged = dir.join("zone.yaml.new");
+    std::fs::write(&staged, policy("two")).expect("edit");
+    let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&staged)
+        .and_then(|f| f.set_modified(yesterday))
+        .expect("set mtime");
+    std::fs::rename(&staged, &file).expect("rename over the policy");
+    assert_eq!(http(server.admin, "POST", "/reload", None).0, 200);
+    let second = soa_serial(&server, "sn.example.");
+    assert_eq!(second, first.wrapping_add(1));
+    std::fs::write(&file, policy("three")).expect("edit");
+    assert_eq!(http(server.admin, "POST", "/reload", None).0, 200);
+    let third = soa_serial(&server, "sn.example.");
+    assert!(
+        third.wrapping_sub(second) > 0 && third.wrapping_sub(second) < 1 << 31,
+        "{second} -> {third}"
+    );
+}

@@ -1,0 +1,497 @@
+//! Health checking end to end: real fake nodes on loopback, really stopped and restarted, a
+//! steady query stream against the real server, and the admin interface.
+
+use std::time::{Duration, Instant};
+
+use crate::support::nodes::{Behaviour, FakeNode, http};
+use crate::support::*;
+
+/// Check settings of these tests: fast, so the suite stays quick.
+const INTERVAL: Duration = Duration::from_millis(300);
+const RECHECK: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_secs(1);
+const RISE: u32 = 3;
+const FALL: u32 = 3;
+
+/// A zone whose nodes are `(name, tier, geo, [lat, lon], fake node)`, checked with `check`
+/// (YAML flow map without braces), and `steer` (YAML for the `steer:` block).
+/// A node of a test zone: name, tier, geo code, location and the fake node behind it.
+type NodeSpec<'a> = (&'a str, &'a str, &'a str, (f64, f64), &'a FakeNode);
+
+fn policy(nodes: &[NodeSpec], check: &str, steer: &str) -> String {
+    let mut out = format!(
+        "zone: hc.example\nsoa: {{primary: ns1.hc.example., contact: h.hc.example.}}\nns: [ns1.hc.example.]\n\
+         check: {{{check}, interval: {}ms, recheck: {}ms, timeout: {}ms, rise: {RISE}, fall: {FALL}}}\nnodes:\n",
+        INTERVAL.as_millis(),
+        RECHECK.as_millis(),
+        TIMEOUT.as_millis()
+    );
+    for (name, tier, geo, (lat, lon), node) in nodes {
+        out += &format!(
+            "  {name}: {{tier: {tier}, geo: {geo}, location: [{lat}, {lon}], addresses: [{}], check: {{port: {}}}}}\n",
+            node.addr.ip(),
+            node.addr.port()
+        );
+    }
+    out + "steer:\n" + steer
+}
+
+fn start(name: &str, policy: &str) -> Server {
+    Server::start(
+        &zone_dir(name, policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    )
+}
+
+const TOKYO_CLIENT: &str = "127.1.0.5";
+const GERMAN_CLIENT: &str = "127.3.0.5";
+
+fn answers(seen: &Seen) -> Vec<String> {
+    match seen {
+        Seen::Answer(a) => a.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn is(expected: &[&FakeNode]) -> impl Fn(&Seen) -> bool {
+    let want: Vec<String> = expected.iter().map(|n| n.addr.ip().to_string()).collect();
+    move |seen| answers(seen) == want
+}
+
+/// Every query of the run got an answer with at least one address.
+fn assert_no_failures(log: &[(Instant, Seen)]) {
+    assert!(log.len() > 20, "the query loop ran ({} queries)", log.len());
+    let bad: Vec<&(Instant, Seen)> = log
+        .iter()
+        .filter(|(_, s)| !matches!(s, Seen::Answer(a) if !a.is_empty()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} queries failed, e.g. {:?}",
+        bad.len(),
+        log.len(),
+        bad.first()
+    );
+}
+
+#[test]
+fn failed_node_leaves_answers_fast_and_returns_after_rise() {
+    let mut tokyo = FakeNode::start("127.0.0.11", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.12", Behaviour::Tcp);
+    let sydney = FakeNode::start("127.0.0.13", Behaviour::Tcp);
+    let server = start(
+        "failover",
+        &policy(
+            &[
+                ("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo),
+                ("singapore", "core", "AS-SG", (1.35, 103.82), &singapore),
+                ("sydney", "core", "OC-AU", (-33.87, 151.21), &sydney),
+            ],
+            "type: tcp",
+            "  ingest: {answers: 1}\n",
+        ),
+    );
+    wait_healthy(&server, &["tokyo", "singapore", "sydney"]);
+    let stream = QueryLoop::start(server.addr, from(TOKYO_CLIENT), "ingest.hc.example.");
+    let begin = Instant::now();
+    assert!(
+        stream
+            .first(begin, Duration::from_secs(5), is(&[&tokyo]))
+            .is_some(),
+        "Tokyo answers first"
+    );
+
+    let killed = Instant::now();
+    tokyo.stop();
+    let bound = INTERVAL * FALL + TIMEOUT + Duration::from_secs(1);
+    let gone = stream
+        .first(killed, bound, |s| {
+            !answers(s).contains(&"127.0.0.11".to_string())
+        })
+        .unwrap_or_else(|| panic!("Tokyo still answered {bound:?} after it died"));
+    eprintln!("refused: out of answers {:?} after the kill", gone - killed);
+    assert!(
+        stream
+            .first(gone, Duration::from_millis(100), is(&[&singapore]))
+            .is_some(),
+        "the next nearest takes over"
+    );
+
+    let restarted = Instant::now();
+    tokyo.restart();
+    let back = stream
+        .first(
+            restarted,
+            INTERVAL + RECHECK * RISE + Duration::from_secs(2),
+            is(&[&tokyo]),
+        )
+        .expect("Tokyo comes back after it recovers");
+    eprintln!("back in answers {:?} after the restart", back - restarted);
+    // Not before `rise` successes: they are at least (rise - 1) rechecks apart.
+    assert!(
+        back - restarted >= RECHECK * (RISE - 1),
+        "back after {:?}: too soon for rise={RISE}",
+        back - restarted
+    );
+    let log = stream.finish();
+    assert_no_failures(&log);
+}
+
+#[test]
+fn backups_stand_in_and_fail_open_when_all_are_down() {
+    let mut tokyo = FakeNode::start("127.0.0.21", Behaviour::Tcp);
+    let mut singapore = FakeNode::start("127.0.0.22", Behaviour::Tcp);
+    let mut backup = FakeNode::start("127.0.0.23", Behaviour::Tcp);
+    let server = start(
+        "backup",
+        &policy(
+            &[
+                ("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo),
+                ("singapore", "edge", "AS-SG", (1.35, 103.82), &singapore),
+                ("osaka-b", "backup", "AS-JP", (34.69, 135.50), &backup),
+            ],
+            "type: tcp",
+            "  ingest: {answers: 2, degraded_ttl: 5}\n",
+        ),
+    );
+    wait_healthy(&server, &["tokyo", "singapore", "osaka-b"]);
+    let stream = QueryLoop::start(server.addr, from(TOKYO_CLIENT), "ingest.hc.example.");
+    let t = Instant::now();
+    let within = Duration::from_secs(4);
+    assert!(
+        stream.first(t, within, is(&[&tokyo, &singapore])).is_some(),
+        "backup idles while primaries are up"
+    );
+    tokyo.stop();
+    assert!(
+        stream
+            .first(t, within, is(&[&singapore, &backup]))
+            .is_some(),
+        "backup stands in for Tokyo"
+    );
+    singapore.stop();
+    assert!(
+        stream.first(t, within, is(&[&backup])).is_some(),
+        "backup alone"
+    );
+    let ttl = udp_from(
+        &server,
+        from(TOKYO_CLIENT),
+        &q("ingest.hc.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert!(
+        ttl.answers.iter().all(|r| r.ttl == 5),
+        "degraded TTL while nodes are down"
+    );
+    backup.stop();
+    // Fail-open: every node down, answer as if all were up.
+    let open = Instant::now();
+    assert!(
+        stream
+            .first(open, within, is(&[&tokyo, &singapore]))
+            .is_some(),
+        "fail-open"
+    );
+    tokyo.restart();
+    singapore.restart();
+    backup.restart();
+    let healed = Instant::now();
+    assert!(
+        stream
+            .first(healed, within, is(&[&tokyo, &singapore]))
+            .is_some()
+    );
+    assert_no_failures(&stream.finish());
+}
+
+#[test]
+fn fences_hold_during_failover_and_fail_closed_answers_servfail() {
+    let mut frankfurt = FakeNode::start("127.0.0.31", Behaviour::Tcp);
+    let mut london = FakeNode::start("127.0.0.32", Behaviour::Tcp);
+    let tokyo = FakeNode::start("127.0.0.33", Behaviour::Tcp);
+    let server = start(
+        "fence",
+        &policy(
+            &[
+                ("frankfurt", "core", "EU-DE", (50.11, 8.68), &frankfurt),
+                ("london", "core", "EU-GB", (51.51, -0.13), &london),
+                ("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo),
+            ],
+            "type: tcp",
+            "  ingest:\n    answers: 2\n    rules:\n      - {geos: [EU], nodes: [frankfurt, london], fence: true}\n      - {}\n\
+             \x20 closed:\n    answers: 2\n    all_down: fail-closed\n    rules:\n      - {geos: [EU], nodes: [frankfurt, london], fence: true}\n      - {}\n",
+        ),
+    );
+    wait_healthy(&server, &["frankfurt", "london", "tokyo"]);
+    let stream = QueryLoop::start(server.addr, from(GERMAN_CLIENT), "ingest.hc.example.");
+    let t = Instant::now();
+    let within = Duration::from_secs(4);
+    assert!(
+        stream
+            .first(t, within, is(&[&frankfurt, &london]))
+            .is_some()
+    );
+    frankfurt.stop();
+    assert!(
+        stream.first(t, within, is(&[&london])).is_some(),
+        "one EU answer, never Tokyo"
+    );
+    london.stop();
+    let all_down = Instant::now();
+    // Fail-open inside the fence: the EU nodes as if up, still never Tokyo.
+    assert!(
+        stream
+            .first(all_down, within, is(&[&frankfurt, &london]))
+            .is_some()
+    );
+    // The fail-closed name answers SERVFAIL once every allowed node is down.
+    eventually(within, "fail-closed SERVFAIL", || {
+        let reply = udp_from(
+            &server,
+            from(GERMAN_CLIENT),
+            &q("closed.hc.example.", hickory_proto::rr::RecordType::A),
+        );
+        match reply.metadata.response_code {
+            hickory_proto::op::ResponseCode::ServFail => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // Outside the fence the same name still answers.
+    let reply = udp_from(
+        &server,
+        from(TOKYO_CLIENT),
+        &q("closed.hc.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert_eq!(a_records(&reply), vec!["127.0.0.33".to_string()]);
+    let log = stream.finish();
+    for (_, seen) in &log {
+        assert!(
+            !answers(seen).contains(&"127.0.0.33".to_string()),
+            "the fence held for every query"
+        );
+    }
+    assert_no_failures(&log);
+}
+
+#[test]
+fn operators_drain_and_see_node_state() {
+    let tokyo = FakeNode::start("127.0.0.41", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.42", Behaviour::Tcp);
+    let server = start(
+        "drain",
+        &policy(
+            &[
+                ("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo),
+                ("singapore", "core", "AS-SG", (1.35, 103.82), &singapore),
+            ],
+            "type: tcp",
+            "  ingest: {answers: 1}\n",
+        ),
+    );
+    let query = || {
+        a_records(&udp_from(
+            &server,
+            from(TOKYO_CLIENT),
+            &q("ingest.hc.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    assert_eq!(query(), vec!["127.0.0.41"]);
+    let (status, body) = http(server.admin, "POST", "/nodes/hc.example/tokyo/drain", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"override\":\"drain\""), "{body}");
+    // The reply comes after publication: the very next query no longer gets Tokyo.
+    assert_eq!(query(), vec!["127.0.0.42"]);
+    let (status, body) = http(server.admin, "GET", "/nodes", None);
+    assert_eq!(status, 200);
+    let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let tokyo_state = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node"] == "tokyo"))
+        .expect("tokyo listed");
+    assert_eq!(tokyo_state["availability"], "admin-down");
+    assert_eq!(tokyo_state["zone"], "hc.example.");
+    assert!(
+        tokyo_state["check"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("tcp 127.0.0.41:")
+    );
+    let (status, _) = http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None);
+    assert_eq!(status, 200);
+    assert_eq!(query(), vec!["127.0.0.41"]);
+    // Force-down and force-up, and bad requests.
+    assert_eq!(
+        http(
+            server.admin,
+            "POST",
+            "/nodes/hc.example/tokyo/force-down",
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(query(), vec!["127.0.0.42"]);
+    assert_eq!(
+        http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None).0,
+        200
+    );
+    assert_eq!(
+        http(server.admin, "POST", "/nodes/hc.example/nope/drain", None).0,
+        404
+    );
+    assert_eq!(
+        http(
+            server.admin,
+            "POST",
+            "/nodes/hc.example/tokyo/explode",
+            None
+        )
+        .0,
+        400
+    );
+    // Checks report latency and results once they have run.
+    eventually(Duration::from_secs(5), "checks reporting", || {
+        let (_, body) = http(server.admin, "GET", "/nodes", None);
+        let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let checked = nodes.as_array().is_some_and(|a| {
+            a.iter().all(|n| {
+                n["last_ok"] == true
+                    && n["last_latency_ms"].as_f64().is_some()
+                    && n["health"] == "up"
+            })
+        });
+        if checked { Ok(()) } else { Err(body) }
+    });
+    let (status, metrics) = http(server.admin, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("geosteer_health_checks_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("geosteer_node_up{zone=\"hc.example.\",node=\"tokyo\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn admin_token_is_enforced() {
+    let tokyo = FakeNode::start("127.0.0.51", Behaviour::Tcp);
+    let policy = policy(
+        &[("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo)],
+        "type: tcp",
+        "  ingest: {answers: 1}\n",
+    );
+    let dir = zone_dir("token", &policy);
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("write token");
+    let server = Server::start(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[
+            "--admin-token-file",
+            token_file.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(http(server.admin, "GET", "/nodes", None).0, 401);
+    assert_eq!(http(server.admin, "GET", "/nodes", Some("wrong")).0, 401);
+    assert_eq!(http(server.admin, "GET", "/nodes", Some("s3cret")).0, 200);
+    // Off loopback without a token, the server refuses to start.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_geosteer"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--zones",
+        ])
+        .arg(&dir)
+        .args(["--geo"])
+        .arg(repo("tests/fixtures/geo-city.mmdb"))
+        .env_remove("GEOSTEER_ADMIN_TOKEN")
+        .output()
+        .expect("run geosteer");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not on loopback: give it a token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_hung_target_does_not_delay_other_checks() {
+    let hung = FakeNode::start("127.0.0.61", Behaviour::Hang);
+    let mut tokyo = FakeNode::start("127.0.0.62", Behaviour::Http(200, "ok"));
+    let singapore = FakeNode::start("127.0.0.63", Behaviour::Http(200, "ok"));
+    let zone = format!(
+        "zone: hc.example\nsoa: {{primary: ns1.hc.example., contact: h.hc.example.}}\nns: [ns1.hc.example.]\n\
+         check: {{type: http, interval: 300ms, recheck: 100ms, rise: 2, fall: 3}}\nnodes:\n\
+         \x20 hung: {{geo: AS-KR, location: [37.56, 126.97], addresses: [{}], check: {{port: {}, timeout: 20s}}}}\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1, nodes: [tokyo, singapore]}}\n",
+        hung.addr.ip(),
+        hung.addr.port(),
+        tokyo.addr.ip(),
+        tokyo.addr.port(),
+        singapore.addr.ip(),
+        singapore.addr.port()
+    );
+    let server = start("hung", &zone);
+    wait_healthy(&server, &["tokyo", "singapore"]);
+    let stream = QueryLoop::start(server.addr, from(TOKYO_CLIENT), "ingest.hc.example.");
+    let t = Instant::now();
+    assert!(
+        stream
+            .first(t, Duration::from_secs(5), is(&[&tokyo]))
+            .is_some()
+    );
+    // The hung node's probe is stuck for 20 s; Tokyo's failure must be seen at its own pace.
+    let killed = Instant::now();
+    tokyo.stop();
+    let bound = INTERVAL * FALL + TIMEOUT + Duration::from_secs(1);
+    assert!(
+        stream.first(killed, bound, is(&[&singapore])).is_some(),
+        "Tokyo's failure was not seen within {bound:?} while another target hung"
+    );
+    let (_, body) = http(server.admin, "GET", "/nodes", None);
+    let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let hung_state = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node"] == "hung"))
+        .expect("listed");
+    assert!(
+        hung_state["last_ok"].is_null(),
+        "the hung probe has not finished: {hung_state}"
+    );
+    assert_no_failures(&stream.finish());
+}
+
+#[test]
+fn readyz_waits_for_the_first_health_round() {
+    let hung = FakeNode::start("127.0.0.65", Behaviour::Hang);
+    let tokyo = FakeNode::start("127.0.0.66", Behaviour::Tcp);
+    let zone = format!(
+        "zone: hc.example\nsoa: {{primary: ns1.hc.example., contact: h.hc.example.}}\nns: [ns1.hc.example.]\nnodes:\n\
+         \x20 hung: {{geo: AS-KR, location: [37.56, 126.97], addresses: [{}], check: {{type: http, port: {}, timeout: 3s}}}}\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{type: tcp, port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1}}\n",
+        hung.addr.ip(),
+        hung.addr.port(),
+        tokyo.addr.ip(),
+        tokyo.addr.port()
+    );
+    let server = start("readyz", &zone);
+    assert_eq!(http(server.admin, "GET", "/healthz", None).0, 200);
+    let (status, body) = http(server.admin, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("hc.example./hung"), "{body}");
+    // Once the hung probe times out (3 s), every node has a result: ready.
+    eventually(Duration::from_secs(10), "readiness", || {
+        let (status, body) = http(server.admin, "GET", "/readyz", None);
+        if status == 200 { Ok(()) } else { Err(body) }
+    });
+}

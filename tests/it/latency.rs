@@ -1,0 +1,280 @@
+//! Steering by measured latency, end to end: feed batches through the admin interface and a
+//! watched file move a client group between nodes after the hysteresis time, and back; bad
+//! batches are rejected with their reasons and change nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::support::nodes::{http, http_json};
+use crate::support::*;
+
+const HOLD: Duration = Duration::from_secs(1);
+const TOKYO: &str = "192.0.2.1";
+const SINGAPORE: &str = "192.0.2.2";
+const JP_CLIENT: &str = "127.1.0.5";
+
+fn policy() -> String {
+    format!(
+        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
+         steer:\n  ingest: {{answers: 1, latency: {{margin: 20%, hold: {}ms}}}}\n",
+        HOLD.as_millis()
+    )
+}
+
+fn feed(tokyo_ms: f64, singapore_ms: f64) -> String {
+    format!(
+        r#"{{"measurements": [
+            {{"group": "AS-JP", "node": "tokyo", "rtt_ms": {tokyo_ms}}},
+            {{"group": "AS-JP", "node": "singapore", "rtt_ms": {singapore_ms}, "loss": 0.0}}]}}"#
+    )
+}
+
+fn is(address: &'static str) -> impl Fn(&Seen) -> bool {
+    move |seen| matches!(seen, Seen::Answer(a) if a == &[address.to_string()])
+}
+
+#[test]
+fn feeds_move_clients_after_the_hold_time_and_back() {
+    let server = Server::start(
+        &zone_dir("latency", &policy()),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let stream = QueryLoop::start(server.addr, from(JP_CLIENT), "ingest.lat.example.");
+    assert!(
+        stream
+            .first(Instant::now(), Duration::from_secs(5), is(TOKYO))
+            .is_some(),
+        "distance first"
+    );
+
+    // Tokyo is slow for Japanese clients tonight; Singapore is fast.
+    let posted = Instant::now();
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, &feed(250.0, 40.0));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"applied\":2"), "{body}");
+    let moved = stream
+        .first(posted, HOLD + Duration::from_secs(3), is(SINGAPORE))
+        .expect("JP clients move to Singapore");
+    eprintln!("moved {:?} after the feed", moved - posted);
+    assert!(
+        moved - posted >= HOLD,
+        "moved after {:?}, before the hold time",
+        moved - posted
+    );
+
+    // Bad batches: rejected with reasons, nothing applied (the valid first entry included).
+    for (batch, reason) in [
+        (
+            r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "rtt_ms": 1}, {"group": "AS-JP", "node": "nope", "rtt_ms": 5}]}"#,
+            "unknown node 'nope'",
+        ),
+        (
+            r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "rtt_ms": 1}, {"group": "10.0.0.1/8", "node": "tokyo", "rtt_ms": 5}]}"#,
+            "did you mean 10.0.0.0/8",
+        ),
+        (
+            r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "rtt_ms": 1}, {"group": "AS-JP", "node": "tokyo", "rtt_ms": -3}]}"#,
+            "is not a round trip",
+        ),
+        (
+            r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "rtt_ms": 1, "loss": 7}]}"#,
+            "is not a rate",
+        ),
+        (
+            r#"{"loads": [{"node": "tokyo", "load": 9}]}"#,
+            "not a fraction of capacity",
+        ),
+        (
+            r#"{"measurements": [{"group": "XX", "node": "tokyo", "rtt_ms": 1}]}"#,
+            "unknown continent",
+        ),
+    ] {
+        let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+        assert_eq!(status, 400, "{batch}: {body}");
+        assert!(body.contains(reason), "{batch}: {body} lacks {reason:?}");
+    }
+    let (status, _) = http_json(server.admin, "POST", "/latency", None, "{not json");
+    assert!((400..500).contains(&status));
+    let checked = Instant::now();
+    assert!(
+        stream
+            .first(checked, HOLD * 2 + Duration::from_millis(500), is(TOKYO))
+            .is_none(),
+        "a rejected batch changed the answers"
+    );
+
+    // The evening peak is over: Tokyo is fast again.
+    let recovered = Instant::now();
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, &feed(20.0, 40.0));
+    assert_eq!(status, 200, "{body}");
+    let back = stream
+        .first(recovered, HOLD + Duration::from_secs(3), is(TOKYO))
+        .expect("JP clients return to Tokyo");
+    assert!(back - recovered >= HOLD);
+    // Noise smaller than the margin never moves them.
+    let (status, _) = http_json(server.admin, "POST", "/latency", None, &feed(40.0, 35.0));
+    assert_eq!(status, 200);
+    let calm = Instant::now();
+    assert!(
+        stream
+            .first(calm, HOLD * 2 + Duration::from_millis(500), is(SINGAPORE))
+            .is_none()
+    );
+    let log = stream.finish();
+    assert!(
+        log.iter()
+            .all(|(_, s)| matches!(s, Seen::Answer(a) if a.len() == 1)),
+        "every query answered"
+    );
+}
+
+#[test]
+fn loads_shed_traffic_and_a_watched_file_feeds_too() {
+    let dir = zone_dir("latency-file", &policy());
+    let feed_file = dir.join("feed.json");
+    let server = Server::start(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--latency-feed", feed_file.to_str().expect("utf-8 path")],
+    );
+    let stream = QueryLoop::start(server.addr, from(JP_CLIENT), "ingest.lat.example.");
+    assert!(
+        stream
+            .first(Instant::now(), Duration::from_secs(5), is(TOKYO))
+            .is_some()
+    );
+    // Tokyo at 97 % of capacity: traffic sheds to Singapore (after the hold).
+    std::fs::write(
+        &feed_file,
+        r#"{"loads": [{"node": "tokyo", "load": 0.97}]}"#,
+    )
+    .expect("write feed");
+    let written = Instant::now();
+    assert!(
+        stream
+            .first(written, HOLD + Duration::from_secs(4), is(SINGAPORE))
+            .is_some(),
+        "a loaded node sheds its clients"
+    );
+    let (_, body) = http(server.admin, "GET", "/nodes", None);
+    assert!(body.contains("\"load\":0.97"), "{body}");
+    // An invalid file is rejected whole: the load stays.
+    std::fs::write(
+        &feed_file,
+        r#"{"loads": [{"node": "tokyo", "load": 0.1}, {"node": "ghost", "load": 0.1}]}"#,
+    )
+    .expect("write feed");
+    let bad = Instant::now();
+    assert!(
+        stream
+            .first(bad, HOLD * 2 + Duration::from_secs(2), is(TOKYO))
+            .is_none(),
+        "a rejected file changed answers"
+    );
+    std::fs::write(&feed_file, r#"{"loads": [{"node": "tokyo", "load": 0.2}]}"#)
+        .expect("write feed");
+    let good = Instant::now();
+    assert!(
+        stream
+            .first(good, HOLD + Duration::from_secs(4), is(TOKYO))
+            .is_some(),
+        "load relieved"
+    );
+}
+
+#[test]
+fn prefix_groups_steer_their_own_clients_with_their_own_scope() {
+    let server = Server::start(
+        &zone_dir("latency-prefix", &policy()),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let query = |subnet: &str| {
+        udp(
+            &server,
+            &q("ingest.lat.example.", hickory_proto::rr::RecordType::A).ecs(subnet, 24),
+        )
+    };
+    assert_eq!(a_records(&query("127.1.0.0")), vec![TOKYO]);
+    // One network in Tokyo reaches Singapore better (its carrier's path); the rest of Japan
+    // does not.
+    let batch = r#"{"measurements": [
+        {"group": "127.1.0.0/24", "node": "tokyo", "rtt_ms": 300},
+        {"group": "127.1.0.0/24", "node": "singapore", "rtt_ms": 20}]}"#;
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        HOLD + Duration::from_secs(4),
+        "the measured prefix moving",
+        || {
+            let got = a_records(&query("127.1.0.0"));
+            if got == vec![SINGAPORE] {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    );
+    let reply = query("127.1.0.0");
+    assert_eq!(
+        ecs_scope(&reply),
+        Some((24, 24)),
+        "the group's own prefix is the scope"
+    );
+    assert_eq!(
+        a_records(&query("127.1.1.0")),
+        vec![TOKYO],
+        "a neighbouring network is unaffected"
+    );
+    assert_eq!(a_records(&query("127.1.200.0")), vec![TOKYO]);
+    // ASN groups need an ASN database: without one they are refused, not silently ignored.
+    let (status, body) = http_json(
+        server.admin,
+        "POST",
+        "/latency",
+        None,
+        r#"{"measurements": [{"group": "AS4713", "node": "tokyo", "rtt_ms": 10}]}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("ASN groups need an ASN database"), "{body}");
+}
+
+#[test]
+fn http_checks_report_load() {
+    use crate::support::nodes::{Behaviour, FakeNode};
+    let tokyo = FakeNode::start(
+        "127.0.0.91",
+        Behaviour::Http(200, r#"{"status": "ok", "load": 0.97}"#),
+    );
+    let singapore = FakeNode::start("127.0.0.92", Behaviour::Http(200, "ok load=10%"));
+    let policy = format!(
+        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\n\
+         check: {{type: http, interval: 200ms}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1, latency: {{hold: {}ms}}}}\n",
+        tokyo.addr.ip(),
+        tokyo.addr.port(),
+        singapore.addr.ip(),
+        singapore.addr.port(),
+        HOLD.as_millis()
+    );
+    let server = Server::start(
+        &zone_dir("latency-http-load", &policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let stream = QueryLoop::start(server.addr, from(JP_CLIENT), "ingest.lat.example.");
+    let t = Instant::now();
+    assert!(
+        stream
+            .first(t, HOLD + Duration::from_secs(5), is("127.0.0.92"))
+            .is_some(),
+        "a node reporting 97 % load in its check sheds its clients"
+    );
+    let (_, body) = http(server.admin, "GET", "/nodes", None);
+    assert!(body.contains("\"load\":0.97"), "{body}");
+    assert!(body.contains("\"load\":0.1"), "{body}");
+}

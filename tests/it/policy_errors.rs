@@ -1,0 +1,309 @@
+//! Every kind of bad policy yields an error naming the file, line and column, and what was
+//! expected; `geosteer check` prints them all and exits non-zero.
+
+use crate::support;
+
+use std::path::Path;
+use std::process::Command;
+
+use geosteer::policy::{PolicyErrors, parse_zone};
+
+const GOOD: &str = r#"zone: live.example.net
+ttl: 300
+soa: {primary: ns1.live.example.net., contact: hostmaster.live.example.net.}
+ns: [ns1.live.example.net.]
+records:
+  ns1: {type: A, values: [192.0.2.53]}
+nodes:
+  tokyo-1: {tier: core, geo: AS-JP, location: [35.68, 139.69], addresses: [198.51.100.10]}
+  frankfurt-1: {tier: core, geo: EU-DE, location: [50.11, 8.68], addresses: [198.51.100.20]}
+steer:
+  ingest:
+    ttl: 30
+    pools:
+      eu: {nodes: [frankfurt-1]}
+    rules:
+      - {subnets: ["203.0.113.0/24"], nodes: [tokyo-1]}
+      - {geos: [EU], pool: eu, fence: true}
+      - {}
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse_zone(Path::new("zones/live.yaml"), text, 1) {
+        Ok(_) => Vec::new(),
+        Err(PolicyErrors(errs)) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Replaces one exact snippet of the good policy, checking it was there.
+fn with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "fixture snippet {from:?}");
+    GOOD.replacen(from, to, 1)
+}
+
+/// Asserts exactly one error, at `line:column`, containing `needle`.
+fn assert_one(text: &str, line: u32, needle: &str) {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    let prefix = format!("zones/live.yaml:{line}:");
+    assert!(
+        errs[0].starts_with(&prefix),
+        "{} does not start with {prefix}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains(needle),
+        "{} does not mention {needle:?}",
+        errs[0]
+    );
+}
+
+#[test]
+fn the_good_policy_is_good() {
+    assert_eq!(errors(GOOD), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_node_in_a_rule() {
+    let text = with("nodes: [tokyo-1]}", "nodes: [tokio-1]}");
+    assert_one(
+        &text,
+        16,
+        "steer 'ingest': rule 1: unknown node 'tokio-1' (nodes of this zone: frankfurt-1, tokyo-1)",
+    );
+    assert!(
+        errors(&text)[0].starts_with("zones/live.yaml:16:47:"),
+        "{:?}",
+        errors(&text)
+    );
+}
+
+#[test]
+fn bad_cidr() {
+    assert_one(
+        &with("203.0.113.0/24", "203.0.113.0/33"),
+        16,
+        "prefix length /33 is longer than 32 bits",
+    );
+    assert_one(
+        &with("203.0.113.0/24", "203.0.113.9/24"),
+        16,
+        "did you mean 203.0.113.0/24",
+    );
+    assert_one(
+        &with("203.0.113.0/24", "somewhere"),
+        16,
+        "expected an address prefix",
+    );
+}
+
+#[test]
+fn bad_coordinates() {
+    assert_one(
+        &with("[35.68, 139.69]", "[135.68, 139.69]"),
+        8,
+        "latitude must be within -90..90",
+    );
+    assert_one(
+        &with("[35.68, 139.69]", "[35.68]"),
+        8,
+        "expected [latitude, longitude]",
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let text = with(
+        "  frankfurt-1: {tier: core",
+        "  tokyo-1: {tier: core, geo: AS-JP, location: [1, 2], addresses: [192.0.2.9]}\n  frankfurt-1: {tier: core",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("zones/live.yaml:9:"), "{errs:?}");
+    assert!(errs[0].to_lowercase().contains("duplicate"), "{errs:?}");
+    // The same record type twice at one name, through the list form.
+    let text = with(
+        "  ns1: {type: A, values: [192.0.2.53]}",
+        "  ns1:\n    - {type: A, values: [192.0.2.53]}\n    - {type: A, value: 192.0.2.54}",
+    );
+    assert_one(
+        &text,
+        8,
+        "second A set at this name (the first is at line 7)",
+    );
+    // One name steered twice, spelled differently.
+    let text = format!("{GOOD}  INGEST:\n    ttl: 30\n");
+    assert_one(&text, 19, "is steered twice");
+}
+
+#[test]
+fn steered_name_colliding_with_a_static_record() {
+    let text = with(
+        "  ns1: {type: A",
+        "  ingest: {type: TXT, value: hello}\n  ns1: {type: A",
+    );
+    assert_one(
+        &text,
+        12,
+        "steer 'ingest': 'ingest.live.example.net.' also has static records",
+    );
+}
+
+#[test]
+fn no_soa() {
+    let text = with(
+        "soa: {primary: ns1.live.example.net., contact: hostmaster.live.example.net.}\n",
+        "",
+    );
+    assert_one(&text, 1, "no SOA");
+}
+
+#[test]
+fn unknown_fields_and_wrong_types() {
+    let errs = errors(&with("    ttl: 30\n", "    tll: 30\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("zones/live.yaml:12:"), "{errs:?}");
+    assert!(errs[0].contains("tll"), "{errs:?}");
+    let errs = errors(&with("tier: core, geo: AS-JP", "tier: primary, geo: AS-JP"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("zones/live.yaml:8:"), "{errs:?}");
+    assert!(errs[0].contains("primary"), "{errs:?}");
+}
+
+#[test]
+fn bad_geo_codes_records_and_names() {
+    assert_one(
+        &with("geo: AS-JP", "geo: EU-JP"),
+        8,
+        "country JP is in AS, not EU; write AS-JP",
+    );
+    assert_one(
+        &with("geos: [EU]", "geos: [Europe]"),
+        17,
+        "unknown continent 'Europe'",
+    );
+    assert_one(
+        &with("values: [192.0.2.53]", "values: [192.0.2.530]"),
+        6,
+        "expected an IPv4 address, got '192.0.2.530'",
+    );
+    assert_one(
+        &with("[ns1.live.example.net.]", "[ns1.live.example.net]"),
+        4,
+        "must be fully qualified",
+    );
+    assert_one(
+        &with("addresses: [198.51.100.10]", "addresses: [tokyo]"),
+        8,
+        "'tokyo' is not an IPv4 or IPv6 address",
+    );
+}
+
+#[test]
+fn rule_structure() {
+    // A catch-all that is not last, and a last rule that is not a catch-all.
+    let text = with("      - {}\n", "");
+    assert_one(&text, 17, "the last rule must be a catch-all");
+    let text = with("      - {subnets:", "      - {}\n      - {subnets:");
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("rule 1: matches every client")),
+        "{errs:?}"
+    );
+    // Fences: outside nodes, and unknown or looping pools.
+    assert_one(
+        &with(
+            "eu: {nodes: [frankfurt-1]}",
+            "eu: {nodes: [frankfurt-1, tokyo-1]}",
+        ),
+        17,
+        "fenced to EU but its nodes include tokyo-1",
+    );
+    assert_one(
+        &with("pool: eu", "pool: europe"),
+        17,
+        "unknown pool 'europe' (pools: eu)",
+    );
+    assert_one(
+        &with(
+            "eu: {nodes: [frankfurt-1]}",
+            "eu: {nodes: [frankfurt-1], fallback: eu}",
+        ),
+        17,
+        "pool fallback loop",
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = with("nodes: [tokyo-1]}", "nodes: [tokio-1]}")
+        .replace("[50.11, 8.68]", "[500, 8.68]")
+        .replace("geos: [EU]", "geos: [XX]");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+}
+
+#[test]
+fn check_command_prints_located_errors_and_fails() {
+    let dir = std::env::temp_dir().join(format!("geosteer-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("live.yaml");
+    std::fs::write(&file, with("nodes: [tokyo-1]}", "nodes: [tokio-1]}")).expect("write policy");
+    let output = Command::new(env!("CARGO_BIN_EXE_geosteer"))
+        .arg("check")
+        .arg(&dir)
+        .args(["--geo"])
+        .arg(support::repo("tests/fixtures/geo-city.mmdb"))
+        .output()
+        .expect("run geosteer check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}:16:47: steer 'ingest': rule 1: unknown node 'tokio-1'",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    // A broken policy is a clear error at start-up too, not a panic.
+    let output = Command::new(env!("CARGO_BIN_EXE_geosteer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--zones"])
+        .arg(&dir)
+        .output()
+        .expect("run geosteer serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown node 'tokio-1'") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // The good policy passes.
+    std::fs::write(&file, GOOD).expect("write policy");
+    let output = Command::new(env!("CARGO_BIN_EXE_geosteer"))
+        .arg("check")
+        .arg(&file)
+        .args(["--geo"])
+        .arg(support::repo("tests/fixtures/geo-city.mmdb"))
+        .output()
+        .expect("run geosteer check");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn answers_out_of_range() {
+    let text = with(
+        "    ttl: 30\n    pools:",
+        "    ttl: 30\n    answers: 4000000000\n    pools:",
+    );
+    assert_one(
+        &text,
+        13,
+        "answers 4000000000 is more than the 64 addresses",
+    );
+}

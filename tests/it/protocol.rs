@@ -1,0 +1,423 @@
+//! Authoritative DNS behaviour of the real binary over UDP and TCP: flags, negative answers,
+//! referrals, class handling, EDNS, truncation, pipelining, malformed input.
+
+use crate::support::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType::{self, A, AAAA, ANY, CAA, CNAME, MX, NS, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, RData};
+use std::time::Duration;
+
+fn soa_ttl(reply: &Message) -> Option<u32> {
+    reply
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == SOA)
+        .map(|r| r.ttl)
+}
+
+#[test]
+fn authoritative_answers_over_udp_and_tcp() {
+    let server = Server::test_zone();
+    for reply in [
+        udp(&server, &q("ingest.test.example.", A)),
+        tcp(&server, &q("ingest.test.example.", A)),
+    ] {
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.metadata.authoritative, "AA");
+        assert!(!reply.metadata.recursion_available, "RA clear");
+        assert!(!reply.metadata.truncation);
+        assert_eq!(reply.metadata.id, 0x4242);
+        assert_eq!(reply.answers.len(), 2);
+        assert!(reply.answers.iter().all(|r| r.ttl == 30));
+    }
+    // Static records of each type.
+    let cases: [(&str, RecordType, usize); 8] = [
+        ("test.example.", SOA, 1),
+        ("test.example.", NS, 2),
+        ("test.example.", TXT, 1),
+        ("ns1.test.example.", A, 1),
+        ("ns2.test.example.", AAAA, 1),
+        ("mail.test.example.", MX, 2),
+        ("_rtmp._tcp.test.example.", SRV, 1),
+        ("caa.test.example.", CAA, 1),
+    ];
+    for (name, rtype, count) in cases {
+        let reply = udp(&server, &q(name, rtype));
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {rtype}"
+        );
+        assert!(reply.metadata.authoritative);
+        assert_eq!(reply.answers.len(), count, "{name} {rtype}");
+        assert!(reply.answers.iter().all(|r| r.record_type() == rtype));
+    }
+    let reply = udp(&server, &q("mail.test.example.", MX));
+    match &reply.answers[1].data {
+        RData::MX(mx) => {
+            assert_eq!(mx.preference, 20);
+            assert_eq!(mx.exchange.to_ascii(), "mx2.test.example.");
+        }
+        other => panic!("expected MX, got {other:?}"),
+    }
+    let reply = udp(&server, &q("test.example.", SOA));
+    match &reply.answers[0].data {
+        RData::SOA(soa) => {
+            assert_eq!(soa.serial, 42);
+            assert_eq!(soa.minimum, 120);
+        }
+        other => panic!("expected SOA, got {other:?}"),
+    }
+    assert_eq!(reply.answers[0].ttl, 600);
+}
+
+#[test]
+fn negative_answers_carry_the_soa_at_the_negative_ttl() {
+    let server = Server::test_zone();
+    // NXDOMAIN: the SOA's TTL is 600 and MINIMUM 120: RFC 2308 says the lesser.
+    let reply = udp(&server, &q("nope.test.example.", A));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert!(reply.metadata.authoritative);
+    assert!(reply.answers.is_empty());
+    assert_eq!(soa_ttl(&reply), Some(120));
+    assert_eq!(reply.authorities[0].name.to_ascii(), "test.example.");
+    // Below an existing name, still NXDOMAIN.
+    let reply = udp(&server, &q("x.ns1.test.example.", A));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    // NODATA: the name exists, the type does not.
+    for (name, rtype) in [
+        ("ingest.test.example.", MX),
+        ("ns1.test.example.", AAAA),
+        ("test.example.", A),
+    ] {
+        let reply = udp(&server, &q(name, rtype));
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(reply.answers.is_empty(), "{name}");
+        assert!(reply.metadata.authoritative);
+        assert_eq!(soa_ttl(&reply), Some(120), "{name}");
+    }
+    // Empty non-terminals (a.b.deep exists, so b.deep and deep do): NODATA, not NXDOMAIN.
+    for name in [
+        "b.deep.test.example.",
+        "deep.test.example.",
+        "_tcp.test.example.",
+    ] {
+        let reply = udp(&server, &q(name, A));
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(reply.answers.is_empty());
+        assert_eq!(soa_ttl(&reply), Some(120), "{name}");
+    }
+}
+
+#[test]
+fn query_case_is_preserved() {
+    let server = Server::test_zone();
+    let reply = udp(&server, &q("InGeSt.TeSt.ExAmPlE.", A));
+    assert_eq!(reply.queries[0].name().to_ascii(), "InGeSt.TeSt.ExAmPlE.");
+    assert_eq!(reply.answers.len(), 2);
+    for r in &reply.answers {
+        assert_eq!(r.name.to_ascii(), "InGeSt.TeSt.ExAmPlE.");
+    }
+    let reply = udp(&server, &q("NoPe.TEST.example.", A));
+    assert_eq!(reply.queries[0].name().to_ascii(), "NoPe.TEST.example.");
+    assert_eq!(reply.authorities[0].name.to_ascii(), "TEST.example.");
+}
+
+#[test]
+fn cnames_are_followed_inside_the_zone() {
+    let server = Server::test_zone();
+    let reply = udp_from(&server, from("127.1.0.1"), &q("www.test.example.", A));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers[0].record_type(), CNAME);
+    assert_eq!(reply.answers[0].name.to_ascii(), "www.test.example.");
+    assert_eq!(a_records(&reply), vec!["192.0.2.1", "192.0.2.2"]);
+    assert_eq!(reply.answers[1].name.to_ascii(), "ingest.test.example.");
+    let reply = udp(&server, &q("www.test.example.", CNAME));
+    assert_eq!(reply.answers.len(), 1);
+    // Out of zone: the CNAME alone; the resolver follows it.
+    let reply = udp(&server, &q("alias-out.test.example.", A));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1);
+    assert_eq!(reply.answers[0].record_type(), CNAME);
+}
+
+#[test]
+fn delegations_get_referrals_without_aa() {
+    let server = Server::test_zone();
+    for name in [
+        "sub.test.example.",
+        "host.sub.test.example.",
+        "ns.sub.test.example.",
+    ] {
+        let reply = udp(&server, &q(name, A));
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(
+            !reply.metadata.authoritative,
+            "{name}: referrals are not authoritative"
+        );
+        assert!(reply.answers.is_empty());
+        let ns: Vec<String> = reply
+            .authorities
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NS(ns) => Some(ns.0.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ns,
+            vec!["ns.sub.test.example.", "ns.elsewhere.example.org."]
+        );
+        let glue: Vec<String> = reply
+            .additionals
+            .iter()
+            .filter(|r| r.record_type() == A)
+            .map(|r| format!("{} {}", r.name.to_ascii(), r.data))
+            .collect();
+        assert_eq!(glue, vec!["ns.sub.test.example. 192.0.2.99"]);
+    }
+}
+
+#[test]
+fn outside_our_zones_and_other_classes_are_refused() {
+    let server = Server::test_zone();
+    for query in [
+        q("example.com.", A),
+        q("example.", A),
+        q("test.example.com.", A),
+        q("ingest.test.example.", A).class(DNSClass::CH),
+        q("ingest.test.example.", A).class(DNSClass::ANY),
+        q("ingest.test.example.", TXT).class(DNSClass::CH),
+        q("example.com.", TXT).class(DNSClass::CH),
+        q("test.example.", RecordType::AXFR),
+    ] {
+        let reply = udp(&server, &query);
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        assert!(!reply.metadata.authoritative, "no AA outside our data");
+        assert!(reply.answers.is_empty(), "never IN data for CH/ANY class");
+    }
+}
+
+#[test]
+fn edns_versions_and_buffers() {
+    let server = Server::test_zone();
+    let reply = udp(&server, &q("ingest.test.example.", A).edns_version(1));
+    // BADVERS is 16, split between the header and the OPT record (hickory names 16 BADSIG).
+    assert_eq!(u16::from(reply.metadata.response_code), 16);
+    assert_eq!(reply.edns.as_ref().map(|e| e.version()), Some(0));
+    assert!(reply.answers.is_empty());
+    // EDNS answered with EDNS, plain with plain.
+    let reply = udp(&server, &q("ingest.test.example.", A));
+    assert_eq!(reply.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+    let reply = udp(&server, &q("ingest.test.example.", A).no_edns());
+    assert!(reply.edns.is_none());
+    assert_eq!(reply.answers.len(), 2);
+}
+
+#[test]
+fn large_answers_truncate_over_udp_and_complete_over_tcp() {
+    let server = Server::test_zone();
+    for (query, has_edns) in [
+        (q("big.test.example.", TXT), true),
+        (q("big.test.example.", TXT).no_edns(), false),
+        (q("big.test.example.", TXT).payload(600), true),
+    ] {
+        let raw = udp_raw(server.addr, from("127.0.0.1"), &query.bytes()).expect("a reply");
+        // Parsing the whole message checks the header counts match the bytes.
+        let reply = Message::from_vec(&raw).expect("a truncated reply is a well-formed message");
+        assert!(reply.metadata.truncation, "TC");
+        assert!(reply.metadata.authoritative);
+        assert!(reply.answers.is_empty());
+        assert!(raw.len() <= 1232);
+        assert_eq!(reply.queries.len(), 1);
+        assert_eq!(
+            reply.edns.is_some(),
+            has_edns,
+            "OPT kept when the query had one"
+        );
+    }
+    let reply = tcp(&server, &q("big.test.example.", TXT));
+    assert!(!reply.metadata.truncation);
+    assert_eq!(reply.answers.len(), 12);
+    // Small answers never truncate, even at 512 bytes.
+    let reply = udp(&server, &q("ingest.test.example.", A).no_edns());
+    assert!(!reply.metadata.truncation);
+}
+
+#[test]
+fn pipelined_tcp_queries_are_answered_in_order() {
+    let server = Server::test_zone();
+    let queries: Vec<Vec<u8>> = (0..20u16)
+        .map(|i| {
+            let name = if i % 3 == 0 {
+                "nope.test.example."
+            } else {
+                "ingest.test.example."
+            };
+            q(name, if i % 2 == 0 { A } else { AAAA })
+                .id(1000 + i)
+                .bytes()
+        })
+        .collect();
+    let replies = tcp_raw(server.addr, &queries);
+    assert_eq!(replies.len(), 20);
+    for (i, raw) in replies.iter().enumerate() {
+        let reply = Message::from_vec(raw).expect("parses");
+        assert_eq!(reply.metadata.id, 1000 + i as u16);
+        let expected = if i % 3 == 0 {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        assert_eq!(reply.metadata.response_code, expected, "query {i}");
+    }
+}
+
+#[test]
+fn malformed_packets_get_formerr_or_silence() {
+    let server = Server::test_zone();
+    let good = q("ingest.test.example.", A).bytes();
+    // A response (QR set) is never answered; neither is a runt.
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    let silent = |bytes: &[u8]| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        socket.send_to(bytes, server.addr).expect("send");
+        let mut buf = [0u8; 512];
+        socket.recv_from(&mut buf).is_err()
+    };
+    assert!(silent(&response), "no reply to QR=1");
+    assert!(silent(&good[..7]), "no reply to a runt");
+    // Header fine, body garbage: FORMERR with the same id.
+    let mut garbage = good[..12].to_vec();
+    garbage.extend_from_slice(&[0x3f, 0xff, 0xff, 0x01]);
+    let raw = udp_raw(server.addr, from("127.0.0.1"), &garbage).expect("a reply");
+    assert_eq!(&raw[0..2], &good[0..2]);
+    assert_eq!(raw[3] & 0x0F, 1, "FORMERR");
+    // Two questions: FORMERR.
+    let mut two = good.clone();
+    two[5] = 2;
+    let raw = udp_raw(server.addr, from("127.0.0.1"), &two).expect("a reply");
+    assert_eq!(raw[3] & 0x0F, 1);
+    // Non-query opcode: NOTIMP.
+    let mut notify = good.clone();
+    notify[2] = (notify[2] & !0x78) | (4 << 3);
+    let raw = udp_raw(server.addr, from("127.0.0.1"), &notify).expect("a reply");
+    assert_eq!(raw[3] & 0x0F, 4, "NOTIMP");
+    // Random junk of many lengths never kills the server.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for len in 0..300usize {
+        let mut junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        if junk.len() > 2 {
+            junk[2] &= 0x7f;
+        }
+        socket.send_to(&junk, server.addr).expect("send");
+    }
+    let reply = udp(&server, &q("ingest.test.example.", A));
+    assert_eq!(reply.answers.len(), 2, "still serving");
+    let reply = tcp(&server, &q("ingest.test.example.", ANY));
+    // ANY at a steered name: both families; the unlocated default is us-east (IPv4 only)
+    // then frankfurt (both).
+    assert_eq!(a_records(&reply).len(), 2);
+    assert_eq!(aaaa_records(&reply), vec!["2001:db8:d::1"]);
+}
+
+#[test]
+fn chaos_identity_and_version() {
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--identity", "anycast-tyo-3"],
+    );
+    let txt = |reply: &Message| -> Vec<String> {
+        reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    for name in ["id.server.", "HOSTNAME.bind."] {
+        let reply = udp(&server, &q(name, TXT).class(DNSClass::CH));
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert_eq!(txt(&reply), vec!["anycast-tyo-3"], "{name}");
+        assert_eq!(reply.answers[0].dns_class, DNSClass::CH);
+        assert_eq!(reply.answers[0].name.to_ascii(), name, "case preserved");
+    }
+    for name in ["version.bind.", "version.server."] {
+        let reply = tcp(&server, &q(name, TXT).class(DNSClass::CH));
+        assert!(
+            txt(&reply)[0].starts_with("geosteer "),
+            "{name}: {:?}",
+            txt(&reply)
+        );
+    }
+    let hidden = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--hide-version"],
+    );
+    let reply = udp(&hidden, &q("version.bind.", TXT).class(DNSClass::CH));
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert!(reply.answers.is_empty());
+    let reply = udp(&hidden, &q("id.server.", TXT).class(DNSClass::CH));
+    assert_eq!(txt(&reply).len(), 1, "the identity is still answered");
+}
+
+#[test]
+fn explain_names_can_be_restricted_or_disabled() {
+    let restricted = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--explain-from", "127.9.0.0/16"],
+    );
+    let reply = udp_from(
+        &restricted,
+        from("127.0.0.1"),
+        &q("_explain.ingest.test.example.", TXT),
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    let reply = udp_from(
+        &restricted,
+        from("127.9.0.1"),
+        &q("_explain.ingest.test.example.", TXT),
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1);
+    let disabled = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--explain-label", ""],
+    );
+    let reply = udp(&disabled, &q("_explain.ingest.test.example.", TXT));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+}
