@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::hysteresis::{Health, Hysteresis};
+use super::flap::{FlapDamping, Health};
 use super::probe::{ProbeResult, TlsConfigs, probe};
 use crate::policy::{HealthCheck, NodeId};
 
@@ -98,7 +98,7 @@ pub async fn run_checks(
         .map_or(0, |d| d.as_nanos() as u64)
         ^ ((key.zone as u64) << 32 | key.node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut jitter = crate::random::XorShift::new(seed);
-    let mut hysteresis = Hysteresis::new(check.rise, check.fall);
+    let mut flap = FlapDamping::new(check.rise, check.fall);
     let mut round_trip = RoundTrip::default();
     tokio::time::sleep(check.interval.mul_f64(jitter.unit())).await;
     loop {
@@ -108,18 +108,18 @@ pub async fn run_checks(
         if result.ok {
             round_trip.sample(result.latency);
         }
-        let transition = hysteresis.observe(result.ok);
+        let transition = flap.observe(result.ok);
         debug!(zone = key.zone, node = key.node, ok = result.ok, detail = %result.detail, "probe");
         let report = Report {
             key,
             result,
-            health: hysteresis.state(),
+            health: flap.state(),
             transition,
         };
         if reports.send(report).await.is_err() {
             return; // the publisher is gone: shutting down
         }
-        let next = if hysteresis.confirming() {
+        let next = if flap.confirming() {
             Instant::now() + check.recheck
         } else {
             started + check.interval.mul_f64(0.9 + 0.2 * jitter.unit())

@@ -22,13 +22,13 @@ pub struct Incumbent {
 }
 
 /// Applies hysteresis to the top of a ranking. `ranked` is best first with `scores` aligned;
-/// `same_class(a, b)` says two nodes may trade places (same tier and fallback level).
+/// `may_trade(a, b)` says two nodes may trade places (same tier kind and fallback level).
 /// Keeps the incumbent on top until a challenger has been better by `margin` for `hold`.
 pub fn damp(
     ranked: &mut [usize],
     scores: &[f64],
     state: &mut Option<Incumbent>,
-    same_class: impl Fn(usize, usize) -> bool,
+    may_trade: impl Fn(usize, usize) -> bool,
     now: SystemTime,
     policy: &LatencyPolicy,
 ) {
@@ -50,7 +50,7 @@ pub fn damp(
         });
         return;
     };
-    if at == 0 || !same_class(top, current.node) {
+    if at == 0 || !may_trade(top, current.node) {
         *state = Some(Incumbent {
             node: top,
             challenger: None,
@@ -199,7 +199,7 @@ pub(super) fn damp_start(
     candidates: &[Candidate],
     position: &[u32],
     at: Option<&UnitVector>,
-    same_class: impl Fn(NodeId, NodeId) -> bool,
+    may_trade: impl Fn(NodeId, NodeId) -> bool,
     now: std::time::SystemTime,
     policy: &LatencyPolicy,
 ) -> (Option<Incumbent>, bool) {
@@ -221,7 +221,7 @@ pub(super) fn damp_start(
         &mut ranked[..listed],
         &scores[..listed],
         &mut state,
-        same_class,
+        may_trade,
         now,
         policy,
     );
@@ -384,7 +384,7 @@ mod tests {
             for (i, c) in present.iter().enumerate() {
                 position[c.id] = i as u32;
             }
-            let same_class = |a: NodeId, b: NodeId| a % 3 == b % 3;
+            let may_trade = |a: NodeId, b: NodeId| a % 3 == b % 3;
             let counts = family_counts(&present);
             let mut sorted = Vec::new();
             for _ in 0..2_000 {
@@ -418,7 +418,7 @@ mod tests {
                     &mut ranked,
                     &scores,
                     &mut expected_state,
-                    same_class,
+                    may_trade,
                     now,
                     &policy,
                 );
@@ -431,7 +431,7 @@ mod tests {
                     &present,
                     &position,
                     Some(&at),
-                    same_class,
+                    may_trade,
                     now,
                     &policy,
                 );

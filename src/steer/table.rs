@@ -213,11 +213,11 @@ pub fn rank_all(
                     .iter()
                     .enumerate()
                     .map(|(si, s)| {
-                        let cell = Cell {
+                        let name = NameIndex {
                             zone: zi,
                             steered: si,
                         };
-                        rank_steered(s, &z.nodes, geo, measured, damping, cell, now)
+                        rank_steered(s, &z.nodes, geo, measured, damping, name, now)
                     })
                     .collect()
             })
@@ -227,9 +227,10 @@ pub fn rank_all(
     rankings
 }
 
-/// Which steered name a ranking belongs to, for damping state keys.
+/// Which steered name a ranking belongs to (zone and name positions in the policy), for
+/// damping state keys.
 #[derive(Clone, Copy)]
-struct Cell {
+struct NameIndex {
     zone: usize,
     steered: usize,
 }
@@ -246,86 +247,266 @@ struct Profile {
     keys: Vec<ClientGroup>,
 }
 
+/// Ranks one steered name: the phases below, in order.
 fn rank_steered(
     steered: &SteeredName,
     nodes: &[Node],
     geo: &GeoDb,
     measured: &ZoneLatency,
     damping: &mut DampingState,
-    cell: Cell,
+    name: NameIndex,
     now: SystemTime,
 ) -> SteeredRanking {
-    let rule_count = steered.rules.len();
-    let catch_all = steered
-        .rules
-        .iter()
-        .rposition(|r| r.is_catch_all())
-        .unwrap_or(rule_count.saturating_sub(1));
-    let default_candidates: &Candidates = steered
-        .default
-        .candidates
-        .as_ref()
-        .unwrap_or(&steered.rules[catch_all].candidates);
-    // Rows: the rules, then the `default` pseudo-rule.
-    let row_candidates: Vec<&Candidates> = steered
-        .rules
-        .iter()
-        .map(|r| &r.candidates)
-        .chain(std::iter::once(default_candidates))
-        .collect();
-    // Rows with the same candidates (the default pseudo-rule repeats the catch-all) rank
-    // alike before damping: ranked once.
-    let row_group: Vec<usize> = row_candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            row_candidates[..i]
-                .iter()
-                .position(|earlier| std::ptr::eq(*earlier, *c))
-                .unwrap_or(i)
-        })
-        .collect();
-
-    // Columns: the database's places, the unlocated pseudo-place, then every measured prefix
-    // group, which stands where the database puts its network address.
-    let unlocated = Place {
-        coordinates: steered.default.location,
-        ..Place::default()
-    };
-    let places = geo.places();
-    let place_columns = places.len() + 1;
-    let groups: Vec<(ClientGroup, Vec<Prefix>)> = measured.group_columns();
-    let extra_columns: Vec<(&Place, Option<&ClientGroup>)> = std::iter::once((&unlocated, None))
-        .chain(groups.iter().map(|(group, networks)| {
-            let located = geo.locate(networks[0].network());
-            let place = located
-                .place
-                .and_then(|id| places.get(id as usize))
-                .unwrap_or(&unlocated);
-            (place, Some(group))
-        }))
-        .collect();
-    let column_count = places.len() + extra_columns.len();
-    let place_of = |column: usize| -> (&Place, Option<&ClientGroup>) {
-        match places.get(column) {
-            Some(place) => (place, None),
-            None => extra_columns[column - places.len()],
-        }
-    };
+    let rows = Rows::of(steered);
+    let columns = Columns::of(steered, geo, measured);
     let head_depth = steered.answers + START_SLACK;
-    let widest_row = row_candidates
-        .iter()
-        .map(|c| c.nodes.len())
-        .max()
-        .unwrap_or(0);
-    let depth = if widest_row <= WHOLE_RANKING_NODES {
-        widest_row.max(head_depth)
+    let depth = if rows.widest <= WHOLE_RANKING_NODES {
+        rows.widest.max(head_depth)
     } else {
         head_depth
     };
+    let (profiles, column_profile, geo_rule) = profile_columns(steered, geo, measured, &columns);
+    let full = FullRanking {
+        candidates: candidate_lists(steered, nodes, measured, &rows, &profiles, now),
+        row_group: rows.group.clone(),
+        column_profile,
+        extra_positions: columns
+            .extra()
+            .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
+            .collect(),
+        one_by_one: columns.one_by_one(geo),
+    };
+    let (mut starts, undamped) = rank_starts(&full, &rows, geo, depth, profiles.len(), &columns);
+    drop(profiles);
+    let choices = carrier_choices(steered, nodes, measured, &columns, now);
+    let (classes, table) = damp_into_classes(
+        Damping {
+            steered,
+            nodes,
+            geo,
+            rows: &rows,
+            full: &full,
+            depth,
+            now,
+        },
+        &mut starts,
+        &undamped,
+        choices.as_deref(),
+        damping,
+        name,
+        columns.count(),
+    );
+    drop((undamped, starts, choices));
+    let (heads, head_of_class) = heads_of(&classes, head_depth);
+    let lookups = Lookups::of(
+        steered,
+        geo,
+        &columns,
+        &classes,
+        &table,
+        &geo_rule,
+        &head_of_class,
+    );
+    SteeredRanking {
+        classes,
+        rows: Arc::new(table),
+        row_classes: lookups.row_classes,
+        effective_classes: lookups.effective_classes,
+        geo_rule: geo_rule.into(),
+        subnets: Arc::new(lookups.subnets),
+        groups: Arc::new(lookups.groups),
+        place_columns: columns.place_columns(),
+        heads,
+        head_of_class,
+        located_heads: Arc::new(lookups.located_heads),
+        full,
+    }
+}
 
-    // Profiles. A place's fences and measured groups follow from its continent, country and
-    // subdivision, so they are worked out once per region code, not per place.
+/// The rows of a steered name's table: its rules, then the `default` pseudo-rule.
+struct Rows<'a> {
+    /// Each row's candidates.
+    candidates: Vec<&'a Candidates>,
+    /// Row → its candidate group (the first row with the same candidates).
+    group: Vec<usize>,
+    /// The catch-all rule (the last one when none is written).
+    catch_all: usize,
+    /// The most candidates of any row.
+    widest: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn of(steered: &'a SteeredName) -> Self {
+        let rule_count = steered.rules.len();
+        let catch_all = steered
+            .rules
+            .iter()
+            .rposition(|r| r.is_catch_all())
+            .unwrap_or(rule_count.saturating_sub(1));
+        let default_candidates: &Candidates = steered
+            .default
+            .candidates
+            .as_ref()
+            .unwrap_or(&steered.rules[catch_all].candidates);
+        let candidates: Vec<&Candidates> = steered
+            .rules
+            .iter()
+            .map(|r| &r.candidates)
+            .chain(std::iter::once(default_candidates))
+            .collect();
+        // Rows with the same candidates (the default pseudo-rule repeats the catch-all) rank
+        // alike before damping: ranked once.
+        let group: Vec<usize> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                candidates[..i]
+                    .iter()
+                    .position(|earlier| std::ptr::eq(*earlier, *c))
+                    .unwrap_or(i)
+            })
+            .collect();
+        let widest = candidates.iter().map(|c| c.nodes.len()).max().unwrap_or(0);
+        Rows {
+            candidates,
+            group,
+            catch_all,
+            widest,
+        }
+    }
+
+    /// The row a client at `place` gets without a subnet rule: the first rule whose geos
+    /// match, the catch-all, or (not located) the default.
+    fn geo_rule(&self, steered: &SteeredName, place: &Place, located: bool) -> u16 {
+        let rule = if !located {
+            if steered.default.candidates.is_some() {
+                steered.rules.len()
+            } else {
+                self.catch_all
+            }
+        } else {
+            steered
+                .rules
+                .iter()
+                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
+                .unwrap_or(self.catch_all)
+        };
+        rule.min(u16::MAX as usize) as u16
+    }
+}
+
+/// The columns of a steered name's table: the database's places, the unlocated
+/// pseudo-place, then every measured prefix group, which stands where the database puts
+/// its network.
+struct Columns<'a> {
+    places: &'a [Place],
+    /// Where clients the database cannot place are taken to be.
+    unlocated: Place,
+    /// The measured groups, with their networks.
+    groups: Vec<(ClientGroup, Vec<Prefix>)>,
+    /// Per group, the database place of its network (`None`: not located).
+    group_places: Vec<Option<usize>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(steered: &SteeredName, geo: &'a GeoDb, measured: &ZoneLatency) -> Self {
+        let places = geo.places();
+        let groups = measured.group_columns();
+        let group_places = groups
+            .iter()
+            .map(|(_, networks)| {
+                geo.locate(networks[0].network())
+                    .place
+                    .map(|id| id as usize)
+                    .filter(|&id| id < places.len())
+            })
+            .collect();
+        Columns {
+            places,
+            unlocated: Place {
+                coordinates: steered.default.location,
+                ..Place::default()
+            },
+            groups,
+            group_places,
+        }
+    }
+
+    /// Columns in all.
+    fn count(&self) -> usize {
+        self.places.len() + 1 + self.groups.len()
+    }
+
+    /// The database's places and the unlocated pseudo-place.
+    fn place_columns(&self) -> usize {
+        self.places.len() + 1
+    }
+
+    /// The columns after the database's places: where their clients are, whether the
+    /// database located them, and their group.
+    fn extra(&self) -> impl Iterator<Item = (&Place, Option<&ClientGroup>)> + '_ {
+        std::iter::once((&self.unlocated, None)).chain(
+            self.groups
+                .iter()
+                .zip(&self.group_places)
+                .map(|((group, _), place)| {
+                    let place = place.map_or(&self.unlocated, |id| &self.places[id]);
+                    (place, Some(group))
+                }),
+        )
+    }
+
+    /// Whether an extra column's clients were located by the database.
+    fn extra_located(&self) -> impl Iterator<Item = bool> + '_ {
+        std::iter::once(false).chain(self.group_places.iter().map(Option::is_some))
+    }
+
+    /// Where a column's clients are, and its group.
+    fn at(&self, column: usize) -> (&Place, Option<&ClientGroup>) {
+        match self.places.get(column) {
+            Some(place) => (place, None),
+            None => {
+                let extra = column - self.places.len();
+                match extra.checked_sub(1) {
+                    None => (&self.unlocated, None),
+                    Some(g) => {
+                        let place =
+                            self.group_places[g].map_or(&self.unlocated, |id| &self.places[id]);
+                        (place, Some(&self.groups[g].0))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Columns not in the database's Morton order (places without coordinates, and the
+    /// columns after the places): ranked one by one.
+    fn one_by_one(&self, geo: &GeoDb) -> Vec<usize> {
+        let mut columns: Vec<usize> = if geo.sorted_positions().len() == self.places.len() {
+            Vec::new()
+        } else {
+            self.places
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.coordinates.is_none())
+                .map(|(column, _)| column)
+                .collect()
+        };
+        columns.extend(self.places.len()..self.count());
+        columns
+    }
+}
+
+/// Profiles, and each column's profile and geo rule. A place's fences and measured groups
+/// follow from its continent, country and subdivision, so they are worked out once per
+/// region code, not per place; so is the first rule a located client matches.
+fn profile_columns(
+    steered: &SteeredName,
+    geo: &GeoDb,
+    measured: &ZoneLatency,
+    columns: &Columns,
+) -> (Vec<Profile>, Vec<u32>, Vec<u16>) {
+    let rows = Rows::of(steered);
     let measured_geo = measured.measurements.geo_groups();
     let mut profiles: Vec<Profile> = Vec::new();
     let mut profile_by_key: HashMap<ProfileKey, u32> = HashMap::new();
@@ -351,32 +532,19 @@ fn rank_steered(
                 (profiles.len() - 1) as u32
             })
     };
-    // The first rule a located client matches follows from the same codes.
-    let rule_of = |place: &Place| -> u16 {
-        let rule = if std::ptr::eq(place, &unlocated) {
-            if steered.default.candidates.is_some() {
-                rule_count
-            } else {
-                catch_all
-            }
-        } else {
-            steered
-                .rules
-                .iter()
-                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
-                .unwrap_or(catch_all)
-        };
-        rule.min(u16::MAX as usize) as u16
-    };
-    let mut column_profile: Vec<u32> = Vec::with_capacity(column_count);
-    let mut geo_rule: Vec<u16> = Vec::with_capacity(column_count);
+    let count = columns.count();
+    let mut column_profile: Vec<u32> = Vec::with_capacity(count);
+    let mut geo_rule: Vec<u16> = Vec::with_capacity(count);
     let regions = geo.regions();
     let per_region: Vec<(u32, u16)> = regions
         .example
         .iter()
         .map(|&id| {
-            let place = &places[id as usize];
-            (new_profile(place, None, true), rule_of(place))
+            let place = &columns.places[id as usize];
+            (
+                new_profile(place, None, true),
+                rows.geo_rule(steered, place, true),
+            )
         })
         .collect();
     for &region in &regions.of_place {
@@ -384,19 +552,29 @@ fn rank_steered(
         column_profile.push(profile);
         geo_rule.push(rule);
     }
-    for &(place, group) in &extra_columns {
-        let located = !std::ptr::eq(place, &unlocated);
+    for ((place, group), located) in columns.extra().zip(columns.extra_located()) {
         column_profile.push(new_profile(place, group, located));
-        geo_rule.push(rule_of(place));
+        geo_rule.push(rows.geo_rule(steered, place, located));
     }
+    (profiles, column_profile, geo_rule)
+}
 
-    // Candidates per (row group, profile), scored alike at every place of the profile.
+/// The candidates of each (candidate group, profile): the row's nodes allowed inside the
+/// profile's fences that have an address, with the terms they are scored by there.
+fn candidate_lists(
+    steered: &SteeredName,
+    nodes: &[Node],
+    measured: &ZoneLatency,
+    rows: &Rows,
+    profiles: &[Profile],
+    now: SystemTime,
+) -> Vec<Vec<Vec<Candidate>>> {
     let node_vectors: Vec<UnitVector> = nodes.iter().map(|n| UnitVector::of(&n.location)).collect();
-    let candidates: Vec<Vec<Vec<Candidate>>> = row_candidates
+    rows.candidates
         .iter()
         .enumerate()
         .map(|(row, row_nodes)| {
-            if row_group[row] != row {
+            if rows.group[row] != row {
                 return Vec::new();
             }
             profiles
@@ -433,38 +611,27 @@ fn rank_steered(
                 })
                 .collect()
         })
-        .collect();
-    let mut one_by_one: Vec<usize> = if geo.sorted_positions().len() == places.len() {
-        Vec::new()
-    } else {
-        places
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.coordinates.is_none())
-            .map(|(column, _)| column)
-            .collect()
-    };
-    one_by_one.extend(places.len()..column_count);
-    let full = FullRanking {
-        row_group: row_group.clone(),
-        candidates,
-        column_profile,
-        extra_positions: extra_columns
-            .iter()
-            .map(|(place, _)| place.coordinates.map(|c| UnitVector::of(&c)))
-            .collect(),
-        one_by_one,
-    };
+        .collect()
+}
 
-    // Each candidate group's start at every column, before damping.
-    let points_by_profile = points_of(geo, &full.column_profile, profiles.len(), None);
+/// Each candidate group's start at every column, before damping: by regions for the
+/// places in Morton order, one by one for the rest.
+fn rank_starts(
+    full: &FullRanking,
+    rows: &Rows,
+    geo: &GeoDb,
+    depth: usize,
+    profiles: usize,
+    columns: &Columns,
+) -> (Starts, Vec<Vec<u32>>) {
+    let points_by_profile = points_of(geo, &full.column_profile, profiles, None);
     let mut starts = Starts::default();
-    let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); row_candidates.len()];
+    let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); rows.candidates.len()];
     for (group, out) in undamped.iter_mut().enumerate() {
-        if row_group[group] != group {
+        if rows.group[group] != group {
             continue;
         }
-        *out = vec![0; column_count];
+        *out = vec![0; columns.count()];
         for (profile, points) in points_by_profile.iter().enumerate() {
             let list = &full.candidates[group][profile];
             rank_points(points, list, depth, &mut starts, out);
@@ -475,16 +642,24 @@ fn rank_steered(
             out[column] = starts.intern(&start);
         }
     }
-    drop(points_by_profile);
+    (starts, undamped)
+}
 
-    // CarrierChoice: for a node with several addresses of a family, the one measured best for a
-    // column (an unmeasured line counts at the node's own expected latency).
-    let no_lines: CarrierChoice = Arc::from(Vec::new());
-    let mut shared_lines: HashMap<Vec<(NodeId, IpAddr)>, CarrierChoice> = HashMap::new();
-    let mut lines_of = |place: &Place, prefix: Option<&ClientGroup>| -> CarrierChoice {
-        if measured.addresses.is_empty() {
-            return Arc::clone(&no_lines);
-        }
+/// Carrier choices per column: for a node with several addresses of a family, the one
+/// measured best for the column's clients (an unmeasured line counts at the node's own
+/// expected latency). `None` without line measurements, the common case, kept cheap.
+fn carrier_choices(
+    steered: &SteeredName,
+    nodes: &[Node],
+    measured: &ZoneLatency,
+    columns: &Columns,
+    now: SystemTime,
+) -> Option<Vec<CarrierChoice>> {
+    if measured.addresses.is_empty() {
+        return None;
+    }
+    let mut shared: HashMap<Vec<(NodeId, IpAddr)>, CarrierChoice> = HashMap::new();
+    let mut choice_at = |place: &Place, prefix: Option<&ClientGroup>| -> CarrierChoice {
         let keys = latency::group_keys(place, prefix);
         let mut chosen = Vec::new();
         for (id, node) in nodes
@@ -529,27 +704,60 @@ fn rank_steered(
             }
         }
         Arc::clone(
-            shared_lines
+            shared
                 .entry(chosen)
                 .or_insert_with_key(|k| Arc::from(k.as_slice())),
         )
     };
-    // Without line measurements every column has none (the common case, kept cheap).
-    let column_lines: Option<Vec<CarrierChoice>> = (!measured.addresses.is_empty()).then(|| {
-        (0..column_count)
+    Some(
+        (0..columns.count())
             .map(|column| {
-                let (place, group) = place_of(column);
-                lines_of(place, group)
+                let (place, group) = columns.at(column);
+                choice_at(place, group)
             })
-            .collect()
-    });
+            .collect(),
+    )
+}
 
-    // Damping per row and column, then classes: (start, lines).
+/// What damping a row reads besides the row itself.
+struct Damping<'a> {
+    steered: &'a SteeredName,
+    nodes: &'a [Node],
+    geo: &'a GeoDb,
+    rows: &'a Rows<'a>,
+    full: &'a FullRanking,
+    depth: usize,
+    now: SystemTime,
+}
+
+/// Damps every cell (an incumbent stays on top until a challenger beats it by the margin
+/// for the hold time) and interns the cells' classes: (damped start, carrier choice).
+/// Returns the classes and the table (`[row][column]` → class).
+#[allow(clippy::too_many_arguments)]
+fn damp_into_classes(
+    with: Damping,
+    starts: &mut Starts,
+    undamped: &[Vec<u32>],
+    choices: Option<&[CarrierChoice]>,
+    damping: &mut DampingState,
+    name: NameIndex,
+    column_count: usize,
+) -> (Vec<Class>, Vec<Vec<u32>>) {
+    let Damping {
+        steered,
+        nodes,
+        geo,
+        rows,
+        full,
+        depth,
+        now,
+    } = with;
+    let no_choice: CarrierChoice = Arc::from(Vec::new());
     let mut classes: Vec<Class> = Vec::new();
     let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
-    // Classes without lines, by start: most cells, found by indexing.
+    // Classes without carrier choices, by start: most cells, found by indexing.
     let mut class_of_start: Vec<u32> = Vec::new();
-    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(row_candidates.len());
+    let mut table: Vec<Vec<u32>> = Vec::with_capacity(rows.candidates.len());
     // Starts with an incumbent kept on top, by (start, incumbent, group, profile).
     let mut promoted_starts: FxHashMap<(u32, NodeId, usize, usize), u32> = FxHashMap::default();
     // Where each node is in each candidate list, for damping cells one by one.
@@ -571,20 +779,20 @@ fn rank_steered(
                 .collect()
         })
         .collect();
-    for (row_index, candidates_of_row) in row_candidates.iter().enumerate() {
-        let group = row_group[row_index];
-        // Nodes that may trade places under hysteresis: same tier kind and fallback level.
+    for (row_index, candidates_of_row) in rows.candidates.iter().enumerate() {
+        let group = rows.group[row_index];
+        // Nodes that may trade places under damping: same tier kind and fallback level.
         let mut level_of: Vec<Option<u8>> = vec![None; nodes.len()];
         for &(id, level) in &candidates_of_row.nodes {
             if let Some(slot) = level_of.get_mut(id) {
                 slot.get_or_insert(level);
             }
         }
-        let class_of_node = |id: NodeId| {
+        let standing_of = |id: NodeId| {
             let backup = nodes.get(id).is_some_and(|n| n.tier == Tier::Backup);
             (backup, level_of.get(id).copied().flatten())
         };
-        let mut incumbents = damping.take_row(cell.zone, cell.steered, row_index);
+        let mut incumbents = damping.take_row(name.zone, name.steered, row_index);
         incumbents.resize(column_count);
         let mut row = Vec::with_capacity(column_count);
         for column in 0..column_count {
@@ -606,7 +814,7 @@ fn rank_steered(
                         candidates,
                         position,
                         at.as_ref(),
-                        |a, b| class_of_node(a) == class_of_node(b),
+                        |a, b| standing_of(a) == standing_of(b),
                         now,
                         &steered.latency,
                     );
@@ -635,15 +843,15 @@ fn rank_steered(
                     );
                 }
             }
-            let lines = column_lines.as_ref().map_or(&no_lines, |l| &l[column]);
+            let choice = choices.map_or(&no_choice, |c| &c[column]);
             let mut new_class = || {
                 classes.push(Class {
                     start: starts.list[start_id as usize].clone(),
-                    lines: Arc::clone(lines),
+                    lines: Arc::clone(choice),
                 });
                 (classes.len() - 1) as u32
             };
-            let class = if Arc::ptr_eq(lines, &no_lines) {
+            let class = if Arc::ptr_eq(choice, &no_choice) {
                 let index = start_id as usize;
                 if class_of_start.len() <= index {
                     class_of_start.resize(index + 1, u32::MAX);
@@ -654,17 +862,20 @@ fn rank_steered(
                 class_of_start[index]
             } else {
                 *class_of
-                    .entry((start_id, lines.as_ptr()))
+                    .entry((start_id, choice.as_ptr()))
                     .or_insert_with(new_class)
             };
             row.push(class);
         }
-        damping.put_row(cell.zone, cell.steered, row_index, incumbents);
-        rows.push(row);
+        damping.put_row(name.zone, name.steered, row_index, incumbents);
+        table.push(row);
     }
-    drop((undamped, class_of, starts, column_lines));
+    (classes, table)
+}
 
-    // Heads: classes whose starts begin alike (the first `answers + 2` of each family).
+/// Heads: classes whose starts begin alike (the first `head_depth` of each family), and
+/// each class's head.
+fn heads_of(classes: &[Class], head_depth: usize) -> (Vec<Class>, Vec<u32>) {
     let mut head_index: FxHashMap<(RankedStart, *const (NodeId, IpAddr)), u32> =
         FxHashMap::default();
     let mut heads: Vec<Class> = Vec::new();
@@ -690,77 +901,92 @@ fn rank_steered(
                 })
         })
         .collect();
-    drop(head_index);
+    (heads, head_of_class)
+}
 
-    let mut subnets = SubnetRules::new();
-    for (i, rule) in steered.rules.iter().enumerate() {
-        for prefix in &rule.subnets {
-            subnets.insert(prefix, i as u32);
+/// What a query looks a client up in: the rules' subnets, the measured groups, the address
+/// table of heads, and which classes a row or the located cells use.
+struct Lookups {
+    subnets: SubnetRules,
+    groups: SubnetRules,
+    row_classes: Vec<Vec<u32>>,
+    effective_classes: Vec<u32>,
+    located_heads: AddressMap,
+}
+
+impl Lookups {
+    fn of(
+        steered: &SteeredName,
+        geo: &GeoDb,
+        columns: &Columns,
+        classes: &[Class],
+        table: &[Vec<u32>],
+        geo_rule: &[u16],
+        head_of_class: &[u32],
+    ) -> Self {
+        let mut subnets = SubnetRules::new();
+        for (i, rule) in steered.rules.iter().enumerate() {
+            for prefix in &rule.subnets {
+                subnets.insert(prefix, i as u32);
+            }
         }
-    }
-    let mut group_table = SubnetRules::new();
-    for (g, (_, networks)) in groups.iter().enumerate() {
-        for prefix in networks {
-            group_table.insert(prefix, g as u32);
+        let mut groups = SubnetRules::new();
+        for (g, (_, networks)) in columns.groups.iter().enumerate() {
+            for prefix in networks {
+                groups.insert(prefix, g as u32);
+            }
         }
-    }
-    let distinct = |cells: &mut dyn Iterator<Item = u32>| {
-        let mut seen = vec![false; classes.len()];
-        cells
-            .filter(|&c| !std::mem::replace(&mut seen[c as usize], true))
-            .collect::<Vec<u32>>()
-    };
-    let row_classes = rows
-        .iter()
-        .map(|row| distinct(&mut row.iter().copied()))
-        .collect();
-    let effective_classes = distinct(
-        &mut geo_rule
+        let distinct = |cells: &mut dyn Iterator<Item = u32>| {
+            let mut seen = vec![false; classes.len()];
+            cells
+                .filter(|&c| !std::mem::replace(&mut seen[c as usize], true))
+                .collect::<Vec<u32>>()
+        };
+        let row_classes = table
             .iter()
-            .enumerate()
-            .filter_map(|(column, &rule)| rows.get(rule as usize)?.get(column).copied()),
-    );
-    // Neighbouring places of one class are one range, so a query searches a table a
-    // fraction of the places' size, and its ECS scope is the widest block of that class.
-    let place_class: Vec<u32> = (0..place_columns)
-        .map(|column| {
-            let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
-            rows.get(rule)
-                .and_then(|row| row.get(column))
-                .copied()
-                .unwrap_or(0)
-        })
-        .collect();
-    // Half-width head numbers when they fit: the table is read at random (places are
-    // numbered in IPv4 order, not IPv6's), and half the size stays in a core's cache.
-    let located_heads = match place_class
-        .iter()
-        .map(|&c| u16::try_from(head_of_class[c as usize]))
-        .collect::<Result<Vec<u16>, _>>()
-    {
-        Ok(narrow) => located_map(geo, &narrow),
-        Err(_) => {
-            let heads_of_place: Vec<u32> = place_class
+            .map(|row| distinct(&mut row.iter().copied()))
+            .collect();
+        let effective_classes = distinct(
+            &mut geo_rule
                 .iter()
-                .map(|&c| head_of_class[c as usize])
-                .collect();
-            located_map(geo, &heads_of_place)
+                .enumerate()
+                .filter_map(|(column, &rule)| table.get(rule as usize)?.get(column).copied()),
+        );
+        // Neighbouring places of one class are one range, so a query searches a table a
+        // fraction of the places' size, and its ECS scope is the widest block of that class.
+        let place_class: Vec<u32> = (0..columns.place_columns())
+            .map(|column| {
+                let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
+                table
+                    .get(rule)
+                    .and_then(|row| row.get(column))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        // Half-width head numbers when they fit: the table is read at random (places are
+        // numbered in IPv4 order, not IPv6's), and half the size stays in a core's cache.
+        let located_heads = match place_class
+            .iter()
+            .map(|&c| u16::try_from(head_of_class[c as usize]))
+            .collect::<Result<Vec<u16>, _>>()
+        {
+            Ok(narrow) => located_map(geo, &narrow),
+            Err(_) => {
+                let heads_of_place: Vec<u32> = place_class
+                    .iter()
+                    .map(|&c| head_of_class[c as usize])
+                    .collect();
+                located_map(geo, &heads_of_place)
+            }
+        };
+        Lookups {
+            subnets,
+            groups,
+            row_classes,
+            effective_classes,
+            located_heads,
         }
-    };
-    drop(place_class);
-    SteeredRanking {
-        classes,
-        rows: Arc::new(rows),
-        row_classes,
-        effective_classes,
-        geo_rule: geo_rule.into(),
-        subnets: Arc::new(subnets),
-        groups: Arc::new(group_table),
-        place_columns,
-        heads,
-        head_of_class,
-        located_heads: Arc::new(located_heads),
-        full,
     }
 }
 

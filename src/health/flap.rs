@@ -18,7 +18,7 @@ pub enum Health {
 
 /// Consecutive-result counter with thresholds.
 #[derive(Debug, Clone)]
-pub struct Hysteresis {
+pub struct FlapDamping {
     rise: u32,
     fall: u32,
     state: Health,
@@ -26,10 +26,10 @@ pub struct Hysteresis {
     streak: u32,
 }
 
-impl Hysteresis {
+impl FlapDamping {
     /// Starts in `Unknown`; thresholds of 0 act as 1.
     pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis {
+        FlapDamping {
             rise: rise.max(1),
             fall: fall.max(1),
             state: Health::Unknown,
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn first_result_decides_then_thresholds_hold() {
-        let mut h = Hysteresis::new(2, 3);
+        let mut h = FlapDamping::new(2, 3);
         assert_eq!(h.state(), Health::Unknown);
         assert_eq!(h.observe(true), Some((Health::Unknown, Health::Up)));
         assert_eq!(h.observe(false), None);
@@ -88,7 +88,7 @@ mod tests {
         assert!(!h.confirming());
         assert_eq!(h.observe(true), None);
         assert_eq!(h.observe(true), Some((Health::Down, Health::Up)));
-        let mut down_first = Hysteresis::new(2, 3);
+        let mut down_first = FlapDamping::new(2, 3);
         assert_eq!(
             down_first.observe(false),
             Some((Health::Unknown, Health::Down))
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_single_lost_probe_never_flips() {
-        let mut h = Hysteresis::new(2, 3);
+        let mut h = FlapDamping::new(2, 3);
         h.observe(true);
         for _ in 0..100 {
             assert_eq!(h.observe(false), None);
@@ -109,13 +109,13 @@ mod tests {
     #[test]
     fn flapping_input_is_damped() {
         // fail, fail, ok, fail, fail, ok ...: never three failures in a row, never down.
-        let mut h = Hysteresis::new(2, 3);
+        let mut h = FlapDamping::new(2, 3);
         h.observe(true);
         for i in 0..300 {
             assert_eq!(h.observe(i % 3 == 2), None, "step {i}");
         }
         // Down, then ok, fail, ok, fail ...: never two successes in a row, never up.
-        let mut h = Hysteresis::new(2, 3);
+        let mut h = FlapDamping::new(2, 3);
         h.observe(false);
         for i in 0..300 {
             assert_eq!(h.observe(i % 2 == 0), None, "step {i}");
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn thresholds_of_one_flip_immediately() {
-        let mut h = Hysteresis::new(1, 1);
+        let mut h = FlapDamping::new(1, 1);
         h.observe(true);
         assert_eq!(h.observe(false), Some((Health::Up, Health::Down)));
         assert_eq!(h.observe(true), Some((Health::Down, Health::Up)));
