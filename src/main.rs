@@ -1,4 +1,6 @@
-//! The `geosteer` command: `serve` (the default) and `check`.
+//! The `geosteer` command, kept thin: parses the command line (`serve`, the default;
+//! `check`; `explain`), sets up logging and the runtime, and hands over to `service`,
+//! `loader` and `explain`.
 
 use std::io::Write;
 use std::net::SocketAddr;

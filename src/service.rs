@@ -1,6 +1,7 @@
-//! Start-up: load policy and database with the shared loader, start the publisher (the single
-//! writer), the health checks, the admin interface and the DNS listeners. `check` uses the same
-//! loading path, so what it accepts is what starts.
+//! Wiring: load policy and databases with the one loader (`crate::loader`), start the
+//! publisher (the single writer, which starts the health checks), the admin interface, the
+//! feed file watcher, the reload triggers (SIGHUP, file changes) and the DNS listeners.
+//! `check` builds a snapshot through the same loader, so what it accepts is what starts.
 
 use std::io;
 use std::net::SocketAddr;

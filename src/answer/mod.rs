@@ -1,10 +1,12 @@
-//! Answer tables: the immutable `Snapshot` that queries read, how it is built, and how it is
-//! published.
+//! Answer tables: the immutable `Snapshot` that queries read (`snapshot`), how it is built
+//! from rankings and availability (`zone`, the static records; `build`, the steered answers)
+//! and how it is published (`publish`, the single writer).
 //!
 //! A snapshot holds everything a query needs — zones, pre-encoded record bodies, steered-name
 //! tables (an address-range table per name, and tables indexed by GeoIP place for subnet
 //! rules and prefix groups), the GeoIP tables themselves — so one atomic load gives a query a
-//! consistent view. Selection here is indexing only: all ranking happened in `build`.
+//! consistent view. Selection is indexing only: ranking happened in `steer`, picking here
+//! when the snapshot was built. This folder's face only re-exports.
 
 mod build;
 mod publish;

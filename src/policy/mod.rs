@@ -1,8 +1,9 @@
 //! Zone policy files: reading, validating and the typed model they produce.
 //!
-//! `load_path` is the one loader used by `geosteer check`, start-up and (later) reload, so the
-//! three can never disagree about what a valid policy is. It returns every error found, across
-//! every file, each located as `file:line:column: message`.
+//! `load_path` reads a file or a directory of them for `crate::loader`, the one loader that
+//! `geosteer check`, start-up and every reload use, so the three can never disagree about
+//! what a valid policy is. It returns every error found, across every file, each located as
+//! `file:line:column: message` (`error`).
 
 pub mod effective;
 mod error;
