@@ -31,6 +31,9 @@ REPS = int(os.environ.get("REPS", "3"))
 SECONDS = int(os.environ.get("SECONDS_PER_RUN", "4"))
 # For quick looks while profiling: ONLY=geosteer,gdnsd STREAMS=ecs (the table needs all).
 ONLY = [n for n in os.environ.get("ONLY", "").split(",") if n]
+# A/B of two builds in one run: BASELINE=/path/to/an/other/geosteer adds it as server
+# "baseline", given the same zone and database, and prints geosteer / baseline ratios.
+BASELINE = os.environ.get("BASELINE")
 STREAMS = [n for n in os.environ.get("STREAMS", "").split(",") if n]
 CPU_RATE = 40_000
 LATENCY_RATE = 20_000
@@ -391,20 +394,29 @@ def main():
                                                   "--listen", f"127.0.0.1:{port}", "--no-admin",
                                                   "--zones", zones, "--geo", CITY_DB], port,
                                      lambda s: answers(s.port))
-        port = free_port()
-        gdnsd_dir = os.path.join(work, "gdnsd")
-        gdnsd_config(gdnsd_dir, port)
-        servers["gdnsd"] = Server("gdnsd", ["gdnsd", "-c", gdnsd_dir, "start"], port, lambda s: answers(s.port))
-        port = free_port()
-        knot_dir = os.path.join(work, "knot")
-        knot_config(knot_dir, port)
-        servers["knot"] = Server("knot", ["knotd", "-c", os.path.join(knot_dir, "knot.conf")], port,
-                                 lambda s: answers(s.port))
+        if BASELINE:
+            port = free_port()
+            servers["baseline"] = Server("baseline", [BASELINE, "serve", "--listen", f"127.0.0.1:{port}",
+                                                      "--no-admin", "--zones", zones, "--geo", CITY_DB], port,
+                                         lambda s: answers(s.port))
+        if not ONLY or "gdnsd" in ONLY:
+            port = free_port()
+            gdnsd_dir = os.path.join(work, "gdnsd")
+            gdnsd_config(gdnsd_dir, port)
+            servers["gdnsd"] = Server("gdnsd", ["gdnsd", "-c", gdnsd_dir, "start"], port,
+                                      lambda s: answers(s.port))
+        if not ONLY or "knot" in ONLY:
+            port = free_port()
+            knot_dir = os.path.join(work, "knot")
+            knot_config(knot_dir, port)
+            servers["knot"] = Server("knot", ["knotd", "-c", os.path.join(knot_dir, "knot.conf")], port,
+                                     lambda s: answers(s.port))
         log("servers up: " + ", ".join(f"{n}:{s.port}" for n, s in servers.items()))
 
         # Correctness first (also warms every server).
         sample = subnets[:2000]
-        correctness = {name: check_nearest(servers[name].port, sample) for name in ("geosteer", "gdnsd")}
+        correctness = {name: check_nearest(servers[name].port, sample)
+                       for name in ("geosteer", "baseline", "gdnsd") if name in servers}
 
         results = {(n, st): {"qps": [], "lost": 0, "drops": 0, "cpu": [], "lat": []}
                    for n in servers for st in streams}
@@ -459,6 +471,12 @@ def main():
             c = cells[(name, stream)] = cell(name, stream)
             print(f"{stream:8} {name:9} {c['med']:12.0f} {c['min']:9.0f} {c['max']:9.0f} {c['lost']:6d} {c['drops']:6d} "
                   f"{c['cpu']:13.2f} {c['p50']:11.0f} {c['p99']:7.0f} {c['p999']:7.0f} {rss[name]:13.0f}")
+    if "baseline" in order:
+        print("\nratios (geosteer / baseline):  sat q/s   CPU/q   p99")
+        for stream in streams:
+            g, b = cells[("geosteer", stream)], cells[("baseline", stream)]
+            print(f"  {stream:8}                      {g['med'] / b['med']:6.2f}  {g['cpu'] / b['cpu']:6.2f}  "
+                  f"{g['p99'] / b['p99']:5.2f}")
     if ONLY or STREAMS:
         return
     print("\nratios (geosteer / other):  sat q/s   CPU/q   p99")

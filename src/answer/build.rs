@@ -405,6 +405,7 @@ mod tests {
     use crate::geo::{GeoCode, Place};
     use crate::latency::{self, ZoneLatency};
     use crate::policy::{Candidates, DomainName};
+    use crate::random::XorShift;
     use crate::steer::policy_availability;
     use crate::steer::score::node_score;
     use crate::steer::{DampingState, rank_all};
@@ -552,13 +553,8 @@ mod tests {
             })
             .collect();
         let (mut split_seen, mut mixed_seen) = (0, 0);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut generator = XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut random = move || generator.next_u64();
         let no_lines: CarrierChoice = Arc::from(Vec::new());
         for down in down_sets {
             let mut availability = policy_availability(zones);
@@ -617,13 +613,8 @@ mod tests {
     /// Sets of nodes down: none, each one, each pair, `triples` random triples, and outages
     /// of five nodes up to all but one.
     fn down_sets(node_count: usize, triples: usize) -> Vec<Vec<usize>> {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as usize
-        };
+        let mut generator = XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut random = move || generator.next_u64() as usize;
         let mut sets: Vec<Vec<usize>> = vec![vec![]];
         for a in 0..node_count {
             sets.push(vec![a]);

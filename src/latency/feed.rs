@@ -269,12 +269,7 @@ impl ValidBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NOW: Duration = Duration::from_secs(1_800_000_000);
-
-    fn t(secs_before: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + NOW - Duration::from_secs(secs_before)
-    }
+    use crate::latency::tests::{NOW, t};
 
     #[test]
     fn feed_values_are_checked() {

@@ -392,7 +392,7 @@ impl ZoneLatency {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::geo::{Coordinates, CountryTable};
 
@@ -409,9 +409,11 @@ mod tests {
         ClientGroup::parse(s, CountryTable::shipped()).unwrap()
     }
 
-    const NOW: Duration = Duration::from_secs(1_800_000_000);
+    /// A fixed "now" for tests of aging.
+    pub(crate) const NOW: Duration = Duration::from_secs(1_800_000_000);
 
-    fn t(secs_before: u64) -> SystemTime {
+    /// `secs_before` seconds before [`NOW`].
+    pub(crate) fn t(secs_before: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + NOW - Duration::from_secs(secs_before)
     }
 

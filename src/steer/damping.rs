@@ -259,16 +259,11 @@ pub(super) fn promoted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::latency::tests::t;
     use crate::random::XorShift;
     use crate::steer::regions::tests::{candidates, random_place};
     use crate::steer::regions::{family_counts, rank_exact, start_at};
     use std::time::Duration;
-
-    const NOW: Duration = Duration::from_secs(1_800_000_000);
-
-    fn t(secs_before: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + NOW - Duration::from_secs(secs_before)
-    }
 
     /// Incumbents are kept per cell, challengers with them, and cleared cells stay clear.
     #[test]

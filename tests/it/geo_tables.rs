@@ -3,6 +3,7 @@
 //! inside which the tree says the same thing everywhere and which is never narrower than
 //! the tree's own network.
 
+use geosteer::random::XorShift;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -26,18 +27,6 @@ fn tree(reader: &Reader<Vec<u8>>, ip: IpAddr) -> (Option<String>, u8) {
         .expect("decode")
         .and_then(|f| f.country_code);
     (country, prefix)
-}
-
-/// xorshift64*: deterministic addresses without a dependency.
-struct Addresses(u64);
-
-impl Addresses {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 fn block_ends(ip: IpAddr, len: u8) -> [IpAddr; 2] {
@@ -65,16 +54,16 @@ fn block_ends(ip: IpAddr, len: u8) -> [IpAddr; 2] {
 fn tables_agree_with_the_tree_and_scopes_are_honest() {
     let db = GeoDb::open(Path::new(DB)).expect("open the shipped database");
     let reader = Reader::open_readfile(DB).expect("open with the reference reader");
-    let mut rng = Addresses(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
     let count = 20_000;
     for i in 0..count {
         let ip = if i % 2 == 0 {
-            IpAddr::V4(Ipv4Addr::from(rng.next() as u32))
+            IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32))
         } else {
             // Allocated IPv6 space is 2000::/3; every address there, uniformly.
-            let high = (rng.next() >> 3) | (1 << 61);
+            let high = (rng.next_u64() >> 3) | (1 << 61);
             IpAddr::V6(Ipv6Addr::from(
-                (u128::from(high) << 64) | u128::from(rng.next()),
+                (u128::from(high) << 64) | u128::from(rng.next_u64()),
             ))
         };
         let located = db.locate(ip);
@@ -108,19 +97,22 @@ fn damaged_databases_are_refused_or_survived() {
     let good = std::fs::read(DB).expect("shipped database");
     let dir = std::env::temp_dir().join(format!("geosteer-damaged-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut rng = Addresses(0x1234_5678_9abc_def1);
+    let mut rng = XorShift::new(0x1234_5678_9abc_def1);
     let mut variants: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("tail", good[good.len() - 100_000..].to_vec()),
-        ("noise", (0..100_000).map(|_| rng.next() as u8).collect()),
+        (
+            "noise",
+            (0..100_000).map(|_| rng.next_u64() as u8).collect(),
+        ),
     ];
     for seed in 0..4 {
         let mut flipped = good.clone();
         // Flip bytes in the tree and data sections, not the metadata at the end.
         let span = (good.len() - 20_000) as u64;
         for _ in 0..500 {
-            flipped[(rng.next() % span) as usize] ^= 0xff;
+            flipped[(rng.next_u64() % span) as usize] ^= 0xff;
         }
         variants.push((["flip-0", "flip-1", "flip-2", "flip-3"][seed], flipped));
     }
@@ -138,7 +130,7 @@ fn damaged_databases_are_refused_or_survived() {
             }
             Ok(db) => {
                 for _ in 0..1000 {
-                    let _ = db.locate(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)));
+                    let _ = db.locate(IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32)));
                 }
             }
         }

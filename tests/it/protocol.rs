@@ -2,6 +2,7 @@
 //! referrals, class handling, EDNS, truncation, pipelining, malformed input.
 
 use crate::support::*;
+use geosteer::random::XorShift;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType::{self, A, AAAA, ANY, CAA, CNAME, MX, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, RData};
@@ -320,17 +321,10 @@ fn malformed_packets_get_formerr_or_silence() {
     let raw = udp_raw(server.addr, from("127.0.0.1"), &notify).expect("a reply");
     assert_eq!(raw[3] & 0x0F, 4, "NOTIMP");
     // Random junk of many lengths never kills the server.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = XorShift::new(0x2545_f491_4f6c_dd1d);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     for len in 0..300usize {
-        let mut junk: Vec<u8> = (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let mut junk: Vec<u8> = (0..len).map(|_| random.next_u64() as u8).collect();
         if junk.len() > 2 {
             junk[2] &= 0x7f;
         }
