@@ -19,7 +19,7 @@
 //! - `GET /config` — the effective configuration: the process's settings and every zone's
 //!   policy as loaded, defaults filled in.
 //! - `POST /latency` — a batch of latency measurements and load reports (JSON; see
-//!   `latency::FeedBatch`): applied whole, or rejected whole with every reason.
+//!   `latency::feed::FeedBatch`): applied whole, or rejected whole with every reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,10 +9,31 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::answer::Command;
-use crate::latency::feed::FeedBatch;
+use crate::latency::feed::{FeedBatch, MAX_BATCH_BYTES};
+use crate::metrics as m;
 
 /// How often the file's modification time is looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The file's text, refused when larger than a batch may be (a file is read whole into
+/// memory, so its size is bounded like an HTTP body's), or when it is not UTF-8.
+async fn read_capped(path: &std::path::Path) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    // One byte more than allowed tells a file at the cap from one past it.
+    file.take(MAX_BATCH_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() > MAX_BATCH_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_BATCH_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
+}
 
 /// Watches `path` until the publisher goes away.
 pub async fn watch(path: PathBuf, commands: mpsc::Sender<Command>) {
@@ -34,10 +55,11 @@ pub async fn watch(path: PathBuf, commands: mpsc::Sender<Command>) {
             continue;
         }
         seen = Some(modified);
-        let text = match tokio::fs::read_to_string(&path).await {
+        let text = match read_capped(&path).await {
             Ok(t) => t,
             Err(e) => {
-                warn!(path = %path.display(), error = %e, "latency feed file unreadable");
+                warn!(path = %path.display(), error = %e, "latency feed file unreadable; nothing applied");
+                metrics::counter!(m::FEED_BATCHES, "result" => "rejected").increment(1);
                 continue;
             }
         };
@@ -45,6 +67,7 @@ pub async fn watch(path: PathBuf, commands: mpsc::Sender<Command>) {
             Ok(b) => b,
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "latency feed file is not a valid batch; nothing applied");
+                metrics::counter!(m::FEED_BATCHES, "result" => "rejected").increment(1);
                 continue;
             }
         };

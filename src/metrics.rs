@@ -29,6 +29,8 @@ pub const RANKING_SECONDS: &str = "geosteer_ranking_seconds";
 pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
 /// Reloads of policy and databases, by result (`ok`, `error`).
 pub const RELOADS: &str = "geosteer_reloads_total";
+/// Latency feed batches (HTTP and the feed file), by result (`applied`, `rejected`).
+pub const FEED_BATCHES: &str = "geosteer_feed_batches_total";
 /// Queries answered, by transport, rcode and whether ECS was present.
 pub const QUERIES: &str = "geosteer_queries_total";
 /// Queries for names in a zone, by zone, query type and rcode.
@@ -44,6 +46,10 @@ pub const TCP_CONNECTIONS: &str = "geosteer_tcp_connections_total";
 /// recorder is installed.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        FEED_BATCHES,
+        "Latency feed batches (HTTP and the feed file) by result (applied, rejected)."
+    );
     describe_counter!(
         HEALTH_CHECKS,
         "Health probes by zone, node and result (ok, fail)."

@@ -11,6 +11,10 @@ use super::{ClientGroup, MAX_RTT_MS, Measurement, ZoneLatency, age};
 use crate::geo::{AsnDb, CountryTable};
 use crate::policy::Zone;
 
+/// The largest batch read, from the admin interface (axum's default body limit, the same
+/// 2 MiB) or from the feed file: a bigger one is refused before it is parsed.
+pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
 /// A feed batch as probe agents and beacons send it (also the watched file's format).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,15 +79,20 @@ pub fn check_values(
     if !loss.is_finite() || !(0.0..=1.0).contains(&loss) {
         return Err(format!("loss {loss} is not a rate (expected 0..1)"));
     }
+    // Checked all the way: a probe agent with a broken clock sends 1e300 or 1.8e19, and a
+    // panic here would stop the task that owns node state.
     let at = match at {
         None => now,
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
-        }
-        Some(secs) => return Err(format!("at {secs} is not a time (seconds since 1970)")),
+        Some(secs) => Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|since| SystemTime::UNIX_EPOCH.checked_add(since))
+            .ok_or_else(|| format!("at {secs} is not a time (seconds since 1970)"))?,
     };
-    if at > now + Duration::from_secs(60) {
-        return Err("at is in the future".into());
+    if now
+        .checked_add(Duration::from_secs(60))
+        .is_some_and(|latest| at > latest)
+    {
+        return Err(format!("at {} is in the future", seconds(at)));
     }
     if age(now, at) > max_age {
         return Err(format!(
@@ -92,6 +101,12 @@ pub fn check_values(
         ));
     }
     Ok(at)
+}
+
+/// Seconds since 1970, for messages.
+fn seconds(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A feed batch that passed every check: entries resolved to zone and node indices.
@@ -284,5 +299,22 @@ mod tests {
         assert!(check_values(25.0, 0.0, Some(future), now, max).is_err());
         let old = NOW.as_secs_f64() - 3600.0;
         assert!(check_values(25.0, 0.0, Some(old), now, max).is_err());
+        // Clocks gone wrong are refused, never a panic.
+        for at in [
+            1e300,
+            1.8e19,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+            -1.0,
+            -1e300,
+        ] {
+            let error = check_values(25.0, 0.0, Some(at), now, max).expect_err("refused");
+            assert!(
+                error.contains("is not a time") || error.contains("future"),
+                "{error}"
+            );
+        }
+        assert!(check_values(25.0, 0.0, Some(NOW.as_secs_f64() - 10.0), now, max).is_ok());
     }
 }

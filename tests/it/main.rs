@@ -14,6 +14,7 @@ mod fast_path;
 mod fixtures_current;
 mod fuzz_respond;
 mod geo_tables;
+mod hostile;
 mod latency;
 mod layers;
 mod policy_errors;

@@ -177,9 +177,13 @@ impl Publisher {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         };
         publisher.export_gauges();
-        // Both reload series exist from the start, so rates and alerts see a zero first.
+        // Both reload and feed series exist from the start, so rates and alerts see a zero
+        // first.
         for result in ["ok", "error"] {
             metrics::counter!(m::RELOADS, "result" => result).increment(0);
+        }
+        for result in ["applied", "rejected"] {
+            metrics::counter!(m::FEED_BATCHES, "result" => result).increment(0);
         }
         publisher
     }
@@ -510,7 +514,11 @@ impl Publisher {
     fn apply_feed(&mut self, batch: &FeedBatch) -> Result<usize, Vec<String>> {
         let valid = batch
             .validate(&self.zones, self.asn.as_deref(), SystemTime::now())
-            .inspect_err(|errors| warn!(errors = ?errors, "latency feed batch rejected"))?;
+            .inspect_err(|errors| {
+                warn!(errors = ?errors, "latency feed batch rejected");
+                metrics::counter!(m::FEED_BATCHES, "result" => "rejected").increment(1);
+            })?;
+        metrics::counter!(m::FEED_BATCHES, "result" => "applied").increment(1);
         let applied = valid.len();
         if !valid.is_empty() {
             valid.apply(
