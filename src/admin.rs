@@ -132,7 +132,13 @@ fn authorized(state: &AdminState, headers: &header::HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // Authentication schemes are case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_start())
+        })
         .is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 

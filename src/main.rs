@@ -164,9 +164,10 @@ fn check(path: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
     };
     match service::load(&sources) {
         Ok((zones, snapshot)) => {
+            let mut report = String::new();
             for zone in &zones {
-                println!(
-                    "{}: zone {} OK ({} static record sets, {} nodes, {} steered names)",
+                report += &format!(
+                    "{}: zone {} OK ({} static record sets, {} nodes, {} steered names)\n",
                     zone.source.display(),
                     zone.origin,
                     zone.records.len(),
@@ -175,15 +176,28 @@ fn check(path: &std::path::Path, geo: &[PathBuf]) -> ExitCode {
                 );
             }
             let files: Vec<String> = geo.iter().map(|p| p.display().to_string()).collect();
-            println!(
-                "answer tables built against {} ({} places)",
+            report += &format!(
+                "answer tables built against {} ({} places)\n",
                 files.join(", "),
                 snapshot.geo.places().len()
             );
-            ExitCode::SUCCESS
+            print_out(&report)
         }
         Err(e) => {
             eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a command's output. A reader that goes away early (`geosteer explain ... | head`)
+/// ends the command quietly, as it does any Unix tool; other write errors are reported.
+fn print_out(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: cannot write the output: {e}");
             ExitCode::FAILURE
         }
     }
@@ -208,13 +222,9 @@ fn explain(name: &str, client: &str, zones: &std::path::Path, geo: &[PathBuf]) -
         }
     };
     match geosteer::explain::explain(&zones, &geo, name, address, |_| Default::default()) {
-        Ok(explanation) => {
-            println!("{explanation}");
-            println!(
-                "(policy alone: every node up, nothing measured; GET /explain on the admin interface for the live decision)"
-            );
-            ExitCode::SUCCESS
-        }
+        Ok(explanation) => print_out(&format!(
+            "{explanation}\n(policy alone: every node up, nothing measured; GET /explain on the admin interface for the live decision)\n"
+        )),
         Err(e) => {
             eprintln!("Error: {e}");
             ExitCode::FAILURE

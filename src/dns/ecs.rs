@@ -31,6 +31,86 @@ pub enum EcsError {
     /// Address bits set past SOURCE PREFIX-LENGTH.
     #[error("address bits set past the source prefix")]
     BitsPastPrefix,
+    /// More or fewer address octets than SOURCE PREFIX-LENGTH needs (RFC 7871 §6).
+    #[error("address octets do not match the source prefix")]
+    AddressLength,
+    /// More than one ECS option in one query.
+    #[error("more than one client subnet option")]
+    Repeated,
+}
+
+/// The ECS option code (RFC 7871).
+pub(super) const OPTION_ECS: u16 = 8;
+
+/// Checks the ECS options of a query's OPT record on the wire, which the general parser
+/// does not (it reads the octets a prefix needs and ignores the rest, and keeps the first of
+/// several options): exactly the address octets the source prefix needs, and at most one
+/// option (RFC 7871 §6). `packet` has been parsed already, so a shape this walk cannot
+/// follow is left to that parser's verdict.
+pub fn check_wire_options(packet: &[u8]) -> Result<(), EcsError> {
+    let u16_at = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
+    };
+    // A name on the wire: labels up to the root or a compression pointer.
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *packet.get(at)? as usize;
+            match len {
+                0 => return Some(at + 1),
+                l if l & 0xC0 == 0xC0 => return Some(at + 2),
+                l if l & 0xC0 != 0 => return None,
+                l => at += 1 + l,
+            }
+        }
+    };
+    let Some(questions) = u16_at(4) else {
+        return Ok(());
+    };
+    let mut at = 12;
+    for _ in 0..questions {
+        let Some(end) = skip_name(at) else {
+            return Ok(());
+        };
+        at = end + 4;
+    }
+    // Answer and authority sections are empty in a query (checked before parsing).
+    let additional = u16_at(10).unwrap_or(0);
+    let mut seen = false;
+    for _ in 0..additional {
+        let Some(end) = skip_name(at) else {
+            return Ok(());
+        };
+        let (Some(rtype), Some(rdlen)) = (u16_at(end), u16_at(end + 8)) else {
+            return Ok(());
+        };
+        let rdata_at = end + 10;
+        let Some(rdata) = packet.get(rdata_at..rdata_at + rdlen as usize) else {
+            return Ok(());
+        };
+        if rtype == crate::wire::RecordType::OPT.0 {
+            let mut option = 0;
+            while let Some(header) = rdata.get(option..option + 4) {
+                let code = u16::from_be_bytes([header[0], header[1]]);
+                let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+                let Some(data) = rdata.get(option + 4..option + 4 + len) else {
+                    break;
+                };
+                if code == OPTION_ECS {
+                    if std::mem::replace(&mut seen, true) {
+                        return Err(EcsError::Repeated);
+                    }
+                    if let [_, _, source, _, address @ ..] = data
+                        && address.len() != source.div_ceil(8) as usize
+                    {
+                        return Err(EcsError::AddressLength);
+                    }
+                }
+                option += 4 + len;
+            }
+        }
+        at = rdata_at + rdlen as usize;
+    }
+    Ok(())
 }
 
 impl ClientSubnet {

@@ -38,7 +38,7 @@ pub struct EdnsView {
 }
 
 const TYPE_OPT: u16 = crate::wire::RecordType::OPT.0;
-const OPTION_ECS: u16 = 8;
+const OPTION_ECS: u16 = super::ecs::OPTION_ECS;
 
 /// Parses an ordinary query without allocating; `None` for anything it does not handle
 /// (compressed or oversized names, several additional records, a non-root or non-OPT

@@ -107,7 +107,14 @@ fn precheck(packet: &[u8], out: &mut Vec<u8>) -> Result<(), Option<Outcome>> {
         || count(packet, 8) != 0
         || count(packet, 10) > 2
     {
-        return Err(Some(header_only(packet, Rcode::FormErr, out)));
+        // Another opcode's message need not look like a query: whatever its sections, it
+        // is not implemented here (ISC's EDNS compliance test sends opcode 15 bare).
+        let rcode = if opcode(packet) != 0 {
+            Rcode::NotImp
+        } else {
+            Rcode::FormErr
+        };
+        return Err(Some(header_only(packet, rcode, out)));
     }
     Ok(())
 }
@@ -125,7 +132,13 @@ fn respond_parsed_by_hickory(
         Transport::Tcp => Protocol::Tcp,
     };
     let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
-        return Some(header_only(packet, Rcode::FormErr, out));
+        // An opcode the parser does not know is not a malformed query: not implemented.
+        let rcode = if opcode(packet) != 0 {
+            Rcode::NotImp
+        } else {
+            Rcode::FormErr
+        };
+        return Some(header_only(packet, rcode, out));
     };
     let one_question = request.queries.len() == 1;
     let view = QueryView {
@@ -140,7 +153,8 @@ fn respond_parsed_by_hickory(
             max_payload: e.max_payload(),
             version: e.version(),
             dnssec_ok: e.flags().dnssec_ok,
-            subnet: ClientSubnet::from_edns(e),
+            subnet: super::ecs::check_wire_options(packet)
+                .and_then(|()| ClientSubnet::from_edns(e)),
         }),
     };
     Some(respond_to(
@@ -261,6 +275,11 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
         zone: None,
         qtype: 0,
     }
+}
+
+/// The header's OPCODE (0: QUERY).
+fn opcode(packet: &[u8]) -> u8 {
+    (packet[2] >> 3) & 0x0F
 }
 
 fn count(out: &[u8], at: usize) -> u16 {

@@ -112,3 +112,125 @@ fn absurd_feed_values_are_refused_and_failover_still_works() {
     let (status, body) = crate::support::nodes::http(server.admin, "GET", "/healthz", None);
     assert_eq!(status, 200, "{body}");
 }
+
+/// A query for `ingest.test.example.` A with an OPT record carrying `options` (raw).
+fn query_with_options(options: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["ingest", "test", "example"] {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+    packet.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    packet.extend_from_slice(options);
+    packet
+}
+
+/// An ECS option: family 1, `source` bits, scope 0, then `address` as given.
+fn ecs(source: u8, address: &[u8]) -> Vec<u8> {
+    let mut option = vec![0, 8];
+    option.extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+    option.extend_from_slice(&[0, 1, source, 0]);
+    option.extend_from_slice(address);
+    option
+}
+
+fn rcode(reply: &[u8]) -> u8 {
+    reply[3] & 0x0F
+}
+
+/// RFC 7871 §6: an ECS address longer than its source prefix needs, or two ECS options, is
+/// FORMERR; an unknown opcode is NOTIMP (not FORMERR), as ISC's EDNS compliance test expects.
+#[test]
+fn malformed_client_subnets_and_unknown_opcodes_get_the_right_rcode() {
+    let server = Server::test_zone();
+    let ask = |packet: &[u8]| udp_raw(server.addr, from("127.0.0.1"), packet).expect("a reply");
+    let good = query_with_options(&ecs(24, &[127, 1, 0]));
+    assert_eq!(rcode(&ask(&good)), 0, "a well-formed ECS query is answered");
+    let long = query_with_options(&ecs(24, &[127, 1, 0, 0]));
+    assert_eq!(
+        rcode(&ask(&long)),
+        1,
+        "an address octet more than /24 needs"
+    );
+    let short = query_with_options(&ecs(24, &[127, 1]));
+    assert_eq!(
+        rcode(&ask(&short)),
+        1,
+        "an address octet fewer than /24 needs"
+    );
+    let mut twice = ecs(24, &[127, 1, 0]);
+    twice.extend(ecs(24, &[127, 2, 0]));
+    assert_eq!(
+        rcode(&ask(&query_with_options(&twice))),
+        1,
+        "two ECS options"
+    );
+    for opcode in [3u8, 7, 15] {
+        let mut unknown = good.clone();
+        unknown[2] = (unknown[2] & !0x78) | (opcode << 3);
+        let reply = ask(&unknown);
+        assert_eq!(rcode(&reply), 4, "opcode {opcode}: NOTIMP");
+        assert_eq!(&reply[..2], &unknown[..2], "the ID is echoed");
+        // A bare header of that opcode (no question) is not implemented either.
+        let mut bare = unknown[..12].to_vec();
+        bare[5] = 0;
+        bare[11] = 0;
+        assert_eq!(rcode(&ask(&bare)), 4, "bare opcode {opcode}: NOTIMP");
+    }
+}
+
+/// Authentication schemes are case-insensitive (RFC 9110 §11.1): `bearer` works as `Bearer`.
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    use std::io::{Read, Write};
+    let server = Server::start_with_env(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+        &[("GEOSTEER_ADMIN_TOKEN", "s3cret")],
+    );
+    let status = |authorization: &str| {
+        let mut stream = std::net::TcpStream::connect(server.admin).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /nodes HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(status("Bearer s3cret"), 200);
+    assert_eq!(status("bearer s3cret"), 200);
+    assert_eq!(status("BEARER s3cret"), 200);
+    assert_eq!(status("bearer wrong"), 401);
+    assert_eq!(status("Basic s3cret"), 401);
+}
+
+/// `geosteer explain ... | head` ends quietly when the reader goes away (here the reader,
+/// `true`, is gone before the first write).
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' explain --name ingest.test.example. --client 127.1.0.5 --zones '{}' --geo '{}' | true",
+            geosteer_binary().display(),
+            repo("tests/fixtures/zones").display(),
+            repo("tests/fixtures/geo-city.mmdb").display()
+        ))
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
