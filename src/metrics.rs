@@ -29,6 +29,8 @@ pub const RANKING_SECONDS: &str = "geosteer_ranking_seconds";
 pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
 /// Reloads of policy and databases, by result (`ok`, `error`).
 pub const RELOADS: &str = "geosteer_reloads_total";
+/// Long-lived tasks that stopped while serving (the process then exits), by task.
+pub const TASK_FAILURES: &str = "geosteer_task_failures_total";
 /// Latency feed batches (HTTP and the feed file), by result (`applied`, `rejected`).
 pub const FEED_BATCHES: &str = "geosteer_feed_batches_total";
 /// Queries answered, by transport, rcode and whether ECS was present.
@@ -46,6 +48,10 @@ pub const TCP_CONNECTIONS: &str = "geosteer_tcp_connections_total";
 /// recorder is installed.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        TASK_FAILURES,
+        "Long-lived tasks that stopped while serving, by task; the process then exits."
+    );
     describe_counter!(
         FEED_BATCHES,
         "Latency feed batches (HTTP and the feed file) by result (applied, rejected)."

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{Admin, AdminError};
 use crate::answer::{self, Command, Publisher, Snapshot};
@@ -40,6 +40,14 @@ pub enum StartError {
     /// The admin interface could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// A long-lived task stopped while serving.
+    #[error("the {task} task {why}; exiting so that the service manager restarts geosteer")]
+    TaskStopped {
+        /// Which task.
+        task: &'static str,
+        /// How it stopped.
+        why: String,
+    },
 }
 
 /// Loads and builds a snapshot from policy alone (every checked node up), as `check` does.
@@ -115,23 +123,32 @@ pub async fn run(
             source,
         })?;
 
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Supervised::default();
     let publisher = publisher.with_source(sources);
-    tasks.spawn(publisher.run(report_tx, report_rx, command_rx));
+    tasks.spawn("publisher", publisher.run(report_tx, report_rx, command_rx));
     // Registered before readiness is announced, so an early SIGHUP reloads instead of
     // taking the signal's default action (exit).
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangups) => {
-            tasks.spawn(reload_on_sighup(hangups, command_tx.clone()));
+            tasks.spawn(
+                "SIGHUP reloads",
+                reload_on_sighup(hangups, command_tx.clone()),
+            );
         }
         Err(e) => {
             warn!(error = %e, "cannot listen for SIGHUP; reload through the admin interface instead")
         }
     }
-    tasks.spawn(reload_on_change(config.clone(), command_tx.clone()));
+    tasks.spawn(
+        "file change reloads",
+        reload_on_change(config.clone(), command_tx.clone()),
+    );
     if let Some(path) = config.latency_feed.clone() {
-        tasks.spawn(crate::feedfile::watch(path, command_tx.clone()));
+        tasks.spawn(
+            "latency feed file",
+            crate::feedfile::watch(path, command_tx.clone()),
+        );
     }
 
     let bound = Bound {
@@ -139,7 +156,7 @@ pub async fn run(
         admin: admin.as_ref().and_then(Admin::local_addr),
     };
     if let Some(admin) = admin {
-        tasks.spawn(admin.serve());
+        tasks.spawn("admin interface", admin.serve());
     }
     ready(&bound);
     // systemd (Type=notify): the sockets are bound and the first snapshot is published.
@@ -156,10 +173,66 @@ pub async fn run(
         }),
         query_log_every: config.query_log_every,
     };
-    // Serves until shutdown; then open TCP connections finish and the checks stop.
-    dns::server::serve(listeners, reader, options, shutdown).await;
+    // Serves until shutdown; then open TCP connections finish and the checks stop. A
+    // long-lived task that stops before then (a panic is a bug) ends the process with an
+    // error, so systemd or the kubelet restarts it: never a server that answers from frozen
+    // tables while it has stopped failing over.
+    let serving = dns::server::serve(listeners, reader, options, shutdown.clone());
+    let failure = tokio::select! {
+        () = serving => (!*shutdown.borrow()).then(|| ("DNS serving", "stopped".to_string())),
+        stopped = tasks.first_to_stop() => Some(stopped),
+    };
     tasks.shutdown().await;
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some((task, why)) => {
+            error!(
+                task,
+                why, "a long-lived task stopped; exiting so the supervisor restarts geosteer"
+            );
+            metrics::counter!(crate::metrics::TASK_FAILURES, "task" => task).increment(1);
+            Err(StartError::TaskStopped { task, why })
+        }
+    }
+}
+
+/// The long-lived tasks of a running server, by name. None of them ends on its own before
+/// shutdown; one that does has failed.
+#[derive(Default)]
+struct Supervised {
+    tasks: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Supervised {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// The first task to stop, and how (`pending` forever when there are none).
+    async fn first_to_stop(&mut self) -> (&'static str, String) {
+        match self.tasks.join_next_with_id().await {
+            Some(Ok((id, ()))) => (self.name(id), "returned".into()),
+            Some(Err(e)) => {
+                let why = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                (self.name(e.id()), why.into())
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn name(&self, id: tokio::task::Id) -> &'static str {
+        self.names.get(&id).copied().unwrap_or("a task")
+    }
+
+    async fn shutdown(&mut self) {
+        self.tasks.shutdown().await;
+    }
 }
 
 /// Installs the process-wide Prometheus recorder (once) and keeps its histograms trimmed.

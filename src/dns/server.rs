@@ -132,8 +132,8 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<BoundListeners> {
     Ok(BoundListeners { udp, tcp })
 }
 
-/// Serves until the process ends. Socket errors are logged; a single bad datagram or
-/// connection never stops serving.
+/// Serves until `shutdown`, or until a serving task stops (a bug; the caller exits). Socket
+/// errors are logged; a single bad datagram or connection never stops serving.
 pub async fn serve(
     listeners: BoundListeners,
     reader: SnapshotReader,
@@ -156,7 +156,19 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(ended) = tasks.join_next().await {
+        if !*shutdown.borrow() {
+            // A listener or UDP thread stopped while serving (a panic is a bug): serving on
+            // with part of the sockets unread would look alive and drop queries, so the
+            // caller is told and the process exits for its supervisor to restart it.
+            let why = match ended {
+                Err(e) if e.is_panic() => "panicked",
+                _ => "ended",
+            };
+            tracing::error!(why, "a DNS serving task stopped before shutdown");
+            return;
+        }
+    }
 }
 
 /// Linux: a thread per socket, batching; they stop within a wake interval of shutdown.

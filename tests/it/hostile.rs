@@ -234,3 +234,29 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
 }
+
+/// A long-lived task that dies takes the process with it, with an error, so that systemd or
+/// the kubelet restarts geosteer: never a server that keeps answering from frozen tables
+/// while it has stopped failing over. (The fault is injected through an environment
+/// variable that only debug builds read.)
+#[test]
+fn a_panicking_publisher_ends_the_process_with_an_error() {
+    let mut server = Server::start_with_env(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+        &[("GEOSTEER_FAULT", "publisher")],
+    );
+    let (status, _) = crate::support::nodes::http(server.admin, "GET", "/healthz", None);
+    assert_eq!(status, 200, "alive before the fault");
+    let batch = r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "rtt_ms": 10}]}"#;
+    let _ = http_json(server.admin, "POST", "/latency", None, batch);
+    let exit = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the process exits once its publisher has died");
+    assert!(!exit.success(), "{exit:?}");
+    assert!(
+        std::net::TcpStream::connect(server.admin).is_err(),
+        "nothing answers /healthz any more"
+    );
+}

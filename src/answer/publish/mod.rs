@@ -65,6 +65,14 @@ struct Reranked {
 /// A ranking in progress, on a thread of its own.
 type RankingTask = oneshot::Receiver<Reranked>;
 
+/// Debug builds only (what the tests run): `GEOSTEER_FAULT=publisher` makes the publisher
+/// panic at its first feed batch, so a test can see supervision end the process. Release
+/// builds have no such hook.
+#[cfg(debug_assertions)]
+fn injected_fault() -> bool {
+    std::env::var("GEOSTEER_FAULT").is_ok_and(|v| v == "publisher")
+}
+
 /// A reply to send once the current burst is published.
 type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 
@@ -329,6 +337,16 @@ impl Publisher {
                         None => std::future::pending().await,
                     }
                 } => ranked = Some(reranked),
+                ended = self.checks.join_next(), if !self.checks.is_empty() => {
+                    // Check tasks run until aborted (on reload); one that panicked has
+                    // stopped checking its node for good: stop, and let the process exit.
+                    if let Some(Err(e)) = ended
+                        && e.is_panic()
+                    {
+                        tracing::error!("a health check task panicked; the publisher stops");
+                        return;
+                    }
+                }
             }
             if let Some(reranked) = ranked.take() {
                 ranking = None;
@@ -590,6 +608,10 @@ impl Publisher {
                 }));
             }
             Command::Feed { batch, reply } => {
+                #[cfg(debug_assertions)]
+                if injected_fault() {
+                    panic!("fault injected for a supervision test");
+                }
                 // Accepted batches are re-ranked at the next periodic look (within
                 // RERANK_INTERVAL), so a stream of batches costs one re-ranking per interval;
                 // the sender need not wait for it.
