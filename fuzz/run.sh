@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (cargo fuzz, nightly), each for SECONDS (default 60) or RUNS inputs.
+#   bash fuzz/run.sh                     # one minute each
+#   SECONDS_PER_TARGET=3600 bash fuzz/run.sh packet   # a long run of one target
+# Crashes are saved under fuzz/artifacts/<target>/ and reproduced with
+#   cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>
+set -euo pipefail
+cd "$(dirname "$0")"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
+python3 seeds.py
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(packet packet_general policy_yaml feed_json)
+limit=()
+if [ -n "${RUNS:-}" ]; then
+  limit=(-runs="$RUNS")
+else
+  limit=(-max_total_time="${SECONDS_PER_TARGET:-60}")
+fi
+for target in "${targets[@]}"; do
+  echo "== $target"
+  # One job per core; the corpus grows in corpus/<target> between runs.
+  cargo +nightly fuzz run "$target" "corpus/$target" -- "${limit[@]}" -max_len=4096 -print_final_stats=1 2>&1 \
+    | grep -E "^(stat::|#[0-9]+ *DONE|==[0-9]+== ERROR|SUMMARY|Done [0-9]+ runs)" || true
+  if [ -d "artifacts/$target" ] && [ -n "$(ls -A "artifacts/$target" 2>/dev/null)" ]; then
+    echo "$target: crashes in fuzz/artifacts/$target" >&2
+    exit 1
+  fi
+done
