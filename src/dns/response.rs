@@ -200,6 +200,11 @@ fn respond_to(
     };
 
     let mut zone = None;
+    let mut exchange = Exchange {
+        source: src.ip(),
+        transport,
+        truncate: false,
+    };
     let rcode = 'rcode: {
         if let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) {
             if e.version > 0 {
@@ -219,7 +224,7 @@ fn respond_to(
         answer_question(
             snapshot,
             question,
-            src.ip(),
+            &mut exchange,
             &mut edns,
             options,
             &mut zone,
@@ -233,7 +238,7 @@ fn respond_to(
     out[3] |= (rcode as u16 & 0x0F) as u8;
     let mut truncated = false;
     let opt_len = edns.as_ref().map_or(0, opt_len);
-    if out.len() + opt_len > limit {
+    if exchange.truncate || out.len() + opt_len > limit {
         // Whole sections only: header, question, OPT. The client retries over TCP.
         let keep = 12 + if one_question { question.len() } else { 0 };
         out.truncate(keep);
@@ -328,7 +333,7 @@ fn push_record(out: &mut Vec<u8>, owner: usize, body: &[u8]) -> usize {
 fn answer_explain(
     snapshot: &Snapshot,
     name: &[u8],
-    source: IpAddr,
+    exchange: &mut Exchange,
     edns: &mut Option<EdnsReply>,
     access: &ExplainAccess,
     options: &ServeOptions,
@@ -339,9 +344,16 @@ fn answer_explain(
         return None;
     }
     let target = wire_to_text(&name[1 + first.len()..])?;
-    let source = unmap(source);
+    let source = unmap(exchange.source);
     if !access.allowed.is_empty() && !access.allowed.iter().any(|p| p.contains(source)) {
         return Some(Rcode::Refused);
+    }
+    if exchange.transport == Transport::Udp && access.allowed.is_empty() {
+        // An explanation is several times its query: over UDP from an address nobody
+        // vouched for (`--explain-from`), it would make geosteer a reflection amplifier.
+        // The client comes back over TCP, which proves its address.
+        exchange.truncate = true;
+        return Some(Rcode::NoError);
     }
     let subnet = edns.as_ref().and_then(|e| e.subnet);
     let (client, seen) = match subnet.and_then(|s| s.client().map(|c| (c.0, s))) {
@@ -393,13 +405,21 @@ fn wire_to_text(wire: &[u8]) -> Option<String> {
     }
 }
 
+/// Who asked and how, and whether the answer must be truncated whatever its size.
+struct Exchange {
+    source: IpAddr,
+    transport: Transport,
+    /// Answer over TCP only: a debug name asked over UDP by a source nobody vouched for.
+    truncate: bool,
+}
+
 /// Answers one IN-class question; writes answer, authority and additional records after the
 /// question and returns the rcode. Sets AA for authoritative data, and `zone_index` to the
 /// policy index of the zone the question is in.
 fn answer_question(
     snapshot: &Snapshot,
     question: &[u8],
-    source: IpAddr,
+    exchange: &mut Exchange,
     edns: &mut Option<EdnsReply>,
     options: &ServeOptions,
     zone_index: &mut Option<usize>,
@@ -440,7 +460,7 @@ fn answer_question(
 
     if let Some(access) = &options.explain
         && matches!(qtype, QTYPE_TXT | QTYPE_ANY)
-        && let Some(rcode) = answer_explain(snapshot, name, source, edns, access, options, out)
+        && let Some(rcode) = answer_explain(snapshot, name, exchange, edns, access, options, out)
     {
         return rcode;
     }
@@ -499,14 +519,23 @@ fn answer_question(
                 let subnet = edns.as_ref().and_then(|e| e.subnet);
                 let (client, unmapped) = subnet
                     .and_then(|s| s.client())
-                    .unwrap_or((unmap(source), false));
+                    .unwrap_or((unmap(exchange.source), false));
                 let asked = match qtype {
                     QTYPE_A => [true, false],
                     QTYPE_AAAA => [false, true],
+                    // ANY over UDP gets one RRset (RFC 8482), the addresses of one family.
+                    _ if exchange.transport == Transport::Udp => [true, false],
                     _ => [true, true],
                 };
-                let chosen =
+                let mut chosen =
                     table.answer_for(client, &snapshot.geo, snapshot.asn.as_deref(), asked);
+                if qtype == QTYPE_ANY
+                    && exchange.transport == Transport::Udp
+                    && chosen.families[0].is_some_and(|(_, bodies)| bodies.is_empty())
+                {
+                    let v6 = [false, true];
+                    chosen = table.answer_for(client, &snapshot.geo, snapshot.asn.as_deref(), v6);
+                }
                 if let Some(reply) = edns.as_mut()
                     && let Some(subnet) = reply.subnet
                     && subnet.client().is_some()
@@ -539,9 +568,20 @@ fn answer_question(
             }
             NameLookup::Found(NameNode::Static(sets)) => {
                 let mut matched = false;
+                // ANY over UDP gets one RRset (RFC 8482): the zone cannot be made to reflect
+                // everything it holds at a name to a forged source. TCP gets them all.
+                let any_sets = match exchange.transport {
+                    Transport::Udp => 1,
+                    Transport::Tcp => sets.len(),
+                };
                 for set in sets
                     .iter()
                     .filter(|s| s.rtype == qtype || qtype == QTYPE_ANY)
+                    .take(if qtype == QTYPE_ANY {
+                        any_sets
+                    } else {
+                        sets.len()
+                    })
                 {
                     for body in &set.bodies {
                         push_record(out, owner, body);

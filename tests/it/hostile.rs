@@ -260,3 +260,41 @@ fn a_panicking_publisher_ends_the_process_with_an_error() {
         "nothing answers /healthz any more"
     );
 }
+
+/// No better amplifier than the zone itself: over UDP, ANY gets one RRset (RFC 8482) and a
+/// debug name a truncated reply (the client comes back over TCP, which proves its address);
+/// over TCP both are answered in full.
+#[test]
+fn udp_answers_are_no_larger_than_the_zones_own_rrsets() {
+    use hickory_proto::rr::RecordType::{A, ANY, TXT};
+    let server = Server::test_zone();
+    let client = from("127.1.0.5");
+    let measure = |query: &Q| {
+        let bytes = query.bytes();
+        let reply = udp_raw(server.addr, client, &bytes).expect("a reply");
+        (bytes.len(), reply)
+    };
+    // The apex holds SOA, NS, TXT: ANY over UDP answers one of them.
+    let (asked, reply) = measure(&q("test.example.", ANY));
+    let message = hickory_proto::op::Message::from_vec(&reply).expect("parses");
+    let types: std::collections::BTreeSet<_> =
+        message.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types.len(), 1, "one RRset over UDP: {types:?}");
+    assert!(reply.len() <= 3 * asked, "{} for {asked}", reply.len());
+    let full = tcp(&server, &q("test.example.", ANY));
+    let all: std::collections::BTreeSet<_> = full.answers.iter().map(|r| r.record_type()).collect();
+    assert!(all.len() >= 3, "every RRset over TCP: {all:?}");
+    // A steered name's ANY: one family's addresses.
+    let (asked, reply) = measure(&q("ingest.test.example.", ANY).ecs("127.1.0.0", 24));
+    assert!(reply.len() <= 3 * asked, "{} for {asked}", reply.len());
+    let message = hickory_proto::op::Message::from_vec(&reply).expect("parses");
+    assert!(!message.answers.is_empty() && message.answers.iter().all(|r| r.record_type() == A));
+    // A debug name over UDP: truncated, nothing in it; over TCP the explanation.
+    let (asked, reply) = measure(&q("_explain.ingest.test.example.", TXT));
+    let message = hickory_proto::op::Message::from_vec(&reply).expect("parses");
+    assert!(message.metadata.truncation, "TC over UDP");
+    assert!(message.answers.is_empty());
+    assert!(reply.len() <= asked + 12, "{} for {asked}", reply.len());
+    let explained = tcp(&server, &q("_explain.ingest.test.example.", TXT));
+    assert_eq!(explained.answers.len(), 1, "the explanation over TCP");
+}
