@@ -41,6 +41,10 @@ pub struct ServeConfig {
     pub explain_from: Vec<crate::net::Prefix>,
     /// Log one query in this many (0: none).
     pub query_log_every: u64,
+    /// TCP connections at once, in all (further capped by the file descriptor limit).
+    pub tcp_max_connections: usize,
+    /// TCP connections at once from one source.
+    pub tcp_per_source: u32,
 }
 
 impl ServeConfig {
@@ -61,6 +65,8 @@ impl ServeConfig {
             "explain_label": self.explain_label,
             "explain_from": self.explain_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "query_log_sample": self.query_log_every,
+            "tcp_max_connections": self.tcp_max_connections,
+            "tcp_per_source": self.tcp_per_source,
         })
     }
 }

@@ -30,8 +30,8 @@
 //! - `service`: wiring a server together, shared by `serve` and `check`.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
 // calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), handing freed
-// memory back after ranking (src/steer/regions.rs), and lowering the ranking thread's
-// priority (src/parallel.rs).
+// memory back after ranking (src/steer/regions.rs), lowering the ranking thread's
+// priority (src/parallel.rs), and raising the open-file limit at start (src/service.rs).
 #![deny(unsafe_code)]
 
 // Layers, bottom first: each group uses only the groups above it (tests/it/layers.rs

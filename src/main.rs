@@ -119,6 +119,13 @@ struct ServeArgs {
     /// Log one query in N at info (client, ECS, name, type, answer, rcode, latency); 0: none.
     #[arg(long, default_value_t = 0)]
     query_log_sample: u64,
+    /// TCP connections open at once, in all (capped by the file descriptor limit, less a
+    /// reserve for the admin interface, reloads and checks).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    tcp_max_connections: u32,
+    /// TCP connections open at once from one source (an IPv4 address, an IPv6 /64).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    tcp_per_source: u32,
 }
 
 fn main() -> ExitCode {
@@ -266,6 +273,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         explain_label: args.explain_label,
         explain_from: args.explain_from,
         query_log_every: args.query_log_sample,
+        tcp_max_connections: args.tcp_max_connections as usize,
+        tcp_per_source: args.tcp_per_source,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -177,7 +177,16 @@ pub async fn run(
     // long-lived task that stops before then (a panic is a bug) ends the process with an
     // error, so systemd or the kubelet restarts it: never a server that answers from frozen
     // tables while it has stopped failing over.
-    let serving = dns::server::serve(listeners, reader, options, shutdown.clone());
+    let tcp = dns::TcpLimits {
+        max_connections: config.tcp_max_connections.min(tcp_connections_allowed()),
+        per_source: config.tcp_per_source,
+    };
+    info!(
+        connections = tcp.max_connections,
+        per_source = tcp.per_source,
+        "TCP connection table"
+    );
+    let serving = dns::server::serve(listeners, reader, options, tcp, shutdown.clone());
     let failure = tokio::select! {
         () = serving => (!*shutdown.borrow()).then(|| ("DNS serving", "stopped".to_string())),
         stopped = tasks.first_to_stop() => Some(stopped),
@@ -194,6 +203,43 @@ pub async fn run(
             Err(StartError::TaskStopped { task, why })
         }
     }
+}
+
+/// File descriptors kept for everything but DNS TCP connections: UDP sockets, the admin
+/// interface, reloads reading policy and databases, health checks, the feed file.
+const RESERVED_FDS: u64 = 256;
+
+/// How many TCP connections the process can hold: the soft file descriptor limit, raised to
+/// the hard one first, less a reserve, so that the admin interface and reloads still work
+/// when DNS connections have taken every slot they may.
+fn tcp_connections_allowed() -> usize {
+    let soft = raise_fd_limit();
+    usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX)
+}
+
+/// Raises the soft limit on open files to the hard limit; the soft limit afterwards.
+#[allow(unsafe_code)]
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// The long-lived tasks of a running server, by name. None of them ends on its own before

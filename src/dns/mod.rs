@@ -17,8 +17,10 @@ pub mod query;
 mod querylog;
 pub mod response;
 pub mod server;
+mod tcp;
 
 pub use crate::wire::{Outcome, Rcode, Transport};
 pub use options::{ExplainAccess, ServeOptions};
 pub use response::{respond, respond_general};
 pub use server::{BoundListeners, bind};
+pub use tcp::{TcpLimits, WRITE_TIMEOUT as TCP_WRITE_TIMEOUT};

@@ -3,40 +3,35 @@
 //! UDP (Linux): one `SO_REUSEPORT` socket per core and listen address, each served by a thread
 //! of its own in batches (see `batch`). Elsewhere: tokio tasks sharing each socket, each with
 //! its own buffers, so a query costs one `recv_from`, one `respond` and one `send_to`.
-//! TCP: one task per connection, queries answered in order (pipelining), bounded by an idle
-//! timeout and a connection limit so slow or idle clients cannot exhaust the server.
+//! TCP (see `tcp`): one task per connection, queries answered in order (pipelining), in a
+//! table bounded in all and per source.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 #[cfg(not(target_os = "linux"))]
 use tokio::net::UdpSocket;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::options::ServeOptions;
-use super::packet::{PacketHandler, Serving};
+#[cfg(not(target_os = "linux"))]
+use super::packet::PacketHandler;
+use super::packet::Serving;
+use super::tcp::TcpLimits;
 use crate::answer::SnapshotReader;
 use crate::metrics::QueryCounters;
+#[cfg(not(target_os = "linux"))]
 use crate::wire::Transport;
 
-/// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds, not minutes).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent TCP connections served; more wait in the kernel's accept queue.
-const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Tasks receiving on each UDP socket (where there is no batch fast path).
 #[cfg(not(target_os = "linux"))]
 const UDP_TASKS_PER_SOCKET: usize = 2;
 /// How often a UDP thread blocked in a receive wakes to look for shutdown.
 const UDP_WAKE_INTERVAL: Duration = Duration::from_millis(100);
-/// At shutdown, how long a connection waits for a query already on its way.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
-/// How long open TCP connections may take to finish at shutdown.
-const TCP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sockets bound for each `--listen` address: UDP and TCP on the same port.
 #[derive(Debug)]
@@ -138,6 +133,7 @@ pub async fn serve(
     listeners: BoundListeners,
     reader: SnapshotReader,
     options: ServeOptions,
+    tcp: TcpLimits,
     shutdown: watch::Receiver<bool>,
 ) {
     let serving = Arc::new(Serving {
@@ -146,13 +142,13 @@ pub async fn serve(
     });
     let mut tasks = tokio::task::JoinSet::new();
     serve_udp_sockets(listeners.udp, &reader, &serving, &shutdown, &mut tasks);
-    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let table = super::tcp::Table::new(tcp);
     for listener in listeners.tcp {
-        tasks.spawn(serve_tcp(
+        tasks.spawn(super::tcp::serve(
             listener,
             reader.clone(),
             Arc::clone(&serving),
-            Arc::clone(&permits),
+            Arc::clone(&table),
             shutdown.clone(),
         ));
     }
@@ -268,120 +264,6 @@ async fn serve_udp(
             if let Err(e) = socket.send_to(&response, src).await {
                 debug!(%src, error = %e, "UDP send error");
             }
-        }
-    }
-}
-
-async fn serve_tcp(
-    listener: TcpListener,
-    reader: SnapshotReader,
-    serving: Arc<Serving>,
-    permits: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            break;
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        match accepted {
-            Ok((stream, src)) => {
-                serving.counters.connection();
-                let reader = reader.clone();
-                let serving = Arc::clone(&serving);
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    if let Err(e) = serve_connection(stream, src, reader, serving, shutdown).await {
-                        debug!(%src, error = %e, "TCP connection ended");
-                    }
-                    drop(permit);
-                });
-                while connections.try_join_next().is_some() {}
-            }
-            Err(e) => {
-                warn!(error = %e, "TCP accept failed");
-                // Typically EMFILE: back off briefly instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    // Shutting down: no new connections; open ones finish the query they are on.
-    drop(listener);
-    let drained = tokio::time::timeout(TCP_DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!("TCP connections still open after {TCP_DRAIN_TIMEOUT:?}; closing them");
-    }
-}
-
-/// Answers length-prefixed queries in order until the client closes or goes idle.
-async fn serve_connection(
-    mut stream: TcpStream,
-    src: SocketAddr,
-    reader: SnapshotReader,
-    serving: Arc<Serving>,
-    mut shutdown: watch::Receiver<bool>,
-) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut packet = vec![0u8; 65535];
-    let mut response = Vec::with_capacity(4096);
-    let mut framed: Vec<u8> = Vec::with_capacity(4098);
-    let mut handler = PacketHandler::new(serving, Transport::Tcp);
-    loop {
-        // Wait for the next query (cancel-safe, so shutdown can interrupt the wait). Once
-        // shutting down, queries already sent are still answered; an idle connection closes.
-        let wait = if *shutdown.borrow() {
-            SHUTDOWN_GRACE
-        } else {
-            TCP_IDLE_TIMEOUT
-        };
-        // The first byte of the length with a cancel-safe read (tokio's `read` loses nothing
-        // when cancelled); readiness alone can be stale after an exact read.
-        let mut len_bytes = [0u8; 2];
-        let first = tokio::select! {
-            first = tokio::time::timeout(wait, stream.read(&mut len_bytes[..1])) => first,
-            changed = shutdown.changed(), if !*shutdown.borrow() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        match first {
-            Err(_) | Ok(Ok(0)) => return Ok(()), // idle, or the client closed
-            Ok(result) => {
-                result?;
-            }
-        }
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len_bytes[1..])).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(result) => result?,
-        };
-        let len = u16::from_be_bytes(len_bytes) as usize;
-        if len == 0 {
-            return Ok(());
-        }
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet[..len]))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
-        let snapshot = reader.load();
-        if handler.answer(&snapshot, &packet[..len], src, &mut response) {
-            // One write per response: the two-byte length and the message together.
-            let Ok(length) = u16::try_from(response.len()) else {
-                warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
-                continue;
-            };
-            framed.clear();
-            framed.extend_from_slice(&length.to_be_bytes());
-            framed.extend_from_slice(&response);
-            stream.write_all(&framed).await?;
         }
     }
 }

@@ -298,3 +298,130 @@ fn udp_answers_are_no_larger_than_the_zones_own_rrsets() {
     let explained = tcp(&server, &q("_explain.ingest.test.example.", TXT));
     assert_eq!(explained.answers.len(), 1, "the explanation over TCP");
 }
+
+/// Opens a TCP connection from `source` to `server` (bound locally, so the server sees it).
+fn connect_from(
+    source: &str,
+    server: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: std::net::SocketAddr = format!("{source}:0").parse().expect("an address");
+    socket.bind(&local.into())?;
+    socket.connect_timeout(&server.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
+}
+
+/// One query over an open connection; the reply's rcode, or `None` if the server closed it.
+fn ask_over(stream: &mut std::net::TcpStream, query: &[u8]) -> Option<u8> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).ok()?;
+    Some(reply[3] & 0x0F)
+}
+
+/// RFC 7766 under abuse: sources that hold the whole table with idle connections (and keep
+/// re-opening them) do not keep a new client out, and no source gets more than its share.
+#[test]
+fn a_full_tcp_table_still_lets_a_new_client_in() {
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--tcp-max-connections", "16", "--tcp-per-source", "6"],
+    );
+    let query = q("ingest.test.example.", hickory_proto::rr::RecordType::A).bytes();
+    let hoard = |source: &str, tries: usize, held: &mut Vec<std::net::TcpStream>| {
+        let mut answered = 0;
+        for _ in 0..tries {
+            let Ok(mut stream) = connect_from(source, server.addr) else {
+                continue;
+            };
+            if ask_over(&mut stream, &query) == Some(0) {
+                answered += 1;
+                held.push(stream); // now idle, holding a slot
+            }
+        }
+        answered
+    };
+    let mut held = Vec::new();
+    // One source asking for far more than its share gets its share, while the table has
+    // room (no idle connection is closed to make room yet).
+    assert_eq!(hoard("127.0.0.31", 20, &mut held), 6, "one source's share");
+    // Two more fill the table (18 wanted, 16 slots): idle ones make room as it fills.
+    hoard("127.0.0.32", 6, &mut held);
+    hoard("127.0.0.33", 6, &mut held);
+    assert!(held.len() >= 16, "the hoarders got slots ({})", held.len());
+    // The table is full or nearly: a new client still gets an answer, within a second.
+    for source in ["127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"] {
+        let started = std::time::Instant::now();
+        let mut stream = connect_from(source, server.addr).expect("connects");
+        assert_eq!(ask_over(&mut stream, &query), Some(0), "{source} answered");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "{source} waited {took:?}");
+        held.push(stream);
+    }
+}
+
+/// A client that pipelines queries and never reads its answers is dropped once a write has
+/// waited `TCP_WRITE_TIMEOUT`: it cannot hold its connection open forever.
+#[test]
+fn a_client_that_never_reads_is_dropped() {
+    use std::io::{Read, Write};
+    let server = Server::test_zone();
+    let mut stream = connect_from("127.0.0.51", server.addr).expect("connects");
+    // Big answers (12 TXT strings of 200 octets), many of them, never read.
+    let query = q("big.test.example.", hickory_proto::rr::RecordType::TXT).bytes();
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut sent = 0usize;
+    let started = std::time::Instant::now();
+    // 5,000 answers of 2.4 KB are more than the buffers between the two hold (the server
+    // stops writing), and fewer than the queries a connection may serve before it closes.
+    while sent < 5_000 && started.elapsed() < Duration::from_secs(5) {
+        match stream.write(&framed) {
+            Ok(n) if n == framed.len() => sent += 1,
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => break,
+        }
+    }
+    assert!(sent > 100, "queries sent: {sent}");
+    // Past the write timeout, the server has given up on this client: reading now yields
+    // fewer answers than were asked, then the end of the connection.
+    let after = geosteer::dns::TCP_WRITE_TIMEOUT + Duration::from_secs(1);
+    std::thread::sleep(after);
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut received = Vec::new();
+    let ended = loop {
+        let mut buf = [0u8; 65536];
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false, // timed out: still open
+        }
+    };
+    let mut answers = 0;
+    let mut at = 0;
+    while at + 2 <= received.len() {
+        at += 2 + u16::from_be_bytes([received[at], received[at + 1]]) as usize;
+        answers += 1;
+    }
+    assert!(
+        ended,
+        "the connection was closed ({answers} of {sent} answers read)"
+    );
+    assert!(
+        answers < sent,
+        "{answers} of {sent} answers: not all were written"
+    );
+}

@@ -1,0 +1,258 @@
+//! DNS over TCP (RFC 7766) that no one source can monopolise: a connection table bounded in
+//! all and per source, idle connections closed to make room when it is full, and every
+//! connection bounded in idle time, write time, lifetime and queries. TCP is the fallback
+//! every truncated UDP answer depends on, so it must stay open to new clients under abuse.
+
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::{debug, warn};
+
+use super::packet::{PacketHandler, Serving};
+use crate::answer::SnapshotReader;
+use crate::wire::Transport;
+
+/// Idle time after which a connection is closed (RFC 7766 suggests seconds, not minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a response may take to be written: a client that does not read is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a connection is kept, however busy: a slow drip of queries cannot hold a slot.
+const MAX_LIFETIME: Duration = Duration::from_secs(300);
+/// Most queries answered on one connection before it is closed (the client reconnects).
+const MAX_QUERIES: u32 = 10_000;
+/// How long a new connection waits for a slot when the table is full and idle ones are
+/// being closed to make room.
+const ROOM_WAIT: Duration = Duration::from_millis(250);
+/// At shutdown, how long a connection waits for a query already on its way.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+/// How long open connections may take to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Counters of the per-source table; sources that hash alike share one.
+const SOURCE_BUCKETS: usize = 16_384;
+
+/// Bounds on the TCP connection table.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one source (an IPv4 address, an IPv6 /64).
+    pub per_source: u32,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            per_source: 64,
+        }
+    }
+}
+
+/// What every listener of one server shares: the table's slots, the per-source counters,
+/// and the signal that asks idle connections to make room.
+pub(super) struct Table {
+    slots: Arc<Semaphore>,
+    sources: Box<[AtomicU32]>,
+    per_source: u32,
+    make_room: Notify,
+}
+
+impl Table {
+    pub(super) fn new(limits: TcpLimits) -> Arc<Table> {
+        Arc::new(Table {
+            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            sources: (0..SOURCE_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            per_source: limits.per_source.max(1),
+            make_room: Notify::new(),
+        })
+    }
+
+    /// The counter of a source: an IPv4 address, or an IPv6 address's /64 (one host's).
+    fn bucket(&self, ip: IpAddr) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match crate::net::unmap(ip) {
+            IpAddr::V4(v4) => v4.hash(&mut hasher),
+            IpAddr::V6(v6) => (u128::from(v6) >> 64).hash(&mut hasher),
+        }
+        (hasher.finish() as usize) % self.sources.len()
+    }
+
+    /// Counts a connection against its source, unless the source has its share already.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceShare> {
+        let bucket = self.bucket(ip);
+        let counter = &self.sources[bucket];
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.per_source).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SourceShare {
+                table: Arc::clone(self),
+                bucket,
+            })
+    }
+}
+
+/// One connection's place in its source's count, given back when the connection ends.
+struct SourceShare {
+    table: Arc<Table>,
+    bucket: usize,
+}
+
+impl Drop for SourceShare {
+    fn drop(&mut self) {
+        self.table.sources[self.bucket].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts and serves connections on one listener until `shutdown`.
+pub(super) async fn serve(
+    listener: TcpListener,
+    reader: SnapshotReader,
+    serving: Arc<Serving>,
+    table: Arc<Table>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, src) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed");
+                // Typically EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        serving.counters.connection();
+        // A source over its share is closed at once: it cannot fill the table.
+        let Some(share) = table.enter(src.ip()) else {
+            debug!(%src, "TCP connection refused: the source has its share");
+            continue;
+        };
+        let permit = match Arc::clone(&table.slots).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                // Full: idle connections close to make room (RFC 7766 §6.2.3).
+                table.make_room.notify_waiters();
+                tokio::time::timeout(ROOM_WAIT, Arc::clone(&table.slots).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        let Some(permit) = permit else {
+            debug!(%src, "TCP connection refused: the table is full");
+            continue;
+        };
+        let (reader, serving, table, shutdown) = (
+            reader.clone(),
+            Arc::clone(&serving),
+            Arc::clone(&table),
+            shutdown.clone(),
+        );
+        connections.spawn(async move {
+            if let Err(e) = serve_connection(stream, src, reader, serving, &table, shutdown).await {
+                debug!(%src, error = %e, "TCP connection ended");
+            }
+            drop((permit, share));
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    // Shutting down: no new connections; open ones finish the query they are on.
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("TCP connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Answers length-prefixed queries in order until the client closes, goes idle, does not
+/// read its answers, or uses up the connection's lifetime or queries; an idle connection
+/// also closes when the table is full and a new client needs its slot.
+async fn serve_connection(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    reader: SnapshotReader,
+    serving: Arc<Serving>,
+    table: &Table,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let closes_at = tokio::time::Instant::now() + MAX_LIFETIME;
+    // Buffers grow to the largest query and response seen, not to 64 KiB up front.
+    let mut packet: Vec<u8> = Vec::new();
+    let mut response = Vec::with_capacity(512);
+    let mut framed: Vec<u8> = Vec::with_capacity(514);
+    let mut handler = PacketHandler::new(serving, Transport::Tcp);
+    for _ in 0..MAX_QUERIES {
+        // Wait for the next query (cancel-safe, so shutdown can interrupt the wait). Once
+        // shutting down, queries already sent are still answered; an idle connection closes.
+        let wait = if *shutdown.borrow() {
+            SHUTDOWN_GRACE
+        } else {
+            IDLE_TIMEOUT.min(closes_at.saturating_duration_since(tokio::time::Instant::now()))
+        };
+        // The first byte of the length with a cancel-safe read (tokio's `read` loses nothing
+        // when cancelled); readiness alone can be stale after an exact read.
+        let mut len_bytes = [0u8; 2];
+        let first = tokio::select! {
+            first = tokio::time::timeout(wait, stream.read(&mut len_bytes[..1])) => first,
+            changed = shutdown.changed(), if !*shutdown.borrow() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            () = table.make_room.notified() => return Ok(()), // idle while the table is full
+        };
+        match first {
+            Err(_) | Ok(Ok(0)) => return Ok(()), // idle or past its lifetime, or closed
+            Ok(result) => {
+                result?;
+            }
+        }
+        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut len_bytes[1..])).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(result) => result?,
+        };
+        let len = u16::from_be_bytes(len_bytes) as usize;
+        if len == 0 {
+            return Ok(());
+        }
+        packet.resize(len, 0);
+        tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut packet))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
+        let snapshot = reader.load();
+        if handler.answer(&snapshot, &packet, src, &mut response) {
+            // One write per response: the two-byte length and the message together.
+            let Ok(length) = u16::try_from(response.len()) else {
+                warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
+                continue;
+            };
+            framed.clear();
+            framed.extend_from_slice(&length.to_be_bytes());
+            framed.extend_from_slice(&response);
+            tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&framed))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
+        }
+    }
+    Ok(())
+}
