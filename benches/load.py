@@ -34,6 +34,11 @@ ONLY = [n for n in os.environ.get("ONLY", "").split(",") if n]
 # A/B of two builds in one run: BASELINE=/path/to/an/other/geosteer adds it as server
 # "baseline", given the same zone and database, and prints geosteer / baseline ratios.
 BASELINE = os.environ.get("BASELINE")
+# Extra arguments: dnsperf saturates from one address, which response-rate limiting (on by
+# default) would throttle, so geosteer runs without it unless GEOSTEER_ARGS says otherwise;
+# e.g. GEOSTEER_ARGS="--rrl-source-rate 1000000" measures its cost without limiting.
+GEOSTEER_ARGS = os.environ.get("GEOSTEER_ARGS", "--rrl-rate 0").split()
+BASELINE_ARGS = os.environ.get("BASELINE_ARGS", "").split()
 STREAMS = [n for n in os.environ.get("STREAMS", "").split(",") if n]
 CPU_RATE = 40_000
 LATENCY_RATE = 20_000
@@ -392,12 +397,13 @@ def main():
         zones = geosteer_config(os.path.join(work, "geosteer"))
         servers["geosteer"] = Server("geosteer", [os.path.join(REPO, "target/release/geosteer"), "serve",
                                                   "--listen", f"127.0.0.1:{port}", "--no-admin",
-                                                  "--zones", zones, "--geo", CITY_DB], port,
+                                                  "--zones", zones, "--geo", CITY_DB] + GEOSTEER_ARGS, port,
                                      lambda s: answers(s.port))
         if BASELINE:
             port = free_port()
             servers["baseline"] = Server("baseline", [BASELINE, "serve", "--listen", f"127.0.0.1:{port}",
-                                                      "--no-admin", "--zones", zones, "--geo", CITY_DB], port,
+                                                      "--no-admin", "--zones", zones, "--geo", CITY_DB]
+                                         + BASELINE_ARGS, port,
                                          lambda s: answers(s.port))
         if not ONLY or "gdnsd" in ONLY:
             port = free_port()

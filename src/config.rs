@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub tcp_max_connections: usize,
     /// TCP connections at once from one source.
     pub tcp_per_source: u32,
+    /// Response-rate limiting over UDP.
+    pub rrl: RrlSettings,
 }
 
 impl ServeConfig {
@@ -67,6 +69,59 @@ impl ServeConfig {
             "query_log_sample": self.query_log_every,
             "tcp_max_connections": self.tcp_max_connections,
             "tcp_per_source": self.tcp_per_source,
+            "rrl": {
+                "rate": self.rrl.rate,
+                "source_rate": self.rrl.source_rate,
+                "slip": self.rrl.slip,
+                "exempt": self.rrl.exempt.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "log_only": self.rrl.log_only,
+            },
         })
+    }
+}
+
+/// How response-rate limiting behaves (`crate::dns`, over UDP).
+#[derive(Debug, Clone)]
+pub struct RrlSettings {
+    /// Responses a second of one kind to one client network; 0 turns limiting off.
+    pub rate: u32,
+    /// Responses a second of any kind to one client network.
+    pub source_rate: u32,
+    /// Every `slip`-th limited response is sent truncated instead of dropped (0: none, 1:
+    /// all).
+    pub slip: u32,
+    /// Networks never limited (monitoring, partners' resolvers).
+    pub exempt: Vec<crate::net::Prefix>,
+    /// Count what would be limited, but send everything.
+    pub log_only: bool,
+}
+
+impl Default for RrlSettings {
+    fn default() -> Self {
+        RrlSettings {
+            rate: 100,
+            source_rate: 10_000,
+            slip: 2,
+            exempt: Vec::new(),
+            log_only: false,
+        }
+    }
+}
+
+/// Bounds on the TCP connection table (`crate::dns`).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one source (an IPv4 address, an IPv6 /64).
+    pub per_source: u32,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            per_source: 64,
+        }
     }
 }

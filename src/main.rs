@@ -126,6 +126,23 @@ struct ServeArgs {
     /// TCP connections open at once from one source (an IPv4 address, an IPv6 /64).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     tcp_per_source: u32,
+    /// Response-rate limiting: UDP responses a second of one kind (name, type, rcode, client
+    /// subnet) to one client network (IPv4 /24, IPv6 /56); 0 turns it off.
+    #[arg(long, default_value_t = 100)]
+    rrl_rate: u32,
+    /// Response-rate limiting: UDP responses a second of any kind to one client network.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    rrl_source_rate: u32,
+    /// Response-rate limiting: every Nth limited response is sent truncated (TC) so a real
+    /// client retries over TCP; 0 drops them all.
+    #[arg(long, default_value_t = 2)]
+    rrl_slip: u32,
+    /// Networks never rate-limited (repeatable).
+    #[arg(long)]
+    rrl_exempt: Vec<geosteer::net::Prefix>,
+    /// Count what rate limiting would withhold, but send everything.
+    #[arg(long)]
+    rrl_log_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -275,6 +292,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         query_log_every: args.query_log_sample,
         tcp_max_connections: args.tcp_max_connections as usize,
         tcp_per_source: args.tcp_per_source,
+        rrl: geosteer::dns::RrlSettings {
+            rate: args.rrl_rate,
+            source_rate: args.rrl_source_rate,
+            slip: args.rrl_slip,
+            exempt: args.rrl_exempt,
+            log_only: args.rrl_log_only,
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

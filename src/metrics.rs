@@ -31,6 +31,9 @@ pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
 pub const RELOADS: &str = "geosteer_reloads_total";
 /// Long-lived tasks that stopped while serving (the process then exits), by task.
 pub const TASK_FAILURES: &str = "geosteer_task_failures_total";
+/// UDP responses withheld by response-rate limiting, by action (`dropped`, `slipped`:
+/// sent truncated, `would`: log-only mode).
+pub const RRL_RESPONSES: &str = "geosteer_rrl_responses_total";
 /// Latency feed batches (HTTP and the feed file), by result (`applied`, `rejected`).
 pub const FEED_BATCHES: &str = "geosteer_feed_batches_total";
 /// Queries answered, by transport, rcode and whether ECS was present.
@@ -48,6 +51,10 @@ pub const TCP_CONNECTIONS: &str = "geosteer_tcp_connections_total";
 /// recorder is installed.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        RRL_RESPONSES,
+        "UDP responses withheld by response-rate limiting, by action (dropped, slipped, would)."
+    );
     describe_counter!(
         TASK_FAILURES,
         "Long-lived tasks that stopped while serving, by task; the process then exits."
@@ -123,6 +130,8 @@ pub struct QueryCounters {
     queries: Vec<Counter>,
     truncated: Counter,
     tcp_connections: Counter,
+    /// Rate-limited responses: dropped, slipped, would (log-only).
+    rate_limited: [Counter; 3],
 }
 
 impl QueryCounters {
@@ -140,6 +149,8 @@ impl QueryCounters {
             queries,
             truncated: metrics::counter!(TRUNCATED),
             tcp_connections: metrics::counter!(TCP_CONNECTIONS),
+            rate_limited: ["dropped", "slipped", "would"]
+                .map(|action| metrics::counter!(RRL_RESPONSES, "action" => action)),
         }
     }
 
@@ -161,6 +172,11 @@ impl QueryCounters {
         if let Some(zone) = outcome.zone.and_then(|z| zones.get(z)) {
             zone.query(outcome.qtype, outcome.rcode);
         }
+    }
+
+    /// Counts one rate-limited response.
+    pub fn rate_limited(&self, action: Limited) {
+        self.rate_limited[action as usize].increment(1);
     }
 
     /// Counts one accepted TCP connection.
@@ -185,6 +201,17 @@ const QTYPES: [RecordType; 13] = [
     RecordType::ANY,
     RecordType::CAA,
 ];
+
+/// What response-rate limiting did with a response it limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Not sent.
+    Dropped = 0,
+    /// Sent truncated.
+    Slipped = 1,
+    /// Sent: log-only mode.
+    Would = 2,
+}
 
 /// Per-zone counters, registered once per policy load (not per rebuild) and carried in every
 /// snapshot of that load, so the query path only indexes and increments.

@@ -172,21 +172,23 @@ pub async fn run(
             allowed: config.explain_from.clone(),
         }),
         query_log_every: config.query_log_every,
+        tcp: dns::TcpLimits {
+            max_connections: config.tcp_max_connections.min(tcp_connections_allowed()),
+            per_source: config.tcp_per_source,
+        },
+        rrl: config.rrl.clone(),
     };
     // Serves until shutdown; then open TCP connections finish and the checks stop. A
     // long-lived task that stops before then (a panic is a bug) ends the process with an
     // error, so systemd or the kubelet restarts it: never a server that answers from frozen
     // tables while it has stopped failing over.
-    let tcp = dns::TcpLimits {
-        max_connections: config.tcp_max_connections.min(tcp_connections_allowed()),
-        per_source: config.tcp_per_source,
-    };
     info!(
-        connections = tcp.max_connections,
-        per_source = tcp.per_source,
-        "TCP connection table"
+        connections = options.tcp.max_connections,
+        per_source = options.tcp.per_source,
+        rrl_rate = options.rrl.rate,
+        "TCP connection table and response-rate limiting"
     );
-    let serving = dns::server::serve(listeners, reader, options, tcp, shutdown.clone());
+    let serving = dns::server::serve(listeners, reader, options, shutdown.clone());
     let failure = tokio::select! {
         () = serving => (!*shutdown.borrow()).then(|| ("DNS serving", "stopped".to_string())),
         stopped = tasks.first_to_stop() => Some(stopped),

@@ -171,6 +171,10 @@ pub struct Outcome {
     pub zone: Option<usize>,
     /// The question's type (0 when there was no question).
     pub qtype: u16,
+    /// The question's length in the response, after the header (0: none).
+    pub question_len: u16,
+    /// The client subnet the query carried: its address and source prefix.
+    pub subnet: Option<(std::net::IpAddr, u8)>,
 }
 
 /// Appends a record body (type, class IN, TTL, RDLENGTH, RDATA) for `rdata` to `out`.

@@ -16,11 +16,15 @@ mod packet;
 pub mod query;
 mod querylog;
 pub mod response;
+mod rrl;
 pub mod server;
 mod tcp;
 
+pub use crate::config::RrlSettings;
+pub use crate::config::TcpLimits;
 pub use crate::wire::{Outcome, Rcode, Transport};
 pub use options::{ExplainAccess, ServeOptions};
 pub use response::{respond, respond_general};
+pub use rrl::{RateLimiter, Verdict};
 pub use server::{BoundListeners, bind};
-pub use tcp::{TcpLimits, WRITE_TIMEOUT as TCP_WRITE_TIMEOUT};
+pub use tcp::WRITE_TIMEOUT as TCP_WRITE_TIMEOUT;

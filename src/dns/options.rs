@@ -1,5 +1,6 @@
 //! How the responder behaves beyond the zones: response sizes, what CHAOS queries reveal,
-//! who may ask the `_explain` debug names, and query-log sampling.
+//! who may ask the `_explain` debug names, query-log sampling, and the limits that keep it
+//! from being monopolised (TCP) or used as an amplifier (response-rate limiting).
 
 /// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
 #[derive(Debug, Clone)]
@@ -15,6 +16,10 @@ pub struct ServeOptions {
     pub explain: Option<ExplainAccess>,
     /// Log one query in this many (0: none). Off, it costs one comparison per query.
     pub query_log_every: u64,
+    /// Bounds on the TCP connection table.
+    pub tcp: crate::config::TcpLimits,
+    /// Response-rate limiting over UDP.
+    pub rrl: crate::config::RrlSettings,
 }
 
 /// Who may ask `_explain.<steered name>` TXT, and under which label.
@@ -37,6 +42,8 @@ impl Default for ServeOptions {
                 allowed: Vec::new(),
             }),
             query_log_every: 0,
+            tcp: crate::config::TcpLimits::default(),
+            rrl: crate::config::RrlSettings::default(),
         }
     }
 }

@@ -9,16 +9,49 @@ use std::time::Instant;
 use super::options::ServeOptions;
 use super::querylog::{QuerySampler, log_query};
 use super::response::respond;
+use super::rrl::{RateLimiter, Verdict};
 use crate::answer::Snapshot;
-use crate::metrics::QueryCounters;
-use crate::wire::Transport;
+use crate::metrics::{Limited, QueryCounters};
+use crate::wire::{FLAG_TC, Transport};
 
-/// What every serving thread and connection shares: how to answer, and the counters.
+/// Cuts a response to its header and question, with TC set: a slipped response, which
+/// tells a real client to ask again over TCP and reflects no more than its query.
+fn truncate_to_question(out: &mut Vec<u8>, question_len: u16) {
+    out.truncate(12 + usize::from(question_len));
+    if let Some(flags) = out.get_mut(2) {
+        *flags |= FLAG_TC;
+    }
+    if let Some(counts) = out.get_mut(6..12) {
+        counts.fill(0);
+    }
+}
+
+/// What every serving thread and connection shares: how to answer, the counters, and the
+/// rate limiter's buckets.
 pub(crate) struct Serving {
     /// How the responder behaves beyond the zones.
     pub options: ServeOptions,
     /// Query counters, registered once.
     pub counters: QueryCounters,
+    /// Response-rate limiting of UDP answers.
+    rrl: RateLimiter,
+    /// Where the rate limiter's millisecond clock starts.
+    epoch: Instant,
+}
+
+impl Serving {
+    /// Shared state for `options`: the rate limiter's tables are allocated here, once.
+    // The rate limiter's clock starts here.
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn new(options: ServeOptions, counters: QueryCounters) -> Self {
+        let rrl = RateLimiter::new(options.rrl.clone());
+        Serving {
+            options,
+            counters,
+            rrl,
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// Answers the packets of one serving thread or connection.
@@ -26,6 +59,8 @@ pub(crate) struct PacketHandler {
     serving: Arc<Serving>,
     transport: Transport,
     sampler: QuerySampler,
+    /// Responses this handler had limited, for the slip.
+    limited: u32,
 }
 
 impl PacketHandler {
@@ -36,6 +71,7 @@ impl PacketHandler {
             serving,
             transport,
             sampler,
+            limited: 0,
         }
     }
 
@@ -64,6 +100,26 @@ impl PacketHandler {
         self.serving
             .counters
             .count_in(&snapshot.zone_counters, self.transport, outcome);
+        if self.transport == Transport::Udp && self.serving.rrl.enabled() {
+            // Over UDP a source address is not proven: limit what a forged one can reflect.
+            let now_ms = self.serving.epoch.elapsed().as_millis() as u64;
+            let verdict =
+                self.serving
+                    .rrl
+                    .judge(src.ip(), &outcome, out, now_ms, &mut self.limited);
+            match verdict {
+                Verdict::Send => {}
+                Verdict::WouldLimit => self.serving.counters.rate_limited(Limited::Would),
+                Verdict::Slip => {
+                    self.serving.counters.rate_limited(Limited::Slipped);
+                    truncate_to_question(out, outcome.question_len);
+                }
+                Verdict::Drop => {
+                    self.serving.counters.rate_limited(Limited::Dropped);
+                    return false;
+                }
+            }
+        }
         if let Some(started) = sampled {
             log_query(src, self.transport, out, started.elapsed());
         }

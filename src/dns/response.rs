@@ -263,6 +263,15 @@ fn respond_to(
             n if one_question && n >= 4 => u16::from_be_bytes([question[n - 4], question[n - 3]]),
             _ => 0,
         },
+        question_len: if one_question {
+            u16::try_from(question.len()).unwrap_or(0)
+        } else {
+            0
+        },
+        subnet: edns
+            .as_ref()
+            .and_then(|e| e.subnet)
+            .map(|s| (s.address, s.source_prefix)),
     }
 }
 
@@ -279,6 +288,8 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
         ecs: false,
         zone: None,
         qtype: 0,
+        question_len: 0,
+        subnet: None,
     }
 }
 

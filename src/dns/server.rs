@@ -21,7 +21,6 @@ use super::options::ServeOptions;
 #[cfg(not(target_os = "linux"))]
 use super::packet::PacketHandler;
 use super::packet::Serving;
-use super::tcp::TcpLimits;
 use crate::answer::SnapshotReader;
 use crate::metrics::QueryCounters;
 #[cfg(not(target_os = "linux"))]
@@ -133,13 +132,10 @@ pub async fn serve(
     listeners: BoundListeners,
     reader: SnapshotReader,
     options: ServeOptions,
-    tcp: TcpLimits,
     shutdown: watch::Receiver<bool>,
 ) {
-    let serving = Arc::new(Serving {
-        options,
-        counters: QueryCounters::register(),
-    });
+    let tcp = options.tcp;
+    let serving = Arc::new(Serving::new(options, QueryCounters::register()));
     let mut tasks = tokio::task::JoinSet::new();
     serve_udp_sockets(listeners.udp, &reader, &serving, &shutdown, &mut tasks);
     let table = super::tcp::Table::new(tcp);

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::packet::{PacketHandler, Serving};
 use crate::answer::SnapshotReader;
+use crate::config::TcpLimits;
 use crate::wire::Transport;
 
 /// Idle time after which a connection is closed (RFC 7766 suggests seconds, not minutes).
@@ -36,24 +37,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Counters of the per-source table; sources that hash alike share one.
 const SOURCE_BUCKETS: usize = 16_384;
-
-/// Bounds on the TCP connection table.
-#[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
-    /// Connections open at once, in all.
-    pub max_connections: usize,
-    /// Connections open at once from one source (an IPv4 address, an IPv6 /64).
-    pub per_source: u32,
-}
-
-impl Default for TcpLimits {
-    fn default() -> Self {
-        TcpLimits {
-            max_connections: 1024,
-            per_source: 64,
-        }
-    }
-}
 
 /// What every listener of one server shares: the table's slots, the per-source counters,
 /// and the signal that asks idle connections to make room.

@@ -425,3 +425,79 @@ fn a_client_that_never_reads_is_dropped() {
         "{answers} of {sent} answers: not all were written"
     );
 }
+
+/// Response-rate limiting over UDP: a flood of identical queries from one source gets the
+/// configured rate with every other limited response slipped (TC); a resolver asking for
+/// many client subnets at a realistic rate is not limited; TCP never is.
+#[test]
+fn a_flood_of_identical_queries_is_rate_limited_but_a_resolver_is_not() {
+    use hickory_proto::rr::RecordType::A;
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--rrl-rate", "20", "--rrl-slip", "2"],
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.61:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let query = q("ingest.test.example.", A).bytes();
+    // 400 identical queries as fast as they go (well under a second), then every reply.
+    let flood = 400;
+    for _ in 0..flood {
+        socket.send_to(&query, server.addr).expect("send");
+    }
+    let (mut answered, mut slipped) = (0, 0);
+    let mut buf = [0u8; 2048];
+    while let Ok((len, _)) = socket.recv_from(&mut buf) {
+        let reply = &buf[..len];
+        if reply[2] & 0x02 != 0 {
+            assert_eq!(
+                u16::from_be_bytes([reply[6], reply[7]]),
+                0,
+                "a slip has no answer"
+            );
+            assert!(len <= query.len(), "a slip is no larger than its query");
+            slipped += 1;
+        } else {
+            answered += 1;
+        }
+    }
+    // The burst (20) and what refills while the flood lasts; half the rest slips.
+    assert!((20..=60).contains(&answered), "{answered} answered");
+    let limited = flood - answered;
+    assert!(
+        slipped * 2 >= limited - 2 && slipped * 2 <= limited + 2,
+        "{slipped} slipped of {limited} limited"
+    );
+    // The same source over TCP is answered: TCP proves the address.
+    let reply = tcp(&server, &q("ingest.test.example.", A));
+    assert_eq!(reply.answers.len(), 2);
+    // A resolver asking once per client subnet (500 of them, 500 a second): never limited.
+    let resolver = std::net::UdpSocket::bind("127.0.0.62:0").expect("bind");
+    resolver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut limited = 0;
+    for i in 0..500u32 {
+        let subnet = format!("127.{}.{}.0", 1 + i % 4, i / 4);
+        let query = q("ingest.test.example.", A).ecs(&subnet, 24).bytes();
+        resolver.send_to(&query, server.addr).expect("send");
+        let (len, _) = resolver.recv_from(&mut buf).expect("every query answered");
+        if buf[2] & 0x02 != 0 || len < 12 {
+            limited += 1;
+        }
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(50)); // about 1,000 a second
+        }
+    }
+    assert_eq!(
+        limited, 0,
+        "a resolver's per-subnet queries are not limited"
+    );
+    let (_, metrics) = crate::support::nodes::http(server.admin, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("geosteer_rrl_responses_total{action=\"slipped\"}"),
+        "counted"
+    );
+}
