@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub tcp_per_source: u32,
     /// Response-rate limiting over UDP.
     pub rrl: RrlSettings,
+    /// The file of the server cookie secret shared by instances (a random one without).
+    pub cookie_secret_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -69,6 +71,7 @@ impl ServeConfig {
             "query_log_sample": self.query_log_every,
             "tcp_max_connections": self.tcp_max_connections,
             "tcp_per_source": self.tcp_per_source,
+            "cookie_secret_file": self.cookie_secret_file,
             "rrl": {
                 "rate": self.rrl.rate,
                 "source_rate": self.rrl.source_rate,

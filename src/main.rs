@@ -143,6 +143,11 @@ struct ServeArgs {
     /// Count what rate limiting would withhold, but send everything.
     #[arg(long)]
     rrl_log_only: bool,
+    /// DNS Cookies: a file with the server cookie secret (32 hex digits), and on a second
+    /// line the previous one during a rotation; the same file on every instance behind one
+    /// anycast address. Without it, a random secret per process.
+    #[arg(long)]
+    cookie_secret_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -299,6 +304,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             exempt: args.rrl_exempt,
             log_only: args.rrl_log_only,
         },
+        cookie_secret_file: args.cookie_secret_file,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -40,6 +40,9 @@ pub enum StartError {
     /// The admin interface could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The cookie secret file is unreadable or malformed.
+    #[error("cookie secret file {0}")]
+    CookieSecret(String),
     /// A long-lived task stopped while serving.
     #[error("the {task} task {why}; exiting so that the service manager restarts geosteer")]
     TaskStopped {
@@ -177,6 +180,13 @@ pub async fn run(
             per_source: config.tcp_per_source,
         },
         rrl: config.rrl.clone(),
+        cookies: match &config.cookie_secret_file {
+            None => dns::CookieSecrets::random(),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| dns::CookieSecrets::from_text(&text))
+                .map_err(|why| StartError::CookieSecret(format!("{}: {why}", path.display())))?,
+        },
     };
     // Serves until shutdown; then open TCP connections finish and the checks stop. A
     // long-lived task that stops before then (a panic is a bug) ends the process with an

@@ -175,6 +175,8 @@ pub struct Outcome {
     pub question_len: u16,
     /// The client subnet the query carried: its address and source prefix.
     pub subnet: Option<(std::net::IpAddr, u8)>,
+    /// The query returned a valid server cookie: its source address is proven.
+    pub cookie_valid: bool,
 }
 
 /// Appends a record body (type, class IN, TTL, RDLENGTH, RDATA) for `rdata` to `out`.

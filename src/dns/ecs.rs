@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use hickory_proto::op::Edns;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 
+use super::cookie::{CookieError, OPTION_COOKIE, QueryCookie};
 use crate::net::{Family, address_bits, mask, unmap};
 
 /// A client subnet option as received, checked against RFC 7871 §7.1.
@@ -42,12 +43,18 @@ pub enum EcsError {
 /// The ECS option code (RFC 7871).
 pub(super) const OPTION_ECS: u16 = 8;
 
-/// Checks the ECS options of a query's OPT record on the wire, which the general parser
-/// does not (it reads the octets a prefix needs and ignores the rest, and keeps the first of
-/// several options): exactly the address octets the source prefix needs, and at most one
-/// option (RFC 7871 §6). `packet` has been parsed already, so a shape this walk cannot
-/// follow is left to that parser's verdict.
-pub fn check_wire_options(packet: &[u8]) -> Result<(), EcsError> {
+/// Reads the ECS and COOKIE options of a query's OPT record on the wire, for the general
+/// parser, which does not check them (it reads the octets a prefix needs and ignores the
+/// rest, keeps the first of several options, and leaves cookies unparsed): exactly the
+/// address octets the source prefix needs and at most one ECS option (RFC 7871 §6); the
+/// cookie, well-formed (RFC 7873 §5.2.2) and alone. `packet` has been parsed already, so a
+/// shape this walk cannot follow is left to that parser's verdict.
+pub fn check_wire_options(
+    packet: &[u8],
+) -> (
+    Result<(), EcsError>,
+    Result<Option<QueryCookie>, CookieError>,
+) {
     let u16_at = |at: usize| -> Option<u16> {
         Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
     };
@@ -64,28 +71,30 @@ pub fn check_wire_options(packet: &[u8]) -> Result<(), EcsError> {
         }
     };
     let Some(questions) = u16_at(4) else {
-        return Ok(());
+        return (Ok(()), Ok(None));
     };
     let mut at = 12;
     for _ in 0..questions {
         let Some(end) = skip_name(at) else {
-            return Ok(());
+            return (Ok(()), Ok(None));
         };
         at = end + 4;
     }
     // Answer and authority sections are empty in a query (checked before parsing).
     let additional = u16_at(10).unwrap_or(0);
     let mut seen = false;
+    let mut ecs = Ok(());
+    let mut cookie = Ok(None);
     for _ in 0..additional {
         let Some(end) = skip_name(at) else {
-            return Ok(());
+            return (Ok(()), Ok(None));
         };
         let (Some(rtype), Some(rdlen)) = (u16_at(end), u16_at(end + 8)) else {
-            return Ok(());
+            return (Ok(()), Ok(None));
         };
         let rdata_at = end + 10;
         let Some(rdata) = packet.get(rdata_at..rdata_at + rdlen as usize) else {
-            return Ok(());
+            return (Ok(()), Ok(None));
         };
         if rtype == crate::wire::RecordType::OPT.0 {
             let mut option = 0;
@@ -95,22 +104,27 @@ pub fn check_wire_options(packet: &[u8]) -> Result<(), EcsError> {
                 let Some(data) = rdata.get(option + 4..option + 4 + len) else {
                     break;
                 };
-                if code == OPTION_ECS {
+                if code == OPTION_ECS && ecs.is_ok() {
                     if std::mem::replace(&mut seen, true) {
-                        return Err(EcsError::Repeated);
-                    }
-                    if let [_, _, source, _, address @ ..] = data
+                        ecs = Err(EcsError::Repeated);
+                    } else if let [_, _, source, _, address @ ..] = data
                         && address.len() != source.div_ceil(8) as usize
                     {
-                        return Err(EcsError::AddressLength);
+                        ecs = Err(EcsError::AddressLength);
                     }
+                }
+                if code == OPTION_COOKIE && cookie.is_ok() {
+                    cookie = match cookie {
+                        Ok(Some(_)) => Err(CookieError::Repeated),
+                        _ => QueryCookie::parse(data).map(Some),
+                    };
                 }
                 option += 4 + len;
             }
         }
         at = rdata_at + rdlen as usize;
     }
-    Ok(())
+    (ecs, cookie)
 }
 
 impl ClientSubnet {

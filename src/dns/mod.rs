@@ -10,6 +10,7 @@
 #[cfg(target_os = "linux")]
 mod batch;
 mod chaos;
+pub mod cookie;
 pub mod ecs;
 mod options;
 mod packet;
@@ -23,6 +24,7 @@ mod tcp;
 pub use crate::config::RrlSettings;
 pub use crate::config::TcpLimits;
 pub use crate::wire::{Outcome, Rcode, Transport};
+pub use cookie::CookieSecrets;
 pub use options::{ExplainAccess, ServeOptions};
 pub use response::{respond, respond_general};
 pub use rrl::{RateLimiter, Verdict};

@@ -20,6 +20,8 @@ pub struct ServeOptions {
     pub tcp: crate::config::TcpLimits,
     /// Response-rate limiting over UDP.
     pub rrl: crate::config::RrlSettings,
+    /// The secrets of server cookies (RFC 7873, 9018), and their clock.
+    pub cookies: super::cookie::CookieSecrets,
 }
 
 /// Who may ask `_explain.<steered name>` TXT, and under which label.
@@ -44,6 +46,7 @@ impl Default for ServeOptions {
             query_log_every: 0,
             tcp: crate::config::TcpLimits::default(),
             rrl: crate::config::RrlSettings::default(),
+            cookies: super::cookie::CookieSecrets::random(),
         }
     }
 }

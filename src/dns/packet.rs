@@ -100,7 +100,8 @@ impl PacketHandler {
         self.serving
             .counters
             .count_in(&snapshot.zone_counters, self.transport, outcome);
-        if self.transport == Transport::Udp && self.serving.rrl.enabled() {
+        // A valid server cookie proves the source address, as TCP does: not limited.
+        if self.transport == Transport::Udp && self.serving.rrl.enabled() && !outcome.cookie_valid {
             // Over UDP a source address is not proven: limit what a forged one can reflect.
             let now_ms = self.serving.epoch.elapsed().as_millis() as u64;
             let verdict =

@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::cookie::{CookieError, OPTION_COOKIE, QueryCookie};
 use super::ecs::{ClientSubnet, EcsError};
 
 /// The parts of a query the response is built from.
@@ -35,6 +36,8 @@ pub struct EdnsView {
     pub dnssec_ok: bool,
     /// The client subnet option: absent, valid, or why it makes the query a FORMERR.
     pub subnet: Result<Option<ClientSubnet>, EcsError>,
+    /// The COOKIE option: absent, well-formed, or why it makes the query a FORMERR.
+    pub cookie: Result<Option<QueryCookie>, CookieError>,
 }
 
 const TYPE_OPT: u16 = crate::wire::RecordType::OPT.0;
@@ -103,6 +106,8 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
     }
     let mut subnet = Ok(None);
     let mut seen_subnet = false;
+    let mut cookie = Ok(None);
+    let mut seen_cookie = false;
     let mut at = 0;
     while at < rdata.len() {
         let header = rdata.get(at..at + 4)?;
@@ -117,6 +122,13 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
             seen_subnet = true;
             subnet = parse_subnet(data)?;
         }
+        if code == OPTION_COOKIE {
+            if seen_cookie {
+                return None;
+            }
+            seen_cookie = true;
+            cookie = QueryCookie::parse(data).map(Some);
+        }
     }
     Some(EdnsView {
         // hickory reads payloads below 512 as 512 (RFC 6891 §6.2.3); so does this.
@@ -124,6 +136,7 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
         version: record[6],
         dnssec_ok: record[7] & 0x80 != 0,
         subnet,
+        cookie,
     })
 }
 

@@ -42,6 +42,8 @@ struct EdnsReply {
     subnet: Option<ClientSubnet>,
     scope: u8,
     extended_rcode: u8,
+    /// The COOKIE option to answer with: the client cookie, then the server cookie.
+    cookie: Option<[u8; 24]>,
 }
 
 /// Builds the response to `packet` into `out`. Returns `None` when nothing must be sent
@@ -141,6 +143,7 @@ fn respond_parsed_by_hickory(
         return Some(header_only(packet, rcode, out));
     };
     let one_question = request.queries.len() == 1;
+    let (ecs_on_wire, cookie) = super::ecs::check_wire_options(packet);
     let view = QueryView {
         question: if one_question {
             request.queries.as_bytes()
@@ -153,8 +156,8 @@ fn respond_parsed_by_hickory(
             max_payload: e.max_payload(),
             version: e.version(),
             dnssec_ok: e.flags().dnssec_ok,
-            subnet: super::ecs::check_wire_options(packet)
-                .and_then(|()| ClientSubnet::from_edns(e)),
+            subnet: ecs_on_wire.and_then(|()| ClientSubnet::from_edns(e)),
+            cookie,
         }),
     };
     Some(respond_to(
@@ -183,6 +186,7 @@ fn respond_to(
         subnet: None,
         scope: 0,
         extended_rcode: 0,
+        cookie: None,
     });
     let question = query.question;
     let one_question = query.one_question;
@@ -204,9 +208,25 @@ fn respond_to(
         source: src.ip(),
         transport,
         truncate: false,
+        cookie_valid: false,
     };
     let rcode = 'rcode: {
         if let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) {
+            // The cookie is answered whatever the rcode (RFC 7873 §5.2), even BADVERS.
+            match e.cookie {
+                Ok(Some(cookie)) => {
+                    exchange.cookie_valid = options.cookies.valid(&cookie, src.ip());
+                    let server = options
+                        .cookies
+                        .answer(&cookie, src.ip(), exchange.cookie_valid);
+                    let mut both = [0u8; 24];
+                    both[..8].copy_from_slice(&cookie.client());
+                    both[8..].copy_from_slice(&server);
+                    reply.cookie = Some(both);
+                }
+                Ok(None) => {}
+                Err(_) => break 'rcode Rcode::FormErr,
+            }
             if e.version > 0 {
                 break 'rcode Rcode::BadVers;
             }
@@ -272,6 +292,7 @@ fn respond_to(
             .as_ref()
             .and_then(|e| e.subnet)
             .map(|s| (s.address, s.source_prefix)),
+        cookie_valid: exchange.cookie_valid,
     }
 }
 
@@ -290,6 +311,7 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
         qtype: 0,
         question_len: 0,
         subnet: None,
+        cookie_valid: false,
     }
 }
 
@@ -310,6 +332,7 @@ fn opt_len(reply: &EdnsReply) -> usize {
     11 + reply
         .subnet
         .map_or(0, |s| 8 + s.source_prefix.div_ceil(8) as usize)
+        + reply.cookie.map_or(0, |c| 4 + c.len())
 }
 
 fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
@@ -324,6 +347,11 @@ fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
     out.extend_from_slice(&[0, 0]);
     if let Some(subnet) = &reply.subnet {
         subnet.push_option(out, reply.scope);
+    }
+    if let Some(cookie) = &reply.cookie {
+        out.extend_from_slice(&super::cookie::OPTION_COOKIE.to_be_bytes());
+        out.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+        out.extend_from_slice(cookie);
     }
     let rdlen = (out.len() - rdlen_at - 2) as u16;
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
@@ -359,7 +387,7 @@ fn answer_explain(
     if !access.allowed.is_empty() && !access.allowed.iter().any(|p| p.contains(source)) {
         return Some(Rcode::Refused);
     }
-    if exchange.transport == Transport::Udp && access.allowed.is_empty() {
+    if exchange.transport == Transport::Udp && access.allowed.is_empty() && !exchange.cookie_valid {
         // An explanation is several times its query: over UDP from an address nobody
         // vouched for (`--explain-from`), it would make geosteer a reflection amplifier.
         // The client comes back over TCP, which proves its address.
@@ -422,6 +450,8 @@ struct Exchange {
     transport: Transport,
     /// Answer over TCP only: a debug name asked over UDP by a source nobody vouched for.
     truncate: bool,
+    /// The query returned a valid server cookie: its source address is proven.
+    cookie_valid: bool,
 }
 
 /// Answers one IN-class question; writes answer, authority and additional records after the

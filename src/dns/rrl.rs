@@ -193,6 +193,7 @@ mod tests {
             qtype: 1,
             question_len: 5,
             subnet: None,
+            cookie_valid: false,
         }
     }
 

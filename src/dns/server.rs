@@ -135,8 +135,20 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let tcp = options.tcp;
+    let cookies = options.cookies.clone();
     let serving = Arc::new(Serving::new(options, QueryCounters::register()));
     let mut tasks = tokio::task::JoinSet::new();
+    // The cookies' clock, ticked here so a query reads the time without a system call.
+    let mut stop_clock = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        while !*stop_clock.borrow() {
+            tokio::select! {
+                _ = tick.tick() => cookies.set_time(seconds_since_1970()),
+                changed = stop_clock.changed() => if changed.is_err() { break },
+            }
+        }
+    });
     serve_udp_sockets(listeners.udp, &reader, &serving, &shutdown, &mut tasks);
     let table = super::tcp::Table::new(tcp);
     for listener in listeners.tcp {
@@ -161,6 +173,14 @@ pub async fn serve(
             return;
         }
     }
+}
+
+/// The wall clock in seconds, for cookie timestamps (RFC 9018 uses Unix time).
+#[allow(clippy::disallowed_methods)] // the cookie clock's one reading per tick
+fn seconds_since_1970() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// Linux: a thread per socket, batching; they stop within a wake interval of shutdown.

@@ -249,8 +249,20 @@ fn a_panicking_publisher_ends_the_process_with_an_error() {
     );
     let (status, _) = crate::support::nodes::http(server.admin, "GET", "/healthz", None);
     assert_eq!(status, 200, "alive before the fault");
+    // The batch that sets the fault off; the process may die before it answers, so the
+    // request is sent raw and its reply, if any, ignored.
     let batch = r#"{"measurements": [{"group": "AS-JP", "node": "tokyo", "rtt_ms": 10}]}"#;
-    let _ = http_json(server.admin, "POST", "/latency", None, batch);
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(server.admin).expect("connect");
+        let _ = write!(
+            stream,
+            "POST /latency HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{batch}",
+            batch.len()
+        );
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.read_to_end(&mut Vec::new());
+    }
     let exit = server
         .wait_exit(Duration::from_secs(10))
         .expect("the process exits once its publisher has died");
@@ -499,5 +511,152 @@ fn a_flood_of_identical_queries_is_rate_limited_but_a_resolver_is_not() {
     assert!(
         metrics.contains("geosteer_rrl_responses_total{action=\"slipped\"}"),
         "counted"
+    );
+}
+
+/// Asks with `dig +cookie[=HEX]` and returns the COOKIE dig printed (client + server, hex).
+fn dig_cookie(server: &Server, cookie: Option<&str>) -> String {
+    let arg = cookie.map_or("+cookie".to_string(), |c| format!("+cookie={c}"));
+    let output = std::process::Command::new("dig")
+        .arg(format!("@{}", server.addr.ip()))
+        .args([
+            "-p",
+            &server.addr.port().to_string(),
+            "+time=3",
+            "+tries=1",
+            "+norec",
+        ])
+        .arg(arg)
+        .arg("ingest.test.example.")
+        .output()
+        .expect("dig runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.trim_start_matches("; ").strip_prefix("COOKIE: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cookie in dig's output:\n{text}"))
+        .to_string()
+}
+
+/// A query for `ingest.test.example.` A carrying a COOKIE option (hex: client, or client
+/// and server).
+fn query_with_cookie(hex: &str) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let mut option = vec![0, 10];
+    option.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    option.extend_from_slice(&bytes);
+    query_with_options(&option)
+}
+
+/// DNS Cookies with dig: a server cookie comes back; returned, it is valid (the server
+/// keeps it); after the secret rotates it is still valid within the grace; a forged one is
+/// replaced; and a valid cookie exempts its client from response-rate limiting.
+#[test]
+fn dns_cookies_work_with_dig_rotate_and_exempt_from_rate_limiting() {
+    let dir = zone_dir(
+        "cookies",
+        &std::fs::read_to_string(repo("tests/fixtures/zones/test.example.yaml")).expect("policy"),
+    );
+    let secrets = dir.join("cookie.secret");
+    std::fs::write(&secrets, "000102030405060708090a0b0c0d0e0f\n").expect("secret");
+    let start = || {
+        Server::start(
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[
+                "--cookie-secret-file",
+                secrets.to_str().expect("UTF-8"),
+                "--rrl-rate",
+                "5",
+            ],
+        )
+    };
+    let server = start();
+    let first = dig_cookie(&server, None);
+    assert_eq!(
+        first.len(),
+        48,
+        "8 octets of client, 16 of server cookie: {first}"
+    );
+    assert_eq!(&first[16..18], "01", "RFC 9018 version 1");
+    assert_eq!(
+        dig_cookie(&server, Some(&first)),
+        first,
+        "a valid cookie is kept"
+    );
+    let mut forged = first.clone();
+    forged.replace_range(46..48, if &first[46..48] == "00" { "01" } else { "00" });
+    assert_ne!(
+        dig_cookie(&server, Some(&forged)),
+        forged,
+        "a forged cookie is replaced"
+    );
+    // A valid cookie proves the address: a flood with it is not rate limited...
+    let socket = std::net::UdpSocket::bind("127.0.0.71:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    socket
+        .send_to(&query_with_cookie(&first[..16]), server.addr)
+        .expect("send");
+    let (len, _) = socket.recv_from(&mut buf).expect("a reply");
+    let reply = &buf[..len];
+    let at = reply
+        .windows(4)
+        .position(|w| w == [0, 10, 0, 24])
+        .expect("a COOKIE option in the reply");
+    let full: String = reply[at + 4..at + 28]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let with_cookie = query_with_cookie(&full);
+    let mut count_answers = |query: &[u8], n: usize| {
+        for _ in 0..n {
+            socket.send_to(query, server.addr).expect("send");
+        }
+        let mut answered = 0;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        while let Ok((len, _)) = socket.recv_from(&mut buf) {
+            if len > 12 && buf[2] & 0x02 == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0 {
+                answered += 1;
+            }
+        }
+        answered
+    };
+    assert_eq!(
+        count_answers(&with_cookie, 100),
+        100,
+        "a proven client is not limited"
+    );
+    // ...and the same flood without it is.
+    let without = query_with_options(&[]);
+    assert!(count_answers(&without, 100) < 30, "an unproven one is");
+    drop(server);
+    // Rotation: the new secret first, the old one second; the old cookie is still valid.
+    std::fs::write(
+        &secrets,
+        "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff\n000102030405060708090a0b0c0d0e0f\n",
+    )
+    .expect("secret");
+    let rotated = start();
+    assert_eq!(
+        dig_cookie(&rotated, Some(&first)),
+        first,
+        "valid after the rotation"
+    );
+    drop(rotated);
+    // Once the old secret is dropped, it is not.
+    std::fs::write(&secrets, "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff\n").expect("secret");
+    let renewed = start();
+    assert_ne!(
+        dig_cookie(&renewed, Some(&first)),
+        first,
+        "gone with the old secret"
     );
 }
