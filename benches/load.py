@@ -39,6 +39,10 @@ BASELINE = os.environ.get("BASELINE")
 # e.g. GEOSTEER_ARGS="--rrl-source-rate 1000000" measures its cost without limiting.
 GEOSTEER_ARGS = os.environ.get("GEOSTEER_ARGS", "--rrl-rate 0").split()
 BASELINE_ARGS = os.environ.get("BASELINE_ARGS", "").split()
+# COOKIES=1: geosteer and the baseline share a cookie secret, and a stream "ecs-cookie" (the
+# ECS stream, each query with a valid client and server cookie for 127.0.0.1) is added, so
+# the cost of checking and answering cookies is measured.
+COOKIES = os.environ.get("COOKIES") == "1"
 STREAMS = [n for n in os.environ.get("STREAMS", "").split(",") if n]
 CPU_RATE = 40_000
 LATENCY_RATE = 20_000
@@ -253,16 +257,33 @@ def wire_name(name):
     return out + b"\0"
 
 
-def query_bytes(name, subnet=None, qid=0):
-    """A query for name/A, RD clear, EDNS (1232) with an optional ECS /24 option."""
+def query_bytes(name, subnet=None, qid=0, cookie=b""):
+    """A query for name/A, RD clear, EDNS (1232) with an optional ECS /24 option and an
+    optional COOKIE option (its bytes)."""
     header = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 1)
     question = wire_name(f"{name}.{ZONE}") + struct.pack(">HH", 1, 1)
     options = b""
     if subnet is not None:
         octets = bytes(int(x) for x in subnet.split("/")[0].split(".")[:3])
         options = struct.pack(">HHHBB", 8, 4 + 3, 1, 24, 0) + octets
+    if cookie:
+        options += struct.pack(">HH", 10, len(cookie)) + cookie
     opt = b"\0" + struct.pack(">HHIH", 41, 1232, 0, len(options)) + options
     return header + question + opt
+
+
+def server_cookie(port):
+    """A valid client + server cookie for 127.0.0.1 from the server on `port`."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2.0)
+    s.bind(("127.0.0.1", 0))
+    s.sendto(query_bytes("www", cookie=b"\x11" * 8), ("127.0.0.1", port))
+    data = s.recv(4096)
+    s.close()
+    at = data.find(b"\x00\x0a\x00\x18")
+    if at < 0:
+        raise RuntimeError("no COOKIE option in the reply")
+    return data[at + 4:at + 28]
 
 
 def query(port, name, subnet, timeout=1.0):
@@ -388,6 +409,12 @@ def main():
     log(f"streams: {len(subnets)} ECS /24s from {countries} countries; no-ECS; static")
 
     work = tempfile.mkdtemp(prefix="geosteer-load-")
+    if COOKIES:
+        secret = os.path.join(work, "cookie.secret")
+        with open(secret, "w") as f:
+            f.write("00112233445566778899aabbccddeeff\n")
+        GEOSTEER_ARGS.extend(["--cookie-secret-file", secret])
+        BASELINE_ARGS.extend(["--cookie-secret-file", secret])
     servers = {}
     try:
         port = free_port()
@@ -418,6 +445,10 @@ def main():
             servers["knot"] = Server("knot", ["knotd", "-c", os.path.join(knot_dir, "knot.conf")], port,
                                      lambda s: answers(s.port))
         log("servers up: " + ", ".join(f"{n}:{s.port}" for n, s in servers.items()))
+        if COOKIES:
+            cookie = server_cookie(servers["geosteer"].port)
+            streams["ecs-cookie"] = os.path.join(WORK, "stream-ecs-cookie.bin")
+            write_stream(streams["ecs-cookie"], [query_bytes("ingest", s[0], cookie=cookie) for s in subnets])
 
         # Correctness first (also warms every server).
         sample = subnets[:2000]

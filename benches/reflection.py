@@ -1,0 +1,103 @@
+"""Reflection benchmark: how much geosteer reflects to a forged source over UDP.
+
+1. For the worst queries of the shipped zone, bytes out / bytes in over UDP without a cookie.
+2. A single-source flood of one query at a fixed rate (dnsperf -Q), with response-rate
+   limiting as shipped: replies a second, and bytes out / bytes in over the flood.
+
+Run through benches/reflection.sh (builds the release binary; needs dnsperf).
+"""
+import os
+import re
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+REPO = os.environ["BENCH_REPO"]
+RATE = int(os.environ.get("FLOOD_RATE", "20000"))
+SECONDS = int(os.environ.get("FLOOD_SECONDS", "4"))
+ZONE = "live.example.net"
+
+
+def wire_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def query(name, qtype, subnet=None):
+    header = struct.pack(">HHHHHH", 0x4242, 0, 1, 0, 0, 1)
+    options = b""
+    if subnet:
+        octets = bytes(int(x) for x in subnet.split(".")[:3])
+        options = struct.pack(">HHHBB", 8, 7, 1, 24, 0) + octets
+    opt = b"\0" + struct.pack(">HHIH", 41, 4096, 0, len(options)) + options
+    return header + wire_name(name) + struct.pack(">HH", qtype, 1) + opt
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    port = free_port()
+    server = subprocess.Popen(
+        [os.path.join(REPO, "target/release/geosteer"), "serve", "--listen", f"127.0.0.1:{port}",
+         "--no-admin", "--zones", os.path.join(REPO, "zones"),
+         "--geo", os.path.join(REPO, "geo/dbip-country.mmdb")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in server.stdout:
+            if line.startswith("geosteer listening on"):
+                break
+        worst = [
+            ("apex ANY", query(ZONE, 255)),
+            ("steered ANY, ECS", query(f"ingest.{ZONE}", 255, "85.214.0.0")),
+            ("steered A, ECS", query(f"ingest.{ZONE}", 1, "85.214.0.0")),
+            ("_explain TXT", query(f"_explain.ingest.{ZONE}", 16, "85.214.0.0")),
+            ("apex TXT", query(ZONE, 16)),
+            ("apex MX", query(ZONE, 15)),
+            ("NXDOMAIN", query(f"nothing.{ZONE}", 1)),
+            ("SRV", query(f"_rtmp._tcp.{ZONE}", 33)),
+        ]
+        print("bytes out / bytes in over UDP, no cookie, EDNS buffer 4096:")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        worst_ratio = 0.0
+        for name, q in worst:
+            s.sendto(q, ("127.0.0.1", port))
+            reply = s.recv(65535)
+            ratio = len(reply) / len(q)
+            worst_ratio = max(worst_ratio, ratio)
+            tc = " (TC)" if reply[2] & 0x02 else ""
+            print(f"  {name:18} {len(q):4} -> {len(reply):5} bytes  {ratio:5.2f}x{tc}")
+            time.sleep(0.05)
+        print(f"  worst: {worst_ratio:.2f}x")
+        stream = os.path.join(tempfile.mkdtemp(prefix="geosteer-flood-"), "flood.bin")
+        q = query(f"ingest.{ZONE}", 1)
+        with open(stream, "wb") as f:
+            for _ in range(1000):
+                f.write(struct.pack(">H", len(q)) + q)
+        out = subprocess.run(
+            ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-B", "-d", stream, "-l", str(SECONDS),
+             "-Q", str(RATE), "-c", "1", "-q", "50000", "-t", "1"],
+            capture_output=True, text=True, timeout=SECONDS + 60).stdout
+        get = lambda pattern: float(re.search(pattern, out).group(1))
+        sent, completed = get(r"Queries sent:\s+(\d+)"), get(r"Queries completed:\s+(\d+)")
+        req, resp = get(r"Average packet size:\s+request (\d+)"), get(r"response (\d+)")
+        print(f"\nsingle-source flood of one query, {RATE} q/s for {SECONDS} s, RRL as shipped "
+              f"(100/s per kind, slip 2):")
+        print(f"  sent {sent:.0f}, replies {completed:.0f} ({completed / SECONDS:.0f}/s), "
+              f"average reply {resp:.0f} bytes for {req:.0f}")
+        print(f"  bytes out / bytes in: {completed * resp / (sent * req):.2f}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
