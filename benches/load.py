@@ -43,6 +43,8 @@ BASELINE_ARGS = os.environ.get("BASELINE_ARGS", "").split()
 # ECS stream, each query with a valid client and server cookie for 127.0.0.1) is added, so
 # the cost of checking and answering cookies is measured.
 COOKIES = os.environ.get("COOKIES") == "1"
+# MODE=tcp: every dnsperf run over TCP (dnsperf -m tcp) instead of UDP.
+MODE = os.environ.get("MODE", "udp")
 STREAMS = [n for n in os.environ.get("STREAMS", "").split(",") if n]
 CPU_RATE = 40_000
 LATENCY_RATE = 20_000
@@ -335,6 +337,8 @@ def dnsperf(port, stream, seconds, rate=None, verbose=False):
     # lost is lost by the server.
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-B", "-d", stream,
             "-l", str(seconds), "-c", "4", "-q", "500", "-t", "2", "-b", "4096"]
+    if MODE != "udp":
+        argv += ["-m", MODE]
     if rate:
         argv += ["-Q", str(rate)]
     if verbose:
