@@ -26,8 +26,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a connection is kept, however busy: a slow drip of queries cannot hold a slot.
 const MAX_LIFETIME: Duration = Duration::from_secs(300);
-/// Most queries answered on one connection before it is closed (the client reconnects).
-const MAX_QUERIES: u32 = 10_000;
+/// Queries answered on one connection before it winds down (the client reconnects): high,
+/// since a resolver pipelining thousands of queries a second must not lose those in flight
+/// at every close; the lifetime bounds a connection first.
+const MAX_QUERIES: u32 = 1_000_000;
+/// Winding down, queries already on their way are still answered for at most this long,
+/// so a client pipelining at the limit loses none of them.
+const WIND_DOWN: Duration = Duration::from_secs(1);
 /// How long a new connection waits for a slot when the table is full and idle ones are
 /// being closed to make room.
 const ROOM_WAIT: Duration = Duration::from_millis(250);
@@ -182,13 +187,25 @@ async fn serve_connection(
     let mut response = Vec::with_capacity(512);
     let mut framed: Vec<u8> = Vec::with_capacity(514);
     let mut handler = PacketHandler::new(serving, Transport::Tcp);
-    for _ in 0..MAX_QUERIES {
+    let mut served = 0u32;
+    let mut winding_down: Option<tokio::time::Instant> = None;
+    loop {
+        // Past its lifetime or queries, the connection winds down like a shutdown: queries
+        // already on their way are answered (for at most WIND_DOWN), then it closes.
+        let now = tokio::time::Instant::now();
+        if served >= MAX_QUERIES || now >= closes_at {
+            let until = *winding_down.get_or_insert(now + WIND_DOWN);
+            if now >= until {
+                return Ok(());
+            }
+        }
         // Wait for the next query (cancel-safe, so shutdown can interrupt the wait). Once
-        // shutting down, queries already sent are still answered; an idle connection closes.
-        let wait = if *shutdown.borrow() {
+        // shutting down or winding down, queries already sent are still answered; an idle
+        // connection closes.
+        let wait = if *shutdown.borrow() || winding_down.is_some() {
             SHUTDOWN_GRACE
         } else {
-            IDLE_TIMEOUT.min(closes_at.saturating_duration_since(tokio::time::Instant::now()))
+            IDLE_TIMEOUT.min(closes_at.saturating_duration_since(now))
         };
         // The first byte of the length with a cancel-safe read (tokio's `read` loses nothing
         // when cancelled); readiness alone can be stale after an exact read.
@@ -222,6 +239,7 @@ async fn serve_connection(
         tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut packet))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
+        served = served.saturating_add(1);
         let snapshot = reader.load();
         if handler.answer(&snapshot, &packet, src, &mut response) {
             // One write per response: the two-byte length and the message together.
@@ -237,5 +255,4 @@ async fn serve_connection(
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
         }
     }
-    Ok(())
 }
