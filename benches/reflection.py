@@ -4,6 +4,9 @@
 2. A single-source flood of one query at a fixed rate (dnsperf -Q), with response-rate
    limiting as shipped: replies a second, and bytes out / bytes in over the flood.
 
+With Knot installed (`knotd`), the flood also runs against Knot serving the same names with
+its RRL module at its documented settings (rate-limit 200, slip 2).
+
 Run through benches/reflection.sh (builds the release binary; needs dnsperf).
 """
 import os
@@ -43,6 +46,74 @@ def free_port():
         return s.getsockname()[1]
 
 
+def flood(port, label):
+    stream = os.path.join(tempfile.mkdtemp(prefix="geosteer-flood-"), "flood.bin")
+    q = query(f"ingest.{ZONE}", 1)
+    with open(stream, "wb") as f:
+        for _ in range(1000):
+            f.write(struct.pack(">H", len(q)) + q)
+    out = subprocess.run(
+        ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-B", "-d", stream, "-l", str(SECONDS),
+         "-Q", str(RATE), "-c", "1", "-q", "50000", "-t", "1"],
+        capture_output=True, text=True, timeout=SECONDS + 60).stdout
+    get = lambda pattern: float(re.search(pattern, out).group(1))
+    sent, completed = get(r"Queries sent:\s+(\d+)"), get(r"Queries completed:\s+(\d+)")
+    req, resp = get(r"Average packet size:\s+request (\d+)"), get(r"response (\d+)")
+    print(f"  {label:32} sent {sent:6.0f}, replies {completed:6.0f} ({completed / SECONDS:5.0f}/s), "
+          f"reply {resp:3.0f} B for {req:3.0f} B, bytes out/in {completed * resp / (sent * req):.2f}")
+
+
+def knot(port, directory):
+    """Knot serving the shipped zone's steered name statically, with RRL at its documented
+    settings; None without knotd."""
+    if subprocess.run(["sh", "-c", "command -v knotd"], capture_output=True).returncode != 0:
+        return None
+    for sub in ("zones", "run", "db"):
+        os.makedirs(os.path.join(directory, sub))
+    conf = os.path.join(directory, "knot.conf")
+    with open(conf, "w") as f:
+        f.write(f"""server:
+    rundir: "{directory}/run"
+    listen: 127.0.0.1@{port}
+    udp-workers: 2
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{directory}/db"
+mod-rrl:
+  - id: default
+    rate-limit: 200
+    slip: 2
+template:
+  - id: default
+    storage: "{directory}/zones"
+    global-module: mod-rrl/default
+zone:
+  - domain: {ZONE}
+    file: {ZONE}.zone
+""")
+    with open(os.path.join(directory, "zones", f"{ZONE}.zone"), "w") as f:
+        f.write(f"""$ORIGIN {ZONE}.
+@ 300 SOA ns1 h 1 3600 600 1209600 60
+@ 300 NS ns1
+ns1 300 A 192.0.2.53
+ingest 30 A 198.51.100.32
+ingest 30 A 198.51.100.31
+""")
+    proc = subprocess.Popen(["knotd", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.2)
+    for _ in range(100):
+        try:
+            s.sendto(query(f"ingest.{ZONE}", 1), ("127.0.0.1", port))
+            s.recv(4096)
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    return None
+
+
 def main():
     port = free_port()
     server = subprocess.Popen(
@@ -77,23 +148,18 @@ def main():
             print(f"  {name:18} {len(q):4} -> {len(reply):5} bytes  {ratio:5.2f}x{tc}")
             time.sleep(0.05)
         print(f"  worst: {worst_ratio:.2f}x")
-        stream = os.path.join(tempfile.mkdtemp(prefix="geosteer-flood-"), "flood.bin")
-        q = query(f"ingest.{ZONE}", 1)
-        with open(stream, "wb") as f:
-            for _ in range(1000):
-                f.write(struct.pack(">H", len(q)) + q)
-        out = subprocess.run(
-            ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-B", "-d", stream, "-l", str(SECONDS),
-             "-Q", str(RATE), "-c", "1", "-q", "50000", "-t", "1"],
-            capture_output=True, text=True, timeout=SECONDS + 60).stdout
-        get = lambda pattern: float(re.search(pattern, out).group(1))
-        sent, completed = get(r"Queries sent:\s+(\d+)"), get(r"Queries completed:\s+(\d+)")
-        req, resp = get(r"Average packet size:\s+request (\d+)"), get(r"response (\d+)")
-        print(f"\nsingle-source flood of one query, {RATE} q/s for {SECONDS} s, RRL as shipped "
-              f"(100/s per kind, slip 2):")
-        print(f"  sent {sent:.0f}, replies {completed:.0f} ({completed / SECONDS:.0f}/s), "
-              f"average reply {resp:.0f} bytes for {req:.0f}")
-        print(f"  bytes out / bytes in: {completed * resp / (sent * req):.2f}")
+        print(f"\nsingle-source flood of one query, {RATE} q/s for {SECONDS} s:")
+        flood(port, "geosteer (RRL 100/s per kind, slip 2)")
+        knot_port = free_port()
+        knotd = knot(knot_port, tempfile.mkdtemp(prefix="geosteer-knot-"))
+        if knotd is None:
+            print("  knot: not installed (apt-get install knot) or did not start")
+        else:
+            try:
+                flood(knot_port, "Knot (mod-rrl rate-limit 200, slip 2)")
+            finally:
+                knotd.terminate()
+                knotd.wait(timeout=10)
     finally:
         server.terminate()
         server.wait(timeout=10)
