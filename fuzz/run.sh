@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
 python3 seeds.py
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(packet packet_general policy_yaml feed_json)
+[ ${#targets[@]} -gt 0 ] || targets=(packet packet_general policy_yaml feed_json admin_request)
 limit=()
 if [ -n "${RUNS:-}" ]; then
   limit=(-runs="$RUNS")

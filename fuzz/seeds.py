@@ -59,4 +59,12 @@ write("feed_json", [
     b'{"measurements": [{"group": "127.1.0.0/24", "node": "singapore", "rtt_ms": 30, "at": 1799999990}]}',
     b'{"measurements": [{"group": "AS4713", "node": "tokyo", "rtt_ms": 10, "address": "192.0.2.1"}]}',
 ])
+write("admin_request", [
+    b"\x80nodes\nBearer s3cret\n",
+    b"\xc1latency\nBearer s3cret\n{\"measurements\": []}",
+    b"\x81nodes/test.example/tokyo/drain\nbearer s3cret\n",
+    b"\x80explain?name=ingest.test.example&client=127.1.0.5\nBearer s3cret\n",
+    b"\x00healthz\n\n",
+    b"\x80metrics\nBearer wrong\n",
+])
 print("seeds written", file=sys.stderr)

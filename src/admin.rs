@@ -86,28 +86,7 @@ impl Admin {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::Bind { addr, source })?;
-        let state = AdminState {
-            commands,
-            prometheus,
-            token: token.map(Arc::from),
-            settings: Arc::new(settings),
-        };
-        let router = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(metrics))
-            .route("/nodes", get(nodes))
-            .route("/nodes/{zone}/{node}/{action}", post(set_override))
-            .route("/latency", post(feed))
-            .route("/reload", post(reload))
-            .route("/status", get(status))
-            .route("/config", get(config))
-            .route("/explain", get(explain))
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                require_token,
-            ))
-            .with_state(state);
+        let router = router(token, commands, prometheus, settings);
         Ok(Admin { listener, router })
     }
 
@@ -122,6 +101,38 @@ impl Admin {
             tracing::error!(error = %e, "admin interface stopped");
         }
     }
+}
+
+/// The interface's routes, with the token check in front: what `Admin` serves, and what the
+/// request fuzz target drives without a socket.
+pub fn router(
+    token: Option<String>,
+    commands: mpsc::Sender<Command>,
+    prometheus: Option<PrometheusHandle>,
+    settings: serde_json::Value,
+) -> Router {
+    let state = AdminState {
+        commands,
+        prometheus,
+        token: token.map(Arc::from),
+        settings: Arc::new(settings),
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/nodes", get(nodes))
+        .route("/nodes/{zone}/{node}/{action}", post(set_override))
+        .route("/latency", post(feed))
+        .route("/reload", post(reload))
+        .route("/status", get(status))
+        .route("/config", get(config))
+        .route("/explain", get(explain))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state)
 }
 
 /// Whether a request carries the configured bearer token (true when none is configured).

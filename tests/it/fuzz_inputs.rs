@@ -138,3 +138,47 @@ fn mutated_feed_batches_are_refused_or_applied_never_a_panic() {
         "{applied} applied, {refused} refused"
     );
 }
+
+/// Mutated admin requests against the real server (with a token): answered or refused,
+/// and the interface and the DNS service keep working.
+#[test]
+fn mutated_admin_requests_never_stop_the_interface() {
+    use std::io::{Read, Write};
+    let server = crate::support::Server::start_with_env(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+        &[("GEOSTEER_ADMIN_TOKEN", "s3cret")],
+    );
+    let seeds: [&[u8]; 5] = [
+        b"GET /nodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        b"POST /latency HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 60\r\nConnection: close\r\n\r\n{\"measurements\": [{\"group\": \"AS-JP\", \"node\": \"tokyo\", \"rtt_ms\": 9}]}",
+        b"POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        b"GET /explain?name=ingest.test.example&client=127.1.0.5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        b"GET /config HTTP/1.1\r\nHost: x\r\nAuthorization: bearer s3cret\r\nConnection: close\r\n\r\n",
+    ];
+    let mut rng = XorShift::new(0xad31_0000);
+    for i in 0..300 {
+        let request = mutate(seeds[i % seeds.len()], &mut rng);
+        let Ok(mut stream) = std::net::TcpStream::connect(server.admin) else {
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.write_all(&request);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.read_to_end(&mut Vec::new());
+    }
+    // Both services still answer.
+    let (status, _) = crate::support::nodes::http(server.admin, "GET", "/healthz", None);
+    assert_eq!(status, 200);
+    let (status, _) = crate::support::nodes::http(server.admin, "GET", "/nodes", Some("s3cret"));
+    assert_eq!(status, 200);
+    let reply = crate::support::udp(
+        &server,
+        &crate::support::q("www.test.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert_eq!(
+        reply.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+}
