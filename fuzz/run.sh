@@ -21,7 +21,7 @@ for target in "${targets[@]}"; do
   # One job per core; the corpus grows in corpus/<target> between runs.
   cargo +nightly fuzz run "$target" "corpus/$target" -- "${limit[@]}" -max_len=4096 -print_final_stats=1 2>&1 \
     | grep -E "^(stat::|#[0-9]+ *DONE|==[0-9]+== ERROR|SUMMARY|Done [0-9]+ runs)" || true
-  if [ -d "artifacts/$target" ] && [ -n "$(ls -A "artifacts/$target" 2>/dev/null)" ]; then
+  if compgen -G "artifacts/$target/crash-*" >/dev/null || compgen -G "artifacts/$target/oom-*" >/dev/null || compgen -G "artifacts/$target/timeout-*" >/dev/null; then
     echo "$target: crashes in fuzz/artifacts/$target" >&2
     exit 1
   fi
