@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+import knot  # benches/knot.py: a private Knot instance
+
 WORK = os.environ["BENCH_WORK"]
 REPO = os.environ["BENCH_REPO"]
 CITY_DB = os.path.join(WORK, "city.mmdb")
@@ -158,32 +160,7 @@ ingest 30 DYNA geoip!ingest
 
 
 def knot_config(directory, port):
-    for sub in ("zones", "run", "db"):
-        os.makedirs(os.path.join(directory, sub))
-    with open(os.path.join(directory, "knot.conf"), "w") as f:
-        f.write(f"""server:
-    rundir: "{directory}/run"
-    listen: 127.0.0.1@{port}
-    udp-workers: 2
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{directory}/db"
-template:
-  - id: default
-    storage: "{directory}/zones"
-zone:
-  - domain: {ZONE}
-    file: {ZONE}.zone
-""")
-    with open(os.path.join(directory, "zones", f"{ZONE}.zone"), "w") as f:
-        f.write(f"""$ORIGIN {ZONE}.
-@ 300 SOA ns1 h 1 3600 600 1209600 60
-@ 300 NS ns1
-ns1 300 A 192.0.2.53
-www 300 A {STATIC_ADDRESS}
-ingest 30 A {NODES[0][4]}
-""")
+    knot.write_config(directory, port, ZONE, [f"www 300 A {STATIC_ADDRESS}", f"ingest 30 A {NODES[0][4]}"])
 
 
 # --- servers ---------------------------------------------------------------------------

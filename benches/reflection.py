@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 import time
 
+from knot import write_config  # benches/knot.py
+
 REPO = os.environ["BENCH_REPO"]
 RATE = int(os.environ.get("FLOOD_RATE", "20000"))
 SECONDS = int(os.environ.get("FLOOD_SECONDS", "4"))
@@ -68,38 +70,8 @@ def knot(port, directory):
     settings; None without knotd."""
     if subprocess.run(["sh", "-c", "command -v knotd"], capture_output=True).returncode != 0:
         return None
-    for sub in ("zones", "run", "db"):
-        os.makedirs(os.path.join(directory, sub))
-    conf = os.path.join(directory, "knot.conf")
-    with open(conf, "w") as f:
-        f.write(f"""server:
-    rundir: "{directory}/run"
-    listen: 127.0.0.1@{port}
-    udp-workers: 2
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{directory}/db"
-mod-rrl:
-  - id: default
-    rate-limit: 200
-    slip: 2
-template:
-  - id: default
-    storage: "{directory}/zones"
-    global-module: mod-rrl/default
-zone:
-  - domain: {ZONE}
-    file: {ZONE}.zone
-""")
-    with open(os.path.join(directory, "zones", f"{ZONE}.zone"), "w") as f:
-        f.write(f"""$ORIGIN {ZONE}.
-@ 300 SOA ns1 h 1 3600 600 1209600 60
-@ 300 NS ns1
-ns1 300 A 192.0.2.53
-ingest 30 A 198.51.100.32
-ingest 30 A 198.51.100.31
-""")
+    conf = write_config(directory, port, ZONE, ["ingest 30 A 198.51.100.32", "ingest 30 A 198.51.100.31"],
+                        rrl=(200, 2))
     proc = subprocess.Popen(["knotd", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.2)
