@@ -157,7 +157,8 @@ impl QueryCounters {
     /// Counts one answered query.
     pub fn count(&self, transport: Transport, outcome: Outcome) {
         let t = usize::from(transport == Transport::Tcp);
-        let index = (t * Rcode::ALL.len() + outcome.rcode.index()) * 2 + usize::from(outcome.ecs);
+        let index = (t * Rcode::ALL.len() + outcome.rcode.index()) * 2
+            + usize::from(outcome.subnet.is_some());
         if let Some(counter) = self.queries.get(index) {
             counter.increment(1);
         }

@@ -165,8 +165,6 @@ pub struct Outcome {
     pub rcode: Rcode,
     /// The TC bit was set.
     pub truncated: bool,
-    /// The query carried a client subnet.
-    pub ecs: bool,
     /// Policy index of the zone the question was in, when it was in one of ours.
     pub zone: Option<usize>,
     /// The question's type (0 when there was no question).
@@ -187,6 +185,24 @@ pub fn push_body(out: &mut Vec<u8>, rtype: RecordType, ttl: u32, rdata: &[u8]) {
     // RDATA built here is bounded well below 64 KiB (names ≤ 255, TXT chunked per record).
     out.extend_from_slice(&(rdata.len().min(u16::MAX as usize) as u16).to_be_bytes());
     out.extend_from_slice(rdata);
+}
+
+/// Calls `visit` with each option (code, data) of an OPT record's RDATA, in order. `None`
+/// when an option runs past the RDATA or `visit` says stop (returns `None`); both query
+/// parsers read options through this one walk.
+pub fn each_edns_option(
+    rdata: &[u8],
+    mut visit: impl FnMut(u16, &[u8]) -> Option<()>,
+) -> Option<()> {
+    let mut at = 0;
+    while at < rdata.len() {
+        let header = rdata.get(at..at + 4)?;
+        let code = u16::from_be_bytes([header[0], header[1]]);
+        let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+        visit(code, rdata.get(at + 4..at + 4 + len)?)?;
+        at += 4 + len;
+    }
+    Some(())
 }
 
 /// Offsets of each label start in an uncompressed wire name, leftmost first, ending with the

@@ -127,16 +127,17 @@ impl CookieSecrets {
         Ok(Self::with(current, previous))
     }
 
-    #[allow(clippy::disallowed_methods)] // the clock starts at the time it is made
     fn with(current: [u8; 16], previous: Option<[u8; 16]>) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
         CookieSecrets {
             current,
             previous,
-            clock: Arc::new(AtomicU32::new(now)),
+            clock: Arc::new(AtomicU32::new(unix_seconds())),
         }
+    }
+
+    /// Reads the wall clock into the coarse one (the server ticks it every half second).
+    pub fn tick(&self) {
+        self.set_time(unix_seconds());
     }
 
     /// Sets the clock (the server ticks it every half second).
@@ -183,6 +184,14 @@ impl CookieSecrets {
         made[8..].copy_from_slice(&hash(&self.current, &cookie.client, now, client));
         made
     }
+}
+
+/// The wall clock in seconds since 1970 (RFC 9018 timestamps are Unix time).
+#[allow(clippy::disallowed_methods)] // the cookie clock owns this reading
+fn unix_seconds() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// RFC 9018 §4.4: SipHash-2-4 of Client-Cookie | Version | Reserved | Timestamp | Client-IP.

@@ -97,13 +97,8 @@ pub fn check_wire_options(
             return (Ok(()), Ok(None));
         };
         if rtype == crate::wire::RecordType::OPT.0 {
-            let mut option = 0;
-            while let Some(header) = rdata.get(option..option + 4) {
-                let code = u16::from_be_bytes([header[0], header[1]]);
-                let len = u16::from_be_bytes([header[2], header[3]]) as usize;
-                let Some(data) = rdata.get(option + 4..option + 4 + len) else {
-                    break;
-                };
+            // A malformed option list ends the walk: the parser already took what it could.
+            let _ = crate::wire::each_edns_option(rdata, |code, data| {
                 if code == OPTION_ECS && ecs.is_ok() {
                     if std::mem::replace(&mut seen, true) {
                         ecs = Err(EcsError::Repeated);
@@ -119,8 +114,8 @@ pub fn check_wire_options(
                         _ => QueryCookie::parse(data).map(Some),
                     };
                 }
-                option += 4 + len;
-            }
+                Some(())
+            });
         }
         at = rdata_at + rdlen as usize;
     }

@@ -108,28 +108,21 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
     let mut seen_subnet = false;
     let mut cookie = Ok(None);
     let mut seen_cookie = false;
-    let mut at = 0;
-    while at < rdata.len() {
-        let header = rdata.get(at..at + 4)?;
-        let code = u16::from_be_bytes([header[0], header[1]]);
-        let len = u16::from_be_bytes([header[2], header[3]]) as usize;
-        let data = rdata.get(at + 4..at + 4 + len)?;
-        at += 4 + len;
+    crate::wire::each_edns_option(rdata, |code, data| {
         if code == OPTION_ECS {
-            if seen_subnet {
+            if std::mem::replace(&mut seen_subnet, true) {
                 return None;
             }
-            seen_subnet = true;
             subnet = parse_subnet(data)?;
         }
         if code == OPTION_COOKIE {
-            if seen_cookie {
+            if std::mem::replace(&mut seen_cookie, true) {
                 return None;
             }
-            seen_cookie = true;
             cookie = QueryCookie::parse(data).map(Some);
         }
-    }
+        Some(())
+    })?;
     Some(EdnsView {
         // hickory reads payloads below 512 as 512 (RFC 6891 §6.2.3); so does this.
         max_payload: field(3).max(512),

@@ -273,11 +273,9 @@ fn respond_to(
         let additional = count(out, 10) + 1;
         set_count(out, 10, additional);
     }
-    let ecs = edns.as_ref().is_some_and(|e| e.subnet.is_some());
     Outcome {
         rcode,
         truncated,
-        ecs,
         zone,
         qtype: match question.len() {
             n if one_question && n >= 4 => u16::from_be_bytes([question[n - 4], question[n - 3]]),
@@ -306,7 +304,6 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
     Outcome {
         rcode,
         truncated: false,
-        ecs: false,
         zone: None,
         qtype: 0,
         question_len: 0,

@@ -188,7 +188,6 @@ mod tests {
         Outcome {
             rcode,
             truncated: false,
-            ecs: false,
             zone: Some(0),
             qtype: 1,
             question_len: 5,

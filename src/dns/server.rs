@@ -144,7 +144,7 @@ pub async fn serve(
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         while !*stop_clock.borrow() {
             tokio::select! {
-                _ = tick.tick() => cookies.set_time(seconds_since_1970()),
+                _ = tick.tick() => cookies.tick(),
                 changed = stop_clock.changed() => if changed.is_err() { break },
             }
         }
@@ -173,14 +173,6 @@ pub async fn serve(
             return;
         }
     }
-}
-
-/// The wall clock in seconds, for cookie timestamps (RFC 9018 uses Unix time).
-#[allow(clippy::disallowed_methods)] // the cookie clock's one reading per tick
-fn seconds_since_1970() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// Linux: a thread per socket, batching; they stop within a wake interval of shutdown.

@@ -3,7 +3,7 @@
 //! connection bounded in idle time, write time, lifetime and queries. TCP is the fallback
 //! every truncated UDP answer depends on, so it must stay open to new clients under abuse.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub(super) struct Table {
     sources: Box<[AtomicU32]>,
     per_source: u32,
     make_room: Notify,
+    /// Seeded at start, so no one can aim their addresses at a victim's counter.
+    seed: std::collections::hash_map::RandomState,
 }
 
 impl Table {
@@ -59,12 +61,13 @@ impl Table {
             sources: (0..SOURCE_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             per_source: limits.per_source.max(1),
             make_room: Notify::new(),
+            seed: std::collections::hash_map::RandomState::new(),
         })
     }
 
     /// The counter of a source: an IPv4 address, or an IPv6 address's /64 (one host's).
     fn bucket(&self, ip: IpAddr) -> usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = self.seed.build_hasher();
         match crate::net::unmap(ip) {
             IpAddr::V4(v4) => v4.hash(&mut hasher),
             IpAddr::V6(v6) => (u128::from(v6) >> 64).hash(&mut hasher),

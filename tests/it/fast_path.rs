@@ -111,8 +111,24 @@ fn both(snapshot: &Snapshot, packet: &[u8], src: SocketAddr, transport: Transpor
     let a = respond(snapshot, packet, src, transport, &options, &mut fast);
     let b = respond_general(snapshot, packet, src, transport, &options, &mut general);
     assert_eq!(
-        a.map(|o| (o.rcode, o.truncated, o.ecs, o.zone, o.qtype)),
-        b.map(|o| (o.rcode, o.truncated, o.ecs, o.zone, o.qtype)),
+        a.map(|o| (
+            o.rcode,
+            o.truncated,
+            o.subnet,
+            o.zone,
+            o.qtype,
+            o.question_len,
+            o.cookie_valid
+        )),
+        b.map(|o| (
+            o.rcode,
+            o.truncated,
+            o.subnet,
+            o.zone,
+            o.qtype,
+            o.question_len,
+            o.cookie_valid
+        )),
         "outcomes differ for {packet:02x?}"
     );
     assert_eq!(
