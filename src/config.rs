@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub tcp_max_connections: usize,
     /// TCP connections at once from one source.
     pub tcp_per_source: u32,
+    /// Longest a TCP connection is kept, however busy.
+    pub tcp_lifetime: std::time::Duration,
     /// Response-rate limiting over UDP.
     pub rrl: RrlSettings,
     /// The file of the server cookie secret shared by instances (a random one without).
@@ -71,6 +73,7 @@ impl ServeConfig {
             "query_log_sample": self.query_log_every,
             "tcp_max_connections": self.tcp_max_connections,
             "tcp_per_source": self.tcp_per_source,
+            "tcp_lifetime_seconds": self.tcp_lifetime.as_secs(),
             "cookie_secret_file": self.cookie_secret_file,
             "rrl": {
                 "rate": self.rrl.rate,
@@ -118,6 +121,9 @@ pub struct TcpLimits {
     pub max_connections: usize,
     /// Connections open at once from one source (an IPv4 address, an IPv6 /64).
     pub per_source: u32,
+    /// Longest a connection is kept, however busy: a slow drip of queries cannot hold a
+    /// slot.
+    pub lifetime: std::time::Duration,
 }
 
 impl Default for TcpLimits {
@@ -125,6 +131,7 @@ impl Default for TcpLimits {
         TcpLimits {
             max_connections: 1024,
             per_source: 64,
+            lifetime: std::time::Duration::from_secs(300),
         }
     }
 }

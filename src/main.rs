@@ -126,6 +126,10 @@ struct ServeArgs {
     /// TCP connections open at once from one source (an IPv4 address, an IPv6 /64).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     tcp_per_source: u32,
+    /// Seconds a TCP connection is kept, however busy; then it winds down (queries on their
+    /// way are answered) and the client reconnects.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    tcp_lifetime: u32,
     /// Response-rate limiting: UDP responses a second of one kind (name, type, rcode, client
     /// subnet) to one client network (IPv4 /24, IPv6 /56); 0 turns it off.
     #[arg(long, default_value_t = 100)]
@@ -297,6 +301,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         query_log_every: args.query_log_sample,
         tcp_max_connections: args.tcp_max_connections as usize,
         tcp_per_source: args.tcp_per_source,
+        tcp_lifetime: std::time::Duration::from_secs(u64::from(args.tcp_lifetime)),
         rrl: geosteer::dns::RrlSettings {
             rate: args.rrl_rate,
             source_rate: args.rrl_source_rate,

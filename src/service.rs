@@ -178,6 +178,7 @@ pub async fn run(
         tcp: dns::TcpLimits {
             max_connections: config.tcp_max_connections.min(tcp_connections_allowed()),
             per_source: config.tcp_per_source,
+            lifetime: config.tcp_lifetime,
         },
         rrl: config.rrl.clone(),
         cookies: match &config.cookie_secret_file {

@@ -24,8 +24,6 @@ use crate::wire::Transport;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a response may take to be written: a client that does not read is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest a connection is kept, however busy: a slow drip of queries cannot hold a slot.
-const MAX_LIFETIME: Duration = Duration::from_secs(300);
 /// Queries answered on one connection before it winds down (the client reconnects): high,
 /// since a resolver pipelining thousands of queries a second must not lose those in flight
 /// at every close; the lifetime bounds a connection first.
@@ -49,6 +47,7 @@ pub(super) struct Table {
     slots: Arc<Semaphore>,
     sources: Box<[AtomicU32]>,
     per_source: u32,
+    lifetime: Duration,
     make_room: Notify,
     /// Seeded at start, so no one can aim their addresses at a victim's counter.
     seed: std::collections::hash_map::RandomState,
@@ -60,6 +59,7 @@ impl Table {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             sources: (0..SOURCE_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             per_source: limits.per_source.max(1),
+            lifetime: limits.lifetime,
             make_room: Notify::new(),
             seed: std::collections::hash_map::RandomState::new(),
         })
@@ -184,7 +184,7 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let closes_at = tokio::time::Instant::now() + MAX_LIFETIME;
+    let closes_at = tokio::time::Instant::now() + table.lifetime;
     // Buffers grow to the largest query and response seen, not to 64 KiB up front.
     let mut packet: Vec<u8> = Vec::new();
     let mut response = Vec::with_capacity(512);

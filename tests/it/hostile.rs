@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::nodes::{Behaviour, FakeNode, http_json};
+use crate::support::nodes::{Behaviour, FakeNode, http, http_json};
 use crate::support::*;
 
 /// A zone of two TCP-checked nodes, Tokyo nearest the test's Japanese client.
@@ -659,4 +659,75 @@ fn dns_cookies_work_with_dig_rotate_and_exempt_from_rate_limiting() {
         first,
         "gone with the old secret"
     );
+}
+
+/// A connection that keeps asking, one query at a time, is still closed at the end of its
+/// lifetime (`--tcp-lifetime`): a slow drip cannot hold a slot forever. Queries up to then
+/// are answered.
+#[test]
+fn a_busy_tcp_connection_ends_at_its_lifetime() {
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--tcp-lifetime", "1"],
+    );
+    let query = q("ingest.test.example.", hickory_proto::rr::RecordType::A).bytes();
+    let mut stream = connect_from("127.0.0.61", server.addr).expect("connects");
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    // One query every 100 ms: never idle. Bounded at 8 s, far past lifetime + wind-down.
+    while started.elapsed() < Duration::from_secs(8) {
+        if ask_over(&mut stream, &query) != Some(0) {
+            break;
+        }
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lasted = started.elapsed();
+    assert!(
+        lasted < Duration::from_secs(4),
+        "the connection lasted {lasted:?} ({answered} answers)"
+    );
+    assert!(
+        answered >= 5,
+        "queries before the end were answered: {answered}"
+    );
+}
+
+/// At the process's open-file limit, DNS connections take only what the reserve leaves:
+/// with 400 clients hoarding connections under a limit of 300 descriptors, the admin
+/// interface answers, a reload (which opens the policy and the database) succeeds, and a new
+/// client is still answered over TCP.
+#[test]
+fn a_reserve_of_descriptors_keeps_admin_and_reload_working() {
+    let server = Server::start_with_fd_limit(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--tcp-max-connections", "5000", "--tcp-per-source", "5000"],
+        300,
+    );
+    let query = q("ingest.test.example.", hickory_proto::rr::RecordType::A).bytes();
+    let mut held = Vec::new();
+    for i in 0..400 {
+        let source = format!("127.0.1.{}", 1 + i % 200);
+        if let Ok(mut stream) = connect_from(&source, server.addr) {
+            use std::io::Write;
+            let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&query);
+            let _ = stream.write_all(&framed);
+            held.push(stream);
+        }
+    }
+    assert!(held.len() >= 300, "clients connected: {}", held.len());
+    let (status, body) = http(server.admin, "GET", "/nodes", None);
+    assert_eq!(status, 200, "admin answers: {body}");
+    let (status, body) = http(server.admin, "POST", "/reload", None);
+    assert_eq!(status, 200, "reload works: {body}");
+    let mut fresh = connect_from("127.0.0.62", server.addr).expect("connects");
+    assert_eq!(
+        ask_over(&mut fresh, &query),
+        Some(0),
+        "a new client is answered"
+    );
+    drop(held);
 }

@@ -114,7 +114,27 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut child = Command::new(geosteer_binary())
+        Server::spawn(Command::new(geosteer_binary()), zones, geo, extra, env)
+    }
+
+    /// Like [`Server::start`], in a process whose open-file limit (soft and hard) is `fds`.
+    pub fn start_with_fd_limit(zones: &Path, geo: &Path, extra: &[&str], fds: u32) -> Server {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
+            .arg(geosteer_binary());
+        Server::spawn(shell, zones, geo, extra, &[])
+    }
+
+    fn spawn(
+        mut command: Command,
+        zones: &Path,
+        geo: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut child = command
             .arg("serve")
             .args([
                 "--listen",
