@@ -20,7 +20,7 @@ use crate::net::{Prefix, unmap};
 use crate::policy::{Candidates, DomainName, Node, NodeId, Tier, Zone};
 use crate::steer::score::node_score;
 use crate::steer::table::column_of;
-use crate::steer::{Availability, DampingState, pick, rank};
+use crate::steer::{Availability, DampingState, Pick, pick, rank};
 
 /// One candidate node, as scored for this client.
 #[derive(Debug, Clone, Serialize)]
@@ -259,15 +259,21 @@ pub fn explain<'a>(
             }
         })
         .collect();
-    let answer = |eligible: fn(&Node) -> bool| {
-        let p = pick(
+    let pick_for = |eligible: fn(&Node) -> bool| {
+        pick(
             &order,
             &zone.nodes,
             availability,
             steered.answers,
             eligible,
             steered.all_down,
-        );
+        )
+    };
+    let (pick_v4, pick_v6) = (
+        pick_for(|n| n.first_v4().is_some()),
+        pick_for(|n| n.first_v6().is_some()),
+    );
+    let answer = |p: &Pick| {
         if p.servfail {
             vec!["SERVFAIL (all allowed nodes down, fail-closed)".to_string()]
         } else {
@@ -277,20 +283,47 @@ pub fn explain<'a>(
                 .collect()
         }
     };
-    let answer_v4 = answer(|n| n.first_v4().is_some());
-    let answer_v6 = answer(|n| n.first_v6().is_some());
-    let why = match (held, by_score_top, lines.first()) {
-        (Some(h), Some(best), _) => format!(
+    let (answer_v4, answer_v6) = (answer(&pick_v4), answer(&pick_v6));
+    let state_of = |id: NodeId| availability.get(id).copied().unwrap_or(Availability::Up);
+    // The answer as it is, not as the ranking would have it: the first family that answers.
+    let answered = [&pick_v4, &pick_v6]
+        .into_iter()
+        .find(|p| p.servfail || !p.nodes.is_empty());
+    let why = match (held, by_score_top, lines.first(), answered) {
+        (_, _, _, Some(p)) if p.servfail => {
+            "every allowed node is down and the name fails closed: SERVFAIL".to_string()
+        }
+        (_, _, _, Some(p))
+            if p.nodes
+                .first()
+                .is_some_and(|&id| state_of(id) == Availability::HealthDown) =>
+        {
+            "every allowed node is down; the name fails open, answering as if they were up"
+                .to_string()
+        }
+        (_, _, _, Some(p))
+            if p.nodes
+                .first()
+                .is_some_and(|&id| state_of(id) == Availability::Full) =>
+        {
+            "every allowed node that is up is full; the least busy answer".to_string()
+        }
+        (Some(h), Some(best), _, _) => format!(
             "{} is held by hysteresis: {} scores better but not yet by {:.0} % for {} s",
             zone.nodes[h].name,
             zone.nodes[best].name,
             steered.latency.margin * 100.0,
             steered.latency.hold.as_secs()
         ),
-        (None, _, Some(first)) if first.availability != Availability::Up => {
-            format!("{} is down; the answer skips it", first.node)
+        (None, _, Some(first), _) if first.availability != Availability::Up => {
+            let state = match first.availability {
+                Availability::Full => "full",
+                Availability::AdminDown => "drained or administratively down",
+                _ => "down",
+            };
+            format!("{} is {state}; the answer skips it", first.node)
         }
-        (None, _, Some(first)) => {
+        (None, _, Some(first), _) => {
             format!("{} has the lowest score ({:.1})", first.node, first.score)
         }
         _ => "no candidate survives the rule and fences".to_string(),

@@ -558,8 +558,14 @@ mod tests {
         let no_lines: CarrierChoice = Arc::from(Vec::new());
         for down in down_sets {
             let mut availability = policy_availability(zones);
-            for &id in down {
-                availability[0][id] = Availability::HealthDown;
+            // Every third node is out by a drain rather than by health: backups stand in
+            // for both, and fail-open brings back only the health-down.
+            for (n, &id) in down.iter().enumerate() {
+                availability[0][id] = if n % 3 == 2 {
+                    Availability::AdminDown
+                } else {
+                    Availability::HealthDown
+                };
             }
             let snapshot = build(zones, Arc::clone(&geo), &rankings, &availability);
             let Some(NameNode::Steered(table)) = snapshot.zones[0]

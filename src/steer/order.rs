@@ -16,6 +16,9 @@ use crate::policy::{AdminStatus, AllDown, Candidates, Node, NodeId, Tier, Zone};
 pub enum Availability {
     /// Answerable.
     Up,
+    /// At or over its capacity: gives way like a down node, and answers only when every
+    /// allowed node that is up is full.
+    Full,
     /// Its checks fail: skipped, unless every allowed node is down and the name fails open.
     HealthDown,
     /// Administratively down or drained: never answered.
@@ -116,10 +119,12 @@ pub struct Pick {
 /// Chooses up to `answers` nodes from a ranking (see [`rank`]), keeping those `eligible`
 /// (e.g. having an address of the queried family).
 ///
-/// Healthy primaries come first. Backups stand in only for primaries that are down: an
-/// answer has as many backups as it lost primaries, so with every primary up, backups idle.
-/// A rule that names only backups answers with them. When health leaves nothing, `all_down`
-/// decides: fail open (rank as if every health-checked node were up) or fail closed.
+/// Available primaries come first. Backups stand in for every primary that is out of the
+/// answer, whatever took it out (health, a drain, a forced down, capacity): an answer has as
+/// many backups as it lost primaries, so with every primary available, backups idle. A rule
+/// that names only backups answers with them. When nothing is available, full nodes answer
+/// (they are up, only busy); when health leaves nothing, `all_down` decides: fail open (rank
+/// as if every health-checked node were up) or fail closed.
 pub fn pick(
     ranked: &[NodeId],
     nodes: &[Node],
@@ -130,21 +135,40 @@ pub fn pick(
 ) -> Pick {
     let state = |id: NodeId| availability.get(id).copied().unwrap_or(Availability::Up);
     // One pass over the ranking that stops as soon as the answer is settled: with enough
-    // healthy primaries near the top (the usual case), only the top of the list is read.
-    let mut top_primaries = Vec::with_capacity(answers); // the best `answers` primaries
+    // available primaries near the top (the usual case), only the top of the list is read.
+    let mut top_primaries = Vec::with_capacity(answers); // best primaries fail-open may use
     let mut top_backups = Vec::with_capacity(answers);
     let mut up_primaries = Vec::with_capacity(answers);
     let mut up_backups = Vec::with_capacity(answers);
-    let mut primary_count = 0usize;
+    let mut full = Vec::with_capacity(answers); // best full nodes, primaries first
+    let mut primary_count = 0usize; // eligible primaries, in or out of the answer
+    let mut health_lost = false; // a primary this client would get is down by health
     for &id in ranked {
         let node = &nodes[id];
-        // Administratively down and drained nodes are not allowed at all, not even by
-        // fail-open.
-        if !eligible(node) || state(id) == Availability::AdminDown {
+        if !eligible(node) {
             continue;
         }
+        let backup = node.tier == Tier::Backup;
+        if !backup {
+            primary_count += 1;
+        }
+        match state(id) {
+            // Administratively down and drained nodes are not allowed at all, not even by
+            // fail-open; a primary among them still counts as lost.
+            Availability::AdminDown => continue,
+            Availability::Full => {
+                if full.len() < answers {
+                    full.push(id);
+                }
+                continue;
+            }
+            Availability::HealthDown => {
+                health_lost |= !backup && primary_count <= answers;
+            }
+            Availability::Up => {}
+        }
         let up = state(id) == Availability::Up;
-        if node.tier == Tier::Backup {
+        if backup {
             if top_backups.len() < answers {
                 top_backups.push(id);
             }
@@ -152,32 +176,33 @@ pub fn pick(
                 up_backups.push(id);
             }
         } else {
-            primary_count += 1;
             if top_primaries.len() < answers {
                 top_primaries.push(id);
             }
             if up && up_primaries.len() < answers {
                 up_primaries.push(id);
                 if up_primaries.len() == answers {
-                    break; // a full answer of healthy primaries: no backup can be needed
+                    break; // a full answer of available primaries: no backup can be needed
                 }
             }
         }
     }
-    let is_down = |id: &NodeId| state(*id) != Availability::Up;
     let (mut chosen, degraded) = if primary_count == 0 {
+        let is_down = |id: &NodeId| state(*id) == Availability::HealthDown;
         (up_backups.clone(), top_backups.iter().any(is_down))
     } else {
         let lost = answers.min(primary_count) - up_primaries.len().min(answers);
         let mut chosen = up_primaries;
         chosen.extend(up_backups.iter().copied().take(lost));
-        (chosen, top_primaries.iter().any(is_down))
+        (chosen, health_lost)
     };
     let mut servfail = false;
-    if chosen.is_empty() && !(top_primaries.is_empty() && top_backups.is_empty()) {
+    if chosen.is_empty() && !full.is_empty() {
+        chosen = full; // every allowed node that is up is full: busy beats nothing
+    } else if chosen.is_empty() && !(top_primaries.is_empty() && top_backups.is_empty()) {
         match all_down {
             AllDown::FailOpen => {
-                chosen = if primary_count == 0 {
+                chosen = if top_primaries.is_empty() {
                     top_backups
                 } else {
                     top_primaries
@@ -378,6 +403,34 @@ mod pick_tests {
             AllDown::FailOpen,
         );
         assert_eq!(p.nodes, vec![2]);
+    }
+
+    #[test]
+    fn backups_stand_in_for_drained_and_full_primaries() {
+        use Availability::{AdminDown, Full};
+        for out in [AdminDown, HealthDown, Full] {
+            let p = pick(
+                &[0, 1, 2, 3],
+                &fleet(),
+                &[out, Up, Up, Up],
+                2,
+                any,
+                AllDown::FailOpen,
+            );
+            assert_eq!(p.nodes, vec![1, 2], "{out:?}");
+            assert_eq!(p.degraded, out == HealthDown, "{out:?}");
+        }
+        // Every node up is full: the full ones answer rather than nothing, before fail-open.
+        let p = pick(
+            &[0, 1, 2, 3],
+            &fleet(),
+            &[Full, HealthDown, Full, AdminDown],
+            2,
+            any,
+            AllDown::FailClosed,
+        );
+        assert_eq!(p.nodes, vec![0, 2]);
+        assert!(!p.servfail);
     }
 
     #[test]

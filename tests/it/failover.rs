@@ -495,3 +495,46 @@ fn readyz_waits_for_the_first_health_round() {
         if status == 200 { Ok(()) } else { Err(body) }
     });
 }
+
+/// Backups stand in for every primary out of the answer, whatever took it out: a drained or
+/// forced-down primary is replaced by the idle backup, as a health failure would be (the
+/// shipped example: German clients get frankfurt-1 and london-1, amsterdam-b idles).
+#[test]
+fn backups_stand_in_for_drained_and_forced_down_primaries() {
+    let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
+    let german = || {
+        let reply = udp(
+            &server,
+            &q("ingest.live.example.net.", hickory_proto::rr::RecordType::A).ecs("85.214.0.0", 24),
+        );
+        a_records(&reply)
+    };
+    let (frankfurt, london, amsterdam) = ("198.51.100.32", "198.51.100.31", "198.51.100.33");
+    assert_eq!(german(), vec![frankfurt, london], "every primary in");
+    let node = |name: &str, action: &str| {
+        let path = format!("/nodes/live.example.net/{name}/{action}");
+        let (status, body) = http(server.admin, "POST", &path, None);
+        assert_eq!(status, 200, "{path}: {body}");
+    };
+    // The reply to an override comes after the new tables are published: no waiting.
+    node("frankfurt-1", "drain");
+    assert_eq!(
+        german(),
+        vec![london, amsterdam],
+        "the backup stands in for a drain"
+    );
+    node("frankfurt-1", "obey");
+    assert_eq!(german(), vec![frankfurt, london], "the backup idles again");
+    node("london-1", "force-down");
+    assert_eq!(
+        german(),
+        vec![frankfurt, amsterdam],
+        "and for a forced down"
+    );
+    node("frankfurt-1", "drain");
+    assert_eq!(
+        german(),
+        vec![amsterdam],
+        "the backup alone, never outside the fence"
+    );
+}
