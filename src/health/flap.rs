@@ -37,6 +37,15 @@ impl FlapDamping {
         }
     }
 
+    /// Resumes from a state already known (a reload restarting the checks): the next result
+    /// that agrees with it is no transition.
+    pub fn resuming(rise: u32, fall: u32, state: Health) -> Self {
+        FlapDamping {
+            state,
+            ..FlapDamping::new(rise, fall)
+        }
+    }
+
     /// Current state.
     pub fn state(&self) -> Health {
         self.state

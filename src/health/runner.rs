@@ -85,8 +85,11 @@ impl RoundTrip {
 }
 
 /// Runs a node's checks until the task is dropped, sending every result to `reports`.
+/// `known` is the node's health before (a reload restarts checks): results that agree with
+/// it are no transition.
 pub async fn run_checks(
     key: NodeKey,
+    known: Health,
     check: HealthCheck,
     tls: TlsConfigs,
     reports: mpsc::Sender<Report>,
@@ -98,7 +101,7 @@ pub async fn run_checks(
         .map_or(0, |d| d.as_nanos() as u64)
         ^ ((key.zone as u64) << 32 | key.node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut jitter = crate::random::XorShift::new(seed);
-    let mut flap = FlapDamping::new(check.rise, check.fall);
+    let mut flap = FlapDamping::resuming(check.rise, check.fall, known);
     let mut round_trip = RoundTrip::default();
     tokio::time::sleep(check.interval.mul_f64(jitter.unit())).await;
     loop {

@@ -433,7 +433,7 @@ pub struct Candidates {
 }
 
 /// What a rule matches on. Empty geos and subnets make a catch-all.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Client geos (continent, country or subdivision codes); any one matches.
     pub geos: Vec<GeoCode>,
@@ -451,7 +451,7 @@ impl Rule {
 }
 
 /// How clients the GeoIP database cannot locate are answered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DefaultAnswer {
     /// Nodes to answer with; `None` means the catch-all rule's.
     pub candidates: Option<Candidates>,

@@ -179,6 +179,47 @@ impl DampingState {
         self.rows.insert((zone, steered, row), cells);
     }
 
+    /// The cells of an earlier policy load that still mean the same clients and nodes:
+    /// `row_of` gives a row's key in the new load (`None`: the row's cells changed
+    /// meaning), `node_of` a node's id in its new zone (`None`: gone, so its cells start
+    /// afresh).
+    pub fn carried(
+        &self,
+        row_of: impl Fn((usize, usize, usize)) -> Option<(usize, usize, usize)>,
+        node_of: impl Fn(usize, usize) -> Option<usize>,
+    ) -> DampingState {
+        let mut rows = HashMap::new();
+        for (&key, row) in &self.rows {
+            let Some(new_key) = row_of(key) else {
+                continue;
+            };
+            let zone = key.0;
+            let incumbents = row
+                .incumbents
+                .iter()
+                .map(|&node| match node {
+                    DampingRow::NONE => DampingRow::NONE,
+                    node => node_of(zone, node as usize).map_or(DampingRow::NONE, |n| n as u32),
+                })
+                .collect();
+            let challengers = row
+                .challengers
+                .iter()
+                .filter_map(|(&column, &(node, since))| {
+                    Some((column, (node_of(zone, node)?, since)))
+                })
+                .collect();
+            rows.insert(
+                new_key,
+                DampingRow {
+                    incumbents,
+                    challengers,
+                },
+            );
+        }
+        DampingState { rows }
+    }
+
     /// Whether some cell has a challenger being timed.
     pub fn any_challenger(&self) -> bool {
         self.rows.values().any(|r| !r.challengers.is_empty())

@@ -4,76 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::support::nodes::http;
 use crate::support::*;
 use hickory_proto::rr::{RData, RecordType};
-
-/// Parses Prometheus text exposition (format 0.0.4) strictly: every line is a comment
-/// (`# HELP`, `# TYPE`) or `name{label="value",...} number`. Returns samples keyed by
-/// `name{labels}` as written, or the first line that does not parse.
-fn parse_prometheus(text: &str) -> Result<HashMap<String, f64>, String> {
-    let mut samples = HashMap::new();
-    let metric_name = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-    };
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix("# ") {
-            let mut words = comment.split_whitespace();
-            let kind = words.next();
-            let name = words.next().unwrap_or_default();
-            match kind {
-                Some("HELP") if metric_name(name) => continue,
-                Some("TYPE")
-                    if metric_name(name)
-                        && matches!(
-                            words.next(),
-                            Some("counter" | "gauge" | "histogram" | "summary" | "untyped")
-                        ) =>
-                {
-                    continue;
-                }
-                _ => return Err(line.to_string()),
-            }
-        }
-        let (series, value) = line.rsplit_once(' ').ok_or_else(|| line.to_string())?;
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().map_err(|_| line.to_string())?,
-        };
-        let name = series.split('{').next().unwrap_or_default();
-        if !metric_name(name) {
-            return Err(line.to_string());
-        }
-        let labels = &series[name.len()..];
-        if !labels.is_empty() {
-            let inner = labels
-                .strip_prefix('{')
-                .and_then(|l| l.strip_suffix('}'))
-                .ok_or_else(|| line.to_string())?;
-            for pair in inner.split("\",").filter(|p| !p.is_empty()) {
-                let (key, value) = pair.split_once("=\"").ok_or_else(|| line.to_string())?;
-                if !metric_name(key) || value.trim_end_matches('"').contains('"') {
-                    return Err(line.to_string());
-                }
-            }
-        }
-        samples.insert(series.to_string(), value);
-    }
-    Ok(samples)
-}
-
-fn scrape(server: &Server) -> HashMap<String, f64> {
-    let (status, text) = http(server.admin, "GET", "/metrics", None);
-    assert_eq!(status, 200, "{text}");
-    parse_prometheus(&text).unwrap_or_else(|line| panic!("not Prometheus text: {line:?}"))
-}
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_the_counters_move() {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::nodes::http;
+use crate::support::nodes::{Behaviour, FakeNode, http_json};
 use crate::support::*;
 
 fn policy(tokyo: &str) -> String {
@@ -235,4 +235,123 @@ fn sigterm_answers_queries_already_sent_then_exits_cleanly() {
         .expect("the server exits");
     assert!(exit.success(), "{exit:?}");
     assert!(sent.elapsed() < Duration::from_secs(5));
+}
+
+/// Health state carries over a reload without a transition: with one node up and one down,
+/// fifty reloads (some after an edited comment) log and count no transition, and the checks
+/// go on from the state they had.
+#[test]
+fn fifty_reloads_with_a_node_down_count_no_transitions() {
+    let tokyo = FakeNode::start("127.0.0.71", Behaviour::Tcp);
+    let mut singapore = FakeNode::start("127.0.0.72", Behaviour::Tcp);
+    singapore.stop();
+    let text = format!(
+        "zone: rl.example\nsoa: {{primary: ns1.rl.example., contact: h.rl.example.}}\nns: [ns1.rl.example.]\n\
+         check: {{type: tcp, interval: 100ms, recheck: 50ms, rise: 2, fall: 2}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 2}}\n",
+        tokyo.addr.ip(),
+        tokyo.addr.port(),
+        singapore.addr.ip(),
+        singapore.addr.port()
+    );
+    let dir = zone_dir("reload-transitions", &text);
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let transitions = || metric_sum(&scrape(&server), "geosteer_node_transitions_total");
+    let checks = || metric_sum(&scrape(&server), "geosteer_health_checks_total");
+    // The first results: Unknown → Up and Unknown → Down, real transitions both.
+    eventually(Duration::from_secs(10), "both nodes checked", || {
+        let seen = transitions();
+        if seen == 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{seen} transitions"))
+        }
+    });
+    let query = || {
+        a_records(&udp_from(
+            &server,
+            from("127.1.0.5"),
+            &q("ingest.rl.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    let tokyo_only = vec![tokyo.addr.ip().to_string()];
+    assert_eq!(query(), tokyo_only);
+    for round in 0..50 {
+        if round % 5 == 0 {
+            let edited = format!("{text}# edit {round}\n");
+            std::fs::write(dir.join("zone.yaml"), edited).expect("edit the policy");
+        }
+        let (status, body) = http(server.admin, "POST", "/reload", None);
+        assert_eq!(status, 200, "reload {round}: {body}");
+        assert_eq!(
+            query(),
+            tokyo_only,
+            "reload {round}: the down node stays out"
+        );
+    }
+    // The restarted checks have run several rounds since the last reload.
+    let before = checks();
+    eventually(Duration::from_secs(10), "checks after the reloads", || {
+        let seen = checks();
+        if seen >= before + 8.0 {
+            Ok(())
+        } else {
+            Err(format!("{seen} checks"))
+        }
+    });
+    assert_eq!(transitions(), 2.0, "reloads are no transitions");
+    assert_eq!(query(), tokyo_only);
+}
+
+/// Answer damping carries over a reload: a client group held on its incumbent by
+/// hysteresis stays on it across a reload that changes nothing about that group.
+#[test]
+fn a_reload_keeps_clients_held_by_hysteresis() {
+    let text = "zone: rl.example\nsoa: {primary: ns1.rl.example., contact: h.rl.example.}\nns: [ns1.rl.example.]\nnodes:\n\
+         \x20 tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}\n\
+         \x20 singapore: {geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}\n\
+         steer:\n  ingest: {answers: 1, latency: {margin: 20%, hold: 3600s}}\n";
+    let dir = zone_dir("reload-damping", text);
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let query = || {
+        a_records(&udp_from(
+            &server,
+            from("127.1.0.5"),
+            &q("ingest.rl.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    assert_eq!(query(), vec!["192.0.2.1"], "Tokyo is nearest");
+    // Singapore measures far better for Japan, but must stay better for an hour first.
+    let feed = r#"{"zone": "rl.example", "measurements": [
+        {"group": "AS-JP", "node": "tokyo", "rtt_ms": 200},
+        {"group": "AS-JP", "node": "singapore", "rtt_ms": 20}]}"#;
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, feed);
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(10), "the challenger timed", || {
+        let (_, why) = http(
+            server.admin,
+            "GET",
+            "/explain?name=ingest.rl.example.&client=127.1.0.5",
+            None,
+        );
+        if why.contains("held by hysteresis") {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    });
+    assert_eq!(query(), vec!["192.0.2.1"], "held");
+    std::fs::write(dir.join("zone.yaml"), format!("{text}# edited\n")).expect("edit");
+    let (status, body) = http(server.admin, "POST", "/reload", None);
+    assert_eq!(status, 200, "{body}");
+    let (_, why) = http(
+        server.admin,
+        "GET",
+        "/explain?name=ingest.rl.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(why.contains("held by hysteresis"), "{why}");
+    assert_eq!(query(), vec!["192.0.2.1"], "still held after the reload");
 }

@@ -37,7 +37,7 @@ use crate::loader::{self, Loaded, Sources};
 use crate::metrics as m;
 use crate::policy::{AdminStatus, Zone};
 use crate::steer::{Availability, DampingState, Rankings, rank_all};
-use nodes::{CarriedOver, NodeRuntime, availability, carry_over};
+use nodes::{CarriedOver, NodeRuntime, availability, carry_damping, carry_over};
 use schedule::{Publication, Schedule};
 
 /// How often aging measurements and running hold times are looked at.
@@ -216,6 +216,10 @@ impl Publisher {
                     };
                     self.checks.spawn(crate::health::run_checks(
                         key,
+                        self.nodes
+                            .get(zi)
+                            .and_then(|runtimes| runtimes.get(ni))
+                            .map_or(Health::Unknown, |runtime| runtime.health),
                         check,
                         self.tls.clone(),
                         reports.clone(),
@@ -263,14 +267,21 @@ impl Publisher {
             zones.iter().map(|z| z.nodes.len()).sum::<usize>(),
             geo.places().len()
         );
+        // Hysteresis carries over too: a reload must not move clients that would not move.
+        let damping = carry_damping(
+            &self.zones,
+            &self.damping,
+            &zones,
+            Arc::ptr_eq(&self.geo, &geo) || self.geo.places() == geo.places(),
+        );
+        self.challenging = damping.any_challenger();
+        self.damping = Arc::new(damping);
         self.zone_counters = Arc::new(crate::metrics::ZoneCounters::register(&zones));
         self.zones = Arc::new(zones);
         self.geo = geo;
         self.asn = asn;
         self.nodes = nodes;
         self.latency = Arc::new(latency);
-        self.damping = Arc::default();
-        self.challenging = false;
         self.generation += 1;
         self.schedule.latency_changed();
         self.schedule.availability_changed();

@@ -10,7 +10,7 @@ use crate::geo::AsnDb;
 use crate::health::{Health, Report};
 use crate::latency::{ClientGroup, ZoneLatency};
 use crate::policy::{AdminStatus, Zone};
-use crate::steer::Availability;
+use crate::steer::{Availability, DampingState};
 
 /// Runtime state of one node.
 #[derive(Debug, Clone)]
@@ -205,6 +205,45 @@ pub(super) fn carry_over(
         latency,
         kept,
     }
+}
+
+/// Answer damping carried over a reload: a ranking cell keeps its incumbent when it still
+/// means the same clients (same zone origin and steered name, the same rules, default and
+/// fences, the same database places) and its nodes still exist (matched by name).
+pub(super) fn carry_damping(
+    old_zones: &[Zone],
+    old_damping: &DampingState,
+    zones: &[Zone],
+    same_places: bool,
+) -> DampingState {
+    if !same_places {
+        return DampingState::new();
+    }
+    let zone_of = |old: usize| {
+        zones
+            .iter()
+            .position(|z| Some(&z.origin) == old_zones.get(old).map(|o| &o.origin))
+    };
+    old_damping.carried(
+        |(zone, steered, row)| {
+            let old = old_zones.get(zone)?.steered.get(steered)?;
+            let new_zone = zone_of(zone)?;
+            let new_steered = zones[new_zone].steered.iter().position(|s| {
+                s.name == old.name
+                    && s.rules == old.rules
+                    && s.default == old.default
+                    && s.fences == old.fences
+            })?;
+            Some((new_zone, new_steered, row))
+        },
+        |zone, node| {
+            let name = &old_zones.get(zone)?.nodes.get(node)?.name;
+            zones[zone_of(zone)?]
+                .nodes
+                .iter()
+                .position(|n| &n.name == name)
+        },
+    )
 }
 
 #[cfg(test)]
