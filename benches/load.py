@@ -105,6 +105,7 @@ def geosteer_config(directory):
         "records:",
         "  ns1: {type: A, value: 192.0.2.53}",
         f"  www: {{type: A, value: {STATIC_ADDRESS}}}",
+        "check: {type: none}",
         "nodes:",
     ]
     for name, geo, lat, lon, ip in NODES:

@@ -6,7 +6,7 @@ use geosteer::random::XorShift;
 /// benchmarks at scale.
 pub(crate) fn scale_zone(rng: &mut XorShift, nodes: usize) -> String {
     let mut text = String::from(
-        "zone: scale.example\nsoa: {primary: ns1.scale.example., contact: h.scale.example.}\nns: [ns1.scale.example.]\nnodes:\n",
+        "zone: scale.example\nsoa: {primary: ns1.scale.example., contact: h.scale.example.}\nns: [ns1.scale.example.]\ncheck:\n  type: none\nnodes:\n",
     );
     for i in 0..nodes {
         let lat = rng.below(120) as f64 - 60.0;

@@ -668,7 +668,7 @@ mod tests {
     #[test]
     fn every_cell_answers_as_its_full_ranking_in_a_large_fleet() {
         let mut text = String::from(
-            "zone: big.example\nsoa: {primary: ns1.big.example., contact: h.big.example.}\nns: [ns1.big.example.]\nnodes:\n",
+            "zone: big.example\nsoa: {primary: ns1.big.example., contact: h.big.example.}\nns: [ns1.big.example.]\ncheck:\n  type: none\nnodes:\n",
         );
         for i in 0..40 {
             let (lat, lon) = ((i * 37 % 120) as f64 - 60.0, (i * 83 % 360) as f64 - 180.0);

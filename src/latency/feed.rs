@@ -146,6 +146,12 @@ impl FeedBatch {
                 )),
             }
         };
+        // A batch naming a zone not served here is refused even when it holds nothing.
+        if self.zone.is_some()
+            && let Err(error) = zone_of(None, "zone")
+        {
+            errors.push(error);
+        }
         let node_of = |zone: usize, name: &str, what: &str| -> Result<usize, String> {
             zones[zone]
                 .nodes

@@ -93,33 +93,34 @@ impl RawCheck {
     }
 }
 
-/// A duration as written: `250ms`, `1s`, `1.5s`, `2m`, or a bare number of seconds.
+/// A duration as written: `250ms`, `1s`, `1.5s`, `2m`, `1h`. A bare number is an error: is
+/// `500` milliseconds or seconds? Policies say which.
 #[derive(Debug, Clone)]
 pub struct RawDuration(pub Result<std::time::Duration, String>);
 
 impl<'de> Deserialize<'de> for RawDuration {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
+        impl Visitor {
+            fn unitless<T: std::fmt::Display>(v: T) -> RawDuration {
+                RawDuration(Err(format!(
+                    "'{v}' has no unit: write {v}ms or {v}s (units: ms, s, m, h)"
+                )))
+            }
+        }
         impl serde::de::Visitor<'_> for Visitor {
             type Value = RawDuration;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a duration like 500ms or 1s")
             }
             fn visit_u64<E>(self, v: u64) -> Result<RawDuration, E> {
-                Ok(RawDuration(Ok(std::time::Duration::from_secs(v))))
+                Ok(Self::unitless(v))
             }
             fn visit_i64<E>(self, v: i64) -> Result<RawDuration, E> {
-                Ok(RawDuration(
-                    u64::try_from(v)
-                        .map(std::time::Duration::from_secs)
-                        .map_err(|_| format!("{v} is negative")),
-                ))
+                Ok(Self::unitless(v))
             }
             fn visit_f64<E>(self, v: f64) -> Result<RawDuration, E> {
-                Ok(RawDuration(
-                    std::time::Duration::try_from_secs_f64(v)
-                        .map_err(|_| format!("{v} is not a duration")),
-                ))
+                Ok(Self::unitless(v))
             }
             fn visit_str<E>(self, v: &str) -> Result<RawDuration, E> {
                 Ok(RawDuration(parse_duration(v)))
@@ -129,7 +130,7 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
-/// Parses `250ms`, `1s`, `1.5s`, `2m`.
+/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`; a unit is required.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
@@ -138,6 +139,12 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         (n, 1.0)
     } else if let Some(n) = text.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
+    } else if text.trim().parse::<f64>().is_ok() {
+        return Err(format!(
+            "'{text}' has no unit: write {text}ms or {text}s (units: ms, s, m, h)"
+        ));
     } else {
         (text, 1.0)
     };
@@ -145,8 +152,9 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .trim()
         .parse::<f64>()
         .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
         .and_then(|n| std::time::Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| format!("'{text}' is not a duration (expected e.g. 500ms, 1s, 1.5s)"))
+        .ok_or_else(|| format!("'{text}' is not a duration (write e.g. 500ms, 2s, 1m)"))
 }
 
 /// SOA fields; everything but the two names has a default.

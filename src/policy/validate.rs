@@ -565,7 +565,18 @@ fn validate_check(
 ) -> Result<Option<HealthCheck>, ()> {
     let zone_default = raw.check.as_ref().map(|c| c.value.clone());
     let (merged, loc) = match (&node.value.check, zone_default) {
-        (None, None) => return Ok(None),
+        (None, None) => {
+            // No silent defaults: an unchecked node is a decision the policy writes down.
+            diag.error(
+                at(node),
+                format!(
+                    "{context}: no health check: give it or the zone a `check` \
+                     (e.g. `check: {{type: tcp, port: 1935}}`; also http, https, rtmp), \
+                     or write `check: {{type: none}}` to answer it unchecked (its `status` decides)"
+                ),
+            );
+            return Err(());
+        }
         (Some(own), Some(default)) => (own.value.over(&default), at(own)),
         (Some(own), None) => (own.value.clone(), at(own)),
         (None, Some(default)) => (default, raw.check.as_ref().map_or(at(node), at)),

@@ -9,6 +9,7 @@ use hickory_proto::rr::RecordType::A;
 const POLICY: &str = r#"zone: car.example
 soa: {primary: ns1.car.example., contact: h.car.example.}
 ns: [ns1.car.example.]
+check: {type: none}
 nodes:
   tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1, {address: 192.0.2.101, asn: 64500}]}
   singapore: {geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}
@@ -111,6 +112,7 @@ fn without_a_carrier_match_the_best_measured_line_is_answered() {
     let policy = r#"zone: car.example
 soa: {primary: ns1.car.example., contact: h.car.example.}
 ns: [ns1.car.example.]
+check: {type: none}
 nodes:
   tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1, 192.0.2.201, {address: 192.0.2.101, asn: 64500}]}
 steer:

@@ -14,7 +14,7 @@ const JP_CLIENT: &str = "127.1.0.5";
 
 fn policy() -> String {
     format!(
-        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\nnodes:\n\
+        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\ncheck:\n  type: none\nnodes:\n\
          \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
          \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
          steer:\n  ingest: {{answers: 1, latency: {{margin: 20%, hold: {}ms}}}}\n",
@@ -89,6 +89,10 @@ fn feeds_move_clients_after_the_hold_time_and_back() {
         (
             r#"{"measurements": [{"group": "XX", "node": "tokyo", "rtt_ms": 1}]}"#,
             "unknown continent",
+        ),
+        (
+            r#"{"zone": "not-served.example", "measurements": []}"#,
+            "zone 'not-served.example' is not served here",
         ),
     ] {
         let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);

@@ -26,6 +26,7 @@ steer:
       - {subnets: ["203.0.113.0/24"], nodes: [tokyo-1]}
       - {geos: [EU], pool: eu, fence: true}
       - {}
+check: {type: none}
 "#;
 
 fn errors(text: &str) -> Vec<String> {
@@ -132,7 +133,7 @@ fn duplicate_names() {
         "second A set at this name (the first is at line 7)",
     );
     // One name steered twice, spelled differently.
-    let text = format!("{GOOD}  INGEST:\n    ttl: 30\n");
+    let text = with("      - {}\n", "      - {}\n  INGEST:\n    ttl: 30\n");
     assert_one(&text, 19, "is steered twice");
 }
 
@@ -306,4 +307,52 @@ fn answers_out_of_range() {
         13,
         "answers 4000000000 is more than the 64 addresses",
     );
+}
+
+/// No silent defaults: a node with no health check anywhere is refused with the fix spelled
+/// out, and a duration without a unit is refused rather than taken as seconds.
+#[test]
+fn no_silent_defaults() {
+    let unchecked = GOOD.replace("check: {type: none}\n", "");
+    let errs = errors(&unchecked);
+    assert_eq!(errs.len(), 2, "one per node: {errs:#?}");
+    assert!(errs[0].starts_with("zones/live.yaml:8:"), "{errs:?}");
+    assert!(
+        errs[0].contains("tokyo-1") && errs[0].contains("no health check"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("`check: {type: none}`"), "{errs:?}");
+    // Checking the zone's nodes, or saying on each that it is not checked, both do.
+    let checked = GOOD.replace(
+        "check: {type: none}\n",
+        "check: {type: rtmp, interval: 1m, timeout: 2s}\n",
+    );
+    assert_eq!(errors(&checked), Vec::<String>::new());
+    let per_node = unchecked
+        .replace(
+            "addresses: [198.51.100.10]}",
+            "addresses: [198.51.100.10], check: {type: none}}",
+        )
+        .replace(
+            "addresses: [198.51.100.20]}",
+            "addresses: [198.51.100.20], check: {type: tcp, port: 1935}}",
+        );
+    assert_eq!(errors(&per_node), Vec::<String>::new());
+    // `interval: 500` is not 500 seconds: it names no unit.
+    let unitless = GOOD.replace(
+        "check: {type: none}\n",
+        "check: {type: rtmp, interval: 500}\n",
+    );
+    let errs = errors(&unitless);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("zones/live.yaml:19:"), "{errs:?}");
+    assert!(
+        errs[0].contains("'500' has no unit: write 500ms or 500s"),
+        "{errs:?}"
+    );
+    let hours = GOOD.replace(
+        "      - {}\n",
+        "      - {}\n    latency: {hold: 1h, max_age: 90m}\n",
+    );
+    assert_eq!(errors(&hours), Vec::<String>::new(), "h and m units");
 }

@@ -8,7 +8,7 @@ use crate::support::*;
 
 fn policy(tokyo: &str) -> String {
     format!(
-        "zone: rl.example\nsoa: {{primary: ns1.rl.example., contact: h.rl.example.}}\nns: [ns1.rl.example.]\nnodes:\n\
+        "zone: rl.example\nsoa: {{primary: ns1.rl.example., contact: h.rl.example.}}\nns: [ns1.rl.example.]\ncheck:\n  type: none\nnodes:\n\
          \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{tokyo}]}}\n\
          \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}}\n\
          steer:\n  ingest: {{answers: 2}}\n"
@@ -309,7 +309,7 @@ fn fifty_reloads_with_a_node_down_count_no_transitions() {
 /// hysteresis stays on it across a reload that changes nothing about that group.
 #[test]
 fn a_reload_keeps_clients_held_by_hysteresis() {
-    let text = "zone: rl.example\nsoa: {primary: ns1.rl.example., contact: h.rl.example.}\nns: [ns1.rl.example.]\nnodes:\n\
+    let text = "zone: rl.example\nsoa: {primary: ns1.rl.example., contact: h.rl.example.}\nns: [ns1.rl.example.]\ncheck: {type: none}\nnodes:\n\
          \x20 tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}\n\
          \x20 singapore: {geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}\n\
          steer:\n  ingest: {answers: 1, latency: {margin: 20%, hold: 3600s}}\n";

@@ -256,9 +256,11 @@ mod tests {
         let mut text = format!(
             "zone: {origin}\nsoa: {{primary: ns1.{origin}., contact: h.{origin}.}}\nns: [ns1.{origin}.]\n"
         );
-        if checked {
-            text += "check: {type: tcp, port: 1935}\n";
-        }
+        text += if checked {
+            "check: {type: tcp, port: 1935}\n"
+        } else {
+            "check: {type: none}\n"
+        };
         text += "nodes:\n";
         for (i, (name, status)) in nodes.iter().enumerate() {
             text += &format!(
