@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::geo::{GeoCode, GeoDb, Place};
+use crate::geo::{GeoCode, GeoDb, GeoSet, Place};
 use crate::latency::{self, ZoneLatency};
 use crate::net::{Prefix, unmap};
 use crate::policy::{Candidates, DomainName, Node, NodeId, Tier, Zone};
@@ -196,7 +196,7 @@ pub fn explain<'a>(
             ),
         },
     };
-    let fences: Vec<&GeoCode> = steered
+    let fences: Vec<&GeoSet> = steered
         .fences
         .iter()
         .filter(|f| located.place.is_some() && f.matches(place))

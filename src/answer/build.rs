@@ -402,7 +402,7 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
-    use crate::geo::{GeoCode, Place};
+    use crate::geo::{GeoSet, Place};
     use crate::latency::{self, ZoneLatency};
     use crate::policy::{Candidates, DomainName};
     use crate::random::XorShift;
@@ -534,7 +534,7 @@ mod tests {
                     .iter()
                     .map(|place| {
                         let located = !std::ptr::eq(*place, &unlocated);
-                        let fences: Vec<&GeoCode> = steered
+                        let fences: Vec<&GeoSet> = steered
                             .fences
                             .iter()
                             .filter(|f| located && f.matches(place))

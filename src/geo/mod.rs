@@ -12,10 +12,12 @@ mod db;
 mod mapped;
 mod place;
 mod ranges;
+mod sets;
 pub use asn::{AsnDb, AsnLookup};
 pub use countries::{Country, CountryTable};
 pub use db::{GeoDb, GeoError, Located, PlaceId, PlacePosition, PlaceRegions};
 pub use ranges::{AddressMap, RangeHit};
+pub use sets::{GeoSet, WELL_KNOWN, WellKnownSet, well_known};
 
 pub use code::{CONTINENTS, GeoCode, GeoCodeError};
 pub use place::{Coordinates, MORTON_BITS, Place, UnitVector, morton_cell};

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::geo::{Coordinates, GeoCode};
+use crate::geo::{Coordinates, GeoCode, GeoSet};
 use crate::net::Prefix;
 
 /// A fully-qualified domain name, lowercase, stored as its label list.
@@ -470,8 +470,9 @@ pub struct SteeredName {
     pub answers: usize,
     /// Ordered rules, first match wins; the last one is a catch-all.
     pub rules: Vec<Rule>,
-    /// Client geos whose clients may only get nodes inside that geo, whichever rule matched.
-    pub fences: Vec<GeoCode>,
+    /// Fences: clients inside one may only get nodes inside it (a union of places),
+    /// whichever rule matched them.
+    pub fences: Vec<GeoSet>,
     /// Answer for clients the database cannot locate.
     pub default: DefaultAnswer,
     /// What to answer when every node allowed for a client is down.

@@ -33,6 +33,9 @@ pub struct RawZone {
     pub steer: IndexMap<Key, Spanned<RawSteer>>,
     /// Health check defaults for every node of the zone.
     pub check: Option<Spanned<RawCheck>>,
+    /// Named unions of geo codes, usable in `geos` lists (`gdpr: [eea, EU-CH]`).
+    #[serde(default)]
+    pub geo_sets: IndexMap<Key, Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A health check as written: every field optional, so zone defaults and node overrides

@@ -14,7 +14,7 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{PolicyError, PolicyErrors};
 use super::model::*;
 use super::raw::*;
-use crate::geo::{Coordinates, CountryTable, GeoCode};
+use crate::geo::{Coordinates, CountryTable, GeoCode, GeoSet, WELL_KNOWN, well_known};
 
 use crate::net::Prefix;
 
@@ -131,6 +131,10 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
         // and not for every node that inherits it.
         validate_duration_fields(&mut diag, &check.value, "check");
     }
+    let geo_names = GeoNames {
+        countries,
+        sets: validate_geo_sets(&mut diag, &raw, countries),
+    };
     let steered = validate_steered(
         &mut diag,
         &origin,
@@ -138,7 +142,7 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
         &records,
         &nodes,
         &node_index,
-        countries,
+        &geo_names,
     );
 
     let nodes: Vec<Node> = nodes.into_iter().flatten().collect();
@@ -766,6 +770,92 @@ fn node_ids(
     ids
 }
 
+/// What a name in a `geos` list may be: a geo code, one of the policy's `geo_sets`, or a
+/// well-known set (`eu-27`, `eea`).
+struct GeoNames<'a> {
+    countries: &'a CountryTable,
+    /// The policy's sets, by lowercase name.
+    sets: HashMap<String, GeoSet>,
+}
+
+/// A resolved name of a `geos` list.
+enum GeoName {
+    Code(GeoCode),
+    Set(GeoSet),
+}
+
+impl GeoNames<'_> {
+    fn resolve(&self, text: &str) -> Result<GeoName, String> {
+        if let Some(set) = self.sets.get(&text.to_ascii_lowercase()) {
+            return Ok(GeoName::Set(set.clone()));
+        }
+        if let Some(set) = well_known(text, self.countries) {
+            return Ok(GeoName::Set(set));
+        }
+        GeoCode::parse(text, self.countries)
+            .map(GeoName::Code)
+            .map_err(|e| {
+                let mut sets: Vec<&str> = WELL_KNOWN.iter().map(|s| s.name).collect();
+                sets.extend(self.sets.keys().map(String::as_str));
+                sets.sort_unstable();
+                format!("{e} (nor is '{text}' a geo set: {})", sets.join(", "))
+            })
+    }
+}
+
+/// The policy's `geo_sets`: each a union of geo codes and well-known sets, under a name that
+/// is no geo code and no well-known set's.
+fn validate_geo_sets(
+    diag: &mut Diagnostics,
+    raw: &RawZone,
+    countries: &CountryTable,
+) -> HashMap<String, GeoSet> {
+    let mut sets = HashMap::new();
+    for (name, members) in &raw.geo_sets {
+        let context = format!("geo_sets: '{name}'");
+        let lower = name.name.to_ascii_lowercase();
+        if GeoCode::parse(&name.name, countries).is_ok() {
+            diag.error(
+                name.at,
+                format!("{context}: is a geo code; give the set another name"),
+            );
+            continue;
+        }
+        if well_known(&name.name, countries).is_some() {
+            diag.error(
+                name.at,
+                format!(
+                    "{context}: is a set geosteer ships; use it by that name, or give yours another"
+                ),
+            );
+            continue;
+        }
+        let mut union = Vec::new();
+        for member in &members.value {
+            if let Some(set) = well_known(&member.value, countries) {
+                union.extend(set.members);
+                continue;
+            }
+            match GeoCode::parse(&member.value, countries) {
+                Ok(code) => union.push(code),
+                Err(e) => diag.error(at(member), format!("{context}: {e}")),
+            }
+        }
+        if union.is_empty() {
+            diag.error(at(members), format!("{context}: is empty"));
+            continue;
+        }
+        sets.insert(
+            lower.clone(),
+            GeoSet {
+                name: lower,
+                members: union,
+            },
+        );
+    }
+    sets
+}
+
 #[allow(clippy::too_many_arguments)]
 fn validate_steered(
     diag: &mut Diagnostics,
@@ -774,7 +864,7 @@ fn validate_steered(
     records: &[RecordSet],
     nodes: &[Option<Node>],
     node_index: &HashMap<String, NodeId>,
-    countries: &CountryTable,
+    geo_names: &GeoNames,
 ) -> Vec<SteeredName> {
     let static_names: HashSet<&DomainName> = records.iter().map(|r| &r.name).collect();
     let delegations: Vec<&DomainName> = records
@@ -912,16 +1002,31 @@ fn validate_steered(
         };
 
         let mut rules = Vec::new();
-        let mut fences = Vec::new();
+        let mut fences: Vec<GeoSet> = Vec::new();
+        // (rule, its fence) and (rule, location, geos, candidates), for the fence check below.
+        let mut fence_rules: Vec<(usize, usize)> = Vec::new();
+        let mut rule_reach: Vec<(usize, Location, Vec<GeoCode>, Candidates)> = Vec::new();
         let rule_count = s.rules.len();
         for (i, rule) in s.rules.iter().enumerate() {
             let rule_ctx = format!("{context}: rule {}", i + 1);
             let r = &rule.value;
             let mut geos = Vec::new();
+            let mut written = Vec::new();
+            let mut geos_ok = true;
             for g in &r.geos {
-                match GeoCode::parse(&g.value, countries) {
-                    Ok(code) => geos.push(code),
-                    Err(e) => diag.error(at(g), format!("{rule_ctx}: geos: {e}")),
+                match geo_names.resolve(&g.value) {
+                    Ok(GeoName::Code(code)) => {
+                        written.push(code.to_string());
+                        geos.push(code);
+                    }
+                    Ok(GeoName::Set(set)) => {
+                        written.push(set.name);
+                        geos.extend(set.members);
+                    }
+                    Err(e) => {
+                        diag.error(at(g), format!("{rule_ctx}: geos: {e}"));
+                        geos_ok = false;
+                    }
                 }
             }
             let mut subnets = Vec::new();
@@ -950,40 +1055,49 @@ fn validate_steered(
             if !is_catch_all && i + 1 == rule_count {
                 diag.error(at(rule), format!("{rule_ctx}: the last rule must be a catch-all (`{{}}` or one naming only a pool) so every client gets an answer"));
             }
-            if let Some(fence) = &r.fence
-                && fence.value
+            if let Some(fence_flag) = &r.fence
+                && fence_flag.value
             {
                 if r.geos.is_empty() {
-                    diag.error(at(fence), format!("{rule_ctx}: a fence needs `geos`: it keeps clients in those geos on nodes inside them"));
+                    diag.error(at(fence_flag), format!("{rule_ctx}: a fence needs `geos`: it keeps clients in those geos on nodes inside them"));
                 }
-                for fence_geo in &geos {
-                    if let Some(c) = &candidates {
-                        // Nodes with errors of their own are left out of this check.
-                        let valid: Vec<&Node> = c
-                            .nodes
-                            .iter()
-                            .filter_map(|(id, _)| nodes.get(*id).and_then(Option::as_ref))
-                            .collect();
-                        let all_valid = valid.len() == c.nodes.len();
-                        let inside = valid.iter().filter(|n| fence_geo.contains(&n.geo)).count();
-                        let outside: Vec<&str> = valid
-                            .iter()
-                            .filter(|n| !fence_geo.contains(&n.geo))
-                            .map(|n| n.name.as_str())
-                            .collect();
-                        if !outside.is_empty() {
-                            diag.error(at(fence), format!("{rule_ctx}: fenced to {fence_geo} but its nodes include {} outside it, which the fence would never answer", outside.join(", ")));
-                        } else if inside == 0 && all_valid {
-                            diag.error(
-                                at(fence),
-                                format!(
-                                    "{rule_ctx}: fenced to {fence_geo} but has no node inside it"
-                                ),
-                            );
-                        }
+                // A fence is the union of the rule's geos: any node inside may serve any
+                // client inside.
+                let fence = GeoSet {
+                    name: written.join("+"),
+                    members: geos.clone(),
+                };
+                // A geo in error was reported; judging the fence without it would mislead.
+                if let Some(c) = candidates.as_ref().filter(|_| geos_ok) {
+                    // Nodes with errors of their own are left out of this check.
+                    let valid: Vec<&Node> = c
+                        .nodes
+                        .iter()
+                        .filter_map(|(id, _)| nodes.get(*id).and_then(Option::as_ref))
+                        .collect();
+                    let all_valid = valid.len() == c.nodes.len();
+                    let inside = valid.iter().filter(|n| fence.contains(&n.geo)).count();
+                    let outside: Vec<String> = valid
+                        .iter()
+                        .filter(|n| !fence.contains(&n.geo))
+                        .map(|n| format!("{} ({})", n.name, n.geo))
+                        .collect();
+                    if !outside.is_empty() {
+                        diag.error(at(fence_flag), format!("{rule_ctx}: fenced to {fence} but its nodes include {} outside it, which the fence would never answer", outside.join(", ")));
+                    } else if inside == 0 && all_valid && !geos.is_empty() {
+                        diag.error(
+                            at(fence_flag),
+                            format!("{rule_ctx}: fenced to {fence} but has no node inside it"),
+                        );
                     }
-                    fences.push(fence_geo.clone());
                 }
+                if !geos.is_empty() && geos_ok {
+                    fence_rules.push((i, fences.len()));
+                    fences.push(fence);
+                }
+            }
+            if let Some(c) = &candidates {
+                rule_reach.push((i, at(rule), geos.clone(), c.clone()));
             }
             if let Some(candidates) = candidates {
                 rules.push(Rule {
@@ -991,6 +1105,28 @@ fn validate_steered(
                     subnets,
                     candidates,
                 });
+            }
+        }
+        // A fence can never be satisfied for clients an earlier rule takes to nodes all
+        // outside it: they would get no answer at all.
+        for &(fence_rule, fence) in &fence_rules {
+            let fence = &fences[fence];
+            for (rule, location, geos, candidates) in &rule_reach {
+                if *rule >= fence_rule {
+                    continue;
+                }
+                let Some(overlap) = geos.iter().find(|g| fence.overlaps(g)) else {
+                    continue;
+                };
+                let inside = candidates.nodes.iter().any(|(id, _)| {
+                    nodes
+                        .get(*id)
+                        .and_then(Option::as_ref)
+                        .is_none_or(|n| fence.contains(&n.geo))
+                });
+                if !inside {
+                    diag.error(*location, format!("{context}: rule {}: takes clients in {overlap}, inside the fence {fence} of rule {}, to nodes all outside that fence, so they would never get an answer; give the rule nodes inside {fence}, or narrow its geos", rule + 1, fence_rule + 1));
+                }
             }
         }
         if rules.is_empty() && rule_count == 0 {

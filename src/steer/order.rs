@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::geo::{Coordinates, GeoCode};
+use crate::geo::{Coordinates, GeoSet};
 use crate::policy::{AdminStatus, AllDown, Candidates, Node, NodeId, Tier, Zone};
 
 /// Whether a node may be answered, as the publisher decided from policy, overrides and health.
@@ -43,7 +43,7 @@ impl Availability {
 pub fn rank(
     nodes: &[Node],
     candidates: &Candidates,
-    fences: &[&GeoCode],
+    fences: &[&GeoSet],
     score: impl Fn(NodeId, &Node) -> f64,
 ) -> Vec<(NodeId, f64)> {
     // Sorted by one integer key (tier, fallback level, score, weight, position in the
@@ -234,7 +234,7 @@ pub fn policy_availability(zones: &[Zone]) -> Vec<Vec<Availability>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geo::CountryTable;
+    use crate::geo::{CountryTable, GeoCode};
     use crate::policy::AdminStatus;
 
     fn node(name: &str, tier: Tier, geo: &str, lat: f64, lon: f64) -> Node {
@@ -288,7 +288,7 @@ mod tests {
             node("frankfurt", Tier::Core, "EU-DE", 50.11, 8.68),
             node("london", Tier::Core, "EU-GB", 51.5, -0.12),
         ];
-        let eu = GeoCode::parse("EU", CountryTable::shipped()).unwrap();
+        let eu = GeoSet::union(vec![GeoCode::parse("EU", CountryTable::shipped()).unwrap()]);
         let tokyo = Coordinates::new(35.0, 139.0);
         assert_eq!(
             ids(rank(&nodes, &all(3), &[&eu], by_distance(tokyo))),
@@ -343,7 +343,7 @@ mod tests {
 #[cfg(test)]
 mod pick_tests {
     use super::*;
-    use crate::geo::CountryTable;
+    use crate::geo::{CountryTable, GeoCode};
     use crate::policy::AdminStatus;
     use Availability::{HealthDown, Up};
 

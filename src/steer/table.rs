@@ -21,7 +21,7 @@ use super::regions::{
     Candidate, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
 };
 use super::score::ScoreTerms;
-use crate::geo::{AddressMap, GeoCode, GeoDb, Place, UnitVector};
+use crate::geo::{AddressMap, GeoDb, GeoSet, Place, UnitVector};
 use crate::latency::{self, ClientGroup, ZoneLatency};
 use crate::net::Prefix;
 use crate::net::subnets::SubnetRules;
@@ -580,7 +580,7 @@ fn candidate_lists(
             profiles
                 .iter()
                 .map(|profile| {
-                    let fences: Vec<&GeoCode> =
+                    let fences: Vec<&GeoSet> =
                         profile.fences.iter().map(|&i| &steered.fences[i]).collect();
                     row_nodes
                         .nodes

@@ -538,3 +538,74 @@ fn backups_stand_in_for_drained_and_forced_down_primaries() {
         "the backup alone, never outside the fence"
     );
 }
+
+const FRENCH_CLIENT: &str = "127.11.0.5";
+
+/// A fence over a set of places: the EU member states (the shipped `eu-27`), served from
+/// Germany, France and the Netherlands. Nodes anywhere inside serve clients anywhere inside
+/// (a German client may get Paris or Amsterdam), and with all but one of them down, German
+/// and French clients get that one, never London or Tokyo: not even German clients matched
+/// by an earlier subnet rule that lists London.
+#[test]
+fn an_eu_27_fence_holds_across_countries_with_all_but_one_node_down() {
+    let mut frankfurt = FakeNode::start("127.0.0.34", Behaviour::Tcp);
+    let paris = FakeNode::start("127.0.0.35", Behaviour::Tcp);
+    let mut amsterdam = FakeNode::start("127.0.0.36", Behaviour::Tcp);
+    let london = FakeNode::start("127.0.0.37", Behaviour::Tcp);
+    let tokyo = FakeNode::start("127.0.0.38", Behaviour::Tcp);
+    let server = start(
+        "eu27",
+        &policy(
+            &[
+                ("frankfurt", "core", "EU-DE", (50.11, 8.68), &frankfurt),
+                ("paris", "core", "EU-FR", (48.86, 2.35), &paris),
+                ("amsterdam", "core", "EU-NL", (52.37, 4.90), &amsterdam),
+                ("london", "core", "EU-GB", (51.51, -0.13), &london),
+                ("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo),
+            ],
+            "type: tcp",
+            "  ingest:\n    answers: 2\n    pools:\n      eu: {nodes: [frankfurt, paris, amsterdam]}\n    rules:\n      - {subnets: [\"127.3.0.0/16\"], nodes: [frankfurt, london, amsterdam, paris]}\n      - {geos: [eu-27], pool: eu, fence: true}\n      - {}\n",
+        ),
+    );
+    wait_healthy(
+        &server,
+        &["frankfurt", "paris", "amsterdam", "london", "tokyo"],
+    );
+    let german = QueryLoop::start(server.addr, from(GERMAN_CLIENT), "ingest.hc.example.");
+    let french = QueryLoop::start(server.addr, from(FRENCH_CLIENT), "ingest.hc.example.");
+    let t = Instant::now();
+    let within = Duration::from_secs(4);
+    assert!(
+        german
+            .first(t, within, is(&[&frankfurt, &amsterdam]))
+            .is_some()
+    );
+    assert!(french.first(t, within, is(&[&paris, &amsterdam])).is_some());
+    frankfurt.stop();
+    assert!(
+        german.first(t, within, is(&[&amsterdam, &paris])).is_some(),
+        "a German client is served from the Netherlands and France"
+    );
+    amsterdam.stop();
+    let one_left = Instant::now();
+    assert!(german.first(one_left, within, is(&[&paris])).is_some());
+    assert!(french.first(one_left, within, is(&[&paris])).is_some());
+    // London is nearer to both clients than Paris is to Berlin: still never given.
+    let outside = [london.addr.ip().to_string(), tokyo.addr.ip().to_string()];
+    for log in [german.finish(), french.finish()] {
+        for (_, seen) in &log {
+            assert!(
+                !answers(seen).iter().any(|a| outside.contains(a)),
+                "an answer left the fence: {seen:?}"
+            );
+        }
+        assert_no_failures(&log);
+    }
+    // A British client is outside the fence: London first.
+    let reply = udp_from(
+        &server,
+        from("127.6.0.5"),
+        &q("ingest.hc.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert_eq!(a_records(&reply)[0], london.addr.ip().to_string());
+}

@@ -356,3 +356,71 @@ fn no_silent_defaults() {
     );
     assert_eq!(errors(&hours), Vec::<String>::new(), "h and m units");
 }
+
+/// Fences over sets of places: the union of a rule's geos (named sets from `geo_sets:` or
+/// shipped ones) is one fence; `check` explains fences that cannot be satisfied.
+#[test]
+fn fences_over_sets_of_places() {
+    let policy = |sets: &str, rules: &str| {
+        format!(
+            "zone: f.example\nsoa: {{primary: ns1.f.example., contact: h.f.example.}}\nns: [ns1.f.example.]\n\
+             check: {{type: none}}\n{sets}nodes:\n\
+             \x20 fra-1: {{geo: EU-DE, location: [50.11, 8.68], addresses: [192.0.2.1]}}\n\
+             \x20 par-1: {{geo: EU-FR, location: [48.86, 2.35], addresses: [192.0.2.2]}}\n\
+             \x20 ams-1: {{geo: EU-NL, location: [52.37, 4.90], addresses: [192.0.2.3]}}\n\
+             \x20 lon-1: {{geo: EU-GB, location: [51.51, -0.13], addresses: [192.0.2.4]}}\n\
+             \x20 nyc-1: {{geo: NA-US, location: [40.71, -74.0], addresses: [192.0.2.5]}}\n\
+             steer:\n  ingest:\n    rules:\n{rules}      - {{}}\n"
+        )
+    };
+    // The README's own GDPR advice now passes: one fence over DE+FR+NL.
+    let union = policy(
+        "",
+        "      - {geos: [EU-DE, EU-FR, EU-NL], nodes: [fra-1, par-1, ams-1], fence: true}\n",
+    );
+    assert_eq!(errors(&union), Vec::<String>::new());
+    // A named set, a shipped one inside it, and the shipped ones used directly.
+    let named = policy(
+        "geo_sets:\n  gdpr-and-swiss: [eea, EU-CH]\n",
+        "      - {geos: [gdpr-and-swiss], nodes: [fra-1, par-1, ams-1], fence: true}\n",
+    );
+    assert_eq!(errors(&named), Vec::<String>::new());
+    let shipped = policy(
+        "",
+        "      - {geos: [EU-27], nodes: [fra-1, ams-1], fence: true}\n",
+    );
+    assert_eq!(errors(&shipped), Vec::<String>::new());
+    // London is outside the EEA: a fence that would never answer it is refused.
+    let outside = policy(
+        "",
+        "      - {geos: [eea], nodes: [fra-1, lon-1], fence: true}\n",
+    );
+    let errs = errors(&outside);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("fenced to eea but its nodes include lon-1 (EU-GB) outside it"),
+        "{errs:?}"
+    );
+    // An earlier rule that sends German clients only outside the fence: never an answer.
+    let unsatisfiable = policy(
+        "",
+        "      - {geos: [EU-DE], nodes: [nyc-1, lon-1]}\n      - {geos: [eu-27], nodes: [fra-1], fence: true}\n",
+    );
+    let errs = errors(&unsatisfiable);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("rule 1: takes clients in EU-DE, inside the fence eu-27 of rule 2, to nodes all outside that fence"),
+        "{errs:?}"
+    );
+    // Set names: unknown ones list what exists; a set may not shadow a code or a shipped set.
+    let unknown = policy("", "      - {geos: [gdpr], nodes: [fra-1], fence: true}\n");
+    let errs = errors(&unknown);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("nor is 'gdpr' a geo set: eea, eu-27")),
+        "{errs:?}"
+    );
+    let shadowing = policy("geo_sets:\n  eea: [EU-DE]\n  EU-FR: [EU-DE]\n", "");
+    let errs = errors(&shadowing);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+}
