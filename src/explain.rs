@@ -304,9 +304,9 @@ pub fn explain<'a>(
         (_, _, _, Some(p))
             if p.nodes
                 .first()
-                .is_some_and(|&id| state_of(id) == Availability::Full) =>
+                .is_some_and(|&id| matches!(state_of(id), Availability::Full(_))) =>
         {
-            "every allowed node that is up is full; the least busy answer".to_string()
+            "every allowed node that is up is full; the least loaded answer".to_string()
         }
         (Some(h), Some(best), _, _) => format!(
             "{} is held by hysteresis: {} scores better but not yet by {:.0} % for {} s",
@@ -317,7 +317,7 @@ pub fn explain<'a>(
         ),
         (None, _, Some(first), _) if first.availability != Availability::Up => {
             let state = match first.availability {
-                Availability::Full => "full",
+                Availability::Full(_) => "full",
                 Availability::AdminDown => "drained or administratively down",
                 _ => "down",
             };

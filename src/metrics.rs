@@ -12,8 +12,10 @@ pub const HEALTH_CHECKS: &str = "geosteer_health_checks_total";
 pub const HEALTH_CHECK_SECONDS: &str = "geosteer_health_check_seconds";
 /// Health transitions, by zone, node and new state.
 pub const NODE_TRANSITIONS: &str = "geosteer_node_transitions_total";
-/// 1 when a node is answered, 0 when it is down, drained or forced down.
+/// 1 when a node is answered, 0 when it is down, drained, forced down or full.
 pub const NODE_UP: &str = "geosteer_node_up";
+/// 1 while a node is full (at or over its capacity, until it falls below `resume`).
+pub const NODE_FULL: &str = "geosteer_node_full";
 /// Nodes a steered name may answer with that are available now, by zone and name: 0 means
 /// the name answers fail-open (or SERVFAIL when it fails closed).
 pub const NAME_NODES_UP: &str = "geosteer_name_nodes_up";
@@ -78,7 +80,11 @@ pub fn describe() {
     );
     describe_gauge!(
         NODE_UP,
-        "1 when a node is answered, 0 when it is down, drained or forced down."
+        "1 when a node is answered, 0 when it is down, drained, forced down or full."
+    );
+    describe_gauge!(
+        NODE_FULL,
+        "1 while a node is full: it gives way to the next nodes until its load falls below its resume threshold."
     );
     describe_gauge!(
         NAME_NODES_UP,

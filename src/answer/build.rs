@@ -451,6 +451,7 @@ mod tests {
                 .iter()
                 .map(|(a, n)| (a.parse().unwrap(), *n))
                 .collect(),
+            capacity: Default::default(),
         }
     }
 

@@ -346,6 +346,39 @@ pub struct Node {
     /// Addresses on a named carrier: `(address, AS number)`. Clients of that carrier get that
     /// address instead of the node's first one of the family.
     pub carriers: Vec<(IpAddr, u32)>,
+    /// The load at which the node is full, and the one it must fall below to take new
+    /// clients again.
+    pub capacity: Capacity,
+}
+
+/// When a node is full: at or over `full` (a fraction of its capacity, as loads are
+/// reported), until its load falls below `resume` (hysteresis, so it does not oscillate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Load at which the node is full.
+    pub full: f64,
+    /// Load below which a full node takes new clients again.
+    pub resume: f64,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            full: 1.0,
+            resume: 0.9,
+        }
+    }
+}
+
+impl Capacity {
+    /// Whether a node is full at `load`, given whether it was full before.
+    pub fn is_full(&self, load: f64, was_full: bool) -> bool {
+        if was_full {
+            load >= self.resume
+        } else {
+            load >= self.full
+        }
+    }
 }
 
 /// What a health check speaks.

@@ -33,6 +33,8 @@ pub struct RawZone {
     pub steer: IndexMap<Key, Spanned<RawSteer>>,
     /// Health check defaults for every node of the zone.
     pub check: Option<Spanned<RawCheck>>,
+    /// Capacity defaults for every node of the zone.
+    pub capacity: Option<Spanned<RawCapacity>>,
     /// Named unions of geo codes, usable in `geos` lists (`gdpr: [eea, EU-CH]`).
     #[serde(default)]
     pub geo_sets: IndexMap<Key, Spanned<Vec<Spanned<String>>>>,
@@ -237,6 +239,8 @@ pub struct RawNode {
     pub status: Option<AdminStatus>,
     /// Health check, merged over the zone's `check` defaults.
     pub check: Option<Spanned<RawCheck>>,
+    /// When the node is full, merged over the zone's `capacity` defaults.
+    pub capacity: Option<Spanned<RawCapacity>>,
 }
 
 /// A node address: `198.51.100.10`, or `{address: 203.0.113.10, asn: 2914}` for an address on
@@ -294,6 +298,16 @@ pub struct RawLatency {
     pub half_life: Option<Spanned<RawDuration>>,
     /// Age at which a measurement is ignored.
     pub max_age: Option<Spanned<RawDuration>>,
+}
+
+/// When a node is full, as written; a node's own fields override its zone's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapacity {
+    /// Load at which the node is full (`95%`).
+    pub full: Option<Spanned<RawPercent>>,
+    /// Load below which it takes new clients again (`85%`).
+    pub resume: Option<Spanned<RawPercent>>,
 }
 
 /// A fraction written as `20%` or `0.2`.

@@ -126,6 +126,7 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
 
     let records = validate_records(&mut diag, &origin, &raw, default_ttl);
     let (nodes, node_index) = validate_nodes(&mut diag, &raw, countries);
+    validate_zone_capacity(&mut diag, &raw);
     if let Some(check) = &raw.check {
         // Zone defaults are checked on their own too, so a mistake is reported once, here,
         // and not for every node that inherits it.
@@ -508,6 +509,7 @@ fn validate_nodes(
             }
         }
         let addresses_ok = addresses.len() == n.addresses.value.len();
+        let capacity = validate_capacity(diag, raw, node, &context);
         let check = validate_check(diag, raw, node, &addresses, &context);
         if n.addresses.value.is_empty() {
             diag.error(at(&n.addresses), format!("{context}: no addresses"));
@@ -521,8 +523,8 @@ fn validate_nodes(
             None => Some(1),
         };
         index.insert(name.clone(), index.len());
-        nodes.push(match (geo, location, weight, check) {
-            (Some(geo), Some(location), Some(weight), Ok(check))
+        nodes.push(match (geo, location, weight, check, capacity) {
+            (Some(geo), Some(location), Some(weight), Ok(check), Some(capacity))
                 if addresses_ok && !addresses.is_empty() =>
             {
                 Some(Node {
@@ -535,12 +537,84 @@ fn validate_nodes(
                     status: n.status.unwrap_or(AdminStatus::Obey),
                     check,
                     carriers,
+                    capacity,
                 })
             }
             _ => None,
         });
     }
     (nodes, index)
+}
+
+/// A node's capacity: its own fields over the zone's, over the defaults (full at 100 %,
+/// taking new clients again below 10 points under that). `None`: errors were reported.
+fn validate_capacity(
+    diag: &mut Diagnostics,
+    raw: &RawZone,
+    node: &Spanned<RawNode>,
+    context: &str,
+) -> Option<Capacity> {
+    let own = node.value.capacity.as_ref().map(|c| &c.value);
+    let zone = raw.capacity.as_ref().map(|c| &c.value);
+    let mut ok = true;
+    // A field of the node's own, else the zone's; a bad zone value is reported once, by
+    // `validate_zone_capacity`, and only makes the node unusable here.
+    let mut field = |pick: fn(&RawCapacity) -> &Option<Spanned<RawPercent>>, name: &str| {
+        let (value, own) = match own.and_then(|c| pick(c).as_ref()) {
+            Some(value) => (value, true),
+            None => (zone.and_then(|c| pick(c).as_ref())?, false),
+        };
+        match capacity_fraction(value, name) {
+            Ok(v) => Some((v, value)),
+            Err(message) => {
+                if own {
+                    diag.error(at(value), format!("{context}: {message}"));
+                }
+                ok = false;
+                None
+            }
+        }
+    };
+    let full = field(|c| &c.full, "full");
+    let resume = field(|c| &c.resume, "resume");
+    let full_value = full.map_or(Capacity::default().full, |(v, _)| v);
+    let resume_value = resume.map_or((full_value - 0.1).max(full_value / 2.0), |(v, _)| v);
+    if ok && resume_value > full_value {
+        diag.error(
+            resume.map_or(at(node), |(_, spanned)| at(spanned)),
+            format!("{context}: capacity: resume ({:.0}%) must not be above full ({:.0}%), or a full node would never take clients again", resume_value * 100.0, full_value * 100.0),
+        );
+        ok = false;
+    }
+    let (full, resume) = (full_value, resume_value);
+    ok.then_some(Capacity { full, resume })
+}
+
+/// A capacity fraction: above 0, at most 150 % (loads are fractions of capacity).
+fn capacity_fraction(value: &Spanned<RawPercent>, name: &str) -> Result<f64, String> {
+    match &value.value.0 {
+        Ok(v) if *v > 0.0 && *v <= 1.5 => Ok(*v),
+        Ok(v) => Err(format!(
+            "capacity: {name} {v} must be above 0 and at most 150% (loads are fractions of capacity: 95% or 0.95)"
+        )),
+        Err(e) => Err(format!("capacity: {name}: {e}")),
+    }
+}
+
+/// Reports bad values of the zone's capacity defaults, once (not for every node).
+fn validate_zone_capacity(diag: &mut Diagnostics, raw: &RawZone) {
+    if let Some(capacity) = &raw.capacity {
+        for (value, name) in [
+            (&capacity.value.full, "full"),
+            (&capacity.value.resume, "resume"),
+        ] {
+            if let Some(value) = value
+                && let Err(message) = capacity_fraction(value, name)
+            {
+                diag.error(at(value), message);
+            }
+        }
+    }
 }
 
 /// Reports bad durations of a check block (for zone defaults, checked once).

@@ -10,19 +10,30 @@ use serde::Serialize;
 use crate::geo::{Coordinates, GeoSet};
 use crate::policy::{AdminStatus, AllDown, Candidates, Node, NodeId, Tier, Zone};
 
-/// Whether a node may be answered, as the publisher decided from policy, overrides and health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// Whether a node may be answered, as the publisher decided from policy, overrides, health
+/// and load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
     /// Answerable.
     Up,
-    /// At or over its capacity: gives way like a down node, and answers only when every
-    /// allowed node that is up is full.
-    Full,
+    /// At or over its capacity, with its load in percent: gives way like a down node, and
+    /// answers (least loaded first) only when every allowed node that is up is full.
+    Full(u8),
     /// Its checks fail: skipped, unless every allowed node is down and the name fails open.
     HealthDown,
     /// Administratively down or drained: never answered.
     AdminDown,
+}
+
+impl Serialize for Availability {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            Availability::Up => "up",
+            Availability::Full(_) => "full",
+            Availability::HealthDown => "health-down",
+            Availability::AdminDown => "admin-down",
+        })
+    }
 }
 
 impl Availability {
@@ -140,7 +151,7 @@ pub fn pick(
     let mut top_backups = Vec::with_capacity(answers);
     let mut up_primaries = Vec::with_capacity(answers);
     let mut up_backups = Vec::with_capacity(answers);
-    let mut full = Vec::with_capacity(answers); // best full nodes, primaries first
+    let mut full = Vec::new(); // full nodes, with their loads
     let mut primary_count = 0usize; // eligible primaries, in or out of the answer
     let mut health_lost = false; // a primary this client would get is down by health
     for &id in ranked {
@@ -156,10 +167,8 @@ pub fn pick(
             // Administratively down and drained nodes are not allowed at all, not even by
             // fail-open; a primary among them still counts as lost.
             Availability::AdminDown => continue,
-            Availability::Full => {
-                if full.len() < answers {
-                    full.push(id);
-                }
+            Availability::Full(load) => {
+                full.push((load, id));
                 continue;
             }
             Availability::HealthDown => {
@@ -198,7 +207,10 @@ pub fn pick(
     };
     let mut servfail = false;
     if chosen.is_empty() && !full.is_empty() {
-        chosen = full; // every allowed node that is up is full: busy beats nothing
+        // Every allowed node that is up is full: the least loaded beat nothing (ties in
+        // ranking order: the sort is stable).
+        full.sort_by_key(|&(load, _)| load);
+        chosen = full.into_iter().take(answers).map(|(_, id)| id).collect();
     } else if chosen.is_empty() && !(top_primaries.is_empty() && top_backups.is_empty()) {
         match all_down {
             AllDown::FailOpen => {
@@ -248,6 +260,7 @@ mod tests {
             status: AdminStatus::Obey,
             check: None,
             carriers: Vec::new(),
+            capacity: Default::default(),
         }
     }
 
@@ -358,6 +371,7 @@ mod pick_tests {
             status: AdminStatus::Obey,
             check: None,
             carriers: Vec::new(),
+            capacity: Default::default(),
         }
     }
 
@@ -408,7 +422,7 @@ mod pick_tests {
     #[test]
     fn backups_stand_in_for_drained_and_full_primaries() {
         use Availability::{AdminDown, Full};
-        for out in [AdminDown, HealthDown, Full] {
+        for out in [AdminDown, HealthDown, Full(99)] {
             let p = pick(
                 &[0, 1, 2, 3],
                 &fleet(),
@@ -420,16 +434,17 @@ mod pick_tests {
             assert_eq!(p.nodes, vec![1, 2], "{out:?}");
             assert_eq!(p.degraded, out == HealthDown, "{out:?}");
         }
-        // Every node up is full: the full ones answer rather than nothing, before fail-open.
+        // Every node up is full: the least loaded answer rather than nothing, before
+        // fail-open.
         let p = pick(
             &[0, 1, 2, 3],
             &fleet(),
-            &[Full, HealthDown, Full, AdminDown],
-            2,
+            &[Full(120), HealthDown, Full(101), AdminDown],
+            1,
             any,
             AllDown::FailClosed,
         );
-        assert_eq!(p.nodes, vec![0, 2]);
+        assert_eq!(p.nodes, vec![2]);
         assert!(!p.servfail);
     }
 

@@ -536,6 +536,7 @@ pub(crate) mod tests {
                     status: crate::policy::AdminStatus::Obey,
                     check: None,
                     carriers: Vec::new(),
+                    capacity: Default::default(),
                 };
                 if random.next_u64().is_multiple_of(4) {
                     latency.loads.insert(id, 0.8 + random.unit() * 0.3);

@@ -282,3 +282,81 @@ fn http_checks_report_load() {
     assert!(body.contains("\"load\":0.97"), "{body}");
     assert!(body.contains("\"load\":0.1"), "{body}");
 }
+
+/// Capacity: a full node gives way like an unavailable one, across pool fallbacks: a full
+/// PoP's clients move to the fallback pool, stay there while its load is between `resume`
+/// and `full` (hysteresis), and come back once it drops; with every allowed node full, the
+/// least loaded answers rather than nothing.
+#[test]
+fn a_full_pop_s_clients_move_to_the_fallback_pool_and_come_back() {
+    let text = format!(
+        "zone: cap.example\nsoa: {{primary: ns1.cap.example., contact: h.cap.example.}}\nns: [ns1.cap.example.]\n\
+         check: {{type: none}}\ncapacity: {{full: 95%, resume: 80%}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
+         steer:\n  ingest:\n    answers: 1\n    pools:\n      jp: {{nodes: [tokyo], fallback: asia}}\n      asia: {{nodes: [singapore]}}\n\
+         \x20   rules:\n      - {{geos: [AS-JP], pool: jp}}\n      - {{}}\n"
+    );
+    let server = Server::start(
+        &zone_dir("capacity", &text),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let answer = || {
+        a_records(&udp_from(
+            &server,
+            from(JP_CLIENT),
+            &q("ingest.cap.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    let loads = |tokyo: f64, singapore: f64| {
+        let batch = format!(
+            r#"{{"loads": [{{"node": "tokyo", "load": {tokyo}}}, {{"node": "singapore", "load": {singapore}}}]}}"#
+        );
+        let (status, body) = http_json(server.admin, "POST", "/latency", None, &batch);
+        assert_eq!(status, 200, "{body}");
+    };
+    let becomes = |want: &str, what: &str| {
+        eventually(Duration::from_secs(5), what, || {
+            let got = answer();
+            if got == vec![want.to_string()] {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        });
+    };
+    assert_eq!(answer(), vec![TOKYO], "its own pool first");
+    // A busy node that is not full keeps its pool's clients: pool level outranks score.
+    loads(0.9, 0.1);
+    let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+    assert!(nodes.contains("\"load\":0.9"), "{nodes}");
+    assert_eq!(answer(), vec![TOKYO], "90 % is not full");
+    loads(0.97, 0.1);
+    becomes(SINGAPORE, "full Tokyo gives way to the fallback pool");
+    let (_, why) = http(
+        server.admin,
+        "GET",
+        "/explain?name=ingest.cap.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(why.contains("tokyo is full; the answer skips it"), "{why}");
+    let metrics = scrape(&server);
+    assert_eq!(
+        metrics.get("geosteer_node_full{zone=\"cap.example.\",node=\"tokyo\"}"),
+        Some(&1.0),
+        "{metrics:?}"
+    );
+    // Between resume and full: still full (no oscillation around the threshold).
+    loads(0.9, 0.1);
+    let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+    assert!(nodes.contains("\"availability\":\"full\""), "{nodes}");
+    assert_eq!(answer(), vec![SINGAPORE], "hysteresis holds");
+    loads(0.7, 0.1);
+    becomes(TOKYO, "Tokyo back below its resume threshold");
+    // Everything full: the least loaded, not nothing.
+    loads(1.2, 1.0);
+    becomes(SINGAPORE, "the least loaded of the full nodes");
+    loads(1.0, 1.3);
+    becomes(TOKYO, "the least loaded again");
+}

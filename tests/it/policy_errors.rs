@@ -424,3 +424,35 @@ fn fences_over_sets_of_places() {
     let errs = errors(&shadowing);
     assert_eq!(errs.len(), 2, "{errs:#?}");
 }
+
+/// Capacity thresholds: zone defaults a node's own fields override; a resume threshold above
+/// full (a node that would never come back) and out-of-range values are refused, each once.
+#[test]
+fn capacity_thresholds() {
+    let with_capacity = |zone: &str, node: &str| {
+        GOOD.replace(
+            "check: {type: none}\n",
+            &format!("check: {{type: none}}\n{zone}"),
+        )
+        .replace(
+            "addresses: [198.51.100.10]}",
+            &format!("addresses: [198.51.100.10]{node}}}"),
+        )
+    };
+    assert_eq!(
+        errors(&with_capacity(
+            "capacity: {full: 90%, resume: 70%}\n",
+            ", capacity: {full: 0.95}"
+        )),
+        Vec::<String>::new()
+    );
+    let errs = errors(&with_capacity("", ", capacity: {full: 80%, resume: 85%}"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("resume (85%) must not be above full (80%)"),
+        "{errs:?}"
+    );
+    let errs = errors(&with_capacity("capacity: {full: 300%}\n", ""));
+    assert_eq!(errs.len(), 1, "reported once, not per node: {errs:#?}");
+    assert!(errs[0].contains("at most 150%"), "{errs:?}");
+}

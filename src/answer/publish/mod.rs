@@ -37,7 +37,7 @@ use crate::loader::{self, Loaded, Sources};
 use crate::metrics as m;
 use crate::policy::{AdminStatus, Zone};
 use crate::steer::{Availability, DampingState, Rankings, rank_all};
-use nodes::{CarriedOver, NodeRuntime, availability, carry_damping, carry_over};
+use nodes::{CarriedOver, NodeRuntime, availability, carry_damping, carry_over, load_percent};
 use schedule::{Publication, Schedule};
 
 /// How often aging measurements and running hold times are looked at.
@@ -483,6 +483,7 @@ impl Publisher {
             {
                 loads.insert(key.node, load);
                 self.schedule.latency_changed();
+                self.refresh_fullness(key.zone);
             }
         }
         let runtime = &mut self.nodes[key.zone][key.node];
@@ -555,6 +556,9 @@ impl Publisher {
                 self.asn.as_deref(),
             );
             self.schedule.latency_changed();
+            for zone in 0..self.zones.len() {
+                self.refresh_fullness(zone);
+            }
         }
         Ok(applied)
     }
@@ -651,10 +655,47 @@ impl Publisher {
         }
     }
 
+    /// Decides which nodes of a zone are full from their loads (with each node's
+    /// hysteresis), and refreshes the availability of those that changed.
+    fn refresh_fullness(&mut self, zone: usize) {
+        let zones = Arc::clone(&self.zones);
+        let Some(z) = zones.get(zone) else {
+            return;
+        };
+        for (ni, node) in z.nodes.iter().enumerate() {
+            let load = self.latency[zone].loads.get(&ni).copied();
+            let runtime = &mut self.nodes[zone][ni];
+            let full = load.is_some_and(|load| node.capacity.is_full(load, runtime.full));
+            let percent = load_percent(load);
+            if full == runtime.full && (!full || percent == runtime.load_percent) {
+                continue;
+            }
+            let was_full = runtime.full;
+            runtime.full = full;
+            runtime.load_percent = percent;
+            let key = NodeKey {
+                zone,
+                node: ni,
+                generation: self.generation,
+            };
+            if full == was_full {
+                // Still full at another load: the order of full nodes may change.
+                self.refresh(key, node.status);
+                continue;
+            }
+            if full {
+                info!(zone = %z.origin, node = %node.name, load = load.unwrap_or_default(), full_at = node.capacity.full, "node full: it gives way to the next nodes");
+            } else {
+                info!(zone = %z.origin, node = %node.name, load = load.unwrap_or_default(), resume_below = node.capacity.resume, "node takes new clients again");
+            }
+            self.refresh(key, node.status);
+        }
+    }
+
     /// Recomputes a node's availability, scheduling a publication when it changed.
     fn refresh(&mut self, key: NodeKey, status: AdminStatus) {
         let runtime = &mut self.nodes[key.zone][key.node];
-        let new = availability(status, runtime.override_, runtime.health);
+        let new = availability(status, runtime.override_, runtime.health, runtime.full_at());
         if new == runtime.availability {
             return;
         }
@@ -853,6 +894,9 @@ impl Publisher {
             let value = if up(id) { 1.0 } else { 0.0 };
             metrics::gauge!(m::NODE_UP, "zone" => origin.clone(), "node" => node.name.clone())
                 .set(value);
+            let full = runtimes.get(id).is_some_and(|r| r.full);
+            metrics::gauge!(m::NODE_FULL, "zone" => origin.clone(), "node" => node.name.clone())
+                .set(if full { 1.0 } else { 0.0 });
         }
         for steered in &zone.steered {
             let available = steered

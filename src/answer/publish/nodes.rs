@@ -31,36 +31,59 @@ pub(super) struct NodeRuntime {
     pub probe_loss: f64,
     /// `probe_loss` as of the last ranking.
     pub ranked_loss: f64,
+    /// At or over its capacity (with hysteresis: until its load falls below `resume`).
+    pub full: bool,
+    /// Its load in percent, as availability orders full nodes by it.
+    pub load_percent: u8,
 }
 
-/// Policy status, then override, then health: who decides whether a node is answered.
+/// Policy status, then override, then health, then capacity: who decides whether a node is
+/// answered. A forced-up node is answered however busy (the operator said so).
+/// `full` is the node's load in percent while it is full.
 pub(super) fn availability(
     status: AdminStatus,
     override_: Option<Override>,
     health: Health,
+    full: Option<u8>,
 ) -> Availability {
-    match (override_, status, health) {
+    let by_state = match (override_, status, health) {
         (Some(Override::Drain | Override::ForceDown), _, _) => Availability::AdminDown,
-        (Some(Override::ForceUp), _, _) => Availability::Up,
+        (Some(Override::ForceUp), _, _) => return Availability::Up,
         (None, AdminStatus::Down, _) => Availability::AdminDown,
         (None, AdminStatus::Up, _) => Availability::Up,
         (None, AdminStatus::Obey, Health::Down) => Availability::HealthDown,
         (None, AdminStatus::Obey, _) => Availability::Up,
+    };
+    match full {
+        Some(load) if by_state == Availability::Up => Availability::Full(load),
+        _ => by_state,
     }
 }
 
+/// A load as a whole percentage, for ordering full nodes (loads are at most 150 %).
+pub(super) fn load_percent(load: Option<f64>) -> u8 {
+    load.map_or(0, |l| (l * 100.0).round().clamp(0.0, 255.0) as u8)
+}
+
 impl NodeRuntime {
+    /// Its load in percent while it is full.
+    pub(super) fn full_at(&self) -> Option<u8> {
+        self.full.then_some(self.load_percent)
+    }
+
     /// A node not seen before: unchecked, no override, answered as its policy says.
     pub(super) fn new(status: AdminStatus, now: SystemTime) -> Self {
         NodeRuntime {
             health: Health::Unknown,
             override_: None,
             last: None,
-            availability: availability(status, None, Health::Unknown),
+            availability: availability(status, None, Health::Unknown, None),
             since: now,
             probe_rtt_ms: None,
             probe_loss: 0.0,
             ranked_loss: 0.0,
+            full: false,
+            load_percent: 0,
         }
     }
 
@@ -156,11 +179,6 @@ pub(super) fn carry_over(
             if node.check.is_none() {
                 runtime.health = Health::Unknown;
             }
-            let before = runtime.availability;
-            runtime.availability = availability(node.status, runtime.override_, runtime.health);
-            if runtime.availability != before {
-                runtime.since = now;
-            }
             if let Some(old_measured) = old.and_then(|(oz, _)| old_latency.get(oz))
                 && let Some((_, on)) = old
             {
@@ -170,6 +188,20 @@ pub(super) fn carry_over(
                 if let Some(loss) = old_measured.probe_loss.get(&on) {
                     measured.probe_loss.insert(ni, *loss);
                 }
+            }
+            // Full or not under the new capacity, from the load carried over.
+            let load = measured.loads.get(&ni).copied();
+            runtime.full = load.is_some_and(|load| node.capacity.is_full(load, runtime.full));
+            runtime.load_percent = load_percent(load);
+            let before = runtime.availability;
+            runtime.availability = availability(
+                node.status,
+                runtime.override_,
+                runtime.health,
+                runtime.full_at(),
+            );
+            if runtime.availability != before {
+                runtime.since = now;
             }
             runtimes.push(runtime);
         }
@@ -279,23 +311,57 @@ mod tests {
     #[test]
     fn overrides_beat_policy_and_health() {
         use Availability::*;
-        assert_eq!(availability(AdminStatus::Obey, None, Health::Unknown), Up);
         assert_eq!(
-            availability(AdminStatus::Obey, None, Health::Down),
+            availability(AdminStatus::Obey, None, Health::Unknown, None),
+            Up
+        );
+        // Full only when otherwise up; a forced-up node is answered however busy.
+        assert_eq!(
+            availability(AdminStatus::Obey, None, Health::Up, Some(99)),
+            Full(99)
+        );
+        assert_eq!(
+            availability(AdminStatus::Obey, None, Health::Down, Some(99)),
             HealthDown
         );
-        assert_eq!(availability(AdminStatus::Up, None, Health::Down), Up);
-        assert_eq!(availability(AdminStatus::Down, None, Health::Up), AdminDown);
         assert_eq!(
-            availability(AdminStatus::Down, Some(Override::ForceUp), Health::Down),
+            availability(
+                AdminStatus::Obey,
+                Some(Override::ForceUp),
+                Health::Up,
+                Some(99)
+            ),
             Up
         );
         assert_eq!(
-            availability(AdminStatus::Up, Some(Override::Drain), Health::Up),
+            availability(AdminStatus::Obey, None, Health::Down, None),
+            HealthDown
+        );
+        assert_eq!(availability(AdminStatus::Up, None, Health::Down, None), Up);
+        assert_eq!(
+            availability(AdminStatus::Down, None, Health::Up, None),
             AdminDown
         );
         assert_eq!(
-            availability(AdminStatus::Obey, Some(Override::ForceDown), Health::Up),
+            availability(
+                AdminStatus::Down,
+                Some(Override::ForceUp),
+                Health::Down,
+                None
+            ),
+            Up
+        );
+        assert_eq!(
+            availability(AdminStatus::Up, Some(Override::Drain), Health::Up, None),
+            AdminDown
+        );
+        assert_eq!(
+            availability(
+                AdminStatus::Obey,
+                Some(Override::ForceDown),
+                Health::Up,
+                None
+            ),
             AdminDown
         );
     }
