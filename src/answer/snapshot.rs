@@ -124,6 +124,9 @@ pub struct ZoneAnswers {
     pub names: HashMap<Box<[u8]>, NameNode>,
     /// Delegation points, keyed by lowercase wire form.
     pub delegations: HashMap<Box<[u8]>, Delegation>,
+    /// Wildcards (RFC 4592): the name a wildcard is directly below (`edge` for `*.edge`) →
+    /// the wildcard's own name, a key of `names`.
+    pub wildcards: HashMap<Box<[u8]>, Box<[u8]>>,
     /// The SOA body as served at the apex.
     pub soa: Box<[u8]>,
     /// The SOA body for negative answers, its TTL the RFC 2308 negative TTL.
@@ -148,8 +151,32 @@ impl ZoneAnswers {
         }
         match self.names.get(name) {
             Some(node) => NameLookup::Found(node),
-            None => NameLookup::NxDomain,
+            None => self
+                .wildcard_for(name, labels, origin_offset)
+                .map_or(NameLookup::NxDomain, NameLookup::Found),
         }
+    }
+
+    /// The wildcard that answers a name the zone does not have (RFC 4592 §3.3.1): the one
+    /// directly below the name's closest encloser (its nearest existing ancestor, empty
+    /// non-terminals and the apex included), if there is one. A nearer existing ancestor
+    /// without a wildcard means NXDOMAIN, whatever wildcards lie further up.
+    fn wildcard_for(&self, name: &[u8], labels: &[u8], origin_offset: usize) -> Option<&NameNode> {
+        if self.wildcards.is_empty() {
+            return None;
+        }
+        for &o in labels.iter().skip(1) {
+            let o = o as usize;
+            if o > origin_offset {
+                break;
+            }
+            let ancestor = name.get(o..)?;
+            if o == origin_offset || self.names.contains_key(ancestor) {
+                let wildcard = self.wildcards.get(ancestor)?;
+                return self.names.get(wildcard);
+            }
+        }
+        None
     }
 }
 

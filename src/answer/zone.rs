@@ -76,6 +76,14 @@ pub(super) fn build_zone(index: usize, zone: &Zone) -> ZoneAnswers {
         .map(|r| r.name.clone())
         .chain(zone.steered.iter().map(|s| s.name.clone()))
         .collect();
+    // Wildcards (static or steered), by the name they are directly below: a first label of
+    // exactly `*`.
+    let wildcards = owners
+        .iter()
+        .map(name_key)
+        .filter(|key| key.starts_with(&[1, b'*']) && key.len() > 2)
+        .map(|key| (key[2..].into(), key))
+        .collect();
     for owner in owners {
         let mut current = owner.parent();
         while let Some(name) = current {
@@ -97,6 +105,7 @@ pub(super) fn build_zone(index: usize, zone: &Zone) -> ZoneAnswers {
         origin,
         names,
         delegations,
+        wildcards,
         soa: soa.into_boxed_slice(),
         negative_soa: negative_soa.into_boxed_slice(),
     }

@@ -203,6 +203,10 @@ fn validate_records(
                 continue;
             }
         };
+        if let Err(message) = wildcard_placement(&relative.name) {
+            diag.error(relative.at, format!("{context}: {message}"));
+            continue;
+        }
         for raw_set in sets_at_name.value.iter() {
             let type_loc = at(&raw_set.record_type);
             let values: Vec<&Spanned<RawValue>> = match (&raw_set.value, &raw_set.values) {
@@ -248,6 +252,13 @@ fn validate_records(
                     type_loc,
                     format!("{context}: a CNAME has exactly one value"),
                 );
+            }
+            if record_type == RecordType::NS && relative.name.starts_with("*.") {
+                diag.error(
+                    type_loc,
+                    format!("{context}: a wildcard cannot delegate (RFC 4592 §4.2); list the delegated names"),
+                );
+                continue;
             }
             if record_type == RecordType::NS && name == *origin {
                 diag.error(
@@ -844,6 +855,20 @@ fn node_ids(
     ids
 }
 
+/// A `*` makes a wildcard (RFC 4592) only as a whole first label; anywhere else it would be a
+/// literal `*` no client means, so it is refused.
+fn wildcard_placement(relative: &str) -> Result<(), String> {
+    let misplaced = relative
+        .split('.')
+        .enumerate()
+        .any(|(i, label)| label.contains('*') && (i > 0 || label != "*"));
+    if misplaced {
+        Err("a `*` makes a wildcard only as the whole first label (`*.edge`); elsewhere it would be a literal `*`".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// What a name in a `geos` list may be: a geo code, one of the policy's `geo_sets`, or a
 /// well-known set (`eu-27`, `eea`).
 struct GeoNames<'a> {
@@ -957,6 +982,10 @@ fn validate_steered(
                 continue;
             }
         };
+        if let Err(message) = wildcard_placement(&relative.name) {
+            diag.error(relative.at, format!("{context}: {message}"));
+            continue;
+        }
         if static_names.contains(&name) {
             diag.error(
                 relative.at,

@@ -23,4 +23,5 @@ mod protocol;
 mod reload;
 mod shipped;
 mod steering;
+mod wildcards;
 mod zero_alloc;

@@ -456,3 +456,25 @@ fn capacity_thresholds() {
     assert_eq!(errs.len(), 1, "reported once, not per node: {errs:#?}");
     assert!(errs[0].contains("at most 150%"), "{errs:?}");
 }
+
+/// A `*` is a wildcard only as the whole first label, and a wildcard cannot delegate.
+#[test]
+fn misplaced_wildcards() {
+    for name in ["a.*.edge", "*x.edge", "edge.*"] {
+        let text = with(
+            "  ns1: {type: A",
+            &format!("  \"{name}\": {{type: A, value: 192.0.2.9}}\n  ns1: {{type: A"),
+        );
+        assert_one(&text, 6, "only as the whole first label");
+    }
+    let text = with(
+        "  ns1: {type: A",
+        "  \"*.lab\": {type: NS, value: ns1.example.}\n  ns1: {type: A",
+    );
+    assert_one(&text, 6, "a wildcard cannot delegate");
+    let ok = with(
+        "  ns1: {type: A",
+        "  \"*.edge\": {type: A, value: 192.0.2.9}\n  ns1: {type: A",
+    );
+    assert_eq!(errors(&ok), Vec::<String>::new());
+}

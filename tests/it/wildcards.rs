@@ -1,0 +1,206 @@
+//! Wildcards (RFC 4592), static and steered, answered exactly as Knot DNS answers the same
+//! records: synthesis with the query's own name, closest-encloser rules, empty
+//! non-terminals, NODATA at a wildcard, and no wildcard below a delegation.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+const POLICY: &str = r#"zone: w.example
+ttl: 300
+soa: {primary: ns1.w.example., contact: h.w.example., serial: 1, refresh: 3600, retry: 600, expire: 1209600, minimum: 60, ttl: 300}
+ns: [ns1.w.example.]
+check: {type: none}
+records:
+  ns1: {type: A, value: 192.0.2.53}
+  "*": {type: TXT, value: "apex wildcard"}
+  "*.edge":
+    - {type: A, value: 192.0.2.10}
+    - {type: AAAA, value: "2001:db8::10"}
+  host.edge: {type: A, value: 192.0.2.11}
+  a.b.edge: {type: A, value: 192.0.2.12}
+  "*.cname": {type: CNAME, value: host.edge.w.example.}
+  lab: {type: NS, values: [ns1.lab.w.example.]}
+  ns1.lab: {type: A, value: 192.0.2.80}
+nodes:
+  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}
+steer:
+  "*.ingest": {answers: 1}
+"#;
+
+/// The same records as a zone file, for Knot.
+const ZONE_FILE: &str = r#"$ORIGIN w.example.
+$TTL 300
+@ SOA ns1 h 1 3600 600 1209600 60
+@ NS ns1
+ns1 A 192.0.2.53
+* TXT "apex wildcard"
+*.edge A 192.0.2.10
+*.edge AAAA 2001:db8::10
+host.edge A 192.0.2.11
+a.b.edge A 192.0.2.12
+*.cname CNAME host.edge
+lab NS ns1.lab
+ns1.lab A 192.0.2.80
+"#;
+
+/// A private knotd on a free loopback port, stopped when dropped.
+struct Knot {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Knot {
+    fn start(dir: &Path) -> Knot {
+        for sub in ["zones", "run", "db"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("knot directories");
+        }
+        std::fs::write(dir.join("zones/w.example.zone"), ZONE_FILE).expect("zone file");
+        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+             database:\n    storage: \"{d}/db\"\n\
+             template:\n  - id: default\n    storage: \"{d}/zones\"\n\
+             zone:\n  - domain: w.example\n    file: w.example.zone\n"
+        );
+        std::fs::write(dir.join("knot.conf"), conf).expect("knot.conf");
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(dir.join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("knotd runs (apt-get install knot; .ci/run installs it)");
+        let knot = Knot {
+            child,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        };
+        eventually(Duration::from_secs(20), "knotd serving the zone", || {
+            let reply = udp_raw_once(knot.addr, &q("w.example.", RecordType::SOA).bytes());
+            match reply.and_then(|r| Message::from_vec(&r).ok()) {
+                Some(m) if !m.answers.is_empty() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+        knot
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One try, short timeout: for polling a server that may not listen yet.
+fn udp_raw_once(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok()?;
+    socket.send_to(bytes, server).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..len].to_vec())
+}
+
+/// What an authoritative answer says, in a form two servers can be compared by: rcode, AA,
+/// and the records of each section (the OPT record aside), sorted.
+fn summary(raw: &[u8]) -> String {
+    let m = Message::from_vec(raw).expect("the reply parses");
+    let section = |records: &[hickory_proto::rr::Record]| {
+        let mut lines: Vec<String> = records
+            .iter()
+            .filter(|r| r.record_type() != RecordType::OPT)
+            .map(ToString::to_string)
+            .collect();
+        lines.sort();
+        lines.join(" | ")
+    };
+    format!(
+        "{:?} aa={} answer=[{}] authority=[{}] additional=[{}]",
+        m.metadata.response_code,
+        m.metadata.authoritative,
+        section(&m.answers),
+        section(&m.authorities),
+        section(&m.additionals)
+    )
+}
+
+#[test]
+fn wildcard_answers_match_knot() {
+    let dir = zone_dir("wildcards", POLICY);
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let knot = Knot::start(&dir.join("knot"));
+    let cases = [
+        ("anything.w.example.", RecordType::TXT), // the apex wildcard
+        ("anything.w.example.", RecordType::A),   // NODATA at a wildcard
+        ("x.edge.w.example.", RecordType::A),
+        ("X.Edge.W.Example.", RecordType::AAAA), // synthesized with the query's spelling
+        ("x.edge.w.example.", RecordType::TXT),  // NODATA, not the apex wildcard
+        ("deep.er.edge.w.example.", RecordType::A), // several labels under one wildcard
+        ("*.edge.w.example.", RecordType::A),    // the wildcard's own name
+        ("host.edge.w.example.", RecordType::A), // an existing name beside it
+        ("host.edge.w.example.", RecordType::TXT), // existing: NODATA, no wildcard
+        ("b.edge.w.example.", RecordType::A),    // an empty non-terminal: NODATA
+        ("x.b.edge.w.example.", RecordType::A),  // closest encloser b.edge has none: NXDOMAIN
+        ("x.host.edge.w.example.", RecordType::A), // closest encloser host.edge: NXDOMAIN
+        ("edge.w.example.", RecordType::A),      // the wildcard's parent: an empty non-terminal
+        ("x.cname.w.example.", RecordType::A),   // a wildcard CNAME, followed in the zone
+        ("x.lab.w.example.", RecordType::A),     // below a delegation: a referral
+        ("ns1.w.example.", RecordType::A),
+        ("w.example.", RecordType::MX), // the apex: NODATA
+    ];
+    let mut differences = Vec::new();
+    for (name, rtype) in cases {
+        let query = q(name, rtype).bytes();
+        let ours = udp_raw(server.addr, Ipv4Addr::LOCALHOST.into(), &query).expect("our reply");
+        let theirs = udp_raw(knot.addr, Ipv4Addr::LOCALHOST.into(), &query).expect("Knot's reply");
+        let (ours, theirs) = (summary(&ours), summary(&theirs));
+        if ours != theirs {
+            differences.push(format!(
+                "{name} {rtype}:\n  geosteer {ours}\n  knot     {theirs}"
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// A steered wildcard: per-customer names under `*.ingest` are steered like `ingest` would
+/// be, each answered with its own name.
+#[test]
+fn a_steered_wildcard_answers_every_name_below_it() {
+    let dir = zone_dir("steered-wildcard", POLICY);
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    for name in [
+        "customer-1.ingest.w.example.",
+        "Encoder.Customer-2.ingest.w.example.",
+    ] {
+        let reply = udp_from(&server, from("127.1.0.5"), &q(name, RecordType::A));
+        assert_eq!(a_records(&reply), vec!["192.0.2.1"], "{name}");
+        assert_eq!(
+            reply.answers[0].name.to_string(),
+            name,
+            "owner is the query's name"
+        );
+        assert!(reply.metadata.authoritative);
+    }
+    // The wildcard's parent exists (an empty non-terminal): NODATA, not NXDOMAIN.
+    let parent = udp(&server, &q("ingest.w.example.", RecordType::A));
+    assert_eq!(
+        parent.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+    assert!(parent.answers.is_empty());
+}
