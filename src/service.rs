@@ -353,7 +353,7 @@ async fn reload_on_sighup(
 /// How often policy and database files are looked at for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Reloads when a policy or database file changes (names, sizes, modification times; polled,
+/// Reloads when a policy, records or database file changes (names, sizes, modification times; polled,
 /// which works on every file system and needs no watcher limits).
 async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) {
     let fingerprint = |config: &ServeConfig| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
@@ -365,6 +365,12 @@ async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) 
                 .collect(),
             Err(_) => vec![config.zones.clone()],
         };
+        // The records files policies name: edits to them reload too.
+        let records_files: Vec<PathBuf> = paths
+            .iter()
+            .filter_map(|p| crate::policy::zonefile::named_by(p))
+            .collect();
+        paths.extend(records_files);
         paths.extend(config.geo_dbs.iter().cloned());
         paths.extend(config.asn_db.iter().cloned());
         paths.sort();

@@ -10,6 +10,7 @@ mod error;
 pub mod model;
 pub mod raw;
 pub mod validate;
+pub mod zonefile;
 
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;

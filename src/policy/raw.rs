@@ -25,6 +25,8 @@ pub struct RawZone {
     /// Static records by relative name (`@` for the apex).
     #[serde(default)]
     pub records: IndexMap<Key, Spanned<OneOrMany<RawRecordSet>>>,
+    /// An RFC 1035 master file with more static records (relative to the policy file).
+    pub records_file: Option<Spanned<String>>,
     /// Ingest nodes by name.
     #[serde(default)]
     pub nodes: IndexMap<Key, Spanned<RawNode>>,

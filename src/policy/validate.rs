@@ -48,6 +48,16 @@ struct Diagnostics<'a> {
 }
 
 impl Diagnostics<'_> {
+    /// An error in another file than the policy (a records file).
+    fn error_in(&mut self, path: &Path, line: u64, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            path: path.to_path_buf(),
+            line,
+            column: u64::from(line > 0),
+            message: message.into(),
+        });
+    }
+
     fn error(&mut self, at: Location, message: impl Into<String>) {
         self.errors.push(PolicyError {
             path: self.path.to_path_buf(),
@@ -291,6 +301,9 @@ fn validate_records(
                 data,
             });
         }
+    }
+    if let Some(file) = &raw.records_file {
+        records_from_file(diag, origin, file, &mut sets, &mut seen);
     }
     // CNAME exclusivity and delegation occlusion.
     let mut types_at: BTreeMap<&DomainName, Vec<RecordType>> = BTreeMap::new();
@@ -853,6 +866,87 @@ fn node_ids(
         }
     }
     ids
+}
+
+/// Adds the static records of a `records_file` to the policy's, with the same rules: no
+/// type twice at a name (across both), no CNAME at the apex, wildcards only as a first label
+/// and never delegating. Errors name the records file, at the line the parser stopped.
+fn records_from_file(
+    diag: &mut Diagnostics,
+    origin: &DomainName,
+    file: &Spanned<String>,
+    sets: &mut Vec<RecordSet>,
+    seen: &mut HashMap<(DomainName, RecordType), Location>,
+) {
+    let path = super::zonefile::resolve(diag.path, &file.value);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            diag.error(
+                at(file),
+                format!("records_file: cannot read {}: {e}", path.display()),
+            );
+            return;
+        }
+    };
+    let parsed = match super::zonefile::parse(&path, &text, origin) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for e in errors {
+                diag.error_in(&path, e.line, e.message);
+            }
+            return;
+        }
+    };
+    for set in parsed {
+        let record_type = set.record_type();
+        let relative = set
+            .name
+            .to_string()
+            .strip_suffix(&origin.to_string())
+            .unwrap_or_default()
+            .trim_end_matches('.')
+            .to_string();
+        let what = format!("{} {}", set.name, record_type_name(record_type));
+        if let Err(message) = wildcard_placement(&relative) {
+            diag.error_in(&path, 0, format!("{what}: {message}"));
+            continue;
+        }
+        if record_type == RecordType::NS && relative.starts_with("*.") {
+            diag.error_in(
+                &path,
+                0,
+                format!("{what}: a wildcard cannot delegate (RFC 4592 §4.2)"),
+            );
+            continue;
+        }
+        if record_type == RecordType::CNAME && set.name == *origin {
+            diag.error_in(
+                &path,
+                0,
+                format!("{what}: a CNAME cannot be at the zone apex"),
+            );
+            continue;
+        }
+        if let Some(first) = seen.get(&(set.name.clone(), record_type)) {
+            diag.error_in(
+                &path,
+                0,
+                format!(
+                    "{what}: also in the policy's `records:` (line {}); keep one",
+                    first.line()
+                ),
+            );
+            continue;
+        }
+        seen.insert((set.name.clone(), record_type), at(file));
+        sets.push(set);
+    }
+}
+
+/// A type's mnemonic, for messages.
+fn record_type_name(t: RecordType) -> String {
+    hickory_proto::rr::RecordType::from(t.0).to_string()
 }
 
 /// A `*` makes a wildcard (RFC 4592) only as a whole first label; anywhere else it would be a

@@ -25,3 +25,4 @@ mod shipped;
 mod steering;
 mod wildcards;
 mod zero_alloc;
+mod zonefiles;
