@@ -9,6 +9,7 @@ pub mod effective;
 mod error;
 pub mod model;
 pub mod raw;
+mod recover;
 pub mod validate;
 pub mod zonefile;
 
@@ -19,19 +20,25 @@ pub use error::{PolicyError, PolicyErrors};
 pub use model::*;
 
 /// Parses and validates one policy file's text. `derived_serial` is the SOA serial used when
-/// the file sets none.
+/// the file sets none. Every error is reported at once: shape errors (unknown keys, wrong
+/// types, duplicates) are collected by parsing again without the offending entry, and the
+/// meaning of what remains is checked too.
 pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, PolicyErrors> {
-    let raw: raw::RawZone = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        PolicyErrors(vec![PolicyError {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message: yaml_message(&e),
-        }])
-    })?;
+    let (raw, mut errors) = recover::parse_all(path, text);
+    let Some(raw) = raw else {
+        return Err(PolicyErrors(errors));
+    };
     let set_in_file = raw.soa.as_ref().is_some_and(|s| s.value.serial.is_some());
-    let mut zone = validate::validate(path, raw, derived_serial)?;
+    let validated = validate::validate(path, raw, derived_serial);
+    let mut zone = match validated {
+        Ok(zone) if errors.is_empty() => zone,
+        Ok(_) => return Err(PolicyErrors(errors)),
+        Err(PolicyErrors(meaning)) => {
+            errors.extend(meaning);
+            errors.sort_by_key(|e| (e.path != path, e.line, e.column));
+            return Err(PolicyErrors(errors));
+        }
+    };
     if !set_in_file {
         use std::hash::{Hash, Hasher};
         // SipHash with fixed keys: the same text hashes the same in every process.
@@ -44,7 +51,7 @@ pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, 
 
 /// The parser's message without its rendered source snippet: our own format carries the
 /// location, and one line per error keeps `check` output greppable.
-fn yaml_message(error: &serde_saphyr::Error) -> String {
+pub(crate) fn yaml_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.to_string();
     let mut first = rendered.lines().next().unwrap_or("invalid YAML").trim();
     first = first.strip_prefix("error: ").unwrap_or(first);
@@ -55,10 +62,22 @@ fn yaml_message(error: &serde_saphyr::Error) -> String {
         first = rest;
     }
     // Drop a trailing " at line X, column Y" the parser may add; we print our own.
-    match first.find(" at line ") {
-        Some(pos) => first[..pos].to_string(),
-        None => first.to_string(),
+    let first = match first.find(" at line ") {
+        Some(pos) => &first[..pos],
+        None => first,
+    };
+    // The parser's advice names its own options; say what is wrong in the policy's terms.
+    if let Some(rest) = first.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest);
+        return format!("'{key}' is given twice here; each key may appear once");
     }
+    // "invalid u32": a number was expected.
+    if let Some(kind) = first.strip_prefix("invalid ")
+        && matches!(kind, "u8" | "u16" | "u32" | "u64" | "i64")
+    {
+        return "expected a whole number".to_string();
+    }
+    first.to_string()
 }
 
 /// Reads and validates one file.
