@@ -245,6 +245,21 @@ fn fences_hold_during_failover_and_fail_closed_answers_servfail() {
             .first(all_down, within, is(&[&frankfurt, &london]))
             .is_some()
     );
+    // Explain says what the answer is: failing open, not "skips it".
+    let explain = |name: &str| {
+        http(
+            server.admin,
+            "GET",
+            &format!("/explain?name={name}&client={GERMAN_CLIENT}"),
+            None,
+        )
+        .1
+    };
+    let why = explain("ingest.hc.example.");
+    assert!(
+        why.contains("every allowed node is down; the name fails open"),
+        "{why}"
+    );
     // The fail-closed name answers SERVFAIL once every allowed node is down.
     eventually(within, "fail-closed SERVFAIL", || {
         let reply = udp_from(
@@ -257,6 +272,8 @@ fn fences_hold_during_failover_and_fail_closed_answers_servfail() {
             other => Err(format!("{other:?}")),
         }
     });
+    let why = explain("closed.hc.example.");
+    assert!(why.contains("the name fails closed: SERVFAIL"), "{why}");
     // Outside the fence the same name still answers.
     let reply = udp_from(
         &server,
@@ -500,7 +517,7 @@ fn readyz_waits_for_the_first_health_round() {
 /// forced-down primary is replaced by the idle backup, as a health failure would be (the
 /// shipped example: German clients get frankfurt-1 and london-1, amsterdam-b idles).
 #[test]
-fn backups_stand_in_for_drained_and_forced_down_primaries() {
+fn backups_stand_in_for_drained_forced_down_and_full_primaries() {
     let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
     let german = || {
         let reply = udp(
@@ -536,6 +553,25 @@ fn backups_stand_in_for_drained_and_forced_down_primaries() {
         german(),
         vec![amsterdam],
         "the backup alone, never outside the fence"
+    );
+    // Full (the default capacity: a load of 100 %) takes a primary out the same way.
+    node("frankfurt-1", "obey");
+    node("london-1", "obey");
+    let full = r#"{"zone": "live.example.net", "loads": [{"node": "frankfurt-1", "load": 1.0}]}"#;
+    let (status, body) =
+        crate::support::nodes::http_json(server.admin, "POST", "/latency", None, full);
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the backup standing in for a full node",
+        || {
+            let got = german();
+            if got == vec![london, amsterdam] {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
     );
 }
 
