@@ -798,6 +798,9 @@ fn validate_check(
 }
 
 /// Latency damping with defaults; errors reported, defaults used in their place.
+/// Longest `hold`, `half_life` or `max_age`.
+const MAX_LATENCY_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn validate_latency(
     diag: &mut Diagnostics,
     raw: Option<&Spanned<RawLatency>>,
@@ -827,6 +830,12 @@ fn validate_latency(
                 Ok(d) if field != "hold" && d.is_zero() => diag.error(
                     at(v),
                     format!("{context}: latency: {field} must be longer than 0"),
+                ),
+                // Measurements older than a day describe another network; a day bounds
+                // them all (and a hold longer than that would never let a better node in).
+                Ok(d) if *d > MAX_LATENCY_DURATION => diag.error(
+                    at(v),
+                    format!("{context}: latency: {field} must be at most 24h (e.g. 30s, 2m, 10m)"),
                 ),
                 Ok(d) => *slot = *d,
                 Err(e) => diag.error(at(v), format!("{context}: latency: {field}: {e}")),

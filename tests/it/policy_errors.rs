@@ -400,6 +400,12 @@ fn no_silent_defaults() {
         "      - {}\n    latency: {hold: 1h, max_age: 90m}\n",
     );
     assert_eq!(errors(&hours), Vec::<String>::new(), "h and m units");
+    let too_long = GOOD.replace("      - {}\n", "      - {}\n    latency: {max_age: 48h}\n");
+    let errs = errors(&too_long);
+    assert!(
+        errs.len() == 1 && errs[0].contains("max_age must be at most 24h"),
+        "{errs:?}"
+    );
 }
 
 /// Fences over sets of places: the union of a rule's geos (named sets from `geo_sets:` or
