@@ -15,7 +15,8 @@
 //!   those nodes, with live health and measurements (`client` may be an ECS subnet).
 //! - `POST /reload` — reload policy and databases now (also on SIGHUP and file changes);
 //!   400 with every error when the new files are bad (the old state keeps serving).
-//! - `GET /status` — the last reload's outcome.
+//! - `GET /status` — the last reload's outcome, and in a fleet whether etcd is reachable
+//!   and which members are alive.
 //! - `GET /config` — the effective configuration: the process's settings and every zone's
 //!   policy as loaded, defaults filled in.
 //! - `POST /latency` — a batch of latency measurements and load reports (JSON; see
@@ -344,8 +345,24 @@ async fn status(State(state): State<AdminState>) -> Response {
         Ok(Some(Err(error))) => serde_json::json!({ "ok": false, "error": error }),
         Err(_) => return unavailable(),
     };
-    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "last_reload": last_reload }))
-        .into_response()
+    let (reply, answer) = oneshot::channel();
+    if state
+        .commands
+        .send(Command::FleetStatus { reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    let Ok(fleet) = answer.await else {
+        return unavailable();
+    };
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "last_reload": last_reload,
+        "fleet": fleet,
+    }))
+    .into_response()
 }
 
 async fn config(State(state): State<AdminState>) -> Response {

@@ -51,6 +51,10 @@ pub struct ServeConfig {
     pub rrl: RrlSettings,
     /// The file of the server cookie secret shared by instances (a random one without).
     pub cookie_secret_file: Option<PathBuf>,
+    /// etcd client URLs of the fleet this instance joins; empty: it runs alone.
+    pub fleet_endpoints: Vec<String>,
+    /// The fleet's key prefix in etcd (one per deployment).
+    pub fleet_prefix: String,
 }
 
 impl ServeConfig {
@@ -75,6 +79,8 @@ impl ServeConfig {
             "tcp_per_source": self.tcp_per_source,
             "tcp_lifetime_seconds": self.tcp_lifetime.as_secs(),
             "cookie_secret_file": self.cookie_secret_file,
+            "fleet": self.fleet_endpoints,
+            "fleet_prefix": self.fleet_prefix,
             "rrl": {
                 "rate": self.rrl.rate,
                 "source_rate": self.rrl.source_rate,

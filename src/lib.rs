@@ -27,6 +27,7 @@
 //! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher.
 //! - `dns`: the wire front end: request parsing, ECS, responses, UDP/TCP serving.
 //! - `admin`: the HTTP admin interface. `feedfile`: the latency feed as a watched file.
+//!   `fleet`: overrides and health verdicts shared with other instances through etcd.
 //! - `service`: wiring a server together, shared by `serve` and `check`.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
 // calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), handing freed
@@ -65,10 +66,11 @@ pub mod explain;
 // The published answers and their single writer.
 pub mod answer;
 
-// Front ends.
+// Front ends, and the fleet's etcd connection.
 pub mod admin;
 pub mod dns;
 pub mod feedfile;
+pub mod fleet;
 
 // Wiring.
 pub mod service;

@@ -36,7 +36,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the zones in PATH over UDP and TCP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Explain which nodes a client gets for a steered name, and why (policy alone: every
     /// node up, nothing measured; the admin interface's /explain shows the live decision).
     Explain {
@@ -152,6 +152,13 @@ struct ServeArgs {
     /// anycast address. Without it, a random secret per process.
     #[arg(long)]
     cookie_secret_file: Option<PathBuf>,
+    /// Join a fleet: etcd client URLs (comma-separated or repeated), through which every
+    /// instance shares overrides and health verdicts.
+    #[arg(long, value_delimiter = ',')]
+    fleet: Vec<String>,
+    /// The fleet's key prefix in etcd: one per deployment.
+    #[arg(long, default_value = "/geosteer")]
+    fleet_prefix: String,
 }
 
 fn main() -> ExitCode {
@@ -184,7 +191,7 @@ fn main() -> ExitCode {
             let client = ecs.or(client).unwrap_or_default();
             explain(&name, &client, &zones, &geo)
         }
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         None => serve(ServeArgs::parse_from(["serve"])),
     }
 }
@@ -310,6 +317,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             log_only: args.rrl_log_only,
         },
         cookie_secret_file: args.cookie_secret_file,
+        fleet_endpoints: args.fleet,
+        fleet_prefix: args.fleet_prefix,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -14,6 +14,9 @@ pub const HEALTH_CHECK_SECONDS: &str = "geosteer_health_check_seconds";
 pub const NODE_TRANSITIONS: &str = "geosteer_node_transitions_total";
 /// 1 when a node is answered, 0 when it is down, drained, forced down or full.
 pub const NODE_UP: &str = "geosteer_node_up";
+/// 1 while the fleet's etcd is reachable (in a fleet), 0 while answers fall back to local
+/// verdicts.
+pub const FLEET_CONNECTED: &str = "geosteer_fleet_connected";
 /// 1 while a node is full (at or over its capacity, until it falls below `resume`).
 pub const NODE_FULL: &str = "geosteer_node_full";
 /// Nodes a steered name may answer with that are available now, by zone and name: 0 means
@@ -81,6 +84,10 @@ pub fn describe() {
     describe_gauge!(
         NODE_UP,
         "1 when a node is answered, 0 when it is down, drained, forced down or full."
+    );
+    describe_gauge!(
+        FLEET_CONNECTED,
+        "1 while the fleet's etcd is reachable, 0 while answers fall back to local verdicts (fleet mode only)."
     );
     describe_gauge!(
         NODE_FULL,

@@ -127,7 +127,20 @@ pub async fn run(
         })?;
 
     let mut tasks = Supervised::default();
-    let publisher = publisher.with_source(sources);
+    let mut publisher = publisher.with_source(sources);
+    if !config.fleet_endpoints.is_empty() {
+        let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
+        publisher = publisher.with_fleet(fleet_tx);
+        let fleet = crate::fleet::FleetConfig {
+            endpoints: config.fleet_endpoints.clone(),
+            prefix: config.fleet_prefix.clone(),
+            identity: config.identity.clone(),
+        };
+        tasks.spawn(
+            "fleet",
+            crate::fleet::run(fleet, command_tx.clone(), fleet_rx),
+        );
+    }
     tasks.spawn("publisher", publisher.run(report_tx, report_rx, command_rx));
     // Registered before readiness is announced, so an early SIGHUP reloads instead of
     // taking the signal's default action (exit).
@@ -217,6 +230,10 @@ pub async fn run(
         }
     }
 }
+
+/// Changes the publisher hands the fleet task before it must drop some (the task then
+/// writes every verdict again when it catches up).
+const FLEET_QUEUE: usize = 1024;
 
 /// File descriptors kept for everything but DNS TCP connections: UDP sockets, the admin
 /// interface, reloads reading policy and databases, health checks, the feed file.

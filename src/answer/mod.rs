@@ -14,7 +14,9 @@ mod snapshot;
 mod zone;
 
 pub use build::build;
-pub use publish::{Command, NodeStatus, Override, Publisher, SnapshotReader};
+pub use publish::{
+    Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, Publisher, SnapshotReader,
+};
 pub use snapshot::{
     AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,
     FamilyBodies, NameLookup, NameNode, Selection, Snapshot, SteeredTable, ZoneAnswers,

@@ -162,6 +162,8 @@ pub struct Zone {
     /// When the file sets no SOA serial: a hash of the file's text, so a reload can tell an
     /// edit (the serial must grow) from an unchanged file (the serial must stay).
     pub derived_serial_of: Option<u64>,
+    /// In a fleet: how many vantage points must see a node down for it to be down.
+    pub health_quorum: Quorum,
 }
 
 impl Zone {
@@ -349,6 +351,31 @@ pub struct Node {
     /// The load at which the node is full, and the one it must fall below to take new
     /// clients again.
     pub capacity: Capacity,
+}
+
+/// How a fleet's health verdicts decide a node's health: among the live vantage points
+/// (instances and probe agents) that check it, how many must see it down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quorum {
+    /// More than half: one vantage point with a broken uplink takes nothing out.
+    #[default]
+    Majority,
+    /// Any one of them.
+    Any,
+    /// At least this many (or all of them, if fewer check it).
+    AtLeast(u32),
+}
+
+impl Quorum {
+    /// Whether a node is down, given `down` of `voters` vantage points see it down.
+    pub fn is_down(self, down: usize, voters: usize) -> bool {
+        match self {
+            Quorum::Majority => down * 2 > voters,
+            Quorum::Any => down > 0,
+            Quorum::AtLeast(n) => down > 0 && down >= (n as usize).min(voters),
+        }
+    }
 }
 
 /// When a node is full: at or over `full` (a fraction of its capacity, as loads are

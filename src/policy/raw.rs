@@ -35,6 +35,9 @@ pub struct RawZone {
     pub steer: IndexMap<Key, Spanned<RawSteer>>,
     /// Health check defaults for every node of the zone.
     pub check: Option<Spanned<RawCheck>>,
+    /// In a fleet: `majority` (default), `any`, or how many vantage points must see a node
+    /// down.
+    pub health_quorum: Option<Spanned<RawQuorum>>,
     /// Capacity defaults for every node of the zone.
     pub capacity: Option<Spanned<RawCapacity>>,
     /// Named unions of geo codes, usable in `geos` lists (`gdpr: [eea, EU-CH]`).
@@ -300,6 +303,16 @@ pub struct RawLatency {
     pub half_life: Option<Spanned<RawDuration>>,
     /// Age at which a measurement is ignored.
     pub max_age: Option<Spanned<RawDuration>>,
+}
+
+/// A health quorum as written: `majority`, `any` or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawQuorum {
+    /// How many vantage points.
+    Count(i64),
+    /// `majority` or `any`.
+    Word(String),
 }
 
 /// When a node is full, as written; a node's own fields override its zone's.

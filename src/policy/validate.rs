@@ -157,6 +157,25 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
     );
 
     let nodes: Vec<Node> = nodes.into_iter().flatten().collect();
+    let health_quorum = match raw.health_quorum.as_ref() {
+        None => Quorum::default(),
+        Some(q) => match &q.value {
+            RawQuorum::Word(w) if w.eq_ignore_ascii_case("majority") => Quorum::Majority,
+            RawQuorum::Word(w) if w.eq_ignore_ascii_case("any") => Quorum::Any,
+            RawQuorum::Count(n) if *n >= 1 && *n <= 1000 => Quorum::AtLeast(*n as u32),
+            other => {
+                let written = match other {
+                    RawQuorum::Word(w) => w.clone(),
+                    RawQuorum::Count(n) => n.to_string(),
+                };
+                diag.error(
+                    at(q),
+                    format!("health_quorum: '{written}' is not `majority`, `any` or a count from 1 (vantage points that must see a node down)"),
+                );
+                Quorum::default()
+            }
+        },
+    };
     match soa {
         Some(soa) if diag.errors.is_empty() => Ok(Zone {
             source: path.to_path_buf(),
@@ -169,6 +188,7 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
             steered,
             // Filled in by the loader, which has the file's text.
             derived_serial_of: None,
+            health_quorum,
         }),
         _ => Err(PolicyErrors(diag.errors)),
     }

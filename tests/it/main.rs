@@ -12,6 +12,7 @@ mod checks;
 mod failover;
 mod fast_path;
 mod fixtures_current;
+mod fleet;
 mod fuzz_inputs;
 mod fuzz_respond;
 mod geo_tables;

@@ -1,6 +1,7 @@
 //! The publisher's interface: the commands it takes, the read access serving tasks get, and
 //! the node state the admin interface shows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -89,6 +90,13 @@ pub enum Command {
         /// The explanation, or why there is none.
         reply: oneshot::Sender<Result<crate::explain::Explanation, String>>,
     },
+    /// News from the fleet connection.
+    Fleet(FleetNews),
+    /// The fleet connection's state (`None` when not in a fleet).
+    FleetStatus {
+        /// The answer.
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
     /// Applies a batch of latency measurements and load reports: all of it, or (on any
     /// error) none of it. Replies with the number of entries applied, or every error.
     Feed {
@@ -96,6 +104,50 @@ pub enum Command {
         batch: FeedBatch,
         /// The outcome.
         reply: oneshot::Sender<Result<usize, Vec<String>>>,
+    },
+}
+
+/// What the fleet (instances and probe agents sharing state through etcd) says, by zone
+/// origin (no trailing dot, lowercase) and node name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetState {
+    /// Operators' overrides, written once for every instance.
+    pub overrides: HashMap<(String, String), Override>,
+    /// Other vantage points' health verdicts: (zone, node) → (vantage point, health).
+    pub verdicts: HashMap<(String, String), Vec<(String, Health)>>,
+    /// Live instances and probe agents, by identity.
+    pub members: Vec<String>,
+}
+
+/// News from the fleet connection.
+#[derive(Debug, Clone)]
+pub enum FleetNews {
+    /// The fleet's state as of now.
+    State(FleetState),
+    /// etcd cannot be reached: answer from local verdicts and the last state seen.
+    Lost(String),
+}
+
+/// What the publisher tells the fleet: changes of its own, written to etcd off its loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetWrite {
+    /// This instance's verdict on a node changed.
+    Verdict {
+        /// Zone origin (no trailing dot, lowercase).
+        zone: String,
+        /// Node name.
+        node: String,
+        /// What its checks say.
+        health: Health,
+    },
+    /// An operator set or cleared an override through this instance.
+    Override {
+        /// Zone origin (no trailing dot, lowercase).
+        zone: String,
+        /// Node name.
+        node: String,
+        /// The override; `None` clears it.
+        set: Option<Override>,
     },
 }
 
@@ -135,4 +187,7 @@ pub struct NodeStatus {
     pub probe_loss: f64,
     /// Last reported load (feed), 0..=1.5.
     pub load: Option<f64>,
+    /// In a fleet: the health the answers use, decided by the zone's quorum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_health: Option<Health>,
 }

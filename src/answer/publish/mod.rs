@@ -18,7 +18,9 @@ mod commands;
 mod nodes;
 mod schedule;
 
-pub use commands::{Command, NodeStatus, Override, SnapshotReader};
+pub use commands::{
+    Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, SnapshotReader,
+};
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -39,6 +41,14 @@ use crate::policy::{AdminStatus, Zone};
 use crate::steer::{Availability, DampingState, Rankings, rank_all};
 use nodes::{CarriedOver, NodeRuntime, availability, carry_damping, carry_over, load_percent};
 use schedule::{Publication, Schedule};
+
+/// A zone as the fleet names it: its origin without the trailing dot.
+fn fleet_zone(zone: &Zone) -> String {
+    zone.origin
+        .to_string()
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
 
 /// How often aging measurements and running hold times are looked at.
 pub(super) const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -121,6 +131,14 @@ pub struct Publisher {
     zone_counters: Arc<Vec<crate::metrics::ZoneCounters>>,
     /// The published snapshot: stored here and nowhere else.
     current: Arc<ArcSwap<Snapshot>>,
+    /// In a fleet: where this instance's own verdicts and overrides go (written to etcd by
+    /// the fleet task, never awaited here).
+    fleet_out: Option<mpsc::Sender<FleetWrite>>,
+    /// The fleet's state as last seen.
+    fleet: Option<FleetState>,
+    /// Why etcd cannot be reached, while it cannot: answers then use local verdicts and
+    /// the last overrides seen.
+    fleet_lost: Option<String>,
 }
 
 impl Publisher {
@@ -183,6 +201,9 @@ impl Publisher {
             nodes,
             zone_counters,
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
+            fleet_out: None,
+            fleet: None,
+            fleet_lost: None,
         };
         publisher.export_gauges();
         // Both reload and feed series exist from the start, so rates and alerts see a zero
@@ -194,6 +215,15 @@ impl Publisher {
             metrics::counter!(m::FEED_BATCHES, "result" => result).increment(0);
         }
         publisher
+    }
+
+    /// Joins a fleet: own verdicts and overrides go to `writes`, and `Command::Fleet` news
+    /// decide overrides and (by each zone's quorum) health.
+    pub fn with_fleet(mut self, writes: mpsc::Sender<FleetWrite>) -> Self {
+        self.fleet_out = Some(writes);
+        self.fleet_lost = Some("not connected yet".into());
+        metrics::gauge!(m::FLEET_CONNECTED).set(0.0);
+        self
     }
 
     /// Where `Command::Reload` reads from.
@@ -287,6 +317,13 @@ impl Publisher {
         self.schedule.availability_changed();
         if let Some(tx) = self.report_tx.clone() {
             self.start_checks(&tx);
+        }
+        if self.fleet_out.is_some() {
+            // Overrides and verdicts are the fleet's, by zone and node name: the new load's
+            // nodes take them too.
+            if let (Some(state), None) = (self.fleet.clone(), &self.fleet_lost) {
+                self.apply_fleet(FleetNews::State(state));
+            }
         }
         self.export_gauges();
         summary
@@ -471,6 +508,15 @@ impl Publisher {
             )
             .increment(1);
         }
+        if let (Some(out), Some((_, new))) = (&self.fleet_out, report.transition) {
+            // Never waits: a full queue means the fleet task is behind and will re-send every
+            // verdict when it reconnects.
+            let _ = out.try_send(FleetWrite::Verdict {
+                zone: fleet_zone(zone),
+                node: node.name.clone(),
+                health: new,
+            });
+        }
         let status = node.status;
         let runtime = &mut self.nodes[key.zone][key.node];
         runtime.health = report.health;
@@ -622,6 +668,16 @@ impl Publisher {
                     let _ = reply.send(p.explain(&name, client));
                 }));
             }
+            Command::Fleet(news) => self.apply_fleet(news),
+            Command::FleetStatus { reply } => {
+                let _ = reply.send(self.fleet_out.as_ref().map(|_| {
+                    serde_json::json!({
+                        "connected": self.fleet_lost.is_none(),
+                        "lost": self.fleet_lost,
+                        "members": self.fleet.as_ref().map(|f| f.members.clone()).unwrap_or_default(),
+                    })
+                }));
+            }
             Command::Feed { batch, reply } => {
                 #[cfg(debug_assertions)]
                 if injected_fault() {
@@ -645,6 +701,13 @@ impl Publisher {
                 let z = &self.zones[key.zone];
                 info!(zone = %z.origin, node = %node, set = ?set, "operator override");
                 let status = z.nodes[key.node].status;
+                if let Some(out) = &self.fleet_out {
+                    let _ = out.try_send(FleetWrite::Override {
+                        zone: fleet_zone(z),
+                        node: node.clone(),
+                        set,
+                    });
+                }
                 self.nodes[key.zone][key.node].override_ = set;
                 self.refresh(key, status);
                 replies.push(Box::new(move |p: &Publisher| {
@@ -692,10 +755,82 @@ impl Publisher {
         }
     }
 
+    /// Applies news from the fleet: its overrides replace local ones while it is reachable,
+    /// and every node's health is decided again.
+    fn apply_fleet(&mut self, news: FleetNews) {
+        match news {
+            FleetNews::State(state) => {
+                if self.fleet_lost.take().is_some() {
+                    info!(members = state.members.len(), "fleet state received");
+                }
+                metrics::gauge!(m::FLEET_CONNECTED).set(1.0);
+                for (zi, zone) in self.zones.iter().enumerate() {
+                    let origin = fleet_zone(zone);
+                    for (ni, node) in zone.nodes.iter().enumerate() {
+                        let key = (origin.clone(), node.name.clone());
+                        self.nodes[zi][ni].override_ = state.overrides.get(&key).copied();
+                    }
+                }
+                self.fleet = Some(state);
+            }
+            FleetNews::Lost(why) => {
+                if self.fleet_lost.is_none() {
+                    warn!(error = %why, "fleet unreachable: answering from local verdicts and the last overrides seen");
+                }
+                metrics::gauge!(m::FLEET_CONNECTED).set(0.0);
+                self.fleet_lost = Some(why);
+            }
+        }
+        self.refresh_all();
+    }
+
+    /// Recomputes every node's availability.
+    fn refresh_all(&mut self) {
+        for zi in 0..self.zones.len() {
+            for ni in 0..self.zones[zi].nodes.len() {
+                let status = self.zones[zi].nodes[ni].status;
+                let key = NodeKey {
+                    zone: zi,
+                    node: ni,
+                    generation: self.generation,
+                };
+                self.refresh(key, status);
+            }
+        }
+    }
+
+    /// The health answers use: this instance's own verdict, or in a reachable fleet, the
+    /// verdict of the zone's quorum over every live vantage point that checks the node.
+    fn effective_health(&self, zone: usize, node: usize) -> Health {
+        let own = self.nodes[zone][node].health;
+        let (Some(state), None) = (&self.fleet, &self.fleet_lost) else {
+            return own;
+        };
+        let z = &self.zones[zone];
+        let Some(others) = state
+            .verdicts
+            .get(&(fleet_zone(z), z.nodes[node].name.clone()))
+        else {
+            return own;
+        };
+        let votes = std::iter::once(own).chain(others.iter().map(|(_, h)| *h));
+        let (mut voters, mut down) = (0, 0);
+        for vote in votes.filter(|h| *h != Health::Unknown) {
+            voters += 1;
+            down += usize::from(vote == Health::Down);
+        }
+        match voters {
+            0 => Health::Unknown,
+            _ if z.health_quorum.is_down(down, voters) => Health::Down,
+            _ => Health::Up,
+        }
+    }
+
     /// Recomputes a node's availability, scheduling a publication when it changed.
     fn refresh(&mut self, key: NodeKey, status: AdminStatus) {
+        let health = self.effective_health(key.zone, key.node);
         let runtime = &mut self.nodes[key.zone][key.node];
-        let new = availability(status, runtime.override_, runtime.health, runtime.full_at());
+        let new = availability(status, runtime.override_, health, runtime.full_at());
         if new == runtime.availability {
             return;
         }
@@ -925,11 +1060,15 @@ impl Publisher {
 
     fn status_of(&self, key: NodeKey) -> NodeStatus {
         let load = self.latency[key.zone].loads.get(&key.node).copied();
-        self.nodes[key.zone][key.node].status(
+        let mut status = self.nodes[key.zone][key.node].status(
             &self.zones[key.zone],
             key.node,
             load,
             SystemTime::now(),
-        )
+        );
+        if self.fleet_out.is_some() {
+            status.fleet_health = Some(self.effective_health(key.zone, key.node));
+        }
+        status
     }
 }

@@ -120,6 +120,7 @@ impl NodeRuntime {
             probe_rtt_ms: self.probe_rtt_ms,
             probe_loss: self.probe_loss,
             load,
+            fleet_health: None,
         }
     }
 }

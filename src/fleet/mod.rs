@@ -1,0 +1,366 @@
+//! A fleet with one view: instances share operators' overrides and their health verdicts
+//! through etcd, so a drain is written once and survives restarts, and a node is down when
+//! the zone's quorum of live vantage points says so, not when one instance with a broken
+//! uplink does.
+//!
+//! Keys under the deployment's prefix (`--fleet-prefix`, default `/geosteer`):
+//! - `overrides/<zone>/<node>` → `drain`, `force-up` or `force-down` (no lease: they stay);
+//! - `verdicts/<zone>/<node>/<identity>` → `up` or `down`, under the writer's lease, so a
+//!   dead vantage point's votes expire with it;
+//! - `members/<identity>` → the member's version, under its lease.
+//!
+//! This task is the only one that talks to etcd. The publisher hands it changes through a
+//! bounded queue it never waits on, and gets the fleet's state as commands; while etcd is
+//! unreachable the publisher answers from local verdicts and the last overrides seen, and
+//! this task keeps retrying, writes everything it holds again and reads the state afresh.
+//! Writes are bounded: a verdict when it changes, an override when an operator sets one,
+//! and a lease keep-alive every `KEEPALIVE`.
+
+pub mod etcd;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use crate::answer::{Command, FleetNews, FleetState, FleetWrite, Override};
+use crate::health::Health;
+use etcd::{Etcd, EtcdError, Event, KeyValue};
+
+/// Lease of a member's verdicts and registration: how long a dead member's votes count.
+const LEASE_TTL: u64 = 6;
+/// How often the lease is renewed.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+/// Wait before trying etcd again after a failure.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Where a fleet member finds etcd and who it is.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix of this deployment (`/geosteer`).
+    pub prefix: String,
+    /// This member's identity (instance name or probe agent vantage).
+    pub identity: String,
+}
+
+impl FleetConfig {
+    fn key(&self, parts: &[&str]) -> String {
+        format!("{}/{}", self.prefix.trim_end_matches('/'), parts.join("/"))
+    }
+}
+
+/// The override's word in etcd.
+fn override_word(set: Override) -> &'static str {
+    match set {
+        Override::Drain => "drain",
+        Override::ForceUp => "force-up",
+        Override::ForceDown => "force-down",
+    }
+}
+
+fn override_of(word: &str) -> Option<Override> {
+    match word {
+        "drain" => Some(Override::Drain),
+        "force-up" => Some(Override::ForceUp),
+        "force-down" => Some(Override::ForceDown),
+        _ => None,
+    }
+}
+
+fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unknown => "unknown",
+    }
+}
+
+/// Everything under the prefix, as the fleet's state seen by `identity`: its own verdicts
+/// are left out (the publisher has them first-hand).
+#[derive(Debug, Default)]
+struct Mirror {
+    keys: HashMap<String, String>,
+}
+
+impl Mirror {
+    fn apply(&mut self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Put(KeyValue { key, value }) => {
+                    self.keys.insert(key, value);
+                }
+                Event::Delete(key) => {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn state(&self, config: &FleetConfig) -> FleetState {
+        let base = format!("{}/", config.prefix.trim_end_matches('/'));
+        let mut state = FleetState::default();
+        for (key, value) in &self.keys {
+            let Some(rest) = key.strip_prefix(&base) else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts.as_slice() {
+                ["overrides", zone, node] => {
+                    if let Some(set) = override_of(value) {
+                        state
+                            .overrides
+                            .insert((zone.to_string(), node.to_string()), set);
+                    }
+                }
+                ["verdicts", zone, node, member] if *member != config.identity => {
+                    let health = match value.as_str() {
+                        "up" => Health::Up,
+                        "down" => Health::Down,
+                        _ => continue,
+                    };
+                    state
+                        .verdicts
+                        .entry((zone.to_string(), node.to_string()))
+                        .or_default()
+                        .push((member.to_string(), health));
+                }
+                ["members", member] => state.members.push(member.to_string()),
+                _ => {}
+            }
+        }
+        state.members.sort();
+        for votes in state.verdicts.values_mut() {
+            votes.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        state
+    }
+}
+
+/// Runs the fleet connection until `writes` closes: registers this member, mirrors the
+/// fleet's keys into the publisher and writes this member's changes.
+pub async fn run(
+    config: FleetConfig,
+    commands: mpsc::Sender<Command>,
+    mut writes: mpsc::Receiver<FleetWrite>,
+) {
+    let etcd = match Etcd::new(config.endpoints.clone()) {
+        Ok(etcd) => etcd,
+        Err(e) => {
+            let _ = commands
+                .send(Command::Fleet(FleetNews::Lost(e.to_string())))
+                .await;
+            return;
+        }
+    };
+    // This member's verdicts and the overrides not yet written: written again on every
+    // new session, so nothing set while etcd was away is lost.
+    let mut verdicts: HashMap<(String, String), Health> = HashMap::new();
+    let mut pending: Vec<FleetWrite> = Vec::new();
+    loop {
+        let outcome = session(
+            &etcd,
+            &config,
+            &commands,
+            &mut writes,
+            &mut verdicts,
+            &mut pending,
+        )
+        .await;
+        match outcome {
+            Ok(()) => return, // the publisher is gone: shutting down
+            Err(e) => {
+                debug!(error = %e, "fleet session ended");
+                if commands
+                    .send(Command::Fleet(FleetNews::Lost(e.to_string())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        // While waiting to retry, keep taking the publisher's changes.
+        let retry = tokio::time::sleep(RETRY);
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                () = &mut retry => break,
+                write = writes.recv() => match write {
+                    Some(write) => remember(write, &mut verdicts, &mut pending),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// Records a change to write: verdicts by node (only the latest matters), overrides in order.
+fn remember(
+    write: FleetWrite,
+    verdicts: &mut HashMap<(String, String), Health>,
+    pending: &mut Vec<FleetWrite>,
+) {
+    match write {
+        FleetWrite::Verdict { zone, node, health } => {
+            verdicts.insert((zone, node), health);
+        }
+        other => pending.push(other),
+    }
+}
+
+/// One connected stretch: ends with `Ok` when the publisher is gone, `Err` when etcd failed.
+async fn session(
+    etcd: &Etcd,
+    config: &FleetConfig,
+    commands: &mpsc::Sender<Command>,
+    writes: &mut mpsc::Receiver<FleetWrite>,
+    verdicts: &mut HashMap<(String, String), Health>,
+    pending: &mut Vec<FleetWrite>,
+) -> Result<(), EtcdError> {
+    let lease = etcd.grant(LEASE_TTL).await?;
+    etcd.put(
+        &config.key(&["members", &config.identity]),
+        env!("CARGO_PKG_VERSION"),
+        lease,
+    )
+    .await?;
+    for ((zone, node), health) in verdicts.iter() {
+        put_verdict(etcd, config, zone, node, *health, lease).await?;
+    }
+    while let Some(write) = pending.first().cloned() {
+        apply_write(etcd, config, &write, lease).await?;
+        pending.remove(0);
+    }
+    let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
+    let (revision, kvs) = etcd.range_prefix(&prefix).await?;
+    let mut mirror = Mirror::default();
+    mirror.apply(kvs.into_iter().map(Event::Put).collect());
+    if commands
+        .send(Command::Fleet(FleetNews::State(mirror.state(config))))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    info!(revision, "fleet connected");
+    // The watch runs on a task of its own and hands its events over.
+    let (events_tx, mut events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
+    let watcher = {
+        let etcd = etcd.clone();
+        tokio::spawn(async move {
+            let forward = events_tx.clone();
+            let ended = etcd
+                .watch_prefix(&prefix, revision + 1, move |batch| {
+                    let _ = forward.try_send(Ok(batch));
+                })
+                .await;
+            let _ = events_tx
+                .send(Err(ended.err().unwrap_or_else(|| {
+                    EtcdError::Unreachable("the watch ended".into())
+                })))
+                .await;
+        })
+    };
+    let result = async {
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
+        loop {
+            tokio::select! {
+                _ = keepalive.tick() => {
+                    if !etcd.keep_alive(lease).await? {
+                        return Err(EtcdError::Refused("the lease expired".into()));
+                    }
+                }
+                batch = events.recv() => {
+                    let batch = batch.unwrap_or_else(|| Err(EtcdError::Unreachable("watch gone".into())))?;
+                    mirror.apply(batch);
+                    if commands.send(Command::Fleet(FleetNews::State(mirror.state(config)))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                write = writes.recv() => {
+                    let Some(write) = write else { return Ok(()) };
+                    remember(write.clone(), verdicts, pending);
+                    apply_write(etcd, config, &write, lease).await?;
+                    if matches!(write, FleetWrite::Override { .. }) {
+                        pending.retain(|w| *w != write);
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    watcher.abort();
+    result
+}
+
+async fn put_verdict(
+    etcd: &Etcd,
+    config: &FleetConfig,
+    zone: &str,
+    node: &str,
+    health: Health,
+    lease: i64,
+) -> Result<(), EtcdError> {
+    let key = config.key(&["verdicts", zone, node, &config.identity]);
+    etcd.put(&key, health_word(health), lease).await
+}
+
+async fn apply_write(
+    etcd: &Etcd,
+    config: &FleetConfig,
+    write: &FleetWrite,
+    lease: i64,
+) -> Result<(), EtcdError> {
+    match write {
+        FleetWrite::Verdict { zone, node, health } => {
+            put_verdict(etcd, config, zone, node, *health, lease).await
+        }
+        FleetWrite::Override { zone, node, set } => {
+            let key = config.key(&["overrides", zone, node]);
+            match set {
+                Some(set) => etcd.put(&key, override_word(*set), 0).await,
+                None => etcd.delete(&key).await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_reads_overrides_others_verdicts_and_members() {
+        let config = FleetConfig {
+            endpoints: vec![],
+            prefix: "/g".into(),
+            identity: "a".into(),
+        };
+        let mut mirror = Mirror::default();
+        let put = |k: &str, v: &str| {
+            Event::Put(KeyValue {
+                key: k.into(),
+                value: v.into(),
+            })
+        };
+        mirror.apply(vec![
+            put("/g/overrides/z/tokyo", "drain"),
+            put("/g/verdicts/z/tokyo/a", "down"),
+            put("/g/verdicts/z/tokyo/b", "up"),
+            put("/g/members/a", "0.1.0"),
+            put("/g/members/b", "0.1.0"),
+            put("/other/overrides/z/tokyo", "force-down"),
+        ]);
+        let state = mirror.state(&config);
+        let key = ("z".to_string(), "tokyo".to_string());
+        assert_eq!(state.overrides.get(&key), Some(&Override::Drain));
+        assert_eq!(state.verdicts[&key], vec![("b".to_string(), Health::Up)]);
+        assert_eq!(state.members, vec!["a", "b"]);
+        mirror.apply(vec![Event::Delete("/g/overrides/z/tokyo".into())]);
+        assert!(mirror.state(&config).overrides.is_empty());
+    }
+}
