@@ -13,9 +13,11 @@ use hickory_proto::rr::RecordType;
 use crate::support::nodes::{Behaviour, FakeNode, http};
 use crate::support::*;
 
-/// Real etcd members on loopback, each with its own data directory, killed when dropped.
+/// Real etcd members on loopback, each with its own data directory, killed when dropped;
+/// a member can be stopped and started again on its data.
 struct EtcdCluster {
-    members: Vec<Child>,
+    members: Vec<Option<Child>>,
+    commands: Vec<Vec<String>>,
     clients: Vec<SocketAddr>,
 }
 
@@ -35,54 +37,100 @@ impl EtcdCluster {
             .enumerate()
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
-        let mut members = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
-            let child = Command::new("etcd")
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(dir.join(format!("m{i}")))
-                .args([
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                ])
-                .args([
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                ])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args(["--initial-cluster", &initial.join(",")])
-                .args([
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "geosteer-test",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("etcd runs (apt-get install etcd-server; .ci/run installs it)");
-            members.push(child);
-        }
+        let commands: Vec<Vec<String>> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                vec![
+                    "--name".into(),
+                    format!("m{i}"),
+                    "--data-dir".into(),
+                    dir.join(format!("m{i}")).display().to_string(),
+                    "--listen-client-urls".into(),
+                    format!("http://127.0.0.1:{client}"),
+                    "--advertise-client-urls".into(),
+                    format!("http://127.0.0.1:{client}"),
+                    "--listen-peer-urls".into(),
+                    format!("http://127.0.0.1:{peer}"),
+                    "--initial-advertise-peer-urls".into(),
+                    format!("http://127.0.0.1:{peer}"),
+                    "--initial-cluster".into(),
+                    initial.join(","),
+                    "--initial-cluster-state".into(),
+                    "new".into(),
+                    "--initial-cluster-token".into(),
+                    "geosteer-test".into(),
+                ]
+            })
+            .collect();
         let clients: Vec<SocketAddr> = ports
             .iter()
             .map(|(c, _)| SocketAddr::from((Ipv4Addr::LOCALHOST, *c)))
             .collect();
-        let cluster = EtcdCluster { members, clients };
-        for client in &cluster.clients {
-            eventually(Duration::from_secs(30), "etcd member healthy", || {
-                let (status, body) = probe_health(*client);
-                if status == 200 && body.contains("true") {
-                    Ok(())
-                } else {
-                    Err(body)
-                }
-            });
+        let mut cluster = EtcdCluster {
+            members: (0..size).map(|_| None).collect(),
+            commands,
+            clients,
+        };
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i);
         }
         cluster
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let child = Command::new("etcd")
+            .args(&self.commands[i])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd runs (apt-get install etcd-server; .ci/run installs it)");
+        self.members[i] = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        eventually(Duration::from_secs(30), "etcd member healthy", || {
+            let (status, body) = probe_health(self.clients[i]);
+            if status == 200 && body.contains("true") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        });
+    }
+
+    fn stop_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The member that leads the cluster now.
+    fn leader(&self) -> usize {
+        eventually(Duration::from_secs(10), "an etcd leader", || {
+            for (i, client) in self.clients.iter().enumerate() {
+                if self.members[i].is_none() {
+                    continue;
+                }
+                let (_, body) = crate::support::nodes::http_json(
+                    *client,
+                    "POST",
+                    "/v3/maintenance/status",
+                    None,
+                    "{}",
+                );
+                let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if status["leader"].is_string() && status["leader"] == status["header"]["member_id"]
+                {
+                    return Ok(i);
+                }
+            }
+            Err("no member says it leads".to_string())
+        })
     }
 
     fn endpoints(&self) -> String {
@@ -104,9 +152,8 @@ fn probe_health(client: SocketAddr) -> (u16, String) {
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
-        for member in &mut self.members {
-            let _ = member.kill();
-            let _ = member.wait();
+        for i in 0..self.members.len() {
+            self.stop_member(i);
         }
     }
 }
@@ -259,5 +306,116 @@ fn health_is_decided_by_the_quorum_of_instances() {
         for server in [&a, &b, &c] {
             assert_eq!(&answers(server), want, "{quorum}");
         }
+    }
+}
+
+/// Never worse than alone: with the etcd leader killed and then all of etcd stopped, no
+/// query fails at any instance and local failover still works; when etcd returns, the
+/// instances reconnect and a drain through one reaches the others again.
+#[test]
+fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
+    let mut tokyo = FakeNode::start("127.0.0.85", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.86", Behaviour::Tcp);
+    let mut etcd = EtcdCluster::start(
+        &std::env::temp_dir().join(format!("geosteer-etcd-outage-{}", std::process::id())),
+        3,
+    );
+    let dir = zones(
+        "fleet-outage",
+        &policy(&tokyo, tokyo.addr.port(), &singapore, "majority"),
+    );
+    let a = instance(&dir, &etcd, "a");
+    let b = instance(&dir, &etcd, "b");
+    let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    let singapore_only = [singapore.addr.ip().to_string()];
+    let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
+    for server in [&a, &b] {
+        until_answers(server, &both, "every node up");
+    }
+    let loops: Vec<QueryLoop> = [&a, &b]
+        .iter()
+        .map(|s| QueryLoop::start(s.addr, from("127.1.0.5"), "ingest.fleet.example."))
+        .collect();
+    let leader = etcd.leader();
+    etcd.stop_member(leader);
+    // Still a quorum of members: a drain goes through.
+    let (status, body) = http(
+        a.admin,
+        "POST",
+        "/nodes/fleet.example/singapore/drain",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let tokyo_only = [tokyo.addr.ip().to_string()];
+    let tokyo_only: Vec<&str> = tokyo_only.iter().map(String::as_str).collect();
+    until_answers(&b, &tokyo_only, "the drain with the leader gone");
+    let (status, body) = http(b.admin, "POST", "/nodes/fleet.example/singapore/obey", None);
+    assert_eq!(status, 200, "{body}");
+    until_answers(&a, &both, "cleared with the leader gone");
+    // All of etcd gone.
+    for i in 0..3 {
+        etcd.stop_member(i);
+    }
+    eventually(
+        Duration::from_secs(15),
+        "a and b notice etcd is gone",
+        || {
+            let lost = [&a, &b].iter().all(|s| {
+                http(s.admin, "GET", "/status", None)
+                    .1
+                    .contains("\"connected\":false")
+            });
+            if lost {
+                Ok(())
+            } else {
+                Err("still connected".to_string())
+            }
+        },
+    );
+    // Local failover works while etcd is away.
+    tokyo.stop();
+    for server in [&a, &b] {
+        until_answers(server, &singapore_only, "Tokyo down, seen locally");
+    }
+    tokyo.restart();
+    for server in [&a, &b] {
+        until_answers(server, &both, "Tokyo back");
+    }
+    // etcd returns: the instances reconnect, and a drain through one reaches the other.
+    for i in 0..3 {
+        etcd.start_member(i);
+    }
+    for i in 0..3 {
+        etcd.wait_healthy(i);
+    }
+    eventually(Duration::from_secs(20), "a and b reconnect", || {
+        let back = [&a, &b].iter().all(|s| {
+            http(s.admin, "GET", "/status", None)
+                .1
+                .contains("\"connected\":true")
+        });
+        if back {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    let (status, body) = http(b.admin, "POST", "/nodes/fleet.example/tokyo/drain", None);
+    assert_eq!(status, 200, "{body}");
+    until_answers(&a, &singapore_only, "the fleet converged");
+    for (i, query_loop) in loops.into_iter().enumerate() {
+        let log = query_loop.finish();
+        assert!(log.len() > 20, "instance {i}: the query loop ran");
+        let failed = log
+            .iter()
+            .filter(|(_, seen)| !matches!(seen, Seen::Answer(_)))
+            .count();
+        assert_eq!(
+            failed,
+            0,
+            "instance {i}: {failed} of {} queries failed",
+            log.len()
+        );
     }
 }
