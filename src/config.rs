@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub fleet_endpoints: Vec<String>,
     /// The fleet's key prefix in etcd (one per deployment).
     pub fleet_prefix: String,
+    /// A probe agent's vantage point (a geo code): no DNS, checks shared with the fleet.
+    pub probe_vantage: Option<String>,
 }
 
 impl ServeConfig {
@@ -81,6 +83,7 @@ impl ServeConfig {
             "cookie_secret_file": self.cookie_secret_file,
             "fleet": self.fleet_endpoints,
             "fleet_prefix": self.fleet_prefix,
+            "probe_vantage": self.probe_vantage,
             "rrl": {
                 "rate": self.rrl.rate,
                 "source_rate": self.rrl.source_rate,

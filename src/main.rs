@@ -60,6 +60,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_GEO_DB)]
         geo: Vec<PathBuf>,
     },
+    /// Run as a probe agent: check every node of the zones from where this runs and share the
+    /// verdicts, and the round trips as the vantage point's measurements, with the fleet. No
+    /// DNS is served (--listen is ignored); --fleet is required.
+    Probe {
+        /// Where this agent stands, as a client group: a geo code (AS-JP, EU-DE).
+        #[arg(long)]
+        vantage: String,
+        /// Everything `serve` takes: zones, fleet, identity, admin.
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+    },
     /// Validate policy files (and the GeoIP database) and print every error.
     Check {
         /// Policy file or directory.
@@ -191,8 +202,24 @@ fn main() -> ExitCode {
             let client = ecs.or(client).unwrap_or_default();
             explain(&name, &client, &zones, &geo)
         }
-        Some(Command::Serve(args)) => serve(*args),
-        None => serve(ServeArgs::parse_from(["serve"])),
+        Some(Command::Serve(args)) => serve(*args, None),
+        Some(Command::Probe {
+            vantage,
+            serve: args,
+        }) => {
+            if let Err(e) =
+                geosteer::geo::GeoCode::parse(&vantage, geosteer::geo::CountryTable::shipped())
+            {
+                eprintln!("Error: --vantage {vantage}: {e}");
+                return ExitCode::FAILURE;
+            }
+            if args.fleet.is_empty() {
+                eprintln!("Error: a probe agent shares what it sees with a fleet: give --fleet");
+                return ExitCode::FAILURE;
+            }
+            serve(*args, Some(vantage))
+        }
+        None => serve(ServeArgs::parse_from(["serve"]), None),
     }
 }
 
@@ -272,7 +299,8 @@ fn explain(name: &str, client: &str, zones: &std::path::Path, geo: &[PathBuf]) -
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+/// Serves DNS, or with a `vantage`, runs as a probe agent (checks and fleet, no DNS).
+fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
     let admin_token = match &args.admin_token_file {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
@@ -292,8 +320,19 @@ fn serve(args: ServeArgs) -> ExitCode {
             .ok()
             .filter(|t| !t.trim().is_empty()),
     };
+    // A probe agent's identity says where it stands, so it never shares an instance's.
+    let identity = match (&args.identity, &vantage) {
+        (Some(identity), _) => identity.clone(),
+        (None, Some(vantage)) => format!("probe-{vantage}-{}", host_name()),
+        (None, None) => host_name(),
+    };
     let config = ServeConfig {
-        listen: args.listen,
+        listen: if vantage.is_some() {
+            Vec::new()
+        } else {
+            args.listen
+        },
+        probe_vantage: vantage,
         zones: args.zones,
         geo_dbs: args.geo,
         max_udp_payload: args.max_udp_payload,
@@ -301,7 +340,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         admin_token,
         latency_feed: args.latency_feed,
         asn_db: args.asn_db,
-        identity: args.identity.unwrap_or_else(host_name),
+        identity,
         hide_version: args.hide_version,
         explain_label: args.explain_label,
         explain_from: args.explain_from,

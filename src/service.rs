@@ -131,6 +131,9 @@ pub async fn run(
     if !config.fleet_endpoints.is_empty() {
         let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
         publisher = publisher.with_fleet(fleet_tx);
+        if let Some(vantage) = &config.probe_vantage {
+            publisher = publisher.with_vantage(vantage.clone());
+        }
         let fleet = crate::fleet::FleetConfig {
             endpoints: config.fleet_endpoints.clone(),
             prefix: config.fleet_prefix.clone(),

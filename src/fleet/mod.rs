@@ -7,7 +7,9 @@
 //! - `overrides/<zone>/<node>` → `drain`, `force-up` or `force-down` (no lease: they stay);
 //! - `verdicts/<zone>/<node>/<identity>` → `up` or `down`, under the writer's lease, so a
 //!   dead vantage point's votes expire with it;
-//! - `members/<identity>` → the member's version, under its lease.
+//! - `members/<identity>` → the member's version, under its lease;
+//! - `feeds/<identity>` → the member's latest feed batch (JSON), under its lease: batches
+//!   posted to an instance, or a probe agent's round trips from its vantage point.
 //!
 //! This task is the only one that talks to etcd. The publisher hands it changes through a
 //! bounded queue it never waits on, and gets the fleet's state as commands; while etcd is
@@ -128,6 +130,9 @@ impl Mirror {
                         .push((member.to_string(), health));
                 }
                 ["members", member] => state.members.push(member.to_string()),
+                ["feeds", member] if *member != config.identity => {
+                    state.feeds.insert(member.to_string(), value.clone());
+                }
                 _ => {}
             }
         }
@@ -155,20 +160,9 @@ pub async fn run(
             return;
         }
     };
-    // This member's verdicts and the overrides not yet written: written again on every
-    // new session, so nothing set while etcd was away is lost.
-    let mut verdicts: HashMap<(String, String), Health> = HashMap::new();
-    let mut pending: Vec<FleetWrite> = Vec::new();
+    let mut own = Own::default();
     loop {
-        let outcome = session(
-            &etcd,
-            &config,
-            &commands,
-            &mut writes,
-            &mut verdicts,
-            &mut pending,
-        )
-        .await;
+        let outcome = session(&etcd, &config, &commands, &mut writes, &mut own).await;
         match outcome {
             Ok(()) => return, // the publisher is gone: shutting down
             Err(e) => {
@@ -189,7 +183,7 @@ pub async fn run(
             tokio::select! {
                 () = &mut retry => break,
                 write = writes.recv() => match write {
-                    Some(write) => remember(write, &mut verdicts, &mut pending),
+                    Some(write) => own.remember(write),
                     None => return,
                 },
             }
@@ -197,17 +191,25 @@ pub async fn run(
     }
 }
 
-/// Records a change to write: verdicts by node (only the latest matters), overrides in order.
-fn remember(
-    write: FleetWrite,
-    verdicts: &mut HashMap<(String, String), Health>,
-    pending: &mut Vec<FleetWrite>,
-) {
-    match write {
-        FleetWrite::Verdict { zone, node, health } => {
-            verdicts.insert((zone, node), health);
+/// What this member has written: its verdicts and latest feed (written again on every new
+/// session, under the new lease) and the overrides not yet written (so nothing set while
+/// etcd was away is lost).
+#[derive(Debug, Default)]
+struct Own {
+    verdicts: HashMap<(String, String), Health>,
+    feed: Option<String>,
+    pending: Vec<FleetWrite>,
+}
+
+impl Own {
+    fn remember(&mut self, write: FleetWrite) {
+        match write {
+            FleetWrite::Verdict { zone, node, health } => {
+                self.verdicts.insert((zone, node), health);
+            }
+            FleetWrite::Feed(batch) => self.feed = Some(batch),
+            other => self.pending.push(other),
         }
-        other => pending.push(other),
     }
 }
 
@@ -217,8 +219,7 @@ async fn session(
     config: &FleetConfig,
     commands: &mpsc::Sender<Command>,
     writes: &mut mpsc::Receiver<FleetWrite>,
-    verdicts: &mut HashMap<(String, String), Health>,
-    pending: &mut Vec<FleetWrite>,
+    own: &mut Own,
 ) -> Result<(), EtcdError> {
     let lease = etcd.grant(LEASE_TTL).await?;
     etcd.put(
@@ -227,12 +228,15 @@ async fn session(
         lease,
     )
     .await?;
-    for ((zone, node), health) in verdicts.iter() {
+    for ((zone, node), health) in &own.verdicts {
         put_verdict(etcd, config, zone, node, *health, lease).await?;
     }
-    while let Some(write) = pending.first().cloned() {
+    if let Some(batch) = &own.feed {
+        apply_write(etcd, config, &FleetWrite::Feed(batch.clone()), lease).await?;
+    }
+    while let Some(write) = own.pending.first().cloned() {
         apply_write(etcd, config, &write, lease).await?;
-        pending.remove(0);
+        own.pending.remove(0);
     }
     let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
     let (revision, kvs) = etcd.range_prefix(&prefix).await?;
@@ -283,10 +287,11 @@ async fn session(
                 }
                 write = writes.recv() => {
                     let Some(write) = write else { return Ok(()) };
-                    remember(write.clone(), verdicts, pending);
+                    let is_override = matches!(write, FleetWrite::Override { .. });
+                    own.remember(write.clone());
                     apply_write(etcd, config, &write, lease).await?;
-                    if matches!(write, FleetWrite::Override { .. }) {
-                        pending.retain(|w| *w != write);
+                    if is_override {
+                        own.pending.retain(|w| *w != write);
                     }
                 }
             }
@@ -318,6 +323,10 @@ async fn apply_write(
     match write {
         FleetWrite::Verdict { zone, node, health } => {
             put_verdict(etcd, config, zone, node, *health, lease).await
+        }
+        FleetWrite::Feed(batch) => {
+            let key = config.key(&["feeds", &config.identity]);
+            etcd.put(&key, batch, lease).await
         }
         FleetWrite::Override { zone, node, set } => {
             let key = config.key(&["overrides", zone, node]);

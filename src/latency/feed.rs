@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ClientGroup, MAX_RTT_MS, Measurement, ZoneLatency, age};
 use crate::geo::{AsnDb, CountryTable};
@@ -16,7 +16,7 @@ use crate::policy::Zone;
 pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// A feed batch as probe agents and beacons send it (also the watched file's format).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedBatch {
     /// Zone of entries that name none; optional when there is one zone.
@@ -30,7 +30,7 @@ pub struct FeedBatch {
 }
 
 /// One round-trip report.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedMeasurement {
     /// Zone of the node, when the batch names none or another.
@@ -52,7 +52,7 @@ pub struct FeedMeasurement {
 }
 
 /// One load report.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedLoad {
     /// Zone of the node.

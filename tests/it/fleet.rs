@@ -256,6 +256,24 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
     for server in [&a, &b, &c] {
         until_answers(server, &both, "the drain cleared everywhere");
     }
+    // Loads and measurements posted to one instance reach the others.
+    let batch = r#"{"zone": "fleet.example", "loads": [{"node": "tokyo", "load": 0.55}]}"#;
+    let (status, body) = crate::support::nodes::http_json(a.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    for server in [&b, &c] {
+        eventually(
+            Duration::from_secs(10),
+            "the load on every instance",
+            || {
+                let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+                if nodes.contains("\"load\":0.55") {
+                    Ok(())
+                } else {
+                    Err(nodes)
+                }
+            },
+        );
+    }
 }
 
 #[test]
@@ -417,5 +435,80 @@ fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
             "instance {i}: {failed} of {} queries failed",
             log.len()
         );
+    }
+}
+
+/// A probe agent in Japan (`geosteer probe --vantage AS-JP`) measures Tokyo slow and
+/// Singapore fast from where it stands: every instance moves its Japanese clients to
+/// Singapore. Its verdicts count too: it is a live vantage point of the fleet.
+#[test]
+fn a_probe_agent_s_measurements_change_the_answer_on_every_instance() {
+    let tokyo = FakeNode::start(
+        "127.0.0.87",
+        Behaviour::SlowHttp(Duration::from_millis(150)),
+    );
+    let singapore = FakeNode::start("127.0.0.88", Behaviour::Http(200, "ok"));
+    let etcd = EtcdCluster::start(
+        &std::env::temp_dir().join(format!("geosteer-etcd-probe-{}", std::process::id())),
+        3,
+    );
+    let text = format!(
+        "zone: fleet.example\nsoa: {{primary: ns1.fleet.example., contact: h.fleet.example., serial: 1}}\nns: [ns1.fleet.example.]\n\
+         check: {{type: http, interval: 200ms, timeout: 1s}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1, latency: {{margin: 20%, hold: 0s}}}}\n",
+        tokyo.addr.ip(),
+        tokyo.addr.port(),
+        singapore.addr.ip(),
+        singapore.addr.port()
+    );
+    let dir = zones("fleet-probe", &text);
+    let a = instance(&dir, &etcd, "a");
+    let b = instance(&dir, &etcd, "b");
+    let tokyo_ip = tokyo.addr.ip().to_string();
+    let singapore_ip = singapore.addr.ip().to_string();
+    for server in [&a, &b] {
+        until_answers(server, &[tokyo_ip.as_str()], "Tokyo, nearest by distance");
+    }
+    let _agent = Agent(
+        Command::new(geosteer_binary())
+            .arg("probe")
+            .args(["--vantage", "AS-JP", "--no-admin", "--zones"])
+            .arg(&dir)
+            .args(["--fleet", &etcd.endpoints(), "--fleet-prefix", "/test"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the probe agent starts"),
+    );
+    for server in [&a, &b] {
+        until_answers(
+            server,
+            &[singapore_ip.as_str()],
+            "Singapore, measured from Japan",
+        );
+    }
+    let (_, why) = http(
+        a.admin,
+        "GET",
+        "/explain?name=ingest.fleet.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(why.contains("measured AS-JP"), "{why}");
+    let (_, status) = http(b.admin, "GET", "/status", None);
+    assert!(
+        status.contains("probe-AS-JP-"),
+        "the agent is a member: {status}"
+    );
+}
+
+/// A probe agent process, stopped when dropped (also when the test fails).
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

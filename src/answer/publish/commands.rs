@@ -117,6 +117,9 @@ pub struct FleetState {
     pub verdicts: HashMap<(String, String), Vec<(String, Health)>>,
     /// Live instances and probe agents, by identity.
     pub members: Vec<String>,
+    /// Each other member's latest feed batch (JSON), by identity: measurements and loads
+    /// posted to any instance, and probe agents' round trips.
+    pub feeds: HashMap<String, String>,
 }
 
 /// News from the fleet connection.
@@ -140,6 +143,8 @@ pub enum FleetWrite {
         /// What its checks say.
         health: Health,
     },
+    /// A feed batch accepted here (JSON), or a probe agent's measurements, for the others.
+    Feed(String),
     /// An operator set or cleared an override through this instance.
     Override {
         /// Zone origin (no trailing dot, lowercase).

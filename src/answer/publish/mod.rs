@@ -22,6 +22,7 @@ pub use commands::{
     Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, SnapshotReader,
 };
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -49,6 +50,14 @@ fn fleet_zone(zone: &Zone) -> String {
         .trim_end_matches('.')
         .to_ascii_lowercase()
 }
+
+/// A round trip a probe agent sent: zone, node, milliseconds.
+type SentRtt = (String, String, f64);
+
+/// A probe agent sends its measurements at most this often,
+const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// and at least this often, so they do not age out.
+const MEASURE_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often aging measurements and running hold times are looked at.
 pub(super) const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -136,6 +145,13 @@ pub struct Publisher {
     fleet_out: Option<mpsc::Sender<FleetWrite>>,
     /// The fleet's state as last seen.
     fleet: Option<FleetState>,
+    /// Other members' feed batches as last applied, by identity.
+    applied_feeds: HashMap<String, String>,
+    /// A probe agent's vantage point (a geo code): its probes' round trips go to the fleet as
+    /// measurements of that client group.
+    vantage: Option<String>,
+    /// What the agent last sent, and when.
+    measured: Option<(Instant, Vec<SentRtt>)>,
     /// Why etcd cannot be reached, while it cannot: answers then use local verdicts and
     /// the last overrides seen.
     fleet_lost: Option<String>,
@@ -203,6 +219,9 @@ impl Publisher {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             fleet_out: None,
             fleet: None,
+            applied_feeds: HashMap::new(),
+            vantage: None,
+            measured: None,
             fleet_lost: None,
         };
         publisher.export_gauges();
@@ -224,6 +243,61 @@ impl Publisher {
         self.fleet_lost = Some("not connected yet".into());
         metrics::gauge!(m::FLEET_CONNECTED).set(0.0);
         self
+    }
+
+    /// Runs as a probe agent at `vantage` (a geo code): its checks' round trips are sent to
+    /// the fleet as that client group's measurements.
+    pub fn with_vantage(mut self, vantage: String) -> Self {
+        self.vantage = Some(vantage);
+        self
+    }
+
+    /// A probe agent's measurements for the fleet: every node's smoothed probe round trip
+    /// and loss, sent when one moved by more than a tenth (or 2 ms), or every
+    /// `MEASURE_REFRESH` so they stay fresh; never more often than `MEASURE_EVERY`.
+    fn measure_for_fleet(&mut self) {
+        let (Some(out), Some(group)) = (&self.fleet_out, &self.vantage) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((at, _)) = &self.measured
+            && now.duration_since(*at) < MEASURE_EVERY
+        {
+            return;
+        }
+        let mut current = Vec::new();
+        let mut entries = Vec::new();
+        for (zi, zone) in self.zones.iter().enumerate() {
+            let origin = fleet_zone(zone);
+            for (ni, node) in zone.nodes.iter().enumerate() {
+                let runtime = &self.nodes[zi][ni];
+                let Some(rtt) = runtime.probe_rtt_ms else {
+                    continue;
+                };
+                current.push((origin.clone(), node.name.clone(), rtt));
+                entries.push(serde_json::json!({
+                    "zone": origin, "group": group, "node": node.name,
+                    "rtt_ms": rtt.clamp(0.0, crate::latency::MAX_RTT_MS),
+                    "loss": runtime.probe_loss.clamp(0.0, 1.0),
+                }));
+            }
+        }
+        let moved = match &self.measured {
+            None => true,
+            Some((at, before)) => {
+                now.duration_since(*at) >= MEASURE_REFRESH
+                    || before.len() != current.len()
+                    || before.iter().zip(&current).any(|(a, b)| {
+                        a.0 != b.0 || a.1 != b.1 || (a.2 - b.2).abs() > (0.1 * a.2).max(2.0)
+                    })
+            }
+        };
+        if !moved || entries.is_empty() {
+            return;
+        }
+        let batch = serde_json::json!({ "measurements": entries }).to_string();
+        let _ = out.try_send(FleetWrite::Feed(batch));
+        self.measured = Some((now, current));
     }
 
     /// Where `Command::Reload` reads from.
@@ -364,6 +438,7 @@ impl Publisher {
                 _ = tick.tick() => {
                     let due = self.latency_due();
                     self.schedule.look(due);
+                    self.measure_for_fleet();
                 }
                 report = reports.recv(), if reports_open => match report {
                     Some(r) => self.apply_report(r),
@@ -686,7 +761,15 @@ impl Publisher {
                 // Accepted batches are re-ranked at the next periodic look (within
                 // RERANK_INTERVAL), so a stream of batches costs one re-ranking per interval;
                 // the sender need not wait for it.
-                let _ = reply.send(self.apply_feed(&batch));
+                let applied = self.apply_feed(&batch);
+                // The other instances take it too.
+                if applied.is_ok()
+                    && let Some(out) = &self.fleet_out
+                    && let Ok(json) = serde_json::to_string(&batch)
+                {
+                    let _ = out.try_send(FleetWrite::Feed(json));
+                }
+                let _ = reply.send(applied);
             }
             Command::SetOverride {
                 zone,
@@ -770,6 +853,24 @@ impl Publisher {
                         let key = (origin.clone(), node.name.clone());
                         self.nodes[zi][ni].override_ = state.overrides.get(&key).copied();
                     }
+                }
+                // Feed batches of other members not applied yet: measurements and loads
+                // posted to them, probe agents' round trips.
+                for (member, json) in &state.feeds {
+                    if self.applied_feeds.get(member) == Some(json) {
+                        continue;
+                    }
+                    match serde_json::from_str::<FeedBatch>(json) {
+                        Ok(batch) => {
+                            if let Err(errors) = self.apply_feed(&batch) {
+                                warn!(member = %member, errors = ?errors, "a fleet member's feed batch does not fit this policy");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(member = %member, error = %e, "a fleet member's feed batch is not JSON")
+                        }
+                    }
+                    self.applied_feeds.insert(member.clone(), json.clone());
                 }
                 self.fleet = Some(state);
             }

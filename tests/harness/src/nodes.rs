@@ -22,6 +22,8 @@ pub enum Behaviour {
     Hang,
     /// HTTPS with this server configuration, answering 200 "ok".
     Https(Arc<rustls::ServerConfig>),
+    /// Answer one HTTP request with 200 "ok" after this long: a far-away node.
+    SlowHttp(Duration),
 }
 
 /// A TLS server configuration with a fresh self-signed certificate for `name`.
@@ -156,6 +158,11 @@ fn handle(mut stream: TcpStream, behaviour: &Behaviour) -> Option<TcpStream> {
         Behaviour::Hang => Some(stream),
         Behaviour::Http(status, body) => {
             answer_http(&mut stream, *status, body);
+            None
+        }
+        Behaviour::SlowHttp(delay) => {
+            std::thread::sleep(*delay);
+            answer_http(&mut stream, 200, "ok");
             None
         }
         Behaviour::Https(config) => {
