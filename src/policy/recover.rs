@@ -36,11 +36,35 @@ pub(super) fn parse_all(path: &Path, text: &str) -> (Option<RawZone>, Vec<Policy
                 message,
             });
         }
-        if repeated || !leave_out(&mut lines, line, column) {
+        // Only shape errors of a well-formed document are worth parsing again for: after a
+        // YAML syntax error the rest of the file cannot be read reliably.
+        let shape = is_shape_error(&error);
+        if repeated || !shape || !leave_out(&mut lines, line, column) {
             break;
         }
     }
     (None, errors)
+}
+
+/// Whether an error is about the document's shape (a key, a type, a value, a duplicate),
+/// not its YAML syntax.
+fn is_shape_error(error: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    match error {
+        E::WithSnippet { error, .. } => is_shape_error(error),
+        E::Message { .. }
+        | E::DuplicateMappingKey { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. }
+        | E::SerdeInvalidLength { .. }
+        | E::SerdeUnknownVariant { .. }
+        | E::SerdeUnknownField { .. }
+        | E::SerdeMissingField { .. }
+        | E::InvalidScalar { .. }
+        | E::NonFiniteFloat { .. }
+        | E::InvalidBooleanStrict { .. } => true,
+        _ => false,
+    }
 }
 
 /// Leaves out the entry at `line`:`column` (1-based): the pair of the innermost flow mapping
