@@ -71,6 +71,19 @@ enum Command {
         #[command(flatten)]
         serve: Box<ServeArgs>,
     },
+    /// Look at or change a fleet's shared state in etcd: `status`, or an override for every
+    /// instance at once (`drain`, `force-up`, `force-down`, `obey` ZONE NODE).
+    Fleet {
+        /// etcd client URLs (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        fleet: Vec<String>,
+        /// The fleet's key prefix in etcd.
+        #[arg(long, default_value = "/geosteer")]
+        fleet_prefix: String,
+        /// What to do.
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Validate policy files (and the GeoIP database) and print every error.
     Check {
         /// Policy file or directory.
@@ -80,6 +93,81 @@ enum Command {
         #[arg(long, default_value = DEFAULT_GEO_DB)]
         geo: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum FleetAction {
+    /// Members, overrides and every member's health verdicts.
+    Status,
+    /// Take a node out of every instance's answers.
+    Drain {
+        /// Zone origin.
+        zone: String,
+        /// Node name.
+        node: String,
+    },
+    /// Answer a node on every instance whatever its checks say.
+    ForceUp {
+        /// Zone origin.
+        zone: String,
+        /// Node name.
+        node: String,
+    },
+    /// Never answer a node, on every instance.
+    ForceDown {
+        /// Zone origin.
+        zone: String,
+        /// Node name.
+        node: String,
+    },
+    /// Clear a node's override: policy and health decide again.
+    Obey {
+        /// Zone origin.
+        zone: String,
+        /// Node name.
+        node: String,
+    },
+}
+
+/// `geosteer fleet ...`.
+fn fleet(endpoints: Vec<String>, prefix: String, action: FleetAction) -> ExitCode {
+    use geosteer::answer::Override;
+    let config = geosteer::fleet::FleetConfig {
+        endpoints,
+        prefix,
+        identity: String::new(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (zone, node, set) = match action {
+            FleetAction::Status => {
+                return geosteer::fleet::status_text(&config)
+                    .await
+                    .map(|text| print!("{text}"));
+            }
+            FleetAction::Drain { zone, node } => (zone, node, Some(Override::Drain)),
+            FleetAction::ForceUp { zone, node } => (zone, node, Some(Override::ForceUp)),
+            FleetAction::ForceDown { zone, node } => (zone, node, Some(Override::ForceDown)),
+            FleetAction::Obey { zone, node } => (zone, node, None),
+        };
+        geosteer::fleet::set_override(&config, &zone, &node, set).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -203,6 +291,11 @@ fn main() -> ExitCode {
             explain(&name, &client, &zones, &geo)
         }
         Some(Command::Serve(args)) => serve(*args, None),
+        Some(Command::Fleet {
+            fleet: endpoints,
+            fleet_prefix,
+            action,
+        }) => fleet(endpoints, fleet_prefix, action),
         Some(Command::Probe {
             vantage,
             serve: args,

@@ -338,6 +338,67 @@ async fn apply_write(
     }
 }
 
+/// Reads the fleet's state for `geosteer fleet status`: members, overrides and every
+/// member's verdicts, as text.
+pub async fn status_text(config: &FleetConfig) -> Result<String, EtcdError> {
+    let etcd = Etcd::new(config.endpoints.clone())?;
+    let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
+    let (revision, kvs) = etcd.range_prefix(&prefix).await?;
+    let mut mirror = Mirror::default();
+    mirror.apply(kvs.into_iter().map(Event::Put).collect());
+    // Seen by no member: every member's verdicts are listed.
+    let everyone = FleetConfig {
+        identity: String::new(),
+        ..config.clone()
+    };
+    let state = mirror.state(&everyone);
+    let mut out = format!("fleet {} at revision {revision}\n", config.prefix);
+    out += &format!(
+        "members ({}): {}\n",
+        state.members.len(),
+        state.members.join(", ")
+    );
+    let mut overrides: Vec<_> = state.overrides.iter().collect();
+    overrides.sort_by(|a, b| a.0.cmp(b.0));
+    out += &format!("overrides ({}):\n", overrides.len());
+    for ((zone, node), set) in overrides {
+        out += &format!("  {zone} {node}: {}\n", override_word(*set));
+    }
+    let mut verdicts: Vec<_> = state.verdicts.iter().collect();
+    verdicts.sort_by(|a, b| a.0.cmp(b.0));
+    out += "verdicts:\n";
+    for ((zone, node), votes) in verdicts {
+        let votes: Vec<String> = votes
+            .iter()
+            .map(|(member, health)| format!("{member}={}", health_word(*health)))
+            .collect();
+        out += &format!("  {zone} {node}: {}\n", votes.join(" "));
+    }
+    Ok(out)
+}
+
+/// Sets or clears a node's override for the whole fleet (`geosteer fleet drain ...`).
+pub async fn set_override(
+    config: &FleetConfig,
+    zone: &str,
+    node: &str,
+    set: Option<Override>,
+) -> Result<(), EtcdError> {
+    let etcd = Etcd::new(config.endpoints.clone())?;
+    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+    apply_write(
+        &etcd,
+        config,
+        &FleetWrite::Override {
+            zone,
+            node: node.to_string(),
+            set,
+        },
+        0,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

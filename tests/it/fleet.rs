@@ -256,6 +256,39 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
     for server in [&a, &b, &c] {
         until_answers(server, &both, "the drain cleared everywhere");
     }
+    // The fleet command writes once for everyone, and shows the shared state.
+    let fleet_cli = |args: &[&str]| {
+        let output = Command::new(geosteer_binary())
+            .args([
+                "fleet",
+                "--fleet",
+                &etcd.endpoints(),
+                "--fleet-prefix",
+                "/test",
+            ])
+            .args(args)
+            .output()
+            .expect("geosteer fleet runs");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    fleet_cli(&["force-down", "fleet.example", "singapore"]);
+    let tokyo_only = [tokyo.addr.ip().to_string()];
+    let tokyo_only: Vec<&str> = tokyo_only.iter().map(String::as_str).collect();
+    for server in [&a, &b, &c] {
+        until_answers(server, &tokyo_only, "forced down through the fleet command");
+    }
+    let status = fleet_cli(&["status"]);
+    assert!(status.contains("members (3): a, b, c"), "{status}");
+    assert!(
+        status.contains("fleet.example singapore: force-down"),
+        "{status}"
+    );
+    assert!(status.contains("a=up b=up c=up"), "{status}");
+    fleet_cli(&["obey", "fleet.example", "singapore"]);
+    for server in [&a, &b, &c] {
+        until_answers(server, &both, "cleared through the fleet command");
+    }
     // Loads and measurements posted to one instance reach the others.
     let batch = r#"{"zone": "fleet.example", "loads": [{"node": "tokyo", "load": 0.55}]}"#;
     let (status, body) = crate::support::nodes::http_json(a.admin, "POST", "/latency", None, batch);
