@@ -7,6 +7,7 @@
 // The harness reads the clock: it bounds waits and times what it observes.
 #![allow(clippy::disallowed_methods)]
 
+pub mod etcd;
 pub mod geo_fixtures;
 pub mod nodes;
 

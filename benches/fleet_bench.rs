@@ -1,0 +1,186 @@
+//! How fast a fleet converges, and what it costs etcd. Run with `benches/fleet.sh`.
+//!
+//! A three-member etcd cluster on loopback and N geosteer instances in fleet mode (N = 3, 9).
+//! Drain: an override through instance 0's admin interface; measured until the last
+//! instance answers without the node (every instance queried in turn, as fast as they
+//! answer). Failure: the node's listener stopped; measured until the last instance answers
+//! without it (health checks at the defaults: 500 ms interval, 50 ms recheck, fall 3), and
+//! compared with one instance alone. etcd writes: etcd's own put counter over 10 s of
+//! steady state, and over a regional outage (every node of a 50-node zone refused at once).
+// Benchmarks read the clock: timing is what they are for.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::{Duration, Instant};
+
+use geosteer_harness::etcd::EtcdCluster;
+use geosteer_harness::nodes::{Behaviour, FakeNode, http};
+use geosteer_harness::*;
+use hickory_proto::rr::RecordType;
+
+const TRIALS: usize = 20;
+const JP_CLIENT: &str = "127.1.0.5";
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i].as_secs_f64() * 1e3
+}
+
+fn report(label: &str, samples: &mut [Duration]) {
+    println!(
+        "{label:<48} n={:<3} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+        samples.len(),
+        percentile(samples, 0.5),
+        percentile(samples, 0.99),
+        percentile(samples, 1.0)
+    );
+}
+
+fn policy(nodes: &[&FakeNode]) -> String {
+    let mut text = String::from(
+        "zone: fleet.example\nsoa: {primary: ns1.fleet.example., contact: h.fleet.example., serial: 1}\nns: [ns1.fleet.example.]\n\
+         check: {type: tcp}\nnodes:\n",
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        let (lat, lon) = if i == 0 {
+            (35.68, 139.69)
+        } else {
+            (1.35 + i as f64 * 0.01, 103.82)
+        };
+        text += &format!(
+            "  n{i}: {{geo: AS-JP, location: [{lat}, {lon}], addresses: [{}], check: {{port: {}}}}}\n",
+            node.addr.ip(),
+            node.addr.port()
+        );
+    }
+    text + "steer:\n  ingest: {answers: 1}\n"
+}
+
+fn first_answer(server: &Server) -> Option<String> {
+    let query = q("ingest.fleet.example.", RecordType::A).bytes();
+    let raw = udp_raw(server.addr, from(JP_CLIENT), &query)?;
+    let reply = hickory_proto::op::Message::from_vec(&raw).ok()?;
+    a_records(&reply).into_iter().next()
+}
+
+/// Time until every instance answers something other than `gone`.
+fn until_all_moved(servers: &[Server], gone: &str, started: Instant) -> Duration {
+    let mut pending: Vec<&Server> = servers.iter().collect();
+    let deadline = started + Duration::from_secs(20);
+    while !pending.is_empty() && Instant::now() < deadline {
+        pending.retain(|s| first_answer(s).as_deref() == Some(gone));
+    }
+    started.elapsed()
+}
+
+fn until_all_back(servers: &[Server], back: &str) {
+    for server in servers {
+        eventually(Duration::from_secs(20), "node back", || {
+            let got = first_answer(server);
+            if got.as_deref() == Some(back) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        });
+    }
+}
+
+fn etcd_puts(etcd: &EtcdCluster) -> f64 {
+    // Every member counts the puts it applies; member 0's count is the cluster's.
+    let (_, text) = http(etcd.clients[0], "GET", "/metrics", None);
+    text.lines()
+        .filter(|l| {
+            l.starts_with("etcd_mvcc_put_total") || l.starts_with("etcd_debugging_mvcc_put_total")
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("geosteer-fleet-bench-{}", std::process::id()));
+    let mut tokyo = FakeNode::start("127.0.0.121", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.122", Behaviour::Tcp);
+    let zones = zone_dir("fleet-bench", &policy(&[&tokyo, &singapore]));
+    let tokyo_ip = tokyo.addr.ip().to_string();
+    let geo = repo("tests/fixtures/geo-city.mmdb");
+    // One instance alone: the single-instance baseline for node failures.
+    {
+        let alone = vec![Server::start(&zones, &geo, &[])];
+        wait_healthy(&alone[0], &["n0", "n1"]);
+        let mut failures = Vec::new();
+        for _ in 0..TRIALS {
+            until_all_back(&alone, &tokyo_ip);
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            tokyo.stop();
+            failures.push(until_all_moved(&alone, &tokyo_ip, started));
+            tokyo.restart();
+        }
+        report("node failure, 1 instance alone", &mut failures);
+    }
+    for size in [3usize, 9] {
+        let etcd = EtcdCluster::start(&dir.join(format!("etcd-{size}")), 3);
+        let servers: Vec<Server> = (0..size)
+            .map(|i| {
+                Server::start(
+                    &zones,
+                    &geo,
+                    &[
+                        "--fleet",
+                        &etcd.endpoints(),
+                        "--fleet-prefix",
+                        "/bench",
+                        "--identity",
+                        &format!("gs{i}"),
+                    ],
+                )
+            })
+            .collect();
+        for s in &servers {
+            wait_healthy(s, &["n0", "n1"]);
+        }
+        until_all_back(&servers, &tokyo_ip);
+        let mut drains = Vec::new();
+        for _ in 0..TRIALS {
+            let started = Instant::now();
+            let (status, _) = http(
+                servers[0].admin,
+                "POST",
+                "/nodes/fleet.example/n0/drain",
+                None,
+            );
+            assert_eq!(status, 200);
+            drains.push(until_all_moved(&servers, &tokyo_ip, started));
+            let (status, _) = http(
+                servers[0].admin,
+                "POST",
+                "/nodes/fleet.example/n0/obey",
+                None,
+            );
+            assert_eq!(status, 200);
+            until_all_back(&servers, &tokyo_ip);
+        }
+        report(&format!("drain → last of {size} instances"), &mut drains);
+        let mut failures = Vec::new();
+        for _ in 0..TRIALS {
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            tokyo.stop();
+            failures.push(until_all_moved(&servers, &tokyo_ip, started));
+            tokyo.restart();
+            until_all_back(&servers, &tokyo_ip);
+        }
+        report(
+            &format!("node failure → last of {size} instances"),
+            &mut failures,
+        );
+        let before = etcd_puts(&etcd);
+        std::thread::sleep(Duration::from_secs(10));
+        let steady = (etcd_puts(&etcd) - before) / 10.0;
+        println!(
+            "{:<48} {steady:.1} puts/s (lease keep-alives are not puts)",
+            format!("etcd writes, steady state, {size} instances")
+        );
+    }
+}
