@@ -7,7 +7,8 @@
 #   Grafana dashboard  JSON, and every query is valid PromQL (promtool, as recording rules)
 #   Kubernetes         kubernetes-validate --strict; the ConfigMap's zones pass `geosteer check`
 #   container image    the Dockerfile's shape (no container engine runs here to build it)
-#   anycast            bird -p (BIRD parses the config), then anycast/test.sh end to end
+#   anycast            bird -p (BIRD parses the config), then anycast/test.sh end to end, and
+#                      anycast/netns-test.sh: failover between real hosts, queries lost
 # PROMTOOL may name the promtool binary (default: promtool on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,4 +141,11 @@ ok container/Dockerfile
 # --- BIRD: parses the config, then the announce/withdraw loop against a real geosteer.
 bird -p -c deploy/anycast/bird.conf
 GEOSTEER="$binary" bash deploy/anycast/test.sh
+# Failover between real hosts (network namespaces: a router, two hosts, a client), with the
+# queries lost printed. Namespaces need root.
+if [ "$(id -u)" -eq 0 ]; then
+  GEOSTEER="$binary" bash deploy/anycast/netns-test.sh
+else
+  echo "deploy/anycast/netns-test.sh skipped: network namespaces need root"
+fi
 ok anycast
