@@ -7,7 +7,7 @@
 //! - `overrides/<zone>/<node>` → `drain`, `force-up` or `force-down` (no lease: they stay);
 //! - `verdicts/<zone>/<node>/<identity>` → `up` or `down`, under the writer's lease, so a
 //!   dead vantage point's votes expire with it;
-//! - `members/<identity>` → the member's version, under its lease;
+//! - `members/<identity>` → the member's version and policy serials (JSON), under its lease;
 //! - `feeds/<identity>` → the member's latest feed batch (JSON), under its lease: batches
 //!   posted to an instance, or a probe agent's round trips from its vantage point.
 //!
@@ -129,7 +129,10 @@ impl Mirror {
                         .or_default()
                         .push((member.to_string(), health));
                 }
-                ["members", member] => state.members.push(member.to_string()),
+                ["members", member] => {
+                    state.members.push(member.to_string());
+                    state.member_info.insert(member.to_string(), value.clone());
+                }
                 ["feeds", member] if *member != config.identity => {
                     state.feeds.insert(member.to_string(), value.clone());
                 }
@@ -196,6 +199,8 @@ pub async fn run(
 /// etcd was away is lost).
 #[derive(Debug, Default)]
 struct Own {
+    /// The registration: version and policy serials.
+    registration: String,
     verdicts: HashMap<(String, String), Health>,
     feed: Option<String>,
     pending: Vec<FleetWrite>,
@@ -208,6 +213,7 @@ impl Own {
                 self.verdicts.insert((zone, node), health);
             }
             FleetWrite::Feed(batch) => self.feed = Some(batch),
+            FleetWrite::Policy(serials) => self.registration = registration(&serials),
             other => self.pending.push(other),
         }
     }
@@ -222,9 +228,12 @@ async fn session(
     own: &mut Own,
 ) -> Result<(), EtcdError> {
     let lease = etcd.grant(LEASE_TTL).await?;
+    if own.registration.is_empty() {
+        own.registration = registration(&[]);
+    }
     etcd.put(
         &config.key(&["members", &config.identity]),
-        env!("CARGO_PKG_VERSION"),
+        &own.registration,
         lease,
     )
     .await?;
@@ -328,6 +337,10 @@ async fn apply_write(
             let key = config.key(&["feeds", &config.identity]);
             etcd.put(&key, batch, lease).await
         }
+        FleetWrite::Policy(serials) => {
+            let key = config.key(&["members", &config.identity]);
+            etcd.put(&key, &registration(serials), lease).await
+        }
         FleetWrite::Override { zone, node, set } => {
             let key = config.key(&["overrides", zone, node]);
             match set {
@@ -336,6 +349,15 @@ async fn apply_write(
             }
         }
     }
+}
+
+/// A member's registration: its version and the SOA serial of every zone it serves.
+fn registration(serials: &[(String, u32)]) -> String {
+    let serials: serde_json::Map<String, serde_json::Value> = serials
+        .iter()
+        .map(|(zone, serial)| (zone.clone(), serde_json::json!(serial)))
+        .collect();
+    serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "serials": serials}).to_string()
 }
 
 /// Reads the fleet's state for `geosteer fleet status`: members, overrides and every
@@ -358,6 +380,18 @@ pub async fn status_text(config: &FleetConfig) -> Result<String, EtcdError> {
         state.members.len(),
         state.members.join(", ")
     );
+    // Who serves what: members whose registrations differ serve different policy (or
+    // geosteer) versions.
+    let mut registrations: Vec<(&String, &String)> = state.member_info.iter().collect();
+    registrations.sort();
+    for (member, info) in &registrations {
+        out += &format!("  {member}: {info}\n");
+    }
+    let distinct: std::collections::BTreeSet<&String> =
+        registrations.iter().map(|(_, info)| *info).collect();
+    if distinct.len() > 1 {
+        out += "  warning: members serve different policy or geosteer versions\n";
+    }
     let mut overrides: Vec<_> = state.overrides.iter().collect();
     overrides.sort_by(|a, b| a.0.cmp(b.0));
     out += &format!("overrides ({}):\n", overrides.len());

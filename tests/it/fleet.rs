@@ -137,6 +137,10 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
     let status = fleet_cli(&["status"]);
     assert!(status.contains("members (3): a, b, c"), "{status}");
     assert!(
+        status.contains("\"serials\":{\"fleet.example\":1}") && !status.contains("warning"),
+        "every member serves serial 1: {status}"
+    );
+    assert!(
         status.contains("fleet.example singapore: force-down"),
         "{status}"
     );

@@ -117,6 +117,8 @@ pub struct FleetState {
     pub verdicts: HashMap<(String, String), Vec<(String, Health)>>,
     /// Live instances and probe agents, by identity.
     pub members: Vec<String>,
+    /// What each member registered: its version and policy serials (JSON), by identity.
+    pub member_info: HashMap<String, String>,
     /// Each other member's latest feed batch (JSON), by identity: measurements and loads
     /// posted to any instance, and probe agents' round trips.
     pub feeds: HashMap<String, String>,
@@ -145,6 +147,9 @@ pub enum FleetWrite {
     },
     /// A feed batch accepted here (JSON), or a probe agent's measurements, for the others.
     Feed(String),
+    /// The policy this member serves now: SOA serial by zone, so a fleet shows members that
+    /// serve different versions.
+    Policy(Vec<(String, u32)>),
     /// An operator set or cleared an override through this instance.
     Override {
         /// Zone origin (no trailing dot, lowercase).

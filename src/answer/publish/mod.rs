@@ -239,6 +239,7 @@ impl Publisher {
     /// Joins a fleet: own verdicts and overrides go to `writes`, and `Command::Fleet` news
     /// decide overrides and (by each zone's quorum) health.
     pub fn with_fleet(mut self, writes: mpsc::Sender<FleetWrite>) -> Self {
+        let _ = writes.try_send(FleetWrite::Policy(self.serials()));
         self.fleet_out = Some(writes);
         self.fleet_lost = Some("not connected yet".into());
         metrics::gauge!(m::FLEET_CONNECTED).set(0.0);
@@ -392,7 +393,8 @@ impl Publisher {
         if let Some(tx) = self.report_tx.clone() {
             self.start_checks(&tx);
         }
-        if self.fleet_out.is_some() {
+        if let Some(out) = &self.fleet_out {
+            let _ = out.try_send(FleetWrite::Policy(self.serials()));
             // Overrides and verdicts are the fleet's, by zone and node name: the new load's
             // nodes take them too.
             if let (Some(state), None) = (self.fleet.clone(), &self.fleet_lost) {
@@ -749,7 +751,16 @@ impl Publisher {
                     serde_json::json!({
                         "connected": self.fleet_lost.is_none(),
                         "lost": self.fleet_lost,
-                        "members": self.fleet.as_ref().map(|f| f.members.clone()).unwrap_or_default(),
+                        "members": self.fleet.as_ref().map(|f| {
+                            f.member_info
+                                .iter()
+                                .map(|(member, info)| {
+                                    let info = serde_json::from_str(info)
+                                        .unwrap_or_else(|_| serde_json::json!(info));
+                                    (member.clone(), info)
+                                })
+                                .collect::<serde_json::Map<_, _>>()
+                        }),
                     })
                 }));
             }
@@ -836,6 +847,14 @@ impl Publisher {
             }
             self.refresh(key, node.status);
         }
+    }
+
+    /// Every zone's SOA serial, as the fleet shows what policy a member serves.
+    fn serials(&self) -> Vec<(String, u32)> {
+        self.zones
+            .iter()
+            .map(|z| (fleet_zone(z), z.soa.serial))
+            .collect()
     }
 
     /// Applies news from the fleet: its overrides replace local ones while it is reachable,
