@@ -7,7 +7,8 @@
 //!
 //! - `GET /healthz` — the process is alive.
 //! - `GET /readyz` — zones loaded and every checked node checked once: 200, else 503 with
-//!   what is missing (for load balancers and anycast announcements).
+//!   what is missing (for load balancers and anycast announcements). A fleet member that
+//!   lost etcd stays ready (it answers from its own checks) and says so under "ready".
 //! - `GET /metrics` — Prometheus text exposition.
 //! - `GET /nodes` — every node: health, override, availability, last check and latency.
 //! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
@@ -197,7 +198,10 @@ async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> R
         return unavailable();
     }
     match answer.await {
-        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Ok(notes)) if authorized(&state, &headers) && !notes.is_empty() => {
+            format!("ready\n{}\n", notes.join("\n")).into_response()
+        }
+        Ok(Ok(_)) => "ready\n".into_response(),
         Ok(Err(why)) if authorized(&state, &headers) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
         }

@@ -51,8 +51,8 @@ pub struct ServeConfig {
     pub rrl: RrlSettings,
     /// The file of the server cookie secret shared by instances (a random one without).
     pub cookie_secret_file: Option<PathBuf>,
-    /// etcd client URLs of the fleet this instance joins; empty: it runs alone.
-    pub fleet_endpoints: Vec<String>,
+    /// How to reach the etcd of the fleet this instance joins; no endpoints: it runs alone.
+    pub fleet: crate::fleet::etcd::EtcdSettings,
     /// The fleet's key prefix in etcd (one per deployment).
     pub fleet_prefix: String,
     /// A probe agent's vantage point (a geo code): no DNS, checks shared with the fleet.
@@ -81,7 +81,10 @@ impl ServeConfig {
             "tcp_per_source": self.tcp_per_source,
             "tcp_lifetime_seconds": self.tcp_lifetime.as_secs(),
             "cookie_secret_file": self.cookie_secret_file,
-            "fleet": self.fleet_endpoints,
+            "fleet": self.fleet.endpoints,
+            "fleet_ca": self.fleet.ca_file,
+            "fleet_cert": self.fleet.cert_file,
+            "fleet_user": self.fleet.user,
             "fleet_prefix": self.fleet_prefix,
             "probe_vantage": self.probe_vantage,
             "rrl": {

@@ -74,12 +74,9 @@ enum Command {
     /// Look at or change a fleet's shared state in etcd: `status`, or an override for every
     /// instance at once (`drain`, `force-up`, `force-down`, `obey` ZONE NODE).
     Fleet {
-        /// etcd client URLs (comma-separated or repeated).
-        #[arg(long, value_delimiter = ',', required = true)]
-        fleet: Vec<String>,
-        /// The fleet's key prefix in etcd.
-        #[arg(long, default_value = "/geosteer")]
-        fleet_prefix: String,
+        /// The fleet's etcd: endpoints, key prefix, TLS and user.
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// What to do.
         #[command(subcommand)]
         action: FleetAction,
@@ -129,12 +126,85 @@ enum FleetAction {
     },
 }
 
+/// How to reach a fleet's etcd; shared by `serve`, `probe` and `fleet`.
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// Join a fleet: etcd client URLs (comma-separated or repeated), `http://HOST:PORT` or
+    /// `https://HOST:PORT`, through which every instance shares overrides and health verdicts.
+    #[arg(long, value_delimiter = ',')]
+    fleet: Vec<String>,
+    /// The fleet's key prefix in etcd: one per deployment.
+    #[arg(long, default_value = "/geosteer")]
+    fleet_prefix: String,
+    /// PEM file of the CA that signed etcd's server certificates (https:// endpoints).
+    #[arg(long)]
+    fleet_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd clusters that require one (with --fleet-key).
+    #[arg(long, requires = "fleet_key")]
+    fleet_cert: Option<PathBuf>,
+    /// PEM private key of --fleet-cert.
+    #[arg(long, requires = "fleet_cert")]
+    fleet_key: Option<PathBuf>,
+    /// etcd user, for clusters with authentication enabled.
+    #[arg(long)]
+    fleet_user: Option<String>,
+    /// File holding that user's password (or set GEOSTEER_FLEET_PASSWORD).
+    #[arg(long, requires = "fleet_user")]
+    fleet_password_file: Option<PathBuf>,
+}
+
+impl FleetArgs {
+    /// The etcd settings, with the password read from its file or the environment.
+    fn settings(&self) -> Result<geosteer::fleet::etcd::EtcdSettings, String> {
+        let password = match &self.fleet_password_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
+                    Some(text.trim_end_matches(['\r', '\n']).to_string())
+                }
+                Ok(_) => return Err(format!("{}: the password file is empty", path.display())),
+                Err(e) => {
+                    return Err(format!(
+                        "{}: cannot read the fleet password: {e}",
+                        path.display()
+                    ));
+                }
+            },
+            None if self.fleet_user.is_some() => std::env::var("GEOSTEER_FLEET_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+            None => None,
+        };
+        Ok(geosteer::fleet::etcd::EtcdSettings {
+            endpoints: self.fleet.clone(),
+            ca_file: self.fleet_ca.clone(),
+            cert_file: self.fleet_cert.clone(),
+            key_file: self.fleet_key.clone(),
+            user: self.fleet_user.clone(),
+            password,
+        })
+    }
+}
+
 /// `geosteer fleet ...`.
-fn fleet(endpoints: Vec<String>, prefix: String, action: FleetAction) -> ExitCode {
+fn fleet(args: FleetArgs, action: FleetAction) -> ExitCode {
     use geosteer::answer::Override;
+    if args.fleet.is_empty() {
+        eprintln!("Error: give the fleet's etcd endpoints with --fleet");
+        return ExitCode::FAILURE;
+    }
+    let etcd = match args
+        .settings()
+        .and_then(|s| geosteer::fleet::etcd::Etcd::new(&s).map_err(|e| e.to_string()))
+    {
+        Ok(etcd) => etcd,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = geosteer::fleet::FleetConfig {
-        endpoints,
-        prefix,
+        etcd,
+        prefix: args.fleet_prefix,
         identity: String::new(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -251,13 +321,9 @@ struct ServeArgs {
     /// anycast address. Without it, a random secret per process.
     #[arg(long)]
     cookie_secret_file: Option<PathBuf>,
-    /// Join a fleet: etcd client URLs (comma-separated or repeated), through which every
-    /// instance shares overrides and health verdicts.
-    #[arg(long, value_delimiter = ',')]
-    fleet: Vec<String>,
-    /// The fleet's key prefix in etcd: one per deployment.
-    #[arg(long, default_value = "/geosteer")]
-    fleet_prefix: String,
+    /// The fleet's etcd: endpoints, key prefix, TLS and user.
+    #[command(flatten)]
+    fleet: FleetArgs,
 }
 
 fn main() -> ExitCode {
@@ -292,10 +358,9 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => serve(*args, None),
         Some(Command::Fleet {
-            fleet: endpoints,
-            fleet_prefix,
+            fleet: args,
             action,
-        }) => fleet(endpoints, fleet_prefix, action),
+        }) => fleet(args, action),
         Some(Command::Probe {
             vantage,
             serve: args,
@@ -306,7 +371,7 @@ fn main() -> ExitCode {
                 eprintln!("Error: --vantage {vantage}: {e}");
                 return ExitCode::FAILURE;
             }
-            if args.fleet.is_empty() {
+            if args.fleet.fleet.is_empty() {
                 eprintln!("Error: a probe agent shares what it sees with a fleet: give --fleet");
                 return ExitCode::FAILURE;
             }
@@ -413,6 +478,13 @@ fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
             .ok()
             .filter(|t| !t.trim().is_empty()),
     };
+    let fleet = match args.fleet.settings() {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A probe agent's identity says where it stands, so it never shares an instance's.
     let identity = match (&args.identity, &vantage) {
         (Some(identity), _) => identity.clone(),
@@ -449,8 +521,8 @@ fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
             log_only: args.rrl_log_only,
         },
         cookie_secret_file: args.cookie_secret_file,
-        fleet_endpoints: args.fleet,
-        fleet_prefix: args.fleet_prefix,
+        fleet,
+        fleet_prefix: args.fleet.fleet_prefix,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -40,6 +40,9 @@ pub enum StartError {
     /// The admin interface could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The fleet's etcd settings are wrong (an endpoint, a certificate, a password).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::etcd::EtcdError),
     /// The cookie secret file is unreadable or malformed.
     #[error("cookie secret file {0}")]
     CookieSecret(String),
@@ -128,14 +131,15 @@ pub async fn run(
 
     let mut tasks = Supervised::default();
     let mut publisher = publisher.with_source(sources);
-    if !config.fleet_endpoints.is_empty() {
+    if !config.fleet.endpoints.is_empty() {
+        let etcd = crate::fleet::etcd::Etcd::new(&config.fleet)?;
         let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
         publisher = publisher.with_fleet(fleet_tx);
         if let Some(vantage) = &config.probe_vantage {
             publisher = publisher.with_vantage(vantage.clone());
         }
         let fleet = crate::fleet::FleetConfig {
-            endpoints: config.fleet_endpoints.clone(),
+            etcd,
             prefix: config.fleet_prefix.clone(),
             identity: config.identity.clone(),
         };

@@ -5,15 +5,27 @@
 //!
 //! Every call has a deadline and tries each endpoint in turn, so one dead member costs a
 //! timeout, not an outage; nothing here is ever awaited on the query path.
+//!
+//! Production clusters speak TLS (`https://` endpoints, verified against `--fleet-ca`, with
+//! a client certificate when etcd asks for one) and have authentication on: the client
+//! logs in with `/v3/auth/authenticate` and sends the token with every call, logging in
+//! again when etcd says the token expired.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Longest one request may take, connection included.
@@ -31,6 +43,26 @@ pub enum EtcdError {
     /// The answer was not what the gateway sends.
     #[error("unexpected answer from etcd: {0}")]
     Malformed(String),
+    /// The client's own settings are wrong: an endpoint, a certificate, a password file.
+    #[error("fleet settings: {0}")]
+    Settings(String),
+}
+
+/// How to reach a fleet's etcd: its client URLs and, in production, TLS and a user.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdSettings {
+    /// Client URLs: `http://HOST:PORT`, or `https://HOST:PORT` for TLS.
+    pub endpoints: Vec<String>,
+    /// PEM file of the CA that signed etcd's certificates (TLS; default: the web's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for clusters that demand one (`--client-cert-auth`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// etcd user, for clusters with authentication on.
+    pub user: Option<String>,
+    /// That user's password (read from a file or the environment, never the command line).
+    pub password: Option<String>,
 }
 
 /// A key and its value.
@@ -51,21 +83,129 @@ pub enum Event {
     Delete(String),
 }
 
-/// Client URLs of the cluster's members (`http://127.0.0.1:2379`).
-#[derive(Debug, Clone)]
+/// A client of one cluster: its members' endpoints, TLS and login, built once from
+/// [`EtcdSettings`] so every file problem shows at start-up.
+#[derive(Clone)]
 pub struct Etcd {
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    login: Option<Arc<Login>>,
 }
 
-/// A host and port from a client URL.
-fn authority(endpoint: &str) -> Result<String, EtcdError> {
-    endpoint
-        .strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/').to_string())
-        .ok_or_else(|| {
-            EtcdError::Refused(format!("{endpoint}: only http:// endpoints are supported"))
-        })
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.login.as_ref().map(|l| &l.user))
+            .finish()
+    }
 }
+
+/// A member's client URL, taken apart.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    url: String,
+    /// `HOST:PORT`, dialled and sent as `Host`.
+    authority: String,
+    /// The host alone: the name (or address) its certificate must carry.
+    host: String,
+    tls: bool,
+}
+
+/// A user's credentials and the token etcd gave for them, renewed when it expires.
+struct Login {
+    user: String,
+    password: String,
+    token: ArcSwapOption<String>,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Endpoint, EtcdError> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(EtcdError::Settings(format!(
+                "{url}: an etcd endpoint is http://HOST:PORT or https://HOST:PORT"
+            )));
+        };
+        let authority = rest.trim_end_matches('/').to_string();
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => {
+                return Err(EtcdError::Settings(format!(
+                    "{url}: the endpoint needs a port (etcd's is usually 2379)"
+                )));
+            }
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(Endpoint {
+            url: url.to_string(),
+            authority,
+            host,
+            tls,
+        })
+    }
+}
+
+/// Reads every PEM certificate in a file.
+fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, EtcdError> {
+    let found: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| EtcdError::Settings(format!("{what} {}: {e}", path.display())))?
+        .collect();
+    let found =
+        found.map_err(|e| EtcdError::Settings(format!("{what} {}: {e}", path.display())))?;
+    if found.is_empty() {
+        return Err(EtcdError::Settings(format!(
+            "{what} {}: no PEM certificate in the file",
+            path.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// The TLS client configuration: etcd's CA (or the web's roots) and the client certificate.
+fn tls_config(settings: &EtcdSettings) -> Result<rustls::ClientConfig, EtcdError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca_file {
+        Some(path) => {
+            for cert in certificates(path, "--fleet-ca")? {
+                roots.add(cert).map_err(|e| {
+                    EtcdError::Settings(format!("--fleet-ca {}: {e}", path.display()))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EtcdError::Settings(format!("TLS: {e}")))?
+        .with_root_certificates(roots);
+    match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates(cert, "--fleet-cert")?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| EtcdError::Settings(format!("--fleet-key {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| EtcdError::Settings(format!("--fleet-cert and --fleet-key: {e}")))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(EtcdError::Settings(
+            "--fleet-cert and --fleet-key go together".into(),
+        )),
+    }
+}
+
+/// A connection to one member, plain or TLS.
+trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Connection for T {}
 
 fn b64(text: &str) -> String {
     B64.encode(text.as_bytes())
@@ -104,29 +244,116 @@ impl RawKv {
 }
 
 impl Etcd {
-    /// A client of these endpoints (`http://HOST:PORT`).
-    pub fn new(endpoints: Vec<String>) -> Result<Etcd, EtcdError> {
-        for endpoint in &endpoints {
-            authority(endpoint)?;
-        }
+    /// A client of these settings; reads the certificate files now.
+    pub fn new(settings: &EtcdSettings) -> Result<Etcd, EtcdError> {
+        let endpoints = settings
+            .endpoints
+            .iter()
+            .map(|url| Endpoint::parse(url))
+            .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
-            return Err(EtcdError::Refused("no endpoints".into()));
+            return Err(EtcdError::Settings("no etcd endpoints".into()));
         }
-        Ok(Etcd { endpoints })
+        let wants_tls = settings.ca_file.is_some() || settings.cert_file.is_some();
+        let tls = if endpoints.iter().any(|e| e.tls) {
+            Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(
+                settings,
+            )?)))
+        } else if wants_tls {
+            return Err(EtcdError::Settings(
+                "TLS files are given but no endpoint is https://".into(),
+            ));
+        } else {
+            None
+        };
+        let login = match (&settings.user, &settings.password) {
+            (Some(user), Some(password)) => Some(Arc::new(Login {
+                user: user.clone(),
+                password: password.clone(),
+                token: ArcSwapOption::empty(),
+            })),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(EtcdError::Settings(
+                    "--fleet-user needs a password: --fleet-password-file or GEOSTEER_FLEET_PASSWORD"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(EtcdError::Settings(
+                    "a fleet password is given without --fleet-user".into(),
+                ));
+            }
+        };
+        Ok(Etcd {
+            endpoints,
+            tls,
+            login,
+        })
     }
 
-    /// POSTs a JSON body to a gateway path on the first endpoint that answers.
+    /// The endpoints' URLs, as given.
+    pub fn urls(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// POSTs a JSON body to a gateway path on the first endpoint that answers, logged in
+    /// when the cluster wants a user (once more with a fresh token if etcd says it expired).
     async fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        match self.call_once(path, body).await {
+            Err(EtcdError::Refused(why)) if self.login.is_some() && token_expired(&why) => {
+                if let Some(login) = &self.login {
+                    login.token.store(None);
+                }
+                self.call_once(path, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let mut failures = Vec::new();
         for endpoint in &self.endpoints {
-            match tokio::time::timeout(REQUEST_TIMEOUT, post(endpoint, path, body)).await {
+            let attempt = async {
+                let token = self.token(endpoint).await?;
+                self.post(endpoint, path, body, token.as_ref().map(|t| t.as_str()))
+                    .await
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(EtcdError::Refused(why))) => return Err(EtcdError::Refused(why)),
-                Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
-                Err(_) => failures.push(format!("{endpoint}: timed out")),
+                Ok(Err(e)) => failures.push(format!("{}: {e}", endpoint.url)),
+                Err(_) => failures.push(format!("{}: timed out", endpoint.url)),
             }
         }
         Err(EtcdError::Unreachable(failures.join("; ")))
+    }
+
+    /// The login token, asking `endpoint` for one when none is held; `None` without a user.
+    async fn token(&self, endpoint: &Endpoint) -> Result<Option<Arc<String>>, EtcdError> {
+        let Some(login) = &self.login else {
+            return Ok(None);
+        };
+        if let Some(token) = login.token.load_full() {
+            return Ok(Some(token));
+        }
+        let body = json!({"name": login.user, "password": login.password});
+        let answer = self
+            .post(endpoint, "/v3/auth/authenticate", &body, None)
+            .await
+            .map_err(|e| match e {
+                EtcdError::Refused(why) => {
+                    EtcdError::Refused(format!("login as {}: {why}", login.user))
+                }
+                other => other,
+            })?;
+        let token = answer
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| EtcdError::Malformed("login answer without a token".into()))?;
+        let token = Arc::new(token.to_string());
+        login.token.store(Some(Arc::clone(&token)));
+        Ok(Some(token))
     }
 
     /// Every key under `prefix`, and the store's revision they were read at.
@@ -196,15 +423,32 @@ impl Etcd {
         }});
         let mut failures = Vec::new();
         for endpoint in &self.endpoints {
-            let stream = tokio::time::timeout(REQUEST_TIMEOUT, open(endpoint, "/v3/watch", &body));
-            let mut response = match stream.await {
+            let opening = async {
+                let token = self.token(endpoint).await?;
+                self.open(
+                    endpoint,
+                    "/v3/watch",
+                    &body,
+                    token.as_ref().map(|t| t.as_str()),
+                )
+                .await
+            };
+            let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, opening).await {
                 Ok(Ok(response)) => response,
+                Ok(Err(EtcdError::Refused(why))) => {
+                    if token_expired(&why)
+                        && let Some(login) = &self.login
+                    {
+                        login.token.store(None);
+                    }
+                    return Err(EtcdError::Refused(why));
+                }
                 Ok(Err(e)) => {
-                    failures.push(format!("{endpoint}: {e}"));
+                    failures.push(format!("{}: {e}", endpoint.url));
                     continue;
                 }
                 Err(_) => {
-                    failures.push(format!("{endpoint}: timed out"));
+                    failures.push(format!("{}: timed out", endpoint.url));
                     continue;
                 }
             };
@@ -212,7 +456,7 @@ impl Etcd {
             let mut buffer: Vec<u8> = Vec::new();
             while let Some(frame) = response.frame().await {
                 let frame =
-                    frame.map_err(|e| EtcdError::Unreachable(format!("{endpoint}: {e}")))?;
+                    frame.map_err(|e| EtcdError::Unreachable(format!("{}: {e}", endpoint.url)))?;
                 let Some(data) = frame.data_ref() else {
                     continue;
                 };
@@ -286,54 +530,99 @@ fn revision_of(answer: &Value) -> Result<i64, EtcdError> {
     )
 }
 
-/// Opens a POST and returns the response once its head has arrived.
-async fn open(
-    endpoint: &str,
-    path: &str,
-    body: &Value,
-) -> Result<hyper::Response<hyper::body::Incoming>, EtcdError> {
-    let host = authority(endpoint)?;
-    let stream = TcpStream::connect(&host)
-        .await
-        .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = hyper::Request::post(path)
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| EtcdError::Malformed(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let text = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        return Err(EtcdError::Refused(format!("{status}: {text}")));
-    }
-    Ok(response)
+/// Whether etcd refused a call because its login token expired (etcd forgets tokens after
+/// `--auth-token-ttl` and on restart).
+fn token_expired(why: &str) -> bool {
+    why.contains("invalid auth token")
 }
 
-/// POSTs and reads the whole JSON answer (bounded).
-async fn post(endpoint: &str, path: &str, body: &Value) -> Result<Value, EtcdError> {
-    let response = open(endpoint, path, body).await?;
-    let bytes = http_body_util::Limited::new(response.into_body(), MAX_WATCH_MESSAGE)
-        .collect()
-        .await
-        .map_err(|e| EtcdError::Unreachable(e.to_string()))?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| EtcdError::Malformed(e.to_string()))
+impl Etcd {
+    /// Connects to a member, with TLS for an `https://` endpoint.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn Connection>, EtcdError> {
+        let stream = TcpStream::connect(&endpoint.authority)
+            .await
+            .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
+        if !endpoint.tls {
+            return Ok(Box::new(stream));
+        }
+        let Some(tls) = &self.tls else {
+            return Err(EtcdError::Settings("no TLS configuration".into()));
+        };
+        let name = ServerName::try_from(endpoint.host.clone())
+            .map_err(|e| EtcdError::Settings(format!("{}: {e}", endpoint.url)))?;
+        let stream = tls
+            .connect(name, stream)
+            .await
+            .map_err(|e| EtcdError::Unreachable(format!("TLS: {e}")))?;
+        Ok(Box::new(stream))
+    }
+
+    /// Opens a POST and returns the response once its head has arrived.
+    async fn open(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, EtcdError> {
+        let stream = self.connect(endpoint).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut request = hyper::Request::post(path)
+            .header(hyper::header::HOST, &endpoint.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, token);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| EtcdError::Malformed(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = http_body_util::Limited::new(response.into_body(), 64 << 10)
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            let hint = if text.contains("CommonName") {
+                " (etcd's JSON gateway, which geosteer speaks, refuses client certificates \
+                 with a CommonName: issue geosteer's without one, naming it in the SAN only)"
+            } else {
+                ""
+            };
+            return Err(EtcdError::Refused(format!(
+                "{status}: {}{hint}",
+                text.trim_end()
+            )));
+        }
+        Ok(response)
+    }
+
+    /// POSTs and reads the whole JSON answer (bounded).
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Value, EtcdError> {
+        let response = self.open(endpoint, path, body, token).await?;
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_WATCH_MESSAGE)
+            .collect()
+            .await
+            .map_err(|e| EtcdError::Unreachable(e.to_string()))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| EtcdError::Malformed(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -358,5 +647,38 @@ mod tests {
             ]
         );
         assert!(events_of(&json!({"result": {"canceled": true}})).is_err());
+    }
+
+    #[test]
+    fn endpoints_and_settings_are_checked_at_start() {
+        let settings = |urls: &[&str]| EtcdSettings {
+            endpoints: urls.iter().map(|u| u.to_string()).collect(),
+            ..EtcdSettings::default()
+        };
+        let e = Endpoint::parse("https://[::1]:2379/").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.authority.as_str(), e.tls),
+            ("::1", "[::1]:2379", true)
+        );
+        assert!(Etcd::new(&settings(&["etcd:2379"])).is_err());
+        assert!(Etcd::new(&settings(&["http://etcd"])).is_err());
+        assert!(Etcd::new(&settings(&[])).is_err());
+        let no_password = EtcdSettings {
+            user: Some("geosteer".into()),
+            ..settings(&["http://127.0.0.1:2379"])
+        };
+        assert!(
+            Etcd::new(&no_password)
+                .unwrap_err()
+                .to_string()
+                .contains("password")
+        );
+        let missing_ca = EtcdSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..settings(&["https://127.0.0.1:2379"])
+        };
+        let why = Etcd::new(&missing_ca).unwrap_err().to_string();
+        assert!(why.contains("--fleet-ca /nonexistent/ca.pem"), "{why}");
+        assert!(Etcd::new(&settings(&["https://127.0.0.1:2379"])).is_ok());
     }
 }

@@ -40,8 +40,8 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Where a fleet member finds etcd and who it is.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    /// etcd client URLs.
-    pub endpoints: Vec<String>,
+    /// The cluster's client.
+    pub etcd: Etcd,
     /// Key prefix of this deployment (`/geosteer`).
     pub prefix: String,
     /// This member's identity (instance name or probe agent vantage).
@@ -154,15 +154,7 @@ pub async fn run(
     commands: mpsc::Sender<Command>,
     mut writes: mpsc::Receiver<FleetWrite>,
 ) {
-    let etcd = match Etcd::new(config.endpoints.clone()) {
-        Ok(etcd) => etcd,
-        Err(e) => {
-            let _ = commands
-                .send(Command::Fleet(FleetNews::Lost(e.to_string())))
-                .await;
-            return;
-        }
-    };
+    let etcd = config.etcd.clone();
     let mut own = Own::default();
     loop {
         let outcome = session(&etcd, &config, &commands, &mut writes, &mut own).await;
@@ -363,7 +355,7 @@ fn registration(serials: &[(String, u32)]) -> String {
 /// Reads the fleet's state for `geosteer fleet status`: members, overrides and every
 /// member's verdicts, as text.
 pub async fn status_text(config: &FleetConfig) -> Result<String, EtcdError> {
-    let etcd = Etcd::new(config.endpoints.clone())?;
+    let etcd = &config.etcd;
     let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
     let (revision, kvs) = etcd.range_prefix(&prefix).await?;
     let mut mirror = Mirror::default();
@@ -418,10 +410,10 @@ pub async fn set_override(
     node: &str,
     set: Option<Override>,
 ) -> Result<(), EtcdError> {
-    let etcd = Etcd::new(config.endpoints.clone())?;
+    let etcd = &config.etcd;
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
     apply_write(
-        &etcd,
+        etcd,
         config,
         &FleetWrite::Override {
             zone,
@@ -440,7 +432,11 @@ mod tests {
     #[test]
     fn the_mirror_reads_overrides_others_verdicts_and_members() {
         let config = FleetConfig {
-            endpoints: vec![],
+            etcd: Etcd::new(&etcd::EtcdSettings {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                ..Default::default()
+            })
+            .unwrap(),
             prefix: "/g".into(),
             identity: "a".into(),
         };

@@ -284,6 +284,16 @@ fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
             }
         },
     );
+    // Degraded, not down: /readyz stays 200 (the instance answers and stays announced) and,
+    // to whoever may see details, says why.
+    for server in [&a, &b] {
+        let (status, body) = http(server.admin, "GET", "/readyz", None);
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.starts_with("ready\nfleet degraded: etcd unreachable"),
+            "{body}"
+        );
+    }
     // Local failover works while etcd is away.
     tokyo.stop();
     for server in [&a, &b] {
@@ -312,6 +322,8 @@ fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
             Err("not yet".to_string())
         }
     });
+    let (status, body) = http(a.admin, "GET", "/readyz", None);
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
     let (status, body) = http(b.admin, "POST", "/nodes/fleet.example/tokyo/drain", None);
     assert_eq!(status, 200, "{body}");
     until_answers(&a, &singapore_only, "the fleet converged");
@@ -329,6 +341,136 @@ fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
             log.len()
         );
     }
+}
+
+/// Production etcd: TLS only, a client certificate demanded, authentication on. Instances
+/// log in as a user allowed under their prefix only, share a drain, and log in again after
+/// etcd restarts (its tokens die with it); a wrong password leaves an instance alone but
+/// answering, and says why.
+#[test]
+fn a_fleet_works_over_tls_with_a_client_certificate_and_a_user() {
+    use geosteer_harness::etcd::{FLEET_PASSWORD, FLEET_USER};
+    let tokyo = FakeNode::start("127.0.0.93", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.94", Behaviour::Tcp);
+    let mut etcd = EtcdCluster::start_secure(
+        &std::env::temp_dir().join(format!("geosteer-etcd-tls-{}", std::process::id())),
+    );
+    let tls = etcd.tls.clone().expect("a secured cluster");
+    assert!(etcd.endpoints().starts_with("https://"));
+    let dir = zones(
+        "fleet-tls",
+        &policy(&tokyo, tokyo.addr.port(), &singapore, "majority"),
+    );
+    let secrets =
+        std::env::temp_dir().join(format!("geosteer-fleet-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets).unwrap();
+    let right = secrets.join("right");
+    let wrong = secrets.join("wrong");
+    std::fs::write(&right, format!("{FLEET_PASSWORD}\n")).unwrap();
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let secured = |identity: &str, password: &Path| {
+        Server::start(
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[
+                "--fleet",
+                &etcd.endpoints(),
+                "--fleet-prefix",
+                "/test",
+                "--fleet-ca",
+                tls.ca.to_str().unwrap(),
+                "--fleet-cert",
+                tls.cert.to_str().unwrap(),
+                "--fleet-key",
+                tls.key.to_str().unwrap(),
+                "--fleet-user",
+                FLEET_USER,
+                "--fleet-password-file",
+                password.to_str().unwrap(),
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let connected = |server: &Server, what: &str| {
+        eventually(Duration::from_secs(10), what, || {
+            let (_, status) = http(server.admin, "GET", "/status", None);
+            if status.contains("\"connected\":true") {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        })
+    };
+    let a = secured("a", &right);
+    let b = secured("b", &right);
+    let intruder = secured("intruder", &wrong);
+    let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    let singapore_only = [singapore.addr.ip().to_string()];
+    let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
+    for server in [&a, &b, &intruder] {
+        until_answers(server, &both, "every node up");
+    }
+    connected(&a, "a logs in over TLS");
+    connected(&b, "b logs in over TLS");
+    let (status, body) = http(a.admin, "POST", "/nodes/fleet.example/tokyo/drain", None);
+    assert_eq!(status, 200, "{body}");
+    until_answers(&b, &singapore_only, "the drain reaches b");
+    // The wrong password: alone, answering, and saying why.
+    let (_, status) = http(intruder.admin, "GET", "/status", None);
+    assert!(status.contains("\"connected\":false"), "{status}");
+    assert!(status.contains("login as geosteer"), "{status}");
+    assert_eq!(answers(&intruder), both, "the intruder never saw the drain");
+    // etcd restarts and forgets every token: the instances log in again.
+    etcd.stop_member(0);
+    eventually(Duration::from_secs(15), "a notices etcd is gone", || {
+        let (_, status) = http(a.admin, "GET", "/status", None);
+        if status.contains("\"connected\":false") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    etcd.start_member(0);
+    etcd.wait_healthy(0);
+    connected(&a, "a logs in again");
+    connected(&b, "b logs in again");
+    let (status, body) = http(b.admin, "POST", "/nodes/fleet.example/tokyo/obey", None);
+    assert_eq!(status, 200, "{body}");
+    until_answers(
+        &a,
+        &both,
+        "the drain cleared through b after etcd restarted",
+    );
+    // The fleet command takes the same settings.
+    let output = Command::new(geosteer_binary())
+        .args([
+            "fleet",
+            "--fleet",
+            &etcd.endpoints(),
+            "--fleet-prefix",
+            "/test",
+        ])
+        .args(["--fleet-ca", tls.ca.to_str().unwrap()])
+        .args(["--fleet-cert", tls.cert.to_str().unwrap()])
+        .args(["--fleet-key", tls.key.to_str().unwrap()])
+        .args(["--fleet-user", FLEET_USER])
+        .env("GEOSTEER_FLEET_PASSWORD", FLEET_PASSWORD)
+        .arg("status")
+        .output()
+        .expect("geosteer fleet runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(text.contains("members (2): a, b"), "{text}");
+    // Without the CA, etcd's certificate is not trusted: a clear error, not a hang.
+    let output = Command::new(geosteer_binary())
+        .args(["fleet", "--fleet", &etcd.endpoints(), "status"])
+        .output()
+        .expect("geosteer fleet runs");
+    let why = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && why.contains("TLS"), "{why}");
+    let _ = std::fs::remove_dir_all(&secrets);
 }
 
 /// A probe agent in Japan (`geosteer probe --vantage AS-JP`) measures Tokyo slow and

@@ -78,8 +78,9 @@ pub enum Command {
     /// Whether the server is ready: zones loaded and every health-checked node checked at
     /// least once (so answers reflect health, not the optimistic start).
     Ready {
-        /// `Ok(())` when ready, else what is still missing.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// When ready, `Ok` with what degrades the service without stopping it (the fleet
+        /// unreachable); else what is still missing.
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
     /// Explains the current answer of a steered name for a client address.
     Explain {

@@ -727,8 +727,19 @@ impl Publisher {
                             .map(|(node, _)| format!("{}/{}", zone.origin, node.name))
                     })
                     .collect();
+                // A lost fleet degrades, never blocks: this instance answers from its own
+                // verdicts, so it stays ready (and announced) and says why it is degraded.
+                let degraded = self
+                    .fleet_lost
+                    .iter()
+                    .map(|why| {
+                        format!(
+                            "fleet degraded: etcd unreachable ({why}); answering from local health and the last fleet state seen"
+                        )
+                    })
+                    .collect();
                 let _ = reply.send(if waiting.is_empty() {
-                    Ok(())
+                    Ok(degraded)
                 } else {
                     Err(format!(
                         "first health round incomplete: {}",

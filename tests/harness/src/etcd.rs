@@ -3,7 +3,7 @@
 //! service is never used).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +16,120 @@ pub struct EtcdCluster {
     commands: Vec<Vec<String>>,
     /// Each member's client address.
     pub clients: Vec<SocketAddr>,
+    /// With TLS: the certificates clients use (client URLs are then https://).
+    pub tls: Option<EtcdTls>,
+    /// Each member's log file.
+    logs: Vec<PathBuf>,
+}
+
+/// A secured cluster's files, made by `openssl` for the test: its CA, and a client
+/// certificate that cluster demands (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA that signed every certificate.
+    pub ca: PathBuf,
+    /// A client certificate signed by it.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// The user a secured cluster knows, allowed to read and write under `/test` only.
+pub const FLEET_USER: &str = "geosteer";
+/// Its password.
+pub const FLEET_PASSWORD: &str = "fleet-secret";
+/// etcd's root user (authentication needs one), with this password.
+const ROOT_PASSWORD: &str = "root-secret";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA, a certificate for etcd at 127.0.0.1 and a client certificate, in `dir`.
+fn make_certificates(dir: &Path) -> EtcdTls {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=geosteer test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    // The client certificate has no CommonName: etcd's JSON gateway refuses certificates
+    // with one when client certificates are demanded.
+    for (name, subject, usage, san) in [
+        (
+            "etcd",
+            "/CN=etcd",
+            "serverAuth,clientAuth",
+            "subjectAltName=IP:127.0.0.1",
+        ),
+        (
+            "client",
+            "/O=geosteer fleet",
+            "clientAuth",
+            "subjectAltName=DNS:geosteer-client",
+        ),
+    ] {
+        let mut request = vec!["req", "-subj"];
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let extensions = format!("{name}.ext");
+        request.push(subject);
+        request.extend(ec);
+        request.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &request);
+        std::fs::write(
+            dir.join(&extensions),
+            format!("basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n{san}\n"),
+        )
+        .expect("extensions file");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &extensions,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+    EtcdTls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("client.pem"),
+        key: dir.join("client.key"),
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -27,8 +141,133 @@ pub fn free_port() -> u16 {
 
 impl EtcdCluster {
     pub fn start(dir: &Path, size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(dir, size, false)
+    }
+
+    /// One member speaking TLS only, demanding a client certificate, with authentication
+    /// on: [`FLEET_USER`] may read and write under `/test`, nothing else.
+    pub fn start_secure(dir: &Path) -> EtcdCluster {
+        let cluster = EtcdCluster::start_with(dir, 1, true);
+        for args in [
+            vec!["user", "add", "root", "--new-user-password", ROOT_PASSWORD],
+            vec![
+                "user",
+                "add",
+                FLEET_USER,
+                "--new-user-password",
+                FLEET_PASSWORD,
+            ],
+            vec!["role", "add", "fleet"],
+            vec![
+                "role",
+                "grant-permission",
+                "fleet",
+                "--prefix=true",
+                "readwrite",
+                "/test/",
+            ],
+            vec!["user", "grant-role", FLEET_USER, "fleet"],
+            vec!["auth", "enable"],
+        ] {
+            let output = cluster.etcdctl(0, &args);
+            assert!(
+                output.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        cluster
+    }
+
+    /// Runs etcdctl against member `i` (with the client certificate when secured).
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint(i)))
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=5s");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.cert.display()))
+                .arg(format!("--key={}", tls.key.display()));
+        }
+        command
+            .args(args)
+            .output()
+            .expect("etcdctl runs (apt-get install etcd-client)")
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.clients[i])
+    }
+
+    /// Starts the members; a member that exits while starting (another process took one
+    /// of its ports between choosing and binding) starts the cluster again on new ports.
+    fn start_with(dir: &Path, size: usize, secure: bool) -> EtcdCluster {
         let _ = std::fs::remove_dir_all(dir);
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        std::fs::create_dir_all(dir).expect("etcd directory");
+        let tls = secure.then(|| make_certificates(dir));
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            for i in 0..size {
+                let _ = std::fs::remove_dir_all(dir.join(format!("m{i}")));
+            }
+            let mut cluster = EtcdCluster::configure(dir, size, tls.clone());
+            for i in 0..size {
+                cluster.start_member(i);
+            }
+            match cluster.started(dir) {
+                Ok(()) => return cluster,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("etcd did not start: {failures:#?}");
+    }
+
+    /// Waits for every member to be healthy, or for one to exit (with its log's tail).
+    fn started(&mut self, dir: &Path) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for i in 0..self.members.len() {
+            loop {
+                if let Some(Ok(Some(status))) = self.members[i].as_mut().map(Child::try_wait) {
+                    let log =
+                        std::fs::read_to_string(dir.join(format!("m{i}.log"))).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    return Err(format!("member {i} exited ({status}): {tail:?}"));
+                }
+                if self.healthy(i) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("member {i} not healthy within 30 s"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    fn healthy(&self, i: usize) -> bool {
+        if self.tls.is_some() {
+            return self.etcdctl(i, &["endpoint", "health"]).status.success();
+        }
+        let (status, body) = probe_health(self.clients[i]);
+        status == 200 && body.contains("true")
+    }
+
+    fn configure(dir: &Path, size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
+        let secure = tls.is_some();
+        let scheme = if secure { "https" } else { "http" };
+        // Held open together, so no two are the same.
+        let held: Vec<TcpListener> = (0..size * 2)
+            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port"))
+            .collect();
+        let port = |i: usize| held[i].local_addr().expect("a bound port").port();
+        let ports: Vec<(u16, u16)> = (0..size).map(|i| (port(2 * i), port(2 * i + 1))).collect();
+        drop(held);
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
@@ -38,15 +277,15 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .map(|(i, (client, peer))| {
-                vec![
+                let mut args: Vec<String> = vec![
                     "--name".into(),
                     format!("m{i}"),
                     "--data-dir".into(),
                     dir.join(format!("m{i}")).display().to_string(),
                     "--listen-client-urls".into(),
-                    format!("http://127.0.0.1:{client}"),
+                    format!("{scheme}://127.0.0.1:{client}"),
                     "--advertise-client-urls".into(),
-                    format!("http://127.0.0.1:{client}"),
+                    format!("{scheme}://127.0.0.1:{client}"),
                     "--listen-peer-urls".into(),
                     format!("http://127.0.0.1:{peer}"),
                     "--initial-advertise-peer-urls".into(),
@@ -57,32 +296,44 @@ impl EtcdCluster {
                     "new".into(),
                     "--initial-cluster-token".into(),
                     "geosteer-test".into(),
-                ]
+                ];
+                if secure {
+                    for (flag, file) in [
+                        ("--cert-file", "etcd.pem"),
+                        ("--key-file", "etcd.key"),
+                        ("--trusted-ca-file", "ca.pem"),
+                    ] {
+                        args.push(flag.into());
+                        args.push(dir.join(file).display().to_string());
+                    }
+                    args.push("--client-cert-auth".into());
+                }
+                args
             })
             .collect();
         let clients: Vec<SocketAddr> = ports
             .iter()
             .map(|(c, _)| SocketAddr::from((Ipv4Addr::LOCALHOST, *c)))
             .collect();
-        let mut cluster = EtcdCluster {
+        EtcdCluster {
             members: (0..size).map(|_| None).collect(),
             commands,
             clients,
-        };
-        for i in 0..size {
-            cluster.start_member(i);
+            tls,
+            logs: (0..size).map(|i| dir.join(format!("m{i}.log"))).collect(),
         }
-        for i in 0..size {
-            cluster.wait_healthy(i);
-        }
-        cluster
     }
 
     pub fn start_member(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.logs[i])
+            .expect("etcd log file");
         let child = Command::new("etcd")
             .args(&self.commands[i])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("etcd runs (apt-get install etcd-server; .ci/run installs it)");
         self.members[i] = Some(child);
@@ -90,11 +341,15 @@ impl EtcdCluster {
 
     pub fn wait_healthy(&self, i: usize) {
         eventually(Duration::from_secs(30), "etcd member healthy", || {
-            let (status, body) = probe_health(self.clients[i]);
-            if status == 200 && body.contains("true") {
+            if self.healthy(i) {
                 Ok(())
             } else {
-                Err(body)
+                Err(std::fs::read_to_string(&self.logs[i])
+                    .unwrap_or_default()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_string())
             }
         });
     }
@@ -126,9 +381,8 @@ impl EtcdCluster {
     }
 
     pub fn endpoints(&self) -> String {
-        self.clients
-            .iter()
-            .map(|c| format!("http://{c}"))
+        (0..self.clients.len())
+            .map(|i| self.endpoint(i))
             .collect::<Vec<_>>()
             .join(",")
     }
