@@ -8,7 +8,9 @@
 //! nobody accepts and the accept queue is full: connections time out), measures how long until
 //! the first answer without it, restarts it after a random 1–2 s, and measures how long until
 //! the first answer with it again. Every failed, timed-out, SERVFAIL or empty response is
-//! counted.
+//! counted. The same trials run twice in one run: against one instance alone, and against
+//! one instance of a fleet of three sharing verdicts through a three-member etcd (the
+//! zone's default `majority` quorum), so the two can be compared as a ratio.
 //!
 //! Part 2, swap cost: dnsperf's saturating query rate against a zone of 1,000 checked nodes,
 //! with and without a storm of availability changes (random nodes forced down and back through
@@ -23,6 +25,7 @@ mod dnsperf;
 use geosteer::random::XorShift;
 use std::time::{Duration, Instant};
 
+use geosteer_harness::etcd::EtcdCluster;
 use geosteer_harness::nodes::{Behaviour, FakeNode, http};
 use geosteer_harness::*;
 
@@ -46,7 +49,7 @@ fn stats(label: &str, samples: &mut [Duration]) {
     );
 }
 
-fn failover(trials: usize, rng: &mut XorShift) {
+fn failover(trials: usize, rng: &mut XorShift, fleet: bool) {
     let mut tokyo = FakeNode::start("127.0.0.101", Behaviour::Tcp);
     let singapore = FakeNode::start("127.0.0.102", Behaviour::Tcp);
     let sydney = FakeNode::start("127.0.0.103", Behaviour::Tcp);
@@ -66,11 +69,37 @@ fn failover(trials: usize, rng: &mut XorShift) {
         );
     }
     policy += "steer:\n  ingest: {answers: 1}\n";
-    let server = Server::start(
-        &zone_dir("bench-failover", &policy),
-        &repo("tests/fixtures/geo-city.mmdb"),
-        &[],
-    );
+    let zones = zone_dir("bench-failover", &policy);
+    let geo = repo("tests/fixtures/geo-city.mmdb");
+    // In fleet mode: three instances and a three-member etcd; instance 0 is measured.
+    let etcd = fleet.then(|| {
+        EtcdCluster::start(
+            &std::env::temp_dir().join(format!("geosteer-failover-etcd-{}", std::process::id())),
+            3,
+        )
+    });
+    let servers: Vec<Server> = match &etcd {
+        Some(etcd) => (0..3)
+            .map(|i| {
+                let identity = format!("gs{i}");
+                let endpoints = etcd.endpoints();
+                Server::start(
+                    &zones,
+                    &geo,
+                    &[
+                        "--fleet",
+                        &endpoints,
+                        "--fleet-prefix",
+                        "/failover",
+                        "--identity",
+                        &identity,
+                    ],
+                )
+            })
+            .collect(),
+        None => vec![Server::start(&zones, &geo, &[])],
+    };
+    let server = &servers[0];
     let tokyo_ip = tokyo.addr.ip().to_string();
     // Bounded: each trial takes a few seconds; the stream stops by itself after 30 minutes.
     let stream = QueryLoop::start_for(
@@ -83,7 +112,7 @@ fn failover(trials: usize, rng: &mut XorShift) {
     let mut missed = 0;
     for trial in 0..trials * 2 {
         let vanish = trial % 2 == 1;
-        wait_healthy(&server, &["tokyo", "singapore", "sydney"]);
+        wait_healthy(server, &["tokyo", "singapore", "sydney"]);
         let steady = Instant::now();
         if stream
             .first(
@@ -130,7 +159,12 @@ fn failover(trials: usize, rng: &mut XorShift) {
         .filter(|(_, s)| !matches!(s, Seen::Answer(a) if !a.is_empty()))
         .count();
     println!(
-        "failover at the default check settings (interval 500ms, recheck 50ms, fall 3, rise 2, timeout 1s):"
+        "failover at the default check settings (interval 500ms, recheck 50ms, fall 3, rise 2, timeout 1s), {}:",
+        if fleet {
+            "one instance of a fleet of 3 (etcd, majority quorum)"
+        } else {
+            "one instance alone"
+        }
     );
     stats(
         "  killed (refused) -> first answer without it",
@@ -262,6 +296,7 @@ fn main() {
         .map_or(1, |d| d.as_nanos() as u64)
         | 1;
     let mut rng = XorShift::new(seed);
-    failover(trials, &mut rng);
+    failover(trials, &mut rng, false);
+    failover(trials, &mut rng, true);
     swap_cost(&mut rng);
 }

@@ -6,7 +6,9 @@
 //! answer). Failure: the node's listener stopped; measured until the last instance answers
 //! without it (health checks at the defaults: 500 ms interval, 50 ms recheck, fall 3), and
 //! compared with one instance alone. etcd writes: etcd's own put counter over 10 s of
-//! steady state, and over a regional outage (every node of a 50-node zone refused at once).
+//! steady state with 3 and 9 instances, then at the issue's scale: 200 nodes in four
+//! regions of 50, 9 instances probing each node twice a second, steady state and a regional
+//! outage (the 50 listeners of one region stopped at once), second by second.
 // Benchmarks read the clock: timing is what they are for.
 #![allow(clippy::disallowed_methods)]
 
@@ -109,6 +111,95 @@ fn etcd_puts(etcd: &EtcdCluster) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// etcd's count of lease renewals (keep-alives), which are not puts.
+fn etcd_renewals(etcd: &EtcdCluster) -> f64 {
+    let (_, text) = http(etcd.clients[0], "GET", "/metrics", None);
+    text.lines()
+        .filter(|l| l.starts_with("etcd_debugging_lease_renewed_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+/// 200 nodes in four regions, 9 instances probing each twice a second: etcd's writes at
+/// steady state and, second by second, through a regional outage.
+fn regional_outage(dir: &std::path::Path, geo: &std::path::Path) {
+    const REGIONS: [(&str, f64, f64); 4] = [
+        ("AS-JP", 35.68, 139.69),
+        ("EU-DE", 50.11, 8.68),
+        ("NA-US", 39.04, -77.49),
+        ("SA-BR", -23.55, -46.63),
+    ];
+    let mut nodes: Vec<FakeNode> = Vec::new();
+    let mut text = String::from(
+        "zone: region.example\nsoa: {primary: ns1.region.example., contact: h.region.example., serial: 1}\nns: [ns1.region.example.]\n\
+         check: {type: tcp, interval: 500ms}\nnodes:\n",
+    );
+    for (r, (geo_code, lat, lon)) in REGIONS.iter().enumerate() {
+        for i in 0..50 {
+            let node = FakeNode::start(&format!("127.3.{r}.{}", i + 1), Behaviour::Tcp);
+            text += &format!(
+                "  r{r}n{i}: {{geo: {geo_code}, location: [{lat}, {lon}], addresses: [{}], check: {{port: {}}}}}\n",
+                node.addr.ip(),
+                node.addr.port()
+            );
+            nodes.push(node);
+        }
+    }
+    text += "steer:\n  ingest: {answers: 2}\n";
+    let zones = zone_dir("fleet-bench-regions", &text);
+    let etcd = EtcdCluster::start(&dir.join("etcd-regions"), 3);
+    let servers: Vec<Server> = (0..9)
+        .map(|i| {
+            Server::start(
+                &zones,
+                geo,
+                &[
+                    "--fleet",
+                    &etcd.endpoints(),
+                    "--fleet-prefix",
+                    "/regions",
+                    "--identity",
+                    &format!("gs{i}"),
+                ],
+            )
+        })
+        .collect();
+    let every: Vec<String> = (0..4)
+        .flat_map(|r| (0..50).map(move |i| format!("r{r}n{i}")))
+        .collect();
+    let every: Vec<&str> = every.iter().map(String::as_str).collect();
+    for s in &servers {
+        wait_healthy(s, &every);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (puts, renewals) = (etcd_puts(&etcd), etcd_renewals(&etcd));
+    std::thread::sleep(Duration::from_secs(10));
+    println!(
+        "{:<48} {:.1} puts/s, {:.1} lease renewals/s",
+        "200 nodes × 9 instances, steady state",
+        (etcd_puts(&etcd) - puts) / 10.0,
+        (etcd_renewals(&etcd) - renewals) / 10.0
+    );
+    let started = etcd_puts(&etcd);
+    let mut last = started;
+    let mut per_second = Vec::new();
+    for node in nodes.iter_mut().take(50) {
+        node.stop();
+    }
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = etcd_puts(&etcd);
+        per_second.push(format!("{:.0}", now - last));
+        last = now;
+    }
+    println!(
+        "{:<48} {:.0} puts in 10 s (expected 50 nodes × 9 verdicts = 450); per second: {}",
+        "regional outage: 50 of 200 nodes refused",
+        last - started,
+        per_second.join(" ")
+    );
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("geosteer-fleet-bench-{}", std::process::id()));
     let mut tokyo = FakeNode::start("127.0.0.121", Behaviour::Tcp);
@@ -195,4 +286,5 @@ fn main() {
             format!("etcd writes, steady state, {size} instances")
         );
     }
+    regional_outage(&dir, &geo);
 }
