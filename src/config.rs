@@ -52,7 +52,7 @@ pub struct ServeConfig {
     /// The file of the server cookie secret shared by instances (a random one without).
     pub cookie_secret_file: Option<PathBuf>,
     /// How to reach the etcd of the fleet this instance joins; no endpoints: it runs alone.
-    pub fleet: crate::fleet::etcd::EtcdSettings,
+    pub fleet: EtcdSettings,
     /// The fleet's key prefix in etcd (one per deployment).
     pub fleet_prefix: String,
     /// A probe agent's vantage point (a geo code): no DNS, checks shared with the fleet.
@@ -146,4 +146,21 @@ impl Default for TcpLimits {
             lifetime: std::time::Duration::from_secs(300),
         }
     }
+}
+
+/// How to reach a fleet's etcd: its client URLs and, in production, TLS and a user.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdSettings {
+    /// Client URLs: `http://HOST:PORT`, or `https://HOST:PORT` for TLS.
+    pub endpoints: Vec<String>,
+    /// PEM file of the CA that signed etcd's certificates (TLS; default: the web's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for clusters that demand one (`--client-cert-auth`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// etcd user, for clusters with authentication on.
+    pub user: Option<String>,
+    /// That user's password (read from a file or the environment, never the command line).
+    pub password: Option<String>,
 }

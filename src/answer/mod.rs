@@ -9,6 +9,7 @@
 //! when the snapshot was built. This folder's face only re-exports.
 
 mod build;
+pub mod census;
 mod publish;
 mod snapshot;
 mod zone;
@@ -16,6 +17,7 @@ mod zone;
 pub use build::build;
 pub use publish::{
     Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, Publisher, SnapshotReader,
+    WhatIfChange,
 };
 pub use snapshot::{
     AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,

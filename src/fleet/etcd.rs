@@ -11,7 +11,7 @@
 //! logs in with `/v3/auth/authenticate` and sends the token with every call, logging in
 //! again when etcd says the token expired.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,22 +48,7 @@ pub enum EtcdError {
     Settings(String),
 }
 
-/// How to reach a fleet's etcd: its client URLs and, in production, TLS and a user.
-#[derive(Debug, Clone, Default)]
-pub struct EtcdSettings {
-    /// Client URLs: `http://HOST:PORT`, or `https://HOST:PORT` for TLS.
-    pub endpoints: Vec<String>,
-    /// PEM file of the CA that signed etcd's certificates (TLS; default: the web's roots).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for clusters that demand one (`--client-cert-auth`).
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    pub key_file: Option<PathBuf>,
-    /// etcd user, for clusters with authentication on.
-    pub user: Option<String>,
-    /// That user's password (read from a file or the environment, never the command line).
-    pub password: Option<String>,
-}
+pub use crate::config::EtcdSettings;
 
 /// A key and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -353,6 +353,16 @@ impl GeoDb {
         self.map.map(|v| f((v != NOTHING).then_some(v)))
     }
 
+    /// Every IPv4 range of the database: its first address, its size and its place
+    /// (`None`: unlocated). What a census of clients walks.
+    pub fn v4_ranges(
+        &self,
+    ) -> impl Iterator<Item = (std::net::Ipv4Addr, u64, Option<PlaceId>)> + '_ {
+        self.map
+            .v4_ranges()
+            .map(|(first, size, v)| (first, size, (v != NOTHING).then_some(v)))
+    }
+
     /// The places' regions, worked out the first time answer tables are ranked.
     pub fn regions(&self) -> &PlaceRegions {
         self.regions.get_or_init(|| {

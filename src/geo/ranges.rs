@@ -97,6 +97,15 @@ impl<K: HighBits> RangeTable<K> {
         }
     }
 
+    /// Every range in address order: its first address (left-aligned), the next range's
+    /// first address (`None` for the last) and its value.
+    pub fn ranges(&self) -> impl Iterator<Item = (u128, Option<u128>, u32)> + '_ {
+        (0..self.starts.len()).map(move |at| {
+            let next = (at + 1 < self.starts.len()).then(|| self.first(at + 1));
+            (self.first(at), next, self.values[at])
+        })
+    }
+
     /// Number of ranges.
     pub fn len(&self) -> usize {
         self.starts.len()
@@ -263,6 +272,19 @@ impl AddressMap {
     /// Both families' tables as one map.
     pub fn new(v4: RangeTable<u32>, v6: RangeTable<u64>) -> Self {
         AddressMap { v4, v6 }
+    }
+
+    /// Every IPv4 range: its first address, its number of addresses and its value.
+    pub fn v4_ranges(&self) -> impl Iterator<Item = (std::net::Ipv4Addr, u64, u32)> + '_ {
+        self.v4.ranges().map(|(first, next, value)| {
+            let first = (first >> 96) as u32;
+            let end = next.map_or(1u64 << 32, |n| (n >> 96) as u64);
+            (
+                std::net::Ipv4Addr::from(first),
+                end.saturating_sub(u64::from(first)),
+                value,
+            )
+        })
     }
 
     /// The value at an address and the widest prefix around it with the same value.

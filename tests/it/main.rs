@@ -23,6 +23,7 @@ mod policy_errors;
 mod protocol;
 mod reload;
 mod shipped;
+mod status_page;
 mod steering;
 mod wildcards;
 mod zero_alloc;

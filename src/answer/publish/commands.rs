@@ -93,6 +93,24 @@ pub enum Command {
     },
     /// News from the fleet connection.
     Fleet(FleetNews),
+    /// The status page's data for a steered name (the first one when `None`): nodes,
+    /// timeline, and where every country's clients go.
+    Map {
+        /// The steered name.
+        name: Option<String>,
+        /// The data, or why there is none.
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+    /// Where a steered name's clients would go with some nodes taken out, compared with
+    /// now; nothing live changes.
+    WhatIf {
+        /// The steered name (the first one when `None`).
+        name: Option<String>,
+        /// Nodes taken out, and how.
+        changes: Vec<(String, WhatIfChange)>,
+        /// The comparison, or why there is none.
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
     /// The fleet connection's state (`None` when not in a fleet).
     FleetStatus {
         /// The answer.
@@ -201,4 +219,33 @@ pub struct NodeStatus {
     /// In a fleet: the health the answers use, decided by the zone's quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_health: Option<Health>,
+}
+
+/// A node taken out in a what-if, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhatIfChange {
+    /// Its checks fail.
+    Down,
+    /// Drained by an operator.
+    Drained,
+    /// At capacity.
+    Full,
+}
+
+impl WhatIfChange {
+    pub(super) fn availability(self) -> Availability {
+        match self {
+            WhatIfChange::Down => Availability::HealthDown,
+            WhatIfChange::Drained => Availability::AdminDown,
+            WhatIfChange::Full => Availability::Full(100),
+        }
+    }
+
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            WhatIfChange::Down => "down",
+            WhatIfChange::Drained => "drained",
+            WhatIfChange::Full => "full",
+        }
+    }
 }

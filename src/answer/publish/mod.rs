@@ -15,11 +15,12 @@
 #![allow(clippy::disallowed_methods)]
 
 mod commands;
+mod map;
 mod nodes;
 mod schedule;
 
 pub use commands::{
-    Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, SnapshotReader,
+    Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, SnapshotReader, WhatIfChange,
 };
 
 use std::collections::HashMap;
@@ -155,6 +156,8 @@ pub struct Publisher {
     /// Why etcd cannot be reached, while it cannot: answers then use local verdicts and
     /// the last overrides seen.
     fleet_lost: Option<String>,
+    /// The last availability changes and reloads, for the status page.
+    timeline: map::Timeline,
 }
 
 impl Publisher {
@@ -223,6 +226,7 @@ impl Publisher {
             vantage: None,
             measured: None,
             fleet_lost: None,
+            timeline: map::Timeline::default(),
         };
         publisher.export_gauges();
         // Both reload and feed series exist from the start, so rates and alerts see a zero
@@ -522,6 +526,7 @@ impl Publisher {
                         info!(%summary, "reloaded");
                         metrics::counter!(m::RELOADS, "result" => "ok").increment(1);
                         self.last_reload = Some(Ok(SystemTime::now()));
+                        self.note_reload(Ok(&summary));
                         metrics::gauge!(m::RELOAD_OK).set(1.0);
                         replies.push(Box::new(move |_: &Publisher| {
                             let _ = reply.send(Ok(summary));
@@ -531,6 +536,7 @@ impl Publisher {
                         warn!(%error, "reload rejected; the previous policy keeps serving");
                         metrics::counter!(m::RELOADS, "result" => "error").increment(1);
                         self.last_reload = Some(Err(error.clone()));
+                        self.note_reload(Err(&error));
                         metrics::gauge!(m::RELOAD_OK).set(0.0);
                         let _ = reply.send(Err(error));
                     }
@@ -757,6 +763,19 @@ impl Publisher {
                 }));
             }
             Command::Fleet(news) => self.apply_fleet(news),
+            // After this round's publication, so a change just made shows.
+            Command::Map { name, reply } => {
+                replies.push(Box::new(move |p: &Publisher| p.map(name.as_deref(), reply)));
+            }
+            Command::WhatIf {
+                name,
+                changes,
+                reply,
+            } => {
+                replies.push(Box::new(move |p: &Publisher| {
+                    p.what_if(name.as_deref(), changes, reply)
+                }));
+            }
             Command::FleetStatus { reply } => {
                 let _ = reply.send(self.fleet_out.as_ref().map(|_| {
                     serde_json::json!({
@@ -969,6 +988,7 @@ impl Publisher {
         info!(zone = %zone.origin, node = %zone.nodes[key.node].name, from = ?runtime.availability, to = ?new, "node availability changed");
         runtime.availability = new;
         runtime.since = SystemTime::now();
+        self.note_change(key.zone, key.node);
         self.schedule.availability_changed();
         self.changed_at.get_or_insert_with(Instant::now);
         self.export_zone_gauges(key.zone);

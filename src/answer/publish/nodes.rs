@@ -35,6 +35,8 @@ pub(super) struct NodeRuntime {
     pub full: bool,
     /// Its load in percent, as availability orders full nodes by it.
     pub load_percent: u8,
+    /// Its state as the timeline last recorded it (`up`, `drained`, ...).
+    pub state: &'static str,
 }
 
 /// Policy status, then override, then health, then capacity: who decides whether a node is
@@ -84,6 +86,7 @@ impl NodeRuntime {
             ranked_loss: 0.0,
             full: false,
             load_percent: 0,
+            state: super::map::state_word(availability(status, None, Health::Unknown, None), None),
         }
     }
 

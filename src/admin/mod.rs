@@ -5,6 +5,8 @@
 //!
 //! It only reads state and sends commands to the publisher; it never touches answer tables.
 //!
+//! - `GET /` — the status page: a live map of where clients go, nodes, timeline, what-if
+//!   (`page`). It polls `GET /map?name=` and asks `GET /what-if?name=&down=&drain=&full=`.
 //! - `GET /healthz` — the process is alive.
 //! - `GET /readyz` — zones loaded and every checked node checked once: 200, else 503 with
 //!   what is missing (for load balancers and anycast announcements). A fleet member that
@@ -35,6 +37,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+
+mod page;
 
 use crate::answer::{Command, Override};
 use crate::latency::feed::FeedBatch;
@@ -120,6 +124,10 @@ pub fn router(
         settings: Arc::new(settings),
     };
     Router::new()
+        .route("/", get(page::page))
+        .route("/map/shapes.json", get(page::shapes))
+        .route("/map", get(page::map))
+        .route("/what-if", get(page::what_if))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -137,22 +145,37 @@ pub fn router(
         .with_state(state)
 }
 
-/// Whether a request carries the configured bearer token (true when none is configured).
+/// Whether a request carries the configured token (true when none is configured): as a
+/// bearer token, or as the password of HTTP Basic authentication (any user name), which is
+/// how a browser opening the status page sends it.
 fn authorized(state: &AdminState, headers: &header::HeaderMap) -> bool {
+    use base64::Engine as _;
     let Some(token) = &state.token else {
         return true;
     };
-    headers
+    let Some((scheme, credentials)) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            // Authentication schemes are case-insensitive (RFC 9110 §11.1).
-            let (scheme, token) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim_start())
-        })
-        .is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+        .and_then(|v| v.split_once(' '))
+    else {
+        return false;
+    };
+    let credentials = credentials.trim_start();
+    // Authentication schemes are case-insensitive (RFC 9110 §11.1).
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return constant_time_eq(credentials.as_bytes(), token.as_bytes());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials) else {
+            return false;
+        };
+        let password = match decoded.iter().position(|&b| b == b':') {
+            Some(colon) => &decoded[colon + 1..],
+            None => return false,
+        };
+        return constant_time_eq(password, token.as_bytes());
+    }
+    false
 }
 
 /// Rejects requests without the configured bearer token, but for the probes.
@@ -161,7 +184,14 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
     if !probe && !authorized(&state, request.headers()) {
         return (
             StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
+            [
+                (header::WWW_AUTHENTICATE, "Bearer"),
+                // A browser asks for credentials: any user name, the token as password.
+                (
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"geosteer admin\", charset=\"UTF-8\"",
+                ),
+            ],
             "bearer token required\n",
         )
             .into_response();

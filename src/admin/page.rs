@@ -1,0 +1,153 @@
+//! The status page (`GET /`): one self-contained HTML document (script and style inline,
+//! country shapes served from the binary at `/map/shapes.json`; nothing from elsewhere),
+//! and the JSON it polls: `GET /map?name=` (where every country's clients go, each node's
+//! state, the timeline) and `GET /what-if?name=&down=&drain=&full=` (the same with nodes
+//! taken out, on a copy; nothing live changes).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::{AdminState, unavailable};
+use crate::answer::{Command, WhatIfChange};
+
+/// The page.
+const PAGE: &str = include_str!("status.html");
+/// Country outlines (Natural Earth via world-atlas; see geo/shapes/make-shapes.py).
+const SHAPES: &str = include_str!("../../geo/shapes/countries.json");
+
+pub(super) async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything is inline or from this origin; nothing may be loaded from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+pub(super) async fn shapes() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        SHAPES,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct MapQuery {
+    name: Option<String>,
+}
+
+/// Answers per node from the query path's counters, for one zone (`zone` with its dot).
+fn answer_counts(state: &AdminState, zone: &str) -> BTreeMap<String, f64> {
+    let mut counts = BTreeMap::new();
+    let Some(handle) = &state.prometheus else {
+        return counts;
+    };
+    let text = handle.render();
+    let zone_label = format!("zone=\"{zone}\"");
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(crate::metrics::NODE_ANSWERS) else {
+            continue;
+        };
+        if !rest.starts_with('{') || !rest.contains(&zone_label) {
+            continue;
+        }
+        let node = rest
+            .split("node=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next());
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(node), Some(value)) = (node, value) {
+            counts.insert(node.to_string(), value);
+        }
+    }
+    counts
+}
+
+async fn ask(
+    state: &AdminState,
+    command: Command,
+    answer: oneshot::Receiver<Result<serde_json::Value, String>>,
+) -> Result<serde_json::Value, Response> {
+    if state.commands.send(command).await.is_err() {
+        return Err(unavailable());
+    }
+    match answer.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err((StatusCode::NOT_FOUND, format!("{message}\n")).into_response()),
+        Err(_) => Err(unavailable()),
+    }
+}
+
+pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuery>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Map {
+        name: q.name,
+        reply,
+    };
+    match ask(&state, command, answer).await {
+        Ok(mut value) => {
+            let zone = value["zone"].as_str().unwrap_or_default().to_string();
+            value["answers"] = serde_json::json!(answer_counts(&state, &zone));
+            axum::Json(value).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct WhatIfQuery {
+    name: Option<String>,
+    /// Nodes whose checks would fail, comma-separated.
+    down: Option<String>,
+    /// Nodes an operator would drain.
+    drain: Option<String>,
+    /// Nodes that would be full.
+    full: Option<String>,
+}
+
+pub(super) async fn what_if(
+    State(state): State<AdminState>,
+    Query(q): Query<WhatIfQuery>,
+) -> Response {
+    let mut changes = Vec::new();
+    for (list, change) in [
+        (&q.down, WhatIfChange::Down),
+        (&q.drain, WhatIfChange::Drained),
+        (&q.full, WhatIfChange::Full),
+    ] {
+        for node in list.iter().flat_map(|l| l.split(',')) {
+            let node = node.trim();
+            if !node.is_empty() {
+                changes.push((node.to_string(), change));
+            }
+        }
+    }
+    if changes.len() > 1024 {
+        return (StatusCode::BAD_REQUEST, "too many nodes\n").into_response();
+    }
+    let (reply, answer) = oneshot::channel();
+    let command = Command::WhatIf {
+        name: q.name,
+        changes,
+        reply,
+    };
+    match ask(&state, command, answer).await {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(response) => response,
+    }
+}

@@ -1,0 +1,294 @@
+//! Who goes where: a steered name's answers counted over the GeoIP database's IPv4 address
+//! space, by country. The status page colours its map with a census, a what-if compares
+//! two, and `geosteer diff` weighs moves between policies by them.
+//!
+//! A census walks every IPv4 range of the database (a few hundred thousand for a country
+//! database), split where a rule's subnet begins or ends, and selects each range's answer
+//! at its first address exactly as a query from there would. It runs on the admin
+//! interface's or the command line's time, never on the query path. Measured prefix groups
+//! (from feeds) are not split out: a range counts with the answer of its first address.
+//! Addresses the database places in no country (reserved, private, unknown) are not
+//! counted: shares are of the located IPv4 space.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use super::snapshot::{AnswerSet, SteeredTable};
+use crate::geo::GeoDb;
+use crate::net::Family;
+use crate::policy::{Node, SteeredName};
+
+/// Where a client goes: the first node of its answer (A, else AAAA), or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// The answer's first node.
+    Node(usize),
+    /// Every allowed node is down and the name fails closed.
+    Servfail,
+    /// An empty answer.
+    Nothing,
+}
+
+impl Destination {
+    fn of(answer: &AnswerSet) -> Destination {
+        if answer.a.servfail || answer.aaaa.servfail {
+            return Destination::Servfail;
+        }
+        match answer.a.nodes.first().or(answer.aaaa.nodes.first()) {
+            Some(&id) => Destination::Node(id),
+            None => Destination::Nothing,
+        }
+    }
+
+    /// The node's name, or `SERVFAIL`, or `-` for an empty answer.
+    pub fn label(self, nodes: &[Node]) -> String {
+        match self {
+            Destination::Node(id) => nodes.get(id).map_or("?".into(), |n| n.name.clone()),
+            Destination::Servfail => "SERVFAIL".into(),
+            Destination::Nothing => "-".into(),
+        }
+    }
+}
+
+/// One steered name's table and what it was built from.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    /// The table.
+    pub table: &'a SteeredTable,
+    /// The database it was indexed against.
+    pub geo: &'a GeoDb,
+    /// The policy's steered name (its rules' subnets split ranges).
+    pub steered: &'a SteeredName,
+}
+
+/// A country's addresses that go to one destination.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Share {
+    /// The destination (node name, `SERVFAIL` or `-`).
+    pub node: String,
+    /// IPv4 addresses.
+    pub addresses: u64,
+    /// One network of them, for people to try with `dig +subnet`.
+    pub example: String,
+}
+
+/// A steered name's clients by country: where each country's IPv4 addresses go, most
+/// first.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Census {
+    /// Country code → its shares, largest first.
+    pub countries: BTreeMap<String, Vec<Share>>,
+    /// Addresses per destination over the whole space.
+    pub nodes: BTreeMap<String, u64>,
+    /// Every address counted.
+    pub total: u64,
+}
+
+/// Clients that change destination between two sides.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Move {
+    /// Where they went before.
+    pub from: String,
+    /// Where they go after.
+    pub to: String,
+    /// IPv4 addresses.
+    pub addresses: u64,
+    /// Share of the whole IPv4 space counted.
+    pub share: f64,
+    /// Countries, most addresses first: (code, addresses).
+    pub countries: Vec<(String, u64)>,
+    /// A few networks that move, for `dig +subnet`.
+    pub examples: Vec<String>,
+}
+
+/// The largest aligned network starting at `first` and inside `size` addresses.
+fn network(first: Ipv4Addr, size: u64) -> String {
+    let start = u32::from(first);
+    let aligned = if start == 0 {
+        32
+    } else {
+        start.trailing_zeros()
+    };
+    let fits = 63 - size.max(1).leading_zeros(); // floor(log2(size))
+    let host_bits = aligned.min(fits).min(32);
+    format!("{first}/{}", 32 - host_bits)
+}
+
+/// The ranges' boundaries that rules' subnets add (IPv4 only), sorted.
+fn subnet_cuts(steered: &[&SteeredName]) -> Vec<u64> {
+    let mut cuts: Vec<u64> = steered
+        .iter()
+        .flat_map(|s| s.rules.iter())
+        .flat_map(|r| r.subnets.iter())
+        .filter(|p| p.family == Family::V4)
+        .flat_map(|p| {
+            let start = (p.bits >> 96) as u64;
+            let size = 1u64 << (32 - u32::from(p.len.min(32)));
+            [start, start + size]
+        })
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
+/// Walks the IPv4 space of the first side's database, cut at every side's subnet rules,
+/// calling `each(first, size, country, destinations)` with each side's destination.
+fn walk(sides: &[Side<'_>], mut each: impl FnMut(Ipv4Addr, u64, [u8; 2], &[Destination])) {
+    let Some(first_side) = sides.first() else {
+        return;
+    };
+    let cuts = subnet_cuts(&sides.iter().map(|s| s.steered).collect::<Vec<_>>());
+    let places = first_side.geo.places();
+    let mut destinations = vec![Destination::Nothing; sides.len()];
+    let mut next_cut = 0;
+    for (first, size, place) in first_side.geo.v4_ranges() {
+        let Some(country) = place
+            .and_then(|p| places.get(p as usize))
+            .and_then(|p| p.country)
+        else {
+            continue;
+        };
+        let end = u64::from(u32::from(first)) + size;
+        let mut at = u64::from(u32::from(first));
+        while at < end {
+            while next_cut < cuts.len() && cuts[next_cut] <= at {
+                next_cut += 1;
+            }
+            let until = cuts.get(next_cut).map_or(end, |&c| c.min(end));
+            let address = Ipv4Addr::from(at as u32);
+            for (slot, side) in destinations.iter_mut().zip(sides) {
+                *slot = Destination::of(side.table.select(IpAddr::V4(address), side.geo).answer);
+            }
+            each(address, until - at, country, &destinations);
+            at = until;
+        }
+    }
+}
+
+fn country_name(code: [u8; 2]) -> String {
+    String::from_utf8_lossy(&code).into_owned()
+}
+
+/// Where a steered name's clients go now, by country.
+pub fn census(side: Side<'_>, nodes: &[Node]) -> Census {
+    let mut tally: HashMap<([u8; 2], Destination), (u64, Ipv4Addr, u64)> = HashMap::new();
+    walk(&[side], |first, size, country, to| {
+        let entry = tally.entry((country, to[0])).or_insert((0, first, size));
+        entry.0 += size;
+        if size > entry.2 {
+            (entry.1, entry.2) = (first, size);
+        }
+    });
+    let mut out = Census::default();
+    for ((country, to), (addresses, example, example_size)) in tally {
+        let node = to.label(nodes);
+        out.total += addresses;
+        *out.nodes.entry(node.clone()).or_default() += addresses;
+        out.countries
+            .entry(country_name(country))
+            .or_default()
+            .push(Share {
+                node,
+                addresses,
+                example: network(example, example_size),
+            });
+    }
+    for shares in out.countries.values_mut() {
+        shares.sort_by(|a, b| b.addresses.cmp(&a.addresses).then(a.node.cmp(&b.node)));
+    }
+    out
+}
+
+/// Examples kept per move.
+const EXAMPLES: usize = 3;
+
+/// Which clients change destination from `before` to `after` (each with its own nodes),
+/// largest move first; the total counted is returned beside them.
+pub fn moves(
+    before: Side<'_>,
+    before_nodes: &[Node],
+    after: Side<'_>,
+    after_nodes: &[Node],
+) -> (Vec<Move>, u64) {
+    struct Tally {
+        addresses: u64,
+        countries: HashMap<[u8; 2], u64>,
+        examples: Vec<(u64, Ipv4Addr)>,
+    }
+    let mut tally: HashMap<(Destination, Destination), Tally> = HashMap::new();
+    let mut total = 0u64;
+    walk(&[before, after], |first, size, country, to| {
+        total += size;
+        // Compared by name: the two sides may be different policies.
+        if to[0].label(before_nodes) == to[1].label(after_nodes) {
+            return;
+        }
+        let entry = tally.entry((to[0], to[1])).or_insert_with(|| Tally {
+            addresses: 0,
+            countries: HashMap::new(),
+            examples: Vec::new(),
+        });
+        entry.addresses += size;
+        *entry.countries.entry(country).or_default() += size;
+        entry.examples.push((size, first));
+        if entry.examples.len() > EXAMPLES * 4 {
+            entry.examples.sort_by_key(|e| std::cmp::Reverse(e.0));
+            entry.examples.truncate(EXAMPLES);
+        }
+    });
+    let mut out: Vec<Move> = tally
+        .into_iter()
+        .map(|((from, to), mut t)| {
+            let mut countries: Vec<(String, u64)> = t
+                .countries
+                .into_iter()
+                .map(|(c, n)| (country_name(c), n))
+                .collect();
+            countries.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            t.examples.sort_by_key(|e| std::cmp::Reverse(e.0));
+            Move {
+                from: from.label(before_nodes),
+                to: to.label(after_nodes),
+                addresses: t.addresses,
+                share: t.addresses as f64 / total.max(1) as f64,
+                countries,
+                examples: t
+                    .examples
+                    .iter()
+                    .take(EXAMPLES)
+                    .map(|&(size, first)| network(first, size))
+                    .collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.addresses
+            .cmp(&a.addresses)
+            .then(a.from.cmp(&b.from))
+            .then(a.to.cmp(&b.to))
+    });
+    (out, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_networks_are_aligned_and_inside_the_range() {
+        assert_eq!(network(Ipv4Addr::new(126, 0, 0, 0), 1 << 24), "126.0.0.0/8");
+        assert_eq!(
+            network(Ipv4Addr::new(126, 0, 0, 0), 3 << 16),
+            "126.0.0.0/15"
+        );
+        assert_eq!(
+            network(Ipv4Addr::new(10, 0, 0, 128), 1 << 20),
+            "10.0.0.128/25"
+        );
+        assert_eq!(network(Ipv4Addr::new(0, 0, 0, 0), 1 << 32), "0.0.0.0/0");
+        assert_eq!(network(Ipv4Addr::new(1, 2, 3, 4), 1), "1.2.3.4/32");
+    }
+}

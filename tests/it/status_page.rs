@@ -1,0 +1,213 @@
+//! The status page in a real browser: headless Chromium (WebDriver) loads `/` from the real
+//! binary serving the shipped example. Japan is filled with the colour of the node that
+//! `dig +subnet=126.0.0.0/24` gets; a drain through the admin API recolours it without a
+//! page reload; a what-if on the page recolours the map and changes no live answer.
+//! Screenshots go to target/screenshots/.
+
+use std::process::Command;
+use std::time::Duration;
+
+use geosteer_harness::webdriver::Browser;
+use serde_json::Value;
+
+use crate::support::nodes::http;
+use crate::support::*;
+
+/// The first address `dig +subnet=126.0.0.0/24` gets for the steered name.
+fn dig_japan(server: &Server) -> String {
+    let output = Command::new("dig")
+        .arg(format!("@{}", server.addr.ip()))
+        .args(["-p", &server.addr.port().to_string(), "+norec", "+short"])
+        .args(["+time=3", "+tries=1", "+subnet=126.0.0.0/24"])
+        .arg("ingest.live.example.net")
+        .output()
+        .expect("dig runs (apt-get install bind9-dnsutils)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// The node whose addresses include `address`, from the page's own data.
+fn node_with(server: &Server, address: &str) -> String {
+    let (_, body) = http(server.admin, "GET", "/map", None);
+    let map: Value = serde_json::from_str(&body).expect("map JSON");
+    map["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| {
+            n["addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == address))
+        })
+        .and_then(|n| n["name"].as_str())
+        .unwrap_or_else(|| panic!("no node has {address}"))
+        .to_string()
+}
+
+/// Japan's node and fill on the page, and the legend's colour for that node.
+fn japan_on_page(browser: &Browser) -> (String, String, String) {
+    let value = browser.eval(
+        "const p = document.querySelector('#countries path[data-cc=\"JP\"]');\
+         if (!p) return null;\
+         const node = p.dataset.node;\
+         const legend = document.querySelector(`#legend li[data-node=\"${node}\"]`);\
+         return [node, p.getAttribute('fill'), legend ? legend.dataset.color : ''];",
+    );
+    let part = |i: usize| value[i].as_str().unwrap_or_default().to_string();
+    (part(0), part(1), part(2))
+}
+
+fn until_japan(browser: &Browser, want: &str, what: &str) {
+    eventually(Duration::from_secs(15), what, || {
+        let (node, fill, legend) = japan_on_page(browser);
+        if node == want && !fill.is_empty() && fill == legend {
+            Ok(())
+        } else {
+            Err(format!("Japan: {node} {fill} (legend {legend})"))
+        }
+    });
+}
+
+#[test]
+fn the_map_shows_where_japan_goes_and_follows_a_drain_without_a_reload() {
+    let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
+    let browser = Browser::start(1400, 1000);
+    let shots = repo("target/screenshots");
+    browser.goto(&format!(
+        "http://{}/?name=ingest.live.example.net",
+        server.admin
+    ));
+    let tokyo = node_with(&server, &dig_japan(&server));
+    assert_eq!(tokyo, "tokyo-1");
+    until_japan(&browser, &tokyo, "Japan coloured as dig's answer");
+    // Nothing on the page comes from elsewhere.
+    let foreign = browser.eval(
+        "return performance.getEntriesByType('resource').map(e => e.name)\
+           .filter(u => !u.startsWith(location.origin));",
+    );
+    assert_eq!(foreign, Value::Array(vec![]), "resources from elsewhere");
+    browser.screenshot(&shots.join("status-page.png"));
+
+    // A drain through the admin API: the page recolours Japan by itself.
+    browser.eval("window.loadedOnce = 'yes'; return null;");
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/live.example.net/tokyo-1/drain",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let instead = eventually(Duration::from_secs(10), "dig sees the drain", || {
+        let node = node_with(&server, &dig_japan(&server));
+        if node != tokyo { Ok(node) } else { Err(node) }
+    });
+    until_japan(&browser, &instead, "Japan recoloured after the drain");
+    assert_eq!(
+        browser.eval("return window.loadedOnce || 'reloaded';"),
+        "yes",
+        "the page was not reloaded"
+    );
+    let marker = browser.eval(
+        "return document.querySelector('#markers circle[data-node=\"tokyo-1\"]').dataset.state;",
+    );
+    assert_eq!(marker, "drained");
+    let timeline = browser.eval("return document.querySelector('#events').textContent;");
+    assert!(
+        timeline
+            .as_str()
+            .unwrap_or_default()
+            .contains("tokyo-1: up → drained"),
+        "{timeline}"
+    );
+    browser.screenshot(&shots.join("status-page-drained.png"));
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/live.example.net/tokyo-1/obey",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    until_japan(&browser, &tokyo, "Japan back to Tokyo");
+
+    // A what-if on the page: Tokyo down. The map shows where Japan would go; nothing live
+    // changes.
+    browser.eval(
+        "document.querySelector('#nodes select[data-node=\"tokyo-1\"]').value = 'down';\
+         document.querySelector('#preview').click(); return null;",
+    );
+    eventually(Duration::from_secs(15), "the what-if on the map", || {
+        let mode = browser.eval("return document.body.dataset.mode;");
+        let (node, fill, legend) = japan_on_page(&browser);
+        if mode == "what-if" && node == instead && fill == legend {
+            Ok(())
+        } else {
+            Err(format!("{mode} {node} {fill} {legend}"))
+        }
+    });
+    let moves = browser.eval("return document.querySelector('#moves').textContent;");
+    assert!(
+        moves.as_str().unwrap_or_default().contains("tokyo-1"),
+        "{moves}"
+    );
+    browser.screenshot(&shots.join("status-page-what-if.png"));
+    assert_eq!(
+        node_with(&server, &dig_japan(&server)),
+        tokyo,
+        "a what-if changes no live answer"
+    );
+    let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+    let nodes: Value = serde_json::from_str(&nodes).expect("nodes JSON");
+    let tokyo_state = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["node"] == "tokyo-1")
+        .expect("tokyo-1 listed");
+    assert_eq!(tokyo_state["availability"], "up", "{tokyo_state}");
+    // Back to live, by keyboard.
+    browser.eval(
+        "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); return null;",
+    );
+    until_japan(&browser, &tokyo, "back to the live map");
+    eprintln!("screenshots in {}", shots.display());
+}
+
+/// The what-if API gives the same moves as the page, and the census as a drain would.
+#[test]
+fn what_if_takes_nothing_live_and_agrees_with_a_real_drain() {
+    let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
+    let (status, body) = http(server.admin, "GET", "/what-if?drain=frankfurt-1", None);
+    assert_eq!(status, 200, "{body}");
+    let what_if: Value = serde_json::from_str(&body).expect("what-if JSON");
+    let (_, body) = http(server.admin, "GET", "/map", None);
+    let live: Value = serde_json::from_str(&body).expect("map JSON");
+    assert_eq!(live["census"]["countries"]["DE"][0]["node"], "frankfurt-1");
+    let moved_from: Vec<&str> = what_if["moves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["from"].as_str())
+        .collect();
+    assert!(
+        !moved_from.is_empty() && moved_from.iter().all(|f| *f == "frankfurt-1"),
+        "{moved_from:?}"
+    );
+    let (status, _) = http(
+        server.admin,
+        "POST",
+        "/nodes/live.example.net/frankfurt-1/drain",
+        None,
+    );
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(10), "the drained map", || {
+        let (_, body) = http(server.admin, "GET", "/map", None);
+        let drained: Value = serde_json::from_str(&body).expect("map JSON");
+        if drained["census"]["countries"] == what_if["census"]["countries"] {
+            Ok(())
+        } else {
+            Err(format!("DE: {}", drained["census"]["countries"]["DE"]))
+        }
+    });
+    let (status, body) = http(server.admin, "GET", "/what-if?down=nowhere-9", None);
+    assert_eq!(status, 404, "{body}");
+}
