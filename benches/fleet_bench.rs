@@ -111,13 +111,30 @@ fn etcd_puts(etcd: &EtcdCluster) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// etcd's count of lease renewals (keep-alives), which are not puts.
+/// A counter of etcd's summed over its members (renewals and proposals are counted by the
+/// leader only, and the leader may move).
+fn etcd_sum(etcd: &EtcdCluster, metric: &str) -> f64 {
+    etcd.clients
+        .iter()
+        .map(|client| {
+            let (_, text) = http(*client, "GET", "/metrics", None);
+            text.lines()
+                .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(' '))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// Lease renewals (keep-alives), which are not puts.
 fn etcd_renewals(etcd: &EtcdCluster) -> f64 {
-    let (_, text) = http(etcd.clients[0], "GET", "/metrics", None);
-    text.lines()
-        .filter(|l| l.starts_with("etcd_debugging_lease_renewed_total"))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .fold(0.0, f64::max)
+    etcd_sum(etcd, "etcd_debugging_lease_renewed_total")
+}
+
+/// Raft commits the leader proposed: what a write costs the cluster (a transaction of many
+/// puts is one).
+fn etcd_commits(etcd: &EtcdCluster) -> f64 {
+    etcd_sum(etcd, "etcd_server_proposals_committed_total") / etcd.clients.len() as f64
 }
 
 /// 200 nodes in four regions, 9 instances probing each twice a second: etcd's writes at
@@ -172,15 +189,38 @@ fn regional_outage(dir: &std::path::Path, geo: &std::path::Path) {
         wait_healthy(s, &every);
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (puts, renewals) = (etcd_puts(&etcd), etcd_renewals(&etcd));
+    // Until the last instance's first verdicts are in: 200 × 9 keys.
+    eventually(
+        Duration::from_secs(60),
+        "every first verdict written",
+        || {
+            let puts = etcd_puts(&etcd);
+            if puts >= 1800.0 {
+                Ok(())
+            } else {
+                Err(format!("{puts} puts"))
+            }
+        },
+    );
+    let first_commits = etcd_commits(&etcd);
+    println!(
+        "{:<48} {:.0} puts in {:.0} commits",
+        "200 nodes × 9 instances, first verdicts",
+        etcd_puts(&etcd),
+        first_commits
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (puts, renewals, commits) = (etcd_puts(&etcd), etcd_renewals(&etcd), etcd_commits(&etcd));
     std::thread::sleep(Duration::from_secs(10));
     println!(
-        "{:<48} {:.1} puts/s, {:.1} lease renewals/s",
+        "{:<48} {:.1} puts/s, {:.1} commits/s, {:.1} lease renewals/s",
         "200 nodes × 9 instances, steady state",
         (etcd_puts(&etcd) - puts) / 10.0,
+        (etcd_commits(&etcd) - commits) / 10.0,
         (etcd_renewals(&etcd) - renewals) / 10.0
     );
     let started = etcd_puts(&etcd);
+    let started_commits = etcd_commits(&etcd);
     let mut last = started;
     let mut per_second = Vec::new();
     for node in nodes.iter_mut().take(50) {
@@ -193,9 +233,10 @@ fn regional_outage(dir: &std::path::Path, geo: &std::path::Path) {
         last = now;
     }
     println!(
-        "{:<48} {:.0} puts in 10 s (expected 50 nodes × 9 verdicts = 450); per second: {}",
+        "{:<48} {:.0} puts in {:.0} commits over 10 s (50 nodes × 9 verdicts = 450); puts per second: {}",
         "regional outage: 50 of 200 nodes refused",
         last - started,
+        etcd_commits(&etcd) - started_commits,
         per_second.join(" ")
     );
 }
@@ -207,6 +248,11 @@ fn main() {
     let zones = zone_dir("fleet-bench", &policy(&[&tokyo, &singapore]));
     let tokyo_ip = tokyo.addr.ip().to_string();
     let geo = repo("tests/fixtures/geo-city.mmdb");
+    // FLEET_BENCH=regions runs the 200-node part alone.
+    if std::env::var("FLEET_BENCH").as_deref() == Ok("regions") {
+        regional_outage(&dir, &geo);
+        return;
+    }
     // One instance alone: the single-instance baseline for node failures.
     {
         let alone = vec![Server::start(&zones, &geo, NO_RRL)];

@@ -11,6 +11,7 @@
 //! logs in with `/v3/auth/authenticate` and sends the token with every call, logging in
 //! again when etcd says the token expired.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -368,6 +369,40 @@ impl Etcd {
         self.call("/v3/kv/put", &body).await.map(drop)
     }
 
+    /// Applies writes in transactions of at most [`MAX_TXN_OPS`] (etcd's default limit),
+    /// the last write of a key winning (etcd refuses a key twice in one transaction): a
+    /// burst of verdicts costs a few commits, not one each.
+    pub async fn apply(&self, ops: &[Op]) -> Result<(), EtcdError> {
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            last.insert(op.key(), i);
+        }
+        let kept: Vec<&Op> = ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| last.get(op.key()) == Some(i))
+            .map(|(_, op)| op)
+            .collect();
+        for chunk in kept.chunks(MAX_TXN_OPS) {
+            let success: Vec<Value> = chunk
+                .iter()
+                .map(|op| match op {
+                    Op::Put { key, value, lease } => {
+                        let mut put = json!({"key": b64(key), "value": b64(value)});
+                        if *lease != 0 {
+                            put["lease"] = json!(lease.to_string());
+                        }
+                        json!({"request_put": put})
+                    }
+                    Op::Delete { key } => json!({"request_delete_range": {"key": b64(key)}}),
+                })
+                .collect();
+            self.call("/v3/kv/txn", &json!({"success": success}))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Deletes a key.
     pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
         self.call("/v3/kv/deleterange", &json!({"key": b64(key)}))
@@ -392,14 +427,15 @@ impl Etcd {
         Ok(number(result, "TTL").unwrap_or(0) > 0)
     }
 
-    /// Watches every key under `prefix` from `revision` on, calling `each` with each batch
-    /// of events until the stream ends or fails (then the caller reads the state again and
-    /// watches anew). The first endpoint that accepts the watch serves it.
+    /// Watches every key under `prefix` from `revision` on, sending each batch of events
+    /// to `events` until the stream ends or fails (then the caller reads the state again and
+    /// watches anew), or nobody listens any more. A slow listener slows the watch down (etcd
+    /// holds the events); none is dropped. The first endpoint that accepts the watch serves it.
     pub async fn watch_prefix(
         &self,
         prefix: &str,
         revision: i64,
-        mut each: impl FnMut(Vec<Event>),
+        events: &tokio::sync::mpsc::Sender<Result<Vec<Event>, EtcdError>>,
     ) -> Result<(), EtcdError> {
         let body = json!({"create_request": {
             "key": b64(prefix),
@@ -449,17 +485,53 @@ impl Etcd {
                 if buffer.len() > MAX_WATCH_MESSAGE {
                     return Err(EtcdError::Malformed("watch message too large".into()));
                 }
+                let mut batches = Vec::new();
                 let mut stream = serde_json::Deserializer::from_slice(&buffer).into_iter::<Value>();
                 let mut consumed = 0;
                 while let Some(Ok(message)) = stream.next() {
                     consumed = stream.byte_offset();
-                    each(events_of(&message)?);
+                    batches.push(events_of(&message)?);
                 }
                 buffer.drain(..consumed);
+                for batch in batches {
+                    if events.send(Ok(batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
             return Ok(());
         }
         Err(EtcdError::Unreachable(failures.join("; ")))
+    }
+}
+
+/// Operations in one transaction at most: etcd's default `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets a key, under a lease (0: none).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The lease id, or 0.
+        lease: i64,
+    },
+    /// Deletes a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
     }
 }
 

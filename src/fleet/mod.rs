@@ -28,7 +28,7 @@ use tracing::{debug, info};
 
 use crate::answer::{Command, FleetNews, FleetState, FleetWrite, Override};
 use crate::health::Health;
-use etcd::{Etcd, EtcdError, Event, KeyValue};
+use etcd::{Etcd, EtcdError, Event, KeyValue, MAX_TXN_OPS, Op};
 
 /// Lease of a member's verdicts and registration: how long a dead member's votes count.
 const LEASE_TTL: u64 = 6;
@@ -223,22 +223,29 @@ async fn session(
     if own.registration.is_empty() {
         own.registration = registration(&[]);
     }
-    etcd.put(
-        &config.key(&["members", &config.identity]),
-        &own.registration,
+    // Everything this member holds, written again under the new lease in a few commits.
+    let mut ops = vec![Op::Put {
+        key: config.key(&["members", &config.identity]),
+        value: own.registration.clone(),
         lease,
-    )
-    .await?;
+    }];
     for ((zone, node), health) in &own.verdicts {
-        put_verdict(etcd, config, zone, node, *health, lease).await?;
+        ops.push(op_of(
+            config,
+            &FleetWrite::Verdict {
+                zone: zone.clone(),
+                node: node.clone(),
+                health: *health,
+            },
+            lease,
+        ));
     }
     if let Some(batch) = &own.feed {
-        apply_write(etcd, config, &FleetWrite::Feed(batch.clone()), lease).await?;
+        ops.push(op_of(config, &FleetWrite::Feed(batch.clone()), lease));
     }
-    while let Some(write) = own.pending.first().cloned() {
-        apply_write(etcd, config, &write, lease).await?;
-        own.pending.remove(0);
-    }
+    ops.extend(own.pending.iter().map(|w| op_of(config, w, lease)));
+    etcd.apply(&ops).await?;
+    own.pending.clear();
     let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
     let (revision, kvs) = etcd.range_prefix(&prefix).await?;
     let mut mirror = Mirror::default();
@@ -251,17 +258,13 @@ async fn session(
         return Ok(());
     }
     info!(revision, "fleet connected");
-    // The watch runs on a task of its own and hands its events over.
+    // The watch and the lease's keep-alives run on tasks of their own, so neither waits
+    // behind writes; both report how they end through `events`.
     let (events_tx, mut events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
     let watcher = {
-        let etcd = etcd.clone();
+        let (etcd, events_tx) = (etcd.clone(), events_tx.clone());
         tokio::spawn(async move {
-            let forward = events_tx.clone();
-            let ended = etcd
-                .watch_prefix(&prefix, revision + 1, move |batch| {
-                    let _ = forward.try_send(Ok(batch));
-                })
-                .await;
+            let ended = etcd.watch_prefix(&prefix, revision + 1, &events_tx).await;
             let _ = events_tx
                 .send(Err(ended.err().unwrap_or_else(|| {
                     EtcdError::Unreachable("the watch ended".into())
@@ -269,16 +272,25 @@ async fn session(
                 .await;
         })
     };
+    let keeper = {
+        let etcd = etcd.clone();
+        tokio::spawn(async move {
+            let mut keepalive = tokio::time::interval(KEEPALIVE);
+            keepalive.tick().await;
+            let why = loop {
+                keepalive.tick().await;
+                match etcd.keep_alive(lease).await {
+                    Ok(true) => {}
+                    Ok(false) => break EtcdError::Refused("the lease expired".into()),
+                    Err(e) => break e,
+                }
+            };
+            let _ = events_tx.send(Err(why)).await;
+        })
+    };
     let result = async {
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
-        keepalive.tick().await;
         loop {
             tokio::select! {
-                _ = keepalive.tick() => {
-                    if !etcd.keep_alive(lease).await? {
-                        return Err(EtcdError::Refused("the lease expired".into()));
-                    }
-                }
                 batch = events.recv() => {
                     let batch = batch.unwrap_or_else(|| Err(EtcdError::Unreachable("watch gone".into())))?;
                     mirror.apply(batch);
@@ -288,56 +300,57 @@ async fn session(
                 }
                 write = writes.recv() => {
                     let Some(write) = write else { return Ok(()) };
-                    let is_override = matches!(write, FleetWrite::Override { .. });
-                    own.remember(write.clone());
-                    apply_write(etcd, config, &write, lease).await?;
-                    if is_override {
-                        own.pending.retain(|w| *w != write);
+                    // Whatever else is queued goes in the same transaction.
+                    let mut batch = vec![write];
+                    while batch.len() < MAX_TXN_OPS {
+                        match writes.try_recv() {
+                            Ok(write) => batch.push(write),
+                            Err(_) => break,
+                        }
                     }
+                    let ops: Vec<Op> = batch.iter().map(|w| op_of(config, w, lease)).collect();
+                    for write in batch {
+                        own.remember(write);
+                    }
+                    etcd.apply(&ops).await?;
+                    own.pending.clear();
                 }
             }
         }
     }
     .await;
     watcher.abort();
+    keeper.abort();
     result
 }
 
-async fn put_verdict(
-    etcd: &Etcd,
-    config: &FleetConfig,
-    zone: &str,
-    node: &str,
-    health: Health,
-    lease: i64,
-) -> Result<(), EtcdError> {
-    let key = config.key(&["verdicts", zone, node, &config.identity]);
-    etcd.put(&key, health_word(health), lease).await
-}
-
-async fn apply_write(
-    etcd: &Etcd,
-    config: &FleetConfig,
-    write: &FleetWrite,
-    lease: i64,
-) -> Result<(), EtcdError> {
+/// The etcd write of a change of this member's.
+fn op_of(config: &FleetConfig, write: &FleetWrite, lease: i64) -> Op {
     match write {
-        FleetWrite::Verdict { zone, node, health } => {
-            put_verdict(etcd, config, zone, node, *health, lease).await
-        }
-        FleetWrite::Feed(batch) => {
-            let key = config.key(&["feeds", &config.identity]);
-            etcd.put(&key, batch, lease).await
-        }
-        FleetWrite::Policy(serials) => {
-            let key = config.key(&["members", &config.identity]);
-            etcd.put(&key, &registration(serials), lease).await
-        }
+        FleetWrite::Verdict { zone, node, health } => Op::Put {
+            key: config.key(&["verdicts", zone, node, &config.identity]),
+            value: health_word(*health).into(),
+            lease,
+        },
+        FleetWrite::Feed(batch) => Op::Put {
+            key: config.key(&["feeds", &config.identity]),
+            value: batch.clone(),
+            lease,
+        },
+        FleetWrite::Policy(serials) => Op::Put {
+            key: config.key(&["members", &config.identity]),
+            value: registration(serials),
+            lease,
+        },
         FleetWrite::Override { zone, node, set } => {
             let key = config.key(&["overrides", zone, node]);
             match set {
-                Some(set) => etcd.put(&key, override_word(*set), 0).await,
-                None => etcd.delete(&key).await,
+                Some(set) => Op::Put {
+                    key,
+                    value: override_word(*set).into(),
+                    lease: 0,
+                },
+                None => Op::Delete { key },
             }
         }
     }
@@ -410,19 +423,13 @@ pub async fn set_override(
     node: &str,
     set: Option<Override>,
 ) -> Result<(), EtcdError> {
-    let etcd = &config.etcd;
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-    apply_write(
-        etcd,
-        config,
-        &FleetWrite::Override {
-            zone,
-            node: node.to_string(),
-            set,
-        },
-        0,
-    )
-    .await
+    let write = FleetWrite::Override {
+        zone,
+        node: node.to_string(),
+        set,
+    };
+    config.etcd.apply(&[op_of(config, &write, 0)]).await
 }
 
 #[cfg(test)]
