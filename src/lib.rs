@@ -73,4 +73,5 @@ pub mod feedfile;
 pub mod fleet;
 
 // Wiring.
+pub mod diff;
 pub mod service;

@@ -81,6 +81,29 @@ enum Command {
         #[command(subcommand)]
         action: FleetAction,
     },
+    /// Compare two policies (files or directories) for review: per steered name, which share
+    /// of clients moves from which node to which, and fence changes. With --down, a what-if:
+    /// NEW (or OLD again) with those nodes down. Exit status: 0 nothing changes, 1 something
+    /// does, 2 the comparison failed.
+    Diff {
+        /// The policy before.
+        old: PathBuf,
+        /// The policy after (default: OLD, for a what-if with --down).
+        new: Option<PathBuf>,
+        /// GeoIP database(s), used for both sides.
+        #[arg(long, default_value = DEFAULT_GEO_DB)]
+        geo: Vec<PathBuf>,
+        /// Nodes whose checks fail on the NEW side (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        down: Vec<String>,
+        /// A query log sample (geosteer's query lines, or one address per line): weighs
+        /// the moves by real queries as well.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Output: text for people, json for tools.
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
+    },
     /// Validate policy files (and the GeoIP database) and print every error.
     Check {
         /// Policy file or directory.
@@ -182,6 +205,44 @@ impl FleetArgs {
             user: self.fleet_user.clone(),
             password,
         })
+    }
+}
+
+/// How `geosteer diff` writes its result.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DiffFormat {
+    Text,
+    Json,
+}
+
+/// `geosteer diff ...`: 0 nothing changes, 1 something does, 2 it could not be compared.
+fn diff(request: geosteer::diff::DiffRequest, format: DiffFormat) -> ExitCode {
+    match geosteer::diff::diff(&request) {
+        Ok(result) => {
+            let text = match format {
+                DiffFormat::Text => result.text(),
+                DiffFormat::Json => match serde_json::to_string_pretty(&result) {
+                    Ok(json) => json + "\n",
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let printed = print_out(&text);
+            if printed != ExitCode::SUCCESS {
+                return ExitCode::from(2);
+            }
+            if result.changed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -357,6 +418,23 @@ fn main() -> ExitCode {
             explain(&name, &client, &zones, &geo)
         }
         Some(Command::Serve(args)) => serve(*args, None),
+        Some(Command::Diff {
+            old,
+            new,
+            geo,
+            down,
+            queries,
+            format,
+        }) => diff(
+            geosteer::diff::DiffRequest {
+                new: new.unwrap_or_else(|| old.clone()),
+                old,
+                geo,
+                down,
+                queries,
+            },
+            format,
+        ),
         Some(Command::Fleet {
             fleet: args,
             action,

@@ -15,10 +15,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use super::snapshot::{AnswerSet, SteeredTable};
+use super::snapshot::{AnswerSet, NameNode, Snapshot, SteeredTable};
 use crate::geo::GeoDb;
 use crate::net::Family;
-use crate::policy::{Node, SteeredName};
+use crate::policy::{Node, SteeredName, Zone};
 
 /// Where a client goes: the first node of its answer (A, else AAAA), or neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +50,26 @@ impl Destination {
             Destination::Nothing => "-".into(),
         }
     }
+}
+
+/// The steered table of policy zone `zone`'s steered name `steered` in a snapshot.
+pub fn steered_table<'a>(
+    snapshot: &'a Snapshot,
+    zone: usize,
+    zones: &[Zone],
+    steered: usize,
+) -> Option<&'a SteeredTable> {
+    let name = super::zone::name_key(&zones.get(zone)?.steered.get(steered)?.name);
+    let answers = snapshot.zones.iter().find(|z| z.index == zone)?;
+    match answers.names.get(&name)? {
+        NameNode::Steered(table) => Some(table),
+        _ => None,
+    }
+}
+
+/// Where a client at `ip` goes on one side.
+pub fn destination(side: Side<'_>, ip: IpAddr) -> Destination {
+    Destination::of(side.table.select(ip, side.geo).answer)
 }
 
 /// One steered name's table and what it was built from.

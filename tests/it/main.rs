@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod carriers;
 mod checks;
+mod diff;
 mod failover;
 mod fast_path;
 mod fixtures_current;

@@ -15,8 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::super::build::build;
-use super::super::census::{Side, census, moves};
-use super::super::snapshot::{NameNode, Snapshot, SteeredTable};
+use super::super::census::{Side, census, moves, steered_table};
 use super::Publisher;
 use super::commands::{Override, WhatIfChange};
 use crate::policy::Zone;
@@ -69,21 +68,6 @@ pub(super) fn state_word(availability: Availability, override_: Option<Override>
         (Availability::HealthDown, _) => "down",
         (Availability::AdminDown, Some(Override::Drain)) => "drained",
         (Availability::AdminDown, _) => "forced-down",
-    }
-}
-
-/// The steered table of policy zone `zone`'s steered name `steered` in a snapshot.
-pub(crate) fn steered_table<'a>(
-    snapshot: &'a Snapshot,
-    zone: usize,
-    zones: &[Zone],
-    steered: usize,
-) -> Option<&'a SteeredTable> {
-    let name = crate::answer::zone::name_key(&zones.get(zone)?.steered.get(steered)?.name);
-    let answers = snapshot.zones.iter().find(|z| z.index == zone)?;
-    match answers.names.get(&name)? {
-        NameNode::Steered(table) => Some(table),
-        _ => None,
     }
 }
 

@@ -1,0 +1,177 @@
+//! `geosteer diff`: the real binary compares policies built against the shipped DB-IP
+//! database. A change that sends Korea to Singapore moves exactly Korea; identical policies
+//! move nothing and exit 0; `--down` agrees with the answers a real drain gives.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hickory_proto::rr::RecordType::A;
+use serde_json::Value;
+
+use crate::support::nodes::http;
+use crate::support::*;
+
+/// The shipped example's policy in a directory of its own, edited by `edit`.
+fn policy(name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo("zones/live.example.net.yaml")).expect("example");
+    zone_dir(name, &edit(text))
+}
+
+/// Runs `geosteer diff` with `args`: exit code, stdout.
+fn diff(args: &[&str]) -> (i32, String) {
+    let output = Command::new(geosteer_binary())
+        .arg("diff")
+        .args(args)
+        .args([
+            "--geo",
+            repo("geo/dbip-country.mmdb").to_str().expect("path"),
+        ])
+        .output()
+        .expect("geosteer diff runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+const KOREA_RULE: &str = "      - {geos: [AS-KR], nodes: [singapore-1]}\n";
+const EU_RULE: &str = "      - {geos: [EU], pool: eu, fence: true}";
+
+#[test]
+fn a_policy_change_that_moves_one_country_moves_exactly_that_country() {
+    let old = policy("diff-old", |t| t);
+    let new = policy("diff-korea", |t| {
+        assert!(t.contains(EU_RULE));
+        t.replace(EU_RULE, &format!("{KOREA_RULE}{EU_RULE}"))
+    });
+    let (code, out) = diff(&[path(&old), path(&new), "--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let result: Value = serde_json::from_str(&out).expect("JSON");
+    let names = result["names"].as_array().expect("names");
+    assert_eq!(names.len(), 1, "{out}");
+    let moves = names[0]["moves"].as_array().expect("moves");
+    assert_eq!(moves.len(), 1, "one move: {out}");
+    assert_eq!(moves[0]["from"], "tokyo-1");
+    assert_eq!(moves[0]["to"], "singapore-1");
+    assert_eq!(moves[0]["countries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(moves[0]["countries"][0][0], "KR");
+    // Korea's whole located space, and nothing else.
+    let share = moves[0]["share"].as_f64().expect("share");
+    assert!(share > 0.01 && share < 0.05, "{share}");
+    assert!(names[0]["fences"].as_array().is_some_and(Vec::is_empty));
+
+    // The same, weighed by a query sample: two Korean queries, one Japanese, one for
+    // another name.
+    let sample = old.join("queries.log");
+    std::fs::write(
+        &sample,
+        "INFO query client=10.9.0.1:5353 transport=Udp ecs=14.32.0.0/24/0 qname=ingest.live.example.net. qtype=A\n\
+         {\"fields\":{\"message\":\"query\",\"client\":\"175.192.0.9:4000\",\"ecs\":\"\",\"qname\":\"ingest.live.example.net.\"}}\n\
+         126.0.0.1\n\
+         INFO query client=14.32.0.9:53 ecs= qname=other.example. qtype=A\n",
+    )
+    .expect("sample");
+    let (code, out) = diff(&[path(&old), path(&new), "--queries", path(&sample)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("by the query sample: 66.7 % of 3 queries move"),
+        "{out}"
+    );
+    assert!(out.contains("tokyo-1 -> singapore-1: 2 queries"), "{out}");
+
+    // A fence taken away is a change even where no answer moves today.
+    let unfenced = policy("diff-unfenced", |t| t.replace(", fence: true}", "}"));
+    let (code, out) = diff(&[path(&old), path(&unfenced)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("fence EU removed"), "{out}");
+}
+
+#[test]
+fn identical_policies_move_nothing_and_exit_zero() {
+    let old = policy("diff-same-a", |t| t);
+    let same = policy("diff-same-b", |t| t);
+    let (code, out) = diff(&[path(&old), path(&same)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("no client moves"), "{out}");
+    let (code, out) = diff(&[path(&old), "--down", "no-such-node"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--down no-such-node"), "{out}");
+}
+
+#[test]
+fn down_agrees_with_the_answers_after_a_real_drain() {
+    let (code, out) = diff(&[
+        path(&repo("zones")),
+        "--down",
+        "frankfurt-1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let result: Value = serde_json::from_str(&out).expect("JSON");
+    let moves = result["names"][0]["moves"]
+        .as_array()
+        .expect("moves")
+        .clone();
+    assert!(!moves.is_empty());
+    let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
+    let (_, body) = http(server.admin, "GET", "/map", None);
+    let map: Value = serde_json::from_str(&body).expect("map");
+    let node_of = |address: &str| -> String {
+        map["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| {
+                n["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == address))
+            })
+            .and_then(|n| n["name"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let first_node = |network: &str| -> String {
+        let address = network.split('/').next().expect("an address");
+        let reply = udp(&server, &q("ingest.live.example.net.", A).ecs(address, 24));
+        a_records(&reply)
+            .first()
+            .map_or("-".to_string(), |a| node_of(a))
+    };
+    for m in &moves {
+        for example in m["examples"].as_array().into_iter().flatten() {
+            let network = example.as_str().expect("a network");
+            assert_eq!(first_node(network), m["from"], "{network} before the drain");
+        }
+    }
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/live.example.net/frankfurt-1/drain",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the drain published",
+        || {
+            let got = first_node("53.0.0.0/8");
+            if got != "frankfurt-1" {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        },
+    );
+    for m in &moves {
+        for example in m["examples"].as_array().into_iter().flatten() {
+            let network = example.as_str().expect("a network");
+            assert_eq!(first_node(network), m["to"], "{network} after the drain");
+        }
+    }
+}
