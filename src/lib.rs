@@ -24,11 +24,13 @@
 //!   tables); its header is the glossary.
 //! - `explain`: the steering decision for one client, step by step, and its TXT rendering.
 //! - `loader`: one loader of policy and databases for start-up, reload and `check`.
-//! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher.
+//! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher, and the
+//!   census of where a name's clients go (the status page's map, what-ifs, `diff`).
 //! - `dns`: the wire front end: request parsing, ECS, responses, UDP/TCP serving.
-//! - `admin`: the HTTP admin interface. `feedfile`: the latency feed as a watched file.
+//! - `admin`: the HTTP admin interface and its status page. `feedfile`: the latency feed as a watched file.
 //!   `fleet`: overrides and health verdicts shared with other instances through etcd.
-//! - `service`: wiring a server together, shared by `serve` and `check`.
+//! - `service`: wiring a server together, shared by `serve` and `check`. `diff`: two
+//!   policies (or one with nodes down) compared client by client.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
 // calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), handing freed
 // memory back after ranking (src/steer/regions.rs), lowering the ranking thread's
