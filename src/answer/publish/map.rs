@@ -15,11 +15,49 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::super::build::build;
-use super::super::census::{Side, census, moves, steered_table};
+use super::super::census::{Census, Side, census, moves, steered_table};
+use super::super::snapshot::Snapshot;
 use super::Publisher;
 use super::commands::{Override, WhatIfChange};
 use crate::policy::Zone;
 use crate::steer::Availability;
+
+/// The last census made, for the tables it was made from: a page polling every second
+/// walks the database once per published change, not once per poll.
+#[derive(Debug, Default)]
+pub(super) struct CensusCache(std::sync::Mutex<Option<CachedCensus>>);
+
+#[derive(Debug)]
+struct CachedCensus {
+    snapshot: std::sync::Weak<Snapshot>,
+    name: (usize, usize),
+    census: Arc<Census>,
+}
+
+impl CensusCache {
+    fn get_or_make(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        name: (usize, usize),
+        make: impl FnOnce() -> Option<Census>,
+    ) -> Option<Arc<Census>> {
+        // A poisoned cache only means a census panicked once: start afresh.
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached.as_ref()
+            && c.name == name
+            && std::ptr::eq(c.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+        {
+            return Some(Arc::clone(&c.census));
+        }
+        let census = Arc::new(make()?);
+        *cached = Some(CachedCensus {
+            snapshot: Arc::downgrade(snapshot),
+            name,
+            census: Arc::clone(&census),
+        });
+        Some(census)
+    }
+}
 
 /// Entries the timeline keeps.
 const TIMELINE: usize = 100;
@@ -200,17 +238,22 @@ impl Publisher {
         });
         let snapshot = self.current.load_full();
         let zones = Arc::clone(&self.zones);
+        let cache = Arc::clone(&self.census_cache);
         tokio::task::spawn_blocking(move || {
-            let result = steered_table(&snapshot, zi, &zones, si)
+            let made = cache.get_or_make(&snapshot, (zi, si), || {
+                let table = steered_table(&snapshot, zi, &zones, si)?;
+                let side = Side {
+                    table,
+                    geo: &snapshot.geo,
+                    steered: &zones[zi].steered[si],
+                };
+                Some(census(side, &zones[zi].nodes))
+            });
+            let result = made
                 .ok_or_else(|| "the name's table is not published yet".to_string())
-                .map(|table| {
-                    let side = Side {
-                        table,
-                        geo: &snapshot.geo,
-                        steered: &zones[zi].steered[si],
-                    };
+                .map(|made| {
                     let mut out = header;
-                    out["census"] = json!(census(side, &zones[zi].nodes));
+                    out["census"] = json!(*made);
                     out
                 });
             let _ = reply.send(result);

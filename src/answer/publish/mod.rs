@@ -158,6 +158,8 @@ pub struct Publisher {
     fleet_lost: Option<String>,
     /// The last availability changes and reloads, for the status page.
     timeline: map::Timeline,
+    /// The status page's last census.
+    census_cache: Arc<map::CensusCache>,
 }
 
 impl Publisher {
@@ -227,6 +229,7 @@ impl Publisher {
             measured: None,
             fleet_lost: None,
             timeline: map::Timeline::default(),
+            census_cache: Arc::default(),
         };
         publisher.export_gauges();
         // Both reload and feed series exist from the start, so rates and alerts see a zero
