@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use geosteer_harness::etcd::{EtcdCluster, free_port};
+use geosteer_harness::etcd::EtcdCluster;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -169,55 +169,197 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
     }
 }
 
+/// A network namespace joined to this one by a veth link: `here` on this side, `there`
+/// inside. Removed when dropped (deleting the namespace deletes the link).
+struct Namespace {
+    name: String,
+    here: String,
+    there: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+impl Namespace {
+    /// `None` (and why) when namespaces cannot be made here: not root.
+    fn create(tag: &str) -> Result<Namespace, String> {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("network namespaces need root".into());
+        }
+        let pid = std::process::id();
+        let octet = pid % 250 + 1;
+        let namespace = Namespace {
+            name: format!("gs-{tag}-{pid}"),
+            here: format!("10.213.{octet}.1"),
+            there: format!("10.213.{octet}.2"),
+        };
+        let link = format!("gs{pid}");
+        let peer = format!("gs{pid}p");
+        ip(&["netns", "add", &namespace.name])?;
+        ip(&["link", "add", &link, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &namespace.name])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", namespace.here),
+            "dev",
+            &link,
+        ])?;
+        ip(&["link", "set", &link, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &namespace.name, "ip"];
+            all.extend(args);
+            ip(&all)
+        };
+        inside(&[
+            "addr",
+            "add",
+            &format!("{}/30", namespace.there),
+            "dev",
+            &peer,
+        ])?;
+        inside(&["link", "set", &peer, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(namespace)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// One instance that cannot reach a node while the others can: instance C runs in a network
+/// namespace of its own, where Tokyo's address leads nowhere (its probes are refused) but
+/// Singapore and etcd are reachable over a veth link. Every instance runs the same policy.
+/// With `majority`, every instance keeps answering Tokyo; with `any`, they all drop it.
 #[test]
 fn health_is_decided_by_the_quorum_of_instances() {
+    let namespace = match Namespace::create("quorum") {
+        Ok(namespace) => namespace,
+        Err(why) => {
+            eprintln!("skipped: {why} (CI runs as root)");
+            return;
+        }
+    };
     let tokyo = FakeNode::start("127.0.0.83", Behaviour::Tcp);
-    let singapore = FakeNode::start("127.0.0.84", Behaviour::Tcp);
-    let closed = free_port(); // nothing listens: C's view of Tokyo is "down"
+    // On the link's near end: reachable from here and from C's namespace.
+    let singapore = FakeNode::start(&namespace.here, Behaviour::Tcp);
+    let token_file =
+        std::env::temp_dir().join(format!("geosteer-quorum-token-{}", std::process::id()));
+    std::fs::write(&token_file, "quorum-token\n").expect("token file");
+    let token = Some("quorum-token");
+    let from_c_side: std::net::IpAddr = namespace.here.parse().expect("an address");
     for (quorum, c_drops_tokyo_everywhere) in [("majority", false), ("any", true)] {
-        let etcd = EtcdCluster::start(
+        let etcd = EtcdCluster::start_also_on(
             &std::env::temp_dir().join(format!("geosteer-etcd-{quorum}-{}", std::process::id())),
             3,
+            &namespace.here,
         );
-        let good = zones(
+        let dir = zones(
             &format!("fleet-{quorum}"),
             &policy(&tokyo, tokyo.addr.port(), &singapore, quorum),
         );
-        // C cannot reach Tokyo (its probes go to a closed port): a broken uplink.
-        let blind = zones(
-            &format!("fleet-{quorum}-blind"),
-            &policy(&tokyo, closed, &singapore, quorum),
+        let a = instance(&dir, &etcd, "a");
+        let b = instance(&dir, &etcd, "b");
+        let c = Server::start_in_netns(
+            &namespace.name,
+            &namespace.there,
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[
+                "--fleet",
+                &etcd.endpoints_on_other_address(),
+                "--fleet-prefix",
+                "/test",
+                "--identity",
+                "c",
+                "--admin-token-file",
+                token_file.to_str().expect("path"),
+            ],
         );
-        let a = instance(&good, &etcd, "a");
-        let b = instance(&good, &etcd, "b");
-        let c = instance(&blind, &etcd, "c");
+        let answers_of = |server: &Server| -> Vec<String> {
+            if std::ptr::eq(server, &c) {
+                // From the link's near end: loopback sources do not cross into a namespace.
+                let raw = udp_raw(
+                    server.addr,
+                    from_c_side,
+                    &q("ingest.fleet.example.", RecordType::A).bytes(),
+                )
+                .expect("a reply from C");
+                a_records(&hickory_proto::op::Message::from_vec(&raw).expect("parses"))
+            } else {
+                answers(server)
+            }
+        };
         let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
         let both: Vec<&str> = both.iter().map(String::as_str).collect();
         let singapore_only = [singapore.addr.ip().to_string()];
         let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
-        // Wait until C's verdict is in the fleet (its /nodes shows its own check down).
-        eventually(Duration::from_secs(10), "C sees Tokyo down", || {
-            let (_, body) = http(c.admin, "GET", "/nodes", None);
-            if body.contains("\"health\":\"down\"") {
-                Ok(())
-            } else {
-                Err(body)
-            }
-        });
+        // C's own checks: Tokyo down (refused in its namespace), Singapore up.
+        eventually(
+            Duration::from_secs(10),
+            "C sees Tokyo down and Singapore up",
+            || {
+                let (_, body) = http(c.admin, "GET", "/nodes", token);
+                let nodes: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                let health = |name: &str| {
+                    nodes
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|n| n["node"] == name)
+                        .map(|n| n["health"].clone())
+                };
+                if health("tokyo") == Some("down".into())
+                    && health("singapore") == Some("up".into())
+                {
+                    Ok(())
+                } else {
+                    Err(body)
+                }
+            },
+        );
         let want = if c_drops_tokyo_everywhere {
             &singapore_only
         } else {
             &both
         };
         for server in [&a, &b, &c] {
-            until_answers(server, want, quorum);
+            eventually(Duration::from_secs(10), quorum, || {
+                let got = answers_of(server);
+                if &got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            });
         }
         // And it stays so: the verdict is settled, not on its way.
         std::thread::sleep(Duration::from_millis(300));
         for server in [&a, &b, &c] {
-            assert_eq!(&answers(server), want, "{quorum}");
+            assert_eq!(&answers_of(server), want, "{quorum}");
         }
     }
+    let _ = std::fs::remove_file(&token_file);
 }
 
 /// Never worse than alone: with the etcd leader killed and then all of etcd stopped, no

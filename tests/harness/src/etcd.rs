@@ -20,6 +20,9 @@ pub struct EtcdCluster {
     pub tls: Option<EtcdTls>,
     /// Each member's log file.
     logs: Vec<PathBuf>,
+    /// Another local address every member also listens on (for clients in a network
+    /// namespace), with the same ports.
+    pub also_on: Option<String>,
 }
 
 /// A secured cluster's files, made by `openssl` for the test: its CA, and a client
@@ -141,13 +144,32 @@ pub fn free_port() -> u16 {
 
 impl EtcdCluster {
     pub fn start(dir: &Path, size: usize) -> EtcdCluster {
-        EtcdCluster::start_with(dir, size, false)
+        EtcdCluster::start_with(dir, size, false, None)
+    }
+
+    /// Like [`EtcdCluster::start`], the members listening for clients on `host` too (an
+    /// address of this host, e.g. the root end of a veth link to a test's namespace).
+    pub fn start_also_on(dir: &Path, size: usize, host: &str) -> EtcdCluster {
+        EtcdCluster::start_with(dir, size, false, Some(host))
+    }
+
+    /// The client URLs on the other address given at start.
+    pub fn endpoints_on_other_address(&self) -> String {
+        let host = self
+            .also_on
+            .as_deref()
+            .expect("started with another address");
+        self.clients
+            .iter()
+            .map(|c| format!("http://{host}:{}", c.port()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// One member speaking TLS only, demanding a client certificate, with authentication
     /// on: [`FLEET_USER`] may read and write under `/test`, nothing else.
     pub fn start_secure(dir: &Path) -> EtcdCluster {
-        let cluster = EtcdCluster::start_with(dir, 1, true);
+        let cluster = EtcdCluster::start_with(dir, 1, true, None);
         for args in [
             vec!["user", "add", "root", "--new-user-password", ROOT_PASSWORD],
             vec![
@@ -206,7 +228,7 @@ impl EtcdCluster {
 
     /// Starts the members; a member that exits while starting (another process took one
     /// of its ports between choosing and binding) starts the cluster again on new ports.
-    fn start_with(dir: &Path, size: usize, secure: bool) -> EtcdCluster {
+    fn start_with(dir: &Path, size: usize, secure: bool, also_on: Option<&str>) -> EtcdCluster {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("etcd directory");
         let tls = secure.then(|| make_certificates(dir));
@@ -215,7 +237,7 @@ impl EtcdCluster {
             for i in 0..size {
                 let _ = std::fs::remove_dir_all(dir.join(format!("m{i}")));
             }
-            let mut cluster = EtcdCluster::configure(dir, size, tls.clone());
+            let mut cluster = EtcdCluster::configure(dir, size, tls.clone(), also_on);
             for i in 0..size {
                 cluster.start_member(i);
             }
@@ -258,7 +280,12 @@ impl EtcdCluster {
         status == 200 && body.contains("true")
     }
 
-    fn configure(dir: &Path, size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
+    fn configure(
+        dir: &Path,
+        size: usize,
+        tls: Option<EtcdTls>,
+        also_on: Option<&str>,
+    ) -> EtcdCluster {
         let secure = tls.is_some();
         let scheme = if secure { "https" } else { "http" };
         // Held open together, so no two are the same.
@@ -283,7 +310,12 @@ impl EtcdCluster {
                     "--data-dir".into(),
                     dir.join(format!("m{i}")).display().to_string(),
                     "--listen-client-urls".into(),
-                    format!("{scheme}://127.0.0.1:{client}"),
+                    match also_on {
+                        Some(host) => {
+                            format!("{scheme}://127.0.0.1:{client},{scheme}://{host}:{client}")
+                        }
+                        None => format!("{scheme}://127.0.0.1:{client}"),
+                    },
                     "--advertise-client-urls".into(),
                     format!("{scheme}://127.0.0.1:{client}"),
                     "--listen-peer-urls".into(),
@@ -321,6 +353,7 @@ impl EtcdCluster {
             clients,
             tls,
             logs: (0..size).map(|i| dir.join(format!("m{i}.log"))).collect(),
+            also_on: also_on.map(str::to_string),
         }
     }
 

@@ -116,7 +116,31 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        Server::spawn(Command::new(geosteer_binary()), zones, geo, extra, env)
+        Server::spawn(
+            Command::new(geosteer_binary()),
+            "127.0.0.1",
+            zones,
+            geo,
+            extra,
+            env,
+        )
+    }
+
+    /// Like [`Server::start`], inside network namespace `netns`, listening (DNS and admin)
+    /// on `host`, an address of that namespace. The admin interface is then off loopback
+    /// and needs a token: give `--admin-token-file` in `extra`.
+    pub fn start_in_netns(
+        netns: &str,
+        host: &str,
+        zones: &Path,
+        geo: &Path,
+        extra: &[&str],
+    ) -> Server {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(geosteer_binary());
+        Server::spawn(command, host, zones, geo, extra, &[])
     }
 
     /// Like [`Server::start`], in a process whose open-file limit (soft and hard) is `fds`.
@@ -126,11 +150,12 @@ impl Server {
             .arg("-c")
             .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
             .arg(geosteer_binary());
-        Server::spawn(shell, zones, geo, extra, &[])
+        Server::spawn(shell, "127.0.0.1", zones, geo, extra, &[])
     }
 
     fn spawn(
         mut command: Command,
+        host: &str,
         zones: &Path,
         geo: &Path,
         extra: &[&str],
@@ -138,13 +163,11 @@ impl Server {
     ) -> Server {
         let mut child = command
             .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--zones",
-            ])
+            .arg("--listen")
+            .arg(format!("{host}:0"))
+            .arg("--admin")
+            .arg(format!("{host}:0"))
+            .arg("--zones")
             .arg(zones)
             .arg("--geo")
             .arg(geo)
