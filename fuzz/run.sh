@@ -19,8 +19,17 @@ fi
 for target in "${targets[@]}"; do
   echo "== $target"
   # One job per core; the corpus grows in corpus/<target> between runs.
-  cargo +nightly fuzz run "$target" "corpus/$target" -- "${limit[@]}" -max_len=4096 -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::|#[0-9]+ *DONE|==[0-9]+== ERROR|SUMMARY|Done [0-9]+ runs)" || true
+  log=$(mktemp)
+  cargo +nightly fuzz run "$target" "corpus/$target" -- "${limit[@]}" -max_len=4096 -print_final_stats=1 >"$log" 2>&1 || true
+  grep -E "^(stat::|#[0-9]+ *DONE|==[0-9]+== ERROR|SUMMARY|Done [0-9]+ runs)" "$log" || true
+  # A target that does not build, or stops before its inputs are done, fails the run.
+  if ! grep -qE "^Done [0-9]+ runs|^#[0-9]+ *DONE" "$log"; then
+    tail -n 30 "$log" >&2
+    echo "$target: the fuzz run did not complete" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
   if compgen -G "artifacts/$target/crash-*" >/dev/null || compgen -G "artifacts/$target/oom-*" >/dev/null || compgen -G "artifacts/$target/timeout-*" >/dev/null; then
     echo "$target: crashes in fuzz/artifacts/$target" >&2
     exit 1

@@ -38,7 +38,7 @@ fn setup() -> &'static (tokio::runtime::Runtime, axum::Router) {
                         let _ = reply.send(None);
                     }
                     Command::Ready { reply } => {
-                        let _ = reply.send(Ok(()));
+                        let _ = reply.send(Ok(Vec::new()));
                     }
                     Command::Explain { reply, .. } => {
                         let _ = reply.send(Err("not steered".into()));
@@ -46,6 +46,13 @@ fn setup() -> &'static (tokio::runtime::Runtime, axum::Router) {
                     Command::Feed { reply, .. } => {
                         let _ = reply.send(Err(vec!["refused".into()]));
                     }
+                    Command::Map { reply, .. } | Command::WhatIf { reply, .. } => {
+                        let _ = reply.send(Err("no such name".into()));
+                    }
+                    Command::FleetStatus { reply } => {
+                        let _ = reply.send(None);
+                    }
+                    Command::Fleet(_) => {}
                 }
             }
         });
