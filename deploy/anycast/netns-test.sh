@@ -31,20 +31,7 @@ trap cleanup EXIT
 # their PIDs are the programs' own; in_ns is for commands run to completion.
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-# until_ok DESCRIPTION SECONDS COMMAND...: polls every 0.1 s for at most SECONDS.
-until_ok() {
-  local what=$1 seconds=$2; shift 2
-  local tries=$((seconds * 10))
-  while ! "$@" >/dev/null 2>&1; do
-    tries=$((tries - 1))
-    if [ "$tries" -le 0 ]; then
-      echo "anycast netns test: timed out waiting for: $what" >&2
-      tail -n 20 "$work"/*.log >&2 2>/dev/null || true
-      exit 1
-    fi
-    sleep 0.1
-  done
-}
+source deploy/anycast/lib.sh  # the working directory is the repository
 
 for ns in "$ns_r" "$ns_c" "$ns_1" "$ns_2"; do
   ip netns add "$ns"

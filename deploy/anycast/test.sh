@@ -20,20 +20,7 @@ bird -f -c "$work/bird.conf" -s "$work/bird.ctl" -P "$work/bird.pid" 2>"$work/bi
 pids+=($!)
 birdc="birdc -s $work/bird.ctl"
 
-# until DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.1 s for at most SECONDS.
-until_ok() {
-  local what=$1 seconds=$2; shift 2
-  local tries=$((seconds * 10))
-  while ! "$@" >/dev/null 2>&1; do
-    tries=$((tries - 1))
-    if [ "$tries" -le 0 ]; then
-      echo "anycast test: timed out waiting for: $what" >&2
-      cat "$work/bird.log" "$work/watcher.log" 2>/dev/null >&2 || true
-      exit 1
-    fi
-    sleep 0.1
-  done
-}
+source deploy/anycast/lib.sh  # the working directory is the repository
 announced() { $birdc show route 192.0.2.53/32 | grep -q blackhole; }
 withdrawn() { ! announced; }
 until_ok "BIRD's control socket" 10 $birdc show status

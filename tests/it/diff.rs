@@ -120,28 +120,12 @@ fn down_agrees_with_the_answers_after_a_real_drain() {
         .clone();
     assert!(!moves.is_empty());
     let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
-    let (_, body) = http(server.admin, "GET", "/map", None);
-    let map: Value = serde_json::from_str(&body).expect("map");
-    let node_of = |address: &str| -> String {
-        map["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| {
-                n["addresses"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == address))
-            })
-            .and_then(|n| n["name"].as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
     let first_node = |network: &str| -> String {
         let address = network.split('/').next().expect("an address");
         let reply = udp(&server, &q("ingest.live.example.net.", A).ecs(address, 24));
         a_records(&reply)
             .first()
-            .map_or("-".to_string(), |a| node_of(a))
+            .map_or("-".to_string(), |a| node_with_address(&server, a))
     };
     for m in &moves {
         for example in m["examples"].as_array().into_iter().flatten() {

@@ -26,24 +26,6 @@ fn dig_japan(server: &Server) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
 
-/// The node whose addresses include `address`, from the page's own data.
-fn node_with(server: &Server, address: &str) -> String {
-    let (_, body) = http(server.admin, "GET", "/map", None);
-    let map: Value = serde_json::from_str(&body).expect("map JSON");
-    map["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| {
-            n["addresses"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == address))
-        })
-        .and_then(|n| n["name"].as_str())
-        .unwrap_or_else(|| panic!("no node has {address}"))
-        .to_string()
-}
-
 /// Japan's node and fill on the page, and the legend's colour for that node.
 fn japan_on_page(browser: &Browser) -> (String, String, String) {
     let value = browser.eval(
@@ -77,7 +59,7 @@ fn the_map_shows_where_japan_goes_and_follows_a_drain_without_a_reload() {
         "http://{}/?name=ingest.live.example.net",
         server.admin
     ));
-    let tokyo = node_with(&server, &dig_japan(&server));
+    let tokyo = node_with_address(&server, &dig_japan(&server));
     assert_eq!(tokyo, "tokyo-1");
     until_japan(&browser, &tokyo, "Japan coloured as dig's answer");
     // Nothing on the page comes from elsewhere.
@@ -98,7 +80,7 @@ fn the_map_shows_where_japan_goes_and_follows_a_drain_without_a_reload() {
     );
     assert_eq!(status, 200, "{body}");
     let instead = eventually(Duration::from_secs(10), "dig sees the drain", || {
-        let node = node_with(&server, &dig_japan(&server));
+        let node = node_with_address(&server, &dig_japan(&server));
         if node != tokyo { Ok(node) } else { Err(node) }
     });
     until_japan(&browser, &instead, "Japan recoloured after the drain");
@@ -151,7 +133,7 @@ fn the_map_shows_where_japan_goes_and_follows_a_drain_without_a_reload() {
     );
     browser.screenshot(&shots.join("status-page-what-if.png"));
     assert_eq!(
-        node_with(&server, &dig_japan(&server)),
+        node_with_address(&server, &dig_japan(&server)),
         tokyo,
         "a what-if changes no live answer"
     );

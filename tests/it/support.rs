@@ -92,3 +92,22 @@ pub(crate) fn metric_sum(samples: &HashMap<String, f64>, name: &str) -> f64 {
         .map(|(_, value)| value)
         .sum()
 }
+
+/// The node whose addresses include `address`, from a server's `/map` (the status page's
+/// data): what a `dig` answer names.
+pub(crate) fn node_with_address(server: &Server, address: &str) -> String {
+    let (_, body) = http(server.admin, "GET", "/map", None);
+    let map: serde_json::Value = serde_json::from_str(&body).expect("map JSON");
+    map["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| {
+            n["addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == address))
+        })
+        .and_then(|n| n["name"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
