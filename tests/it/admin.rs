@@ -136,6 +136,38 @@ fn a_token_is_enforced_on_an_interface_off_loopback() {
         assert_eq!(http(local, "GET", path, Some("t0ken")).0, 200, "{path}");
     }
     assert_eq!(http(local, "POST", "/reload", None).0, 401);
+    // The status page and its data need it too; a browser is asked for it (HTTP Basic,
+    // any user name, the token as password).
+    for path in ["/", "/map", "/what-if", "/map/shapes.json"] {
+        assert_eq!(http(local, "GET", path, None).0, 401, "{path}");
+    }
+    let basic = |credentials: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(local).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let encoded = base64_encode(credentials.as_bytes());
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {encoded}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    let refused = basic("operator:wrong");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(
+        refused.contains("www-authenticate: Basic realm=\"geosteer admin\""),
+        "{refused}"
+    );
+    let page = basic("operator:t0ken");
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<title>geosteer"),
+        "{page}"
+    );
     // Probes answer without it (kubelets and route announcers hold no secret).
     assert_eq!(http(local, "GET", "/healthz", None).0, 200);
     assert_eq!(http(local, "GET", "/readyz", None).0, 200);
@@ -196,4 +228,22 @@ fn a_derived_serial_stays_for_an_unchanged_file_and_grows_with_every_edit() {
         third.wrapping_sub(second) > 0 && third.wrapping_sub(second) < 1 << 31,
         "{second} -> {third}"
     );
+}
+
+/// Standard base64 (RFC 4648), for a Basic credential.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
