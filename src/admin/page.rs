@@ -49,6 +49,8 @@ pub(super) async fn shapes() -> Response {
 #[derive(Deserialize)]
 pub(super) struct MapQuery {
     name: Option<String>,
+    /// The `census_id` the page already holds: the census is left out while current.
+    have: Option<u64>,
 }
 
 /// Answers per node from the query path's counters, for one zone (`zone` with its dot).
@@ -97,6 +99,7 @@ pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuer
     let (reply, answer) = oneshot::channel();
     let command = Command::Map {
         name: q.name,
+        have: q.have,
         reply,
     };
     match ask(&state, command, answer).await {

@@ -94,12 +94,31 @@ pub struct Share {
     pub example: String,
 }
 
+/// Where the places of one cell of the map (a square of [`CELL_DEGREES`]) go: the node
+/// most of its addresses get first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Cell {
+    /// Southern edge, degrees.
+    pub lat: i16,
+    /// Western edge, degrees.
+    pub lon: i16,
+    /// The destination most of the cell's addresses get.
+    pub node: String,
+}
+
+/// Side of a map cell, in degrees: at the status page's scale, two pixels.
+pub const CELL_DEGREES: f64 = 1.0;
+
 /// A steered name's clients by country: where each country's IPv4 addresses go, most
-/// first.
+/// first; and, when the database places addresses at coordinates (a city database), by
+/// cell of the map.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Census {
     /// Country code → its shares, largest first.
     pub countries: BTreeMap<String, Vec<Share>>,
+    /// Map cells holding located places, by the node most of their addresses get (empty for
+    /// a database without coordinates, such as a country database).
+    pub cells: Vec<Cell>,
     /// Addresses per destination over the whole space.
     pub nodes: BTreeMap<String, u64>,
     /// Every address counted.
@@ -155,8 +174,12 @@ fn subnet_cuts(steered: &[&SteeredName]) -> Vec<u64> {
 }
 
 /// Walks the IPv4 space of the first side's database, cut at every side's subnet rules,
-/// calling `each(first, size, country, destinations)` with each side's destination.
-fn walk(sides: &[Side<'_>], mut each: impl FnMut(Ipv4Addr, u64, [u8; 2], &[Destination])) {
+/// calling `each(first, size, country, cell, destinations)` with the cell of the place's
+/// coordinates (when it has some) and each side's destination.
+fn walk(
+    sides: &[Side<'_>],
+    mut each: impl FnMut(Ipv4Addr, u64, [u8; 2], Option<(i16, i16)>, &[Destination]),
+) {
     let Some(first_side) = sides.first() else {
         return;
     };
@@ -165,12 +188,16 @@ fn walk(sides: &[Side<'_>], mut each: impl FnMut(Ipv4Addr, u64, [u8; 2], &[Desti
     let mut destinations = vec![Destination::Nothing; sides.len()];
     let mut next_cut = 0;
     for (first, size, place) in first_side.geo.v4_ranges() {
-        let Some(country) = place
-            .and_then(|p| places.get(p as usize))
-            .and_then(|p| p.country)
-        else {
+        let place = place.and_then(|p| places.get(p as usize));
+        let Some(country) = place.and_then(|p| p.country) else {
             continue;
         };
+        let cell = place.and_then(|p| p.coordinates).map(|c| {
+            (
+                (c.latitude / CELL_DEGREES).floor() as i16,
+                (c.longitude / CELL_DEGREES).floor() as i16,
+            )
+        });
         let end = u64::from(u32::from(first)) + size;
         let mut at = u64::from(u32::from(first));
         while at < end {
@@ -182,7 +209,7 @@ fn walk(sides: &[Side<'_>], mut each: impl FnMut(Ipv4Addr, u64, [u8; 2], &[Desti
             for (slot, side) in destinations.iter_mut().zip(sides) {
                 *slot = Destination::of(side.table.select(IpAddr::V4(address), side.geo).answer);
             }
-            each(address, until - at, country, &destinations);
+            each(address, until - at, country, cell, &destinations);
             at = until;
         }
     }
@@ -195,14 +222,33 @@ fn country_name(code: [u8; 2]) -> String {
 /// Where a steered name's clients go now, by country.
 pub fn census(side: Side<'_>, nodes: &[Node]) -> Census {
     let mut tally: HashMap<([u8; 2], Destination), (u64, Ipv4Addr, u64)> = HashMap::new();
-    walk(&[side], |first, size, country, to| {
+    let mut cells: HashMap<((i16, i16), Destination), u64> = HashMap::new();
+    walk(&[side], |first, size, country, cell, to| {
         let entry = tally.entry((country, to[0])).or_insert((0, first, size));
         entry.0 += size;
         if size > entry.2 {
             (entry.1, entry.2) = (first, size);
         }
+        if let Some(cell) = cell {
+            *cells.entry((cell, to[0])).or_default() += size;
+        }
     });
     let mut out = Census::default();
+    let mut by_cell: BTreeMap<(i16, i16), (u64, Destination)> = BTreeMap::new();
+    for ((cell, to), addresses) in cells {
+        let best = by_cell.entry(cell).or_insert((0, to));
+        if (addresses, to) > *best {
+            *best = (addresses, to);
+        }
+    }
+    out.cells = by_cell
+        .into_iter()
+        .map(|((lat, lon), (_, to))| Cell {
+            lat: lat * CELL_DEGREES as i16,
+            lon: lon * CELL_DEGREES as i16,
+            node: to.label(nodes),
+        })
+        .collect();
     for ((country, to), (addresses, example, example_size)) in tally {
         let node = to.label(nodes);
         out.total += addresses;
@@ -240,7 +286,7 @@ pub fn moves(
     }
     let mut tally: HashMap<(Destination, Destination), Tally> = HashMap::new();
     let mut total = 0u64;
-    walk(&[before, after], |first, size, country, to| {
+    walk(&[before, after], |first, size, country, _, to| {
         total += size;
         // Compared by name: the two sides may be different policies.
         if to[0].label(before_nodes) == to[1].label(after_nodes) {

@@ -193,3 +193,85 @@ fn what_if_takes_nothing_live_and_agrees_with_a_real_drain() {
     let (status, body) = http(server.admin, "GET", "/what-if?down=nowhere-9", None);
     assert_eq!(status, 404, "{body}");
 }
+
+/// With a city database, the census colours the map cell by cell: Tokyo's square degree
+/// goes to Tokyo, Osaka's (the same country) to Osaka; the page draws them. A page that
+/// holds the current census is not sent it again.
+#[test]
+fn with_a_city_database_the_places_inside_a_country_are_coloured() {
+    let dir = zone_dir(
+        "status-page-city",
+        "zone: city.example\nsoa: {primary: ns1.city.example., contact: h.city.example.}\nns: [ns1.city.example.]\n\
+         nodes:\n\
+         \x20 tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1], check: {type: none}}\n\
+         \x20 osaka: {geo: AS-JP, location: [34.69, 135.50], addresses: [192.0.2.2], check: {type: none}}\n\
+         steer:\n  ingest: {answers: 1}\n",
+    );
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let (status, body) = http(server.admin, "GET", "/map?name=ingest.city.example", None);
+    assert_eq!(status, 200, "{body}");
+    let map: Value = serde_json::from_str(&body).expect("map JSON");
+    let cell = |lat: i64, lon: i64| {
+        map["census"]["cells"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["lat"] == lat && c["lon"] == lon)
+            .map(|c| c["node"].clone())
+    };
+    assert_eq!(cell(35, 139), Some("tokyo".into()), "{}", map["census"]);
+    assert_eq!(cell(34, 135), Some("osaka".into()), "{}", map["census"]);
+    // Held and current: left out.
+    let id = map["census_id"].as_str().expect("an id");
+    let (_, body) = http(
+        server.admin,
+        "GET",
+        &format!("/map?name=ingest.city.example&have={id}"),
+        None,
+    );
+    let again: Value = serde_json::from_str(&body).expect("map JSON");
+    assert_eq!(again["census_id"], id);
+    assert!(again.get("census").is_none(), "{again}");
+
+    let browser = Browser::start(1200, 900);
+    browser.goto(&format!(
+        "http://{}/?name=ingest.city.example",
+        server.admin
+    ));
+    eventually(Duration::from_secs(15), "cells drawn", || {
+        let drawn = browser.eval(
+            "return [...document.querySelectorAll('#cells rect')].map(r => r.dataset.node + ' ' + r.getAttribute('fill'));",
+        );
+        let legend = browser.eval(
+            "return Object.fromEntries([...document.querySelectorAll('#legend li')].map(l => [l.dataset.node, l.dataset.color]));",
+        );
+        let drawn: Vec<String> = drawn
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        let want = |node: &str| format!("{node} {}", legend[node].as_str().unwrap_or("?"));
+        if drawn.contains(&want("tokyo")) && drawn.contains(&want("osaka")) {
+            Ok(())
+        } else {
+            Err(format!("{drawn:?} {legend}"))
+        }
+    });
+    // Polls keep the census they hold.
+    let updates = |b: &Browser| {
+        b.eval("return window.geosteerUpdates;")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let seen = updates(&browser);
+    eventually(Duration::from_secs(10), "two more polls", || {
+        if updates(&browser) >= seen + 2 {
+            Ok(())
+        } else {
+            Err("waiting".into())
+        }
+    });
+    let still = browser.eval("return document.querySelectorAll('#cells rect').length;");
+    assert!(still.as_u64().unwrap_or(0) >= 2, "{still}");
+}

@@ -98,6 +98,9 @@ pub enum Command {
     Map {
         /// The steered name.
         name: Option<String>,
+        /// The census the asker holds (`census_id` of an earlier answer): left out of the
+        /// answer when it is still current.
+        have: Option<u64>,
         /// The data, or why there is none.
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },

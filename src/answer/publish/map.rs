@@ -190,7 +190,12 @@ impl Publisher {
 
     /// Starts the map of a steered name: nodes and timeline now, the census on the blocking
     /// pool; the reply comes from there.
-    pub(super) fn map(&self, name: Option<&str>, reply: oneshot::Sender<Result<Value, String>>) {
+    pub(super) fn map(
+        &self,
+        name: Option<&str>,
+        have: Option<u64>,
+        reply: oneshot::Sender<Result<Value, String>>,
+    ) {
         let (zi, si) = match find_steered(&self.zones, name) {
             Ok(found) => found,
             Err(e) => {
@@ -253,7 +258,12 @@ impl Publisher {
                 .ok_or_else(|| "the name's table is not published yet".to_string())
                 .map(|made| {
                     let mut out = header;
-                    out["census"] = json!(*made);
+                    // Same census, same allocation: its address identifies it while held.
+                    let id = Arc::as_ptr(&made) as u64;
+                    out["census_id"] = json!(id.to_string());
+                    if have != Some(id) {
+                        out["census"] = json!(*made);
+                    }
                     out
                 });
             let _ = reply.send(result);

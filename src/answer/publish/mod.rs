@@ -767,8 +767,10 @@ impl Publisher {
             }
             Command::Fleet(news) => self.apply_fleet(news),
             // After this round's publication, so a change just made shows.
-            Command::Map { name, reply } => {
-                replies.push(Box::new(move |p: &Publisher| p.map(name.as_deref(), reply)));
+            Command::Map { name, have, reply } => {
+                replies.push(Box::new(move |p: &Publisher| {
+                    p.map(name.as_deref(), have, reply)
+                }));
             }
             Command::WhatIf {
                 name,
