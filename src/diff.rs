@@ -153,8 +153,6 @@ struct Built {
     snapshot: Snapshot,
 }
 
-// Ranked as of now, with nothing measured: time only dates the (empty) damping state.
-#[allow(clippy::disallowed_methods)]
 fn build_side(zones_path: &Path, geo: &[PathBuf], down: &[String]) -> Result<Built, String> {
     let sources = Sources {
         zones: zones_path.to_path_buf(),
@@ -178,14 +176,7 @@ fn build_side(zones_path: &Path, geo: &[PathBuf], down: &[String]) -> Result<Bui
             ));
         }
     }
-    let rankings = steer::rank_all(
-        &zones,
-        &geo,
-        &[],
-        &mut Default::default(),
-        std::time::SystemTime::now(),
-    );
-    let snapshot = crate::answer::build(&zones, geo, &rankings, &availability);
+    let snapshot = crate::service::build_unmeasured(&zones, geo, &availability);
     Ok(Built { zones, snapshot })
 }
 
@@ -356,11 +347,13 @@ fn query_moves(
             continue;
         }
         queries += 1;
-        let from = destination(before, *ip).label(&before_zone.nodes);
-        let to = destination(after, *ip).label(&after_zone.nodes);
+        let from = destination(before, *ip).name(&before_zone.nodes);
+        let to = destination(after, *ip).name(&after_zone.nodes);
         if from != to {
             moved += 1;
-            *counts.entry((from, to)).or_default() += 1;
+            *counts
+                .entry((from.to_string(), to.to_string()))
+                .or_default() += 1;
         }
     }
     let mut moves: Vec<(String, String, u64)> =

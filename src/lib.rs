@@ -75,5 +75,7 @@ pub mod feedfile;
 pub mod fleet;
 
 // Wiring.
-pub mod diff;
 pub mod service;
+
+// Policies compared offline, on the tables `check` builds.
+pub mod diff;

@@ -57,20 +57,30 @@ pub enum StartError {
 }
 
 /// Loads and builds a snapshot from policy alone (every checked node up), as `check` does.
-// Ranked as of now: nothing is measured, so time only dates the (empty) damping state.
-#[allow(clippy::disallowed_methods)]
 pub fn load(sources: &Sources) -> Result<(Vec<Zone>, Snapshot), LoadError> {
     let Loaded { zones, geo, .. } = loader::load(sources)?;
     let availability = steer::policy_availability(&zones);
+    let snapshot = build_unmeasured(&zones, geo, &availability);
+    Ok((zones, snapshot))
+}
+
+/// Answer tables from policy and availability with nothing measured: what `check` and
+/// `diff` build.
+// Ranked as of now: nothing is measured, so time only dates the (empty) damping state.
+#[allow(clippy::disallowed_methods)]
+pub fn build_unmeasured(
+    zones: &[Zone],
+    geo: std::sync::Arc<crate::geo::GeoDb>,
+    availability: &[Vec<steer::Availability>],
+) -> Snapshot {
     let rankings = steer::rank_all(
-        &zones,
+        zones,
         &geo,
         &[],
         &mut Default::default(),
         std::time::SystemTime::now(),
     );
-    let snapshot = answer::build(&zones, geo, &rankings, &availability);
-    Ok((zones, snapshot))
+    answer::build(zones, geo, &rankings, availability)
 }
 
 /// Addresses a running server listens on, for its readiness lines.

@@ -222,12 +222,35 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> Response {
+/// Sends the publisher a command and waits for its reply; `Err` is the 503 to answer when
+/// the publisher is gone.
+async fn ask<T>(
+    state: &AdminState,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
     let (reply, answer) = oneshot::channel();
-    if state.commands.send(Command::Ready { reply }).await.is_err() {
-        return unavailable();
+    if state.commands.send(command(reply)).await.is_err() {
+        return Err(unavailable());
     }
-    match answer.await {
+    answer.await.map_err(|_| unavailable())
+}
+
+/// The answer of a command that replies `Ok` or an error message: `ok` of the value, else
+/// the message with `status`.
+fn reply_or<T>(
+    answer: Result<Result<T, String>, Response>,
+    status: StatusCode,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match answer {
+        Ok(Ok(value)) => ok(value),
+        Ok(Err(message)) => (status, format!("{message}\n")).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> Response {
+    match ask(&state, |reply| Command::Ready { reply }).await {
         Ok(Ok(notes)) if authorized(&state, &headers) && !notes.is_empty() => {
             format!("ready\n{}\n", notes.join("\n")).into_response()
         }
@@ -236,23 +259,14 @@ async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> R
             (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
         }
         Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
-        Err(_) => unavailable(),
+        Err(response) => response,
     }
 }
 
 async fn nodes(State(state): State<AdminState>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::Status { reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    match answer.await {
+    match ask(&state, |reply| Command::Status { reply }).await {
         Ok(list) => Json(list).into_response(),
-        Err(_) => unavailable(),
+        Err(response) => response,
     }
 }
 
@@ -273,41 +287,27 @@ async fn set_override(
                 .into_response();
         }
     };
-    let (reply, answer) = oneshot::channel();
-    let command = Command::SetOverride {
+    let answer = ask(&state, |reply| Command::SetOverride {
         zone,
         node,
         set,
         reply,
-    };
-    if state.commands.send(command).await.is_err() {
-        return unavailable();
-    }
-    match answer.await {
-        Ok(Ok(status)) => Json(status).into_response(),
-        Ok(Err(message)) => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
-        Err(_) => unavailable(),
-    }
+    })
+    .await;
+    reply_or(answer, StatusCode::NOT_FOUND, |status| {
+        Json(status).into_response()
+    })
 }
 
 async fn feed(State(state): State<AdminState>, Json(batch): Json<FeedBatch>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::Feed { batch, reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    match answer.await {
+    match ask(&state, |reply| Command::Feed { batch, reply }).await {
         Ok(Ok(applied)) => Json(serde_json::json!({ "applied": applied })).into_response(),
         Ok(Err(errors)) => (
             StatusCode::BAD_REQUEST,
             Json(serde_json::json!({ "errors": errors })),
         )
             .into_response(),
-        Err(_) => unavailable(),
+        Err(response) => response,
     }
 }
 
@@ -330,66 +330,34 @@ async fn explain(
         )
             .into_response();
     };
-    let (reply, answer) = oneshot::channel();
-    let command = Command::Explain {
+    let answer = ask(&state, |reply| Command::Explain {
         name: q.name,
         client,
         reply,
-    };
-    if state.commands.send(command).await.is_err() {
-        return unavailable();
-    }
-    match answer.await {
-        Ok(Ok(explanation)) => format!("{explanation}\n").into_response(),
-        Ok(Err(message)) => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
-        Err(_) => unavailable(),
-    }
+    })
+    .await;
+    reply_or(answer, StatusCode::NOT_FOUND, |explanation| {
+        format!("{explanation}\n").into_response()
+    })
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::Reload { reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    match answer.await {
-        Ok(Ok(summary)) => format!("reloaded: {summary}\n").into_response(),
-        Ok(Err(errors)) => (StatusCode::BAD_REQUEST, format!("{errors}\n")).into_response(),
-        Err(_) => unavailable(),
-    }
+    let answer = ask(&state, |reply| Command::Reload { reply }).await;
+    reply_or(answer, StatusCode::BAD_REQUEST, |summary| {
+        format!("reloaded: {summary}\n").into_response()
+    })
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::ReloadStatus { reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    let last_reload = match answer.await {
+    let last_reload = match ask(&state, |reply| Command::ReloadStatus { reply }).await {
         Ok(None) => serde_json::json!(null),
         Ok(Some(Ok(age))) => serde_json::json!({ "ok": true, "age_s": age }),
         Ok(Some(Err(error))) => serde_json::json!({ "ok": false, "error": error }),
-        Err(_) => return unavailable(),
+        Err(response) => return response,
     };
-    let (reply, answer) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::FleetStatus { reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    let Ok(fleet) = answer.await else {
-        return unavailable();
+    let fleet = match ask(&state, |reply| Command::FleetStatus { reply }).await {
+        Ok(fleet) => fleet,
+        Err(response) => return response,
     };
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -400,22 +368,13 @@ async fn status(State(state): State<AdminState>) -> Response {
 }
 
 async fn config(State(state): State<AdminState>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if state
-        .commands
-        .send(Command::Config { reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
-    }
-    match answer.await {
+    match ask(&state, |reply| Command::Config { reply }).await {
         Ok(policy) => Json(serde_json::json!({
             "settings": *state.settings,
             "policy": policy,
         }))
         .into_response(),
-        Err(_) => unavailable(),
+        Err(response) => response,
     }
 }
 

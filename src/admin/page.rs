@@ -10,9 +10,8 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
-use super::{AdminState, unavailable};
+use super::{AdminState, ask, reply_or};
 use crate::answer::{Command, WhatIfChange};
 
 /// The page.
@@ -80,36 +79,18 @@ fn answer_counts(state: &AdminState, zone: &str) -> BTreeMap<String, f64> {
     counts
 }
 
-async fn ask(
-    state: &AdminState,
-    command: Command,
-    answer: oneshot::Receiver<Result<serde_json::Value, String>>,
-) -> Result<serde_json::Value, Response> {
-    if state.commands.send(command).await.is_err() {
-        return Err(unavailable());
-    }
-    match answer.await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(message)) => Err((StatusCode::NOT_FOUND, format!("{message}\n")).into_response()),
-        Err(_) => Err(unavailable()),
-    }
-}
-
 pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuery>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    let command = Command::Map {
+    let answer = ask(&state, |reply| Command::Map {
         name: q.name,
         have: q.have,
         reply,
-    };
-    match ask(&state, command, answer).await {
-        Ok(mut value) => {
-            let zone = value["zone"].as_str().unwrap_or_default().to_string();
-            value["answers"] = serde_json::json!(answer_counts(&state, &zone));
-            axum::Json(value).into_response()
-        }
-        Err(response) => response,
-    }
+    })
+    .await;
+    reply_or(answer, StatusCode::NOT_FOUND, |mut value| {
+        let zone = value["zone"].as_str().unwrap_or_default().to_string();
+        value["answers"] = serde_json::json!(answer_counts(&state, &zone));
+        axum::Json(value).into_response()
+    })
 }
 
 #[derive(Deserialize)]
@@ -143,14 +124,13 @@ pub(super) async fn what_if(
     if changes.len() > 1024 {
         return (StatusCode::BAD_REQUEST, "too many nodes\n").into_response();
     }
-    let (reply, answer) = oneshot::channel();
-    let command = Command::WhatIf {
+    let answer = ask(&state, |reply| Command::WhatIf {
         name: q.name,
         changes,
         reply,
-    };
-    match ask(&state, command, answer).await {
-        Ok(value) => axum::Json(value).into_response(),
-        Err(response) => response,
-    }
+    })
+    .await;
+    reply_or(answer, StatusCode::NOT_FOUND, |value| {
+        axum::Json(value).into_response()
+    })
 }

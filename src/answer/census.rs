@@ -43,12 +43,17 @@ impl Destination {
     }
 
     /// The node's name, or `SERVFAIL`, or `-` for an empty answer.
-    pub fn label(self, nodes: &[Node]) -> String {
+    pub fn name(self, nodes: &[Node]) -> &str {
         match self {
-            Destination::Node(id) => nodes.get(id).map_or("?".into(), |n| n.name.clone()),
-            Destination::Servfail => "SERVFAIL".into(),
-            Destination::Nothing => "-".into(),
+            Destination::Node(id) => nodes.get(id).map_or("?", |n| n.name.as_str()),
+            Destination::Servfail => "SERVFAIL",
+            Destination::Nothing => "-",
         }
+    }
+
+    /// [`Destination::name`], owned.
+    pub fn label(self, nodes: &[Node]) -> String {
+        self.name(nodes).to_string()
     }
 }
 
@@ -289,7 +294,7 @@ pub fn moves(
     walk(&[before, after], |first, size, country, _, to| {
         total += size;
         // Compared by name: the two sides may be different policies.
-        if to[0].label(before_nodes) == to[1].label(after_nodes) {
+        if to[0].name(before_nodes) == to[1].name(after_nodes) {
             return;
         }
         let entry = tally.entry((to[0], to[1])).or_insert_with(|| Tally {

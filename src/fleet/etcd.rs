@@ -1,4 +1,4 @@
-//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/put`,
+//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
 //! `/v3/lease/grant`, `/v3/watch`, …), which every etcd since 3.4 serves on its client URLs.
 //! The gateway needs only HTTP/1.1 and JSON, so the build needs no protobuf compiler; keys
 //! and values travel base64-encoded, as the gateway wants.
@@ -360,54 +360,14 @@ impl Etcd {
         Ok((revision, kvs))
     }
 
-    /// Writes a key, bound to `lease` (0: none) so it goes when the lease does.
-    pub async fn put(&self, key: &str, value: &str, lease: i64) -> Result<(), EtcdError> {
-        let mut body = json!({"key": b64(key), "value": b64(value)});
-        if lease != 0 {
-            body["lease"] = json!(lease.to_string());
-        }
-        self.call("/v3/kv/put", &body).await.map(drop)
-    }
-
     /// Applies writes in transactions of at most [`MAX_TXN_OPS`] (etcd's default limit),
     /// the last write of a key winning (etcd refuses a key twice in one transaction): a
     /// burst of verdicts costs a few commits, not one each.
     pub async fn apply(&self, ops: &[Op]) -> Result<(), EtcdError> {
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for (i, op) in ops.iter().enumerate() {
-            last.insert(op.key(), i);
-        }
-        let kept: Vec<&Op> = ops
-            .iter()
-            .enumerate()
-            .filter(|(i, op)| last.get(op.key()) == Some(i))
-            .map(|(_, op)| op)
-            .collect();
-        for chunk in kept.chunks(MAX_TXN_OPS) {
-            let success: Vec<Value> = chunk
-                .iter()
-                .map(|op| match op {
-                    Op::Put { key, value, lease } => {
-                        let mut put = json!({"key": b64(key), "value": b64(value)});
-                        if *lease != 0 {
-                            put["lease"] = json!(lease.to_string());
-                        }
-                        json!({"request_put": put})
-                    }
-                    Op::Delete { key } => json!({"request_delete_range": {"key": b64(key)}}),
-                })
-                .collect();
-            self.call("/v3/kv/txn", &json!({"success": success}))
-                .await?;
+        for body in transactions(ops) {
+            self.call("/v3/kv/txn", &body).await?;
         }
         Ok(())
-    }
-
-    /// Deletes a key.
-    pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
-        self.call("/v3/kv/deleterange", &json!({"key": b64(key)}))
-            .await
-            .map(drop)
     }
 
     /// A new lease of `ttl` seconds; its id.
@@ -533,6 +493,39 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key } => key,
         }
     }
+}
+
+/// The transaction bodies of `ops`: the last write of each key, in order, at most
+/// [`MAX_TXN_OPS`] a transaction.
+fn transactions(ops: &[Op]) -> Vec<Value> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        last.insert(op.key(), i);
+    }
+    let kept: Vec<&Op> = ops
+        .iter()
+        .enumerate()
+        .filter(|(i, op)| last.get(op.key()) == Some(i))
+        .map(|(_, op)| op)
+        .collect();
+    kept.chunks(MAX_TXN_OPS)
+        .map(|chunk| {
+            let success: Vec<Value> = chunk
+                .iter()
+                .map(|op| match op {
+                    Op::Put { key, value, lease } => {
+                        let mut put = json!({"key": b64(key), "value": b64(value)});
+                        if *lease != 0 {
+                            put["lease"] = json!(lease.to_string());
+                        }
+                        json!({"request_put": put})
+                    }
+                    Op::Delete { key } => json!({"request_delete_range": {"key": b64(key)}}),
+                })
+                .collect();
+            json!({"success": success})
+        })
+        .collect()
 }
 
 /// Largest watch message buffered while it arrives.
@@ -704,6 +697,33 @@ mod tests {
             ]
         );
         assert!(events_of(&json!({"result": {"canceled": true}})).is_err());
+    }
+
+    #[test]
+    fn transactions_keep_the_last_write_of_a_key_and_stay_within_etcd_s_limit() {
+        let put = |key: &str, value: &str| Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: 7,
+        };
+        let bodies = transactions(&[
+            put("/g/a", "down"),
+            Op::Delete { key: "/g/o".into() },
+            put("/g/a", "up"),
+        ]);
+        assert_eq!(
+            bodies,
+            vec![json!({"success": [
+                {"request_delete_range": {"key": b64("/g/o")}},
+                {"request_put": {"key": b64("/g/a"), "value": b64("up"), "lease": "7"}},
+            ]})]
+        );
+        let many: Vec<Op> = (0..300).map(|i| put(&format!("/g/{i}"), "up")).collect();
+        let sizes: Vec<usize> = transactions(&many)
+            .iter()
+            .map(|b| b["success"].as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(sizes, vec![MAX_TXN_OPS, MAX_TXN_OPS, 300 - 2 * MAX_TXN_OPS]);
     }
 
     #[test]

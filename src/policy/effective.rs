@@ -34,7 +34,8 @@ pub fn zone_json(zone: &Zone) -> Value {
     })
 }
 
-fn node_json(node: &Node) -> Value {
+/// A node as its policy has it, defaults filled in (also what the status page shows of it).
+pub fn node_json(node: &Node) -> Value {
     json!({
         "name": node.name,
         "tier": node.tier,

@@ -14,15 +14,17 @@ use hickory_proto::rr::RecordType;
 use crate::support::nodes::{Behaviour, FakeNode, http};
 use crate::support::*;
 
-fn policy(tokyo: &FakeNode, tokyo_port: u16, singapore: &FakeNode, quorum: &str) -> String {
+/// Both nodes' policy with this health quorum (`zone_dir` writes it to a directory).
+fn policy(tokyo: &FakeNode, singapore: &FakeNode, quorum: &str) -> String {
     format!(
         "zone: fleet.example\nsoa: {{primary: ns1.fleet.example., contact: h.fleet.example., serial: 1}}\nns: [ns1.fleet.example.]\n\
          health_quorum: {quorum}\n\
          check: {{type: tcp, interval: 100ms, recheck: 50ms, timeout: 500ms, rise: 2, fall: 2}}\nnodes:\n\
-         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {tokyo_port}}}}}\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
          \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
          steer:\n  ingest: {{answers: 2}}\n",
         tokyo.addr.ip(),
+        tokyo.addr.port(),
         singapore.addr.ip(),
         singapore.addr.port()
     )
@@ -51,7 +53,12 @@ fn answers(server: &Server) -> Vec<String> {
     ))
 }
 
-fn until_answers(server: &Server, want: &[&str], what: &str) {
+/// The nodes' addresses, as answers list them.
+fn addresses(nodes: &[&FakeNode]) -> Vec<String> {
+    nodes.iter().map(|n| n.addr.ip().to_string()).collect()
+}
+
+fn until_answers(server: &Server, want: &[String], what: &str) {
     eventually(Duration::from_secs(10), what, || {
         let got = answers(server);
         if got == want {
@@ -62,29 +69,22 @@ fn until_answers(server: &Server, want: &[&str], what: &str) {
     });
 }
 
-fn zones(name: &str, text: &str) -> PathBuf {
-    zone_dir(name, text)
+/// A data directory for a test's etcd members, one per test and process.
+fn etcd_dir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("geosteer-etcd-{tag}-{}", std::process::id()))
 }
 
 #[test]
 fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() {
     let tokyo = FakeNode::start("127.0.0.81", Behaviour::Tcp);
     let singapore = FakeNode::start("127.0.0.82", Behaviour::Tcp);
-    let etcd = EtcdCluster::start(
-        &std::env::temp_dir().join(format!("geosteer-etcd-drain-{}", std::process::id())),
-        3,
-    );
-    let dir = zones(
-        "fleet-drain",
-        &policy(&tokyo, tokyo.addr.port(), &singapore, "majority"),
-    );
+    let etcd = EtcdCluster::start(&etcd_dir("drain"), 3);
+    let dir = zone_dir("fleet-drain", &policy(&tokyo, &singapore, "majority"));
     let a = instance(&dir, &etcd, "a");
     let b = instance(&dir, &etcd, "b");
     let mut c = instance(&dir, &etcd, "c");
-    let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
-    let both: Vec<&str> = both.iter().map(String::as_str).collect();
-    let singapore_only = [singapore.addr.ip().to_string()];
-    let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
+    let both = addresses(&[&tokyo, &singapore]);
+    let singapore_only = addresses(&[&singapore]);
     for server in [&a, &b, &c] {
         until_answers(server, &both, "every node up");
     }
@@ -129,8 +129,7 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     fleet_cli(&["force-down", "fleet.example", "singapore"]);
-    let tokyo_only = [tokyo.addr.ip().to_string()];
-    let tokyo_only: Vec<&str> = tokyo_only.iter().map(String::as_str).collect();
+    let tokyo_only = addresses(&[&tokyo]);
     for server in [&a, &b, &c] {
         until_answers(server, &tokyo_only, "forced down through the fleet command");
     }
@@ -268,14 +267,10 @@ fn health_is_decided_by_the_quorum_of_instances() {
     let token = Some("quorum-token");
     let from_c_side: std::net::IpAddr = namespace.here.parse().expect("an address");
     for (quorum, c_drops_tokyo_everywhere) in [("majority", false), ("any", true)] {
-        let etcd = EtcdCluster::start_also_on(
-            &std::env::temp_dir().join(format!("geosteer-etcd-{quorum}-{}", std::process::id())),
-            3,
-            &namespace.here,
-        );
-        let dir = zones(
+        let etcd = EtcdCluster::start_also_on(&etcd_dir(quorum), 3, &namespace.here);
+        let dir = zone_dir(
             &format!("fleet-{quorum}"),
-            &policy(&tokyo, tokyo.addr.port(), &singapore, quorum),
+            &policy(&tokyo, &singapore, quorum),
         );
         let a = instance(&dir, &etcd, "a");
         let b = instance(&dir, &etcd, "b");
@@ -309,10 +304,8 @@ fn health_is_decided_by_the_quorum_of_instances() {
                 answers(server)
             }
         };
-        let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
-        let both: Vec<&str> = both.iter().map(String::as_str).collect();
-        let singapore_only = [singapore.addr.ip().to_string()];
-        let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
+        let both = addresses(&[&tokyo, &singapore]);
+        let singapore_only = addresses(&[&singapore]);
         // C's own checks: Tokyo down (refused in its namespace), Singapore up.
         eventually(
             Duration::from_secs(10),
@@ -369,20 +362,12 @@ fn health_is_decided_by_the_quorum_of_instances() {
 fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
     let mut tokyo = FakeNode::start("127.0.0.85", Behaviour::Tcp);
     let singapore = FakeNode::start("127.0.0.86", Behaviour::Tcp);
-    let mut etcd = EtcdCluster::start(
-        &std::env::temp_dir().join(format!("geosteer-etcd-outage-{}", std::process::id())),
-        3,
-    );
-    let dir = zones(
-        "fleet-outage",
-        &policy(&tokyo, tokyo.addr.port(), &singapore, "majority"),
-    );
+    let mut etcd = EtcdCluster::start(&etcd_dir("outage"), 3);
+    let dir = zone_dir("fleet-outage", &policy(&tokyo, &singapore, "majority"));
     let a = instance(&dir, &etcd, "a");
     let b = instance(&dir, &etcd, "b");
-    let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
-    let both: Vec<&str> = both.iter().map(String::as_str).collect();
-    let singapore_only = [singapore.addr.ip().to_string()];
-    let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
+    let both = addresses(&[&tokyo, &singapore]);
+    let singapore_only = addresses(&[&singapore]);
     for server in [&a, &b] {
         until_answers(server, &both, "every node up");
     }
@@ -400,8 +385,7 @@ fn losing_etcd_fails_no_query_and_the_fleet_converges_when_it_returns() {
         None,
     );
     assert_eq!(status, 200, "{body}");
-    let tokyo_only = [tokyo.addr.ip().to_string()];
-    let tokyo_only: Vec<&str> = tokyo_only.iter().map(String::as_str).collect();
+    let tokyo_only = addresses(&[&tokyo]);
     until_answers(&b, &tokyo_only, "the drain with the leader gone");
     let (status, body) = http(b.admin, "POST", "/nodes/fleet.example/singapore/obey", None);
     assert_eq!(status, 200, "{body}");
@@ -494,15 +478,10 @@ fn a_fleet_works_over_tls_with_a_client_certificate_and_a_user() {
     use geosteer_harness::etcd::{FLEET_PASSWORD, FLEET_USER};
     let tokyo = FakeNode::start("127.0.0.93", Behaviour::Tcp);
     let singapore = FakeNode::start("127.0.0.94", Behaviour::Tcp);
-    let mut etcd = EtcdCluster::start_secure(
-        &std::env::temp_dir().join(format!("geosteer-etcd-tls-{}", std::process::id())),
-    );
+    let mut etcd = EtcdCluster::start_secure(&etcd_dir("tls"));
     let tls = etcd.tls.clone().expect("a secured cluster");
     assert!(etcd.endpoints().starts_with("https://"));
-    let dir = zones(
-        "fleet-tls",
-        &policy(&tokyo, tokyo.addr.port(), &singapore, "majority"),
-    );
+    let dir = zone_dir("fleet-tls", &policy(&tokyo, &singapore, "majority"));
     let secrets =
         std::env::temp_dir().join(format!("geosteer-fleet-secrets-{}", std::process::id()));
     std::fs::create_dir_all(&secrets).unwrap();
@@ -547,10 +526,8 @@ fn a_fleet_works_over_tls_with_a_client_certificate_and_a_user() {
     let a = secured("a", &right);
     let b = secured("b", &right);
     let intruder = secured("intruder", &wrong);
-    let both = [tokyo.addr.ip().to_string(), singapore.addr.ip().to_string()];
-    let both: Vec<&str> = both.iter().map(String::as_str).collect();
-    let singapore_only = [singapore.addr.ip().to_string()];
-    let singapore_only: Vec<&str> = singapore_only.iter().map(String::as_str).collect();
+    let both = addresses(&[&tokyo, &singapore]);
+    let singapore_only = addresses(&[&singapore]);
     for server in [&a, &b, &intruder] {
         until_answers(server, &both, "every node up");
     }
@@ -625,10 +602,7 @@ fn a_probe_agent_s_measurements_change_the_answer_on_every_instance() {
         Behaviour::SlowHttp(Duration::from_millis(150)),
     );
     let singapore = FakeNode::start("127.0.0.88", Behaviour::Http(200, "ok"));
-    let etcd = EtcdCluster::start(
-        &std::env::temp_dir().join(format!("geosteer-etcd-probe-{}", std::process::id())),
-        3,
-    );
+    let etcd = EtcdCluster::start(&etcd_dir("probe"), 3);
     let text = format!(
         "zone: fleet.example\nsoa: {{primary: ns1.fleet.example., contact: h.fleet.example., serial: 1}}\nns: [ns1.fleet.example.]\n\
          check: {{type: http, interval: 200ms, timeout: 1s}}\nnodes:\n\
@@ -640,13 +614,17 @@ fn a_probe_agent_s_measurements_change_the_answer_on_every_instance() {
         singapore.addr.ip(),
         singapore.addr.port()
     );
-    let dir = zones("fleet-probe", &text);
+    let dir = zone_dir("fleet-probe", &text);
     let a = instance(&dir, &etcd, "a");
     let b = instance(&dir, &etcd, "b");
     let tokyo_ip = tokyo.addr.ip().to_string();
     let singapore_ip = singapore.addr.ip().to_string();
     for server in [&a, &b] {
-        until_answers(server, &[tokyo_ip.as_str()], "Tokyo, nearest by distance");
+        until_answers(
+            server,
+            std::slice::from_ref(&tokyo_ip),
+            "Tokyo, nearest by distance",
+        );
     }
     let _agent = Agent(
         Command::new(geosteer_binary())
@@ -662,7 +640,7 @@ fn a_probe_agent_s_measurements_change_the_answer_on_every_instance() {
     for server in [&a, &b] {
         until_answers(
             server,
-            &[singapore_ip.as_str()],
+            std::slice::from_ref(&singapore_ip),
             "Singapore, measured from Japan",
         );
     }

@@ -188,21 +188,10 @@ impl Publisher {
             .collect()
     }
 
-    /// Starts the map of a steered name: nodes and timeline now, the census on the blocking
-    /// pool; the reply comes from there.
-    pub(super) fn map(
-        &self,
-        name: Option<&str>,
-        have: Option<u64>,
-        reply: oneshot::Sender<Result<Value, String>>,
-    ) {
-        let (zi, si) = match find_steered(&self.zones, name) {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
-        };
+    /// The map of a steered name: nodes and timeline taken now, and the work left for the
+    /// blocking pool (the census), or why there is none.
+    pub(super) fn map(&self, name: Option<&str>, have: Option<u64>) -> Result<Job, String> {
+        let (zi, si) = find_steered(&self.zones, name)?;
         let zone = &self.zones[zi];
         let steered = &zone.steered[si];
         let candidates = steered.candidate_nodes();
@@ -217,20 +206,15 @@ impl Publisher {
                     node: ni,
                     generation: self.generation,
                 });
-                let candidate = candidates.contains(&ni);
-                json!({
-                    "name": node.name,
-                    "tier": node.tier,
-                    "geo": node.geo.to_string(),
-                    "location": [node.location.latitude, node.location.longitude],
-                    "addresses": node.addresses,
-                    "state": if candidate {
-                        state_word(runtime.availability, runtime.override_)
-                    } else {
-                        "fenced-out"
-                    },
-                    "status": status,
-                })
+                // The node as policy has it (as `/config` shows it), and how it is now.
+                let mut out = crate::policy::effective::node_json(node);
+                out["state"] = json!(if candidates.contains(&ni) {
+                    state_word(runtime.availability, runtime.override_)
+                } else {
+                    "fenced-out"
+                });
+                out["live"] = json!(status);
+                out
             })
             .collect();
         let header = json!({
@@ -244,7 +228,7 @@ impl Publisher {
         let snapshot = self.current.load_full();
         let zones = Arc::clone(&self.zones);
         let cache = Arc::clone(&self.census_cache);
-        tokio::task::spawn_blocking(move || {
+        Ok(Box::new(move || {
             let made = cache.get_or_make(&snapshot, (zi, si), || {
                 let table = steered_table(&snapshot, zi, &zones, si)?;
                 let side = Side {
@@ -254,37 +238,28 @@ impl Publisher {
                 };
                 Some(census(side, &zones[zi].nodes))
             });
-            let result = made
-                .ok_or_else(|| "the name's table is not published yet".to_string())
-                .map(|made| {
-                    let mut out = header;
-                    // Same census, same allocation: its address identifies it while held.
-                    let id = Arc::as_ptr(&made) as u64;
-                    out["census_id"] = json!(id.to_string());
-                    if have != Some(id) {
-                        out["census"] = json!(*made);
-                    }
-                    out
-                });
-            let _ = reply.send(result);
-        });
+            made.ok_or_else(not_published).map(|made| {
+                let mut out = header;
+                // Same census, same allocation: its address identifies it while held.
+                let id = Arc::as_ptr(&made) as u64;
+                out["census_id"] = json!(id.to_string());
+                if have != Some(id) {
+                    out["census"] = json!(*made);
+                }
+                out
+            })
+        }))
     }
 
-    /// Starts a what-if: the tables built from the current availability with `changes`
-    /// applied, compared with the published ones for one steered name. Nothing is published.
+    /// A what-if: the tables built from the current availability with `changes` applied,
+    /// compared with the published ones for one steered name, as work for the blocking pool
+    /// (or why there is none). Nothing is published.
     pub(super) fn what_if(
         &self,
         name: Option<&str>,
         changes: Vec<(String, WhatIfChange)>,
-        reply: oneshot::Sender<Result<Value, String>>,
-    ) {
-        let (zi, si) = match find_steered(&self.zones, name) {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
-        };
+    ) -> Result<Job, String> {
+        let (zi, si) = find_steered(&self.zones, name)?;
         let mut table: Vec<Vec<Availability>> = self
             .nodes
             .iter()
@@ -293,11 +268,10 @@ impl Publisher {
         let mut applied = serde_json::Map::new();
         for (node, change) in &changes {
             let Some(ni) = self.zones[zi].nodes.iter().position(|n| &n.name == node) else {
-                let _ = reply.send(Err(format!(
+                return Err(format!(
                     "no node '{node}' in zone {}",
                     self.zones[zi].origin
-                )));
-                return;
+                ));
             };
             table[zi][ni] = change.availability();
             applied.insert(node.clone(), json!(change.word()));
@@ -308,9 +282,9 @@ impl Publisher {
             Arc::clone(&self.geo),
             Arc::clone(&self.rankings),
         );
-        tokio::task::spawn_blocking(move || {
+        Ok(Box::new(move || {
             let after = build(&zones, geo, &rankings, &table);
-            let result = match (
+            match (
                 steered_table(&snapshot, zi, &zones, si),
                 steered_table(&after, zi, &zones, si),
             ) {
@@ -337,9 +311,30 @@ impl Publisher {
                         "live": "unchanged: a what-if is never published",
                     }))
                 }
-                _ => Err("the name's table is not published yet".to_string()),
-            };
-            let _ = reply.send(result);
-        });
+                _ => Err(not_published()),
+            }
+        }))
+    }
+}
+
+/// Work for the blocking pool that makes a reply.
+pub(super) type Job = Box<dyn FnOnce() -> Result<Value, String> + Send>;
+
+fn not_published() -> String {
+    "the name's table is not published yet".into()
+}
+
+/// Replies with a job's result, made on the blocking pool (a census walks the whole
+/// database), or at once with why there is no job.
+pub(super) fn reply_later(job: Result<Job, String>, reply: oneshot::Sender<Result<Value, String>>) {
+    match job {
+        Ok(job) => {
+            tokio::task::spawn_blocking(move || {
+                let _ = reply.send(job());
+            });
+        }
+        Err(why) => {
+            let _ = reply.send(Err(why));
+        }
     }
 }

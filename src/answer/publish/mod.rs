@@ -769,7 +769,7 @@ impl Publisher {
             // After this round's publication, so a change just made shows.
             Command::Map { name, have, reply } => {
                 replies.push(Box::new(move |p: &Publisher| {
-                    p.map(name.as_deref(), have, reply)
+                    map::reply_later(p.map(name.as_deref(), have), reply)
                 }));
             }
             Command::WhatIf {
@@ -778,7 +778,7 @@ impl Publisher {
                 reply,
             } => {
                 replies.push(Box::new(move |p: &Publisher| {
-                    p.what_if(name.as_deref(), changes, reply)
+                    map::reply_later(p.what_if(name.as_deref(), changes), reply)
                 }));
             }
             Command::FleetStatus { reply } => {
