@@ -10,7 +10,7 @@ use crate::explain::{Explanation, LiveState};
 use crate::geo::{AddressMap, AsnDb, AsnLookup, GeoDb};
 use crate::net::Family;
 use crate::net::subnets::SubnetRules;
-use crate::policy::NodeId;
+use crate::policy::{NodeId, RecordType};
 use crate::steer::table::column_of;
 
 /// Everything a query reads, built together and swapped as one.
@@ -80,15 +80,31 @@ pub struct EncodedRrset {
     pub rtype: u16,
     /// Each record's body.
     pub bodies: Vec<Box<[u8]>>,
+    /// Additional-section data (RFC 1034 §4.3.2), per body in order: the A/AAAA bodies the
+    /// zone holds for the name that record points to (NS, MX and SRV targets; glue for a
+    /// delegation). Empty for other types and for targets the zone has no addresses for.
+    pub additional: Vec<Vec<Box<[u8]>>>,
 }
 
-/// A delegation point: a referral's NS set and glue for in-zone name servers.
+impl EncodedRrset {
+    /// Where the target name starts inside the RDATA of a record of this type, for the
+    /// types whose additional data is the target's addresses.
+    pub fn target_offset(&self) -> Option<usize> {
+        match RecordType(self.rtype) {
+            RecordType::NS => Some(0),
+            RecordType::MX => Some(2),
+            RecordType::SRV => Some(6),
+            _ => None,
+        }
+    }
+}
+
+/// A delegation point: a referral's NS set, with glue for in-zone name servers as its
+/// additional data.
 #[derive(Debug, Clone)]
 pub struct Delegation {
     /// The NS records.
     pub ns: EncodedRrset,
-    /// Glue, per NS record in order: A/AAAA bodies whose owner is that record's target.
-    pub glue: Vec<Vec<Box<[u8]>>>,
 }
 
 /// What lives at one name of a zone.

@@ -7,8 +7,8 @@ use super::snapshot::{Delegation, EncodedRrset, NameNode, ZoneAnswers};
 use crate::policy::{DomainName, RecordData, RecordSet, RecordType, Soa, Zone};
 use crate::wire::push_body;
 
-/// One record set's bodies.
-pub(super) fn encode_rrset(set: &RecordSet) -> EncodedRrset {
+/// One record set's bodies, with the addresses `records` hold for the names it points to.
+pub(super) fn encode_rrset(set: &RecordSet, records: &[RecordSet]) -> EncodedRrset {
     let rtype = set.record_type();
     EncodedRrset {
         rtype: rtype.0,
@@ -21,7 +21,28 @@ pub(super) fn encode_rrset(set: &RecordSet) -> EncodedRrset {
                 body.into_boxed_slice()
             })
             .collect(),
+        additional: set
+            .data
+            .iter()
+            .map(|d| match d {
+                RecordData::Ns(target)
+                | RecordData::Mx {
+                    exchange: target, ..
+                }
+                | RecordData::Srv { target, .. } => addresses_of(target, records),
+                _ => Vec::new(),
+            })
+            .collect(),
     }
+}
+
+/// The A and AAAA bodies `records` hold for `name`.
+fn addresses_of(name: &DomainName, records: &[RecordSet]) -> Vec<Box<[u8]>> {
+    records
+        .iter()
+        .filter(|r| r.name == *name && matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+        .flat_map(|r| encode_rrset(r, &[]).bodies)
+        .collect()
 }
 
 /// A zone's answers without its steered names, which `build` adds from their rankings.
@@ -48,19 +69,21 @@ pub(super) fn build_zone(index: usize, zone: &Zone) -> ZoneAnswers {
         EncodedRrset {
             rtype: RecordType::SOA.0,
             bodies: vec![soa.clone().into_boxed_slice()],
+            additional: Vec::new(),
         },
-        encode_rrset(&apex_ns),
+        encode_rrset(&apex_ns, &zone.records),
     ]);
 
     let mut delegations = HashMap::new();
     for set in &zone.records {
         if set.record_type() == RecordType::NS {
-            delegations.insert(name_key(&set.name), delegation(set, &zone.records));
+            let ns = encode_rrset(set, &zone.records);
+            delegations.insert(name_key(&set.name), Delegation { ns });
         } else {
             static_sets
                 .entry(name_key(&set.name))
                 .or_default()
-                .push(encode_rrset(set));
+                .push(encode_rrset(set, &zone.records));
         }
     }
 
@@ -111,27 +134,6 @@ pub(super) fn build_zone(index: usize, zone: &Zone) -> ZoneAnswers {
     }
 }
 
-/// A referral: the NS set and, for each NS target we hold addresses for, its glue.
-fn delegation(ns: &RecordSet, records: &[RecordSet]) -> Delegation {
-    let glue = ns
-        .data
-        .iter()
-        .map(|d| match d {
-            RecordData::Ns(target) => records
-                .iter()
-                .filter(|r| {
-                    r.name == *target && matches!(r.record_type(), RecordType::A | RecordType::AAAA)
-                })
-                .flat_map(|r| encode_rrset(r).bodies)
-                .collect(),
-            _ => Vec::new(),
-        })
-        .collect();
-    Delegation {
-        ns: encode_rrset(ns),
-        glue,
-    }
-}
 /// The RDATA of a policy record.
 pub(super) fn rdata(data: &RecordData) -> Vec<u8> {
     let mut out = Vec::new();

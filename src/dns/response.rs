@@ -15,7 +15,7 @@ use hickory_server::server::Request;
 use super::ecs::ClientSubnet;
 use super::options::{ExplainAccess, ServeOptions};
 use super::query::{EdnsView, QueryView, parse_plain};
-use crate::answer::{NameLookup, NameNode, Snapshot};
+use crate::answer::{EncodedRrset, NameLookup, NameNode, Snapshot};
 use crate::net::unmap;
 use crate::wire::{
     CLASS_CH, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, Outcome, RDATA_OFFSET, Rcode,
@@ -209,6 +209,7 @@ fn respond_to(
         transport,
         truncate: false,
         cookie_valid: false,
+        optional_from: 0,
     };
     let rcode = 'rcode: {
         if let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) {
@@ -258,6 +259,14 @@ fn respond_to(
     out[3] |= (rcode as u16 & 0x0F) as u8;
     let mut truncated = false;
     let opt_len = edns.as_ref().map_or(0, opt_len);
+    if !exchange.truncate
+        && exchange.optional_from > 0
+        && out.len() + opt_len > limit
+        && exchange.optional_from + opt_len <= limit
+    {
+        out.truncate(exchange.optional_from);
+        set_count(out, 10, 0);
+    }
     if exchange.truncate || out.len() + opt_len > limit {
         // Whole sections only: header, question, OPT. The client retries over TCP.
         let keep = 12 + if one_question { question.len() } else { 0 };
@@ -449,6 +458,31 @@ struct Exchange {
     truncate: bool,
     /// The query returned a valid server cookie: its source address is proven.
     cookie_valid: bool,
+    /// Where optional additional records start (0: none): what is past it is left out,
+    /// without TC, when the response would not fit otherwise (RFC 2181 §9).
+    optional_from: usize,
+}
+
+/// Record sets longer than this get additional data for their first records only.
+const MAX_ADDITIONAL_TARGETS: usize = 16;
+
+/// Writes the additional data of `set`'s records, whose RDATA start at `targets`, each
+/// owned by a pointer to its record's target name; returns how many were written.
+fn push_additional(out: &mut Vec<u8>, set: &EncodedRrset, targets: &[usize]) -> u16 {
+    let Some(offset) = set.target_offset() else {
+        return 0;
+    };
+    let mut written = 0u16;
+    for (bodies, &rdata_at) in set.additional.iter().zip(targets) {
+        if rdata_at + offset > MAX_POINTER {
+            break; // past what a compression pointer reaches (TCP only)
+        }
+        for body in bodies {
+            push_record(out, rdata_at + offset, body);
+            written = written.saturating_add(1);
+        }
+    }
+    written
 }
 
 /// Answers one IN-class question; writes answer, authority and additional records after the
@@ -522,7 +556,7 @@ fn answer_question(
                     break;
                 }
                 out[2] &= !FLAG_AA;
-                let mut targets = [0usize; 16];
+                let mut targets = [0usize; MAX_ADDITIONAL_TARGETS];
                 for (i, body) in delegation.ns.bodies.iter().enumerate() {
                     let at = push_record(out, owner + cut, body);
                     if let Some(slot) = targets.get_mut(i) {
@@ -530,13 +564,9 @@ fn answer_question(
                     }
                 }
                 set_count(out, 8, delegation.ns.bodies.len() as u16);
-                let mut glue = 0u16;
-                for (i, bodies) in delegation.glue.iter().enumerate().take(targets.len()) {
-                    for body in bodies {
-                        push_record(out, targets[i], body);
-                        glue += 1;
-                    }
-                }
+                // In-domain glue is required: when it does not fit, the referral is
+                // truncated (RFC 9471), so it is not marked optional.
+                let glue = push_additional(out, &delegation.ns, &targets);
                 set_count(out, 10, glue);
                 return Rcode::NoError;
             }
@@ -621,11 +651,22 @@ fn answer_question(
                         sets.len()
                     })
                 {
-                    for body in &set.bodies {
-                        push_record(out, owner, body);
+                    let mut targets = [0usize; MAX_ADDITIONAL_TARGETS];
+                    for (i, body) in set.bodies.iter().enumerate() {
+                        let at = push_record(out, owner, body);
+                        if let Some(slot) = targets.get_mut(i) {
+                            *slot = at;
+                        }
                         answers += 1;
                     }
                     matched = true;
+                    if qtype == set.rtype && set.target_offset().is_some() {
+                        // The targets' addresses save the resolver a lookup; they are
+                        // dropped, not truncated for, when they do not fit.
+                        exchange.optional_from = out.len();
+                        let added = push_additional(out, set, &targets);
+                        set_count(out, 10, added);
+                    }
                 }
                 if matched {
                     set_count(out, 6, answers);

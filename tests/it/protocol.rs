@@ -257,6 +257,77 @@ fn large_answers_truncate_over_udp_and_complete_over_tcp() {
     assert!(!reply.metadata.truncation);
 }
 
+/// Six name servers in the zone, each with an A and an AAAA: the NS set is about 290 bytes,
+/// with their addresses about 550.
+const MANY_NAME_SERVERS: &str = r#"zone: a.example
+ttl: 300
+soa: {primary: name-server-number-1.a.example., contact: h.a.example., serial: 1, ttl: 300}
+ns: [name-server-number-1.a.example., name-server-number-2.a.example., name-server-number-3.a.example., name-server-number-4.a.example., name-server-number-5.a.example., name-server-number-6.a.example.]
+check: {type: none}
+records:
+  name-server-number-1: [{type: A, value: 192.0.2.1}, {type: AAAA, value: "2001:db8::1"}]
+  name-server-number-2: [{type: A, value: 192.0.2.2}, {type: AAAA, value: "2001:db8::2"}]
+  name-server-number-3: [{type: A, value: 192.0.2.3}, {type: AAAA, value: "2001:db8::3"}]
+  name-server-number-4: [{type: A, value: 192.0.2.4}, {type: AAAA, value: "2001:db8::4"}]
+  name-server-number-5: [{type: A, value: 192.0.2.5}, {type: AAAA, value: "2001:db8::5"}]
+  name-server-number-6: [{type: A, value: 192.0.2.6}, {type: AAAA, value: "2001:db8::6"}]
+nodes:
+  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.100]}
+steer:
+  ingest: {answers: 1}
+"#;
+
+/// The addresses of in-zone NS targets ride along in the additional section; when they do
+/// not fit they are left out and the answer is not truncated (RFC 2181 §9), since the
+/// resolver got the records it asked for.
+#[test]
+fn additional_data_is_sent_when_it_fits_and_left_out_without_tc_when_not() {
+    let dir = zone_dir("many-name-servers", MANY_NAME_SERVERS);
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let addresses = |reply: &Message| {
+        reply
+            .additionals
+            .iter()
+            .filter(|r| matches!(r.record_type(), A | AAAA))
+            .count()
+    };
+    for (query, transport) in [
+        (q("a.example.", NS), "udp"),
+        (q("a.example.", NS).no_edns(), "tcp"),
+    ] {
+        let reply = match transport {
+            "udp" => udp(&server, &query),
+            _ => tcp(&server, &query),
+        };
+        assert!(!reply.metadata.truncation, "{transport}");
+        assert_eq!(reply.answers.len(), 6, "{transport}");
+        assert_eq!(
+            addresses(&reply),
+            12,
+            "{transport}: every target's addresses"
+        );
+        let first = reply
+            .additionals
+            .iter()
+            .find(|r| r.record_type() == A)
+            .expect("an A record");
+        assert_eq!(first.name.to_ascii(), "name-server-number-1.a.example.");
+    }
+    // 512 bytes without EDNS: the NS set fits, its addresses do not.
+    let raw = udp_raw(
+        server.addr,
+        from("127.0.0.1"),
+        &q("a.example.", NS).no_edns().bytes(),
+    )
+    .expect("a reply");
+    assert!(raw.len() <= 512, "{} bytes", raw.len());
+    let reply = Message::from_vec(&raw).expect("the reply parses");
+    assert!(!reply.metadata.truncation, "no TC for additional data");
+    assert!(reply.metadata.authoritative);
+    assert_eq!(reply.answers.len(), 6);
+    assert_eq!(addresses(&reply), 0);
+}
+
 #[test]
 fn pipelined_tcp_queries_are_answered_in_order() {
     let server = Server::test_zone();

@@ -1,6 +1,7 @@
 //! Wildcards (RFC 4592), static and steered, answered exactly as Knot DNS answers the same
 //! records: synthesis with the query's own name, closest-encloser rules, empty
-//! non-terminals, NODATA at a wildcard, and no wildcard below a delegation.
+//! non-terminals, NODATA at a wildcard, and no wildcard below a delegation; and the
+//! additional data of NS, MX and SRV answers, the same as Knot's.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
@@ -28,6 +29,11 @@ records:
   "*.cname": {type: CNAME, value: host.edge.w.example.}
   lab: {type: NS, values: [ns1.lab.w.example.]}
   ns1.lab: {type: A, value: 192.0.2.80}
+  "@": {type: MX, values: [{preference: 10, exchange: mail.w.example.}, {preference: 20, exchange: mx.elsewhere.example.}]}
+  mail:
+    - {type: A, value: 192.0.2.25}
+    - {type: AAAA, value: "2001:db8::25"}
+  _rtmp._tcp: {type: SRV, value: {priority: 1, weight: 5, port: 1935, target: host.edge.w.example.}}
 nodes:
   tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}
 steer:
@@ -48,6 +54,11 @@ a.b.edge A 192.0.2.12
 *.cname CNAME host.edge
 lab NS ns1.lab
 ns1.lab A 192.0.2.80
+@ MX 10 mail
+@ MX 20 mx.elsewhere.example.
+mail A 192.0.2.25
+mail AAAA 2001:db8::25
+_rtmp._tcp SRV 1 5 1935 host.edge
 "#;
 
 /// A private knotd on a free loopback port, stopped when dropped.
@@ -160,7 +171,12 @@ fn wildcard_answers_match_knot() {
         ("x.cname.w.example.", RecordType::A),   // a wildcard CNAME, followed in the zone
         ("x.lab.w.example.", RecordType::A),     // below a delegation: a referral
         ("ns1.w.example.", RecordType::A),
-        ("w.example.", RecordType::MX), // the apex: NODATA
+        ("w.example.", RecordType::AAAA), // the apex: NODATA
+        // Additional data: the addresses of in-zone targets (RFC 1034 §4.3.2).
+        ("w.example.", RecordType::NS),
+        ("w.example.", RecordType::MX), // one target in the zone, one outside
+        ("_rtmp._tcp.w.example.", RecordType::SRV),
+        ("mail.w.example.", RecordType::MX), // NODATA: no additional data
     ];
     let mut differences = Vec::new();
     for (name, rtype) in cases {
