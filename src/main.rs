@@ -333,7 +333,8 @@ struct ServeArgs {
     /// (first,last,asn,name).
     #[arg(long)]
     asn_db: Option<PathBuf>,
-    /// This instance's name, answered to `dig CH TXT id.server` (default: the host name).
+    /// This instance's name, answered to `dig CH TXT id.server` and in NSID (`dig +nsid`)
+    /// (default: the host name).
     #[arg(long)]
     identity: Option<String>,
     /// Do not reveal the version to `dig CH TXT version.bind`.

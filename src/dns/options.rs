@@ -33,6 +33,18 @@ pub struct ExplainAccess {
     pub allowed: Vec<crate::net::Prefix>,
 }
 
+/// The longest NSID sent: an identity is a name, and the OPT record must stay small.
+const MAX_NSID: usize = 64;
+
+impl ServeOptions {
+    /// The NSID payload (RFC 5001): the identity `id.server` answers with, so `dig +nsid`
+    /// names the instance behind an anycast address.
+    pub fn nsid(&self) -> &[u8] {
+        let bytes = self.identity.as_bytes();
+        &bytes[..bytes.len().min(MAX_NSID)]
+    }
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {

@@ -38,10 +38,13 @@ pub struct EdnsView {
     pub subnet: Result<Option<ClientSubnet>, EcsError>,
     /// The COOKIE option: absent, well-formed, or why it makes the query a FORMERR.
     pub cookie: Result<Option<QueryCookie>, CookieError>,
+    /// The NSID option was sent: the reply names this instance (RFC 5001).
+    pub nsid: bool,
 }
 
 const TYPE_OPT: u16 = crate::wire::RecordType::OPT.0;
 const OPTION_ECS: u16 = super::ecs::OPTION_ECS;
+const OPTION_NSID: u16 = super::ecs::OPTION_NSID;
 
 /// Parses an ordinary query without allocating; `None` for anything it does not handle
 /// (compressed or oversized names, several additional records, a non-root or non-OPT
@@ -108,7 +111,9 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
     let mut seen_subnet = false;
     let mut cookie = Ok(None);
     let mut seen_cookie = false;
+    let mut nsid = false;
     crate::wire::each_edns_option(rdata, |code, data| {
+        nsid |= code == OPTION_NSID;
         if code == OPTION_ECS {
             if std::mem::replace(&mut seen_subnet, true) {
                 return None;
@@ -130,6 +135,7 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
         dnssec_ok: record[7] & 0x80 != 0,
         subnet,
         cookie,
+        nsid,
     })
 }
 

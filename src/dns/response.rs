@@ -37,13 +37,15 @@ const MAX_CNAME_HOPS: usize = 8;
 const MAX_POINTER: usize = 0x3FFF;
 
 /// EDNS details of the query that shape the response.
-struct EdnsReply {
+struct EdnsReply<'a> {
     dnssec_ok: bool,
     subnet: Option<ClientSubnet>,
     scope: u8,
     extended_rcode: u8,
     /// The COOKIE option to answer with: the client cookie, then the server cookie.
     cookie: Option<[u8; 24]>,
+    /// The NSID option to answer with: this instance's identity (RFC 5001).
+    nsid: Option<&'a [u8]>,
 }
 
 /// Builds the response to `packet` into `out`. Returns `None` when nothing must be sent
@@ -143,7 +145,7 @@ fn respond_parsed_by_hickory(
         return Some(header_only(packet, rcode, out));
     };
     let one_question = request.queries.len() == 1;
-    let (ecs_on_wire, cookie) = super::ecs::check_wire_options(packet);
+    let wire = super::ecs::check_wire_options(packet);
     let view = QueryView {
         question: if one_question {
             request.queries.as_bytes()
@@ -156,8 +158,9 @@ fn respond_parsed_by_hickory(
             max_payload: e.max_payload(),
             version: e.version(),
             dnssec_ok: e.flags().dnssec_ok,
-            subnet: ecs_on_wire.and_then(|()| ClientSubnet::from_edns(e)),
-            cookie,
+            subnet: wire.ecs.and_then(|()| ClientSubnet::from_edns(e)),
+            cookie: wire.cookie,
+            nsid: wire.nsid,
         }),
     };
     Some(respond_to(
@@ -187,6 +190,7 @@ fn respond_to(
         scope: 0,
         extended_rcode: 0,
         cookie: None,
+        nsid: e.nsid.then(|| options.nsid()),
     });
     let question = query.question;
     let one_question = query.one_question;
@@ -339,6 +343,7 @@ fn opt_len(reply: &EdnsReply) -> usize {
         .subnet
         .map_or(0, |s| 8 + s.source_prefix.div_ceil(8) as usize)
         + reply.cookie.map_or(0, |c| 4 + c.len())
+        + reply.nsid.map_or(0, |n| 4 + n.len())
 }
 
 fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
@@ -358,6 +363,11 @@ fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
         out.extend_from_slice(&super::cookie::OPTION_COOKIE.to_be_bytes());
         out.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
         out.extend_from_slice(cookie);
+    }
+    if let Some(nsid) = reply.nsid {
+        out.extend_from_slice(&super::ecs::OPTION_NSID.to_be_bytes());
+        out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+        out.extend_from_slice(nsid);
     }
     let rdlen = (out.len() - rdlen_at - 2) as u16;
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());

@@ -65,6 +65,9 @@ fn corpus() -> Vec<Vec<u8>> {
     // ECS with a non-zero scope, and with address bits past the prefix: FORMERR both ways.
     queries.push(with_ecs_option(&[0, 1, 24, 8, 127, 1, 0]));
     queries.push(with_ecs_option(&[0, 1, 20, 0, 127, 1, 255]));
+    // NSID asked (RFC 5001), empty as it should be and with stray content.
+    queries.push(with_option(3, &[]));
+    queries.push(with_option(3, b"x"));
     queries
 }
 
@@ -93,11 +96,16 @@ fn opt_rdlen(packet: &[u8]) -> usize {
 /// An A query for ingest.test.example. with a raw ECS option body (family, source, scope,
 /// address).
 fn with_ecs_option(option: &[u8]) -> Vec<u8> {
+    with_option(8, option)
+}
+
+/// An A query for ingest.test.example. whose OPT holds one raw option.
+fn with_option(code: u16, option: &[u8]) -> Vec<u8> {
     let mut packet = q("ingest.test.example.", A).bytes();
     let rdlen = opt_rdlen(&packet);
     let opt = packet.len() - rdlen - 11;
     packet.truncate(opt + 11);
-    packet.extend_from_slice(&8u16.to_be_bytes());
+    packet.extend_from_slice(&code.to_be_bytes());
     packet.extend_from_slice(&(option.len() as u16).to_be_bytes());
     packet.extend_from_slice(option);
     let rdlen = (option.len() + 4) as u16;

@@ -200,6 +200,20 @@ fn dig_explains_an_answer_and_names_the_instance() {
         assert!(why.contains(expected), "{expected:?} missing from {why}");
     }
     assert_eq!(run(&["CH", "TXT", "id.server"]).trim(), "\"pop-fra-2\"");
+    // NSID (RFC 5001) names the instance on any answer, over UDP and TCP.
+    for transport in ["+notcp", "+tcp"] {
+        let full = run(&[
+            "+noshort",
+            "+comments",
+            transport,
+            "+nsid",
+            "ingest.live.example.net",
+        ]);
+        assert!(full.contains("(\"pop-fra-2\")"), "{transport}: {full}");
+        assert!(full.contains("status: NOERROR"), "{full}");
+    }
+    let plain = run(&["+noshort", "+comments", "ingest.live.example.net"]);
+    assert!(!plain.contains("NSID"), "only when asked: {plain}");
     assert!(run(&["CH", "TXT", "version.bind"]).contains("geosteer"));
 }
 
