@@ -106,7 +106,10 @@ fn precheck(packet: &[u8], out: &mut Vec<u8>) -> Result<(), Option<Outcome>> {
     // A query has one question, no answer or authority records, and at most an OPT (and a
     // signature) in the additional section. Anything else is refused before parsing, so a
     // header claiming 65,535 records cannot make the parser allocate for them.
-    if count(packet, 4) != 1
+    // No question is a query only to learn a server cookie (RFC 7873 §5.4), so it must
+    // carry an OPT record; the parser checks the rest.
+    let cookie_only = count(packet, 4) == 0 && opcode(packet) == 0 && count(packet, 10) >= 1;
+    if (count(packet, 4) != 1 && !cookie_only)
         || count(packet, 6) != 0
         || count(packet, 8) != 0
         || count(packet, 10) > 2
@@ -241,7 +244,13 @@ fn respond_to(
             }
         }
         if !one_question {
-            break 'rcode Rcode::FormErr;
+            // Without a question, a query that brought a cookie learns ours (RFC 7873 §5.4).
+            let cookie_only = edns.as_ref().is_some_and(|e| e.cookie.is_some());
+            break 'rcode if cookie_only && query.opcode_query {
+                Rcode::NoError
+            } else {
+                Rcode::FormErr
+            };
         }
         if !query.opcode_query {
             break 'rcode Rcode::NotImp;

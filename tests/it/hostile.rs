@@ -538,6 +538,45 @@ fn dig_cookie(server: &Server, cookie: Option<&str>) -> String {
         .to_string()
 }
 
+/// A query with no question and a client cookie learns the server cookie (RFC 7873 §5.4),
+/// as `dig +header-only` asks; without a cookie it is a FORMERR that still carries OPT, so
+/// dig does not take the server for one without EDNS.
+#[test]
+fn a_query_without_a_question_learns_a_server_cookie() {
+    let server = Server::test_zone();
+    let dig = |args: &[&str]| {
+        let output = std::process::Command::new("dig")
+            .arg(format!("@{}", server.addr.ip()))
+            .args(["-p", &server.addr.port().to_string(), "+time=3", "+tries=1"])
+            .args(args)
+            .arg("test.example.")
+            .output()
+            .expect("dig runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for transport in ["+notcp", "+tcp"] {
+        let text = dig(&["+header-only", "+cookie", transport]);
+        assert!(text.contains("status: NOERROR"), "{transport}: {text}");
+        assert!(text.contains("QUERY: 0, ANSWER: 0"), "{text}");
+        let cookie = text
+            .lines()
+            .find_map(|l| l.trim_start_matches("; ").strip_prefix("COOKIE: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no cookie: {text}"));
+        assert_eq!(cookie.len(), 48, "client and server cookie: {cookie}");
+        assert_eq!(
+            dig_cookie(&server, Some(cookie)),
+            cookie,
+            "the learned cookie is valid"
+        );
+    }
+    let text = dig(&["+header-only", "+nocookie"]);
+    assert!(text.contains("status: FORMERR"), "{text}");
+    assert!(text.contains("EDNS: version: 0"), "OPT answered: {text}");
+    let text = dig(&["+header-only", "+noedns"]);
+    assert!(text.contains("status: FORMERR"), "{text}");
+}
+
 /// A query for `ingest.test.example.` A carrying a COOKIE option (hex: client, or client
 /// and server).
 fn query_with_cookie(hex: &str) -> Vec<u8> {
