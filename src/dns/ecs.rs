@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use hickory_proto::op::Edns;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 
-use super::cookie::{CookieError, OPTION_COOKIE, QueryCookie};
 use crate::net::{Family, address_bits, mask, unmap};
 
 /// A client subnet option as received, checked against RFC 7871 §7.1.
@@ -42,98 +41,6 @@ pub enum EcsError {
 
 /// The ECS option code (RFC 7871).
 pub(super) const OPTION_ECS: u16 = 8;
-
-/// The EDNS option code of NSID (RFC 5001).
-pub(super) const OPTION_NSID: u16 = 3;
-
-/// What [`check_wire_options`] found in a query's OPT record.
-#[derive(Debug)]
-pub struct WireOptions {
-    /// The ECS option is well-formed, or why not.
-    pub ecs: Result<(), EcsError>,
-    /// The COOKIE option: absent, well-formed, or why it makes the query a FORMERR.
-    pub cookie: Result<Option<QueryCookie>, CookieError>,
-    /// The NSID option was sent (RFC 5001).
-    pub nsid: bool,
-}
-
-/// Reads the ECS, COOKIE and NSID options of a query's OPT record on the wire, for the
-/// general parser, which does not check them (it reads the octets a prefix needs and
-/// ignores the rest, keeps the first of several options, and leaves cookies unparsed):
-/// exactly the address octets the source prefix needs and at most one ECS option (RFC 7871
-/// §6); the cookie, well-formed (RFC 7873 §5.2.2) and alone. `packet` has been parsed
-/// already, so a shape this walk cannot follow is left to that parser's verdict.
-pub fn check_wire_options(packet: &[u8]) -> WireOptions {
-    let mut found = WireOptions {
-        ecs: Ok(()),
-        cookie: Ok(None),
-        nsid: false,
-    };
-    let u16_at = |at: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
-    };
-    // A name on the wire: labels up to the root or a compression pointer.
-    let skip_name = |mut at: usize| -> Option<usize> {
-        loop {
-            let len = *packet.get(at)? as usize;
-            match len {
-                0 => return Some(at + 1),
-                l if l & 0xC0 == 0xC0 => return Some(at + 2),
-                l if l & 0xC0 != 0 => return None,
-                l => at += 1 + l,
-            }
-        }
-    };
-    let Some(questions) = u16_at(4) else {
-        return found;
-    };
-    let mut at = 12;
-    for _ in 0..questions {
-        let Some(end) = skip_name(at) else {
-            return found;
-        };
-        at = end + 4;
-    }
-    // Answer and authority sections are empty in a query (checked before parsing).
-    let additional = u16_at(10).unwrap_or(0);
-    let mut seen = false;
-    for _ in 0..additional {
-        let Some(end) = skip_name(at) else {
-            return found;
-        };
-        let (Some(rtype), Some(rdlen)) = (u16_at(end), u16_at(end + 8)) else {
-            return found;
-        };
-        let rdata_at = end + 10;
-        let Some(rdata) = packet.get(rdata_at..rdata_at + rdlen as usize) else {
-            return found;
-        };
-        if rtype == crate::wire::RecordType::OPT.0 {
-            // A malformed option list ends the walk: the parser already took what it could.
-            let _ = crate::wire::each_edns_option(rdata, |code, data| {
-                if code == OPTION_ECS && found.ecs.is_ok() {
-                    if std::mem::replace(&mut seen, true) {
-                        found.ecs = Err(EcsError::Repeated);
-                    } else if let [_, _, source, _, address @ ..] = data
-                        && address.len() != source.div_ceil(8) as usize
-                    {
-                        found.ecs = Err(EcsError::AddressLength);
-                    }
-                }
-                if code == OPTION_COOKIE && found.cookie.is_ok() {
-                    found.cookie = match found.cookie {
-                        Ok(Some(_)) => Err(CookieError::Repeated),
-                        _ => QueryCookie::parse(data).map(Some),
-                    };
-                }
-                found.nsid |= code == OPTION_NSID;
-                Some(())
-            });
-        }
-        at = rdata_at + rdlen as usize;
-    }
-    found
-}
 
 impl ClientSubnet {
     /// Extracts and validates the option from a query's EDNS, if present. Unknown families and

@@ -5,7 +5,8 @@
 //! [`parse_plain`] reads the common shape — one question with an uncompressed name, no answer
 //! or authority records, at most an OPT record — straight from the packet, without copying or
 //! allocating, and declines (returns `None`) anything else; hickory's `Request` parses what it
-//! declines. Both must lead to the same bytes: a test runs a corpus through each.
+//! declines. Both must lead to the same bytes: a test runs a corpus through each; for the
+//! second, [`check_wire_options`] reads the EDNS options hickory does not check.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -40,11 +41,41 @@ pub struct EdnsView {
     pub cookie: Result<Option<QueryCookie>, CookieError>,
     /// The NSID option was sent: the reply names this instance (RFC 5001).
     pub nsid: bool,
+    /// The edns-tcp-keepalive option (RFC 7828).
+    pub keepalive: KeepaliveAsk,
+}
+
+/// How a query carried the edns-tcp-keepalive option (RFC 7828).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeepaliveAsk {
+    /// Not sent.
+    #[default]
+    Absent,
+    /// Sent empty, as a client asks for the server's idle timeout.
+    Asked,
+    /// Sent with a timeout, which only a server may send: FORMERR.
+    WithTimeout,
+}
+
+impl KeepaliveAsk {
+    /// The option's data as it was sent.
+    pub fn of(data: &[u8]) -> KeepaliveAsk {
+        if data.is_empty() {
+            KeepaliveAsk::Asked
+        } else {
+            KeepaliveAsk::WithTimeout
+        }
+    }
 }
 
 const TYPE_OPT: u16 = crate::wire::RecordType::OPT.0;
 const OPTION_ECS: u16 = super::ecs::OPTION_ECS;
-const OPTION_NSID: u16 = super::ecs::OPTION_NSID;
+
+/// The EDNS option code of NSID (RFC 5001).
+pub(super) const OPTION_NSID: u16 = 3;
+
+/// The EDNS option code of edns-tcp-keepalive (RFC 7828).
+pub(super) const OPTION_TCP_KEEPALIVE: u16 = 11;
 
 /// Parses an ordinary query without allocating; `None` for anything it does not handle
 /// (compressed or oversized names, several additional records, a non-root or non-OPT
@@ -112,8 +143,12 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
     let mut cookie = Ok(None);
     let mut seen_cookie = false;
     let mut nsid = false;
+    let mut keepalive = KeepaliveAsk::Absent;
     crate::wire::each_edns_option(rdata, |code, data| {
         nsid |= code == OPTION_NSID;
+        if code == OPTION_TCP_KEEPALIVE {
+            keepalive = KeepaliveAsk::of(data);
+        }
         if code == OPTION_ECS {
             if std::mem::replace(&mut seen_subnet, true) {
                 return None;
@@ -136,6 +171,7 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
         subnet,
         cookie,
         nsid,
+        keepalive,
     })
 }
 
@@ -163,4 +199,99 @@ fn parse_subnet(data: &[u8]) -> Option<Result<Option<ClientSubnet>, EcsError>> {
         _ => return None,
     };
     Some(ClientSubnet::checked(address, *source, *scope).map(Some))
+}
+
+/// What [`check_wire_options`] found in a query's OPT record.
+#[derive(Debug)]
+pub struct WireOptions {
+    /// The ECS option is well-formed, or why not.
+    pub ecs: Result<(), EcsError>,
+    /// The COOKIE option: absent, well-formed, or why it makes the query a FORMERR.
+    pub cookie: Result<Option<QueryCookie>, CookieError>,
+    /// The NSID option was sent (RFC 5001).
+    pub nsid: bool,
+    /// The edns-tcp-keepalive option (RFC 7828).
+    pub keepalive: KeepaliveAsk,
+}
+
+/// Reads the ECS, COOKIE and NSID options of a query's OPT record on the wire, for the
+/// general parser, which does not check them (it reads the octets a prefix needs and
+/// ignores the rest, keeps the first of several options, and leaves cookies unparsed):
+/// exactly the address octets the source prefix needs and at most one ECS option (RFC 7871
+/// §6); the cookie, well-formed (RFC 7873 §5.2.2) and alone. `packet` has been parsed
+/// already, so a shape this walk cannot follow is left to that parser's verdict.
+pub fn check_wire_options(packet: &[u8]) -> WireOptions {
+    let mut found = WireOptions {
+        ecs: Ok(()),
+        cookie: Ok(None),
+        nsid: false,
+        keepalive: KeepaliveAsk::Absent,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
+    };
+    // A name on the wire: labels up to the root or a compression pointer.
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *packet.get(at)? as usize;
+            match len {
+                0 => return Some(at + 1),
+                l if l & 0xC0 == 0xC0 => return Some(at + 2),
+                l if l & 0xC0 != 0 => return None,
+                l => at += 1 + l,
+            }
+        }
+    };
+    let Some(questions) = u16_at(4) else {
+        return found;
+    };
+    let mut at = 12;
+    for _ in 0..questions {
+        let Some(end) = skip_name(at) else {
+            return found;
+        };
+        at = end + 4;
+    }
+    // Answer and authority sections are empty in a query (checked before parsing).
+    let additional = u16_at(10).unwrap_or(0);
+    let mut seen = false;
+    for _ in 0..additional {
+        let Some(end) = skip_name(at) else {
+            return found;
+        };
+        let (Some(rtype), Some(rdlen)) = (u16_at(end), u16_at(end + 8)) else {
+            return found;
+        };
+        let rdata_at = end + 10;
+        let Some(rdata) = packet.get(rdata_at..rdata_at + rdlen as usize) else {
+            return found;
+        };
+        if rtype == crate::wire::RecordType::OPT.0 {
+            // A malformed option list ends the walk: the parser already took what it could.
+            let _ = crate::wire::each_edns_option(rdata, |code, data| {
+                if code == OPTION_ECS && found.ecs.is_ok() {
+                    if std::mem::replace(&mut seen, true) {
+                        found.ecs = Err(EcsError::Repeated);
+                    } else if let [_, _, source, _, address @ ..] = data
+                        && address.len() != source.div_ceil(8) as usize
+                    {
+                        found.ecs = Err(EcsError::AddressLength);
+                    }
+                }
+                if code == OPTION_COOKIE && found.cookie.is_ok() {
+                    found.cookie = match found.cookie {
+                        Ok(Some(_)) => Err(CookieError::Repeated),
+                        _ => QueryCookie::parse(data).map(Some),
+                    };
+                }
+                found.nsid |= code == OPTION_NSID;
+                if code == OPTION_TCP_KEEPALIVE {
+                    found.keepalive = KeepaliveAsk::of(data);
+                }
+                Some(())
+            });
+        }
+        at = rdata_at + rdlen as usize;
+    }
+    found
 }

@@ -14,7 +14,7 @@ use hickory_server::server::Request;
 
 use super::ecs::ClientSubnet;
 use super::options::{ExplainAccess, ServeOptions};
-use super::query::{EdnsView, QueryView, parse_plain};
+use super::query::{EdnsView, KeepaliveAsk, QueryView, parse_plain};
 use crate::answer::{EncodedRrset, NameLookup, NameNode, Snapshot};
 use crate::net::unmap;
 use crate::wire::{
@@ -46,6 +46,8 @@ struct EdnsReply<'a> {
     cookie: Option<[u8; 24]>,
     /// The NSID option to answer with: this instance's identity (RFC 5001).
     nsid: Option<&'a [u8]>,
+    /// The edns-tcp-keepalive option to answer with: the idle timeout in units of 100 ms.
+    keepalive: Option<u16>,
 }
 
 /// Builds the response to `packet` into `out`. Returns `None` when nothing must be sent
@@ -148,7 +150,7 @@ fn respond_parsed_by_hickory(
         return Some(header_only(packet, rcode, out));
     };
     let one_question = request.queries.len() == 1;
-    let wire = super::ecs::check_wire_options(packet);
+    let wire = super::query::check_wire_options(packet);
     let view = QueryView {
         question: if one_question {
             request.queries.as_bytes()
@@ -164,6 +166,7 @@ fn respond_parsed_by_hickory(
             subnet: wire.ecs.and_then(|()| ClientSubnet::from_edns(e)),
             cookie: wire.cookie,
             nsid: wire.nsid,
+            keepalive: wire.keepalive,
         }),
     };
     Some(respond_to(
@@ -194,6 +197,7 @@ fn respond_to(
         extended_rcode: 0,
         cookie: None,
         nsid: e.nsid.then(|| options.nsid()),
+        keepalive: None,
     });
     let question = query.question;
     let one_question = query.one_question;
@@ -237,6 +241,12 @@ fn respond_to(
             }
             if e.version > 0 {
                 break 'rcode Rcode::BadVers;
+            }
+            // RFC 7828 §3.3.1: ignored over UDP; over TCP, empty in a query.
+            match (e.keepalive, transport) {
+                (KeepaliveAsk::Absent, _) | (_, Transport::Udp) => {}
+                (KeepaliveAsk::Asked, Transport::Tcp) => reply.keepalive = Some(KEEPALIVE),
+                (KeepaliveAsk::WithTimeout, Transport::Tcp) => break 'rcode Rcode::FormErr,
             }
             match e.subnet {
                 Ok(subnet) => reply.subnet = subnet,
@@ -353,6 +363,7 @@ fn opt_len(reply: &EdnsReply) -> usize {
         .map_or(0, |s| 8 + s.source_prefix.div_ceil(8) as usize)
         + reply.cookie.map_or(0, |c| 4 + c.len())
         + reply.nsid.map_or(0, |n| 4 + n.len())
+        + reply.keepalive.map_or(0, |_| 6)
 }
 
 fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
@@ -373,8 +384,13 @@ fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
         out.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
         out.extend_from_slice(cookie);
     }
+    if let Some(timeout) = reply.keepalive {
+        out.extend_from_slice(&super::query::OPTION_TCP_KEEPALIVE.to_be_bytes());
+        out.extend_from_slice(&2u16.to_be_bytes());
+        out.extend_from_slice(&timeout.to_be_bytes());
+    }
     if let Some(nsid) = reply.nsid {
-        out.extend_from_slice(&super::ecs::OPTION_NSID.to_be_bytes());
+        out.extend_from_slice(&super::query::OPTION_NSID.to_be_bytes());
         out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
         out.extend_from_slice(nsid);
     }
@@ -481,6 +497,9 @@ struct Exchange {
     /// without TC, when the response would not fit otherwise (RFC 2181 §9).
     optional_from: usize,
 }
+
+/// The idle timeout a TCP connection is told, in the 100 ms units of RFC 7828.
+const KEEPALIVE: u16 = (super::tcp::IDLE_TIMEOUT.as_millis() / 100) as u16;
 
 /// Record sets longer than this get additional data for their first records only.
 const MAX_ADDITIONAL_TARGETS: usize = 16;

@@ -68,6 +68,9 @@ fn corpus() -> Vec<Vec<u8>> {
     // NSID asked (RFC 5001), empty as it should be and with stray content.
     queries.push(with_option(3, &[]));
     queries.push(with_option(3, b"x"));
+    // edns-tcp-keepalive (RFC 7828), as a client asks and with a timeout only a server sends.
+    queries.push(with_option(11, &[]));
+    queries.push(with_option(11, &[0, 100]));
     queries
 }
 

@@ -517,20 +517,7 @@ fn a_flood_of_identical_queries_is_rate_limited_but_a_resolver_is_not() {
 /// Asks with `dig +cookie[=HEX]` and returns the COOKIE dig printed (client + server, hex).
 fn dig_cookie(server: &Server, cookie: Option<&str>) -> String {
     let arg = cookie.map_or("+cookie".to_string(), |c| format!("+cookie={c}"));
-    let output = std::process::Command::new("dig")
-        .arg(format!("@{}", server.addr.ip()))
-        .args([
-            "-p",
-            &server.addr.port().to_string(),
-            "+time=3",
-            "+tries=1",
-            "+norec",
-        ])
-        .arg(arg)
-        .arg("ingest.test.example.")
-        .output()
-        .expect("dig runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = dig_text(server, &["+norec", &arg, "ingest.test.example."]);
     text.lines()
         .find_map(|l| l.trim_start_matches("; ").strip_prefix("COOKIE: "))
         .and_then(|rest| rest.split_whitespace().next())
@@ -544,16 +531,7 @@ fn dig_cookie(server: &Server, cookie: Option<&str>) -> String {
 #[test]
 fn a_query_without_a_question_learns_a_server_cookie() {
     let server = Server::test_zone();
-    let dig = |args: &[&str]| {
-        let output = std::process::Command::new("dig")
-            .arg(format!("@{}", server.addr.ip()))
-            .args(["-p", &server.addr.port().to_string(), "+time=3", "+tries=1"])
-            .args(args)
-            .arg("test.example.")
-            .output()
-            .expect("dig runs");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let dig = |args: &[&str]| dig_text(&server, &[args, &["test.example."]].concat());
     for transport in ["+notcp", "+tcp"] {
         let text = dig(&["+header-only", "+cookie", transport]);
         assert!(text.contains("status: NOERROR"), "{transport}: {text}");

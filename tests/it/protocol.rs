@@ -328,6 +328,26 @@ fn additional_data_is_sent_when_it_fits_and_left_out_without_tc_when_not() {
     assert_eq!(addresses(&reply), 0);
 }
 
+/// edns-tcp-keepalive (RFC 7828), as `dig +keepalive` asks: over TCP the idle timeout is
+/// told; over UDP the option is ignored; a query sending a timeout of its own is a FORMERR.
+#[test]
+fn tcp_keepalive_tells_the_idle_timeout() {
+    let server = Server::test_zone();
+    let text = dig_text(&server, &["+tcp", "+keepalive", "test.example.", "SOA"]);
+    assert!(text.contains("status: NOERROR"), "{text}");
+    assert!(text.contains("TCP KEEPALIVE: 10.0 secs"), "{text}");
+    let text = dig_text(&server, &["+notcp", "+keepalive", "test.example.", "SOA"]);
+    assert!(text.contains("status: NOERROR"), "{text}");
+    assert!(!text.contains("KEEPALIVE"), "not over UDP: {text}");
+    let text = dig_text(
+        &server,
+        &["+tcp", "+ednsopt=11:0064", "test.example.", "SOA"],
+    );
+    assert!(text.contains("status: FORMERR"), "{text}");
+    let text = dig_text(&server, &["+tcp", "test.example.", "SOA"]);
+    assert!(!text.contains("KEEPALIVE"), "only when asked: {text}");
+}
+
 #[test]
 fn pipelined_tcp_queries_are_answered_in_order() {
     let server = Server::test_zone();

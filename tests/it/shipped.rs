@@ -56,20 +56,7 @@ fn readme_walkthrough_with_a_dns_library() {
 
 /// Runs `dig` against the server and returns its short answer lines and ECS line.
 fn dig(server: &Server, args: &[&str]) -> (Vec<String>, String) {
-    let output = Command::new("dig")
-        .arg(format!("@{}", server.addr.ip()))
-        .args([
-            "-p",
-            &server.addr.port().to_string(),
-            "+norec",
-            "+time=3",
-            "+tries=1",
-        ])
-        .args(args)
-        .output()
-        .expect("dig runs (CI installs bind9-dnsutils; apt-get install bind9-dnsutils)");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{text}");
+    let text = dig_text(server, &[&["+norec"], args].concat());
     assert!(
         text.contains("status: NOERROR") && text.contains("flags: qr aa"),
         "{text}"
@@ -169,21 +156,7 @@ fn dig_explains_an_answer_and_names_the_instance() {
         &repo("geo/dbip-country.mmdb"),
         &["--identity", "pop-fra-2"],
     );
-    let run = |args: &[&str]| {
-        let output = Command::new("dig")
-            .arg(format!("@{}", server.addr.ip()))
-            .args([
-                "-p",
-                &server.addr.port().to_string(),
-                "+short",
-                "+time=3",
-                "+tries=1",
-            ])
-            .args(args)
-            .output()
-            .expect("dig runs");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let run = |args: &[&str]| dig_text(&server, &[&["+short"], args].concat());
     let why = run(&[
         "TXT",
         "_explain.ingest.live.example.net",

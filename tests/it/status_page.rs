@@ -4,7 +4,6 @@
 //! page reload; a what-if on the page recolours the map and changes no live answer.
 //! Screenshots go to target/screenshots/.
 
-use std::process::Command;
 use std::time::Duration;
 
 use geosteer_harness::webdriver::Browser;
@@ -15,14 +14,15 @@ use crate::support::*;
 
 /// The first address `dig +subnet=126.0.0.0/24` gets for the steered name.
 fn dig_japan(server: &Server) -> String {
-    let output = Command::new("dig")
-        .arg(format!("@{}", server.addr.ip()))
-        .args(["-p", &server.addr.port().to_string(), "+norec", "+short"])
-        .args(["+time=3", "+tries=1", "+subnet=126.0.0.0/24"])
-        .arg("ingest.live.example.net")
-        .output()
-        .expect("dig runs (apt-get install bind9-dnsutils)");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = dig_text(
+        server,
+        &[
+            "+norec",
+            "+short",
+            "+subnet=126.0.0.0/24",
+            "ingest.live.example.net",
+        ],
+    );
     text.lines().next().unwrap_or_default().to_string()
 }
 

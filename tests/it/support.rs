@@ -5,6 +5,18 @@ use std::collections::HashMap;
 pub(crate) use geosteer_harness::nodes::http;
 pub(crate) use geosteer_harness::*;
 
+/// Runs `dig` at the server (its port, one try of 3 s) with `args`, and returns what it
+/// printed. Operators debug with dig, so the tests that can ask as they would, do.
+pub(crate) fn dig_text(server: &Server, args: &[&str]) -> String {
+    let output = std::process::Command::new("dig")
+        .arg(format!("@{}", server.addr.ip()))
+        .args(["-p", &server.addr.port().to_string(), "+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig runs (CI installs bind9-dnsutils; apt-get install bind9-dnsutils)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The test zone's snapshot against the nested-schema test database, built in process, for
 /// tests of the response path without a server.
 pub(crate) fn fixture_snapshot() -> geosteer::answer::Snapshot {
