@@ -2,6 +2,10 @@
 //! who may ask the `_explain` debug names, query-log sampling, and the limits that keep it
 //! from being monopolised (TCP) or used as an amplifier (response-rate limiting).
 
+/// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds, not
+/// minutes); told to clients that ask with edns-tcp-keepalive (RFC 7828).
+pub(super) const TCP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How the responder behaves beyond the zones: sizes, and what CHAOS queries reveal.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

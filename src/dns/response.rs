@@ -499,7 +499,7 @@ struct Exchange {
 }
 
 /// The idle timeout a TCP connection is told, in the 100 ms units of RFC 7828.
-const KEEPALIVE: u16 = (super::tcp::IDLE_TIMEOUT.as_millis() / 100) as u16;
+const KEEPALIVE: u16 = (super::options::TCP_IDLE_TIMEOUT.as_millis() / 100) as u16;
 
 /// Record sets longer than this get additional data for their first records only.
 const MAX_ADDITIONAL_TARGETS: usize = 16;

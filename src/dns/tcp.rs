@@ -15,14 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, warn};
 
+use super::options::TCP_IDLE_TIMEOUT as IDLE_TIMEOUT;
 use super::packet::{PacketHandler, Serving};
 use crate::answer::SnapshotReader;
 use crate::config::TcpLimits;
 use crate::wire::Transport;
 
-/// Idle time after which a connection is closed (RFC 7766 suggests seconds, not minutes);
-/// told to clients that ask with edns-tcp-keepalive (RFC 7828).
-pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a response may take to be written: a client that does not read is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Queries answered on one connection before it winds down (the client reconnects): high,
