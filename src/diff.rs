@@ -2,7 +2,8 @@
 //! ships. Both sides are loaded and built as `check` builds them (every node up unless the
 //! policy says otherwise; `--down` takes nodes of NEW out, a what-if from the command line),
 //! and for every steered name the census (`answer::census`) says which share of the
-//! located IPv4 space moves from which node to which, with countries and networks to try.
+//! located IPv4 space, and apart from it of the IPv6 space (counted in /64s), moves from
+//! which node to which, with countries and networks to try.
 //! A query-log sample, when given, weighs the same moves by real queries. Fences are
 //! compared too: which nodes a fence newly allows or forbids, which places it gains or
 //! loses.
@@ -19,6 +20,7 @@ use serde::Serialize;
 use crate::answer::Snapshot;
 use crate::answer::census::{Move, Side, destination, moves};
 use crate::loader::{self, Loaded, Sources};
+use crate::net::Family;
 use crate::policy::{SteeredName, Zone};
 use crate::steer::{self, Availability};
 
@@ -46,8 +48,12 @@ pub struct NameDiff {
     pub status: &'static str,
     /// Share of the located IPv4 space whose first answer changes.
     pub moved_share: f64,
-    /// Moves by address space, largest first.
+    /// Moves by IPv4 address space, largest first.
     pub moves: Vec<Move>,
+    /// Share of the located IPv6 space (in /64s) whose first answer changes.
+    pub moved_share_v6: f64,
+    /// Moves by IPv6 space, largest first.
+    pub moves_v6: Vec<Move>,
     /// Moves by the query sample, when one is given.
     pub query_moves: Option<QueryMoves>,
     /// Fence changes in words.
@@ -102,22 +108,13 @@ impl Diff {
                     );
                 }
             }
-            for m in &name.moves {
-                let countries: Vec<String> = m
-                    .countries
-                    .iter()
-                    .take(6)
-                    .map(|(c, n)| format!("{c} {}", percent(*n as f64 / m.addresses as f64)))
-                    .collect();
+            out += &moves_text(&name.moves, "  ");
+            if !name.moves_v6.is_empty() {
                 out += &format!(
-                    "  {} -> {}: {} ({}{}); e.g. {}\n",
-                    m.from,
-                    m.to,
-                    percent(m.share),
-                    countries.join(", "),
-                    if m.countries.len() > 6 { ", ..." } else { "" },
-                    m.examples.join(", ")
+                    "  IPv6: {} of clients move (by located /64s)\n",
+                    percent(name.moved_share_v6)
                 );
+                out += &moves_text(&name.moves_v6, "    ");
             }
             if let Some(q) = &name.query_moves {
                 out += &format!(
@@ -135,6 +132,29 @@ impl Diff {
         }
         out
     }
+}
+
+/// One line per move: from, to, share, countries and example networks.
+fn moves_text(moves: &[Move], indent: &str) -> String {
+    let mut out = String::new();
+    for m in moves {
+        let countries: Vec<String> = m
+            .countries
+            .iter()
+            .take(6)
+            .map(|(c, n)| format!("{c} {}", percent(*n as f64 / m.addresses.max(1) as f64)))
+            .collect();
+        out += &format!(
+            "{indent}{} -> {}: {} ({}{}); e.g. {}\n",
+            m.from,
+            m.to,
+            percent(m.share),
+            countries.join(", "),
+            if m.countries.len() > 6 { ", ..." } else { "" },
+            m.examples.join(", ")
+        );
+    }
+    out
 }
 
 fn percent(share: f64) -> String {
@@ -386,6 +406,8 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, String> {
                 status: "removed",
                 moved_share: 1.0,
                 moves: Vec::new(),
+                moved_share_v6: 1.0,
+                moves_v6: Vec::new(),
                 query_moves: None,
                 fences: Vec::new(),
             });
@@ -395,7 +417,8 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, String> {
             continue;
         };
         let (old_zone, new_zone) = (&old.zones[*zi], &new.zones[*nzi]);
-        let (moved, _) = moves(before, &old_zone.nodes, after, &new_zone.nodes);
+        let (moved, _) = moves(before, &old_zone.nodes, after, &new_zone.nodes, Family::V4);
+        let (moved_v6, _) = moves(before, &old_zone.nodes, after, &new_zone.nodes, Family::V6);
         let fences = fence_changes(
             &old_zone.steered[*si],
             old_zone,
@@ -406,7 +429,7 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, String> {
             .as_deref()
             .map(|s| query_moves(before, old_zone, after, new_zone, name, s));
         let query_changed = query.as_ref().is_some_and(|q| !q.moves.is_empty());
-        if moved.is_empty() && fences.is_empty() && !query_changed {
+        if moved.is_empty() && moved_v6.is_empty() && fences.is_empty() && !query_changed {
             continue;
         }
         names.push(NameDiff {
@@ -414,6 +437,8 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, String> {
             status: "changed",
             moved_share: moved.iter().map(|m| m.share).sum(),
             moves: moved,
+            moved_share_v6: moved_v6.iter().map(|m| m.share).sum(),
+            moves_v6: moved_v6,
             query_moves: query,
             fences,
         });
@@ -425,6 +450,8 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, String> {
                 status: "added",
                 moved_share: 0.0,
                 moves: Vec::new(),
+                moved_share_v6: 0.0,
+                moves_v6: Vec::new(),
                 query_moves: None,
                 fences: Vec::new(),
             });

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::{AdminState, ask, reply_or};
 use crate::answer::{Command, WhatIfChange};
+use crate::net::Family;
 
 /// The page.
 const PAGE: &str = include_str!("status.html");
@@ -50,6 +51,22 @@ pub(super) struct MapQuery {
     name: Option<String>,
     /// The `census_id` the page already holds: the census is left out while current.
     have: Option<u64>,
+    /// The address family counted: 4 (the default) or 6.
+    family: Option<u8>,
+}
+
+/// The family a `family=` parameter names: 4 (the default) or 6.
+fn family(number: Option<u8>) -> Option<Family> {
+    match number {
+        None | Some(4) => Some(Family::V4),
+        Some(6) => Some(Family::V6),
+        Some(_) => None,
+    }
+}
+
+/// The answer to any other `family=`.
+fn bad_family() -> Response {
+    (StatusCode::BAD_REQUEST, "family is 4 or 6\n").into_response()
 }
 
 /// Answers per node from the query path's counters, for one zone (`zone` with its dot).
@@ -80,9 +97,13 @@ fn answer_counts(state: &AdminState, zone: &str) -> BTreeMap<String, f64> {
 }
 
 pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuery>) -> Response {
+    let Some(family) = family(q.family) else {
+        return bad_family();
+    };
     let answer = ask(&state, |reply| Command::Map {
         name: q.name,
         have: q.have,
+        family,
         reply,
     })
     .await;
@@ -102,6 +123,8 @@ pub(super) struct WhatIfQuery {
     drain: Option<String>,
     /// Nodes that would be full.
     full: Option<String>,
+    /// The address family counted: 4 (the default) or 6.
+    family: Option<u8>,
 }
 
 pub(super) async fn what_if(
@@ -124,9 +147,13 @@ pub(super) async fn what_if(
     if changes.len() > 1024 {
         return (StatusCode::BAD_REQUEST, "too many nodes\n").into_response();
     }
+    let Some(family) = family(q.family) else {
+        return bad_family();
+    };
     let answer = ask(&state, |reply| Command::WhatIf {
         name: q.name,
         changes,
+        family,
         reply,
     })
     .await;

@@ -1,22 +1,29 @@
-//! Who goes where: a steered name's answers counted over the GeoIP database's IPv4 address
-//! space, by country. The status page colours its map with a census, a what-if compares
-//! two, and `geosteer diff` weighs moves between policies by them.
+//! Who goes where: a steered name's answers counted over the GeoIP database's address
+//! space of one family, by country. The status page colours its map with a census, a
+//! what-if compares two, and `geosteer diff` weighs moves between policies by them.
 //!
-//! A census walks every IPv4 range of the database (a few hundred thousand for a country
+//! A census walks every range of the database (a few hundred thousand for a country
 //! database), split where a rule's subnet begins or ends, and selects each range's answer
 //! at its first address exactly as a query from there would. It runs on the admin
 //! interface's or the command line's time, never on the query path. Measured prefix groups
 //! (from feeds) are not split out: a range counts with the answer of its first address.
 //! Addresses the database places in no country (reserved, private, unknown) are not
-//! counted: shares are of the located IPv4 space.
+//! counted: shares are of the located space.
+//!
+//! The families are counted apart, since their sizes do not compare: IPv4 in addresses,
+//! IPv6 in /64 networks (a site's LAN; ranges inside one /64 count for nothing), each
+//! database range as at most a /32, since databases fill unallocated IPv6 space with
+//! ranges of a /4 and more. 6to4 (2002::/16) and Teredo (2001::/32) are not counted: they
+//! are IPv4 space seen through IPv6. IPv6 shares therefore say which countries and networks
+//! go where more than how many clients do.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
 use super::snapshot::{AnswerSet, NameNode, Snapshot, SteeredTable};
-use crate::geo::GeoDb;
+use crate::geo::{GeoDb, census_unit_shift};
 use crate::net::Family;
 use crate::policy::{Node, SteeredName, Zone};
 
@@ -93,7 +100,7 @@ pub struct Side<'a> {
 pub struct Share {
     /// The destination (node name, `SERVFAIL` or `-`).
     pub node: String,
-    /// IPv4 addresses.
+    /// Addresses, in the census's unit (IPv4 addresses, IPv6 /64s).
     pub addresses: u64,
     /// One network of them, for people to try with `dig +subnet`.
     pub example: String,
@@ -114,11 +121,15 @@ pub struct Cell {
 /// Side of a map cell, in degrees: at the status page's scale, two pixels.
 pub const CELL_DEGREES: f64 = 1.0;
 
-/// A steered name's clients by country: where each country's IPv4 addresses go, most
-/// first; and, when the database places addresses at coordinates (a city database), by
+/// A steered name's clients by country: where each country's addresses of one family go,
+/// most first; and, when the database places addresses at coordinates (a city database), by
 /// cell of the map.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Census {
+    /// The family counted: 4 or 6.
+    pub family: u8,
+    /// What one of `addresses` is: `address` (IPv4) or `/64` (IPv6).
+    pub unit: &'static str,
     /// Country code → its shares, largest first.
     pub countries: BTreeMap<String, Vec<Share>>,
     /// Map cells holding located places, by the node most of their addresses get (empty for
@@ -137,9 +148,9 @@ pub struct Move {
     pub from: String,
     /// Where they go after.
     pub to: String,
-    /// IPv4 addresses.
+    /// Addresses, in the census unit of the family (IPv4 addresses, IPv6 /64s).
     pub addresses: u64,
-    /// Share of the whole IPv4 space counted.
+    /// Share of the family's space counted.
     pub share: f64,
     /// Countries, most addresses first: (code, addresses).
     pub countries: Vec<(String, u64)>,
@@ -147,52 +158,109 @@ pub struct Move {
     pub examples: Vec<String>,
 }
 
-/// The largest aligned network starting at `first` and inside `size` addresses.
-fn network(first: Ipv4Addr, size: u64) -> String {
-    let start = u32::from(first);
-    let aligned = if start == 0 {
-        32
-    } else {
-        start.trailing_zeros()
-    };
-    let fits = 63 - size.max(1).leading_zeros(); // floor(log2(size))
-    let host_bits = aligned.min(fits).min(32);
-    format!("{first}/{}", 32 - host_bits)
+/// The family's number: 4 or 6.
+pub fn family_number(family: Family) -> u8 {
+    match family {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    }
 }
 
-/// The ranges' boundaries that rules' subnets add (IPv4 only), sorted.
-fn subnet_cuts(steered: &[&SteeredName]) -> Vec<u64> {
-    let mut cuts: Vec<u64> = steered
+/// Bits of a census unit number: 32 (IPv4 addresses) or 64 (IPv6 /64s).
+fn unit_bits(family: Family) -> u32 {
+    128 - census_unit_shift(family)
+}
+
+/// The first address of census unit `unit`.
+fn address_of(family: Family, unit: u128) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(u32::try_from(unit).unwrap_or(u32::MAX))),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(unit << 64)),
+    }
+}
+
+/// The largest aligned network starting at unit `first` and inside `size` units.
+fn network(family: Family, first: u128, size: u64) -> String {
+    let width = unit_bits(family);
+    let aligned = if first == 0 {
+        width
+    } else {
+        first.trailing_zeros().min(width)
+    };
+    let fits = 63 - size.max(1).leading_zeros(); // floor(log2(size))
+    let host_bits = aligned.min(fits).min(width);
+    let prefix = match family {
+        Family::V4 => width - host_bits,
+        Family::V6 => 64 - host_bits,
+    };
+    format!("{}/{prefix}", address_of(family, first))
+}
+
+/// The most one piece of a range counts for: for IPv6, a /32 (2^32 /64s), the usual
+/// allocation to an ISP. Databases fill unallocated IPv6 space with ranges of a /4 or more;
+/// counted whole, one such range outweighs every real network of the world.
+fn max_weight(family: Family) -> u64 {
+    match family {
+        Family::V4 => u64::MAX,
+        Family::V6 => 1 << 32,
+    }
+}
+
+/// Unit ranges `[start, end)` not counted: for IPv6, Teredo (2001::/32) and 6to4
+/// (2002::/16), IPv4 space seen through IPv6.
+fn uncounted(family: Family) -> &'static [(u128, u128)] {
+    match family {
+        Family::V4 => &[],
+        Family::V6 => &[
+            (0x2001_0000_0000_0000, 0x2001_0001_0000_0000),
+            (0x2002_0000_0000_0000, 0x2003_0000_0000_0000),
+        ],
+    }
+}
+
+/// The ranges' boundaries, in units, that rules' subnets of the family add (and the
+/// uncounted ranges), sorted.
+fn subnet_cuts(steered: &[&SteeredName], family: Family) -> Vec<u128> {
+    let shift = census_unit_shift(family);
+    let width = unit_bits(family);
+    let mut cuts: Vec<u128> = steered
         .iter()
         .flat_map(|s| s.rules.iter())
         .flat_map(|r| r.subnets.iter())
-        .filter(|p| p.family == Family::V4)
+        .filter(|p| p.family == family)
         .flat_map(|p| {
-            let start = (p.bits >> 96) as u64;
-            let size = 1u64 << (32 - u32::from(p.len.min(32)));
+            let start = p.bits >> shift;
+            let size = 1u128 << (width - u32::from(p.len).min(width));
             [start, start + size]
         })
+        .chain(uncounted(family).iter().flat_map(|&(a, b)| [a, b]))
         .collect();
     cuts.sort_unstable();
     cuts.dedup();
     cuts
 }
 
-/// Walks the IPv4 space of the first side's database, cut at every side's subnet rules,
-/// calling `each(first, size, country, cell, destinations)` with the cell of the place's
-/// coordinates (when it has some) and each side's destination.
+/// Walks one family's space in the first side's database, cut at every side's subnet
+/// rules, calling `each(first_unit, size, country, cell, destinations)` with the cell of
+/// the place's coordinates (when it has some) and each side's destination.
 fn walk(
     sides: &[Side<'_>],
-    mut each: impl FnMut(Ipv4Addr, u64, [u8; 2], Option<(i16, i16)>, &[Destination]),
+    family: Family,
+    mut each: impl FnMut(u128, u64, [u8; 2], Option<(i16, i16)>, &[Destination]),
 ) {
     let Some(first_side) = sides.first() else {
         return;
     };
-    let cuts = subnet_cuts(&sides.iter().map(|s| s.steered).collect::<Vec<_>>());
+    let shift = census_unit_shift(family);
+    let cuts = subnet_cuts(&sides.iter().map(|s| s.steered).collect::<Vec<_>>(), family);
+    let skipped = uncounted(family);
     let places = first_side.geo.places();
     let mut destinations = vec![Destination::Nothing; sides.len()];
     let mut next_cut = 0;
-    for (first, size, place) in first_side.geo.v4_ranges() {
+    for (first_bits, size, place) in first_side.geo.ranges(family) {
+        if size == 0 {
+            continue; // inside one /64: nothing in IPv6 units
+        }
         let place = place.and_then(|p| places.get(p as usize));
         let Some(country) = place.and_then(|p| p.country) else {
             continue;
@@ -203,18 +271,37 @@ fn walk(
                 (c.longitude / CELL_DEGREES).floor() as i16,
             )
         });
-        let end = u64::from(u32::from(first)) + size;
-        let mut at = u64::from(u32::from(first));
+        let start = first_bits >> shift;
+        let end = start + u128::from(size);
+        let mut at = start;
         while at < end {
             while next_cut < cuts.len() && cuts[next_cut] <= at {
                 next_cut += 1;
             }
             let until = cuts.get(next_cut).map_or(end, |&c| c.min(end));
-            let address = Ipv4Addr::from(at as u32);
-            for (slot, side) in destinations.iter_mut().zip(sides) {
-                *slot = Destination::of(side.table.select(IpAddr::V4(address), side.geo).answer);
+            if !skipped.iter().any(|&(a, b)| (a..b).contains(&at)) {
+                // The range's own first address (it may start inside its first unit), else
+                // where the cut falls.
+                let address = if at == start {
+                    match family {
+                        Family::V4 => address_of(family, first_bits >> shift),
+                        Family::V6 => IpAddr::V6(Ipv6Addr::from(first_bits)),
+                    }
+                } else {
+                    address_of(family, at)
+                };
+                for (slot, side) in destinations.iter_mut().zip(sides) {
+                    *slot = Destination::of(side.table.select(address, side.geo).answer);
+                }
+                let units = u64::try_from(until - at).unwrap_or(u64::MAX);
+                each(
+                    at,
+                    units.min(max_weight(family)),
+                    country,
+                    cell,
+                    &destinations,
+                );
             }
-            each(address, until - at, country, cell, &destinations);
             at = until;
         }
     }
@@ -224,21 +311,29 @@ fn country_name(code: [u8; 2]) -> String {
     String::from_utf8_lossy(&code).into_owned()
 }
 
-/// Where a steered name's clients go now, by country.
-pub fn census(side: Side<'_>, nodes: &[Node]) -> Census {
-    let mut tally: HashMap<([u8; 2], Destination), (u64, Ipv4Addr, u64)> = HashMap::new();
+/// Where a steered name's clients of one family go now, by country.
+pub fn census(side: Side<'_>, nodes: &[Node], family: Family) -> Census {
+    let mut tally: HashMap<([u8; 2], Destination), (u64, u128, u64)> = HashMap::new();
     let mut cells: HashMap<((i16, i16), Destination), u64> = HashMap::new();
-    walk(&[side], |first, size, country, cell, to| {
+    walk(&[side], family, |first, size, country, cell, to| {
         let entry = tally.entry((country, to[0])).or_insert((0, first, size));
-        entry.0 += size;
+        entry.0 = entry.0.saturating_add(size);
         if size > entry.2 {
             (entry.1, entry.2) = (first, size);
         }
         if let Some(cell) = cell {
-            *cells.entry((cell, to[0])).or_default() += size;
+            let count = cells.entry((cell, to[0])).or_default();
+            *count = count.saturating_add(size);
         }
     });
-    let mut out = Census::default();
+    let mut out = Census {
+        family: family_number(family),
+        unit: match family {
+            Family::V4 => "address",
+            Family::V6 => "/64",
+        },
+        ..Census::default()
+    };
     let mut by_cell: BTreeMap<(i16, i16), (u64, Destination)> = BTreeMap::new();
     for ((cell, to), addresses) in cells {
         let best = by_cell.entry(cell).or_insert((0, to));
@@ -256,15 +351,16 @@ pub fn census(side: Side<'_>, nodes: &[Node]) -> Census {
         .collect();
     for ((country, to), (addresses, example, example_size)) in tally {
         let node = to.label(nodes);
-        out.total += addresses;
-        *out.nodes.entry(node.clone()).or_default() += addresses;
+        out.total = out.total.saturating_add(addresses);
+        let per_node = out.nodes.entry(node.clone()).or_default();
+        *per_node = per_node.saturating_add(addresses);
         out.countries
             .entry(country_name(country))
             .or_default()
             .push(Share {
                 node,
                 addresses,
-                example: network(example, example_size),
+                example: network(family, example, example_size),
             });
     }
     for shares in out.countries.values_mut() {
@@ -276,23 +372,24 @@ pub fn census(side: Side<'_>, nodes: &[Node]) -> Census {
 /// Examples kept per move.
 const EXAMPLES: usize = 3;
 
-/// Which clients change destination from `before` to `after` (each with its own nodes),
-/// largest move first; the total counted is returned beside them.
+/// Which clients of one family change destination from `before` to `after` (each with
+/// its own nodes), largest move first; the total counted is returned beside them.
 pub fn moves(
     before: Side<'_>,
     before_nodes: &[Node],
     after: Side<'_>,
     after_nodes: &[Node],
+    family: Family,
 ) -> (Vec<Move>, u64) {
     struct Tally {
         addresses: u64,
         countries: HashMap<[u8; 2], u64>,
-        examples: Vec<(u64, Ipv4Addr)>,
+        examples: Vec<(u64, u128)>,
     }
     let mut tally: HashMap<(Destination, Destination), Tally> = HashMap::new();
     let mut total = 0u64;
-    walk(&[before, after], |first, size, country, _, to| {
-        total += size;
+    walk(&[before, after], family, |first, size, country, _, to| {
+        total = total.saturating_add(size);
         // Compared by name: the two sides may be different policies.
         if to[0].name(before_nodes) == to[1].name(after_nodes) {
             return;
@@ -302,8 +399,9 @@ pub fn moves(
             countries: HashMap::new(),
             examples: Vec::new(),
         });
-        entry.addresses += size;
-        *entry.countries.entry(country).or_default() += size;
+        entry.addresses = entry.addresses.saturating_add(size);
+        let per_country = entry.countries.entry(country).or_default();
+        *per_country = per_country.saturating_add(size);
         entry.examples.push((size, first));
         if entry.examples.len() > EXAMPLES * 4 {
             entry.examples.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -330,7 +428,7 @@ pub fn moves(
                     .examples
                     .iter()
                     .take(EXAMPLES)
-                    .map(|&(size, first)| network(first, size))
+                    .map(|&(size, first)| network(family, first, size))
                     .collect(),
             }
         })
@@ -350,16 +448,20 @@ mod tests {
 
     #[test]
     fn example_networks_are_aligned_and_inside_the_range() {
-        assert_eq!(network(Ipv4Addr::new(126, 0, 0, 0), 1 << 24), "126.0.0.0/8");
-        assert_eq!(
-            network(Ipv4Addr::new(126, 0, 0, 0), 3 << 16),
-            "126.0.0.0/15"
-        );
-        assert_eq!(
-            network(Ipv4Addr::new(10, 0, 0, 128), 1 << 20),
-            "10.0.0.128/25"
-        );
-        assert_eq!(network(Ipv4Addr::new(0, 0, 0, 0), 1 << 32), "0.0.0.0/0");
-        assert_eq!(network(Ipv4Addr::new(1, 2, 3, 4), 1), "1.2.3.4/32");
+        let v4 = |a: Ipv4Addr, size| network(Family::V4, u128::from(u32::from(a)), size);
+        assert_eq!(v4(Ipv4Addr::new(126, 0, 0, 0), 1 << 24), "126.0.0.0/8");
+        assert_eq!(v4(Ipv4Addr::new(126, 0, 0, 0), 3 << 16), "126.0.0.0/15");
+        assert_eq!(v4(Ipv4Addr::new(10, 0, 0, 128), 1 << 20), "10.0.0.128/25");
+        assert_eq!(v4(Ipv4Addr::new(0, 0, 0, 0), 1 << 32), "0.0.0.0/0");
+        assert_eq!(v4(Ipv4Addr::new(1, 2, 3, 4), 1), "1.2.3.4/32");
+        // IPv6 in /64s: 2400:4050::/32 is 2^32 of them.
+        let v6 = |a: &str, size| {
+            let bits = u128::from(a.parse::<Ipv6Addr>().expect("an address"));
+            network(Family::V6, bits >> 64, size)
+        };
+        assert_eq!(v6("2400:4050::", 1 << 32), "2400:4050::/32");
+        assert_eq!(v6("2400:4050::", 3 << 30), "2400:4050::/33");
+        assert_eq!(v6("2001:db8:0:1::", 1 << 20), "2001:db8:0:1::/64");
+        assert_eq!(v6("2001:db8::", 1), "2001:db8::/64");
     }
 }

@@ -353,13 +353,15 @@ impl GeoDb {
         self.map.map(|v| f((v != NOTHING).then_some(v)))
     }
 
-    /// Every IPv4 range of the database: its first address, its size and its place
-    /// (`None`: unlocated). What a census of clients walks.
-    pub fn v4_ranges(
+    /// Every range of one family in the database: its first address (left-aligned bits),
+    /// its size in census units (IPv4 addresses, IPv6 /64s) and its place (`None`:
+    /// unlocated). What a census of clients walks.
+    pub fn ranges(
         &self,
-    ) -> impl Iterator<Item = (std::net::Ipv4Addr, u64, Option<PlaceId>)> + '_ {
+        family: crate::net::Family,
+    ) -> impl Iterator<Item = (u128, u64, Option<PlaceId>)> + '_ {
         self.map
-            .v4_ranges()
+            .ranges(family)
             .map(|(first, size, v)| (first, size, (v != NOTHING).then_some(v)))
     }
 

@@ -16,7 +16,7 @@ mod sets;
 pub use asn::{AsnDb, AsnLookup};
 pub use countries::{Country, CountryTable};
 pub use db::{GeoDb, GeoError, Located, PlaceId, PlacePosition, PlaceRegions};
-pub use ranges::{AddressMap, RangeHit};
+pub use ranges::{AddressMap, RangeHit, census_unit_shift};
 pub use sets::{GeoSet, WELL_KNOWN, WellKnownSet, well_known};
 
 pub use code::{CONTINENTS, GeoCode, GeoCodeError};

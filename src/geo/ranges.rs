@@ -7,6 +7,8 @@
 //! and a short binary search. The range around an address also gives the widest aligned
 //! block over which the answer cannot change, which is the honest ECS scope.
 
+use crate::net::Family;
+
 /// Value of a range the database says nothing about.
 pub(super) const NOTHING: u32 = u32::MAX;
 
@@ -274,17 +276,20 @@ impl AddressMap {
         AddressMap { v4, v6 }
     }
 
-    /// Every IPv4 range: its first address, its number of addresses and its value.
-    pub fn v4_ranges(&self) -> impl Iterator<Item = (std::net::Ipv4Addr, u64, u32)> + '_ {
-        self.v4.ranges().map(|(first, next, value)| {
-            let first = (first >> 96) as u32;
-            let end = next.map_or(1u64 << 32, |n| (n >> 96) as u64);
-            (
-                std::net::Ipv4Addr::from(first),
-                end.saturating_sub(u64::from(first)),
-                value,
-            )
-        })
+    /// Every range of one family: its first address (left-aligned bits), its size in
+    /// [`census_unit_shift`] units (IPv4: addresses; IPv6: /64 networks, so a range inside
+    /// one /64 has size 0) and its value.
+    pub fn ranges(&self, family: Family) -> Box<dyn Iterator<Item = (u128, u64, u32)> + '_> {
+        let shift = census_unit_shift(family);
+        let sized = move |(first, next, value): (u128, Option<u128>, u32)| {
+            let end = next.map_or(1u128 << (128 - shift), |n| n >> shift);
+            let size = end.saturating_sub(first >> shift);
+            (first, u64::try_from(size).unwrap_or(u64::MAX), value)
+        };
+        match family {
+            Family::V4 => Box::new(self.v4.ranges().map(sized)),
+            Family::V6 => Box::new(self.v6.ranges().map(sized)),
+        }
     }
 
     /// The value at an address and the widest prefix around it with the same value.
@@ -304,6 +309,15 @@ impl AddressMap {
         // at random), and the other family's fill the gaps.
         let (v6, v4) = crate::parallel::both(|| self.v6.map(&f, parts), || self.v4.map(&f, parts));
         AddressMap { v4, v6 }
+    }
+}
+
+/// How far an address's left-aligned bits are shifted to count it in census units: IPv4
+/// counts addresses, IPv6 counts /64 networks (the unit of its table, and of a site's LAN).
+pub fn census_unit_shift(family: Family) -> u32 {
+    match family {
+        Family::V4 => 96,
+        Family::V6 => 64,
     }
 }
 

@@ -64,6 +64,15 @@ fn a_policy_change_that_moves_one_country_moves_exactly_that_country() {
     let share = moves[0]["share"].as_f64().expect("share");
     assert!(share > 0.01 && share < 0.05, "{share}");
     assert!(names[0]["fences"].as_array().is_some_and(Vec::is_empty));
+    // Korea's IPv6 clients move the same way, and nobody else's.
+    let moves_v6 = names[0]["moves_v6"].as_array().expect("IPv6 moves");
+    assert_eq!(moves_v6.len(), 1, "one IPv6 move: {out}");
+    assert_eq!(
+        (&moves_v6[0]["from"], &moves_v6[0]["to"]),
+        (&Value::from("tokyo-1"), &Value::from("singapore-1"))
+    );
+    assert_eq!(moves_v6[0]["countries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(moves_v6[0]["countries"][0][0], "KR");
 
     // The same, weighed by a query sample: two Korean queries, one Japanese, one for
     // another name.
@@ -89,6 +98,33 @@ fn a_policy_change_that_moves_one_country_moves_exactly_that_country() {
     let (code, out) = diff(&[path(&old), path(&unfenced)]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("fence EU removed"), "{out}");
+}
+
+/// A rule for an IPv6 prefix alone moves no IPv4 client, and the gate still sees it.
+#[test]
+fn an_ipv6_only_change_is_seen() {
+    let rule = "      - {subnets: [\"2400:4050::/32\"], nodes: [singapore-1]}\n";
+    let old = policy("diff-v6-old", |t| t);
+    let new = policy("diff-v6-new", |t| {
+        t.replace(EU_RULE, &format!("{rule}{EU_RULE}"))
+    });
+    let (code, out) = diff(&[path(&old), path(&new), "--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let result: Value = serde_json::from_str(&out).expect("JSON");
+    let name = &result["names"][0];
+    assert!(name["moves"].as_array().is_some_and(Vec::is_empty), "{out}");
+    let moves_v6 = name["moves_v6"].as_array().expect("IPv6 moves");
+    assert_eq!(moves_v6.len(), 1, "{out}");
+    assert_eq!(moves_v6[0]["from"], "tokyo-1");
+    assert_eq!(moves_v6[0]["to"], "singapore-1");
+    assert_eq!(moves_v6[0]["examples"][0], "2400:4050::/32", "{out}");
+    assert_eq!(moves_v6[0]["countries"][0][0], "JP");
+    let (code, text) = diff(&[path(&old), path(&new)]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("IPv6:") && text.contains("tokyo-1 -> singapore-1"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -151,7 +151,117 @@ fn the_map_shows_where_japan_goes_and_follows_a_drain_without_a_reload() {
         "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); return null;",
     );
     until_japan(&browser, &tokyo, "back to the live map");
+    // The IPv6 census, chosen on the page: Japan as dig gets it for an IPv6 client.
+    browser.eval(
+        "const f = document.querySelector('#family'); f.value = '6';\
+         f.dispatchEvent(new Event('change')); return null;",
+    );
+    let v6 = node_with_address(
+        &server,
+        dig_text(
+            &server,
+            &[
+                "+short",
+                "+subnet=2400:4050::/48",
+                "ingest.live.example.net",
+            ],
+        )
+        .lines()
+        .next()
+        .unwrap_or_default(),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the IPv6 census on the page",
+        || {
+            let family = browser.eval("return live && live.census ? live.census.family : null;");
+            let (node, fill, legend) = japan_on_page(&browser);
+            if family == 6 && node == v6 && fill == legend {
+                Ok(())
+            } else {
+                Err(format!("{family} {node} {fill} {legend}"))
+            }
+        },
+    );
     eprintln!("screenshots in {}", shots.display());
+}
+
+/// Each family has its own census: a rule for IPv6 space sends Japan's IPv6 clients to
+/// Singapore while its IPv4 clients stay with Tokyo, as dig says for each.
+#[test]
+fn the_ipv6_census_follows_a_rule_for_ipv6_space() {
+    let pinned = "      - {subnets: [\"203.0.113.0/24\"], nodes: [tokyo-1]}";
+    let text = std::fs::read_to_string(repo("zones/live.example.net.yaml")).expect("example");
+    assert!(text.contains(pinned));
+    let rule = "      - {subnets: [\"2001::/16\", \"2400::/12\"], nodes: [singapore-1]}\n";
+    let dir = zone_dir(
+        "census-v6",
+        &text.replace(pinned, &format!("{rule}{pinned}")),
+    );
+    let server = Server::start(&dir, &repo("geo/dbip-country.mmdb"), &[]);
+    let census = |family: &str| {
+        let path = format!("/map?name=ingest.live.example.net&family={family}");
+        let (status, body) = http(server.admin, "GET", &path, None);
+        assert_eq!(status, 200, "{body}");
+        let map: Value = serde_json::from_str(&body).expect("map JSON");
+        map["census"].clone()
+    };
+    let v4 = census("4");
+    assert_eq!((&v4["family"], &v4["unit"]), (&json(4), &json("address")));
+    assert_eq!(
+        v4["countries"]["JP"][0]["node"], "tokyo-1",
+        "{}",
+        v4["countries"]["JP"]
+    );
+    let v6 = census("6");
+    assert_eq!((&v6["family"], &v6["unit"]), (&json(6), &json("/64")));
+    let japan = &v6["countries"]["JP"][0];
+    assert_eq!(japan["node"], "singapore-1", "{japan}");
+    // Its example network is IPv6, and dig agrees with both censuses.
+    let example = japan["example"].as_str().expect("an example network");
+    assert!(example.contains(':'), "{example}");
+    let first = |subnet: &str| {
+        let text = dig_text(
+            &server,
+            &[
+                "+short",
+                &format!("+subnet={subnet}"),
+                "ingest.live.example.net",
+            ],
+        );
+        node_with_address(&server, text.lines().next().unwrap_or_default())
+    };
+    assert_eq!(first(example), "singapore-1");
+    assert_eq!(first("126.0.0.0/24"), "tokyo-1");
+    // A what-if counts the family asked for.
+    let (status, body) = http(
+        server.admin,
+        "GET",
+        "/what-if?name=ingest.live.example.net&family=6&drain=singapore-1",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let what_if: Value = serde_json::from_str(&body).expect("what-if JSON");
+    assert_eq!(what_if["census"]["family"], 6);
+    assert!(
+        what_if["moves"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["from"] == "singapore-1"
+                && m["countries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c[0] == "JP")),
+        "{body}"
+    );
+    let (status, _) = http(server.admin, "GET", "/map?family=5", None);
+    assert_eq!(status, 400);
+}
+
+fn json(value: impl Into<Value>) -> Value {
+    value.into()
 }
 
 /// The what-if API gives the same moves as the page, and the census as a drain would.

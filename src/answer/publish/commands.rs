@@ -101,6 +101,8 @@ pub enum Command {
         /// The census the asker holds (`census_id` of an earlier answer): left out of the
         /// answer when it is still current.
         have: Option<u64>,
+        /// The address family counted.
+        family: crate::net::Family,
         /// The data, or why there is none.
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
@@ -111,6 +113,8 @@ pub enum Command {
         name: Option<String>,
         /// Nodes taken out, and how.
         changes: Vec<(String, WhatIfChange)>,
+        /// The address family counted.
+        family: crate::net::Family,
         /// The comparison, or why there is none.
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },

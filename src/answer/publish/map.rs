@@ -19,6 +19,7 @@ use super::super::census::{Census, Side, census, moves, steered_table};
 use super::super::snapshot::Snapshot;
 use super::Publisher;
 use super::commands::{Override, WhatIfChange};
+use crate::net::Family;
 use crate::policy::Zone;
 use crate::steer::Availability;
 
@@ -31,6 +32,7 @@ pub(super) struct CensusCache(std::sync::Mutex<Option<CachedCensus>>);
 struct CachedCensus {
     snapshot: std::sync::Weak<Snapshot>,
     name: (usize, usize),
+    family: Family,
     census: Arc<Census>,
 }
 
@@ -39,12 +41,14 @@ impl CensusCache {
         &self,
         snapshot: &Arc<Snapshot>,
         name: (usize, usize),
+        family: Family,
         make: impl FnOnce() -> Option<Census>,
     ) -> Option<Arc<Census>> {
         // A poisoned cache only means a census panicked once: start afresh.
         let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cached.as_ref()
             && c.name == name
+            && c.family == family
             && std::ptr::eq(c.snapshot.as_ptr(), Arc::as_ptr(snapshot))
         {
             return Some(Arc::clone(&c.census));
@@ -53,6 +57,7 @@ impl CensusCache {
         *cached = Some(CachedCensus {
             snapshot: Arc::downgrade(snapshot),
             name,
+            family,
             census: Arc::clone(&census),
         });
         Some(census)
@@ -190,7 +195,12 @@ impl Publisher {
 
     /// The map of a steered name: nodes and timeline taken now, and the work left for the
     /// blocking pool (the census), or why there is none.
-    pub(super) fn map(&self, name: Option<&str>, have: Option<u64>) -> Result<Job, String> {
+    pub(super) fn map(
+        &self,
+        name: Option<&str>,
+        have: Option<u64>,
+        family: Family,
+    ) -> Result<Job, String> {
         let (zi, si) = find_steered(&self.zones, name)?;
         let zone = &self.zones[zi];
         let steered = &zone.steered[si];
@@ -229,14 +239,14 @@ impl Publisher {
         let zones = Arc::clone(&self.zones);
         let cache = Arc::clone(&self.census_cache);
         Ok(Box::new(move || {
-            let made = cache.get_or_make(&snapshot, (zi, si), || {
+            let made = cache.get_or_make(&snapshot, (zi, si), family, || {
                 let table = steered_table(&snapshot, zi, &zones, si)?;
                 let side = Side {
                     table,
                     geo: &snapshot.geo,
                     steered: &zones[zi].steered[si],
                 };
-                Some(census(side, &zones[zi].nodes))
+                Some(census(side, &zones[zi].nodes, family))
             });
             made.ok_or_else(not_published).map(|made| {
                 let mut out = header;
@@ -258,6 +268,7 @@ impl Publisher {
         &self,
         name: Option<&str>,
         changes: Vec<(String, WhatIfChange)>,
+        family: Family,
     ) -> Result<Job, String> {
         let (zi, si) = find_steered(&self.zones, name)?;
         let mut table: Vec<Vec<Availability>> = self
@@ -301,11 +312,12 @@ impl Publisher {
                         nodes,
                         side(then, &after.geo),
                         nodes,
+                        family,
                     );
                     Ok(json!({
                         "name": steered.name.to_string(),
                         "changes": applied,
-                        "census": census(side(then, &after.geo), nodes),
+                        "census": census(side(then, &after.geo), nodes, family),
                         "moves": moved,
                         "total": total,
                         "live": "unchanged: a what-if is never published",

@@ -767,18 +767,24 @@ impl Publisher {
             }
             Command::Fleet(news) => self.apply_fleet(news),
             // After this round's publication, so a change just made shows.
-            Command::Map { name, have, reply } => {
+            Command::Map {
+                name,
+                have,
+                family,
+                reply,
+            } => {
                 replies.push(Box::new(move |p: &Publisher| {
-                    map::reply_later(p.map(name.as_deref(), have), reply)
+                    map::reply_later(p.map(name.as_deref(), have, family), reply)
                 }));
             }
             Command::WhatIf {
                 name,
                 changes,
+                family,
                 reply,
             } => {
                 replies.push(Box::new(move |p: &Publisher| {
-                    map::reply_later(p.what_if(name.as_deref(), changes), reply)
+                    map::reply_later(p.what_if(name.as_deref(), changes, family), reply)
                 }));
             }
             Command::FleetStatus { reply } => {

@@ -223,8 +223,9 @@ pub fn http_json(
     body: &str,
 ) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to admin");
+    // Bounded, with room for a census or what-if in a debug build on a busy machine.
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
