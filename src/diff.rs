@@ -111,7 +111,7 @@ impl Diff {
             out += &moves_text(&name.moves, "  ");
             if !name.moves_v6.is_empty() {
                 out += &format!(
-                    "  IPv6: {} of clients move (by located /64s)\n",
+                    "  IPv6: {} of the located IPv6 space moves (counted as on the map)\n",
                     percent(name.moved_share_v6)
                 );
                 out += &moves_text(&name.moves_v6, "    ");
