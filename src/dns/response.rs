@@ -48,6 +48,31 @@ struct EdnsReply<'a> {
     nsid: Option<&'a [u8]>,
     /// The edns-tcp-keepalive option to answer with: the idle timeout in units of 100 ms.
     keepalive: Option<u16>,
+    /// Why the answer is an error, for people reading dig (RFC 8914).
+    error: Option<ExtendedError>,
+}
+
+/// An Extended DNS Error (RFC 8914): an info-code and words for people.
+#[derive(Debug, Clone, Copy)]
+struct ExtendedError {
+    code: u16,
+    text: &'static str,
+}
+
+/// RFC 8914 info-codes used here.
+const EDE_OTHER: u16 = 0;
+const EDE_PROHIBITED: u16 = 18;
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
+const EDE_NOT_SUPPORTED: u16 = 21;
+
+/// The EDNS option code of Extended DNS Errors.
+const OPTION_EDE: u16 = 15;
+
+/// Says why, when the query had EDNS to carry it.
+fn explain_error(edns: &mut Option<EdnsReply>, code: u16, text: &'static str) {
+    if let Some(reply) = edns.as_mut() {
+        reply.error = Some(ExtendedError { code, text });
+    }
 }
 
 /// Builds the response to `packet` into `out`. Returns `None` when nothing must be sent
@@ -198,6 +223,7 @@ fn respond_to(
         cookie: None,
         nsid: e.nsid.then(|| options.nsid()),
         keepalive: None,
+        error: None,
     });
     let question = query.question;
     let one_question = query.one_question;
@@ -364,6 +390,7 @@ fn opt_len(reply: &EdnsReply) -> usize {
         + reply.cookie.map_or(0, |c| 4 + c.len())
         + reply.nsid.map_or(0, |n| 4 + n.len())
         + reply.keepalive.map_or(0, |_| 6)
+        + reply.error.map_or(0, |e| 6 + e.text.len())
 }
 
 fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
@@ -388,6 +415,12 @@ fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
         out.extend_from_slice(&super::query::OPTION_TCP_KEEPALIVE.to_be_bytes());
         out.extend_from_slice(&2u16.to_be_bytes());
         out.extend_from_slice(&timeout.to_be_bytes());
+    }
+    if let Some(error) = reply.error {
+        out.extend_from_slice(&OPTION_EDE.to_be_bytes());
+        out.extend_from_slice(&(2 + error.text.len() as u16).to_be_bytes());
+        out.extend_from_slice(&error.code.to_be_bytes());
+        out.extend_from_slice(error.text.as_bytes());
     }
     if let Some(nsid) = reply.nsid {
         out.extend_from_slice(&super::query::OPTION_NSID.to_be_bytes());
@@ -426,6 +459,11 @@ fn answer_explain(
     let target = wire_to_text(&name[1 + first.len()..])?;
     let source = unmap(exchange.source);
     if !access.allowed.is_empty() && !access.allowed.iter().any(|p| p.contains(source)) {
+        explain_error(
+            edns,
+            EDE_PROHIBITED,
+            "debug names are not answered to this network",
+        );
         return Some(Rcode::Refused);
     }
     if exchange.transport == Transport::Udp && access.allowed.is_empty() && !exchange.cookie_valid {
@@ -558,11 +596,17 @@ fn answer_question(
     if qclass == CLASS_CH {
         return super::chaos::answer_chaos(name, qtype, options, out);
     }
-    if qclass != CLASS_IN || qtype == QTYPE_AXFR || qtype == QTYPE_IXFR {
-        // HS, ANY class and zone transfers: never answered with IN data.
+    if qclass != CLASS_IN {
+        // HS and ANY class: never answered with IN data.
+        explain_error(edns, EDE_NOT_SUPPORTED, "class IN only");
+        return Rcode::Refused;
+    }
+    if qtype == QTYPE_AXFR || qtype == QTYPE_IXFR {
+        explain_error(edns, EDE_PROHIBITED, "no zone transfers");
         return Rcode::Refused;
     }
     let Some((zone, origin_offset)) = snapshot.find_zone(name, &labels[..label_count]) else {
+        explain_error(edns, EDE_NOT_AUTHORITATIVE, "");
         return Rcode::Refused;
     };
     *zone_index = Some(zone.index);
@@ -650,6 +694,11 @@ fn answer_question(
                 }
                 if chosen.servfail() {
                     // Every node allowed for this client is down and the name fails closed.
+                    explain_error(
+                        edns,
+                        EDE_OTHER,
+                        "every node allowed for this client is down",
+                    );
                     out.truncate(12 + question.len());
                     out[2] &= !FLAG_AA;
                     for at in [6, 8, 10] {

@@ -274,6 +274,16 @@ fn fences_hold_during_failover_and_fail_closed_answers_servfail() {
     });
     let why = explain("closed.hc.example.");
     assert!(why.contains("the name fails closed: SERVFAIL"), "{why}");
+    // dig says why too: an Extended DNS Error (RFC 8914).
+    let reply = udp_from(
+        &server,
+        from(GERMAN_CLIENT),
+        &q("closed.hc.example.", hickory_proto::rr::RecordType::A),
+    );
+    assert_eq!(
+        extended_error(&reply),
+        Some((0, "every node allowed for this client is down".to_string()))
+    );
     // Outside the fence the same name still answers.
     let reply = udp_from(
         &server,

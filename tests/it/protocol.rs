@@ -194,21 +194,32 @@ fn delegations_get_referrals_without_aa() {
 #[test]
 fn outside_our_zones_and_other_classes_are_refused() {
     let server = Server::test_zone();
-    for query in [
-        q("example.com.", A),
-        q("example.", A),
-        q("test.example.com.", A),
-        q("ingest.test.example.", A).class(DNSClass::CH),
-        q("ingest.test.example.", A).class(DNSClass::ANY),
-        q("ingest.test.example.", TXT).class(DNSClass::CH),
-        q("example.com.", TXT).class(DNSClass::CH),
-        q("test.example.", RecordType::AXFR),
+    // With the Extended DNS Error (RFC 8914) that says why, where there is one.
+    for (query, why) in [
+        (q("example.com.", A), Some(20)), // Not Authoritative
+        (q("example.", A), Some(20)),
+        (q("test.example.com.", A), Some(20)),
+        (q("ingest.test.example.", A).class(DNSClass::CH), None),
+        (q("ingest.test.example.", A).class(DNSClass::ANY), Some(21)), // Not Supported
+        (q("ingest.test.example.", TXT).class(DNSClass::CH), None),
+        (q("example.com.", TXT).class(DNSClass::CH), None),
+        (q("test.example.", RecordType::AXFR), Some(18)), // Prohibited
     ] {
         let reply = udp(&server, &query);
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         assert!(!reply.metadata.authoritative, "no AA outside our data");
         assert!(reply.answers.is_empty(), "never IN data for CH/ANY class");
+        assert_eq!(
+            extended_error(&reply).map(|e| e.0),
+            why,
+            "{:?}",
+            reply.queries
+        );
     }
+    // Without EDNS there is nowhere to say it.
+    let reply = udp(&server, &q("example.com.", A).no_edns());
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert!(reply.edns.is_none());
 }
 
 #[test]

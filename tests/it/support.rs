@@ -17,6 +17,18 @@ pub(crate) fn dig_text(server: &Server, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The Extended DNS Error of a reply (RFC 8914): info-code and text.
+pub(crate) fn extended_error(reply: &hickory_proto::op::Message) -> Option<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match reply.edns.as_ref()?.option(EdnsCode::from(15))? {
+        EdnsOption::Unknown(_, data) if data.len() >= 2 => Some((
+            u16::from_be_bytes([data[0], data[1]]),
+            String::from_utf8_lossy(&data[2..]).into_owned(),
+        )),
+        _ => None,
+    }
+}
+
 /// The test zone's snapshot against the nested-schema test database, built in process, for
 /// tests of the response path without a server.
 pub(crate) fn fixture_snapshot() -> geosteer::answer::Snapshot {
