@@ -183,6 +183,8 @@ fn the_map_shows_where_japan_goes_and_follows_a_drain_without_a_reload() {
             }
         },
     );
+    browser.eval("window.scrollTo(0, 0); return null;");
+    browser.screenshot(&shots.join("status-page-ipv6.png"));
     eprintln!("screenshots in {}", shots.display());
 }
 
