@@ -39,10 +39,29 @@ pub struct EdnsView {
     pub subnet: Result<Option<ClientSubnet>, EcsError>,
     /// The COOKIE option: absent, well-formed, or why it makes the query a FORMERR.
     pub cookie: Result<Option<QueryCookie>, CookieError>,
+    /// What the query asks the reply to carry (NSID, edns-tcp-keepalive).
+    pub asks: OptionAsks,
+}
+
+/// Options a query sends to ask the reply for something, read the same way by both
+/// parsers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionAsks {
     /// The NSID option was sent: the reply names this instance (RFC 5001).
     pub nsid: bool,
     /// The edns-tcp-keepalive option (RFC 7828).
     pub keepalive: KeepaliveAsk,
+}
+
+impl OptionAsks {
+    /// Takes note of one option of the query's OPT record.
+    fn note(&mut self, code: u16, data: &[u8]) {
+        match code {
+            OPTION_NSID => self.nsid = true,
+            OPTION_TCP_KEEPALIVE => self.keepalive = KeepaliveAsk::of(data),
+            _ => {}
+        }
+    }
 }
 
 /// How a query carried the edns-tcp-keepalive option (RFC 7828).
@@ -59,7 +78,7 @@ pub enum KeepaliveAsk {
 
 impl KeepaliveAsk {
     /// The option's data as it was sent.
-    pub fn of(data: &[u8]) -> KeepaliveAsk {
+    fn of(data: &[u8]) -> KeepaliveAsk {
         if data.is_empty() {
             KeepaliveAsk::Asked
         } else {
@@ -142,13 +161,9 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
     let mut seen_subnet = false;
     let mut cookie = Ok(None);
     let mut seen_cookie = false;
-    let mut nsid = false;
-    let mut keepalive = KeepaliveAsk::Absent;
+    let mut asks = OptionAsks::default();
     crate::wire::each_edns_option(rdata, |code, data| {
-        nsid |= code == OPTION_NSID;
-        if code == OPTION_TCP_KEEPALIVE {
-            keepalive = KeepaliveAsk::of(data);
-        }
+        asks.note(code, data);
         if code == OPTION_ECS {
             if std::mem::replace(&mut seen_subnet, true) {
                 return None;
@@ -170,8 +185,7 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
         dnssec_ok: record[7] & 0x80 != 0,
         subnet,
         cookie,
-        nsid,
-        keepalive,
+        asks,
     })
 }
 
@@ -208,13 +222,11 @@ pub struct WireOptions {
     pub ecs: Result<(), EcsError>,
     /// The COOKIE option: absent, well-formed, or why it makes the query a FORMERR.
     pub cookie: Result<Option<QueryCookie>, CookieError>,
-    /// The NSID option was sent (RFC 5001).
-    pub nsid: bool,
-    /// The edns-tcp-keepalive option (RFC 7828).
-    pub keepalive: KeepaliveAsk,
+    /// What the query asks the reply to carry.
+    pub asks: OptionAsks,
 }
 
-/// Reads the ECS, COOKIE and NSID options of a query's OPT record on the wire, for the
+/// Reads the ECS, COOKIE, NSID and edns-tcp-keepalive options of a query's OPT record on the wire, for the
 /// general parser, which does not check them (it reads the octets a prefix needs and
 /// ignores the rest, keeps the first of several options, and leaves cookies unparsed):
 /// exactly the address octets the source prefix needs and at most one ECS option (RFC 7871
@@ -224,8 +236,7 @@ pub fn check_wire_options(packet: &[u8]) -> WireOptions {
     let mut found = WireOptions {
         ecs: Ok(()),
         cookie: Ok(None),
-        nsid: false,
-        keepalive: KeepaliveAsk::Absent,
+        asks: OptionAsks::default(),
     };
     let u16_at = |at: usize| -> Option<u16> {
         Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
@@ -284,10 +295,7 @@ pub fn check_wire_options(packet: &[u8]) -> WireOptions {
                         _ => QueryCookie::parse(data).map(Some),
                     };
                 }
-                found.nsid |= code == OPTION_NSID;
-                if code == OPTION_TCP_KEEPALIVE {
-                    found.keepalive = KeepaliveAsk::of(data);
-                }
+                found.asks.note(code, data);
                 Some(())
             });
         }

@@ -190,8 +190,7 @@ fn respond_parsed_by_hickory(
             dnssec_ok: e.flags().dnssec_ok,
             subnet: wire.ecs.and_then(|()| ClientSubnet::from_edns(e)),
             cookie: wire.cookie,
-            nsid: wire.nsid,
-            keepalive: wire.keepalive,
+            asks: wire.asks,
         }),
     };
     Some(respond_to(
@@ -221,7 +220,7 @@ fn respond_to(
         scope: 0,
         extended_rcode: 0,
         cookie: None,
-        nsid: e.nsid.then(|| options.nsid()),
+        nsid: e.asks.nsid.then(|| options.nsid()),
         keepalive: None,
         error: None,
     });
@@ -269,7 +268,7 @@ fn respond_to(
                 break 'rcode Rcode::BadVers;
             }
             // RFC 7828 §3.3.1: ignored over UDP; over TCP, empty in a query.
-            match (e.keepalive, transport) {
+            match (e.asks.keepalive, transport) {
                 (KeepaliveAsk::Absent, _) | (_, Transport::Udp) => {}
                 (KeepaliveAsk::Asked, Transport::Tcp) => reply.keepalive = Some(KEEPALIVE),
                 (KeepaliveAsk::WithTimeout, Transport::Tcp) => break 'rcode Rcode::FormErr,
