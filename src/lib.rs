@@ -18,17 +18,20 @@
 //! - `config`: how the server is started (listen addresses, paths).
 //! - `policy`: zone policy files → typed model, with located errors.
 //! - `metrics`: metric names and the counters the query path increments.
-//! - `health`: probes, check loops and flap damping; reports go to the publisher.
+//! - `health`: probes, check loops, flap damping and the supervision of check tasks;
+//!   reports go to the publisher, which plans the checks.
 //! - `latency`: measurements, their aging, the expected round trip; the feed format.
 //! - `steer`: the ranking engine (score, order and pick, regions, answer damping, ranked
 //!   tables); its header is the glossary.
 //! - `explain`: the steering decision for one client, step by step, and its TXT rendering.
 //! - `loader`: one loader of policy and databases for start-up, reload and `check`.
-//! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher, and the
-//!   census of where a name's clients go (the status page's map, what-ifs, `diff`).
+//! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher (a run
+//!   loop around a pure node table and scheduler, publishing a state view beside the
+//!   snapshot and an outbox for the fleet), and the census of where a name's clients go.
 //! - `dns`: the wire front end: request parsing, ECS, responses, UDP/TCP serving.
-//! - `admin`: the HTTP admin interface and its status page. `feedfile`: the latency feed as a watched file.
-//!   `fleet`: overrides and health verdicts shared with other instances through etcd.
+//! - `admin`: the HTTP admin interface and its status page (map and what-ifs, from the
+//!   state view). `feedfile`: the latency feed as a watched file. `fleet`: overrides and
+//!   health verdicts shared with other instances through etcd, and probe agents' reports.
 //! - `service`: wiring a server together, shared by `serve` and `check`. `diff`: two
 //!   policies (or one with nodes down) compared client by client.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
@@ -53,11 +56,13 @@ pub mod geo;
 pub mod config;
 pub mod policy;
 
+// Metric names and the counters queries increment.
+pub mod metrics;
+
 // Inputs beside the policy, and the loader.
 pub mod health;
 pub mod latency;
 pub mod loader;
-pub mod metrics;
 
 // Ranking.
 pub mod steer;

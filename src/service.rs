@@ -1,6 +1,7 @@
 //! Wiring: load policy and databases with the one loader (`crate::loader`), start the
-//! publisher (the single writer, which starts the health checks), the admin interface, the
-//! feed file watcher, the reload triggers (SIGHUP, file changes) and the DNS listeners.
+//! publisher (the single writer), the health checks it plans, the fleet task that reads its
+//! outbox, the admin interface that reads its view, the feed file watcher, the reload
+//! triggers (SIGHUP, file changes) and the DNS listeners.
 //! `check` builds a snapshot through the same loader, so what it accepts is what starts.
 
 use std::io;
@@ -12,8 +13,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::admin::{Admin, AdminError};
-use crate::answer::{self, Command, Publisher, Snapshot};
+use crate::admin::{Admin, AdminError, Readers};
+use crate::answer::{self, Command, Publisher, Snapshot, SnapshotReader};
 use crate::config::ServeConfig;
 use crate::dns::{self, ServeOptions};
 use crate::loader::{self, LoadError, Loaded, Sources};
@@ -108,23 +109,19 @@ pub async fn run(
     info!(zones = zones.len(), places = geo.places().len(), geo_dbs = ?config.geo_dbs, "policy loaded");
     // The recorder first: the publisher registers its counters and gauges as it starts.
     let prometheus = config.admin.and_then(|_| install_metrics());
-    let publisher = Publisher::new(zones, geo, asn);
+    let publisher = Publisher::new(zones, geo, asn).with_source(sources);
     let reader = publisher.reader();
-
-    let (report_tx, report_rx) = mpsc::channel::<crate::health::Report>(REPORT_QUEUE);
     let (command_tx, command_rx) = mpsc::channel(64);
-
     let admin = match config.admin {
-        Some(addr) => Some(
-            Admin::bind(
-                addr,
-                config.admin_token.clone(),
-                command_tx.clone(),
-                prometheus,
-                config.settings_json(),
-            )
-            .await?,
-        ),
+        Some(addr) => {
+            let read = Readers {
+                snapshot: publisher.reader(),
+                view: publisher.view_reader(),
+            };
+            let settings = config.settings_json();
+            let token = config.admin_token.clone();
+            Some(Admin::bind(addr, token, command_tx.clone(), read, prometheus, settings).await?)
+        }
         None => None,
     };
     let listeners = dns::bind(&config.listen)
@@ -138,52 +135,10 @@ pub async fn run(
                 .join(", "),
             source,
         })?;
-
     let mut tasks = Supervised::default();
-    let mut publisher = publisher.with_source(sources);
-    if !config.fleet.endpoints.is_empty() {
-        let etcd = crate::fleet::etcd::Etcd::new(&config.fleet)?;
-        let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
-        publisher = publisher.with_fleet(fleet_tx);
-        if let Some(vantage) = &config.probe_vantage {
-            publisher = publisher.with_vantage(vantage.clone());
-        }
-        let fleet = crate::fleet::FleetConfig {
-            etcd,
-            prefix: config.fleet_prefix.clone(),
-            identity: config.identity.clone(),
-        };
-        tasks.spawn(
-            "fleet",
-            crate::fleet::run(fleet, command_tx.clone(), fleet_rx),
-        );
-    }
-    tasks.spawn("publisher", publisher.run(report_tx, report_rx, command_rx));
-    // Registered before readiness is announced, so an early SIGHUP reloads instead of
-    // taking the signal's default action (exit).
-    #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hangups) => {
-            tasks.spawn(
-                "SIGHUP reloads",
-                reload_on_sighup(hangups, command_tx.clone()),
-            );
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; reload through the admin interface instead")
-        }
-    }
-    tasks.spawn(
-        "file change reloads",
-        reload_on_change(config.clone(), command_tx.clone()),
-    );
-    if let Some(path) = config.latency_feed.clone() {
-        tasks.spawn(
-            "latency feed file",
-            crate::feedfile::watch(path, command_tx.clone()),
-        );
-    }
-
+    let publisher = join_fleet(&config, publisher, &command_tx, &mut tasks)?;
+    start_writer(publisher, command_rx, &mut tasks);
+    start_inputs(&config, &command_tx, &mut tasks);
     let bound = Bound {
         dns: listeners.local_addrs(),
         admin: admin.as_ref().and_then(Admin::local_addr),
@@ -196,7 +151,82 @@ pub async fn run(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "cannot notify systemd of readiness");
     }
-    let options = ServeOptions {
+    let options = serve_options(&config)?;
+    serve_until_stopped(listeners, reader, options, shutdown, tasks).await
+}
+
+/// In a fleet: starts the fleet task, which reads what the publisher tells the fleet and
+/// sends it the fleet's news (and, for a probe agent, its measurements).
+fn join_fleet(
+    config: &ServeConfig,
+    publisher: Publisher,
+    commands: &mpsc::Sender<Command>,
+    tasks: &mut Supervised,
+) -> Result<Publisher, StartError> {
+    if config.fleet.endpoints.is_empty() {
+        return Ok(publisher);
+    }
+    let etcd = crate::fleet::etcd::Etcd::new(&config.fleet)?;
+    let view = publisher.view_reader();
+    let (publisher, outbox) = publisher.with_fleet();
+    let fleet = crate::fleet::FleetConfig {
+        etcd,
+        prefix: config.fleet_prefix.clone(),
+        identity: config.identity.clone(),
+    };
+    let agent = config
+        .probe_vantage
+        .clone()
+        .map(|vantage| crate::fleet::Agent::new(vantage, view));
+    tasks.spawn(
+        "fleet",
+        crate::fleet::run(fleet, commands.clone(), outbox, agent),
+    );
+    Ok(publisher)
+}
+
+/// Starts the single writer and the health checks it plans.
+fn start_writer(publisher: Publisher, commands: mpsc::Receiver<Command>, tasks: &mut Supervised) {
+    let (report_tx, report_rx) = mpsc::channel::<crate::health::Report>(REPORT_QUEUE);
+    tasks.spawn(
+        "health checks",
+        crate::health::supervise(publisher.check_plans(), report_tx),
+    );
+    tasks.spawn("publisher", publisher.run(report_rx, commands));
+}
+
+/// Starts what sends the publisher work on its own: reload triggers (SIGHUP, file
+/// changes) and the latency feed file.
+fn start_inputs(config: &ServeConfig, commands: &mpsc::Sender<Command>, tasks: &mut Supervised) {
+    // Registered before readiness is announced, so an early SIGHUP reloads instead of
+    // taking the signal's default action (exit).
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tasks.spawn(
+                "SIGHUP reloads",
+                reload_on_sighup(hangups, commands.clone()),
+            );
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload through the admin interface instead")
+        }
+    }
+    tasks.spawn(
+        "file change reloads",
+        reload_on_change(config.clone(), commands.clone()),
+    );
+    if let Some(path) = config.latency_feed.clone() {
+        tasks.spawn(
+            "latency feed file",
+            crate::feedfile::watch(path, commands.clone()),
+        );
+    }
+}
+
+/// How the DNS front end serves, from the configuration.
+fn serve_options(config: &ServeConfig) -> Result<ServeOptions, StartError> {
+    Ok(ServeOptions {
         max_udp_payload: config.max_udp_payload,
         identity: config.identity.clone(),
         version: (!config.hide_version).then(|| format!("geosteer {}", env!("CARGO_PKG_VERSION"))),
@@ -218,11 +248,20 @@ pub async fn run(
                 .and_then(|text| dns::CookieSecrets::from_text(&text))
                 .map_err(|why| StartError::CookieSecret(format!("{}: {why}", path.display())))?,
         },
-    };
-    // Serves until shutdown; then open TCP connections finish and the checks stop. A
-    // long-lived task that stops before then (a panic is a bug) ends the process with an
-    // error, so systemd or the kubelet restarts it: never a server that answers from frozen
-    // tables while it has stopped failing over.
+    })
+}
+
+/// Serves until shutdown; then open TCP connections finish and the checks stop. A
+/// long-lived task that stops before then (a panic is a bug) ends the process with an
+/// error, so systemd or the kubelet restarts it: never a server that answers from frozen
+/// tables while it has stopped failing over.
+async fn serve_until_stopped(
+    listeners: dns::BoundListeners,
+    reader: SnapshotReader,
+    options: ServeOptions,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    mut tasks: Supervised,
+) -> Result<(), StartError> {
     info!(
         connections = options.tcp.max_connections,
         per_source = options.tcp.per_source,
@@ -247,10 +286,6 @@ pub async fn run(
         }
     }
 }
-
-/// Changes the publisher hands the fleet task before it must drop some (the task then
-/// writes every verdict again when it catches up).
-const FLEET_QUEUE: usize = 1024;
 
 /// File descriptors kept for everything but DNS TCP connections: UDP sockets, the admin
 /// interface, reloads reading policy and databases, health checks, the feed file.

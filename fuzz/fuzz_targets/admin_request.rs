@@ -1,13 +1,16 @@
 //! Any admin request (method, path and query, Authorization header, body) through the admin
-//! interface's router, with a stand-in publisher that answers every command: a status code,
-//! never a panic. The token check runs on every request.
+//! interface's router, with a stand-in publisher that answers every command and the state
+//! view of a server with no zones: a status code, never a panic. The token check runs on
+//! every request.
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::Request;
-use geosteer::answer::Command;
+use geosteer::admin::Readers;
+use geosteer::answer::{Command, CommandError, Publisher};
+use geosteer::geo::GeoDb;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
@@ -22,42 +25,39 @@ fn setup() -> &'static (tokio::runtime::Runtime, axum::Router) {
         runtime.spawn(async move {
             while let Some(command) = received.recv().await {
                 match command {
-                    Command::SetOverride { reply, .. } => {
-                        let _ = reply.send(Err("no such node".into()));
-                    }
-                    Command::Status { reply } => {
-                        let _ = reply.send(Vec::new());
+                    Command::SetOverride {
+                        zone, node, reply, ..
+                    } => {
+                        let _ = reply.send(Err(CommandError::NoSuchNode { zone, node }));
                     }
                     Command::Reload { reply } => {
-                        let _ = reply.send(Err("no files".into()));
-                    }
-                    Command::Config { reply } => {
-                        let _ = reply.send(serde_json::Value::Null);
-                    }
-                    Command::ReloadStatus { reply } => {
-                        let _ = reply.send(None);
-                    }
-                    Command::Ready { reply } => {
-                        let _ = reply.send(Ok(Vec::new()));
-                    }
-                    Command::Explain { reply, .. } => {
-                        let _ = reply.send(Err("not steered".into()));
+                        let _ = reply.send(Err(CommandError::NoFiles));
                     }
                     Command::Feed { reply, .. } => {
                         let _ = reply.send(Err(vec!["refused".into()]));
-                    }
-                    Command::Map { reply, .. } | Command::WhatIf { reply, .. } => {
-                        let _ = reply.send(Err("no such name".into()));
-                    }
-                    Command::FleetStatus { reply } => {
-                        let _ = reply.send(None);
                     }
                     Command::Fleet(_) => {}
                 }
             }
         });
-        let router =
-            geosteer::admin::router(Some("s3cret".into()), commands, None, serde_json::json!({}));
+        // What the admin interface reads: the published state of a server with no zones.
+        let geo = GeoDb::open(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/geo-city.mmdb"
+        )))
+        .expect("the test GeoIP database");
+        let publisher = Publisher::new(Vec::new(), Arc::new(geo), None);
+        let read = Readers {
+            snapshot: publisher.reader(),
+            view: publisher.view_reader(),
+        };
+        let router = geosteer::admin::router(
+            Some("s3cret".into()),
+            commands,
+            read,
+            None,
+            serde_json::json!({}),
+        );
         (runtime, router)
     })
 }

@@ -3,7 +3,8 @@
 //! `/healthz` and `/readyz`, answer without it — kubelets and anycast route announcers cannot
 //! hold a secret — and `/readyz` then says only "ready" or "not ready", not what is missing.
 //!
-//! It only reads state and sends commands to the publisher; it never touches answer tables.
+//! It reads the published state view and snapshot (never waiting on the publisher) and sends
+//! the publisher only commands that change state; it never touches answer tables.
 //!
 //! - `GET /` — the status page: a live map of where clients go, nodes, timeline, what-if
 //!   (`page`). It polls `GET /map?name=` and asks `GET /what-if?name=&down=&drain=&full=`.
@@ -38,9 +39,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+mod map;
 mod page;
 
-use crate::answer::{Command, Override};
+use crate::answer::{Command, CommandError, Override, SnapshotReader, ViewReader};
 use crate::latency::feed::FeedBatch;
 
 /// Why the admin interface could not start.
@@ -61,10 +63,22 @@ pub enum AdminError {
     },
 }
 
+/// What the publisher publishes, for reading without asking it.
+#[derive(Debug, Clone)]
+pub struct Readers {
+    /// The answers.
+    pub snapshot: SnapshotReader,
+    /// Node states, timeline, reload and fleet status.
+    pub view: ViewReader,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct AdminState {
     commands: mpsc::Sender<Command>,
+    read: Readers,
+    /// The status page's last census.
+    census: Arc<map::CensusCache>,
     prometheus: Option<PrometheusHandle>,
     token: Option<Arc<str>>,
     /// The process's settings, for `/config` (secrets left out).
@@ -83,6 +97,7 @@ impl Admin {
         addr: SocketAddr,
         token: Option<String>,
         commands: mpsc::Sender<Command>,
+        read: Readers,
         prometheus: Option<PrometheusHandle>,
         settings: serde_json::Value,
     ) -> Result<Admin, AdminError> {
@@ -92,7 +107,7 @@ impl Admin {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::Bind { addr, source })?;
-        let router = router(token, commands, prometheus, settings);
+        let router = router(token, commands, read, prometheus, settings);
         Ok(Admin { listener, router })
     }
 
@@ -114,11 +129,14 @@ impl Admin {
 pub fn router(
     token: Option<String>,
     commands: mpsc::Sender<Command>,
+    read: Readers,
     prometheus: Option<PrometheusHandle>,
     settings: serde_json::Value,
 ) -> Router {
     let state = AdminState {
         commands,
+        read,
+        census: Arc::default(),
         prometheus,
         token: token.map(Arc::from),
         settings: Arc::new(settings),
@@ -235,39 +253,40 @@ async fn ask<T>(
     answer.await.map_err(|_| unavailable())
 }
 
-/// The answer of a command that replies `Ok` or an error message: `ok` of the value, else
-/// the message with `status`.
+/// The answer of a command that replies `Ok` or a refusal: `ok` of the value, else the
+/// refusal with its status.
 fn reply_or<T>(
-    answer: Result<Result<T, String>, Response>,
-    status: StatusCode,
+    answer: Result<Result<T, CommandError>, Response>,
     ok: impl FnOnce(T) -> Response,
 ) -> Response {
     match answer {
         Ok(Ok(value)) => ok(value),
-        Ok(Err(message)) => (status, format!("{message}\n")).into_response(),
+        Ok(Err(error)) => (refused(&error), format!("{error}\n")).into_response(),
         Err(response) => response,
     }
 }
 
 async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> Response {
-    match ask(&state, |reply| Command::Ready { reply }).await {
-        Ok(Ok(notes)) if authorized(&state, &headers) && !notes.is_empty() => {
+    match state.read.view.load().ready() {
+        Ok(notes) if authorized(&state, &headers) && !notes.is_empty() => {
             format!("ready\n{}\n", notes.join("\n")).into_response()
         }
-        Ok(Ok(_)) => "ready\n".into_response(),
-        Ok(Err(why)) if authorized(&state, &headers) => {
+        Ok(_) => "ready\n".into_response(),
+        Err(why) if authorized(&state, &headers) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
         }
-        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
-        Err(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
     }
 }
 
+// The admin interface reads the clock for ages it shows (seconds since a check).
+#[allow(clippy::disallowed_methods)]
+fn now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 async fn nodes(State(state): State<AdminState>) -> Response {
-    match ask(&state, |reply| Command::Status { reply }).await {
-        Ok(list) => Json(list).into_response(),
-        Err(response) => response,
-    }
+    Json(state.read.view.load().status(now())).into_response()
 }
 
 async fn set_override(
@@ -294,9 +313,15 @@ async fn set_override(
         reply,
     })
     .await;
-    reply_or(answer, StatusCode::NOT_FOUND, |status| {
-        Json(status).into_response()
-    })
+    reply_or(answer, |status| Json(status).into_response())
+}
+
+/// The status of a refused command.
+fn refused(error: &CommandError) -> StatusCode {
+    match error {
+        CommandError::NoSuchNode { .. } => StatusCode::NOT_FOUND,
+        CommandError::NoFiles | CommandError::Rejected(_) => StatusCode::BAD_REQUEST,
+    }
 }
 
 async fn feed(State(state): State<AdminState>, Json(batch): Json<FeedBatch>) -> Response {
@@ -330,52 +355,40 @@ async fn explain(
         )
             .into_response();
     };
-    let answer = ask(&state, |reply| Command::Explain {
-        name: q.name,
-        client,
-        reply,
-    })
-    .await;
-    reply_or(answer, StatusCode::NOT_FOUND, |explanation| {
-        format!("{explanation}\n").into_response()
-    })
+    match state.read.snapshot.load().explain(&q.name, client) {
+        Ok(explanation) => format!("{explanation}\n").into_response(),
+        Err(why) => (StatusCode::NOT_FOUND, format!("{why}\n")).into_response(),
+    }
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {
     let answer = ask(&state, |reply| Command::Reload { reply }).await;
-    reply_or(answer, StatusCode::BAD_REQUEST, |summary| {
+    reply_or(answer, |summary| {
         format!("reloaded: {summary}\n").into_response()
     })
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
-    let last_reload = match ask(&state, |reply| Command::ReloadStatus { reply }).await {
-        Ok(None) => serde_json::json!(null),
-        Ok(Some(Ok(age))) => serde_json::json!({ "ok": true, "age_s": age }),
-        Ok(Some(Err(error))) => serde_json::json!({ "ok": false, "error": error }),
-        Err(response) => return response,
-    };
-    let fleet = match ask(&state, |reply| Command::FleetStatus { reply }).await {
-        Ok(fleet) => fleet,
-        Err(response) => return response,
+    let view = state.read.view.load();
+    let last_reload = match view.last_reload(now()) {
+        None => serde_json::json!(null),
+        Some(Ok(age)) => serde_json::json!({ "ok": true, "age_s": age }),
+        Some(Err(error)) => serde_json::json!({ "ok": false, "error": error }),
     };
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "last_reload": last_reload,
-        "fleet": fleet,
+        "fleet": view.fleet_json(),
     }))
     .into_response()
 }
 
 async fn config(State(state): State<AdminState>) -> Response {
-    match ask(&state, |reply| Command::Config { reply }).await {
-        Ok(policy) => Json(serde_json::json!({
-            "settings": *state.settings,
-            "policy": policy,
-        }))
-        .into_response(),
-        Err(response) => response,
-    }
+    Json(serde_json::json!({
+        "settings": *state.settings,
+        "policy": state.read.view.load().config_json(),
+    }))
+    .into_response()
 }
 
 fn unavailable() -> Response {

@@ -11,8 +11,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{AdminState, ask, reply_or};
-use crate::answer::{Command, WhatIfChange};
+use std::sync::Arc;
+
+use super::AdminState;
+use super::map::WhatIfChange;
 use crate::net::Family;
 
 /// The page.
@@ -100,18 +102,24 @@ pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuer
     let Some(family) = family(q.family) else {
         return bad_family();
     };
-    let answer = ask(&state, |reply| Command::Map {
-        name: q.name,
-        have: q.have,
+    let made = super::map::map(
+        state.read.view.load(),
+        state.read.snapshot.load_full(),
+        Arc::clone(&state.census),
+        q.name.as_deref(),
+        q.have,
         family,
-        reply,
-    })
+        super::now(),
+    )
     .await;
-    reply_or(answer, StatusCode::NOT_FOUND, |mut value| {
-        let zone = value["zone"].as_str().unwrap_or_default().to_string();
-        value["answers"] = serde_json::json!(answer_counts(&state, &zone));
-        axum::Json(value).into_response()
-    })
+    match made {
+        Ok(mut value) => {
+            let zone = value["zone"].as_str().unwrap_or_default().to_string();
+            value["answers"] = serde_json::json!(answer_counts(&state, &zone));
+            axum::Json(value).into_response()
+        }
+        Err(why) => not_found(why),
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,14 +158,20 @@ pub(super) async fn what_if(
     let Some(family) = family(q.family) else {
         return bad_family();
     };
-    let answer = ask(&state, |reply| Command::WhatIf {
-        name: q.name,
+    let made = super::map::what_if(
+        state.read.view.load(),
+        state.read.snapshot.load_full(),
+        q.name.as_deref(),
         changes,
         family,
-        reply,
-    })
+    )
     .await;
-    reply_or(answer, StatusCode::NOT_FOUND, |value| {
-        axum::Json(value).into_response()
-    })
+    match made {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(why) => not_found(why),
+    }
+}
+
+fn not_found(why: String) -> Response {
+    (StatusCode::NOT_FOUND, format!("{why}\n")).into_response()
 }

@@ -1,6 +1,7 @@
 //! Answer tables: the immutable `Snapshot` that queries read (`snapshot`), how it is built
 //! from rankings and availability (`zone`, the static records; `build`, the steered answers)
-//! and how it is published (`publish`, the single writer).
+//! and how it is published (`publish`, the single writer, with a read-only state view
+//! beside the snapshot).
 //!
 //! A snapshot holds everything a query needs — zones, pre-encoded record bodies, steered-name
 //! tables (an address-range table per name, and tables indexed by GeoIP place for subnet
@@ -16,8 +17,9 @@ mod zone;
 
 pub use build::build;
 pub use publish::{
-    Command, FleetNews, FleetState, FleetWrite, NodeStatus, Override, Publisher, SnapshotReader,
-    WhatIfChange,
+    Command, CommandError, FleetKey, FleetNews, FleetState, NodeStatus, Outbox, Override,
+    Publisher, SnapshotReader, StateView, Timeline, TimelineEntry, ViewReader, fleet_zone,
+    unix_seconds,
 };
 pub use snapshot::{
     AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,

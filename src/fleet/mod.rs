@@ -11,23 +11,27 @@
 //! - `feeds/<identity>` → the member's latest feed batch (JSON), under its lease: batches
 //!   posted to an instance, or a probe agent's round trips from its vantage point.
 //!
-//! This task is the only one that talks to etcd. The publisher hands it changes through a
-//! bounded queue it never waits on, and gets the fleet's state as commands; while etcd is
-//! unreachable the publisher answers from local verdicts and the last overrides seen, and
-//! this task keeps retrying, writes everything it holds again and reads the state afresh.
+//! This task is the only one that talks to etcd. It reads the publisher's outbox (the
+//! latest value per key, through a `watch`: the publisher never waits and nothing is
+//! dropped) and writes what differs from what it last wrote; it sends the fleet's state to
+//! the publisher as commands. While etcd is unreachable the publisher answers from local
+//! verdicts and the last overrides seen, and this task keeps retrying, writes everything it
+//! holds again under a new lease and reads the state afresh.
 //! Writes are bounded: a verdict when it changes, an override when an operator sets one,
 //! and a lease keep-alive every `KEEPALIVE`.
 
+pub mod agent;
 pub mod etcd;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
-use crate::answer::{Command, FleetNews, FleetState, FleetWrite, Override};
+use crate::answer::{Command, FleetKey, FleetNews, FleetState, Outbox, Override};
 use crate::health::Health;
+pub use agent::Agent;
 use etcd::{Etcd, EtcdError, Event, KeyValue, MAX_TXN_OPS, Op};
 
 /// Lease of a member's verdicts and registration: how long a dead member's votes count.
@@ -147,17 +151,27 @@ impl Mirror {
     }
 }
 
-/// Runs the fleet connection until `writes` closes: registers this member, mirrors the
-/// fleet's keys into the publisher and writes this member's changes.
+/// Runs the fleet connection until the publisher is gone: registers this member, mirrors
+/// the fleet's keys into the publisher, and writes what the publisher's outbox (and, for a
+/// probe agent, its measurements) says that etcd does not have yet.
 pub async fn run(
     config: FleetConfig,
     commands: mpsc::Sender<Command>,
-    mut writes: mpsc::Receiver<FleetWrite>,
+    mut outbox: watch::Receiver<Outbox>,
+    mut agent: Option<Agent>,
 ) {
     let etcd = config.etcd.clone();
-    let mut own = Own::default();
+    let mut written = Written::default();
     loop {
-        let outcome = session(&etcd, &config, &commands, &mut writes, &mut own).await;
+        let outcome = session(
+            &etcd,
+            &config,
+            &commands,
+            &mut outbox,
+            agent.as_mut(),
+            &mut written,
+        )
+        .await;
         match outcome {
             Ok(()) => return, // the publisher is gone: shutting down
             Err(e) => {
@@ -171,44 +185,115 @@ pub async fn run(
                 }
             }
         }
-        // While waiting to retry, keep taking the publisher's changes.
-        let retry = tokio::time::sleep(RETRY);
-        tokio::pin!(retry);
-        loop {
-            tokio::select! {
-                () = &mut retry => break,
-                write = writes.recv() => match write {
-                    Some(write) => own.remember(write),
-                    None => return,
-                },
-            }
-        }
+        // The outbox keeps the newest of everything meanwhile: nothing to take.
+        tokio::time::sleep(RETRY).await;
     }
 }
 
-/// What this member has written: its verdicts and latest feed (written again on every new
-/// session, under the new lease) and the overrides not yet written (so nothing set while
-/// etcd was away is lost).
+/// What this member has written to etcd. Everything under its lease is written again in
+/// each new session; overrides (no lease) only when newer than the last written.
 #[derive(Debug, Default)]
-struct Own {
-    /// The registration: version and policy serials.
-    registration: String,
-    verdicts: HashMap<(String, String), Health>,
+struct Written {
+    /// Under the session's lease: registration, verdicts, feed, as last written.
+    registration: Option<String>,
+    verdicts: BTreeMap<FleetKey, Health>,
+    /// The latest feed batch, and whether it is written under the current lease.
     feed: Option<String>,
-    pending: Vec<FleetWrite>,
+    feed_written: bool,
+    /// The number of the outbox's feed batch last taken.
+    feed_taken: u64,
+    /// The number of the last override written.
+    overrides: u64,
 }
 
-impl Own {
-    fn remember(&mut self, write: FleetWrite) {
-        match write {
-            FleetWrite::Verdict { zone, node, health } => {
-                self.verdicts.insert((zone, node), health);
-            }
-            FleetWrite::Feed(batch) => self.feed = Some(batch),
-            FleetWrite::Policy(serials) => self.registration = registration(&serials),
-            other => self.pending.push(other),
+impl Written {
+    /// A new session: everything under the old lease is gone with it.
+    fn new_lease(&mut self) {
+        self.registration = None;
+        self.verdicts.clear();
+        self.feed_written = false;
+    }
+}
+
+/// The writes that bring etcd up to the outbox (and the agent's batch), and what is
+/// written once they commit.
+fn pending(
+    config: &FleetConfig,
+    out: &Outbox,
+    agent_batch: Option<String>,
+    written: &Written,
+    lease: i64,
+) -> (Vec<Op>, Written) {
+    let mut ops = Vec::new();
+    let mut next = Written {
+        registration: Some(registration(&out.serials)),
+        verdicts: out.verdicts.clone(),
+        feed: written.feed.clone(),
+        feed_taken: written.feed_taken,
+        overrides: written.overrides,
+        feed_written: true,
+    };
+    if next.registration != written.registration {
+        ops.push(Op::Put {
+            key: config.key(&["members", &config.identity]),
+            value: next.registration.clone().unwrap_or_default(),
+            lease,
+        });
+    }
+    for ((zone, node), health) in &out.verdicts {
+        if written.verdicts.get(&(zone.clone(), node.clone())) != Some(health) {
+            ops.push(Op::Put {
+                key: config.key(&["verdicts", zone, node, &config.identity]),
+                value: health_word(*health).into(),
+                lease,
+            });
         }
     }
+    // The newest batch wins: one accepted here, or the agent's measurements.
+    if let Some((n, batch)) = &out.feed
+        && *n > written.feed_taken
+    {
+        next.feed = Some(batch.clone());
+        next.feed_taken = *n;
+    }
+    if let Some(batch) = agent_batch {
+        next.feed = Some(batch);
+    }
+    if next.feed.is_some() && (next.feed != written.feed || !written.feed_written) {
+        ops.push(Op::Put {
+            key: config.key(&["feeds", &config.identity]),
+            value: next.feed.clone().unwrap_or_default(),
+            lease,
+        });
+    }
+    for ((zone, node), n, set) in out.overrides_after(written.overrides) {
+        ops.push(override_op(config, zone, node, set));
+        next.overrides = n;
+    }
+    (ops, next)
+}
+
+/// Writes what is pending, in transactions of at most `MAX_TXN_OPS`.
+async fn write_pending(
+    etcd: &Etcd,
+    config: &FleetConfig,
+    outbox: &mut watch::Receiver<Outbox>,
+    agent_batch: Option<String>,
+    written: &mut Written,
+    lease: i64,
+) -> Result<(), EtcdError> {
+    let (ops, next) = pending(
+        config,
+        &outbox.borrow_and_update(),
+        agent_batch,
+        written,
+        lease,
+    );
+    for chunk in ops.chunks(MAX_TXN_OPS) {
+        etcd.apply(chunk).await?;
+    }
+    *written = next;
+    Ok(())
 }
 
 /// One connected stretch: ends with `Ok` when the publisher is gone, `Err` when etcd failed.
@@ -216,36 +301,14 @@ async fn session(
     etcd: &Etcd,
     config: &FleetConfig,
     commands: &mpsc::Sender<Command>,
-    writes: &mut mpsc::Receiver<FleetWrite>,
-    own: &mut Own,
+    outbox: &mut watch::Receiver<Outbox>,
+    mut agent: Option<&mut Agent>,
+    written: &mut Written,
 ) -> Result<(), EtcdError> {
     let lease = etcd.grant(LEASE_TTL).await?;
-    if own.registration.is_empty() {
-        own.registration = registration(&[]);
-    }
+    written.new_lease();
     // Everything this member holds, written again under the new lease in a few commits.
-    let mut ops = vec![Op::Put {
-        key: config.key(&["members", &config.identity]),
-        value: own.registration.clone(),
-        lease,
-    }];
-    for ((zone, node), health) in &own.verdicts {
-        ops.push(op_of(
-            config,
-            &FleetWrite::Verdict {
-                zone: zone.clone(),
-                node: node.clone(),
-                health: *health,
-            },
-            lease,
-        ));
-    }
-    if let Some(batch) = &own.feed {
-        ops.push(op_of(config, &FleetWrite::Feed(batch.clone()), lease));
-    }
-    ops.extend(own.pending.iter().map(|w| op_of(config, w, lease)));
-    etcd.apply(&ops).await?;
-    own.pending.clear();
+    write_pending(etcd, config, outbox, None, written, lease).await?;
     let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
     let (revision, kvs) = etcd.range_prefix(&prefix).await?;
     let mut mirror = Mirror::default();
@@ -258,11 +321,52 @@ async fn session(
         return Ok(());
     }
     info!(revision, "fleet connected");
-    // The watch and the lease's keep-alives run on tasks of their own, so neither waits
-    // behind writes; both report how they end through `events`.
-    let (events_tx, mut events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
+    let (mut events, helpers) = watch_and_keep_alive(etcd, &prefix, revision, lease);
+    let mut measure = tokio::time::interval(agent::MEASURE_EVERY);
+    measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = async {
+        loop {
+            tokio::select! {
+                batch = events.recv() => {
+                    let batch = batch.unwrap_or_else(|| Err(EtcdError::Unreachable("watch gone".into())))?;
+                    mirror.apply(batch);
+                    if commands.send(Command::Fleet(FleetNews::State(mirror.state(config)))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                changed = outbox.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the publisher is gone
+                    }
+                    write_pending(etcd, config, outbox, None, written, lease).await?;
+                }
+                now = measure.tick(), if agent.is_some() => {
+                    let batch = agent.as_mut().and_then(|a| a.measure(now));
+                    if batch.is_some() {
+                        write_pending(etcd, config, outbox, batch, written, lease).await?;
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    for helper in helpers {
+        helper.abort();
+    }
+    result
+}
+
+/// The watch and the lease's keep-alives, each on a task of its own so neither waits
+/// behind writes; both report how they end through the returned receiver.
+fn watch_and_keep_alive(
+    etcd: &Etcd,
+    prefix: &str,
+    revision: i64,
+    lease: i64,
+) -> (EventStream, [tokio::task::JoinHandle<()>; 2]) {
+    let (events_tx, events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
     let watcher = {
-        let (etcd, events_tx) = (etcd.clone(), events_tx.clone());
+        let (etcd, events_tx, prefix) = (etcd.clone(), events_tx.clone(), prefix.to_string());
         tokio::spawn(async move {
             let ended = etcd.watch_prefix(&prefix, revision + 1, &events_tx).await;
             let _ = events_tx
@@ -288,71 +392,23 @@ async fn session(
             let _ = events_tx.send(Err(why)).await;
         })
     };
-    let result = async {
-        loop {
-            tokio::select! {
-                batch = events.recv() => {
-                    let batch = batch.unwrap_or_else(|| Err(EtcdError::Unreachable("watch gone".into())))?;
-                    mirror.apply(batch);
-                    if commands.send(Command::Fleet(FleetNews::State(mirror.state(config)))).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                write = writes.recv() => {
-                    let Some(write) = write else { return Ok(()) };
-                    // Whatever else is queued goes in the same transaction.
-                    let mut batch = vec![write];
-                    while batch.len() < MAX_TXN_OPS {
-                        match writes.try_recv() {
-                            Ok(write) => batch.push(write),
-                            Err(_) => break,
-                        }
-                    }
-                    let ops: Vec<Op> = batch.iter().map(|w| op_of(config, w, lease)).collect();
-                    for write in batch {
-                        own.remember(write);
-                    }
-                    etcd.apply(&ops).await?;
-                    own.pending.clear();
-                }
-            }
-        }
-    }
-    .await;
-    watcher.abort();
-    keeper.abort();
-    result
+    (events, [watcher, keeper])
 }
 
-/// The etcd write of a change of this member's.
-fn op_of(config: &FleetConfig, write: &FleetWrite, lease: i64) -> Op {
-    match write {
-        FleetWrite::Verdict { zone, node, health } => Op::Put {
-            key: config.key(&["verdicts", zone, node, &config.identity]),
-            value: health_word(*health).into(),
-            lease,
+/// Watch events as they arrive, or how the watch or the lease ended.
+type EventStream = mpsc::Receiver<Result<Vec<Event>, EtcdError>>;
+
+/// The etcd write of an override set (or cleared) for the whole fleet; overrides have no
+/// lease: they stay.
+fn override_op(config: &FleetConfig, zone: &str, node: &str, set: Option<Override>) -> Op {
+    let key = config.key(&["overrides", zone, node]);
+    match set {
+        Some(set) => Op::Put {
+            key,
+            value: override_word(set).into(),
+            lease: 0,
         },
-        FleetWrite::Feed(batch) => Op::Put {
-            key: config.key(&["feeds", &config.identity]),
-            value: batch.clone(),
-            lease,
-        },
-        FleetWrite::Policy(serials) => Op::Put {
-            key: config.key(&["members", &config.identity]),
-            value: registration(serials),
-            lease,
-        },
-        FleetWrite::Override { zone, node, set } => {
-            let key = config.key(&["overrides", zone, node]);
-            match set {
-                Some(set) => Op::Put {
-                    key,
-                    value: override_word(*set).into(),
-                    lease: 0,
-                },
-                None => Op::Delete { key },
-            }
-        }
+        None => Op::Delete { key },
     }
 }
 
@@ -424,12 +480,10 @@ pub async fn set_override(
     set: Option<Override>,
 ) -> Result<(), EtcdError> {
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-    let write = FleetWrite::Override {
-        zone,
-        node: node.to_string(),
-        set,
-    };
-    config.etcd.apply(&[op_of(config, &write, 0)]).await
+    config
+        .etcd
+        .apply(&[override_op(config, &zone, node, set)])
+        .await
 }
 
 #[cfg(test)]

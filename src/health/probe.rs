@@ -3,6 +3,7 @@
 //! Every probe is bounded by its timeout as a whole (connect, TLS, request, response), reads at
 //! most `MAX_RESPONSE` bytes, and reports what it saw in words an operator can act on.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::policy::{CheckKind, HealthCheck};
+use crate::policy::{HealthCheck, HttpProbe, Probe};
 
-/// Largest HTTP response read (headers and body).
+/// Largest HTTP response body read.
 const MAX_RESPONSE: usize = 64 * 1024;
 /// RTMP handshake: C1 and S1 are 1536 bytes.
 const RTMP_HANDSHAKE_SIZE: usize = 1536;
@@ -119,22 +120,25 @@ pub async fn probe(check: &HealthCheck, timeout: Duration, tls: &TlsConfigs) -> 
 /// What a passing probe saw, and the load it reported (HTTP only).
 type Passed = (String, Option<f64>);
 
+/// Each kind connects for itself: a kind that is not TCP (a UDP echo, say) is one more arm
+/// and one more function here.
 async fn run(check: &HealthCheck, tls: &TlsConfigs) -> Result<Passed, String> {
-    let stream = TcpStream::connect(check.target)
-        .await
-        .map_err(|e| format!("connect {}: {}", check.target, describe(&e)))?;
-    match check.kind {
-        CheckKind::Tcp | CheckKind::None => Ok((format!("connected to {}", check.target), None)),
-        CheckKind::Http => http(stream, check).await,
-        CheckKind::Https => {
-            let name = check
+    let target = check.target;
+    match &check.probe {
+        Probe::Tcp => connect(target)
+            .await
+            .map(|_| (format!("connected to {target}"), None)),
+        Probe::Http(http) => get(connect(target).await?, http, target).await,
+        Probe::Https(http, settings) => {
+            let stream = connect(target).await?;
+            let name = settings
                 .sni
                 .as_deref()
-                .or(check.host.as_deref())
+                .or(http.host.as_deref())
                 .map(|n| ServerName::try_from(n.to_string()))
-                .unwrap_or_else(|| Ok(ServerName::IpAddress(check.target.ip().into())))
+                .unwrap_or_else(|| Ok(ServerName::IpAddress(target.ip().into())))
                 .map_err(|e| format!("bad TLS server name: {e}"))?;
-            let config = if check.verify_tls {
+            let config = if settings.verify {
                 &tls.verifying
             } else {
                 &tls.insecure
@@ -143,10 +147,18 @@ async fn run(check: &HealthCheck, tls: &TlsConfigs) -> Result<Passed, String> {
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            http(stream, check).await
+            get(stream, http, target).await
         }
-        CheckKind::Rtmp => rtmp(stream).await.map(|detail| (detail, None)),
+        Probe::Rtmp => rtmp(connect(target).await?)
+            .await
+            .map(|detail| (detail, None)),
     }
+}
+
+async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect {target}: {}", describe(&e)))
 }
 
 fn describe(e: &std::io::Error) -> String {
@@ -157,72 +169,78 @@ fn describe(e: &std::io::Error) -> String {
     }
 }
 
-/// GET the path, read until the server closes (or the cap), judge status and body.
-async fn http<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    check: &HealthCheck,
-) -> Result<Passed, String> {
-    let host = check.host.clone().unwrap_or_else(|| match check.target {
-        std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+/// GET the path through hyper's HTTP/1.1 client, read at most `MAX_RESPONSE` bytes of the
+/// body, judge status and body.
+async fn get<S>(stream: S, check: &HttpProbe, target: SocketAddr) -> Result<Passed, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let host = check.host.clone().unwrap_or_else(|| match target {
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
         v4 => v4.to_string(),
     });
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: geosteer-health/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        check.path,
-        env!("CARGO_PKG_VERSION")
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send request: {}", describe(&e)))?;
-    let mut response = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(n) => n,
-            // A TLS peer that closes without close_notify still sent a complete response.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => 0,
-            Err(e) => return Err(format!("read response: {}", describe(&e))),
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+    // Ends with the probe: the sender and the response are dropped when it returns.
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(check.path.as_str())
+        .header(hyper::header::HOST, host)
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("geosteer-health/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(hyper::header::ACCEPT, "*/*")
+        .header(hyper::header::CONNECTION, "close")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| format!("bad request: {e}"))?;
+    let outcome = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let status = response.status().as_u16();
+        let status_ok = if check.expect.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            check.expect.contains(&status)
         };
-        if n == 0 {
-            break;
+        if !status_ok {
+            return Err(format!("HTTP {status}"));
         }
-        let room = MAX_RESPONSE - response.len();
-        response.extend_from_slice(&chunk[..n.min(room)]);
-        if response.len() >= MAX_RESPONSE || response_complete(&response) {
-            break;
+        let body = read_body(response.into_body()).await?;
+        if let Some(needle) = &check.body
+            && !contains(&body, needle.as_bytes())
+        {
+            return Err(format!("HTTP {status}, body lacks {needle:?}"));
+        }
+        Ok((format!("HTTP {status}"), parse_load(&body)))
+    }
+    .await;
+    connection.abort();
+    outcome
+}
+
+/// The body's first `MAX_RESPONSE` bytes. A peer that closes abruptly after sending some
+/// (a TLS peer without close_notify) still sent what it sent.
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt as _;
+    let mut out = Vec::new();
+    while out.len() < MAX_RESPONSE {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = MAX_RESPONSE - out.len();
+                    out.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) if !out.is_empty() => break,
+            Some(Err(e)) => return Err(format!("read response: {e}")),
         }
     }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let body_start = match parsed.parse(&response) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err("incomplete HTTP response".into()),
-        Err(e) => return Err(format!("not an HTTP response: {e}")),
-    };
-    let status = parsed.code.unwrap_or(0);
-    let chunked = parsed.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding")
-            && String::from_utf8_lossy(h.value)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    let status_ok = if check.expect.is_empty() {
-        (200..400).contains(&status)
-    } else {
-        check.expect.contains(&status)
-    };
-    if !status_ok {
-        return Err(format!("HTTP {status}"));
-    }
-    let raw = &response[body_start..];
-    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-    if let Some(needle) = &check.body
-        && !contains(&body, needle.as_bytes())
-    {
-        return Err(format!("HTTP {status}, body lacks {needle:?}"));
-    }
-    Ok((format!("HTTP {status}"), parse_load(&body)))
+    Ok(out)
 }
 
 /// A load report in a check's body: `"load": 0.73` (JSON, a fraction) or `load=73%`; a bare
@@ -242,50 +260,6 @@ pub fn parse_load(body: &[u8]) -> Option<f64> {
     let percent = rest.get(end) == Some(&b'%') || value > 1.5;
     let load = if percent { value / 100.0 } else { value };
     (load.is_finite() && (0.0..=1.5).contains(&load)).then_some(load)
-}
-
-/// True once headers are in and a Content-Length body (or a final chunk) has arrived, so a
-/// keep-alive server that ignores `Connection: close` does not hold the probe open.
-fn response_complete(response: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(start)) = parsed.parse(response) else {
-        return false;
-    };
-    let header = |name: &str| {
-        parsed
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-    };
-    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-        return response.len() >= start + len;
-    }
-    if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        return response.ends_with(b"0\r\n\r\n");
-    }
-    false
-}
-
-/// Decodes a chunked body as far as it is complete.
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&raw[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let Ok(size) = usize::from_str_radix(size_text, 16) else {
-            break;
-        };
-        raw = &raw[line_end + 2..];
-        if size == 0 || raw.len() < size {
-            out.extend_from_slice(&raw[..size.min(raw.len())]);
-            break;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = raw.get(size + 2..).unwrap_or(&[]);
-    }
-    out
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -373,35 +347,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunked_bodies_decode() {
-        assert_eq!(
-            dechunk(b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n"),
-            b"Wikipedia"
-        );
-        assert_eq!(dechunk(b"4\r\nWi"), b"Wi");
-        assert_eq!(dechunk(b"zz\r\n"), b"");
-    }
-
-    #[test]
     fn loads_in_bodies() {
         assert_eq!(parse_load(br#"{"status":"ok","load": 0.73}"#), Some(0.73));
         assert_eq!(parse_load(b"ok load=85%"), Some(0.85));
         assert_eq!(parse_load(b"load: 42"), Some(0.42));
         assert_eq!(parse_load(b"ok"), None);
         assert_eq!(parse_load(b"load=900"), None);
-    }
-
-    #[test]
-    fn completeness() {
-        assert!(response_complete(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-        ));
-        assert!(!response_complete(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"
-        ));
-        assert!(response_complete(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-        ));
-        assert!(!response_complete(b"HTTP/1.1 200 OK\r\n\r\nok"));
     }
 }

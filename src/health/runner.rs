@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::flap::{FlapDamping, Health};
 use super::probe::{ProbeResult, TlsConfigs, probe};
+use crate::metrics as m;
 use crate::policy::{HealthCheck, NodeId};
 
 /// The shortest probe timeout the round-trip estimate may set (Linux's minimum RTO).
@@ -45,7 +46,23 @@ pub struct Report {
     pub health: Health,
     /// `(old, new)` when this result changed the health.
     pub transition: Option<(Health, Health)>,
+    /// The node's probe statistics after this result: the one estimate of its round trip
+    /// (the same that sets probe timeouts) and its failure rate.
+    pub stats: ProbeStats,
 }
+
+/// Smoothed probe statistics of one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProbeStats {
+    /// Smoothed round trip of passing probes (RFC 6298's SRTT), milliseconds; `None`
+    /// until one passed.
+    pub rtt_ms: Option<f64>,
+    /// Smoothed failure rate (EWMA, α = 0.2), 0..=1.
+    pub loss: f64,
+}
+
+/// Weight of the newest probe in the failure rate.
+const LOSS_ALPHA: f64 = 0.2;
 
 /// Round-trip estimate (RFC 6298) that sets probe timeouts.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +89,11 @@ impl RoundTrip {
         }
     }
 
+    /// The smoothed round trip, once measured.
+    pub fn smoothed(&self) -> Option<Duration> {
+        self.srtt.map(Duration::from_secs_f64)
+    }
+
     /// The timeout for the next probe: `max` until measured, then srtt + 4·rttvar within
     /// [`MIN_TIMEOUT`, `max`].
     pub fn timeout(&self, max: Duration) -> Duration {
@@ -84,16 +106,64 @@ impl RoundTrip {
     }
 }
 
+/// One node's check as the publisher plans it: what to probe, the node's health before
+/// (a reload restarts checks: results that agree with it are no transition), and the names
+/// its metrics and logs carry.
+#[derive(Debug, Clone)]
+pub struct PlannedCheck {
+    /// Which node, in which load of the policy.
+    pub key: NodeKey,
+    /// The node's health when the check starts.
+    pub known: Health,
+    /// What to probe, and how often.
+    pub check: HealthCheck,
+    /// The zone's origin, for metrics and logs.
+    pub zone: String,
+    /// The node's name, for metrics and logs.
+    pub node: String,
+}
+
+/// A check's metric handles, registered once per check task so a probe only increments.
+struct CheckMetrics {
+    ok: metrics::Counter,
+    fail: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl CheckMetrics {
+    fn register(plan: &PlannedCheck) -> Self {
+        let counter = |result: &'static str| metrics::counter!(m::HEALTH_CHECKS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "result" => result);
+        CheckMetrics {
+            ok: counter("ok"),
+            fail: counter("fail"),
+            seconds: metrics::histogram!(m::HEALTH_CHECK_SECONDS, "zone" => plan.zone.clone(), "node" => plan.node.clone()),
+        }
+    }
+}
+
+/// Logs and counts a change of a node's health (down as a warning).
+fn note_transition(plan: &PlannedCheck, (old, new): (Health, Health), result: &ProbeResult) {
+    let latency_ms = result.latency.as_secs_f64() * 1e3;
+    let (zone, node, check) = (&plan.zone, &plan.node, &result.detail);
+    match new {
+        Health::Down => {
+            warn!(%zone, %node, from = ?old, to = ?new, %check, latency_ms, "node health changed")
+        }
+        _ => info!(%zone, %node, from = ?old, to = ?new, %check, latency_ms, "node health changed"),
+    }
+    let to = match new {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unknown => "unknown",
+    };
+    metrics::counter!(m::NODE_TRANSITIONS, "zone" => zone.clone(), "node" => node.clone(), "to" => to)
+        .increment(1);
+}
+
 /// Runs a node's checks until the task is dropped, sending every result to `reports`.
-/// `known` is the node's health before (a reload restarts checks): results that agree with
-/// it are no transition.
-pub async fn run_checks(
-    key: NodeKey,
-    known: Health,
-    check: HealthCheck,
-    tls: TlsConfigs,
-    reports: mpsc::Sender<Report>,
-) {
+pub async fn run_checks(plan: PlannedCheck, tls: TlsConfigs, reports: mpsc::Sender<Report>) {
+    let PlannedCheck { key, known, .. } = plan;
+    let check = &plan.check;
     // Jitter only needs a seed that differs between runs and nodes.
     #[allow(clippy::disallowed_methods)]
     let seed = std::time::SystemTime::now()
@@ -101,31 +171,45 @@ pub async fn run_checks(
         .map_or(0, |d| d.as_nanos() as u64)
         ^ ((key.zone as u64) << 32 | key.node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut jitter = crate::random::XorShift::new(seed);
-    let mut flap = FlapDamping::resuming(check.rise, check.fall, known);
+    let mut flap = FlapDamping::resuming(check.timing.rise, check.timing.fall, known);
     let mut round_trip = RoundTrip::default();
-    tokio::time::sleep(check.interval.mul_f64(jitter.unit())).await;
+    let mut loss = 0.0;
+    let counted = CheckMetrics::register(&plan);
+    tokio::time::sleep(check.timing.interval.mul_f64(jitter.unit())).await;
     loop {
         let started = Instant::now();
-        let timeout = round_trip.timeout(check.timeout);
-        let result = probe(&check, timeout, &tls).await;
+        let timeout = round_trip.timeout(check.timing.timeout);
+        let result = probe(check, timeout, &tls).await;
         if result.ok {
             round_trip.sample(result.latency);
+            counted.ok.increment(1);
+        } else {
+            counted.fail.increment(1);
         }
+        counted.seconds.record(result.latency.as_secs_f64());
+        loss = (1.0 - LOSS_ALPHA) * loss + LOSS_ALPHA * if result.ok { 0.0 } else { 1.0 };
         let transition = flap.observe(result.ok);
         debug!(zone = key.zone, node = key.node, ok = result.ok, detail = %result.detail, "probe");
+        if let Some(change) = transition {
+            note_transition(&plan, change, &result);
+        }
         let report = Report {
             key,
             result,
             health: flap.state(),
             transition,
+            stats: ProbeStats {
+                rtt_ms: round_trip.smoothed().map(|d| d.as_secs_f64() * 1e3),
+                loss,
+            },
         };
         if reports.send(report).await.is_err() {
             return; // the publisher is gone: shutting down
         }
         let next = if flap.confirming() {
-            Instant::now() + check.recheck
+            Instant::now() + check.timing.recheck
         } else {
-            started + check.interval.mul_f64(0.9 + 0.2 * jitter.unit())
+            started + check.timing.interval.mul_f64(0.9 + 0.2 * jitter.unit())
         };
         tokio::time::sleep_until(next.max(Instant::now())).await;
     }

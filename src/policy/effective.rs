@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::model::{Candidates, HealthCheck, Node, Rule, SteeredName, Zone};
+use super::model::{Candidates, HealthCheck, Node, Probe, Rule, SteeredName, Zone};
 
 /// One zone's effective policy.
 pub fn zone_json(zone: &Zone) -> Value {
@@ -50,21 +50,32 @@ pub fn node_json(node: &Node) -> Value {
 }
 
 fn check_json(check: &HealthCheck) -> Value {
-    json!({
-        "type": check.kind,
+    let timing = &check.timing;
+    let mut out = json!({
+        "type": check.probe.kind(),
         "target": check.target.to_string(),
-        "interval_ms": check.interval.as_millis() as u64,
-        "recheck_ms": check.recheck.as_millis() as u64,
-        "timeout_ms": check.timeout.as_millis() as u64,
-        "rise": check.rise,
-        "fall": check.fall,
-        "path": check.path,
-        "host": check.host,
-        "sni": check.sni,
-        "verify": check.verify_tls,
-        "expect": check.expect,
-        "body": check.body,
-    })
+        "interval_ms": timing.interval.as_millis() as u64,
+        "recheck_ms": timing.recheck.as_millis() as u64,
+        "timeout_ms": timing.timeout.as_millis() as u64,
+        "rise": timing.rise,
+        "fall": timing.fall,
+    });
+    let (http, tls) = match &check.probe {
+        Probe::Http(http) => (Some(http), None),
+        Probe::Https(http, tls) => (Some(http), Some(tls)),
+        Probe::Tcp | Probe::Rtmp => (None, None),
+    };
+    if let Some(http) = http {
+        out["path"] = json!(http.path);
+        out["host"] = json!(http.host);
+        out["expect"] = json!(http.expect);
+        out["body"] = json!(http.body);
+    }
+    if let Some(tls) = tls {
+        out["sni"] = json!(tls.sni);
+        out["verify"] = json!(tls.verify);
+    }
+    out
 }
 
 fn candidates_json(zone: &Zone, candidates: &Candidates) -> Value {

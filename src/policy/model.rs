@@ -424,13 +424,20 @@ pub enum CheckKind {
     None,
 }
 
-/// A node's health check, with defaults applied.
+/// A node's health check, with defaults applied: what to speak, where, and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// Protocol.
-    pub kind: CheckKind,
-    /// Where to connect.
+    /// What the probe speaks, with the fields of that kind only.
+    pub probe: Probe,
+    /// The one address (and port) probed: a check judges one path to the node.
     pub target: SocketAddr,
+    /// How often, how long, and how many results decide.
+    pub timing: CheckTiming,
+}
+
+/// The timing every kind of check shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckTiming {
     /// Time between checks while the state is settled.
     pub interval: Duration,
     /// Time between checks while a change is being confirmed (after a first failure, or a
@@ -442,18 +449,92 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failures that take an up node down.
     pub fall: u32,
-    /// HTTP path.
+}
+
+/// A check's protocol and the settings only that protocol has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// TCP connect.
+    Tcp,
+    /// HTTP GET.
+    Http(HttpProbe),
+    /// HTTP GET over TLS.
+    Https(HttpProbe, TlsProbe),
+    /// RTMP handshake: C0+C1 out, S0+S1 back.
+    Rtmp,
+}
+
+/// What an HTTP(S) check asks and accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbe {
+    /// Path requested.
     pub path: String,
-    /// HTTP Host header and default TLS server name; the target address when absent.
+    /// Host header and default TLS server name; the target address when absent.
     pub host: Option<String>,
-    /// TLS server name, when it differs from `host`.
-    pub sni: Option<String>,
-    /// Verify the server certificate (HTTPS).
-    pub verify_tls: bool,
-    /// Acceptable HTTP status codes.
+    /// Acceptable status codes; 200..=399 when empty.
     pub expect: Vec<u16>,
-    /// A substring the HTTP body must contain.
+    /// A substring the body must contain.
     pub body: Option<String>,
+}
+
+/// How an HTTPS check speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsProbe {
+    /// Server name, when it differs from the HTTP host.
+    pub sni: Option<String>,
+    /// Verify the server certificate.
+    pub verify: bool,
+}
+
+impl Probe {
+    /// The kind's word in policy files.
+    pub fn kind(&self) -> CheckKind {
+        match self {
+            Probe::Tcp => CheckKind::Tcp,
+            Probe::Http(_) => CheckKind::Http,
+            Probe::Https(..) => CheckKind::Https,
+            Probe::Rtmp => CheckKind::Rtmp,
+        }
+    }
+}
+
+impl CheckKind {
+    /// The word policy files use.
+    pub fn word(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Rtmp => "rtmp",
+            CheckKind::None => "none",
+        }
+    }
+
+    /// The port probed when the policy gives none.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            CheckKind::Http => Some(80),
+            CheckKind::Https => Some(443),
+            CheckKind::Rtmp => Some(1935),
+            CheckKind::Tcp | CheckKind::None => None,
+        }
+    }
+
+    /// The fields of a check only some kinds have, that this kind has.
+    pub fn own_fields(self) -> &'static [&'static str] {
+        match self {
+            CheckKind::Http => &["path", "host", "expect", "body"],
+            CheckKind::Https => &["path", "host", "expect", "body", "sni", "verify"],
+            CheckKind::Tcp | CheckKind::Rtmp | CheckKind::None => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for HealthCheck {
+    /// `http 192.0.2.1:80`: what `/nodes` shows as a node's check.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.probe.kind().word(), self.target)
+    }
 }
 
 impl Node {

@@ -82,8 +82,19 @@ pub struct RawCheck {
 }
 
 impl RawCheck {
-    /// Field-wise merge: `self`'s fields win, `defaults` fill the rest.
+    /// Field-wise merge: `self`'s fields win, `defaults` fill the rest. A check of another
+    /// kind than the defaults' takes only the fields every kind has from them (a node's
+    /// `{type: tcp, port: 22}` under a zone's HTTP check has no path).
     pub fn over(&self, defaults: &RawCheck) -> RawCheck {
+        let same_kind = self.kind.is_none_or(|k| k == defaults.kind());
+        let own = |d: &RawCheck| {
+            if same_kind {
+                d.clone()
+            } else {
+                RawCheck::default()
+            }
+        };
+        let kind_defaults = own(defaults);
         RawCheck {
             kind: self.kind.or(defaults.kind),
             port: self.port.or(defaults.port),
@@ -93,13 +104,33 @@ impl RawCheck {
             timeout: self.timeout.clone().or_else(|| defaults.timeout.clone()),
             rise: self.rise.clone().or_else(|| defaults.rise.clone()),
             fall: self.fall.clone().or_else(|| defaults.fall.clone()),
-            path: self.path.clone().or_else(|| defaults.path.clone()),
-            host: self.host.clone().or_else(|| defaults.host.clone()),
-            sni: self.sni.clone().or_else(|| defaults.sni.clone()),
-            verify: self.verify.or(defaults.verify),
-            expect: self.expect.clone().or_else(|| defaults.expect.clone()),
-            body: self.body.clone().or_else(|| defaults.body.clone()),
+            path: self.path.clone().or(kind_defaults.path),
+            host: self.host.clone().or(kind_defaults.host),
+            sni: self.sni.clone().or(kind_defaults.sni),
+            verify: self.verify.or(kind_defaults.verify),
+            expect: self.expect.clone().or(kind_defaults.expect),
+            body: self.body.clone().or(kind_defaults.body),
         }
+    }
+
+    /// The kind written, `tcp` when none is.
+    pub fn kind(&self) -> CheckKind {
+        self.kind.unwrap_or(CheckKind::Tcp)
+    }
+
+    /// The fields written that only some kinds of check have.
+    pub fn kind_fields(&self) -> Vec<&'static str> {
+        [
+            ("path", self.path.is_some()),
+            ("host", self.host.is_some()),
+            ("expect", self.expect.is_some()),
+            ("body", self.body.is_some()),
+            ("sni", self.sni.is_some()),
+            ("verify", self.verify.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, written)| written.then_some(name))
+        .collect()
     }
 }
 

@@ -141,6 +141,7 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
         // Zone defaults are checked on their own too, so a mistake is reported once, here,
         // and not for every node that inherits it.
         validate_duration_fields(&mut diag, &check.value, "check");
+        refuse_other_kinds_fields(&mut diag, &check.value, at(check), "check");
     }
     let geo_names = GeoNames {
         countries,
@@ -676,6 +677,31 @@ fn validate_duration_fields(diag: &mut Diagnostics, check: &RawCheck, context: &
     }
 }
 
+/// Refuses fields a check's kind does not have (`path:` on a tcp check), each by name.
+fn refuse_other_kinds_fields(
+    diag: &mut Diagnostics,
+    check: &RawCheck,
+    loc: Location,
+    context: &str,
+) {
+    let kind = check.kind();
+    for field in check.kind_fields() {
+        if !kind.own_fields().contains(&field) {
+            let has = match kind.own_fields() {
+                [] => "no such settings".to_string(),
+                own => own.join(", "),
+            };
+            diag.error(
+                loc,
+                format!(
+                    "{context}: `{field}` does not apply to a {} check (it has {has})",
+                    kind.word()
+                ),
+            );
+        }
+    }
+}
+
 /// Merges a node's check over the zone's defaults and applies built-in defaults.
 /// `Ok(None)`: the node is not health-checked. `Err(())`: errors were reported.
 fn validate_check(
@@ -704,11 +730,23 @@ fn validate_check(
         (None, Some(default)) => (default, raw.check.as_ref().map_or(at(node), at)),
     };
     let context = format!("{context}: check");
-    let kind = merged.kind.unwrap_or(CheckKind::Tcp);
-    if kind == CheckKind::None {
-        return Ok(None);
-    }
+    let kind = merged.kind();
     let errors_before = diag.errors.len();
+    if let Some(own) = &node.value.check {
+        // Judged against the kind the node ends up with, inherited or its own.
+        let own_kind = RawCheck {
+            kind: Some(kind),
+            ..own.value.clone()
+        };
+        refuse_other_kinds_fields(diag, &own_kind, at(own), &context);
+    }
+    if kind == CheckKind::None {
+        return if diag.errors.len() == errors_before {
+            Ok(None)
+        } else {
+            Err(())
+        };
+    }
     if node.value.check.is_some() {
         validate_duration_fields(diag, &merged, &context);
     }
@@ -732,17 +770,17 @@ fn validate_check(
             );
         }
     }
-    let port = match (merged.port, kind) {
-        (Some(0), _) => {
+    let port = match merged.port.or(kind.default_port()) {
+        Some(0) => {
             diag.error(loc, format!("{context}: port 0 cannot be checked"));
             0
         }
-        (Some(port), _) => port,
-        (None, CheckKind::Http) => 80,
-        (None, CheckKind::Https) => 443,
-        (None, CheckKind::Rtmp) => 1935,
-        (None, _) => {
-            diag.error(loc, format!("{context}: a tcp check needs a `port`"));
+        Some(port) => port,
+        None => {
+            diag.error(
+                loc,
+                format!("{context}: a {} check needs a `port`", kind.word()),
+            );
             0
         }
     };
@@ -798,21 +836,37 @@ fn validate_check(
         );
     }
     match address {
-        Some(address) if diag.errors.len() == errors_before => Ok(Some(HealthCheck {
-            kind,
-            target: SocketAddr::new(address, port),
-            interval,
-            recheck,
-            timeout,
-            rise,
-            fall,
-            path,
-            host: merged.host.clone(),
-            sni: merged.sni.clone(),
-            verify_tls: merged.verify.unwrap_or(true),
-            expect,
-            body: merged.body.clone(),
-        })),
+        Some(address) if diag.errors.len() == errors_before => {
+            let http = || HttpProbe {
+                path,
+                host: merged.host.clone(),
+                expect,
+                body: merged.body.clone(),
+            };
+            let probe = match kind {
+                CheckKind::Tcp | CheckKind::None => Probe::Tcp,
+                CheckKind::Rtmp => Probe::Rtmp,
+                CheckKind::Http => Probe::Http(http()),
+                CheckKind::Https => Probe::Https(
+                    http(),
+                    TlsProbe {
+                        sni: merged.sni.clone(),
+                        verify: merged.verify.unwrap_or(true),
+                    },
+                ),
+            };
+            Ok(Some(HealthCheck {
+                probe,
+                target: SocketAddr::new(address, port),
+                timing: CheckTiming {
+                    interval,
+                    recheck,
+                    timeout,
+                    rise,
+                    fall,
+                },
+            }))
+        }
         _ => Err(()),
     }
 }

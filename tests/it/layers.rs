@@ -347,3 +347,69 @@ fn layers_run_one_way_and_no_files_import_in_a_circle() {
         circles.join("\n")
     );
 }
+
+/// The writer's core stays small and its decisions pure: the node table, the scheduler,
+/// node carry-over, the outbox and the view neither wait (`.await`, tokio's tasks and
+/// channels) nor read the clock, and only the run loop (`publish/mod.rs`) stores what
+/// readers load. Health supervision lives in `health/`, the status page's census in
+/// `admin/`: the publisher spawns no check task and makes no census.
+#[test]
+fn the_single_writer_is_a_small_core_around_pure_parts() {
+    let mut files = Vec::new();
+    source_files(&repo("src"), &mut files);
+    let publish = repo("src/answer/publish");
+    let pure = [
+        "table.rs",
+        "schedule.rs",
+        "nodes.rs",
+        "outbox.rs",
+        "view.rs",
+    ];
+    let mut found = 0;
+    for file in &files {
+        let Ok(name) = file.path.strip_prefix(&publish) else {
+            continue;
+        };
+        // Inline tests may wait (paused time); the code they test may not.
+        let text = file.text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = code_only(text);
+        let name = name.display().to_string();
+        if pure.contains(&name.as_str()) {
+            found += 1;
+            for forbidden in [
+                ".await",
+                "tokio::spawn",
+                "tokio::task",
+                "mpsc",
+                "oneshot",
+                "Instant::now",
+                "SystemTime::now",
+                ".store(",
+            ] {
+                assert!(
+                    !code.contains(forbidden),
+                    "{name} is meant to be pure but uses `{forbidden}`"
+                );
+            }
+        } else if name != "mod.rs" {
+            assert!(
+                !code.contains(".store("),
+                "{name}: only the run loop stores snapshots and views"
+            );
+        }
+        for forbidden in ["run_checks", "JoinSet", "census("] {
+            assert!(
+                !code.contains(forbidden),
+                "publish/{name} uses `{forbidden}`: checks are supervised in health/, the census is made in admin/"
+            );
+        }
+    }
+    assert_eq!(found, pure.len(), "the core's pure parts were not all read");
+    let core = std::fs::read_to_string(publish.join("mod.rs")).expect("the run loop");
+    let lines = core.lines().count();
+    println!("publish/mod.rs: {lines} lines");
+    assert!(
+        lines <= 600,
+        "publish/mod.rs has {lines} lines (at most 600)"
+    );
+}

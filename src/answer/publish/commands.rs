@@ -1,5 +1,5 @@
-//! The publisher's interface: the commands it takes, the read access serving tasks get, and
-//! the node state the admin interface shows.
+//! The publisher's interface: the commands that change state, the read access serving
+//! tasks and the admin interface get, and the node state the admin interface shows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +25,11 @@ impl SnapshotReader {
     pub fn load(&self) -> Guard<Arc<Snapshot>> {
         self.current.load()
     }
+
+    /// The current snapshot, held for longer work (a census) off the query path.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
 }
 
 /// An operator's run-time decision about a node, overriding policy and health.
@@ -39,7 +44,26 @@ pub enum Override {
     ForceDown,
 }
 
-/// Requests to the publisher.
+/// Why a command was refused; each message is written for an operator.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    /// The zone or node named is not served.
+    #[error("no node '{node}' in zone '{zone}'")]
+    NoSuchNode {
+        /// The zone as asked.
+        zone: String,
+        /// The node as asked.
+        node: String,
+    },
+    /// The server was started without files (a test or an embedding).
+    #[error("this server has no files to reload from")]
+    NoFiles,
+    /// The new policy or databases are bad: every reason, as the loader reports them.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Requests that change state: everything else is read from the published view.
 #[derive(Debug)]
 pub enum Command {
     /// Sets (`Some`) or clears (`None`) a node's override; replies after publication.
@@ -51,78 +75,17 @@ pub enum Command {
         /// The override.
         set: Option<Override>,
         /// The node's state afterwards, or why the node was not found.
-        reply: oneshot::Sender<Result<NodeStatus, String>>,
-    },
-    /// Every node's state.
-    Status {
-        /// The answer.
-        reply: oneshot::Sender<Vec<NodeStatus>>,
+        reply: oneshot::Sender<Result<NodeStatus, CommandError>>,
     },
     /// Reloads policy and databases from their files: validated first, swapped in whole,
     /// node health and measurements carried over by zone and node name. On any error the
     /// current state keeps serving.
     Reload {
         /// What was loaded, or every reason it was not.
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    /// The policy as loaded, defaults filled in, with the databases' sizes.
-    Config {
-        /// The answer.
-        reply: oneshot::Sender<serde_json::Value>,
-    },
-    /// The last reload's outcome.
-    ReloadStatus {
-        /// `None` before any reload; else when it succeeded or why it failed.
-        reply: oneshot::Sender<Option<Result<f64, String>>>,
-    },
-    /// Whether the server is ready: zones loaded and every health-checked node checked at
-    /// least once (so answers reflect health, not the optimistic start).
-    Ready {
-        /// When ready, `Ok` with what degrades the service without stopping it (the fleet
-        /// unreachable); else what is still missing.
-        reply: oneshot::Sender<Result<Vec<String>, String>>,
-    },
-    /// Explains the current answer of a steered name for a client address.
-    Explain {
-        /// The steered name.
-        name: String,
-        /// The client (or ECS subnet) address.
-        client: std::net::IpAddr,
-        /// The explanation, or why there is none.
-        reply: oneshot::Sender<Result<crate::explain::Explanation, String>>,
+        reply: oneshot::Sender<Result<String, CommandError>>,
     },
     /// News from the fleet connection.
     Fleet(FleetNews),
-    /// The status page's data for a steered name (the first one when `None`): nodes,
-    /// timeline, and where every country's clients go.
-    Map {
-        /// The steered name.
-        name: Option<String>,
-        /// The census the asker holds (`census_id` of an earlier answer): left out of the
-        /// answer when it is still current.
-        have: Option<u64>,
-        /// The address family counted.
-        family: crate::net::Family,
-        /// The data, or why there is none.
-        reply: oneshot::Sender<Result<serde_json::Value, String>>,
-    },
-    /// Where a steered name's clients would go with some nodes taken out, compared with
-    /// now; nothing live changes.
-    WhatIf {
-        /// The steered name (the first one when `None`).
-        name: Option<String>,
-        /// Nodes taken out, and how.
-        changes: Vec<(String, WhatIfChange)>,
-        /// The address family counted.
-        family: crate::net::Family,
-        /// The comparison, or why there is none.
-        reply: oneshot::Sender<Result<serde_json::Value, String>>,
-    },
-    /// The fleet connection's state (`None` when not in a fleet).
-    FleetStatus {
-        /// The answer.
-        reply: oneshot::Sender<Option<serde_json::Value>>,
-    },
     /// Applies a batch of latency measurements and load reports: all of it, or (on any
     /// error) none of it. Replies with the number of entries applied, or every error.
     Feed {
@@ -157,34 +120,6 @@ pub enum FleetNews {
     State(FleetState),
     /// etcd cannot be reached: answer from local verdicts and the last state seen.
     Lost(String),
-}
-
-/// What the publisher tells the fleet: changes of its own, written to etcd off its loop.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FleetWrite {
-    /// This instance's verdict on a node changed.
-    Verdict {
-        /// Zone origin (no trailing dot, lowercase).
-        zone: String,
-        /// Node name.
-        node: String,
-        /// What its checks say.
-        health: Health,
-    },
-    /// A feed batch accepted here (JSON), or a probe agent's measurements, for the others.
-    Feed(String),
-    /// The policy this member serves now: SOA serial by zone, so a fleet shows members that
-    /// serve different versions.
-    Policy(Vec<(String, u32)>),
-    /// An operator set or cleared an override through this instance.
-    Override {
-        /// Zone origin (no trailing dot, lowercase).
-        zone: String,
-        /// Node name.
-        node: String,
-        /// The override; `None` clears it.
-        set: Option<Override>,
-    },
 }
 
 /// A node's state, as the admin interface shows it.
@@ -226,33 +161,4 @@ pub struct NodeStatus {
     /// In a fleet: the health the answers use, decided by the zone's quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_health: Option<Health>,
-}
-
-/// A node taken out in a what-if, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhatIfChange {
-    /// Its checks fail.
-    Down,
-    /// Drained by an operator.
-    Drained,
-    /// At capacity.
-    Full,
-}
-
-impl WhatIfChange {
-    pub(super) fn availability(self) -> Availability {
-        match self {
-            WhatIfChange::Down => Availability::HealthDown,
-            WhatIfChange::Drained => Availability::AdminDown,
-            WhatIfChange::Full => Availability::Full(100),
-        }
-    }
-
-    pub(super) fn word(self) -> &'static str {
-        match self {
-            WhatIfChange::Down => "down",
-            WhatIfChange::Drained => "drained",
-            WhatIfChange::Full => "full",
-        }
-    }
 }

@@ -25,9 +25,9 @@ pub(super) struct NodeRuntime {
     pub availability: Availability,
     /// When `availability` last changed.
     pub since: SystemTime,
-    /// Smoothed latency of successful probes, ms.
+    /// Smoothed round trip of passing probes, ms (the check's own estimate).
     pub probe_rtt_ms: Option<f64>,
-    /// Smoothed probe failure rate, 0..=1.
+    /// Smoothed probe failure rate, 0..=1 (the check's own estimate).
     pub probe_loss: f64,
     /// `probe_loss` as of the last ranking.
     pub ranked_loss: f64,
@@ -37,6 +37,17 @@ pub(super) struct NodeRuntime {
     pub load_percent: u8,
     /// Its state as the timeline last recorded it (`up`, `drained`, ...).
     pub state: &'static str,
+}
+
+/// The word the page and timeline use for a node's state.
+pub(super) fn state_word(availability: Availability, override_: Option<Override>) -> &'static str {
+    match (availability, override_) {
+        (Availability::Up, _) => "up",
+        (Availability::Full(_), _) => "full",
+        (Availability::HealthDown, _) => "down",
+        (Availability::AdminDown, Some(Override::Drain)) => "drained",
+        (Availability::AdminDown, _) => "forced-down",
+    }
 }
 
 /// Policy status, then override, then health, then capacity: who decides whether a node is
@@ -73,6 +84,19 @@ impl NodeRuntime {
         self.full.then_some(self.load_percent)
     }
 
+    /// Every node of `zones`, not seen before.
+    pub(super) fn fresh(zones: &[Zone], now: SystemTime) -> Vec<Vec<NodeRuntime>> {
+        zones
+            .iter()
+            .map(|z| {
+                z.nodes
+                    .iter()
+                    .map(|n| NodeRuntime::new(n.status, now))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A node not seen before: unchecked, no override, answered as its policy says.
     pub(super) fn new(status: AdminStatus, now: SystemTime) -> Self {
         NodeRuntime {
@@ -86,7 +110,7 @@ impl NodeRuntime {
             ranked_loss: 0.0,
             full: false,
             load_percent: 0,
-            state: super::map::state_word(availability(status, None, Health::Unknown, None), None),
+            state: state_word(availability(status, None, Health::Unknown, None), None),
         }
     }
 
@@ -108,10 +132,10 @@ impl NodeRuntime {
             override_: self.override_,
             health: self.health,
             availability: self.availability,
-            check: spec.check.as_ref().map_or_else(
-                || "none".to_string(),
-                |c| format!("{:?} {}", c.kind, c.target).to_lowercase(),
-            ),
+            check: spec
+                .check
+                .as_ref()
+                .map_or_else(|| "none".to_string(), ToString::to_string),
             last_ok: self.last.as_ref().map(|(r, _)| r.result.ok),
             last_detail: self.last.as_ref().map(|(r, _)| r.result.detail.clone()),
             last_latency_ms: self

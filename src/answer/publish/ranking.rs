@@ -1,0 +1,191 @@
+//! The rankings in use and the ranking of new latency inputs on a thread of its own, so a
+//! health change is never held up by a ranking (0.1-0.4 s at 200 nodes on a city
+//! database).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::oneshot;
+
+use super::nodes::NodeRuntime;
+use crate::geo::GeoDb;
+use crate::latency::ZoneLatency;
+use crate::metrics as m;
+use crate::policy::Zone;
+use crate::steer::{DampingState, Rankings, rank_all};
+
+/// How often aging measurements and running hold times are looked at.
+pub(super) const RERANK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often fading measurements alone are worth a re-ranking.
+pub(super) const AGING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The rankings answers are built from, and what they were ranked from.
+#[derive(Debug, Clone)]
+pub(super) struct Ranked {
+    /// Health-independent rankings; recomputed only when latency inputs change.
+    pub rankings: Arc<Rankings>,
+    /// Each ranking cell's incumbent, for hysteresis; shared with the snapshots' explain
+    /// views, so a health-only rebuild does not copy it.
+    pub damping: Arc<DampingState>,
+    /// Some cell has a challenger being timed: the periodic look must re-rank. Computed
+    /// once per ranking, not per tick (there is a cell per place and name).
+    pub challenging: bool,
+    /// The load of the policy the rankings were computed for.
+    pub generation: u64,
+    /// The latency inputs they were computed from (what explain shows beside them).
+    pub latency: Arc<Vec<ZoneLatency>>,
+}
+
+/// Rankings computed on the ranking thread.
+#[derive(Debug)]
+pub(super) struct Reranked {
+    ranked: Ranked,
+    /// Whether they differ from the rankings in use when the ranking started (the only ones
+    /// it can be adopted over): compared there, since comparing tens of megabytes on the
+    /// publisher would hold up a health change that arrives meanwhile.
+    changed: bool,
+}
+
+/// A ranking in progress, on a thread of its own.
+pub(super) type RankingTask = oneshot::Receiver<Reranked>;
+
+/// The inputs of one ranking.
+pub(super) struct RankingInputs {
+    pub zones: Arc<Vec<Zone>>,
+    pub geo: Arc<GeoDb>,
+    pub latency: Arc<Vec<ZoneLatency>>,
+    pub generation: u64,
+}
+
+impl Ranked {
+    /// Ranks a first load of the policy here and now, with nothing measured.
+    pub(super) fn first(
+        zones: &[Zone],
+        geo: &GeoDb,
+        latency: Arc<Vec<ZoneLatency>>,
+        now: SystemTime,
+    ) -> Self {
+        let mut damping = DampingState::new();
+        let rankings = rank_all(zones, geo, &latency, &mut damping, now);
+        Ranked {
+            rankings: Arc::new(rankings),
+            challenging: damping.any_challenger(),
+            damping: Arc::new(damping),
+            generation: 0,
+            latency,
+        }
+    }
+
+    /// Starts ranking every steered name on a thread of its own, at a lower CPU priority
+    /// (and so are the threads it splits the work over): answer builds and the query
+    /// threads come first when the cores are busy.
+    pub(super) fn start(&self, inputs: RankingInputs) -> RankingTask {
+        let (damping, previous) = (Arc::clone(&self.damping), Arc::clone(&self.rankings));
+        let (done, task) = oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("geosteer-rank".into())
+            .spawn(move || {
+                crate::parallel::lower_this_threads_priority();
+                // The ranking thread owns its time: damping dates what it sees now.
+                #[allow(clippy::disallowed_methods)]
+                let (started, now) = (Instant::now(), SystemTime::now());
+                let mut damping = Arc::unwrap_or_clone(damping);
+                let RankingInputs {
+                    zones,
+                    geo,
+                    latency,
+                    generation,
+                } = inputs;
+                let rankings = rank_all(&zones, &geo, &latency, &mut damping, now);
+                metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
+                let changed = rankings != *previous;
+                drop(previous);
+                let _ = done.send(Reranked {
+                    changed,
+                    ranked: Ranked {
+                        challenging: damping.any_challenger(),
+                        rankings: Arc::new(rankings),
+                        damping: Arc::new(damping),
+                        generation,
+                        latency,
+                    },
+                });
+            });
+        if let Err(e) = started {
+            // The sender is gone with the closure: the ranking reports as failed.
+            tracing::error!(error = %e, "cannot start a ranking thread");
+        }
+        task
+    }
+
+    /// Takes new rankings in if they are of the current policy (`generation`); whether
+    /// they differ from those in use.
+    pub(super) fn adopt(
+        &mut self,
+        reranked: Result<Reranked, oneshot::error::RecvError>,
+        generation: u64,
+    ) -> bool {
+        match reranked {
+            Ok(reranked) if reranked.ranked.generation == generation => {
+                *self = reranked.ranked;
+                reranked.changed
+            }
+            Ok(_) => false, // ranked for a policy since replaced
+            Err(_) => {
+                // The ranking thread panicked (a bug) or did not start.
+                tracing::error!("re-ranking failed; previous rankings stay in use");
+                false
+            }
+        }
+    }
+
+    /// The probe loss a node was ranked with.
+    pub(super) fn loss(&self, zone: usize, node: usize) -> f64 {
+        self.latency
+            .get(zone)
+            .and_then(|z| z.probe_loss.get(&node).copied())
+            .unwrap_or(0.0)
+    }
+}
+
+/// A change in a node's probe loss rate that is worth a re-ranking.
+const PROBE_LOSS_STEP: f64 = 0.05;
+
+/// At a periodic tick: expires old measurements (when `aging`) and says whether latency
+/// inputs call for a re-ranking (measurements or loads exist, or probe loss moved
+/// materially since the last ranking). Only touches (and so copies, while a snapshot
+/// shares it) the latency state when something changes.
+pub(super) fn latency_due(
+    zones: &[Zone],
+    latency: &mut Arc<Vec<ZoneLatency>>,
+    nodes: &[Vec<NodeRuntime>],
+    aging: bool,
+    now: SystemTime,
+) -> bool {
+    let mut due = false;
+    for (zi, zone) in zones.iter().enumerate() {
+        if aging {
+            let max_age = zone
+                .steered
+                .iter()
+                .map(|s| s.latency.max_age)
+                .max()
+                .unwrap_or_default();
+            let measured = &mut Arc::make_mut(latency)[zi];
+            measured.measurements.expire(now, max_age);
+            measured.addresses.expire(now, max_age);
+            due |= !measured.measurements.is_empty()
+                || !measured.addresses.is_empty()
+                || !measured.loads.is_empty();
+        }
+        for (ni, runtime) in nodes.get(zi).into_iter().flatten().enumerate() {
+            if (runtime.probe_loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP {
+                Arc::make_mut(latency)[zi]
+                    .probe_loss
+                    .insert(ni, runtime.probe_loss);
+                due = true;
+            }
+        }
+    }
+    due
+}

@@ -1,0 +1,215 @@
+//! What one load of the policy and databases is, and what follows from it alone: the
+//! snapshot built from it, the checks it plans, the serials the fleet sees, its gauges,
+//! and the state view of it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::nodes::{NodeRuntime, carry_damping, carry_over};
+use super::outbox::fleet_zone;
+use super::ranking::Ranked;
+use super::table::NodeTable;
+use super::view::{FleetSummary, StateView};
+use crate::answer::build::build;
+use crate::answer::snapshot::{ExplainView, Snapshot};
+use crate::geo::{AsnDb, GeoDb};
+use crate::health::{CheckPlan, NodeKey, PlannedCheck};
+use crate::latency::ZoneLatency;
+use crate::loader::Loaded;
+use crate::metrics as m;
+use crate::policy::Zone;
+use crate::steer::{Availability, DampingState};
+
+/// The policy and databases served.
+#[derive(Debug, Clone)]
+pub(super) struct Served {
+    pub zones: Arc<Vec<Zone>>,
+    pub geo: Arc<GeoDb>,
+    /// Carrier lookups, when configured.
+    pub asn: Option<Arc<AsnDb>>,
+    /// Which load of the policy this is; check reports carry it.
+    pub generation: u64,
+    /// Query and answer counters of this load, shared by its snapshots.
+    pub zone_counters: Arc<Vec<m::ZoneCounters>>,
+}
+
+/// A new load taking over from the one served: node state, measurements and hysteresis
+/// carried over by zone and node name.
+pub(super) struct Takeover {
+    pub served: Served,
+    pub nodes: Vec<Vec<NodeRuntime>>,
+    pub latency: Vec<ZoneLatency>,
+    pub damping: DampingState,
+    /// What was loaded, in words.
+    pub summary: String,
+}
+
+impl Served {
+    /// The next load, from `loaded`, taking over the state kept for this one.
+    pub(super) fn take_over(
+        &self,
+        Loaded {
+            mut zones,
+            geo,
+            asn,
+        }: Loaded,
+        nodes: &[Vec<NodeRuntime>],
+        latency: &[ZoneLatency],
+        damping: &DampingState,
+        now: SystemTime,
+    ) -> Takeover {
+        for zone in &mut zones {
+            if let Some(previous) = self.zones.iter().find(|z| z.origin == zone.origin) {
+                zone.carry_serial_from(previous);
+            }
+        }
+        let carried = carry_over(&self.zones, nodes, latency, &zones, asn.as_deref(), now);
+        let summary = format!(
+            "{} zones, {} nodes ({} carried over), {} places",
+            zones.len(),
+            zones.iter().map(|z| z.nodes.len()).sum::<usize>(),
+            carried.kept,
+            geo.places().len()
+        );
+        // Hysteresis carries over too: a reload must not move clients that would not move.
+        let same_places = Arc::ptr_eq(&self.geo, &geo) || self.geo.places() == geo.places();
+        let damping = carry_damping(&self.zones, damping, &zones, same_places);
+        let zones = Arc::new(zones);
+        Takeover {
+            served: Served {
+                zone_counters: Arc::new(m::ZoneCounters::register(&zones)),
+                zones,
+                geo,
+                asn,
+                generation: self.generation + 1,
+            },
+            nodes: carried.nodes,
+            latency: carried.latency,
+            damping,
+            summary,
+        }
+    }
+
+    /// Its answers, built from `ranked` and `availability`.
+    pub(super) fn snapshot(
+        &self,
+        ranked: &Ranked,
+        availability: Vec<Vec<Availability>>,
+    ) -> Snapshot {
+        let geo = Arc::clone(&self.geo);
+        let mut snapshot = build(&self.zones, geo, &ranked.rankings, &availability);
+        snapshot.asn = self.asn.clone();
+        snapshot.zone_counters = Arc::clone(&self.zone_counters);
+        snapshot.explain = Some(Arc::new(ExplainView {
+            zones: Arc::clone(&self.zones),
+            latency: Arc::clone(&ranked.latency),
+            damping: Arc::clone(&ranked.damping),
+            availability,
+        }));
+        snapshot
+    }
+
+    /// One check per checked node, each resuming from the node's known health.
+    pub(super) fn check_plan(&self, nodes: &[Vec<NodeRuntime>]) -> CheckPlan {
+        let generation = self.generation;
+        let mut checks = Vec::new();
+        for (zi, zone) in self.zones.iter().enumerate() {
+            for (ni, node) in zone.nodes.iter().enumerate() {
+                let Some(check) = node.check.clone() else {
+                    continue;
+                };
+                checks.push(PlannedCheck {
+                    key: NodeKey {
+                        zone: zi,
+                        node: ni,
+                        generation,
+                    },
+                    known: nodes[zi][ni].health,
+                    check,
+                    zone: zone.origin.to_string(),
+                    node: node.name.clone(),
+                });
+            }
+        }
+        CheckPlan { generation, checks }
+    }
+
+    /// Every zone's SOA serial, as the fleet shows what policy a member serves.
+    pub(super) fn serials(&self) -> Vec<(String, u32)> {
+        self.zones
+            .iter()
+            .map(|z| (fleet_zone(z), z.soa.serial))
+            .collect()
+    }
+
+    /// Node and steered-name availability gauges of one zone.
+    pub(super) fn export_zone_gauges(&self, zi: usize, nodes: &[Vec<NodeRuntime>]) {
+        let (Some(zone), Some(runtimes)) = (self.zones.get(zi), nodes.get(zi)) else {
+            return;
+        };
+        let origin = zone.origin.to_string();
+        let up = |id: usize| {
+            runtimes
+                .get(id)
+                .is_some_and(|r| r.availability == Availability::Up)
+        };
+        for (id, node) in zone.nodes.iter().enumerate() {
+            let value = if up(id) { 1.0 } else { 0.0 };
+            metrics::gauge!(m::NODE_UP, "zone" => origin.clone(), "node" => node.name.clone())
+                .set(value);
+            let full = runtimes.get(id).is_some_and(|r| r.full);
+            metrics::gauge!(m::NODE_FULL, "zone" => origin.clone(), "node" => node.name.clone())
+                .set(if full { 1.0 } else { 0.0 });
+        }
+        for steered in &zone.steered {
+            let available = steered
+                .candidate_nodes()
+                .into_iter()
+                .filter(|&id| up(id))
+                .count();
+            metrics::gauge!(m::NAME_NODES_UP, "zone" => origin.clone(), "name" => steered.name.to_string())
+                .set(available as f64);
+        }
+    }
+
+    /// The state view of this load with `table`'s node states.
+    pub(super) fn view(
+        &self,
+        table: &NodeTable,
+        ranked: &Ranked,
+        latency: &Arc<Vec<ZoneLatency>>,
+        last_reload: Option<Result<SystemTime, String>>,
+    ) -> StateView {
+        let fleet = table.fleet().map(|f| FleetSummary {
+            lost: f.lost.clone(),
+            members: f.state.as_ref().map(|state| {
+                let mut members: Vec<_> = state
+                    .member_info
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                members.sort();
+                members
+            }),
+            health: (self.zones.iter().enumerate())
+                .map(|(zi, zone)| {
+                    (0..zone.nodes.len())
+                        .map(|ni| table.effective_health(zi, ni))
+                        .collect()
+                })
+                .collect(),
+        });
+        StateView {
+            generation: self.generation,
+            zones: Arc::clone(&self.zones),
+            geo: Arc::clone(&self.geo),
+            asn: self.asn.is_some(),
+            rankings: Arc::clone(&ranked.rankings),
+            nodes: Arc::clone(table.nodes()),
+            latency: Arc::clone(latency),
+            fleet,
+            timeline: table.timeline(),
+            last_reload,
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The node table: every node's runtime state (health, override, the fleet's votes, load
+//! and fullness) and the decision whether answers use it. Events go in, changes come out,
+//! time is passed in: a plain struct, tested without tokio.
+//!
+//! It must not publish, rank, log traffic or talk to anything: the run loop (`super`)
+//! reacts to the [`Changed`] it returns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::commands::{FleetState, Override};
+use super::nodes::{NodeRuntime, availability, load_percent, state_word};
+use super::outbox::fleet_zone;
+use super::view::{Timeline, TimelineEntry, unix_seconds};
+use crate::health::{Health, Report};
+use crate::policy::Zone;
+use crate::steer::Availability;
+
+/// Something that can change a node's state.
+#[derive(Debug)]
+pub(super) enum NodeEvent<'a> {
+    /// A check's result.
+    Checked(Report),
+    /// An operator set (`Some`) or cleared (`None`) an override.
+    Override {
+        /// Zone index.
+        zone: usize,
+        /// Node index.
+        node: usize,
+        /// The override.
+        set: Option<Override>,
+    },
+    /// A zone's loads as they are now (from feeds and checks), by node index.
+    Loads {
+        /// Zone index.
+        zone: usize,
+        /// Loads, 0..=1.5.
+        loads: &'a HashMap<usize, f64>,
+    },
+    /// The fleet's state as of now.
+    FleetState(FleetState),
+    /// etcd cannot be reached, and why.
+    FleetLost(String),
+}
+
+/// What an event changed.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Changed {
+    /// Nodes whose availability changed: `(zone, node, from, to)`.
+    pub availability: Vec<(usize, usize, Availability, Availability)>,
+    /// This instance's own verdict on a node changed: `(zone, node, health)`.
+    pub verdict: Option<(usize, usize, Health)>,
+    /// The fleet connection was just made (`Some(true)`) or lost (`Some(false)`).
+    pub fleet_connected: Option<bool>,
+}
+
+impl Changed {
+    fn merge(&mut self, other: Changed) {
+        self.availability.extend(other.availability);
+        self.verdict = other.verdict.or(self.verdict);
+        self.fleet_connected = other.fleet_connected.or(self.fleet_connected);
+    }
+}
+
+/// What the fleet says, as the table uses it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FleetInputs {
+    /// Why etcd cannot be reached, while it cannot: answers then use local verdicts and
+    /// the last overrides seen.
+    pub lost: Option<String>,
+    /// The fleet's state as last seen.
+    pub state: Option<FleetState>,
+    /// Other vantage points' votes, by zone and node of this load, resolved from `state`
+    /// once per state (not per node and vote).
+    votes: Vec<Vec<Vec<Health>>>,
+}
+
+/// Every node's runtime state, by zone and node index of one load of the policy.
+#[derive(Debug)]
+pub(super) struct NodeTable {
+    zones: Arc<Vec<Zone>>,
+    /// Shared with the published views; copied only when written after a publication.
+    nodes: Arc<Vec<Vec<NodeRuntime>>>,
+    /// Each zone's name in the fleet, made once per load.
+    fleet_names: Vec<String>,
+    /// `Some` in a fleet.
+    fleet: Option<FleetInputs>,
+    /// The last availability changes and reloads.
+    timeline: Arc<Timeline>,
+}
+
+impl NodeTable {
+    /// A table for `zones` with their nodes' state; `in_fleet` when the fleet decides
+    /// overrides and (by quorum) health.
+    pub(super) fn new(zones: Arc<Vec<Zone>>, nodes: Vec<Vec<NodeRuntime>>, in_fleet: bool) -> Self {
+        let fleet_names = zones.iter().map(fleet_zone).collect();
+        let mut table = NodeTable {
+            zones,
+            nodes: Arc::new(nodes),
+            fleet_names,
+            fleet: None,
+            timeline: Arc::default(),
+        };
+        if in_fleet {
+            table.join_fleet();
+        }
+        table
+    }
+
+    /// From now on the fleet decides overrides and (by quorum) health, once connected.
+    pub(super) fn join_fleet(&mut self) {
+        self.fleet = Some(FleetInputs {
+            lost: Some("not connected yet".into()),
+            ..FleetInputs::default()
+        });
+    }
+
+    /// Takes a new load of the policy with its carried-over node state; the fleet's last
+    /// state applies to the new nodes (by zone and node name) while it is reachable.
+    pub(super) fn install(
+        &mut self,
+        zones: Arc<Vec<Zone>>,
+        nodes: Vec<Vec<NodeRuntime>>,
+        now: SystemTime,
+    ) -> Changed {
+        self.fleet_names = zones.iter().map(fleet_zone).collect();
+        self.zones = zones;
+        self.nodes = Arc::new(nodes);
+        match self.fleet.as_ref().and_then(|f| match f.lost {
+            None => f.state.clone(),
+            Some(_) => None,
+        }) {
+            Some(state) => self.apply(NodeEvent::FleetState(state), now),
+            None => Changed::default(),
+        }
+    }
+
+    /// Applies one event; what changed.
+    pub(super) fn apply(&mut self, event: NodeEvent, now: SystemTime) -> Changed {
+        match event {
+            NodeEvent::Checked(report) => self.checked(report, now),
+            NodeEvent::Override { zone, node, set } => {
+                if let Some(runtime) = self.runtime_mut(zone, node) {
+                    runtime.override_ = set;
+                }
+                self.refresh(zone, node, now)
+            }
+            NodeEvent::Loads { zone, loads } => self.loads(zone, loads, now),
+            NodeEvent::FleetState(state) => self.fleet_state(state, now),
+            NodeEvent::FleetLost(why) => {
+                let Some(fleet) = &mut self.fleet else {
+                    return Changed::default();
+                };
+                let was_connected = fleet.lost.is_none();
+                fleet.lost = Some(why);
+                let mut changed = self.refresh_all(now);
+                changed.fleet_connected = was_connected.then_some(false);
+                changed
+            }
+        }
+    }
+
+    fn runtime_mut(&mut self, zone: usize, node: usize) -> Option<&mut NodeRuntime> {
+        Arc::make_mut(&mut self.nodes).get_mut(zone)?.get_mut(node)
+    }
+
+    fn checked(&mut self, report: Report, now: SystemTime) -> Changed {
+        let (zone, node) = (report.key.zone, report.key.node);
+        let verdict = report.transition.map(|(_, new)| (zone, node, new));
+        let Some(runtime) = self.runtime_mut(zone, node) else {
+            return Changed::default();
+        };
+        runtime.health = report.health;
+        runtime.probe_rtt_ms = report.stats.rtt_ms;
+        runtime.probe_loss = report.stats.loss;
+        runtime.last = Some((report, now));
+        let mut changed = self.refresh(zone, node, now);
+        changed.verdict = verdict;
+        changed
+    }
+
+    /// Decides which nodes of a zone are full from their loads (with each node's
+    /// hysteresis).
+    fn loads(&mut self, zone: usize, loads: &HashMap<usize, f64>, now: SystemTime) -> Changed {
+        let zones = Arc::clone(&self.zones);
+        let Some(z) = zones.get(zone) else {
+            return Changed::default();
+        };
+        let mut changed = Changed::default();
+        for (ni, spec) in z.nodes.iter().enumerate() {
+            let load = loads.get(&ni).copied();
+            let Some(runtime) = self.nodes.get(zone).and_then(|n| n.get(ni)) else {
+                continue;
+            };
+            let full = load.is_some_and(|load| spec.capacity.is_full(load, runtime.full));
+            let percent = load_percent(load);
+            if full == runtime.full && (!full || percent == runtime.load_percent) {
+                continue;
+            }
+            if let Some(runtime) = self.runtime_mut(zone, ni) {
+                runtime.full = full;
+                runtime.load_percent = percent;
+            }
+            changed.merge(self.refresh(zone, ni, now));
+        }
+        changed
+    }
+
+    /// The fleet's overrides replace local ones while it is reachable, and every node's
+    /// health is decided again.
+    fn fleet_state(&mut self, state: FleetState, now: SystemTime) -> Changed {
+        let Some(fleet) = &mut self.fleet else {
+            return Changed::default();
+        };
+        let was_lost = fleet.lost.take().is_some();
+        let nodes = Arc::make_mut(&mut self.nodes);
+        fleet.votes = Vec::with_capacity(self.zones.len());
+        for ((zone, runtimes), name) in self.zones.iter().zip(nodes).zip(&self.fleet_names) {
+            let mut zone_votes = Vec::with_capacity(zone.nodes.len());
+            for (spec, runtime) in zone.nodes.iter().zip(runtimes) {
+                let key = (name.clone(), spec.name.clone());
+                runtime.override_ = state.overrides.get(&key).copied();
+                zone_votes.push(
+                    state
+                        .verdicts
+                        .get(&key)
+                        .map(|votes| votes.iter().map(|(_, h)| *h).collect())
+                        .unwrap_or_default(),
+                );
+            }
+            fleet.votes.push(zone_votes);
+        }
+        fleet.state = Some(state);
+        let mut changed = self.refresh_all(now);
+        changed.fleet_connected = was_lost.then_some(true);
+        changed
+    }
+
+    fn refresh_all(&mut self, now: SystemTime) -> Changed {
+        let mut changed = Changed::default();
+        for zi in 0..self.zones.len() {
+            for ni in 0..self.zones[zi].nodes.len() {
+                changed.merge(self.refresh(zi, ni, now));
+            }
+        }
+        changed
+    }
+
+    /// The health answers use: this instance's own verdict, or in a reachable fleet, the
+    /// verdict of the zone's quorum over every live vantage point that checks the node.
+    pub(super) fn effective_health(&self, zone: usize, node: usize) -> Health {
+        let own = self
+            .nodes
+            .get(zone)
+            .and_then(|n| n.get(node))
+            .map_or(Health::Unknown, |r| r.health);
+        let Some(FleetInputs {
+            lost: None, votes, ..
+        }) = &self.fleet
+        else {
+            return own;
+        };
+        let Some(others) = votes.get(zone).and_then(|z| z.get(node)) else {
+            return own;
+        };
+        if others.is_empty() {
+            return own;
+        }
+        let (mut voters, mut down) = (0, 0);
+        for vote in std::iter::once(&own)
+            .chain(others)
+            .filter(|h| **h != Health::Unknown)
+        {
+            voters += 1;
+            down += usize::from(*vote == Health::Down);
+        }
+        match voters {
+            0 => Health::Unknown,
+            _ if self.zones[zone].health_quorum.is_down(down, voters) => Health::Down,
+            _ => Health::Up,
+        }
+    }
+
+    /// Works a node's availability out again; the change, if any, is dated and noted in
+    /// the timeline.
+    fn refresh(&mut self, zone: usize, node: usize, now: SystemTime) -> Changed {
+        let health = self.effective_health(zone, node);
+        let zones = Arc::clone(&self.zones);
+        let Some(spec) = zones.get(zone).and_then(|z| z.nodes.get(node)) else {
+            return Changed::default();
+        };
+        let Some(runtime) = self.nodes.get(zone).and_then(|n| n.get(node)) else {
+            return Changed::default();
+        };
+        let new = availability(spec.status, runtime.override_, health, runtime.full_at());
+        let from = runtime.availability;
+        if new == from {
+            return Changed::default();
+        }
+        if let Some(runtime) = self.runtime_mut(zone, node) {
+            runtime.availability = new;
+            runtime.since = now;
+        }
+        self.note_change(zone, node, now);
+        Changed {
+            availability: vec![(zone, node, from, new)],
+            ..Changed::default()
+        }
+    }
+
+    /// Records an availability change in the timeline, with why in words.
+    fn note_change(&mut self, zone: usize, node: usize, now: SystemTime) {
+        let zones = Arc::clone(&self.zones);
+        let (Some(z), Some(runtime)) = (zones.get(zone), self.runtime_mut(zone, node)) else {
+            return;
+        };
+        let from = runtime.state;
+        let to = state_word(runtime.availability, runtime.override_);
+        runtime.state = to;
+        let why = match (runtime.availability, runtime.override_) {
+            (_, Some(Override::Drain)) => "drained by an operator".to_string(),
+            (_, Some(Override::ForceDown)) => "forced down by an operator".to_string(),
+            (_, Some(Override::ForceUp)) => "forced up by an operator".to_string(),
+            (Availability::Full(load), _) => format!("load {load} % reached its capacity"),
+            (Availability::AdminDown, None) => "policy status: down".to_string(),
+            _ if matches!(from, "drained" | "forced-down") => "override cleared".to_string(),
+            _ if from == "full" => "load fell below resume".to_string(),
+            _ => match &runtime.last {
+                Some((report, _)) if report.result.ok => "checks pass".to_string(),
+                Some((report, _)) => format!("checks fail: {}", report.result.detail),
+                None => "no check result yet".to_string(),
+            },
+        };
+        Arc::make_mut(&mut self.timeline).push(TimelineEntry {
+            at: unix_seconds(now),
+            zone: z.origin.to_string(),
+            node: z.nodes[node].name.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            why,
+        });
+    }
+
+    /// Records a reload's outcome in the timeline.
+    pub(super) fn note_reload(&mut self, outcome: Result<&str, &str>, now: SystemTime) {
+        let (to, why) = match outcome {
+            Ok(summary) => ("ok", summary.to_string()),
+            Err(error) => ("rejected", error.to_string()),
+        };
+        Arc::make_mut(&mut self.timeline).push(TimelineEntry {
+            at: unix_seconds(now),
+            zone: String::new(),
+            node: String::new(),
+            from: "reload".into(),
+            to: to.into(),
+            why,
+        });
+    }
+
+    /// Notes the probe loss each node was ranked with.
+    pub(super) fn set_ranked_loss(&mut self, loss: impl Fn(usize, usize) -> f64) {
+        for (zi, runtimes) in Arc::make_mut(&mut self.nodes).iter_mut().enumerate() {
+            for (ni, runtime) in runtimes.iter_mut().enumerate() {
+                runtime.ranked_loss = loss(zi, ni);
+            }
+        }
+    }
+
+    /// Every node's state, by zone and node index.
+    pub(super) fn nodes(&self) -> &Arc<Vec<Vec<NodeRuntime>>> {
+        &self.nodes
+    }
+
+    /// Every node's availability, as the builder takes it.
+    pub(super) fn availability(&self) -> Vec<Vec<Availability>> {
+        self.nodes
+            .iter()
+            .map(|z| z.iter().map(|n| n.availability).collect())
+            .collect()
+    }
+
+    /// What the fleet says, in a fleet.
+    pub(super) fn fleet(&self) -> Option<&FleetInputs> {
+        self.fleet.as_ref()
+    }
+
+    /// The timeline, shared.
+    pub(super) fn timeline(&self) -> Arc<Timeline> {
+        Arc::clone(&self.timeline)
+    }
+
+    /// The zone and node indices of a node named by zone origin (any case, with or without
+    /// the final dot) and node name.
+    pub(super) fn find(&self, zone: &str, node: &str) -> Option<(usize, usize)> {
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        let zi = self.fleet_names.iter().position(|name| *name == zone)?;
+        let ni = self.zones[zi].nodes.iter().position(|n| n.name == node)?;
+        Some((zi, ni))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{NodeKey, ProbeResult, ProbeStats};
+    use std::time::Duration;
+
+    fn zones(quorum: &str) -> Arc<Vec<Zone>> {
+        let text = format!(
+            "zone: t.example\nsoa: {{primary: ns1.t.example., contact: h.t.example.}}\nns: [ns1.t.example.]\n\
+             check: {{type: tcp, port: 1935}}\nhealth_quorum: {quorum}\ncapacity: {{full: 90%, resume: 80%}}\nnodes:\n\
+             \x20 tokyo: {{tier: core, geo: AS-JP, location: [35, 139], addresses: [192.0.2.1]}}\n\
+             \x20 osaka: {{tier: core, geo: AS-JP, location: [34, 135], addresses: [192.0.2.2]}}\n\
+             steer:\n  ingest: {{}}\n"
+        );
+        let zone =
+            crate::policy::parse_zone(std::path::Path::new("t.yaml"), &text, 1).expect("a zone");
+        Arc::new(vec![zone])
+    }
+
+    fn table(quorum: &str, in_fleet: bool) -> NodeTable {
+        let zones = zones(quorum);
+        let nodes = zones
+            .iter()
+            .map(|z| {
+                z.nodes
+                    .iter()
+                    .map(|n| NodeRuntime::new(n.status, at(0)))
+                    .collect()
+            })
+            .collect();
+        NodeTable::new(zones, nodes, in_fleet)
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn report(node: usize, from: Health, to: Health) -> Report {
+        Report {
+            key: NodeKey {
+                zone: 0,
+                node,
+                generation: 0,
+            },
+            result: ProbeResult {
+                ok: to == Health::Up,
+                latency: Duration::from_millis(3),
+                detail: "connect: connection refused".into(),
+                load: None,
+            },
+            health: to,
+            transition: (from != to).then_some((from, to)),
+            stats: ProbeStats {
+                rtt_ms: Some(3.0),
+                loss: 0.2,
+            },
+        }
+    }
+
+    #[test]
+    fn a_failed_check_takes_a_node_out_and_says_why() {
+        let mut table = table("majority", false);
+        let changed = table.apply(
+            NodeEvent::Checked(report(0, Health::Unknown, Health::Down)),
+            at(5),
+        );
+        assert_eq!(
+            changed.availability,
+            vec![(0, 0, Availability::Up, Availability::HealthDown)]
+        );
+        assert_eq!(changed.verdict, Some((0, 0, Health::Down)));
+        let tokyo = &table.nodes()[0][0];
+        assert_eq!(tokyo.since, at(5));
+        assert_eq!(tokyo.probe_rtt_ms, Some(3.0));
+        let entry = table.timeline().entries().back().cloned().expect("noted");
+        assert_eq!((entry.from.as_str(), entry.to.as_str()), ("up", "down"));
+        assert!(entry.why.contains("connection refused"), "{}", entry.why);
+        // The same verdict again changes nothing.
+        let again = table.apply(
+            NodeEvent::Checked(report(0, Health::Down, Health::Down)),
+            at(6),
+        );
+        assert_eq!(again, Changed::default());
+    }
+
+    #[test]
+    fn overrides_and_loads_decide_with_hysteresis() {
+        let mut table = table("majority", false);
+        let drained = table.apply(
+            NodeEvent::Override {
+                zone: 0,
+                node: 1,
+                set: Some(Override::Drain),
+            },
+            at(1),
+        );
+        assert_eq!(drained.availability[0].3, Availability::AdminDown);
+        let mut loads = HashMap::from([(0, 0.95)]);
+        let full = table.apply(
+            NodeEvent::Loads {
+                zone: 0,
+                loads: &loads,
+            },
+            at(2),
+        );
+        assert_eq!(
+            full.availability,
+            vec![(0, 0, Availability::Up, Availability::Full(95))]
+        );
+        // Below `full` but above `resume`: still full.
+        loads.insert(0, 0.85);
+        let held = table.apply(
+            NodeEvent::Loads {
+                zone: 0,
+                loads: &loads,
+            },
+            at(3),
+        );
+        assert_eq!(held.availability[0].3, Availability::Full(85));
+        loads.insert(0, 0.5);
+        let back = table.apply(
+            NodeEvent::Loads {
+                zone: 0,
+                loads: &loads,
+            },
+            at(4),
+        );
+        assert_eq!(back.availability[0].3, Availability::Up);
+    }
+
+    #[test]
+    fn the_fleet_s_quorum_decides_while_it_is_reachable() {
+        let mut table = table("majority", true);
+        table.apply(
+            NodeEvent::Checked(report(0, Health::Unknown, Health::Up)),
+            at(1),
+        );
+        let key = ("t.example".to_string(), "tokyo".to_string());
+        let mut state = FleetState::default();
+        state.verdicts.insert(
+            key.clone(),
+            vec![("b".into(), Health::Down), ("c".into(), Health::Down)],
+        );
+        state.overrides.insert(
+            ("t.example".to_string(), "osaka".to_string()),
+            Override::Drain,
+        );
+        let changed = table.apply(NodeEvent::FleetState(state), at(2));
+        assert_eq!(changed.fleet_connected, Some(true));
+        assert_eq!(
+            table.effective_health(0, 0),
+            Health::Down,
+            "two of three say down"
+        );
+        assert_eq!(table.nodes()[0][1].override_, Some(Override::Drain));
+        assert_eq!(changed.availability.len(), 2);
+        // Lost: this instance's own verdict decides again, the last overrides stay.
+        let lost = table.apply(NodeEvent::FleetLost("timed out".into()), at(3));
+        assert_eq!(lost.fleet_connected, Some(false));
+        assert_eq!(table.effective_health(0, 0), Health::Up);
+        assert_eq!(table.nodes()[0][1].override_, Some(Override::Drain));
+    }
+
+    #[test]
+    fn nodes_are_found_by_zone_and_name() {
+        let table = table("majority", false);
+        assert_eq!(table.find("T.example.", "osaka"), Some((0, 1)));
+        assert_eq!(table.find("t.example", "nagoya"), None);
+        assert_eq!(table.find("u.example", "osaka"), None);
+    }
+}
