@@ -20,6 +20,7 @@ pub mod response;
 mod rrl;
 pub mod server;
 mod tcp;
+mod writer;
 
 pub use crate::config::RrlSettings;
 pub use crate::config::TcpLimits;

@@ -15,11 +15,13 @@ use hickory_server::server::Request;
 use super::ecs::ClientSubnet;
 use super::options::{ExplainAccess, ServeOptions};
 use super::query::{EdnsView, KeepaliveAsk, QueryView, parse_plain};
-use crate::answer::{EncodedRrset, NameLookup, NameNode, Snapshot};
+use super::writer::{HEADER, MAX_POINTER, Section, Writer};
+use crate::answer::{
+    Delegation, EncodedRrset, NameLookup, NameNode, Snapshot, SteeredTable, ZoneAnswers,
+};
 use crate::net::unmap;
 use crate::wire::{
-    CLASS_CH, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, Outcome, RDATA_OFFSET, Rcode,
-    RecordType, Transport, label_offsets,
+    CLASS_CH, CLASS_IN, FLAG_QR, Outcome, RDATA_OFFSET, Rcode, RecordType, Transport, label_offsets,
 };
 
 // Type numbers as patterns, from the one table in `wire`.
@@ -33,8 +35,6 @@ const QTYPE_AXFR: u16 = RecordType::AXFR.0;
 const QTYPE_ANY: u16 = RecordType::ANY.0;
 /// Bound on CNAME chains followed inside one zone.
 const MAX_CNAME_HOPS: usize = 8;
-/// Compression pointers address at most this offset.
-const MAX_POINTER: usize = 0x3FFF;
 
 /// EDNS details of the query that shape the response.
 struct EdnsReply<'a> {
@@ -208,12 +208,6 @@ fn respond_to(
     options: &ServeOptions,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    // Header: ID, opcode, RD and CD copied; QR set; RA clear.
-    out.extend_from_slice(&packet[0..2]);
-    out.push(FLAG_QR | (packet[2] & (0x78 | FLAG_RD)));
-    out.push(packet[3] & FLAG_CD);
-    out.extend_from_slice(&[0; 8]);
-
     let mut edns = query.edns.as_ref().map(|e| EdnsReply {
         dnssec_ok: e.dnssec_ok,
         subnet: None,
@@ -226,19 +220,7 @@ fn respond_to(
     });
     let question = query.question;
     let one_question = query.one_question;
-    if one_question {
-        out.extend_from_slice(question);
-        set_count(out, 4, 1);
-    }
-
-    let limit = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match &query.edns {
-            Some(e) => e.max_payload.clamp(512, options.max_udp_payload.max(512)) as usize,
-            None => 512,
-        },
-    };
-
+    let mut writer = Writer::start(packet, one_question.then_some(question), out);
     let mut zone = None;
     let mut exchange = Exchange {
         source: src.ip(),
@@ -247,89 +229,41 @@ fn respond_to(
         cookie_valid: false,
         optional_from: 0,
     };
-    let rcode = 'rcode: {
-        if let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) {
-            // The cookie is answered whatever the rcode (RFC 7873 §5.2), even BADVERS.
-            match e.cookie {
-                Ok(Some(cookie)) => {
-                    exchange.cookie_valid = options.cookies.valid(&cookie, src.ip());
-                    let server = options
-                        .cookies
-                        .answer(&cookie, src.ip(), exchange.cookie_valid);
-                    let mut both = [0u8; 24];
-                    both[..8].copy_from_slice(&cookie.client());
-                    both[8..].copy_from_slice(&server);
-                    reply.cookie = Some(both);
-                }
-                Ok(None) => {}
-                Err(_) => break 'rcode Rcode::FormErr,
-            }
-            if e.version > 0 {
-                break 'rcode Rcode::BadVers;
-            }
-            // RFC 7828 §3.3.1: ignored over UDP; over TCP, empty in a query.
-            match (e.asks.keepalive, transport) {
-                (KeepaliveAsk::Absent, _) | (_, Transport::Udp) => {}
-                (KeepaliveAsk::Asked, Transport::Tcp) => reply.keepalive = Some(KEEPALIVE),
-                (KeepaliveAsk::WithTimeout, Transport::Tcp) => break 'rcode Rcode::FormErr,
-            }
-            match e.subnet {
-                Ok(subnet) => reply.subnet = subnet,
-                Err(_) => break 'rcode Rcode::FormErr,
-            }
-        }
-        if !one_question {
+    let rcode = match edns_rcode(query, &mut edns, &mut exchange, options) {
+        Some(rcode) => rcode,
+        None if !one_question => {
             // Without a question, a query that brought a cookie learns ours (RFC 7873 §5.4).
             let cookie_only = edns.as_ref().is_some_and(|e| e.cookie.is_some());
-            break 'rcode if cookie_only && query.opcode_query {
+            if cookie_only && query.opcode_query {
                 Rcode::NoError
             } else {
                 Rcode::FormErr
+            }
+        }
+        None if !query.opcode_query => Rcode::NotImp,
+        None => {
+            let mut asked = Asked {
+                snapshot,
+                exchange: &mut exchange,
+                edns: &mut edns,
+                options,
+                writer: &mut writer,
             };
+            answer_question(&mut asked, question, &mut zone)
         }
-        if !query.opcode_query {
-            break 'rcode Rcode::NotImp;
-        }
-        answer_question(
-            snapshot,
-            question,
-            &mut exchange,
-            &mut edns,
-            options,
-            &mut zone,
-            out,
-        )
     };
-
     if let Some(reply) = edns.as_mut() {
         reply.extended_rcode = ((rcode as u16) >> 4) as u8;
     }
-    out[3] |= (rcode as u16 & 0x0F) as u8;
-    let mut truncated = false;
-    let opt_len = edns.as_ref().map_or(0, opt_len);
-    if !exchange.truncate
-        && exchange.optional_from > 0
-        && out.len() + opt_len > limit
-        && exchange.optional_from + opt_len <= limit
-    {
-        out.truncate(exchange.optional_from);
-        set_count(out, 10, 0);
-    }
-    if exchange.truncate || out.len() + opt_len > limit {
-        // Whole sections only: header, question, OPT. The client retries over TCP.
-        let keep = 12 + if one_question { question.len() } else { 0 };
-        out.truncate(keep);
-        out[2] |= FLAG_TC;
-        for count_at in [6, 8, 10] {
-            set_count(out, count_at, 0);
-        }
-        truncated = true;
-    }
+    writer.rcode(rcode);
+    let limit = size_limit(query, transport, options);
+    let truncated = fit(&mut writer, &exchange, edns.as_ref(), limit);
     if let Some(reply) = &edns {
-        push_opt(out, reply, options.max_udp_payload);
-        let additional = count(out, 10) + 1;
-        set_count(out, 10, additional);
+        writer.record_with(Section::Additional, |out| {
+            push_opt(out, reply, options.max_udp_payload)
+        });
     }
+    writer.finish();
     Outcome {
         rcode,
         truncated,
@@ -351,13 +285,86 @@ fn respond_to(
     }
 }
 
+/// The largest response the client takes: 64 KiB over TCP; over UDP its EDNS payload
+/// size within ours, 512 bytes without EDNS.
+fn size_limit(query: &QueryView<'_>, transport: Transport, options: &ServeOptions) -> usize {
+    match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => match &query.edns {
+            Some(e) => e.max_payload.clamp(512, options.max_udp_payload.max(512)) as usize,
+            None => 512,
+        },
+    }
+}
+
+/// What the query's EDNS decides before the question is looked at: the cookie (answered
+/// whatever the rcode, RFC 7873 §5.2, even BADVERS), the version, keepalive and ECS; an
+/// rcode when the query is refused for them.
+fn edns_rcode(
+    query: &QueryView<'_>,
+    edns: &mut Option<EdnsReply>,
+    exchange: &mut Exchange,
+    options: &ServeOptions,
+) -> Option<Rcode> {
+    let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) else {
+        return None;
+    };
+    let source = exchange.source;
+    match e.cookie {
+        Ok(Some(cookie)) => {
+            exchange.cookie_valid = options.cookies.valid(&cookie, source);
+            let server = options
+                .cookies
+                .answer(&cookie, source, exchange.cookie_valid);
+            let mut both = [0u8; 24];
+            both[..8].copy_from_slice(&cookie.client());
+            both[8..].copy_from_slice(&server);
+            reply.cookie = Some(both);
+        }
+        Ok(None) => {}
+        Err(_) => return Some(Rcode::FormErr),
+    }
+    if e.version > 0 {
+        return Some(Rcode::BadVers);
+    }
+    // RFC 7828 §3.3.1: ignored over UDP; over TCP, empty in a query.
+    match (e.asks.keepalive, exchange.transport) {
+        (KeepaliveAsk::Absent, _) | (_, Transport::Udp) => {}
+        (KeepaliveAsk::Asked, Transport::Tcp) => reply.keepalive = Some(KEEPALIVE),
+        (KeepaliveAsk::WithTimeout, Transport::Tcp) => return Some(Rcode::FormErr),
+    }
+    match e.subnet {
+        Ok(subnet) => reply.subnet = subnet,
+        Err(_) => return Some(Rcode::FormErr),
+    }
+    None
+}
+
+/// Makes the response fit `limit` with room for the OPT record: first by leaving out
+/// optional additional data, else by truncating to whole sections (header, question, OPT)
+/// with TC, so the client retries over TCP. Whether it was truncated.
+fn fit(writer: &mut Writer, exchange: &Exchange, edns: Option<&EdnsReply>, limit: usize) -> bool {
+    let opt_len = edns.map_or(0, opt_len);
+    if !exchange.truncate
+        && exchange.optional_from > 0
+        && writer.len() + opt_len > limit
+        && exchange.optional_from + opt_len <= limit
+    {
+        writer.drop_additional_from(exchange.optional_from);
+    }
+    if exchange.truncate || writer.len() + opt_len > limit {
+        writer.drop_records();
+        writer.truncated();
+        return true;
+    }
+    false
+}
+
 /// A header-only FORMERR for a query whose body cannot be parsed.
 fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
-    out.clear();
-    out.extend_from_slice(&packet[0..2]);
-    out.push(FLAG_QR | (packet[2] & (0x78 | FLAG_RD)));
-    out.push((packet[3] & FLAG_CD) | (rcode as u16 & 0x0F) as u8);
-    out.extend_from_slice(&[0; 8]);
+    let mut writer = Writer::start(packet, None, out);
+    writer.rcode(rcode);
+    writer.finish();
     Outcome {
         rcode,
         truncated: false,
@@ -376,10 +383,6 @@ fn opcode(packet: &[u8]) -> u8 {
 
 fn count(out: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([out[at], out[at + 1]])
-}
-
-fn set_count(out: &mut [u8], at: usize, value: u16) {
-    out[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
 fn opt_len(reply: &EdnsReply) -> usize {
@@ -430,36 +433,19 @@ fn push_opt(out: &mut Vec<u8>, reply: &EdnsReply, payload: u16) {
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
 }
 
-/// Appends a record: a pointer to `owner` (an offset in `out`) and a pre-encoded body.
-/// Returns the offset of the body's RDATA.
-fn push_record(out: &mut Vec<u8>, owner: usize, body: &[u8]) -> usize {
-    let pointer = 0xC000 | (owner.min(MAX_POINTER) as u16);
-    out.extend_from_slice(&pointer.to_be_bytes());
-    let rdata_at = out.len() + RDATA_OFFSET;
-    out.extend_from_slice(body);
-    rdata_at
-}
-
 /// `_explain.<steered name>` TXT: the steering decision for the asking client, in short.
 /// `None` when the name is not a debug name (the ordinary lookup then answers).
-fn answer_explain(
-    snapshot: &Snapshot,
-    name: &[u8],
-    exchange: &mut Exchange,
-    edns: &mut Option<EdnsReply>,
-    access: &ExplainAccess,
-    options: &ServeOptions,
-    out: &mut Vec<u8>,
-) -> Option<Rcode> {
+fn answer_explain(asked: &mut Asked, name: &[u8], access: &ExplainAccess) -> Option<Rcode> {
     let first = name.get(1..1 + *name.first()? as usize)?;
     if !first.eq_ignore_ascii_case(access.label.as_bytes()) {
         return None;
     }
     let target = wire_to_text(&name[1 + first.len()..])?;
+    let exchange = &mut *asked.exchange;
     let source = unmap(exchange.source);
     if !access.allowed.is_empty() && !access.allowed.iter().any(|p| p.contains(source)) {
         explain_error(
-            edns,
+            asked.edns,
             EDE_PROHIBITED,
             "debug names are not answered to this network",
         );
@@ -472,7 +458,7 @@ fn answer_explain(
         exchange.truncate = true;
         return Some(Rcode::NoError);
     }
-    let subnet = edns.as_ref().and_then(|e| e.subnet);
+    let subnet = asked.edns.as_ref().and_then(|e| e.subnet);
     let (client, seen) = match subnet.and_then(|s| s.client().map(|c| (c.0, s))) {
         Some((ip, s)) => (
             ip,
@@ -483,27 +469,28 @@ fn answer_explain(
         ),
         None => (source, format!("client {source} (no ECS)")),
     };
-    let explanation = snapshot.explain(&target, client).ok()?;
-    if let Some(reply) = edns.as_mut()
+    let explanation = asked.snapshot.explain(&target, client).ok()?;
+    if let Some(reply) = asked.edns.as_mut()
         && let Some(s) = reply.subnet
     {
         // Specific to this client: never reuse for another.
         reply.scope = s.source_prefix;
     }
-    let strings = explanation.txt_strings(seen, &options.identity);
+    let strings = explanation.txt_strings(seen, &asked.options.identity);
     let mut rdata = Vec::new();
     for text in &strings {
         let bytes = &text.as_bytes()[..text.len().min(255)];
         rdata.push(bytes.len() as u8);
         rdata.extend_from_slice(bytes);
     }
-    out.extend_from_slice(&0xC00Cu16.to_be_bytes());
-    out.extend_from_slice(&RecordType::TXT.0.to_be_bytes());
-    out.extend_from_slice(&CLASS_IN.to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&(rdata.len().min(u16::MAX as usize) as u16).to_be_bytes());
-    out.extend_from_slice(&rdata);
-    set_count(out, 6, 1);
+    asked.writer.record_with(Section::Answer, |out| {
+        out.extend_from_slice(&0xC00Cu16.to_be_bytes());
+        out.extend_from_slice(&RecordType::TXT.0.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&(rdata.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        out.extend_from_slice(&rdata);
+    });
     Some(Rcode::NoError)
 }
 
@@ -520,6 +507,15 @@ fn wire_to_text(wire: &[u8]) -> Option<String> {
         text.push('.');
         at += 1 + len;
     }
+}
+
+/// Everything answering a question reads and writes.
+struct Asked<'a, 'w> {
+    snapshot: &'a Snapshot,
+    exchange: &'a mut Exchange,
+    edns: &'a mut Option<EdnsReply<'w>>,
+    options: &'a ServeOptions,
+    writer: &'a mut Writer<'w>,
 }
 
 /// Who asked and how, and whether the answer must be truncated whatever its size.
@@ -542,258 +538,326 @@ const KEEPALIVE: u16 = (super::options::TCP_IDLE_TIMEOUT.as_millis() / 100) as u
 const MAX_ADDITIONAL_TARGETS: usize = 16;
 
 /// Writes the additional data of `set`'s records, whose RDATA start at `targets`, each
-/// owned by a pointer to its record's target name; returns how many were written.
-fn push_additional(out: &mut Vec<u8>, set: &EncodedRrset, targets: &[usize]) -> u16 {
+/// owned by a pointer to its record's target name.
+fn push_additional(writer: &mut Writer, set: &EncodedRrset, targets: &[usize]) {
     let Some(offset) = set.target_offset() else {
-        return 0;
+        return;
     };
-    let mut written = 0u16;
     for (bodies, &rdata_at) in set.additional.iter().zip(targets) {
         if rdata_at + offset > MAX_POINTER {
             break; // past what a compression pointer reaches (TCP only)
         }
         for body in bodies {
-            push_record(out, rdata_at + offset, body);
-            written = written.saturating_add(1);
+            writer.record(Section::Additional, rdata_at + offset, body);
         }
     }
-    written
 }
 
-/// Answers one IN-class question; writes answer, authority and additional records after the
-/// question and returns the rcode. Sets AA for authoritative data, and `zone_index` to the
-/// policy index of the zone the question is in.
-fn answer_question(
-    snapshot: &Snapshot,
-    question: &[u8],
-    exchange: &mut Exchange,
-    edns: &mut Option<EdnsReply>,
-    options: &ServeOptions,
-    zone_index: &mut Option<usize>,
-    out: &mut Vec<u8>,
-) -> Rcode {
-    // The question is QNAME, QTYPE, QCLASS; a compressed QNAME is not a real query.
-    if question.len() < 5 {
-        return Rcode::FormErr;
+/// Writes `set`'s records into `section`, each owned by `owner`; the offsets of the first
+/// records' RDATA (where additional data points).
+fn push_set(
+    writer: &mut Writer,
+    section: Section,
+    owner: usize,
+    set: &EncodedRrset,
+) -> [usize; MAX_ADDITIONAL_TARGETS] {
+    let mut targets = [0usize; MAX_ADDITIONAL_TARGETS];
+    for (i, body) in set.bodies.iter().enumerate() {
+        let at = writer.record(section, owner, body);
+        if let Some(slot) = targets.get_mut(i) {
+            *slot = at;
+        }
     }
-    let qname = &question[..question.len() - 4];
-    let qtype = u16::from_be_bytes([question[question.len() - 4], question[question.len() - 3]]);
-    let qclass = u16::from_be_bytes([question[question.len() - 2], question[question.len() - 1]]);
-    let mut lower = [0u8; 255];
-    let Some(name) = lower.get_mut(..qname.len()) else {
-        return Rcode::FormErr;
+    targets
+}
+
+/// A question, its name lowercased, with the offsets of its labels.
+struct Question {
+    name: [u8; 255],
+    len: usize,
+    labels: [u8; 128],
+    label_count: usize,
+    qtype: u16,
+    qclass: u16,
+}
+
+impl Question {
+    /// Reads QNAME, QTYPE, QCLASS; FORMERR for a compressed or malformed QNAME.
+    fn read(question: &[u8]) -> Result<Question, Rcode> {
+        if question.len() < 5 {
+            return Err(Rcode::FormErr);
+        }
+        let n = question.len();
+        let qname = &question[..n - 4];
+        let mut read = Question {
+            name: [0; 255],
+            len: qname.len(),
+            labels: [0; 128],
+            label_count: 0,
+            qtype: u16::from_be_bytes([question[n - 4], question[n - 3]]),
+            qclass: u16::from_be_bytes([question[n - 2], question[n - 1]]),
+        };
+        let name = read.name.get_mut(..qname.len()).ok_or(Rcode::FormErr)?;
+        name.copy_from_slice(qname);
+        name.make_ascii_lowercase();
+        read.label_count = label_offsets(name, &mut read.labels).ok_or(Rcode::FormErr)?;
+        Ok(read)
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.name[..self.len]
+    }
+}
+
+/// Answers one question: writes answer, authority and additional records after it and
+/// returns the rcode. Sets AA for authoritative data, and `zone_index` to the policy index
+/// of the zone the question is in.
+fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<usize>) -> Rcode {
+    let q = match Question::read(question) {
+        Ok(q) => q,
+        Err(rcode) => return rcode,
     };
-    name.copy_from_slice(qname);
-    name.make_ascii_lowercase();
-    let mut labels = [0u8; 128];
-    let Some(label_count) = label_offsets(name, &mut labels) else {
-        return Rcode::FormErr;
-    };
+    let (name, qtype) = (q.name(), q.qtype);
     if qtype == TYPE_OPT {
         return Rcode::FormErr;
     }
-    if qclass == CLASS_CH {
-        return super::chaos::answer_chaos(name, qtype, options, out);
+    if q.qclass == CLASS_CH {
+        return super::chaos::answer_chaos(name, qtype, asked.options, asked.writer);
     }
-    if qclass != CLASS_IN {
+    let refusal = match (q.qclass, qtype) {
         // HS and ANY class: never answered with IN data.
-        explain_error(edns, EDE_NOT_SUPPORTED, "class IN only");
+        (class, _) if class != CLASS_IN => Some((EDE_NOT_SUPPORTED, "class IN only")),
+        (_, QTYPE_AXFR | QTYPE_IXFR) => Some((EDE_PROHIBITED, "no zone transfers")),
+        _ => None,
+    };
+    if let Some((code, text)) = refusal {
+        explain_error(asked.edns, code, text);
         return Rcode::Refused;
     }
-    if qtype == QTYPE_AXFR || qtype == QTYPE_IXFR {
-        explain_error(edns, EDE_PROHIBITED, "no zone transfers");
-        return Rcode::Refused;
-    }
-    let Some((zone, origin_offset)) = snapshot.find_zone(name, &labels[..label_count]) else {
-        explain_error(edns, EDE_NOT_AUTHORITATIVE, "");
+    let labels = &q.labels[..q.label_count];
+    let Some((zone, origin_offset)) = asked.snapshot.find_zone(name, labels) else {
+        explain_error(asked.edns, EDE_NOT_AUTHORITATIVE, "");
         return Rcode::Refused;
     };
     *zone_index = Some(zone.index);
-    out[2] |= FLAG_AA;
-
-    if let Some(access) = &options.explain
+    asked.writer.authoritative(true);
+    if let Some(access) = &asked.options.explain
         && matches!(qtype, QTYPE_TXT | QTYPE_ANY)
-        && let Some(rcode) = answer_explain(snapshot, name, exchange, edns, access, options, out)
+        && let Some(rcode) = answer_explain(asked, name, access)
     {
         return rcode;
     }
+    let mut chase = Chase {
+        name: q.name,
+        len: q.len,
+        labels: q.labels,
+        label_count: q.label_count,
+        origin: origin_offset,
+        owner: HEADER,
+    };
+    answer_in_zone(asked, zone, qtype, &mut chase)
+}
 
-    // The name being answered: starts as the question name, moves along in-zone CNAMEs.
-    let mut current = [0u8; 255];
-    let mut current_len = name.len();
-    current[..current_len].copy_from_slice(name);
-    let mut current_labels = labels;
-    let mut current_label_count = label_count;
-    let mut current_origin = origin_offset;
-    let mut owner = 12usize;
-    let mut answers = 0u16;
+/// The name being answered: the question name, then each in-zone CNAME target in turn.
+struct Chase {
+    name: [u8; 255],
+    len: usize,
+    labels: [u8; 128],
+    label_count: usize,
+    /// Offset of the zone origin in `name`.
+    origin: usize,
+    /// Where the name is written in the response (the question, or a CNAME's RDATA).
+    owner: usize,
+}
 
+/// What one step of the lookup decided.
+enum Step {
+    /// The response is complete.
+    Done(Rcode),
+    /// A CNAME was answered and its target is in the zone: look it up next.
+    Follow,
+    /// The name exists, the type does not (or the chain ended without data).
+    NoData,
+}
+
+/// Looks the name up, following in-zone CNAMEs (at most `MAX_CNAME_HOPS`).
+fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut Chase) -> Rcode {
     for _ in 0..MAX_CNAME_HOPS {
-        let name = &current[..current_len];
-        match zone.lookup(name, &current_labels[..current_label_count], current_origin) {
-            NameLookup::Referral(delegation, cut) => {
-                if answers > 0 {
-                    // Answer so far is the CNAME; the resolver follows the referral itself.
-                    break;
-                }
-                out[2] &= !FLAG_AA;
-                let mut targets = [0usize; MAX_ADDITIONAL_TARGETS];
-                for (i, body) in delegation.ns.bodies.iter().enumerate() {
-                    let at = push_record(out, owner + cut, body);
-                    if let Some(slot) = targets.get_mut(i) {
-                        *slot = at;
-                    }
-                }
-                set_count(out, 8, delegation.ns.bodies.len() as u16);
-                // In-domain glue is required: when it does not fit, the referral is
-                // truncated (RFC 9471), so it is not marked optional.
-                let glue = push_additional(out, &delegation.ns, &targets);
-                set_count(out, 10, glue);
-                return Rcode::NoError;
-            }
+        let name = &chase.name[..chase.len];
+        let lookup = zone.lookup(name, &chase.labels[..chase.label_count], chase.origin);
+        let step = match lookup {
+            NameLookup::Referral(delegation, cut) => referral(asked, delegation, chase.owner + cut),
             NameLookup::NxDomain => {
-                push_record(out, owner + current_origin, &zone.negative_soa);
-                set_count(out, 6, answers);
-                set_count(out, 8, 1);
-                return Rcode::NxDomain;
+                let soa_owner = chase.owner + chase.origin;
+                asked
+                    .writer
+                    .record(Section::Authority, soa_owner, &zone.negative_soa);
+                Step::Done(Rcode::NxDomain)
             }
-            NameLookup::Found(NameNode::EmptyNonTerminal) => break,
+            NameLookup::Found(NameNode::EmptyNonTerminal) => Step::NoData,
+            // Other types at a steered name are NODATA for everyone: no need to locate.
             NameLookup::Found(NameNode::Steered(_))
                 if !matches!(qtype, QTYPE_A | QTYPE_AAAA | QTYPE_ANY) =>
             {
-                // Other types at a steered name are NODATA for everyone: no need to locate.
-                break;
+                Step::NoData
             }
             NameLookup::Found(NameNode::Steered(table)) => {
-                let subnet = edns.as_ref().and_then(|e| e.subnet);
-                let (client, unmapped) = subnet
-                    .and_then(|s| s.client())
-                    .unwrap_or((unmap(exchange.source), false));
-                let asked = match qtype {
-                    QTYPE_A => [true, false],
-                    QTYPE_AAAA => [false, true],
-                    // ANY over UDP gets one RRset (RFC 8482), the addresses of one family.
-                    _ if exchange.transport == Transport::Udp => [true, false],
-                    _ => [true, true],
-                };
-                let mut chosen =
-                    table.answer_for(client, &snapshot.geo, snapshot.asn.as_deref(), asked);
-                if qtype == QTYPE_ANY
-                    && exchange.transport == Transport::Udp
-                    && chosen.families[0].is_some_and(|(_, bodies)| bodies.is_empty())
-                {
-                    let v6 = [false, true];
-                    chosen = table.answer_for(client, &snapshot.geo, snapshot.asn.as_deref(), v6);
-                }
-                if let Some(reply) = edns.as_mut()
-                    && let Some(subnet) = reply.subnet
-                    && subnet.client().is_some()
-                {
-                    reply.scope = subnet.response_scope(chosen.scope, unmapped);
-                }
-                if chosen.servfail() {
-                    // Every node allowed for this client is down and the name fails closed.
-                    explain_error(
-                        edns,
-                        EDE_OTHER,
-                        "every node allowed for this client is down",
-                    );
-                    out.truncate(12 + question.len());
-                    out[2] &= !FLAG_AA;
-                    for at in [6, 8, 10] {
-                        set_count(out, at, 0);
-                    }
-                    return Rcode::ServFail;
-                }
-                for (family, bodies) in chosen.families.iter().flatten() {
-                    for body in *bodies {
-                        push_record(out, owner, body);
-                        answers += 1;
-                    }
-                    if let Some(counters) = snapshot.zone_counters.get(zone.index) {
-                        counters.answered(&family.nodes);
-                    }
-                }
-                if answers == 0 {
-                    break;
-                }
-                set_count(out, 6, answers);
-                return Rcode::NoError;
+                steered(asked, zone, table, qtype, chase.owner)
             }
             NameLookup::Found(NameNode::Static(sets)) => {
-                let mut matched = false;
-                // ANY over UDP gets one RRset (RFC 8482): the zone cannot be made to reflect
-                // everything it holds at a name to a forged source. TCP gets them all.
-                let any_sets = match exchange.transport {
-                    Transport::Udp => 1,
-                    Transport::Tcp => sets.len(),
-                };
-                for set in sets
-                    .iter()
-                    .filter(|s| s.rtype == qtype || qtype == QTYPE_ANY)
-                    .take(if qtype == QTYPE_ANY {
-                        any_sets
-                    } else {
-                        sets.len()
-                    })
-                {
-                    let mut targets = [0usize; MAX_ADDITIONAL_TARGETS];
-                    for (i, body) in set.bodies.iter().enumerate() {
-                        let at = push_record(out, owner, body);
-                        if let Some(slot) = targets.get_mut(i) {
-                            *slot = at;
-                        }
-                        answers += 1;
-                    }
-                    matched = true;
-                    if qtype == set.rtype && set.target_offset().is_some() {
-                        // The targets' addresses save the resolver a lookup; they are
-                        // dropped, not truncated for, when they do not fit.
-                        exchange.optional_from = out.len();
-                        let added = push_additional(out, set, &targets);
-                        set_count(out, 10, added);
-                    }
-                }
-                if matched {
-                    set_count(out, 6, answers);
-                    return Rcode::NoError;
-                }
-                let Some(cname) = sets.iter().find(|s| s.rtype == QTYPE_CNAME) else {
-                    break;
-                };
-                let Some(body) = cname.bodies.first() else {
-                    break;
-                };
-                let target_at = push_record(out, owner, body);
-                answers += 1;
-                set_count(out, 6, answers);
-                // Follow the alias only inside this zone; otherwise the resolver does it.
-                let target = &body[RDATA_OFFSET..];
-                let Some(count) = label_offsets(target, &mut current_labels) else {
-                    return Rcode::NoError;
-                };
-                let origin_at = current_labels[..count]
-                    .iter()
-                    .map(|&o| o as usize)
-                    .find(|&o| target[o..] == *zone.origin);
-                match origin_at {
-                    Some(o) if target_at <= MAX_POINTER && target.len() <= current.len() => {
-                        current[..target.len()].copy_from_slice(target);
-                        current_len = target.len();
-                        current_label_count = count;
-                        current_origin = o;
-                        owner = target_at;
-                    }
-                    _ => return Rcode::NoError,
-                }
+                static_sets(asked, zone, sets, qtype, chase)
             }
+        };
+        match step {
+            Step::Done(rcode) => return rcode,
+            Step::NoData => break,
+            Step::Follow => {}
         }
     }
     // NODATA: the name exists, the type does not (or the CNAME chain ended without data).
-    set_count(out, 6, answers);
-    if answers == 0 {
-        push_record(out, owner + current_origin, &zone.negative_soa);
-        set_count(out, 8, 1);
+    if asked.writer.count(Section::Answer) == 0 {
+        let soa_owner = chase.owner + chase.origin;
+        asked
+            .writer
+            .record(Section::Authority, soa_owner, &zone.negative_soa);
     }
     Rcode::NoError
+}
+
+/// A delegation below the zone: the NS records in the authority section, their in-domain
+/// glue in the additional section. After a CNAME, the resolver follows the referral itself.
+fn referral(asked: &mut Asked, delegation: &Delegation, owner: usize) -> Step {
+    if asked.writer.count(Section::Answer) > 0 {
+        return Step::NoData;
+    }
+    asked.writer.authoritative(false);
+    let targets = push_set(asked.writer, Section::Authority, owner, &delegation.ns);
+    // In-domain glue is required: when it does not fit, the referral is truncated (RFC
+    // 9471), so it is not marked optional.
+    push_additional(asked.writer, &delegation.ns, &targets);
+    Step::Done(Rcode::NoError)
+}
+
+/// A steered name's addresses for this client (ECS, else the source address), with an
+/// honest ECS scope; SERVFAIL when every node allowed for the client is down and the name
+/// fails closed.
+fn steered(
+    asked: &mut Asked,
+    zone: &ZoneAnswers,
+    table: &SteeredTable,
+    qtype: u16,
+    owner: usize,
+) -> Step {
+    let snapshot = asked.snapshot;
+    let transport = asked.exchange.transport;
+    let subnet = asked.edns.as_ref().and_then(|e| e.subnet);
+    let (client, unmapped) = subnet
+        .and_then(|s| s.client())
+        .unwrap_or((unmap(asked.exchange.source), false));
+    let families = match qtype {
+        QTYPE_A => [true, false],
+        QTYPE_AAAA => [false, true],
+        // ANY over UDP gets one RRset (RFC 8482), the addresses of one family.
+        _ if transport == Transport::Udp => [true, false],
+        _ => [true, true],
+    };
+    let (geo, asn) = (&snapshot.geo, snapshot.asn.as_deref());
+    let mut chosen = table.answer_for(client, geo, asn, families);
+    if qtype == QTYPE_ANY
+        && transport == Transport::Udp
+        && chosen.families[0].is_some_and(|(_, bodies)| bodies.is_empty())
+    {
+        chosen = table.answer_for(client, geo, asn, [false, true]);
+    }
+    if let Some(reply) = asked.edns.as_mut()
+        && let Some(subnet) = reply.subnet
+        && subnet.client().is_some()
+    {
+        reply.scope = subnet.response_scope(chosen.scope, unmapped);
+    }
+    if chosen.servfail() {
+        explain_error(
+            asked.edns,
+            EDE_OTHER,
+            "every node allowed for this client is down",
+        );
+        asked.writer.drop_records();
+        asked.writer.authoritative(false);
+        return Step::Done(Rcode::ServFail);
+    }
+    for (family, bodies) in chosen.families.iter().flatten() {
+        for body in *bodies {
+            asked.writer.record(Section::Answer, owner, body);
+        }
+        if let Some(counters) = snapshot.zone_counters.get(zone.index) {
+            counters.answered(&family.nodes);
+        }
+    }
+    if asked.writer.count(Section::Answer) == 0 {
+        return Step::NoData;
+    }
+    Step::Done(Rcode::NoError)
+}
+
+/// A static name's record sets of the asked type (with the addresses of in-zone targets
+/// as optional additional data), else its CNAME, followed when the target is in the zone.
+fn static_sets(
+    asked: &mut Asked,
+    zone: &ZoneAnswers,
+    sets: &[EncodedRrset],
+    qtype: u16,
+    chase: &mut Chase,
+) -> Step {
+    // ANY over UDP gets one RRset (RFC 8482): the zone cannot be made to reflect everything
+    // it holds at a name to a forged source. TCP gets them all.
+    let take = match (qtype, asked.exchange.transport) {
+        (QTYPE_ANY, Transport::Udp) => 1,
+        _ => sets.len(),
+    };
+    let mut matched = false;
+    for set in sets
+        .iter()
+        .filter(|s| s.rtype == qtype || qtype == QTYPE_ANY)
+        .take(take)
+    {
+        let targets = push_set(asked.writer, Section::Answer, chase.owner, set);
+        matched = true;
+        if qtype == set.rtype && set.target_offset().is_some() {
+            // The targets' addresses save the resolver a lookup; they are dropped, not
+            // truncated for, when they do not fit.
+            asked.exchange.optional_from = asked.writer.len();
+            push_additional(asked.writer, set, &targets);
+        }
+    }
+    if matched {
+        return Step::Done(Rcode::NoError);
+    }
+    let Some(body) = sets
+        .iter()
+        .find(|s| s.rtype == QTYPE_CNAME)
+        .and_then(|cname| cname.bodies.first())
+    else {
+        return Step::NoData;
+    };
+    let target_at = asked.writer.record(Section::Answer, chase.owner, body);
+    // Follow the alias only inside this zone; otherwise the resolver does it.
+    let target = &body[RDATA_OFFSET..];
+    let Some(count) = label_offsets(target, &mut chase.labels) else {
+        return Step::Done(Rcode::NoError);
+    };
+    let origin_at = chase.labels[..count]
+        .iter()
+        .map(|&o| o as usize)
+        .find(|&o| target[o..] == *zone.origin);
+    match origin_at {
+        Some(o) if target_at <= MAX_POINTER && target.len() <= chase.name.len() => {
+            chase.name[..target.len()].copy_from_slice(target);
+            chase.len = target.len();
+            chase.label_count = count;
+            chase.origin = o;
+            chase.owner = target_at;
+            Step::Follow
+        }
+        _ => Step::Done(Rcode::NoError),
+    }
 }

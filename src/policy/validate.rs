@@ -688,13 +688,13 @@ fn refuse_other_kinds_fields(
     for field in check.kind_fields() {
         if !kind.own_fields().contains(&field) {
             let has = match kind.own_fields() {
-                [] => "no such settings".to_string(),
+                [] => "none of its own".to_string(),
                 own => own.join(", "),
             };
             diag.error(
                 loc,
                 format!(
-                    "{context}: `{field}` does not apply to a {} check (it has {has})",
+                    "{context}: `{field}` does not apply to a `type: {}` check (its fields: {has})",
                     kind.word()
                 ),
             );

@@ -529,3 +529,66 @@ fn misplaced_wildcards() {
     );
     assert_eq!(errors(&ok), Vec::<String>::new());
 }
+
+/// A check has only its kind's fields: `path:` on a tcp check or `sni:` on an http check is
+/// refused where it is written, and a node's check of another kind does not inherit the
+/// zone check's kind-specific fields.
+#[test]
+fn a_check_refuses_fields_its_kind_does_not_have() {
+    let zone_tcp_with_path = with(
+        "check: {type: none}\n",
+        "check: {type: tcp, port: 1935, path: /health}\n",
+    );
+    assert_one(
+        &zone_tcp_with_path,
+        19,
+        "`path` does not apply to a `type: tcp` check",
+    );
+    let http_with_sni = with(
+        "check: {type: none}\n",
+        "check: {type: http, path: /health, sni: ingest.example}\n",
+    );
+    assert_one(
+        &http_with_sni,
+        19,
+        "`sni` does not apply to a `type: http` check (its fields: path, host, expect, body)",
+    );
+    let node_rtmp_with_expect = with(
+        "addresses: [198.51.100.10]}",
+        "addresses: [198.51.100.10], check: {type: rtmp, expect: [200]}}",
+    );
+    assert_one(
+        &node_rtmp_with_expect,
+        8,
+        "node 'tokyo-1': check: `expect` does not apply to a `type: rtmp` check",
+    );
+    // A node that inherits the zone's kind may set that kind's fields.
+    let inherited = with(
+        "check: {type: none}\n",
+        "check: {type: https, path: /health}\n",
+    )
+    .replace(
+        "addresses: [198.51.100.10]}",
+        "addresses: [198.51.100.10], check: {sni: ingest.example, verify: false}}",
+    );
+    assert_eq!(errors(&inherited), Vec::<String>::new());
+    // Another kind on a node: the zone's path is not its own.
+    let other_kind = with(
+        "check: {type: none}\n",
+        "check: {type: http, path: /health, body: ready}\n",
+    )
+    .replace(
+        "addresses: [198.51.100.10]}",
+        "addresses: [198.51.100.10], check: {type: tcp, port: 22}}",
+    );
+    assert_eq!(errors(&other_kind), Vec::<String>::new());
+    let zone = parse_zone(Path::new("zones/live.yaml"), &other_kind, 1).expect("valid");
+    let tokyo = zone
+        .nodes
+        .iter()
+        .find(|n| n.name == "tokyo-1")
+        .expect("tokyo-1");
+    let check = tokyo.check.as_ref().expect("checked");
+    assert_eq!(check.probe, geosteer::policy::Probe::Tcp);
+    assert_eq!(check.to_string(), "tcp 198.51.100.10:22");
+}
