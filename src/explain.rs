@@ -16,8 +16,9 @@ use serde::Serialize;
 
 use crate::geo::{GeoCode, GeoDb, GeoSet, Place};
 use crate::latency::{self, ZoneLatency};
+use crate::latency::{ClientGroup, Expected};
 use crate::net::{Prefix, unmap};
-use crate::policy::{Candidates, DomainName, Node, NodeId, Tier, Zone};
+use crate::policy::{Candidates, DomainName, Node, NodeId, SteeredName, Tier, Zone};
 use crate::steer::score::node_score;
 use crate::steer::table::column_of;
 use crate::steer::{Availability, DampingState, Pick, pick, rank};
@@ -98,19 +99,9 @@ pub fn explain<'a>(
     client: IpAddr,
     live_for: impl Fn(usize) -> LiveState<'a>,
 ) -> Result<Explanation, ExplainError> {
-    let wanted =
-        DomainName::parse(name).map_err(|_| ExplainError::UnknownName(name.to_string()))?;
-    let (zone_index, zone, steered_index, steered) = zones
-        .iter()
-        .enumerate()
-        .find_map(|(zi, z)| {
-            z.steered
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.name == wanted)
-                .map(|(si, s)| (zi, z, si, s))
-        })
-        .ok_or_else(|| ExplainError::UnknownName(name.to_string()))?;
+    let (zone_index, steered_index) = find_steered(zones, name)?;
+    let zone = &zones[zone_index];
+    let steered = &zone.steered[steered_index];
     let live = live_for(zone_index);
     let empty = ZoneLatency::default();
     let measured = live.latency.unwrap_or(&empty);
@@ -120,8 +111,6 @@ pub fn explain<'a>(
         .map(|n| Availability::of_policy(n.status))
         .collect();
     let availability = live.availability.unwrap_or(&policy_availability);
-    let now = SystemTime::now();
-
     let client = unmap(client);
     let located = geo.locate(client);
     let unlocated = Place {
@@ -132,207 +121,67 @@ pub fn explain<'a>(
         .place
         .and_then(|p| geo.places().get(p as usize))
         .unwrap_or(&unlocated);
-    let group = measured.client_group(client);
-    let place_text = match located.place {
-        Some(_) => format!("{place} (database network /{})", located.prefix_len),
-        None => format!(
-            "not in the database (network /{}); the `default` applies",
-            located.prefix_len
-        ),
+    let case = Case {
+        zone,
+        steered,
+        client,
+        place,
+        located: located.place.is_some(),
+        group: measured.client_group(client),
+        measured,
+        availability,
+        now: SystemTime::now(),
     };
-
-    // The rule, as the tables choose it: first subnet rule, or first geo rule, or default.
-    let subnet_rule = steered
-        .rules
-        .iter()
-        .position(|r| r.subnets.iter().any(|p| p.contains(client)));
-    let geo_rule = if located.place.is_none() {
-        if steered.default.candidates.is_some() {
-            None
-        } else {
-            steered.rules.iter().rposition(|r| r.is_catch_all())
-        }
-    } else {
-        steered
-            .rules
-            .iter()
-            .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(place)))
-    };
-    let chosen_rule = match (subnet_rule, geo_rule) {
-        (Some(s), Some(g)) => Some(s.min(g)),
-        (s, g) => s.or(g),
-    };
-    let (rule_text, candidates): (String, &Candidates) = match chosen_rule {
-        Some(i) => {
-            let r = &steered.rules[i];
-            let why = if subnet_rule == Some(i) {
-                format!(
-                    "client in {}",
-                    r.subnets
-                        .iter()
-                        .map(Prefix::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else if r.is_catch_all() {
-                "catch-all".to_string()
-            } else {
-                format!(
-                    "client in {}",
-                    r.geos
-                        .iter()
-                        .map(GeoCode::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            (format!("rule {} ({why})", i + 1), &r.candidates)
-        }
-        None => match &steered.default.candidates {
-            Some(c) => ("default (client not located)".to_string(), c),
-            None => (
-                "catch-all".to_string(),
-                &steered.rules[steered.rules.len() - 1].candidates,
-            ),
-        },
-    };
+    let (rule, rule_text, candidates) = case.rule();
     let fences: Vec<&GeoSet> = steered
         .fences
         .iter()
-        .filter(|f| located.place.is_some() && f.matches(place))
+        .filter(|f| case.located && f.matches(place))
         .collect();
-
-    let keys = latency::group_keys(place, group.as_ref().map(|(_, g)| g));
-    let detail = |id: NodeId, node: &Node| {
-        let distance = place.coordinates.map(|c| c.distance_km(&node.location));
-        let (expected, score) =
-            node_score(measured, id, node, distance, &keys, now, &steered.latency);
-        (distance, expected, measured.loads.get(&id).copied(), score)
-    };
+    let keys = latency::group_keys(place, case.group.as_ref().map(|(_, g)| g));
     let ranked = rank(&zone.nodes, candidates, &fences, |id, node| {
-        detail(id, node).3
+        case.detail(id, node, &keys).3
     });
     let mut order: Vec<NodeId> = ranked.iter().map(|(id, _)| *id).collect();
     let by_score_top = order.first().copied();
     // Hysteresis, as the live tables hold it (the table's column for this client).
-    let mut held = None;
-    if let (Some((damping, zi)), Some(rule)) =
-        (live.damping, chosen_rule.or(Some(steered.rules.len())))
-    {
+    let held = live.damping.and_then(|(damping, zi)| {
         let column = column_of(
             geo.places().len() + 1,
             located.place,
-            group.as_ref().map(|(i, _)| *i),
+            case.group.as_ref().map(|(i, _)| *i),
         );
-        if let Some(incumbent) = damping.get((zi, steered_index, rule, column))
-            && let Some(at) = order.iter().position(|n| *n == incumbent.node)
-            && at > 0
-        {
+        let key = (
+            zi,
+            steered_index,
+            rule.unwrap_or(steered.rules.len()),
+            column,
+        );
+        let incumbent = damping.get(key)?;
+        let at = order.iter().position(|n| *n == incumbent.node)?;
+        (at > 0).then(|| {
             order[..=at].rotate_right(1);
-            held = Some(incumbent.node);
-        }
-    }
-    let lines: Vec<CandidateLine> = order
-        .iter()
-        .map(|&id| {
-            let node = &zone.nodes[id];
-            let (distance_km, expected, load, score) = detail(id, node);
-            let source = match &expected.measured {
-                Some((group, m, age)) => format!(
-                    "measured {group}: {:.0} ms, loss {:.0} %, {} s ago",
-                    m.rtt_ms,
-                    m.loss * 100.0,
-                    age.as_secs()
-                ),
-                None if distance_km.is_some() => "distance estimate".to_string(),
-                None => "no coordinates: list order".to_string(),
-            };
-            CandidateLine {
-                node: node.name.clone(),
-                tier: node.tier,
-                distance_km,
-                expected_ms: expected.rtt_ms,
-                source,
-                load,
-                availability: availability.get(id).copied().unwrap_or(Availability::Up),
-                score,
-            }
+            incumbent.node
         })
-        .collect();
-    let pick_for = |eligible: fn(&Node) -> bool| {
-        pick(
-            &order,
-            &zone.nodes,
-            availability,
-            steered.answers,
-            eligible,
-            steered.all_down,
-        )
-    };
-    let (pick_v4, pick_v6) = (
-        pick_for(|n| n.first_v4().is_some()),
-        pick_for(|n| n.first_v6().is_some()),
-    );
-    let answer = |p: &Pick| {
-        if p.servfail {
-            vec!["SERVFAIL (all allowed nodes down, fail-closed)".to_string()]
-        } else {
-            p.nodes
-                .iter()
-                .map(|&id| zone.nodes[id].name.clone())
-                .collect()
-        }
-    };
-    let (answer_v4, answer_v6) = (answer(&pick_v4), answer(&pick_v6));
-    let state_of = |id: NodeId| availability.get(id).copied().unwrap_or(Availability::Up);
-    // The answer as it is, not as the ranking would have it: the first family that answers.
-    let answered = [&pick_v4, &pick_v6]
-        .into_iter()
-        .find(|p| p.servfail || !p.nodes.is_empty());
-    let why = match (held, by_score_top, lines.first(), answered) {
-        (_, _, _, Some(p)) if p.servfail => {
-            "every allowed node is down and the name fails closed: SERVFAIL".to_string()
-        }
-        (_, _, _, Some(p))
-            if p.nodes
-                .first()
-                .is_some_and(|&id| state_of(id) == Availability::HealthDown) =>
-        {
-            "every allowed node is down; the name fails open, answering as if they were up"
-                .to_string()
-        }
-        (_, _, _, Some(p))
-            if p.nodes
-                .first()
-                .is_some_and(|&id| matches!(state_of(id), Availability::Full(_))) =>
-        {
-            "every allowed node that is up is full; the least loaded answer".to_string()
-        }
-        (Some(h), Some(best), _, _) => format!(
-            "{} is held by hysteresis: {} scores better but not yet by {:.0} % for {} s",
-            zone.nodes[h].name,
-            zone.nodes[best].name,
-            steered.latency.margin * 100.0,
-            steered.latency.hold.as_secs()
-        ),
-        (None, _, Some(first), _) if first.availability != Availability::Up => {
-            let state = match first.availability {
-                Availability::Full(_) => "full",
-                Availability::AdminDown => "drained or administratively down",
-                _ => "down",
-            };
-            format!("{} is {state}; the answer skips it", first.node)
-        }
-        (None, _, Some(first), _) => {
-            format!("{} has the lowest score ({:.1})", first.node, first.score)
-        }
-        _ => "no candidate survives the rule and fences".to_string(),
-    };
+    });
+    let lines: Vec<CandidateLine> = order.iter().map(|&id| case.line(id, &keys)).collect();
+    let picks = [
+        case.pick(&order, |n| n.first_v4().is_some()),
+        case.pick(&order, |n| n.first_v6().is_some()),
+    ];
+    let why = case.why(held, by_score_top, lines.first(), &picks);
+    let [answer_v4, answer_v6] = picks.map(|p| case.answer(&p));
     Ok(Explanation {
         name: steered.name.to_string(),
         client: client.to_string(),
-        located: place_text,
-        group: group.map(|(_, g)| g.to_string()),
+        located: match located.place {
+            Some(_) => format!("{place} (database network /{})", located.prefix_len),
+            None => format!(
+                "not in the database (network /{}); the `default` applies",
+                located.prefix_len
+            ),
+        },
+        group: case.group.as_ref().map(|(_, g)| g.to_string()),
         rule: rule_text,
         fences: fences.iter().map(|f| f.to_string()).collect(),
         candidates: lines,
@@ -340,6 +189,213 @@ pub fn explain<'a>(
         answer_v6,
         why,
     })
+}
+
+/// The zone and steered-name indices of `name`.
+fn find_steered(zones: &[Zone], name: &str) -> Result<(usize, usize), ExplainError> {
+    let wanted =
+        DomainName::parse(name).map_err(|_| ExplainError::UnknownName(name.to_string()))?;
+    zones
+        .iter()
+        .enumerate()
+        .find_map(|(zi, z)| {
+            z.steered
+                .iter()
+                .position(|s| s.name == wanted)
+                .map(|si| (zi, si))
+        })
+        .ok_or_else(|| ExplainError::UnknownName(name.to_string()))
+}
+
+/// One client's case: the name, where the client is, and the live inputs.
+struct Case<'a> {
+    zone: &'a Zone,
+    steered: &'a SteeredName,
+    client: IpAddr,
+    place: &'a Place,
+    /// The database located the client.
+    located: bool,
+    group: Option<(usize, ClientGroup)>,
+    measured: &'a ZoneLatency,
+    availability: &'a [Availability],
+    now: SystemTime,
+}
+
+impl<'a> Case<'a> {
+    /// The rule, as the tables choose it: the first subnet rule, or the first geo rule, or
+    /// the default; in words; and its candidates.
+    fn rule(&self) -> (Option<usize>, String, &'a Candidates) {
+        let steered = self.steered;
+        let subnet_rule = steered
+            .rules
+            .iter()
+            .position(|r| r.subnets.iter().any(|p| p.contains(self.client)));
+        let geo_rule = match (self.located, &steered.default.candidates) {
+            (false, Some(_)) => None,
+            (false, None) => steered.rules.iter().rposition(|r| r.is_catch_all()),
+            (true, _) => steered
+                .rules
+                .iter()
+                .position(|r| r.is_catch_all() || r.geos.iter().any(|g| g.matches(self.place))),
+        };
+        let chosen = match (subnet_rule, geo_rule) {
+            (Some(s), Some(g)) => Some(s.min(g)),
+            (s, g) => s.or(g),
+        };
+        let Some(i) = chosen else {
+            return match &steered.default.candidates {
+                Some(c) => (None, "default (client not located)".to_string(), c),
+                None => (
+                    None,
+                    "catch-all".to_string(),
+                    &steered.rules[steered.rules.len() - 1].candidates,
+                ),
+            };
+        };
+        let r = &steered.rules[i];
+        let why = if subnet_rule == Some(i) {
+            let subnets: Vec<String> = r.subnets.iter().map(Prefix::to_string).collect();
+            format!("client in {}", subnets.join(", "))
+        } else if r.is_catch_all() {
+            "catch-all".to_string()
+        } else {
+            let geos: Vec<String> = r.geos.iter().map(GeoCode::to_string).collect();
+            format!("client in {}", geos.join(", "))
+        };
+        (Some(i), format!("rule {} ({why})", i + 1), &r.candidates)
+    }
+
+    /// A node's distance, expected round trip, load and score for this client.
+    fn detail(
+        &self,
+        id: NodeId,
+        node: &Node,
+        keys: &[ClientGroup],
+    ) -> (Option<f64>, Expected, Option<f64>, f64) {
+        let distance = self
+            .place
+            .coordinates
+            .map(|c| c.distance_km(&node.location));
+        let (expected, score) = node_score(
+            self.measured,
+            id,
+            node,
+            distance,
+            keys,
+            self.now,
+            &self.steered.latency,
+        );
+        (
+            distance,
+            expected,
+            self.measured.loads.get(&id).copied(),
+            score,
+        )
+    }
+
+    /// A candidate as the explanation lists it.
+    fn line(&self, id: NodeId, keys: &[ClientGroup]) -> CandidateLine {
+        let node = &self.zone.nodes[id];
+        let (distance_km, expected, load, score) = self.detail(id, node, keys);
+        let source = match &expected.measured {
+            Some((group, m, age)) => format!(
+                "measured {group}: {:.0} ms, loss {:.0} %, {} s ago",
+                m.rtt_ms,
+                m.loss * 100.0,
+                age.as_secs()
+            ),
+            None if distance_km.is_some() => "distance estimate".to_string(),
+            None => "no coordinates: list order".to_string(),
+        };
+        CandidateLine {
+            node: node.name.clone(),
+            tier: node.tier,
+            distance_km,
+            expected_ms: expected.rtt_ms,
+            source,
+            load,
+            availability: self.state_of(id),
+            score,
+        }
+    }
+
+    fn state_of(&self, id: NodeId) -> Availability {
+        self.availability
+            .get(id)
+            .copied()
+            .unwrap_or(Availability::Up)
+    }
+
+    /// What the answer of one family picks from `order`.
+    fn pick(&self, order: &[NodeId], eligible: fn(&Node) -> bool) -> Pick {
+        let steered = self.steered;
+        pick(
+            order,
+            &self.zone.nodes,
+            self.availability,
+            steered.answers,
+            eligible,
+            steered.all_down,
+        )
+    }
+
+    /// A pick in words.
+    fn answer(&self, p: &Pick) -> Vec<String> {
+        if p.servfail {
+            return vec!["SERVFAIL (all allowed nodes down, fail-closed)".to_string()];
+        }
+        p.nodes
+            .iter()
+            .map(|&id| self.zone.nodes[id].name.clone())
+            .collect()
+    }
+
+    /// Why the first answer is first: the answer as it is, not as the ranking would have
+    /// it (the first family that answers).
+    fn why(
+        &self,
+        held: Option<NodeId>,
+        by_score_top: Option<NodeId>,
+        first: Option<&CandidateLine>,
+        picks: &[Pick; 2],
+    ) -> String {
+        let nodes = &self.zone.nodes;
+        let answered = picks.iter().find(|p| p.servfail || !p.nodes.is_empty());
+        let first_state = answered
+            .and_then(|p| p.nodes.first())
+            .map(|&id| self.state_of(id));
+        match (held, by_score_top, first, answered) {
+            (_, _, _, Some(p)) if p.servfail => {
+                "every allowed node is down and the name fails closed: SERVFAIL".to_string()
+            }
+            _ if first_state == Some(Availability::HealthDown) => {
+                "every allowed node is down; the name fails open, answering as if they were up"
+                    .to_string()
+            }
+            _ if matches!(first_state, Some(Availability::Full(_))) => {
+                "every allowed node that is up is full; the least loaded answer".to_string()
+            }
+            (Some(h), Some(best), _, _) => format!(
+                "{} is held by hysteresis: {} scores better but not yet by {:.0} % for {} s",
+                nodes[h].name,
+                nodes[best].name,
+                self.steered.latency.margin * 100.0,
+                self.steered.latency.hold.as_secs()
+            ),
+            (None, _, Some(first), _) if first.availability != Availability::Up => {
+                let state = match first.availability {
+                    Availability::Full(_) => "full",
+                    Availability::AdminDown => "drained or administratively down",
+                    _ => "down",
+                };
+                format!("{} is {state}; the answer skips it", first.node)
+            }
+            (None, _, Some(first), _) => {
+                format!("{} has the lowest score ({:.1})", first.node, first.score)
+            }
+            _ => "no candidate survives the rule and fences".to_string(),
+        }
+    }
 }
 
 impl Explanation {
