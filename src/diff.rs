@@ -173,13 +173,37 @@ struct Built {
     snapshot: Snapshot,
 }
 
-fn build_side(zones_path: &Path, geo: &[PathBuf], down: &[String]) -> Result<Built, String> {
+/// Why two policies could not be compared; each message is written for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// A side's policy or databases do not load.
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
+    /// `--down` names a node neither side has.
+    #[error("--down {node}: no such node in {}", zones.display())]
+    NoSuchNode {
+        /// The node named.
+        node: String,
+        /// The policy it was looked for in.
+        zones: PathBuf,
+    },
+    /// The query log cannot be read.
+    #[error("{}: cannot read the query log: {source}", path.display())]
+    QueryLog {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn build_side(zones_path: &Path, geo: &[PathBuf], down: &[String]) -> Result<Built, DiffError> {
     let sources = Sources {
         zones: zones_path.to_path_buf(),
         geo: geo.to_vec(),
         asn: None,
     };
-    let Loaded { zones, geo, .. } = loader::load(&sources).map_err(|e| e.to_string())?;
+    let Loaded { zones, geo, .. } = loader::load(&sources)?;
     let mut availability = steer::policy_availability(&zones);
     for name in down {
         let mut found = false;
@@ -190,10 +214,10 @@ fn build_side(zones_path: &Path, geo: &[PathBuf], down: &[String]) -> Result<Bui
             }
         }
         if !found {
-            return Err(format!(
-                "--down {name}: no such node in {}",
-                zones_path.display()
-            ));
+            return Err(DiffError::NoSuchNode {
+                node: name.clone(),
+                zones: zones_path.to_path_buf(),
+            });
         }
     }
     let snapshot = crate::service::build_unmeasured(&zones, geo, &availability);
@@ -387,12 +411,15 @@ fn query_moves(
 }
 
 /// Compares two policies (or one with nodes down).
-pub fn diff(request: &DiffRequest) -> Result<Diff, String> {
+pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
     let old = build_side(&request.old, &request.geo, &[])?;
     let new = build_side(&request.new, &request.geo, &request.down)?;
     let sample = match &request.queries {
         Some(path) => Some(sample_addresses(&std::fs::read_to_string(path).map_err(
-            |e| format!("{}: cannot read the query log: {e}", path.display()),
+            |source| DiffError::QueryLog {
+                path: path.clone(),
+                source,
+            },
         )?)),
         None => None,
     };

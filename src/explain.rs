@@ -75,6 +75,9 @@ pub enum ExplainError {
     /// No steered name of that name is served.
     #[error("'{0}' is not a steered name of any served zone")]
     UnknownName(String),
+    /// The answer tables were built without their inputs (`check`, `diff`).
+    #[error("these answer tables keep no inputs to explain")]
+    NoInputs,
 }
 
 /// Live inputs; `None` fields mean "policy alone".

@@ -1,6 +1,7 @@
-//! The `geosteer` command, kept thin: parses the command line (`serve`, the default;
-//! `check`; `explain`), sets up logging and the runtime, and hands over to `service`,
-//! `loader` and `explain`.
+//! The `geosteer` command: the command line (`serve`, the default; `probe`, `check`,
+//! `explain`, `diff`, `fleet`), logging and the runtime. Each command hands over to the
+//! library (`service`, `loader`, `explain`, `diff`, `fleet`) at once; most of this file is
+//! the options and their help text, and nothing here decides how DNS is answered.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -538,39 +539,40 @@ fn explain(name: &str, client: &str, zones: &std::path::Path, geo: &[PathBuf]) -
 
 /// Serves DNS, or with a `vantage`, runs as a probe agent (checks and fleet, no DNS).
 fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
+    match serve_config(args, vantage) {
+        Ok(config) => run_server(config),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How to serve, from the command line (and the admin token's file or environment).
+fn serve_config(args: ServeArgs, vantage: Option<String>) -> Result<ServeConfig, String> {
     let admin_token = match &args.admin_token_file {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
-            Ok(_) => {
-                eprintln!("Error: {}: the admin token file is empty", path.display());
-                return ExitCode::FAILURE;
-            }
+            Ok(_) => return Err(format!("{}: the admin token file is empty", path.display())),
             Err(e) => {
-                eprintln!(
-                    "Error: {}: cannot read the admin token: {e}",
+                return Err(format!(
+                    "{}: cannot read the admin token: {e}",
                     path.display()
-                );
-                return ExitCode::FAILURE;
+                ));
             }
         },
         None => std::env::var("GEOSTEER_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty()),
     };
-    let fleet = match args.fleet.settings() {
-        Ok(fleet) => fleet,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let fleet = args.fleet.settings().map_err(|e| e.to_string())?;
     // A probe agent's identity says where it stands, so it never shares an instance's.
     let identity = match (&args.identity, &vantage) {
         (Some(identity), _) => identity.clone(),
         (None, Some(vantage)) => format!("probe-{vantage}-{}", host_name()),
         (None, None) => host_name(),
     };
-    let config = ServeConfig {
+    Ok(ServeConfig {
         listen: if vantage.is_some() {
             Vec::new()
         } else {
@@ -602,7 +604,11 @@ fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
         cookie_secret_file: args.cookie_secret_file,
         fleet,
         fleet_prefix: args.fleet.fleet_prefix,
-    };
+    })
+}
+
+/// Runs the server until SIGTERM or Ctrl-C, then gives open TCP connections 10 s.
+fn run_server(config: ServeConfig) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -616,21 +622,7 @@ fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
         // line shuts down gracefully instead of taking the default action.
         #[cfg(unix)]
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let server = service::run(
-            config,
-            |bound| {
-                // The readiness lines, on stdout, for tests and scripts.
-                let mut stdout = std::io::stdout().lock();
-                if let Some(admin) = bound.admin {
-                    let _ = writeln!(stdout, "geosteer admin on http://{admin}");
-                }
-                for addr in &bound.dns {
-                    let _ = writeln!(stdout, "geosteer listening on {addr} (udp+tcp)");
-                }
-                let _ = stdout.flush();
-            },
-            stopping,
-        );
+        let server = service::run(config, announce, stopping);
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result,
@@ -653,6 +645,18 @@ fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The readiness lines, on stdout, for tests and scripts.
+fn announce(bound: &service::Bound) {
+    let mut stdout = std::io::stdout().lock();
+    if let Some(admin) = bound.admin {
+        let _ = writeln!(stdout, "geosteer admin on http://{admin}");
+    }
+    for addr in &bound.dns {
+        let _ = writeln!(stdout, "geosteer listening on {addr} (udp+tcp)");
+    }
+    let _ = stdout.flush();
 }
 
 /// The host name, for the default instance identity.

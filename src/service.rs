@@ -44,9 +44,22 @@ pub enum StartError {
     /// The fleet's etcd settings are wrong (an endpoint, a certificate, a password).
     #[error(transparent)]
     Fleet(#[from] crate::fleet::etcd::EtcdError),
-    /// The cookie secret file is unreadable or malformed.
-    #[error("cookie secret file {0}")]
-    CookieSecret(String),
+    /// The cookie secret file is unreadable.
+    #[error("cookie secret file {path}: {source}")]
+    CookieSecretUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The cookie secret file is malformed.
+    #[error("cookie secret file {path}: {source}")]
+    CookieSecret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: dns::cookie::SecretError,
+    },
     /// A long-lived task stopped while serving.
     #[error("the {task} task {why}; exiting so that the service manager restarts geosteer")]
     TaskStopped {
@@ -243,10 +256,18 @@ fn serve_options(config: &ServeConfig) -> Result<ServeOptions, StartError> {
         rrl: config.rrl.clone(),
         cookies: match &config.cookie_secret_file {
             None => dns::CookieSecrets::random(),
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| dns::CookieSecrets::from_text(&text))
-                .map_err(|why| StartError::CookieSecret(format!("{}: {why}", path.display())))?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    StartError::CookieSecretUnreadable {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                dns::CookieSecrets::from_text(&text).map_err(|source| StartError::CookieSecret {
+                    path: path.clone(),
+                    source,
+                })?
+            }
         },
     })
 }

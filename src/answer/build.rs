@@ -168,133 +168,20 @@ fn build_steered(
     availability: &[Availability],
     geo: &GeoDb,
 ) -> SteeredTable {
-    let mut answers: Vec<AnswerSet> = Vec::new();
-    let mut interned: HashMap<(Pick, Pick, CarrierChoice), u32> = HashMap::new();
-    let mut answer_of = |ranked: [&[NodeId]; 2], lines: &CarrierChoice| {
-        let [v4, v6] = [0, 1].map(|family| {
-            pick(
-                ranked[family],
-                nodes,
-                availability,
-                steered.answers,
-                FAMILY_ELIGIBLE[family],
-                steered.all_down,
-            )
-        });
-        // Picks differing only in lines get different answers.
-        let key = (v4, v6, Arc::clone(lines));
-        *interned.entry(key).or_insert_with_key(|key| {
-            answers.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
-            (answers.len() - 1) as u32
-        })
-    };
     let health = PickInputs {
         nodes,
         availability,
         answers: steered.answers,
     };
-    // A head whose start decides decides every class of it: one pick for them all.
-    let decided = |start: &RankedStart| (0..2).all(|f| health.decided_by(start, f));
-    let head_decides: Vec<Option<u32>> = ranking
-        .heads
-        .iter()
-        .map(|head| {
-            decided(&head.start).then(|| {
-                let [v4, v6] = &head.start.families;
-                answer_of([v4, v6], &head.lines)
-            })
-        })
-        .collect();
-    let class_answer: Vec<u32> = ranking
-        .classes
-        .iter()
-        .zip(&ranking.head_of_class)
-        .map(|(class, &head)| match head_decides[head as usize] {
-            Some(answer) => answer,
-            None if decided(&class.start) => {
-                let [v4, v6] = &class.start.families;
-                answer_of([v4, v6], &class.lines)
-            }
-            None => CLASS_SPLIT,
-        })
-        .collect();
-    // The address table answers directly where a head's classes agree.
-    let mut head_answer = vec![HEAD_UNSET; ranking.heads.len()];
-    for (class, &head) in ranking.head_of_class.iter().enumerate() {
-        let answer = class_answer[class];
-        let slot = &mut head_answer[head as usize];
-        *slot = match *slot {
-            HEAD_UNSET => answer,
-            same if same == answer => same,
-            _ => CLASS_SPLIT,
-        };
-    }
-    // Classes whose start cannot decide: their cells read further, into the healthy nodes
-    // ranked for just those cells (a regional outage splits hundreds of thousands).
-    let mut split_rows: Vec<Vec<u32>> = vec![Vec::new(); ranking.rows.len()];
-    if class_answer.contains(&CLASS_SPLIT) {
-        // Whether each class is split, a byte each: read once per cell, a quarter of what
-        // `class_answer` would bring into cache.
-        let split: Vec<bool> = class_answer.iter().map(|&a| a == CLASS_SPLIT).collect();
-        // The healthy start only has to hold the healthy nodes a pick reads past the class's
-        // start: at most `answers` (up primaries, then as many up backups as primaries are
-        // missing; every primary ranks before every backup). Whether the top is down, and
-        // how many primaries there are, the class's start already tells.
-        let healthy_depth = steered.answers;
-        for group in 0..ranking.rows.len() {
-            let rows_of_group: Vec<usize> = (0..ranking.rows.len())
-                .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
-                .collect();
-            // The columns of each row whose class is split, and every column any row needs.
-            let mut needed = vec![false; ranking.full.column_profile.len()];
-            let split_columns: Vec<Vec<u32>> = rows_of_group
-                .iter()
-                .map(|&row| {
-                    let mut columns = Vec::new();
-                    for (column, (needed, &class)) in
-                        needed.iter_mut().zip(&ranking.rows[row]).enumerate()
-                    {
-                        if split.get(class as usize) == Some(&true) {
-                            *needed = true;
-                            columns.push(column as u32);
-                        }
-                    }
-                    columns
-                })
-                .collect();
-            if split_columns.iter().all(Vec::is_empty) {
-                continue;
-            }
-            let (healthy, healthy_of_column) =
-                ranking
-                    .full
-                    .healthy_starts(group, &needed, |id| health.up(id), healthy_depth, geo);
-            // Cells of one class and one healthy start have one answer.
-            let mut answer_of_pair = PairAnswers::new(&class_answer, healthy.list.len());
-            for (&row, columns) in rows_of_group.iter().zip(&split_columns) {
-                let classes = &ranking.rows[row];
-                let mut answers_of_row = vec![0u32; classes.len()];
-                for &column in columns {
-                    let column = column as usize;
-                    let class = classes[column];
-                    let healthy_start = healthy_of_column[column];
-                    answers_of_row[column] = answer_of_pair.get(class, healthy_start, || {
-                        let class = &ranking.classes[class as usize];
-                        let more = &healthy.list[healthy_start as usize];
-                        let [v4, v6] = [0, 1].map(|f| {
-                            let listed = &class.start.families[f];
-                            let rest = more.families[f].iter().filter(|id| !listed.contains(id));
-                            listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
-                        });
-                        answer_of([&v4, &v6], &class.lines)
-                    });
-                }
-                if !columns.is_empty() {
-                    split_rows[row] = answers_of_row;
-                }
-            }
-        }
-    }
+    let mut answers = Answers {
+        steered,
+        health: &health,
+        sets: Vec::new(),
+        interned: HashMap::new(),
+    };
+    let class_answer = class_answers(ranking, &mut answers);
+    let head_answer = head_answers(ranking, &class_answer);
+    let split_rows = split_rows(ranking, &class_answer, &mut answers, geo);
     // An answer depends on the place when a row varies, or when the rule chosen per place does.
     let varies = |classes: &[u32]| {
         classes
@@ -305,7 +192,7 @@ fn build_steered(
         || ranking.row_classes.iter().any(|c| varies(c))
         || varies(&ranking.effective_classes);
     SteeredTable {
-        answers,
+        answers: answers.sets,
         class_answer,
         split_rows,
         table: Arc::clone(&ranking.rows),
@@ -316,6 +203,193 @@ fn build_steered(
         head_answer,
         located_heads: Arc::clone(&ranking.located_heads),
         depends_on_place,
+    }
+}
+
+/// A steered name's distinct answers, each made once: picks that agree share an index.
+struct Answers<'a> {
+    steered: &'a SteeredName,
+    health: &'a PickInputs<'a>,
+    sets: Vec<AnswerSet>,
+    interned: HashMap<(Pick, Pick, CarrierChoice), u32>,
+}
+
+impl Answers<'_> {
+    /// The index of the answer picked from `ranked` (IPv4, IPv6) on carrier `lines`.
+    fn of(&mut self, ranked: [&[NodeId]; 2], lines: &CarrierChoice) -> u32 {
+        let (steered, nodes) = (self.steered, self.health.nodes);
+        let [v4, v6] = [0, 1].map(|family| {
+            pick(
+                ranked[family],
+                nodes,
+                self.health.availability,
+                steered.answers,
+                FAMILY_ELIGIBLE[family],
+                steered.all_down,
+            )
+        });
+        // Picks differing only in lines get different answers.
+        let key = (v4, v6, Arc::clone(lines));
+        let sets = &mut self.sets;
+        *self.interned.entry(key).or_insert_with_key(|key| {
+            sets.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
+            (sets.len() - 1) as u32
+        })
+    }
+}
+
+/// Each class's answer, or `CLASS_SPLIT` where its start cannot decide. A head whose
+/// start decides decides every class of it: one pick for them all.
+fn class_answers(ranking: &SteeredRanking, answers: &mut Answers) -> Vec<u32> {
+    let health = answers.health;
+    let decided = |start: &RankedStart| (0..2).all(|f| health.decided_by(start, f));
+    let head_decides: Vec<Option<u32>> = ranking
+        .heads
+        .iter()
+        .map(|head| {
+            decided(&head.start).then(|| {
+                let [v4, v6] = &head.start.families;
+                answers.of([v4, v6], &head.lines)
+            })
+        })
+        .collect();
+    ranking
+        .classes
+        .iter()
+        .zip(&ranking.head_of_class)
+        .map(|(class, &head)| match head_decides[head as usize] {
+            Some(answer) => answer,
+            None if decided(&class.start) => {
+                let [v4, v6] = &class.start.families;
+                answers.of([v4, v6], &class.lines)
+            }
+            None => CLASS_SPLIT,
+        })
+        .collect()
+}
+
+/// Each head's answer where its classes agree (the address table answers directly), else
+/// `CLASS_SPLIT`.
+fn head_answers(ranking: &SteeredRanking, class_answer: &[u32]) -> Vec<u32> {
+    let mut head_answer = vec![HEAD_UNSET; ranking.heads.len()];
+    for (class, &head) in ranking.head_of_class.iter().enumerate() {
+        let answer = class_answer[class];
+        let slot = &mut head_answer[head as usize];
+        *slot = match *slot {
+            HEAD_UNSET => answer,
+            same if same == answer => same,
+            _ => CLASS_SPLIT,
+        };
+    }
+    head_answer
+}
+
+/// Classes whose start cannot decide: their cells read further, into the healthy nodes
+/// ranked for just those cells (a regional outage splits hundreds of thousands). The
+/// answers of each row's split cells, by row (empty where none is split).
+fn split_rows(
+    ranking: &SteeredRanking,
+    class_answer: &[u32],
+    answers: &mut Answers,
+    geo: &GeoDb,
+) -> Vec<Vec<u32>> {
+    let mut split_rows: Vec<Vec<u32>> = vec![Vec::new(); ranking.rows.len()];
+    if !class_answer.contains(&CLASS_SPLIT) {
+        return split_rows;
+    }
+    // Whether each class is split, a byte each: read once per cell, a quarter of what
+    // `class_answer` would bring into cache.
+    let split: Vec<bool> = class_answer.iter().map(|&a| a == CLASS_SPLIT).collect();
+    for group in 0..ranking.rows.len() {
+        let rows_of_group: Vec<usize> = (0..ranking.rows.len())
+            .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
+            .collect();
+        // The columns of each row whose class is split, and every column any row needs.
+        let mut needed = vec![false; ranking.full.column_profile.len()];
+        let split_columns: Vec<Vec<u32>> = rows_of_group
+            .iter()
+            .map(|&row| {
+                let mut columns = Vec::new();
+                for (column, (needed, &class)) in
+                    needed.iter_mut().zip(&ranking.rows[row]).enumerate()
+                {
+                    if split.get(class as usize) == Some(&true) {
+                        *needed = true;
+                        columns.push(column as u32);
+                    }
+                }
+                columns
+            })
+            .collect();
+        if split_columns.iter().all(Vec::is_empty) {
+            continue;
+        }
+        let cells = SplitCells {
+            group,
+            rows: &rows_of_group,
+            columns: &split_columns,
+            needed: &needed,
+        };
+        split_group(ranking, class_answer, answers, geo, cells, &mut split_rows);
+    }
+    split_rows
+}
+
+/// The split cells of one row group.
+struct SplitCells<'a> {
+    group: usize,
+    rows: &'a [usize],
+    /// Per row of `rows`, its split columns.
+    columns: &'a [Vec<u32>],
+    /// Every column any row of the group needs.
+    needed: &'a [bool],
+}
+
+/// Answers one row group's split cells from the healthy nodes ranked for their columns.
+fn split_group(
+    ranking: &SteeredRanking,
+    class_answer: &[u32],
+    answers: &mut Answers,
+    geo: &GeoDb,
+    cells: SplitCells,
+    split_rows: &mut [Vec<u32>],
+) {
+    let health = answers.health;
+    // The healthy start only has to hold the healthy nodes a pick reads past the class's
+    // start: at most `answers` (up primaries, then as many up backups as primaries are
+    // missing; every primary ranks before every backup). Whether the top is down, and how
+    // many primaries there are, the class's start already tells.
+    let healthy_depth = answers.steered.answers;
+    let (healthy, healthy_of_column) = ranking.full.healthy_starts(
+        cells.group,
+        cells.needed,
+        |id| health.up(id),
+        healthy_depth,
+        geo,
+    );
+    // Cells of one class and one healthy start have one answer.
+    let mut answer_of_pair = PairAnswers::new(class_answer, healthy.list.len());
+    for (&row, columns) in cells.rows.iter().zip(cells.columns) {
+        let classes = &ranking.rows[row];
+        let mut answers_of_row = vec![0u32; classes.len()];
+        for &column in columns {
+            let column = column as usize;
+            let class = classes[column];
+            let healthy_start = healthy_of_column[column];
+            answers_of_row[column] = answer_of_pair.get(class, healthy_start, || {
+                let class = &ranking.classes[class as usize];
+                let more = &healthy.list[healthy_start as usize];
+                let [v4, v6] = [0, 1].map(|f| {
+                    let listed = &class.start.families[f];
+                    let rest = more.families[f].iter().filter(|id| !listed.contains(id));
+                    listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
+                });
+                answers.of([&v4, &v6], &class.lines)
+            });
+        }
+        if !columns.is_empty() {
+            split_rows[row] = answers_of_row;
+        }
     }
 }
 

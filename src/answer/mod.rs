@@ -17,7 +17,7 @@ mod zone;
 
 pub use build::build;
 pub use publish::{
-    Command, CommandError, FleetKey, FleetNews, FleetState, NodeStatus, Outbox, Override,
+    Command, CommandError, FleetKey, FleetNews, FleetState, NodeStatus, NotReady, Outbox, Override,
     Publisher, SnapshotReader, StateView, Timeline, TimelineEntry, ViewReader, fleet_zone,
     unix_seconds,
 };

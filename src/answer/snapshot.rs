@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::explain::{Explanation, LiveState};
+use crate::explain::{ExplainError, Explanation, LiveState};
 use crate::geo::{AddressMap, AsnDb, AsnLookup, GeoDb};
 use crate::net::Family;
 use crate::net::subnets::SubnetRules;
@@ -47,17 +47,13 @@ impl Snapshot {
     /// Explains the answer `name` gets for a client (an ECS subnet's address when there is
     /// one) from the inputs these tables were built from: what the admin interface and
     /// `_explain` both show.
-    pub fn explain(&self, name: &str, client: IpAddr) -> Result<Explanation, String> {
-        let view = self
-            .explain
-            .as_ref()
-            .ok_or("these answer tables keep no inputs to explain")?;
+    pub fn explain(&self, name: &str, client: IpAddr) -> Result<Explanation, ExplainError> {
+        let view = self.explain.as_ref().ok_or(ExplainError::NoInputs)?;
         crate::explain::explain(&view.zones, &self.geo, name, client, |zone| LiveState {
             availability: view.availability.get(zone).map(Vec::as_slice),
             latency: view.latency.get(zone),
             damping: Some((&view.damping, zone)),
         })
-        .map_err(|e| e.to_string())
     }
 
     /// Finds the zone enclosing a lowercase wire name, with the offset of the zone's origin

@@ -73,6 +73,23 @@ impl QueryCookie {
     }
 }
 
+/// Why a cookie secret file cannot be used; each message is written for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// Nothing but blank lines and comments.
+    #[error("no secret in the file")]
+    Missing,
+    /// A line of another length.
+    #[error("a secret is 32 hexadecimal digits, not {0}")]
+    Length(usize),
+    /// A line with other characters.
+    #[error("'{0}' is not hexadecimal")]
+    NotHex(String),
+    /// More than a current and a previous secret.
+    #[error("at most two secrets: the current one, then the previous one")]
+    TooMany,
+}
+
 /// The secrets server cookies are made and checked with, and a coarse clock (seconds since
 /// 1970) that the server updates, so a query reads the time without a system call.
 #[derive(Debug, Clone)]
@@ -100,29 +117,26 @@ impl CookieSecrets {
 
     /// From a secret file's text: the current secret on the first line, optionally the
     /// previous one on the second, each 32 hexadecimal digits.
-    pub fn from_text(text: &str) -> Result<Self, String> {
+    pub fn from_text(text: &str) -> Result<Self, SecretError> {
         let mut lines = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'));
-        let parse = |line: &str| -> Result<[u8; 16], String> {
+        let parse = |line: &str| -> Result<[u8; 16], SecretError> {
             let mut secret = [0u8; 16];
             if line.len() != 32 {
-                return Err(format!(
-                    "a secret is 32 hexadecimal digits, not {}",
-                    line.len()
-                ));
+                return Err(SecretError::Length(line.len()));
             }
             for (i, byte) in secret.iter_mut().enumerate() {
                 *byte = u8::from_str_radix(&line[2 * i..2 * i + 2], 16)
-                    .map_err(|_| format!("'{line}' is not hexadecimal"))?;
+                    .map_err(|_| SecretError::NotHex(line.to_string()))?;
             }
             Ok(secret)
         };
-        let current = parse(lines.next().ok_or("no secret in the file")?)?;
+        let current = parse(lines.next().ok_or(SecretError::Missing)?)?;
         let previous = lines.next().map(parse).transpose()?;
         if lines.next().is_some() {
-            return Err("at most two secrets: the current one, then the previous one".into());
+            return Err(SecretError::TooMany);
         }
         Ok(Self::with(current, previous))
     }

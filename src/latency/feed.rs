@@ -113,10 +113,13 @@ fn seconds(at: SystemTime) -> u64 {
 #[derive(Debug)]
 pub struct ValidBatch {
     /// (zone, node, group, measurement, the node address measured if one was named).
-    measurements: Vec<(usize, usize, ClientGroup, Measurement, Option<IpAddr>)>,
+    measurements: Vec<ResolvedMeasurement>,
     /// (zone, node, load).
     loads: Vec<(usize, usize, f64)>,
 }
+
+/// A measurement as resolved: (zone, node, group, measurement, node address measured).
+type ResolvedMeasurement = (usize, usize, ClientGroup, Measurement, Option<IpAddr>);
 
 impl FeedBatch {
     /// Checks the whole batch against the zones served (and the ASN database, for AS
@@ -128,114 +131,29 @@ impl FeedBatch {
         asn: Option<&AsnDb>,
         now: SystemTime,
     ) -> Result<ValidBatch, Vec<String>> {
-        let countries = CountryTable::shipped();
-        let mut errors = Vec::new();
-        let mut measurements = Vec::new();
-        let zone_of = |named: Option<&String>, what: &str| -> Result<usize, String> {
-            match named.or(self.zone.as_ref()) {
-                Some(name) => {
-                    let wanted = name.trim_end_matches('.').to_ascii_lowercase();
-                    zones
-                        .iter()
-                        .position(|z| z.origin.to_string().trim_end_matches('.') == wanted)
-                        .ok_or_else(|| format!("{what}: zone '{name}' is not served here"))
-                }
-                None if zones.len() == 1 => Ok(0),
-                None => Err(format!(
-                    "{what}: name the zone (`zone`), several are served"
-                )),
-            }
+        let served = Served {
+            zones,
+            batch_zone: self.zone.as_ref(),
+            asn,
+            now,
         };
+        let mut errors = Vec::new();
         // A batch naming a zone not served here is refused even when it holds nothing.
         if self.zone.is_some()
-            && let Err(error) = zone_of(None, "zone")
+            && let Err(error) = served.zone(None, "zone")
         {
             errors.push(error);
         }
-        let node_of = |zone: usize, name: &str, what: &str| -> Result<usize, String> {
-            zones[zone]
-                .nodes
-                .iter()
-                .position(|n| n.name == name)
-                .ok_or_else(|| {
-                    format!(
-                        "{what}: unknown node '{name}' in zone {}",
-                        zones[zone].origin
-                    )
-                })
-        };
+        let mut measurements = Vec::new();
         for (i, m) in self.measurements.iter().enumerate() {
-            let what = format!("measurements[{i}]");
-            let entry = zone_of(m.zone.as_ref(), &what).and_then(|zone| {
-                let node = node_of(zone, &m.node, &what)?;
-                let group = ClientGroup::parse(&m.group, countries)
-                    .map_err(|e| format!("{what}: group: {e}"))?;
-                if let ClientGroup::Asn(number) = group {
-                    let Some(db) = asn else {
-                        return Err(format!(
-                            "{what}: group {group}: ASN groups need an ASN database (--asn-db)"
-                        ));
-                    };
-                    if db.networks_of(number).is_empty() {
-                        return Err(format!(
-                            "{what}: group {group}: the ASN database has no networks for it"
-                        ));
-                    }
-                }
-                let max_age = zones[zone]
-                    .steered
-                    .iter()
-                    .map(|s| s.latency.max_age)
-                    .max()
-                    .unwrap_or_default();
-                let at = check_values(m.rtt_ms, m.loss, m.at, now, max_age)
-                    .map_err(|e| format!("{what}: {e}"))?;
-                let address = match &m.address {
-                    None => None,
-                    Some(text) => {
-                        let ip: IpAddr = text.parse().map_err(|_| {
-                            format!("{what}: address '{text}' is not an IP address")
-                        })?;
-                        if !zones[zone].nodes[node].addresses.contains(&ip) {
-                            return Err(format!(
-                                "{what}: address {ip} is not an address of node '{}'",
-                                m.node
-                            ));
-                        }
-                        Some(ip)
-                    }
-                };
-                Ok((
-                    zone,
-                    node,
-                    group,
-                    Measurement {
-                        rtt_ms: m.rtt_ms,
-                        loss: m.loss,
-                        at,
-                    },
-                    address,
-                ))
-            });
-            match entry {
+            match served.measurement(m, &format!("measurements[{i}]")) {
                 Ok(e) => measurements.push(e),
                 Err(e) => errors.push(e),
             }
         }
         let mut loads = Vec::new();
         for (i, l) in self.loads.iter().enumerate() {
-            let what = format!("loads[{i}]");
-            let entry = zone_of(l.zone.as_ref(), &what).and_then(|zone| {
-                let node = node_of(zone, &l.node, &what)?;
-                if !l.load.is_finite() || !(0.0..=1.5).contains(&l.load) {
-                    return Err(format!(
-                        "{what}: load {} is not a fraction of capacity (expected 0..1.5)",
-                        l.load
-                    ));
-                }
-                Ok((zone, node, l.load))
-            });
-            match entry {
+            match served.load(l, &format!("loads[{i}]")) {
                 Ok(e) => loads.push(e),
                 Err(e) => errors.push(e),
             }
@@ -248,6 +166,102 @@ impl FeedBatch {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// What feed entries are resolved against.
+struct Served<'a> {
+    zones: &'a [Zone],
+    /// The zone the batch names for all its entries.
+    batch_zone: Option<&'a String>,
+    asn: Option<&'a AsnDb>,
+    now: SystemTime,
+}
+
+impl Served<'_> {
+    /// The zone an entry names (or the batch does, or the only one served).
+    fn zone(&self, named: Option<&String>, what: &str) -> Result<usize, String> {
+        match named.or(self.batch_zone) {
+            Some(name) => {
+                let wanted = name.trim_end_matches('.').to_ascii_lowercase();
+                self.zones
+                    .iter()
+                    .position(|z| z.origin.to_string().trim_end_matches('.') == wanted)
+                    .ok_or_else(|| format!("{what}: zone '{name}' is not served here"))
+            }
+            None if self.zones.len() == 1 => Ok(0),
+            None => Err(format!(
+                "{what}: name the zone (`zone`), several are served"
+            )),
+        }
+    }
+
+    fn node(&self, zone: usize, name: &str, what: &str) -> Result<usize, String> {
+        let zone = &self.zones[zone];
+        zone.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| format!("{what}: unknown node '{name}' in zone {}", zone.origin))
+    }
+
+    fn measurement(&self, m: &FeedMeasurement, what: &str) -> Result<ResolvedMeasurement, String> {
+        let zone = self.zone(m.zone.as_ref(), what)?;
+        let node = self.node(zone, &m.node, what)?;
+        let group = ClientGroup::parse(&m.group, CountryTable::shipped())
+            .map_err(|e| format!("{what}: group: {e}"))?;
+        if let ClientGroup::Asn(number) = group {
+            let Some(db) = self.asn else {
+                return Err(format!(
+                    "{what}: group {group}: ASN groups need an ASN database (--asn-db)"
+                ));
+            };
+            if db.networks_of(number).is_empty() {
+                return Err(format!(
+                    "{what}: group {group}: the ASN database has no networks for it"
+                ));
+            }
+        }
+        let max_age = self.zones[zone]
+            .steered
+            .iter()
+            .map(|s| s.latency.max_age)
+            .max()
+            .unwrap_or_default();
+        let at = check_values(m.rtt_ms, m.loss, m.at, self.now, max_age)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let address = match &m.address {
+            None => None,
+            Some(text) => {
+                let ip: IpAddr = text
+                    .parse()
+                    .map_err(|_| format!("{what}: address '{text}' is not an IP address"))?;
+                if !self.zones[zone].nodes[node].addresses.contains(&ip) {
+                    return Err(format!(
+                        "{what}: address {ip} is not an address of node '{}'",
+                        m.node
+                    ));
+                }
+                Some(ip)
+            }
+        };
+        let measurement = Measurement {
+            rtt_ms: m.rtt_ms,
+            loss: m.loss,
+            at,
+        };
+        Ok((zone, node, group, measurement, address))
+    }
+
+    fn load(&self, l: &FeedLoad, what: &str) -> Result<(usize, usize, f64), String> {
+        let zone = self.zone(l.zone.as_ref(), what)?;
+        let node = self.node(zone, &l.node, what)?;
+        if !l.load.is_finite() || !(0.0..=1.5).contains(&l.load) {
+            return Err(format!(
+                "{what}: load {} is not a fraction of capacity (expected 0..1.5)",
+                l.load
+            ));
+        }
+        Ok((zone, node, l.load))
     }
 }
 

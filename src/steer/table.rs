@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use rustc_hash::FxHashMap;
 
-use super::damping::{DampingState, Incumbent, damp_start, promoted};
+use super::damping::{DampingRow, DampingState, Incumbent, damp_start, promoted};
 use super::order::rank_key_base;
 use super::regions::{
     Candidate, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
@@ -743,32 +743,46 @@ fn damp_into_classes(
     name: NameIndex,
     column_count: usize,
 ) -> (Vec<Class>, Vec<Vec<u32>>) {
-    let Damping {
-        steered,
-        nodes,
-        geo,
-        rows,
-        full,
-        depth,
-        now,
-    } = with;
-    let no_choice: CarrierChoice = Arc::from(Vec::new());
-    let mut classes: Vec<Class> = Vec::new();
-    let mut class_of: FxHashMap<ClassKey, u32> = FxHashMap::default();
-    // Classes without carrier choices, by start: most cells, found by indexing.
-    let mut class_of_start: Vec<u32> = Vec::new();
-    let mut table: Vec<Vec<u32>> = Vec::with_capacity(rows.candidates.len());
-    // Starts with an incumbent kept on top, by (start, incumbent, group, profile).
-    let mut promoted_starts: FxHashMap<(u32, NodeId, usize, usize), u32> = FxHashMap::default();
-    // Where each node is in each candidate list, for damping cells one by one.
-    let positions: Vec<Vec<Vec<u32>>> = full
-        .candidates
+    let positions = node_positions(with.full, with.nodes.len());
+    let mut classes = ClassInterner::default();
+    let mut promoted_starts = PromotedStarts::default();
+    let mut table: Vec<Vec<u32>> = Vec::with_capacity(with.rows.candidates.len());
+    for (row_index, candidates_of_row) in with.rows.candidates.iter().enumerate() {
+        let group = with.rows.group[row_index];
+        let standing = Standing::of_row(with.nodes, candidates_of_row);
+        let mut incumbents = damping.take_row(name.zone, name.steered, row_index);
+        incumbents.resize(column_count);
+        let mut row = Vec::with_capacity(column_count);
+        for column in 0..column_count {
+            let cell = Cell {
+                group,
+                column,
+                start: undamped[group][column],
+            };
+            let damped = DampedCell {
+                with: &with,
+                positions: &positions,
+                standing: &standing,
+            };
+            let start = damped.start(cell, starts, &mut incumbents, &mut promoted_starts);
+            row.push(classes.class(starts, start, choices.map(|c| &c[column])));
+        }
+        damping.put_row(name.zone, name.steered, row_index, incumbents);
+        table.push(row);
+    }
+    (classes.classes, table)
+}
+
+/// Where each node is in each candidate list (`[group][profile][node]`), for damping
+/// cells one by one.
+fn node_positions(full: &FullRanking, node_count: usize) -> Vec<Vec<Vec<u32>>> {
+    full.candidates
         .iter()
         .map(|profiles| {
             profiles
                 .iter()
                 .map(|list| {
-                    let mut position = vec![u32::MAX; nodes.len()];
+                    let mut position = vec![u32::MAX; node_count];
                     for (i, c) in list.iter().enumerate() {
                         if let Some(slot) = position.get_mut(c.id) {
                             *slot = i as u32;
@@ -778,99 +792,156 @@ fn damp_into_classes(
                 })
                 .collect()
         })
-        .collect();
-    for (row_index, candidates_of_row) in rows.candidates.iter().enumerate() {
-        let group = rows.group[row_index];
-        // Nodes that may trade places under damping: same tier kind and fallback level.
+        .collect()
+}
+
+/// Starts with an incumbent kept on top, by (start, incumbent, group, profile).
+type PromotedStarts = FxHashMap<(u32, NodeId, usize, usize), u32>;
+
+/// Which nodes of a row may trade places under damping: same tier kind and fallback level.
+struct Standing<'a> {
+    nodes: &'a [Node],
+    level_of: Vec<Option<u8>>,
+}
+
+impl<'a> Standing<'a> {
+    fn of_row(nodes: &'a [Node], candidates: &Candidates) -> Self {
         let mut level_of: Vec<Option<u8>> = vec![None; nodes.len()];
-        for &(id, level) in &candidates_of_row.nodes {
+        for &(id, level) in &candidates.nodes {
             if let Some(slot) = level_of.get_mut(id) {
                 slot.get_or_insert(level);
             }
         }
-        let standing_of = |id: NodeId| {
-            let backup = nodes.get(id).is_some_and(|n| n.tier == Tier::Backup);
-            (backup, level_of.get(id).copied().flatten())
-        };
-        let mut incumbents = damping.take_row(name.zone, name.steered, row_index);
-        incumbents.resize(column_count);
-        let mut row = Vec::with_capacity(column_count);
-        for column in 0..column_count {
-            let mut start_id = undamped[group][column];
-            let top = starts.list[start_id as usize].top;
-            match incumbents.get(column) {
-                Some(held) if Some(held.node) != top => {
-                    // The top changed under an incumbent: damp the cell.
-                    let profile = full.column_profile.get(column).copied().unwrap_or(0) as usize;
-                    let position = positions
-                        .get(group)
-                        .and_then(|p| p.get(profile))
-                        .map_or(&[][..], Vec::as_slice);
-                    let at = full.position(column, geo);
-                    let candidates = full.candidates(group, column);
-                    let (state, kept_on_top) = damp_start(
-                        held,
-                        &starts.list[start_id as usize],
-                        candidates,
-                        position,
-                        at.as_ref(),
-                        |a, b| standing_of(a) == standing_of(b),
-                        now,
-                        &steered.latency,
-                    );
-                    incumbents.set(column, state);
-                    if kept_on_top {
-                        let key = (start_id, held.node, group, profile);
-                        start_id = match promoted_starts.get(&key) {
-                            Some(&id) => id,
-                            None => {
-                                let start = &starts.list[start_id as usize];
-                                let start = promoted(start, held.node, depth, candidates, position);
-                                let id = starts.intern(&start);
-                                promoted_starts.insert(key, id);
-                                id
-                            }
-                        };
-                    }
-                }
-                _ => {
-                    incumbents.set(
-                        column,
-                        top.map(|node| Incumbent {
-                            node,
-                            challenger: None,
-                        }),
-                    );
-                }
-            }
-            let choice = choices.map_or(&no_choice, |c| &c[column]);
-            let mut new_class = || {
-                classes.push(Class {
-                    start: starts.list[start_id as usize].clone(),
-                    lines: Arc::clone(choice),
-                });
-                (classes.len() - 1) as u32
-            };
-            let class = if Arc::ptr_eq(choice, &no_choice) {
-                let index = start_id as usize;
-                if class_of_start.len() <= index {
-                    class_of_start.resize(index + 1, u32::MAX);
-                }
-                if class_of_start[index] == u32::MAX {
-                    class_of_start[index] = new_class();
-                }
-                class_of_start[index]
-            } else {
-                *class_of
-                    .entry((start_id, choice.as_ptr()))
-                    .or_insert_with(new_class)
-            };
-            row.push(class);
-        }
-        damping.put_row(name.zone, name.steered, row_index, incumbents);
-        table.push(row);
+        Standing { nodes, level_of }
     }
-    (classes, table)
+
+    fn of(&self, id: NodeId) -> (bool, Option<u8>) {
+        let backup = self.nodes.get(id).is_some_and(|n| n.tier == Tier::Backup);
+        (backup, self.level_of.get(id).copied().flatten())
+    }
+
+    fn same(&self, a: NodeId, b: NodeId) -> bool {
+        self.of(a) == self.of(b)
+    }
+}
+
+/// One cell of a row: its group, its column, and its undamped start.
+#[derive(Clone, Copy)]
+struct Cell {
+    group: usize,
+    column: usize,
+    start: u32,
+}
+
+/// What damping one cell reads.
+struct DampedCell<'a, 'w> {
+    with: &'a Damping<'w>,
+    positions: &'a [Vec<Vec<u32>>],
+    standing: &'a Standing<'a>,
+}
+
+impl DampedCell<'_, '_> {
+    /// The cell's start after damping: its incumbent kept on top while a challenger has not
+    /// beaten it by the margin for the hold time. Records the cell's new incumbent.
+    fn start(
+        &self,
+        cell: Cell,
+        starts: &mut Starts,
+        incumbents: &mut DampingRow,
+        promoted_starts: &mut PromotedStarts,
+    ) -> u32 {
+        let Cell {
+            group,
+            column,
+            start: start_id,
+        } = cell;
+        let top = starts.list[start_id as usize].top;
+        let held = match incumbents.get(column) {
+            Some(held) if Some(held.node) != top => held,
+            _ => {
+                let state = top.map(|node| Incumbent {
+                    node,
+                    challenger: None,
+                });
+                incumbents.set(column, state);
+                return start_id;
+            }
+        };
+        // The top changed under an incumbent: damp the cell.
+        let full = self.with.full;
+        let profile = full.column_profile.get(column).copied().unwrap_or(0) as usize;
+        let position = self
+            .positions
+            .get(group)
+            .and_then(|p| p.get(profile))
+            .map_or(&[][..], Vec::as_slice);
+        let at = full.position(column, self.with.geo);
+        let candidates = full.candidates(group, column);
+        let (state, kept_on_top) = damp_start(
+            held,
+            &starts.list[start_id as usize],
+            candidates,
+            position,
+            at.as_ref(),
+            |a, b| self.standing.same(a, b),
+            self.with.now,
+            &self.with.steered.latency,
+        );
+        incumbents.set(column, state);
+        if !kept_on_top {
+            return start_id;
+        }
+        let key = (start_id, held.node, group, profile);
+        if let Some(&id) = promoted_starts.get(&key) {
+            return id;
+        }
+        let start = &starts.list[start_id as usize];
+        let start = promoted(start, held.node, self.with.depth, candidates, position);
+        let id = starts.intern(&start);
+        promoted_starts.insert(key, id);
+        id
+    }
+}
+
+/// Classes, interned: (start, carrier choice) → class.
+#[derive(Default)]
+struct ClassInterner {
+    /// The one empty carrier choice every class without choices shares (heads group
+    /// classes by its address).
+    no_choice: CarrierChoice,
+    classes: Vec<Class>,
+    class_of: FxHashMap<ClassKey, u32>,
+    /// Classes without carrier choices, by start: most cells, found by indexing.
+    class_of_start: Vec<u32>,
+}
+
+impl ClassInterner {
+    fn class(&mut self, starts: &Starts, start_id: u32, choice: Option<&CarrierChoice>) -> u32 {
+        let classes = &mut self.classes;
+        let mut new_class = |lines: CarrierChoice| {
+            classes.push(Class {
+                start: starts.list[start_id as usize].clone(),
+                lines,
+            });
+            (classes.len() - 1) as u32
+        };
+        match choice {
+            None => {
+                let index = start_id as usize;
+                if self.class_of_start.len() <= index {
+                    self.class_of_start.resize(index + 1, u32::MAX);
+                }
+                if self.class_of_start[index] == u32::MAX {
+                    self.class_of_start[index] = new_class(Arc::clone(&self.no_choice));
+                }
+                self.class_of_start[index]
+            }
+            Some(choice) => *self
+                .class_of
+                .entry((start_id, choice.as_ptr()))
+                .or_insert_with(|| new_class(Arc::clone(choice))),
+        }
+    }
 }
 
 /// Heads: classes whose starts begin alike (the first `head_depth` of each family), and

@@ -30,7 +30,7 @@ pub use commands::{
     Command, CommandError, FleetNews, FleetState, NodeStatus, Override, SnapshotReader,
 };
 pub use outbox::{FleetKey, Outbox, fleet_zone};
-pub use view::{StateView, Timeline, TimelineEntry, ViewReader, unix_seconds};
+pub use view::{NotReady, StateView, Timeline, TimelineEntry, ViewReader, unix_seconds};
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

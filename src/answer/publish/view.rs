@@ -63,6 +63,14 @@ pub fn unix_seconds(at: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Why the server is not ready yet: checked nodes not checked once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("first health round incomplete: {}", waiting.join(", "))]
+pub struct NotReady {
+    /// The nodes still waiting, as `zone/node`.
+    pub waiting: Vec<String>,
+}
+
 /// The fleet as the view shows it.
 #[derive(Debug, Clone)]
 pub(super) struct FleetSummary {
@@ -162,7 +170,7 @@ impl StateView {
     /// Whether the server is ready: every health-checked node checked at least once (so
     /// answers reflect health, not the optimistic start). When ready, what degrades the
     /// service without stopping it (the fleet unreachable); else what is still missing.
-    pub fn ready(&self) -> Result<Vec<String>, String> {
+    pub fn ready(&self) -> Result<Vec<String>, NotReady> {
         let waiting: Vec<String> = self
             .zones
             .iter()
@@ -176,10 +184,7 @@ impl StateView {
             })
             .collect();
         if !waiting.is_empty() {
-            return Err(format!(
-                "first health round incomplete: {}",
-                waiting.join(", ")
-            ));
+            return Err(NotReady { waiting });
         }
         // A lost fleet degrades, never blocks: this instance answers from its own
         // verdicts, so it stays ready (and announced) and says why it is degraded.
