@@ -571,12 +571,28 @@ fn push_set(
     targets
 }
 
-/// A question, its name lowercased, with the offsets of its labels.
-struct Question {
-    name: [u8; 255],
+/// A name in wire form, lowercased, with the offsets of its labels.
+#[derive(Clone, Copy)]
+struct Name {
+    bytes: [u8; 255],
     len: usize,
     labels: [u8; 128],
     label_count: usize,
+}
+
+impl Name {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn labels(&self) -> &[u8] {
+        &self.labels[..self.label_count]
+    }
+}
+
+/// A question: its name, QTYPE and QCLASS.
+struct Question {
+    name: Name,
     qtype: u16,
     qclass: u16,
 }
@@ -589,23 +605,21 @@ impl Question {
         }
         let n = question.len();
         let qname = &question[..n - 4];
-        let mut read = Question {
-            name: [0; 255],
+        let mut name = Name {
+            bytes: [0; 255],
             len: qname.len(),
             labels: [0; 128],
             label_count: 0,
+        };
+        let lower = name.bytes.get_mut(..qname.len()).ok_or(Rcode::FormErr)?;
+        lower.copy_from_slice(qname);
+        lower.make_ascii_lowercase();
+        name.label_count = label_offsets(lower, &mut name.labels).ok_or(Rcode::FormErr)?;
+        Ok(Question {
+            name,
             qtype: u16::from_be_bytes([question[n - 4], question[n - 3]]),
             qclass: u16::from_be_bytes([question[n - 2], question[n - 1]]),
-        };
-        let name = read.name.get_mut(..qname.len()).ok_or(Rcode::FormErr)?;
-        name.copy_from_slice(qname);
-        name.make_ascii_lowercase();
-        read.label_count = label_offsets(name, &mut read.labels).ok_or(Rcode::FormErr)?;
-        Ok(read)
-    }
-
-    fn name(&self) -> &[u8] {
-        &self.name[..self.len]
+        })
     }
 }
 
@@ -617,7 +631,7 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
         Ok(q) => q,
         Err(rcode) => return rcode,
     };
-    let (name, qtype) = (q.name(), q.qtype);
+    let (name, qtype) = (q.name.bytes(), q.qtype);
     if qtype == TYPE_OPT {
         return Rcode::FormErr;
     }
@@ -634,8 +648,7 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
         explain_error(asked.edns, code, text);
         return Rcode::Refused;
     }
-    let labels = &q.labels[..q.label_count];
-    let Some((zone, origin_offset)) = asked.snapshot.find_zone(name, labels) else {
+    let Some((zone, origin_offset)) = asked.snapshot.find_zone(name, q.name.labels()) else {
         explain_error(asked.edns, EDE_NOT_AUTHORITATIVE, "");
         return Rcode::Refused;
     };
@@ -649,9 +662,6 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
     }
     let mut chase = Chase {
         name: q.name,
-        len: q.len,
-        labels: q.labels,
-        label_count: q.label_count,
         origin: origin_offset,
         owner: HEADER,
     };
@@ -660,10 +670,7 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
 
 /// The name being answered: the question name, then each in-zone CNAME target in turn.
 struct Chase {
-    name: [u8; 255],
-    len: usize,
-    labels: [u8; 128],
-    label_count: usize,
+    name: Name,
     /// Offset of the zone origin in `name`.
     origin: usize,
     /// Where the name is written in the response (the question, or a CNAME's RDATA).
@@ -683,8 +690,7 @@ enum Step {
 /// Looks the name up, following in-zone CNAMEs (at most `MAX_CNAME_HOPS`).
 fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut Chase) -> Rcode {
     for _ in 0..MAX_CNAME_HOPS {
-        let name = &chase.name[..chase.len];
-        let lookup = zone.lookup(name, &chase.labels[..chase.label_count], chase.origin);
+        let lookup = zone.lookup(chase.name.bytes(), chase.name.labels(), chase.origin);
         let step = match lookup {
             NameLookup::Referral(delegation, cut) => referral(asked, delegation, chase.owner + cut),
             NameLookup::NxDomain => {
@@ -842,18 +848,18 @@ fn static_sets(
     let target_at = asked.writer.record(Section::Answer, chase.owner, body);
     // Follow the alias only inside this zone; otherwise the resolver does it.
     let target = &body[RDATA_OFFSET..];
-    let Some(count) = label_offsets(target, &mut chase.labels) else {
+    let Some(count) = label_offsets(target, &mut chase.name.labels) else {
         return Step::Done(Rcode::NoError);
     };
-    let origin_at = chase.labels[..count]
+    let origin_at = chase.name.labels[..count]
         .iter()
         .map(|&o| o as usize)
         .find(|&o| target[o..] == *zone.origin);
     match origin_at {
-        Some(o) if target_at <= MAX_POINTER && target.len() <= chase.name.len() => {
-            chase.name[..target.len()].copy_from_slice(target);
-            chase.len = target.len();
-            chase.label_count = count;
+        Some(o) if target_at <= MAX_POINTER && target.len() <= chase.name.bytes.len() => {
+            chase.name.bytes[..target.len()].copy_from_slice(target);
+            chase.name.len = target.len();
+            chase.name.label_count = count;
             chase.origin = o;
             chase.owner = target_at;
             Step::Follow

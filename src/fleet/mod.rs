@@ -492,15 +492,7 @@ mod tests {
 
     #[test]
     fn the_mirror_reads_overrides_others_verdicts_and_members() {
-        let config = FleetConfig {
-            etcd: Etcd::new(&etcd::EtcdSettings {
-                endpoints: vec!["http://127.0.0.1:2379".into()],
-                ..Default::default()
-            })
-            .unwrap(),
-            prefix: "/g".into(),
-            identity: "a".into(),
-        };
+        let config = config();
         let mut mirror = Mirror::default();
         let put = |k: &str, v: &str| {
             Event::Put(KeyValue {
@@ -523,5 +515,90 @@ mod tests {
         assert_eq!(state.members, vec!["a", "b"]);
         mirror.apply(vec![Event::Delete("/g/overrides/z/tokyo".into())]);
         assert!(mirror.state(&config).overrides.is_empty());
+    }
+
+    fn config() -> FleetConfig {
+        FleetConfig {
+            etcd: Etcd::new(&etcd::EtcdSettings {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                ..Default::default()
+            })
+            .unwrap(),
+            prefix: "/g".into(),
+            identity: "a".into(),
+        }
+    }
+
+    /// The keys `ops` write (puts) and delete, sorted.
+    fn keys(ops: &[Op]) -> Vec<String> {
+        let mut keys: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, .. } => format!("put {key}"),
+                Op::Delete { key } => format!("delete {key}"),
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Nothing the publisher tells the fleet is lost: what etcd lacks is written, the
+    /// latest value per key, once; a new lease writes everything under it again, and
+    /// overrides (no lease) only when newer than the last written.
+    #[test]
+    fn pending_writes_bring_etcd_up_to_the_outbox() {
+        let config = config();
+        let key = |node: &str| ("z".to_string(), node.to_string());
+        let mut out = Outbox {
+            serials: vec![("z".into(), 7)],
+            ..Outbox::default()
+        };
+        out.verdicts.insert(key("tokyo"), Health::Down);
+        // Set and cleared while etcd was away: only the clearing is written.
+        out.set_override(key("osaka"), Some(Override::Drain));
+        out.set_override(key("osaka"), None);
+        out.set_override(key("tokyo"), Some(Override::ForceUp));
+        let mut written = Written::default();
+        written.new_lease();
+        let (ops, next) = pending(&config, &out, None, &written, 9);
+        assert_eq!(
+            keys(&ops),
+            vec![
+                "delete /g/overrides/z/osaka",
+                "put /g/members/a",
+                "put /g/overrides/z/tokyo",
+                "put /g/verdicts/z/tokyo/a",
+            ]
+        );
+        written = next;
+        assert!(pending(&config, &out, None, &written, 9).0.is_empty());
+        // One verdict changes: one write.
+        out.verdicts.insert(key("tokyo"), Health::Up);
+        out.verdicts.insert(key("osaka"), Health::Up);
+        let (ops, next) = pending(&config, &out, None, &written, 9);
+        assert_eq!(
+            keys(&ops),
+            vec!["put /g/verdicts/z/osaka/a", "put /g/verdicts/z/tokyo/a"]
+        );
+        written = next;
+        // A feed batch, then the agent's: the newest is written.
+        out.set_feed("{\"loads\":[]}".into());
+        let (ops, next) = pending(&config, &out, Some("agent".into()), &written, 9);
+        assert_eq!(keys(&ops), vec!["put /g/feeds/a"]);
+        assert!(matches!(&ops[0], Op::Put { value, .. } if value == "agent"));
+        written = next;
+        // A new lease: everything under it again, overrides not.
+        written.new_lease();
+        let (ops, _) = pending(&config, &out, None, &written, 10);
+        assert_eq!(
+            keys(&ops),
+            vec![
+                "put /g/feeds/a",
+                "put /g/members/a",
+                "put /g/verdicts/z/osaka/a",
+                "put /g/verdicts/z/tokyo/a",
+            ]
+        );
+        assert!(ops.iter().all(|op| matches!(op, Op::Put { lease: 10, .. })));
     }
 }

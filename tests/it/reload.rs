@@ -355,3 +355,36 @@ fn a_reload_keeps_clients_held_by_hysteresis() {
     assert!(why.contains("held by hysteresis"), "{why}");
     assert_eq!(query(), vec!["192.0.2.1"], "still held after the reload");
 }
+
+/// Reads never queue behind the writer: while a reload loads and ranks a large database
+/// (the publisher busy for a while), `/nodes`, `/readyz`, `/status` and `/config` keep
+/// answering from the published view, many times over, before the reload replies.
+#[test]
+fn reads_answer_while_the_writer_reloads() {
+    let dir = zone_dir("reload-reads", &policy("192.0.2.1"));
+    let db = repo("geo/dbip-country.mmdb");
+    let server = Server::start(&dir, &db, &[]);
+    let admin = server.admin;
+    let reload = std::thread::spawn(move || http(admin, "POST", "/reload", None));
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reload.is_finished() && Instant::now() < deadline {
+        for path in ["/nodes", "/readyz", "/status", "/config"] {
+            let (status, body) = http(admin, "GET", path, None);
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+        if !reload.is_finished() {
+            answered += 1;
+        }
+    }
+    let (status, body) = reload.join().expect("the reload thread");
+    assert_eq!(status, 200, "{body}");
+    // Queued behind the reload, at most the first round could have been answered before
+    // it; from the view, every round is.
+    assert!(
+        answered >= 5,
+        "only {answered} rounds of reads answered during the reload"
+    );
+    let (_, nodes) = http(admin, "GET", "/nodes", None);
+    assert!(nodes.contains("\"tokyo\""), "{nodes}");
+}

@@ -406,15 +406,7 @@ mod tests {
             ),
             zone("b.example", &[("tokyo", "obey")], true),
         ];
-        let mut old_nodes: Vec<Vec<NodeRuntime>> = old_zones
-            .iter()
-            .map(|z| {
-                z.nodes
-                    .iter()
-                    .map(|n| NodeRuntime::new(n.status, at(0)))
-                    .collect()
-            })
-            .collect();
+        let mut old_nodes = NodeRuntime::fresh(&old_zones, at(0));
         // a.example/tokyo is down by its checks, osaka drained, b.example/tokyo up.
         old_nodes[0][0].health = Health::Down;
         old_nodes[0][0].availability = Availability::HealthDown;

@@ -421,15 +421,7 @@ mod tests {
 
     fn table(quorum: &str, in_fleet: bool) -> NodeTable {
         let zones = zones(quorum);
-        let nodes = zones
-            .iter()
-            .map(|z| {
-                z.nodes
-                    .iter()
-                    .map(|n| NodeRuntime::new(n.status, at(0)))
-                    .collect()
-            })
-            .collect();
+        let nodes = NodeRuntime::fresh(&zones, at(0));
         NodeTable::new(zones, nodes, in_fleet)
     }
 
@@ -497,36 +489,25 @@ mod tests {
             at(1),
         );
         assert_eq!(drained.availability[0].3, Availability::AdminDown);
-        let mut loads = HashMap::from([(0, 0.95)]);
-        let full = table.apply(
-            NodeEvent::Loads {
-                zone: 0,
-                loads: &loads,
-            },
-            at(2),
-        );
+        let mut set_load = |load: f64, secs: u64| {
+            let loads = HashMap::from([(0, load)]);
+            table.apply(
+                NodeEvent::Loads {
+                    zone: 0,
+                    loads: &loads,
+                },
+                at(secs),
+            )
+        };
+        let full = set_load(0.95, 2);
         assert_eq!(
             full.availability,
             vec![(0, 0, Availability::Up, Availability::Full(95))]
         );
         // Below `full` but above `resume`: still full.
-        loads.insert(0, 0.85);
-        let held = table.apply(
-            NodeEvent::Loads {
-                zone: 0,
-                loads: &loads,
-            },
-            at(3),
-        );
+        let held = set_load(0.85, 3);
         assert_eq!(held.availability[0].3, Availability::Full(85));
-        loads.insert(0, 0.5);
-        let back = table.apply(
-            NodeEvent::Loads {
-                zone: 0,
-                loads: &loads,
-            },
-            at(4),
-        );
+        let back = set_load(0.5, 4);
         assert_eq!(back.availability[0].3, Availability::Up);
     }
 
