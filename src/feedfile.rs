@@ -78,7 +78,7 @@ pub async fn watch(path: PathBuf, commands: mpsc::Sender<Command>) {
         match answer.await {
             Ok(Ok(applied)) => info!(path = %path.display(), applied, "latency feed file applied"),
             Ok(Err(errors)) => {
-                warn!(path = %path.display(), errors = ?errors, "latency feed file rejected; nothing applied")
+                warn!(path = %path.display(), errors = %errors, "latency feed file rejected; nothing applied")
             }
             Err(_) => return,
         }

@@ -11,6 +11,7 @@ use axum::http::Request;
 use geosteer::admin::Readers;
 use geosteer::answer::{Command, CommandError, Publisher};
 use geosteer::geo::GeoDb;
+use geosteer::latency::feed::FeedBatch;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
@@ -34,7 +35,11 @@ fn setup() -> &'static (tokio::runtime::Runtime, axum::Router) {
                         let _ = reply.send(Err(CommandError::NoFiles));
                     }
                     Command::Feed { reply, .. } => {
-                        let _ = reply.send(Err(vec!["refused".into()]));
+                        // A real refusal: a batch for a zone that is not served.
+                        let refused = serde_json::from_str::<FeedBatch>(r#"{"zone": "not.served"}"#)
+                            .ok()
+                            .and_then(|b| b.validate(&[], None, std::time::UNIX_EPOCH).err());
+                        let _ = reply.send(refused.map_or(Ok(0), Err));
                     }
                     Command::Fleet(_) => {}
                 }

@@ -24,6 +24,6 @@ fuzz_target!(|data: &[u8]| {
                 zones.iter().map(|_| ZoneLatency::default()).collect();
             valid.apply(&mut latency, None);
         }
-        Err(errors) => assert!(!errors.is_empty(), "a refusal says why"),
+        Err(errors) => assert!(!errors.reasons().is_empty(), "a refusal says why"),
     }
 });

@@ -329,7 +329,7 @@ async fn feed(State(state): State<AdminState>, Json(batch): Json<FeedBatch>) -> 
         Ok(Ok(applied)) => Json(serde_json::json!({ "applied": applied })).into_response(),
         Ok(Err(errors)) => (
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "errors": errors })),
+            Json(serde_json::json!({ "errors": errors.reasons() })),
         )
             .into_response(),
         Err(response) => response,

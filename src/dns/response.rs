@@ -1,10 +1,13 @@
 //! From a query's bytes to a response's bytes, against one snapshot.
 //!
-//! The request is parsed with hickory-server's `Request` (header, question as the client sent
-//! it, EDNS with ECS). The response is written here, byte by byte, from record bodies the
-//! snapshot already encoded: the question is copied verbatim and every owner name is a pointer
-//! into it, so the client's spelling survives; truncation drops whole sections and keeps the
-//! header counts true; negative answers carry the SOA at its RFC 2308 TTL.
+//! Ordinary queries are parsed in place (`query`), anything else with hickory-server's
+//! `Request` (header, question as the client sent it, EDNS with ECS). The response is written
+//! through the answer writer (`writer`, which counts its sections) from record bodies the
+//! snapshot already encoded: the question is copied verbatim and every owner name is a
+//! pointer into it, so the client's spelling survives; truncation drops whole sections;
+//! negative answers carry the SOA at its RFC 2308 TTL. A question is answered in phases:
+//! read it, find its zone, then follow the name through the zone — a referral, a steered
+//! name (located by ECS or the source), or static records (with the CNAME chase).
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -141,22 +141,31 @@ impl CheckMetrics {
     }
 }
 
-/// Logs and counts a change of a node's health (down as a warning).
+/// Logs and counts a change of a node's health: down as a warning, the rest as news.
 fn note_transition(plan: &PlannedCheck, (old, new): (Health, Health), result: &ProbeResult) {
-    let latency_ms = result.latency.as_secs_f64() * 1e3;
-    let (zone, node, check) = (&plan.zone, &plan.node, &result.detail);
-    match new {
-        Health::Down => {
-            warn!(%zone, %node, from = ?old, to = ?new, %check, latency_ms, "node health changed")
-        }
-        _ => info!(%zone, %node, from = ?old, to = ?new, %check, latency_ms, "node health changed"),
+    // tracing fixes an event's level where it is written: one event, two levels.
+    macro_rules! health_changed {
+        ($level:ident) => {
+            $level!(zone = %plan.zone, node = %plan.node, from = ?old, to = ?new,
+                check = %result.detail, latency_ms = result.latency.as_secs_f64() * 1e3,
+                "node health changed")
+        };
     }
     let to = match new {
-        Health::Up => "up",
-        Health::Down => "down",
-        Health::Unknown => "unknown",
+        Health::Down => {
+            health_changed!(warn);
+            "down"
+        }
+        Health::Up => {
+            health_changed!(info);
+            "up"
+        }
+        Health::Unknown => {
+            health_changed!(info);
+            "unknown"
+        }
     };
-    metrics::counter!(m::NODE_TRANSITIONS, "zone" => zone.clone(), "node" => node.clone(), "to" => to)
+    metrics::counter!(m::NODE_TRANSITIONS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "to" => to)
         .increment(1);
 }
 

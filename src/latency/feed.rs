@@ -118,6 +118,22 @@ pub struct ValidBatch {
     loads: Vec<(usize, usize, f64)>,
 }
 
+/// Why a feed batch was refused: every entry's reason, each located
+/// (`measurements[3]: unknown node 'tokio-1' in zone live.example.net.`); nothing of the
+/// batch was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", reasons.join("; "))]
+pub struct FeedRejected {
+    reasons: Vec<String>,
+}
+
+impl FeedRejected {
+    /// Every reason, one per refused entry.
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
+    }
+}
+
 /// A measurement as resolved: (zone, node, group, measurement, node address measured).
 type ResolvedMeasurement = (usize, usize, ClientGroup, Measurement, Option<IpAddr>);
 
@@ -130,7 +146,7 @@ impl FeedBatch {
         zones: &[Zone],
         asn: Option<&AsnDb>,
         now: SystemTime,
-    ) -> Result<ValidBatch, Vec<String>> {
+    ) -> Result<ValidBatch, FeedRejected> {
         let served = Served {
             zones,
             batch_zone: self.zone.as_ref(),
@@ -164,7 +180,7 @@ impl FeedBatch {
                 loads,
             })
         } else {
-            Err(errors)
+            Err(FeedRejected { reasons: errors })
         }
     }
 }

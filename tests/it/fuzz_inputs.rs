@@ -128,7 +128,7 @@ fn mutated_feed_batches_are_refused_or_applied_never_a_panic() {
                 applied += 1;
             }
             Err(errors) => {
-                assert!(!errors.is_empty());
+                assert!(!errors.reasons().is_empty());
                 refused += 1;
             }
         }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::answer::snapshot::Snapshot;
 use crate::health::Health;
-use crate::latency::feed::FeedBatch;
+use crate::latency::feed::{FeedBatch, FeedRejected};
 use crate::policy::AdminStatus;
 use crate::steer::Availability;
 
@@ -92,7 +92,7 @@ pub enum Command {
         /// The batch.
         batch: FeedBatch,
         /// The outcome.
-        reply: oneshot::Sender<Result<usize, Vec<String>>>,
+        reply: oneshot::Sender<Result<usize, FeedRejected>>,
     },
 }
 

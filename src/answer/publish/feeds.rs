@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::served::Served;
 use crate::latency::ZoneLatency;
-use crate::latency::feed::FeedBatch;
+use crate::latency::feed::{FeedBatch, FeedRejected};
 use crate::metrics as m;
 
 /// Validates `batch` against the served zones and applies it to `latency` only if all is
@@ -19,11 +19,11 @@ pub(super) fn apply(
     served: &Served,
     latency: &mut Arc<Vec<ZoneLatency>>,
     now: SystemTime,
-) -> Result<usize, Vec<String>> {
+) -> Result<usize, FeedRejected> {
     let valid = batch
         .validate(&served.zones, served.asn.as_deref(), now)
         .inspect_err(|errors| {
-            warn!(errors = ?errors, "latency feed batch rejected");
+            warn!(errors = %errors, "latency feed batch rejected");
             metrics::counter!(m::FEED_BATCHES, "result" => "rejected").increment(1);
         })?;
     metrics::counter!(m::FEED_BATCHES, "result" => "applied").increment(1);

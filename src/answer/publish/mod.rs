@@ -43,7 +43,7 @@ use super::snapshot::Snapshot;
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Report};
 use crate::latency::ZoneLatency;
-use crate::latency::feed::FeedBatch;
+use crate::latency::feed::{FeedBatch, FeedRejected};
 use crate::loader::{self, Loaded, Sources};
 use crate::metrics as m;
 use crate::policy::Zone;
@@ -483,7 +483,7 @@ impl Publisher {
     }
 
     /// Validates a whole feed batch against the served zones; applies it only if all is well.
-    fn apply_feed(&mut self, batch: &FeedBatch) -> Result<usize, Vec<String>> {
+    fn apply_feed(&mut self, batch: &FeedBatch) -> Result<usize, FeedRejected> {
         let applied = feeds::apply(batch, &self.served, &mut self.latency, SystemTime::now())?;
         if applied > 0 {
             self.schedule.latency_changed();
@@ -506,7 +506,7 @@ impl Publisher {
                 // them, probe agents' round trips.
                 for (member, batch) in self.member_feeds.unseen(&state.feeds) {
                     if let Err(errors) = self.apply_feed(&batch) {
-                        warn!(member = %member, errors = ?errors, "a fleet member's feed batch does not fit this policy");
+                        warn!(member = %member, errors = %errors, "a fleet member's feed batch does not fit this policy");
                     }
                 }
                 NodeEvent::FleetState(state)

@@ -1,6 +1,7 @@
 //! Node runtime state: what the publisher knows of each node beyond the policy (health,
-//! override, last check, probe statistics), who decides whether it is answered, and how that
-//! state carries over a reload (a pure function, tested here).
+//! override, last check, probe statistics, fullness), the rule that decides whether it is
+//! answered, its state word, and how that state carries over a reload (pure functions,
+//! tested here). The node table (`table`) applies events to it.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
