@@ -64,13 +64,6 @@ pub(super) fn record_load(
     moved
 }
 
-/// The feed series exist from the start, so rates and alerts see a zero first.
-pub(super) fn register_series() {
-    for result in ["applied", "rejected"] {
-        metrics::counter!(m::FEED_BATCHES, "result" => result).increment(0);
-    }
-}
-
 /// Other fleet members' feed batches as last applied, by identity: each is applied once.
 #[derive(Debug, Default)]
 pub(super) struct MemberFeeds(HashMap<String, String>);

@@ -53,6 +53,7 @@ use ranking::{Ranked, RankingInputs, RankingTask};
 use schedule::{Publication, Schedule};
 use served::{Served, Takeover};
 use table::{Changed, NodeEvent, NodeTable};
+use view::Staleness;
 
 /// A reply to send once the current burst is published.
 type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
@@ -62,10 +63,10 @@ type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
 struct Published {
     /// The answers: stored here and nowhere else.
     snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The state view beside them.
+    /// The state view beside them, how far it is behind, and when it was stored.
     view: Arc<ArcSwap<view::StateView>>,
-    /// The view is behind the node table.
-    view_stale: bool,
+    view_stale: Staleness,
+    view_stored: Instant,
 }
 
 /// The single writer. Build with [`Publisher::new`], then move it into [`Publisher::run`].
@@ -105,16 +106,8 @@ impl Publisher {
             Arc::new(zones.iter().map(|_| ZoneLatency::default()).collect());
         let started = Instant::now();
         let ranked = Ranked::first(&zones, &geo, Arc::clone(&latency), now);
-        let zone_counters = Arc::new(m::ZoneCounters::register(&zones));
-        let zones = Arc::new(zones);
-        let table = NodeTable::new(Arc::clone(&zones), nodes, false);
-        let served = Served {
-            zones,
-            geo,
-            asn,
-            generation: 0,
-            zone_counters,
-        };
+        let served = Served::first(zones, geo, asn);
+        let table = NodeTable::new(Arc::clone(&served.zones), nodes, false);
         let snapshot = served.snapshot(&ranked, table.availability());
         // The first build is a rebuild too: the series exists from the start, before any change.
         metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
@@ -133,7 +126,8 @@ impl Publisher {
             published: Published {
                 snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
                 view: Arc::new(ArcSwap::from_pointee(view)),
-                view_stale: false,
+                view_stale: Staleness::Fresh,
+                view_stored: Instant::now(),
             },
             plans,
             outbox: None,
@@ -141,12 +135,7 @@ impl Publisher {
         };
         publisher.plan_checks();
         publisher.export_gauges();
-        // Both reload and feed series exist from the start, so rates and alerts see a zero
-        // first.
-        for result in ["ok", "error"] {
-            metrics::counter!(m::RELOADS, "result" => result).increment(0);
-        }
-        feeds::register_series();
+        served::register_series();
         publisher
     }
 
@@ -162,7 +151,7 @@ impl Publisher {
         self.outbox = Some(tx);
         self.table.join_fleet();
         metrics::gauge!(m::FLEET_CONNECTED).set(0.0);
-        self.published.view_stale = true;
+        self.published.view_stale = Staleness::Changed;
         self.store_view();
         (self, rx)
     }
@@ -270,9 +259,12 @@ impl Publisher {
         // a periodic look re-ranks when latency inputs exist.
         let mut tick = tokio::time::interval(ranking::RERANK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut view_tick = tokio::time::interval(view::LAZY_VIEW);
+        view_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while reports_open || commands_open || self.schedule.pending() {
             let due = self.schedule.due();
             tokio::select! {
+                _ = view_tick.tick() => {}
                 _ = tick.tick() => {
                     let due = self.latency_due();
                     self.schedule.look(due);
@@ -328,8 +320,10 @@ impl Publisher {
         }
     }
 
-    /// Applies a command; reloads load their files on the blocking pool first.
+    /// Applies a command; reloads load their files on the blocking pool first. Whatever a
+    /// command changes, the next read of the view sees once it is answered.
     async fn handle(&mut self, command: Command, replies: &mut Vec<PendingReply>) {
+        self.published.view_stale = Staleness::Changed;
         match command {
             Command::Reload { reply } => match self.reload().await {
                 Ok(summary) => replies.push(Box::new(move |_: &Publisher| {
@@ -356,6 +350,7 @@ impl Publisher {
                 {
                     outbox.send_modify(|out| out.set_feed(json));
                 }
+                self.store_view();
                 let _ = reply.send(applied);
             }
             Command::SetOverride {
@@ -418,14 +413,19 @@ impl Publisher {
         self.table
             .note_reload(outcome.as_deref().map_err(String::as_str), now);
         self.last_reload = Some(outcome.as_ref().map(|_| now).map_err(Clone::clone));
-        self.published.view_stale = true;
+        self.published.view_stale = Staleness::Changed;
         outcome.map_err(CommandError::Rejected)
     }
 
     /// Reacts to what the node table says changed: the fleet hears this instance's
     /// verdicts, changed availability is scheduled for publication and logged.
     fn react(&mut self, changed: Changed) {
-        self.published.view_stale = true;
+        let acted_on = changed.first_result
+            || changed.verdict.is_some()
+            || changed.fleet_connected.is_some()
+            || !changed.availability.is_empty();
+        let staleness = [Staleness::Details, Staleness::Changed][usize::from(acted_on)];
+        self.published.view_stale = self.published.view_stale.max(staleness);
         if let (Some(outbox), Some((zi, ni, health))) = (&self.outbox, changed.verdict) {
             let zone = &self.served.zones[zi];
             let key = (fleet_zone(zone), zone.nodes[ni].name.clone());
@@ -572,7 +572,7 @@ impl Publisher {
             }
         };
         self.published.snapshot.store(Arc::new(snapshot));
-        self.published.view_stale = true;
+        self.published.view_stale = Staleness::Changed;
         let elapsed = started.elapsed();
         metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
         if let Some(changed) = self.changed_at.take() {
@@ -587,10 +587,11 @@ impl Publisher {
     /// Stores a new state view when the node table, the rankings or the last reload moved
     /// on since the last one.
     fn store_view(&mut self) {
-        if !self.published.view_stale {
+        let published = &mut self.published;
+        if !published.view_stale.due(published.view_stored.elapsed()) {
             return;
         }
-        self.published.view_stale = false;
+        (published.view_stale, published.view_stored) = (Staleness::Fresh, Instant::now());
         let last_reload = self.last_reload.clone();
         let view = (self.served).view(&self.table, &self.ranked, &self.latency, last_reload);
         self.published.view.store(Arc::new(view));

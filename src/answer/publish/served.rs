@@ -44,7 +44,28 @@ pub(super) struct Takeover {
     pub summary: String,
 }
 
+/// The reload and feed series exist from the start, so rates and alerts see a zero first.
+pub(super) fn register_series() {
+    for result in ["ok", "error"] {
+        metrics::counter!(m::RELOADS, "result" => result).increment(0);
+    }
+    for result in ["applied", "rejected"] {
+        metrics::counter!(m::FEED_BATCHES, "result" => result).increment(0);
+    }
+}
+
 impl Served {
+    /// The first load of the policy.
+    pub(super) fn first(zones: Vec<Zone>, geo: Arc<GeoDb>, asn: Option<Arc<AsnDb>>) -> Self {
+        Served {
+            zone_counters: Arc::new(m::ZoneCounters::register(&zones)),
+            zones: Arc::new(zones),
+            geo,
+            asn,
+            generation: 0,
+        }
+    }
+
     /// The next load, from `loaded`, taking over the state kept for this one.
     pub(super) fn take_over(
         &self,

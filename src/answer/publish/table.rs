@@ -53,12 +53,15 @@ pub(super) struct Changed {
     pub verdict: Option<(usize, usize, Health)>,
     /// The fleet connection was just made (`Some(true)`) or lost (`Some(false)`).
     pub fleet_connected: Option<bool>,
+    /// A node's first check result arrived (readiness waits for them).
+    pub first_result: bool,
 }
 
 impl Changed {
     fn merge(&mut self, other: Changed) {
         self.availability.extend(other.availability);
         self.verdict = other.verdict.or(self.verdict);
+        self.first_result |= other.first_result;
         self.fleet_connected = other.fleet_connected.or(self.fleet_connected);
     }
 }
@@ -171,12 +174,14 @@ impl NodeTable {
         let Some(runtime) = self.runtime_mut(zone, node) else {
             return Changed::default();
         };
+        let first_result = runtime.last.is_none();
         runtime.health = report.health;
         runtime.probe_rtt_ms = report.stats.rtt_ms;
         runtime.probe_loss = report.stats.loss;
         runtime.last = Some((report, now));
         let mut changed = self.refresh(zone, node, now);
         changed.verdict = verdict;
+        changed.first_result = first_result;
         changed
     }
 
@@ -463,6 +468,7 @@ mod tests {
             vec![(0, 0, Availability::Up, Availability::HealthDown)]
         );
         assert_eq!(changed.verdict, Some((0, 0, Health::Down)));
+        assert!(changed.first_result, "readiness waits for it");
         let tokyo = &table.nodes()[0][0];
         assert_eq!(tokyo.since, at(5));
         assert_eq!(tokyo.probe_rtt_ms, Some(3.0));

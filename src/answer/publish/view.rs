@@ -63,6 +63,35 @@ pub fn unix_seconds(at: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// How far the published view is behind the node table. Each store shares the node
+/// table with readers, so the next change to any node copies it: check details alone
+/// (last probe, smoothed round trip) are stored at most every `LAZY_VIEW`; a change readers
+/// act on (availability, a first check result, an override, a reload, the fleet, new
+/// rankings) at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Staleness {
+    /// The view is current.
+    Fresh,
+    /// Check details moved on.
+    Details,
+    /// Something readers act on changed.
+    Changed,
+}
+
+/// The longest a view lags behind check details.
+pub(super) const LAZY_VIEW: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Staleness {
+    /// Whether to store a new view now, `since` the last store.
+    pub(super) fn due(self, since: std::time::Duration) -> bool {
+        match self {
+            Staleness::Fresh => false,
+            Staleness::Details => since >= LAZY_VIEW,
+            Staleness::Changed => true,
+        }
+    }
+}
+
 /// Why the server is not ready yet: checked nodes not checked once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("first health round incomplete: {}", waiting.join(", "))]
@@ -263,5 +292,23 @@ impl ViewReader {
     /// The current view, whole.
     pub fn load(&self) -> Arc<StateView> {
         self.current.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn check_details_wait_a_little_what_readers_act_on_does_not() {
+        assert!(!Staleness::Fresh.due(Duration::from_secs(60)));
+        assert!(!Staleness::Details.due(LAZY_VIEW / 2));
+        assert!(Staleness::Details.due(LAZY_VIEW));
+        assert!(Staleness::Changed.due(Duration::ZERO));
+        assert_eq!(
+            Staleness::Details.max(Staleness::Changed),
+            Staleness::Changed
+        );
     }
 }
