@@ -58,6 +58,8 @@ pub struct KeyValue {
     pub key: String,
     /// The value.
     pub value: String,
+    /// The lease it lives under; 0: none (it stays until deleted).
+    pub lease: i64,
 }
 
 /// A change seen by a watch.
@@ -218,13 +220,24 @@ struct RawKv {
     key: String,
     #[serde(default)]
     value: String,
+    /// An int64, which the gateway writes as a string.
+    #[serde(default)]
+    lease: Option<Value>,
 }
 
 impl RawKv {
     fn decode(&self) -> Result<KeyValue, EtcdError> {
+        let lease = match &self.lease {
+            None => 0,
+            Some(Value::String(text)) => text
+                .parse()
+                .map_err(|_| EtcdError::Malformed(format!("lease '{text}'")))?,
+            Some(other) => other.as_i64().unwrap_or(0),
+        };
         Ok(KeyValue {
             key: unb64(&self.key)?,
             value: unb64(&self.value)?,
+            lease,
         })
     }
 }
@@ -691,7 +704,8 @@ mod tests {
             vec![
                 Event::Put(KeyValue {
                     key: "/g/o/z/n".into(),
-                    value: "drain".into()
+                    value: "drain".into(),
+                    lease: 0
                 }),
                 Event::Delete("/g/o/z/m".into())
             ]

@@ -85,18 +85,21 @@ fn health_word(health: Health) -> &'static str {
 }
 
 /// Everything under the prefix, as the fleet's state seen by `identity`: its own verdicts
-/// are left out (the publisher has them first-hand).
+/// are left out (the publisher has them first-hand). A member is live while its
+/// registration's lease is; only a live member's verdicts and feed written under that same
+/// lease count, so keys written by anyone else (no lease, another lease) decide nothing.
 #[derive(Debug, Default)]
 struct Mirror {
-    keys: HashMap<String, String>,
+    /// Key → (value, lease).
+    keys: HashMap<String, (String, i64)>,
 }
 
 impl Mirror {
     fn apply(&mut self, events: Vec<Event>) {
         for event in events {
             match event {
-                Event::Put(KeyValue { key, value }) => {
-                    self.keys.insert(key, value);
+                Event::Put(KeyValue { key, value, lease }) => {
+                    self.keys.insert(key, (value, lease));
                 }
                 Event::Delete(key) => {
                     self.keys.remove(&key);
@@ -107,8 +110,18 @@ impl Mirror {
 
     fn state(&self, config: &FleetConfig) -> FleetState {
         let base = format!("{}/", config.prefix.trim_end_matches('/'));
+        // Live members and the lease each registered under.
+        let live: HashMap<&str, i64> = self
+            .keys
+            .iter()
+            .filter_map(|(key, (_, lease))| {
+                let member = key.strip_prefix(&base)?.strip_prefix("members/")?;
+                (*lease != 0 && !member.contains('/')).then_some((member, *lease))
+            })
+            .collect();
+        let by_member = |member: &str, lease: i64| live.get(member) == Some(&lease);
         let mut state = FleetState::default();
-        for (key, value) in &self.keys {
+        for (key, (value, lease)) in &self.keys {
             let Some(rest) = key.strip_prefix(&base) else {
                 continue;
             };
@@ -121,7 +134,9 @@ impl Mirror {
                             .insert((zone.to_string(), node.to_string()), set);
                     }
                 }
-                ["verdicts", zone, node, member] if *member != config.identity => {
+                ["verdicts", zone, node, member]
+                    if *member != config.identity && by_member(member, *lease) =>
+                {
                     let health = match value.as_str() {
                         "up" => Health::Up,
                         "down" => Health::Down,
@@ -133,11 +148,11 @@ impl Mirror {
                         .or_default()
                         .push((member.to_string(), health));
                 }
-                ["members", member] => {
+                ["members", member] if live.contains_key(member) => {
                     state.members.push(member.to_string());
                     state.member_info.insert(member.to_string(), value.clone());
                 }
-                ["feeds", member] if *member != config.identity => {
+                ["feeds", member] if *member != config.identity && by_member(member, *lease) => {
                     state.feeds.insert(member.to_string(), value.clone());
                 }
                 _ => {}
@@ -494,24 +509,35 @@ mod tests {
     fn the_mirror_reads_overrides_others_verdicts_and_members() {
         let config = config();
         let mut mirror = Mirror::default();
-        let put = |k: &str, v: &str| {
+        let put = |k: &str, v: &str, lease: i64| {
             Event::Put(KeyValue {
                 key: k.into(),
                 value: v.into(),
+                lease,
             })
         };
         mirror.apply(vec![
-            put("/g/overrides/z/tokyo", "drain"),
-            put("/g/verdicts/z/tokyo/a", "down"),
-            put("/g/verdicts/z/tokyo/b", "up"),
-            put("/g/members/a", "0.1.0"),
-            put("/g/members/b", "0.1.0"),
-            put("/other/overrides/z/tokyo", "force-down"),
+            put("/g/overrides/z/tokyo", "drain", 0),
+            put("/g/verdicts/z/tokyo/a", "down", 1),
+            put("/g/verdicts/z/tokyo/b", "up", 2),
+            put("/g/members/a", "0.1.0", 1),
+            put("/g/members/b", "0.1.0", 2),
+            put("/other/overrides/z/tokyo", "force-down", 0),
+            // Forged: no lease, a member's verdict under another lease, a member key
+            // without a lease.
+            put("/g/verdicts/z/tokyo/mallory", "down", 0),
+            put("/g/members/mallory", "0.1.0", 0),
+            put("/g/verdicts/z/osaka/b", "down", 3),
         ]);
         let state = mirror.state(&config);
         let key = ("z".to_string(), "tokyo".to_string());
         assert_eq!(state.overrides.get(&key), Some(&Override::Drain));
         assert_eq!(state.verdicts[&key], vec![("b".to_string(), Health::Up)]);
+        assert!(
+            !state
+                .verdicts
+                .contains_key(&("z".to_string(), "osaka".to_string()))
+        );
         assert_eq!(state.members, vec!["a", "b"]);
         mirror.apply(vec![Event::Delete("/g/overrides/z/tokyo".into())]);
         assert!(mirror.state(&config).overrides.is_empty());

@@ -677,3 +677,57 @@ impl Drop for Agent {
         let _ = self.0.wait();
     }
 }
+
+/// Only live members vote: verdict keys written without a member's lease (by hand, by a
+/// process that never registered, or left from another lease) decide nothing. Five forged
+/// "down" votes against two instances' "up" would be a majority if they counted.
+#[test]
+fn forged_verdicts_without_a_member_s_lease_are_ignored() {
+    let tokyo = FakeNode::start("127.0.0.86", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.87", Behaviour::Tcp);
+    let etcd = EtcdCluster::start(&etcd_dir("forged"), 1);
+    let dir = zone_dir("fleet-forged", &policy(&tokyo, &singapore, "majority"));
+    let a = instance(&dir, &etcd, "a");
+    let b = instance(&dir, &etcd, "b");
+    let both = addresses(&[&tokyo, &singapore]);
+    for server in [&a, &b] {
+        until_answers(server, &both, "every node up");
+    }
+    let put = |key: &str, value: &str| {
+        let output = etcd.etcdctl(0, &["put", key, value]);
+        assert!(output.status.success(), "etcdctl put {key}: {output:?}");
+    };
+    for forger in 1..=5 {
+        put(
+            &format!("/test/verdicts/fleet.example/tokyo/forger-{forger}"),
+            "down",
+        );
+    }
+    put("/test/members/forger-1", "{}");
+    // A change after the forged keys: once the instances see it, they have seen those too.
+    put("/test/overrides/fleet.example/singapore", "drain");
+    let tokyo_only = addresses(&[&tokyo]);
+    for server in [&a, &b] {
+        until_answers(
+            server,
+            &tokyo_only,
+            "the drain written after the forged votes",
+        );
+        let (_, body) = http(server.admin, "GET", "/nodes", None);
+        let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let tokyo_state = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["node"] == "tokyo")
+            .expect("tokyo")
+            .clone();
+        assert_eq!(tokyo_state["fleet_health"], "up", "{tokyo_state}");
+        assert_eq!(tokyo_state["availability"], "up", "{tokyo_state}");
+        let (_, status) = http(server.admin, "GET", "/status", None);
+        assert!(
+            !status.contains("forger"),
+            "a forged member is listed: {status}"
+        );
+    }
+}
