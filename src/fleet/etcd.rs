@@ -38,9 +38,14 @@ pub enum EtcdError {
     /// No endpoint answered in time.
     #[error("no etcd endpoint answered ({0})")]
     Unreachable(String),
-    /// An endpoint answered with an error.
+    /// An endpoint answered with an error about the request (its login, its permissions,
+    /// its form): another member would answer the same.
     #[error("etcd refused the request: {0}")]
     Refused(String),
+    /// A member answered that it cannot serve now (a learner, no leader, an election, a
+    /// gateway error): another member may.
+    #[error("etcd member cannot serve: {0}")]
+    Unavailable(String),
     /// The answer was not what the gateway sends.
     #[error("unexpected answer from etcd: {0}")]
     Malformed(String),
@@ -662,10 +667,12 @@ impl Etcd {
             } else {
                 ""
             };
-            return Err(EtcdError::Refused(format!(
-                "{status}: {}{hint}",
-                text.trim_end()
-            )));
+            let why = format!("{status}: {}{hint}", text.trim_end());
+            return Err(if status.is_server_error() {
+                EtcdError::Unavailable(format!("{}: {why}", endpoint.url))
+            } else {
+                EtcdError::Refused(why)
+            });
         }
         Ok(response)
     }

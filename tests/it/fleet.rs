@@ -731,3 +731,80 @@ fn forged_verdicts_without_a_member_s_lease_are_ignored() {
         );
     }
 }
+
+/// A member that cannot serve (a learner, or one in an election: etcd's gateway answers 503)
+/// listed first does not keep an instance out of the fleet: it moves on to the next member.
+#[test]
+fn a_member_that_cannot_serve_listed_first_is_passed_over() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    // A stand-in member that reads each whole request and answers 503, as etcd does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let unavailable = listener.local_addr().expect("address");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&answered);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(10_000) {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length.min(1 << 20)];
+            let _ = reader.read_exact(&mut body);
+            let reply = r#"{"error":"etcdserver: not capable","code":14}"#;
+            let _ = reader.get_mut().write_all(
+                format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                )
+                .as_bytes(),
+            );
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let tokyo = FakeNode::start("127.0.0.88", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.89", Behaviour::Tcp);
+    let etcd = EtcdCluster::start(&etcd_dir("unavailable"), 1);
+    let dir = zone_dir("fleet-unavailable", &policy(&tokyo, &singapore, "majority"));
+    let endpoints = format!("http://{unavailable},{}", etcd.endpoints());
+    let a = Server::start(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[
+            "--fleet",
+            &endpoints,
+            "--fleet-prefix",
+            "/test",
+            "--identity",
+            "a",
+        ],
+    );
+    eventually(Duration::from_secs(10), "connected past the 503", || {
+        let (_, status) = http(a.admin, "GET", "/status", None);
+        if status.contains("\"connected\":true") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    assert!(
+        answered.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the unavailable member was asked first"
+    );
+    // And the fleet works through the next member: a drain written there reaches it.
+    let output = etcd.etcdctl(0, &["put", "/test/overrides/fleet.example/tokyo", "drain"]);
+    assert!(output.status.success(), "{output:?}");
+    until_answers(
+        &a,
+        &addresses(&[&singapore]),
+        "the drain through the next member",
+    );
+}
