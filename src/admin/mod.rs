@@ -43,7 +43,7 @@ mod map;
 mod page;
 
 use crate::answer::{Command, CommandError, Override, SnapshotReader, ViewReader};
-use crate::latency::feed::FeedBatch;
+use crate::latency::feed::{FeedBatch, MAX_BATCH_BYTES};
 
 /// Why the admin interface could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,10 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/nodes", get(nodes))
         .route("/nodes/{zone}/{node}/{action}", post(set_override))
-        .route("/latency", post(feed))
+        .route(
+            "/latency",
+            post(feed).layer(axum::extract::DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
         .route("/reload", post(reload))
         .route("/status", get(status))
         .route("/config", get(config))
@@ -324,7 +327,21 @@ fn refused(error: &CommandError) -> StatusCode {
     }
 }
 
-async fn feed(State(state): State<AdminState>, Json(batch): Json<FeedBatch>) -> Response {
+async fn feed(
+    State(state): State<AdminState>,
+    batch: Result<Json<FeedBatch>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let batch = match batch {
+        Ok(Json(batch)) => batch,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let why = format!(
+                "a feed batch is at most {} KiB (a fleet shares it through etcd); split it\n",
+                MAX_BATCH_BYTES / 1024
+            );
+            return (StatusCode::PAYLOAD_TOO_LARGE, why).into_response();
+        }
+        Err(rejection) => return rejection.into_response(),
+    };
     match ask(&state, |reply| Command::Feed { batch, reply }).await {
         Ok(Ok(applied)) => Json(serde_json::json!({ "applied": applied })).into_response(),
         Ok(Err(errors)) => (

@@ -11,9 +11,11 @@ use super::{ClientGroup, MAX_RTT_MS, Measurement, ZoneLatency, age};
 use crate::geo::{AsnDb, CountryTable};
 use crate::policy::Zone;
 
-/// The largest batch read, from the admin interface (axum's default body limit, the same
-/// 2 MiB) or from the feed file: a bigger one is refused before it is parsed.
-pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// The largest batch read, from the admin interface or the feed file: a bigger one is
+/// refused before it is parsed. A fleet shares each batch through etcd, whose gateway takes
+/// requests of at most 1.5 MiB by default and base64-encodes values (4/3): 512 KiB leaves
+/// room for that and the transaction around it.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// A feed batch as probe agents and beacons send it (also the watched file's format).
 #[derive(Debug, Deserialize, Serialize)]

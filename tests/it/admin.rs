@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::support::nodes::http_json;
 use crate::support::*;
 use hickory_proto::rr::{RData, RecordType};
 
@@ -246,4 +247,30 @@ fn base64_encode(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A feed batch larger than etcd can carry to the fleet is refused with 413 and a message
+/// that says so; one just under the cap is read (and judged on its content).
+#[test]
+fn a_feed_batch_too_large_to_share_is_refused_with_413() {
+    let server = Server::test_zone();
+    let cap = geosteer::latency::feed::MAX_BATCH_BYTES;
+    let batch = |bytes: usize| {
+        let load = r#"{"node": "tokyo", "load": 0.5},"#;
+        let mut text = String::from(r#"{"loads": ["#);
+        while text.len() + load.len() + 64 < bytes {
+            text += load;
+        }
+        text += r#"{"node": "tokyo", "load": 0.5}]}"#;
+        text
+    };
+    let over = batch(cap + 1024);
+    assert!(over.len() > cap);
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, &over);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("at most 512 KiB"), "{body}");
+    let under = batch(cap - 1024);
+    assert!(under.len() <= cap);
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, &under);
+    assert_eq!(status, 200, "{body}");
 }

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::served::Served;
 use crate::latency::ZoneLatency;
-use crate::latency::feed::{FeedBatch, FeedRejected};
+use crate::latency::feed::{FeedBatch, FeedRejected, MAX_BATCH_BYTES};
 use crate::metrics as m;
 
 /// Validates `batch` against the served zones and applies it to `latency` only if all is
@@ -40,6 +40,20 @@ pub(super) fn apply(
 #[cfg(debug_assertions)]
 pub(super) fn injected_fault() -> bool {
     std::env::var("GEOSTEER_FAULT").is_ok_and(|v| v == "publisher")
+}
+
+/// A batch accepted here as the fleet gets it (JSON), unless it grew past what etcd
+/// carries (logged).
+pub(super) fn shared(batch: &FeedBatch) -> Option<String> {
+    let json = serde_json::to_string(batch).ok()?;
+    if json.len() > MAX_BATCH_BYTES {
+        warn!(
+            bytes = json.len(),
+            "a feed batch is too large to share with the fleet; applied here only"
+        );
+        return None;
+    }
+    Some(json)
 }
 
 /// A change in a node's reported load that is worth a re-ranking.

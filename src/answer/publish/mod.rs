@@ -346,7 +346,7 @@ impl Publisher {
                 // The other instances take it too.
                 if applied.is_ok()
                     && let Some(outbox) = &self.outbox
-                    && let Ok(json) = serde_json::to_string(&batch)
+                    && let Some(json) = feeds::shared(&batch)
                 {
                     outbox.send_modify(|out| out.set_feed(json));
                 }
