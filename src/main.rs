@@ -284,7 +284,8 @@ fn fleet(args: FleetArgs, action: FleetAction) -> ExitCode {
             FleetAction::Status => {
                 return geosteer::fleet::status_text(&config)
                     .await
-                    .map(|text| print!("{text}"));
+                    .map(|text| print!("{text}"))
+                    .map_err(geosteer::fleet::FleetCommandError::from);
             }
             FleetAction::Drain { zone, node } => (zone, node, Some(Override::Drain)),
             FleetAction::ForceUp { zone, node } => (zone, node, Some(Override::ForceUp)),

@@ -17,9 +17,9 @@ mod zone;
 
 pub use build::build;
 pub use publish::{
-    Command, CommandError, FleetKey, FleetNews, FleetState, NodeStatus, NotReady, Outbox, Override,
-    Publisher, SnapshotReader, StateView, Timeline, TimelineEntry, ViewReader, fleet_zone,
-    unix_seconds,
+    Command, CommandError, FleetKey, FleetNews, FleetPolicy, FleetState, NodeStatus, NotReady,
+    Outbox, Override, Publisher, SnapshotReader, StateView, Timeline, TimelineEntry, ViewReader,
+    fleet_zone, unix_seconds,
 };
 pub use snapshot::{
     AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,

@@ -7,7 +7,8 @@
 //! - `overrides/<zone>/<node>` → `drain`, `force-up` or `force-down` (no lease: they stay);
 //! - `verdicts/<zone>/<node>/<identity>` → `up` or `down`, under the writer's lease, so a
 //!   dead vantage point's votes expire with it;
-//! - `members/<identity>` → the member's version and policy serials (JSON), under its lease;
+//! - `members/<identity>` → the member's version, policy serials and node names (JSON),
+//!   under its lease; only a live member's verdicts and feed, written under its lease, count;
 //! - `feeds/<identity>` → the member's latest feed batch (JSON), under its lease: batches
 //!   posted to an instance, or a probe agent's round trips from its vantage point.
 //!
@@ -29,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
-use crate::answer::{Command, FleetKey, FleetNews, FleetState, Outbox, Override};
+use crate::answer::{Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override};
 use crate::health::Health;
 pub use agent::Agent;
 use etcd::{Etcd, EtcdError, Event, KeyValue, MAX_TXN_OPS, Op};
@@ -241,7 +242,7 @@ fn pending(
 ) -> (Vec<Op>, Written) {
     let mut ops = Vec::new();
     let mut next = Written {
-        registration: Some(registration(&out.serials)),
+        registration: Some(registration(&out.policy)),
         verdicts: out.verdicts.clone(),
         feed: written.feed.clone(),
         feed_taken: written.feed_taken,
@@ -427,13 +428,37 @@ fn override_op(config: &FleetConfig, zone: &str, node: &str, set: Option<Overrid
     }
 }
 
-/// A member's registration: its version and the SOA serial of every zone it serves.
-fn registration(serials: &[(String, u32)]) -> String {
-    let serials: serde_json::Map<String, serde_json::Value> = serials
-        .iter()
+/// A member's registration: its version, and the SOA serial and node names of every zone
+/// it serves.
+fn registration(policy: &FleetPolicy) -> String {
+    let serials: serde_json::Map<String, serde_json::Value> = (policy.serials.iter())
         .map(|(zone, serial)| (zone.clone(), serde_json::json!(serial)))
         .collect();
-    serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "serials": serials}).to_string()
+    let nodes: serde_json::Map<String, serde_json::Value> = (policy.nodes.iter())
+        .map(|(zone, names)| (zone.clone(), serde_json::json!(names)))
+        .collect();
+    serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "serials": serials, "nodes": nodes})
+        .to_string()
+}
+
+/// Why `geosteer fleet` did not set an override.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetCommandError {
+    /// etcd could not be read or written.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// No live member serves the zone and node named (a typo, or every instance is down).
+    #[error(
+        "no live member serves node '{node}' in zone '{zone}' (served: {served}); nothing written"
+    )]
+    Unknown {
+        /// The zone as named.
+        zone: String,
+        /// The node as named.
+        node: String,
+        /// What the live members serve, `zone: node, ...` per zone.
+        served: String,
+    },
 }
 
 /// Reads the fleet's state for `geosteer fleet status`: members, overrides and every
@@ -487,18 +512,78 @@ pub async fn status_text(config: &FleetConfig) -> Result<String, EtcdError> {
     Ok(out)
 }
 
-/// Sets or clears a node's override for the whole fleet (`geosteer fleet drain ...`).
+/// Sets or clears a node's override for the whole fleet (`geosteer fleet drain ...`), once
+/// a live member is seen to serve that zone and node (from its registration).
 pub async fn set_override(
     config: &FleetConfig,
     zone: &str,
     node: &str,
     set: Option<Override>,
-) -> Result<(), EtcdError> {
+) -> Result<(), FleetCommandError> {
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+    let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
+    let (_, kvs) = config.etcd.range_prefix(&prefix).await?;
+    let mut mirror = Mirror::default();
+    mirror.apply(kvs.into_iter().map(Event::Put).collect());
+    let everyone = FleetConfig {
+        identity: String::new(),
+        ..config.clone()
+    };
+    let served = served_nodes(&mirror.state(&everyone));
+    let known = served
+        .get(&zone)
+        .is_some_and(|nodes| nodes.iter().any(|n| n == node));
+    if !known {
+        let served = served
+            .iter()
+            .map(|(zone, nodes)| {
+                format!(
+                    "{zone}: {}",
+                    Vec::from_iter(nodes.iter().map(String::as_str)).join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(FleetCommandError::Unknown {
+            zone,
+            node: node.to_string(),
+            served: if served.is_empty() {
+                "nothing".into()
+            } else {
+                served
+            },
+        });
+    }
     config
         .etcd
         .apply(&[override_op(config, &zone, node, set)])
-        .await
+        .await?;
+    Ok(())
+}
+
+/// Node names by zone that live members register.
+fn served_nodes(
+    state: &FleetState,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut served: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for info in state.member_info.values() {
+        let Ok(info) = serde_json::from_str::<serde_json::Value>(info) else {
+            continue;
+        };
+        for (zone, nodes) in info["nodes"].as_object().into_iter().flatten() {
+            let names = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str());
+            served
+                .entry(zone.clone())
+                .or_default()
+                .extend(names.map(str::to_string));
+        }
+    }
+    served
 }
 
 #[cfg(test)]
@@ -576,7 +661,10 @@ mod tests {
         let config = config();
         let key = |node: &str| ("z".to_string(), node.to_string());
         let mut out = Outbox {
-            serials: vec![("z".into(), 7)],
+            policy: FleetPolicy {
+                serials: vec![("z".into(), 7)],
+                nodes: vec![("z".into(), vec!["tokyo".into(), "osaka".into()])],
+            },
             ..Outbox::default()
         };
         out.verdicts.insert(key("tokyo"), Health::Down);

@@ -128,6 +128,19 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         assert!(output.status.success(), "{args:?}: {output:?}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
+    // A node no member serves (a typo) is refused, and nothing is written.
+    let typo = Command::new(geosteer_binary())
+        .args(["fleet", "--fleet", &etcd.endpoints(), "--fleet-prefix", "/test"])
+        .args(["drain", "fleet.example", "singap0re"])
+        .output()
+        .expect("geosteer fleet runs");
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success(), "a typo was accepted: {stderr}");
+    assert!(
+        stderr.contains("no live member serves node 'singap0re' in zone 'fleet.example'")
+            && stderr.contains("singapore"),
+        "{stderr}"
+    );
     fleet_cli(&["force-down", "fleet.example", "singapore"]);
     let tokyo_only = addresses(&[&tokyo]);
     for server in [&a, &b, &c] {
@@ -144,6 +157,7 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         "{status}"
     );
     assert!(status.contains("a=up b=up c=up"), "{status}");
+    assert!(!status.contains("singap0re"), "the typo was written: {status}");
     fleet_cli(&["obey", "fleet.example", "singapore"]);
     for server in [&a, &b, &c] {
         until_answers(server, &both, "cleared through the fleet command");

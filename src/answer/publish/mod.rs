@@ -29,7 +29,7 @@ mod view;
 pub use commands::{
     Command, CommandError, FleetNews, FleetState, NodeStatus, Override, SnapshotReader,
 };
-pub use outbox::{FleetKey, Outbox, fleet_zone};
+pub use outbox::{FleetKey, FleetPolicy, Outbox, fleet_zone};
 pub use view::{NotReady, StateView, Timeline, TimelineEntry, ViewReader, unix_seconds};
 
 use std::sync::Arc;
@@ -144,7 +144,7 @@ impl Publisher {
     /// fleet task to read.
     pub fn with_fleet(mut self) -> (Self, watch::Receiver<Outbox>) {
         let outbox = Outbox {
-            serials: self.served.serials(),
+            policy: self.served.fleet_policy(),
             ..Outbox::default()
         };
         let (tx, rx) = watch::channel(outbox);
@@ -238,9 +238,9 @@ impl Publisher {
         self.schedule.latency_changed();
         self.schedule.availability_changed();
         self.plan_checks();
-        let serials = self.served.serials();
+        let policy = self.served.fleet_policy();
         if let Some(outbox) = &self.outbox {
-            outbox.send_modify(|out| out.serials = serials);
+            outbox.send_modify(|out| out.policy = policy);
         }
         self.export_gauges();
         summary

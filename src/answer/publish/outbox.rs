@@ -22,12 +22,20 @@ pub fn fleet_zone(zone: &Zone) -> String {
 /// A (zone, node) pair as the fleet names it.
 pub type FleetKey = (String, String);
 
+/// The policy a member serves, as it registers it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetPolicy {
+    /// SOA serial by zone, so a fleet shows members that serve different versions.
+    pub serials: Vec<(String, u32)>,
+    /// Node names by zone, so `geosteer fleet` can refuse a node no member serves.
+    pub nodes: Vec<(String, Vec<String>)>,
+}
+
 /// This instance's own state for the fleet.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outbox {
-    /// The policy served: SOA serial by zone, so a fleet shows members that serve
-    /// different versions.
-    pub serials: Vec<(String, u32)>,
+    /// The policy served.
+    pub policy: FleetPolicy,
     /// This instance's verdict per node, as its checks last decided.
     pub verdicts: BTreeMap<FleetKey, Health>,
     /// The latest feed batch accepted here (JSON), numbered so a resend is told from a

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::nodes::{NodeRuntime, carry_damping, carry_over};
-use super::outbox::fleet_zone;
+use super::outbox::{FleetPolicy, fleet_zone};
 use super::ranking::Ranked;
 use super::table::NodeTable;
 use super::view::{FleetSummary, StateView};
@@ -155,12 +155,21 @@ impl Served {
         CheckPlan { generation, checks }
     }
 
-    /// Every zone's SOA serial, as the fleet shows what policy a member serves.
-    pub(super) fn serials(&self) -> Vec<(String, u32)> {
-        self.zones
-            .iter()
-            .map(|z| (fleet_zone(z), z.soa.serial))
-            .collect()
+    /// What the fleet is told this member serves: every zone's SOA serial and node names.
+    pub(super) fn fleet_policy(&self) -> FleetPolicy {
+        FleetPolicy {
+            serials: (self.zones.iter())
+                .map(|z| (fleet_zone(z), z.soa.serial))
+                .collect(),
+            nodes: (self.zones.iter())
+                .map(|z| {
+                    (
+                        fleet_zone(z),
+                        z.nodes.iter().map(|n| n.name.clone()).collect(),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Node and steered-name availability gauges of one zone.
