@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -83,6 +84,11 @@ pub struct Etcd {
     endpoints: Vec<Endpoint>,
     tls: Option<tokio_rustls::TlsConnector>,
     login: Option<Arc<Login>>,
+    /// The endpoint that answered last: calls start there and move on through the others,
+    /// so a stopped or cut-off member costs one timeout, not one per call.
+    preferred: Arc<AtomicUsize>,
+    /// The endpoint serving the current watch, whose liveness `watch_alive` checks.
+    watching: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -293,7 +299,53 @@ impl Etcd {
             endpoints,
             tls,
             login,
+            preferred: Arc::default(),
+            watching: Arc::default(),
         })
+    }
+
+    /// The endpoints' indices, the preferred one first, then the others in turn.
+    fn in_turn(&self) -> impl Iterator<Item = (usize, &Endpoint)> {
+        let start = self.preferred.load(Ordering::Relaxed);
+        let n = self.endpoints.len();
+        (0..n).map(move |k| {
+            let i = (start + k) % n;
+            (i, &self.endpoints[i])
+        })
+    }
+
+    /// Whether the member serving the watch still answers a linearizable read within
+    /// `within`: a stopped member, or one cut off from its peers (it cannot confirm it is
+    /// current with the leader), does not, while its watch stream just stays silent. When it
+    /// does not, the next calls start at the next member.
+    pub async fn watch_alive(&self, within: Duration) -> Result<(), EtcdError> {
+        let i = self.watching.load(Ordering::Relaxed) % self.endpoints.len();
+        let endpoint = &self.endpoints[i];
+        let read = async {
+            let token = self.token(endpoint).await?;
+            let body = json!({"key": b64("/"), "limit": "1", "keys_only": true});
+            self.post(
+                endpoint,
+                "/v3/kv/range",
+                &body,
+                token.as_ref().map(|t| t.as_str()),
+            )
+            .await
+        };
+        let failed = match tokio::time::timeout(within, read).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => format!("{}: {e}", endpoint.url),
+            Err(_) => format!("{}: no answer within {within:?}", endpoint.url),
+        };
+        let _ = self.preferred.compare_exchange(
+            i,
+            (i + 1) % self.endpoints.len(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        Err(EtcdError::Unreachable(format!(
+            "the watch's member stopped answering ({failed})"
+        )))
     }
 
     /// The endpoints' URLs, as given.
@@ -317,14 +369,17 @@ impl Etcd {
 
     async fn call_once(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let mut failures = Vec::new();
-        for endpoint in &self.endpoints {
+        for (i, endpoint) in self.in_turn() {
             let attempt = async {
                 let token = self.token(endpoint).await?;
                 self.post(endpoint, path, body, token.as_ref().map(|t| t.as_str()))
                     .await
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(value);
+                }
                 Ok(Err(EtcdError::Refused(why))) => return Err(EtcdError::Refused(why)),
                 Ok(Err(e)) => failures.push(format!("{}: {e}", endpoint.url)),
                 Err(_) => failures.push(format!("{}: timed out", endpoint.url)),
@@ -421,7 +476,7 @@ impl Etcd {
             "start_revision": revision.to_string(),
         }});
         let mut failures = Vec::new();
-        for endpoint in &self.endpoints {
+        for (i, endpoint) in self.in_turn() {
             let opening = async {
                 let token = self.token(endpoint).await?;
                 self.open(
@@ -433,7 +488,11 @@ impl Etcd {
                 .await
             };
             let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, opening).await {
-                Ok(Ok(response)) => response,
+                Ok(Ok(response)) => {
+                    self.watching.store(i, Ordering::Relaxed);
+                    self.preferred.store(i, Ordering::Relaxed);
+                    response
+                }
                 Ok(Err(EtcdError::Refused(why))) => {
                     if token_expired(&why)
                         && let Some(login) = &self.login

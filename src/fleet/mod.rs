@@ -40,7 +40,20 @@ const LEASE_TTL: u64 = 6;
 /// How often the lease is renewed.
 const KEEPALIVE: Duration = Duration::from_secs(2);
 /// Wait before trying etcd again after a failure.
-const RETRY: Duration = Duration::from_millis(500);
+const RETRY: Duration = Duration::from_millis(250);
+/// The longest wait between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(4);
+/// How often the member serving the watch is asked a linearizable read, and how long it
+/// may take: a stopped or cut-off member is left within about 1.5 s.
+const LIVENESS_EVERY: Duration = Duration::from_millis(500);
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The wait before try `failures` + 1: doubling from `RETRY` up to `RETRY_MAX`, each a
+/// random 50-100 % of that, so a fleet that lost etcd together does not return in step.
+fn retry_after(failures: u32, jitter: f64) -> Duration {
+    let full = RETRY.saturating_mul(1 << failures.min(8)).min(RETRY_MAX);
+    full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
 
 /// Where a fleet member finds etcd and who it is.
 #[derive(Debug, Clone)]
@@ -178,7 +191,15 @@ pub async fn run(
 ) {
     let etcd = config.etcd.clone();
     let mut written = Written::default();
+    // Jitter only needs a seed that differs between members.
+    #[allow(clippy::disallowed_methods)]
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut jitter = crate::random::XorShift::new(seed ^ config.identity.len() as u64);
+    let mut failures = 0u32;
     loop {
+        let started = tokio::time::Instant::now();
         let outcome = session(
             &etcd,
             &config,
@@ -201,8 +222,14 @@ pub async fn run(
                 }
             }
         }
+        // A session that lasted was a success: the next failure starts the backoff over.
+        failures = if started.elapsed() > RETRY_MAX {
+            0
+        } else {
+            failures + 1
+        };
         // The outbox keeps the newest of everything meanwhile: nothing to take.
-        tokio::time::sleep(RETRY).await;
+        tokio::time::sleep(retry_after(failures, jitter.unit())).await;
     }
 }
 
@@ -372,14 +399,15 @@ async fn session(
     result
 }
 
-/// The watch and the lease's keep-alives, each on a task of its own so neither waits
-/// behind writes; both report how they end through the returned receiver.
+/// The watch, the lease's keep-alives and the watch member's liveness, each on a task of
+/// its own so none waits behind writes; each reports how it ends through the returned
+/// receiver.
 fn watch_and_keep_alive(
     etcd: &Etcd,
     prefix: &str,
     revision: i64,
     lease: i64,
-) -> (EventStream, [tokio::task::JoinHandle<()>; 2]) {
+) -> (EventStream, [tokio::task::JoinHandle<()>; 3]) {
     let (events_tx, events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
     let watcher = {
         let (etcd, events_tx, prefix) = (etcd.clone(), events_tx.clone(), prefix.to_string());
@@ -393,7 +421,7 @@ fn watch_and_keep_alive(
         })
     };
     let keeper = {
-        let etcd = etcd.clone();
+        let (etcd, events_tx) = (etcd.clone(), events_tx.clone());
         tokio::spawn(async move {
             let mut keepalive = tokio::time::interval(KEEPALIVE);
             keepalive.tick().await;
@@ -408,7 +436,20 @@ fn watch_and_keep_alive(
             let _ = events_tx.send(Err(why)).await;
         })
     };
-    (events, [watcher, keeper])
+    let liveness = {
+        let (etcd, events_tx) = (etcd.clone(), events_tx.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(LIVENESS_EVERY);
+            let why = loop {
+                every.tick().await;
+                if let Err(e) = etcd.watch_alive(LIVENESS_TIMEOUT).await {
+                    break e;
+                }
+            };
+            let _ = events_tx.send(Err(why)).await;
+        })
+    };
+    (events, [watcher, keeper, liveness])
 }
 
 /// Watch events as they arrive, or how the watch or the lease ended.
@@ -714,5 +755,14 @@ mod tests {
             ]
         );
         assert!(ops.iter().all(|op| matches!(op, Op::Put { lease: 10, .. })));
+    }
+
+    #[test]
+    fn retries_back_off_with_jitter_up_to_a_bound() {
+        assert_eq!(retry_after(0, 1.0), RETRY);
+        assert_eq!(retry_after(0, 0.0), RETRY / 2);
+        assert_eq!(retry_after(2, 1.0), RETRY * 4);
+        assert_eq!(retry_after(30, 1.0), RETRY_MAX);
+        assert!(retry_after(30, 0.3) >= RETRY_MAX / 2);
     }
 }

@@ -130,7 +130,13 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
     };
     // A node no member serves (a typo) is refused, and nothing is written.
     let typo = Command::new(geosteer_binary())
-        .args(["fleet", "--fleet", &etcd.endpoints(), "--fleet-prefix", "/test"])
+        .args([
+            "fleet",
+            "--fleet",
+            &etcd.endpoints(),
+            "--fleet-prefix",
+            "/test",
+        ])
         .args(["drain", "fleet.example", "singap0re"])
         .output()
         .expect("geosteer fleet runs");
@@ -157,7 +163,10 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         "{status}"
     );
     assert!(status.contains("a=up b=up c=up"), "{status}");
-    assert!(!status.contains("singap0re"), "the typo was written: {status}");
+    assert!(
+        !status.contains("singap0re"),
+        "the typo was written: {status}"
+    );
     fleet_cli(&["obey", "fleet.example", "singapore"]);
     for server in [&a, &b, &c] {
         until_answers(server, &both, "cleared through the fleet command");
@@ -821,4 +830,38 @@ fn a_member_that_cannot_serve_listed_first_is_passed_over() {
         &addresses(&[&singapore]),
         "the drain through the next member",
     );
+}
+
+/// A hung member listed first (SIGSTOP: its sockets stay open and silent) does not freeze
+/// the fleet: every instance leaves it for the next member, says so, and a drain written
+/// through another member reaches every instance.
+#[test]
+fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
+    let tokyo = FakeNode::start("127.0.0.90", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.91", Behaviour::Tcp);
+    let etcd = EtcdCluster::start(&etcd_dir("hung"), 3);
+    let dir = zone_dir("fleet-hung", &policy(&tokyo, &singapore, "majority"));
+    let a = instance(&dir, &etcd, "a");
+    let b = instance(&dir, &etcd, "b");
+    let both = addresses(&[&tokyo, &singapore]);
+    for server in [&a, &b] {
+        until_answers(server, &both, "every node up");
+    }
+    etcd.pause_member(0);
+    let paused = std::time::Instant::now();
+    let put = etcd.etcdctl(1, &["put", "/test/overrides/fleet.example/tokyo", "drain"]);
+    assert!(put.status.success(), "{put:?}");
+    let singapore_only = addresses(&[&singapore]);
+    for server in [&a, &b] {
+        until_answers(server, &singapore_only, "the drain through another member");
+    }
+    eprintln!(
+        "drain through member 1 seen by both instances {:?} after member 0 hung",
+        paused.elapsed()
+    );
+    for server in [&a, &b] {
+        let (_, status) = http(server.admin, "GET", "/status", None);
+        assert!(status.contains("\"connected\":true"), "{status}");
+    }
+    etcd.resume_member(0);
 }

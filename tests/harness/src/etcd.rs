@@ -394,6 +394,28 @@ impl EtcdCluster {
         }
     }
 
+    /// Freezes member `i` (SIGSTOP): its sockets stay open and silent, as a hung process
+    /// or a host behind a black hole leaves them.
+    pub fn pause_member(&self, i: usize) {
+        self.signal_member(i, "-STOP");
+    }
+
+    /// Lets a paused member run again (SIGCONT).
+    pub fn resume_member(&self, i: usize) {
+        self.signal_member(i, "-CONT");
+    }
+
+    fn signal_member(&self, i: usize, signal: &str) {
+        let Some(child) = self.members[i].as_ref() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} etcd member {i}");
+    }
+
     /// The member that leads the cluster now.
     pub fn leader(&self) -> usize {
         eventually(Duration::from_secs(10), "an etcd leader", || {
