@@ -869,6 +869,9 @@ fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
     for server in [&a, &b] {
         let (_, status) = http(server.admin, "GET", "/status", None);
         assert!(status.contains("\"connected\":true"), "{status}");
+        // The gauge the GeosteerFleetDisconnected alert reads (exported only in a fleet).
+        let connected = metric_sum(&scrape(server), "geosteer_fleet_connected");
+        assert_eq!(connected, 1.0);
     }
     etcd.resume_member(0);
 }
