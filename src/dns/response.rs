@@ -575,7 +575,6 @@ fn push_set(
 }
 
 /// A name in wire form, lowercased, with the offsets of its labels.
-#[derive(Clone, Copy)]
 struct Name {
     bytes: [u8; 255],
     len: usize,
@@ -591,57 +590,50 @@ impl Name {
     fn labels(&self) -> &[u8] {
         &self.labels[..self.label_count]
     }
-}
 
-/// A question: its name, QTYPE and QCLASS.
-struct Question {
-    name: Name,
-    qtype: u16,
-    qclass: u16,
-}
-
-impl Question {
-    /// Reads QNAME, QTYPE, QCLASS; FORMERR for a compressed or malformed QNAME.
-    fn read(question: &[u8]) -> Result<Question, Rcode> {
-        if question.len() < 5 {
-            return Err(Rcode::FormErr);
-        }
-        let n = question.len();
-        let qname = &question[..n - 4];
-        let mut name = Name {
-            bytes: [0; 255],
-            len: qname.len(),
-            labels: [0; 128],
-            label_count: 0,
-        };
-        let lower = name.bytes.get_mut(..qname.len()).ok_or(Rcode::FormErr)?;
-        lower.copy_from_slice(qname);
+    /// Reads a wire name, lowercased, in place (a response is answered without moving
+    /// names around); `None` for a compressed or malformed one.
+    fn read(&mut self, wire: &[u8]) -> Option<()> {
+        let lower = self.bytes.get_mut(..wire.len())?;
+        lower.copy_from_slice(wire);
         lower.make_ascii_lowercase();
-        name.label_count = label_offsets(lower, &mut name.labels).ok_or(Rcode::FormErr)?;
-        Ok(Question {
-            name,
-            qtype: u16::from_be_bytes([question[n - 4], question[n - 3]]),
-            qclass: u16::from_be_bytes([question[n - 2], question[n - 1]]),
-        })
+        self.len = wire.len();
+        self.label_count = label_offsets(lower, &mut self.labels)?;
+        Some(())
     }
 }
 
-/// Answers one question: writes answer, authority and additional records after it and
-/// returns the rcode. Sets AA for authoritative data, and `zone_index` to the policy index
-/// of the zone the question is in.
+/// Answers one question (QNAME, QTYPE, QCLASS): writes answer, authority and additional
+/// records after it and returns the rcode. Sets AA for authoritative data, and
+/// `zone_index` to the policy index of the zone the question is in.
 fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<usize>) -> Rcode {
-    let q = match Question::read(question) {
-        Ok(q) => q,
-        Err(rcode) => return rcode,
+    let n = question.len();
+    if n < 5 {
+        return Rcode::FormErr;
+    }
+    let qtype = u16::from_be_bytes([question[n - 4], question[n - 3]]);
+    let qclass = u16::from_be_bytes([question[n - 2], question[n - 1]]);
+    let mut chase = Chase {
+        name: Name {
+            bytes: [0; 255],
+            len: 0,
+            labels: [0; 128],
+            label_count: 0,
+        },
+        origin: 0,
+        owner: HEADER,
     };
-    let (name, qtype) = (q.name.bytes(), q.qtype);
+    if chase.name.read(&question[..n - 4]).is_none() {
+        return Rcode::FormErr;
+    }
+    let name = chase.name.bytes();
     if qtype == TYPE_OPT {
         return Rcode::FormErr;
     }
-    if q.qclass == CLASS_CH {
+    if qclass == CLASS_CH {
         return super::chaos::answer_chaos(name, qtype, asked.options, asked.writer);
     }
-    let refusal = match (q.qclass, qtype) {
+    let refusal = match (qclass, qtype) {
         // HS and ANY class: never answered with IN data.
         (class, _) if class != CLASS_IN => Some((EDE_NOT_SUPPORTED, "class IN only")),
         (_, QTYPE_AXFR | QTYPE_IXFR) => Some((EDE_PROHIBITED, "no zone transfers")),
@@ -651,7 +643,7 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
         explain_error(asked.edns, code, text);
         return Rcode::Refused;
     }
-    let Some((zone, origin_offset)) = asked.snapshot.find_zone(name, q.name.labels()) else {
+    let Some((zone, origin_offset)) = asked.snapshot.find_zone(name, chase.name.labels()) else {
         explain_error(asked.edns, EDE_NOT_AUTHORITATIVE, "");
         return Rcode::Refused;
     };
@@ -663,11 +655,7 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
     {
         return rcode;
     }
-    let mut chase = Chase {
-        name: q.name,
-        origin: origin_offset,
-        owner: HEADER,
-    };
+    chase.origin = origin_offset;
     answer_in_zone(asked, zone, qtype, &mut chase)
 }
 

@@ -314,16 +314,22 @@ impl Etcd {
         })
     }
 
-    /// Whether the member serving the watch still answers a linearizable read within
-    /// `within`: a stopped member, or one cut off from its peers (it cannot confirm it is
-    /// current with the leader), does not, while its watch stream just stays silent. When it
-    /// does not, the next calls start at the next member.
-    pub async fn watch_alive(&self, within: Duration) -> Result<(), EtcdError> {
+    /// Whether the member serving the watch still answers a linearizable read of one key
+    /// under `prefix` (what the fleet's user may read) within `within`: a stopped member, or
+    /// one cut off from its peers (it cannot confirm it is current with the leader), does
+    /// not, while its watch stream just stays silent. When it does not, the next calls start
+    /// at the next member. An expired login token is dropped and asked for anew next time.
+    pub async fn watch_alive(&self, prefix: &str, within: Duration) -> Result<(), EtcdError> {
         let i = self.watching.load(Ordering::Relaxed) % self.endpoints.len();
         let endpoint = &self.endpoints[i];
         let read = async {
             let token = self.token(endpoint).await?;
-            let body = json!({"key": b64("/"), "limit": "1", "keys_only": true});
+            let body = json!({
+                "key": b64(prefix),
+                "range_end": range_end(prefix),
+                "limit": "1",
+                "keys_only": true,
+            });
             self.post(
                 endpoint,
                 "/v3/kv/range",
@@ -334,6 +340,12 @@ impl Etcd {
         };
         let failed = match tokio::time::timeout(within, read).await {
             Ok(Ok(_)) => return Ok(()),
+            Ok(Err(EtcdError::Refused(why))) if token_expired(&why) => {
+                if let Some(login) = &self.login {
+                    login.token.store(None);
+                }
+                return Ok(());
+            }
             Ok(Err(e)) => format!("{}: {e}", endpoint.url),
             Err(_) => format!("{}: no answer within {within:?}", endpoint.url),
         };

@@ -437,12 +437,12 @@ fn watch_and_keep_alive(
         })
     };
     let liveness = {
-        let (etcd, events_tx) = (etcd.clone(), events_tx.clone());
+        let (etcd, events_tx, prefix) = (etcd.clone(), events_tx.clone(), prefix.to_string());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(LIVENESS_EVERY);
             let why = loop {
                 every.tick().await;
-                if let Err(e) = etcd.watch_alive(LIVENESS_TIMEOUT).await {
+                if let Err(e) = etcd.watch_alive(&prefix, LIVENESS_TIMEOUT).await {
                     break e;
                 }
             };
