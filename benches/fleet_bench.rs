@@ -177,6 +177,9 @@ fn regional_outage(dir: &std::path::Path, geo: &std::path::Path) {
                     "/regions",
                     "--identity",
                     &format!("gs{i}"),
+                    // The benchmark polls from one address: slipped replies are no answer.
+                    NO_RRL[0],
+                    NO_RRL[1],
                 ],
             )
         })
@@ -282,6 +285,9 @@ fn main() {
                         "/bench",
                         "--identity",
                         &format!("gs{i}"),
+                        // Polled from one address: slipped replies would count as waits.
+                        NO_RRL[0],
+                        NO_RRL[1],
                     ],
                 )
             })
