@@ -322,22 +322,13 @@ impl Etcd {
     pub async fn watch_alive(&self, prefix: &str, within: Duration) -> Result<(), EtcdError> {
         let i = self.watching.load(Ordering::Relaxed) % self.endpoints.len();
         let endpoint = &self.endpoints[i];
-        let read = async {
-            let token = self.token(endpoint).await?;
-            let body = json!({
-                "key": b64(prefix),
-                "range_end": range_end(prefix),
-                "limit": "1",
-                "keys_only": true,
-            });
-            self.post(
-                endpoint,
-                "/v3/kv/range",
-                &body,
-                token.as_ref().map(|t| t.as_str()),
-            )
-            .await
-        };
+        let body = json!({
+            "key": b64(prefix),
+            "range_end": range_end(prefix),
+            "limit": "1",
+            "keys_only": true,
+        });
+        let read = self.post_as_user(endpoint, "/v3/kv/range", &body);
         let failed = match tokio::time::timeout(within, read).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(EtcdError::Refused(why))) if token_expired(&why) => {
@@ -382,11 +373,7 @@ impl Etcd {
     async fn call_once(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let mut failures = Vec::new();
         for (i, endpoint) in self.in_turn() {
-            let attempt = async {
-                let token = self.token(endpoint).await?;
-                self.post(endpoint, path, body, token.as_ref().map(|t| t.as_str()))
-                    .await
-            };
+            let attempt = self.post_as_user(endpoint, path, body);
             match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
                 Ok(Ok(value)) => {
                     self.preferred.store(i, Ordering::Relaxed);
@@ -398,6 +385,18 @@ impl Etcd {
             }
         }
         Err(EtcdError::Unreachable(failures.join("; ")))
+    }
+
+    /// POSTs to `endpoint` as the cluster's user (logged in first when no token is held).
+    async fn post_as_user(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, EtcdError> {
+        let token = self.token(endpoint).await?;
+        self.post(endpoint, path, body, token.as_ref().map(|t| t.as_str()))
+            .await
     }
 
     /// The login token, asking `endpoint` for one when none is held; `None` without a user.

@@ -113,8 +113,8 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         until_answers(server, &both, "the drain cleared everywhere");
     }
     // The fleet command writes once for everyone, and shows the shared state.
-    let fleet_cli = |args: &[&str]| {
-        let output = Command::new(geosteer_binary())
+    let fleet_run = |args: &[&str]| {
+        Command::new(geosteer_binary())
             .args([
                 "fleet",
                 "--fleet",
@@ -124,22 +124,15 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
             ])
             .args(args)
             .output()
-            .expect("geosteer fleet runs");
+            .expect("geosteer fleet runs")
+    };
+    let fleet_cli = |args: &[&str]| {
+        let output = fleet_run(args);
         assert!(output.status.success(), "{args:?}: {output:?}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     // A node no member serves (a typo) is refused, and nothing is written.
-    let typo = Command::new(geosteer_binary())
-        .args([
-            "fleet",
-            "--fleet",
-            &etcd.endpoints(),
-            "--fleet-prefix",
-            "/test",
-        ])
-        .args(["drain", "fleet.example", "singap0re"])
-        .output()
-        .expect("geosteer fleet runs");
+    let typo = fleet_run(&["drain", "fleet.example", "singap0re"]);
     let stderr = String::from_utf8_lossy(&typo.stderr);
     assert!(!typo.status.success(), "a typo was accepted: {stderr}");
     assert!(
@@ -701,21 +694,49 @@ impl Drop for Agent {
     }
 }
 
+/// Two instances `a` and `b` of a fleet over `members` etcd members, with Tokyo and
+/// Singapore on `ips`, both answered before it is handed over.
+struct TwoInstances {
+    tokyo: FakeNode,
+    singapore: FakeNode,
+    etcd: EtcdCluster,
+    a: Server,
+    b: Server,
+}
+
+impl TwoInstances {
+    fn start(tag: &str, ips: [&str; 2], members: usize) -> TwoInstances {
+        let tokyo = FakeNode::start(ips[0], Behaviour::Tcp);
+        let singapore = FakeNode::start(ips[1], Behaviour::Tcp);
+        let etcd = EtcdCluster::start(&etcd_dir(tag), members);
+        let dir = zone_dir(
+            &format!("fleet-{tag}"),
+            &policy(&tokyo, &singapore, "majority"),
+        );
+        let a = instance(&dir, &etcd, "a");
+        let b = instance(&dir, &etcd, "b");
+        let both = addresses(&[&tokyo, &singapore]);
+        for server in [&a, &b] {
+            until_answers(server, &both, "every node up");
+        }
+        TwoInstances {
+            tokyo,
+            singapore,
+            etcd,
+            a,
+            b,
+        }
+    }
+}
+
 /// Only live members vote: verdict keys written without a member's lease (by hand, by a
 /// process that never registered, or left from another lease) decide nothing. Five forged
 /// "down" votes against two instances' "up" would be a majority if they counted.
 #[test]
 fn forged_verdicts_without_a_member_s_lease_are_ignored() {
-    let tokyo = FakeNode::start("127.0.0.86", Behaviour::Tcp);
-    let singapore = FakeNode::start("127.0.0.87", Behaviour::Tcp);
-    let etcd = EtcdCluster::start(&etcd_dir("forged"), 1);
-    let dir = zone_dir("fleet-forged", &policy(&tokyo, &singapore, "majority"));
-    let a = instance(&dir, &etcd, "a");
-    let b = instance(&dir, &etcd, "b");
-    let both = addresses(&[&tokyo, &singapore]);
-    for server in [&a, &b] {
-        until_answers(server, &both, "every node up");
-    }
+    let TwoInstances {
+        tokyo, etcd, a, b, ..
+    } = TwoInstances::start("forged", ["127.0.0.86", "127.0.0.87"], 1);
     let put = |key: &str, value: &str| {
         let output = etcd.etcdctl(0, &["put", key, value]);
         assert!(output.status.success(), "etcdctl put {key}: {output:?}");
@@ -837,16 +858,13 @@ fn a_member_that_cannot_serve_listed_first_is_passed_over() {
 /// through another member reaches every instance.
 #[test]
 fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
-    let tokyo = FakeNode::start("127.0.0.90", Behaviour::Tcp);
-    let singapore = FakeNode::start("127.0.0.91", Behaviour::Tcp);
-    let etcd = EtcdCluster::start(&etcd_dir("hung"), 3);
-    let dir = zone_dir("fleet-hung", &policy(&tokyo, &singapore, "majority"));
-    let a = instance(&dir, &etcd, "a");
-    let b = instance(&dir, &etcd, "b");
-    let both = addresses(&[&tokyo, &singapore]);
-    for server in [&a, &b] {
-        until_answers(server, &both, "every node up");
-    }
+    let TwoInstances {
+        singapore,
+        etcd,
+        a,
+        b,
+        ..
+    } = TwoInstances::start("hung", ["127.0.0.90", "127.0.0.91"], 3);
     etcd.pause_member(0);
     let paused = std::time::Instant::now();
     // When the hung member led, the others elect a new leader first: the write waits for it.
