@@ -87,9 +87,14 @@ pub struct Etcd {
     /// The endpoint that answered last: calls start there and move on through the others,
     /// so a stopped or cut-off member costs one timeout, not one per call.
     preferred: Arc<AtomicUsize>,
-    /// The endpoint serving the current watch, whose liveness `watch_alive` checks.
+    /// The endpoint serving the current watch, whose liveness `watch_alive` checks;
+    /// [`NOT_WATCHING`] while none is open (a new watch must not be judged by the member
+    /// the last one was left for).
     watching: Arc<AtomicUsize>,
 }
+
+/// `Etcd::watching` while no watch is open.
+const NOT_WATCHING: usize = usize::MAX;
 
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -300,7 +305,7 @@ impl Etcd {
             tls,
             login,
             preferred: Arc::default(),
-            watching: Arc::default(),
+            watching: Arc::new(AtomicUsize::new(NOT_WATCHING)),
         })
     }
 
@@ -320,8 +325,10 @@ impl Etcd {
     /// not, while its watch stream just stays silent. When it does not, the next calls start
     /// at the next member. An expired login token is dropped and asked for anew next time.
     pub async fn watch_alive(&self, prefix: &str, within: Duration) -> Result<(), EtcdError> {
-        let i = self.watching.load(Ordering::Relaxed) % self.endpoints.len();
-        let endpoint = &self.endpoints[i];
+        let i = self.watching.load(Ordering::Relaxed);
+        let Some(endpoint) = self.endpoints.get(i) else {
+            return Ok(()); // no watch open yet: opening one has its own timeout
+        };
         let body = json!({
             "key": b64(prefix),
             "range_end": range_end(prefix),
@@ -349,6 +356,11 @@ impl Etcd {
         Err(EtcdError::Unreachable(format!(
             "the watch's member stopped answering ({failed})"
         )))
+    }
+
+    /// Forgets the member of the last watch, before a new one is opened.
+    pub fn watch_closed(&self) {
+        self.watching.store(NOT_WATCHING, Ordering::Relaxed);
     }
 
     /// The endpoints' URLs, as given.

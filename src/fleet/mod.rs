@@ -409,6 +409,7 @@ fn watch_and_keep_alive(
     lease: i64,
 ) -> (EventStream, [tokio::task::JoinHandle<()>; 3]) {
     let (events_tx, events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
+    etcd.watch_closed();
     let watcher = {
         let (etcd, events_tx, prefix) = (etcd.clone(), events_tx.clone(), prefix.to_string());
         tokio::spawn(async move {

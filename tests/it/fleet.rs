@@ -69,6 +69,22 @@ fn until_answers(server: &Server, want: &[String], what: &str) {
     });
 }
 
+/// Waits until `server` reports itself connected to the fleet, with every one of `members`
+/// registered.
+fn until_connected(server: &Server, members: &[&str], what: &str) {
+    eventually(Duration::from_secs(10), what, || {
+        let (_, status) = http(server.admin, "GET", "/status", None);
+        let listed = members
+            .iter()
+            .all(|m| status.contains(&format!("\"{m}\":{{")));
+        if status.contains("\"connected\":true") && listed {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+}
+
 /// A data directory for a test's etcd members, one per test and process.
 fn etcd_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("geosteer-etcd-{tag}-{}", std::process::id()))
@@ -529,16 +545,7 @@ fn a_fleet_works_over_tls_with_a_client_certificate_and_a_user() {
             ],
         )
     };
-    let connected = |server: &Server, what: &str| {
-        eventually(Duration::from_secs(10), what, || {
-            let (_, status) = http(server.admin, "GET", "/status", None);
-            if status.contains("\"connected\":true") {
-                Ok(())
-            } else {
-                Err(status)
-            }
-        })
-    };
+    let connected = |server: &Server, what: &str| until_connected(server, &[], what);
     let a = secured("a", &right);
     let b = secured("b", &right);
     let intruder = secured("intruder", &wrong);
@@ -718,6 +725,7 @@ impl TwoInstances {
         let both = addresses(&[&tokyo, &singapore]);
         for server in [&a, &b] {
             until_answers(server, &both, "every node up");
+            until_connected(server, &["a", "b"], "both instances in the fleet");
         }
         TwoInstances {
             tokyo,
@@ -734,8 +742,13 @@ impl TwoInstances {
 /// "down" votes against two instances' "up" would be a majority if they counted.
 #[test]
 fn forged_verdicts_without_a_member_s_lease_are_ignored() {
+    // Every node is bound by name: a field left to `..` would be dropped (stopped) here.
     let TwoInstances {
-        tokyo, etcd, a, b, ..
+        tokyo,
+        singapore: _singapore,
+        etcd,
+        a,
+        b,
     } = TwoInstances::start("forged", ["127.0.0.86", "127.0.0.87"], 1);
     let put = |key: &str, value: &str| {
         let output = etcd.etcdctl(0, &["put", key, value]);
@@ -831,14 +844,7 @@ fn a_member_that_cannot_serve_listed_first_is_passed_over() {
             "a",
         ],
     );
-    eventually(Duration::from_secs(10), "connected past the 503", || {
-        let (_, status) = http(a.admin, "GET", "/status", None);
-        if status.contains("\"connected\":true") {
-            Ok(())
-        } else {
-            Err(status)
-        }
-    });
+    until_connected(&a, &["a"], "connected past the 503");
     assert!(
         answered.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "the unavailable member was asked first"
@@ -859,11 +865,11 @@ fn a_member_that_cannot_serve_listed_first_is_passed_over() {
 #[test]
 fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
     let TwoInstances {
+        tokyo: _tokyo,
         singapore,
         etcd,
         a,
         b,
-        ..
     } = TwoInstances::start("hung", ["127.0.0.90", "127.0.0.91"], 3);
     etcd.pause_member(0);
     let paused = std::time::Instant::now();
