@@ -66,6 +66,9 @@ pub struct KeyValue {
     pub value: String,
     /// The lease it lives under; 0: none (it stays until deleted).
     pub lease: i64,
+    /// The store's revision of its last write: what a write that must not overrule a
+    /// newer one compares against.
+    pub mod_revision: i64,
 }
 
 /// A change seen by a watch.
@@ -236,24 +239,31 @@ struct RawKv {
     key: String,
     #[serde(default)]
     value: String,
-    /// An int64, which the gateway writes as a string.
+    /// Int64s, which the gateway writes as strings (and leaves out when zero).
     #[serde(default)]
     lease: Option<Value>,
+    #[serde(default)]
+    mod_revision: Option<Value>,
+}
+
+/// An int64 field of the gateway's (a string; absent when zero).
+fn int64(field: &str, value: &Option<Value>) -> Result<i64, EtcdError> {
+    match value {
+        None => Ok(0),
+        Some(Value::String(text)) => text
+            .parse()
+            .map_err(|_| EtcdError::Malformed(format!("{field} '{text}'"))),
+        Some(other) => Ok(other.as_i64().unwrap_or(0)),
+    }
 }
 
 impl RawKv {
     fn decode(&self) -> Result<KeyValue, EtcdError> {
-        let lease = match &self.lease {
-            None => 0,
-            Some(Value::String(text)) => text
-                .parse()
-                .map_err(|_| EtcdError::Malformed(format!("lease '{text}'")))?,
-            Some(other) => other.as_i64().unwrap_or(0),
-        };
         Ok(KeyValue {
             key: unb64(&self.key)?,
             value: unb64(&self.value)?,
-            lease,
+            lease: int64("lease", &self.lease)?,
+            mod_revision: int64("mod_revision", &self.mod_revision)?,
         })
     }
 }
@@ -464,6 +474,33 @@ impl Etcd {
             self.call("/v3/kv/txn", &body).await?;
         }
         Ok(())
+    }
+
+    /// Sets `key` to `value` (no lease) only if it was not written since `seen`, the
+    /// revision of its last write as last seen (0: it did not exist); the revision of the
+    /// write, or `None` when the key changed since. A value set while this member was cut
+    /// off thus never overrules a newer one.
+    pub async fn put_if_unchanged(
+        &self,
+        key: &str,
+        value: &str,
+        seen: i64,
+    ) -> Result<Option<i64>, EtcdError> {
+        let compare = if seen == 0 {
+            json!({"key": b64(key), "target": "CREATE", "create_revision": "0", "result": "EQUAL"})
+        } else {
+            json!({"key": b64(key), "target": "MOD", "mod_revision": seen.to_string(), "result": "EQUAL"})
+        };
+        let body = json!({
+            "compare": [compare],
+            "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
+        });
+        let answer = self.call("/v3/kv/txn", &body).await?;
+        // The gateway leaves out a false field.
+        if answer.get("succeeded").and_then(Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        revision_of(&answer).map(Some)
     }
 
     /// A new lease of `ttl` seconds; its id.
@@ -785,7 +822,7 @@ mod tests {
     fn prefix_ranges_and_watch_messages() {
         assert_eq!(range_end("/g/"), B64.encode("/g0"));
         let message = json!({"result": {"events": [
-            {"kv": {"key": b64("/g/o/z/n"), "value": b64("drain")}},
+            {"kv": {"key": b64("/g/o/z/n"), "value": b64("drain"), "mod_revision": "42"}},
             {"type": "DELETE", "kv": {"key": b64("/g/o/z/m")}}
         ]}});
         assert_eq!(
@@ -794,7 +831,8 @@ mod tests {
                 Event::Put(KeyValue {
                     key: "/g/o/z/n".into(),
                     value: "drain".into(),
-                    lease: 0
+                    lease: 0,
+                    mod_revision: 42,
                 }),
                 Event::Delete("/g/o/z/m".into())
             ]

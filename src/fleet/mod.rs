@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::answer::{Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override};
 use crate::health::Health;
@@ -81,6 +81,15 @@ fn override_word(set: Override) -> &'static str {
     }
 }
 
+/// The word of a cleared override: written, not deleted, so the clearing has a revision
+/// that a drain set elsewhere while cut off is compared against.
+const OBEY: &str = "obey";
+
+/// The etcd word of an override, or of its clearing.
+fn override_value(set: Option<Override>) -> &'static str {
+    set.map_or(OBEY, override_word)
+}
+
 fn override_of(word: &str) -> Option<Override> {
     match word {
         "drain" => Some(Override::Drain),
@@ -104,16 +113,21 @@ fn health_word(health: Health) -> &'static str {
 /// lease count, so keys written by anyone else (no lease, another lease) decide nothing.
 #[derive(Debug, Default)]
 struct Mirror {
-    /// Key → (value, lease).
-    keys: HashMap<String, (String, i64)>,
+    /// Key → (value, lease, revision of its last write).
+    keys: HashMap<String, (String, i64, i64)>,
 }
 
 impl Mirror {
     fn apply(&mut self, events: Vec<Event>) {
         for event in events {
             match event {
-                Event::Put(KeyValue { key, value, lease }) => {
-                    self.keys.insert(key, (value, lease));
+                Event::Put(KeyValue {
+                    key,
+                    value,
+                    lease,
+                    mod_revision,
+                }) => {
+                    self.keys.insert(key, (value, lease, mod_revision));
                 }
                 Event::Delete(key) => {
                     self.keys.remove(&key);
@@ -122,20 +136,25 @@ impl Mirror {
         }
     }
 
+    /// The revision of `key`'s last write as seen; 0 when it was not seen.
+    fn revision(&self, key: &str) -> i64 {
+        self.keys.get(key).map_or(0, |(_, _, revision)| *revision)
+    }
+
     fn state(&self, config: &FleetConfig) -> FleetState {
         let base = format!("{}/", config.prefix.trim_end_matches('/'));
         // Live members and the lease each registered under.
         let live: HashMap<&str, i64> = self
             .keys
             .iter()
-            .filter_map(|(key, (_, lease))| {
+            .filter_map(|(key, (_, lease, _))| {
                 let member = key.strip_prefix(&base)?.strip_prefix("members/")?;
                 (*lease != 0 && !member.contains('/')).then_some((member, *lease))
             })
             .collect();
         let by_member = |member: &str, lease: i64| live.get(member) == Some(&lease);
         let mut state = FleetState::default();
-        for (key, (value, lease)) in &self.keys {
+        for (key, (value, lease, _)) in &self.keys {
             let Some(rest) = key.strip_prefix(&base) else {
                 continue;
             };
@@ -191,6 +210,9 @@ pub async fn run(
 ) {
     let etcd = config.etcd.clone();
     let mut written = Written::default();
+    // The fleet as last seen, kept between sessions: what overrides set while cut off
+    // are compared against.
+    let mut mirror = Mirror::default();
     // Jitter only needs a seed that differs between members.
     #[allow(clippy::disallowed_methods)]
     let seed = std::time::SystemTime::now()
@@ -207,6 +229,7 @@ pub async fn run(
             &mut outbox,
             agent.as_mut(),
             &mut written,
+            &mut mirror,
         )
         .await;
         match outcome {
@@ -258,16 +281,36 @@ impl Written {
     }
 }
 
+/// An override set through this instance, for the fleet: written only if its key did not
+/// change since this instance last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OverrideWrite {
+    zone: String,
+    node: String,
+    key: String,
+    value: &'static str,
+}
+
 /// The writes that bring etcd up to the outbox (and the agent's batch), and what is
 /// written once they commit.
+#[derive(Debug)]
+struct Pending {
+    /// Under the session's lease, in transactions.
+    ops: Vec<Op>,
+    /// Overrides, oldest first, each compared against the revision last seen.
+    overrides: Vec<OverrideWrite>,
+    next: Written,
+}
+
 fn pending(
     config: &FleetConfig,
     out: &Outbox,
     agent_batch: Option<String>,
     written: &Written,
     lease: i64,
-) -> (Vec<Op>, Written) {
+) -> Pending {
     let mut ops = Vec::new();
+    let mut overrides = Vec::new();
     let mut next = Written {
         registration: Some(registration(&out.policy)),
         verdicts: out.verdicts.clone(),
@@ -310,30 +353,72 @@ fn pending(
         });
     }
     for ((zone, node), n, set) in out.overrides_after(written.overrides) {
-        ops.push(override_op(config, zone, node, set));
+        overrides.push(OverrideWrite {
+            zone: zone.clone(),
+            node: node.clone(),
+            key: override_key(config, zone, node),
+            value: override_value(set),
+        });
         next.overrides = n;
     }
-    (ops, next)
+    Pending {
+        ops,
+        overrides,
+        next,
+    }
 }
 
-/// Writes what is pending, in transactions of at most `MAX_TXN_OPS`.
+/// Where a session's writes go and what they are compared against.
+struct Link<'a> {
+    etcd: &'a Etcd,
+    config: &'a FleetConfig,
+    lease: i64,
+}
+
+/// Writes what is pending: what lives under the lease in transactions of at most
+/// `MAX_TXN_OPS`, then each override unless the fleet changed its key since `mirror` saw
+/// it (then the fleet's value stands, and the log says so).
 async fn write_pending(
-    etcd: &Etcd,
-    config: &FleetConfig,
+    link: &Link<'_>,
     outbox: &mut watch::Receiver<Outbox>,
     agent_batch: Option<String>,
     written: &mut Written,
-    lease: i64,
+    mirror: &mut Mirror,
 ) -> Result<(), EtcdError> {
-    let (ops, next) = pending(
-        config,
+    let Pending {
+        ops,
+        overrides,
+        next,
+    } = pending(
+        link.config,
         &outbox.borrow_and_update(),
         agent_batch,
         written,
-        lease,
+        link.lease,
     );
     for chunk in ops.chunks(MAX_TXN_OPS) {
-        etcd.apply(chunk).await?;
+        link.etcd.apply(chunk).await?;
+    }
+    for write in overrides {
+        let seen = mirror.revision(&write.key);
+        match (link.etcd)
+            .put_if_unchanged(&write.key, write.value, seen)
+            .await?
+        {
+            Some(mod_revision) => mirror.apply(vec![Event::Put(KeyValue {
+                key: write.key,
+                value: write.value.into(),
+                lease: 0,
+                mod_revision,
+            })]),
+            None => warn!(
+                zone = %write.zone,
+                node = %write.node,
+                set = write.value,
+                "an override set through this instance is not written: the fleet changed it \
+                 since this instance last saw it, and the fleet's value stands"
+            ),
+        }
     }
     *written = next;
     Ok(())
@@ -347,14 +432,21 @@ async fn session(
     outbox: &mut watch::Receiver<Outbox>,
     mut agent: Option<&mut Agent>,
     written: &mut Written,
+    mirror: &mut Mirror,
 ) -> Result<(), EtcdError> {
     let lease = etcd.grant(LEASE_TTL).await?;
+    let link = Link {
+        etcd,
+        config,
+        lease,
+    };
     written.new_lease();
-    // Everything this member holds, written again under the new lease in a few commits.
-    write_pending(etcd, config, outbox, None, written, lease).await?;
+    // Everything this member holds, written again under the new lease in a few commits;
+    // overrides set meanwhile compared against the fleet as last seen.
+    write_pending(&link, outbox, None, written, mirror).await?;
     let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
     let (revision, kvs) = etcd.range_prefix(&prefix).await?;
-    let mut mirror = Mirror::default();
+    *mirror = Mirror::default();
     mirror.apply(kvs.into_iter().map(Event::Put).collect());
     if commands
         .send(Command::Fleet(FleetNews::State(mirror.state(config))))
@@ -381,12 +473,12 @@ async fn session(
                     if changed.is_err() {
                         return Ok(()); // the publisher is gone
                     }
-                    write_pending(etcd, config, outbox, None, written, lease).await?;
+                    write_pending(&link, outbox, None, written, mirror).await?;
                 }
                 now = measure.tick(), if agent.is_some() => {
                     let batch = agent.as_mut().and_then(|a| a.measure(now));
                     if batch.is_some() {
-                        write_pending(etcd, config, outbox, batch, written, lease).await?;
+                        write_pending(&link, outbox, batch, written, mirror).await?;
                     }
                 }
             }
@@ -456,17 +548,18 @@ fn watch_and_keep_alive(
 /// Watch events as they arrive, or how the watch or the lease ended.
 type EventStream = mpsc::Receiver<Result<Vec<Event>, EtcdError>>;
 
-/// The etcd write of an override set (or cleared) for the whole fleet; overrides have no
-/// lease: they stay.
+/// The key of a node's override for the whole fleet.
+fn override_key(config: &FleetConfig, zone: &str, node: &str) -> String {
+    config.key(&["overrides", zone, node])
+}
+
+/// The etcd write of an override set (or cleared) for the whole fleet by an operator;
+/// overrides have no lease: they stay.
 fn override_op(config: &FleetConfig, zone: &str, node: &str, set: Option<Override>) -> Op {
-    let key = config.key(&["overrides", zone, node]);
-    match set {
-        Some(set) => Op::Put {
-            key,
-            value: override_word(set).into(),
-            lease: 0,
-        },
-        None => Op::Delete { key },
+    Op::Put {
+        key: override_key(config, zone, node),
+        value: override_value(set).into(),
+        lease: 0,
     }
 }
 
@@ -641,6 +734,7 @@ mod tests {
                 key: k.into(),
                 value: v.into(),
                 lease,
+                mod_revision: 5,
             })
         };
         mirror.apply(vec![
@@ -666,6 +760,11 @@ mod tests {
                 .contains_key(&("z".to_string(), "osaka".to_string()))
         );
         assert_eq!(state.members, vec!["a", "b"]);
+        assert_eq!(mirror.revision("/g/overrides/z/tokyo"), 5);
+        assert_eq!(mirror.revision("/g/overrides/z/osaka"), 0);
+        // Cleared: the word stays, with a revision, and means no override.
+        mirror.apply(vec![put("/g/overrides/z/tokyo", OBEY, 0)]);
+        assert!(mirror.state(&config).overrides.is_empty());
         mirror.apply(vec![Event::Delete("/g/overrides/z/tokyo".into())]);
         assert!(mirror.state(&config).overrides.is_empty());
     }
@@ -682,15 +781,15 @@ mod tests {
         }
     }
 
-    /// The keys `ops` write (puts) and delete, sorted.
-    fn keys(ops: &[Op]) -> Vec<String> {
-        let mut keys: Vec<String> = ops
-            .iter()
-            .map(|op| match op {
-                Op::Put { key, .. } => format!("put {key}"),
-                Op::Delete { key } => format!("delete {key}"),
-            })
-            .collect();
+    /// The keys a pending write puts (under the lease) and compares (overrides), sorted.
+    fn keys(pending: &Pending) -> Vec<String> {
+        let ops = pending.ops.iter().map(|op| match op {
+            Op::Put { key, .. } => format!("put {key}"),
+            Op::Delete { key } => format!("delete {key}"),
+        });
+        let overrides =
+            (pending.overrides.iter()).map(|o| format!("compare {} {}", o.key, o.value));
+        let mut keys: Vec<String> = ops.chain(overrides).collect();
         keys.sort();
         keys
     }
@@ -716,38 +815,38 @@ mod tests {
         out.set_override(key("tokyo"), Some(Override::ForceUp));
         let mut written = Written::default();
         written.new_lease();
-        let (ops, next) = pending(&config, &out, None, &written, 9);
+        let first = pending(&config, &out, None, &written, 9);
         assert_eq!(
-            keys(&ops),
+            keys(&first),
             vec![
-                "delete /g/overrides/z/osaka",
+                "compare /g/overrides/z/osaka obey",
+                "compare /g/overrides/z/tokyo force-up",
                 "put /g/members/a",
-                "put /g/overrides/z/tokyo",
                 "put /g/verdicts/z/tokyo/a",
             ]
         );
-        written = next;
-        assert!(pending(&config, &out, None, &written, 9).0.is_empty());
+        written = first.next;
+        assert!(keys(&pending(&config, &out, None, &written, 9)).is_empty());
         // One verdict changes: one write.
         out.verdicts.insert(key("tokyo"), Health::Up);
         out.verdicts.insert(key("osaka"), Health::Up);
-        let (ops, next) = pending(&config, &out, None, &written, 9);
+        let changed = pending(&config, &out, None, &written, 9);
         assert_eq!(
-            keys(&ops),
+            keys(&changed),
             vec!["put /g/verdicts/z/osaka/a", "put /g/verdicts/z/tokyo/a"]
         );
-        written = next;
+        written = changed.next;
         // A feed batch, then the agent's: the newest is written.
         out.set_feed("{\"loads\":[]}".into());
-        let (ops, next) = pending(&config, &out, Some("agent".into()), &written, 9);
-        assert_eq!(keys(&ops), vec!["put /g/feeds/a"]);
-        assert!(matches!(&ops[0], Op::Put { value, .. } if value == "agent"));
-        written = next;
+        let fed = pending(&config, &out, Some("agent".into()), &written, 9);
+        assert_eq!(keys(&fed), vec!["put /g/feeds/a"]);
+        assert!(matches!(&fed.ops[0], Op::Put { value, .. } if value == "agent"));
+        written = fed.next;
         // A new lease: everything under it again, overrides not.
         written.new_lease();
-        let (ops, _) = pending(&config, &out, None, &written, 10);
+        let renewed = pending(&config, &out, None, &written, 10);
         assert_eq!(
-            keys(&ops),
+            keys(&renewed),
             vec![
                 "put /g/feeds/a",
                 "put /g/members/a",
@@ -755,7 +854,7 @@ mod tests {
                 "put /g/verdicts/z/tokyo/a",
             ]
         );
-        assert!(ops.iter().all(|op| matches!(op, Op::Put { lease: 10, .. })));
+        assert!((renewed.ops.iter()).all(|op| matches!(op, Op::Put { lease: 10, .. })));
     }
 
     #[test]

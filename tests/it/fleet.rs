@@ -85,6 +85,21 @@ fn until_connected(server: &Server, members: &[&str], what: &str) {
     });
 }
 
+/// Runs `geosteer fleet ARGS` against the test's cluster and prefix.
+fn fleet_command(etcd: &EtcdCluster, args: &[&str]) -> std::process::Output {
+    Command::new(geosteer_binary())
+        .args([
+            "fleet",
+            "--fleet",
+            &etcd.endpoints(),
+            "--fleet-prefix",
+            "/test",
+        ])
+        .args(args)
+        .output()
+        .expect("geosteer fleet runs")
+}
+
 /// A data directory for a test's etcd members, one per test and process.
 fn etcd_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("geosteer-etcd-{tag}-{}", std::process::id()))
@@ -129,19 +144,7 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         until_answers(server, &both, "the drain cleared everywhere");
     }
     // The fleet command writes once for everyone, and shows the shared state.
-    let fleet_run = |args: &[&str]| {
-        Command::new(geosteer_binary())
-            .args([
-                "fleet",
-                "--fleet",
-                &etcd.endpoints(),
-                "--fleet-prefix",
-                "/test",
-            ])
-            .args(args)
-            .output()
-            .expect("geosteer fleet runs")
-    };
+    let fleet_run = |args: &[&str]| fleet_command(&etcd, args);
     let fleet_cli = |args: &[&str]| {
         let output = fleet_run(args);
         assert!(output.status.success(), "{args:?}: {output:?}");
@@ -898,4 +901,72 @@ fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
         assert_eq!(connected, 1.0);
     }
     etcd.resume_member(0);
+}
+
+/// No blind replay: a drain set through an instance cut off from etcd does not overrule
+/// what operators said through the fleet meanwhile. Drained through the cut-off instance
+/// (applied there only), then drained and cleared through the fleet; once the link heals,
+/// every instance answers the node and etcd holds the clearing.
+#[test]
+fn an_override_set_while_cut_off_does_not_overrule_the_fleet_s_later_word() {
+    let tokyo = FakeNode::start("127.0.0.92", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.93", Behaviour::Tcp);
+    let etcd = EtcdCluster::start(&etcd_dir("replay"), 1);
+    let relay = geosteer_harness::proxy::Relay::start(etcd.clients[0]);
+    let dir = zone_dir("fleet-replay", &policy(&tokyo, &singapore, "majority"));
+    let a = instance(&dir, &etcd, "a");
+    let c = Server::start(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[
+            "--fleet",
+            &relay.url(),
+            "--fleet-prefix",
+            "/test",
+            "--identity",
+            "c",
+        ],
+    );
+    let both = addresses(&[&tokyo, &singapore]);
+    let singapore_only = addresses(&[&singapore]);
+    for server in [&a, &c] {
+        until_answers(server, &both, "every node up");
+        until_connected(server, &["a", "c"], "both instances in the fleet");
+    }
+    relay.cut();
+    eventually(Duration::from_secs(10), "c sees the fleet lost", || {
+        let (_, status) = http(c.admin, "GET", "/status", None);
+        if status.contains("\"connected\":false") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    let (status, body) = http(c.admin, "POST", "/nodes/fleet.example/tokyo/drain", None);
+    assert_eq!(status, 200, "{body}");
+    until_answers(&c, &singapore_only, "drained locally while cut off");
+    // The operator's later word, through the fleet: drain, then clear.
+    for (word, want) in [("drain", &singapore_only), ("obey", &both)] {
+        let output = fleet_command(&etcd, &[word, "fleet.example", "tokyo"]);
+        assert!(output.status.success(), "{word}: {output:?}");
+        until_answers(&a, want, word);
+    }
+    relay.heal();
+    until_connected(&c, &["a", "c"], "c back in the fleet");
+    let stored = etcd.etcdctl(
+        0,
+        &[
+            "get",
+            "--print-value-only",
+            "/test/overrides/fleet.example/tokyo",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&stored.stdout).trim(),
+        "obey",
+        "the cut-off drain was replayed over the clearing"
+    );
+    for server in [&a, &c] {
+        until_answers(server, &both, "the operator's last word everywhere");
+    }
 }

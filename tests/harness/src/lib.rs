@@ -10,6 +10,7 @@
 pub mod etcd;
 pub mod geo_fixtures;
 pub mod nodes;
+pub mod proxy;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader, Read, Write};
