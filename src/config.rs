@@ -57,6 +57,11 @@ pub struct ServeConfig {
     pub fleet_prefix: String,
     /// A probe agent's vantage point (a geo code): no DNS, checks shared with the fleet.
     pub probe_vantage: Option<String>,
+    /// Where overrides are kept across restarts (`crate::keep`); `None`: in memory only.
+    pub state_file: Option<PathBuf>,
+    /// In a fleet: how long a starting instance waits to read the fleet before it is
+    /// ready on what its state file kept.
+    pub fleet_ready_wait: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -87,6 +92,8 @@ impl ServeConfig {
             "fleet_user": self.fleet.user,
             "fleet_prefix": self.fleet_prefix,
             "probe_vantage": self.probe_vantage,
+            "state_file": self.state_file,
+            "fleet_ready_wait_ms": self.fleet_ready_wait.as_millis() as u64,
             "rrl": {
                 "rate": self.rrl.rate,
                 "source_rate": self.rrl.source_rate,

@@ -28,6 +28,7 @@
 //! - `answer`: the snapshot, the zone encoder, the answer builder, the publisher (a run
 //!   loop around a pure node table and scheduler, publishing a state view beside the
 //!   snapshot and an outbox for the fleet), and the census of where a name's clients go.
+//! - `keep`: the state file, what an instance keeps across restarts (overrides).
 //! - `dns`: the wire front end: request parsing, ECS, responses, UDP/TCP serving.
 //! - `admin`: the HTTP admin interface and its status page (map and what-ifs, from the
 //!   state view). `feedfile`: the latency feed as a watched file. `fleet`: overrides and
@@ -72,6 +73,9 @@ pub mod explain;
 
 // The published answers and their single writer.
 pub mod answer;
+
+// What an instance keeps across restarts.
+pub mod keep;
 
 // Front ends, and the fleet's etcd connection.
 pub mod admin;

@@ -175,6 +175,10 @@ struct FleetArgs {
     /// File holding that user's password (or set GEOSTEER_FLEET_PASSWORD).
     #[arg(long, requires = "fleet_user")]
     fleet_password_file: Option<PathBuf>,
+    /// Milliseconds a starting instance waits to read the fleet before it reports ready
+    /// on the overrides its state file kept.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=600_000))]
+    fleet_ready_wait_ms: u32,
 }
 
 impl FleetArgs {
@@ -388,6 +392,11 @@ struct ServeArgs {
     /// The fleet's etcd: endpoints, key prefix, TLS and user.
     #[command(flatten)]
     fleet: FleetArgs,
+    /// File where overrides (drains, forced states) are kept across restarts, read before
+    /// the first answer (e.g. /var/lib/geosteer/state.json). Without it they live in memory
+    /// only (in a fleet, etcd still has them).
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -605,6 +614,10 @@ fn serve_config(args: ServeArgs, vantage: Option<String>) -> Result<ServeConfig,
         cookie_secret_file: args.cookie_secret_file,
         fleet,
         fleet_prefix: args.fleet.fleet_prefix,
+        fleet_ready_wait: std::time::Duration::from_millis(u64::from(
+            args.fleet.fleet_ready_wait_ms,
+        )),
+        state_file: args.state_file,
     })
 }
 

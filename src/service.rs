@@ -44,6 +44,9 @@ pub enum StartError {
     /// The fleet's etcd settings are wrong (an endpoint, a certificate, a password).
     #[error(transparent)]
     Fleet(#[from] crate::fleet::etcd::EtcdError),
+    /// The state file cannot be read.
+    #[error(transparent)]
+    Keep(#[from] crate::keep::KeepError),
     /// The cookie secret file is unreadable.
     #[error("cookie secret file {path}: {source}")]
     CookieSecretUnreadable {
@@ -122,7 +125,13 @@ pub async fn run(
     info!(zones = zones.len(), places = geo.places().len(), geo_dbs = ?config.geo_dbs, "policy loaded");
     // The recorder first: the publisher registers its counters and gauges as it starts.
     let prometheus = config.admin.and_then(|_| install_metrics());
-    let publisher = Publisher::new(zones, geo, asn).with_source(sources);
+    let kept = match &config.state_file {
+        Some(path) => crate::keep::load(path)?,
+        None => crate::keep::Kept::default(),
+    };
+    let publisher = Publisher::new(zones, geo, asn)
+        .with_source(sources)
+        .restore(&kept.seen(), &kept.set_here());
     let reader = publisher.reader();
     let (command_tx, command_rx) = mpsc::channel(64);
     let admin = match config.admin {
@@ -149,7 +158,7 @@ pub async fn run(
             source,
         })?;
     let mut tasks = Supervised::default();
-    let publisher = join_fleet(&config, publisher, &command_tx, &mut tasks)?;
+    let publisher = join_fleet(&config, publisher, kept, &command_tx, &mut tasks)?;
     start_writer(publisher, command_rx, &mut tasks);
     start_inputs(&config, &command_tx, &mut tasks);
     let bound = Bound {
@@ -170,18 +179,28 @@ pub async fn run(
 
 /// In a fleet: starts the fleet task, which reads what the publisher tells the fleet and
 /// sends it the fleet's news (and, for a probe agent, its measurements).
+/// Alone: keeps the overrides set through this instance in the state file, if any.
 fn join_fleet(
     config: &ServeConfig,
     publisher: Publisher,
+    kept: crate::keep::Kept,
     commands: &mpsc::Sender<Command>,
     tasks: &mut Supervised,
 ) -> Result<Publisher, StartError> {
+    let keeper =
+        (config.state_file.clone()).map(|path| crate::keep::Keeper::start(path, kept.clone()));
     if config.fleet.endpoints.is_empty() {
+        if let Some(keeper) = keeper {
+            tasks.spawn(
+                "state file",
+                crate::keep::keep_alone(keeper, publisher.outbox()),
+            );
+        }
         return Ok(publisher);
     }
     let etcd = crate::fleet::etcd::Etcd::new(&config.fleet)?;
     let view = publisher.view_reader();
-    let (publisher, outbox) = publisher.with_fleet();
+    let (publisher, outbox) = publisher.with_fleet(config.fleet_ready_wait);
     let fleet = crate::fleet::FleetConfig {
         etcd,
         prefix: config.fleet_prefix.clone(),
@@ -193,7 +212,7 @@ fn join_fleet(
         .map(|vantage| crate::fleet::Agent::new(vantage, view));
     tasks.spawn(
         "fleet",
-        crate::fleet::run(fleet, commands.clone(), outbox, agent),
+        crate::fleet::run(fleet, commands.clone(), outbox, agent, (keeper, kept)),
     );
     Ok(publisher)
 }

@@ -270,7 +270,7 @@ fn reply_or<T>(
 }
 
 async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> Response {
-    match state.read.view.load().ready() {
+    match state.read.view.load().ready(now()) {
         Ok(notes) if authorized(&state, &headers) && !notes.is_empty() => {
             format!("ready\n{}\n", notes.join("\n")).into_response()
         }

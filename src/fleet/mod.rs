@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::answer::{Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override};
 use crate::health::Health;
+use crate::keep::{FleetOverride, Keeper, Kept};
 pub use agent::Agent;
 use etcd::{Etcd, EtcdError, Event, KeyValue, MAX_TXN_OPS, Op};
 
@@ -136,6 +137,36 @@ impl Mirror {
         }
     }
 
+    /// The fleet as an earlier run last saw it (from the state file): its overrides.
+    fn seen_before(config: &FleetConfig, kept: &[FleetOverride]) -> Mirror {
+        let mut mirror = Mirror::default();
+        for o in kept {
+            let value = override_value(o.set).to_string();
+            let key = override_key(config, &o.zone, &o.node);
+            mirror.keys.insert(key, (value, 0, o.revision));
+        }
+        mirror
+    }
+
+    /// The fleet's overrides as seen, with their revisions, in order: what the state file
+    /// keeps.
+    fn overrides(&self, config: &FleetConfig) -> Vec<FleetOverride> {
+        let base = config.key(&["overrides", ""]);
+        let mut kept: Vec<FleetOverride> = (self.keys.iter())
+            .filter_map(|(key, (value, _, revision))| {
+                let (zone, node) = key.strip_prefix(&base)?.split_once('/')?;
+                (!node.contains('/')).then(|| FleetOverride {
+                    zone: zone.to_string(),
+                    node: node.to_string(),
+                    set: override_of(value),
+                    revision: *revision,
+                })
+            })
+            .collect();
+        kept.sort_by(|a, b| (&a.zone, &a.node).cmp(&(&b.zone, &b.node)));
+        kept
+    }
+
     /// The revision of `key`'s last write as seen; 0 when it was not seen.
     fn revision(&self, key: &str) -> i64 {
         self.keys.get(key).map_or(0, |(_, _, revision)| *revision)
@@ -202,17 +233,22 @@ impl Mirror {
 /// Runs the fleet connection until the publisher is gone: registers this member, mirrors
 /// the fleet's keys into the publisher, and writes what the publisher's outbox (and, for a
 /// probe agent, its measurements) says that etcd does not have yet.
+///
+/// With a state file (`keeping`: its writer and what it held at start), the fleet's
+/// overrides as last seen and those set here not yet written are kept in it.
 pub async fn run(
     config: FleetConfig,
     commands: mpsc::Sender<Command>,
     mut outbox: watch::Receiver<Outbox>,
     mut agent: Option<Agent>,
+    keeping: (Option<Keeper>, Kept),
 ) {
     let etcd = config.etcd.clone();
+    let (keeper, kept) = keeping;
     let mut written = Written::default();
-    // The fleet as last seen, kept between sessions: what overrides set while cut off
-    // are compared against.
-    let mut mirror = Mirror::default();
+    // The fleet as last seen, kept between sessions (and runs): what overrides set while
+    // cut off are compared against.
+    let mut mirror = Mirror::seen_before(&config, &kept.fleet);
     // Jitter only needs a seed that differs between members.
     #[allow(clippy::disallowed_methods)]
     let seed = std::time::SystemTime::now()
@@ -228,8 +264,7 @@ pub async fn run(
             &commands,
             &mut outbox,
             agent.as_mut(),
-            &mut written,
-            &mut mirror,
+            (&mut written, &mut mirror, keeper.as_ref()),
         )
         .await;
         match outcome {
@@ -251,8 +286,38 @@ pub async fn run(
         } else {
             failures + 1
         };
-        // The outbox keeps the newest of everything meanwhile: nothing to take.
-        tokio::time::sleep(retry_after(failures, jitter.unit())).await;
+        // The outbox keeps the newest of everything meanwhile; overrides set here are
+        // kept in the state file as they come.
+        let retry = tokio::time::sleep(retry_after(failures, jitter.unit()));
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                () = &mut retry => break,
+                changed = outbox.changed() => {
+                    if changed.is_err() {
+                        return; // the publisher is gone
+                    }
+                    keep_state(keeper.as_ref(), &config, &mirror, &outbox.borrow(), &written);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the fleet's overrides as last seen, and those set here that it does not have
+/// yet, in the state file (when there is one).
+fn keep_state(
+    keeper: Option<&Keeper>,
+    config: &FleetConfig,
+    mirror: &Mirror,
+    outbox: &Outbox,
+    written: &Written,
+) {
+    if let Some(keeper) = keeper {
+        keeper.keep(Kept {
+            fleet: mirror.overrides(config),
+            local: crate::keep::local_overrides(outbox, written.overrides),
+        });
     }
 }
 
@@ -368,11 +433,12 @@ fn pending(
     }
 }
 
-/// Where a session's writes go and what they are compared against.
+/// Where a session's writes go, and the state file's writer.
 struct Link<'a> {
     etcd: &'a Etcd,
     config: &'a FleetConfig,
     lease: i64,
+    keeper: Option<&'a Keeper>,
 }
 
 /// Writes what is pending: what lives under the lease in transactions of at most
@@ -421,6 +487,7 @@ async fn write_pending(
         }
     }
     *written = next;
+    keep_state(link.keeper, link.config, mirror, &outbox.borrow(), written);
     Ok(())
 }
 
@@ -431,14 +498,14 @@ async fn session(
     commands: &mpsc::Sender<Command>,
     outbox: &mut watch::Receiver<Outbox>,
     mut agent: Option<&mut Agent>,
-    written: &mut Written,
-    mirror: &mut Mirror,
+    (written, mirror, keeper): (&mut Written, &mut Mirror, Option<&Keeper>),
 ) -> Result<(), EtcdError> {
     let lease = etcd.grant(LEASE_TTL).await?;
     let link = Link {
         etcd,
         config,
         lease,
+        keeper,
     };
     written.new_lease();
     // Everything this member holds, written again under the new lease in a few commits;
@@ -448,6 +515,7 @@ async fn session(
     let (revision, kvs) = etcd.range_prefix(&prefix).await?;
     *mirror = Mirror::default();
     mirror.apply(kvs.into_iter().map(Event::Put).collect());
+    keep_state(keeper, config, mirror, &outbox.borrow(), written);
     if commands
         .send(Command::Fleet(FleetNews::State(mirror.state(config))))
         .await
@@ -465,6 +533,7 @@ async fn session(
                 batch = events.recv() => {
                     let batch = batch.unwrap_or_else(|| Err(EtcdError::Unreachable("watch gone".into())))?;
                     mirror.apply(batch);
+                    keep_state(keeper, config, mirror, &outbox.borrow(), written);
                     if commands.send(Command::Fleet(FleetNews::State(mirror.state(config)))).await.is_err() {
                         return Ok(());
                     }

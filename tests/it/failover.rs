@@ -655,3 +655,112 @@ fn an_eu_27_fence_holds_across_countries_with_all_but_one_node_down() {
     );
     assert_eq!(a_records(&reply)[0], london.addr.ip().to_string());
 }
+
+/// Alone, overrides survive a restart through the state file: the restarted server's very
+/// first answer leaves the drained node out (before any check has run), a clearing
+/// survives too, and a damaged state file stops the start with an error that names it.
+#[test]
+fn overrides_survive_a_restart_through_the_state_file() {
+    let tokyo = FakeNode::start("127.0.0.67", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.68", Behaviour::Tcp);
+    let dir = zone_dir(
+        "kept",
+        &policy(
+            &[
+                ("tokyo", "core", "AS-JP", (35.68, 139.69), &tokyo),
+                ("singapore", "core", "AS-SG", (1.35, 103.82), &singapore),
+            ],
+            "type: tcp",
+            "  ingest: {answers: 1}\n",
+        ),
+    );
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().expect("UTF-8");
+    let start = || {
+        Server::start(
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &["--state-file", state_arg],
+        )
+    };
+    let query = |server: &Server| {
+        a_records(&udp_from(
+            server,
+            from(TOKYO_CLIENT),
+            &q("ingest.hc.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    let server = start();
+    assert_eq!(query(&server), vec!["127.0.0.67"]);
+    let (status, body) = http(server.admin, "POST", "/nodes/hc.example/tokyo/drain", None);
+    assert_eq!(status, 200, "{body}");
+    // Written off the publisher's task: wait until the file holds the drain.
+    eventually(
+        Duration::from_secs(5),
+        "the drain in the state file",
+        || {
+            let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
+            if text.contains("\"drain\"") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
+    drop(server);
+    let server = start();
+    assert_eq!(
+        query(&server),
+        vec!["127.0.0.68"],
+        "the first answer after a restart"
+    );
+    let (status, _) = http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None);
+    assert_eq!(status, 200);
+    eventually(
+        Duration::from_secs(5),
+        "the clearing in the state file",
+        || {
+            let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
+            if text.contains("\"drain\"") {
+                Err(text)
+            } else {
+                Ok(())
+            }
+        },
+    );
+    drop(server);
+    let server = start();
+    assert_eq!(
+        query(&server),
+        vec!["127.0.0.67"],
+        "cleared, after a restart"
+    );
+    drop(server);
+    // A damaged file: the start fails and says which file and where.
+    std::fs::write(&state, "{\"local\": [}").expect("damage the file");
+    let mut child = std::process::Command::new(geosteer_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--zones")
+        .arg(&dir)
+        .arg("--geo")
+        .arg(repo("tests/fixtures/geo-city.mmdb"))
+        .args(["--state-file", state_arg])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("geosteer starts");
+    let exited = poll(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "started on a damaged state file: {stderr}"
+    );
+    assert!(
+        stderr.contains("state.json") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+}

@@ -970,3 +970,75 @@ fn an_override_set_while_cut_off_does_not_overrule_the_fleet_s_later_word() {
         until_answers(server, &both, "the operator's last word everywhere");
     }
 }
+
+/// Restart safety: an instance restarted while etcd is down answers the fleet's drain
+/// from its state file from its very first answer, is not ready while it waits for the
+/// fleet (`--fleet-ready-wait-ms`), and then is ready on what it kept, saying the fleet
+/// is unreachable.
+#[test]
+fn a_restart_with_etcd_down_keeps_the_fleet_s_drain() {
+    let tokyo = FakeNode::start("127.0.0.94", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.95", Behaviour::Tcp);
+    let mut etcd = EtcdCluster::start(&etcd_dir("kept"), 1);
+    let endpoints = etcd.endpoints();
+    let dir = zone_dir("fleet-kept", &policy(&tokyo, &singapore, "majority"));
+    let state = dir.join("c-state.json");
+    let start = || {
+        Server::start(
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[
+                "--fleet",
+                &endpoints,
+                "--fleet-prefix",
+                "/test",
+                "--identity",
+                "c",
+                "--state-file",
+                state.to_str().expect("UTF-8"),
+                "--fleet-ready-wait-ms",
+                "3000",
+            ],
+        )
+    };
+    let both = addresses(&[&tokyo, &singapore]);
+    let singapore_only = addresses(&[&singapore]);
+    let c = start();
+    until_answers(&c, &both, "every node up");
+    until_connected(&c, &["c"], "c in the fleet");
+    let output = fleet_command(&etcd, &["drain", "fleet.example", "tokyo"]);
+    assert!(output.status.success(), "{output:?}");
+    until_answers(&c, &singapore_only, "the fleet's drain");
+    eventually(
+        Duration::from_secs(5),
+        "the drain in the state file",
+        || {
+            let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
+            if text.contains("\"drain\"") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
+    drop(c);
+    etcd.stop_member(0);
+    let c = start();
+    assert_eq!(
+        answers(&c),
+        singapore_only,
+        "the first answer after a restart"
+    );
+    let (status, body) = http(c.admin, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the fleet's state not read yet"), "{body}");
+    eventually(Duration::from_secs(10), "ready on what was kept", || {
+        let (status, body) = http(c.admin, "GET", "/readyz", None);
+        if status == 200 && body.contains("fleet degraded") {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    });
+    assert_eq!(answers(&c), singapore_only, "still drained");
+}

@@ -33,7 +33,7 @@ impl SnapshotReader {
 }
 
 /// An operator's run-time decision about a node, overriding policy and health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Override {
     /// Take the node out of answers for maintenance.

@@ -23,6 +23,7 @@ mod outbox;
 mod ranking;
 mod schedule;
 mod served;
+mod start;
 mod table;
 mod view;
 
@@ -91,9 +92,9 @@ pub struct Publisher {
     published: Published,
     /// The checks of the current load, for `health::supervise`.
     plans: watch::Sender<Arc<CheckPlan>>,
-    /// In a fleet: what this instance tells it, and the other members' feed batches as
-    /// last applied, by identity.
-    outbox: Option<watch::Sender<Outbox>>,
+    /// What this instance tells the fleet (and keeps across restarts), and the other
+    /// members' feed batches as last applied, by identity.
+    outbox: watch::Sender<Outbox>,
     member_feeds: MemberFeeds,
 }
 
@@ -112,6 +113,10 @@ impl Publisher {
         // The first build is a rebuild too: the series exists from the start, before any change.
         metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
         let (plans, _) = watch::channel(Arc::default());
+        let (outbox, _) = watch::channel(Outbox {
+            policy: served.fleet_policy(),
+            ..Outbox::default()
+        });
         let view = served.view(&table, &ranked, &latency, None);
         let mut publisher = Publisher {
             served,
@@ -130,36 +135,13 @@ impl Publisher {
                 view_stored: Instant::now(),
             },
             plans,
-            outbox: None,
+            outbox,
             member_feeds: MemberFeeds::default(),
         };
         publisher.plan_checks();
         publisher.export_gauges();
         served::register_series();
         publisher
-    }
-
-    /// Joins a fleet: overrides and (by each zone's quorum) health come from
-    /// `Command::Fleet` news, and what this instance tells the fleet is published for the
-    /// fleet task to read.
-    pub fn with_fleet(mut self) -> (Self, watch::Receiver<Outbox>) {
-        let outbox = Outbox {
-            policy: self.served.fleet_policy(),
-            ..Outbox::default()
-        };
-        let (tx, rx) = watch::channel(outbox);
-        self.outbox = Some(tx);
-        self.table.join_fleet();
-        metrics::gauge!(m::FLEET_CONNECTED).set(0.0);
-        self.published.view_stale = Staleness::Changed;
-        self.store_view();
-        (self, rx)
-    }
-
-    /// Where `Command::Reload` reads from.
-    pub fn with_source(mut self, source: Sources) -> Self {
-        self.source = Some(source);
-        self
     }
 
     /// A reader for serving tasks.
@@ -239,9 +221,7 @@ impl Publisher {
         self.schedule.availability_changed();
         self.plan_checks();
         let policy = self.served.fleet_policy();
-        if let Some(outbox) = &self.outbox {
-            outbox.send_modify(|out| out.policy = policy);
-        }
+        self.outbox.send_modify(|out| out.policy = policy);
         self.export_gauges();
         summary
     }
@@ -345,10 +325,10 @@ impl Publisher {
                 let applied = self.apply_feed(&batch);
                 // The other instances take it too.
                 if applied.is_ok()
-                    && let Some(outbox) = &self.outbox
+                    && self.table.fleet().is_some()
                     && let Some(json) = feeds::shared(&batch)
                 {
-                    outbox.send_modify(|out| out.set_feed(json));
+                    self.outbox.send_modify(|out| out.set_feed(json));
                 }
                 self.store_view();
                 let _ = reply.send(applied);
@@ -365,10 +345,8 @@ impl Publisher {
                 };
                 let z = &self.served.zones[zi];
                 info!(zone = %z.origin, node = %node, set = ?set, "operator override");
-                if let Some(outbox) = &self.outbox {
-                    let key = (fleet_zone(z), node.clone());
-                    outbox.send_modify(|out| out.set_override(key, set));
-                }
+                let key = (fleet_zone(z), node.clone());
+                self.outbox.send_modify(|out| out.set_override(key, set));
                 let changed = self.table.apply(
                     NodeEvent::Override {
                         zone: zi,
@@ -426,10 +404,10 @@ impl Publisher {
             || !changed.availability.is_empty();
         let staleness = [Staleness::Details, Staleness::Changed][usize::from(acted_on)];
         self.published.view_stale = self.published.view_stale.max(staleness);
-        if let (Some(outbox), Some((zi, ni, health))) = (&self.outbox, changed.verdict) {
+        if let Some((zi, ni, health)) = changed.verdict {
             let zone = &self.served.zones[zi];
             let key = (fleet_zone(zone), zone.nodes[ni].name.clone());
-            outbox.send_modify(|out| {
+            self.outbox.send_modify(|out| {
                 out.verdicts.insert(key, health);
             });
         }
@@ -571,8 +549,7 @@ impl Publisher {
                 return;
             }
         };
-        self.published.snapshot.store(Arc::new(snapshot));
-        self.published.view_stale = Staleness::Changed;
+        self.store_snapshot(snapshot);
         let elapsed = started.elapsed();
         metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
         if let Some(changed) = self.changed_at.take() {
@@ -582,6 +559,12 @@ impl Publisher {
             rebuild_ms = elapsed.as_secs_f64() * 1e3,
             "answer tables published"
         );
+    }
+
+    /// Stores new answers; the view beside them follows.
+    fn store_snapshot(&mut self, snapshot: Snapshot) {
+        self.published.snapshot.store(Arc::new(snapshot));
+        self.published.view_stale = Staleness::Changed;
     }
 
     /// Stores a new state view when the node table, the rankings or the last reload moved

@@ -212,6 +212,7 @@ impl Served {
     ) -> StateView {
         let fleet = table.fleet().map(|f| FleetSummary {
             lost: f.lost.clone(),
+            ready_by: f.ready_by,
             members: f.state.as_ref().map(|state| {
                 let mut members: Vec<_> = state
                     .member_info

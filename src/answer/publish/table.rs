@@ -74,6 +74,9 @@ pub(super) struct FleetInputs {
     pub lost: Option<String>,
     /// The fleet's state as last seen.
     pub state: Option<FleetState>,
+    /// Until when an instance that has not read the fleet yet is not ready: it answers
+    /// from what it kept meanwhile, and stops waiting for a fleet that does not answer.
+    pub ready_by: Option<SystemTime>,
     /// Other vantage points' votes, by zone and node of this load, resolved from `state`
     /// once per state (not per node and vote).
     votes: Vec<Vec<Vec<Health>>>,
@@ -106,15 +109,17 @@ impl NodeTable {
             timeline: Arc::default(),
         };
         if in_fleet {
-            table.join_fleet();
+            table.join_fleet(SystemTime::UNIX_EPOCH);
         }
         table
     }
 
-    /// From now on the fleet decides overrides and (by quorum) health, once connected.
-    pub(super) fn join_fleet(&mut self) {
+    /// From now on the fleet decides overrides and (by quorum) health, once connected;
+    /// the instance waits for its first read of the fleet until `ready_by`.
+    pub(super) fn join_fleet(&mut self, ready_by: SystemTime) {
         self.fleet = Some(FleetInputs {
             lost: Some("not connected yet".into()),
+            ready_by: Some(ready_by),
             ..FleetInputs::default()
         });
     }

@@ -92,11 +92,12 @@ impl Staleness {
     }
 }
 
-/// Why the server is not ready yet: checked nodes not checked once.
+/// Why the server is not ready yet: checked nodes not checked once, or the fleet not
+/// read yet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("first health round incomplete: {}", waiting.join(", "))]
+#[error("not ready: {}", waiting.join("; "))]
 pub struct NotReady {
-    /// The nodes still waiting, as `zone/node`.
+    /// What is still awaited: the first health round (nodes as `zone/node`), the fleet.
     pub waiting: Vec<String>,
 }
 
@@ -107,6 +108,8 @@ pub(super) struct FleetSummary {
     pub lost: Option<String>,
     /// What each member registered (JSON), by identity, once the fleet's state was seen.
     pub members: Option<Vec<(String, String)>>,
+    /// Until when the fleet's first read is awaited before answering from what was kept.
+    pub ready_by: Option<SystemTime>,
     /// The health answers use, by zone and node: the zone's quorum while reachable.
     pub health: Vec<Vec<Health>>,
 }
@@ -196,11 +199,13 @@ impl StateView {
         Some(status)
     }
 
-    /// Whether the server is ready: every health-checked node checked at least once (so
-    /// answers reflect health, not the optimistic start). When ready, what degrades the
-    /// service without stopping it (the fleet unreachable); else what is still missing.
-    pub fn ready(&self) -> Result<Vec<String>, NotReady> {
-        let waiting: Vec<String> = self
+    /// Whether the server is ready at `now`: every health-checked node checked at least
+    /// once (so answers reflect health, not the optimistic start), and in a fleet, the
+    /// fleet read once or its wait over (answers then come from the state file's
+    /// overrides). When ready, what degrades the service without stopping it (the fleet
+    /// unreachable); else what is still missing.
+    pub fn ready(&self, now: SystemTime) -> Result<Vec<String>, NotReady> {
+        let unchecked: Vec<String> = self
             .zones
             .iter()
             .zip(self.nodes.iter())
@@ -212,6 +217,22 @@ impl StateView {
                     .map(|(node, _)| format!("{}/{}", zone.origin, node.name))
             })
             .collect();
+        let mut waiting = Vec::new();
+        if !unchecked.is_empty() {
+            waiting.push(format!(
+                "first health round incomplete: {}",
+                unchecked.join(", ")
+            ));
+        }
+        if let Some(FleetSummary {
+            members: None,
+            ready_by: Some(by),
+            ..
+        }) = &self.fleet
+            && now < *by
+        {
+            waiting.push("the fleet's state not read yet".into());
+        }
         if !waiting.is_empty() {
             return Err(NotReady { waiting });
         }
