@@ -158,7 +158,7 @@ pub async fn run(
             source,
         })?;
     let mut tasks = Supervised::default();
-    let publisher = join_fleet(&config, publisher, kept, &command_tx, &mut tasks)?;
+    let (publisher, fleet) = join_fleet(&config, publisher, kept, &command_tx, &mut tasks)?;
     start_writer(publisher, command_rx, &mut tasks);
     start_inputs(&config, &command_tx, &mut tasks);
     let bound = Bound {
@@ -174,19 +174,25 @@ pub async fn run(
         warn!(error = %e, "cannot notify systemd of readiness");
     }
     let options = serve_options(&config)?;
-    serve_until_stopped(listeners, reader, options, shutdown, tasks).await
+    let served = serve_until_stopped(listeners, reader, options, shutdown, tasks).await;
+    if let Some((etcd, membership)) = fleet {
+        // A restart on this identity need not wait for the lease to run out.
+        membership.leave(&etcd).await;
+    }
+    served
 }
 
 /// In a fleet: starts the fleet task, which reads what the publisher tells the fleet and
 /// sends it the fleet's news (and, for a probe agent, its measurements).
 /// Alone: keeps the overrides set through this instance in the state file, if any.
+/// In a fleet, also the client and the membership to leave the fleet with at shutdown.
 fn join_fleet(
     config: &ServeConfig,
     publisher: Publisher,
     kept: crate::keep::Kept,
     commands: &mpsc::Sender<Command>,
     tasks: &mut Supervised,
-) -> Result<Publisher, StartError> {
+) -> Result<(Publisher, Option<Departure>), StartError> {
     let keeper =
         (config.state_file.clone()).map(|path| crate::keep::Keeper::start(path, kept.clone()));
     if config.fleet.endpoints.is_empty() {
@@ -196,7 +202,7 @@ fn join_fleet(
                 crate::keep::keep_alone(keeper, publisher.outbox()),
             );
         }
-        return Ok(publisher);
+        return Ok((publisher, None));
     }
     let etcd = crate::fleet::etcd::Etcd::new(&config.fleet)?;
     let view = publisher.view_reader();
@@ -210,12 +216,24 @@ fn join_fleet(
         .probe_vantage
         .clone()
         .map(|vantage| crate::fleet::Agent::new(vantage, view));
-    tasks.spawn(
+    let membership = crate::fleet::Membership::default();
+    let departure = (fleet.etcd.clone(), membership.clone());
+    tasks.spawn_fallible(
         "fleet",
-        crate::fleet::run(fleet, commands.clone(), outbox, agent, (keeper, kept)),
+        crate::fleet::run(
+            fleet,
+            commands.clone(),
+            outbox,
+            agent,
+            (keeper, kept),
+            membership,
+        ),
     );
-    Ok(publisher)
+    Ok((publisher, Some(departure)))
 }
+
+/// What a fleet member leaves the fleet with at shutdown.
+type Departure = (crate::fleet::etcd::Etcd, crate::fleet::Membership);
 
 /// Starts the single writer and the health checks it plans.
 fn start_writer(publisher: Publisher, commands: mpsc::Receiver<Command>, tasks: &mut Supervised) {
@@ -368,20 +386,35 @@ fn raise_fd_limit() -> u64 {
 /// shutdown; one that does has failed.
 #[derive(Default)]
 struct Supervised {
-    tasks: tokio::task::JoinSet<()>,
+    /// Each ends with why it stopped when it can tell.
+    tasks: tokio::task::JoinSet<Result<(), String>>,
     names: std::collections::HashMap<tokio::task::Id, &'static str>,
 }
 
 impl Supervised {
     fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = self.tasks.spawn(task);
+        self.spawn_fallible(name, async move {
+            task.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+
+    /// A task that may end with an error it can explain (the fleet task: an identity
+    /// another live member holds).
+    fn spawn_fallible<E: std::fmt::Display>(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let handle = (self.tasks).spawn(async move { task.await.map_err(|e| e.to_string()) });
         self.names.insert(handle.id(), name);
     }
 
     /// The first task to stop, and how (`pending` forever when there are none).
     async fn first_to_stop(&mut self) -> (&'static str, String) {
         match self.tasks.join_next_with_id().await {
-            Some(Ok((id, ()))) => (self.name(id), "returned".into()),
+            Some(Ok((id, Ok(())))) => (self.name(id), "returned".into()),
+            Some(Ok((id, Err(why)))) => (self.name(id), format!("stopped: {why}")),
             Some(Err(e)) => {
                 let why = if e.is_panic() {
                     "panicked"

@@ -53,6 +53,11 @@ pub enum EtcdError {
     /// The client's own settings are wrong: an endpoint, a certificate, a password file.
     #[error("fleet settings: {0}")]
     Settings(String),
+    /// Another live member holds this instance's identity.
+    #[error(
+        "identity '{0}' is held by another live member; give every instance its own --identity"
+    )]
+    IdentityTaken(String),
 }
 
 pub use crate::config::EtcdSettings;
@@ -476,25 +481,32 @@ impl Etcd {
         Ok(())
     }
 
-    /// Sets `key` to `value` (no lease) only if it was not written since `seen`, the
-    /// revision of its last write as last seen (0: it did not exist); the revision of the
-    /// write, or `None` when the key changed since. A value set while this member was cut
-    /// off thus never overrules a newer one.
-    pub async fn put_if_unchanged(
+    /// Sets `key` to `value` under `lease` (0: none) only if `compare` holds; the
+    /// revision of the write, or `None` when it did not hold.
+    pub async fn put_if(
         &self,
+        compare: Compare,
         key: &str,
         value: &str,
-        seen: i64,
+        lease: i64,
     ) -> Result<Option<i64>, EtcdError> {
-        let compare = if seen == 0 {
-            json!({"key": b64(key), "target": "CREATE", "create_revision": "0", "result": "EQUAL"})
-        } else {
-            json!({"key": b64(key), "target": "MOD", "mod_revision": seen.to_string(), "result": "EQUAL"})
+        let k = b64(key);
+        let compare = match compare {
+            Compare::Absent | Compare::Unchanged(0) => {
+                json!({"key": k, "target": "CREATE", "create_revision": "0", "result": "EQUAL"})
+            }
+            Compare::Unchanged(revision) => {
+                json!({"key": k, "target": "MOD", "mod_revision": revision.to_string(), "result": "EQUAL"})
+            }
+            Compare::Lease(id) => {
+                json!({"key": k, "target": "LEASE", "lease": id.to_string(), "result": "EQUAL"})
+            }
         };
-        let body = json!({
-            "compare": [compare],
-            "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
-        });
+        let mut put = json!({"key": k, "value": b64(value)});
+        if lease != 0 {
+            put["lease"] = json!(lease.to_string());
+        }
+        let body = json!({"compare": [compare], "success": [{"request_put": put}]});
         let answer = self.call("/v3/kv/txn", &body).await?;
         // The gateway leaves out a false field.
         if answer.get("succeeded").and_then(Value::as_bool) != Some(true) {
@@ -503,12 +515,30 @@ impl Etcd {
         revision_of(&answer).map(Some)
     }
 
+    /// One key, if it exists.
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        let answer = self.call("/v3/kv/range", &json!({"key": b64(key)})).await?;
+        let kvs: Vec<RawKv> = match answer.get("kvs") {
+            Some(kvs) => serde_json::from_value(kvs.clone())
+                .map_err(|e| EtcdError::Malformed(format!("kvs: {e}")))?,
+            None => Vec::new(),
+        };
+        kvs.first().map(RawKv::decode).transpose()
+    }
+
     /// A new lease of `ttl` seconds; its id.
     pub async fn grant(&self, ttl: u64) -> Result<i64, EtcdError> {
         let answer = self
             .call("/v3/lease/grant", &json!({"TTL": ttl.to_string()}))
             .await?;
         number(&answer, "ID")
+    }
+
+    /// Ends a lease now: its keys go with it.
+    pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        self.call("/v3/lease/revoke", &json!({"ID": lease.to_string()}))
+            .await
+            .map(|_| ())
     }
 
     /// Renews a lease; false when it has expired (its keys are gone).
@@ -604,6 +634,17 @@ impl Etcd {
 
 /// Operations in one transaction at most: etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
+
+/// What a conditional write requires of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// It does not exist.
+    Absent,
+    /// Its last write is the one of this revision as seen (0: it did not exist).
+    Unchanged(i64),
+    /// It lives under this lease.
+    Lease(i64),
+}
 
 /// One write of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

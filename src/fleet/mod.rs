@@ -4,13 +4,19 @@
 //! uplink does.
 //!
 //! Keys under the deployment's prefix (`--fleet-prefix`, default `/geosteer`):
-//! - `overrides/<zone>/<node>` → `drain`, `force-up` or `force-down` (no lease: they stay);
-//! - `verdicts/<zone>/<node>/<identity>` → `up` or `down`, under the writer's lease, so a
+//! - `overrides/<zone>/<node>` → `drain`, `force-up`, `force-down`, or `obey` once cleared
+//!   (no lease: they stay);
+//! - `members/<identity>/registration` → the member's version, policy serials and node
+//!   names (JSON), under its lease; written only while no other live member holds the
+//!   identity;
+//! - `members/<identity>/verdicts/<zone>/<node>` → `up` or `down`, under that lease, so a
 //!   dead vantage point's votes expire with it;
-//! - `members/<identity>` → the member's version, policy serials and node names (JSON),
-//!   under its lease; only a live member's verdicts and feed, written under its lease, count;
-//! - `feeds/<identity>` → the member's latest feed batch (JSON), under its lease: batches
-//!   posted to an instance, or a probe agent's round trips from its vantage point.
+//! - `members/<identity>/feed` → the member's latest feed batch (JSON), under that lease:
+//!   batches posted to an instance, or a probe agent's round trips from its vantage point.
+//!
+//! Only a live member's verdicts and feed, written under its registration's lease, count.
+//! Everything a member writes but overrides lies under `members/<identity>/`, so etcd's
+//! roles can give each member write access to its own keys only (deploy/README.md).
 //!
 //! This task is the only one that talks to etcd. It reads the publisher's outbox (the
 //! latest value per key, through a `watch`: the publisher never waits and nothing is
@@ -34,7 +40,7 @@ use crate::answer::{Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbo
 use crate::health::Health;
 use crate::keep::{FleetOverride, Keeper, Kept};
 pub use agent::Agent;
-use etcd::{Etcd, EtcdError, Event, KeyValue, MAX_TXN_OPS, Op};
+use etcd::{Compare, Etcd, EtcdError, Event, KeyValue, MAX_TXN_OPS, Op};
 
 /// Lease of a member's verdicts and registration: how long a dead member's votes count.
 const LEASE_TTL: u64 = 6;
@@ -48,6 +54,10 @@ const RETRY_MAX: Duration = Duration::from_secs(4);
 /// may take: a stopped or cut-off member is left within about 1.5 s.
 const LIVENESS_EVERY: Duration = Duration::from_millis(500);
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a starting instance waits for another live member to give up its identity (a
+/// crashed predecessor's lease runs out within `LEASE_TTL`) before it gives up.
+const IDENTITY_WAIT: Duration = Duration::from_secs(LEASE_TTL + 1);
 
 /// The wait before try `failures` + 1: doubling from `RETRY` up to `RETRY_MAX`, each a
 /// random 50-100 % of that, so a fleet that lost etcd together does not return in step.
@@ -180,6 +190,7 @@ impl Mirror {
             .iter()
             .filter_map(|(key, (_, lease, _))| {
                 let member = key.strip_prefix(&base)?.strip_prefix("members/")?;
+                let member = member.strip_suffix("/registration")?;
                 (*lease != 0 && !member.contains('/')).then_some((member, *lease))
             })
             .collect();
@@ -198,7 +209,7 @@ impl Mirror {
                             .insert((zone.to_string(), node.to_string()), set);
                     }
                 }
-                ["verdicts", zone, node, member]
+                ["members", member, "verdicts", zone, node]
                     if *member != config.identity && by_member(member, *lease) =>
                 {
                     let health = match value.as_str() {
@@ -212,11 +223,13 @@ impl Mirror {
                         .or_default()
                         .push((member.to_string(), health));
                 }
-                ["members", member] if live.contains_key(member) => {
+                ["members", member, "registration"] if live.contains_key(member) => {
                     state.members.push(member.to_string());
                     state.member_info.insert(member.to_string(), value.clone());
                 }
-                ["feeds", member] if *member != config.identity && by_member(member, *lease) => {
+                ["members", member, "feed"]
+                    if *member != config.identity && by_member(member, *lease) =>
+                {
                     state.feeds.insert(member.to_string(), value.clone());
                 }
                 _ => {}
@@ -236,13 +249,18 @@ impl Mirror {
 ///
 /// With a state file (`keeping`: its writer and what it held at start), the fleet's
 /// overrides as last seen and those set here not yet written are kept in it.
+///
+/// Ends with an error only when this instance never got its identity: another live member
+/// kept holding it for `IDENTITY_WAIT` (two instances named alike).
 pub async fn run(
     config: FleetConfig,
     commands: mpsc::Sender<Command>,
     mut outbox: watch::Receiver<Outbox>,
     mut agent: Option<Agent>,
     keeping: (Option<Keeper>, Kept),
-) {
+    membership: Membership,
+) -> Result<(), EtcdError> {
+    let began = tokio::time::Instant::now();
     let etcd = config.etcd.clone();
     let (keeper, kept) = keeping;
     let mut written = Written::default();
@@ -264,19 +282,28 @@ pub async fn run(
             &commands,
             &mut outbox,
             agent.as_mut(),
-            (&mut written, &mut mirror, keeper.as_ref()),
+            (&mut written, &mut mirror, keeper.as_ref(), &membership),
         )
         .await;
         match outcome {
-            Ok(()) => return, // the publisher is gone: shutting down
+            Ok(()) => return Ok(()), // the publisher is gone: shutting down
+            Err(e @ EtcdError::IdentityTaken(_))
+                if written.lease == 0 && began.elapsed() >= IDENTITY_WAIT =>
+            {
+                return Err(e);
+            }
             Err(e) => {
-                debug!(error = %e, "fleet session ended");
+                if matches!(e, EtcdError::IdentityTaken(_)) {
+                    warn!(error = %e, "waiting for this instance's identity");
+                } else {
+                    debug!(error = %e, "fleet session ended");
+                }
                 if commands
                     .send(Command::Fleet(FleetNews::Lost(e.to_string())))
                     .await
                     .is_err()
                 {
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -295,7 +322,7 @@ pub async fn run(
                 () = &mut retry => break,
                 changed = outbox.changed() => {
                     if changed.is_err() {
-                        return; // the publisher is gone
+                        return Ok(()); // the publisher is gone
                     }
                     keep_state(keeper.as_ref(), &config, &mirror, &outbox.borrow(), &written);
                 }
@@ -335,6 +362,9 @@ struct Written {
     feed_taken: u64,
     /// The number of the last override written.
     overrides: u64,
+    /// The lease the registration was last written under (0: none yet): a new session
+    /// takes its own registration over from it.
+    lease: i64,
 }
 
 impl Written {
@@ -344,6 +374,43 @@ impl Written {
         self.verdicts.clear();
         self.feed_written = false;
     }
+}
+
+/// This member's place in the fleet while it runs: the lease it is registered under, so a
+/// shutdown can end it and a restart need not wait for it to run out.
+#[derive(Debug, Clone, Default)]
+pub struct Membership {
+    lease: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Membership {
+    /// Leaves the fleet: ends the lease (within a second, or it runs out on its own).
+    pub async fn leave(&self, etcd: &Etcd) {
+        let lease = self.lease.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if lease != 0 {
+            let _ = tokio::time::timeout(Duration::from_secs(1), etcd.revoke(lease)).await;
+        }
+    }
+}
+
+/// Registers this member under the session's lease, unless another live member holds its
+/// identity: the key must be absent, or under this member's own previous lease.
+async fn register(link: &Link<'_>, value: &str, previous: i64) -> Result<(), EtcdError> {
+    let key = (link.config).key(&["members", &link.config.identity, "registration"]);
+    let mut compares = vec![Compare::Absent];
+    if previous != 0 {
+        compares.push(Compare::Lease(previous));
+    }
+    for compare in compares {
+        if (link.etcd)
+            .put_if(compare, &key, value, link.lease)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    Err(EtcdError::IdentityTaken(link.config.identity.clone()))
 }
 
 /// An override set through this instance, for the fleet: written only if its key did not
@@ -383,10 +450,11 @@ fn pending(
         feed_taken: written.feed_taken,
         overrides: written.overrides,
         feed_written: true,
+        lease: written.lease,
     };
     if next.registration != written.registration {
         ops.push(Op::Put {
-            key: config.key(&["members", &config.identity]),
+            key: config.key(&["members", &config.identity, "registration"]),
             value: next.registration.clone().unwrap_or_default(),
             lease,
         });
@@ -394,7 +462,7 @@ fn pending(
     for ((zone, node), health) in &out.verdicts {
         if written.verdicts.get(&(zone.clone(), node.clone())) != Some(health) {
             ops.push(Op::Put {
-                key: config.key(&["verdicts", zone, node, &config.identity]),
+                key: config.key(&["members", &config.identity, "verdicts", zone, node]),
                 value: health_word(*health).into(),
                 lease,
             });
@@ -412,7 +480,7 @@ fn pending(
     }
     if next.feed.is_some() && (next.feed != written.feed || !written.feed_written) {
         ops.push(Op::Put {
-            key: config.key(&["feeds", &config.identity]),
+            key: config.key(&["members", &config.identity, "feed"]),
             value: next.feed.clone().unwrap_or_default(),
             lease,
         });
@@ -468,7 +536,7 @@ async fn write_pending(
     for write in overrides {
         let seen = mirror.revision(&write.key);
         match (link.etcd)
-            .put_if_unchanged(&write.key, write.value, seen)
+            .put_if(Compare::Unchanged(seen), &write.key, write.value, 0)
             .await?
         {
             Some(mod_revision) => mirror.apply(vec![Event::Put(KeyValue {
@@ -498,7 +566,12 @@ async fn session(
     commands: &mpsc::Sender<Command>,
     outbox: &mut watch::Receiver<Outbox>,
     mut agent: Option<&mut Agent>,
-    (written, mirror, keeper): (&mut Written, &mut Mirror, Option<&Keeper>),
+    (written, mirror, keeper, membership): (
+        &mut Written,
+        &mut Mirror,
+        Option<&Keeper>,
+        &Membership,
+    ),
 ) -> Result<(), EtcdError> {
     let lease = etcd.grant(LEASE_TTL).await?;
     let link = Link {
@@ -508,6 +581,12 @@ async fn session(
         keeper,
     };
     written.new_lease();
+    let registration = registration(&outbox.borrow().policy);
+    register(&link, &registration, written.lease).await?;
+    (written.registration, written.lease) = (Some(registration), lease);
+    membership
+        .lease
+        .store(lease, std::sync::atomic::Ordering::Relaxed);
     // Everything this member holds, written again under the new lease in a few commits;
     // overrides set meanwhile compared against the fleet as last seen.
     write_pending(&link, outbox, None, written, mirror).await?;
@@ -808,16 +887,16 @@ mod tests {
         };
         mirror.apply(vec![
             put("/g/overrides/z/tokyo", "drain", 0),
-            put("/g/verdicts/z/tokyo/a", "down", 1),
-            put("/g/verdicts/z/tokyo/b", "up", 2),
-            put("/g/members/a", "0.1.0", 1),
-            put("/g/members/b", "0.1.0", 2),
+            put("/g/members/a/verdicts/z/tokyo", "down", 1),
+            put("/g/members/b/verdicts/z/tokyo", "up", 2),
+            put("/g/members/a/registration", "0.1.0", 1),
+            put("/g/members/b/registration", "0.1.0", 2),
             put("/other/overrides/z/tokyo", "force-down", 0),
             // Forged: no lease, a member's verdict under another lease, a member key
             // without a lease.
-            put("/g/verdicts/z/tokyo/mallory", "down", 0),
-            put("/g/members/mallory", "0.1.0", 0),
-            put("/g/verdicts/z/osaka/b", "down", 3),
+            put("/g/members/mallory/verdicts/z/tokyo", "down", 0),
+            put("/g/members/mallory/registration", "0.1.0", 0),
+            put("/g/members/b/verdicts/z/osaka", "down", 3),
         ]);
         let state = mirror.state(&config);
         let key = ("z".to_string(), "tokyo".to_string());
@@ -890,8 +969,8 @@ mod tests {
             vec![
                 "compare /g/overrides/z/osaka obey",
                 "compare /g/overrides/z/tokyo force-up",
-                "put /g/members/a",
-                "put /g/verdicts/z/tokyo/a",
+                "put /g/members/a/registration",
+                "put /g/members/a/verdicts/z/tokyo",
             ]
         );
         written = first.next;
@@ -902,13 +981,16 @@ mod tests {
         let changed = pending(&config, &out, None, &written, 9);
         assert_eq!(
             keys(&changed),
-            vec!["put /g/verdicts/z/osaka/a", "put /g/verdicts/z/tokyo/a"]
+            vec![
+                "put /g/members/a/verdicts/z/osaka",
+                "put /g/members/a/verdicts/z/tokyo"
+            ]
         );
         written = changed.next;
         // A feed batch, then the agent's: the newest is written.
         out.set_feed("{\"loads\":[]}".into());
         let fed = pending(&config, &out, Some("agent".into()), &written, 9);
-        assert_eq!(keys(&fed), vec!["put /g/feeds/a"]);
+        assert_eq!(keys(&fed), vec!["put /g/members/a/feed"]);
         assert!(matches!(&fed.ops[0], Op::Put { value, .. } if value == "agent"));
         written = fed.next;
         // A new lease: everything under it again, overrides not.
@@ -917,10 +999,10 @@ mod tests {
         assert_eq!(
             keys(&renewed),
             vec![
-                "put /g/feeds/a",
-                "put /g/members/a",
-                "put /g/verdicts/z/osaka/a",
-                "put /g/verdicts/z/tokyo/a",
+                "put /g/members/a/feed",
+                "put /g/members/a/registration",
+                "put /g/members/a/verdicts/z/osaka",
+                "put /g/members/a/verdicts/z/tokyo",
             ]
         );
         assert!((renewed.ops.iter()).all(|op| matches!(op, Op::Put { lease: 10, .. })));

@@ -738,23 +738,12 @@ fn overrides_survive_a_restart_through_the_state_file() {
     drop(server);
     // A damaged file: the start fails and says which file and where.
     std::fs::write(&state, "{\"local\": [}").expect("damage the file");
-    let mut child = std::process::Command::new(geosteer_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--zones")
-        .arg(&dir)
-        .arg("--geo")
-        .arg(repo("tests/fixtures/geo-city.mmdb"))
-        .args(["--state-file", state_arg])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("geosteer starts");
-    let exited = poll(Duration::from_secs(20), || child.try_wait().ok().flatten());
-    if exited.is_none() {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (exited, stderr) = serve_until_exit(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--state-file", state_arg],
+        Duration::from_secs(20),
+    );
     assert!(
         exited.is_some_and(|s| !s.success()),
         "started on a damaged state file: {stderr}"

@@ -129,8 +129,10 @@ fn a_drain_through_one_instance_reaches_every_instance_and_survives_a_restart() 
         "drain through a seen by b and c after {:?}",
         drained.elapsed()
     );
-    // C restarts: it reads the drain from the fleet, not from memory.
-    drop(std::mem::replace(&mut c, instance(&dir, &etcd, "c")));
+    // C restarts (stopped as systemd would: it ends its lease on the way out, so the
+    // new process takes its identity at once): it reads the drain from the fleet.
+    assert!(c.terminate().is_some_and(|s| s.success()));
+    c = instance(&dir, &etcd, "c");
     until_answers(&c, &singapore_only, "the drain after a restart");
     let (_, status) = http(c.admin, "GET", "/status", None);
     assert!(status.contains("\"connected\":true"), "{status}");
@@ -759,11 +761,11 @@ fn forged_verdicts_without_a_member_s_lease_are_ignored() {
     };
     for forger in 1..=5 {
         put(
-            &format!("/test/verdicts/fleet.example/tokyo/forger-{forger}"),
+            &format!("/test/members/forger-{forger}/verdicts/fleet.example/tokyo"),
             "down",
         );
     }
-    put("/test/members/forger-1", "{}");
+    put("/test/members/forger-1/registration", "{}");
     // A change after the forged keys: once the instances see it, they have seen those too.
     put("/test/overrides/fleet.example/singapore", "drain");
     let tokyo_only = addresses(&[&tokyo]);
@@ -909,8 +911,8 @@ fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
 /// every instance answers the node and etcd holds the clearing.
 #[test]
 fn an_override_set_while_cut_off_does_not_overrule_the_fleet_s_later_word() {
-    let tokyo = FakeNode::start("127.0.0.92", Behaviour::Tcp);
-    let singapore = FakeNode::start("127.0.0.93", Behaviour::Tcp);
+    let tokyo = FakeNode::start("127.0.0.98", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.99", Behaviour::Tcp);
     let etcd = EtcdCluster::start(&etcd_dir("replay"), 1);
     let relay = geosteer_harness::proxy::Relay::start(etcd.clients[0]);
     let dir = zone_dir("fleet-replay", &policy(&tokyo, &singapore, "majority"));
@@ -977,8 +979,8 @@ fn an_override_set_while_cut_off_does_not_overrule_the_fleet_s_later_word() {
 /// is unreachable.
 #[test]
 fn a_restart_with_etcd_down_keeps_the_fleet_s_drain() {
-    let tokyo = FakeNode::start("127.0.0.94", Behaviour::Tcp);
-    let singapore = FakeNode::start("127.0.0.95", Behaviour::Tcp);
+    let tokyo = FakeNode::start("127.0.0.100", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.101", Behaviour::Tcp);
     let mut etcd = EtcdCluster::start(&etcd_dir("kept"), 1);
     let endpoints = etcd.endpoints();
     let dir = zone_dir("fleet-kept", &policy(&tokyo, &singapore, "majority"));
@@ -1041,4 +1043,101 @@ fn a_restart_with_etcd_down_keeps_the_fleet_s_drain() {
         }
     });
     assert_eq!(answers(&c), singapore_only, "still drained");
+}
+
+/// Two instances named alike: the second is refused with an error that says why, once
+/// the first has kept the identity for longer than a crashed predecessor's lease.
+#[test]
+fn a_second_instance_with_a_live_member_s_identity_is_refused() {
+    let TwoInstances {
+        tokyo: _tokyo,
+        singapore: _singapore,
+        etcd,
+        a,
+        b: _b,
+    } = TwoInstances::start("twin", ["127.0.0.96", "127.0.0.97"], 1);
+    let dir = zone_dir(
+        "fleet-twin-again",
+        &std::fs::read_to_string(repo("tests/fixtures/zones/test.example.yaml")).expect("policy"),
+    );
+    let started = std::time::Instant::now();
+    let (exited, stderr) = serve_until_exit(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[
+            "--fleet",
+            &etcd.endpoints(),
+            "--fleet-prefix",
+            "/test",
+            "--identity",
+            "a",
+        ],
+        Duration::from_secs(30),
+    );
+    eprintln!("the twin gave up after {:?}", started.elapsed());
+    assert!(exited.is_some_and(|s| !s.success()), "{exited:?}: {stderr}");
+    assert!(
+        stderr.contains("identity 'a' is held by another live member"),
+        "{stderr}"
+    );
+    // The first keeps its place.
+    until_connected(&a, &["a", "b"], "the first a still in the fleet");
+}
+
+/// Per-member etcd roles, as deploy/README.md gives them: every member reads the fleet's
+/// prefix and writes overrides and its own keys only. The fleet works under them (a drain
+/// through one instance reaches the other), and one member's user cannot write another's
+/// verdict.
+#[test]
+fn members_allowed_only_their_own_keys_share_one_view() {
+    use geosteer_harness::etcd::member_password;
+    let tokyo = FakeNode::start("127.0.0.102", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.103", Behaviour::Tcp);
+    let etcd = EtcdCluster::start_with_member_roles(&etcd_dir("roles"), &["a", "b"]);
+    let dir = zone_dir("fleet-roles", &policy(&tokyo, &singapore, "majority"));
+    let member = |identity: &str| {
+        let password = dir.join(format!("{identity}.password"));
+        std::fs::write(&password, member_password(identity)).expect("password file");
+        Server::start(
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[
+                "--fleet",
+                &etcd.endpoints(),
+                "--fleet-prefix",
+                "/test",
+                "--fleet-user",
+                identity,
+                "--fleet-password-file",
+                password.to_str().expect("UTF-8"),
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let (a, b) = (member("a"), member("b"));
+    let both = addresses(&[&tokyo, &singapore]);
+    for server in [&a, &b] {
+        until_answers(server, &both, "every node up");
+        until_connected(server, &["a", "b"], "both members in the fleet");
+    }
+    let (status, body) = http(a.admin, "POST", "/nodes/fleet.example/tokyo/drain", None);
+    assert_eq!(status, 200, "{body}");
+    until_answers(&b, &addresses(&[&singapore]), "a's drain on b");
+    let forged = etcd.etcdctl_as(
+        0,
+        "a",
+        &[
+            "put",
+            "/test/members/b/verdicts/fleet.example/tokyo",
+            "down",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&forged.stderr);
+    assert!(
+        !forged.status.success() && stderr.contains("permission denied"),
+        "a wrote b's verdict: {stderr}"
+    );
+    let own = etcd.etcdctl_as(0, "a", &["put", "/test/members/a/note", "mine"]);
+    assert!(own.status.success(), "{own:?}");
 }

@@ -138,6 +138,25 @@ fn make_certificates(dir: &Path) -> EtcdTls {
     }
 }
 
+/// The etcd password of a fleet member's user in [`EtcdCluster::start_with_member_roles`].
+pub fn member_password(member: &str) -> String {
+    format!("{member}-secret")
+}
+
+/// `etcdctl role grant-permission ROLE --prefix=true PERMISSION PREFIX`.
+fn grant(role: &str, permission: &str, prefix: &str) -> Vec<String> {
+    [
+        "role",
+        "grant-permission",
+        role,
+        "--prefix=true",
+        permission,
+        prefix,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -202,6 +221,59 @@ impl EtcdCluster {
             );
         }
         cluster
+    }
+
+    /// One member with authentication on and a user per fleet member, each with the roles
+    /// deploy/README.md gives: read the whole prefix `/test/`, write overrides and its own
+    /// keys under `/test/members/<identity>/`. Passwords are [`member_password`]; `root`
+    /// may do everything.
+    pub fn start_with_member_roles(dir: &Path, members: &[&str]) -> EtcdCluster {
+        let cluster = EtcdCluster::start_with(dir, 1, false, None);
+        let mut commands: Vec<Vec<String>> = vec![
+            ["user", "add", "root", "--new-user-password", ROOT_PASSWORD]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for member in members {
+            let role = format!("member-{member}");
+            let own = format!("/test/members/{member}/");
+            commands.extend([
+                vec!["user".into(), "add".into(), member.to_string()]
+                    .into_iter()
+                    .chain(["--new-user-password".into(), member_password(member)])
+                    .collect(),
+                vec!["role".into(), "add".into(), role.clone()],
+                grant(&role, "read", "/test/"),
+                grant(&role, "readwrite", "/test/overrides/"),
+                grant(&role, "readwrite", &own),
+                vec!["user".into(), "grant-role".into(), member.to_string(), role],
+            ]);
+        }
+        commands.push(vec!["auth".into(), "enable".into()]);
+        for args in commands {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = cluster.etcdctl(0, &args);
+            assert!(
+                output.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        cluster
+    }
+
+    /// Runs etcdctl against member `i` as `user` (root, or a member of
+    /// [`EtcdCluster::start_with_member_roles`]).
+    pub fn etcdctl_as(&self, i: usize, user: &str, args: &[&str]) -> std::process::Output {
+        let password = if user == "root" {
+            ROOT_PASSWORD.to_string()
+        } else {
+            member_password(user)
+        };
+        let login = format!("--user={user}:{password}");
+        let mut all = vec![login.as_str()];
+        all.extend(args);
+        self.etcdctl(i, &all)
     }
 
     /// Runs etcdctl against member `i` (with the client certificate when secured).

@@ -232,6 +232,43 @@ impl Server {
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         poll(within, || self.child.try_wait().ok().flatten())
     }
+
+    /// Stops the server as its service manager would (SIGTERM), and waits for it to exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        self.wait_exit(Duration::from_secs(20))
+    }
+}
+
+/// Runs `geosteer serve` (on free loopback ports) until it exits on its own, for at most
+/// `within` (then it is killed): its exit status, `None` when it had to be killed, and
+/// what it wrote to stderr. For starts that must fail.
+pub fn serve_until_exit(
+    zones: &Path,
+    geo: &Path,
+    extra: &[&str],
+    within: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = Command::new(geosteer_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--zones")
+        .arg(zones)
+        .arg("--geo")
+        .arg(geo)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("geosteer starts");
+    let exited = poll(within, || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("its output");
+    (exited, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 impl Drop for Server {
