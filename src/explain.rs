@@ -291,7 +291,7 @@ impl<'a> Case<'a> {
         (
             distance,
             expected,
-            self.measured.loads.get(&id).copied(),
+            self.measured.load(id, self.now, node.capacity.max_age),
             score,
         )
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClientGroup, MAX_RTT_MS, Measurement, ZoneLatency, age};
+use super::{ClientGroup, Load, MAX_RTT_MS, Measurement, ZoneLatency, age};
 use crate::geo::{AsnDb, CountryTable};
 use crate::policy::Zone;
 
@@ -18,7 +18,7 @@ use crate::policy::Zone;
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// A feed batch as probe agents and beacons send it (also the watched file's format).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedBatch {
     /// Zone of entries that name none; optional when there is one zone.
@@ -32,7 +32,7 @@ pub struct FeedBatch {
 }
 
 /// One round-trip report.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedMeasurement {
     /// Zone of the node, when the batch names none or another.
@@ -54,7 +54,7 @@ pub struct FeedMeasurement {
 }
 
 /// One load report.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedLoad {
     /// Zone of the node.
@@ -63,6 +63,28 @@ pub struct FeedLoad {
     pub node: String,
     /// Fraction of capacity in use, 0..=1.5.
     pub load: f64,
+    /// When measured, seconds since 1970; now when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
+}
+
+impl FeedBatch {
+    /// The batch with every entry that names no time dated `now`, as accepted here: the
+    /// fleet's other members then apply the same times, and the newest report wins
+    /// everywhere alike.
+    pub fn dated(&self, now: SystemTime) -> FeedBatch {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut dated = self.clone();
+        for m in &mut dated.measurements {
+            m.at.get_or_insert(now);
+        }
+        for l in &mut dated.loads {
+            l.at.get_or_insert(now);
+        }
+        dated
+    }
 }
 
 /// Checks the values of a measurement that need no policy to judge.
@@ -81,6 +103,12 @@ pub fn check_values(
     if !loss.is_finite() || !(0.0..=1.0).contains(&loss) {
         return Err(format!("loss {loss} is not a rate (expected 0..1)"));
     }
+    check_time(at, now, max_age)
+}
+
+/// When a report was measured (`now` when it says not), unless that is not a time, more
+/// than a minute ahead, or older than `max_age` (it would be ignored).
+fn check_time(at: Option<f64>, now: SystemTime, max_age: Duration) -> Result<SystemTime, String> {
     // Checked all the way: a probe agent with a broken clock sends 1e300 or 1.8e19, and a
     // panic here would stop the task that owns node state.
     let at = match at {
@@ -98,7 +126,7 @@ pub fn check_values(
     }
     if age(now, at) > max_age {
         return Err(format!(
-            "measurement is older than {} s and would be ignored",
+            "it is older than {} s and would be ignored",
             max_age.as_secs()
         ));
     }
@@ -117,7 +145,7 @@ pub struct ValidBatch {
     /// (zone, node, group, measurement, the node address measured if one was named).
     measurements: Vec<ResolvedMeasurement>,
     /// (zone, node, load).
-    loads: Vec<(usize, usize, f64)>,
+    loads: Vec<(usize, usize, Load)>,
 }
 
 /// Why a feed batch was refused: every entry's reason, each located
@@ -270,7 +298,7 @@ impl Served<'_> {
         Ok((zone, node, group, measurement, address))
     }
 
-    fn load(&self, l: &FeedLoad, what: &str) -> Result<(usize, usize, f64), String> {
+    fn load(&self, l: &FeedLoad, what: &str) -> Result<(usize, usize, Load), String> {
         let zone = self.zone(l.zone.as_ref(), what)?;
         let node = self.node(zone, &l.node, what)?;
         if !l.load.is_finite() || !(0.0..=1.5).contains(&l.load) {
@@ -279,7 +307,9 @@ impl Served<'_> {
                 l.load
             ));
         }
-        Ok((zone, node, l.load))
+        let max_age = self.zones[zone].nodes[node].capacity.max_age;
+        let at = check_time(l.at, self.now, max_age).map_err(|e| format!("{what}: {e}"))?;
+        Ok((zone, node, Load { value: l.load, at }))
     }
 }
 
@@ -313,7 +343,7 @@ impl ValidBatch {
         }
         for (zone, node, load) in self.loads {
             if let Some(measured) = latency.get_mut(zone) {
-                measured.loads.insert(node, load);
+                measured.record_load(node, load);
             }
         }
     }
@@ -354,5 +384,47 @@ mod tests {
             );
         }
         assert!(check_values(25.0, 0.0, Some(NOW.as_secs_f64() - 10.0), now, max).is_ok());
+    }
+
+    /// A load is dated like a measurement and refused when older than its node's
+    /// `capacity.max_age`; a batch accepted here is dated before the fleet gets it.
+    #[test]
+    fn loads_are_dated_and_old_ones_refused() {
+        let zones = vec![
+            crate::policy::parse_zone(
+                std::path::Path::new("z.yaml"),
+                "zone: z.example\nsoa: {primary: ns1.z.example., contact: h.z.example.}\n\
+                 ns: [ns1.z.example.]\ncheck: {type: none}\ncapacity: {max_age: 30s}\nnodes:\n\
+                 \x20 tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}\n",
+                1,
+            )
+            .expect("policy"),
+        ];
+        let batch = |at: Option<f64>| FeedBatch {
+            zone: None,
+            measurements: Vec::new(),
+            loads: vec![FeedLoad {
+                zone: None,
+                node: "tokyo".into(),
+                load: 0.5,
+                at,
+            }],
+        };
+        let now = t(0);
+        let seconds = NOW.as_secs_f64();
+        assert!(
+            batch(Some(seconds - 20.0))
+                .validate(&zones, None, now)
+                .is_ok()
+        );
+        let old = batch(Some(seconds - 40.0)).validate(&zones, None, now);
+        let reasons = old.expect_err("older than max_age").reasons().join("; ");
+        assert!(
+            reasons.contains("loads[0]") && reasons.contains("older than 30 s"),
+            "{reasons}"
+        );
+        let dated = batch(None).dated(now);
+        assert_eq!(dated.loads[0].at, Some(seconds));
+        assert_eq!(batch(Some(5.0)).dated(now).loads[0].at, Some(5.0));
     }
 }

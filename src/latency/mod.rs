@@ -281,14 +281,51 @@ pub(crate) fn blended_rtt_ms(blend: Option<(f64, f64)>, distance_km: Option<f64>
 pub struct ZoneLatency {
     /// Feed measurements.
     pub measurements: Measurements,
-    /// Reported load per node, 0..=1.5.
-    pub loads: HashMap<usize, f64>,
+    /// Reported load per node, the newest report's.
+    pub loads: HashMap<usize, Load>,
     /// Smoothed failure rate of health probes per node, 0..=1.
     pub probe_loss: HashMap<usize, f64>,
     /// The networks of each measured ASN group (from the ASN database).
     pub asn_networks: HashMap<u32, std::sync::Arc<[Prefix]>>,
     /// Measurements of single addresses of nodes reached over several lines.
     pub addresses: AddressMeasurements,
+}
+
+/// A node's reported load and when it was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Fraction of capacity in use, 0..=1.5.
+    pub value: f64,
+    /// When it was measured.
+    pub at: SystemTime,
+}
+
+impl ZoneLatency {
+    /// Records a node's load unless a newer report is held (of two equally new ones, the
+    /// higher load), so reporters applied in any order leave the same value; whether it
+    /// was recorded.
+    pub fn record_load(&mut self, node: usize, load: Load) -> bool {
+        let newer = self.loads.get(&node).is_none_or(|held| {
+            (load.at, load.value.total_cmp(&held.value)) > (held.at, std::cmp::Ordering::Equal)
+        });
+        if newer {
+            self.loads.insert(node, load);
+        }
+        newer
+    }
+
+    /// Drops loads older than their node's `max_age` (and those of nodes without one).
+    pub fn expire_loads(&mut self, now: SystemTime, max_age: impl Fn(usize) -> Option<Duration>) {
+        self.loads
+            .retain(|node, load| max_age(*node).is_some_and(|max| age(now, load.at) <= max));
+    }
+
+    /// A node's load as of `now`, if reported within `max_age`.
+    pub fn load(&self, node: usize, now: SystemTime, max_age: Duration) -> Option<f64> {
+        (self.loads.get(&node))
+            .filter(|l| age(now, l.at) <= max_age)
+            .map(|l| l.value)
+    }
 }
 
 /// Measurements of individual node addresses (one per carrier line), by address then group.
@@ -507,5 +544,58 @@ pub(crate) mod tests {
         assert!((expired.rtt_ms - estimate_rtt_ms(5300.0)).abs() < 1e-9);
         m.expire(t(0) + Duration::from_secs(600), policy.max_age);
         assert!(m.is_empty());
+    }
+
+    /// Reporters applied in any order leave the newest load (of two equally new, the
+    /// higher); a load past its max_age counts no more and is dropped at expiry.
+    #[test]
+    fn the_newest_load_wins_and_old_ones_age_out() {
+        let (older, newer) = (
+            Load {
+                value: 0.9,
+                at: t(20),
+            },
+            Load {
+                value: 0.3,
+                at: t(10),
+            },
+        );
+        for order in [[older, newer], [newer, older]] {
+            let mut z = ZoneLatency::default();
+            for load in order {
+                z.record_load(0, load);
+            }
+            assert_eq!(z.loads[&0], newer);
+        }
+        let mut z = ZoneLatency::default();
+        z.record_load(
+            0,
+            Load {
+                value: 0.5,
+                at: t(10),
+            },
+        );
+        z.record_load(
+            0,
+            Load {
+                value: 0.7,
+                at: t(10),
+            },
+        );
+        z.record_load(
+            0,
+            Load {
+                value: 0.6,
+                at: t(10),
+            },
+        );
+        assert_eq!(z.loads[&0].value, 0.7);
+        let minute = Duration::from_secs(60);
+        assert_eq!(z.load(0, t(0), minute), Some(0.7));
+        assert_eq!(z.load(0, t(0), Duration::from_secs(5)), None);
+        z.expire_loads(t(0), |_| Some(minute));
+        assert_eq!(z.loads.len(), 1);
+        z.expire_loads(t(0) + minute, |_| Some(minute));
+        assert!(z.loads.is_empty());
     }
 }

@@ -386,13 +386,20 @@ pub struct Capacity {
     pub full: f64,
     /// Load below which a full node takes new clients again.
     pub resume: f64,
+    /// How long a load report counts.
+    pub max_age: Duration,
 }
+
+/// How long a load report counts unless the policy says otherwise: a reporter that stops
+/// (a dead agent, a deleted feed) stops counting within a minute.
+pub const LOAD_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl Default for Capacity {
     fn default() -> Self {
         Capacity {
             full: 1.0,
             resume: 0.9,
+            max_age: LOAD_MAX_AGE,
         }
     }
 }

@@ -354,6 +354,9 @@ pub struct RawCapacity {
     pub full: Option<Spanned<RawPercent>>,
     /// Load below which it takes new clients again (`85%`).
     pub resume: Option<Spanned<RawPercent>>,
+    /// How long a load report counts (`60s`): a node whose reports stopped is judged by
+    /// its checks again, not kept full by an old report.
+    pub max_age: Option<Spanned<RawDuration>>,
 }
 
 /// A fraction written as `20%` or `0.2`.

@@ -539,7 +539,9 @@ pub(crate) mod tests {
                     capacity: Default::default(),
                 };
                 if random.next_u64().is_multiple_of(4) {
-                    latency.loads.insert(id, 0.8 + random.unit() * 0.3);
+                    let value = 0.8 + random.unit() * 0.3;
+                    let at = std::time::SystemTime::UNIX_EPOCH;
+                    latency.loads.insert(id, crate::latency::Load { value, at });
                 }
                 let families = [1, 2, 3, 3][(random.next_u64() % 4) as usize];
                 let level = (random.next_u64() % 2) as u8;

@@ -45,7 +45,7 @@ pub fn node_score(
     let expected = expected(&measured.measurements, id, keys, distance_km, now, policy);
     let score = score(
         expected.rtt_ms,
-        measured.loads.get(&id).copied(),
+        measured.load(id, now, node.capacity.max_age),
         measured.probe_loss.get(&id).copied().unwrap_or(0.0),
         node.weight,
     );
@@ -79,7 +79,7 @@ impl ScoreTerms {
                 .measurements
                 .best(id, keys, now, policy)
                 .map(|(_, m, age)| blend_of(&m, age, policy)),
-            load_penalty_ms: load_penalty_ms(measured.loads.get(&id).copied()),
+            load_penalty_ms: load_penalty_ms(measured.load(id, now, node.capacity.max_age)),
             loss_factor: loss_factor(measured.probe_loss.get(&id).copied().unwrap_or(0.0)),
             divisor: f64::from(node.weight.max(1)),
         }

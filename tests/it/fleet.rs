@@ -1141,3 +1141,56 @@ fn members_allowed_only_their_own_keys_share_one_view() {
     let own = etcd.etcdctl_as(0, "a", &["put", "/test/members/a/note", "mine"]);
     assert!(own.status.success(), "{own:?}");
 }
+
+/// Among reporters, the newest load wins on every instance, whatever order the reports
+/// arrive in: an older report posted later to another instance changes nothing.
+#[test]
+fn the_newest_load_report_wins_on_every_instance() {
+    let TwoInstances {
+        tokyo: _tokyo,
+        singapore: _singapore,
+        etcd: _etcd,
+        a,
+        b,
+    } = TwoInstances::start("newest", ["127.0.0.104", "127.0.0.105"], 1);
+    #[allow(clippy::disallowed_methods)] // the reports' times
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let post = |server: &Server, load: f64, seconds_ago: f64| {
+        let batch = format!(
+            r#"{{"zone": "fleet.example", "loads": [{{"node": "tokyo", "load": {load}, "at": {}}}]}}"#,
+            now - seconds_ago
+        );
+        let (status, body) =
+            crate::support::nodes::http_json(server.admin, "POST", "/latency", None, &batch);
+        assert_eq!(status, 200, "{body}");
+    };
+    let shows = |load: &str, what: &str| {
+        for server in [&a, &b] {
+            eventually(Duration::from_secs(10), what, || {
+                let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+                if nodes.contains(&format!("\"load\":{load}")) {
+                    Ok(())
+                } else {
+                    Err(nodes)
+                }
+            });
+        }
+    };
+    post(&b, 0.25, 5.0);
+    shows("0.25", "b's report everywhere");
+    // Older than what every instance holds: it loses, wherever it is posted.
+    post(&a, 0.75, 20.0);
+    // A newer one through b afterwards: once it is everywhere, a's older one cannot have won.
+    post(&b, 0.5, 1.0);
+    shows("0.5", "the newest report everywhere");
+    post(&a, 0.75, 10.0);
+    // a's instance keeps 0.5 too: a report posted to it after a newer one does not win.
+    std::thread::sleep(Duration::from_millis(300));
+    for server in [&a, &b] {
+        let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+        assert!(nodes.contains("\"load\":0.5"), "{nodes}");
+    }
+}

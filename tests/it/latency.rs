@@ -360,3 +360,57 @@ fn a_full_pop_s_clients_move_to_the_fallback_pool_and_come_back() {
     loads(1.0, 1.3);
     becomes(TOKYO, "the least loaded again");
 }
+
+/// Loads age out: a node kept full by a report that is not renewed takes clients again once
+/// the report is older than the capacity's `max_age` (here 2 s), and `/nodes` no longer
+/// shows it. A report dated older than that is refused, saying why.
+#[test]
+fn a_load_report_that_is_not_renewed_expires() {
+    let text = format!(
+        "zone: age.example\nsoa: {{primary: ns1.age.example., contact: h.age.example.}}\nns: [ns1.age.example.]\n\
+         check: {{type: none}}\ncapacity: {{full: 95%, resume: 80%, max_age: 2s}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
+         steer:\n  ingest: {{answers: 1}}\n"
+    );
+    let server = Server::start(
+        &zone_dir("load-age", &text),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let answer = || {
+        a_records(&udp_from(
+            &server,
+            from(JP_CLIENT),
+            &q("ingest.age.example.", hickory_proto::rr::RecordType::A),
+        ))
+    };
+    assert_eq!(answer(), vec![TOKYO]);
+    let batch = r#"{"loads": [{"node": "tokyo", "load": 0.99}]}"#;
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(2), "full Tokyo gives way", || {
+        let got = answer();
+        if got == vec![SINGAPORE.to_string()] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    // Nobody renews the report: within the aging interval (5 s) after it is 2 s old,
+    // Tokyo takes its clients back.
+    eventually(Duration::from_secs(15), "the load expired", || {
+        let got = answer();
+        if got == vec![TOKYO.to_string()] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+    assert!(!nodes.contains("\"load\":0.99"), "{nodes}");
+    let old = r#"{"loads": [{"node": "tokyo", "load": 0.99, "at": 1000000000}]}"#;
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, old);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("loads[0]: it is older than 2 s"), "{body}");
+}

@@ -506,6 +506,22 @@ fn capacity_thresholds() {
     let errs = errors(&with_capacity("capacity: {full: 300%}\n", ""));
     assert_eq!(errs.len(), 1, "reported once, not per node: {errs:#?}");
     assert!(errs[0].contains("at most 150%"), "{errs:?}");
+    // How long a load report counts: a duration above 0 and at most a day.
+    assert_eq!(
+        errors(&with_capacity(
+            "capacity: {max_age: 30s}\n",
+            ", capacity: {max_age: 2m}"
+        )),
+        Vec::<String>::new()
+    );
+    for bad in ["0s", "2d", "soon"] {
+        let errs = errors(&with_capacity(
+            &format!("capacity: {{max_age: {bad}}}\n"),
+            "",
+        ));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:#?}");
+        assert!(errs[0].contains("capacity: max_age"), "{errs:?}");
+    }
 }
 
 /// A `*` is a wildcard only as the whole first label, and a wildcard cannot delegate.

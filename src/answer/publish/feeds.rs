@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use tracing::warn;
 
 use super::served::Served;
-use crate::latency::ZoneLatency;
 use crate::latency::feed::{FeedBatch, FeedRejected, MAX_BATCH_BYTES};
+use crate::latency::{Load, ZoneLatency};
 use crate::metrics as m;
 
 /// Validates `batch` against the served zones and applies it to `latency` only if all is
@@ -60,20 +60,31 @@ pub(super) fn shared(batch: &FeedBatch) -> Option<String> {
 const LOAD_STEP: f64 = 0.02;
 
 /// A load a check reported (it counts like one from the feed): recorded when it moved by
-/// more than `LOAD_STEP`; whether it was.
+/// more than `LOAD_STEP`, or to keep it from aging out (the held report is a quarter of
+/// `max_age` old); whether it moved.
 pub(super) fn record_load(
     latency: &mut Arc<Vec<ZoneLatency>>,
-    zone: usize,
-    node: usize,
+    (zone, node): (usize, usize),
     load: f64,
+    now: SystemTime,
+    max_age: std::time::Duration,
 ) -> bool {
-    let moved = latency.get(zone).is_some_and(|z| {
-        z.loads
-            .get(&node)
-            .is_none_or(|old| (old - load).abs() > LOAD_STEP)
+    let held = latency.get(zone).and_then(|z| z.loads.get(&node).copied());
+    let moved = held.is_none_or(|old| (old.value - load).abs() > LOAD_STEP);
+    let aging = held.is_some_and(|old| {
+        now.duration_since(old.at)
+            .is_ok_and(|age| age >= max_age / 4)
     });
-    if moved && let Some(z) = Arc::make_mut(latency).get_mut(zone) {
-        z.loads.insert(node, load);
+    if (moved || aging)
+        && let Some(z) = Arc::make_mut(latency).get_mut(zone)
+    {
+        z.record_load(
+            node,
+            Load {
+                value: load,
+                at: now,
+            },
+        );
     }
     moved
 }

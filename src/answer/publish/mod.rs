@@ -180,7 +180,12 @@ impl Publisher {
         let nodes = Arc::clone(self.table.nodes());
         let zones = &self.served.zones;
         let now = SystemTime::now();
-        ranking::latency_due(zones, &mut self.latency, &nodes, aging, now) | self.ranked.challenging
+        let due = ranking::latency_due(zones, &mut self.latency, &nodes, aging, now);
+        // Loads past their max_age count no more: a node they kept full takes clients.
+        for zone in (0..self.served.zones.len()).filter(|_| aging) {
+            self.refresh_fullness(zone);
+        }
+        due | self.ranked.challenging
     }
 
     /// Sets every node's availability gauge (at start; changes update their own).
@@ -315,6 +320,7 @@ impl Publisher {
             },
             Command::Fleet(news) => self.apply_fleet(news),
             Command::Feed { batch, reply } => {
+                let batch = batch.dated(SystemTime::now()); // the fleet applies these times
                 #[cfg(debug_assertions)]
                 if feeds::injected_fault() {
                     panic!("fault injected for a supervision test");
@@ -433,12 +439,14 @@ impl Publisher {
         }
         // A load reported in a check's body counts like one from the feed.
         let load = report.result.load;
-        let changed = self
-            .table
-            .apply(NodeEvent::Checked(report), SystemTime::now());
+        let now = SystemTime::now();
+        let changed = self.table.apply(NodeEvent::Checked(report), now);
         self.react(changed);
-        if let Some(load) = load
-            && feeds::record_load(&mut self.latency, key.zone, key.node, load)
+        let max_age = (self.served.zones.get(key.zone))
+            .and_then(|z| z.nodes.get(key.node))
+            .map(|n| n.capacity.max_age);
+        if let (Some(load), Some(max_age)) = (load, max_age)
+            && feeds::record_load(&mut self.latency, (key.zone, key.node), load, now, max_age)
         {
             self.schedule.latency_changed();
             self.refresh_fullness(key.zone);
@@ -450,13 +458,7 @@ impl Publisher {
         let Some(measured) = self.latency.get(zone) else {
             return;
         };
-        let changed = self.table.apply(
-            NodeEvent::Loads {
-                zone,
-                loads: &measured.loads,
-            },
-            SystemTime::now(),
-        );
+        let changed = (self.table).apply(NodeEvent::Loads { zone, measured }, SystemTime::now());
         self.react(changed);
     }
 

@@ -219,7 +219,7 @@ pub(super) fn carry_over(
                 }
             }
             // Full or not under the new capacity, from the load carried over.
-            let load = measured.loads.get(&ni).copied();
+            let load = measured.load(ni, now, node.capacity.max_age);
             runtime.full = load.is_some_and(|load| node.capacity.is_full(load, runtime.full));
             runtime.load_percent = load_percent(load);
             let before = runtime.availability;
@@ -416,7 +416,11 @@ mod tests {
         old_nodes[0][1].availability = Availability::AdminDown;
         old_nodes[1][0].health = Health::Up;
         let mut old_latency = vec![ZoneLatency::default(), ZoneLatency::default()];
-        old_latency[0].loads.insert(1, 0.9);
+        let load = crate::latency::Load {
+            value: 0.9,
+            at: at(30),
+        };
+        old_latency[0].loads.insert(1, load);
         old_latency[0].probe_loss.insert(0, 0.5);
         let group = ClientGroup::parse("AS-JP", crate::geo::CountryTable::shipped()).unwrap();
         let measured = Measurement {
@@ -461,7 +465,7 @@ mod tests {
         assert_eq!(b[0].since, at(60));
         // Loads, probe loss and measurements follow the nodes to their new indices.
         let a_latency = &carried.latency[0];
-        assert_eq!(a_latency.loads.get(&0), Some(&0.9));
+        assert_eq!(a_latency.loads.get(&0), Some(&load));
         assert_eq!(a_latency.probe_loss.get(&1), Some(&0.5));
         assert_eq!(a_latency.loads.len(), 1);
         let policy = crate::policy::LatencyPolicy::default();

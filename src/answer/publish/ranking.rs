@@ -174,6 +174,7 @@ pub(super) fn latency_due(
             let measured = &mut Arc::make_mut(latency)[zi];
             measured.measurements.expire(now, max_age);
             measured.addresses.expire(now, max_age);
+            measured.expire_loads(now, |ni| zone.nodes.get(ni).map(|n| n.capacity.max_age));
             due |= !measured.measurements.is_empty()
                 || !measured.addresses.is_empty()
                 || !measured.loads.is_empty();

@@ -5,7 +5,7 @@
 //! It must not publish, rank, log traffic or talk to anything: the run loop (`super`)
 //! reacts to the [`Changed`] it returns.
 
-use std::collections::HashMap;
+use crate::latency::ZoneLatency;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -31,12 +31,13 @@ pub(super) enum NodeEvent<'a> {
         /// The override.
         set: Option<Override>,
     },
-    /// A zone's loads as they are now (from feeds and checks), by node index.
+    /// A zone's loads as they are now (from feeds and checks); those older than their
+    /// node's `capacity.max_age` no longer count.
     Loads {
         /// Zone index.
         zone: usize,
-        /// Loads, 0..=1.5.
-        loads: &'a HashMap<usize, f64>,
+        /// What is measured in the zone, loads among it.
+        measured: &'a ZoneLatency,
     },
     /// The fleet's state as of now.
     FleetState(FleetState),
@@ -154,7 +155,7 @@ impl NodeTable {
                 }
                 self.refresh(zone, node, now)
             }
-            NodeEvent::Loads { zone, loads } => self.loads(zone, loads, now),
+            NodeEvent::Loads { zone, measured } => self.loads(zone, measured, now),
             NodeEvent::FleetState(state) => self.fleet_state(state, now),
             NodeEvent::FleetLost(why) => {
                 let Some(fleet) = &mut self.fleet else {
@@ -192,14 +193,14 @@ impl NodeTable {
 
     /// Decides which nodes of a zone are full from their loads (with each node's
     /// hysteresis).
-    fn loads(&mut self, zone: usize, loads: &HashMap<usize, f64>, now: SystemTime) -> Changed {
+    fn loads(&mut self, zone: usize, measured: &ZoneLatency, now: SystemTime) -> Changed {
         let zones = Arc::clone(&self.zones);
         let Some(z) = zones.get(zone) else {
             return Changed::default();
         };
         let mut changed = Changed::default();
         for (ni, spec) in z.nodes.iter().enumerate() {
-            let load = loads.get(&ni).copied();
+            let load = measured.load(ni, now, spec.capacity.max_age);
             let Some(runtime) = self.nodes.get(zone).and_then(|n| n.get(ni)) else {
                 continue;
             };
@@ -500,16 +501,25 @@ mod tests {
             at(1),
         );
         assert_eq!(drained.availability[0].3, Availability::AdminDown);
-        let mut set_load = |load: f64, secs: u64| {
-            let loads = HashMap::from([(0, load)]);
-            table.apply(
+        // A load reported at `secs`, seen `later` seconds after that.
+        let mut load_at = |value: f64, secs: u64, later: u64| {
+            let mut measured = ZoneLatency::default();
+            measured.record_load(
+                0,
+                crate::latency::Load {
+                    value,
+                    at: at(secs),
+                },
+            );
+            (table).apply(
                 NodeEvent::Loads {
                     zone: 0,
-                    loads: &loads,
+                    measured: &measured,
                 },
-                at(secs),
+                at(secs + later),
             )
         };
+        let mut set_load = |value: f64, secs: u64| load_at(value, secs, 0);
         let full = set_load(0.95, 2);
         assert_eq!(
             full.availability,
@@ -520,6 +530,12 @@ mod tests {
         assert_eq!(held.availability[0].3, Availability::Full(85));
         let back = set_load(0.5, 4);
         assert_eq!(back.availability[0].3, Availability::Up);
+        // A full node whose reports stopped takes clients again once the last one is older
+        // than its capacity's max_age (60 s by default).
+        assert_eq!(set_load(0.95, 5).availability[0].3, Availability::Full(95));
+        assert!(load_at(0.95, 5, 60).availability.is_empty());
+        let expired = load_at(0.95, 5, 61);
+        assert_eq!(expired.availability[0].3, Availability::Up);
     }
 
     #[test]

@@ -190,8 +190,10 @@ impl StateView {
     /// One node's state as of `now`.
     pub fn status_of(&self, zone: usize, node: usize, now: SystemTime) -> Option<NodeStatus> {
         let runtime = self.nodes.get(zone)?.get(node)?;
-        let load = self.latency.get(zone)?.loads.get(&node).copied();
-        let mut status = runtime.status(self.zones.get(zone)?, node, load, now);
+        let spec = self.zones.get(zone)?;
+        let max_age = spec.nodes.get(node)?.capacity.max_age;
+        let load = self.latency.get(zone)?.load(node, now, max_age);
+        let mut status = runtime.status(spec, node, load, now);
         status.fleet_health = self
             .fleet
             .as_ref()

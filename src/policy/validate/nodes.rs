@@ -155,7 +155,33 @@ pub(super) fn validate_capacity(
         ok = false;
     }
     let (full, resume) = (full_value, resume_value);
-    ok.then_some(Capacity { full, resume })
+    let max_age = match own.and_then(|c| c.max_age.as_ref()) {
+        Some(value) => match load_max_age(value) {
+            Ok(d) => d,
+            Err(message) => {
+                diag.error(at(value), format!("{context}: {message}"));
+                return None;
+            }
+        },
+        None => zone
+            .and_then(|c| c.max_age.as_ref())
+            .and_then(|v| load_max_age(v).ok())
+            .unwrap_or(LOAD_MAX_AGE),
+    };
+    ok.then_some(Capacity {
+        full,
+        resume,
+        max_age,
+    })
+}
+
+/// How long a load report counts: above 0, at most a day.
+fn load_max_age(value: &Spanned<RawDuration>) -> Result<std::time::Duration, String> {
+    match &value.value.0 {
+        Ok(d) if !d.is_zero() && *d <= super::steered::MAX_LATENCY_DURATION => Ok(*d),
+        Ok(_) => Err("capacity: max_age must be above 0 and at most 24h (e.g. 30s, 2m)".into()),
+        Err(e) => Err(format!("capacity: max_age: {e}")),
+    }
 }
 
 /// A capacity fraction: above 0, at most 150 % (loads are fractions of capacity).
@@ -181,6 +207,11 @@ pub(super) fn validate_zone_capacity(diag: &mut Diagnostics, raw: &RawZone) {
             {
                 diag.error(at(value), message);
             }
+        }
+        if let Some(value) = &capacity.value.max_age
+            && let Err(message) = load_max_age(value)
+        {
+            diag.error(at(value), message);
         }
     }
 }
