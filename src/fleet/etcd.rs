@@ -1,15 +1,16 @@
-//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
-//! `/v3/lease/grant`, `/v3/watch`, …), which every etcd since 3.4 serves on its client URLs.
-//! The gateway needs only HTTP/1.1 and JSON, so the build needs no protobuf compiler; keys
-//! and values travel base64-encoded, as the gateway wants.
-//!
-//! Every call has a deadline and tries each endpoint in turn, so one dead member costs a
+//! The fleet's etcd client: the maintained `etcd-client` crate (gRPC over HTTP/2), one
+//! connection per member, which carries KV calls, the watch and the lease's keep-alive
+//! stream together. Every call needs a leader (`require_leader`: a member cut off from its
+//! peers refuses instead of answering from a stale copy), has a deadline and tries each
+//! member in turn, starting with the one that answered last, so one dead member costs a
 //! timeout, not an outage; nothing here is ever awaited on the query path.
 //!
 //! Production clusters speak TLS (`https://` endpoints, verified against `--fleet-ca`, with
 //! a client certificate when etcd asks for one) and have authentication on: the client
-//! logs in with `/v3/auth/authenticate` and sends the token with every call, logging in
-//! again when etcd says the token expired.
+//! logs in as the fleet's user and logs in again when etcd says the token expired.
+//!
+//! The build needs `protoc` (Debian's `protobuf-compiler`): the crate compiles etcd's
+//! protocol files.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,20 +19,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use etcd_client::{
+    Certificate, Client, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, WatchOptions,
+};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::Code;
 
 /// Longest one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on each member's connection: a member that stops answering them is
+/// dropped. etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`).
+const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What went wrong talking to etcd.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +44,11 @@ pub enum EtcdError {
     /// its form): another member would answer the same.
     #[error("etcd refused the request: {0}")]
     Refused(String),
-    /// A member answered that it cannot serve now (a learner, no leader, an election, a
-    /// gateway error): another member may.
+    /// A member answered that it cannot serve now (a learner, no leader, an election):
+    /// another member may.
     #[error("etcd member cannot serve: {0}")]
     Unavailable(String),
-    /// The answer was not what the gateway sends.
+    /// The answer was not what etcd sends (a key or value that is not UTF-8).
     #[error("unexpected answer from etcd: {0}")]
     Malformed(String),
     /// The client's own settings are wrong: an endpoint, a certificate, a password file.
@@ -76,6 +77,21 @@ pub struct KeyValue {
     pub mod_revision: i64,
 }
 
+impl KeyValue {
+    fn of(kv: &etcd_client::KeyValue) -> Result<KeyValue, EtcdError> {
+        let text = |bytes: &[u8], what: &str| {
+            String::from_utf8(bytes.to_vec())
+                .map_err(|e| EtcdError::Malformed(format!("a {what} that is not UTF-8: {e}")))
+        };
+        Ok(KeyValue {
+            key: text(kv.key(), "key")?,
+            value: text(kv.value(), "value")?,
+            lease: kv.lease(),
+            mod_revision: kv.mod_revision(),
+        })
+    }
+}
+
 /// A change seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -85,17 +101,18 @@ pub enum Event {
     Delete(String),
 }
 
-/// A client of one cluster: its members' endpoints, TLS and login, built once from
-/// [`EtcdSettings`] so every file problem shows at start-up.
+/// A client of one cluster: a connection per member, built once from [`EtcdSettings`] so
+/// every file problem shows at start-up.
 #[derive(Clone)]
 pub struct Etcd {
-    endpoints: Vec<Endpoint>,
-    tls: Option<tokio_rustls::TlsConnector>,
-    login: Option<Arc<Login>>,
-    /// The endpoint that answered last: calls start there and move on through the others,
+    members: Arc<Vec<Member>>,
+    options: ConnectOptions,
+    /// The user logged in as, if any (named when a login is refused).
+    user: Option<String>,
+    /// The member that answered last: calls start there and move on through the others,
     /// so a stopped or cut-off member costs one timeout, not one per call.
     preferred: Arc<AtomicUsize>,
-    /// The endpoint serving the current watch, whose liveness `watch_alive` checks;
+    /// The member serving the current watch, whose liveness `watch_alive` checks;
     /// [`NOT_WATCHING`] while none is open (a new watch must not be judged by the member
     /// the last one was left for).
     watching: Arc<AtomicUsize>,
@@ -104,205 +121,147 @@ pub struct Etcd {
 /// `Etcd::watching` while no watch is open.
 const NOT_WATCHING: usize = usize::MAX;
 
+/// One member: its URL and, once made, the connection to it.
+struct Member {
+    url: String,
+    client: ArcSwapOption<Client>,
+}
+
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Etcd")
-            .field("endpoints", &self.endpoints)
-            .field("tls", &self.tls.is_some())
-            .field("user", &self.login.as_ref().map(|l| &l.user))
-            .finish()
+        let urls: Vec<&str> = self.members.iter().map(|m| m.url.as_str()).collect();
+        f.debug_struct("Etcd").field("endpoints", &urls).finish()
     }
 }
 
-/// A member's client URL, taken apart.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    url: String,
-    /// `HOST:PORT`, dialled and sent as `Host`.
-    authority: String,
-    /// The host alone: the name (or address) its certificate must carry.
-    host: String,
-    tls: bool,
-}
-
-/// A user's credentials and the token etcd gave for them, renewed when it expires.
-struct Login {
-    user: String,
-    password: String,
-    token: ArcSwapOption<String>,
-}
-
-impl Endpoint {
-    fn parse(url: &str) -> Result<Endpoint, EtcdError> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(EtcdError::Settings(format!(
-                "{url}: an etcd endpoint is http://HOST:PORT or https://HOST:PORT"
-            )));
-        };
-        let authority = rest.trim_end_matches('/').to_string();
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() => host,
-            _ => {
-                return Err(EtcdError::Settings(format!(
-                    "{url}: the endpoint needs a port (etcd's is usually 2379)"
-                )));
-            }
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        Ok(Endpoint {
-            url: url.to_string(),
-            authority,
-            host,
-            tls,
-        })
-    }
-}
-
-/// Reads every PEM certificate in a file.
-fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, EtcdError> {
-    let found: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| EtcdError::Settings(format!("{what} {}: {e}", path.display())))?
-        .collect();
-    let found =
-        found.map_err(|e| EtcdError::Settings(format!("{what} {}: {e}", path.display())))?;
-    if found.is_empty() {
+/// Checks a member's client URL: `http://HOST:PORT` or `https://HOST:PORT`; whether it
+/// is TLS.
+fn endpoint_tls(url: &str) -> Result<bool, EtcdError> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
         return Err(EtcdError::Settings(format!(
-            "{what} {}: no PEM certificate in the file",
-            path.display()
+            "{url}: an etcd endpoint is http://HOST:PORT or https://HOST:PORT"
         )));
+    };
+    match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(tls),
+        _ => Err(EtcdError::Settings(format!(
+            "{url}: the endpoint needs a port (etcd's is usually 2379)"
+        ))),
     }
-    Ok(found)
 }
 
-/// The TLS client configuration: etcd's CA (or the web's roots) and the client certificate.
-fn tls_config(settings: &EtcdSettings) -> Result<rustls::ClientConfig, EtcdError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.ca_file {
-        Some(path) => {
-            for cert in certificates(path, "--fleet-ca")? {
-                roots.add(cert).map_err(|e| {
-                    EtcdError::Settings(format!("--fleet-ca {}: {e}", path.display()))
-                })?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+/// Reads a PEM file that must hold at least one certificate: its text.
+fn certificates(path: &Path, what: &str) -> Result<Vec<u8>, EtcdError> {
+    let problem =
+        |e: &dyn std::fmt::Display| EtcdError::Settings(format!("{what} {}: {e}", path.display()));
+    let text = std::fs::read(path).map_err(|e| problem(&e))?;
+    let found: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&text).collect();
+    match found {
+        Ok(found) if !found.is_empty() => Ok(text),
+        Ok(_) => Err(problem(&"no PEM certificate in the file")),
+        Err(e) => Err(problem(&e)),
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EtcdError::Settings(format!("TLS: {e}")))?
-        .with_root_certificates(roots);
+}
+
+/// The TLS settings: etcd's CA (or the web's roots) and the client certificate.
+fn tls_options(settings: &EtcdSettings) -> Result<TlsOptions, EtcdError> {
+    let mut tls = match &settings.ca_file {
+        Some(path) => TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(certificates(path, "--fleet-ca")?)),
+        None => TlsOptions::new().with_webpki_roots(),
+    };
     match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => {
             let chain = certificates(cert, "--fleet-cert")?;
-            let key = PrivateKeyDer::from_pem_file(key)
+            let key_text = std::fs::read(key)
                 .map_err(|e| EtcdError::Settings(format!("--fleet-key {}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| EtcdError::Settings(format!("--fleet-cert and --fleet-key: {e}")))
+            PrivateKeyDer::from_pem_slice(&key_text)
+                .map_err(|e| EtcdError::Settings(format!("--fleet-key {}: {e}", key.display())))?;
+            tls = tls.identity(Identity::from_pem(chain, key_text));
         }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err(EtcdError::Settings(
-            "--fleet-cert and --fleet-key go together".into(),
-        )),
+        (None, None) => {}
+        _ => {
+            return Err(EtcdError::Settings(
+                "--fleet-cert and --fleet-key go together".into(),
+            ));
+        }
+    }
+    Ok(tls)
+}
+
+/// What an error from a member means for the caller: refused (every member would say the
+/// same), or unavailable or unreachable (another member may answer).
+fn classify(url: &str, error: etcd_client::Error) -> EtcdError {
+    use etcd_client::Error as E;
+    let text = error.to_string();
+    if text.contains("certificate") {
+        return EtcdError::Refused(format!(
+            "{url}: TLS: {text} (--fleet-ca must name the CA that signed etcd's certificates)"
+        ));
+    }
+    match error {
+        E::GRpcStatus(status) => match status.code() {
+            Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::AlreadyExists
+            | Code::NotFound => EtcdError::Refused(status.message().to_string()),
+            _ => EtcdError::Unavailable(format!("{url}: {}", status.message())),
+        },
+        E::InvalidArgs(why) | E::EndpointError(why) => EtcdError::Settings(format!("{url}: {why}")),
+        E::InvalidUri(e) => EtcdError::Settings(format!("{url}: {e}")),
+        E::Utf8Error(e) => EtcdError::Malformed(e.to_string()),
+        other => EtcdError::Unreachable(format!("{url}: {other}")),
     }
 }
 
-/// A connection to one member, plain or TLS.
-trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Connection for T {}
-
-fn b64(text: &str) -> String {
-    B64.encode(text.as_bytes())
-}
-
-fn unb64(text: &str) -> Result<String, EtcdError> {
-    let bytes = B64
-        .decode(text)
-        .map_err(|e| EtcdError::Malformed(format!("base64: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| EtcdError::Malformed(format!("utf-8: {e}")))
-}
-
-/// The end of a prefix range: the prefix with its last byte raised.
-fn range_end(prefix: &str) -> String {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last = last.saturating_add(1);
-    }
-    B64.encode(end)
-}
-
-#[derive(Deserialize)]
-struct RawKv {
-    key: String,
-    #[serde(default)]
-    value: String,
-    /// Int64s, which the gateway writes as strings (and leaves out when zero).
-    #[serde(default)]
-    lease: Option<Value>,
-    #[serde(default)]
-    mod_revision: Option<Value>,
-}
-
-/// An int64 field of the gateway's (a string; absent when zero).
-fn int64(field: &str, value: &Option<Value>) -> Result<i64, EtcdError> {
-    match value {
-        None => Ok(0),
-        Some(Value::String(text)) => text
-            .parse()
-            .map_err(|_| EtcdError::Malformed(format!("{field} '{text}'"))),
-        Some(other) => Ok(other.as_i64().unwrap_or(0)),
-    }
-}
-
-impl RawKv {
-    fn decode(&self) -> Result<KeyValue, EtcdError> {
-        Ok(KeyValue {
-            key: unb64(&self.key)?,
-            value: unb64(&self.value)?,
-            lease: int64("lease", &self.lease)?,
-            mod_revision: int64("mod_revision", &self.mod_revision)?,
-        })
-    }
+/// The store's revision an answer was given at.
+fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision())
 }
 
 impl Etcd {
-    /// A client of these settings; reads the certificate files now.
+    /// A client of these settings; reads the certificate files now. Connections are made
+    /// when first needed.
     pub fn new(settings: &EtcdSettings) -> Result<Etcd, EtcdError> {
-        let endpoints = settings
-            .endpoints
-            .iter()
-            .map(|url| Endpoint::parse(url))
+        let tls = (settings.endpoints.iter())
+            .map(|url| endpoint_tls(url))
             .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
+        if tls.is_empty() {
             return Err(EtcdError::Settings("no etcd endpoints".into()));
         }
+        if tls.contains(&true) && tls.contains(&false) {
+            return Err(EtcdError::Settings(
+                "the endpoints mix http:// and https://: a cluster speaks one or the other".into(),
+            ));
+        }
         let wants_tls = settings.ca_file.is_some() || settings.cert_file.is_some();
-        let tls = if endpoints.iter().any(|e| e.tls) {
-            Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(
-                settings,
-            )?)))
+        let mut options = ConnectOptions::new()
+            .with_require_leader(true)
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(PING_EVERY, PING_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        if tls.contains(&true) {
+            options = options.with_tls(tls_options(settings)?);
         } else if wants_tls {
             return Err(EtcdError::Settings(
                 "TLS files are given but no endpoint is https://".into(),
             ));
-        } else {
-            None
-        };
-        let login = match (&settings.user, &settings.password) {
-            (Some(user), Some(password)) => Some(Arc::new(Login {
-                user: user.clone(),
-                password: password.clone(),
-                token: ArcSwapOption::empty(),
-            })),
-            (None, None) => None,
+        }
+        match (&settings.user, &settings.password) {
+            (Some(user), Some(password)) => {
+                options = options
+                    .with_user(user.clone(), password.clone())
+                    .with_auto_token_refresh(true);
+            }
+            (None, None) => {}
             (Some(_), None) => {
                 return Err(EtcdError::Settings(
                     "--fleet-user needs a password: --fleet-password-file or GEOSTEER_FLEET_PASSWORD"
@@ -314,60 +273,105 @@ impl Etcd {
                     "a fleet password is given without --fleet-user".into(),
                 ));
             }
-        };
+        }
+        let members = (settings.endpoints.iter())
+            .map(|url| Member {
+                url: url.trim_end_matches('/').to_string(),
+                client: ArcSwapOption::empty(),
+            })
+            .collect();
         Ok(Etcd {
-            endpoints,
-            tls,
-            login,
+            members: Arc::new(members),
+            options,
+            user: settings.user.clone(),
             preferred: Arc::default(),
             watching: Arc::new(AtomicUsize::new(NOT_WATCHING)),
         })
     }
 
-    /// The endpoints' indices, the preferred one first, then the others in turn.
-    fn in_turn(&self) -> impl Iterator<Item = (usize, &Endpoint)> {
+    /// The members' indices, the preferred one first, then the others in turn.
+    fn in_turn(&self) -> impl Iterator<Item = usize> + use<> {
         let start = self.preferred.load(Ordering::Relaxed);
-        let n = self.endpoints.len();
-        (0..n).map(move |k| {
-            let i = (start + k) % n;
-            (i, &self.endpoints[i])
-        })
+        let n = self.members.len();
+        (0..n).map(move |k| (start + k) % n)
+    }
+
+    /// The connection to member `i`, made (and logged in) when first needed.
+    async fn client(&self, i: usize) -> Result<Client, EtcdError> {
+        let member = &self.members[i];
+        if let Some(client) = member.client.load_full() {
+            return Ok((*client).clone());
+        }
+        let connecting = Client::connect([member.url.as_str()], Some(self.options.clone()));
+        let client = match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(match (classify(&member.url, e), &self.user) {
+                    (EtcdError::Refused(why), Some(user)) => {
+                        EtcdError::Refused(format!("login as {user}: {why}"))
+                    }
+                    (other, _) => other,
+                });
+            }
+            Err(_) => {
+                return Err(EtcdError::Unreachable(format!("{}: timed out", member.url)));
+            }
+        };
+        member.client.store(Some(Arc::new(client.clone())));
+        Ok(client)
+    }
+
+    /// Runs `call` on the first member that answers, the preferred one first: a refusal
+    /// ends the search (every member would refuse alike), anything else moves on.
+    async fn on_members<T, F, Fut>(&self, call: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut failures = Vec::new();
+        for i in self.in_turn() {
+            let url = &self.members[i].url;
+            let attempt = async {
+                let client = self.client(i).await?;
+                call(client).await.map_err(|e| classify(url, e))
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+                Ok(Ok(value)) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Ok(Err(e @ (EtcdError::Refused(_) | EtcdError::Settings(_)))) => return Err(e),
+                Ok(Err(e)) => failures.push(e.to_string()),
+                Err(_) => failures.push(format!("{url}: timed out")),
+            }
+        }
+        Err(EtcdError::Unreachable(failures.join("; ")))
     }
 
     /// Whether the member serving the watch still answers a linearizable read of one key
     /// under `prefix` (what the fleet's user may read) within `within`: a stopped member, or
-    /// one cut off from its peers (it cannot confirm it is current with the leader), does
-    /// not, while its watch stream just stays silent. When it does not, the next calls start
-    /// at the next member. An expired login token is dropped and asked for anew next time.
+    /// one cut off from its peers (it has no leader), does not, while its watch stream just
+    /// stays silent. When it does not, the next calls start at the next member.
     pub async fn watch_alive(&self, prefix: &str, within: Duration) -> Result<(), EtcdError> {
         let i = self.watching.load(Ordering::Relaxed);
-        let Some(endpoint) = self.endpoints.get(i) else {
+        let Some(member) = self.members.get(i) else {
             return Ok(()); // no watch open yet: opening one has its own timeout
         };
-        let body = json!({
-            "key": b64(prefix),
-            "range_end": range_end(prefix),
-            "limit": "1",
-            "keys_only": true,
-        });
-        let read = self.post_as_user(endpoint, "/v3/kv/range", &body);
+        let read = async {
+            let mut client = self.client(i).await?;
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_limit(1)
+                .with_keys_only();
+            (client.get(prefix, Some(options)).await).map_err(|e| classify(&member.url, e))
+        };
         let failed = match tokio::time::timeout(within, read).await {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(EtcdError::Refused(why))) if token_expired(&why) => {
-                if let Some(login) = &self.login {
-                    login.token.store(None);
-                }
-                return Ok(());
-            }
-            Ok(Err(e)) => format!("{}: {e}", endpoint.url),
-            Err(_) => format!("{}: no answer within {within:?}", endpoint.url),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("{}: no answer within {within:?}", member.url),
         };
-        let _ = self.preferred.compare_exchange(
-            i,
-            (i + 1) % self.endpoints.len(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let next = (i + 1) % self.members.len();
+        let _ = (self.preferred).compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
         Err(EtcdError::Unreachable(format!(
             "the watch's member stopped answering ({failed})"
         )))
@@ -380,103 +384,44 @@ impl Etcd {
 
     /// The endpoints' URLs, as given.
     pub fn urls(&self) -> Vec<String> {
-        self.endpoints.iter().map(|e| e.url.clone()).collect()
-    }
-
-    /// POSTs a JSON body to a gateway path on the first endpoint that answers, logged in
-    /// when the cluster wants a user (once more with a fresh token if etcd says it expired).
-    async fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
-        match self.call_once(path, body).await {
-            Err(EtcdError::Refused(why)) if self.login.is_some() && token_expired(&why) => {
-                if let Some(login) = &self.login {
-                    login.token.store(None);
-                }
-                self.call_once(path, body).await
-            }
-            other => other,
-        }
-    }
-
-    async fn call_once(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
-        let mut failures = Vec::new();
-        for (i, endpoint) in self.in_turn() {
-            let attempt = self.post_as_user(endpoint, path, body);
-            match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
-                Ok(Ok(value)) => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(value);
-                }
-                Ok(Err(EtcdError::Refused(why))) => return Err(EtcdError::Refused(why)),
-                Ok(Err(e)) => failures.push(format!("{}: {e}", endpoint.url)),
-                Err(_) => failures.push(format!("{}: timed out", endpoint.url)),
-            }
-        }
-        Err(EtcdError::Unreachable(failures.join("; ")))
-    }
-
-    /// POSTs to `endpoint` as the cluster's user (logged in first when no token is held).
-    async fn post_as_user(
-        &self,
-        endpoint: &Endpoint,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, EtcdError> {
-        let token = self.token(endpoint).await?;
-        self.post(endpoint, path, body, token.as_ref().map(|t| t.as_str()))
-            .await
-    }
-
-    /// The login token, asking `endpoint` for one when none is held; `None` without a user.
-    async fn token(&self, endpoint: &Endpoint) -> Result<Option<Arc<String>>, EtcdError> {
-        let Some(login) = &self.login else {
-            return Ok(None);
-        };
-        if let Some(token) = login.token.load_full() {
-            return Ok(Some(token));
-        }
-        let body = json!({"name": login.user, "password": login.password});
-        let answer = self
-            .post(endpoint, "/v3/auth/authenticate", &body, None)
-            .await
-            .map_err(|e| match e {
-                EtcdError::Refused(why) => {
-                    EtcdError::Refused(format!("login as {}: {why}", login.user))
-                }
-                other => other,
-            })?;
-        let token = answer
-            .get("token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| EtcdError::Malformed("login answer without a token".into()))?;
-        let token = Arc::new(token.to_string());
-        login.token.store(Some(Arc::clone(&token)));
-        Ok(Some(token))
+        self.members.iter().map(|m| m.url.clone()).collect()
     }
 
     /// Every key under `prefix`, and the store's revision they were read at.
     pub async fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<KeyValue>), EtcdError> {
         let answer = self
-            .call(
-                "/v3/kv/range",
-                &json!({"key": b64(prefix), "range_end": range_end(prefix)}),
-            )
+            .on_members(|mut client| async move {
+                client
+                    .get(prefix, Some(GetOptions::new().with_prefix()))
+                    .await
+            })
             .await?;
-        let revision = revision_of(&answer)?;
-        let kvs: Vec<RawKv> = match answer.get("kvs") {
-            Some(kvs) => serde_json::from_value(kvs.clone())
-                .map_err(|e| EtcdError::Malformed(format!("kvs: {e}")))?,
-            None => Vec::new(),
-        };
-        let kvs = kvs.iter().map(RawKv::decode).collect::<Result<_, _>>()?;
-        Ok((revision, kvs))
+        let kvs = answer
+            .kvs()
+            .iter()
+            .map(KeyValue::of)
+            .collect::<Result<_, _>>()?;
+        Ok((revision(answer.header()), kvs))
+    }
+
+    /// One key, if it exists.
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        let answer =
+            (self.on_members(|mut client| async move { client.get(key, None).await })).await?;
+        answer.kvs().first().map(KeyValue::of).transpose()
     }
 
     /// Applies writes in transactions of at most [`MAX_TXN_OPS`] (etcd's default limit),
     /// the last write of a key winning (etcd refuses a key twice in one transaction): a
     /// burst of verdicts costs a few commits, not one each.
     pub async fn apply(&self, ops: &[Op]) -> Result<(), EtcdError> {
-        for body in transactions(ops) {
-            self.call("/v3/kv/txn", &body).await?;
+        for chunk in transactions(ops) {
+            let txn = Txn::new().and_then(chunk.iter().map(|op| op.txn_op()).collect::<Vec<_>>());
+            self.on_members(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
         }
         Ok(())
     }
@@ -490,143 +435,139 @@ impl Etcd {
         value: &str,
         lease: i64,
     ) -> Result<Option<i64>, EtcdError> {
-        let k = b64(key);
-        let compare = match compare {
+        let condition = match compare {
             Compare::Absent | Compare::Unchanged(0) => {
-                json!({"key": k, "target": "CREATE", "create_revision": "0", "result": "EQUAL"})
+                etcd_client::Compare::create_revision(key, CompareOp::Equal, 0)
             }
             Compare::Unchanged(revision) => {
-                json!({"key": k, "target": "MOD", "mod_revision": revision.to_string(), "result": "EQUAL"})
+                etcd_client::Compare::mod_revision(key, CompareOp::Equal, revision)
             }
-            Compare::Lease(id) => {
-                json!({"key": k, "target": "LEASE", "lease": id.to_string(), "result": "EQUAL"})
-            }
+            Compare::Lease(id) => etcd_client::Compare::lease(key, CompareOp::Equal, id),
         };
-        let mut put = json!({"key": k, "value": b64(value)});
-        if lease != 0 {
-            put["lease"] = json!(lease.to_string());
-        }
-        let body = json!({"compare": [compare], "success": [{"request_put": put}]});
-        let answer = self.call("/v3/kv/txn", &body).await?;
-        // The gateway leaves out a false field.
-        if answer.get("succeeded").and_then(Value::as_bool) != Some(true) {
-            return Ok(None);
-        }
-        revision_of(&answer).map(Some)
-    }
-
-    /// One key, if it exists.
-    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
-        let answer = self.call("/v3/kv/range", &json!({"key": b64(key)})).await?;
-        let kvs: Vec<RawKv> = match answer.get("kvs") {
-            Some(kvs) => serde_json::from_value(kvs.clone())
-                .map_err(|e| EtcdError::Malformed(format!("kvs: {e}")))?,
-            None => Vec::new(),
+        let put = Op::Put {
+            key: key.to_string(),
+            value: value.to_string(),
+            lease,
         };
-        kvs.first().map(RawKv::decode).transpose()
+        let txn = Txn::new().when([condition]).and_then([put.txn_op()]);
+        let answer = self
+            .on_members(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        Ok(answer.succeeded().then(|| revision(answer.header())))
     }
 
     /// A new lease of `ttl` seconds; its id.
     pub async fn grant(&self, ttl: u64) -> Result<i64, EtcdError> {
-        let answer = self
-            .call("/v3/lease/grant", &json!({"TTL": ttl.to_string()}))
-            .await?;
-        number(&answer, "ID")
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        let answer = (self
+            .on_members(|mut client| async move { client.lease_grant(ttl, None).await }))
+        .await?;
+        Ok(answer.id())
     }
 
     /// Ends a lease now: its keys go with it.
     pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
-        self.call("/v3/lease/revoke", &json!({"ID": lease.to_string()}))
+        (self.on_members(|mut client| async move { client.lease_revoke(lease).await }))
             .await
             .map(|_| ())
     }
 
-    /// Renews a lease; false when it has expired (its keys are gone).
-    pub async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
-        let answer = self
-            .call("/v3/lease/keepalive", &json!({"ID": lease.to_string()}))
-            .await?;
-        let result = answer.get("result").unwrap_or(&answer);
-        Ok(number(result, "TTL").unwrap_or(0) > 0)
+    /// Keeps `lease` alive, renewing it every `every` over one keep-alive stream to a
+    /// member, until that fails: why (the lease expired, the member stopped answering).
+    pub async fn keep_lease(&self, lease: i64, every: Duration) -> EtcdError {
+        let opened = self
+            .on_members(|mut client| async move { client.lease_keep_alive(lease).await })
+            .await;
+        let (mut keeper, mut answers) = match opened {
+            Ok(stream) => stream,
+            Err(e) => return e,
+        };
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = keeper.keep_alive().await {
+                return EtcdError::Unreachable(format!("lease keep-alive: {e}"));
+            }
+            match tokio::time::timeout(REQUEST_TIMEOUT, answers.message()).await {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
+                Ok(Ok(Some(_))) => return EtcdError::Refused("the lease expired".into()),
+                Ok(Ok(None)) => {
+                    return EtcdError::Unreachable("the keep-alive stream ended".into());
+                }
+                Ok(Err(e)) => return EtcdError::Unreachable(format!("lease keep-alive: {e}")),
+                Err(_) => {
+                    return EtcdError::Unreachable("no lease keep-alive answer in time".into());
+                }
+            }
+        }
     }
 
     /// Watches every key under `prefix` from `revision` on, sending each batch of events
     /// to `events` until the stream ends or fails (then the caller reads the state again and
     /// watches anew), or nobody listens any more. A slow listener slows the watch down (etcd
-    /// holds the events); none is dropped. The first endpoint that accepts the watch serves it.
+    /// holds the events); none is dropped. The first member that accepts the watch serves
+    /// it; with no leader, a member cancels it.
     pub async fn watch_prefix(
         &self,
         prefix: &str,
         revision: i64,
         events: &tokio::sync::mpsc::Sender<Result<Vec<Event>, EtcdError>>,
     ) -> Result<(), EtcdError> {
-        let body = json!({"create_request": {
-            "key": b64(prefix),
-            "range_end": range_end(prefix),
-            "start_revision": revision.to_string(),
-        }});
         let mut failures = Vec::new();
-        for (i, endpoint) in self.in_turn() {
+        for i in self.in_turn() {
+            let url = &self.members[i].url;
             let opening = async {
-                let token = self.token(endpoint).await?;
-                self.open(
-                    endpoint,
-                    "/v3/watch",
-                    &body,
-                    token.as_ref().map(|t| t.as_str()),
-                )
-                .await
+                let mut client = self.client(i).await?;
+                let options = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision);
+                client
+                    .watch(prefix, Some(options))
+                    .await
+                    .map_err(|e| classify(url, e))
             };
-            let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, opening).await {
-                Ok(Ok(response)) => {
-                    self.watching.store(i, Ordering::Relaxed);
-                    self.preferred.store(i, Ordering::Relaxed);
-                    response
-                }
-                Ok(Err(EtcdError::Refused(why))) => {
-                    if token_expired(&why)
-                        && let Some(login) = &self.login
-                    {
-                        login.token.store(None);
-                    }
-                    return Err(EtcdError::Refused(why));
-                }
+            let mut stream = match tokio::time::timeout(REQUEST_TIMEOUT, opening).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e @ EtcdError::Refused(_))) => return Err(e),
                 Ok(Err(e)) => {
-                    failures.push(format!("{}: {e}", endpoint.url));
+                    failures.push(e.to_string());
                     continue;
                 }
                 Err(_) => {
-                    failures.push(format!("{}: timed out", endpoint.url));
+                    failures.push(format!("{url}: timed out"));
                     continue;
                 }
             };
-            // The gateway streams one JSON object per message; frames may split or join them.
-            let mut buffer: Vec<u8> = Vec::new();
-            while let Some(frame) = response.frame().await {
-                let frame =
-                    frame.map_err(|e| EtcdError::Unreachable(format!("{}: {e}", endpoint.url)))?;
-                let Some(data) = frame.data_ref() else {
-                    continue;
+            self.watching.store(i, Ordering::Relaxed);
+            self.preferred.store(i, Ordering::Relaxed);
+            loop {
+                let answer = match stream.message().await {
+                    Ok(Some(answer)) => answer,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(classify(url, e)),
                 };
-                buffer.extend_from_slice(data);
-                if buffer.len() > MAX_WATCH_MESSAGE {
-                    return Err(EtcdError::Malformed("watch message too large".into()));
+                if answer.canceled() {
+                    return Err(EtcdError::Unavailable(format!(
+                        "{url}: watch canceled: {}",
+                        answer.cancel_reason()
+                    )));
                 }
-                let mut batches = Vec::new();
-                let mut stream = serde_json::Deserializer::from_slice(&buffer).into_iter::<Value>();
-                let mut consumed = 0;
-                while let Some(Ok(message)) = stream.next() {
-                    consumed = stream.byte_offset();
-                    batches.push(events_of(&message)?);
-                }
-                buffer.drain(..consumed);
-                for batch in batches {
-                    if events.send(Ok(batch)).await.is_err() {
-                        return Ok(());
-                    }
+                let batch = (answer.events().iter())
+                    .filter_map(|event| {
+                        let kv = KeyValue::of(event.kv()?);
+                        Some(match event.event_type() {
+                            EventType::Put => kv.map(Event::Put),
+                            EventType::Delete => kv.map(|kv| Event::Delete(kv.key)),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !batch.is_empty() && events.send(Ok(batch)).await.is_err() {
+                    return Ok(());
                 }
             }
-            return Ok(());
         }
         Err(EtcdError::Unreachable(failures.join("; ")))
     }
@@ -671,11 +612,21 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key } => key,
         }
     }
+
+    fn txn_op(&self) -> TxnOp {
+        match self {
+            Op::Put { key, value, lease } => {
+                let options = (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
+                TxnOp::put(key.as_str(), value.as_str(), options)
+            }
+            Op::Delete { key } => TxnOp::delete(key.as_str(), None),
+        }
+    }
 }
 
-/// The transaction bodies of `ops`: the last write of each key, in order, at most
+/// The transactions of `ops`: the last write of each key, in order, at most
 /// [`MAX_TXN_OPS`] a transaction.
-fn transactions(ops: &[Op]) -> Vec<Value> {
+fn transactions(ops: &[Op]) -> Vec<Vec<&Op>> {
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         last.insert(op.key(), i);
@@ -686,200 +637,12 @@ fn transactions(ops: &[Op]) -> Vec<Value> {
         .filter(|(i, op)| last.get(op.key()) == Some(i))
         .map(|(_, op)| op)
         .collect();
-    kept.chunks(MAX_TXN_OPS)
-        .map(|chunk| {
-            let success: Vec<Value> = chunk
-                .iter()
-                .map(|op| match op {
-                    Op::Put { key, value, lease } => {
-                        let mut put = json!({"key": b64(key), "value": b64(value)});
-                        if *lease != 0 {
-                            put["lease"] = json!(lease.to_string());
-                        }
-                        json!({"request_put": put})
-                    }
-                    Op::Delete { key } => json!({"request_delete_range": {"key": b64(key)}}),
-                })
-                .collect();
-            json!({"success": success})
-        })
-        .collect()
-}
-
-/// Largest watch message buffered while it arrives.
-const MAX_WATCH_MESSAGE: usize = 16 << 20;
-
-fn events_of(message: &Value) -> Result<Vec<Event>, EtcdError> {
-    let Some(result) = message.get("result") else {
-        if let Some(error) = message.get("error") {
-            return Err(EtcdError::Refused(error.to_string()));
-        }
-        return Ok(Vec::new());
-    };
-    if result.get("canceled").and_then(Value::as_bool) == Some(true) {
-        return Err(EtcdError::Refused(format!("watch canceled: {result}")));
-    }
-    let mut events = Vec::new();
-    for event in result
-        .get("events")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let kv: RawKv = serde_json::from_value(event.get("kv").cloned().unwrap_or(Value::Null))
-            .map_err(|e| EtcdError::Malformed(format!("event: {e}")))?;
-        let kv = kv.decode()?;
-        events.push(match event.get("type").and_then(Value::as_str) {
-            Some("DELETE") => Event::Delete(kv.key),
-            _ => Event::Put(kv),
-        });
-    }
-    Ok(events)
-}
-
-fn number(value: &Value, field: &str) -> Result<i64, EtcdError> {
-    match value.get(field) {
-        Some(Value::String(s)) => s
-            .parse()
-            .map_err(|_| EtcdError::Malformed(format!("{field}: {s}"))),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| EtcdError::Malformed(format!("{field}: {n}"))),
-        _ => Err(EtcdError::Malformed(format!("no {field} in {value}"))),
-    }
-}
-
-fn revision_of(answer: &Value) -> Result<i64, EtcdError> {
-    number(
-        answer
-            .get("header")
-            .ok_or_else(|| EtcdError::Malformed("no header".into()))?,
-        "revision",
-    )
-}
-
-/// Whether etcd refused a call because its login token expired (etcd forgets tokens after
-/// `--auth-token-ttl` and on restart).
-fn token_expired(why: &str) -> bool {
-    why.contains("invalid auth token")
-}
-
-impl Etcd {
-    /// Connects to a member, with TLS for an `https://` endpoint.
-    async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn Connection>, EtcdError> {
-        let stream = TcpStream::connect(&endpoint.authority)
-            .await
-            .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
-        if !endpoint.tls {
-            return Ok(Box::new(stream));
-        }
-        let Some(tls) = &self.tls else {
-            return Err(EtcdError::Settings("no TLS configuration".into()));
-        };
-        let name = ServerName::try_from(endpoint.host.clone())
-            .map_err(|e| EtcdError::Settings(format!("{}: {e}", endpoint.url)))?;
-        let stream = tls
-            .connect(name, stream)
-            .await
-            .map_err(|e| EtcdError::Unreachable(format!("TLS: {e}")))?;
-        Ok(Box::new(stream))
-    }
-
-    /// Opens a POST and returns the response once its head has arrived.
-    async fn open(
-        &self,
-        endpoint: &Endpoint,
-        path: &str,
-        body: &Value,
-        token: Option<&str>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, EtcdError> {
-        let stream = self.connect(endpoint).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut request = hyper::Request::post(path)
-            .header(hyper::header::HOST, &endpoint.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(token) = token {
-            request = request.header(hyper::header::AUTHORIZATION, token);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| EtcdError::Malformed(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let text = http_body_util::Limited::new(response.into_body(), 64 << 10)
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                .unwrap_or_default();
-            let hint = if text.contains("CommonName") {
-                " (etcd's JSON gateway, which geosteer speaks, refuses client certificates \
-                 with a CommonName: issue geosteer's without one, naming it in the SAN only)"
-            } else {
-                ""
-            };
-            let why = format!("{status}: {}{hint}", text.trim_end());
-            return Err(if status.is_server_error() {
-                EtcdError::Unavailable(format!("{}: {why}", endpoint.url))
-            } else {
-                EtcdError::Refused(why)
-            });
-        }
-        Ok(response)
-    }
-
-    /// POSTs and reads the whole JSON answer (bounded).
-    async fn post(
-        &self,
-        endpoint: &Endpoint,
-        path: &str,
-        body: &Value,
-        token: Option<&str>,
-    ) -> Result<Value, EtcdError> {
-        let response = self.open(endpoint, path, body, token).await?;
-        let bytes = http_body_util::Limited::new(response.into_body(), MAX_WATCH_MESSAGE)
-            .collect()
-            .await
-            .map_err(|e| EtcdError::Unreachable(e.to_string()))?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| EtcdError::Malformed(e.to_string()))
-    }
+    kept.chunks(MAX_TXN_OPS).map(<[&Op]>::to_vec).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_ranges_and_watch_messages() {
-        assert_eq!(range_end("/g/"), B64.encode("/g0"));
-        let message = json!({"result": {"events": [
-            {"kv": {"key": b64("/g/o/z/n"), "value": b64("drain"), "mod_revision": "42"}},
-            {"type": "DELETE", "kv": {"key": b64("/g/o/z/m")}}
-        ]}});
-        assert_eq!(
-            events_of(&message).unwrap(),
-            vec![
-                Event::Put(KeyValue {
-                    key: "/g/o/z/n".into(),
-                    value: "drain".into(),
-                    lease: 0,
-                    mod_revision: 42,
-                }),
-                Event::Delete("/g/o/z/m".into())
-            ]
-        );
-        assert!(events_of(&json!({"result": {"canceled": true}})).is_err());
-    }
 
     #[test]
     fn transactions_keep_the_last_write_of_a_key_and_stay_within_etcd_s_limit() {
@@ -888,23 +651,14 @@ mod tests {
             value: value.into(),
             lease: 7,
         };
-        let bodies = transactions(&[
+        let ops = [
             put("/g/a", "down"),
             Op::Delete { key: "/g/o".into() },
             put("/g/a", "up"),
-        ]);
-        assert_eq!(
-            bodies,
-            vec![json!({"success": [
-                {"request_delete_range": {"key": b64("/g/o")}},
-                {"request_put": {"key": b64("/g/a"), "value": b64("up"), "lease": "7"}},
-            ]})]
-        );
+        ];
+        assert_eq!(transactions(&ops), vec![vec![&ops[1], &ops[2]]]);
         let many: Vec<Op> = (0..300).map(|i| put(&format!("/g/{i}"), "up")).collect();
-        let sizes: Vec<usize> = transactions(&many)
-            .iter()
-            .map(|b| b["success"].as_array().map_or(0, Vec::len))
-            .collect();
+        let sizes: Vec<usize> = transactions(&many).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![MAX_TXN_OPS, MAX_TXN_OPS, 300 - 2 * MAX_TXN_OPS]);
     }
 
@@ -914,14 +668,11 @@ mod tests {
             endpoints: urls.iter().map(|u| u.to_string()).collect(),
             ..EtcdSettings::default()
         };
-        let e = Endpoint::parse("https://[::1]:2379/").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.authority.as_str(), e.tls),
-            ("::1", "[::1]:2379", true)
-        );
+        assert_eq!(endpoint_tls("https://[::1]:2379/").ok(), Some(true));
         assert!(Etcd::new(&settings(&["etcd:2379"])).is_err());
         assert!(Etcd::new(&settings(&["http://etcd"])).is_err());
         assert!(Etcd::new(&settings(&[])).is_err());
+        assert!(Etcd::new(&settings(&["http://a:2379", "https://b:2379"])).is_err());
         let no_password = EtcdSettings {
             user: Some("geosteer".into()),
             ..settings(&["http://127.0.0.1:2379"])

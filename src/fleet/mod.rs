@@ -664,16 +664,7 @@ fn watch_and_keep_alive(
     let keeper = {
         let (etcd, events_tx) = (etcd.clone(), events_tx.clone());
         tokio::spawn(async move {
-            let mut keepalive = tokio::time::interval(KEEPALIVE);
-            keepalive.tick().await;
-            let why = loop {
-                keepalive.tick().await;
-                match etcd.keep_alive(lease).await {
-                    Ok(true) => {}
-                    Ok(false) => break EtcdError::Refused("the lease expired".into()),
-                    Err(e) => break e,
-                }
-            };
+            let why = etcd.keep_lease(lease, KEEPALIVE).await;
             let _ = events_tx.send(Err(why)).await;
         })
     };

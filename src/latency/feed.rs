@@ -12,9 +12,9 @@ use crate::geo::{AsnDb, CountryTable};
 use crate::policy::Zone;
 
 /// The largest batch read, from the admin interface or the feed file: a bigger one is
-/// refused before it is parsed. A fleet shares each batch through etcd, whose gateway takes
-/// requests of at most 1.5 MiB by default and base64-encodes values (4/3): 512 KiB leaves
-/// room for that and the transaction around it.
+/// refused before it is parsed. A fleet shares each batch through etcd, which takes requests
+/// of at most 1.5 MiB by default (`--max-request-bytes`): 512 KiB leaves room for a batch
+/// grown by dating its entries, and for the transaction around it.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// A feed batch as probe agents and beacons send it (also the watched file's format).

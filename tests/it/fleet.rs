@@ -794,73 +794,44 @@ fn forged_verdicts_without_a_member_s_lease_are_ignored() {
     }
 }
 
-/// A member that cannot serve (a learner, or one in an election: etcd's gateway answers 503)
-/// listed first does not keep an instance out of the fleet: it moves on to the next member.
+/// A member that cannot serve listed first (a learner: it refuses clients' requests, as a
+/// member in an election or without a leader does) does not keep an instance out of the
+/// fleet: it moves on to the next member, and a drain through the fleet reaches it.
 #[test]
-fn a_member_that_cannot_serve_listed_first_is_passed_over() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    // A stand-in member that reads each whole request and answers 503, as etcd does.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let unavailable = listener.local_addr().expect("address");
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&answered);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(10_000) {
-            let Ok(stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length.min(1 << 20)];
-            let _ = reader.read_exact(&mut body);
-            let reply = r#"{"error":"etcdserver: not capable","code":14}"#;
-            let _ = reader.get_mut().write_all(
-                format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                    reply.len()
-                )
-                .as_bytes(),
-            );
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
-    let tokyo = FakeNode::start("127.0.0.88", Behaviour::Tcp);
-    let singapore = FakeNode::start("127.0.0.89", Behaviour::Tcp);
-    let etcd = EtcdCluster::start(&etcd_dir("unavailable"), 1);
-    let dir = zone_dir("fleet-unavailable", &policy(&tokyo, &singapore, "majority"));
-    let endpoints = format!("http://{unavailable},{}", etcd.endpoints());
+fn a_learner_listed_first_is_passed_over() {
+    let tokyo = FakeNode::start("127.0.0.106", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.107", Behaviour::Tcp);
+    let mut etcd = EtcdCluster::start(&etcd_dir("learner"), 1);
+    let learner = etcd.add_learner();
+    let endpoints: Vec<String> = etcd.endpoints().split(',').map(str::to_string).collect();
+    let learner_first = format!("{},{}", endpoints[learner], endpoints[0]);
+    let dir = zone_dir("fleet-learner", &policy(&tokyo, &singapore, "majority"));
     let a = Server::start(
         &dir,
         &repo("tests/fixtures/geo-city.mmdb"),
         &[
             "--fleet",
-            &endpoints,
+            &learner_first,
             "--fleet-prefix",
             "/test",
             "--identity",
             "a",
         ],
     );
-    until_connected(&a, &["a"], "connected past the 503");
+    until_connected(&a, &["a"], "connected past the learner");
+    // The learner does refuse: what the instance passed over.
+    let refused = etcd.etcdctl(learner, &["get", "/test/", "--prefix"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        answered.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "the unavailable member was asked first"
+        !refused.status.success() && stderr.contains("learner"),
+        "{stderr}"
     );
-    // And the fleet works through the next member: a drain written there reaches it.
     let output = etcd.etcdctl(0, &["put", "/test/overrides/fleet.example/tokyo", "drain"]);
     assert!(output.status.success(), "{output:?}");
     until_answers(
         &a,
         &addresses(&[&singapore]),
-        "the drain through the next member",
+        "the drain through the voting member",
     );
 }
 
@@ -1193,4 +1164,37 @@ fn the_newest_load_report_wins_on_every_instance() {
         let (_, nodes) = http(server.admin, "GET", "/nodes", None);
         assert!(nodes.contains("\"load\":0.5"), "{nodes}");
     }
+}
+
+/// A member cut off from its peers (both others stopped: it has no leader) is not trusted:
+/// it refuses reads and cancels the watch (every call requires a leader), and the instance
+/// reports the fleet lost, with `/readyz` still ready and saying why, instead of serving a
+/// frozen view as connected.
+#[test]
+fn a_member_cut_off_from_its_peers_is_not_trusted() {
+    let TwoInstances {
+        tokyo: _tokyo,
+        singapore: _singapore,
+        mut etcd,
+        a,
+        b: _b,
+    } = TwoInstances::start("cutoff", ["127.0.0.108", "127.0.0.109"], 3);
+    let cut = std::time::Instant::now();
+    etcd.stop_member(1);
+    etcd.stop_member(2);
+    eventually(Duration::from_secs(10), "a sees the fleet lost", || {
+        let (_, status) = http(a.admin, "GET", "/status", None);
+        if status.contains("\"connected\":false") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    eprintln!(
+        "fleet lost {:?} after the member was cut off",
+        cut.elapsed()
+    );
+    let (status, body) = http(a.admin, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("fleet degraded"), "{body}");
 }

@@ -80,8 +80,7 @@ fn make_certificates(dir: &Path) -> EtcdTls {
     ca.extend(ec);
     ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
     openssl(dir, &ca);
-    // The client certificate has no CommonName: etcd's JSON gateway refuses certificates
-    // with one when client certificates are demanded.
+    // The client certificate has no CommonName, so the login alone names the user.
     for (name, subject, usage, san) in [
         (
             "etcd",
@@ -509,6 +508,77 @@ impl EtcdCluster {
             }
             Err("no member says it leads".to_string())
         })
+    }
+
+    /// Adds a learner (a non-voting member that refuses clients' requests until promoted)
+    /// to a plain cluster, starts it and waits for it to answer its health endpoint; its
+    /// index.
+    pub fn add_learner(&mut self) -> usize {
+        let held: Vec<TcpListener> = (0..2)
+            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port"))
+            .collect();
+        let port = |i: usize| held[i].local_addr().expect("a bound port").port();
+        let (client, peer) = (port(0), port(1));
+        drop(held);
+        let i = self.members.len();
+        let name = format!("m{i}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let added = self.etcdctl(
+            0,
+            &[
+                "member",
+                "add",
+                &name,
+                "--learner",
+                &format!("--peer-urls={peer_url}"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&added.stdout).into_owned();
+        assert!(added.status.success(), "etcdctl member add: {added:?}");
+        let initial = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("member add prints the initial cluster")
+            .to_string();
+        let client_url = format!("http://127.0.0.1:{client}");
+        let data = self.dir.join(&name).display().to_string();
+        self.commands.push(
+            [
+                "--name",
+                &name,
+                "--data-dir",
+                &data,
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                "existing",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        self.members.push(None);
+        self.clients
+            .push(SocketAddr::from((Ipv4Addr::LOCALHOST, client)));
+        self.logs.push(self.dir.join(format!("{name}.log")));
+        self.start_member(i);
+        eventually(
+            Duration::from_secs(30),
+            "the learner listens",
+            || match probe_health(self.clients[i]) {
+                (0, why) => Err(why),
+                _ => Ok(()),
+            },
+        );
+        i
     }
 
     pub fn endpoints(&self) -> String {
