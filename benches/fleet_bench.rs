@@ -100,15 +100,69 @@ fn until_all_back(servers: &[Server], back: &str) {
     }
 }
 
+/// A drain through instance 0: the time until the last instance answers without the
+/// node; then cleared, and back everywhere.
+fn drain_trial(servers: &[Server], node_ip: &str) -> Duration {
+    let started = Instant::now();
+    let (status, _) = http(
+        servers[0].admin,
+        "POST",
+        "/nodes/fleet.example/n0/drain",
+        None,
+    );
+    assert_eq!(status, 200);
+    let took = until_all_moved(servers, node_ip, started);
+    let (status, _) = http(
+        servers[0].admin,
+        "POST",
+        "/nodes/fleet.example/n0/obey",
+        None,
+    );
+    assert_eq!(status, 200);
+    until_all_back(servers, node_ip);
+    took
+}
+
 fn etcd_puts(etcd: &EtcdCluster) -> f64 {
-    // Every member counts the puts it applies; member 0's count is the cluster's.
-    let (_, text) = http(etcd.clients[0], "GET", "/metrics", None);
-    text.lines()
-        .filter(|l| {
-            l.starts_with("etcd_mvcc_put_total") || l.starts_with("etcd_debugging_mvcc_put_total")
+    // Every member counts the puts it applies: the most any member counts is the
+    // cluster's (a member that was stopped counts those it missed as it catches up).
+    etcd.clients
+        .iter()
+        .map(|client| {
+            let (_, text) = http(*client, "GET", "/metrics", None);
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("etcd_mvcc_put_total")
+                        || l.starts_with("etcd_debugging_mvcc_put_total")
+                })
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .fold(0.0, f64::max)
         })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .fold(0.0, f64::max)
+}
+
+/// Established TCP connections from each instance's process to any etcd member, by
+/// instance (from `ss`).
+fn etcd_connections(servers: &[Server], etcd: &EtcdCluster) -> Vec<usize> {
+    let output = std::process::Command::new("ss")
+        .args(["-tnpH", "state", "established"])
+        .output()
+        .expect("ss runs (iproute2)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let members: Vec<String> = etcd.clients.iter().map(ToString::to_string).collect();
+    servers
+        .iter()
+        .map(|server| {
+            let pid = format!("pid={},", server.pid());
+            text.lines()
+                .filter(|l| l.contains(&pid))
+                .filter(|l| {
+                    let peer = l.split_whitespace().nth(3).unwrap_or_default();
+                    members.iter().any(|m| m == peer)
+                })
+                .count()
+        })
+        .collect()
 }
 
 /// A counter of etcd's summed over its members (renewals and proposals are counted by the
@@ -298,23 +352,7 @@ fn main() {
         until_all_back(&servers, &tokyo_ip);
         let mut drains = Vec::new();
         for _ in 0..TRIALS {
-            let started = Instant::now();
-            let (status, _) = http(
-                servers[0].admin,
-                "POST",
-                "/nodes/fleet.example/n0/drain",
-                None,
-            );
-            assert_eq!(status, 200);
-            drains.push(until_all_moved(&servers, &tokyo_ip, started));
-            let (status, _) = http(
-                servers[0].admin,
-                "POST",
-                "/nodes/fleet.example/n0/obey",
-                None,
-            );
-            assert_eq!(status, 200);
-            until_all_back(&servers, &tokyo_ip);
+            drains.push(drain_trial(&servers, &tokyo_ip));
         }
         report(&format!("drain → last of {size} instances"), &mut drains);
         let mut failures = Vec::new();
@@ -330,6 +368,57 @@ fn main() {
             &format!("node failure → last of {size} instances"),
             &mut failures,
         );
+        let connections = etcd_connections(&servers, &etcd);
+        println!(
+            "{:<48} {connections:?}",
+            format!("etcd connections per instance, {size} instances")
+        );
+        // The member every instance lists first, stopped (SIGSTOP: its sockets stay open
+        // and silent): the same trials once every instance has left it.
+        etcd.pause_member(0);
+        let paused = Instant::now();
+        let stopped = format!("\"via\":\"http://{}\"", etcd.clients[0]);
+        for server in &servers {
+            eventually(
+                Duration::from_secs(30),
+                "connected past the stopped member",
+                || {
+                    let (_, status) = http(server.admin, "GET", "/status", None);
+                    if status.contains("\"connected\":true") && !status.contains(&stopped) {
+                        Ok(())
+                    } else {
+                        Err(status)
+                    }
+                },
+            );
+        }
+        println!(
+            "{:<48} {:.0} ms",
+            format!("every one of {size} instances past a stopped member"),
+            paused.elapsed().as_secs_f64() * 1e3
+        );
+        let mut failures = Vec::new();
+        for _ in 0..TRIALS {
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            tokyo.stop();
+            failures.push(until_all_moved(&servers, &tokyo_ip, started));
+            tokyo.restart();
+            until_all_back(&servers, &tokyo_ip);
+        }
+        report(
+            &format!("node failure → last of {size}, member 0 stopped"),
+            &mut failures,
+        );
+        let mut drains = Vec::new();
+        for _ in 0..TRIALS {
+            drains.push(drain_trial(&servers, &tokyo_ip));
+        }
+        report(
+            &format!("drain → last of {size}, member 0 stopped"),
+            &mut drains,
+        );
+        etcd.resume_member(0);
         let before = etcd_puts(&etcd);
         std::thread::sleep(Duration::from_secs(10));
         let steady = (etcd_puts(&etcd) - before) / 10.0;

@@ -377,6 +377,14 @@ impl Etcd {
         )))
     }
 
+    /// The member the watch is served by, or else the one calls start at.
+    pub fn current_url(&self) -> String {
+        let watching = self.watching.load(Ordering::Relaxed);
+        let member = (self.members.get(watching))
+            .or_else(|| self.members.get(self.preferred.load(Ordering::Relaxed)));
+        member.map(|m| m.url.clone()).unwrap_or_default()
+    }
+
     /// Forgets the member of the last watch, before a new one is opened.
     pub fn watch_closed(&self) {
         self.watching.store(NOT_WATCHING, Ordering::Relaxed);

@@ -182,6 +182,14 @@ impl Mirror {
         self.keys.get(key).map_or(0, |(_, _, revision)| *revision)
     }
 
+    /// The fleet's state as this member sees it, and the etcd member it is read through.
+    fn seen_via(&self, config: &FleetConfig, etcd: &Etcd) -> Box<FleetState> {
+        Box::new(FleetState {
+            via: Some(etcd.current_url()),
+            ..self.state(config)
+        })
+    }
+
     fn state(&self, config: &FleetConfig) -> FleetState {
         let base = format!("{}/", config.prefix.trim_end_matches('/'));
         // Live members and the lease each registered under.
@@ -573,6 +581,8 @@ async fn session(
         &Membership,
     ),
 ) -> Result<(), EtcdError> {
+    // The last session's watch is gone: its member is neither checked nor reported.
+    etcd.watch_closed();
     let lease = etcd.grant(LEASE_TTL).await?;
     let link = Link {
         etcd,
@@ -596,7 +606,9 @@ async fn session(
     mirror.apply(kvs.into_iter().map(Event::Put).collect());
     keep_state(keeper, config, mirror, &outbox.borrow(), written);
     if commands
-        .send(Command::Fleet(FleetNews::State(mirror.state(config))))
+        .send(Command::Fleet(FleetNews::State(
+            mirror.seen_via(config, etcd),
+        )))
         .await
         .is_err()
     {
@@ -613,7 +625,7 @@ async fn session(
                     let batch = batch.unwrap_or_else(|| Err(EtcdError::Unreachable("watch gone".into())))?;
                     mirror.apply(batch);
                     keep_state(keeper, config, mirror, &outbox.borrow(), written);
-                    if commands.send(Command::Fleet(FleetNews::State(mirror.state(config)))).await.is_err() {
+                    if commands.send(Command::Fleet(FleetNews::State(mirror.seen_via(config, etcd)))).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -649,7 +661,6 @@ fn watch_and_keep_alive(
     lease: i64,
 ) -> (EventStream, [tokio::task::JoinHandle<()>; 3]) {
     let (events_tx, events) = mpsc::channel::<Result<Vec<Event>, EtcdError>>(64);
-    etcd.watch_closed();
     let watcher = {
         let (etcd, events_tx, prefix) = (etcd.clone(), events_tx.clone(), prefix.to_string());
         tokio::spawn(async move {

@@ -866,9 +866,13 @@ fn a_hung_member_listed_first_does_not_freeze_the_fleet() {
         "drain through member 1 seen by both instances {:?} after member 0 hung",
         paused.elapsed()
     );
+    let hung = format!("\"via\":\"http://{}\"", etcd.clients[0]);
     for server in [&a, &b] {
         let (_, status) = http(server.admin, "GET", "/status", None);
         assert!(status.contains("\"connected\":true"), "{status}");
+        // It says which member it reads the fleet through: not the hung one.
+        assert!(status.contains("\"via\":\"http://127.0.0.1:"), "{status}");
+        assert!(!status.contains(&hung), "{status}");
         // The gauge the GeosteerFleetDisconnected alert reads (exported only in a fleet).
         let connected = metric_sum(&scrape(server), "geosteer_fleet_connected");
         assert_eq!(connected, 1.0);

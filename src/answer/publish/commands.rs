@@ -111,13 +111,15 @@ pub struct FleetState {
     /// Each other member's latest feed batch (JSON), by identity: measurements and loads
     /// posted to any instance, and probe agents' round trips.
     pub feeds: HashMap<String, String>,
+    /// The etcd member this instance reads the fleet through.
+    pub via: Option<String>,
 }
 
 /// News from the fleet connection.
 #[derive(Debug, Clone)]
 pub enum FleetNews {
     /// The fleet's state as of now.
-    State(FleetState),
+    State(Box<FleetState>),
     /// etcd cannot be reached: answer from local verdicts and the last state seen.
     Lost(String),
 }

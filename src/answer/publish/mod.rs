@@ -489,7 +489,7 @@ impl Publisher {
                         warn!(member = %member, errors = %errors, "a fleet member's feed batch does not fit this policy");
                     }
                 }
-                NodeEvent::FleetState(state)
+                NodeEvent::FleetState(*state)
             }
             FleetNews::Lost(why) => {
                 if self.table.fleet().is_some_and(|f| f.lost.is_none()) {

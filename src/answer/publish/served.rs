@@ -213,6 +213,7 @@ impl Served {
         let fleet = table.fleet().map(|f| FleetSummary {
             lost: f.lost.clone(),
             ready_by: f.ready_by,
+            via: f.state.as_ref().and_then(|s| s.via.clone()),
             members: f.state.as_ref().map(|state| {
                 let mut members: Vec<_> = state
                     .member_info

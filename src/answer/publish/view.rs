@@ -110,6 +110,8 @@ pub(super) struct FleetSummary {
     pub members: Option<Vec<(String, String)>>,
     /// Until when the fleet's first read is awaited before answering from what was kept.
     pub ready_by: Option<SystemTime>,
+    /// The etcd member the fleet is read through.
+    pub via: Option<String>,
     /// The health answers use, by zone and node: the zone's quorum while reachable.
     pub health: Vec<Vec<Health>>,
 }
@@ -277,6 +279,7 @@ impl StateView {
             json!({
                 "connected": f.lost.is_none(),
                 "lost": f.lost,
+                "via": f.via,
                 "members": members,
             })
         })
