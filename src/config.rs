@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub admin: Option<SocketAddr>,
     /// Bearer token the admin interface requires (mandatory off loopback).
     pub admin_token: Option<String>,
+    /// Host names the admin interface answers to besides IP literals and `localhost`.
+    pub admin_hosts: Vec<String>,
     /// A latency feed file to watch.
     pub latency_feed: Option<PathBuf>,
     /// ASN database (MaxMind format or ip-location-db CSV) for carrier lines.
@@ -75,6 +77,7 @@ impl ServeConfig {
             "max_udp_payload": self.max_udp_payload,
             "admin": self.admin,
             "admin_token_set": self.admin_token.is_some(),
+            "admin_hosts": self.admin_hosts,
             "latency_feed": self.latency_feed,
             "asn_db": self.asn_db,
             "identity": self.identity,

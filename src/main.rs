@@ -332,6 +332,10 @@ struct ServeArgs {
     /// File holding the admin bearer token (or set GEOSTEER_ADMIN_TOKEN).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// A host name the admin interface is reached by (repeatable); it always answers to
+    /// its addresses and localhost, and refuses other names (DNS rebinding).
+    #[arg(long)]
+    admin_host: Vec<String>,
     /// A latency feed file (JSON, the format of POST /latency), reloaded when it changes.
     #[arg(long)]
     latency_feed: Option<PathBuf>,
@@ -594,6 +598,7 @@ fn serve_config(args: ServeArgs, vantage: Option<String>) -> Result<ServeConfig,
         max_udp_payload: args.max_udp_payload,
         admin: (!args.no_admin).then_some(args.admin),
         admin_token,
+        admin_hosts: args.admin_host,
         latency_feed: args.latency_feed,
         asn_db: args.asn_db,
         identity,

@@ -141,8 +141,11 @@ pub async fn run(
                 view: publisher.view_reader(),
             };
             let settings = config.settings_json();
-            let token = config.admin_token.clone();
-            Some(Admin::bind(addr, token, command_tx.clone(), read, prometheus, settings).await?)
+            let access = crate::admin::Access {
+                token: config.admin_token.clone(),
+                names: config.admin_hosts.clone(),
+            };
+            Some(Admin::bind(addr, access, command_tx.clone(), read, prometheus, settings).await?)
         }
         None => None,
     };

@@ -1,4 +1,4 @@
-//! Any admin request (method, path and query, Authorization header, body) through the admin
+//! Any admin request (method, path and query, Authorization, Host and Origin headers, body) through the admin
 //! interface's router, with a stand-in publisher that answers every command and the state
 //! view of a server with no zones: a status code, never a panic. The token check runs on
 //! every request.
@@ -56,8 +56,12 @@ fn setup() -> &'static (tokio::runtime::Runtime, axum::Router) {
             snapshot: publisher.reader(),
             view: publisher.view_reader(),
         };
+        let access = geosteer::admin::Access {
+            token: Some("s3cret".into()),
+            names: vec!["admin.example".into()],
+        };
         let router = geosteer::admin::router(
-            Some("s3cret".into()),
+            access,
             commands,
             read,
             None,
@@ -68,14 +72,16 @@ fn setup() -> &'static (tokio::runtime::Runtime, axum::Router) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // method selector | path up to a newline | authorization up to a newline | body
+    // method selector | path | authorization | host | origin | body, newline-separated
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let mut parts = rest.splitn(3, |&b| b == b'\n');
+    let mut parts = rest.splitn(5, |&b| b == b'\n');
     let (Some(path), Some(auth)) = (parts.next(), parts.next()) else {
         return;
     };
+    let host = parts.next().unwrap_or_default();
+    let origin = parts.next().unwrap_or_default();
     let body = parts.next().unwrap_or_default().to_vec();
     let method = ["GET", "POST", "PUT", "DELETE"][usize::from(selector % 4)];
     let Ok(path) = std::str::from_utf8(path) else {
@@ -87,6 +93,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if selector & 0x40 != 0 {
         request = request.header("content-type", "application/json");
+    }
+    if selector & 0x20 != 0 {
+        request = request.header("host", host);
+    }
+    if selector & 0x10 != 0 {
+        request = request.header("origin", origin);
     }
     let Ok(request) = request.body(Body::from(body)) else {
         return;

@@ -39,8 +39,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+mod guard;
 mod map;
 mod page;
+
+pub use guard::Access;
 
 use crate::answer::{Command, CommandError, Override, SnapshotReader, ViewReader};
 use crate::latency::feed::{FeedBatch, MAX_BATCH_BYTES};
@@ -80,7 +83,8 @@ struct AdminState {
     /// The status page's last census.
     census: Arc<map::CensusCache>,
     prometheus: Option<PrometheusHandle>,
-    token: Option<Arc<str>>,
+    /// Its token and the names it answers to.
+    access: Arc<Access>,
     /// The process's settings, for `/config` (secrets left out).
     settings: Arc<serde_json::Value>,
 }
@@ -95,19 +99,19 @@ impl Admin {
     /// Binds the interface; refuses a non-loopback address without a token.
     pub async fn bind(
         addr: SocketAddr,
-        token: Option<String>,
+        access: Access,
         commands: mpsc::Sender<Command>,
         read: Readers,
         prometheus: Option<PrometheusHandle>,
         settings: serde_json::Value,
     ) -> Result<Admin, AdminError> {
-        if !addr.ip().is_loopback() && token.is_none() {
+        if !addr.ip().is_loopback() && access.token.is_none() {
             return Err(AdminError::TokenRequired(addr));
         }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::Bind { addr, source })?;
-        let router = router(token, commands, read, prometheus, settings);
+        let router = router(access, commands, read, prometheus, settings);
         Ok(Admin { listener, router })
     }
 
@@ -124,10 +128,10 @@ impl Admin {
     }
 }
 
-/// The interface's routes, with the token check in front: what `Admin` serves, and what the
-/// request fuzz target drives without a socket.
+/// The interface's routes, with the access checks in front (`guard`, then the token): what
+/// `Admin` serves, and what the request fuzz target drives without a socket.
 pub fn router(
-    token: Option<String>,
+    access: Access,
     commands: mpsc::Sender<Command>,
     read: Readers,
     prometheus: Option<PrometheusHandle>,
@@ -138,7 +142,7 @@ pub fn router(
         read,
         census: Arc::default(),
         prometheus,
-        token: token.map(Arc::from),
+        access: Arc::new(access),
         settings: Arc::new(settings),
     };
     Router::new()
@@ -171,7 +175,7 @@ pub fn router(
 /// how a browser opening the status page sends it.
 fn authorized(state: &AdminState, headers: &header::HeaderMap) -> bool {
     use base64::Engine as _;
-    let Some(token) = &state.token else {
+    let Some(token) = &state.access.token else {
         return true;
     };
     let Some((scheme, credentials)) = headers
@@ -199,8 +203,16 @@ fn authorized(state: &AdminState, headers: &header::HeaderMap) -> bool {
     false
 }
 
-/// Rejects requests without the configured bearer token, but for the probes.
+/// Refuses requests for another Host and writes a web page could have forged (`guard`),
+/// then requests without the configured token, but for the probes.
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if let Err(refusal) = guard::check(request.method(), request.headers(), &state.access) {
+        let status = match refusal {
+            guard::Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        return (status, format!("{refusal}\n")).into_response();
+    }
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
     if !probe && !authorized(&state, request.headers()) {
         return (

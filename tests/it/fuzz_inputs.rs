@@ -150,12 +150,13 @@ fn mutated_admin_requests_never_stop_the_interface() {
         &[],
         &[("GEOSTEER_ADMIN_TOKEN", "s3cret")],
     );
-    let seeds: [&[u8]; 5] = [
-        b"GET /nodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
-        b"POST /latency HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 60\r\nConnection: close\r\n\r\n{\"measurements\": [{\"group\": \"AS-JP\", \"node\": \"tokyo\", \"rtt_ms\": 9}]}",
-        b"POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
-        b"GET /explain?name=ingest.test.example&client=127.1.0.5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
-        b"GET /config HTTP/1.1\r\nHost: x\r\nAuthorization: bearer s3cret\r\nConnection: close\r\n\r\n",
+    let seeds: [&[u8]; 6] = [
+        b"POST /reload HTTP/1.1\r\nHost: rebind.example:8053\r\nOrigin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\nAuthorization: Basic eDpzM2NyZXQ=\r\nConnection: close\r\n\r\n",
+        b"GET /nodes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        b"POST /latency HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 60\r\nConnection: close\r\n\r\n{\"measurements\": [{\"group\": \"AS-JP\", \"node\": \"tokyo\", \"rtt_ms\": 9}]}",
+        b"POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        b"GET /explain?name=ingest.test.example&client=127.1.0.5 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        b"GET /config HTTP/1.1\r\nHost: localhost\r\nAuthorization: bearer s3cret\r\nConnection: close\r\n\r\n",
     ];
     let mut rng = XorShift::new(0xad31_0000);
     for i in 0..300 {

@@ -198,7 +198,7 @@ fn the_bearer_scheme_is_case_insensitive() {
             .expect("timeout");
         write!(
             stream,
-            "GET /nodes HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+            "GET /nodes HTTP/1.1\r\nHost: localhost\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
         )
         .expect("send");
         let mut reply = String::new();
@@ -257,7 +257,7 @@ fn a_panicking_publisher_ends_the_process_with_an_error() {
         let mut stream = std::net::TcpStream::connect(server.admin).expect("connect");
         let _ = write!(
             stream,
-            "POST /latency HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{batch}",
+            "POST /latency HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{batch}",
             batch.len()
         );
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
