@@ -171,12 +171,13 @@ pub async fn run(
     if let Some(admin) = admin {
         tasks.spawn("admin interface", admin.serve());
     }
+    // Secrets are read (and refused) before anything says it is listening.
+    let options = serve_options(&config)?;
     ready(&bound);
     // systemd (Type=notify): the sockets are bound and the first snapshot is published.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "cannot notify systemd of readiness");
     }
-    let options = serve_options(&config)?;
     let served = serve_until_stopped(listeners, reader, options, shutdown, tasks).await;
     if let Some((etcd, membership)) = fleet {
         // A restart on this identity need not wait for the lease to run out.
@@ -297,16 +298,19 @@ fn serve_options(config: &ServeConfig) -> Result<ServeOptions, StartError> {
         cookies: match &config.cookie_secret_file {
             None => dns::CookieSecrets::random(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| {
-                    StartError::CookieSecretUnreadable {
+                let bytes =
+                    std::fs::read(path).map_err(|source| StartError::CookieSecretUnreadable {
                         path: path.clone(),
                         source,
-                    }
-                })?;
-                dns::CookieSecrets::from_text(&text).map_err(|source| StartError::CookieSecret {
-                    path: path.clone(),
-                    source,
-                })?
+                    })?;
+                // Bytes that are not UTF-8 become characters that are not hexadecimal: the
+                // error then names their line.
+                dns::CookieSecrets::from_text(&String::from_utf8_lossy(&bytes)).map_err(
+                    |source| StartError::CookieSecret {
+                        path: path.clone(),
+                        source,
+                    },
+                )?
             }
         },
     })

@@ -79,12 +79,20 @@ pub enum SecretError {
     /// Nothing but blank lines and comments.
     #[error("no secret in the file")]
     Missing,
-    /// A line of another length.
-    #[error("a secret is 32 hexadecimal digits, not {0}")]
-    Length(usize),
-    /// A line with other characters.
-    #[error("'{0}' is not hexadecimal")]
-    NotHex(String),
+    /// A line of another length (in bytes: the text itself is never shown).
+    #[error("line {line}: a secret is 32 hexadecimal digits, not {length} bytes")]
+    Length {
+        /// The line, from 1.
+        line: usize,
+        /// Its length without surrounding blanks.
+        length: usize,
+    },
+    /// A line with other characters (which are never shown: it is a secret).
+    #[error("line {line}: a secret is 32 hexadecimal digits; this line has other characters")]
+    NotHex {
+        /// The line, from 1.
+        line: usize,
+    },
     /// More than a current and a previous secret.
     #[error("at most two secrets: the current one, then the previous one")]
     TooMany,
@@ -118,18 +126,28 @@ impl CookieSecrets {
     /// From a secret file's text: the current secret on the first line, optionally the
     /// previous one on the second, each 32 hexadecimal digits.
     pub fn from_text(text: &str) -> Result<Self, SecretError> {
-        let mut lines = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'));
-        let parse = |line: &str| -> Result<[u8; 16], SecretError> {
-            let mut secret = [0u8; 16];
-            if line.len() != 32 {
-                return Err(SecretError::Length(line.len()));
+        let mut lines = (text.lines().enumerate())
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+        let parse = |(line, text): (usize, &str)| -> Result<[u8; 16], SecretError> {
+            let digits = text.as_bytes();
+            if digits.len() != 32 {
+                return Err(SecretError::Length {
+                    line,
+                    length: digits.len(),
+                });
             }
-            for (i, byte) in secret.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(&line[2 * i..2 * i + 2], 16)
-                    .map_err(|_| SecretError::NotHex(line.to_string()))?;
+            let mut secret = [0u8; 16];
+            for (byte, pair) in secret.iter_mut().zip(digits.chunks_exact(2)) {
+                let hex = |d: u8| {
+                    char::from(d)
+                        .to_digit(16)
+                        .and_then(|v| u8::try_from(v).ok())
+                };
+                *byte = match (hex(pair[0]), hex(pair[1])) {
+                    (Some(high), Some(low)) => high << 4 | low,
+                    _ => return Err(SecretError::NotHex { line }),
+                };
             }
             Ok(secret)
         };
@@ -260,6 +278,25 @@ mod tests {
         let fresh = rotated.answer(&returned, client, true);
         assert_eq!(fresh, made, "a recent valid cookie is kept");
         let without_old = CookieSecrets::from_text("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").unwrap();
+        // Any bytes: an error naming the line, never the secret, never a panic.
+        for (text, line) in [
+            ("# rotated\n\n000102030405060708090a0b0c0d0eé", 3),
+            (
+                "000102030405060708090a0b0c0d0e0f\nzz0102030405060708090a0b0c0d0e0f",
+                2,
+            ),
+            ("0001020304050607é8090a0b0c0d0e0f", 1),
+        ] {
+            let error = CookieSecrets::from_text(text)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(error.starts_with(&format!("line {line}:")), "{error}");
+            assert!(
+                !error.contains("0001") && !error.contains("zz01"),
+                "{error}"
+            );
+        }
         without_old.set_time(1_800_000_100);
         assert!(
             !without_old.valid(&returned, client),

@@ -738,7 +738,7 @@ fn overrides_survive_a_restart_through_the_state_file() {
     drop(server);
     // A damaged file: the start fails and says which file and where.
     std::fs::write(&state, "{\"local\": [}").expect("damage the file");
-    let (exited, stderr) = serve_until_exit(
+    let (exited, _, stderr) = serve_until_exit(
         &dir,
         &repo("tests/fixtures/geo-city.mmdb"),
         &["--state-file", state_arg],

@@ -1036,7 +1036,7 @@ fn a_second_instance_with_a_live_member_s_identity_is_refused() {
         &std::fs::read_to_string(repo("tests/fixtures/zones/test.example.yaml")).expect("policy"),
     );
     let started = std::time::Instant::now();
-    let (exited, stderr) = serve_until_exit(
+    let (exited, _, stderr) = serve_until_exit(
         &dir,
         &repo("tests/fixtures/geo-city.mmdb"),
         &[

@@ -748,3 +748,40 @@ fn a_reserve_of_descriptors_keeps_admin_and_reload_working() {
     );
     drop(held);
 }
+
+/// A damaged cookie secret file stops the start before anything says it listens, with an
+/// error naming the file and the line, never the secret, and never a panic, whatever bytes
+/// the file holds.
+#[test]
+fn a_damaged_cookie_secret_stops_the_start_without_showing_it() {
+    let dir = zone_dir(
+        "secret-damaged",
+        &std::fs::read_to_string(repo("tests/fixtures/zones/test.example.yaml")).expect("policy"),
+    );
+    let secret = dir.join("cookie.secret");
+    let cases: [&[u8]; 3] = [
+        "000102030405060708090a0b0c0d0eé\n".as_bytes(),
+        b"# rotated\n000102030405060708090a0b0c0d0e0f\nzz0102030405060708090a0b0c0d0e0f\n",
+        b"\xff\xfe0102030405060708090a0b0c0d0e0f\n",
+    ];
+    for (case, line) in cases.iter().zip([1, 3, 1]) {
+        std::fs::write(&secret, case).expect("write the secret file");
+        let (exited, stdout, stderr) = serve_until_exit(
+            &dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &["--cookie-secret-file", secret.to_str().expect("UTF-8")],
+            Duration::from_secs(20),
+        );
+        assert!(exited.is_some_and(|s| !s.success()), "{exited:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains("cookie.secret") && stderr.contains(&format!("line {line}:")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("0102030405"),
+            "the secret is shown: {stderr}"
+        );
+        assert!(!stdout.contains("listening"), "said it listens: {stdout}");
+    }
+}

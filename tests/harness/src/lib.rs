@@ -244,13 +244,13 @@ impl Server {
 
 /// Runs `geosteer serve` (on free loopback ports) until it exits on its own, for at most
 /// `within` (then it is killed): its exit status, `None` when it had to be killed, and
-/// what it wrote to stderr. For starts that must fail.
+/// what it wrote to stdout and to stderr. For starts that must fail.
 pub fn serve_until_exit(
     zones: &Path,
     geo: &Path,
     extra: &[&str],
     within: Duration,
-) -> (Option<std::process::ExitStatus>, String) {
+) -> (Option<std::process::ExitStatus>, String, String) {
     let mut child = Command::new(geosteer_binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .arg("--zones")
@@ -259,7 +259,7 @@ pub fn serve_until_exit(
         .arg(geo)
         .args(extra)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("geosteer starts");
@@ -268,7 +268,8 @@ pub fn serve_until_exit(
         let _ = child.kill();
     }
     let output = child.wait_with_output().expect("its output");
-    (exited, String::from_utf8_lossy(&output.stderr).into_owned())
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (exited, text(&output.stdout), text(&output.stderr))
 }
 
 impl Drop for Server {
