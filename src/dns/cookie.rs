@@ -288,8 +288,7 @@ mod tests {
             ("0001020304050607é8090a0b0c0d0e0f", 1),
         ] {
             let error = CookieSecrets::from_text(text)
-                .err()
-                .expect("refused")
+                .expect_err("refused")
                 .to_string();
             assert!(error.starts_with(&format!("line {line}:")), "{error}");
             assert!(
