@@ -111,6 +111,12 @@ impl PacketHandler {
             match verdict {
                 Verdict::Send => {}
                 Verdict::WouldLimit => self.serving.counters.rate_limited(Limited::Would),
+                // An extended rcode (BADVERS) lives in the OPT record, which a slip cuts:
+                // dropped instead, never sent as NOERROR.
+                Verdict::Slip if (outcome.rcode as u16) > 0x0F => {
+                    self.serving.counters.rate_limited(Limited::Dropped);
+                    return false;
+                }
                 Verdict::Slip => {
                     self.serving.counters.rate_limited(Limited::Slipped);
                     truncate_to_question(out, outcome.question_len);

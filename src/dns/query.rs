@@ -41,6 +41,9 @@ pub struct EdnsView {
     pub cookie: Result<Option<QueryCookie>, CookieError>,
     /// What the query asks the reply to carry (NSID, edns-tcp-keepalive).
     pub asks: OptionAsks,
+    /// The option list parses: no option runs past the OPT data and no octets are left
+    /// over (else FORMERR).
+    pub options_ok: bool,
 }
 
 /// Options a query sends to ask the reply for something, read the same way by both
@@ -186,6 +189,7 @@ fn parse_opt(record: &[u8]) -> Option<EdnsView> {
         subnet,
         cookie,
         asks,
+        options_ok: true,
     })
 }
 
@@ -224,6 +228,10 @@ pub struct WireOptions {
     pub cookie: Result<Option<QueryCookie>, CookieError>,
     /// What the query asks the reply to carry.
     pub asks: OptionAsks,
+    /// The query has an OPT record.
+    pub opt: bool,
+    /// Its option list parses (no option overruns it, no octets left over).
+    pub options_ok: bool,
 }
 
 /// Reads the ECS, COOKIE, NSID and edns-tcp-keepalive options of a query's OPT record on the wire, for the
@@ -237,6 +245,8 @@ pub fn check_wire_options(packet: &[u8]) -> WireOptions {
         ecs: Ok(()),
         cookie: Ok(None),
         asks: OptionAsks::default(),
+        opt: false,
+        options_ok: true,
     };
     let u16_at = |at: usize| -> Option<u16> {
         Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
@@ -278,8 +288,9 @@ pub fn check_wire_options(packet: &[u8]) -> WireOptions {
             return found;
         };
         if rtype == crate::wire::RecordType::OPT.0 {
-            // A malformed option list ends the walk: the parser already took what it could.
-            let _ = crate::wire::each_edns_option(rdata, |code, data| {
+            found.opt = true;
+            // A malformed option list ends the walk, and makes the query a FORMERR.
+            let walked = crate::wire::each_edns_option(rdata, |code, data| {
                 if code == OPTION_ECS && found.ecs.is_ok() {
                     if std::mem::replace(&mut seen, true) {
                         found.ecs = Err(EcsError::Repeated);
@@ -298,6 +309,7 @@ pub fn check_wire_options(packet: &[u8]) -> WireOptions {
                 found.asks.note(code, data);
                 Some(())
             });
+            found.options_ok &= walked.is_some();
         }
         at = rdata_at + rdlen as usize;
     }

@@ -168,17 +168,18 @@ fn respond_parsed_by_hickory(
         Transport::Udp => Protocol::Udp,
         Transport::Tcp => Protocol::Tcp,
     };
+    let wire = super::query::check_wire_options(packet);
     let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
         // An opcode the parser does not know is not a malformed query: not implemented.
-        let rcode = if opcode(packet) != 0 {
-            Rcode::NotImp
-        } else {
-            Rcode::FormErr
-        };
-        return Some(header_only(packet, rcode, out));
+        if opcode(packet) != 0 {
+            return Some(header_only(packet, Rcode::NotImp, out));
+        }
+        // A query with an OPT record gets one back, whatever made it unreadable, as a
+        // FORMERR for a bad option always does.
+        let opt = wire.opt.then_some(options.max_udp_payload);
+        return Some(formerr(packet, opt, out));
     };
     let one_question = request.queries.len() == 1;
-    let wire = super::query::check_wire_options(packet);
     let view = QueryView {
         question: if one_question {
             request.queries.as_bytes()
@@ -194,6 +195,7 @@ fn respond_parsed_by_hickory(
             subnet: wire.ecs.and_then(|()| ClientSubnet::from_edns(e)),
             cookie: wire.cookie,
             asks: wire.asks,
+            options_ok: wire.options_ok,
         }),
     };
     Some(respond_to(
@@ -312,6 +314,9 @@ fn edns_rcode(
     let (Some(e), Some(reply)) = (&query.edns, edns.as_mut()) else {
         return None;
     };
+    if !e.options_ok {
+        return Some(Rcode::FormErr);
+    }
     let source = exchange.source;
     match e.cookie {
         Ok(Some(cookie)) => {
@@ -363,7 +368,38 @@ fn fit(writer: &mut Writer, exchange: &Exchange, edns: Option<&EdnsReply>, limit
     false
 }
 
-/// A header-only FORMERR for a query whose body cannot be parsed.
+/// A FORMERR for a query whose body cannot be parsed: header only, with an empty OPT
+/// record offering `payload` when the query had one.
+fn formerr(packet: &[u8], payload: Option<u16>, out: &mut Vec<u8>) -> Outcome {
+    let Some(payload) = payload else {
+        return header_only(packet, Rcode::FormErr, out);
+    };
+    let mut writer = Writer::start(packet, None, out);
+    writer.rcode(Rcode::FormErr);
+    let empty = EdnsReply {
+        dnssec_ok: false,
+        subnet: None,
+        scope: 0,
+        extended_rcode: 0,
+        cookie: None,
+        nsid: None,
+        keepalive: None,
+        error: None,
+    };
+    writer.record_with(Section::Additional, |out| push_opt(out, &empty, payload));
+    writer.finish();
+    Outcome {
+        rcode: Rcode::FormErr,
+        truncated: false,
+        zone: None,
+        qtype: 0,
+        question_len: 0,
+        subnet: None,
+        cookie_valid: false,
+    }
+}
+
+/// A header-only reply (FORMERR, NOTIMP) for a query whose body cannot be parsed.
 fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
     let mut writer = Writer::start(packet, None, out);
     writer.rcode(rcode);

@@ -517,3 +517,101 @@ fn explain_names_can_be_restricted_or_disabled() {
     let reply = udp(&disabled, &q("_explain.ingest.test.example.", TXT));
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
 }
+
+/// An A query for ingest.test.example. whose OPT record's data is `rdata`, as given.
+fn with_opt_rdata(rdata: &[u8]) -> Vec<u8> {
+    let mut packet = q("ingest.test.example.", A).bytes();
+    // The test query's OPT is last and empty: root name, type, class, TTL, RDLENGTH 0.
+    let opt = packet.len() - 11;
+    assert_eq!(&packet[opt..opt + 3], &[0, 0, 41], "an empty OPT last");
+    packet[opt + 9..opt + 11].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+    packet.extend_from_slice(rdata);
+    packet
+}
+
+/// The rcode (header nibble) of a raw reply, and whether it carries an OPT record.
+fn rcode_and_opt(reply: &[u8]) -> (u8, bool) {
+    let additional = u16::from_be_bytes([reply[10], reply[11]]);
+    // Every reply checked here is a FORMERR without answers: the OPT is the last record.
+    let opt = reply.len() >= 11 && reply[reply.len() - 11..reply.len() - 8] == [0, 0, 41];
+    (reply[3] & 0x0F, additional == 1 && opt)
+}
+
+/// EDNS options are checked strictly, the same over UDP and TCP: an option running past
+/// the OPT data, octets left after the last option, and an ECS option whose address is
+/// shorter or longer than its source prefix needs are FORMERR, always with an OPT record.
+#[test]
+fn malformed_edns_options_are_formerr_with_opt() {
+    let server = Server::test_zone();
+    let ecs = |address: &[u8]| {
+        let mut option = vec![0, 8];
+        option.extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+        option.extend_from_slice(&[0, 1, 24, 0]);
+        option.extend_from_slice(address);
+        option
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an option longer than the OPT data", {
+            let mut o = ecs(&[127, 1, 0]);
+            o[3] = 40;
+            o
+        }),
+        ("two stray octets after a valid ECS", {
+            let mut o = ecs(&[127, 1, 0]);
+            o.extend_from_slice(&[0, 0]);
+            o
+        }),
+        ("three octets of an option header", vec![0, 3, 0]),
+    ];
+    for octets in [0usize, 1, 2, 4, 5] {
+        let address = vec![127u8; octets];
+        cases.push(("an ECS address of the wrong length", ecs(&address)));
+    }
+    for (what, rdata) in &cases {
+        let packet = with_opt_rdata(rdata);
+        let udp = udp_raw(server.addr, from("127.1.0.9"), &packet).expect("a UDP reply");
+        let tcp = tcp_raw(server.addr, std::slice::from_ref(&packet));
+        for (transport, reply) in [("udp", &udp), ("tcp", &tcp[0])] {
+            assert_eq!(
+                rcode_and_opt(reply),
+                (1, true),
+                "{what} over {transport}: {rdata:02x?} → {reply:02x?}"
+            );
+        }
+    }
+    // A well-formed ECS still answers.
+    let fine = with_opt_rdata(&ecs(&[127, 1, 0]));
+    let reply = udp_raw(server.addr, from("127.1.0.9"), &fine).expect("a reply");
+    assert_eq!(reply[3] & 0x0F, 0);
+}
+
+/// BADVERS lives in the OPT record: a rate-limited BADVERS is dropped, never slipped as a
+/// bare NOERROR with TC.
+#[test]
+fn a_rate_limited_badvers_is_never_a_noerror() {
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--rrl-rate", "1", "--rrl-slip", "1"],
+    );
+    let query = q("ingest.test.example.", A).edns_version(1).bytes();
+    let socket = std::net::UdpSocket::bind("127.1.0.77:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    for _ in 0..40 {
+        socket.send_to(&query, server.addr).expect("send");
+    }
+    let (mut badvers, mut other) = (0, Vec::new());
+    let mut buf = [0u8; 512];
+    while let Ok((len, _)) = socket.recv_from(&mut buf) {
+        let reply = Message::from_vec(&buf[..len]).expect("a reply parses");
+        match reply.metadata.response_code {
+            // hickory reads 16 as BADSIG, which shares BADVERS's number.
+            ResponseCode::BADVERS | ResponseCode::BADSIG => badvers += 1,
+            code => other.push(code),
+        }
+    }
+    assert!(badvers >= 1, "no BADVERS at all: {other:?}");
+    assert!(other.is_empty(), "limited BADVERS sent as {other:?}");
+}
