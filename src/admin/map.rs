@@ -4,7 +4,10 @@
 //! published ones. A what-if changes nothing live: its tables are never published.
 //!
 //! Both read the published state view and snapshot, never the publisher. The census behind
-//! both walks the database's address space, so it runs on the blocking pool.
+//! both walks the database's address space, so it runs on the blocking pool, at most
+//! [`WORKERS`] at a time (more wait for nothing: 429), and its results are kept per
+//! published snapshot, so a page polling every second, or many pages asking the same
+//! what-if, cost one walk per published change.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,44 +20,105 @@ use crate::net::Family;
 use crate::policy::Zone;
 use crate::steer::Availability;
 
-/// The last census made, for the tables it was made from: a page polling every second
-/// walks the database once per published change, not once per poll.
-#[derive(Debug, Default)]
-pub(crate) struct CensusCache(std::sync::Mutex<Option<CachedCensus>>);
+/// Census walks (maps and what-ifs) running at once, at most: each takes a core for a
+/// tenth of a second or more, and DNS shares the cores.
+pub(crate) const WORKERS: usize = 1;
+/// Results kept for one published snapshot, at most.
+const KEPT: usize = 32;
 
+/// What the status page's work may cost: a permit per walk, and the results of the
+/// current published snapshot (a new one drops them).
 #[derive(Debug)]
-struct CachedCensus {
-    snapshot: std::sync::Weak<Snapshot>,
-    name: (usize, usize),
-    family: Family,
-    census: Arc<Census>,
+pub(crate) struct Work {
+    permits: Arc<tokio::sync::Semaphore>,
+    kept: std::sync::Mutex<Kept>,
 }
 
-impl CensusCache {
-    fn get_or_make(
+impl Default for Work {
+    fn default() -> Self {
+        Work {
+            permits: Arc::new(tokio::sync::Semaphore::new(WORKERS)),
+            kept: std::sync::Mutex::default(),
+        }
+    }
+}
+
+/// Results for one snapshot.
+#[derive(Debug, Default)]
+struct Kept {
+    snapshot: std::sync::Weak<Snapshot>,
+    results: std::collections::HashMap<Asked, Made>,
+}
+
+/// What was asked: a census, or a what-if (its changes sorted), of a name and family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Asked {
+    Census((usize, usize), Family),
+    WhatIf((usize, usize), Family, Vec<(String, &'static str)>),
+}
+
+#[derive(Debug, Clone)]
+enum Made {
+    Census(Arc<Census>),
+    WhatIf(Arc<Value>),
+}
+
+/// Why the page's work was not done.
+#[derive(Debug)]
+pub(super) enum WorkError {
+    /// No such name or node, or nothing published yet: 404.
+    NotFound(String),
+    /// Every worker is busy: 429, try again in a second.
+    Busy,
+}
+
+impl From<String> for WorkError {
+    fn from(why: String) -> Self {
+        WorkError::NotFound(why)
+    }
+}
+
+impl Work {
+    /// The result for `asked` of `snapshot`, kept or made now on the blocking pool (when a
+    /// worker is free).
+    async fn get_or_make(
         &self,
         snapshot: &Arc<Snapshot>,
-        name: (usize, usize),
-        family: Family,
-        make: impl FnOnce() -> Option<Census>,
-    ) -> Option<Arc<Census>> {
-        // A poisoned cache only means a census panicked once: start afresh.
-        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cached.as_ref()
-            && c.name == name
-            && c.family == family
-            && std::ptr::eq(c.snapshot.as_ptr(), Arc::as_ptr(snapshot))
-        {
-            return Some(Arc::clone(&c.census));
+        asked: Asked,
+        make: impl FnOnce() -> Result<Made, String> + Send + 'static,
+    ) -> Result<Made, WorkError> {
+        if let Some(made) = self.kept(snapshot, &asked) {
+            return Ok(made);
         }
-        let census = Arc::new(make()?);
-        *cached = Some(CachedCensus {
-            snapshot: Arc::downgrade(snapshot),
-            name,
-            family,
-            census: Arc::clone(&census),
-        });
-        Some(census)
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| WorkError::Busy)?;
+        let made = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            make()
+        })
+        .await
+        .map_err(|e| WorkError::NotFound(format!("the census failed: {e}")))??;
+        // A poisoned lock only means a census panicked once: start afresh.
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if !std::ptr::eq(kept.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+            || kept.results.len() >= KEPT
+        {
+            *kept = Kept {
+                snapshot: Arc::downgrade(snapshot),
+                results: Default::default(),
+            };
+        }
+        kept.results.insert(asked, made.clone());
+        Ok(made)
+    }
+
+    fn kept(&self, snapshot: &Arc<Snapshot>, asked: &Asked) -> Option<Made> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if !std::ptr::eq(kept.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
+            return None;
+        }
+        kept.results.get(asked).cloned()
     }
 }
 
@@ -90,12 +154,12 @@ fn steered_names(zones: &[Zone]) -> Vec<String> {
 pub(super) async fn map(
     view: Arc<StateView>,
     snapshot: Arc<Snapshot>,
-    cache: Arc<CensusCache>,
+    work: Arc<Work>,
     name: Option<&str>,
     have: Option<u64>,
     family: Family,
     now: SystemTime,
-) -> Result<Value, String> {
+) -> Result<Value, WorkError> {
     let zones = Arc::clone(view.zones());
     let (zi, si) = find_steered(&zones, name)?;
     let zone = &zones[zi];
@@ -125,19 +189,25 @@ pub(super) async fn map(
         "timeline": view.timeline(),
         "at": unix_seconds(now),
     });
-    let made = blocking(move || {
-        cache.get_or_make(&snapshot, (zi, si), family, || {
-            let table = steered_table(&snapshot, zi, &zones, si)?;
+    let published = Arc::clone(&snapshot);
+    let made = work
+        .get_or_make(&snapshot, Asked::Census((zi, si), family), move || {
+            let table = steered_table(&published, zi, &zones, si).ok_or_else(not_published)?;
             let side = Side {
                 table,
-                geo: &snapshot.geo,
+                geo: &published.geo,
                 steered: &zones[zi].steered[si],
             };
-            Some(census(side, &zones[zi].nodes, family))
+            Ok(Made::Census(Arc::new(census(
+                side,
+                &zones[zi].nodes,
+                family,
+            ))))
         })
-    })
-    .await?
-    .ok_or_else(not_published)?;
+        .await?;
+    let Made::Census(made) = made else {
+        return Err(WorkError::NotFound(not_published()));
+    };
     // Same census, same allocation: its address identifies it while held.
     let id = Arc::as_ptr(&made) as u64;
     out["census_id"] = json!(id.to_string());
@@ -181,64 +251,68 @@ impl WhatIfChange {
 pub(super) async fn what_if(
     view: Arc<StateView>,
     snapshot: Arc<Snapshot>,
+    work: Arc<Work>,
     name: Option<&str>,
     changes: Vec<(String, WhatIfChange)>,
     family: Family,
-) -> Result<Value, String> {
+) -> Result<Value, WorkError> {
     let zones = Arc::clone(view.zones());
     let (zi, si) = find_steered(&zones, name)?;
     let mut table = view.availability();
     let mut applied = serde_json::Map::new();
     for (node, change) in &changes {
         let Some(ni) = zones[zi].nodes.iter().position(|n| &n.name == node) else {
-            return Err(format!("no node '{node}' in zone {}", zones[zi].origin));
+            return Err(format!("no node '{node}' in zone {}", zones[zi].origin).into());
         };
         table[zi][ni] = change.availability();
         applied.insert(node.clone(), json!(change.word()));
     }
-    blocking(move || {
-        let after = build(&zones, Arc::clone(view.geo()), view.rankings(), &table);
-        let (Some(now), Some(then)) = (
-            steered_table(&snapshot, zi, &zones, si),
-            steered_table(&after, zi, &zones, si),
-        ) else {
-            return Err(not_published());
-        };
-        let steered = &zones[zi].steered[si];
-        let nodes = &zones[zi].nodes;
-        let side = |table, geo| Side {
-            table,
-            geo,
-            steered,
-        };
-        let (moved, total) = moves(
-            side(now, &snapshot.geo),
-            nodes,
-            side(then, &after.geo),
-            nodes,
-            family,
-        );
-        Ok(json!({
-            "name": steered.name.to_string(),
-            "changes": applied,
-            "census": census(side(then, &after.geo), nodes, family),
-            "moves": moved,
-            "total": total,
-            "live": "unchanged: a what-if is never published",
-        }))
-    })
-    .await?
+    let mut key: Vec<(String, &'static str)> = (changes.iter())
+        .map(|(node, change)| (node.clone(), change.word()))
+        .collect();
+    key.sort();
+    key.dedup_by(|a, b| a.0 == b.0);
+    let published = Arc::clone(&snapshot);
+    let made = work
+        .get_or_make(&snapshot, Asked::WhatIf((zi, si), family, key), move || {
+            let snapshot = published;
+            let after = build(&zones, Arc::clone(view.geo()), view.rankings(), &table);
+            let (Some(now), Some(then)) = (
+                steered_table(&snapshot, zi, &zones, si),
+                steered_table(&after, zi, &zones, si),
+            ) else {
+                return Err(not_published());
+            };
+            let steered = &zones[zi].steered[si];
+            let nodes = &zones[zi].nodes;
+            let side = |table, geo| Side {
+                table,
+                geo,
+                steered,
+            };
+            let (moved, total) = moves(
+                side(now, &snapshot.geo),
+                nodes,
+                side(then, &after.geo),
+                nodes,
+                family,
+            );
+            Ok(Made::WhatIf(Arc::new(json!({
+                "name": steered.name.to_string(),
+                "changes": applied,
+                "census": census(side(then, &after.geo), nodes, family),
+                "moves": moved,
+                "total": total,
+                "live": "unchanged: a what-if is never published",
+            }))))
+        })
+        .await?;
+    match made {
+        Made::WhatIf(value) => Ok((*value).clone()),
+        Made::Census(_) => Err(WorkError::NotFound(not_published())),
+    }
 }
 
 fn not_published() -> String {
     "the name's table is not published yet".into()
-}
-
-/// Runs a census on the blocking pool: it walks the whole database.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| format!("the census failed: {e}"))
 }

@@ -80,8 +80,8 @@ pub struct Readers {
 struct AdminState {
     commands: mpsc::Sender<Command>,
     read: Readers,
-    /// The status page's last census.
-    census: Arc<map::CensusCache>,
+    /// The status page's census work: its workers and the results kept.
+    work: Arc<map::Work>,
     prometheus: Option<PrometheusHandle>,
     /// Its token and the names it answers to.
     access: Arc<Access>,
@@ -140,7 +140,7 @@ pub fn router(
     let state = AdminState {
         commands,
         read,
-        census: Arc::default(),
+        work: Arc::default(),
         prometheus,
         access: Arc::new(access),
         settings: Arc::new(settings),

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use super::AdminState;
-use super::map::WhatIfChange;
+use super::map::{WhatIfChange, WorkError};
 use crate::net::Family;
 
 /// The page.
@@ -105,7 +105,7 @@ pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuer
     let made = super::map::map(
         state.read.view.load(),
         state.read.snapshot.load_full(),
-        Arc::clone(&state.census),
+        Arc::clone(&state.work),
         q.name.as_deref(),
         q.have,
         family,
@@ -118,7 +118,7 @@ pub(super) async fn map(State(state): State<AdminState>, Query(q): Query<MapQuer
             value["answers"] = serde_json::json!(answer_counts(&state, &zone));
             axum::Json(value).into_response()
         }
-        Err(why) => not_found(why),
+        Err(why) => refused(why),
     }
 }
 
@@ -161,6 +161,7 @@ pub(super) async fn what_if(
     let made = super::map::what_if(
         state.read.view.load(),
         state.read.snapshot.load_full(),
+        Arc::clone(&state.work),
         q.name.as_deref(),
         changes,
         family,
@@ -168,10 +169,18 @@ pub(super) async fn what_if(
     .await;
     match made {
         Ok(value) => axum::Json(value).into_response(),
-        Err(why) => not_found(why),
+        Err(why) => refused(why),
     }
 }
 
-fn not_found(why: String) -> Response {
-    (StatusCode::NOT_FOUND, format!("{why}\n")).into_response()
+fn refused(why: WorkError) -> Response {
+    match why {
+        WorkError::NotFound(why) => (StatusCode::NOT_FOUND, format!("{why}\n")).into_response(),
+        WorkError::Busy => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "busy with another map or what-if; try again in a second\n",
+        )
+            .into_response(),
+    }
 }

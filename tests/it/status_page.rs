@@ -203,7 +203,7 @@ fn the_ipv6_census_follows_a_rule_for_ipv6_space() {
     let server = Server::start(&dir, &repo("geo/dbip-country.mmdb"), &[]);
     let census = |family: &str| {
         let path = format!("/map?name=ingest.live.example.net&family={family}");
-        let (status, body) = http(server.admin, "GET", &path, None);
+        let (status, body) = page_data(server.admin, &path);
         assert_eq!(status, 200, "{body}");
         let map: Value = serde_json::from_str(&body).expect("map JSON");
         map["census"].clone()
@@ -236,11 +236,9 @@ fn the_ipv6_census_follows_a_rule_for_ipv6_space() {
     assert_eq!(first(example), "singapore-1");
     assert_eq!(first("126.0.0.0/24"), "tokyo-1");
     // A what-if counts the family asked for.
-    let (status, body) = http(
+    let (status, body) = page_data(
         server.admin,
-        "GET",
         "/what-if?name=ingest.live.example.net&family=6&drain=singapore-1",
-        None,
     );
     assert_eq!(status, 200, "{body}");
     let what_if: Value = serde_json::from_str(&body).expect("what-if JSON");
@@ -258,7 +256,7 @@ fn the_ipv6_census_follows_a_rule_for_ipv6_space() {
                     .any(|c| c[0] == "JP")),
         "{body}"
     );
-    let (status, _) = http(server.admin, "GET", "/map?family=5", None);
+    let (status, _) = page_data(server.admin, "/map?family=5");
     assert_eq!(status, 400);
 }
 
@@ -270,10 +268,10 @@ fn json(value: impl Into<Value>) -> Value {
 #[test]
 fn what_if_takes_nothing_live_and_agrees_with_a_real_drain() {
     let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
-    let (status, body) = http(server.admin, "GET", "/what-if?drain=frankfurt-1", None);
+    let (status, body) = page_data(server.admin, "/what-if?drain=frankfurt-1");
     assert_eq!(status, 200, "{body}");
     let what_if: Value = serde_json::from_str(&body).expect("what-if JSON");
-    let (_, body) = http(server.admin, "GET", "/map", None);
+    let (_, body) = page_data(server.admin, "/map");
     let live: Value = serde_json::from_str(&body).expect("map JSON");
     assert_eq!(live["census"]["countries"]["DE"][0]["node"], "frankfurt-1");
     let moved_from: Vec<&str> = what_if["moves"]
@@ -294,7 +292,7 @@ fn what_if_takes_nothing_live_and_agrees_with_a_real_drain() {
     );
     assert_eq!(status, 200);
     eventually(Duration::from_secs(10), "the drained map", || {
-        let (_, body) = http(server.admin, "GET", "/map", None);
+        let (_, body) = page_data(server.admin, "/map");
         let drained: Value = serde_json::from_str(&body).expect("map JSON");
         if drained["census"]["countries"] == what_if["census"]["countries"] {
             Ok(())
@@ -302,7 +300,7 @@ fn what_if_takes_nothing_live_and_agrees_with_a_real_drain() {
             Err(format!("DE: {}", drained["census"]["countries"]["DE"]))
         }
     });
-    let (status, body) = http(server.admin, "GET", "/what-if?down=nowhere-9", None);
+    let (status, body) = page_data(server.admin, "/what-if?down=nowhere-9");
     assert_eq!(status, 404, "{body}");
 }
 
@@ -320,7 +318,7 @@ fn with_a_city_database_the_places_inside_a_country_are_coloured() {
          steer:\n  ingest: {answers: 1}\n",
     );
     let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
-    let (status, body) = http(server.admin, "GET", "/map?name=ingest.city.example", None);
+    let (status, body) = page_data(server.admin, "/map?name=ingest.city.example");
     assert_eq!(status, 200, "{body}");
     let map: Value = serde_json::from_str(&body).expect("map JSON");
     let cell = |lat: i64, lon: i64| {
@@ -335,11 +333,9 @@ fn with_a_city_database_the_places_inside_a_country_are_coloured() {
     assert_eq!(cell(34, 135), Some("osaka".into()), "{}", map["census"]);
     // Held and current: left out.
     let id = map["census_id"].as_str().expect("an id");
-    let (_, body) = http(
+    let (_, body) = page_data(
         server.admin,
-        "GET",
         &format!("/map?name=ingest.city.example&have={id}"),
-        None,
     );
     let again: Value = serde_json::from_str(&body).expect("map JSON");
     assert_eq!(again["census_id"], id);
@@ -386,4 +382,89 @@ fn with_a_city_database_the_places_inside_a_country_are_coloured() {
     });
     let still = browser.eval("return document.querySelectorAll('#cells rect').length;");
     assert!(still.as_u64().unwrap_or(0) >= 2, "{still}");
+}
+
+/// Map and what-if work is bounded: a burst of 40 different what-ifs at once gets some
+/// 429s (with Retry-After) rather than 40 walks of the database at once, the rest are
+/// answered, and DNS keeps answering through the burst.
+#[test]
+fn a_burst_of_what_ifs_is_bounded_and_dns_keeps_answering() {
+    let server = Server::start(&repo("zones"), &repo("geo/dbip-country.mmdb"), &[]);
+    let nodes = [
+        "us-west-1",
+        "us-east-1",
+        "dallas-b",
+        "sao-paulo-1",
+        "london-1",
+        "frankfurt-1",
+        "amsterdam-b",
+        "dubai-1",
+        "riyadh-1",
+        "johannesburg-1",
+        "mumbai-1",
+        "singapore-1",
+    ];
+    let admin = server.admin;
+    let burst: Vec<std::thread::JoinHandle<(u16, String)>> = (0..40)
+        .map(|i| {
+            let path = format!(
+                "/what-if?drain={},{}",
+                nodes[i % nodes.len()],
+                nodes[(i / nodes.len() + 1 + i) % nodes.len()]
+            );
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .expect("timeout");
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+                )
+                .expect("send");
+                let mut response = String::new();
+                let _ = stream.read_to_string(&mut response);
+                let status = (response.split_whitespace().nth(1))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (status, response)
+            })
+        })
+        .collect();
+    // DNS through the burst.
+    for _ in 0..50 {
+        let reply = udp_from(
+            &server,
+            from("127.1.0.5"),
+            &q("ingest.live.example.net.", hickory_proto::rr::RecordType::A),
+        );
+        assert!(!a_records(&reply).is_empty());
+    }
+    let results: Vec<(u16, String)> = burst
+        .into_iter()
+        .map(|t| t.join().expect("joined"))
+        .collect();
+    let busy: Vec<&String> = results
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, r)| r)
+        .collect();
+    let answered = results.iter().filter(|(s, _)| *s == 200).count();
+    eprintln!(
+        "40 what-ifs at once: {answered} answered, {} told to retry",
+        busy.len()
+    );
+    assert!(!busy.is_empty(), "no what-if was turned away");
+    assert!(
+        busy.iter()
+            .all(|r| r.to_ascii_lowercase().contains("retry-after: 1"))
+    );
+    assert!(answered >= 1, "none answered");
+    assert_eq!(
+        answered + busy.len(),
+        40,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
 }

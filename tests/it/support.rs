@@ -117,10 +117,23 @@ pub(crate) fn metric_sum(samples: &HashMap<String, f64>, name: &str) -> f64 {
         .sum()
 }
 
+/// GETs a status page path (`/map`, `/what-if`), asking again while the server is busy
+/// with another census (429, as a page polling beside it can make it).
+pub(crate) fn page_data(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
+    eventually(std::time::Duration::from_secs(30), path, || {
+        let (status, body) = http(admin, "GET", path, None);
+        if status == 429 {
+            Err(body)
+        } else {
+            Ok((status, body))
+        }
+    })
+}
+
 /// The node whose addresses include `address`, from a server's `/map` (the status page's
 /// data): what a `dig` answer names.
 pub(crate) fn node_with_address(server: &Server, address: &str) -> String {
-    let (_, body) = http(server.admin, "GET", "/map", None);
+    let (_, body) = page_data(server.admin, "/map");
     let map: serde_json::Value = serde_json::from_str(&body).expect("map JSON");
     map["nodes"]
         .as_array()
