@@ -187,15 +187,18 @@ pub enum DiffError {
         /// The policy it was looked for in.
         zones: PathBuf,
     },
-    /// The query log cannot be read.
-    #[error("{}: cannot read the query log: {source}", path.display())]
+    /// The query log cannot be read, is too large, or holds no client address.
+    #[error("{}: {why}", path.display())]
     QueryLog {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// What is wrong with it.
+        why: String,
     },
 }
+
+/// The largest query log read for `--queries`.
+const MAX_QUERY_LOG_BYTES: u64 = 256 << 20;
 
 fn build_side(zones_path: &Path, geo: &[PathBuf], down: &[String]) -> Result<Built, DiffError> {
     let sources = Sources {
@@ -415,12 +418,23 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
     let old = build_side(&request.old, &request.geo, &[])?;
     let new = build_side(&request.new, &request.geo, &request.down)?;
     let sample = match &request.queries {
-        Some(path) => Some(sample_addresses(&std::fs::read_to_string(path).map_err(
-            |source| DiffError::QueryLog {
+        Some(path) => {
+            let log = |why: String| DiffError::QueryLog {
                 path: path.clone(),
-                source,
-            },
-        )?)),
+                why,
+            };
+            let text = crate::policy::read_capped(path, MAX_QUERY_LOG_BYTES, "the query log")
+                .map_err(log)?;
+            let sample = sample_addresses(&text);
+            if sample.is_empty() {
+                return Err(log(
+                    "no client address in the query log (one address per line, or lines with \
+                     client= or ecs=, as geosteer's query log writes them)"
+                        .into(),
+                ));
+            }
+            Some(sample)
+        }
         None => None,
     };
     let old_names = steered_names(&old.zones);

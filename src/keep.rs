@@ -97,13 +97,13 @@ pub fn local_overrides(outbox: &Outbox, written: u64) -> Vec<LocalOverride> {
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeepError {
-    /// The file exists but cannot be read.
-    #[error("state file {path}: {source}")]
+    /// The file exists but cannot be read (or is larger than a state file can be).
+    #[error("state file {path}: {why}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// Why.
+        why: String,
     },
     /// The file is not a state file (an edit gone wrong, a damaged disk).
     #[error(
@@ -114,12 +114,6 @@ pub enum KeepError {
         path: PathBuf,
         /// Where and what.
         source: serde_json::Error,
-    },
-    /// The file is larger than a state file can be.
-    #[error("state file {path}: larger than {MAX_STATE_BYTES} bytes")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
     },
     /// The new file could not be written.
     #[error("state file {path}: cannot write: {source}")]
@@ -133,22 +127,16 @@ pub enum KeepError {
 
 /// Reads the state file; nothing kept when there is none yet.
 pub fn load(path: &Path) -> Result<Kept, KeepError> {
-    let read = |source| KeepError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let size = match std::fs::metadata(path) {
-        Ok(meta) => meta.len(),
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::default()),
-        Err(e) => return Err(read(e)),
-    };
-    if size > MAX_STATE_BYTES {
-        return Err(KeepError::TooLarge {
-            path: path.to_path_buf(),
-        });
+        _ => {}
     }
-    let text = std::fs::read(path).map_err(read)?;
-    serde_json::from_slice(&text).map_err(|source| KeepError::Malformed {
+    let text =
+        crate::policy::read_capped(path, MAX_STATE_BYTES, "it").map_err(|why| KeepError::Read {
+            path: path.to_path_buf(),
+            why,
+        })?;
+    serde_json::from_str(&text).map_err(|source| KeepError::Malformed {
         path: path.to_path_buf(),
         source,
     })

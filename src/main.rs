@@ -185,17 +185,12 @@ impl FleetArgs {
     /// The etcd settings, with the password read from its file or the environment.
     fn settings(&self) -> Result<geosteer::fleet::etcd::EtcdSettings, String> {
         let password = match &self.fleet_password_file {
-            Some(path) => match std::fs::read_to_string(path) {
+            Some(path) => match read_secret(path, "the fleet password") {
                 Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
                     Some(text.trim_end_matches(['\r', '\n']).to_string())
                 }
                 Ok(_) => return Err(format!("{}: the password file is empty", path.display())),
-                Err(e) => {
-                    return Err(format!(
-                        "{}: cannot read the fleet password: {e}",
-                        path.display()
-                    ));
-                }
+                Err(why) => return Err(format!("{}: {why}", path.display())),
             },
             None if self.fleet_user.is_some() => std::env::var("GEOSTEER_FLEET_PASSWORD")
                 .ok()
@@ -562,18 +557,19 @@ fn serve(args: ServeArgs, vantage: Option<String>) -> ExitCode {
     }
 }
 
+/// A secret's file, at most 64 KiB (a device such as /dev/zero included); errors never
+/// show its content.
+fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
+    geosteer::policy::read_capped(path, 64 << 10, what)
+}
+
 /// How to serve, from the command line (and the admin token's file or environment).
 fn serve_config(args: ServeArgs, vantage: Option<String>) -> Result<ServeConfig, String> {
     let admin_token = match &args.admin_token_file {
-        Some(path) => match std::fs::read_to_string(path) {
+        Some(path) => match read_secret(path, "the admin token") {
             Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
             Ok(_) => return Err(format!("{}: the admin token file is empty", path.display())),
-            Err(e) => {
-                return Err(format!(
-                    "{}: cannot read the admin token: {e}",
-                    path.display()
-                ));
-            }
+            Err(why) => return Err(format!("{}: {why}", path.display())),
         },
         None => std::env::var("GEOSTEER_ADMIN_TOKEN")
             .ok()

@@ -41,6 +41,8 @@ pub const TASK_FAILURES: &str = "geosteer_task_failures_total";
 pub const RRL_RESPONSES: &str = "geosteer_rrl_responses_total";
 /// Latency feed batches (HTTP and the feed file), by result (`applied`, `rejected`).
 pub const FEED_BATCHES: &str = "geosteer_feed_batches_total";
+/// Measurements dropped, oldest first, to keep a zone within its cap.
+pub const FEED_EVICTED: &str = "geosteer_feed_measurements_evicted_total";
 /// Queries answered, by transport, rcode and whether ECS was present.
 pub const QUERIES: &str = "geosteer_queries_total";
 /// Queries for names in a zone, by zone, query type and rcode.
@@ -67,6 +69,10 @@ pub fn describe() {
     describe_counter!(
         FEED_BATCHES,
         "Latency feed batches (HTTP and the feed file) by result (applied, rejected)."
+    );
+    describe_counter!(
+        FEED_EVICTED,
+        "Measurements dropped, oldest first, to keep a zone within its cap (10,000)."
     );
     describe_counter!(
         HEALTH_CHECKS,

@@ -324,8 +324,9 @@ impl ValidBatch {
         self.len() == 0
     }
 
-    /// Records every entry in `latency` (per zone, as validated against).
-    pub fn apply(self, latency: &mut [ZoneLatency], asn: Option<&AsnDb>) {
+    /// Records every entry in `latency` (per zone, as validated against), keeping each
+    /// zone within [`super::MAX_MEASUREMENTS`]; how many old measurements made room.
+    pub fn apply(self, latency: &mut [ZoneLatency], asn: Option<&AsnDb>) -> usize {
         for (zone, node, group, m, address) in self.measurements {
             let Some(measured) = latency.get_mut(zone) else {
                 continue;
@@ -346,6 +347,7 @@ impl ValidBatch {
                 measured.record_load(node, load);
             }
         }
+        latency.iter_mut().map(ZoneLatency::bound).sum()
     }
 }
 

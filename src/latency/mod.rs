@@ -291,6 +291,38 @@ pub struct ZoneLatency {
     pub addresses: AddressMeasurements,
 }
 
+/// Measurements kept per zone at most (each node's groups, and each address's): every
+/// prefix or AS group becomes an answer column of its own, so a feed of ever new groups
+/// must not grow the tables without bound. Beyond it, the oldest go first.
+pub const MAX_MEASUREMENTS: usize = 10_000;
+
+/// Drops the oldest measurements of `map` until at most `keep` remain; how many went.
+fn evict_oldest<K: Eq + std::hash::Hash + Clone>(
+    map: &mut HashMap<K, HashMap<ClientGroup, Measurement>>,
+    keep: usize,
+) -> usize {
+    let total: usize = map.values().map(HashMap::len).sum();
+    if total <= keep {
+        return 0;
+    }
+    let mut all: Vec<(SystemTime, K, ClientGroup)> = (map.iter())
+        .flat_map(|(k, groups)| {
+            groups
+                .iter()
+                .map(move |(g, m)| (m.at, k.clone(), g.clone()))
+        })
+        .collect();
+    let excess = total - keep;
+    all.select_nth_unstable_by_key(excess - 1, |(at, _, _)| *at);
+    for (_, k, group) in &all[..excess] {
+        if let Some(groups) = map.get_mut(k) {
+            groups.remove(group);
+        }
+    }
+    map.retain(|_, groups| !groups.is_empty());
+    excess
+}
+
 /// A node's reported load and when it was measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Load {
@@ -312,6 +344,29 @@ impl ZoneLatency {
             self.loads.insert(node, load);
         }
         newer
+    }
+
+    /// Keeps at most [`MAX_MEASUREMENTS`] measurements (nodes' and addresses' together):
+    /// past it, the oldest go, down to nine tenths of it, so a stream of new groups evicts
+    /// in batches; how many went.
+    pub fn bound(&mut self) -> usize {
+        let nodes = self
+            .measurements
+            .by_node
+            .values()
+            .map(HashMap::len)
+            .sum::<usize>();
+        let addresses = (self.addresses.by_address.values())
+            .map(HashMap::len)
+            .sum::<usize>();
+        if nodes + addresses <= MAX_MEASUREMENTS {
+            return 0;
+        }
+        let keep = MAX_MEASUREMENTS * 9 / 10;
+        // Shared in proportion, each side its oldest.
+        let keep_nodes = keep * nodes / (nodes + addresses);
+        evict_oldest(&mut self.measurements.by_node, keep_nodes)
+            + evict_oldest(&mut self.addresses.by_address, keep - keep_nodes)
     }
 
     /// Drops loads older than their node's `max_age` (and those of nodes without one).
@@ -597,5 +652,32 @@ pub(crate) mod tests {
         assert_eq!(z.loads.len(), 1);
         z.expire_loads(t(0) + minute, |_| Some(minute));
         assert!(z.loads.is_empty());
+    }
+
+    /// A feed of ever new groups keeps a zone within its cap: the oldest go first.
+    #[test]
+    fn measurements_are_capped_oldest_first() {
+        let mut z = ZoneLatency::default();
+        let total = MAX_MEASUREMENTS + 500;
+        for i in 0..total {
+            let prefix: Prefix = format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap();
+            let m = Measurement {
+                rtt_ms: 10.0,
+                loss: 0.0,
+                at: t(0) + Duration::from_secs(i as u64),
+            };
+            z.measurements.record(i % 3, ClientGroup::Prefix(prefix), m);
+        }
+        assert_eq!(z.bound(), total - MAX_MEASUREMENTS * 9 / 10);
+        let kept: Vec<SystemTime> = (z.measurements.by_node.values())
+            .flat_map(|g| g.values().map(|m| m.at))
+            .collect();
+        assert_eq!(kept.len(), MAX_MEASUREMENTS * 9 / 10);
+        let oldest_kept = kept.iter().min().copied().unwrap();
+        assert_eq!(
+            oldest_kept,
+            t(0) + Duration::from_secs((total - kept.len()) as u64)
+        );
+        assert_eq!(z.bound(), 0, "within the cap: nothing more goes");
     }
 }

@@ -80,10 +80,35 @@ pub(crate) fn yaml_message(error: &serde_saphyr::Error) -> String {
     first.to_string()
 }
 
+/// The largest policy file read: far above any real policy, far below what would exhaust
+/// memory (a file is parsed whole).
+pub const MAX_POLICY_BYTES: u64 = 16 << 20;
+/// The largest records (master) file read.
+pub const MAX_RECORDS_BYTES: u64 = 64 << 20;
+
+/// Reads at most `limit` bytes of a text file (a device such as `/dev/zero` included):
+/// the text, or why not, for an operator (`what` names the file's role).
+pub fn read_capped(path: &Path, limit: u64, what: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {what}: {e}"))?;
+    let mut bytes = Vec::new();
+    (file.take(limit + 1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        let size = match limit >> 20 {
+            0 => format!("{} KiB", limit >> 10),
+            mib => format!("{mib} MiB"),
+        };
+        return Err(format!("{what} is larger than {size}: not read"));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("{what} is not UTF-8 text: {e}"))
+}
+
 /// Reads and validates one file.
 pub fn load_file(path: &Path) -> Result<Zone, PolicyErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PolicyErrors::single(path, format!("cannot read policy file: {e}")))?;
+    let text = read_capped(path, MAX_POLICY_BYTES, "the policy file")
+        .map_err(|why| PolicyErrors::single(path, why))?;
     // Without an explicit serial, the file's modification time (seconds since 1970, which
     // fits u32 until 2106) gives one that grows whenever the file is edited.
     let serial = std::fs::metadata(path)

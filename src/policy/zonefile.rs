@@ -40,7 +40,7 @@ pub fn named_by(policy_path: &Path) -> Option<PathBuf> {
     struct Reference {
         records_file: Option<String>,
     }
-    let text = std::fs::read_to_string(policy_path).ok()?;
+    let text = super::read_capped(policy_path, super::MAX_POLICY_BYTES, "policy").ok()?;
     let reference: Reference = serde_saphyr::from_str(&text).ok()?;
     Some(resolve(policy_path, &reference.records_file?))
 }

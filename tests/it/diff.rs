@@ -195,3 +195,28 @@ fn down_agrees_with_the_answers_after_a_real_drain() {
         }
     }
 }
+
+/// Inputs are bounded and checked before they cost memory: a policy or query log that
+/// never ends (`/dev/zero`) is refused at its cap, and a query log with no client address
+/// in it is refused rather than read as "no queries".
+#[test]
+fn endless_and_garbage_inputs_are_refused() {
+    let zones = repo("zones");
+    let (code, out) = diff(&["/dev/zero", path(&zones)]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("/dev/zero: the policy file is larger than 16 MiB"),
+        "{out}"
+    );
+    let (code, out) = diff(&[path(&zones), path(&zones), "--queries", "/dev/zero"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("the query log is larger than 256 MiB"),
+        "{out}"
+    );
+    let garbage = zone_dir("diff-garbage-log", "zone: x\n").join("queries.log");
+    std::fs::write(&garbage, "not a log\n\x01\x02 either\n").expect("write");
+    let (code, out) = diff(&[path(&zones), path(&zones), "--queries", path(&garbage)]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no client address in the query log"), "{out}");
+}

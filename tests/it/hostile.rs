@@ -785,3 +785,31 @@ fn a_damaged_cookie_secret_stops_the_start_without_showing_it() {
         assert!(!stdout.contains("listening"), "said it listens: {stdout}");
     }
 }
+
+/// A feed of ever new client groups cannot grow memory without bound: past 10,000
+/// measurements a zone drops its oldest, and says so in a counter.
+#[test]
+fn a_feed_of_endless_new_groups_is_capped() {
+    let server = Server::test_zone();
+    for batch in 0..3 {
+        let measurements: Vec<String> = (0..5_000)
+            .map(|i| {
+                let n = batch * 5_000 + i;
+                format!(
+                    r#"{{"group": "10.{}.{}.0/24", "node": "tokyo", "rtt_ms": 20}}"#,
+                    n / 256,
+                    n % 256
+                )
+            })
+            .collect();
+        let body = format!(r#"{{"measurements": [{}]}}"#, measurements.join(","));
+        let (status, reply) =
+            crate::support::nodes::http_json(server.admin, "POST", "/latency", None, &body);
+        assert_eq!(status, 200, "{reply}");
+    }
+    let evicted = metric_sum(&scrape(&server), "geosteer_feed_measurements_evicted_total");
+    assert!(
+        evicted >= 5_000.0,
+        "{evicted} evicted of 15,000 for a cap of 10,000"
+    );
+}

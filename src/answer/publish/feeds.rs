@@ -29,7 +29,14 @@ pub(super) fn apply(
     metrics::counter!(m::FEED_BATCHES, "result" => "applied").increment(1);
     let applied = valid.len();
     if applied > 0 {
-        valid.apply(Arc::make_mut(latency).as_mut_slice(), served.asn.as_deref());
+        let evicted = valid.apply(Arc::make_mut(latency).as_mut_slice(), served.asn.as_deref());
+        if evicted > 0 {
+            warn!(
+                evicted,
+                "measurements past the cap per zone: the oldest made room"
+            );
+            metrics::counter!(m::FEED_EVICTED).increment(evicted as u64);
+        }
     }
     Ok(applied)
 }

@@ -321,13 +321,11 @@ pub(super) fn records_from_file(
     seen: &mut HashMap<(DomainName, RecordType), Location>,
 ) {
     let path = super::super::zonefile::resolve(diag.path, &file.value);
-    let text = match std::fs::read_to_string(&path) {
+    let what = format!("the records file {}", path.display());
+    let text = match super::super::read_capped(&path, super::super::MAX_RECORDS_BYTES, &what) {
         Ok(text) => text,
-        Err(e) => {
-            diag.error(
-                at(file),
-                format!("records_file: cannot read {}: {e}", path.display()),
-            );
+        Err(why) => {
+            diag.error(at(file), format!("records_file: {why}"));
             return;
         }
     };
