@@ -468,3 +468,32 @@ fn a_burst_of_what_ifs_is_bounded_and_dns_keeps_answering() {
         results.iter().map(|r| r.0).collect::<Vec<_>>()
     );
 }
+
+/// With a token, the page opened as `http://user:token@host/` works: it fetches its data
+/// from its origin (a browser refuses addresses with credentials in them), and the login
+/// the browser holds reads the map.
+#[test]
+fn the_page_works_opened_with_credentials_in_its_address() {
+    let server = Server::start_with_env(
+        &repo("zones"),
+        &repo("geo/dbip-country.mmdb"),
+        &[],
+        &[("GEOSTEER_ADMIN_TOKEN", "s3cret")],
+    );
+    let browser = Browser::start(1200, 900);
+    browser.goto(&format!(
+        "http://operator:s3cret@{}/?name=ingest.live.example.net",
+        server.admin
+    ));
+    eventually(Duration::from_secs(15), "Japan coloured", || {
+        let (node, fill, legend) = japan_on_page(&browser);
+        if !node.is_empty() && !fill.is_empty() && fill == legend {
+            Ok(())
+        } else {
+            Err(format!(
+                "Japan: {node} {fill} (legend {legend}); status: {}",
+                browser.eval("return document.querySelector('#status').textContent;")
+            ))
+        }
+    });
+}
