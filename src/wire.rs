@@ -173,8 +173,28 @@ pub struct Outcome {
     pub question_len: u16,
     /// The client subnet the query carried: its address and source prefix.
     pub subnet: Option<(std::net::IpAddr, u8)>,
+    /// The ECS scope the reply gave (0: the answer holds for every subnet).
+    pub ecs_scope: u8,
     /// The query returned a valid server cookie: its source address is proven.
     pub cookie_valid: bool,
+    /// What the response is about, for response-rate limiting.
+    pub kind: ResponseKind,
+}
+
+/// What a response is about, as response-rate limiting counts it: varying what a response
+/// is not about (the type of a negative answer, the name under a wildcard) does not make it
+/// another kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseKind {
+    /// Data for the question: its name and type.
+    Answer,
+    /// No data in the zone (NXDOMAIN, NODATA, a referral): the zone alone.
+    Empty,
+    /// Synthesized from a wildcard: that wildcard (an identity within the snapshot).
+    Wildcard(usize),
+    /// Errors and refusals: nothing more.
+    #[default]
+    Error,
 }
 
 /// Appends a record body (type, class IN, TTL, RDLENGTH, RDATA) for `rdata` to `out`.

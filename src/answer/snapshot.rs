@@ -119,6 +119,8 @@ pub enum NameNode {
 pub enum NameLookup<'a> {
     /// The name exists.
     Found(&'a NameNode),
+    /// It does not, and a wildcard answers for it (RFC 4592).
+    Wildcard(&'a NameNode),
     /// The name is at or below a delegation; the offset is where the cut's name starts.
     Referral(&'a Delegation, usize),
     /// No such name.
@@ -165,7 +167,7 @@ impl ZoneAnswers {
             Some(node) => NameLookup::Found(node),
             None => self
                 .wildcard_for(name, labels, origin_offset)
-                .map_or(NameLookup::NxDomain, NameLookup::Found),
+                .map_or(NameLookup::NxDomain, NameLookup::Wildcard),
         }
     }
 

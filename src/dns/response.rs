@@ -24,7 +24,8 @@ use crate::answer::{
 };
 use crate::net::unmap;
 use crate::wire::{
-    CLASS_CH, CLASS_IN, FLAG_QR, Outcome, RDATA_OFFSET, Rcode, RecordType, Transport, label_offsets,
+    CLASS_CH, CLASS_IN, FLAG_QR, Outcome, RDATA_OFFSET, Rcode, RecordType, ResponseKind, Transport,
+    label_offsets,
 };
 
 // Type numbers as patterns, from the one table in `wire`.
@@ -233,6 +234,7 @@ fn respond_to(
         truncate: false,
         cookie_valid: false,
         optional_from: 0,
+        wildcard: None,
     };
     let rcode = match edns_rcode(query, &mut edns, &mut exchange, options) {
         Some(rcode) => rcode,
@@ -268,11 +270,23 @@ fn respond_to(
             push_opt(out, reply, options.max_udp_payload)
         });
     }
+    let kind = match rcode {
+        _ if zone.is_none() => ResponseKind::Error,
+        Rcode::NoError => match exchange.wildcard {
+            Some(wildcard) => ResponseKind::Wildcard(wildcard),
+            None if writer.count(Section::Answer) > 0 => ResponseKind::Answer,
+            None => ResponseKind::Empty,
+        },
+        Rcode::NxDomain => ResponseKind::Empty,
+        _ => ResponseKind::Error,
+    };
     writer.finish();
     Outcome {
         rcode,
         truncated,
         zone,
+        kind,
+        ecs_scope: edns.as_ref().map_or(0, |e| e.scope),
         qtype: match question.len() {
             n if one_question && n >= 4 => u16::from_be_bytes([question[n - 4], question[n - 3]]),
             _ => 0,
@@ -396,6 +410,8 @@ fn formerr(packet: &[u8], payload: Option<u16>, out: &mut Vec<u8>) -> Outcome {
         question_len: 0,
         subnet: None,
         cookie_valid: false,
+        ecs_scope: 0,
+        kind: ResponseKind::Error,
     }
 }
 
@@ -412,6 +428,8 @@ fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
         question_len: 0,
         subnet: None,
         cookie_valid: false,
+        ecs_scope: 0,
+        kind: ResponseKind::Error,
     }
 }
 
@@ -568,6 +586,8 @@ struct Exchange {
     /// Where optional additional records start (0: none): what is past it is left out,
     /// without TC, when the response would not fit otherwise (RFC 2181 §9).
     optional_from: usize,
+    /// The wildcard the question was answered from, if one was (its identity).
+    wildcard: Option<usize>,
 }
 
 /// The idle timeout a TCP connection is told, in the 100 ms units of RFC 7828.
@@ -716,8 +736,13 @@ enum Step {
 
 /// Looks the name up, following in-zone CNAMEs (at most `MAX_CNAME_HOPS`).
 fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut Chase) -> Rcode {
-    for _ in 0..MAX_CNAME_HOPS {
+    for hop in 0..MAX_CNAME_HOPS {
         let lookup = zone.lookup(chase.name.bytes(), chase.name.labels(), chase.origin);
+        if let NameLookup::Wildcard(node) = lookup
+            && hop == 0
+        {
+            asked.exchange.wildcard = Some(std::ptr::from_ref(node) as usize);
+        }
         let step = match lookup {
             NameLookup::Referral(delegation, cut) => referral(asked, delegation, chase.owner + cut),
             NameLookup::NxDomain => {
@@ -727,18 +752,8 @@ fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut
                     .record(Section::Authority, soa_owner, &zone.negative_soa);
                 Step::Done(Rcode::NxDomain)
             }
-            NameLookup::Found(NameNode::EmptyNonTerminal) => Step::NoData,
-            // Other types at a steered name are NODATA for everyone: no need to locate.
-            NameLookup::Found(NameNode::Steered(_))
-                if !matches!(qtype, QTYPE_A | QTYPE_AAAA | QTYPE_ANY) =>
-            {
-                Step::NoData
-            }
-            NameLookup::Found(NameNode::Steered(table)) => {
-                steered(asked, zone, table, qtype, chase.owner)
-            }
-            NameLookup::Found(NameNode::Static(sets)) => {
-                static_sets(asked, zone, sets, qtype, chase)
+            NameLookup::Found(node) | NameLookup::Wildcard(node) => {
+                found(asked, zone, node, qtype, chase)
             }
         };
         match step {
@@ -755,6 +770,23 @@ fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut
             .record(Section::Authority, soa_owner, &zone.negative_soa);
     }
     Rcode::NoError
+}
+
+/// The answer from a name's node (its own, or a wildcard's).
+fn found(
+    asked: &mut Asked,
+    zone: &ZoneAnswers,
+    node: &NameNode,
+    qtype: u16,
+    chase: &mut Chase,
+) -> Step {
+    match node {
+        NameNode::EmptyNonTerminal => Step::NoData,
+        // Other types at a steered name are NODATA for everyone: no need to locate.
+        NameNode::Steered(_) if !matches!(qtype, QTYPE_A | QTYPE_AAAA | QTYPE_ANY) => Step::NoData,
+        NameNode::Steered(table) => steered(asked, zone, table, qtype, chase.owner),
+        NameNode::Static(sets) => static_sets(asked, zone, sets, qtype, chase),
+    }
 }
 
 /// A delegation below the zone: the NS records in the authority section, their in-domain

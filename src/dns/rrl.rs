@@ -4,19 +4,23 @@
 //! every `slip`-th limited response goes out truncated so a real client there retries over
 //! TCP, which proves its address.
 //!
-//! The kind of a response is its rcode class and the name it is about: the question's name
-//! and type for answers and NODATA, the zone for NXDOMAIN (a random-subdomain flood is one
-//! kind, as in Knot), nothing for refusals and errors. Client networks are IPv4 /24s and
-//! IPv6 /56s.
+//! The kind of a response is what it is about, as BIND's and Knot's RRL key it, so that
+//! varying what a response is not about does not make it a new kind: an answer, by the
+//! question's name and type; a response with no data from the zone (NXDOMAIN, NODATA, a
+//! referral), by the zone alone, whatever the name or type asked (a random-subdomain or
+//! random-type flood is one kind); an answer synthesized from a wildcard, by the wildcard
+//! (random labels under it are one kind); errors and refusals, by nothing. Client networks
+//! are IPv4 /24s and IPv6 /56s.
 //!
 //! ECS: one busy resolver asks the same steered name for thousands of client subnets per
-//! TTL, from one address. Its responses differ per subnet, so the subnet the query carried
-//! is part of the kind: the resolver is never limited for asking per subnet. A flood that
-//! varies the ECS option to escape the per-kind buckets meets a second, per-network bucket
-//! (`source_rate`, ten thousand responses a second by default), which a resolver at a
-//! realistic rate does not reach. Knot keys on the source and the qname and ignores ECS;
-//! NSD likewise: both would throttle such a resolver, or (per-name) let an ECS-varying flood
-//! through. TCP answers are never limited.
+//! TTL, from one address. Its responses differ per subnet, so the subnet is part of the
+//! kind, but only as far as the answer depends on it: left out when the reply's scope is 0
+//! (a static name answers every subnet alike, so random subnets on it are one kind), else
+//! cut to the scope or to a client network (/24, /56), whichever is coarser... but never
+//! coarser than a /24 (/56): a resolver that asks per /24 whatever scope it was given is
+//! never limited for it. A flood that varies the subnet of a steered name meets a second,
+//! per-network bucket (`source_rate`, ten thousand responses a second by default).
+//! TCP answers are never limited.
 //!
 //! Fixed memory: two tables of 64-bit atomic buckets, sized at start, updated with a
 //! compare-and-swap; no lock and no allocation per query. Buckets are found by a hash
@@ -28,7 +32,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::RrlSettings;
-use crate::wire::{Outcome, Rcode};
+use crate::wire::{Outcome, ResponseKind};
 
 /// Buckets per table (a power of two): 512 KiB each.
 const BUCKETS: usize = 1 << 16;
@@ -95,29 +99,44 @@ impl RateLimiter {
         let mut hasher = self.seed.build_hasher();
         hasher.write_u128(network);
         let network_hash = hasher.finish();
-        // The kind: rcode class and the name it is about, and the client subnet asked for.
-        let class = match outcome.rcode {
-            Rcode::NoError => 0u8,
-            Rcode::NxDomain => 1,
-            _ => 2,
-        };
-        hasher.write_u8(class);
-        match class {
-            0 => {
+        // The kind: what the response is about, and the client subnet it was for.
+        match outcome.kind {
+            ResponseKind::Answer => {
+                hasher.write_u8(0);
                 let end = 12 + usize::from(outcome.question_len);
                 for &byte in response.get(12..end).unwrap_or(&[]) {
                     hasher.write_u8(byte.to_ascii_lowercase());
                 }
             }
-            1 => hasher.write_usize(outcome.zone.unwrap_or(usize::MAX)),
-            _ => {}
-        }
-        if let Some((address, prefix)) = outcome.subnet {
-            match address {
-                IpAddr::V4(a) => hasher.write_u32(u32::from(a)),
-                IpAddr::V6(a) => hasher.write_u128(u128::from(a)),
+            ResponseKind::Empty => {
+                hasher.write_u8(1);
+                hasher.write_usize(outcome.zone.unwrap_or(usize::MAX));
             }
-            hasher.write_u8(prefix);
+            ResponseKind::Wildcard(wildcard) => {
+                hasher.write_u8(2);
+                hasher.write_usize(wildcard);
+            }
+            ResponseKind::Error => hasher.write_u8(3),
+        }
+        // Only as far as the answer depends on it: not at all for a scope of 0; else the
+        // subnet sent, no finer than the reply's scope or a client network (/24, /56), so
+        // a resolver asking per /24 keeps a bucket per /24 whatever scope it was given.
+        if let Some((address, source)) = outcome.subnet
+            && outcome.ecs_scope > 0
+        {
+            let scope = outcome.ecs_scope;
+            match address {
+                IpAddr::V4(a) => {
+                    let bits = source.min(scope.max(24));
+                    hasher.write_u32(u32::from(a) & mask32(bits));
+                    hasher.write_u8(bits);
+                }
+                IpAddr::V6(a) => {
+                    let bits = source.min(scope.max(56));
+                    hasher.write_u128(u128::from(a) & mask128(bits));
+                    hasher.write_u8(bits);
+                }
+            }
         }
         let kind_hash = hasher.finish();
         let allowed = take(&self.kinds, kind_hash, self.settings.rate, now_ms)
@@ -140,6 +159,20 @@ impl RateLimiter {
             _ => Verdict::Drop,
         }
     }
+}
+
+/// The first `bits` bits of an IPv4 address.
+fn mask32(bits: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(bits.min(32)))
+        .unwrap_or(0)
+}
+
+/// The first `bits` bits of an IPv6 address.
+fn mask128(bits: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(bits.min(128)))
+        .unwrap_or(0)
 }
 
 /// A client's network: an IPv4 /24 or an IPv6 /56, as a number tagged by family.
@@ -183,6 +216,7 @@ fn take(table: &[AtomicU64], hash: u64, rate: u32, now_ms: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Rcode;
 
     fn outcome(rcode: Rcode) -> Outcome {
         Outcome {
@@ -192,7 +226,13 @@ mod tests {
             qtype: 1,
             question_len: 5,
             subnet: None,
+            ecs_scope: 0,
             cookie_valid: false,
+            kind: match rcode {
+                Rcode::NoError => ResponseKind::Answer,
+                Rcode::NxDomain => ResponseKind::Empty,
+                _ => ResponseKind::Error,
+            },
         }
     }
 
@@ -253,6 +293,7 @@ mod tests {
         for i in 0..1_000u32 {
             let mut o = outcome(Rcode::NoError);
             o.subnet = Some((IpAddr::V4((0x0A00_0000 | (i << 8)).into()), 24));
+            o.ecs_scope = 24;
             if limiter.judge(resolver, &o, RESPONSE, 1_000, &mut limited) == Verdict::Send {
                 sent += 1;
             }
@@ -260,6 +301,70 @@ mod tests {
         assert_eq!(
             sent, 300,
             "every subnet answered until the network's ceiling"
+        );
+    }
+
+    /// Varying what a response is not about makes no new kind: the subnet of an answer
+    /// that holds for every subnet (scope 0), or beyond the reply's scope; the name or
+    /// type of a response with no data; the name under a wildcard.
+    #[test]
+    fn varying_what_a_response_is_not_about_makes_no_new_kind() {
+        let settings = RrlSettings {
+            rate: 5,
+            slip: 0,
+            ..RrlSettings::default()
+        };
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let flood = |vary: &dyn Fn(u32, &mut Outcome)| {
+            let limiter = RateLimiter::new(settings.clone());
+            let mut limited = 0;
+            (0..1_000u32)
+                .filter(|&i| {
+                    let mut o = outcome(Rcode::NoError);
+                    vary(i, &mut o);
+                    limiter.judge(client, &o, RESPONSE, 1_000, &mut limited) == Verdict::Send
+                })
+                .count()
+        };
+        let random_subnet = |i: u32, o: &mut Outcome| {
+            o.subnet = Some((IpAddr::V4((0x0A00_0000 | (i << 8)).into()), 24));
+        };
+        assert_eq!(
+            flood(&random_subnet),
+            5,
+            "scope 0: the subnet does not count"
+        );
+        assert_eq!(
+            flood(&|i, o| {
+                o.subnet = Some((IpAddr::V4((0x0A00_0000 | (i & 0xFF)).into()), 32));
+                o.ecs_scope = 24;
+            }),
+            5,
+            "addresses within one /24 scope"
+        );
+        assert_eq!(
+            flood(&|i, o| {
+                random_subnet(i, o);
+                o.ecs_scope = 8;
+            }),
+            1_000,
+            "a resolver asking per /24 under a coarse scope"
+        );
+        assert_eq!(
+            flood(&|i, o| {
+                o.kind = ResponseKind::Empty;
+                o.question_len = (i % 200) as u16;
+            }),
+            5,
+            "no data: the zone alone"
+        );
+        assert_eq!(
+            flood(&|i, o| {
+                o.kind = ResponseKind::Wildcard(7);
+                o.question_len = (i % 200) as u16;
+            }),
+            5,
+            "one wildcard"
         );
     }
 

@@ -813,3 +813,89 @@ fn a_feed_of_endless_new_groups_is_capped() {
         "{evicted} evicted of 15,000 for a cap of 10,000"
     );
 }
+
+/// Sends `queries` from one /24 as fast as the server takes them (in bursts of 100, each
+/// drained); how many came back as full (untruncated) answers.
+fn full_answers(server: &Server, from_ip: &str, queries: &[Vec<u8>]) -> usize {
+    let socket = std::net::UdpSocket::bind((from_ip, 0)).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let mut full = 0;
+    for burst in queries.chunks(100) {
+        for query in burst {
+            socket.send_to(query, server.addr).expect("send");
+        }
+        while let Ok((len, _)) = socket.recv_from(&mut buf) {
+            if len >= 12 && buf[2] & 0x02 == 0 {
+                full += 1;
+            }
+        }
+    }
+    full
+}
+
+/// Rate limiting cannot be bypassed by varying what a response is not about: from one
+/// /24, 2,000 queries with random types at the apex (mostly NODATA), random ECS subnets on
+/// a static name, or random labels under a wildcard get at most 20 % full answers, while
+/// the same number of identical-kind answers to a real resolver's per-subnet queries are
+/// another matter (see the test above).
+#[test]
+fn varying_the_query_does_not_bypass_rate_limiting() {
+    let policy = std::fs::read_to_string(repo("tests/fixtures/zones/test.example.yaml"))
+        .expect("policy")
+        .replace(
+            "records:\n",
+            "records:\n  \"*.edge\": {type: A, value: 192.0.2.9}\n  static: {type: A, value: 192.0.2.10}\n",
+        );
+    let server = Server::start(
+        &zone_dir("rrl-variation", &policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let mut rng = geosteer::random::XorShift::new(0x5eed_0001);
+    let n = 2_000;
+    let random_types: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            let rtype = loop {
+                let t = 1 + rng.below(65_000) as u16;
+                if ![41, 251, 252, 255].contains(&t) {
+                    break t;
+                }
+            };
+            q("test.example.", hickory_proto::rr::RecordType::from(rtype)).bytes()
+        })
+        .collect();
+    let random_subnets: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let subnet = format!("10.{}.{}.0", (i / 256) % 256, i % 256);
+            q("static.test.example.", hickory_proto::rr::RecordType::A)
+                .ecs(&subnet, 24)
+                .bytes()
+        })
+        .collect();
+    let random_labels: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            let name = format!("x{}.edge.test.example.", rng.next_u64());
+            q(&name, hickory_proto::rr::RecordType::A).bytes()
+        })
+        .collect();
+    for (what, queries, from_ip) in [
+        ("random types at the apex", &random_types, "127.0.0.171"),
+        (
+            "random ECS subnets on a static name",
+            &random_subnets,
+            "127.0.1.171",
+        ),
+        (
+            "random labels under a wildcard",
+            &random_labels,
+            "127.0.2.171",
+        ),
+    ] {
+        let full = full_answers(&server, from_ip, queries);
+        eprintln!("{what}: {full} full answers of {n}");
+        assert!(full * 5 <= n, "{what}: {full} full answers of {n}");
+    }
+}
