@@ -263,7 +263,13 @@ fn respond_to(
         reply.extended_rcode = ((rcode as u16) >> 4) as u8;
     }
     writer.rcode(rcode);
-    let limit = size_limit(query, transport, options);
+    let mut limit = size_limit(query, transport, options);
+    if transport == Transport::Udp && !exchange.cookie_valid {
+        // A source nobody vouched for is sent at most three times what it sent: optional
+        // additional data goes first, then the answer is truncated (TC: retry over TCP,
+        // or with a cookie).
+        limit = limit.min(AMPLIFICATION * packet.len());
+    }
     let truncated = fit(&mut writer, &exchange, edns.as_ref(), limit);
     if let Some(reply) = &edns {
         writer.record_with(Section::Additional, |out| {
@@ -590,6 +596,10 @@ struct Exchange {
     wildcard: Option<usize>,
 }
 
+/// The most a UDP reply to a source without a valid cookie may be, as a multiple of its
+/// query: what a forged source can be made to reflect.
+const AMPLIFICATION: usize = 3;
+
 /// The idle timeout a TCP connection is told, in the 100 ms units of RFC 7828.
 const KEEPALIVE: u16 = (super::options::TCP_IDLE_TIMEOUT.as_millis() / 100) as u16;
 
@@ -873,18 +883,21 @@ fn static_sets(
     qtype: u16,
     chase: &mut Chase,
 ) -> Step {
-    // ANY over UDP gets one RRset (RFC 8482): the zone cannot be made to reflect everything
-    // it holds at a name to a forged source. TCP gets them all.
-    let take = match (qtype, asked.exchange.transport) {
-        (QTYPE_ANY, Transport::Udp) => 1,
-        _ => sets.len(),
-    };
+    // ANY over UDP gets one RRset, the smallest (RFC 8482): the zone cannot be made to
+    // reflect everything it holds at a name to a forged source. TCP gets them all.
+    let smallest = (qtype == QTYPE_ANY && asked.exchange.transport == Transport::Udp)
+        .then(|| {
+            (sets.iter())
+                .filter(|s| s.rtype != QTYPE_CNAME)
+                .min_by_key(|s| s.bodies.iter().map(|b| b.len()).sum::<usize>())
+                .map(std::ptr::from_ref)
+        })
+        .flatten();
     let mut matched = false;
-    for set in sets
-        .iter()
-        .filter(|s| s.rtype == qtype || qtype == QTYPE_ANY)
-        .take(take)
-    {
+    for set in sets.iter().filter(|s| match smallest {
+        Some(chosen) => std::ptr::eq(*s, chosen),
+        None => s.rtype == qtype || qtype == QTYPE_ANY,
+    }) {
         let targets = push_set(asked.writer, Section::Answer, chase.owner, set);
         matched = true;
         if qtype == set.rtype && set.target_offset().is_some() {

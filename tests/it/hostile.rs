@@ -899,3 +899,97 @@ fn varying_the_query_does_not_bypass_rate_limiting() {
         assert!(full * 5 <= n, "{what}: {full} full answers of {n}");
     }
 }
+
+/// A query with one more EDNS option appended to its (last, empty) OPT record.
+fn with_option(mut packet: Vec<u8>, code: u16, data: &[u8]) -> Vec<u8> {
+    let rdlen_at = packet.len() - 2;
+    assert_eq!(
+        &packet[packet.len() - 11..packet.len() - 8],
+        &[0, 0, 41],
+        "an empty OPT last"
+    );
+    packet.extend_from_slice(&code.to_be_bytes());
+    packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    packet.extend_from_slice(data);
+    let rdlen = (4 + data.len()) as u16;
+    packet[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    packet
+}
+
+/// No reply over UDP to a source without a valid cookie is more than three times its
+/// query, for every name of the test zone (answers, CNAMEs, a delegation, NODATA, NXDOMAIN,
+/// a steered name) × query type × EDNS shape (none, small and large buffers, DO, ECS,
+/// NSID, a client cookie): ANY gets the smallest RRset, glue only what fits, and what
+/// cannot fit is truncated for a retry over TCP.
+#[test]
+fn no_reply_without_a_cookie_is_more_than_three_times_its_query() {
+    use hickory_proto::rr::RecordType::*;
+    let server = Server::start(
+        &repo("tests/fixtures/zones"),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--rrl-rate", "0"],
+    );
+    let names = [
+        "test.example.",
+        "www.test.example.",
+        "ns1.test.example.",
+        "ns2.test.example.",
+        "mail.test.example.",
+        "_rtmp._tcp.test.example.",
+        "caa.test.example.",
+        "big.test.example.",
+        "sub.test.example.",
+        "x.sub.test.example.",
+        "a.b.deep.test.example.",
+        "deep.test.example.",
+        "nope.test.example.",
+        "ingest.test.example.",
+        "alias-out.test.example.",
+        "_explain.ingest.test.example.",
+    ];
+    let types = [A, AAAA, ANY, TXT, MX, SOA, NS, CNAME, SRV, CAA, PTR, DNSKEY];
+    let (mut worst, mut checked) = ((0.0f64, String::new()), 0);
+    for name in names {
+        for rtype in types {
+            let shapes: [(&str, Vec<u8>); 7] = [
+                ("no EDNS", q(name, rtype).no_edns().bytes()),
+                ("EDNS 512", q(name, rtype).payload(512).bytes()),
+                ("EDNS 4096", q(name, rtype).bytes()),
+                ("ECS", q(name, rtype).ecs("127.1.0.0", 24).bytes()),
+                ("NSID", with_option(q(name, rtype).bytes(), 3, &[])),
+                (
+                    "client cookie",
+                    with_option(q(name, rtype).bytes(), 10, &[7; 8]),
+                ),
+                ("DO", {
+                    let mut p = q(name, rtype).bytes();
+                    let flags_at = p.len() - 4;
+                    p[flags_at] |= 0x80;
+                    p
+                }),
+            ];
+            for (shape, query) in shapes {
+                let reply = udp_raw(server.addr, from("127.9.0.9"), &query)
+                    .unwrap_or_else(|| panic!("no reply to {name} {rtype} {shape}"));
+                let ratio = reply.len() as f64 / query.len() as f64;
+                checked += 1;
+                if ratio > worst.0 {
+                    worst = (
+                        ratio,
+                        format!("{name} {rtype} {shape}: {} / {}", reply.len(), query.len()),
+                    );
+                }
+                assert!(
+                    ratio <= 3.0,
+                    "{name} {rtype} {shape}: {} bytes for a {}-byte query",
+                    reply.len(),
+                    query.len()
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{checked} combinations, the largest ratio {:.2} ({})",
+        worst.0, worst.1
+    );
+}

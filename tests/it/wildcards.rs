@@ -181,8 +181,10 @@ fn wildcard_answers_match_knot() {
     let mut differences = Vec::new();
     for (name, rtype) in cases {
         let query = q(name, rtype).bytes();
-        let ours = udp_raw(server.addr, Ipv4Addr::LOCALHOST.into(), &query).expect("our reply");
-        let theirs = udp_raw(knot.addr, Ipv4Addr::LOCALHOST.into(), &query).expect("Knot's reply");
+        // Over TCP: over UDP geosteer sends a source without a cookie at most three times
+        // its query (leaving additional data out), which Knot does not.
+        let ours = tcp_raw(server.addr, std::slice::from_ref(&query)).remove(0);
+        let theirs = tcp_raw(knot.addr, std::slice::from_ref(&query)).remove(0);
         let (ours, theirs) = (summary(&ours), summary(&theirs));
         if ours != theirs {
             differences.push(format!(
