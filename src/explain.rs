@@ -36,8 +36,13 @@ pub struct CandidateLine {
     pub expected_ms: f64,
     /// Where the expectation came from: "measured AS-JP 12 s ago" or "distance estimate".
     pub source: String,
-    /// Reported load.
+    /// Reported load (within its max_age).
     pub load: Option<f64>,
+    /// The loss rate of geosteer's own probes, as ranked (each point raises the score by
+    /// ten per cent).
+    pub probe_loss: f64,
+    /// The node's weight, which divides the score.
+    pub weight: u32,
     /// Health-derived availability.
     pub availability: Availability,
     /// Combined score (lower is better).
@@ -317,6 +322,8 @@ impl<'a> Case<'a> {
             expected_ms: expected.rtt_ms,
             source,
             load,
+            probe_loss: self.measured.probe_loss.get(&id).copied().unwrap_or(0.0),
+            weight: node.weight,
             availability: self.state_of(id),
             score,
         }
@@ -465,9 +472,15 @@ impl fmt::Display for Explanation {
             let distance = c
                 .distance_km
                 .map_or("-".to_string(), |d| format!("{d:.0} km"));
-            let load = c
+            let mut load = c
                 .load
                 .map_or(String::new(), |l| format!(", load {:.0} %", l * 100.0));
+            if c.probe_loss > 0.0 {
+                load += &format!(", probe loss {:.1} %", c.probe_loss * 100.0);
+            }
+            if c.weight != 1 {
+                load += &format!(", weight {}", c.weight);
+            }
             writeln!(
                 f,
                 "  {:<16} {:<6} {:>9}  expect {:>6.1} ms ({}{load})  {:?}  score {:.1}",

@@ -414,3 +414,67 @@ fn a_load_report_that_is_not_renewed_expires() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("loads[0]: it is older than 2 s"), "{body}");
 }
+
+/// A node that failed for a moment loses its probe-loss penalty once its probes succeed
+/// again: explain shows the term while it lasts, and none a while after recovery (the
+/// smoothed loss only tends to zero; below 1 % it counts as none).
+#[test]
+fn a_recovered_node_loses_its_probe_loss_penalty() {
+    use crate::support::nodes::{Behaviour, FakeNode};
+    let mut tokyo = FakeNode::start("127.0.0.110", Behaviour::Tcp);
+    let singapore = FakeNode::start("127.0.0.111", Behaviour::Tcp);
+    let text = format!(
+        "zone: lp.example\nsoa: {{primary: ns1.lp.example., contact: h.lp.example.}}\nns: [ns1.lp.example.]\n\
+         check: {{type: tcp, interval: 100ms, recheck: 50ms, timeout: 300ms, rise: 2, fall: 2}}\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{}], check: {{port: {}}}}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{}], check: {{port: {}}}}}\n\
+         steer:\n  ingest: {{answers: 1}}\n",
+        tokyo.addr.ip(),
+        tokyo.addr.port(),
+        singapore.addr.ip(),
+        singapore.addr.port()
+    );
+    let server = Server::start(
+        &zone_dir("probe-loss", &text),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+    );
+    let tokyo_line = || {
+        let (_, why) = http(
+            server.admin,
+            "GET",
+            "/explain?name=ingest.lp.example.&client=127.1.0.5",
+            None,
+        );
+        why.lines()
+            .find(|l| l.trim_start().starts_with("tokyo "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    eventually(Duration::from_secs(10), "Tokyo up", || {
+        let line = tokyo_line();
+        if line.contains("Up") {
+            Ok(())
+        } else {
+            Err(line)
+        }
+    });
+    tokyo.stop();
+    eventually(Duration::from_secs(10), "a probe-loss penalty", || {
+        let line = tokyo_line();
+        if line.contains("probe loss") {
+            Ok(())
+        } else {
+            Err(line)
+        }
+    });
+    tokyo.restart();
+    eventually(Duration::from_secs(60), "the penalty gone", || {
+        let line = tokyo_line();
+        if line.contains("Up") && !line.contains("probe loss") {
+            Ok(())
+        } else {
+            Err(line)
+        }
+    });
+}

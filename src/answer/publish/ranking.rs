@@ -150,6 +150,22 @@ impl Ranked {
 
 /// A change in a node's probe loss rate that is worth a re-ranking.
 const PROBE_LOSS_STEP: f64 = 0.05;
+/// Below this, a node's probe loss counts as none: a recovered node's smoothed loss only
+/// tends to zero, and a step rule alone would freeze the last penalty ranked.
+const PROBE_LOSS_FLOOR: f64 = 0.01;
+
+/// The probe loss rate ranking uses for a node now: its smoothed loss, or none below the
+/// floor; `Some` when it differs enough from the one ranked to re-rank.
+fn loss_to_rank(runtime: &NodeRuntime) -> Option<f64> {
+    let loss = if runtime.probe_loss < PROBE_LOSS_FLOOR {
+        0.0
+    } else {
+        runtime.probe_loss
+    };
+    let moved = (loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP;
+    let recovered = loss == 0.0 && runtime.ranked_loss != 0.0;
+    (moved || recovered).then_some(loss)
+}
 
 /// At a periodic tick: expires old measurements (when `aging`) and says whether latency
 /// inputs call for a re-ranking (measurements or loads exist, or probe loss moved
@@ -180,13 +196,37 @@ pub(super) fn latency_due(
                 || !measured.loads.is_empty();
         }
         for (ni, runtime) in nodes.get(zi).into_iter().flatten().enumerate() {
-            if (runtime.probe_loss - runtime.ranked_loss).abs() > PROBE_LOSS_STEP {
-                Arc::make_mut(latency)[zi]
-                    .probe_loss
-                    .insert(ni, runtime.probe_loss);
+            if let Some(loss) = loss_to_rank(runtime) {
+                Arc::make_mut(latency)[zi].probe_loss.insert(ni, loss);
                 due = true;
             }
         }
     }
     due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::AdminStatus;
+
+    /// A recovered node's smoothed probe loss only tends to zero: once below the floor it
+    /// is ranked as none, however small the last step, so no penalty stays behind.
+    #[test]
+    fn a_recovered_node_loses_its_probe_loss_penalty() {
+        let mut runtime = NodeRuntime::new(AdminStatus::Obey, SystemTime::UNIX_EPOCH);
+        runtime.ranked_loss = 0.06;
+        runtime.probe_loss = 0.03;
+        assert_eq!(
+            loss_to_rank(&runtime),
+            None,
+            "a small step: not worth a re-ranking"
+        );
+        runtime.probe_loss = 0.009;
+        assert_eq!(loss_to_rank(&runtime), Some(0.0), "below the floor: none");
+        runtime.ranked_loss = 0.0;
+        assert_eq!(loss_to_rank(&runtime), None, "ranked as none already");
+        runtime.probe_loss = 0.2;
+        assert_eq!(loss_to_rank(&runtime), Some(0.2));
+    }
 }
