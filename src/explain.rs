@@ -38,6 +38,8 @@ pub struct CandidateLine {
     pub source: String,
     /// Reported load (within its max_age).
     pub load: Option<f64>,
+    /// Seconds since that load was measured.
+    pub load_age_s: Option<f64>,
     /// The loss rate of geosteer's own probes, as ranked (each point raises the score by
     /// ten per cent).
     pub probe_loss: f64,
@@ -322,6 +324,13 @@ impl<'a> Case<'a> {
             expected_ms: expected.rtt_ms,
             source,
             load,
+            load_age_s: (self.measured.loads.get(&id))
+                .filter(|_| load.is_some())
+                .map(|l| {
+                    self.now
+                        .duration_since(l.at)
+                        .map_or(0.0, |d| d.as_secs_f64())
+                }),
             probe_loss: self.measured.probe_loss.get(&id).copied().unwrap_or(0.0),
             weight: node.weight,
             availability: self.state_of(id),
@@ -472,9 +481,11 @@ impl fmt::Display for Explanation {
             let distance = c
                 .distance_km
                 .map_or("-".to_string(), |d| format!("{d:.0} km"));
-            let mut load = c
-                .load
-                .map_or(String::new(), |l| format!(", load {:.0} %", l * 100.0));
+            let mut load = match (c.load, c.load_age_s) {
+                (Some(l), Some(age)) => format!(", load {:.0} % ({age:.0} s old)", l * 100.0),
+                (Some(l), None) => format!(", load {:.0} %", l * 100.0),
+                _ => String::new(),
+            };
             if c.probe_loss > 0.0 {
                 load += &format!(", probe loss {:.1} %", c.probe_loss * 100.0);
             }

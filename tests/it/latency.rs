@@ -397,6 +397,31 @@ fn a_load_report_that_is_not_renewed_expires() {
             Err(format!("{got:?}"))
         }
     });
+    // Its age is shown while it counts: in /nodes and in explain.
+    let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("JSON");
+    let tokyo = (nodes.as_array().into_iter().flatten())
+        .find(|n| n["node"] == "tokyo")
+        .expect("tokyo")
+        .clone();
+    assert!(
+        tokyo["load_age_s"].as_f64().is_some_and(|a| a < 2.0),
+        "{tokyo}"
+    );
+    // Explain reads the inputs of the last ranking (within the re-ranking interval).
+    eventually(Duration::from_secs(2), "the load's age in explain", || {
+        let (_, why) = http(
+            server.admin,
+            "GET",
+            "/explain?name=ingest.age.example.&client=127.1.0.5",
+            None,
+        );
+        if why.contains("load 99 % (") {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    });
     // Nobody renews the report: within the aging interval (5 s) after it is 2 s old,
     // Tokyo takes its clients back.
     eventually(Duration::from_secs(15), "the load expired", || {

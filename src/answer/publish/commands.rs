@@ -158,8 +158,11 @@ pub struct NodeStatus {
     pub probe_rtt_ms: Option<f64>,
     /// Smoothed probe failure rate.
     pub probe_loss: f64,
-    /// Last reported load (feed), 0..=1.5.
+    /// Last reported load (feed or check), 0..=1.5, while it counts (within the node's
+    /// `capacity.max_age`).
     pub load: Option<f64>,
+    /// Seconds since that load was measured.
+    pub load_age_s: Option<f64>,
     /// In a fleet: the health the answers use, decided by the zone's quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_health: Option<Health>,

@@ -120,7 +120,7 @@ impl NodeRuntime {
         &self,
         zone: &Zone,
         node: usize,
-        load: Option<f64>,
+        load: Option<crate::latency::Load>,
         now: SystemTime,
     ) -> NodeStatus {
         let spec = &zone.nodes[node];
@@ -147,7 +147,8 @@ impl NodeRuntime {
             since_s: age(self.since),
             probe_rtt_ms: self.probe_rtt_ms,
             probe_loss: self.probe_loss,
-            load,
+            load: load.map(|l| l.value),
+            load_age_s: load.map(|l| age(l.at)),
             fleet_health: None,
         }
     }

@@ -194,7 +194,10 @@ impl StateView {
         let runtime = self.nodes.get(zone)?.get(node)?;
         let spec = self.zones.get(zone)?;
         let max_age = spec.nodes.get(node)?.capacity.max_age;
-        let load = self.latency.get(zone)?.load(node, now, max_age);
+        let measured = self.latency.get(zone)?;
+        // Shown while it counts: a stale report is gone from the node's state.
+        let load =
+            (measured.load(node, now, max_age)).and_then(|_| measured.loads.get(&node).copied());
         let mut status = runtime.status(spec, node, load, now);
         status.fleet_health = self
             .fleet
