@@ -497,3 +497,94 @@ fn the_page_works_opened_with_credentials_in_its_address() {
         }
     });
 }
+
+/// A page on another site cannot drain a node through the operator's browser, even once
+/// the operator has logged in to the status page (the browser then sends that login with
+/// every request to the admin address): its form POST is refused and the node stays in.
+#[test]
+fn a_page_on_another_site_cannot_drain_a_node_through_the_browser() {
+    use std::io::{Read, Write};
+    let server = Server::start_with_env(
+        &repo("zones"),
+        &repo("geo/dbip-country.mmdb"),
+        &[],
+        &[("GEOSTEER_ADMIN_TOKEN", "s3cret")],
+    );
+    // The other site: a page that posts a form to the admin interface as soon as it loads.
+    let evil = std::net::TcpListener::bind("127.0.0.2:0").expect("bind the other site");
+    let site = evil.local_addr().expect("address");
+    let target = format!(
+        "http://{}/nodes/live.example.net/tokyo-1/drain",
+        server.admin
+    );
+    let page = format!(
+        "<!doctype html><title>cats</title><form method=post action='{target}'>\
+         <input name=x value=1></form><script>document.forms[0].submit()</script>"
+    );
+    evil.set_nonblocking(true).expect("non-blocking");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = std::sync::Arc::clone(&stop);
+    let serving = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut served = 0;
+        while served < 5
+            && std::time::Instant::now() < deadline
+            && !stopped.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let Ok((mut stream, _)) = evil.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            served += 1;
+        }
+    });
+    let browser = Browser::start(1000, 800);
+    // The operator logs in to the status page.
+    browser.goto(&format!("http://operator:s3cret@{}/", server.admin));
+    eventually(Duration::from_secs(15), "the status page loaded", || {
+        let title = browser.eval("return document.title;");
+        if title.as_str().unwrap_or_default().contains("geosteer") {
+            Ok(())
+        } else {
+            Err(title.to_string())
+        }
+    });
+    // Then visits the other site, whose form posts to the admin interface.
+    browser.goto(&format!("http://{site}/"));
+    eventually(
+        Duration::from_secs(15),
+        "the form posted and refused",
+        || {
+            let body = browser.eval("return document.body ? document.body.innerText : '';");
+            let text = body.as_str().unwrap_or_default();
+            if text.contains("refused") || text.contains("Basic authentication") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} at {}",
+                    text,
+                    browser.eval("return location.href;")
+                ))
+            }
+        },
+    );
+    let (_, nodes) = http(server.admin, "GET", "/nodes", Some("s3cret"));
+    let nodes: Value = serde_json::from_str(&nodes).expect("JSON");
+    let tokyo = (nodes.as_array().into_iter().flatten())
+        .find(|n| n["node"] == "tokyo-1")
+        .expect("tokyo-1")
+        .clone();
+    assert_eq!(tokyo["override"], Value::Null, "{tokyo}");
+    drop(browser);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = serving.join();
+}
