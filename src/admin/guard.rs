@@ -8,8 +8,10 @@
 //!   421 Misdirected Request, on every route.
 //! - **Writes** (POST) must be requests a web page cannot send cross-site without a CORS
 //!   preflight, which this interface never grants: a bearer token, a JSON body
-//!   (`Content-Type: application/json`) or the header `X-Geosteer`. A POST whose `Origin`
-//!   is not this interface's own, or that the browser marks as cross-site
+//!   (`Content-Type: application/json`) or the header `X-Geosteer` — or a request with none
+//!   of the marks a browser puts on every POST (`Origin`, `Sec-Fetch-Site`) and on every
+//!   body (`Content-Type`), as `curl -XPOST` sends. A POST whose `Origin` is not this
+//!   interface's own, or that the browser marks as cross-site or same-site
 //!   (`Sec-Fetch-Site`), is refused (403) whatever it carries.
 //! - **Basic authentication** (how a browser logs in to the status page, and then sends on
 //!   its own with every request to this address) is accepted for reads only: with a token
@@ -50,8 +52,8 @@ impl std::fmt::Display for Refusal {
             Refusal::CrossSite(why) => write!(
                 f,
                 "refused: {why}; a change must carry a bearer token, a JSON body \
-                 (Content-Type: application/json) or the header X-Geosteer: 1, and come from \
-                 this interface's own origin"
+                 (Content-Type: application/json) or the header X-Geosteer: 1 (or be a bare \
+                 curl -XPOST), and come from this interface's own origin"
             ),
             Refusal::BasicForWrite => write!(
                 f,
@@ -125,7 +127,13 @@ pub(super) fn check(method: &Method, headers: &HeaderMap, access: &Access) -> Re
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
     });
     let marked = headers.contains_key("x-geosteer");
-    if bearer || json || marked {
+    // A browser marks every POST it sends (Origin, Sec-Fetch-Site) and every form or
+    // script body (Content-Type); a request with none of them comes from a tool such as
+    // curl, not from a page.
+    let unmarked = !headers.contains_key(header::ORIGIN)
+        && !headers.contains_key("sec-fetch-site")
+        && !headers.contains_key(header::CONTENT_TYPE);
+    if bearer || json || marked || unmarked {
         Ok(())
     } else {
         Err(Refusal::CrossSite("a web page could have sent it"))
@@ -183,9 +191,13 @@ mod tests {
         let host = ("host", "127.0.0.1:8053");
         let post =
             |pairs: &[(&str, &str)], access: &Access| check(&Method::POST, &headers(pairs), access);
-        // A form POST from another site, with or without its Origin.
+        // A form POST from another site, with or without its Origin; a script's body.
         let form = ("content-type", "application/x-www-form-urlencoded");
         assert!(post(&[host, form], &open).is_err());
+        assert!(post(&[host, ("content-type", "text/plain")], &open).is_err());
+        assert!(post(&[host, ("origin", "http://evil.example")], &open).is_err());
+        // curl -XPOST: none of a browser's marks.
+        assert_eq!(post(&[host], &open), Ok(()));
         assert!(post(&[host, form, ("origin", "http://evil.example")], &open).is_err());
         assert!(
             post(

@@ -315,10 +315,10 @@ fn cross_site_writes_and_rebinding_are_refused() {
     let (status, response) = raw(admin, &form);
     assert_eq!(status, 403, "{response}");
     assert!(response.contains("X-Geosteer"), "{response}");
-    // Without an Origin (older browsers, some redirects): still not a request a page
-    // cannot forge.
-    let bare = format!("POST /reload HTTP/1.1\r\nHost: {admin}");
-    assert_eq!(raw(admin, &bare).0, 403);
+    // Without an Origin (older browsers, some redirects), a body a script could send: still
+    // not a request a page cannot forge.
+    let plain = format!("POST /reload HTTP/1.1\r\nHost: {admin}\r\nContent-Type: text/plain");
+    assert_eq!(raw(admin, &plain).0, 403);
     let marked_cross_site = format!(
         "POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}\r\nX-Geosteer: 1\r\nSec-Fetch-Site: cross-site"
     );
@@ -338,7 +338,15 @@ fn cross_site_writes_and_rebinding_are_refused() {
         .0,
         200
     );
-    // What operators do: curl with the header, or a JSON body (the harness's requests).
+    // What operators do: curl -XPOST (none of a browser's marks), the header, or a JSON
+    // body (the harness's requests).
+    let curl = format!("POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}");
+    assert_eq!(raw(admin, &curl).0, 200);
+    assert!(drained());
+    assert_eq!(
+        http(admin, "POST", "/nodes/test.example/tokyo/obey", None).0,
+        200
+    );
     let curl =
         format!("POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}\r\nX-Geosteer: 1");
     assert_eq!(raw(admin, &curl).0, 200);
