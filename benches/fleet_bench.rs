@@ -100,6 +100,18 @@ fn until_all_back(servers: &[Server], back: &str) {
     }
 }
 
+/// A node failure (its listener stopped): the time until the last instance answers
+/// without it; then it returns, and is back everywhere.
+fn failure_trial(servers: &[Server], node: &mut FakeNode, node_ip: &str) -> Duration {
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    node.stop();
+    let took = until_all_moved(servers, node_ip, started);
+    node.restart();
+    until_all_back(servers, node_ip);
+    took
+}
+
 /// A drain through instance 0: the time until the last instance answers without the
 /// node; then cleared, and back everywhere.
 fn drain_trial(servers: &[Server], node_ip: &str) -> Duration {
@@ -126,19 +138,24 @@ fn drain_trial(servers: &[Server], node_ip: &str) -> Duration {
 fn etcd_puts(etcd: &EtcdCluster) -> f64 {
     // Every member counts the puts it applies: the most any member counts is the
     // cluster's (a member that was stopped counts those it missed as it catches up).
-    etcd.clients
-        .iter()
+    // Older etcd names the counter etcd_debugging_mvcc_put_total; some versions export both.
+    ["etcd_mvcc_put_total", "etcd_debugging_mvcc_put_total"]
+        .into_iter()
+        .flat_map(|metric| per_member(etcd, |name| name == metric))
+        .fold(0.0, f64::max)
+}
+
+/// Each member's sum of the samples of the metrics `named` accepts.
+fn per_member(etcd: &EtcdCluster, named: impl Fn(&str) -> bool) -> Vec<f64> {
+    (etcd.clients.iter())
         .map(|client| {
             let (_, text) = http(*client, "GET", "/metrics", None);
             text.lines()
-                .filter(|l| {
-                    l.starts_with("etcd_mvcc_put_total")
-                        || l.starts_with("etcd_debugging_mvcc_put_total")
-                })
+                .filter(|l| named(l.split([' ', '{']).next().unwrap_or_default()))
                 .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-                .fold(0.0, f64::max)
+                .sum::<f64>()
         })
-        .fold(0.0, f64::max)
+        .collect()
 }
 
 /// Established TCP connections from each instance's process to any etcd member, by
@@ -168,16 +185,7 @@ fn etcd_connections(servers: &[Server], etcd: &EtcdCluster) -> Vec<usize> {
 /// A counter of etcd's summed over its members (renewals and proposals are counted by the
 /// leader only, and the leader may move).
 fn etcd_sum(etcd: &EtcdCluster, metric: &str) -> f64 {
-    etcd.clients
-        .iter()
-        .map(|client| {
-            let (_, text) = http(*client, "GET", "/metrics", None);
-            text.lines()
-                .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(' '))
-                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-                .sum::<f64>()
-        })
-        .sum()
+    per_member(etcd, |name| name == metric).into_iter().sum()
 }
 
 /// Lease renewals (keep-alives), which are not puts.
@@ -355,15 +363,9 @@ fn main() {
             drains.push(drain_trial(&servers, &tokyo_ip));
         }
         report(&format!("drain → last of {size} instances"), &mut drains);
-        let mut failures = Vec::new();
-        for _ in 0..TRIALS {
-            std::thread::sleep(Duration::from_millis(300));
-            let started = Instant::now();
-            tokyo.stop();
-            failures.push(until_all_moved(&servers, &tokyo_ip, started));
-            tokyo.restart();
-            until_all_back(&servers, &tokyo_ip);
-        }
+        let mut failures: Vec<Duration> = (0..TRIALS)
+            .map(|_| failure_trial(&servers, &mut tokyo, &tokyo_ip))
+            .collect();
         report(
             &format!("node failure → last of {size} instances"),
             &mut failures,
@@ -397,15 +399,9 @@ fn main() {
             format!("every one of {size} instances past a stopped member"),
             paused.elapsed().as_secs_f64() * 1e3
         );
-        let mut failures = Vec::new();
-        for _ in 0..TRIALS {
-            std::thread::sleep(Duration::from_millis(300));
-            let started = Instant::now();
-            tokyo.stop();
-            failures.push(until_all_moved(&servers, &tokyo_ip, started));
-            tokyo.restart();
-            until_all_back(&servers, &tokyo_ip);
-        }
+        let mut failures: Vec<Duration> = (0..TRIALS)
+            .map(|_| failure_trial(&servers, &mut tokyo, &tokyo_ip))
+            .collect();
         report(
             &format!("node failure → last of {size}, member 0 stopped"),
             &mut failures,

@@ -41,6 +41,7 @@ const QTYPE_ANY: u16 = RecordType::ANY.0;
 const MAX_CNAME_HOPS: usize = 8;
 
 /// EDNS details of the query that shape the response.
+#[derive(Default)]
 struct EdnsReply<'a> {
     dnssec_ok: bool,
     subnet: Option<ClientSubnet>,
@@ -152,7 +153,7 @@ fn precheck(packet: &[u8], out: &mut Vec<u8>) -> Result<(), Option<Outcome>> {
         } else {
             Rcode::FormErr
         };
-        return Err(Some(header_only(packet, rcode, out)));
+        return Err(Some(header_only(packet, rcode, None, out)));
     }
     Ok(())
 }
@@ -173,12 +174,12 @@ fn respond_parsed_by_hickory(
     let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
         // An opcode the parser does not know is not a malformed query: not implemented.
         if opcode(packet) != 0 {
-            return Some(header_only(packet, Rcode::NotImp, out));
+            return Some(header_only(packet, Rcode::NotImp, None, out));
         }
         // A query with an OPT record gets one back, whatever made it unreadable, as a
         // FORMERR for a bad option always does.
         let opt = wire.opt.then_some(options.max_udp_payload);
-        return Some(formerr(packet, opt, out));
+        return Some(header_only(packet, Rcode::FormErr, opt, out));
     };
     let one_question = request.queries.len() == 1;
     let view = QueryView {
@@ -388,43 +389,15 @@ fn fit(writer: &mut Writer, exchange: &Exchange, edns: Option<&EdnsReply>, limit
     false
 }
 
-/// A FORMERR for a query whose body cannot be parsed: header only, with an empty OPT
-/// record offering `payload` when the query had one.
-fn formerr(packet: &[u8], payload: Option<u16>, out: &mut Vec<u8>) -> Outcome {
-    let Some(payload) = payload else {
-        return header_only(packet, Rcode::FormErr, out);
-    };
-    let mut writer = Writer::start(packet, None, out);
-    writer.rcode(Rcode::FormErr);
-    let empty = EdnsReply {
-        dnssec_ok: false,
-        subnet: None,
-        scope: 0,
-        extended_rcode: 0,
-        cookie: None,
-        nsid: None,
-        keepalive: None,
-        error: None,
-    };
-    writer.record_with(Section::Additional, |out| push_opt(out, &empty, payload));
-    writer.finish();
-    Outcome {
-        rcode: Rcode::FormErr,
-        truncated: false,
-        zone: None,
-        qtype: 0,
-        question_len: 0,
-        subnet: None,
-        cookie_valid: false,
-        ecs_scope: 0,
-        kind: ResponseKind::Error,
-    }
-}
-
-/// A header-only reply (FORMERR, NOTIMP) for a query whose body cannot be parsed.
-fn header_only(packet: &[u8], rcode: Rcode, out: &mut Vec<u8>) -> Outcome {
+/// A reply without records (FORMERR, NOTIMP) to a query whose body cannot be parsed, with
+/// an empty OPT record offering `payload` when the query had one.
+fn header_only(packet: &[u8], rcode: Rcode, payload: Option<u16>, out: &mut Vec<u8>) -> Outcome {
     let mut writer = Writer::start(packet, None, out);
     writer.rcode(rcode);
+    if let Some(payload) = payload {
+        let empty = EdnsReply::default();
+        writer.record_with(Section::Additional, |out| push_opt(out, &empty, payload));
+    }
     writer.finish();
     Outcome {
         rcode,

@@ -444,7 +444,7 @@ impl Etcd {
         lease: i64,
     ) -> Result<Option<i64>, EtcdError> {
         let condition = match compare {
-            Compare::Absent | Compare::Unchanged(0) => {
+            Compare::Unchanged(0) => {
                 etcd_client::Compare::create_revision(key, CompareOp::Equal, 0)
             }
             Compare::Unchanged(revision) => {
@@ -587,8 +587,6 @@ pub const MAX_TXN_OPS: usize = 128;
 /// What a conditional write requires of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compare {
-    /// It does not exist.
-    Absent,
     /// Its last write is the one of this revision as seen (0: it did not exist).
     Unchanged(i64),
     /// It lives under this lease.

@@ -405,7 +405,8 @@ impl Membership {
 /// identity: the key must be absent, or under this member's own previous lease.
 async fn register(link: &Link<'_>, value: &str, previous: i64) -> Result<(), EtcdError> {
     let key = (link.config).key(&["members", &link.config.identity, "registration"]);
-    let mut compares = vec![Compare::Absent];
+    // Unchanged since revision 0: absent.
+    let mut compares = vec![Compare::Unchanged(0)];
     if previous != 0 {
         compares.push(Compare::Lease(previous));
     }

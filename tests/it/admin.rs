@@ -275,27 +275,6 @@ fn a_feed_batch_too_large_to_share_is_refused_with_413() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Sends `head` (request line and headers, without the blank line) and an empty body to
-/// the admin interface; the status and the whole response.
-fn raw(admin: std::net::SocketAddr, head: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "{head}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = (response.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
-
 /// The operator's browser cannot be turned against the admin interface: a cross-site form
 /// POST (no token on loopback, the default) changes nothing, a rebinding Host is refused on
 /// every route, and with a token a browser's cached Basic login reads but never writes;
@@ -312,26 +291,26 @@ fn cross_site_writes_and_rebinding_are_refused() {
         "POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}\r\n\
          Origin: http://evil.example\r\nContent-Type: application/x-www-form-urlencoded"
     );
-    let (status, response) = raw(admin, &form);
+    let (status, response) = admin_raw(admin, &form);
     assert_eq!(status, 403, "{response}");
     assert!(response.contains("X-Geosteer"), "{response}");
     // Without an Origin (older browsers, some redirects), a body a script could send: still
     // not a request a page cannot forge.
     let plain = format!("POST /reload HTTP/1.1\r\nHost: {admin}\r\nContent-Type: text/plain");
-    assert_eq!(raw(admin, &plain).0, 403);
+    assert_eq!(admin_raw(admin, &plain).0, 403);
     let marked_cross_site = format!(
         "POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}\r\nX-Geosteer: 1\r\nSec-Fetch-Site: cross-site"
     );
-    assert_eq!(raw(admin, &marked_cross_site).0, 403);
+    assert_eq!(admin_raw(admin, &marked_cross_site).0, 403);
     assert!(!drained(), "a refused request drained the node");
     // DNS rebinding: a name the attacker owns, pointed at this address.
     for path in ["/config", "/nodes", "/", "/readyz"] {
         let rebound = format!("GET {path} HTTP/1.1\r\nHost: rebind.evil.example:8053");
-        let (status, response) = raw(admin, &rebound);
+        let (status, response) = admin_raw(admin, &rebound);
         assert_eq!(status, 421, "{path}: {response}");
     }
     assert_eq!(
-        raw(
+        admin_raw(
             admin,
             &format!("GET /config HTTP/1.1\r\nHost: localhost:{}", admin.port())
         )
@@ -341,7 +320,7 @@ fn cross_site_writes_and_rebinding_are_refused() {
     // What operators do: curl -XPOST (none of a browser's marks), the header, or a JSON
     // body (the harness's requests).
     let curl = format!("POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}");
-    assert_eq!(raw(admin, &curl).0, 200);
+    assert_eq!(admin_raw(admin, &curl).0, 200);
     assert!(drained());
     assert_eq!(
         http(admin, "POST", "/nodes/test.example/tokyo/obey", None).0,
@@ -349,7 +328,7 @@ fn cross_site_writes_and_rebinding_are_refused() {
     );
     let curl =
         format!("POST /nodes/test.example/tokyo/drain HTTP/1.1\r\nHost: {admin}\r\nX-Geosteer: 1");
-    assert_eq!(raw(admin, &curl).0, 200);
+    assert_eq!(admin_raw(admin, &curl).0, 200);
     assert!(drained());
     assert_eq!(
         http(admin, "POST", "/nodes/test.example/tokyo/obey", None).0,
@@ -366,7 +345,7 @@ fn cross_site_writes_and_rebinding_are_refused() {
     let basic = format!("Authorization: Basic {}", base64_encode(b"operator:s3cret"));
     let host = format!("Host: {}", secured.admin);
     assert_eq!(
-        raw(
+        admin_raw(
             secured.admin,
             &format!("GET /nodes HTTP/1.1\r\n{host}\r\n{basic}")
         )
@@ -376,11 +355,11 @@ fn cross_site_writes_and_rebinding_are_refused() {
     let write = format!(
         "POST /nodes/test.example/tokyo/drain HTTP/1.1\r\n{host}\r\n{basic}\r\nX-Geosteer: 1"
     );
-    let (status, response) = raw(secured.admin, &write);
+    let (status, response) = admin_raw(secured.admin, &write);
     assert_eq!(status, 403, "{response}");
     assert!(response.contains("Bearer"), "{response}");
     let bearer = format!(
         "POST /nodes/test.example/tokyo/drain HTTP/1.1\r\n{host}\r\nAuthorization: Bearer s3cret"
     );
-    assert_eq!(raw(secured.admin, &bearer).0, 200);
+    assert_eq!(admin_raw(secured.admin, &bearer).0, 200);
 }

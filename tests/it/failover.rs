@@ -695,18 +695,9 @@ fn overrides_survive_a_restart_through_the_state_file() {
     let (status, body) = http(server.admin, "POST", "/nodes/hc.example/tokyo/drain", None);
     assert_eq!(status, 200, "{body}");
     // Written off the publisher's task: wait until the file holds the drain.
-    eventually(
-        Duration::from_secs(5),
-        "the drain in the state file",
-        || {
-            let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
-            if text.contains("\"drain\"") {
-                Ok(())
-            } else {
-                Err(text)
-            }
-        },
-    );
+    until_file(&state, "the drain in the state file", |text| {
+        text.contains("\"drain\"")
+    });
     drop(server);
     let server = start();
     assert_eq!(
@@ -716,18 +707,9 @@ fn overrides_survive_a_restart_through_the_state_file() {
     );
     let (status, _) = http(server.admin, "POST", "/nodes/hc.example/tokyo/obey", None);
     assert_eq!(status, 200);
-    eventually(
-        Duration::from_secs(5),
-        "the clearing in the state file",
-        || {
-            let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
-            if text.contains("\"drain\"") {
-                Err(text)
-            } else {
-                Ok(())
-            }
-        },
-    );
+    until_file(&state, "the clearing in the state file", |text| {
+        !text.contains("\"drain\"")
+    });
     drop(server);
     let server = start();
     assert_eq!(

@@ -31,18 +31,22 @@ fn policy(tokyo: &FakeNode, singapore: &FakeNode, quorum: &str) -> String {
 }
 
 fn instance(zones: &Path, etcd: &EtcdCluster, identity: &str) -> Server {
-    Server::start(
-        zones,
-        &repo("tests/fixtures/geo-city.mmdb"),
-        &[
-            "--fleet",
-            &etcd.endpoints(),
-            "--fleet-prefix",
-            "/test",
-            "--identity",
-            identity,
-        ],
-    )
+    member(zones, &etcd.endpoints(), identity, &[])
+}
+
+/// An instance `identity` of the fleet at `endpoints` (prefix `/test`), with `extra`
+/// arguments.
+fn member(zones: &Path, endpoints: &str, identity: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--fleet",
+        endpoints,
+        "--fleet-prefix",
+        "/test",
+        "--identity",
+        identity,
+    ];
+    args.extend(extra);
+    Server::start(zones, &repo("tests/fixtures/geo-city.mmdb"), &args)
 }
 
 fn answers(server: &Server) -> Vec<String> {
@@ -806,18 +810,7 @@ fn a_learner_listed_first_is_passed_over() {
     let endpoints: Vec<String> = etcd.endpoints().split(',').map(str::to_string).collect();
     let learner_first = format!("{},{}", endpoints[learner], endpoints[0]);
     let dir = zone_dir("fleet-learner", &policy(&tokyo, &singapore, "majority"));
-    let a = Server::start(
-        &dir,
-        &repo("tests/fixtures/geo-city.mmdb"),
-        &[
-            "--fleet",
-            &learner_first,
-            "--fleet-prefix",
-            "/test",
-            "--identity",
-            "a",
-        ],
-    );
+    let a = member(&dir, &learner_first, "a", &[]);
     until_connected(&a, &["a"], "connected past the learner");
     // The learner does refuse: what the instance passed over.
     let refused = etcd.etcdctl(learner, &["get", "/test/", "--prefix"]);
@@ -892,18 +885,7 @@ fn an_override_set_while_cut_off_does_not_overrule_the_fleet_s_later_word() {
     let relay = geosteer_harness::proxy::Relay::start(etcd.clients[0]);
     let dir = zone_dir("fleet-replay", &policy(&tokyo, &singapore, "majority"));
     let a = instance(&dir, &etcd, "a");
-    let c = Server::start(
-        &dir,
-        &repo("tests/fixtures/geo-city.mmdb"),
-        &[
-            "--fleet",
-            &relay.url(),
-            "--fleet-prefix",
-            "/test",
-            "--identity",
-            "c",
-        ],
-    );
+    let c = member(&dir, &relay.url(), "c", &[]);
     let both = addresses(&[&tokyo, &singapore]);
     let singapore_only = addresses(&[&singapore]);
     for server in [&a, &c] {
@@ -960,24 +942,9 @@ fn a_restart_with_etcd_down_keeps_the_fleet_s_drain() {
     let endpoints = etcd.endpoints();
     let dir = zone_dir("fleet-kept", &policy(&tokyo, &singapore, "majority"));
     let state = dir.join("c-state.json");
-    let start = || {
-        Server::start(
-            &dir,
-            &repo("tests/fixtures/geo-city.mmdb"),
-            &[
-                "--fleet",
-                &endpoints,
-                "--fleet-prefix",
-                "/test",
-                "--identity",
-                "c",
-                "--state-file",
-                state.to_str().expect("UTF-8"),
-                "--fleet-ready-wait-ms",
-                "3000",
-            ],
-        )
-    };
+    let state_arg = state.to_str().expect("UTF-8");
+    let kept = ["--state-file", state_arg, "--fleet-ready-wait-ms", "5000"];
+    let start = || member(&dir, &endpoints, "c", &kept);
     let both = addresses(&[&tokyo, &singapore]);
     let singapore_only = addresses(&[&singapore]);
     let c = start();
@@ -986,18 +953,9 @@ fn a_restart_with_etcd_down_keeps_the_fleet_s_drain() {
     let output = fleet_command(&etcd, &["drain", "fleet.example", "tokyo"]);
     assert!(output.status.success(), "{output:?}");
     until_answers(&c, &singapore_only, "the fleet's drain");
-    eventually(
-        Duration::from_secs(5),
-        "the drain in the state file",
-        || {
-            let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
-            if text.contains("\"drain\"") {
-                Ok(())
-            } else {
-                Err(text)
-            }
-        },
-    );
+    until_file(&state, "the drain in the state file", |text| {
+        text.contains("\"drain\"")
+    });
     drop(c);
     etcd.stop_member(0);
     let c = start();
@@ -1009,7 +967,7 @@ fn a_restart_with_etcd_down_keeps_the_fleet_s_drain() {
     let (status, body) = http(c.admin, "GET", "/readyz", None);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the fleet's state not read yet"), "{body}");
-    eventually(Duration::from_secs(10), "ready on what was kept", || {
+    eventually(Duration::from_secs(15), "ready on what was kept", || {
         let (status, body) = http(c.admin, "GET", "/readyz", None);
         if status == 200 && body.contains("fleet degraded") {
             Ok(())
@@ -1070,27 +1028,15 @@ fn members_allowed_only_their_own_keys_share_one_view() {
     let singapore = FakeNode::start("127.0.0.103", Behaviour::Tcp);
     let etcd = EtcdCluster::start_with_member_roles(&etcd_dir("roles"), &["a", "b"]);
     let dir = zone_dir("fleet-roles", &policy(&tokyo, &singapore, "majority"));
-    let member = |identity: &str| {
+    let endpoints = etcd.endpoints();
+    let with_role = |identity: &str| {
         let password = dir.join(format!("{identity}.password"));
         std::fs::write(&password, member_password(identity)).expect("password file");
-        Server::start(
-            &dir,
-            &repo("tests/fixtures/geo-city.mmdb"),
-            &[
-                "--fleet",
-                &etcd.endpoints(),
-                "--fleet-prefix",
-                "/test",
-                "--fleet-user",
-                identity,
-                "--fleet-password-file",
-                password.to_str().expect("UTF-8"),
-                "--identity",
-                identity,
-            ],
-        )
+        let password = password.to_str().expect("UTF-8").to_string();
+        let login = ["--fleet-user", identity, "--fleet-password-file", &password];
+        member(&dir, &endpoints, identity, &login)
     };
-    let (a, b) = (member("a"), member("b"));
+    let (a, b) = (with_role("a"), with_role("b"));
     let both = addresses(&[&tokyo, &singapore]);
     for server in [&a, &b] {
         until_answers(server, &both, "every node up");

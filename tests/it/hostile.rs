@@ -900,22 +900,6 @@ fn varying_the_query_does_not_bypass_rate_limiting() {
     }
 }
 
-/// A query with one more EDNS option appended to its (last, empty) OPT record.
-fn with_option(mut packet: Vec<u8>, code: u16, data: &[u8]) -> Vec<u8> {
-    let rdlen_at = packet.len() - 2;
-    assert_eq!(
-        &packet[packet.len() - 11..packet.len() - 8],
-        &[0, 0, 41],
-        "an empty OPT last"
-    );
-    packet.extend_from_slice(&code.to_be_bytes());
-    packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    packet.extend_from_slice(data);
-    let rdlen = (4 + data.len()) as u16;
-    packet[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-    packet
-}
-
 /// No reply over UDP to a source without a valid cookie is more than three times its
 /// query, for every name of the test zone (answers, CNAMEs, a delegation, NODATA, NXDOMAIN,
 /// a steered name) × query type × EDNS shape (none, small and large buffers, DO, ECS,

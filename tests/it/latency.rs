@@ -476,30 +476,19 @@ fn a_recovered_node_loses_its_probe_loss_penalty() {
             .unwrap_or_default()
             .to_string()
     };
-    eventually(Duration::from_secs(10), "Tokyo up", || {
-        let line = tokyo_line();
-        if line.contains("Up") {
-            Ok(())
-        } else {
-            Err(line)
-        }
-    });
+    let until_line = |secs: u64, what: &str, holds: &dyn Fn(&str) -> bool| {
+        eventually(Duration::from_secs(secs), what, || {
+            let line = tokyo_line();
+            if holds(&line) { Ok(()) } else { Err(line) }
+        });
+    };
+    until_line(10, "Tokyo up", &|line| line.contains("Up"));
     tokyo.stop();
-    eventually(Duration::from_secs(10), "a probe-loss penalty", || {
-        let line = tokyo_line();
-        if line.contains("probe loss") {
-            Ok(())
-        } else {
-            Err(line)
-        }
+    until_line(10, "a probe-loss penalty", &|line| {
+        line.contains("probe loss")
     });
     tokyo.restart();
-    eventually(Duration::from_secs(60), "the penalty gone", || {
-        let line = tokyo_line();
-        if line.contains("Up") && !line.contains("probe loss") {
-            Ok(())
-        } else {
-            Err(line)
-        }
+    until_line(60, "the penalty gone", &|line| {
+        line.contains("Up") && !line.contains("probe loss")
     });
 }

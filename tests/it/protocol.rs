@@ -331,14 +331,8 @@ fn additional_data_is_sent_when_it_fits_and_left_out_without_tc_when_not() {
     assert!(reply.metadata.truncation);
     // A source that proved itself with a cookie (RFC 7873) and takes 512 bytes: the NS
     // set fits, its addresses do not, and there is no TC for them.
-    let with_cookie = |cookie: &[u8]| {
-        let mut packet = q("a.example.", NS).payload(512).bytes();
-        let rdlen_at = packet.len() - 2;
-        packet.extend_from_slice(&[0, 10, 0, cookie.len() as u8]);
-        packet.extend_from_slice(cookie);
-        packet[rdlen_at..rdlen_at + 2].copy_from_slice(&(4 + cookie.len() as u16).to_be_bytes());
-        packet
-    };
+    let with_cookie =
+        |cookie: &[u8]| with_option(q("a.example.", NS).payload(512).bytes(), 10, cookie);
     let first = udp_raw(server.addr, from("127.0.0.1"), &with_cookie(&[7; 8])).expect("a reply");
     let at = (first.windows(4))
         .position(|w| w == [0, 10, 0, 24])

@@ -413,22 +413,7 @@ fn a_burst_of_what_ifs_is_bounded_and_dns_keeps_answering() {
                 nodes[(i / nodes.len() + 1 + i) % nodes.len()]
             );
             std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut stream = std::net::TcpStream::connect(admin).expect("connect");
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(60)))
-                    .expect("timeout");
-                write!(
-                    stream,
-                    "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-                )
-                .expect("send");
-                let mut response = String::new();
-                let _ = stream.read_to_string(&mut response);
-                let status = (response.split_whitespace().nth(1))
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                (status, response)
+                admin_raw(admin, &format!("GET {path} HTTP/1.1\r\nHost: {admin}"))
             })
         })
         .collect();

@@ -148,3 +148,50 @@ pub(crate) fn node_with_address(server: &Server, address: &str) -> String {
         .unwrap_or("?")
         .to_string()
 }
+
+/// Sends `head` (request line and headers, without the blank line) and an empty body to
+/// an admin interface, raw, so a test controls every header: the status and the whole
+/// response.
+pub(crate) fn admin_raw(admin: std::net::SocketAddr, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{head}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = (response.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// Waits until the text of the file at `path` satisfies `holds` (a state file written off
+/// the serving task).
+pub(crate) fn until_file(path: &std::path::Path, what: &str, holds: impl Fn(&str) -> bool) {
+    eventually(std::time::Duration::from_secs(5), what, || {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        if holds(&text) { Ok(()) } else { Err(text) }
+    });
+}
+
+/// A query with one more EDNS option appended to its (last, empty) OPT record.
+pub(crate) fn with_option(mut packet: Vec<u8>, code: u16, data: &[u8]) -> Vec<u8> {
+    let rdlen_at = packet.len() - 2;
+    assert_eq!(
+        &packet[packet.len() - 11..packet.len() - 8],
+        &[0, 0, 41],
+        "an empty OPT last"
+    );
+    packet.extend_from_slice(&code.to_be_bytes());
+    packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    packet.extend_from_slice(data);
+    let rdlen = (4 + data.len()) as u16;
+    packet[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    packet
+}
