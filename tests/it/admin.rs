@@ -143,20 +143,9 @@ fn a_token_is_enforced_on_an_interface_off_loopback() {
         assert_eq!(http(local, "GET", path, None).0, 401, "{path}");
     }
     let basic = |credentials: &str| {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(local).expect("connect");
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
         let encoded = base64_encode(credentials.as_bytes());
-        write!(
-            stream,
-            "GET / HTTP/1.1\r\nHost: {local}\r\nAuthorization: Basic {encoded}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response
+        let head = format!("GET / HTTP/1.1\r\nHost: {local}\r\nAuthorization: Basic {encoded}");
+        admin_raw(local, &head).1
     };
     let refused = basic("operator:wrong");
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
