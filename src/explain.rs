@@ -293,7 +293,7 @@ impl<'a> Case<'a> {
             distance,
             keys,
             self.now,
-            &self.steered.latency,
+            self.steered,
         );
         (
             distance,
@@ -401,7 +401,7 @@ impl<'a> Case<'a> {
                 self.steered.latency.margin * 100.0,
                 self.steered.latency.hold.as_secs()
             ),
-            (None, _, Some(first), _) if first.availability != Availability::Up => {
+            (None, _, Some(first), _) if !first.availability.answerable() => {
                 let state = match first.availability {
                     Availability::Full(_) => "full",
                     Availability::AdminDown => "drained or administratively down",

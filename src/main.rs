@@ -120,12 +120,16 @@ enum Command {
 enum FleetAction {
     /// Members, overrides and every member's health verdicts.
     Status,
-    /// Take a node out of every instance's answers.
+    /// Take a node out of every instance's answers (or, with --share, that percentage of
+    /// its client networks: a staged drain).
     Drain {
         /// Zone origin.
         zone: String,
         /// Node name.
         node: String,
+        /// Percentage of the node's client networks to move (1 to 100; all when absent).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+        share: Option<u8>,
     },
     /// Answer a node on every instance whatever its checks say.
     ForceUp {
@@ -286,7 +290,11 @@ fn fleet(args: FleetArgs, action: FleetAction) -> ExitCode {
                     .map(|text| print!("{text}"))
                     .map_err(geosteer::fleet::FleetCommandError::from);
             }
-            FleetAction::Drain { zone, node } => (zone, node, Some(Override::Drain)),
+            FleetAction::Drain { zone, node, share } => (
+                zone,
+                node,
+                share.map_or(Some(Override::Drain), geosteer::answer::drain_share),
+            ),
             FleetAction::ForceUp { zone, node } => (zone, node, Some(Override::ForceUp)),
             FleetAction::ForceDown { zone, node } => (zone, node, Some(Override::ForceDown)),
             FleetAction::Obey { zone, node } => (zone, node, None),

@@ -282,8 +282,8 @@ impl ZoneCounters {
     }
 
     /// Counts the nodes of one steered answer.
-    pub fn answered(&self, nodes: &[NodeId]) {
-        for &node in nodes {
+    pub fn answered(&self, nodes: impl Iterator<Item = NodeId>) {
+        for node in nodes {
             if let Some(counter) = self.answers.get(node) {
                 counter.increment(1);
             }

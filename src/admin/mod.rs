@@ -14,7 +14,8 @@
 //!   lost etcd stays ready (it answers from its own checks) and says so under "ready".
 //! - `GET /metrics` — Prometheus text exposition.
 //! - `GET /nodes` — every node: health, override, availability, last check and latency.
-//! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear).
+//! - `POST /nodes/{zone}/{node}/{action}` — `drain`, `force-up`, `force-down` or `obey` (clear);
+//!   `drain?share=50` moves that percentage of the node's client networks (a staged drain).
 //! - `GET /explain?name=ingest.live.example.net&client=126.0.0.1` — why that client gets
 //!   those nodes, with live health and measurements (`client` may be an ECS subnet).
 //! - `POST /reload` — reload policy and databases now (also on SIGHUP and file changes);
@@ -45,7 +46,7 @@ mod page;
 
 pub use guard::Access;
 
-use crate::answer::{Command, CommandError, Override, SnapshotReader, ViewReader};
+use crate::answer::{Command, CommandError, Override, SnapshotReader, ViewReader, drain_share};
 use crate::latency::feed::{FeedBatch, MAX_BATCH_BYTES};
 
 /// Why the admin interface could not start.
@@ -304,11 +305,45 @@ async fn nodes(State(state): State<AdminState>) -> Response {
     Json(state.read.view.load().status(now())).into_response()
 }
 
+/// Query of `POST /nodes/{zone}/{node}/drain`: `share=50` drains half the node's networks.
+#[derive(serde::Deserialize)]
+struct DrainQuery {
+    share: Option<String>,
+}
+
 async fn set_override(
     State(state): State<AdminState>,
     Path((zone, node, action)): Path<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<DrainQuery>,
 ) -> Response {
+    if let Some(share) = &q.share
+        && action != "drain"
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("share={share} goes with drain only\n"),
+        )
+            .into_response();
+    }
     let set = match action.as_str() {
+        "drain" if q.share.is_some() => {
+            let share = q.share.as_deref().unwrap_or_default();
+            match share
+                .trim_end_matches('%')
+                .parse::<u8>()
+                .ok()
+                .and_then(drain_share)
+            {
+                Some(set) => Some(set),
+                None => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("share '{share}' must be a percentage from 1 to 100\n"),
+                    )
+                        .into_response();
+                }
+            }
+        }
         "drain" => Some(Override::Drain),
         "force-up" => Some(Override::ForceUp),
         "force-down" => Some(Override::ForceDown),

@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::draw::{DrawMember, MAX_DRAW, stable_hash};
 use super::snapshot::*;
 use super::zone::{build_zone, name_key};
 use crate::geo::GeoDb;
 use crate::policy::{Node, NodeId, RecordType, SteeredName, Tier, Zone};
 use crate::steer::regions::RankedStart;
+use crate::steer::spread::{Groups, group_bounds};
 use crate::steer::table::{CarrierChoice, FAMILY_ELIGIBLE, SteeredRanking};
 use crate::steer::{Availability, Pick, Rankings, pick};
 use crate::wire::push_body;
@@ -36,8 +38,16 @@ pub fn build(
         .map(|(i, zone)| {
             let mut answers = build_zone(i, zone);
             let availability = availability.get(i).map_or(&[][..], Vec::as_slice);
+            let keys = draw_keys(zone);
             for (steered, ranking) in zone.steered.iter().zip(rankings.of_zone(i)) {
-                let table = build_steered(steered, ranking, &zone.nodes, availability, &geo);
+                let health = PickInputs {
+                    nodes: &zone.nodes,
+                    availability,
+                    answers: steered.answers,
+                    draw_keys: &keys,
+                    draw_weights: &ranking.draw_weights,
+                };
+                let table = build_steered(steered, ranking, &health, &geo);
                 answers
                     .names
                     .insert(name_key(&steered.name), NameNode::Steered(table));
@@ -121,11 +131,26 @@ impl PairAnswers {
     }
 }
 
-/// What a pick reads besides the ranking: the nodes, their availability, the answer size.
+/// Each node's draw key: a hash of the zone's and the node's names, so a network draws the
+/// same node on every instance and after restarts.
+fn draw_keys(zone: &Zone) -> Vec<u64> {
+    let origin = zone.origin.to_string().to_ascii_lowercase();
+    zone.nodes
+        .iter()
+        .map(|n| stable_hash(&[origin.as_bytes(), n.name.as_bytes()]))
+        .collect()
+}
+
+/// What a pick reads besides the ranking: the nodes, their availability, the answer size,
+/// and what spread groups draw by.
 struct PickInputs<'a> {
     nodes: &'a [Node],
     availability: &'a [Availability],
     answers: usize,
+    /// Per node, its draw key.
+    draw_keys: &'a [u64],
+    /// Per node, its share of a draw (empty without `spread`).
+    draw_weights: &'a [u32],
 }
 
 impl PickInputs<'_> {
@@ -134,11 +159,56 @@ impl PickInputs<'_> {
             .get(id)
             .copied()
             .unwrap_or(Availability::Up)
-            == Availability::Up
+            .answerable()
     }
 
     fn backup(&self, id: NodeId) -> bool {
         self.nodes.get(id).is_some_and(|n| n.tier == Tier::Backup)
+    }
+
+    /// The spread group a family's answer draws from: the up members of the group holding
+    /// its first node, where group starts are `starts` over `ranked`. Empty when the answer
+    /// does not spread (no group, or one member up).
+    fn spread_group(&self, ranked: &[NodeId], starts: u64, pick: &Pick) -> Vec<NodeId> {
+        // Without `spread`, no group: a staged drain moves networks to standbys instead.
+        let Some(&first) = pick.nodes.first() else {
+            return Vec::new();
+        };
+        if starts == u64::MAX || pick.servfail || !self.up(first) {
+            return Vec::new();
+        }
+        let Some(at) = ranked.iter().position(|&id| id == first) else {
+            return Vec::new();
+        };
+        let (from, to) = group_bounds(starts, at, ranked.len());
+        let members: Vec<NodeId> = ranked[from..to]
+            .iter()
+            .copied()
+            .filter(|&id| self.up(id))
+            .take(MAX_DRAW)
+            .collect();
+        if members.len() < 2 {
+            Vec::new()
+        } else {
+            members
+        }
+    }
+
+    /// A group member as the draw sees it.
+    fn draw_member(&self, id: NodeId) -> DrawMember {
+        let weight = self.nodes.get(id).map_or(1, |n| n.weight.max(1));
+        DrawMember {
+            key: self.draw_keys.get(id).copied().unwrap_or(id as u64),
+            weight: self
+                .draw_weights
+                .get(id)
+                .copied()
+                .unwrap_or(weight.saturating_mul(1000)),
+            drained: match self.availability.get(id) {
+                Some(Availability::Draining(share)) => *share,
+                _ => 0,
+            },
+        }
     }
 
     /// Whether a family's start decides its pick as a pick over the whole ranking would:
@@ -164,18 +234,12 @@ impl PickInputs<'_> {
 fn build_steered(
     steered: &SteeredName,
     ranking: &SteeredRanking,
-    nodes: &[Node],
-    availability: &[Availability],
+    health: &PickInputs,
     geo: &GeoDb,
 ) -> SteeredTable {
-    let health = PickInputs {
-        nodes,
-        availability,
-        answers: steered.answers,
-    };
     let mut answers = Answers {
         steered,
-        health: &health,
+        health,
         sets: Vec::new(),
         interned: HashMap::new(),
     };
@@ -211,30 +275,99 @@ struct Answers<'a> {
     steered: &'a SteeredName,
     health: &'a PickInputs<'a>,
     sets: Vec<AnswerSet>,
-    interned: HashMap<(Pick, Pick, CarrierChoice), u32>,
+    interned: HashMap<AnswerKey, u32>,
+}
+
+/// What makes answers one: the picks (IPv4, IPv6), the carrier lines, and how each family
+/// spreads.
+type AnswerKey = (Pick, Pick, CarrierChoice, [Spread; 2]);
+
+/// How one family's answer spreads over time and networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Spread {
+    /// The spread group drawn from (empty: none).
+    group: Vec<NodeId>,
+    /// Nodes that stand in, in order, for answered nodes after the group that give up a
+    /// client's network in a staged drain (empty when none of them is draining).
+    standby: Vec<NodeId>,
 }
 
 impl Answers<'_> {
-    /// The index of the answer picked from `ranked` (IPv4, IPv6) on carrier `lines`.
-    fn of(&mut self, ranked: [&[NodeId]; 2], lines: &CarrierChoice) -> u32 {
-        let (steered, nodes) = (self.steered, self.health.nodes);
+    /// The index of the answer picked from `ranked` (IPv4, IPv6) on carrier `lines`, with
+    /// spread groups beginning at `groups`.
+    fn of(&mut self, ranked: [&[NodeId]; 2], lines: &CarrierChoice, groups: Groups) -> u32 {
+        let (steered, health) = (self.steered, self.health);
         let [v4, v6] = [0, 1].map(|family| {
             pick(
                 ranked[family],
-                nodes,
-                self.health.availability,
+                health.nodes,
+                health.availability,
                 steered.answers,
                 FAMILY_ELIGIBLE[family],
                 steered.all_down,
             )
         });
+        let spread = [(&v4, 0), (&v6, 1)].map(|(pick, f)| {
+            let group = health.spread_group(ranked[f], groups[f], pick);
+            let standby = self.standby(ranked[f], f, pick, &group);
+            Spread { group, standby }
+        });
         // Picks differing only in lines get different answers.
-        let key = (v4, v6, Arc::clone(lines));
+        let key = (v4, v6, Arc::clone(lines), spread);
         let sets = &mut self.sets;
         *self.interned.entry(key).or_insert_with_key(|key| {
-            sets.push(answer_set(&key.0, &key.1, nodes, steered, &key.2));
+            let (v4, v6, lines, spread) = key;
+            sets.push(answer_set([v4, v6], health, steered, lines, spread));
             (sets.len() - 1) as u32
         })
+    }
+
+    /// The nodes that stand in for answered nodes after `group` in a staged drain: what
+    /// the pick would answer with them drained, beyond what it answers now. Empty (and
+    /// nothing computed) when none of them is draining, the usual case.
+    fn standby(
+        &self,
+        ranked: &[NodeId],
+        family: usize,
+        picked: &Pick,
+        group: &[NodeId],
+    ) -> Vec<NodeId> {
+        let health = self.health;
+        let draining = |id: &NodeId| {
+            matches!(
+                health.availability.get(*id),
+                Some(Availability::Draining(_))
+            )
+        };
+        if !picked
+            .nodes
+            .iter()
+            .any(|id| draining(id) && !group.contains(id))
+        {
+            return Vec::new();
+        }
+        let mut availability = health.availability.to_vec();
+        availability.resize(health.nodes.len().max(availability.len()), Availability::Up);
+        for &id in picked
+            .nodes
+            .iter()
+            .filter(|id| draining(id) && !group.contains(id))
+        {
+            availability[id] = Availability::AdminDown;
+        }
+        let without = pick(
+            ranked,
+            health.nodes,
+            &availability,
+            self.steered.answers,
+            FAMILY_ELIGIBLE[family],
+            self.steered.all_down,
+        );
+        without
+            .nodes
+            .into_iter()
+            .filter(|id| !picked.nodes.contains(id) && !group.contains(id))
+            .collect()
     }
 }
 
@@ -249,7 +382,7 @@ fn class_answers(ranking: &SteeredRanking, answers: &mut Answers) -> Vec<u32> {
         .map(|head| {
             decided(&head.start).then(|| {
                 let [v4, v6] = &head.start.families;
-                answers.of([v4, v6], &head.lines)
+                answers.of([v4, v6], &head.lines, head.groups)
             })
         })
         .collect();
@@ -261,7 +394,7 @@ fn class_answers(ranking: &SteeredRanking, answers: &mut Answers) -> Vec<u32> {
             Some(answer) => answer,
             None if decided(&class.start) => {
                 let [v4, v6] = &class.start.families;
-                answers.of([v4, v6], &class.lines)
+                answers.of([v4, v6], &class.lines, class.groups)
             }
             None => CLASS_SPLIT,
         })
@@ -384,7 +517,7 @@ fn split_group(
                     let rest = more.families[f].iter().filter(|id| !listed.contains(id));
                     listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
                 });
-                answers.of([&v4, &v6], &class.lines)
+                answers.of([&v4, &v6], &class.lines, class.groups)
             });
         }
         if !columns.is_empty() {
@@ -393,14 +526,40 @@ fn split_group(
     }
 }
 
+/// The answer of two picks (IPv4, IPv6): record bodies per node and per carrier, and the
+/// spread group of each family (its members first, then the picked nodes after them).
 fn answer_set(
-    v4: &Pick,
-    v6: &Pick,
-    nodes: &[Node],
+    [v4, v6]: [&Pick; 2],
+    health: &PickInputs,
     steered: &SteeredName,
     lines: &[(NodeId, IpAddr)],
+    spread: &[Spread; 2],
 ) -> AnswerSet {
+    let nodes = health.nodes;
     let family = |pick: &Pick, v6: bool| {
+        let Spread { group, standby } = &spread[usize::from(v6)];
+        let drawn = steered.answers.min(group.len());
+        let after_group: Vec<NodeId> = pick
+            .nodes
+            .iter()
+            .filter(|id| !group.contains(id))
+            .take(steered.answers - drawn)
+            .copied()
+            .collect();
+        let yielding = if standby.is_empty() {
+            Vec::new()
+        } else {
+            after_group
+                .iter()
+                .map(|&id| health.draw_member(id))
+                .collect()
+        };
+        let answered: Vec<NodeId> = group
+            .iter()
+            .chain(&after_group)
+            .chain(standby)
+            .copied()
+            .collect();
         let ttl = if pick.degraded {
             steered.degraded_ttl.unwrap_or(steered.ttl)
         } else {
@@ -430,15 +589,13 @@ fn answer_set(
                     }
                 })
         };
-        let bodies = pick
-            .nodes
+        let bodies = answered
             .iter()
             .filter_map(|&id| default_of(id))
             .map(body)
             .collect();
         // One variant per carrier that some answered node has an address on.
-        let mut asns: Vec<u32> = pick
-            .nodes
+        let mut asns: Vec<u32> = answered
             .iter()
             .flat_map(|&id| nodes[id].carriers.iter())
             .filter(|(ip, _)| ip.is_ipv6() == v6)
@@ -449,8 +606,7 @@ fn answer_set(
         let carriers = asns
             .into_iter()
             .map(|asn| {
-                let bodies = pick
-                    .nodes
+                let bodies = answered
                     .iter()
                     .filter_map(|&id| nodes[id].on_carrier(asn, v6).or_else(|| default_of(id)))
                     .map(body)
@@ -459,10 +615,13 @@ fn answer_set(
             })
             .collect();
         FamilyAnswer {
-            nodes: pick.nodes.clone(),
+            nodes: answered,
             bodies,
             servfail: pick.servfail,
             carriers,
+            draw: group.iter().map(|&id| health.draw_member(id)).collect(),
+            drawn: drawn as u8,
+            yielding,
         }
     };
     AnswerSet {
@@ -549,8 +708,31 @@ mod tests {
             all_down: Default::default(),
             degraded_ttl: None,
             latency: Default::default(),
+            spread: None,
         }
     }
+
+    /// What a pick reads for `nodes`, all up, without spreading.
+    fn all_up(nodes: &[Node]) -> PickInputs<'_> {
+        PickInputs {
+            nodes,
+            availability: &[],
+            answers: 2,
+            draw_keys: &[],
+            draw_weights: &[],
+        }
+    }
+
+    const UNSPREAD_GROUPS: [Spread; 2] = [
+        Spread {
+            group: Vec::new(),
+            standby: Vec::new(),
+        },
+        Spread {
+            group: Vec::new(),
+            standby: Vec::new(),
+        },
+    ];
 
     fn pick_of(nodes: Vec<NodeId>) -> Pick {
         Pick {
@@ -618,7 +800,7 @@ mod tests {
                         crate::steer::rank(&zone.nodes, candidates, &fences, |id, node| {
                             let distance = place.coordinates.map(|c| c.distance_km(&node.location));
                             let now = SystemTime::UNIX_EPOCH;
-                            node_score(&none, id, node, distance, &keys, now, &steered.latency).1
+                            node_score(&none, id, node, distance, &keys, now, steered).1
                         })
                         .into_iter()
                         .map(|(id, _)| id)
@@ -668,7 +850,13 @@ mod tests {
                             steered.all_down,
                         )
                     });
-                    let expected = answer_set(&v4, &v6, &zone.nodes, steered, &no_lines);
+                    let expected = answer_set(
+                        [&v4, &v6],
+                        &all_up(&zone.nodes),
+                        steered,
+                        &no_lines,
+                        &UNSPREAD_GROUPS,
+                    );
                     assert_eq!(
                         table.answers[table.cell_answer(row, column) as usize],
                         expected,
@@ -774,11 +962,11 @@ mod tests {
         ];
         let lines: CarrierChoice = Arc::from(vec![]);
         let set = answer_set(
-            &pick_of(vec![0, 1]),
-            &pick_of(vec![]),
-            &nodes,
+            [&pick_of(vec![0, 1]), &pick_of(vec![])],
+            &all_up(&nodes),
             &steered(),
             &lines,
+            &UNSPREAD_GROUPS,
         );
         assert_eq!(
             addresses(&set.a.bodies),
@@ -791,11 +979,11 @@ mod tests {
         // A measured line replaces the first address for everyone else.
         let lines: CarrierChoice = Arc::from(vec![(0, "192.0.2.101".parse().unwrap())]);
         let set = answer_set(
-            &pick_of(vec![0]),
-            &pick_of(vec![]),
-            &nodes,
+            [&pick_of(vec![0]), &pick_of(vec![])],
+            &all_up(&nodes),
             &steered(),
             &lines,
+            &UNSPREAD_GROUPS,
         );
         assert_eq!(addresses(&set.a.bodies), vec![[192, 0, 2, 101]]);
         assert!(set.aaaa.bodies.is_empty() && set.aaaa.carriers.is_empty());

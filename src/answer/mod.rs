@@ -11,6 +11,7 @@
 
 mod build;
 pub mod census;
+pub mod draw;
 mod publish;
 mod snapshot;
 mod zone;
@@ -19,7 +20,7 @@ pub use build::build;
 pub use publish::{
     Command, CommandError, FleetKey, FleetNews, FleetPolicy, FleetState, NodeStatus, NotReady,
     Outbox, Override, Publisher, SnapshotReader, StateView, Timeline, TimelineEntry, ViewReader,
-    fleet_zone, unix_seconds,
+    drain_share, fleet_zone, unix_seconds,
 };
 pub use snapshot::{
     AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,

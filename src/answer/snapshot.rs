@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::draw::{DrawMember, MAX_DRAW, NETWORK_BITS, draw, gives_up, network_of};
 use crate::explain::{ExplainError, Explanation, LiveState};
 use crate::geo::{AddressMap, AsnDb, AsnLookup, GeoDb};
 use crate::net::Family;
@@ -215,6 +216,16 @@ pub struct FamilyAnswer {
     /// Bodies for clients of a carrier: `(AS number, bodies)`, where a node with an address
     /// on that carrier answers with it. Empty when no answered node has one.
     pub carriers: Vec<(u32, Vec<Box<[u8]>>)>,
+    /// A spread group: the first `draw.len()` of `nodes` (and of the bodies) are its members,
+    /// of which a client's network gets `drawn`; the rest follow them in every answer.
+    /// Empty: every node is answered.
+    pub draw: Vec<DrawMember>,
+    /// How many members a network gets.
+    pub drawn: u8,
+    /// Staged drains of the nodes after the group (`nodes[draw.len()..]`, as many as
+    /// answered): a node giving up a client's network is replaced by the next standby, the
+    /// nodes after these. Empty when none of them is draining.
+    pub yielding: Vec<DrawMember>,
 }
 
 /// The precomputed answers of one steered name.
@@ -266,8 +277,86 @@ pub struct Selection<'a> {
     pub scope: u8,
 }
 
-/// One family's answer and the record bodies to send for it.
-pub type FamilyBodies<'a> = (&'a FamilyAnswer, &'a [Box<[u8]>]);
+/// One family's answer for a client: the record bodies to send (its carrier's lines where
+/// it has one) and, where the answer spreads, the members its network drew.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyBodies<'a> {
+    /// The family's answer.
+    pub answer: &'a FamilyAnswer,
+    /// Bodies in the order of `answer.nodes`.
+    bodies: &'a [Box<[u8]>],
+    /// Positions in `answer.nodes` of what is sent, in order (the first `count`).
+    order: [u8; MAX_SENT],
+    count: u8,
+}
+
+/// Most records of one family an answer sends (`answers` is at most 64).
+const MAX_SENT: usize = 64;
+
+impl<'a> FamilyBodies<'a> {
+    /// What `network` is sent: the group members it draws, then the nodes after the group,
+    /// each replaced by the next standby where a staged drain gives the network up.
+    fn of(answer: &'a FamilyAnswer, bodies: &'a [Box<[u8]>], network: u64) -> Self {
+        let mut order = [0u8; MAX_SENT];
+        let mut count = 0usize;
+        let group = answer.draw.len();
+        if group > 0 {
+            let mut drawn = [0u8; MAX_DRAW];
+            let n = draw(&answer.draw, usize::from(answer.drawn), network, &mut drawn);
+            order[..n].copy_from_slice(&drawn[..n]);
+            count = n;
+        }
+        let after = if answer.yielding.is_empty() {
+            answer.nodes.len().saturating_sub(group)
+        } else {
+            answer.yielding.len()
+        };
+        let mut standby = group + after;
+        for (i, position) in (group..group + after).enumerate() {
+            let mut position = position;
+            if answer.yielding.get(i).is_some_and(|m| gives_up(m, network))
+                && standby < answer.nodes.len()
+            {
+                position = standby;
+                standby += 1;
+            }
+            if let Some(slot) = order.get_mut(count) {
+                *slot = position as u8;
+                count += 1;
+            }
+        }
+        FamilyBodies {
+            answer,
+            bodies,
+            order,
+            count: count as u8,
+        }
+    }
+
+    /// Positions (in `answer.nodes`) of what is sent, in order.
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.order[..usize::from(self.count)]
+            .iter()
+            .map(|&i| usize::from(i))
+    }
+
+    /// The bodies to send, in order.
+    pub fn bodies(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.positions()
+            .filter_map(|i| self.bodies.get(i).map(|b| &b[..]))
+    }
+
+    /// The nodes answered, in order.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.positions()
+            .filter_map(|i| self.answer.nodes.get(i).copied())
+    }
+
+    /// Whether nothing is sent.
+    pub fn is_empty(&self) -> bool {
+        self.positions().next().is_none()
+    }
+}
 
 /// What a steered name answers one client for the families asked: each family's answer
 /// and the bodies to send (carrier lines chosen for the client's network), and the scope
@@ -284,7 +373,7 @@ pub struct ClientAnswer<'a> {
 impl<'a> ClientAnswer<'a> {
     /// Every node allowed for the client is down and the name fails closed.
     pub fn servfail(&self) -> bool {
-        self.families.iter().flatten().any(|(f, _)| f.servfail)
+        self.families.iter().flatten().any(|f| f.answer.servfail)
     }
 }
 
@@ -302,6 +391,7 @@ impl SteeredTable {
         let selection = self.select(client, geo);
         let answer = selection.answer;
         let mut scope = selection.scope;
+        let network = network_of(client);
         let mut carrier: Option<AsnLookup> = None;
         let asked = [(asked[0], &answer.a), (asked[1], &answer.aaaa)];
         // A SERVFAIL answers nothing: no carrier to choose.
@@ -311,7 +401,7 @@ impl SteeredTable {
                 return None;
             }
             if family.carriers.is_empty() || servfail {
-                return Some((family, &family.bodies[..]));
+                return Some(FamilyBodies::of(family, &family.bodies, network));
             }
             let lookup = *carrier.get_or_insert_with(|| {
                 asn.map_or(
@@ -326,11 +416,22 @@ impl SteeredTable {
                 .asn
                 .and_then(|number| family.carriers.iter().find(|(a, _)| *a == number))
                 .map_or(&family.bodies, |(_, bodies)| bodies);
-            Some((family, &bodies[..]))
+            Some(FamilyBodies::of(family, bodies, network))
         });
         if let Some(lookup) = carrier {
             // The answer now also depends on the client's network.
             scope = scope.max(lookup.prefix_len);
+        }
+        if families
+            .iter()
+            .flatten()
+            .any(|f| !f.answer.draw.is_empty() || !f.answer.yielding.is_empty())
+        {
+            // A spread answer holds for the network it was drawn by.
+            let family = usize::from(client.is_ipv6());
+            scope = scope
+                .max(NETWORK_BITS[family])
+                .min(Family::of(client).bits());
         }
         ClientAnswer { families, scope }
     }

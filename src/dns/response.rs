@@ -813,7 +813,7 @@ fn steered(
     let mut chosen = table.answer_for(client, geo, asn, families);
     if qtype == QTYPE_ANY
         && transport == Transport::Udp
-        && chosen.families[0].is_some_and(|(_, bodies)| bodies.is_empty())
+        && chosen.families[0].is_some_and(|f| f.is_empty())
     {
         chosen = table.answer_for(client, geo, asn, [false, true]);
     }
@@ -833,12 +833,12 @@ fn steered(
         asked.writer.authoritative(false);
         return Step::Done(Rcode::ServFail);
     }
-    for (family, bodies) in chosen.families.iter().flatten() {
-        for body in *bodies {
+    for family in chosen.families.iter().flatten() {
+        for body in family.bodies() {
             asked.writer.record(Section::Answer, owner, body);
         }
         if let Some(counters) = snapshot.zone_counters.get(zone.index) {
-            counters.answered(&family.nodes);
+            counters.answered(family.nodes());
         }
     }
     if asked.writer.count(Section::Answer) == 0 {

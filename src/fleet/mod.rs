@@ -36,7 +36,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::answer::{Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override};
+use crate::answer::{
+    Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override, drain_share,
+};
 use crate::health::Health;
 use crate::keep::{FleetOverride, Keeper, Kept};
 pub use agent::Agent;
@@ -83,12 +85,13 @@ impl FleetConfig {
     }
 }
 
-/// The override's word in etcd.
-fn override_word(set: Override) -> &'static str {
+/// The override's word in etcd (`drain:50` for a staged drain).
+fn override_word(set: Override) -> std::borrow::Cow<'static, str> {
     match set {
-        Override::Drain => "drain",
-        Override::ForceUp => "force-up",
-        Override::ForceDown => "force-down",
+        Override::Drain => "drain".into(),
+        Override::DrainShare(share) => format!("drain:{share}").into(),
+        Override::ForceUp => "force-up".into(),
+        Override::ForceDown => "force-down".into(),
     }
 }
 
@@ -97,11 +100,14 @@ fn override_word(set: Override) -> &'static str {
 const OBEY: &str = "obey";
 
 /// The etcd word of an override, or of its clearing.
-fn override_value(set: Option<Override>) -> &'static str {
-    set.map_or(OBEY, override_word)
+fn override_value(set: Option<Override>) -> std::borrow::Cow<'static, str> {
+    set.map_or(OBEY.into(), override_word)
 }
 
 fn override_of(word: &str) -> Option<Override> {
+    if let Some(share) = word.strip_prefix("drain:") {
+        return drain_share(share.parse().ok()?);
+    }
     match word {
         "drain" => Some(Override::Drain),
         "force-up" => Some(Override::ForceUp),
@@ -429,7 +435,7 @@ struct OverrideWrite {
     zone: String,
     node: String,
     key: String,
-    value: &'static str,
+    value: std::borrow::Cow<'static, str>,
 }
 
 /// The writes that bring etcd up to the outbox (and the agent's batch), and what is
@@ -545,7 +551,7 @@ async fn write_pending(
     for write in overrides {
         let seen = mirror.revision(&write.key);
         match (link.etcd)
-            .put_if(Compare::Unchanged(seen), &write.key, write.value, 0)
+            .put_if(Compare::Unchanged(seen), &write.key, &write.value, 0)
             .await?
         {
             Some(mod_revision) => mirror.apply(vec![Event::Put(KeyValue {
@@ -557,7 +563,7 @@ async fn write_pending(
             None => warn!(
                 zone = %write.zone,
                 node = %write.node,
-                set = write.value,
+                set = %write.value,
                 "an override set through this instance is not written: the fleet changed it \
                  since this instance last saw it, and the fleet's value stands"
             ),

@@ -112,6 +112,10 @@ fn steered_json(zone: &Zone, steered: &SteeredName) -> Value {
         },
         "all_down": steered.all_down,
         "degraded_ttl": steered.degraded_ttl,
+        "spread": steered.spread.map(|w| match w {
+            crate::policy::SpreadWithin::Fraction(f) => json!({"within": format!("{}%", f * 100.0)}),
+            crate::policy::SpreadWithin::Milliseconds(ms) => json!({"within": format!("{ms}ms")}),
+        }),
         "latency": {
             "margin": steered.latency.margin,
             "hold_s": steered.latency.hold.as_secs_f64(),

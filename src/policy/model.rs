@@ -630,6 +630,28 @@ pub struct SteeredName {
     pub degraded_ttl: Option<u32>,
     /// Aging of latency measurements and damping of switches.
     pub latency: LatencyPolicy,
+    /// Spreading over nodes about as near as the best, by weight; `None`: the best first.
+    pub spread: Option<SpreadWithin>,
+}
+
+/// How near the best a node's score (before weight) must be to share its clients.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpreadWithin {
+    /// At most this fraction above the best score (`10%`: 0.1).
+    Fraction(f64),
+    /// At most this many milliseconds above it (`5ms`).
+    Milliseconds(f64),
+}
+
+impl SpreadWithin {
+    /// The worst score that still shares with a best of `best`.
+    pub fn limit(self, best: f64) -> f64 {
+        match self {
+            SpreadWithin::Fraction(f) => best * (1.0 + f),
+            SpreadWithin::Milliseconds(ms) => best + ms,
+        }
+    }
 }
 
 /// Behaviour when health leaves no node to answer with.

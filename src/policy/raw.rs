@@ -320,6 +320,62 @@ pub struct RawSteer {
     /// How latency measurements age and how much better a node must be, for how long,
     /// before clients switch to it.
     pub latency: Option<Spanned<RawLatency>>,
+    /// Spread clients over nodes about as near as the best, by weight.
+    pub spread: Option<Spanned<RawSpread>>,
+}
+
+/// Spreading as written: `{within: 10%}` or `{within: 5ms}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpread {
+    /// How far from the best score a node may be and still share the clients.
+    pub within: Spanned<RawMargin>,
+}
+
+/// A margin written as a percentage of a score (`10%`) or a time (`5ms`).
+#[derive(Debug, Clone)]
+pub struct RawMargin(pub Result<crate::policy::SpreadWithin, String>);
+
+impl<'de> Deserialize<'de> for RawMargin {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use crate::policy::SpreadWithin;
+        struct Visitor;
+        impl Visitor {
+            fn bare<T: std::fmt::Display>(v: T) -> RawMargin {
+                RawMargin(Err(format!(
+                    "'{v}' has no unit: write a percentage ({v}%) or a time ({v}ms)"
+                )))
+            }
+        }
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawMargin;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a percentage like 10% or a time like 5ms")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawMargin, E> {
+                Ok(Self::bare(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawMargin, E> {
+                Ok(Self::bare(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawMargin, E> {
+                Ok(Self::bare(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawMargin, E> {
+                let parsed = match v.trim().strip_suffix('%') {
+                    Some(p) => p
+                        .trim()
+                        .parse::<f64>()
+                        .map(|p| SpreadWithin::Fraction(p / 100.0))
+                        .map_err(|_| format!("'{v}' is not a percentage")),
+                    None => parse_duration(v)
+                        .map(|d| SpreadWithin::Milliseconds(d.as_secs_f64() * 1000.0)),
+                };
+                Ok(RawMargin(parsed))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Latency damping as written.

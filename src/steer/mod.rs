@@ -40,6 +40,8 @@
 //! - **incumbent**: the node a cell currently answers first, which a challenger replaces
 //!   only after beating it by the margin for the hold time (answer damping). Not to be
 //!   confused with health flap damping, which lives in `health::flap`.
+//! - **spread group**: nodes of a start about as near as its first (`spread: {within}`),
+//!   of one tier and fallback level, among which a client's network draws by weight.
 //! - **carrier choice**: for nodes with several addresses of a family, the address (carrier
 //!   line) measured best for a column.
 
@@ -47,6 +49,7 @@ pub mod damping;
 pub mod order;
 pub mod regions;
 pub mod score;
+pub mod spread;
 pub mod table;
 
 pub use damping::{DampingState, Incumbent};

@@ -16,6 +16,9 @@ use crate::policy::{AdminStatus, AllDown, Candidates, Node, NodeId, Tier, Zone};
 pub enum Availability {
     /// Answerable.
     Up,
+    /// Answerable, but giving up this percentage of the client networks it would get (a
+    /// staged drain; see `answer::draw`).
+    Draining(u8),
     /// At or over its capacity, with its load in percent: gives way like a down node, and
     /// answers (least loaded first) only when every allowed node that is up is full.
     Full(u8),
@@ -29,6 +32,7 @@ impl Serialize for Availability {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(match self {
             Availability::Up => "up",
+            Availability::Draining(_) => "draining",
             Availability::Full(_) => "full",
             Availability::HealthDown => "health-down",
             Availability::AdminDown => "admin-down",
@@ -37,6 +41,12 @@ impl Serialize for Availability {
 }
 
 impl Availability {
+    /// Whether answers may use the node (staged drains included: they give up only some
+    /// networks, when a client asks).
+    pub fn answerable(self) -> bool {
+        matches!(self, Availability::Up | Availability::Draining(_))
+    }
+
     /// From the policy alone: administrative `down` is down, everything else up (checks
     /// and operators decide the rest at run time).
     pub fn of_policy(status: AdminStatus) -> Availability {
@@ -174,9 +184,9 @@ pub fn pick(
             Availability::HealthDown => {
                 health_lost |= !backup && primary_count <= answers;
             }
-            Availability::Up => {}
+            Availability::Up | Availability::Draining(_) => {}
         }
-        let up = state(id) == Availability::Up;
+        let up = state(id).answerable();
         if backup {
             if top_backups.len() < answers {
                 top_backups.push(id);

@@ -551,8 +551,7 @@ pub(crate) mod tests {
                     families,
                     terms: ScoreTerms::of(
                         &latency,
-                        id,
-                        &node,
+                        (id, &node, node.weight),
                         &[],
                         std::time::SystemTime::UNIX_EPOCH,
                         &LatencyPolicy::default(),

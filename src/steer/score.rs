@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::latency::{
     ClientGroup, Expected, LOSS_PENALTY, ZoneLatency, blend_of, blended_rtt_ms, expected,
 };
-use crate::policy::LatencyPolicy;
+use crate::policy::{LatencyPolicy, SteeredName};
 
 /// Milliseconds added to a node's expected latency for its reported load: nothing below
 /// 80 %, then 10 ms per point up to 200 ms at 100 %, and 1 s beyond. Additive, so a loaded
@@ -31,8 +31,9 @@ fn loss_factor(probe_loss: f64) -> f64 {
     1.0 + LOSS_PENALTY * probe_loss.clamp(0.0, 1.0)
 }
 
-/// A node's expected latency and score for a client `distance_km` away in groups `keys`:
-/// what explanations show, the same numbers [`ScoreTerms`] ranks by.
+/// A node's expected latency and score for a client `distance_km` away in groups `keys`
+/// when answering `steered`: what explanations show, the same numbers [`ScoreTerms`] ranks
+/// by.
 pub fn node_score(
     measured: &ZoneLatency,
     id: usize,
@@ -40,16 +41,28 @@ pub fn node_score(
     distance_km: Option<f64>,
     keys: &[ClientGroup],
     now: SystemTime,
-    policy: &LatencyPolicy,
+    steered: &SteeredName,
 ) -> (Expected, f64) {
+    let policy = &steered.latency;
     let expected = expected(&measured.measurements, id, keys, distance_km, now, policy);
     let score = score(
         expected.rtt_ms,
         measured.load(id, now, node.capacity.max_age),
         measured.probe_loss.get(&id).copied().unwrap_or(0.0),
-        node.weight,
+        score_weight(node, steered),
     );
     (expected, score)
+}
+
+/// What divides a node's score for a steered name: its weight, except where the name
+/// spreads, where weight sets the node's share of the draw instead and leaves its score
+/// alone (so "about as near as the best" compares distances, not weights).
+pub fn score_weight(node: &crate::policy::Node, steered: &SteeredName) -> u32 {
+    if steered.spread.is_some() {
+        1
+    } else {
+        node.weight
+    }
 }
 
 /// Everything a node's score for clients in one set of groups depends on except distance:
@@ -65,11 +78,11 @@ pub struct ScoreTerms {
 }
 
 impl ScoreTerms {
-    /// The terms of node `id` for clients in groups `keys` (see [`group_keys`]).
+    /// The terms of node `id` for clients in groups `keys` (see [`group_keys`]), its score
+    /// divided by `weight` (see [`score_weight`]).
     pub fn of(
         measured: &ZoneLatency,
-        id: usize,
-        node: &crate::policy::Node,
+        (id, node, weight): (usize, &crate::policy::Node, u32),
         keys: &[ClientGroup],
         now: SystemTime,
         policy: &LatencyPolicy,
@@ -81,7 +94,7 @@ impl ScoreTerms {
                 .map(|(_, m, age)| blend_of(&m, age, policy)),
             load_penalty_ms: load_penalty_ms(measured.load(id, now, node.capacity.max_age)),
             loss_factor: loss_factor(measured.probe_loss.get(&id).copied().unwrap_or(0.0)),
-            divisor: f64::from(node.weight.max(1)),
+            divisor: f64::from(weight.max(1)),
         }
     }
 

@@ -20,7 +20,8 @@ use super::order::rank_key_base;
 use super::regions::{
     Candidate, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
 };
-use super::score::ScoreTerms;
+use super::score::{ScoreTerms, score_weight};
+use super::spread::{Groups, UNSPREAD, draw_weights, group_starts};
 use crate::geo::{AddressMap, GeoDb, GeoSet, Place, UnitVector};
 use crate::latency::{self, ClientGroup, ZoneLatency};
 use crate::net::Prefix;
@@ -57,6 +58,8 @@ pub(crate) struct SteeredRanking {
     pub(crate) located_heads: Arc<AddressMap>,
     /// What ranks a cell in full, for classes whose start cannot decide.
     pub(crate) full: FullRanking,
+    /// Per node, its share of a spread group's draw (empty without `spread`).
+    pub(crate) draw_weights: Arc<[u32]>,
 }
 
 /// Cells whose rankings start alike: the same answer unless many of those nodes are down.
@@ -64,6 +67,8 @@ pub(crate) struct SteeredRanking {
 pub(crate) struct Class {
     pub(crate) start: RankedStart,
     pub(crate) lines: CarrierChoice,
+    /// Where the start's spread groups begin.
+    pub(crate) groups: Groups,
 }
 
 /// How many nodes of each family beyond the answer size a class holds: enough that losing
@@ -73,6 +78,10 @@ const START_SLACK: usize = 2;
 /// Rows of at most this many candidates keep whole rankings in their classes, so no number
 /// of failures leaves a class unable to decide (a small fleet can lose most of its nodes).
 const WHOLE_RANKING_NODES: usize = 16;
+
+/// How many more nodes a spread name's starts hold in a large fleet: room for a site's
+/// servers to form a group beyond the answer size.
+const SPREAD_SLACK: usize = 8;
 
 /// What a cell's whole ranking comes from when its class's start cannot decide (more of its
 /// nodes down than the slack): kept, since that is rare, rather than stored per cell.
@@ -156,8 +165,9 @@ impl FullRanking {
     }
 }
 
-/// What makes classes one: a start, and the lines (by identity: they are interned).
-type ClassKey = (u32, *const (NodeId, IpAddr));
+/// What makes classes one: a start, the lines (by identity: they are interned), and where
+/// spread groups begin.
+type ClassKey = (u32, *const (NodeId, IpAddr), Groups);
 
 /// For one column: nodes answered with another address than their first of the family.
 pub(crate) type CarrierChoice = Arc<[(NodeId, IpAddr)]>;
@@ -262,6 +272,8 @@ fn rank_steered(
     let head_depth = steered.answers + START_SLACK;
     let depth = if rows.widest <= WHOLE_RANKING_NODES {
         rows.widest.max(head_depth)
+    } else if steered.spread.is_some() {
+        head_depth + SPREAD_SLACK
     } else {
         head_depth
     };
@@ -320,6 +332,7 @@ fn rank_steered(
         head_of_class,
         located_heads: Arc::new(lookups.located_heads),
         full,
+        draw_weights: draw_weights(steered, nodes, measured, now).into(),
     }
 }
 
@@ -598,8 +611,7 @@ fn candidate_lists(
                                 families,
                                 terms: ScoreTerms::of(
                                     measured,
-                                    id,
-                                    node,
+                                    (id, node, score_weight(node, steered)),
                                     &profile.keys,
                                     now,
                                     &steered.latency,
@@ -765,7 +777,8 @@ fn damp_into_classes(
                 standing: &standing,
             };
             let start = damped.start(cell, starts, &mut incumbents, &mut promoted_starts);
-            row.push(classes.class(starts, start, choices.map(|c| &c[column])));
+            let groups = damped.spread_groups(cell, &starts.list[start as usize]);
+            row.push(classes.class(starts, start, choices.map(|c| &c[column]), groups));
         }
         damping.put_row(name.zone, name.steered, row_index, incumbents);
         table.push(row);
@@ -841,6 +854,28 @@ struct DampedCell<'a, 'w> {
 }
 
 impl DampedCell<'_, '_> {
+    /// Where the spread groups of the cell's (damped) start begin.
+    fn spread_groups(&self, cell: Cell, start: &RankedStart) -> Groups {
+        let Some(within) = self.with.steered.spread else {
+            return UNSPREAD;
+        };
+        let full = self.with.full;
+        let profile = full.column_profile.get(cell.column).copied().unwrap_or(0) as usize;
+        let position = self
+            .positions
+            .get(cell.group)
+            .and_then(|p| p.get(profile))
+            .map_or(&[][..], Vec::as_slice);
+        let at = full.position(cell.column, self.with.geo);
+        group_starts(
+            start,
+            within,
+            (full.candidates(cell.group, cell.column), position),
+            at.as_ref(),
+            |a, b| self.standing.same(a, b),
+        )
+    }
+
     /// The cell's start after damping: its incumbent kept on top while a challenger has not
     /// beaten it by the margin for the hold time. Records the cell's new incumbent.
     fn start(
@@ -916,17 +951,24 @@ struct ClassInterner {
 }
 
 impl ClassInterner {
-    fn class(&mut self, starts: &Starts, start_id: u32, choice: Option<&CarrierChoice>) -> u32 {
+    fn class(
+        &mut self,
+        starts: &Starts,
+        start_id: u32,
+        choice: Option<&CarrierChoice>,
+        groups: Groups,
+    ) -> u32 {
         let classes = &mut self.classes;
         let mut new_class = |lines: CarrierChoice| {
             classes.push(Class {
                 start: starts.list[start_id as usize].clone(),
                 lines,
+                groups,
             });
             (classes.len() - 1) as u32
         };
         match choice {
-            None => {
+            None if groups == UNSPREAD => {
                 let index = start_id as usize;
                 if self.class_of_start.len() <= index {
                     self.class_of_start.resize(index + 1, u32::MAX);
@@ -936,9 +978,13 @@ impl ClassInterner {
                 }
                 self.class_of_start[index]
             }
+            None => *self
+                .class_of
+                .entry((start_id, self.no_choice.as_ptr(), groups))
+                .or_insert_with(|| new_class(Arc::clone(&self.no_choice))),
             Some(choice) => *self
                 .class_of
-                .entry((start_id, choice.as_ptr()))
+                .entry((start_id, choice.as_ptr(), groups))
                 .or_insert_with(|| new_class(Arc::clone(choice))),
         }
     }
@@ -947,7 +993,7 @@ impl ClassInterner {
 /// Heads: classes whose starts begin alike (the first `head_depth` of each family), and
 /// each class's head.
 fn heads_of(classes: &[Class], head_depth: usize) -> (Vec<Class>, Vec<u32>) {
-    let mut head_index: FxHashMap<(RankedStart, *const (NodeId, IpAddr)), u32> =
+    let mut head_index: FxHashMap<(RankedStart, *const (NodeId, IpAddr), Groups), u32> =
         FxHashMap::default();
     let mut heads: Vec<Class> = Vec::new();
     let head_of_class: Vec<u32> = classes
@@ -955,18 +1001,22 @@ fn heads_of(classes: &[Class], head_depth: usize) -> (Vec<Class>, Vec<u32>) {
         .map(|class| {
             let mut start = class.start.clone();
             start.top = None;
-            for f in 0..2 {
+            // A spread group may reach past the head's depth: spread classes are their own
+            // heads.
+            for f in (0..2).filter(|_| class.groups == UNSPREAD) {
                 if start.families[f].len() > head_depth {
                     start.families[f].truncate(head_depth);
                     start.complete[f] = false;
                 }
             }
+            // Classes of a head share its answer only if they spread alike.
             *head_index
-                .entry((start.clone(), class.lines.as_ptr()))
+                .entry((start.clone(), class.lines.as_ptr(), class.groups))
                 .or_insert_with(|| {
                     heads.push(Class {
                         start,
                         lines: Arc::clone(&class.lines),
+                        groups: class.groups,
                     });
                     (heads.len() - 1) as u32
                 })

@@ -24,6 +24,7 @@ mod policy_errors;
 mod protocol;
 mod reload;
 mod shipped;
+mod spread;
 mod status_page;
 mod steering;
 mod wildcards;

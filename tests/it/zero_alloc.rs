@@ -1,6 +1,6 @@
 //! The steered UDP query path allocates nothing: a counting global allocator, armed only on
 //! this test's thread, sees zero allocations across thousands of steered queries (with and
-//! without ECS, IPv4 and IPv6 clients), static and negative answers, once the response
+//! without ECS, IPv4 and IPv6 clients, spread names), static and negative answers, once the response
 //! buffer has grown to its working size.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -58,6 +58,12 @@ fn steered_udp_queries_allocate_nothing() {
         queries.push(
             q("InGeSt.test.example.", AAAA)
                 .ecs(&format!("2001:db8:{i:x}::"), 48)
+                .bytes(),
+        );
+        // A spread name: the draw by network allocates nothing either.
+        queries.push(
+            q("spread.test.example.", A)
+                .ecs(&format!("127.{}.{i}.0", 1 + i % 4), 24)
                 .bytes(),
         );
     }

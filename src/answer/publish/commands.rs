@@ -38,10 +38,23 @@ impl SnapshotReader {
 pub enum Override {
     /// Take the node out of answers for maintenance.
     Drain,
+    /// Move this percentage (1 to 99) of the node's client networks elsewhere, chosen by
+    /// the draw's hash: a staged drain.
+    DrainShare(u8),
     /// Answer the node whatever its checks say.
     ForceUp,
     /// Never answer the node.
     ForceDown,
+}
+
+/// The override of a drain of `share` percent of a node's networks: a full drain at 100,
+/// none at 0 or above 100.
+pub fn drain_share(share: u8) -> Option<Override> {
+    match share {
+        1..=99 => Some(Override::DrainShare(share)),
+        100 => Some(Override::Drain),
+        _ => None,
+    }
 }
 
 /// Why a command was refused; each message is written for an operator.

@@ -28,7 +28,7 @@ mod table;
 mod view;
 
 pub use commands::{
-    Command, CommandError, FleetNews, FleetState, NodeStatus, Override, SnapshotReader,
+    Command, CommandError, FleetNews, FleetState, NodeStatus, Override, SnapshotReader, drain_share,
 };
 pub use outbox::{FleetKey, FleetPolicy, Outbox, fleet_zone};
 pub use view::{NotReady, StateView, Timeline, TimelineEntry, ViewReader, unix_seconds};

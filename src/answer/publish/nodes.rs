@@ -44,6 +44,7 @@ pub(super) struct NodeRuntime {
 pub(super) fn state_word(availability: Availability, override_: Option<Override>) -> &'static str {
     match (availability, override_) {
         (Availability::Up, _) => "up",
+        (Availability::Draining(_), _) => "draining",
         (Availability::Full(_), _) => "full",
         (Availability::HealthDown, _) => "down",
         (Availability::AdminDown, Some(Override::Drain)) => "drained",
@@ -63,13 +64,18 @@ pub(super) fn availability(
     let by_state = match (override_, status, health) {
         (Some(Override::Drain | Override::ForceDown), _, _) => Availability::AdminDown,
         (Some(Override::ForceUp), _, _) => return Availability::Up,
-        (None, AdminStatus::Down, _) => Availability::AdminDown,
-        (None, AdminStatus::Up, _) => Availability::Up,
-        (None, AdminStatus::Obey, Health::Down) => Availability::HealthDown,
-        (None, AdminStatus::Obey, _) => Availability::Up,
+        (None | Some(Override::DrainShare(_)), AdminStatus::Down, _) => Availability::AdminDown,
+        (None | Some(Override::DrainShare(_)), AdminStatus::Up, _) => Availability::Up,
+        (None | Some(Override::DrainShare(_)), AdminStatus::Obey, Health::Down) => {
+            Availability::HealthDown
+        }
+        (None | Some(Override::DrainShare(_)), AdminStatus::Obey, _) => Availability::Up,
     };
-    match full {
-        Some(load) if by_state == Availability::Up => Availability::Full(load),
+    match (full, override_) {
+        (Some(load), _) if by_state == Availability::Up => Availability::Full(load),
+        (None, Some(Override::DrainShare(share))) if by_state == Availability::Up => {
+            Availability::Draining(share)
+        }
         _ => by_state,
     }
 }

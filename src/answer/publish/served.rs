@@ -181,7 +181,7 @@ impl Served {
         let up = |id: usize| {
             runtimes
                 .get(id)
-                .is_some_and(|r| r.availability == Availability::Up)
+                .is_some_and(|r| r.availability.answerable())
         };
         for (id, node) in zone.nodes.iter().enumerate() {
             let value = if up(id) { 1.0 } else { 0.0 };

@@ -331,11 +331,16 @@ impl NodeTable {
         runtime.state = to;
         let why = match (runtime.availability, runtime.override_) {
             (_, Some(Override::Drain)) => "drained by an operator".to_string(),
+            (Availability::Draining(share), _) => {
+                format!("{share} % of its networks drained by an operator")
+            }
             (_, Some(Override::ForceDown)) => "forced down by an operator".to_string(),
             (_, Some(Override::ForceUp)) => "forced up by an operator".to_string(),
             (Availability::Full(load), _) => format!("load {load} % reached its capacity"),
             (Availability::AdminDown, None) => "policy status: down".to_string(),
-            _ if matches!(from, "drained" | "forced-down") => "override cleared".to_string(),
+            _ if matches!(from, "drained" | "forced-down" | "draining") => {
+                "override cleared".to_string()
+            }
             _ if from == "full" => "load fell below resume".to_string(),
             _ => match &runtime.last {
                 Some((report, _)) if report.result.ok => "checks pass".to_string(),

@@ -160,6 +160,10 @@ fn steered_name(
         None => None,
     };
     let latency = validate_latency(diag, s.latency.as_ref(), &context);
+    let spread = s
+        .spread
+        .as_ref()
+        .and_then(|raw| spread(diag, raw, &context));
     Some(SteeredName {
         name,
         ttl,
@@ -170,7 +174,36 @@ fn steered_name(
         all_down: s.all_down.unwrap_or_default(),
         degraded_ttl,
         latency,
+        spread,
     })
+}
+
+/// The most a spread margin may be: wider, and "about as near" stops meaning near.
+const MAX_SPREAD_FRACTION: f64 = 1.0;
+const MAX_SPREAD_MS: f64 = 1000.0;
+
+/// `spread: {within: …}`: a percentage in (0, 100 %] or a time in (0, 1 s].
+fn spread(
+    diag: &mut Diagnostics,
+    raw: &Spanned<crate::policy::raw::RawSpread>,
+    context: &str,
+) -> Option<SpreadWithin> {
+    let within = &raw.value.within;
+    match &within.value.0 {
+        Ok(w @ SpreadWithin::Fraction(f)) if *f > 0.0 && *f <= MAX_SPREAD_FRACTION => Some(*w),
+        Ok(w @ SpreadWithin::Milliseconds(ms)) if *ms > 0.0 && *ms <= MAX_SPREAD_MS => Some(*w),
+        Ok(_) => {
+            diag.error(
+                at(within),
+                format!("{context}: spread: within must be above 0 and at most 100% or 1000ms (e.g. 10% or 5ms)"),
+            );
+            None
+        }
+        Err(e) => {
+            diag.error(at(within), format!("{context}: spread: within: {e}"));
+            None
+        }
+    }
 }
 
 /// The steered name's absolute name; refused inside a delegation, beside static records
