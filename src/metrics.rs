@@ -14,6 +14,9 @@ pub const HEALTH_CHECK_SECONDS: &str = "geosteer_health_check_seconds";
 pub const NODE_TRANSITIONS: &str = "geosteer_node_transitions_total";
 /// 1 when a node is answered, 0 when it is down, drained, forced down or full.
 pub const NODE_UP: &str = "geosteer_node_up";
+/// Per carrier line of a node with carrier addresses: 1 while its own check passes, 0 while
+/// it fails (its carrier's clients get the node's other lines), absent while unchecked.
+pub const LINE_UP: &str = "geosteer_line_up";
 /// 1 while the fleet's etcd is reachable (in a fleet), 0 while answers fall back to local
 /// verdicts.
 pub const FLEET_CONNECTED: &str = "geosteer_fleet_connected";
@@ -86,6 +89,10 @@ pub fn describe() {
     describe_counter!(
         NODE_TRANSITIONS,
         "Node health transitions by zone, node and new state."
+    );
+    describe_gauge!(
+        LINE_UP,
+        "Per carrier line (zone, node, line address): 1 while its check passes, 0 while it fails."
     );
     describe_gauge!(
         NODE_UP,

@@ -32,6 +32,19 @@ pub fn build(
     rankings: &Rankings,
     availability: &[Vec<Availability>],
 ) -> Snapshot {
+    build_with_lines(zones, geo, rankings, availability, &[])
+}
+
+/// [`build`], with the carrier lines found down: `down_lines[zone][node]` has bit `i` set
+/// when the node's `i`-th address fails its own check (missing entries: every line up).
+/// Answers name a node by its lines that are up.
+pub(super) fn build_with_lines(
+    zones: &[Zone],
+    geo: Arc<GeoDb>,
+    rankings: &Rankings,
+    availability: &[Vec<Availability>],
+    down_lines: &[Vec<u64>],
+) -> Snapshot {
     let mut built: Vec<ZoneAnswers> = zones
         .iter()
         .enumerate()
@@ -46,6 +59,7 @@ pub fn build(
                     answers: steered.answers,
                     draw_keys: &keys,
                     draw_weights: &ranking.draw_weights,
+                    down_lines: down_lines.get(i).map_or(&[][..], Vec::as_slice),
                 };
                 let table = build_steered(steered, ranking, &health, &geo);
                 answers
@@ -151,6 +165,8 @@ struct PickInputs<'a> {
     draw_keys: &'a [u64],
     /// Per node, its share of a draw (empty without `spread`).
     draw_weights: &'a [u32],
+    /// Per node, its carrier lines that are down (bit `i`: its `i`-th address).
+    down_lines: &'a [u64],
 }
 
 impl PickInputs<'_> {
@@ -160,6 +176,18 @@ impl PickInputs<'_> {
             .copied()
             .unwrap_or(Availability::Up)
             .answerable()
+    }
+
+    /// Whether node `id`'s line at `ip` is up (an address that is no checked line is).
+    fn line_up(&self, id: NodeId, ip: IpAddr) -> bool {
+        let Some(&down) = self.down_lines.get(id).filter(|&&d| d != 0) else {
+            return true;
+        };
+        let position = self
+            .nodes
+            .get(id)
+            .and_then(|n| n.addresses.iter().position(|a| *a == ip));
+        position.is_none_or(|i| i >= 64 || down & (1u64 << i) == 0)
     }
 
     fn backup(&self, id: NodeId) -> bool {
@@ -575,19 +603,23 @@ fn answer_set(
             push_body(&mut body, rtype, ttl, &rdata);
             body.into_boxed_slice()
         };
-        // The line measured best for this column, else the first address of the family.
+        // The line measured best for this column, else the first address of the family;
+        // lines whose own check fails only when every line of the family does.
         let default_of = |id: NodeId| {
-            lines
+            let measured = lines
                 .iter()
                 .find(|(n, ip)| *n == id && ip.is_ipv6() == v6)
-                .map(|(_, ip)| *ip)
-                .or_else(|| {
-                    if v6 {
-                        nodes[id].first_v6().map(IpAddr::V6)
-                    } else {
-                        nodes[id].first_v4().map(IpAddr::V4)
-                    }
-                })
+                .map(|(_, ip)| *ip);
+            let family = nodes[id]
+                .addresses
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == v6);
+            measured
+                .filter(|&ip| health.line_up(id, ip))
+                .or_else(|| family.clone().find(|&ip| health.line_up(id, ip)))
+                .or(measured)
+                .or_else(|| family.clone().next())
         };
         let bodies = answered
             .iter()
@@ -608,7 +640,11 @@ fn answer_set(
             .map(|asn| {
                 let bodies = answered
                     .iter()
-                    .filter_map(|&id| nodes[id].on_carrier(asn, v6).or_else(|| default_of(id)))
+                    .filter_map(|&id| {
+                        (nodes[id].on_carrier(asn, v6))
+                            .filter(|&ip| health.line_up(id, ip))
+                            .or_else(|| default_of(id))
+                    })
                     .map(body)
                     .collect();
                 (asn, bodies)
@@ -720,6 +756,7 @@ mod tests {
             answers: 2,
             draw_keys: &[],
             draw_weights: &[],
+            down_lines: &[],
         }
     }
 

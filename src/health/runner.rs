@@ -30,6 +30,9 @@ pub struct NodeKey {
     pub zone: usize,
     /// Index of the node in its zone.
     pub node: NodeId,
+    /// Which of the node's carrier lines this check probes (its index among the node's
+    /// addresses); 0 also for a node without lines, whose check is its one line.
+    pub line: u8,
     /// Which load of the policy the indices refer to: reports of checks started for an
     /// earlier load are ignored after a reload.
     pub generation: u64,
@@ -123,6 +126,13 @@ pub struct PlannedCheck {
     pub node: String,
 }
 
+impl PlannedCheck {
+    /// The address probed, as metrics and logs name the line.
+    fn line(&self) -> String {
+        self.check.target.ip().to_string()
+    }
+}
+
 /// A check's metric handles, registered once per check task so a probe only increments.
 struct CheckMetrics {
     ok: metrics::Counter,
@@ -132,11 +142,11 @@ struct CheckMetrics {
 
 impl CheckMetrics {
     fn register(plan: &PlannedCheck) -> Self {
-        let counter = |result: &'static str| metrics::counter!(m::HEALTH_CHECKS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "result" => result);
+        let counter = |result: &'static str| metrics::counter!(m::HEALTH_CHECKS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "line" => plan.line(), "result" => result);
         CheckMetrics {
             ok: counter("ok"),
             fail: counter("fail"),
-            seconds: metrics::histogram!(m::HEALTH_CHECK_SECONDS, "zone" => plan.zone.clone(), "node" => plan.node.clone()),
+            seconds: metrics::histogram!(m::HEALTH_CHECK_SECONDS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "line" => plan.line()),
         }
     }
 }
@@ -146,7 +156,7 @@ fn note_transition(plan: &PlannedCheck, (old, new): (Health, Health), result: &P
     // tracing fixes an event's level where it is written: one event, two levels.
     macro_rules! health_changed {
         ($level:ident) => {
-            $level!(zone = %plan.zone, node = %plan.node, from = ?old, to = ?new,
+            $level!(zone = %plan.zone, node = %plan.node, line = %plan.line(), from = ?old, to = ?new,
                 check = %result.detail, latency_ms = result.latency.as_secs_f64() * 1e3,
                 "node health changed")
         };
@@ -165,7 +175,7 @@ fn note_transition(plan: &PlannedCheck, (old, new): (Health, Health), result: &P
             "unknown"
         }
     };
-    metrics::counter!(m::NODE_TRANSITIONS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "to" => to)
+    metrics::counter!(m::NODE_TRANSITIONS, "zone" => plan.zone.clone(), "node" => plan.node.clone(), "line" => plan.line(), "to" => to)
         .increment(1);
 }
 

@@ -353,6 +353,9 @@ pub struct Node {
     pub capacity: Capacity,
 }
 
+/// Most carrier lines of a node that are checked one by one (a line is a bit in a mask).
+pub const MAX_LINES: usize = 64;
+
 /// How a fleet's health verdicts decide a node's health: among the live vantage points
 /// (instances and probe agents) that check it, how many must see it down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -551,6 +554,22 @@ impl Node {
             IpAddr::V4(v4) => Some(*v4),
             IpAddr::V6(_) => None,
         })
+    }
+
+    /// The node's carrier lines, each checked on its own: every address of a node with
+    /// carrier addresses whose check probes its first address (a check pinned to another
+    /// `address` judges that path alone). Empty otherwise: the node's check is its one line.
+    pub fn checked_lines(&self) -> &[IpAddr] {
+        match &self.check {
+            Some(check)
+                if !self.carriers.is_empty()
+                    && self.addresses.len() > 1
+                    && self.addresses.first() == Some(&check.target.ip()) =>
+            {
+                &self.addresses[..self.addresses.len().min(MAX_LINES)]
+            }
+            _ => &[],
+        }
     }
 
     /// The node's address of `ip`'s family on carrier `asn`, if it has one.

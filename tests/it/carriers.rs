@@ -167,3 +167,106 @@ steer:
     assert_eq!(status, 400);
     assert!(body.contains("is not an address of node 'tokyo'"), "{body}");
 }
+
+/// Every carrier line is checked at its own address: a line whose listener stops loses its
+/// carrier's clients to the node's other line (and only them), gets them back when it
+/// returns, and with every line down the node is down.
+#[test]
+fn a_dead_carrier_line_moves_its_carrier_s_clients_to_the_node_s_other_line() {
+    let mut lines = support::nodes::FakeNode::start_lines(
+        &["127.0.0.41", "127.0.0.42"],
+        support::nodes::Behaviour::Tcp,
+    );
+    let singapore = support::nodes::FakeNode::start("127.0.0.43", support::nodes::Behaviour::Tcp);
+    let policy = format!(
+        r#"zone: lines.example
+soa: {{primary: ns1.lines.example., contact: h.lines.example.}}
+ns: [ns1.lines.example.]
+check: {{type: tcp, interval: 300ms, recheck: 50ms, timeout: 300ms, rise: 2, fall: 2}}
+nodes:
+  tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [127.0.0.41, {{address: 127.0.0.42, asn: 64500}}], check: {{port: {}}}}}
+  singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [127.0.0.43], check: {{port: {}}}}}
+steer:
+  ingest: {{answers: 1}}
+"#,
+        lines[0].addr.port(),
+        singapore.addr.port()
+    );
+    let asn_path = repo("tests/fixtures/geo-asn.mmdb");
+    let server = Server::start(
+        &zone_dir("carrier-lines", &policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--asn-db", asn_path.to_str().expect("utf-8 path")],
+    );
+    wait_healthy(&server, &["tokyo", "singapore"]);
+    let query = |source: &str| {
+        a_records(&udp_from(
+            &server,
+            from(source),
+            &q("ingest.lines.example.", A),
+        ))
+    };
+    let (carrier, other) = ("127.1.0.5", "127.1.200.1");
+    let until = |source: &str, want: &str, what: &str| {
+        support::eventually(std::time::Duration::from_secs(5), what, || {
+            let got = query(source);
+            if got == vec![want.to_string()] {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        })
+    };
+    until(
+        carrier,
+        "127.0.0.42",
+        "AS64500's clients on their carrier's line",
+    );
+    assert_eq!(query(other), vec!["127.0.0.41"]);
+
+    // The carrier line's listener stops: only its carrier's clients move, to the other line.
+    let stopped = std::time::Instant::now();
+    lines[1].stop();
+    until(
+        carrier,
+        "127.0.0.41",
+        "AS64500's clients moving to tokyo's other line",
+    );
+    let moved_after = stopped.elapsed();
+    assert_eq!(query(other), vec!["127.0.0.41"]);
+    let (_, nodes) = support::nodes::http(server.admin, "GET", "/nodes", None);
+    assert!(
+        nodes.contains(r#""address":"127.0.0.42","asn":64500,"health":"down""#),
+        "{nodes}"
+    );
+    assert!(
+        nodes.contains(r#""address":"127.0.0.41","asn":null,"health":"up""#),
+        "{nodes}"
+    );
+    let metrics =
+        support::parse_prometheus(&support::nodes::http(server.admin, "GET", "/metrics", None).1)
+            .expect("metrics parse");
+    assert_eq!(
+        metrics.get(r#"geosteer_line_up{zone="lines.example.",node="tokyo",line="127.0.0.42"}"#),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+    let (_, timeline) =
+        support::nodes::http(server.admin, "GET", "/map?name=ingest.lines.example.", None);
+    assert!(timeline.contains("tokyo via 127.0.0.42"), "{timeline}");
+    eprintln!("line failover in {moved_after:?}");
+
+    // It comes back: its carrier's clients return to it.
+    lines[1].restart();
+    until(
+        carrier,
+        "127.0.0.42",
+        "AS64500's clients back on their line",
+    );
+
+    // Every line down: the node is down, and everyone goes to Singapore.
+    lines[0].stop();
+    lines[1].stop();
+    until(carrier, "127.0.0.43", "tokyo down once both lines are");
+    until(other, "127.0.0.43", "tokyo down for everyone");
+}

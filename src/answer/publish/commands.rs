@@ -179,4 +179,22 @@ pub struct NodeStatus {
     /// In a fleet: the health the answers use, decided by the zone's quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_health: Option<Health>,
+    /// Each carrier line's own verdict (nodes with carrier addresses only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<LineStatus>,
+}
+
+/// One carrier line of a node, as the admin interface shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineStatus {
+    /// The line's address.
+    pub address: std::net::IpAddr,
+    /// The carrier's AS number, when the address is on one.
+    pub asn: Option<u32>,
+    /// What the line's own check says.
+    pub health: Health,
+    /// Seconds since that last changed.
+    pub since_s: f64,
+    /// The last probe's outcome in words.
+    pub detail: String,
 }

@@ -109,7 +109,7 @@ impl Publisher {
         let ranked = Ranked::first(&zones, &geo, Arc::clone(&latency), now);
         let served = Served::first(zones, geo, asn);
         let table = NodeTable::new(Arc::clone(&served.zones), nodes, false);
-        let snapshot = served.snapshot(&ranked, table.availability());
+        let snapshot = served.snapshot(&ranked, (table.availability(), table.down_lines()));
         // The first build is a rebuild too: the series exists from the start, before any change.
         metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
         let (plans, _) = watch::channel(Arc::default());
@@ -407,7 +407,8 @@ impl Publisher {
         let acted_on = changed.first_result
             || changed.verdict.is_some()
             || changed.fleet_connected.is_some()
-            || !changed.availability.is_empty();
+            || !changed.availability.is_empty()
+            || !changed.lines.is_empty();
         let staleness = [Staleness::Details, Staleness::Changed][usize::from(acted_on)];
         self.published.view_stale = self.published.view_stale.max(staleness);
         if let Some((zi, ni, health)) = changed.verdict {
@@ -420,7 +421,11 @@ impl Publisher {
         if let Some(connected) = changed.fleet_connected {
             metrics::gauge!(m::FLEET_CONNECTED).set(if connected { 1.0 } else { 0.0 });
         }
-        if changed.availability.is_empty() {
+        for &(zi, ni, line) in &changed.lines {
+            self.served
+                .export_line_gauge(zi, ni, line, self.table.nodes());
+        }
+        if changed.availability.is_empty() && changed.lines.is_empty() {
             return;
         }
         for &(zi, ni, from, to) in &changed.availability {
@@ -540,9 +545,8 @@ impl Publisher {
             return; // same order, same health: the published tables stand
         }
         let (served, ranked) = (self.served.clone(), self.ranked.clone());
-        let availability = self.table.availability();
-        let built =
-            tokio::task::spawn_blocking(move || served.snapshot(&ranked, availability)).await;
+        let states = (self.table.availability(), self.table.down_lines());
+        let built = tokio::task::spawn_blocking(move || served.snapshot(&ranked, states)).await;
         let snapshot = match built {
             Ok(snapshot) => snapshot,
             Err(e) => {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::commands::{NodeStatus, Override};
+use super::commands::{LineStatus, NodeStatus, Override};
 use crate::geo::AsnDb;
 use crate::health::{Health, Report};
 use crate::latency::{ClientGroup, ZoneLatency};
@@ -38,6 +38,44 @@ pub(super) struct NodeRuntime {
     pub load_percent: u8,
     /// Its state as the timeline last recorded it (`up`, `drained`, ...).
     pub state: &'static str,
+    /// Each carrier line's own verdict, in address order (empty: the node's check is its
+    /// one line). The node is up while any line is.
+    pub lines: Vec<LineState>,
+}
+
+/// One carrier line of a node, as its own check sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LineState {
+    /// The line's address.
+    pub address: std::net::IpAddr,
+    /// What its check says.
+    pub health: Health,
+    /// When `health` last changed.
+    pub since: SystemTime,
+    /// The last probe's outcome in words.
+    pub detail: String,
+}
+
+impl LineState {
+    fn fresh(address: std::net::IpAddr, now: SystemTime) -> Self {
+        LineState {
+            address,
+            health: Health::Unknown,
+            since: now,
+            detail: String::new(),
+        }
+    }
+}
+
+/// A node's health from its lines': up while any line is up, down once every line is.
+pub(super) fn lines_health(lines: &[LineState]) -> Health {
+    if lines.iter().any(|l| l.health == Health::Up) {
+        Health::Up
+    } else if !lines.is_empty() && lines.iter().all(|l| l.health == Health::Down) {
+        Health::Down
+    } else {
+        Health::Unknown
+    }
 }
 
 /// The word the page and timeline use for a node's state.
@@ -98,7 +136,11 @@ impl NodeRuntime {
             .map(|z| {
                 z.nodes
                     .iter()
-                    .map(|n| NodeRuntime::new(n.status, now))
+                    .map(|n| {
+                        let mut runtime = NodeRuntime::new(n.status, now);
+                        runtime.lines = carry_lines(n, &[], now);
+                        runtime
+                    })
                     .collect()
             })
             .collect()
@@ -118,6 +160,7 @@ impl NodeRuntime {
             full: false,
             load_percent: 0,
             state: state_word(availability(status, None, Health::Unknown, None), None),
+            lines: Vec::new(),
         }
     }
 
@@ -156,6 +199,17 @@ impl NodeRuntime {
             load: load.map(|l| l.value),
             load_age_s: load.map(|l| age(l.at)),
             fleet_health: None,
+            lines: (self.lines.iter())
+                .map(|l| LineStatus {
+                    address: l.address,
+                    asn: (spec.carriers.iter())
+                        .find(|(ip, _)| *ip == l.address)
+                        .map(|(_, asn)| *asn),
+                    health: l.health,
+                    since_s: age(l.since),
+                    detail: l.detail.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -177,6 +231,20 @@ pub(super) struct CarriedOver {
 /// is worked out again from the new policy (its `since` moves only when it changed). Nodes
 /// not seen before start as [`NodeRuntime::new`]. ASN groups' networks are looked up again
 /// in the new ASN database.
+/// A node's line states under its policy now: a line whose address it had keeps its
+/// state, a new one starts unchecked.
+fn carry_lines(node: &crate::policy::Node, old: &[LineState], now: SystemTime) -> Vec<LineState> {
+    node.checked_lines()
+        .iter()
+        .map(|&address| {
+            old.iter()
+                .find(|l| l.address == address)
+                .cloned()
+                .unwrap_or_else(|| LineState::fresh(address, now))
+        })
+        .collect()
+}
+
 pub(super) fn carry_over(
     old_zones: &[Zone],
     old_nodes: &[Vec<NodeRuntime>],
@@ -215,6 +283,7 @@ pub(super) fn carry_over(
             if node.check.is_none() {
                 runtime.health = Health::Unknown;
             }
+            runtime.lines = carry_lines(node, &runtime.lines, now);
             if let Some(old_measured) = old.and_then(|(oz, _)| old_latency.get(oz))
                 && let Some((_, on)) = old
             {

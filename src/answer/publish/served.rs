@@ -10,10 +10,10 @@ use super::outbox::{FleetPolicy, fleet_zone};
 use super::ranking::Ranked;
 use super::table::NodeTable;
 use super::view::{FleetSummary, StateView};
-use crate::answer::build::build;
+use crate::answer::build::build_with_lines;
 use crate::answer::snapshot::{ExplainView, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
-use crate::health::{CheckPlan, NodeKey, PlannedCheck};
+use crate::health::{CheckPlan, Health, NodeKey, PlannedCheck};
 use crate::latency::ZoneLatency;
 use crate::loader::Loaded;
 use crate::metrics as m;
@@ -111,14 +111,15 @@ impl Served {
         }
     }
 
-    /// Its answers, built from `ranked` and `availability`.
+    /// Its answers, built from `ranked`, `availability` and the carrier lines down.
     pub(super) fn snapshot(
         &self,
         ranked: &Ranked,
-        availability: Vec<Vec<Availability>>,
+        (availability, down_lines): (Vec<Vec<Availability>>, Vec<Vec<u64>>),
     ) -> Snapshot {
         let geo = Arc::clone(&self.geo);
-        let mut snapshot = build(&self.zones, geo, &ranked.rankings, &availability);
+        let rankings = &ranked.rankings;
+        let mut snapshot = build_with_lines(&self.zones, geo, rankings, &availability, &down_lines);
         snapshot.asn = self.asn.clone();
         snapshot.zone_counters = Arc::clone(&self.zone_counters);
         snapshot.explain = Some(Arc::new(ExplainView {
@@ -139,17 +140,39 @@ impl Served {
                 let Some(check) = node.check.clone() else {
                     continue;
                 };
+                let runtime = &nodes[zi][ni];
                 checks.push(PlannedCheck {
                     key: NodeKey {
                         zone: zi,
                         node: ni,
+                        line: 0,
                         generation,
                     },
-                    known: nodes[zi][ni].health,
-                    check,
+                    known: runtime.lines.first().map_or(runtime.health, |l| l.health),
+                    check: check.clone(),
                     zone: zone.origin.to_string(),
                     node: node.name.clone(),
                 });
+                // Every further carrier line: the node's check at the line's address.
+                for (line, &address) in node.checked_lines().iter().enumerate().skip(1) {
+                    let mut check = check.clone();
+                    check.target.set_ip(address);
+                    checks.push(PlannedCheck {
+                        key: NodeKey {
+                            zone: zi,
+                            node: ni,
+                            line: u8::try_from(line).unwrap_or(u8::MAX),
+                            generation,
+                        },
+                        known: runtime
+                            .lines
+                            .get(line)
+                            .map_or(Health::Unknown, |l| l.health),
+                        check,
+                        zone: zone.origin.to_string(),
+                        node: node.name.clone(),
+                    });
+                }
             }
         }
         CheckPlan { generation, checks }
@@ -170,6 +193,32 @@ impl Served {
                 })
                 .collect(),
         }
+    }
+
+    /// The gauge of one carrier line's verdict.
+    pub(super) fn export_line_gauge(
+        &self,
+        zi: usize,
+        ni: usize,
+        line: usize,
+        nodes: &[Vec<NodeRuntime>],
+    ) {
+        let (Some(zone), Some(state)) = (
+            self.zones.get(zi),
+            nodes
+                .get(zi)
+                .and_then(|n| n.get(ni))
+                .and_then(|r| r.lines.get(line)),
+        ) else {
+            return;
+        };
+        let value = match state.health {
+            Health::Up => 1.0,
+            Health::Down => 0.0,
+            Health::Unknown => return,
+        };
+        metrics::gauge!(m::LINE_UP, "zone" => zone.origin.to_string(), "node" => zone.nodes[ni].name.clone(), "line" => state.address.to_string())
+            .set(value);
     }
 
     /// Node and steered-name availability gauges of one zone.

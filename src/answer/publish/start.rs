@@ -40,9 +40,10 @@ impl Publisher {
             (self.outbox).send_modify(|out| out.set_override(key.clone(), *set));
         }
         // The first answers already leave drained and forced-down nodes out.
-        let snapshot = self
-            .served
-            .snapshot(&self.ranked, self.table.availability());
+        let snapshot = self.served.snapshot(
+            &self.ranked,
+            (self.table.availability(), self.table.down_lines()),
+        );
         self.store_snapshot(snapshot);
         self.store_view();
         self

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::commands::{FleetState, Override};
-use super::nodes::{NodeRuntime, availability, load_percent, state_word};
+use super::nodes::{NodeRuntime, availability, lines_health, load_percent, state_word};
 use super::outbox::fleet_zone;
 use super::view::{Timeline, TimelineEntry, unix_seconds};
 use crate::health::{Health, Report};
@@ -56,6 +56,8 @@ pub(super) struct Changed {
     pub fleet_connected: Option<bool>,
     /// A node's first check result arrived (readiness waits for them).
     pub first_result: bool,
+    /// A carrier line's verdict changed (answers change with it): `(zone, node, line)`.
+    pub lines: Vec<(usize, usize, usize)>,
 }
 
 impl Changed {
@@ -63,6 +65,7 @@ impl Changed {
         self.availability.extend(other.availability);
         self.verdict = other.verdict.or(self.verdict);
         self.first_result |= other.first_result;
+        self.lines.extend(other.lines);
         self.fleet_connected = other.fleet_connected.or(self.fleet_connected);
     }
 }
@@ -175,20 +178,74 @@ impl NodeTable {
     }
 
     fn checked(&mut self, report: Report, now: SystemTime) -> Changed {
-        let (zone, node) = (report.key.zone, report.key.node);
-        let verdict = report.transition.map(|(_, new)| (zone, node, new));
+        let (zone, node, line) = (report.key.zone, report.key.node, report.key.line);
+        let mut verdict = report.transition.map(|(_, new)| (zone, node, new));
         let Some(runtime) = self.runtime_mut(zone, node) else {
             return Changed::default();
         };
+        let mut line_changed = None;
+        if let Some(state) = runtime.lines.get_mut(usize::from(line)) {
+            // A node with carrier lines: the line's verdict, and the node's from all of them.
+            state.detail.clone_from(&report.result.detail);
+            if state.health != report.health {
+                state.health = report.health;
+                state.since = now;
+                line_changed = Some((zone, node, usize::from(line)));
+            }
+            let health = lines_health(&runtime.lines);
+            verdict = (health != runtime.health).then_some((zone, node, health));
+            runtime.health = health;
+            if line > 0 {
+                let mut changed = self.refresh(zone, node, now);
+                changed.verdict = verdict;
+                changed.lines.extend(line_changed);
+                self.note_line(zone, node, usize::from(line), now);
+                return changed;
+            }
+        } else {
+            runtime.health = report.health;
+        }
+        // The node's own check (its first line): its statistics are the node's.
         let first_result = runtime.last.is_none();
-        runtime.health = report.health;
         runtime.probe_rtt_ms = report.stats.rtt_ms;
         runtime.probe_loss = report.stats.loss;
         runtime.last = Some((report, now));
         let mut changed = self.refresh(zone, node, now);
         changed.verdict = verdict;
         changed.first_result = first_result;
+        if line_changed.is_some() {
+            self.note_line(zone, node, usize::from(line), now);
+            changed.lines.extend(line_changed);
+        }
         changed
+    }
+
+    /// Records a carrier line's change in the timeline.
+    fn note_line(&mut self, zone: usize, node: usize, line: usize, now: SystemTime) {
+        let zones = Arc::clone(&self.zones);
+        let (Some(z), Some(state)) = (
+            zones.get(zone),
+            self.nodes
+                .get(zone)
+                .and_then(|n| n.get(node))
+                .and_then(|r| r.lines.get(line)),
+        ) else {
+            return;
+        };
+        let (to, why) = match state.health {
+            Health::Up => ("line up", "checks pass".to_string()),
+            Health::Down => ("line down", format!("checks fail: {}", state.detail)),
+            Health::Unknown => ("line unknown", "no check result yet".to_string()),
+        };
+        let entry = TimelineEntry {
+            at: unix_seconds(now),
+            zone: z.origin.to_string(),
+            node: format!("{} via {}", z.nodes[node].name, state.address),
+            from: "line".into(),
+            to: to.into(),
+            why,
+        };
+        Arc::make_mut(&mut self.timeline).push(entry);
     }
 
     /// Decides which nodes of a zone are full from their loads (with each node's
@@ -396,6 +453,22 @@ impl NodeTable {
             .collect()
     }
 
+    /// Per zone and node, its carrier lines whose checks fail (bit `i`: its `i`-th address).
+    pub(super) fn down_lines(&self) -> Vec<Vec<u64>> {
+        self.nodes
+            .iter()
+            .map(|z| {
+                z.iter()
+                    .map(|n| {
+                        (n.lines.iter().enumerate().take(64))
+                            .filter(|(_, l)| l.health == Health::Down)
+                            .fold(0u64, |mask, (i, _)| mask | (1u64 << i))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// What the fleet says, in a fleet.
     pub(super) fn fleet(&self) -> Option<&FleetInputs> {
         self.fleet.as_ref()
@@ -450,6 +523,7 @@ mod tests {
             key: NodeKey {
                 zone: 0,
                 node,
+                line: 0,
                 generation: 0,
             },
             result: ProbeResult {

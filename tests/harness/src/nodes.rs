@@ -65,6 +65,29 @@ impl FakeNode {
         FakeNode::serve(listener, addr, behaviour)
     }
 
+    /// Listens on every one of `ips` on one port (a node's carrier lines share their check's
+    /// port), trying free ports of the first address until the others bind too.
+    pub fn start_lines(ips: &[&str], behaviour: Behaviour) -> Vec<FakeNode> {
+        for _ in 0..50 {
+            let first = TcpListener::bind((ips[0], 0)).expect("bind a fake node");
+            let port = first.local_addr().expect("bound address").port();
+            let rest: Result<Vec<TcpListener>, _> = ips[1..]
+                .iter()
+                .map(|ip| TcpListener::bind((*ip, port)))
+                .collect();
+            if let Ok(rest) = rest {
+                return std::iter::once(first)
+                    .chain(rest)
+                    .map(|listener| {
+                        let addr = listener.local_addr().expect("bound address");
+                        FakeNode::serve(listener, addr, behaviour.clone())
+                    })
+                    .collect();
+            }
+        }
+        panic!("no port free on every one of {ips:?} in 50 tries");
+    }
+
     fn serve(listener: TcpListener, addr: SocketAddr, behaviour: Behaviour) -> FakeNode {
         let (stop, thread) = accept_loop(listener, behaviour.clone());
         FakeNode {
