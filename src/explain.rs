@@ -43,7 +43,8 @@ pub struct CandidateLine {
     /// The loss rate of geosteer's own probes, as ranked (each point raises the score by
     /// ten per cent).
     pub probe_loss: f64,
-    /// The node's weight, which divides the score.
+    /// The node's weight: it divides the score, or (where the name spreads) sets the
+    /// node's share of its group's draw.
     pub weight: u32,
     /// Health-derived availability.
     pub availability: Availability,
@@ -74,6 +75,12 @@ pub struct Explanation {
     pub answer_v6: Vec<String>,
     /// Why the first answer is first.
     pub why: String,
+    /// Where the answer spreads: the group and what this client's network draws from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
+    /// The carrier lines of the answered nodes that have them, with their verdicts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<String>,
 }
 
 /// Why an explanation could not be made.
@@ -198,6 +205,8 @@ pub fn explain<'a>(
         answer_v4,
         answer_v6,
         why,
+        spread: None,
+        lines: Vec::new(),
     })
 }
 
@@ -453,6 +462,8 @@ impl Explanation {
             self.answer_v6.join(",")
         ));
         strings.push(format!("why: {}", self.why));
+        strings.extend(self.spread.iter().map(|s| format!("spread: {s}")));
+        strings.extend(self.lines.iter().map(|l| format!("line: {l}")));
         strings.push(format!("instance {instance}"));
         strings
     }
@@ -506,6 +517,12 @@ impl fmt::Display for Explanation {
         }
         writeln!(f, "answer A:    {}", self.answer_v4.join(", "))?;
         writeln!(f, "answer AAAA: {}", self.answer_v6.join(", "))?;
+        if let Some(spread) = &self.spread {
+            writeln!(f, "spread:   {spread}")?;
+        }
+        for line in &self.lines {
+            writeln!(f, "line:     {line}")?;
+        }
         write!(f, "why:      {}", self.why)
     }
 }

@@ -42,6 +42,8 @@ pub struct ExplainView {
     pub damping: Arc<crate::steer::DampingState>,
     /// Availability per zone and node.
     pub availability: Vec<Vec<crate::steer::Availability>>,
+    /// Carrier lines found down per zone and node (bit `i`: the node's `i`-th address).
+    pub down_lines: Vec<Vec<u64>>,
 }
 
 impl Snapshot {
@@ -50,11 +52,98 @@ impl Snapshot {
     /// `_explain` both show.
     pub fn explain(&self, name: &str, client: IpAddr) -> Result<Explanation, ExplainError> {
         let view = self.explain.as_ref().ok_or(ExplainError::NoInputs)?;
-        crate::explain::explain(&view.zones, &self.geo, name, client, |zone| LiveState {
-            availability: view.availability.get(zone).map(Vec::as_slice),
-            latency: view.latency.get(zone),
-            damping: Some((&view.damping, zone)),
-        })
+        let mut explained =
+            crate::explain::explain(&view.zones, &self.geo, name, client, |zone| LiveState {
+                availability: view.availability.get(zone).map(Vec::as_slice),
+                latency: view.latency.get(zone),
+                damping: Some((&view.damping, zone)),
+            })?;
+        self.explain_served(view, name, crate::net::unmap(client), &mut explained);
+        Ok(explained)
+    }
+
+    /// What the explanation's ranking cannot tell: the answer as served (the draw of a
+    /// spread group for this client's network) and the carrier lines of its nodes.
+    fn explain_served(
+        &self,
+        view: &ExplainView,
+        name: &str,
+        client: IpAddr,
+        out: &mut Explanation,
+    ) {
+        let Ok(wanted) = crate::policy::DomainName::parse(name) else {
+            return;
+        };
+        let Some((zi, zone)) = view
+            .zones
+            .iter()
+            .enumerate()
+            .find(|(_, z)| z.steered.iter().any(|s| s.name == wanted))
+        else {
+            return;
+        };
+        let table = self.zones.iter().filter(|z| z.index == zi).find_map(|z| {
+            match z.names.get(&super::zone::name_key(&wanted)[..]) {
+                Some(NameNode::Steered(table)) => Some(table),
+                _ => None,
+            }
+        });
+        let Some(table) = table else {
+            return;
+        };
+        let served = table.answer_for(client, &self.geo, self.asn.as_deref(), [true, true]);
+        let names = |ids: &mut dyn Iterator<Item = NodeId>| -> Vec<String> {
+            ids.filter_map(|id| zone.nodes.get(id).map(|n| n.name.clone()))
+                .collect()
+        };
+        let mut answered: Vec<NodeId> = Vec::new();
+        for (family, slot) in served
+            .families
+            .iter()
+            .zip([&mut out.answer_v4, &mut out.answer_v6])
+        {
+            let Some(family) = family else { continue };
+            answered.extend(family.nodes());
+            if family.answer.servfail {
+                continue;
+            }
+            *slot = names(&mut family.nodes());
+            if out.spread.is_none() && !family.answer.draw.is_empty() {
+                let group = family.answer.nodes.iter().take(family.answer.draw.len());
+                let prefix = NETWORK_BITS[usize::from(client.is_ipv6())];
+                out.spread = Some(format!(
+                    "group {} by weight; this client's /{prefix} draws {}",
+                    names(&mut group.copied()).join(", "),
+                    names(&mut family.nodes()).join(", "),
+                ));
+            }
+        }
+        let down = view.down_lines.get(zi);
+        answered.sort_unstable();
+        answered.dedup();
+        for id in answered {
+            let Some(node) = zone.nodes.get(id) else {
+                continue;
+            };
+            let mask = down.and_then(|d| d.get(id)).copied().unwrap_or(0);
+            for (i, address) in node.checked_lines().iter().enumerate() {
+                let asn = node
+                    .carriers
+                    .iter()
+                    .find(|(a, _)| a == address)
+                    .map(|(_, n)| *n);
+                out.lines.push(format!(
+                    "{} via {address}{}: {}",
+                    node.name,
+                    asn.map_or(String::new(), |n| format!(" (AS{n})")),
+                    if mask & (1u64 << i) != 0 {
+                        "down"
+                    } else {
+                        "up"
+                    },
+                ));
+            }
+        }
     }
 
     /// Finds the zone enclosing a lowercase wire name, with the offset of the zone's origin

@@ -255,6 +255,17 @@ steer:
         support::nodes::http(server.admin, "GET", "/map?name=ingest.lines.example.", None);
     assert!(timeline.contains("tokyo via 127.0.0.42"), "{timeline}");
     eprintln!("line failover in {moved_after:?}");
+    let (_, why) = support::nodes::http(
+        server.admin,
+        "GET",
+        "/explain?name=ingest.lines.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(
+        why.contains("tokyo via 127.0.0.42 (AS64500): down"),
+        "{why}"
+    );
+    assert!(why.contains("tokyo via 127.0.0.41: up"), "{why}");
 
     // It comes back: its carrier's clients return to it.
     lines[1].restart();

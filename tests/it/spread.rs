@@ -102,6 +102,28 @@ fn a_site_s_servers_share_its_networks_by_weight_and_keep_them() {
     assert!(!share.contains_key("192.0.2.9"), "the far site shared");
     // Asked again: the same server for every network.
     assert_eq!(answers(&server, &nets[..500]), subset(&first, &nets[..500]));
+    // Explain names the group and what a network draws, as served.
+    let (_, why) = http(
+        server.admin,
+        "GET",
+        &format!("/explain?name={NAME}&client={}", nets[0]),
+        None,
+    );
+    let drawn = match first[&nets[0]].as_str() {
+        "192.0.2.1" => "fra-1",
+        "192.0.2.2" => "fra-2",
+        "192.0.2.3" => "fra-3",
+        _ => "fra-4",
+    };
+    assert!(
+        why.contains("spread:   group fra-4, fra-3, fra-1, fra-2 by weight"),
+        "{why}"
+    );
+    assert!(
+        why.contains(&format!("this client's /24 draws {drawn}")),
+        "{why}"
+    );
+    assert!(why.contains(&format!("answer A:    {drawn}")), "{why}");
     // Without ECS the source's /24 draws, the same way.
     let own = udp_from(&server, from("127.0.0.1"), &q(NAME, A));
     let again = udp_from(&server, from("127.0.0.200"), &q(NAME, A));

@@ -424,6 +424,10 @@ impl Publisher {
         for &(zi, ni, line) in &changed.lines {
             self.served
                 .export_line_gauge(zi, ni, line, self.table.nodes());
+            if let Some((key, health)) = self.table.line_verdict(zi, ni, line) {
+                self.outbox
+                    .send_modify(|out| _ = out.verdicts.insert(key, health));
+            }
         }
         if changed.availability.is_empty() && changed.lines.is_empty() {
             return;

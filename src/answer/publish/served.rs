@@ -127,6 +127,7 @@ impl Served {
             latency: Arc::clone(&ranked.latency),
             damping: Arc::clone(&ranked.damping),
             availability,
+            down_lines,
         }));
         snapshot
     }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::commands::{FleetState, Override};
 use super::nodes::{NodeRuntime, availability, lines_health, load_percent, state_word};
-use super::outbox::fleet_zone;
+use super::outbox::{FleetKey, fleet_zone};
 use super::view::{Timeline, TimelineEntry, unix_seconds};
 use crate::health::{Health, Report};
 use crate::policy::Zone;
@@ -84,6 +84,14 @@ pub(super) struct FleetInputs {
     /// Other vantage points' votes, by zone and node of this load, resolved from `state`
     /// once per state (not per node and vote).
     votes: Vec<Vec<Vec<Health>>>,
+    /// Their votes on carrier lines, by zone, node and line (as `votes`).
+    line_votes: Vec<Vec<Vec<Vec<Health>>>>,
+}
+
+/// The fleet's name of a node's carrier line: where its verdicts are kept beside the
+/// node's own (`node@address`).
+pub(super) fn line_key(node: &str, address: std::net::IpAddr) -> String {
+    format!("{node}@{address}")
 }
 
 /// Every node's runtime state, by zone and node index of one load of the policy.
@@ -161,6 +169,7 @@ impl NodeTable {
             NodeEvent::Loads { zone, measured } => self.loads(zone, measured, now),
             NodeEvent::FleetState(state) => self.fleet_state(state, now),
             NodeEvent::FleetLost(why) => {
+                let lines_before = self.down_lines();
                 let Some(fleet) = &mut self.fleet else {
                     return Changed::default();
                 };
@@ -168,6 +177,7 @@ impl NodeTable {
                 fleet.lost = Some(why);
                 let mut changed = self.refresh_all(now);
                 changed.fleet_connected = was_connected.then_some(false);
+                changed.lines.extend(self.line_changes(&lines_before));
                 changed
             }
         }
@@ -278,30 +288,39 @@ impl NodeTable {
     /// The fleet's overrides replace local ones while it is reachable, and every node's
     /// health is decided again.
     fn fleet_state(&mut self, state: FleetState, now: SystemTime) -> Changed {
+        let lines_before = self.down_lines();
         let Some(fleet) = &mut self.fleet else {
             return Changed::default();
         };
         let was_lost = fleet.lost.take().is_some();
         let nodes = Arc::make_mut(&mut self.nodes);
         fleet.votes = Vec::with_capacity(self.zones.len());
+        fleet.line_votes = Vec::with_capacity(self.zones.len());
+        let votes_of = |key: &(String, String)| -> Vec<Health> {
+            (state.verdicts.get(key))
+                .map(|votes| votes.iter().map(|(_, h)| *h).collect())
+                .unwrap_or_default()
+        };
         for ((zone, runtimes), name) in self.zones.iter().zip(nodes).zip(&self.fleet_names) {
             let mut zone_votes = Vec::with_capacity(zone.nodes.len());
+            let mut zone_line_votes = Vec::with_capacity(zone.nodes.len());
             for (spec, runtime) in zone.nodes.iter().zip(runtimes) {
                 let key = (name.clone(), spec.name.clone());
                 runtime.override_ = state.overrides.get(&key).copied();
-                zone_votes.push(
-                    state
-                        .verdicts
-                        .get(&key)
-                        .map(|votes| votes.iter().map(|(_, h)| *h).collect())
-                        .unwrap_or_default(),
+                zone_votes.push(votes_of(&key));
+                zone_line_votes.push(
+                    (runtime.lines.iter())
+                        .map(|l| votes_of(&(name.clone(), line_key(&spec.name, l.address))))
+                        .collect(),
                 );
             }
             fleet.votes.push(zone_votes);
+            fleet.line_votes.push(zone_line_votes);
         }
         fleet.state = Some(state);
         let mut changed = self.refresh_all(now);
         changed.fleet_connected = was_lost.then_some(true);
+        changed.lines.extend(self.line_changes(&lines_before));
         changed
     }
 
@@ -323,18 +342,41 @@ impl NodeTable {
             .get(zone)
             .and_then(|n| n.get(node))
             .map_or(Health::Unknown, |r| r.health);
-        let Some(FleetInputs {
-            lost: None, votes, ..
-        }) = &self.fleet
-        else {
+        let others = match &self.fleet {
+            Some(FleetInputs {
+                lost: None, votes, ..
+            }) => votes.get(zone).and_then(|z| z.get(node)),
+            _ => None,
+        };
+        self.quorum(zone, own, others)
+    }
+
+    /// The health answers use for a node's carrier line: as [`Self::effective_health`],
+    /// over the line's own verdicts.
+    fn effective_line_health(&self, zone: usize, node: usize, line: usize) -> Health {
+        let own = (self.nodes.get(zone))
+            .and_then(|n| n.get(node))
+            .and_then(|r| r.lines.get(line))
+            .map_or(Health::Unknown, |l| l.health);
+        let others = match &self.fleet {
+            Some(FleetInputs {
+                lost: None,
+                line_votes,
+                ..
+            }) => line_votes
+                .get(zone)
+                .and_then(|z| z.get(node))
+                .and_then(|n| n.get(line)),
+            _ => None,
+        };
+        self.quorum(zone, own, others)
+    }
+
+    /// The zone's quorum over this instance's verdict and the others' votes (none: its own).
+    fn quorum(&self, zone: usize, own: Health, others: Option<&Vec<Health>>) -> Health {
+        let Some(others) = others.filter(|o| !o.is_empty()) else {
             return own;
         };
-        let Some(others) = votes.get(zone).and_then(|z| z.get(node)) else {
-            return own;
-        };
-        if others.is_empty() {
-            return own;
-        }
         let (mut voters, mut down) = (0, 0);
         for vote in std::iter::once(&own)
             .chain(others)
@@ -453,20 +495,53 @@ impl NodeTable {
             .collect()
     }
 
-    /// Per zone and node, its carrier lines whose checks fail (bit `i`: its `i`-th address).
+    /// Per zone and node, its carrier lines found down (bit `i`: its `i`-th address), by
+    /// this instance's checks or, in a reachable fleet, the zone's quorum.
     pub(super) fn down_lines(&self) -> Vec<Vec<u64>> {
-        self.nodes
-            .iter()
-            .map(|z| {
-                z.iter()
-                    .map(|n| {
-                        (n.lines.iter().enumerate().take(64))
-                            .filter(|(_, l)| l.health == Health::Down)
-                            .fold(0u64, |mask, (i, _)| mask | (1u64 << i))
+        (self.nodes.iter().enumerate())
+            .map(|(zi, z)| {
+                (z.iter().enumerate())
+                    .map(|(ni, n)| {
+                        (0..n.lines.len().min(64))
+                            .filter(|&i| self.effective_line_health(zi, ni, i) == Health::Down)
+                            .fold(0u64, |mask, i| mask | (1u64 << i))
                     })
                     .collect()
             })
             .collect()
+    }
+
+    /// This instance's own verdict on a carrier line, as the fleet keeps it.
+    pub(super) fn line_verdict(
+        &self,
+        zi: usize,
+        ni: usize,
+        line: usize,
+    ) -> Option<(FleetKey, Health)> {
+        let zone = self.zones.get(zi)?;
+        let state = self.nodes.get(zi)?.get(ni)?.lines.get(line)?;
+        let key = (
+            fleet_zone(zone),
+            line_key(&zone.nodes.get(ni)?.name, state.address),
+        );
+        Some((key, state.health))
+    }
+
+    /// The lines whose effective health changed since `before` (from [`Self::down_lines`]).
+    fn line_changes(&self, before: &[Vec<u64>]) -> Vec<(usize, usize, usize)> {
+        let mut changes = Vec::new();
+        for (zi, zone) in self.down_lines().iter().enumerate() {
+            for (ni, &now) in zone.iter().enumerate() {
+                let was = before.get(zi).and_then(|z| z.get(ni)).copied().unwrap_or(0);
+                let flipped = now ^ was;
+                changes.extend(
+                    (0..64)
+                        .filter(|i| flipped & (1u64 << i) != 0)
+                        .map(|i| (zi, ni, i)),
+                );
+            }
+        }
+        changes
     }
 
     /// What the fleet says, in a fleet.
@@ -648,6 +723,62 @@ mod tests {
         assert_eq!(lost.fleet_connected, Some(false));
         assert_eq!(table.effective_health(0, 0), Health::Up);
         assert_eq!(table.nodes()[0][1].override_, Some(Override::Drain));
+    }
+
+    /// A node with two carrier lines: each line has its own verdict, sent to the fleet
+    /// under `node@address`; the fleet's quorum decides a line like a node; the node is down
+    /// only with both lines down.
+    #[test]
+    fn carrier_lines_have_their_own_verdicts_locally_and_in_the_fleet() {
+        let text = "zone: t.example\nsoa: {primary: ns1.t.example., contact: h.t.example.}\nns: [ns1.t.example.]\n\
+             check: {type: tcp, port: 1935}\nnodes:\n\
+             \x20 tokyo: {geo: AS-JP, location: [35, 139], addresses: [192.0.2.1, {address: 192.0.2.101, asn: 64500}]}\n\
+             steer:\n  ingest: {}\n";
+        let zone =
+            crate::policy::parse_zone(std::path::Path::new("t.yaml"), text, 1).expect("zone");
+        let zones = Arc::new(vec![zone]);
+        let nodes = NodeRuntime::fresh(&zones, at(0));
+        let mut table = NodeTable::new(zones, nodes, true);
+        let line = |line: u8, from: Health, to: Health| {
+            let mut r = report(0, from, to);
+            r.key.line = line;
+            NodeEvent::Checked(r)
+        };
+        table.apply(line(0, Health::Unknown, Health::Up), at(1));
+        let changed = table.apply(line(1, Health::Unknown, Health::Up), at(1));
+        assert_eq!(changed.lines, vec![(0, 0, 1)]);
+        assert_eq!(table.down_lines(), vec![vec![0]]);
+        // The carrier line fails: the node stays up, the line is down.
+        let changed = table.apply(line(1, Health::Up, Health::Down), at(2));
+        assert_eq!(changed.lines, vec![(0, 0, 1)]);
+        assert!(changed.availability.is_empty(), "the node is still up");
+        assert_eq!(table.down_lines(), vec![vec![0b10]]);
+        let key = ("t.example".to_string(), "tokyo@192.0.2.101".to_string());
+        assert_eq!(
+            table.line_verdict(0, 0, 1),
+            Some((key.clone(), Health::Down))
+        );
+        // Two other members see the line up: the fleet's majority says up.
+        let mut state = FleetState::default();
+        state.verdicts.insert(
+            key,
+            vec![("b".into(), Health::Up), ("c".into(), Health::Up)],
+        );
+        let changed = table.apply(NodeEvent::FleetState(state), at(3));
+        assert_eq!(
+            changed.lines,
+            vec![(0, 0, 1)],
+            "the fleet's verdict moved the line"
+        );
+        assert_eq!(table.down_lines(), vec![vec![0]]);
+        // Alone (fleet lost): its own verdict decides the line again; both lines down: the
+        // node is down.
+        let lost = table.apply(NodeEvent::FleetLost("gone".into()), at(4));
+        assert_eq!(lost.lines, vec![(0, 0, 1)]);
+        let changed = table.apply(line(0, Health::Up, Health::Down), at(5));
+        assert_eq!(changed.verdict, Some((0, 0, Health::Down)));
+        assert_eq!(changed.availability.len(), 1);
+        assert_eq!(table.nodes()[0][0].availability, Availability::HealthDown);
     }
 
     #[test]
