@@ -40,6 +40,10 @@ pub struct CandidateLine {
     pub load: Option<f64>,
     /// Seconds since that load was measured.
     pub load_age_s: Option<f64>,
+    /// A load report that aged out and no longer counts: `(load, seconds since it went
+    /// stale)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_load: Option<(f64, f64)>,
     /// The loss rate of geosteer's own probes, as ranked (each point raises the score by
     /// ten per cent).
     pub probe_loss: f64,
@@ -326,7 +330,20 @@ impl<'a> Case<'a> {
             None if distance_km.is_some() => "distance estimate".to_string(),
             None => "no coordinates: list order".to_string(),
         };
+        let max_age = node.capacity.max_age;
+        let stale_load = (self.measured.loads.get(&id))
+            .filter(|_| load.is_none())
+            .or(self.measured.stale_loads.get(&id))
+            .and_then(|l| {
+                let went = l.at.checked_add(max_age)?;
+                let since = self
+                    .now
+                    .duration_since(went)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                Some((l.value, since))
+            });
         CandidateLine {
+            stale_load,
             node: node.name.clone(),
             tier: node.tier,
             distance_km,
@@ -497,6 +514,12 @@ impl fmt::Display for Explanation {
                 (Some(l), None) => format!(", load {:.0} %", l * 100.0),
                 _ => String::new(),
             };
+            if let Some((l, since)) = c.stale_load {
+                load += &format!(
+                    ", load {:.0} % stale {since:.0} s ago (not counted)",
+                    l * 100.0
+                );
+            }
             if c.probe_loss > 0.0 {
                 load += &format!(", probe loss {:.1} %", c.probe_loss * 100.0);
             }

@@ -283,6 +283,9 @@ pub struct ZoneLatency {
     pub measurements: Measurements,
     /// Reported load per node, the newest report's.
     pub loads: HashMap<usize, Load>,
+    /// The last load of each node whose report aged out with no newer one since: shown
+    /// (with when it went stale), never counted.
+    pub stale_loads: HashMap<usize, Load>,
     /// Smoothed failure rate of health probes per node, 0..=1.
     pub probe_loss: HashMap<usize, f64>,
     /// The networks of each measured ASN group (from the ASN database).
@@ -342,6 +345,7 @@ impl ZoneLatency {
         });
         if newer {
             self.loads.insert(node, load);
+            self.stale_loads.remove(&node);
         }
         newer
     }
@@ -371,8 +375,15 @@ impl ZoneLatency {
 
     /// Drops loads older than their node's `max_age` (and those of nodes without one).
     pub fn expire_loads(&mut self, now: SystemTime, max_age: impl Fn(usize) -> Option<Duration>) {
-        self.loads
-            .retain(|node, load| max_age(*node).is_some_and(|max| age(now, load.at) <= max));
+        let stale = &mut self.stale_loads;
+        self.loads.retain(|node, load| {
+            let counts = max_age(*node).is_some_and(|max| age(now, load.at) <= max);
+            if !counts && max_age(*node).is_some() {
+                stale.insert(*node, *load);
+            }
+            counts
+        });
+        stale.retain(|node, _| max_age(*node).is_some());
     }
 
     /// A node's load as of `now`, if reported within `max_age`.

@@ -434,6 +434,16 @@ fn a_load_report_that_is_not_renewed_expires() {
     });
     let (_, nodes) = http(server.admin, "GET", "/nodes", None);
     assert!(!nodes.contains("\"load\":0.99"), "{nodes}");
+    // What it said is still shown, as stale, with when it went stale.
+    assert!(nodes.contains("\"stale_load\":0.99"), "{nodes}");
+    assert!(nodes.contains("\"load_stale_s\":"), "{nodes}");
+    let (_, why) = http(
+        server.admin,
+        "GET",
+        "/explain?name=ingest.age.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(why.contains("load 99 % stale"), "{why}");
     let old = r#"{"loads": [{"node": "tokyo", "load": 0.99, "at": 1000000000}]}"#;
     let (status, body) = http_json(server.admin, "POST", "/latency", None, old);
     assert_eq!(status, 400, "{body}");

@@ -176,6 +176,13 @@ pub struct NodeStatus {
     pub load: Option<f64>,
     /// Seconds since that load was measured.
     pub load_age_s: Option<f64>,
+    /// The last load reported, once it stopped counting (older than `capacity.max_age`
+    /// with no newer report): what it was...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_load: Option<f64>,
+    /// ...and how many seconds ago it went stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_stale_s: Option<f64>,
     /// In a fleet: the health the answers use, decided by the zone's quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_health: Option<Health>,

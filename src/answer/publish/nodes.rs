@@ -198,6 +198,8 @@ impl NodeRuntime {
             probe_loss: self.probe_loss,
             load: load.map(|l| l.value),
             load_age_s: load.map(|l| age(l.at)),
+            stale_load: None,
+            load_stale_s: None,
             fleet_health: None,
             lines: (self.lines.iter())
                 .map(|l| LineStatus {

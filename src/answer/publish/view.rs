@@ -199,6 +199,15 @@ impl StateView {
         let load =
             (measured.load(node, now, max_age)).and_then(|_| measured.loads.get(&node).copied());
         let mut status = runtime.status(spec, node, load, now);
+        // A report that aged out: what it said, and since when it no longer counts.
+        let stale = (measured.loads.get(&node))
+            .filter(|_| load.is_none())
+            .or(measured.stale_loads.get(&node));
+        if let Some(stale) = stale {
+            status.stale_load = Some(stale.value);
+            status.load_stale_s = (stale.at.checked_add(max_age))
+                .map(|went| now.duration_since(went).map_or(0.0, |d| d.as_secs_f64()));
+        }
         status.fleet_health = self
             .fleet
             .as_ref()
