@@ -224,6 +224,8 @@ pub(super) enum WhatIfChange {
     Down,
     /// Drained by an operator.
     Drained,
+    /// Half its client networks drained by an operator (a staged drain).
+    HalfDrained,
     /// At capacity.
     Full,
 }
@@ -233,6 +235,7 @@ impl WhatIfChange {
         match self {
             WhatIfChange::Down => Availability::HealthDown,
             WhatIfChange::Drained => Availability::AdminDown,
+            WhatIfChange::HalfDrained => Availability::Draining(50),
             WhatIfChange::Full => Availability::Full(100),
         }
     }
@@ -241,6 +244,7 @@ impl WhatIfChange {
         match self {
             WhatIfChange::Down => "down",
             WhatIfChange::Drained => "drained",
+            WhatIfChange::HalfDrained => "half drained",
             WhatIfChange::Full => "full",
         }
     }

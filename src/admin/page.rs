@@ -1,7 +1,7 @@
 //! The status page (`GET /`): one self-contained HTML document (script and style inline,
 //! country shapes served from the binary at `/map/shapes.json`; nothing from elsewhere),
 //! and the JSON it polls: `GET /map?name=` (where every country's clients go, each node's
-//! state, the timeline) and `GET /what-if?name=&down=&drain=&full=` (the same with nodes
+//! state, the timeline) and `GET /what-if?name=&down=&drain=&half=&full=` (the same with nodes
 //! taken out, on a copy; nothing live changes).
 
 use std::collections::BTreeMap;
@@ -129,6 +129,8 @@ pub(super) struct WhatIfQuery {
     down: Option<String>,
     /// Nodes an operator would drain.
     drain: Option<String>,
+    /// Nodes an operator would drain half of (`drain?share=50`).
+    half: Option<String>,
     /// Nodes that would be full.
     full: Option<String>,
     /// The address family counted: 4 (the default) or 6.
@@ -143,6 +145,7 @@ pub(super) async fn what_if(
     for (list, change) in [
         (&q.down, WhatIfChange::Down),
         (&q.drain, WhatIfChange::Drained),
+        (&q.half, WhatIfChange::HalfDrained),
         (&q.full, WhatIfChange::Full),
     ] {
         for node in list.iter().flat_map(|l| l.split(',')) {

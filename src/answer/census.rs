@@ -22,7 +22,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use super::snapshot::{AnswerSet, NameNode, Snapshot, SteeredTable};
+use super::draw::network_of;
+use super::snapshot::{AnswerSet, FamilyAnswer, FamilyBodies, NameNode, Snapshot, SteeredTable};
 use crate::geo::{GeoDb, census_unit_shift};
 use crate::net::Family;
 use crate::policy::{Node, SteeredName, Zone};
@@ -39,14 +40,30 @@ pub enum Destination {
 }
 
 impl Destination {
-    fn of(answer: &AnswerSet) -> Destination {
+    /// Where a client at `ip` goes with `answer`: the first node sent to it (a spread
+    /// group's draw for its network, a staged drain's stand-in).
+    fn of(answer: &AnswerSet, ip: IpAddr) -> Destination {
         if answer.a.servfail || answer.aaaa.servfail {
             return Destination::Servfail;
         }
-        match answer.a.nodes.first().or(answer.aaaa.nodes.first()) {
-            Some(&id) => Destination::Node(id),
+        let network = network_of(ip);
+        let first = |family: &FamilyAnswer| {
+            FamilyBodies::of(family, &family.bodies, network)
+                .nodes()
+                .next()
+        };
+        match first(&answer.a).or_else(|| first(&answer.aaaa)) {
+            Some(id) => Destination::Node(id),
             None => Destination::Nothing,
         }
+    }
+
+    /// Whether where a client goes with `answer` depends on its network, not only on the
+    /// answer (a spread group, a staged drain).
+    fn drawn(answer: &AnswerSet) -> bool {
+        [&answer.a, &answer.aaaa]
+            .iter()
+            .any(|f| !f.draw.is_empty() || !f.yielding.is_empty())
     }
 
     /// The node's name, or `SERVFAIL`, or `-` for an empty answer.
@@ -81,8 +98,12 @@ pub fn steered_table<'a>(
 
 /// Where a client at `ip` goes on one side.
 pub fn destination(side: Side<'_>, ip: IpAddr) -> Destination {
-    Destination::of(side.table.select(ip, side.geo).answer)
+    Destination::of(side.table.select(ip, side.geo).answer, ip)
 }
+
+/// Networks of a range a census asks where they go, at most, when the range's answer is
+/// drawn per network: evenly spaced, so shares come out in proportion.
+const DRAWN_SAMPLES: u64 = 64;
 
 /// One steered name's table and what it was built from.
 #[derive(Clone, Copy)]
@@ -176,6 +197,15 @@ fn address_of(family: Family, unit: u128) -> IpAddr {
     match family {
         Family::V4 => IpAddr::V4(Ipv4Addr::from(u32::try_from(unit).unwrap_or(u32::MAX))),
         Family::V6 => IpAddr::V6(Ipv6Addr::from(unit << 64)),
+    }
+}
+
+/// Census units in one network a draw is by (a /24: 256 IPv4 addresses; a /48: 65,536
+/// IPv6 /64s).
+fn network_units(family: Family) -> u64 {
+    match family {
+        Family::V4 => 1 << (32 - super::draw::NETWORK_BITS[0]),
+        Family::V6 => 1 << (64 - super::draw::NETWORK_BITS[1]),
     }
 }
 
@@ -290,17 +320,41 @@ fn walk(
                 } else {
                     address_of(family, at)
                 };
+                let mut drawn = false;
                 for (slot, side) in destinations.iter_mut().zip(sides) {
-                    *slot = Destination::of(side.table.select(address, side.geo).answer);
+                    let answer = side.table.select(address, side.geo).answer;
+                    drawn |= Destination::drawn(answer);
+                    *slot = Destination::of(answer, address);
                 }
                 let units = u64::try_from(until - at).unwrap_or(u64::MAX);
-                each(
-                    at,
-                    units.min(max_weight(family)),
-                    country,
-                    cell,
-                    &destinations,
-                );
+                let weight = units.min(max_weight(family));
+                if drawn {
+                    // Answers drawn per network: the range's networks spread over several
+                    // destinations; a few of them, evenly spaced, say in what shares.
+                    let networks = units.div_ceil(network_units(family)).max(1);
+                    let samples = networks.min(DRAWN_SAMPLES);
+                    let mut seen: Vec<(Vec<Destination>, u64)> = Vec::new();
+                    for k in 0..samples {
+                        let offset = u128::from(units / samples * k);
+                        let ip = if k == 0 {
+                            address
+                        } else {
+                            address_of(family, at + offset)
+                        };
+                        let tuple: Vec<Destination> = (sides.iter())
+                            .map(|side| Destination::of(side.table.select(ip, side.geo).answer, ip))
+                            .collect();
+                        match seen.iter_mut().find(|(t, _)| *t == tuple) {
+                            Some((_, n)) => *n += 1,
+                            None => seen.push((tuple, 1)),
+                        }
+                    }
+                    for (tuple, n) in &seen {
+                        each(at, weight / samples * n, country, cell, tuple);
+                    }
+                } else {
+                    each(at, weight, country, cell, &destinations);
+                }
             }
             at = until;
         }

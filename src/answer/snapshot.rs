@@ -385,7 +385,7 @@ const MAX_SENT: usize = 64;
 impl<'a> FamilyBodies<'a> {
     /// What `network` is sent: the group members it draws, then the nodes after the group,
     /// each replaced by the next standby where a staged drain gives the network up.
-    fn of(answer: &'a FamilyAnswer, bodies: &'a [Box<[u8]>], network: u64) -> Self {
+    pub(crate) fn of(answer: &'a FamilyAnswer, bodies: &'a [Box<[u8]>], network: u64) -> Self {
         let mut order = [0u8; MAX_SENT];
         let mut count = 0usize;
         let group = answer.draw.len();

@@ -270,3 +270,44 @@ fn answers_any_scope(server: &Server, networks: &[String]) -> HashMap<String, St
         })
         .collect()
 }
+
+/// The status page's census counts a spread name by draw: the map's shares follow the
+/// weights, and a what-if of a half drain moves about half of that node's share.
+#[test]
+fn the_census_and_a_half_drain_what_if_follow_the_draw() {
+    let server = start(&zone_dir("spread-census", POLICY));
+    let (status, body) = page_data(server.admin, &format!("/map?name={NAME}"));
+    assert_eq!(status, 200, "{body}");
+    let live: serde_json::Value = serde_json::from_str(&body).expect("map JSON");
+    // Of the site's clients (Asia-Pacific goes to Sydney), by sampled networks.
+    let count = |node: &str| live["census"]["nodes"][node].as_f64().unwrap_or(0.0);
+    let site: f64 = ["fra-1", "fra-2", "fra-3", "fra-4"]
+        .iter()
+        .map(|n| count(n))
+        .sum();
+    let share = |node: &str| count(node) / site;
+    for (node, weight) in [
+        ("fra-1", 0.125),
+        ("fra-2", 0.125),
+        ("fra-3", 0.25),
+        ("fra-4", 0.5),
+    ] {
+        assert!(
+            (share(node) - weight).abs() < 0.05,
+            "{node}: {} ({body})",
+            share(node)
+        );
+    }
+    let (status, body) = page_data(server.admin, &format!("/what-if?name={NAME}&half=fra-4"));
+    assert_eq!(status, 200, "{body}");
+    let what_if: serde_json::Value = serde_json::from_str(&body).expect("what-if JSON");
+    let moves = what_if["moves"].as_array().expect("moves");
+    assert!(moves.iter().all(|m| m["from"] == "fra-4"), "{moves:?}");
+    let moved: f64 = moves.iter().filter_map(|m| m["share"].as_f64()).sum();
+    let total = live["census"]["total"].as_f64().expect("a total");
+    let half = count("fra-4") / total / 2.0;
+    assert!(
+        (moved - half).abs() < 0.05,
+        "a half drain of fra-4 moved {moved}, not about {half}"
+    );
+}
