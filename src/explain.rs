@@ -152,8 +152,15 @@ pub fn explain<'a>(
         measured,
         availability,
         now: SystemTime::now(),
+        spreads: false,
     };
     let (rule, rule_text, candidates) = case.rule();
+    let case = Case {
+        spreads: steered
+            .row_spread(rule.unwrap_or(steered.rules.len()))
+            .is_some(),
+        ..case
+    };
     let fences: Vec<&GeoSet> = steered
         .fences
         .iter()
@@ -242,6 +249,8 @@ struct Case<'a> {
     measured: &'a ZoneLatency,
     availability: &'a [Availability],
     now: SystemTime,
+    /// Whether the client's rule spreads its answers (weight then does not divide scores).
+    spreads: bool,
 }
 
 impl<'a> Case<'a> {
@@ -306,7 +315,7 @@ impl<'a> Case<'a> {
             distance,
             keys,
             self.now,
-            self.steered,
+            (&self.steered.latency, self.spreads),
         );
         (
             distance,

@@ -735,6 +735,7 @@ mod tests {
                 candidates: Candidates {
                     nodes: vec![(0, 0), (1, 0)],
                 },
+                spread: None,
             }],
             fences: vec![],
             default: DefaultAnswer {
@@ -837,7 +838,16 @@ mod tests {
                         crate::steer::rank(&zone.nodes, candidates, &fences, |id, node| {
                             let distance = place.coordinates.map(|c| c.distance_km(&node.location));
                             let now = SystemTime::UNIX_EPOCH;
-                            node_score(&none, id, node, distance, &keys, now, steered).1
+                            node_score(
+                                &none,
+                                id,
+                                node,
+                                distance,
+                                &keys,
+                                now,
+                                (&steered.latency, false),
+                            )
+                            .1
                         })
                         .into_iter()
                         .map(|(id, _)| id)

@@ -83,7 +83,7 @@ impl Snapshot {
             return;
         };
         let table = self.zones.iter().filter(|z| z.index == zi).find_map(|z| {
-            match z.names.get(&super::zone::name_key(&wanted)[..]) {
+            match z.names.get(&wanted.to_wire()[..]) {
                 Some(NameNode::Steered(table)) => Some(table),
                 _ => None,
             }

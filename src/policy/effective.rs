@@ -96,7 +96,15 @@ fn rule_json(zone: &Zone, rule: &Rule) -> Value {
         "geos": rule.geos.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "subnets": rule.subnets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "candidates": candidates_json(zone, &rule.candidates),
+        "spread": rule.spread.map(spread_json),
     })
+}
+
+fn spread_json(within: crate::policy::SpreadWithin) -> Value {
+    match within {
+        crate::policy::SpreadWithin::Fraction(f) => json!({"within": format!("{}%", f * 100.0)}),
+        crate::policy::SpreadWithin::Milliseconds(ms) => json!({"within": format!("{ms}ms")}),
+    }
 }
 
 fn steered_json(zone: &Zone, steered: &SteeredName) -> Value {
@@ -112,10 +120,7 @@ fn steered_json(zone: &Zone, steered: &SteeredName) -> Value {
         },
         "all_down": steered.all_down,
         "degraded_ttl": steered.degraded_ttl,
-        "spread": steered.spread.map(|w| match w {
-            crate::policy::SpreadWithin::Fraction(f) => json!({"within": format!("{}%", f * 100.0)}),
-            crate::policy::SpreadWithin::Milliseconds(ms) => json!({"within": format!("{ms}ms")}),
-        }),
+        "spread": steered.spread.map(spread_json),
         "latency": {
             "margin": steered.latency.margin,
             "hold_s": steered.latency.hold.as_secs_f64(),

@@ -608,6 +608,8 @@ pub struct Rule {
     pub subnets: Vec<Prefix>,
     /// Nodes this rule answers with.
     pub candidates: Candidates,
+    /// How its answers spread: the rule's own `spread`, else the name's.
+    pub spread: Option<SpreadWithin>,
 }
 
 impl Rule {
@@ -675,6 +677,26 @@ impl SpreadWithin {
 
 /// Behaviour when health leaves no node to answer with.
 impl SteeredName {
+    /// How the answers of row `row` spread: a rule's, or for the `default` pseudo-rule
+    /// (`row == rules.len()`) the name's, or the catch-all's when it answers with its nodes.
+    pub fn row_spread(&self, row: usize) -> Option<SpreadWithin> {
+        match self.rules.get(row) {
+            Some(rule) => rule.spread,
+            None if self.default.candidates.is_some() => self.spread,
+            None => self
+                .rules
+                .iter()
+                .rposition(Rule::is_catch_all)
+                .and_then(|i| self.rules[i].spread)
+                .or(self.spread),
+        }
+    }
+
+    /// Whether any answer of the name spreads.
+    pub fn spreads(&self) -> bool {
+        (0..=self.rules.len()).any(|row| self.row_spread(row).is_some())
+    }
+
     /// Every node some client of this name may be answered with (rules and default), once
     /// each, in id order.
     pub fn candidate_nodes(&self) -> Vec<NodeId> {

@@ -477,6 +477,8 @@ pub struct RawRule {
     /// Clients in this rule's geos only ever get nodes inside them.
     #[serde(default)]
     pub fence: Option<Spanned<bool>>,
+    /// This rule's spreading, instead of the name's.
+    pub spread: Option<Spanned<RawSpread>>,
 }
 
 /// Default answer for unlocatable clients.

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::latency::{
     ClientGroup, Expected, LOSS_PENALTY, ZoneLatency, blend_of, blended_rtt_ms, expected,
 };
-use crate::policy::{LatencyPolicy, SteeredName};
+use crate::policy::LatencyPolicy;
 
 /// Milliseconds added to a node's expected latency for its reported load: nothing below
 /// 80 %, then 10 ms per point up to 200 ms at 100 %, and 1 s beyond. Additive, so a loaded
@@ -31,9 +31,9 @@ fn loss_factor(probe_loss: f64) -> f64 {
     1.0 + LOSS_PENALTY * probe_loss.clamp(0.0, 1.0)
 }
 
-/// A node's expected latency and score for a client `distance_km` away in groups `keys`
-/// when answering `steered`: what explanations show, the same numbers [`ScoreTerms`] ranks
-/// by.
+/// A node's expected latency and score for a client `distance_km` away in groups `keys`,
+/// under a steered name's latency `policy` and for an answer that `spreads` or not: what
+/// explanations show, the same numbers [`ScoreTerms`] ranks by.
 pub fn node_score(
     measured: &ZoneLatency,
     id: usize,
@@ -41,28 +41,23 @@ pub fn node_score(
     distance_km: Option<f64>,
     keys: &[ClientGroup],
     now: SystemTime,
-    steered: &SteeredName,
+    (policy, spreads): (&LatencyPolicy, bool),
 ) -> (Expected, f64) {
-    let policy = &steered.latency;
     let expected = expected(&measured.measurements, id, keys, distance_km, now, policy);
     let score = score(
         expected.rtt_ms,
         measured.load(id, now, node.capacity.max_age),
         measured.probe_loss.get(&id).copied().unwrap_or(0.0),
-        score_weight(node, steered),
+        score_weight(node, spreads),
     );
     (expected, score)
 }
 
-/// What divides a node's score for a steered name: its weight, except where the name
-/// spreads, where weight sets the node's share of the draw instead and leaves its score
-/// alone (so "about as near as the best" compares distances, not weights).
-pub fn score_weight(node: &crate::policy::Node, steered: &SteeredName) -> u32 {
-    if steered.spread.is_some() {
-        1
-    } else {
-        node.weight
-    }
+/// What divides a node's score: its weight, except in an answer that spreads, where weight
+/// sets the node's share of the draw instead and leaves its score alone (so "about as near
+/// as the best" compares distances, not weights).
+pub fn score_weight(node: &crate::policy::Node, spreads: bool) -> u32 {
+    if spreads { 1 } else { node.weight }
 }
 
 /// Everything a node's score for clients in one set of groups depends on except distance:

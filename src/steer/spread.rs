@@ -71,7 +71,7 @@ pub fn draw_weights(
     measured: &ZoneLatency,
     now: SystemTime,
 ) -> Vec<u32> {
-    if steered.spread.is_none() {
+    if !steered.spreads() {
         return Vec::new();
     }
     nodes

@@ -26,7 +26,7 @@ use crate::geo::{AddressMap, GeoDb, GeoSet, Place, UnitVector};
 use crate::latency::{self, ClientGroup, ZoneLatency};
 use crate::net::Prefix;
 use crate::net::subnets::SubnetRules;
-use crate::policy::{Candidates, Node, NodeId, SteeredName, Tier, Zone};
+use crate::policy::{Candidates, Node, NodeId, SpreadWithin, SteeredName, Tier, Zone};
 
 /// Node rankings of one steered name: `rows[row][column]` → class, rows being its rules and
 /// then the `default` pseudo-rule, columns the database's places, the unlocated pseudo-place
@@ -272,7 +272,7 @@ fn rank_steered(
     let head_depth = steered.answers + START_SLACK;
     let depth = if rows.widest <= WHOLE_RANKING_NODES {
         rows.widest.max(head_depth)
-    } else if steered.spread.is_some() {
+    } else if steered.spreads() {
         head_depth + SPREAD_SLACK
     } else {
         head_depth
@@ -346,6 +346,8 @@ struct Rows<'a> {
     catch_all: usize,
     /// The most candidates of any row.
     widest: usize,
+    /// How each row's answers spread (`None`: they do not).
+    spread: Vec<Option<SpreadWithin>>,
 }
 
 impl<'a> Rows<'a> {
@@ -367,15 +369,17 @@ impl<'a> Rows<'a> {
             .map(|r| &r.candidates)
             .chain(std::iter::once(default_candidates))
             .collect();
-        // Rows with the same candidates (the default pseudo-rule repeats the catch-all) rank
-        // alike before damping: ranked once.
+        let spread: Vec<Option<SpreadWithin>> = (0..candidates.len())
+            .map(|row| steered.row_spread(row))
+            .collect();
+        // Rows with the same candidates and spreading (the default pseudo-rule repeats the
+        // catch-all) rank alike before damping: ranked once.
         let group: Vec<usize> = candidates
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                candidates[..i]
-                    .iter()
-                    .position(|earlier| std::ptr::eq(*earlier, *c))
+                (0..i)
+                    .find(|&e| std::ptr::eq(candidates[e], *c) && spread[e] == spread[i])
                     .unwrap_or(i)
             })
             .collect();
@@ -385,6 +389,7 @@ impl<'a> Rows<'a> {
             group,
             catch_all,
             widest,
+            spread,
         }
     }
 
@@ -590,6 +595,7 @@ fn candidate_lists(
             if rows.group[row] != row {
                 return Vec::new();
             }
+            let spreads = rows.spread.get(row).is_some_and(Option::is_some);
             profiles
                 .iter()
                 .map(|profile| {
@@ -611,7 +617,7 @@ fn candidate_lists(
                                 families,
                                 terms: ScoreTerms::of(
                                     measured,
-                                    (id, node, score_weight(node, steered)),
+                                    (id, node, score_weight(node, spreads)),
                                     &profile.keys,
                                     now,
                                     &steered.latency,
@@ -856,7 +862,7 @@ struct DampedCell<'a, 'w> {
 impl DampedCell<'_, '_> {
     /// Where the spread groups of the cell's (damped) start begin.
     fn spread_groups(&self, cell: Cell, start: &RankedStart) -> Groups {
-        let Some(within) = self.with.steered.spread else {
+        let Some(within) = self.with.rows.spread.get(cell.group).copied().flatten() else {
             return UNSPREAD;
         };
         let full = self.with.full;

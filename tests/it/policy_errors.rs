@@ -608,3 +608,42 @@ fn a_check_refuses_fields_its_kind_does_not_have() {
     assert_eq!(check.probe, geosteer::policy::Probe::Tcp);
     assert_eq!(check.to_string(), "tcp 198.51.100.10:22");
 }
+
+/// `spread: {within}` takes a percentage or a time, located when wrong; a rule may have
+/// its own.
+#[test]
+fn spread_margins_are_checked_and_located() {
+    for good in ["10%", "5ms", "0.5s"] {
+        let text = with(
+            "    ttl: 30\n",
+            &format!("    ttl: 30\n    spread: {{within: {good}}}\n"),
+        );
+        assert_eq!(errors(&text), Vec::<String>::new(), "{good}");
+    }
+    let own = with(
+        "      - {geos: [EU], pool: eu, fence: true}",
+        "      - {geos: [EU], pool: eu, fence: true, spread: {within: 5ms}}",
+    );
+    assert_eq!(errors(&own), Vec::<String>::new());
+    for (bad, says) in [
+        (
+            "10",
+            "'10' has no unit: write a percentage (10%) or a time (10ms)",
+        ),
+        ("0%", "within must be above 0 and at most 100% or 1000ms"),
+        ("2s", "within must be above 0 and at most 100% or 1000ms"),
+        ("lots", "spread: within:"),
+    ] {
+        let text = with(
+            "    ttl: 30\n",
+            &format!("    ttl: 30\n    spread: {{within: {bad}}}\n"),
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.len() == 1 && errs[0].contains(says) && errs[0].contains("zones/live.yaml:13:"),
+            "{bad}: {errs:?}"
+        );
+    }
+    let typo = with("    ttl: 30\n", "    ttl: 30\n    spread: {whitin: 10%}\n");
+    assert!(!errors(&typo).is_empty());
+}

@@ -311,3 +311,41 @@ fn the_census_and_a_half_drain_what_if_follow_the_draw() {
         "a half drain of fra-4 moved {moved}, not about {half}"
     );
 }
+
+/// `spread` on a rule: its clients spread, the other rules' do not (weight divides their
+/// scores: the weight-4 server takes them all).
+#[test]
+fn a_rule_may_spread_on_its_own() {
+    let policy = POLICY.replace(
+        "ingest: {answers: 1, spread: {within: 10%}, default: {location: [50.0, 8.0]}}",
+        "ingest:\n    answers: 1\n    rules:\n      - {geos: [EU-DE], nodes: [fra-1, fra-2, fra-3, fra-4], spread: {within: 10%}}\n      - {}",
+    );
+    let server = start(&zone_dir("spread-rule", &policy));
+    let distinct = |first: u32| {
+        (0..200u32)
+            .map(|i| {
+                let net = format!("127.{first}.{i}.0");
+                a_records(&udp(&server, &q(NAME, A).ecs(&net, 24)))
+            })
+            .collect::<std::collections::HashSet<_>>()
+    };
+    // 127.3/16 is Germany in the test database, 127.5/16 the United States.
+    let german = distinct(3);
+    assert_eq!(
+        german.len(),
+        4,
+        "German networks spread over the site: {german:?}"
+    );
+    let american = distinct(5);
+    assert_eq!(
+        american.len(),
+        1,
+        "the catch-all does not spread: {american:?}"
+    );
+    assert!(
+        american.contains(&vec!["192.0.2.4".to_string()]),
+        "{american:?}"
+    );
+    let (_, config) = http(server.admin, "GET", "/config", None);
+    assert!(config.contains(r#""spread":{"within":"10%"}"#), "{config}");
+}

@@ -143,7 +143,11 @@ fn steered_name(
         );
     }
     let pools = Pools::new(diag, s, zone.node_index, &context);
-    let (rules, fences) = rules(diag, zone, s, &pools, &universe, &context);
+    let spread = s
+        .spread
+        .as_ref()
+        .and_then(|raw| spread(diag, raw, &context));
+    let (rules, fences) = rules(diag, zone, (s, spread), &pools, &universe, &context);
     let default = default_answer(diag, zone, s, &pools, &context);
     let degraded_ttl = match &s.degraded_ttl {
         Some(d) if d.value > ttl => {
@@ -160,10 +164,6 @@ fn steered_name(
         None => None,
     };
     let latency = validate_latency(diag, s.latency.as_ref(), &context);
-    let spread = s
-        .spread
-        .as_ref()
-        .and_then(|raw| spread(diag, raw, &context));
     Some(SteeredName {
         name,
         ttl,
@@ -398,7 +398,7 @@ fn level0(ids: Vec<NodeId>) -> Candidates {
 fn rules(
     diag: &mut Diagnostics,
     zone: &ZoneNames,
-    s: &RawSteer,
+    (s, name_spread): (&RawSteer, Option<SpreadWithin>),
     pools: &Pools,
     universe: &[NodeId],
     context: &str,
@@ -460,10 +460,15 @@ fn rules(
         }
         if let Some(candidates) = candidates {
             fences.reach(i, at(rule), &geos.codes, &candidates);
+            let own = r
+                .spread
+                .as_ref()
+                .and_then(|raw| spread(diag, raw, &rule_ctx));
             rules.push(Rule {
                 geos: geos.codes,
                 subnets,
                 candidates,
+                spread: own.or(name_spread),
             });
         }
     }
@@ -473,6 +478,7 @@ fn rules(
             geos: Vec::new(),
             subnets: Vec::new(),
             candidates: level0(universe.to_vec()),
+            spread: name_spread,
         });
     }
     (rules, fences.sets)
