@@ -741,17 +741,19 @@ fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut
         };
         match step {
             Step::Done(rcode) => return rcode,
-            Step::NoData => break,
+            Step::NoData => {
+                // NODATA: the name exists, the type does not, also at the end of a CNAME
+                // chain inside the zone (RFC 2308 §2.2: the SOA goes with the CNAMEs).
+                let soa_owner = chase.owner + chase.origin;
+                asked
+                    .writer
+                    .record(Section::Authority, soa_owner, &zone.negative_soa);
+                return Rcode::NoError;
+            }
             Step::Follow => {}
         }
     }
-    // NODATA: the name exists, the type does not (or the CNAME chain ended without data).
-    if asked.writer.count(Section::Answer) == 0 {
-        let soa_owner = chase.owner + chase.origin;
-        asked
-            .writer
-            .record(Section::Authority, soa_owner, &zone.negative_soa);
-    }
+    // A chain longer than we follow: the CNAMEs so far, for the resolver to go on with.
     Rcode::NoError
 }
 
@@ -776,7 +778,7 @@ fn found(
 /// glue in the additional section. After a CNAME, the resolver follows the referral itself.
 fn referral(asked: &mut Asked, delegation: &Delegation, owner: usize) -> Step {
     if asked.writer.count(Section::Answer) > 0 {
-        return Step::NoData;
+        return Step::Done(Rcode::NoError);
     }
     asked.writer.authoritative(false);
     let targets = push_set(asked.writer, Section::Authority, owner, &delegation.ns);
@@ -833,6 +835,8 @@ fn steered(
         asked.writer.authoritative(false);
         return Step::Done(Rcode::ServFail);
     }
+    // CNAMEs that led here are already in the answer: NODATA is "nothing added".
+    let before = asked.writer.count(Section::Answer);
     for family in chosen.families.iter().flatten() {
         for body in family.bodies() {
             asked.writer.record(Section::Answer, owner, body);
@@ -841,7 +845,7 @@ fn steered(
             counters.answered(family.nodes());
         }
     }
-    if asked.writer.count(Section::Answer) == 0 {
+    if asked.writer.count(Section::Answer) == before {
         return Step::NoData;
     }
     Step::Done(Rcode::NoError)

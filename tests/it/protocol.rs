@@ -143,6 +143,16 @@ fn cnames_are_followed_inside_the_zone() {
     assert_eq!(reply.answers[1].name.to_ascii(), "ingest.test.example.");
     let reply = udp(&server, &q("www.test.example.", CNAME));
     assert_eq!(reply.answers.len(), 1);
+    // A chain ending in NODATA inside the zone: the CNAME, and the SOA in the authority
+    // section (RFC 2308 §2.2). Over TCP: over UDP without a cookie this reply is more than
+    // three times the query, so it comes truncated.
+    let reply = tcp(&server, &q("www.test.example.", TXT));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1, "{reply:?}");
+    assert_eq!(reply.answers[0].record_type(), CNAME);
+    assert_eq!(reply.authorities.len(), 1, "{reply:?}");
+    assert_eq!(reply.authorities[0].record_type(), SOA);
+    assert_eq!(reply.authorities[0].name.to_ascii(), "test.example.");
     // Out of zone: the CNAME alone; the resolver follows it.
     let reply = udp(&server, &q("alias-out.test.example.", A));
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
