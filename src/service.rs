@@ -514,10 +514,11 @@ async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) 
                 .collect(),
             Err(_) => vec![config.zones.clone()],
         };
-        // The records files policies name: edits to them reload too.
+        // The records files policies name, and the files they include: edits to them
+        // reload too.
         let records_files: Vec<PathBuf> = paths
             .iter()
-            .filter_map(|p| crate::policy::zonefile::named_by(p))
+            .flat_map(|p| crate::policy::zonefile::files_named_by(p))
             .collect();
         paths.extend(records_files);
         paths.extend(config.geo_dbs.iter().cloned());

@@ -1,6 +1,10 @@
 //! Test support: the shared black-box harness (`geosteer_harness`), and what only tests need.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 pub(crate) use geosteer_harness::nodes::http;
 pub(crate) use geosteer_harness::*;
@@ -194,4 +198,98 @@ pub(crate) fn with_option(mut packet: Vec<u8>, code: u16, data: &[u8]) -> Vec<u8
     let rdlen = (4 + data.len()) as u16;
     packet[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     packet
+}
+
+/// A private knotd on a free loopback port, stopped when dropped.
+pub(crate) struct Knot {
+    child: Child,
+    /// Where it answers.
+    pub(crate) addr: SocketAddr,
+}
+
+impl Knot {
+    /// Serves `zone` from the master file `text` (written as `zones/<zone>.zone` under
+    /// `dir`), and waits until it answers the zone's SOA.
+    pub(crate) fn start(dir: &Path, zone: &str, text: &str) -> Knot {
+        for sub in ["zones", "run", "db"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("knot directories");
+        }
+        std::fs::write(dir.join(format!("zones/{zone}.zone")), text).expect("zone file");
+        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+             database:\n    storage: \"{d}/db\"\n\
+             template:\n  - id: default\n    storage: \"{d}/zones\"\n\
+             zone:\n  - domain: {zone}\n    file: {zone}.zone\n"
+        );
+        std::fs::write(dir.join("knot.conf"), conf).expect("knot.conf");
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(dir.join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("knotd runs (apt-get install knot; .ci/run installs it)");
+        let knot = Knot {
+            child,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        };
+        eventually(Duration::from_secs(20), "knotd serving the zone", || {
+            let reply = udp_raw_once(
+                knot.addr,
+                &q(&format!("{zone}."), hickory_proto::rr::RecordType::SOA).bytes(),
+            );
+            match reply.and_then(|r| hickory_proto::op::Message::from_vec(&r).ok()) {
+                Some(m) if !m.answers.is_empty() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+        knot
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One try, short timeout: for polling a server that may not listen yet.
+pub(crate) fn udp_raw_once(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok()?;
+    socket.send_to(bytes, server).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..len].to_vec())
+}
+
+/// What an authoritative answer says, in a form two servers can be compared by: rcode, AA,
+/// and the records of each section (the OPT record aside), sorted.
+pub(crate) fn summary(raw: &[u8]) -> String {
+    let m = hickory_proto::op::Message::from_vec(raw).expect("the reply parses");
+    let section = |records: &[hickory_proto::rr::Record]| {
+        let mut lines: Vec<String> = records
+            .iter()
+            .filter(|r| r.record_type() != hickory_proto::rr::RecordType::OPT)
+            .map(ToString::to_string)
+            .collect();
+        lines.sort();
+        lines.join(" | ")
+    };
+    format!(
+        "{:?} aa={} answer=[{}] authority=[{}] additional=[{}]",
+        m.metadata.response_code,
+        m.metadata.authoritative,
+        section(&m.answers),
+        section(&m.authorities),
+        section(&m.additionals)
+    )
 }

@@ -3,12 +3,6 @@
 //! non-terminals, NODATA at a wildcard, and no wildcard below a delegation; and the
 //! additional data of NS, MX and SRV answers, the same as Knot's.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
 use crate::support::*;
@@ -61,99 +55,11 @@ mail AAAA 2001:db8::25
 _rtmp._tcp SRV 1 5 1935 host.edge
 "#;
 
-/// A private knotd on a free loopback port, stopped when dropped.
-struct Knot {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Knot {
-    fn start(dir: &Path) -> Knot {
-        for sub in ["zones", "run", "db"] {
-            std::fs::create_dir_all(dir.join(sub)).expect("knot directories");
-        }
-        std::fs::write(dir.join("zones/w.example.zone"), ZONE_FILE).expect("zone file");
-        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
-             database:\n    storage: \"{d}/db\"\n\
-             template:\n  - id: default\n    storage: \"{d}/zones\"\n\
-             zone:\n  - domain: w.example\n    file: w.example.zone\n"
-        );
-        std::fs::write(dir.join("knot.conf"), conf).expect("knot.conf");
-        let child = Command::new("knotd")
-            .arg("-c")
-            .arg(dir.join("knot.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("knotd runs (apt-get install knot; .ci/run installs it)");
-        let knot = Knot {
-            child,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        };
-        eventually(Duration::from_secs(20), "knotd serving the zone", || {
-            let reply = udp_raw_once(knot.addr, &q("w.example.", RecordType::SOA).bytes());
-            match reply.and_then(|r| Message::from_vec(&r).ok()) {
-                Some(m) if !m.answers.is_empty() => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
-        knot
-    }
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One try, short timeout: for polling a server that may not listen yet.
-fn udp_raw_once(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok()?;
-    socket.send_to(bytes, server).ok()?;
-    let mut buf = vec![0u8; 4096];
-    let (len, _) = socket.recv_from(&mut buf).ok()?;
-    Some(buf[..len].to_vec())
-}
-
-/// What an authoritative answer says, in a form two servers can be compared by: rcode, AA,
-/// and the records of each section (the OPT record aside), sorted.
-fn summary(raw: &[u8]) -> String {
-    let m = Message::from_vec(raw).expect("the reply parses");
-    let section = |records: &[hickory_proto::rr::Record]| {
-        let mut lines: Vec<String> = records
-            .iter()
-            .filter(|r| r.record_type() != RecordType::OPT)
-            .map(ToString::to_string)
-            .collect();
-        lines.sort();
-        lines.join(" | ")
-    };
-    format!(
-        "{:?} aa={} answer=[{}] authority=[{}] additional=[{}]",
-        m.metadata.response_code,
-        m.metadata.authoritative,
-        section(&m.answers),
-        section(&m.authorities),
-        section(&m.additionals)
-    )
-}
-
 #[test]
 fn wildcard_answers_match_knot() {
     let dir = zone_dir("wildcards", POLICY);
     let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
-    let knot = Knot::start(&dir.join("knot"));
+    let knot = Knot::start(&dir.join("knot"), "w.example", ZONE_FILE);
     let cases = [
         ("anything.w.example.", RecordType::TXT), // the apex wildcard
         ("anything.w.example.", RecordType::A),   // NODATA at a wildcard

@@ -169,3 +169,108 @@ fn check_locates_records_file_errors_and_refuses_unserved_types() {
         "{stderr}"
     );
 }
+
+/// TXT records as BIND exports them (a DKIM key split over lines in parentheses, a
+/// multi-string SPF, escapes and a `;` inside quotes), answered exactly as Knot answers the
+/// same file.
+#[test]
+fn txt_records_match_knot() {
+    let dkim =
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwM6rXf0oJqGkT3dRnGz9p0Tz8nq8yQ1m0fVrb4sD2a5vK";
+    let file = format!(
+        r#"$ORIGIN txt.example.
+$TTL 300
+@ IN SOA ns1 h 1 3600 600 1209600 60
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+@ IN TXT "v=spf1 ip4:192.0.2.0/24 " "include:_spf.example.net -all"
+sel._domainkey IN TXT ( "v=DKIM1; k=rsa; "
+        "p={dkim}"
+        "{dkim}" ) ; a comment after the parenthesis
+t3 IN TXT ( "p1" "p2" )
+esc IN TXT "semi;colon" "quote\"d" "\065BC" unquoted
+"#
+    );
+    let policy = "zone: txt.example\nsoa: {primary: ns1.txt.example., contact: h.txt.example., serial: 1}\n\
+                  ns: [ns1.txt.example.]\ncheck: {type: none}\nrecords_file: txt.example.zone\n\
+                  nodes:\n  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}\n\
+                  steer:\n  ingest: {}\n";
+    let dir = zone_dir("records-file-txt", policy);
+    std::fs::write(dir.join("txt.example.zone"), &file).expect("zone file");
+    let server = start(&dir);
+    let knot = Knot::start(&dir.join("knot"), "txt.example", &file);
+    for name in [
+        "txt.example.",
+        "sel._domainkey.txt.example.",
+        "t3.txt.example.",
+        "esc.txt.example.",
+    ] {
+        let query = q(name, RecordType::TXT).bytes();
+        let ours = tcp_raw(server.addr, std::slice::from_ref(&query));
+        let theirs = tcp_raw(knot.addr, std::slice::from_ref(&query));
+        let (ours, theirs) = (summary(&ours[0]), summary(&theirs[0]));
+        // The answers (authority and additional differ by design: the policy's NS).
+        let answer = |s: &str| {
+            s.split(" authority=")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(answer(&ours), answer(&theirs), "{name}");
+        assert!(ours.contains("TXT"), "{ours}");
+    }
+    let t3 = udp(&server, &q("t3.txt.example.", RecordType::TXT));
+    assert!(
+        matches!(&t3.answers[0].data, RData::TXT(t) if t.txt_data.iter().map(|s| s.to_vec()).collect::<Vec<_>>() == vec![b"p1".to_vec(), b"p2".to_vec()]),
+        "{t3:?}"
+    );
+}
+
+/// `$INCLUDE`: the included file's records are served, an error inside it is reported at
+/// its own file and line, a CNAME conflict there too, and an edit to it alone reloads.
+#[test]
+fn included_files_are_served_located_and_watched() {
+    let dir = zone_dir("records-file-include", POLICY);
+    let main = format!("{ZONE_FILE}$INCLUDE more.zone\n");
+    std::fs::write(dir.join("legacy.example.zone"), &main).expect("zone file");
+    let more = dir.join("more.zone");
+    std::fs::write(&more, "; included\ninc IN A 192.0.2.44\n").expect("included file");
+    let server = start(&dir);
+    let ask = |name: &str| a_records(&udp(&server, &q(name, RecordType::A)));
+    assert_eq!(ask("inc.legacy.example."), vec!["192.0.2.44"]);
+    // An edit of the included file alone reloads.
+    std::fs::write(&more, "; included\ninc IN A 192.0.2.45\n").expect("edit");
+    eventually(Duration::from_secs(10), "the included edit served", || {
+        let got = ask("inc.legacy.example.");
+        if got == vec!["192.0.2.45"] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    // Errors inside it are located there.
+    let check = |text: &str| {
+        std::fs::write(&more, text).expect("edit");
+        let (status, body) = crate::support::nodes::http(server.admin, "POST", "/reload", None);
+        assert_eq!(status, 400, "{body}");
+        body
+    };
+    let body = check("; included\ninc IN A 192.0.2.45\nbad IN A 192.0.2.1 extra\n");
+    assert!(body.contains(&format!("{}:3:", more.display())), "{body}");
+    assert!(body.contains("unexpected 'extra'"), "{body}");
+    let body = check("; included\n\nweb IN CNAME elsewhere.example.\n");
+    assert!(body.contains(&format!("{}:3:", more.display())), "{body}");
+    assert!(body.contains("a CNAME cannot share its name"), "{body}");
+    std::fs::remove_file(&more).expect("remove");
+    let (status, body) = crate::support::nodes::http(server.admin, "POST", "/reload", None);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("more.zone"),
+        "the missing file is named: {body}"
+    );
+    assert_eq!(
+        ask("inc.legacy.example."),
+        vec!["192.0.2.45"],
+        "the last good records serve"
+    );
+}

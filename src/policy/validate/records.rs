@@ -7,8 +7,32 @@ use serde_saphyr::{Location, Spanned};
 
 use super::*;
 
+/// Where a record set is written: the policy's `records:`, or a records file and line.
+#[derive(Debug, Clone)]
+enum Where {
+    Policy(Location),
+    File(std::path::PathBuf, u64),
+}
+
+impl Where {
+    /// For ordering: policy entries first, then files, each by line.
+    fn key(&self) -> (u8, u64, u64) {
+        match self {
+            Where::Policy(l) => (0, l.line(), l.column()),
+            Where::File(_, line) => (1, *line, 0),
+        }
+    }
+
+    fn report(&self, diag: &mut Diagnostics, message: String) {
+        match self {
+            Where::Policy(l) => diag.error(*l, message),
+            Where::File(path, line) => diag.error_in(path, *line, message),
+        }
+    }
+}
+
 /// Where each (name, type) set was first defined, to report duplicates.
-type Seen = HashMap<(DomainName, RecordType), Location>;
+type Seen = HashMap<(DomainName, RecordType), Where>;
 
 /// The zone's static records: the policy's and its `records_file`'s, checked one by one
 /// and then together (CNAME exclusivity, what may sit at or below a delegation).
@@ -137,12 +161,12 @@ fn record_set(
             type_loc,
             format!(
                 "{context}: second {type_name} set at this name (the first is at line {})",
-                first.line()
+                first.key().1
             ),
         );
         return None;
     }
-    seen.insert((name.clone(), record_type), type_loc);
+    seen.insert((name.clone(), record_type), Where::Policy(type_loc));
     Some(RecordSet {
         name: name.clone(),
         ttl: raw_set.ttl.unwrap_or(default_ttl),
@@ -165,15 +189,19 @@ fn check_names_together(diag: &mut Diagnostics, sets: &[RecordSet], seen: &Seen)
         .map(|s| &s.name)
         .collect();
     for (name, types) in &types_at {
-        let loc = seen
-            .iter()
-            .filter(|((n, _), _)| n == *name)
-            .map(|(_, l)| *l)
-            .min_by_key(|l| (l.line(), l.column()))
-            .unwrap_or(Location::UNKNOWN);
+        // Reported where the name's CNAME is written (in the policy or a records file),
+        // else where the name first is.
+        let at_name = |cname: bool| {
+            seen.iter()
+                .filter(|((n, t), _)| n == *name && (!cname || *t == RecordType::CNAME))
+                .map(|(_, w)| w)
+                .min_by_key(|w| w.key())
+                .cloned()
+        };
+        let loc = at_name(false).unwrap_or(Where::Policy(Location::UNKNOWN));
         if types.contains(&RecordType::CNAME) && types.len() > 1 {
-            diag.error(
-                loc,
+            at_name(true).unwrap_or_else(|| loc.clone()).report(
+                diag,
                 format!("records at '{name}': a CNAME cannot share its name with other records"),
             );
         }
@@ -184,8 +212,8 @@ fn check_names_together(diag: &mut Diagnostics, sets: &[RecordSet], seen: &Seen)
                 .iter()
                 .any(|t| *t != RecordType::A && *t != RecordType::AAAA);
             if (below && non_glue) || at_cut_non_ns {
-                diag.error(
-                    loc,
+                loc.report(
+                    diag,
                     format!("records at '{name}': only NS and glue (A/AAAA) may be at or below the delegation '{cut}'"),
                 );
             }
@@ -313,12 +341,12 @@ impl<'a> Fields<'a> {
 /// Adds the static records of a `records_file` to the policy's, with the same rules: no
 /// type twice at a name (across both), no CNAME at the apex, wildcards only as a first label
 /// and never delegating. Errors name the records file, at the line the parser stopped.
-pub(super) fn records_from_file(
+fn records_from_file(
     diag: &mut Diagnostics,
     origin: &DomainName,
     file: &Spanned<String>,
     sets: &mut Vec<RecordSet>,
-    seen: &mut HashMap<(DomainName, RecordType), Location>,
+    seen: &mut Seen,
 ) {
     let path = super::super::zonefile::resolve(diag.path, &file.value);
     let what = format!("the records file {}", path.display());
@@ -333,12 +361,13 @@ pub(super) fn records_from_file(
         Ok(parsed) => parsed,
         Err(errors) => {
             for e in errors {
-                diag.error_in(&path, e.line, e.message);
+                diag.error_in(&e.file, e.line, e.message);
             }
             return;
         }
     };
-    for set in parsed {
+    for super::super::zonefile::FileSet { set, file, line } in parsed {
+        let here = Where::File(file, line);
         let record_type = set.record_type();
         let relative = set
             .name
@@ -349,37 +378,29 @@ pub(super) fn records_from_file(
             .to_string();
         let what = format!("{} {}", set.name, record_type_name(record_type));
         if let Err(message) = wildcard_placement(&relative) {
-            diag.error_in(&path, 0, format!("{what}: {message}"));
+            here.report(diag, format!("{what}: {message}"));
             continue;
         }
         if record_type == RecordType::NS && relative.starts_with("*.") {
-            diag.error_in(
-                &path,
-                0,
+            here.report(
+                diag,
                 format!("{what}: a wildcard cannot delegate (RFC 4592 §4.2)"),
             );
             continue;
         }
         if record_type == RecordType::CNAME && set.name == *origin {
-            diag.error_in(
-                &path,
-                0,
-                format!("{what}: a CNAME cannot be at the zone apex"),
-            );
+            here.report(diag, format!("{what}: a CNAME cannot be at the zone apex"));
             continue;
         }
         if let Some(first) = seen.get(&(set.name.clone(), record_type)) {
-            diag.error_in(
-                &path,
-                0,
-                format!(
-                    "{what}: also in the policy's `records:` (line {}); keep one",
-                    first.line()
-                ),
+            let line = first.key().1;
+            here.report(
+                diag,
+                format!("{what}: also in the policy's `records:` (line {line}); keep one"),
             );
             continue;
         }
-        seen.insert((set.name.clone(), record_type), at(file));
+        seen.insert((set.name.clone(), record_type), here);
         sets.push(set);
     }
 }
