@@ -438,39 +438,10 @@ fn record_data(
                 target: name(rdata[3], origin)?,
             }
         }
-        "TXT" => {
-            if rdata.is_empty() {
-                return Err("TXT needs at least one character-string".into());
-            }
-            let strings = rdata
-                .iter()
-                .map(|t| {
-                    if t.text.len() > 255 {
-                        Err(format!(
-                            "TXT: a character-string is at most 255 octets, this one is {} (split it into several quoted strings)",
-                            t.text.len()
-                        ))
-                    } else {
-                        Ok(t.text.clone())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            RecordData::Txt(strings)
-        }
+        "TXT" => txt(rdata)?,
         "CAA" => {
             takes(3, "flags, a tag and a value")?;
-            let flags = text(0)
-                .parse::<u8>()
-                .map_err(|_| format!("CAA: flags '{}' is not a number from 0 to 255", text(0)))?;
-            let tag = text(1);
-            if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!("CAA: tag '{tag}' must be letters and digits"));
-            }
-            RecordData::Caa {
-                flags,
-                tag,
-                value: text(2),
-            }
+            caa(&text(0), text(1), text(2))?
         }
         "SOA" => {
             takes(
@@ -494,6 +465,38 @@ fn record_data(
         }
     };
     Ok(Some(data))
+}
+
+/// TXT data: one or more character-strings of at most 255 octets each.
+fn txt(rdata: &[&Token]) -> Result<RecordData, String> {
+    if rdata.is_empty() {
+        return Err("TXT needs at least one character-string".into());
+    }
+    let strings = rdata
+        .iter()
+        .map(|t| {
+            if t.text.len() > 255 {
+                Err(format!(
+                    "TXT: a character-string is at most 255 octets, this one is {} (split it into several quoted strings)",
+                    t.text.len()
+                ))
+            } else {
+                Ok(t.text.clone())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordData::Txt(strings))
+}
+
+/// CAA data (RFC 8659): flags, a tag of letters and digits, a value.
+fn caa(flags: &str, tag: String, value: String) -> Result<RecordData, String> {
+    let flags = flags
+        .parse::<u8>()
+        .map_err(|_| format!("CAA: flags '{flags}' is not a number from 0 to 255"))?;
+    if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("CAA: tag '{tag}' must be letters and digits"));
+    }
+    Ok(RecordData::Caa { flags, tag, value })
 }
 
 fn is_class(token: &Token) -> bool {
@@ -646,64 +649,7 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<(u64, String)>) {
                 i += 1;
             }
             _ => {
-                let quoted = b == b'"';
-                let started = line;
-                if quoted {
-                    i += 1;
-                }
-                let mut token = Token {
-                    text: Vec::new(),
-                    quoted,
-                    escaped: false,
-                };
-                let mut closed = !quoted;
-                while i < bytes.len() {
-                    let c = bytes[i];
-                    if quoted && c == b'"' {
-                        closed = true;
-                        i += 1;
-                        break;
-                    }
-                    if !quoted
-                        && matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"')
-                    {
-                        break;
-                    }
-                    if c == b'\n' {
-                        line += 1;
-                    }
-                    if c == b'\\' {
-                        token.escaped = true;
-                        let digits = bytes
-                            .get(i + 1..i + 4)
-                            .filter(|d| d.iter().all(u8::is_ascii_digit));
-                        if let Some(d) = digits {
-                            let value = d.iter().fold(0u32, |v, x| v * 10 + u32::from(x - b'0'));
-                            match u8::try_from(value) {
-                                Ok(v) => token.text.push(v),
-                                Err(_) => {
-                                    errors.push((line, format!("escape \\{} is over 255", value)))
-                                }
-                            }
-                            i += 4;
-                        } else if let Some(&next) = bytes.get(i + 1) {
-                            if next == b'\n' {
-                                line += 1;
-                            }
-                            token.text.push(next);
-                            i += 2;
-                        } else {
-                            errors.push((line, "a '\\' at the end of the file".to_string()));
-                            i += 1;
-                        }
-                        continue;
-                    }
-                    token.text.push(c);
-                    i += 1;
-                }
-                if !closed {
-                    errors.push((started, "a quoted string that never ends".to_string()));
-                }
+                let token = read_token(bytes, &mut i, &mut line, &mut errors);
                 entry.tokens.push(token);
             }
         }
@@ -713,6 +659,71 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<(u64, String)>) {
     }
     flush(&mut entry, &mut entries, line);
     (entries, errors)
+}
+
+/// Reads one word (quoted or not) starting at `bytes[*i]`, decoding `\X` and `\DDD`
+/// escapes; moves `i` past it and counts the lines a quoted string spans.
+fn read_token(
+    bytes: &[u8],
+    i: &mut usize,
+    line: &mut u64,
+    errors: &mut Vec<(u64, String)>,
+) -> Token {
+    let quoted = bytes[*i] == b'"';
+    let started = *line;
+    if quoted {
+        *i += 1;
+    }
+    let mut token = Token {
+        text: Vec::new(),
+        quoted,
+        escaped: false,
+    };
+    let mut closed = !quoted;
+    while *i < bytes.len() {
+        let c = bytes[*i];
+        if quoted && c == b'"' {
+            closed = true;
+            *i += 1;
+            break;
+        }
+        if !quoted && matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"') {
+            break;
+        }
+        if c == b'\n' {
+            *line += 1;
+        }
+        if c != b'\\' {
+            token.text.push(c);
+            *i += 1;
+            continue;
+        }
+        token.escaped = true;
+        let digits = bytes
+            .get(*i + 1..*i + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_digit));
+        if let Some(d) = digits {
+            let value = d.iter().fold(0u32, |v, x| v * 10 + u32::from(x - b'0'));
+            match u8::try_from(value) {
+                Ok(v) => token.text.push(v),
+                Err(_) => errors.push((*line, format!("escape \\{value} is over 255"))),
+            }
+            *i += 4;
+        } else if let Some(&next) = bytes.get(*i + 1) {
+            if next == b'\n' {
+                *line += 1;
+            }
+            token.text.push(next);
+            *i += 2;
+        } else {
+            errors.push((*line, "a '\\' at the end of the file".to_string()));
+            *i += 1;
+        }
+    }
+    if !closed {
+        errors.push((started, "a quoted string that never ends".to_string()));
+    }
+    token
 }
 
 #[cfg(test)]
