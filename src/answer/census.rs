@@ -210,7 +210,7 @@ fn network_units(family: Family) -> u64 {
 }
 
 /// The largest aligned network starting at unit `first` and inside `size` units.
-fn network(family: Family, first: u128, size: u64) -> String {
+pub(crate) fn network(family: Family, first: u128, size: u64) -> String {
     let width = unit_bits(family);
     let aligned = if first == 0 {
         width
@@ -270,14 +270,27 @@ fn subnet_cuts(steered: &[&SteeredName], family: Family) -> Vec<u128> {
     cuts
 }
 
+/// What a walk hands each range: where it starts (in units) and how many units it counts
+/// for, its country, the map cell of its place (when it has coordinates), and per side the
+/// destination and the whole answer.
+pub(crate) struct Range<'r, 'a> {
+    /// First unit.
+    pub first: u128,
+    /// Units counted.
+    pub size: u64,
+    /// Country code.
+    pub country: [u8; 2],
+    /// Map cell.
+    pub cell: Option<(i16, i16)>,
+    /// Per side: where the range's clients go first.
+    pub to: &'r [Destination],
+    /// Per side: the answer they get.
+    pub answers: &'r [&'a AnswerSet],
+}
+
 /// Walks one family's space in the first side's database, cut at every side's subnet
-/// rules, calling `each(first_unit, size, country, cell, destinations)` with the cell of
-/// the place's coordinates (when it has some) and each side's destination.
-fn walk(
-    sides: &[Side<'_>],
-    family: Family,
-    mut each: impl FnMut(u128, u64, [u8; 2], Option<(i16, i16)>, &[Destination]),
-) {
+/// rules, calling `each` for every range with each side's destination and answer.
+pub(crate) fn walk<'a>(sides: &[Side<'a>], family: Family, mut each: impl FnMut(Range<'_, 'a>)) {
     let Some(first_side) = sides.first() else {
         return;
     };
@@ -286,6 +299,7 @@ fn walk(
     let skipped = uncounted(family);
     let places = first_side.geo.places();
     let mut destinations = vec![Destination::Nothing; sides.len()];
+    let mut answers: Vec<&'a AnswerSet> = Vec::with_capacity(sides.len());
     let mut next_cut = 0;
     for (first_bits, size, place) in first_side.geo.ranges(family) {
         if size == 0 {
@@ -321,13 +335,23 @@ fn walk(
                     address_of(family, at)
                 };
                 let mut drawn = false;
+                answers.clear();
                 for (slot, side) in destinations.iter_mut().zip(sides) {
                     let answer = side.table.select(address, side.geo).answer;
                     drawn |= Destination::drawn(answer);
                     *slot = Destination::of(answer, address);
+                    answers.push(answer);
                 }
                 let units = u64::try_from(until - at).unwrap_or(u64::MAX);
                 let weight = units.min(max_weight(family));
+                let range = |size, to, answers| Range {
+                    first: at,
+                    size,
+                    country,
+                    cell,
+                    to,
+                    answers,
+                };
                 if drawn {
                     // Answers drawn per network: the range's networks spread over several
                     // destinations; a few of them, evenly spaced, say in what shares.
@@ -350,10 +374,10 @@ fn walk(
                         }
                     }
                     for (tuple, n) in &seen {
-                        each(at, weight / samples * n, country, cell, tuple);
+                        each(range(weight / samples * n, tuple, &answers));
                     }
                 } else {
-                    each(at, weight, country, cell, &destinations);
+                    each(range(weight, &destinations, &answers));
                 }
             }
             at = until;
@@ -361,7 +385,8 @@ fn walk(
     }
 }
 
-fn country_name(code: [u8; 2]) -> String {
+/// A country code as text.
+pub(crate) fn country_name(code: [u8; 2]) -> String {
     String::from_utf8_lossy(&code).into_owned()
 }
 
@@ -369,7 +394,15 @@ fn country_name(code: [u8; 2]) -> String {
 pub fn census(side: Side<'_>, nodes: &[Node], family: Family) -> Census {
     let mut tally: HashMap<([u8; 2], Destination), (u64, u128, u64)> = HashMap::new();
     let mut cells: HashMap<((i16, i16), Destination), u64> = HashMap::new();
-    walk(&[side], family, |first, size, country, cell, to| {
+    walk(&[side], family, |r| {
+        let Range {
+            first,
+            size,
+            country,
+            cell,
+            to,
+            ..
+        } = r;
         let entry = tally.entry((country, to[0])).or_insert((0, first, size));
         entry.0 = entry.0.saturating_add(size);
         if size > entry.2 {
@@ -424,7 +457,7 @@ pub fn census(side: Side<'_>, nodes: &[Node], family: Family) -> Census {
 }
 
 /// Examples kept per move.
-const EXAMPLES: usize = 3;
+pub(crate) const EXAMPLES: usize = 3;
 
 /// Which clients of one family change destination from `before` to `after` (each with
 /// its own nodes), largest move first; the total counted is returned beside them.
@@ -442,7 +475,14 @@ pub fn moves(
     }
     let mut tally: HashMap<(Destination, Destination), Tally> = HashMap::new();
     let mut total = 0u64;
-    walk(&[before, after], family, |first, size, country, _, to| {
+    walk(&[before, after], family, |r| {
+        let Range {
+            first,
+            size,
+            country,
+            to,
+            ..
+        } = r;
         total = total.saturating_add(size);
         // Compared by name: the two sides may be different policies.
         if to[0].name(before_nodes) == to[1].name(after_nodes) {

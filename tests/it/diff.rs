@@ -133,7 +133,7 @@ fn identical_policies_move_nothing_and_exit_zero() {
     let same = policy("diff-same-b", |t| t);
     let (code, out) = diff(&[path(&old), path(&same)]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("no client moves"), "{out}");
+    assert!(out.starts_with("nothing changes: no client moves"), "{out}");
     let (code, out) = diff(&[path(&old), "--down", "no-such-node"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--down no-such-node"), "{out}");
@@ -219,4 +219,89 @@ fn endless_and_garbage_inputs_are_refused() {
     let (code, out) = diff(&[path(&zones), path(&zones), "--queries", path(&garbage)]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("no client address in the query log"), "{out}");
+}
+
+/// Every kind of change a client would feel, or that changes how it fails over, exits 1
+/// and is named — not only a move of the first node.
+#[test]
+fn every_kind_of_change_is_a_change() {
+    let old = policy("diff-kinds-old", |t| t);
+    let cases: [(&str, &str, &str, &str); 9] = [
+        (
+            "a node left out of a pool: the second position changes",
+            "      eu: {nodes: [frankfurt-1, london-1, amsterdam-b]}",
+            "      eu: {nodes: [frankfurt-1, amsterdam-b]}",
+            "nodes change for",
+        ),
+        (
+            "a node's address",
+            "addresses: [198.51.100.81, \"2001:db8:81::1\"]",
+            "addresses: [198.51.100.89, \"2001:db8:81::1\"]",
+            "addresses change for",
+        ),
+        (
+            "the answer size",
+            "    answers: 2\n",
+            "    answers: 1\n",
+            "answers: 2 → 1",
+        ),
+        (
+            "the steered TTL",
+            "    ttl: 30\n",
+            "    ttl: 3600\n",
+            "ttl change for",
+        ),
+        (
+            "all_down",
+            "    answers: 2\n",
+            "    answers: 2\n    all_down: fail-closed\n",
+            "all_down: FailOpen → FailClosed",
+        ),
+        (
+            "a node's capacity",
+            "addresses: [198.51.100.41]}",
+            "addresses: [198.51.100.41], capacity: {full: 80%}}",
+            "node dubai-1 capacity",
+        ),
+        (
+            "a node's check",
+            "check: {type: none}\n\nrecords:",
+            "check: {type: tcp, port: 1935}\n\nrecords:",
+            "node tokyo-1 check: none → tcp",
+        ),
+        (
+            "a static record",
+            "value: \"v=spf1 -all\"",
+            "value: \"v=spf1 ip4:192.0.2.0/24 -all\"",
+            "record live.example.net. TXT",
+        ),
+        (
+            "a pool's fallback",
+            "      eu: {nodes: [frankfurt-1, london-1, amsterdam-b]}",
+            "      eu: {nodes: [frankfurt-1, london-1], fallback: eu-backup}\n      eu-backup: {nodes: [amsterdam-b]}",
+            "rule 2:",
+        ),
+    ];
+    for (i, (what, from, to, named)) in cases.iter().enumerate() {
+        let new = policy(&format!("diff-kinds-{i}"), |t| {
+            assert!(t.contains(from), "{what}: fixture snippet {from:?}");
+            t.replacen(from, to, 1)
+        });
+        let (code, out) = diff(&[path(&old), path(&new)]);
+        assert_eq!(code, 1, "{what}: {out}");
+        assert!(out.contains(named), "{what}: expected {named:?} in\n{out}");
+        assert!(!out.contains("0.000 %"), "{what}: noise rows\n{out}");
+        if i == 0 {
+            // JSON carries the same: the answer change, with both forms of the answer.
+            let (code, json) = diff(&[path(&old), path(&new), "--format", "json"]);
+            assert_eq!(code, 1, "{what}");
+            let parsed: Value = serde_json::from_str(&json).expect("JSON");
+            let changes = parsed["names"][0]["answers"].as_array().expect("answers");
+            assert!(
+                changes.iter().any(|c| c["kind"] == "nodes"
+                    && c["before"].as_str().is_some_and(|b| b.contains("london-1"))),
+                "{json}"
+            );
+        }
+    }
 }

@@ -3,13 +3,23 @@
 //! policy says otherwise; `--down` takes nodes of NEW out, a what-if from the command line),
 //! and for every steered name the census (`answer::census`) says which share of the
 //! located IPv4 space, and apart from it of the IPv6 space (counted in /64s), moves from
-//! which node to which, with countries and networks to try.
+//! which node to which, with countries and networks to try; `answers` what else changes in
+//! the answers of clients whose first node stays (other positions, addresses, TTLs,
+//! fail-closed, carrier lines); and `policy` what changes how names fail over and what the
+//! zone serves besides (answer sizes, `all_down`, rules and fallbacks, nodes' tiers, checks
+//! and capacity, static records, SOA, NS).
 //! A query-log sample, when given, weighs the same moves by real queries. Fences are
 //! compared too: which nodes a fence newly allows or forbids, which places it gains or
 //! loses.
 //!
-//! Exit status, for CI pipelines: 0 nothing moves and no fence changes, 1 something does,
-//! 2 the comparison could not be made (a policy or database that does not load).
+//! Exit status, for CI pipelines: 0 nothing any client gets or how it fails over changes, 1
+//! something does, 2 the comparison could not be made (a policy or database that does not
+//! load).
+
+mod answers;
+mod policy;
+
+pub use answers::AnswerChange;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -58,6 +68,23 @@ pub struct NameDiff {
     pub query_moves: Option<QueryMoves>,
     /// Fence changes in words.
     pub fences: Vec<String>,
+    /// Answers that change while the first node stays, by IPv4 space, largest first.
+    pub answers: Vec<AnswerChange>,
+    /// The same by IPv6 space.
+    pub answers_v6: Vec<AnswerChange>,
+    /// Settings that change how the name answers and fails over, in words.
+    pub policy: Vec<String>,
+}
+
+/// The changes of one zone besides its steered names' answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneDiff {
+    /// The zone's origin.
+    pub zone: String,
+    /// `changed`, `added` or `removed`.
+    pub status: &'static str,
+    /// Its nodes', static records', SOA's, NS's and quorum's changes, in words.
+    pub changes: Vec<String>,
 }
 
 /// Moves weighted by sampled queries.
@@ -78,28 +105,37 @@ pub struct Diff {
     pub names: Vec<NameDiff>,
     /// Steered names compared.
     pub compared: usize,
+    /// Zones whose nodes, records or authority change.
+    pub zones: Vec<ZoneDiff>,
 }
 
 impl Diff {
-    /// Whether anything moves or any fence changes.
+    /// Whether anything a client gets, or how it fails over, changes.
     pub fn changed(&self) -> bool {
-        !self.names.is_empty()
+        !self.names.is_empty() || !self.zones.is_empty()
     }
 
     /// The comparison for people.
     pub fn text(&self) -> String {
         let mut out = String::new();
-        if self.names.is_empty() {
+        if !self.changed() {
             out += &format!(
-                "no client moves and no fence changes ({} steered names compared)\n",
+                "nothing changes: no client moves, no answer or failover setting changes ({} steered names compared)\n",
                 self.compared
             );
             return out;
+        }
+        for zone in &self.zones {
+            out += &format!("zone {}: {}\n", zone.zone, zone.status);
+            for change in &zone.changes {
+                out += &format!("  {change}\n");
+            }
         }
         for name in &self.names {
             match name.status {
                 "added" => out += &format!("{}: new steered name\n", name.name),
                 "removed" => out += &format!("{}: steered name removed\n", name.name),
+                _ if name.moves.is_empty() => out += &format!("{}:\n", name.name),
                 _ => {
                     out += &format!(
                         "{}: {} of clients move (by located IPv4 address space)\n",
@@ -129,32 +165,80 @@ impl Diff {
             for fence in &name.fences {
                 out += &format!("  {fence}\n");
             }
+            for (family, changes) in [("", &name.answers), ("IPv6 ", &name.answers_v6)] {
+                let (shown, tiny) = visible(changes, |c| c.share);
+                for c in shown {
+                    out += &format!(
+                        "  {family}{} change for {} of clients whose first node stays: {} → {}{}; e.g. {}\n",
+                        c.kind,
+                        percent(c.share),
+                        c.before,
+                        c.after,
+                        countries_text(&c.countries, c.addresses),
+                        c.examples.join(", ")
+                    );
+                }
+                out += &tiny;
+            }
+            for change in &name.policy {
+                out += &format!("  {change}\n");
+            }
         }
         out
     }
 }
 
+/// The countries of a change, most first, as shares of it; those under 0.1 % left out.
+fn countries_text(countries: &[(String, u64)], total: u64) -> String {
+    let shown: Vec<String> = countries
+        .iter()
+        .filter(|(_, n)| n.saturating_mul(1000) >= total.max(1))
+        .take(6)
+        .map(|(c, n)| format!("{c} {}", percent(*n as f64 / total.max(1) as f64)))
+        .collect();
+    if shown.is_empty() {
+        return String::new();
+    }
+    let more = if countries.len() > shown.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    format!(" ({}{more})", shown.join(", "))
+}
+
 /// One line per move: from, to, share, countries and example networks.
 fn moves_text(moves: &[Move], indent: &str) -> String {
     let mut out = String::new();
-    for m in moves {
-        let countries: Vec<String> = m
-            .countries
-            .iter()
-            .take(6)
-            .map(|(c, n)| format!("{c} {}", percent(*n as f64 / m.addresses.max(1) as f64)))
-            .collect();
+    let (shown, tiny) = visible(moves, |m| m.share);
+    for m in shown {
         out += &format!(
-            "{indent}{} -> {}: {} ({}{}); e.g. {}\n",
+            "{indent}{} -> {}: {}{}; e.g. {}\n",
             m.from,
             m.to,
             percent(m.share),
-            countries.join(", "),
-            if m.countries.len() > 6 { ", ..." } else { "" },
+            countries_text(&m.countries, m.addresses),
             m.examples.join(", ")
         );
     }
-    out
+    out + &tiny.replace("  ", indent)
+}
+
+/// Shares under this are summed up in one line, not listed (`--format json` lists them).
+const TINY_SHARE: f64 = 0.000_01;
+
+/// The rows worth a line each, and one line for the rest (empty when there is none).
+fn visible<T>(rows: &[T], share: impl Fn(&T) -> f64) -> (Vec<&T>, String) {
+    let (shown, tiny): (Vec<&T>, Vec<&T>) = rows.iter().partition(|r| share(r) >= TINY_SHARE);
+    let rest = if tiny.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  and {} more, each under 0.001 % of clients (see --format json)\n",
+            tiny.len()
+        )
+    };
+    (shown, rest)
 }
 
 fn percent(share: f64) -> String {
@@ -451,6 +535,9 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
                 moves_v6: Vec::new(),
                 query_moves: None,
                 fences: Vec::new(),
+                answers: Vec::new(),
+                answers_v6: Vec::new(),
+                policy: Vec::new(),
             });
             continue;
         };
@@ -470,7 +557,24 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
             .as_deref()
             .map(|s| query_moves(before, old_zone, after, new_zone, name, s));
         let query_changed = query.as_ref().is_some_and(|q| !q.moves.is_empty());
-        if moved.is_empty() && moved_v6.is_empty() && fences.is_empty() && !query_changed {
+        let answers =
+            answers::answer_changes(before, &old_zone.nodes, after, &new_zone.nodes, Family::V4);
+        let answers_v6 =
+            answers::answer_changes(before, &old_zone.nodes, after, &new_zone.nodes, Family::V6);
+        let policy = policy::name_changes(
+            &old_zone.steered[*si],
+            old_zone,
+            &new_zone.steered[*nsi],
+            new_zone,
+        );
+        if moved.is_empty()
+            && moved_v6.is_empty()
+            && fences.is_empty()
+            && !query_changed
+            && answers.is_empty()
+            && answers_v6.is_empty()
+            && policy.is_empty()
+        {
             continue;
         }
         names.push(NameDiff {
@@ -482,6 +586,9 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
             moves_v6: moved_v6,
             query_moves: query,
             fences,
+            answers,
+            answers_v6,
+            policy,
         });
     }
     for (name, _, _) in &new_names {
@@ -495,13 +602,46 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
                 moves_v6: Vec::new(),
                 query_moves: None,
                 fences: Vec::new(),
+                answers: Vec::new(),
+                answers_v6: Vec::new(),
+                policy: Vec::new(),
             });
         }
     }
     Ok(Diff {
         names,
         compared: old_names.len().max(new_names.len()),
+        zones: zone_diffs(&old.zones, &new.zones),
     })
+}
+
+/// Every zone's changes besides its steered names' answers.
+fn zone_diffs(old: &[Zone], new: &[Zone]) -> Vec<ZoneDiff> {
+    let mut out = Vec::new();
+    for zone in old {
+        let (status, changes) = match new.iter().find(|z| z.origin == zone.origin) {
+            Some(after) => ("changed", policy::zone_changes(zone, after)),
+            None => ("removed", Vec::new()),
+        };
+        if status == "removed" || !changes.is_empty() {
+            out.push(ZoneDiff {
+                zone: zone.origin.to_string(),
+                status,
+                changes,
+            });
+        }
+    }
+    for zone in new
+        .iter()
+        .filter(|z| !old.iter().any(|o| o.origin == z.origin))
+    {
+        out.push(ZoneDiff {
+            zone: zone.origin.to_string(),
+            status: "added",
+            changes: Vec::new(),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
