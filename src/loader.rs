@@ -50,6 +50,10 @@ pub enum LoadError {
 pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
     let zones = policy::load_path(&sources.zones)?;
     let geo = Arc::new(GeoDb::open_all(&sources.geo)?);
+    let holes = policy::holes::fence_holes(&zones, &geo);
+    if !holes.is_empty() {
+        return Err(LoadError::Policy(PolicyErrors(holes)));
+    }
     let asn = match &sources.asn {
         Some(path) => Some(Arc::new(AsnDb::open(path)?)),
         None => None,

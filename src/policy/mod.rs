@@ -7,6 +7,7 @@
 
 pub mod effective;
 mod error;
+pub mod holes;
 pub mod model;
 pub mod raw;
 mod recover;

@@ -647,3 +647,53 @@ fn spread_margins_are_checked_and_located() {
     let typo = with("    ttl: 30\n", "    ttl: 30\n    spread: {whitin: 10%}\n");
     assert!(!errors(&typo).is_empty());
 }
+
+/// `check` proves fences against the database: a subnet rule before a fence whose nodes
+/// are all outside it, over a network the database places inside the fence, is refused
+/// with the rule, the subnet and the fence named; the same rule over a network outside the
+/// fence, or with a node inside, passes.
+#[test]
+fn check_refuses_a_subnet_rule_that_empties_fenced_answers() {
+    let check = |name: &str, rule: &str| {
+        let text = with(
+            "      - {geos: [EU], pool: eu, fence: true}",
+            &format!("      - {rule}\n      - {{geos: [EU], pool: eu, fence: true}}"),
+        );
+        let dir = support::zone_dir(name, &text);
+        let output = Command::new(env!("CARGO_BIN_EXE_geosteer"))
+            .arg("check")
+            .arg(&dir)
+            .args(["--geo"])
+            .arg(support::repo("geo/dbip-country.mmdb"))
+            .output()
+            .expect("run geosteer check");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // 85.214.0.0/16 is in Germany: inside the EU fence, sent only to Tokyo.
+    let (ok, stderr) = check(
+        "fence-hole",
+        r#"{subnets: ["85.214.0.0/16"], nodes: [tokyo-1]}"#,
+    );
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("rule 2: subnet 85.214.0.0/16 holds clients the database places in DE")
+            && stderr.contains("inside the fence EU")
+            && stderr.contains("(tokyo-1)"),
+        "{stderr}"
+    );
+    // A network outside the fence (in the United States), or a node inside the fence:
+    // nothing to refuse.
+    let (ok, stderr) = check(
+        "fence-no-hole",
+        r#"{subnets: ["8.8.8.0/24"], nodes: [tokyo-1]}"#,
+    );
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = check(
+        "fence-covered",
+        r#"{subnets: ["85.214.0.0/16"], nodes: [tokyo-1, frankfurt-1]}"#,
+    );
+    assert!(ok, "{stderr}");
+}
