@@ -25,8 +25,9 @@ pub use model::*;
 /// types, duplicates) are collected by parsing again without the offending entry, and the
 /// meaning of what remains is checked too.
 pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, PolicyErrors> {
-    let (raw, mut errors) = recover::parse_all(path, text);
-    let Some(raw) = raw else {
+    let recovered = recover::parse_all(path, text);
+    let (mut errors, left_out) = (recovered.errors, recovered.left_out);
+    let Some(raw) = recovered.raw else {
         return Err(PolicyErrors(errors));
     };
     let set_in_file = raw.soa.as_ref().is_some_and(|s| s.value.serial.is_some());
@@ -35,9 +36,15 @@ pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, 
         Ok(zone) if errors.is_empty() => zone,
         Ok(_) => return Err(PolicyErrors(errors)),
         Err(PolicyErrors(meaning)) => {
-            errors.extend(meaning);
+            // What a shape error left out is not reported again as unknown.
+            let repeats = |e: &PolicyError| {
+                left_out
+                    .iter()
+                    .any(|key| e.message.contains(&format!("unknown node '{key}'")))
+            };
+            errors.extend(meaning.into_iter().filter(|e| !repeats(e)));
             errors.sort_by_key(|e| (e.path != path, e.line, e.column));
-            return Err(PolicyErrors(errors));
+            return Err(PolicyErrors(one_per_cause(errors)));
         }
     };
     if !set_in_file {
@@ -48,6 +55,26 @@ pub fn parse_zone(path: &Path, text: &str, derived_serial: u32) -> Result<Zone, 
         zone.derived_serial_of = Some(hasher.finish());
     }
     Ok(zone)
+}
+
+/// Errors at one place saying one thing once: an inherited value (a zone-wide `check`
+/// field) found bad for every node that inherits it is reported at its source, as the
+/// zone's own check reports it, not again as each node's.
+fn one_per_cause(errors: Vec<PolicyError>) -> Vec<PolicyError> {
+    let mut kept: Vec<PolicyError> = Vec::with_capacity(errors.len());
+    for e in &errors {
+        let repeats = errors.iter().any(|other| {
+            !std::ptr::eq(other, e)
+                && other.path == e.path
+                && (other.line, other.column) == (e.line, e.column)
+                && e.message.len() > other.message.len()
+                && e.message.ends_with(&format!(": {}", other.message))
+        });
+        if !repeats && !kept.contains(e) {
+            kept.push(e.clone());
+        }
+    }
+    kept
 }
 
 /// The parser's message without its rendered source snippet: our own format carries the

@@ -3,6 +3,12 @@
 //! line of a block mapping with the lines nested under it) until it parses, each error kept
 //! with its location in the original text. Removing an entry never moves later lines up:
 //! removed lines are left empty.
+//!
+//! One cause, one error: a key one or two letters from a field the mapping takes
+//! (`locaton`) is reported with that field ("did you mean `location`?") and read as it, so
+//! the field is not also reported missing; a mapping missing a field is left out whole (not
+//! entry by entry, which would report its other fields missing too), and what it defined is
+//! named in [`Recovered::left_out`] so later checks do not report it again as unknown.
 
 use std::path::Path;
 
@@ -12,24 +18,50 @@ use super::raw::RawZone;
 /// Most shape errors collected from one file: past this, fixing the first ones comes first.
 const MAX_SHAPE_ERRORS: usize = 50;
 
-/// The raw zone of what parses once every shape error's entry is left out (`None` when even
-/// that does not parse), and every shape error found.
-pub(super) fn parse_all(path: &Path, text: &str) -> (Option<RawZone>, Vec<PolicyError>) {
+/// What recovery made of a file.
+pub(super) struct Recovered {
+    /// The raw zone of what parses once every shape error is dealt with (`None` when even
+    /// that does not parse).
+    pub raw: Option<RawZone>,
+    /// Every shape error found, one per cause.
+    pub errors: Vec<PolicyError>,
+    /// Keys of the mappings left out whole (a node missing a field): later checks that
+    /// find them missing would only repeat the error.
+    pub left_out: Vec<String>,
+}
+
+/// Parses `text`, dealing with shape errors one by one as the module says.
+pub(super) fn parse_all(path: &Path, text: &str) -> Recovered {
     let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
-    let mut errors: Vec<PolicyError> = Vec::new();
+    let mut out = Recovered {
+        raw: None,
+        errors: Vec::new(),
+        left_out: Vec::new(),
+    };
     for _ in 0..MAX_SHAPE_ERRORS {
         let current = lines.join("\n");
         let error = match serde_saphyr::from_str::<RawZone>(&current) {
-            Ok(raw) => return (Some(raw), errors),
+            Ok(raw) => {
+                out.raw = Some(raw);
+                return out;
+            }
             Err(error) => error,
         };
         let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = super::yaml_message(&error);
-        let repeated = errors
+        let mut message = super::yaml_message(&error);
+        let near_miss = unknown_field(&error).and_then(|(field, expected)| {
+            let suggestion = closest(field, expected)?;
+            Some((field.to_string(), suggestion))
+        });
+        if let Some((_, suggestion)) = &near_miss {
+            message = format!("{message}; did you mean `{suggestion}`?");
+        }
+        let repeated = out
+            .errors
             .iter()
             .any(|e| e.line == line && e.column == column && e.message == message);
         if !repeated {
-            errors.push(PolicyError {
+            out.errors.push(PolicyError {
                 path: path.to_path_buf(),
                 line,
                 column,
@@ -38,12 +70,140 @@ pub(super) fn parse_all(path: &Path, text: &str) -> (Option<RawZone>, Vec<Policy
         }
         // Only shape errors of a well-formed document are worth parsing again for: after a
         // YAML syntax error the rest of the file cannot be read reliably.
-        let shape = is_shape_error(&error);
-        if repeated || !shape || !leave_out(&mut lines, line, column) {
+        if repeated || !is_shape_error(&error) {
+            break;
+        }
+        let dealt_with = match (&near_miss, missing_field(&error)) {
+            (Some((field, suggestion)), _) => rename_key(&mut lines, line, field, suggestion),
+            (None, true) => match leave_out_owner(&mut lines, line, column) {
+                Some(key) => {
+                    out.left_out.push(key);
+                    true
+                }
+                None => false,
+            },
+            (None, false) => leave_out(&mut lines, line, column),
+        };
+        if !dealt_with {
             break;
         }
     }
-    (None, errors)
+    out
+}
+
+/// The unknown field of an error, and the fields the mapping takes.
+fn unknown_field(error: &serde_saphyr::Error) -> Option<(&str, &[&'static str])> {
+    use serde_saphyr::Error as E;
+    match error {
+        E::WithSnippet { error, .. } => unknown_field(error),
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => Some((field.as_str(), expected.as_slice())),
+        _ => None,
+    }
+}
+
+fn missing_field(error: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    match error {
+        E::WithSnippet { error, .. } => missing_field(error),
+        E::SerdeMissingField { .. } => true,
+        _ => false,
+    }
+}
+
+/// The expected field a key is a near miss of: one or two edits away (one for short keys).
+fn closest(key: &str, expected: &[&'static str]) -> Option<&'static str> {
+    let allowed = if key.len() <= 4 { 1 } else { 2 };
+    expected
+        .iter()
+        .map(|e| (edit_distance(key, e), *e))
+        .filter(|(d, _)| *d > 0 && *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e)
+}
+
+/// Levenshtein distance, with a swap of neighbours counting one (`wieght`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Renames the key `from` on line `line` (1-based) to `to`, as a whole word followed by a
+/// colon; false when it is not there.
+fn rename_key(lines: &mut [String], line: u64, from: &str, to: &str) -> bool {
+    let Some(text) = usize::try_from(line)
+        .ok()
+        .and_then(|l| l.checked_sub(1))
+        .and_then(|i| lines.get_mut(i))
+    else {
+        return false;
+    };
+    let bytes = text.as_bytes();
+    let found = text.match_indices(from).map(|(i, _)| i).find(|&i| {
+        let before = i.checked_sub(1).map(|b| bytes[b]);
+        let after = text[i + from.len()..]
+            .trim_start()
+            .as_bytes()
+            .first()
+            .copied();
+        before.is_none_or(|b| matches!(b, b' ' | b'{' | b',' | b'"' | b'\'')) && after == Some(b':')
+    });
+    match found {
+        Some(i) => {
+            text.replace_range(i..i + from.len(), to);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Leaves out the mapping missing a field, whole: the block entry whose value holds the
+/// error's position (the line itself for a flow mapping on it, else the nearest line above
+/// indented less), with the lines nested under it. Returns its key.
+fn leave_out_owner(lines: &mut [String], line: u64, column: u64) -> Option<String> {
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let text = lines.get(index)?.clone();
+    let indent = |t: &str| t.len() - t.trim_start().len();
+    let column = usize::try_from(column).unwrap_or(0).saturating_sub(1);
+    let flow = text
+        .get(..column.min(text.len()))
+        .is_some_and(|t| t.contains('{'));
+    let owner = if flow || text.trim().is_empty() {
+        index
+    } else {
+        let own = indent(&text);
+        (0..index)
+            .rev()
+            .find(|&i| !lines[i].trim().is_empty() && indent(&lines[i]) < own)?
+    };
+    let key = lines[owner]
+        .trim()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim_matches(|c| c == '"' || c == '\'' || c == '-' || c == ' ')
+        .to_string();
+    let owner_line = u64::try_from(owner + 1).ok()?;
+    leave_out(lines, owner_line, 0).then_some(key)
 }
 
 /// Whether an error is about the document's shape (a key, a type, a value, a duplicate),

@@ -697,3 +697,55 @@ fn check_refuses_a_subnet_rule_that_empties_fenced_answers() {
     );
     assert!(ok, "{stderr}");
 }
+
+/// One cause, one error: a near-miss key is named with the field it misses (and read as
+/// it, so nothing else is reported), a node missing a field is reported once and not again
+/// as an unknown node, and a bad zone-wide check value once, at its source.
+#[test]
+fn one_typo_one_error() {
+    let flow = with(
+        "location: [35.68, 139.69], addresses: [198.51.100.10]}",
+        "locaton: [35.68, 139.69], addresses: [198.51.100.10]}",
+    );
+    let errs = errors(&flow);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("unknown field `locaton`") && errs[0].contains("did you mean `location`?"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("zones/live.yaml:8:"), "{errs:?}");
+    let block = with(
+        "  tokyo-1: {tier: core, geo: AS-JP, location: [35.68, 139.69], addresses: [198.51.100.10]}",
+        "  tokyo-1:\n    tier: core\n    geo: AS-JP\n    locaton: [35.68, 139.69]\n    addresses: [198.51.100.10]",
+    );
+    let errs = errors(&block);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("did you mean `location`?"), "{errs:?}");
+    let missing = with(
+        "location: [35.68, 139.69], addresses: [198.51.100.10]}",
+        "addresses: [198.51.100.10]}",
+    );
+    let errs = errors(&missing);
+    assert_eq!(errs.len(), 1, "no cascade (e.g. 'unknown node'): {errs:?}");
+    assert!(errs[0].contains("missing field `location`"), "{errs:?}");
+    let inherited = with(
+        "check: {type: none}",
+        "check: {type: tcp, port: 1935, recheck: 50}",
+    )
+    .replace(
+        "addresses: [198.51.100.20]}",
+        "addresses: [198.51.100.20], check: {port: 81}}",
+    );
+    let errs = errors(&inherited);
+    assert_eq!(errs.len(), 1, "once, at the zone's check: {errs:?}");
+    assert!(errs[0].contains("'50' has no unit"), "{errs:?}");
+    let swapped = with(
+        "addresses: [198.51.100.20]}",
+        "addresses: [198.51.100.20], wieght: 2}",
+    );
+    let errs = errors(&swapped);
+    assert!(
+        errs.len() == 1 && errs[0].contains("did you mean `weight`?"),
+        "{errs:?}"
+    );
+}
