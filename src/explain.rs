@@ -197,10 +197,17 @@ pub fn explain<'a>(
         case.pick(&order, |n| n.first_v4().is_some()),
         case.pick(&order, |n| n.first_v6().is_some()),
     ];
-    let why = case.why(held, by_score_top, lines.first(), &picks);
+    let why = case.why(held, by_score_top, &lines, &picks);
     let [answer_v4, answer_v6] = picks.map(|p| case.answer(&p));
+    let asked = DomainName::parse(name)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
     Ok(Explanation {
-        name: steered.name.to_string(),
+        name: if asked == steered.name.to_string() {
+            asked
+        } else {
+            format!("{asked} (answered by the wildcard {})", steered.name)
+        },
         client: client.to_string(),
         located: match located.place {
             Some(_) => format!("{place} (database network /{})", located.prefix_len),
@@ -222,19 +229,57 @@ pub fn explain<'a>(
 }
 
 /// The zone and steered-name indices of `name`.
-fn find_steered(zones: &[Zone], name: &str) -> Result<(usize, usize), ExplainError> {
+/// The zone and steered-name indices of `name`: the steered name itself, else the steered
+/// wildcard (`*.cust`) nearest above it that answers it (RFC 4592: no name of the zone
+/// between them).
+pub fn find_steered(zones: &[Zone], name: &str) -> Result<(usize, usize), ExplainError> {
     let wanted =
         DomainName::parse(name).map_err(|_| ExplainError::UnknownName(name.to_string()))?;
-    zones
+    let exact = zones.iter().enumerate().find_map(|(zi, z)| {
+        z.steered
+            .iter()
+            .position(|s| s.name == wanted)
+            .map(|si| (zi, si))
+    });
+    exact
+        .or_else(|| wildcard_for(zones, &wanted))
+        .ok_or_else(|| ExplainError::UnknownName(name.to_string()))
+}
+
+/// The steered wildcard answering `name`: `*.` its closest encloser, the nearest ancestor
+/// the zone has a name at (or the zone's apex).
+fn wildcard_for(zones: &[Zone], name: &DomainName) -> Option<(usize, usize)> {
+    let (zi, zone) = zones
         .iter()
         .enumerate()
-        .find_map(|(zi, z)| {
-            z.steered
+        .filter(|(_, z)| name.is_at_or_below(&z.origin) && *name != z.origin)
+        .max_by_key(|(_, z)| z.origin.labels().len())?;
+    let exists = |n: &DomainName| {
+        zone.records.iter().any(|r| r.name == *n)
+            || zone
+                .steered
                 .iter()
-                .position(|s| s.name == wanted)
-                .map(|si| (zi, si))
-        })
-        .ok_or_else(|| ExplainError::UnknownName(name.to_string()))
+                .any(|s| s.name == *n || s.name.is_at_or_below(n) && s.name != *n)
+            || zone.records.iter().any(|r| r.name.is_at_or_below(n))
+    };
+    let labels = name.labels();
+    // Ancestors from the parent up to the apex: the first that exists is the closest
+    // encloser.
+    for skip in 1..labels.len() {
+        let ancestor = DomainName::parse(&format!("{}.", labels[skip..].join("."))).ok()?;
+        if ancestor == zone.origin || exists(&ancestor) {
+            let wildcard = DomainName::parse(&format!("*.{ancestor}")).ok()?;
+            return zone
+                .steered
+                .iter()
+                .position(|s| s.name == wildcard)
+                .map(|si| (zi, si));
+        }
+        if !ancestor.is_at_or_below(&zone.origin) {
+            break;
+        }
+    }
+    None
 }
 
 /// One client's case: the name, where the client is, and the live inputs.
@@ -410,11 +455,24 @@ impl<'a> Case<'a> {
         &self,
         held: Option<NodeId>,
         by_score_top: Option<NodeId>,
-        first: Option<&CandidateLine>,
+        candidates: &[CandidateLine],
         picks: &[Pick; 2],
     ) -> String {
         let nodes = &self.zone.nodes;
+        let first = candidates.first();
         let answered = picks.iter().find(|p| p.servfail || !p.nodes.is_empty());
+        if answered.is_none() && !candidates.is_empty() {
+            let out: Vec<&str> = (candidates.iter())
+                .filter(|c| c.availability == Availability::AdminDown)
+                .map(|c| c.node.as_str())
+                .collect();
+            if out.len() == candidates.len() {
+                return format!(
+                    "every node allowed for this client is drained or forced down ({}): the answer is empty (NOERROR without records); fail-open never brings back a node an operator took out",
+                    out.join(", ")
+                );
+            }
+        }
         let first_state = answered
             .and_then(|p| p.nodes.first())
             .map(|&id| self.state_of(id));
@@ -457,8 +515,11 @@ impl Explanation {
     /// `seen` says which client was explained and how it was known, `instance` which
     /// server answered. Each string fits a TXT string (the encoder cuts at 255 octets).
     pub fn txt_strings(&self, seen: String, instance: &str) -> Vec<String> {
-        let mut strings = vec![
-            seen,
+        let mut strings = vec![seen];
+        if self.name.contains(" (answered by ") {
+            strings.push(self.name.clone());
+        }
+        strings.extend([
             format!("located {}", self.located),
             format!(
                 "{}; fences: {}",
@@ -469,7 +530,7 @@ impl Explanation {
                     self.fences.join(",")
                 }
             ),
-        ];
+        ]);
         for (i, c) in self.candidates.iter().take(5).enumerate() {
             strings.push(format!(
                 "{}. {} {:?} expect {:.0} ms ({}) {:?} score {:.1}",

@@ -71,17 +71,13 @@ impl Snapshot {
         client: IpAddr,
         out: &mut Explanation,
     ) {
-        let Ok(wanted) = crate::policy::DomainName::parse(name) else {
+        let Ok((zi, si)) = crate::explain::find_steered(&view.zones, name) else {
             return;
         };
-        let Some((zi, zone)) = view
-            .zones
-            .iter()
-            .enumerate()
-            .find(|(_, z)| z.steered.iter().any(|s| s.name == wanted))
-        else {
+        let Some(zone) = view.zones.get(zi) else {
             return;
         };
+        let wanted = &zone.steered[si].name;
         let table = self.zones.iter().filter(|z| z.index == zi).find_map(|z| {
             match z.names.get(&wanted.to_wire()[..]) {
                 Some(NameNode::Steered(table)) => Some(table),

@@ -128,3 +128,78 @@ fn a_steered_wildcard_answers_every_name_below_it() {
     );
     assert!(parent.answers.is_empty());
 }
+
+/// Explain sees names a steered wildcard answers: on the command line, in the admin
+/// interface and as `_explain` TXT; and says the truth when drains empty an answer.
+#[test]
+fn explain_answers_for_names_under_a_steered_wildcard() {
+    let dir = zone_dir("wildcards-explain", POLICY);
+    let server = Server::start(&dir, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let (status, why) = crate::support::nodes::http(
+        server.admin,
+        "GET",
+        "/explain?name=foo.ingest.w.example.&client=127.1.0.5",
+        None,
+    );
+    assert_eq!(status, 200, "{why}");
+    assert!(
+        why.contains("foo.ingest.w.example. (answered by the wildcard *.ingest.w.example.)"),
+        "{why}"
+    );
+    assert!(why.contains("answer A:    tokyo"), "{why}");
+    let txt = tcp(
+        &server,
+        &q("_explain.foo.ingest.w.example.", RecordType::TXT),
+    );
+    let text: Vec<String> = (txt.answers.iter())
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("answered by the wildcard *.ingest.w.example.")),
+        "{text:?}"
+    );
+    let output = std::process::Command::new(geosteer_binary())
+        .args([
+            "explain",
+            "--name",
+            "bar.ingest.w.example.",
+            "--client",
+            "127.1.0.5",
+            "--zones",
+        ])
+        .arg(&dir)
+        .args(["--geo"])
+        .arg(repo("tests/fixtures/geo-city.mmdb"))
+        .output()
+        .expect("geosteer explain runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("answered by the wildcard *.ingest.w.example."),
+        "{printed}"
+    );
+    // Its only node drained: the answer is empty, and explain says why.
+    let (status, _) =
+        crate::support::nodes::http(server.admin, "POST", "/nodes/w.example/tokyo/drain", None);
+    assert_eq!(status, 200);
+    let (_, why) = crate::support::nodes::http(
+        server.admin,
+        "GET",
+        "/explain?name=foo.ingest.w.example.&client=127.1.0.5",
+        None,
+    );
+    assert!(
+        why.contains("every node allowed for this client is drained or forced down (tokyo): the answer is empty"),
+        "{why}"
+    );
+}
