@@ -256,10 +256,7 @@ fn wildcard_for(zones: &[Zone], name: &DomainName) -> Option<(usize, usize)> {
         .max_by_key(|(_, z)| z.origin.labels().len())?;
     let exists = |n: &DomainName| {
         zone.records.iter().any(|r| r.name == *n)
-            || zone
-                .steered
-                .iter()
-                .any(|s| s.name == *n || s.name.is_at_or_below(n) && s.name != *n)
+            || zone.steered.iter().any(|s| s.name.is_at_or_below(n))
             || zone.records.iter().any(|r| r.name.is_at_or_below(n))
     };
     let labels = name.labels();
