@@ -78,6 +78,12 @@ enum Command {
         /// The fleet's etcd: endpoints, key prefix, TLS and user.
         #[command(flatten)]
         fleet: FleetArgs,
+        /// Who makes the change, for the audit trail (default: $USER).
+        #[arg(long, global = true)]
+        by: Option<String>,
+        /// Why, for the audit trail (logs, timelines, `/nodes`).
+        #[arg(long, global = true)]
+        reason: Option<String>,
         /// What to do.
         #[command(subcommand)]
         action: FleetAction,
@@ -251,7 +257,7 @@ fn diff(request: geosteer::diff::DiffRequest, format: DiffFormat) -> ExitCode {
 }
 
 /// `geosteer fleet ...`.
-fn fleet(args: FleetArgs, action: FleetAction) -> ExitCode {
+fn fleet(args: FleetArgs, action: FleetAction, by: geosteer::answer::Audit) -> ExitCode {
     use geosteer::answer::Override;
     if args.fleet.is_empty() {
         eprintln!("Error: give the fleet's etcd endpoints with --fleet");
@@ -299,7 +305,7 @@ fn fleet(args: FleetArgs, action: FleetAction) -> ExitCode {
             FleetAction::ForceDown { zone, node } => (zone, node, Some(Override::ForceDown)),
             FleetAction::Obey { zone, node } => (zone, node, None),
         };
-        geosteer::fleet::set_override(&config, &zone, &node, set).await
+        geosteer::fleet::set_override(&config, (&zone, &node), set, &by).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -456,8 +462,19 @@ fn main() -> ExitCode {
         ),
         Some(Command::Fleet {
             fleet: args,
+            by,
+            reason,
             action,
-        }) => fleet(args, action),
+        }) => {
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "fleet".into());
+            fleet(
+                args,
+                action,
+                geosteer::answer::Audit::new(by, reason.as_deref()),
+            )
+        }
         Some(Command::Probe {
             vantage,
             serve: args,
@@ -583,6 +600,17 @@ fn serve_config(args: ServeArgs, vantage: Option<String>) -> Result<ServeConfig,
             .ok()
             .filter(|t| !t.trim().is_empty()),
     };
+    if let Some(tokens) = &admin_token
+        && let Err(why) = geosteer::admin::token_holders(tokens)
+    {
+        let source = args
+            .admin_token_file
+            .as_ref()
+            .map_or("GEOSTEER_ADMIN_TOKEN".to_string(), |p| {
+                p.display().to_string()
+            });
+        return Err(format!("{source}: {why}"));
+    }
     let fleet = args.fleet.settings().map_err(|e| e.to_string())?;
     // A probe agent's identity says where it stands, so it never shares an instance's.
     let identity = match (&args.identity, &vantage) {

@@ -22,11 +22,52 @@ use axum::http::{HeaderMap, Method, header};
 /// Who may use the interface: its token, and the names it may be reached by.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// The token every request but the probes must carry, if any.
+    /// The token every request but the probes must carry, if any: one token, or lines of
+    /// `name token` (see [`token_holders`]), so that changes name who made them.
     pub token: Option<String>,
     /// Host names (not IP literals, which are always accepted) the interface answers to
     /// beside `localhost`.
     pub names: Vec<String>,
+}
+
+/// Who holds each token of a token file: lines of `name token`, or one bare token (held by
+/// `admin`); blank lines and `#` comments skipped. An error names the line.
+pub fn token_holders(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut holders: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (name, secret) = match words.as_slice() {
+            [secret] => ("admin", *secret),
+            [name, secret] => (*name, *secret),
+            _ => {
+                return Err(format!(
+                    "line {}: expected `name token` or one token",
+                    i + 1
+                ));
+            }
+        };
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(format!(
+                "line {}: a name is letters, digits and - _ . @",
+                i + 1
+            ));
+        }
+        if holders.iter().any(|(n, s)| n == name || s == secret) {
+            return Err(format!("line {}: a name or token given twice", i + 1));
+        }
+        holders.push((name.to_string(), secret.to_string()));
+    }
+    if holders.is_empty() {
+        return Err("no token in it".into());
+    }
+    Ok(holders)
 }
 
 /// Why a request is refused before it reaches a handler.

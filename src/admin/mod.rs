@@ -44,7 +44,7 @@ mod guard;
 mod map;
 mod page;
 
-pub use guard::Access;
+pub use guard::{Access, token_holders};
 
 use crate::answer::{Command, CommandError, Override, SnapshotReader, ViewReader, drain_share};
 use crate::latency::feed::{FeedBatch, MAX_BATCH_BYTES};
@@ -171,42 +171,54 @@ pub fn router(
         .with_state(state)
 }
 
-/// Whether a request carries the configured token (true when none is configured): as a
-/// bearer token, or as the password of HTTP Basic authentication (any user name), which is
-/// how a browser opening the status page sends it.
-fn authorized(state: &AdminState, headers: &header::HeaderMap) -> bool {
+/// Who made a request: the name of the token it carried (`admin` for a single token),
+/// `local` when no token is configured (loopback only). What changes record.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// Who a request is from, if it carries a configured token (anyone when none is
+/// configured): as a bearer token, or as the password of HTTP Basic authentication (any
+/// user name), which is how a browser opening the status page sends it.
+fn authorized(state: &AdminState, headers: &header::HeaderMap) -> Option<Actor> {
     use base64::Engine as _;
-    let Some(token) = &state.access.token else {
-        return true;
+    let Some(tokens) = &state.access.token else {
+        return Some(Actor("local".into()));
     };
-    let Some((scheme, credentials)) = headers
+    let holders = guard::token_holders(tokens).ok()?;
+    let (scheme, credentials) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-    else {
-        return false;
-    };
+        .and_then(|v| v.split_once(' '))?;
     let credentials = credentials.trim_start();
     // Authentication schemes are case-insensitive (RFC 9110 §11.1).
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return constant_time_eq(credentials.as_bytes(), token.as_bytes());
+    let offered: Vec<u8> = if scheme.eq_ignore_ascii_case("bearer") {
+        credentials.as_bytes().to_vec()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        decoded[colon + 1..].to_vec()
+    } else {
+        return None;
+    };
+    // Every token is compared, whichever matches, so timing tells nothing.
+    let mut found = None;
+    for (name, secret) in &holders {
+        if constant_time_eq(&offered, secret.as_bytes()) {
+            found = Some(Actor(name.clone()));
+        }
     }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials) else {
-            return false;
-        };
-        let password = match decoded.iter().position(|&b| b == b':') {
-            Some(colon) => &decoded[colon + 1..],
-            None => return false,
-        };
-        return constant_time_eq(password, token.as_bytes());
-    }
-    false
+    found
 }
 
 /// Refuses requests for another Host and writes a web page could have forged (`guard`),
 /// then requests without the configured token, but for the probes.
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<AdminState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if let Err(refusal) = guard::check(request.method(), request.headers(), &state.access) {
         let status = match refusal {
             guard::Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -215,7 +227,11 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         return (status, format!("{refusal}\n")).into_response();
     }
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
-    if !probe && !authorized(&state, request.headers()) {
+    let actor = authorized(&state, request.headers());
+    if let Some(actor) = actor.clone() {
+        request.extensions_mut().insert(actor);
+    }
+    if !probe && actor.is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             [
@@ -284,11 +300,11 @@ fn reply_or<T>(
 
 async fn ready(State(state): State<AdminState>, headers: header::HeaderMap) -> Response {
     match state.read.view.load().ready(now()) {
-        Ok(notes) if authorized(&state, &headers) && !notes.is_empty() => {
+        Ok(notes) if authorized(&state, &headers).is_some() && !notes.is_empty() => {
             format!("ready\n{}\n", notes.join("\n")).into_response()
         }
         Ok(_) => "ready\n".into_response(),
-        Err(why) if authorized(&state, &headers) => {
+        Err(why) if authorized(&state, &headers).is_some() => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
@@ -305,17 +321,24 @@ async fn nodes(State(state): State<AdminState>) -> Response {
     Json(state.read.view.load().status(now())).into_response()
 }
 
-/// Query of `POST /nodes/{zone}/{node}/drain`: `share=50` drains half the node's networks.
+/// Query of `POST /nodes/{zone}/{node}/{action}`: `share=50` drains half the node's
+/// networks; `reason=` says why, for the audit trail.
 #[derive(serde::Deserialize)]
 struct DrainQuery {
     share: Option<String>,
+    reason: Option<String>,
 }
 
 async fn set_override(
     State(state): State<AdminState>,
     Path((zone, node, action)): Path<(String, String, String)>,
     axum::extract::Query(q): axum::extract::Query<DrainQuery>,
+    actor: Option<axum::Extension<Actor>>,
 ) -> Response {
+    let by = crate::answer::Audit::new(
+        actor.map_or_else(|| "local".to_string(), |a| a.0.0),
+        q.reason.as_deref(),
+    );
     if let Some(share) = &q.share
         && action != "drain"
     {
@@ -360,6 +383,7 @@ async fn set_override(
         zone,
         node,
         set,
+        by,
         reply,
     })
     .await;

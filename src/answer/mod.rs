@@ -18,9 +18,9 @@ mod zone;
 
 pub use build::build;
 pub use publish::{
-    Command, CommandError, FleetKey, FleetNews, FleetPolicy, FleetState, NodeStatus, NotReady,
-    Outbox, Override, Publisher, SnapshotReader, StateView, Timeline, TimelineEntry, ViewReader,
-    drain_share, fleet_zone, unix_seconds,
+    Audit, Command, CommandError, FleetKey, FleetNews, FleetPolicy, FleetState, NodeStatus,
+    NotReady, Outbox, Override, Publisher, SnapshotReader, StateView, Timeline, TimelineEntry,
+    ViewReader, drain_share, fleet_zone, unix_seconds,
 };
 pub use snapshot::{
     AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,

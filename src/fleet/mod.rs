@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::answer::{
-    Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override, drain_share,
+    Audit, Command, FleetKey, FleetNews, FleetPolicy, FleetState, Outbox, Override, drain_share,
 };
 use crate::health::Health;
 use crate::keep::{FleetOverride, Keeper, Kept};
@@ -104,7 +104,46 @@ fn override_value(set: Option<Override>) -> std::borrow::Cow<'static, str> {
     set.map_or(OBEY.into(), override_word)
 }
 
-fn override_of(word: &str) -> Option<Override> {
+/// An override's etcd value with who set it and why: JSON (`{"set": "drain", "by":
+/// "alice", "reason": "..."}`) when they are known, else the bare word, as before.
+fn override_record(set: Option<Override>, by: Option<&Audit>) -> std::borrow::Cow<'static, str> {
+    match by {
+        Some(audit) => serde_json::json!({
+            "set": override_value(set),
+            "by": audit.by,
+            "reason": audit.reason,
+        })
+        .to_string()
+        .into(),
+        None => override_value(set),
+    }
+}
+
+/// Who set an override and why, from its etcd value (a bare word says nothing).
+fn audit_of(value: &str) -> Option<Audit> {
+    #[derive(serde::Deserialize)]
+    struct Record {
+        by: String,
+        reason: Option<String>,
+    }
+    let record: Record = serde_json::from_str(value).ok()?;
+    Some(Audit::new(record.by, record.reason.as_deref()))
+}
+
+/// The override an etcd value holds: a bare word, or the `set` of a JSON record.
+fn override_of(value: &str) -> Option<Override> {
+    if value.starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            set: String,
+        }
+        let record: Record = serde_json::from_str(value).ok()?;
+        return override_word_of(&record.set);
+    }
+    override_word_of(value)
+}
+
+fn override_word_of(word: &str) -> Option<Override> {
     if let Some(share) = word.strip_prefix("drain:") {
         return drain_share(share.parse().ok()?);
     }
@@ -217,10 +256,12 @@ impl Mirror {
             let parts: Vec<&str> = rest.split('/').collect();
             match parts.as_slice() {
                 ["overrides", zone, node] => {
+                    let key = (zone.to_string(), node.to_string());
+                    if let Some(audit) = audit_of(value) {
+                        state.audits.insert(key.clone(), audit);
+                    }
                     if let Some(set) = override_of(value) {
-                        state
-                            .overrides
-                            .insert((zone.to_string(), node.to_string()), set);
+                        state.overrides.insert(key, set);
                     }
                 }
                 ["members", member, "verdicts", zone, node]
@@ -505,7 +546,7 @@ fn pending(
             zone: zone.clone(),
             node: node.clone(),
             key: override_key(config, zone, node),
-            value: override_value(set),
+            value: override_record(set, out.audits.get(&(zone.clone(), node.clone()))),
         });
         next.overrides = n;
     }
@@ -712,10 +753,15 @@ fn override_key(config: &FleetConfig, zone: &str, node: &str) -> String {
 
 /// The etcd write of an override set (or cleared) for the whole fleet by an operator;
 /// overrides have no lease: they stay.
-fn override_op(config: &FleetConfig, zone: &str, node: &str, set: Option<Override>) -> Op {
+fn override_op(
+    config: &FleetConfig,
+    (zone, node): (&str, &str),
+    set: Option<Override>,
+    by: &Audit,
+) -> Op {
     Op::Put {
         key: override_key(config, zone, node),
-        value: override_value(set).into(),
+        value: override_record(set, Some(by)).into(),
         lease: 0,
     }
 }
@@ -808,9 +854,9 @@ pub async fn status_text(config: &FleetConfig) -> Result<String, EtcdError> {
 /// a live member is seen to serve that zone and node (from its registration).
 pub async fn set_override(
     config: &FleetConfig,
-    zone: &str,
-    node: &str,
+    (zone, node): (&str, &str),
     set: Option<Override>,
+    by: &Audit,
 ) -> Result<(), FleetCommandError> {
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
     let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
@@ -848,7 +894,7 @@ pub async fn set_override(
     }
     config
         .etcd
-        .apply(&[override_op(config, &zone, node, set)])
+        .apply(&[override_op(config, (&zone, node), set, by)])
         .await?;
     Ok(())
 }

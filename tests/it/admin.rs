@@ -352,3 +352,82 @@ fn cross_site_writes_and_rebinding_are_refused() {
     );
     assert_eq!(admin_raw(secured.admin, &bearer).0, 200);
 }
+
+/// An audit trail: with named tokens (`name token` lines), a change records who made it and
+/// why — in `/nodes`, the timeline and the log — and a token file that is not one is
+/// refused at start with its line.
+#[test]
+fn overrides_record_who_and_why() {
+    let dir = zone_dir(
+        "admin-audit",
+        "zone: au.example\nsoa: {primary: ns1.au.example., contact: h.au.example.}\nns: [ns1.au.example.]\ncheck: {type: none}\n\
+         nodes:\n  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}\n  osaka: {geo: AS-JP, location: [34.69, 135.50], addresses: [192.0.2.2]}\n\
+         steer:\n  ingest: {}\n",
+    );
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        "# who may change what\nalice s3cret-a\nbob s3cret-b\n",
+    )
+    .expect("tokens");
+    let token_arg = tokens.to_str().expect("UTF-8");
+    let server = Server::start(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--admin-token-file", token_arg],
+    );
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/au.example/tokyo/drain?reason=kernel%20upgrade",
+        Some("s3cret-a"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""override_by":{"by":"alice","reason":"kernel upgrade"}"#),
+        "{body}"
+    );
+    let (status, _) = http(
+        server.admin,
+        "POST",
+        "/nodes/au.example/osaka/drain",
+        Some("wrong"),
+    );
+    assert_eq!(status, 401);
+    let (_, body) = http(
+        server.admin,
+        "POST",
+        "/nodes/au.example/tokyo/obey",
+        Some("s3cret-b"),
+    );
+    assert!(body.contains(r#""override_by":{"by":"bob"}"#), "{body}");
+    let (_, map) = page_data_with(server.admin, "/map?name=ingest.au.example.", "s3cret-a");
+    assert!(map.contains("drained by alice (kernel upgrade)"), "{map}");
+    assert!(map.contains("override cleared by bob"), "{map}");
+    drop(server);
+    // A token file of three words on a line is refused, with the line.
+    std::fs::write(&tokens, "alice s3cret-a extra\n").expect("tokens");
+    let (exited, _, stderr) = serve_until_exit(
+        &dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--admin-token-file", token_arg],
+        std::time::Duration::from_secs(20),
+    );
+    assert!(exited.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains("tokens: line 1: expected `name token`"),
+        "{stderr}"
+    );
+}
+
+/// `GET path` with a bearer token, retried while the status page's worker is busy.
+fn page_data_with(admin: std::net::SocketAddr, path: &str, token: &str) -> (u16, String) {
+    eventually(std::time::Duration::from_secs(30), path, || {
+        let (status, body) = http(admin, "GET", path, Some(token));
+        if status == 429 {
+            Err(body)
+        } else {
+            Ok((status, body))
+        }
+    })
+}

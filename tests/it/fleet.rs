@@ -920,11 +920,14 @@ fn an_override_set_while_cut_off_does_not_overrule_the_fleet_s_later_word() {
             "/test/overrides/fleet.example/tokyo",
         ],
     );
+    // The operator's record: the clearing, and who made it.
+    let stored = String::from_utf8_lossy(&stored.stdout).trim().to_string();
+    let record: serde_json::Value = serde_json::from_str(&stored).expect("a JSON record");
     assert_eq!(
-        String::from_utf8_lossy(&stored.stdout).trim(),
-        "obey",
-        "the cut-off drain was replayed over the clearing"
+        record["set"], "obey",
+        "the cut-off drain was replayed over the clearing: {stored}"
     );
+    assert!(record["by"].is_string(), "{stored}");
     for server in [&a, &c] {
         until_answers(server, &both, "the operator's last word everywhere");
     }

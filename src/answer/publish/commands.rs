@@ -47,6 +47,48 @@ pub enum Override {
     ForceDown,
 }
 
+/// Who set (or cleared) an override and why: what the audit trail records — in the log,
+/// the timeline, `/nodes` and, in a fleet, beside the override in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Audit {
+    /// Who: the admin token's holder (`admin` for a single token, `local` without one),
+    /// or the user of `geosteer fleet`.
+    pub by: String,
+    /// Why, as they said it (`?reason=`, `--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Longest reason kept, in characters: a sentence, not a document.
+const MAX_REASON: usize = 200;
+
+impl Audit {
+    /// An audit entry, the reason cut to [`MAX_REASON`] characters and to printable text
+    /// (it goes into logs and etcd as given).
+    pub fn new(by: impl Into<String>, reason: Option<&str>) -> Audit {
+        let reason = reason
+            .map(|r| {
+                r.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_REASON)
+                    .collect::<String>()
+            })
+            .filter(|r| !r.trim().is_empty());
+        Audit {
+            by: by.into(),
+            reason,
+        }
+    }
+
+    /// "by alice (kernel upgrade)", for messages.
+    pub fn words(&self) -> String {
+        match &self.reason {
+            Some(reason) => format!("by {} ({reason})", self.by),
+            None => format!("by {}", self.by),
+        }
+    }
+}
+
 /// The override of a drain of `share` percent of a node's networks: a full drain at 100,
 /// none at 0 or above 100.
 pub fn drain_share(share: u8) -> Option<Override> {
@@ -87,6 +129,8 @@ pub enum Command {
         node: String,
         /// The override.
         set: Option<Override>,
+        /// Who, and why.
+        by: Audit,
         /// The node's state afterwards, or why the node was not found.
         reply: oneshot::Sender<Result<NodeStatus, CommandError>>,
     },
@@ -115,6 +159,8 @@ pub enum Command {
 pub struct FleetState {
     /// Operators' overrides, written once for every instance.
     pub overrides: HashMap<(String, String), Override>,
+    /// Who set each override the fleet holds, and why, where it says.
+    pub audits: HashMap<(String, String), Audit>,
     /// Other vantage points' health verdicts: (zone, node) → (vantage point, health).
     pub verdicts: HashMap<(String, String), Vec<(String, Health)>>,
     /// Live instances and probe agents, by identity.
@@ -186,6 +232,12 @@ pub struct NodeStatus {
     /// In a fleet: the health the answers use, decided by the zone's quorum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet_health: Option<Health>,
+    /// Who set the override (or cleared the last one) and why, and how many seconds ago.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_by: Option<Audit>,
+    /// Seconds since the override was set or cleared through this instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_age_s: Option<f64>,
     /// Each carrier line's own verdict (nodes with carrier addresses only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<LineStatus>,

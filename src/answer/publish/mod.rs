@@ -28,7 +28,8 @@ mod table;
 mod view;
 
 pub use commands::{
-    Command, CommandError, FleetNews, FleetState, NodeStatus, Override, SnapshotReader, drain_share,
+    Audit, Command, CommandError, FleetNews, FleetState, NodeStatus, Override, SnapshotReader,
+    drain_share,
 };
 pub use outbox::{FleetKey, FleetPolicy, Outbox, fleet_zone};
 pub use view::{NotReady, StateView, Timeline, TimelineEntry, ViewReader, unix_seconds};
@@ -343,6 +344,7 @@ impl Publisher {
                 zone,
                 node,
                 set,
+                by,
                 reply,
             } => {
                 let Some((zi, ni)) = self.table.find(&zone, &node) else {
@@ -350,17 +352,19 @@ impl Publisher {
                     return;
                 };
                 let z = &self.served.zones[zi];
-                info!(zone = %z.origin, node = %node, set = ?set, "operator override");
+                info!(zone = %z.origin, node = %node, set = ?set, by = %by.by, reason = by.reason.as_deref().unwrap_or(""), "operator override");
                 let key = (fleet_zone(z), node.clone());
-                self.outbox.send_modify(|out| out.set_override(key, set));
-                let changed = self.table.apply(
-                    NodeEvent::Override {
-                        zone: zi,
-                        node: ni,
-                        set,
-                    },
-                    SystemTime::now(),
-                );
+                let audit = by.clone();
+                self.outbox
+                    .send_modify(|out| out.set_override_by(key, set, audit));
+                let (zone_index, node_index) = (zi, ni);
+                let event = NodeEvent::Override {
+                    zone: zone_index,
+                    node: node_index,
+                    set,
+                    by: Some(by),
+                };
+                let changed = self.table.apply(event, SystemTime::now());
                 self.react(changed);
                 replies.push(Box::new(move |p: &Publisher| {
                     let status = p.view_reader().load().status_of(zi, ni, SystemTime::now());

@@ -20,6 +20,8 @@ pub(super) struct NodeRuntime {
     pub health: Health,
     /// The operator's override, if any.
     pub override_: Option<Override>,
+    /// Who last set or cleared it, why, and when.
+    pub override_by: Option<(super::commands::Audit, SystemTime)>,
     /// The last check's report, and when it arrived.
     pub last: Option<(Report, SystemTime)>,
     /// Whether answers use the node (from policy, override and health).
@@ -151,6 +153,7 @@ impl NodeRuntime {
         NodeRuntime {
             health: Health::Unknown,
             override_: None,
+            override_by: None,
             last: None,
             availability: availability(status, None, Health::Unknown, None),
             since: now,
@@ -201,6 +204,8 @@ impl NodeRuntime {
             stale_load: None,
             load_stale_s: None,
             fleet_health: None,
+            override_by: self.override_by.as_ref().map(|(a, _)| a.clone()),
+            override_age_s: self.override_by.as_ref().map(|(_, t)| age(*t)),
             lines: (self.lines.iter())
                 .map(|l| LineStatus {
                     address: l.address,

@@ -46,6 +46,8 @@ pub struct Outbox {
     pub overrides: BTreeMap<FleetKey, (u64, Option<Override>)>,
     /// The number the next feed batch or override takes.
     pub next: u64,
+    /// Who set each override through this instance, and why: written beside it.
+    pub audits: BTreeMap<FleetKey, super::commands::Audit>,
 }
 
 impl Outbox {
@@ -53,6 +55,17 @@ impl Outbox {
     pub fn set_override(&mut self, key: FleetKey, set: Option<Override>) {
         self.next += 1;
         self.overrides.insert(key, (self.next, set));
+    }
+
+    /// A new override (or its clearing) for the fleet, with who set it and why.
+    pub fn set_override_by(
+        &mut self,
+        key: FleetKey,
+        set: Option<Override>,
+        by: super::commands::Audit,
+    ) {
+        self.audits.insert(key.clone(), by);
+        self.set_override(key, set);
     }
 
     /// A new feed batch for the fleet.

@@ -33,7 +33,13 @@ impl Publisher {
                 continue;
             };
             let set = *set;
-            let changed = (self.table).apply(NodeEvent::Override { zone, node, set }, now);
+            let event = NodeEvent::Override {
+                zone,
+                node,
+                set,
+                by: None,
+            };
+            let changed = (self.table).apply(event, now);
             self.react(changed);
         }
         for (key, set) in local {

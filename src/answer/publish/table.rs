@@ -30,6 +30,8 @@ pub(super) enum NodeEvent<'a> {
         node: usize,
         /// The override.
         set: Option<Override>,
+        /// Who, and why (none for one restored from the state file).
+        by: Option<super::commands::Audit>,
     },
     /// A zone's loads as they are now (from feeds and checks); those older than their
     /// node's `capacity.max_age` no longer count.
@@ -160,9 +162,15 @@ impl NodeTable {
     pub(super) fn apply(&mut self, event: NodeEvent, now: SystemTime) -> Changed {
         match event {
             NodeEvent::Checked(report) => self.checked(report, now),
-            NodeEvent::Override { zone, node, set } => {
+            NodeEvent::Override {
+                zone,
+                node,
+                set,
+                by,
+            } => {
                 if let Some(runtime) = self.runtime_mut(zone, node) {
                     runtime.override_ = set;
+                    runtime.override_by = by.map(|b| (b, now));
                 }
                 self.refresh(zone, node, now)
             }
@@ -307,6 +315,11 @@ impl NodeTable {
             for (spec, runtime) in zone.nodes.iter().zip(runtimes) {
                 let key = (name.clone(), spec.name.clone());
                 runtime.override_ = state.overrides.get(&key).copied();
+                if let Some(audit) = state.audits.get(&key)
+                    && runtime.override_by.as_ref().is_none_or(|(a, _)| a != audit)
+                {
+                    runtime.override_by = Some((audit.clone(), now));
+                }
                 zone_votes.push(votes_of(&key));
                 zone_line_votes.push(
                     (runtime.lines.iter())
@@ -428,17 +441,21 @@ impl NodeTable {
         let from = runtime.state;
         let to = state_word(runtime.availability, runtime.override_);
         runtime.state = to;
+        let who = runtime
+            .override_by
+            .as_ref()
+            .map_or("by an operator".to_string(), |(a, _)| a.words());
         let why = match (runtime.availability, runtime.override_) {
-            (_, Some(Override::Drain)) => "drained by an operator".to_string(),
+            (_, Some(Override::Drain)) => format!("drained {who}"),
             (Availability::Draining(share), _) => {
-                format!("{share} % of its networks drained by an operator")
+                format!("{share} % of its networks drained {who}")
             }
-            (_, Some(Override::ForceDown)) => "forced down by an operator".to_string(),
-            (_, Some(Override::ForceUp)) => "forced up by an operator".to_string(),
+            (_, Some(Override::ForceDown)) => format!("forced down {who}"),
+            (_, Some(Override::ForceUp)) => format!("forced up {who}"),
             (Availability::Full(load), _) => format!("load {load} % reached its capacity"),
             (Availability::AdminDown, None) => "policy status: down".to_string(),
             _ if matches!(from, "drained" | "forced-down" | "draining") => {
-                "override cleared".to_string()
+                format!("override cleared {who}")
             }
             _ if from == "full" => "load fell below resume".to_string(),
             _ => match &runtime.last {
@@ -651,10 +668,22 @@ mod tests {
                 zone: 0,
                 node: 1,
                 set: Some(Override::Drain),
+                by: Some(super::super::commands::Audit::new(
+                    "alice",
+                    Some("kernel upgrade"),
+                )),
             },
             at(1),
         );
         assert_eq!(drained.availability[0].3, Availability::AdminDown);
+        let noted = table.timeline();
+        assert!(
+            noted
+                .0
+                .iter()
+                .any(|e| e.why == "drained by alice (kernel upgrade)"),
+            "{noted:?}"
+        );
         // A load reported at `secs`, seen `later` seconds after that.
         let mut load_at = |value: f64, secs: u64, later: u64| {
             let mut measured = ZoneLatency::default();

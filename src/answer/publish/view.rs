@@ -41,7 +41,7 @@ pub struct TimelineEntry {
 
 /// The last changes, oldest first, bounded.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Timeline(VecDeque<TimelineEntry>);
+pub struct Timeline(pub(super) VecDeque<TimelineEntry>);
 
 impl Timeline {
     pub(super) fn push(&mut self, entry: TimelineEntry) {
