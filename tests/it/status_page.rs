@@ -575,3 +575,147 @@ fn a_page_on_another_site_cannot_drain_a_node_through_the_browser() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = serving.join();
 }
+
+/// Thirty nodes, eight of them in one city: every node its own colour, no two markers on
+/// top of each other (a crowd is spread, with names), state shown by a mark that is never a
+/// colour, what-if badges that say the previewed state, a fleet panel, and drain / obey from
+/// the page through the interface's write protection.
+#[test]
+fn thirty_nodes_stay_legible_and_can_be_drained_from_the_page() {
+    let mut policy = String::from(
+        "zone: thirty.example\nsoa: {primary: ns1.thirty.example., contact: h.thirty.example.}\nns: [ns1.thirty.example.]\ncheck: {type: none}\nnodes:\n",
+    );
+    let sites: [(&str, &str, f64, f64); 6] = [
+        ("fra", "EU-DE", 50.11, 8.68),
+        ("ams", "EU-NL", 52.37, 4.90),
+        ("tok", "AS-JP", 35.68, 139.69),
+        ("nyc", "NA-US", 40.71, -74.0),
+        ("sao", "SA-BR", -23.55, -46.63),
+        ("syd", "OC-AU", -33.87, 151.21),
+    ];
+    let mut n = 0;
+    for (i, (site, geo, lat, lon)) in sites.iter().enumerate() {
+        let count = if i == 0 {
+            8
+        } else {
+            22 / 5 + usize::from(i <= 22 % 5)
+        };
+        for k in 0..count {
+            n += 1;
+            policy += &format!(
+                "  {site}-{k}: {{geo: {geo}, location: [{lat}, {}], addresses: [192.0.2.{n}]}}\n",
+                lon + k as f64 * 0.05
+            );
+        }
+    }
+    assert_eq!(n, 30);
+    policy += "steer:\n  ingest: {answers: 1}\n";
+    let server = Server::start(
+        &zone_dir("thirty-nodes", &policy),
+        &repo("geo/dbip-country.mmdb"),
+        &[],
+    );
+    let browser = Browser::start(1600, 1100);
+    browser.goto(&format!(
+        "http://{}/?name=ingest.thirty.example.",
+        server.admin
+    ));
+    eventually(Duration::from_secs(20), "30 markers", || {
+        let count = browser.eval("return document.querySelectorAll('#markers circle').length;");
+        if count == 30 {
+            Ok(())
+        } else {
+            Err(format!("{count}"))
+        }
+    });
+    // Every node its own colour, the marker filled with it.
+    let colours = browser
+        .eval("return [...document.querySelectorAll('#legend li')].map(l => l.dataset.color);");
+    let colours: Vec<String> = serde_json::from_value(colours).expect("colours");
+    let distinct: std::collections::HashSet<&String> = colours.iter().collect();
+    assert_eq!((colours.len(), distinct.len()), (30, 30), "{colours:?}");
+    let fills = browser.eval(
+        "return [...document.querySelectorAll('#markers circle')].every(c => \
+           c.getAttribute('fill') === document.querySelector(`#legend li[data-node=\"${c.dataset.node}\"]`).dataset.color);",
+    );
+    assert_eq!(fills, true, "markers are filled with their node's colour");
+    // No two markers on top of each other; the crowd in Frankfurt is labelled.
+    let closest = browser.eval(
+        "const p = [...document.querySelectorAll('#markers circle')].map(c => [+c.dataset.x, +c.dataset.y]);\
+         let best = 1e9; for (let i = 0; i < p.length; i++) for (let j = i + 1; j < p.length; j++)\
+           best = Math.min(best, Math.hypot(p[i][0] - p[j][0], p[i][1] - p[j][1]));\
+         return best;",
+    );
+    assert!(
+        closest.as_f64().is_some_and(|d| d >= 4.0),
+        "markers overlap: {closest}"
+    );
+    let labels = browser.eval(
+        "return [...document.querySelectorAll('#markers text.label')].map(t => t.textContent);",
+    );
+    assert!(labels.to_string().contains("fra-3"), "{labels}");
+    // The fleet panel says there is none.
+    eventually(Duration::from_secs(10), "the fleet panel", || {
+        let text = browser.eval("return document.querySelector('#fleet-body').textContent;");
+        if text.as_str().is_some_and(|t| t.contains("not in a fleet")) {
+            Ok(())
+        } else {
+            Err(text.to_string())
+        }
+    });
+    browser.screenshot(&repo("target/screenshots").join("status-page-30-nodes.png"));
+
+    // Drain from the page (the reason asked for, answered here): the node's marker keeps its
+    // colour and gets the drained mark; the audit trail names the reason.
+    browser.eval(
+        "window.prompt = () => 'page test'; \
+         document.querySelector('button[data-act=\"drain\"][data-node=\"tok-0\"]').click(); return null;",
+    );
+    eventually(
+        Duration::from_secs(10),
+        "tok-0 drained from the page",
+        || {
+            let state = browser.eval(
+            "const c = document.querySelector('#markers circle[data-node=\"tok-0\"]'); \
+             return [c.dataset.state, c.getAttribute('fill'), !!document.querySelector('[data-glyph=\"tok-0\"]')];",
+        );
+            if state[0] == "drained" && state[2] == true {
+                Ok(())
+            } else {
+                Err(state.to_string())
+            }
+        },
+    );
+    let (_, nodes) = http(server.admin, "GET", "/nodes", None);
+    assert!(
+        nodes.contains(r#""override_by":{"by":"local","reason":"page test"}"#),
+        "{nodes}"
+    );
+    browser.screenshot(&repo("target/screenshots").join("status-page-30-nodes-drained.png"));
+    browser.eval("document.querySelector('button[data-act=\"obey\"][data-node=\"tok-0\"]').click(); return null;");
+    eventually(Duration::from_secs(10), "tok-0 back", || {
+        let state = browser.eval(
+            "return document.querySelector('#markers circle[data-node=\"tok-0\"]').dataset.state;",
+        );
+        if state == "up" {
+            Ok(())
+        } else {
+            Err(state.to_string())
+        }
+    });
+    // A what-if: the badge says the previewed state.
+    browser.eval(
+        "document.querySelector('#nodes select[data-node=\"syd-0\"]').value = 'down';\
+         document.querySelector('#preview').click(); return null;",
+    );
+    eventually(Duration::from_secs(15), "the what-if badge", || {
+        let badge = browser.eval(
+            "return document.querySelector('#nodes tr[data-node=\"syd-0\"] .state').textContent;",
+        );
+        if badge == "down (what-if)" {
+            Ok(())
+        } else {
+            Err(badge.to_string())
+        }
+    });
+}

@@ -280,6 +280,13 @@ impl Served {
                         .collect()
                 })
                 .collect(),
+            verdicts: f.state.as_ref().map_or_else(Vec::new, |state| {
+                let mut verdicts: Vec<_> = (state.verdicts.iter())
+                    .map(|((zone, node), votes)| (format!("{zone}/{node}"), votes.clone()))
+                    .collect();
+                verdicts.sort_by(|a, b| a.0.cmp(&b.0));
+                verdicts
+            }),
         });
         StateView {
             generation: self.generation,

@@ -114,6 +114,8 @@ pub(super) struct FleetSummary {
     pub via: Option<String>,
     /// The health answers use, by zone and node: the zone's quorum while reachable.
     pub health: Vec<Vec<Health>>,
+    /// Every other vantage point's verdicts, by "zone/node" (lines as "zone/node@address").
+    pub verdicts: Vec<(String, Vec<(String, Health)>)>,
 }
 
 /// Everything the publisher knows beside the answers, as of one moment.
@@ -293,6 +295,14 @@ impl StateView {
                 "lost": f.lost,
                 "via": f.via,
                 "members": members,
+                "verdicts": (f.verdicts.iter())
+                    .map(|(key, votes)| {
+                        let votes: serde_json::Map<String, Value> = (votes.iter())
+                            .map(|(member, health)| (member.clone(), json!(health)))
+                            .collect();
+                        (key.clone(), Value::Object(votes))
+                    })
+                    .collect::<serde_json::Map<String, Value>>(),
             })
         })
     }
