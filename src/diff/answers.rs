@@ -152,6 +152,20 @@ fn changes_of(before: &Described, after: &Described) -> Vec<(&'static str, Strin
     .collect()
 }
 
+/// Whether the client at `ip` gets another answer on the two sides in some way besides its
+/// first node (which `moves` tells): for weighing by a query sample.
+pub(super) fn answer_changes_for(
+    before: Side<'_>,
+    before_nodes: &[Node],
+    after: Side<'_>,
+    after_nodes: &[Node],
+    ip: std::net::IpAddr,
+) -> bool {
+    let b = describe(before.table.select(ip, before.geo).answer, before_nodes);
+    let a = describe(after.table.select(ip, after.geo).answer, after_nodes);
+    !changes_of(&b, &a).is_empty()
+}
+
 /// Which clients of one family get another answer while their first node stays, grouped
 /// by what changes and how, largest first.
 pub(super) fn answer_changes(

@@ -96,6 +96,9 @@ pub struct QueryMoves {
     pub moved_share: f64,
     /// (from, to, queries), largest first.
     pub moves: Vec<(String, String, u64)>,
+    /// Queries whose first node stays but whose answer changes otherwise (other
+    /// positions, addresses, TTLs, fail-closed, carrier lines).
+    pub answer_changes: u64,
 }
 
 /// The whole comparison.
@@ -160,6 +163,12 @@ impl Diff {
                 );
                 for (from, to, n) in &q.moves {
                     out += &format!("    {from} -> {to}: {n} queries\n");
+                }
+                if q.answer_changes > 0 {
+                    out += &format!(
+                        "    and {} queries whose first node stays get another answer\n",
+                        q.answer_changes
+                    );
                 }
             }
             for fence in &name.fences {
@@ -470,6 +479,7 @@ fn query_moves(
     let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
     let mut queries = 0u64;
     let mut moved = 0u64;
+    let mut answer_changes = 0u64;
     for (qname, ip) in sample {
         if qname
             .as_deref()
@@ -480,6 +490,17 @@ fn query_moves(
         queries += 1;
         let from = destination(before, *ip).name(&before_zone.nodes);
         let to = destination(after, *ip).name(&after_zone.nodes);
+        if from == to
+            && answers::answer_changes_for(
+                before,
+                &before_zone.nodes,
+                after,
+                &after_zone.nodes,
+                *ip,
+            )
+        {
+            answer_changes += 1;
+        }
         if from != to {
             moved += 1;
             *counts
@@ -494,6 +515,7 @@ fn query_moves(
         queries,
         moved_share: moved as f64 / queries.max(1) as f64,
         moves,
+        answer_changes,
     }
 }
 
@@ -556,7 +578,9 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
         let query = sample
             .as_deref()
             .map(|s| query_moves(before, old_zone, after, new_zone, name, s));
-        let query_changed = query.as_ref().is_some_and(|q| !q.moves.is_empty());
+        let query_changed = query
+            .as_ref()
+            .is_some_and(|q| !q.moves.is_empty() || q.answer_changes > 0);
         let answers =
             answers::answer_changes(before, &old_zone.nodes, after, &new_zone.nodes, Family::V4);
         let answers_v6 =

@@ -302,6 +302,16 @@ fn every_kind_of_change_is_a_change() {
                     && c["before"].as_str().is_some_and(|b| b.contains("london-1"))),
                 "{json}"
             );
+            // Weighed by queries: a German client keeps Frankfurt first, and its answer
+            // changes.
+            let sample = old.join("german.log");
+            std::fs::write(&sample, "85.214.0.1\n").expect("sample");
+            let (code, out) = diff(&[path(&old), path(&new), "--queries", path(&sample)]);
+            assert_eq!(code, 1, "{out}");
+            assert!(
+                out.contains("and 1 queries whose first node stays get another answer"),
+                "{out}"
+            );
         }
     }
 }
