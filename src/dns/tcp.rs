@@ -174,6 +174,9 @@ pub(super) async fn serve(
 /// Answers length-prefixed queries in order until the client closes, goes idle, does not
 /// read its answers, or uses up the connection's lifetime or queries; an idle connection
 /// also closes when the table is full and a new client needs its slot.
+///
+/// Reads are buffered: one read takes the length and as many pipelined queries as have
+/// arrived, every complete one is answered, and their answers go out in one write.
 async fn serve_connection(
     mut stream: TcpStream,
     src: SocketAddr,
@@ -184,14 +187,37 @@ async fn serve_connection(
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let closes_at = tokio::time::Instant::now() + table.lifetime;
-    // Buffers grow to the largest query and response seen, not to 64 KiB up front.
-    let mut packet: Vec<u8> = Vec::new();
+    // Buffers grow to what the client sends and is answered, not to 64 KiB up front.
+    let mut input = Frames::default();
     let mut response = Vec::with_capacity(512);
-    let mut framed: Vec<u8> = Vec::with_capacity(514);
+    let mut output: Vec<u8> = Vec::with_capacity(1024);
     let mut handler = PacketHandler::new(serving, Transport::Tcp);
     let mut served = 0u32;
     let mut winding_down: Option<tokio::time::Instant> = None;
     loop {
+        // Every complete query already read, answered in order, the answers written at once.
+        output.clear();
+        while let Some(frame) = input.next_frame() {
+            let Some(packet) = frame else {
+                return Ok(()); // a zero length: the client is done
+            };
+            served = served.saturating_add(1);
+            let snapshot = reader.load();
+            if handler.answer(&snapshot, packet, src, &mut response) {
+                let Ok(length) = u16::try_from(response.len()) else {
+                    warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
+                    continue;
+                };
+                output.extend_from_slice(&length.to_be_bytes());
+                output.extend_from_slice(&response);
+            }
+        }
+        input.compact();
+        if !output.is_empty() {
+            tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&output))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
+        }
         // Past its lifetime or queries, the connection winds down like a shutdown: queries
         // already on their way are answered (for at most WIND_DOWN), then it closes.
         let now = tokio::time::Instant::now();
@@ -201,60 +227,111 @@ async fn serve_connection(
                 return Ok(());
             }
         }
-        // Wait for the next query (cancel-safe, so shutdown can interrupt the wait). Once
-        // shutting down or winding down, queries already sent are still answered; an idle
-        // connection closes.
-        let wait = if *shutdown.borrow() || winding_down.is_some() {
+        // Wait for more (cancel-safe, so shutdown can interrupt the wait). Between queries,
+        // once shutting down or winding down, queries already sent are still answered and an
+        // idle connection closes; inside a query, its rest must come within IDLE_TIMEOUT.
+        let pending = input.pending();
+        let wait = if pending {
+            IDLE_TIMEOUT
+        } else if *shutdown.borrow() || winding_down.is_some() {
             SHUTDOWN_GRACE
         } else {
             IDLE_TIMEOUT.min(closes_at.saturating_duration_since(now))
         };
-        // The first byte of the length with a cancel-safe read (tokio's `read` loses nothing
-        // when cancelled); readiness alone can be stale after an exact read.
-        let mut len_bytes = [0u8; 2];
-        let first = tokio::select! {
-            first = tokio::time::timeout(wait, stream.read(&mut len_bytes[..1])) => first,
+        let space = input.space();
+        let read = tokio::select! {
+            read = tokio::time::timeout(wait, stream.read(space)) => read,
             changed = shutdown.changed(), if !*shutdown.borrow() => {
                 if changed.is_err() {
                     return Ok(());
                 }
                 continue;
             }
-            () = table.make_room.notified() => return Ok(()), // idle while the table is full
+            // Idle while the table is full: make room for a new client.
+            () = table.make_room.notified(), if !pending => return Ok(()),
         };
-        match first {
-            Err(_) | Ok(Ok(0)) => return Ok(()), // idle or past its lifetime, or closed
-            Ok(result) => {
-                result?;
+        match read {
+            Err(_) if pending => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "query body timed out",
+                ));
             }
+            Err(_) | Ok(Ok(0)) => return Ok(()), // idle or past its lifetime, or closed
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(n)) => input.filled(n),
         }
-        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut len_bytes[1..])).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(result) => result?,
+    }
+}
+
+/// A connection's input: bytes read and not yet answered, cut into length-prefixed
+/// queries (RFC 1035 §4.2.2).
+#[derive(Default)]
+struct Frames {
+    buffer: Vec<u8>,
+    /// Where unread bytes start, and end.
+    start: usize,
+    end: usize,
+}
+
+impl Frames {
+    /// Bytes read first: a couple of typical queries with their lengths.
+    const INITIAL: usize = 1024;
+
+    /// The next complete query: `Some(None)` for a zero length (the client is done),
+    /// `None` when no complete one is buffered.
+    fn next_frame(&mut self) -> Option<Option<&[u8]>> {
+        let have = &self.buffer[self.start..self.end];
+        let [hi, lo, ..] = *have else {
+            return None;
         };
-        let len = u16::from_be_bytes(len_bytes) as usize;
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
         if len == 0 {
-            return Ok(());
+            return Some(None);
         }
-        packet.resize(len, 0);
-        tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut packet))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query body timed out"))??;
-        served = served.saturating_add(1);
-        let snapshot = reader.load();
-        if handler.answer(&snapshot, &packet, src, &mut response) {
-            // One write per response: the two-byte length and the message together.
-            let Ok(length) = u16::try_from(response.len()) else {
-                warn!(%src, bytes = response.len(), "response too large for TCP framing; dropped");
-                continue;
-            };
-            framed.clear();
-            framed.extend_from_slice(&length.to_be_bytes());
-            framed.extend_from_slice(&response);
-            tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&framed))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
+        if have.len() < 2 + len {
+            return None;
         }
+        let from = self.start + 2;
+        self.start = from + len;
+        Some(Some(&self.buffer[from..from + len]))
+    }
+
+    /// Whether part of a query is buffered.
+    fn pending(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Moves what is left to the front.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Room to read into: at least the rest of a pending query (a length says how much),
+    /// growing the buffer only for that.
+    fn space(&mut self) -> &mut [u8] {
+        let have = &self.buffer[self.start..self.end];
+        let wanted = match *have {
+            [hi, lo, ..] => 2 + usize::from(u16::from_be_bytes([hi, lo])),
+            _ => 2,
+        };
+        let needed = (self.start + wanted).max(Self::INITIAL);
+        if self.buffer.len() < needed {
+            self.buffer.resize(needed, 0);
+        }
+        if self.end == self.buffer.len() {
+            // Full of complete queries: cannot happen after they are answered and compacted.
+            self.buffer.resize(self.buffer.len() + Self::INITIAL, 0);
+        }
+        &mut self.buffer[self.end..]
+    }
+
+    /// `n` bytes were read into [`Self::space`].
+    fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buffer.len());
     }
 }

@@ -406,6 +406,53 @@ fn pipelined_tcp_queries_are_answered_in_order() {
     }
 }
 
+/// Queries cut anywhere across TCP segments (the length split, a query in pieces, the next
+/// query's first byte with the last one's end) are answered as whole queries; 300 queries
+/// in one write are all answered, in order.
+#[test]
+fn tcp_queries_cut_anywhere_and_in_large_batches_are_answered() {
+    use std::io::{Read, Write};
+    let server = Server::test_zone();
+    let framed = |id: u16| {
+        let query = q("ingest.test.example.", A).id(id).bytes();
+        let mut out = (query.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&query);
+        out
+    };
+    let read_reply = |stream: &mut std::net::TcpStream| {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).expect("reply length");
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut reply).expect("reply");
+        Message::from_vec(&reply).expect("parses")
+    };
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    let bytes: Vec<u8> = [framed(1), framed(2)].concat();
+    // Cut points: inside the first length, inside the first query, across the boundary.
+    for piece in [
+        &bytes[..1],
+        &bytes[1..7],
+        &bytes[7..bytes.len() / 2 + 1],
+        &bytes[bytes.len() / 2 + 1..],
+    ] {
+        stream.write_all(piece).expect("write a piece");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_reply(&mut stream).metadata.id, 1);
+    assert_eq!(read_reply(&mut stream).metadata.id, 2);
+    let batch: Vec<u8> = (0..300u16).flat_map(|i| framed(1000 + i)).collect();
+    stream.write_all(&batch).expect("write the batch");
+    for i in 0..300u16 {
+        let reply = read_reply(&mut stream);
+        assert_eq!(reply.metadata.id, 1000 + i);
+        assert!(!reply.answers.is_empty());
+    }
+}
+
 #[test]
 fn malformed_packets_get_formerr_or_silence() {
     let server = Server::test_zone();
