@@ -452,10 +452,15 @@ impl Membership {
 /// identity: the key must be absent, or under this member's own previous lease.
 async fn register(link: &Link<'_>, value: &str, previous: i64) -> Result<(), EtcdError> {
     let key = (link.config).key(&["members", &link.config.identity, "registration"]);
-    // Unchanged since revision 0: absent.
+    // Unchanged since revision 0: absent. Under this instance's previous lease: its own
+    // registration from the session that broke. Under this session's lease: its own too —
+    // an earlier try that etcd committed while its reply was lost (a leader change).
     let mut compares = vec![Compare::Unchanged(0)];
     if previous != 0 {
         compares.push(Compare::Lease(previous));
+    }
+    if link.lease != 0 && link.lease != previous {
+        compares.push(Compare::Lease(link.lease));
     }
     for compare in compares {
         if (link.etcd)
