@@ -68,22 +68,23 @@ fn place_inside(
 ) -> Option<(String, String)> {
     let family = prefix.family;
     let shift = census_unit_shift(family);
-    let host_bits = u32::from(prefix.len).min(match family {
+    // The prefix in the database's 128-bit space (both families left-aligned): it covers
+    // 2^(128 - len) of it, all of it for a /0.
+    let width = match family {
         Family::V4 => 32,
         Family::V6 => 128,
-    });
-    let span = match family {
-        Family::V4 => 1u128 << (32 - host_bits),
-        Family::V6 => 1u128 << (128 - host_bits),
     };
-    // The prefix in the database's 128-bit space.
-    let (start, end) = match family {
-        Family::V4 => (prefix.bits, prefix.bits.saturating_add(span << 96)),
-        Family::V6 => (prefix.bits, prefix.bits.saturating_add(span)),
-    };
+    let len = u32::from(prefix.len).min(width);
+    let start = prefix.bits;
+    let end = 1u128
+        .checked_shl(128 - len)
+        .map_or(u128::MAX, |span| start.saturating_add(span));
     let places = geo.places();
     geo.ranges(family).find_map(|(first, size, place)| {
-        let last = first.saturating_add((u128::from(size).max(1) << shift).saturating_sub(1));
+        let units = u128::from(size).max(1);
+        let last = units
+            .checked_mul(1u128 << shift)
+            .map_or(u128::MAX, |span| first.saturating_add(span - 1));
         if last < start || first >= end {
             return None;
         }
@@ -113,4 +114,29 @@ fn place_inside(
             .map_or("?".into(), |c| String::from_utf8_lossy(&c).into_owned());
         Some((country, network))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole-space subnets (a /0 of either family) are walked, not overflowed: both hold
+    /// European clients the fence would leave unanswered.
+    #[test]
+    fn whole_space_subnets_are_proved_too() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let geo = GeoDb::open(&root.join("geo/dbip-country.mmdb")).expect("shipped database");
+        let text = "zone: h.example\nsoa: {primary: ns1.h.example., contact: x.h.example.}\nns: [ns1.h.example.]\ncheck: {type: none}\n\
+                    nodes:\n  tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1]}\n  paris: {geo: EU-FR, location: [48.86, 2.35], addresses: [192.0.2.2]}\n\
+                    steer:\n  ingest:\n    rules:\n      - {subnets: [\"0.0.0.0/0\", \"::/0\"], nodes: [tokyo]}\n      - {geos: [EU], nodes: [paris], fence: true}\n      - {}\n";
+        let zone =
+            crate::policy::parse_zone(std::path::Path::new("h.yaml"), text, 1).expect("zone");
+        let holes = fence_holes(&[zone], &geo);
+        let said: Vec<&str> = holes.iter().map(|e| e.message.as_str()).collect();
+        assert!(
+            said.iter().any(|m| m.contains("subnet 0.0.0.0/0")),
+            "{said:?}"
+        );
+        assert!(said.iter().any(|m| m.contains("subnet ::/0")), "{said:?}");
+    }
 }
