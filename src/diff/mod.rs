@@ -76,6 +76,26 @@ pub struct NameDiff {
     pub policy: Vec<String>,
 }
 
+impl NameDiff {
+    /// A name only one side has: everyone moves (`removed`) or no one did before (`added`).
+    fn whole(name: &str, status: &'static str) -> NameDiff {
+        let share = if status == "removed" { 1.0 } else { 0.0 };
+        NameDiff {
+            name: name.to_string(),
+            status,
+            moved_share: share,
+            moves: Vec::new(),
+            moved_share_v6: share,
+            moves_v6: Vec::new(),
+            query_moves: None,
+            fences: Vec::new(),
+            answers: Vec::new(),
+            answers_v6: Vec::new(),
+            policy: Vec::new(),
+        }
+    }
+}
+
 /// The changes of one zone besides its steered names' answers.
 #[derive(Debug, Clone, Serialize)]
 pub struct ZoneDiff {
@@ -548,19 +568,7 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
     let mut names = Vec::new();
     for (name, zi, si) in &old_names {
         let Some((_, nzi, nsi)) = new_names.iter().find(|(n, _, _)| n == name) else {
-            names.push(NameDiff {
-                name: name.clone(),
-                status: "removed",
-                moved_share: 1.0,
-                moves: Vec::new(),
-                moved_share_v6: 1.0,
-                moves_v6: Vec::new(),
-                query_moves: None,
-                fences: Vec::new(),
-                answers: Vec::new(),
-                answers_v6: Vec::new(),
-                policy: Vec::new(),
-            });
+            names.push(NameDiff::whole(name, "removed"));
             continue;
         };
         let (Some(before), Some(after)) = (side(&old, *zi, *si), side(&new, *nzi, *nsi)) else {
@@ -617,19 +625,7 @@ pub fn diff(request: &DiffRequest) -> Result<Diff, DiffError> {
     }
     for (name, _, _) in &new_names {
         if !old_names.iter().any(|(n, _, _)| n == name) {
-            names.push(NameDiff {
-                name: name.clone(),
-                status: "added",
-                moved_share: 0.0,
-                moves: Vec::new(),
-                moved_share_v6: 0.0,
-                moves_v6: Vec::new(),
-                query_moves: None,
-                fences: Vec::new(),
-                answers: Vec::new(),
-                answers_v6: Vec::new(),
-                policy: Vec::new(),
-            });
+            names.push(NameDiff::whole(name, "added"));
         }
     }
     Ok(Diff {
