@@ -158,7 +158,7 @@ fn throughput_under_feeds(text: &str) {
 
 fn main() {
     let mut rng = XorShift::new(0x2545_f491_4f6c_dd1d);
-    let text = fleet::scale_zone(&mut rng, NODES);
+    let text = fleet::scale_zone(&mut rng, NODES, 1);
     rebuild_times(&text, &mut rng);
     throughput_under_feeds(&text);
 }

@@ -34,6 +34,22 @@ fn node_count() -> usize {
         .unwrap_or(200)
 }
 
+/// Steered names: 1, or `NAMES` from the environment (each over its own half of the nodes).
+fn name_count() -> usize {
+    std::env::var("NAMES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Nodes forced down before the server's changes: none, or `DOWN` from the environment.
+fn down_count() -> usize {
+    std::env::var("DOWN")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -70,8 +86,8 @@ fn cells_answered_one_by_one(snapshot: &geosteer::answer::Snapshot) -> usize {
             geosteer::answer::NameNode::Steered(t) => t
                 .table
                 .iter()
-                .flatten()
-                .filter(|&&c| t.class_answer[c as usize] == geosteer::answer::CLASS_SPLIT)
+                .flat_map(|row| row.iter())
+                .filter(|&c| t.class_answer[c as usize] == geosteer::answer::CLASS_SPLIT)
                 .count(),
             _ => 0,
         })
@@ -84,7 +100,7 @@ fn main() {
         .map_or_else(|| repo("target/bench-data/city.mmdb"), Into::into);
     let mut rng = XorShift::new(0x5eed);
     let nodes = node_count();
-    let text = fleet::scale_zone(&mut rng, nodes);
+    let text = fleet::scale_zone(&mut rng, nodes, name_count());
     let zones =
         vec![parse_zone(std::path::Path::new("scale.yaml"), &text, 1).expect("generated policy")];
     let started = Instant::now();
@@ -230,6 +246,15 @@ fn server_changes(
     with_feed: bool,
 ) {
     let server = Server::start(dir, geo_path, &[]);
+    // The nodes after the first `nodes - DOWN` stay down throughout; the changes below come
+    // from the others.
+    let down = down_count().min(nodes.saturating_sub(1));
+    for node in nodes - down..nodes {
+        let path = format!("/nodes/scale.example/n{node}/force-down");
+        let (status, body) = http(server.admin, "POST", &path, None);
+        assert_eq!(status, 200, "{body}");
+    }
+    let nodes = nodes - down;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let feeder = with_feed.then(|| {
         let (flag, admin) = (Arc::clone(&stop), server.admin);

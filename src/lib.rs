@@ -12,7 +12,8 @@
 //!
 //! Modules, in layer order (each layer uses only those listed before it):
 //! - `net`: IP prefixes and prefix tables. `random`: a small generator for jitter and tests.
-//!   `parallel`: spreading rebuild work over the cores.
+//!   `parallel`: spreading rebuild work over the cores. `runs`: per-column tables stored as
+//!   runs of equal values.
 //! - `wire`: DNS numbers (types, classes, rcodes) and record body encoding.
 //! - `geo`: geo codes, coordinates, the country table, GeoIP and ASN databases.
 //! - `config`: how the server is started (listen addresses, paths).
@@ -48,6 +49,7 @@
 pub mod net;
 pub mod parallel;
 pub mod random;
+pub mod runs;
 pub mod wire;
 
 // Where places are.

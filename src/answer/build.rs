@@ -17,6 +17,7 @@ use super::snapshot::*;
 use super::zone::{build_zone, name_key};
 use crate::geo::GeoDb;
 use crate::policy::{Node, NodeId, RecordType, SteeredName, Tier, Zone};
+use crate::runs::RunArray;
 use crate::steer::regions::RankedStart;
 use crate::steer::spread::{Groups, group_bounds};
 use crate::steer::table::{CarrierChoice, FAMILY_ELIGIBLE, SteeredRanking};
@@ -32,18 +33,21 @@ pub fn build(
     rankings: &Rankings,
     availability: &[Vec<Availability>],
 ) -> Snapshot {
-    build_with_lines(zones, geo, rankings, availability, &[])
+    build_with_lines(zones, geo, rankings, availability, &[], None)
 }
 
 /// [`build`], with the carrier lines found down: `down_lines[zone][node]` has bit `i` set
 /// when the node's `i`-th address fails its own check (missing entries: every line up).
-/// Answers name a node by its lines that are up.
+/// Answers name a node by its lines that are up. A steered name of `previous` built from
+/// the same ranking and the same states of its nodes is kept, not picked again: a health
+/// change rebuilds only the names that can answer with the node.
 pub(super) fn build_with_lines(
     zones: &[Zone],
     geo: Arc<GeoDb>,
     rankings: &Rankings,
     availability: &[Vec<Availability>],
     down_lines: &[Vec<u64>],
+    previous: Option<&Snapshot>,
 ) -> Snapshot {
     let mut built: Vec<ZoneAnswers> = zones
         .iter()
@@ -51,17 +55,31 @@ pub(super) fn build_with_lines(
         .map(|(i, zone)| {
             let mut answers = build_zone(i, zone);
             let availability = availability.get(i).map_or(&[][..], Vec::as_slice);
+            let down_lines = down_lines.get(i).map_or(&[][..], Vec::as_slice);
+            let before = previous.and_then(|p| p.zones.iter().find(|z| z.origin == answers.origin));
             let keys = draw_keys(zone);
             for (steered, ranking) in zone.steered.iter().zip(rankings.of_zone(i)) {
-                let health = PickInputs {
-                    nodes: &zone.nodes,
-                    availability,
-                    answers: steered.answers,
-                    draw_keys: &keys,
-                    draw_weights: &ranking.draw_weights,
-                    down_lines: down_lines.get(i).map_or(&[][..], Vec::as_slice),
+                let states = node_states(steered, availability, down_lines);
+                let kept = before
+                    .and_then(|z| match z.names.get(&name_key(&steered.name)) {
+                        Some(NameNode::Steered(t)) => Some(t),
+                        _ => None,
+                    })
+                    .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows) && t.node_states == states);
+                let table = match kept {
+                    Some(table) => table.clone(),
+                    None => {
+                        let health = PickInputs {
+                            nodes: &zone.nodes,
+                            availability,
+                            answers: steered.answers,
+                            draw_keys: &keys,
+                            draw_weights: &ranking.draw_weights,
+                            down_lines,
+                        };
+                        build_steered(steered, ranking, &health, &geo, states)
+                    }
                 };
-                let table = build_steered(steered, ranking, &health, &geo);
                 answers
                     .names
                     .insert(name_key(&steered.name), NameNode::Steered(table));
@@ -264,6 +282,7 @@ fn build_steered(
     ranking: &SteeredRanking,
     health: &PickInputs,
     geo: &GeoDb,
+    node_states: Arc<[NodeState]>,
 ) -> SteeredTable {
     let mut answers = Answers {
         steered,
@@ -284,18 +303,43 @@ fn build_steered(
         || ranking.row_classes.iter().any(|c| varies(c))
         || varies(&ranking.effective_classes);
     SteeredTable {
-        answers: answers.sets,
-        class_answer,
-        split_rows,
+        answers: answers.sets.into(),
+        class_answer: class_answer.into(),
+        split_rows: split_rows.into(),
         table: Arc::clone(&ranking.rows),
         geo_rule: Arc::clone(&ranking.geo_rule),
         subnets: Arc::clone(&ranking.subnets),
         groups: Arc::clone(&ranking.groups),
         place_columns: ranking.place_columns,
-        head_answer,
+        head_answer: head_answer.into(),
         located_heads: Arc::clone(&ranking.located_heads),
         depends_on_place,
+        node_states,
     }
+}
+
+/// The states of the nodes a steered name can answer with (its rules' and its default's),
+/// in node order: what its table is picked from besides its ranking.
+fn node_states(
+    steered: &SteeredName,
+    availability: &[Availability],
+    down_lines: &[u64],
+) -> Arc<[NodeState]> {
+    let mut ids: Vec<NodeId> = steered
+        .rules
+        .iter()
+        .map(|r| &r.candidates)
+        .chain(steered.default.candidates.as_ref())
+        .flat_map(|c| c.nodes.iter().map(|&(id, _)| id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| {
+            let state = availability.get(id).copied().unwrap_or(Availability::Up);
+            (id, state, down_lines.get(id).copied().unwrap_or(0))
+        })
+        .collect()
 }
 
 /// A steered name's distinct answers, each made once: picks that agree share an index.
@@ -453,8 +497,8 @@ fn split_rows(
     class_answer: &[u32],
     answers: &mut Answers,
     geo: &GeoDb,
-) -> Vec<Vec<u32>> {
-    let mut split_rows: Vec<Vec<u32>> = vec![Vec::new(); ranking.rows.len()];
+) -> Vec<RunArray> {
+    let mut split_rows: Vec<RunArray> = vec![RunArray::default(); ranking.rows.len()];
     if !class_answer.contains(&CLASS_SPLIT) {
         return split_rows;
     }
@@ -471,12 +515,12 @@ fn split_rows(
             .iter()
             .map(|&row| {
                 let mut columns = Vec::new();
-                for (column, (needed, &class)) in
-                    needed.iter_mut().zip(&ranking.rows[row]).enumerate()
-                {
+                for (range, class) in ranking.rows[row].runs() {
                     if split.get(class as usize) == Some(&true) {
-                        *needed = true;
-                        columns.push(column as u32);
+                        if let Some(needed) = needed.get_mut(range.clone()) {
+                            needed.fill(true);
+                        }
+                        columns.extend(range.map(|c| c as u32));
                     }
                 }
                 columns
@@ -513,7 +557,7 @@ fn split_group(
     answers: &mut Answers,
     geo: &GeoDb,
     cells: SplitCells,
-    split_rows: &mut [Vec<u32>],
+    split_rows: &mut [RunArray],
 ) {
     let health = answers.health;
     // The healthy start only has to hold the healthy nodes a pick reads past the class's
@@ -535,7 +579,7 @@ fn split_group(
         let mut answers_of_row = vec![0u32; classes.len()];
         for &column in columns {
             let column = column as usize;
-            let class = classes[column];
+            let class = classes.at_or(column, 0);
             let healthy_start = healthy_of_column[column];
             answers_of_row[column] = answer_of_pair.get(class, healthy_start, || {
                 let class = &ranking.classes[class as usize];
@@ -549,7 +593,7 @@ fn split_group(
             });
         }
         if !columns.is_empty() {
-            split_rows[row] = answers_of_row;
+            split_rows[row] = answers_of_row.into_iter().collect();
         }
     }
 }
@@ -915,7 +959,7 @@ mod tests {
                 let ip = IpAddr::V4(std::net::Ipv4Addr::from(random() as u32));
                 let (subnet_rule, _) = table.subnets.lookup(ip);
                 let (group, _) = table.groups.longest(ip);
-                let by_place = table.select_by_place(ip, &geo, subnet_rule, group).0;
+                let by_place = table.select_by_place(geo.locate(ip), subnet_rule, group).0;
                 let selected = table.select(ip, &geo);
                 assert!(
                     std::ptr::eq(selected.answer, &table.answers[by_place as usize]),
@@ -1034,5 +1078,62 @@ mod tests {
         );
         assert_eq!(addresses(&set.a.bodies), vec![[192, 0, 2, 101]]);
         assert!(set.aaaa.bodies.is_empty() && set.aaaa.carriers.is_empty());
+    }
+
+    /// A build with the previous snapshot keeps the tables of names that cannot answer with
+    /// the node that changed, and re-picks the others (which then leave the node out).
+    #[test]
+    fn a_health_change_rebuilds_only_the_names_of_the_node() {
+        let text = "zone: two.example\nsoa: {primary: ns1.two.example., contact: h.two.example.}\nns: [ns1.two.example.]\ncheck: {type: none}\nnodes:\n  a: {geo: EU-DE, location: [50.1, 8.7], addresses: [192.0.2.1]}\n  b: {geo: EU-FR, location: [48.9, 2.3], addresses: [192.0.2.2]}\n  c: {geo: AS-JP, location: [35.7, 139.7], addresses: [192.0.2.3]}\nsteer:\n  one: {answers: 1, rules: [{nodes: [a, b]}]}\n  two: {answers: 1, rules: [{nodes: [c]}]}\n";
+        let zones = vec![
+            crate::policy::parse_zone(std::path::Path::new("two.yaml"), text, 1).expect("zone"),
+        ];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let geo = Arc::new(GeoDb::open(&root.join("geo/dbip-country.mmdb")).expect("shipped db"));
+        let rankings = rank_all(
+            &zones,
+            &geo,
+            &[],
+            &mut DampingState::default(),
+            SystemTime::UNIX_EPOCH,
+        );
+        let mut availability = policy_availability(&zones);
+        let first = build_with_lines(
+            &zones,
+            Arc::clone(&geo),
+            &rankings,
+            &availability,
+            &[],
+            None,
+        );
+        availability[0][0] = Availability::HealthDown;
+        let second = build_with_lines(
+            &zones,
+            Arc::clone(&geo),
+            &rankings,
+            &availability,
+            &[],
+            Some(&first),
+        );
+        let table = |snapshot: &Snapshot, name: &str| -> SteeredTable {
+            let key = name_key(&DomainName::parse(name).expect("name"));
+            match snapshot.zones[0].names.get(&key) {
+                Some(NameNode::Steered(t)) => t.clone(),
+                _ => panic!("{name} is not steered"),
+            }
+        };
+        let (one, two) = ("one.two.example.", "two.two.example.");
+        assert!(Arc::ptr_eq(
+            &table(&first, two).answers,
+            &table(&second, two).answers
+        ));
+        assert!(!Arc::ptr_eq(
+            &table(&first, one).answers,
+            &table(&second, one).answers
+        ));
+        let berlin: IpAddr = "193.99.144.80".parse().expect("address");
+        let nodes_of = |t: &SteeredTable| t.select(berlin, &geo).answer.a.nodes.clone();
+        assert_eq!(nodes_of(&table(&first, one)), vec![0]);
+        assert_eq!(nodes_of(&table(&second, one)), vec![1]);
     }
 }

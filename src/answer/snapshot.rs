@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use super::draw::{DrawMember, MAX_DRAW, NETWORK_BITS, draw, gives_up, network_of};
 use crate::explain::{ExplainError, Explanation, LiveState};
-use crate::geo::{AddressMap, AsnDb, AsnLookup, GeoDb};
+use crate::geo::{AsnDb, AsnLookup, GeoDb, Located};
 use crate::net::Family;
 use crate::net::subnets::SubnetRules;
 use crate::policy::{NodeId, RecordType};
+use crate::runs::RunArray;
+use crate::steer::Availability;
 use crate::steer::table::column_of;
 
 /// Everything a query reads, built together and swapped as one.
@@ -313,19 +315,21 @@ pub struct FamilyAnswer {
     pub yielding: Vec<DrawMember>,
 }
 
-/// The precomputed answers of one steered name.
-#[derive(Debug)]
+/// The precomputed answers of one steered name. Cloned by reference: a build whose
+/// inputs for the name did not change ([`SteeredTable::node_states`], the same ranking)
+/// keeps the table.
+#[derive(Debug, Clone)]
 pub struct SteeredTable {
     /// Distinct answers.
-    pub answers: Vec<AnswerSet>,
+    pub answers: Arc<[AnswerSet]>,
     /// Ranking class → index into `answers`: what a health change rebuilds.
-    pub class_answer: Vec<u32>,
+    pub class_answer: Arc<[u32]>,
     /// `[rule][column]` → ranking class. Rules include a final pseudo-rule for the `default`
     /// answer; columns are the places, a pseudo-place for unlocated clients, then the
-    /// measured prefix groups. Shared by every table built from the same rankings.
-    pub table: Arc<Vec<Vec<u32>>>,
+    /// measured prefix groups, in runs. Shared by every table built from the same rankings.
+    pub table: Arc<Vec<RunArray>>,
     /// First geo-matching rule per place (same indexing as a row of `table`).
-    pub geo_rule: Arc<[u16]>,
+    pub geo_rule: Arc<RunArray>,
     /// Subnet conditions of the rules.
     pub subnets: Arc<SubnetRules>,
     /// Measured prefix groups: a client inside one gets that group's column.
@@ -335,17 +339,24 @@ pub struct SteeredTable {
     pub place_columns: usize,
     /// Head (classes whose rankings start alike) → index into `answers` when every class of
     /// it has that answer now, else [`CLASS_SPLIT`].
-    pub head_answer: Vec<u32>,
-    /// Address → head for clients without a subnet rule or group: the common case in one
-    /// lookup, with the widest block of that head as its scope.
-    pub located_heads: Arc<AddressMap>,
+    pub head_answer: Arc<[u32]>,
+    /// Place column → head for clients without a subnet rule or group: the common case is
+    /// the database's shared address → place lookup and one read here, and the scope is
+    /// the database network's.
+    pub located_heads: Arc<RunArray>,
     /// Answers of cells whose class is [`CLASS_SPLIT`] now: `[rule][column]`, empty for
     /// rules without such cells.
-    pub split_rows: Vec<Vec<u32>>,
+    pub split_rows: Arc<[RunArray]>,
     /// Whether the answer can differ between places: if not, the database network says
     /// nothing about how widely an answer may be cached.
     pub depends_on_place: bool,
+    /// What the table was picked for: each node the name can answer with, its availability
+    /// and its carrier lines down.
+    pub(crate) node_states: Arc<[NodeState]>,
 }
+
+/// A node's state as a steered name's answers depend on it.
+pub(crate) type NodeState = (NodeId, Availability, u64);
 
 /// `class_answer` value: too many of the class's first nodes are down for it to decide, so
 /// its cells are answered one by one (`split_rows`); `head_answer` value: the head's classes
@@ -525,15 +536,13 @@ impl SteeredTable {
     /// classes too short to decide now (split). Returns the answer and the scope the place allows.
     pub(crate) fn select_by_place(
         &self,
-        ip: IpAddr,
-        geo: &GeoDb,
+        located: Located,
         subnet_rule: Option<u32>,
         group: Option<u32>,
     ) -> (u32, u8) {
-        let located = geo.locate(ip);
         let column = column_of(self.place_columns, located.place, group.map(|g| g as usize));
-        let column = column.min(self.geo_rule.len() - 1);
-        let geo_rule = self.geo_rule[column] as usize;
+        let column = column.min(self.geo_rule.len().saturating_sub(1));
+        let geo_rule = self.geo_rule.at_or(column, 0) as usize;
         let rule = subnet_rule.map_or(geo_rule, |r| (r as usize).min(geo_rule));
         // A group's answer holds across its prefix whatever the database says inside it.
         let scope = if group.is_none() {
@@ -546,14 +555,12 @@ impl SteeredTable {
 
     /// The answer of one cell (rule, column) now.
     pub(crate) fn cell_answer(&self, rule: usize, column: usize) -> u32 {
-        let class = self.table[rule][column] as usize;
-        match self.class_answer[class] {
+        let class = self.table.get(rule).map_or(0, |row| row.at_or(column, 0)) as usize;
+        match self.class_answer.get(class).copied().unwrap_or(0) {
             CLASS_SPLIT => self
                 .split_rows
                 .get(rule)
-                .and_then(|row| row.get(column))
-                .copied()
-                .unwrap_or(0),
+                .map_or(0, |row| row.at_or(column, 0)),
             answer => answer,
         }
     }
@@ -563,17 +570,19 @@ impl SteeredTable {
     pub fn select(&self, ip: IpAddr, geo: &GeoDb) -> Selection<'_> {
         let (subnet_rule, subnet_scope) = self.subnets.lookup(ip);
         let (group, group_scope) = self.groups.longest(ip);
+        let located = geo.locate(ip);
         let direct = if subnet_rule.is_none() && group.is_none() {
-            let hit = self.located_heads.lookup(ip);
-            self.head_answer
-                .get(hit.value as usize)
+            let column = column_of(self.place_columns, located.place, None);
+            self.located_heads
+                .get(column)
+                .and_then(|head| self.head_answer.get(head as usize))
                 .filter(|&&answer| answer != CLASS_SPLIT)
-                .map(|&answer| (answer, hit.prefix_len))
+                .map(|&answer| (answer, located.prefix_len))
         } else {
             None
         };
         let (id, located_scope) =
-            direct.unwrap_or_else(|| self.select_by_place(ip, geo, subnet_rule, group));
+            direct.unwrap_or_else(|| self.select_by_place(located, subnet_rule, group));
         let id = id as usize;
         let place_scope = if self.depends_on_place {
             located_scope

@@ -213,7 +213,7 @@ pub struct GeoDb {
     paths: Vec<PathBuf>,
     /// Address → place ([`NOTHING`]: unlocated), the files overlaid in order.
     map: AddressMap,
-    /// Distinct places, numbered by first appearance.
+    /// Distinct places, numbered in Morton order of their positions ([`in_morton_order`]).
     places: Vec<Place>,
     /// The places' positions, sorted (see [`GeoDb::sorted_positions`]), and their places
     /// alone in the same order.
@@ -267,7 +267,7 @@ impl GeoDb {
         for path in paths {
             builders.push(Self::walk(path, countries, &mut records)?);
         }
-        let (places, renumber) = merge_equal_places(records);
+        let (places, renumber) = in_morton_order(merge_equal_places(records));
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for (mut b4, mut b6) in builders {
             b4.renumber(&renumber);
@@ -344,13 +344,6 @@ impl GeoDb {
     /// The files this database was read from.
     pub fn paths(&self) -> Vec<&Path> {
         self.paths.iter().map(PathBuf::as_path).collect()
-    }
-
-    /// A per-address map derived from the places: `f(place)` (`None`: unlocated) for every
-    /// range, equal neighbours merged. A steered name's ranking classes become such a map,
-    /// so a query finds its class in one lookup over far fewer ranges than places.
-    pub fn map_places(&self, f: impl Fn(Option<PlaceId>) -> u32 + Sync) -> AddressMap {
-        self.map.map(|v| f((v != NOTHING).then_some(v)))
     }
 
     /// Every range of one family in the database: its first address (left-aligned bits),
@@ -486,6 +479,41 @@ fn merge_equal_places(records: Vec<Place>) -> (Vec<Place>, Vec<u32>) {
     }
     places.shrink_to_fit();
     (places, renumber)
+}
+
+/// The places renumbered in Morton order of their positions (those without coordinates
+/// after them, by region), and each record's new number: places near each other get near
+/// numbers, so a steered name's per-place tables are runs of equal values (`runs`).
+fn in_morton_order((places, renumber): (Vec<Place>, Vec<u32>)) -> (Vec<Place>, Vec<u32>) {
+    let codes: Vec<u64> = places
+        .iter()
+        .map(|p| {
+            p.coordinates
+                .map_or(u64::MAX, |c| UnitVector::of(&c).morton())
+        })
+        .collect();
+    let mut order: Vec<u32> = (0..places.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (pa, pb) = (&places[a as usize], &places[b as usize]);
+        codes[a as usize]
+            .cmp(&codes[b as usize])
+            .then_with(|| PlaceKey::of(pa).cmp(&PlaceKey::of(pb)))
+    });
+    drop(codes);
+    let mut new_number = vec![0u32; places.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_number[old as usize] = new as u32;
+    }
+    let mut slots: Vec<Option<Place>> = places.into_iter().map(Some).collect();
+    let sorted: Vec<Place> = order
+        .iter()
+        .filter_map(|&old| slots[old as usize].take())
+        .collect();
+    let renumber = renumber
+        .into_iter()
+        .map(|place| new_number.get(place as usize).copied().unwrap_or(place))
+        .collect();
+    (sorted, renumber)
 }
 
 /// What makes two places the same for steering.

@@ -113,99 +113,6 @@ impl<K: HighBits> RangeTable<K> {
         self.starts.len()
     }
 
-    /// The table with every value replaced by `f(value)`, neighbours that become equal
-    /// merged: how a per-name table of ranking classes is derived from the places table.
-    /// A city database has millions of ranges: they are mapped in `parts` consecutive
-    /// pieces side by side, then joined.
-    pub fn map(&self, f: &(impl Fn(u32) -> u32 + Sync), parts: usize) -> RangeTable<K>
-    where
-        K: Send + Sync,
-    {
-        let count = self.starts.len();
-        let chunk = count.div_ceil(parts.max(1)).max(1);
-        let pieces: Vec<Piece<K>> = crate::parallel::each((0..count).step_by(chunk), |lo| {
-            self.map_piece(lo..(lo + chunk).min(count), f)
-        });
-        let mut builder = RangeBuilder::<K>::new(self.width);
-        builder
-            .starts
-            .reserve(pieces.iter().map(|p| p.starts.len()).sum());
-        builder
-            .values
-            .reserve(pieces.iter().map(|p| p.values.len()).sum());
-        for piece in pieces {
-            // A piece that starts with the value the previous one ended with continues it.
-            let skip = usize::from(
-                builder.values.last().is_some() && builder.values.last() == piece.values.first(),
-            );
-            let base = builder.starts.len() as u32;
-            builder.exact.extend(
-                piece
-                    .exact
-                    .iter()
-                    .filter(|e| e.0 as usize >= skip)
-                    .map(|e| (base + e.0 - skip as u32, e.1)),
-            );
-            builder
-                .starts
-                .extend_from_slice(&piece.starts[skip.min(piece.starts.len())..]);
-            builder
-                .values
-                .extend_from_slice(&piece.values[skip.min(piece.values.len())..]);
-        }
-        builder.next = None;
-        builder.finish(self.bucket_bits)
-    }
-
-    /// [`RangeTable::map`] over the ranges `range`, as a table piece of its own.
-    fn map_piece(&self, range: std::ops::Range<usize>, f: &impl Fn(u32) -> u32) -> Piece<K> {
-        // In blocks that fit a core's cache, without a branch on whether a range is kept:
-        // every range is written at the end, and only a new value moves the end on (about
-        // half the ranges of a city database are kept, which no branch predictor guesses).
-        const BLOCK: usize = 1 << 14;
-        let mut piece = Piece {
-            starts: Vec::new(),
-            values: Vec::new(),
-            exact: Vec::new(),
-        };
-        let mut keys = [K::default(); BLOCK];
-        let mut values = [0u32; BLOCK];
-        let mut exact = self.exact.partition_point(|e| (e.0 as usize) < range.start);
-        let next_exact = |exact: usize| self.exact.get(exact).map_or(usize::MAX, |e| e.0 as usize);
-        let mut exact_at = next_exact(exact);
-        // The last value kept; u64::MAX is none.
-        let mut previous = u64::MAX;
-        let mut lo = range.start;
-        while lo < range.end {
-            let hi = (lo + BLOCK).min(range.end);
-            let mut kept = 0usize;
-            for (i, (&key, &value)) in self.starts[lo..hi]
-                .iter()
-                .zip(&self.values[lo..hi])
-                .enumerate()
-            {
-                let value = f(value);
-                keys[kept] = key;
-                values[kept] = value;
-                let new = previous != u64::from(value);
-                if lo + i == exact_at {
-                    if new {
-                        let at = piece.starts.len() + kept;
-                        piece.exact.push((at as u32, self.exact[exact].1));
-                    }
-                    exact += 1;
-                    exact_at = next_exact(exact);
-                }
-                kept += usize::from(new);
-                previous = u64::from(value);
-            }
-            piece.starts.extend_from_slice(&keys[..kept]);
-            piece.values.extend_from_slice(&values[..kept]);
-            lo = hi;
-        }
-        piece
-    }
-
     /// Several tables as one: at every address, the value of the first table that has one
     /// (files consulted in order).
     pub fn overlay(tables: &[RangeTable<K>]) -> RangeTable<K> {
@@ -300,16 +207,6 @@ impl AddressMap {
             std::net::IpAddr::V6(_) => self.v6.lookup(bits),
         }
     }
-
-    /// The map with every value replaced by `f(value)`, equal neighbours merged, on every
-    /// core.
-    pub fn map(&self, f: impl Fn(u32) -> u32 + Sync) -> AddressMap {
-        let parts = crate::parallel::workers();
-        // The families side by side too: IPv6's pieces are slower (its places are read
-        // at random), and the other family's fill the gaps.
-        let (v6, v4) = crate::parallel::both(|| self.v6.map(&f, parts), || self.v4.map(&f, parts));
-        AddressMap { v4, v6 }
-    }
 }
 
 /// How far an address's left-aligned bits are shifted to count it in census units: IPv4
@@ -319,13 +216,6 @@ pub fn census_unit_shift(family: Family) -> u32 {
         Family::V4 => 96,
         Family::V6 => 64,
     }
-}
-
-/// Part of a table being mapped: starts, values and exact starts (by index in the piece).
-struct Piece<K> {
-    starts: Vec<K>,
-    values: Vec<u32>,
-    exact: Vec<(u32, u128)>,
 }
 
 /// Builds a [`RangeTable`] from covered ranges given in address order, in the table's own
@@ -494,31 +384,6 @@ mod tests {
         assert_eq!(hit("255.255.255.255").value, NOTHING);
     }
 
-    /// Mapping in pieces joins them as one pass would: runs across piece ends merge, and
-    /// exact starts keep their ranges.
-    #[test]
-    fn mapping_in_pieces_equals_mapping_whole() {
-        let mut b = RangeBuilder::<u64>::new(128);
-        let mut first = 1u128 << 120;
-        for i in 0..5_000u32 {
-            // Every seventh range starts inside a /64: an exact start.
-            let size = if i % 7 == 0 { 1u128 << 40 } else { 1u128 << 70 };
-            let offset = if i % 7 == 0 { 1u128 << 20 } else { 0 };
-            assert!(b.cover(first + offset, first + size - 1, i % 13));
-            first += size;
-        }
-        let table = b.finish(12);
-        assert!(!table.exact.is_empty());
-        for f in [|v: u32| v % 3, |v: u32| v / 5, |v: u32| v] {
-            let whole = table.map(&f, 1);
-            for parts in [2, 3, 7, 64] {
-                let pieces = table.map(&f, parts);
-                assert!(pieces == whole, "{parts} pieces");
-            }
-            assert!(whole.len() < table.len() || f(7) == 7);
-        }
-    }
-
     #[test]
     fn ranges_not_on_a_key_boundary_are_exact() {
         let p = |s: &str| address_bits(s.parse().unwrap());
@@ -613,7 +478,7 @@ mod tests {
     }
 
     #[test]
-    fn mapping_merges_equal_neighbours() {
+    fn a_range_gives_its_widest_block() {
         let mut b = RangeBuilder::<u64>::new(128);
         let p = |s: &str| address_bits(s.parse().unwrap());
         b.cover(p("2001:db8::"), p("2001:db8::7fff:ffff:ffff:ffff"), 1);
@@ -623,16 +488,14 @@ mod tests {
             2,
         );
         let t = b.finish(20);
-        let same = t.map(&|v| if v == NOTHING { 0 } else { 7 }, 3);
         assert_eq!(
-            same.lookup(p("2001:db8::1")),
+            t.lookup(p("2001:db8::1")),
             RangeHit {
-                value: 7,
-                prefix_len: 64
+                value: 1,
+                prefix_len: 65
             }
         );
-        let apart = t.map(&|v| v, 2);
-        assert_eq!(apart.lookup(p("2001:db8::8000:0:0:1")).prefix_len, 65);
+        assert_eq!(t.lookup(p("2001:db8::8000:0:0:1")).prefix_len, 65);
     }
 
     #[test]

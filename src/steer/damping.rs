@@ -11,6 +11,7 @@ use super::regions::{Candidate, RankedStart, family_counts};
 use crate::geo::UnitVector;
 use crate::latency::age;
 use crate::policy::{LatencyPolicy, NodeId};
+use crate::runs::RunArray;
 
 /// The answer a client group currently sticks to, and a challenger being timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +91,48 @@ pub fn damp(
 /// A damped ranking cell: (zone, steered name, row, column).
 pub type CellKey = (usize, usize, usize, usize);
 
-/// Where each damped ranking cell stands. Dense per (zone, steered name, row), since a city
-/// database gives every row hundreds of thousands of columns: four bytes per cell, and the
-/// rare challengers being timed on the side.
+/// Where each damped ranking cell stands, per (zone, steered name, row). A city database
+/// gives every row hundreds of thousands of columns, so a row is kept as runs (neighbouring
+/// places mostly keep the same incumbent), and the rare challengers being timed on the
+/// side; it is dense only while a ranking updates it.
 #[derive(Debug, Clone, Default)]
 pub struct DampingState {
-    rows: HashMap<(usize, usize, usize), DampingRow>,
+    rows: HashMap<(usize, usize, usize), KeptRow>,
 }
 
-/// One row's incumbents, by column.
+/// One row's incumbents as kept between rankings.
+#[derive(Debug, Clone, Default)]
+struct KeptRow {
+    /// Column → its incumbent node; [`DampingRow::NONE`] for none.
+    incumbents: RunArray,
+    challengers: HashMap<usize, (usize, SystemTime)>,
+}
+
+impl KeptRow {
+    fn of(row: DampingRow) -> Self {
+        KeptRow {
+            incumbents: row.incumbents.into_iter().collect(),
+            challengers: row.challengers,
+        }
+    }
+
+    fn expanded(self) -> DampingRow {
+        DampingRow {
+            incumbents: self.incumbents.iter().collect(),
+            challengers: self.challengers,
+        }
+    }
+
+    fn get(&self, column: usize) -> Option<Incumbent> {
+        let node = self.incumbents.get(column)?;
+        (node != DampingRow::NONE).then(|| Incumbent {
+            node: node as usize,
+            challenger: self.challengers.get(&column).copied(),
+        })
+    }
+}
+
+/// One row's incumbents, by column, while a ranking updates them.
 #[derive(Debug, Clone, Default)]
 pub struct DampingRow {
     /// Column → its incumbent node; [`DampingRow::NONE`] for none.
@@ -161,22 +195,45 @@ impl DampingState {
         self.rows.get(&(zone, steered, row))?.get(column)
     }
 
-    /// Sets or clears a cell's incumbent.
+    /// Sets or clears a cell's incumbent (rewrites its row: rankings update whole rows
+    /// with [`DampingState::take_row`]).
     pub fn set(&mut self, (zone, steered, row, column): CellKey, state: Option<Incumbent>) {
-        self.rows
-            .entry((zone, steered, row))
-            .or_default()
-            .set(column, state);
+        let mut cells = self.take_row(zone, steered, row);
+        cells.set(column, state);
+        self.put_row(zone, steered, row, cells);
     }
 
-    /// Takes one row's incumbents out, to update them in one pass.
+    /// Takes one steered name's rows out, to rank the name beside others.
+    pub fn take_name(&mut self, zone: usize, steered: usize) -> DampingState {
+        let keys: Vec<(usize, usize, usize)> = self
+            .rows
+            .keys()
+            .filter(|k| k.0 == zone && k.1 == steered)
+            .copied()
+            .collect();
+        let rows = keys
+            .into_iter()
+            .filter_map(|k| Some((k, self.rows.remove(&k)?)))
+            .collect();
+        DampingState { rows }
+    }
+
+    /// Puts rows taken out with [`DampingState::take_name`] back.
+    pub fn merge(&mut self, other: DampingState) {
+        self.rows.extend(other.rows);
+    }
+
+    /// Takes one row's incumbents out, dense, to update them in one pass.
     pub fn take_row(&mut self, zone: usize, steered: usize, row: usize) -> DampingRow {
-        self.rows.remove(&(zone, steered, row)).unwrap_or_default()
+        self.rows
+            .remove(&(zone, steered, row))
+            .map(KeptRow::expanded)
+            .unwrap_or_default()
     }
 
     /// Puts a row's incumbents (back).
     pub fn put_row(&mut self, zone: usize, steered: usize, row: usize, cells: DampingRow) {
-        self.rows.insert((zone, steered, row), cells);
+        self.rows.insert((zone, steered, row), KeptRow::of(cells));
     }
 
     /// The cells of an earlier policy load that still mean the same clients and nodes:
@@ -194,14 +251,10 @@ impl DampingState {
                 continue;
             };
             let zone = key.0;
-            let incumbents = row
-                .incumbents
-                .iter()
-                .map(|&node| match node {
-                    DampingRow::NONE => DampingRow::NONE,
-                    node => node_of(zone, node as usize).map_or(DampingRow::NONE, |n| n as u32),
-                })
-                .collect();
+            let incumbents = row.incumbents.map(|node| match node {
+                DampingRow::NONE => DampingRow::NONE,
+                node => node_of(zone, node as usize).map_or(DampingRow::NONE, |n| n as u32),
+            });
             let challengers = row
                 .challengers
                 .iter()
@@ -211,7 +264,7 @@ impl DampingState {
                 .collect();
             rows.insert(
                 new_key,
-                DampingRow {
+                KeptRow {
                     incumbents,
                     challengers,
                 },

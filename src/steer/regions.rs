@@ -17,6 +17,7 @@ use super::order::with_score;
 use super::score::ScoreTerms;
 use crate::geo::{GeoDb, MORTON_BITS, PlaceId, PlacePosition, UnitVector, morton_cell};
 use crate::policy::NodeId;
+use crate::runs::RunArray;
 
 /// Regions of at most this many places rank them one by one.
 const LEAF_PLACES: usize = 12;
@@ -179,7 +180,7 @@ pub(crate) type Point = PlacePosition;
 /// every place (the usual case), else copied out.
 pub(crate) fn points_of<'a>(
     geo: &'a GeoDb,
-    profile_of: &[u32],
+    profile_of: &RunArray,
     profiles: usize,
     only: Option<&[bool]>,
 ) -> Vec<Cow<'a, [Point]>> {
@@ -191,7 +192,7 @@ pub(crate) fn points_of<'a>(
     // positions themselves reads ten times the memory).
     let marked = |place: PlaceId| only.is_none_or(|only| only.get(place as usize) == Some(&true));
     let profile_of_place = |&place: &PlaceId| -> Option<usize> {
-        marked(place).then(|| profile_of.get(place as usize).copied().unwrap_or(0) as usize)
+        marked(place).then(|| profile_of.at_or(place as usize, 0) as usize)
     };
     let places = geo.sorted_places();
     if profiles == 1 {

@@ -22,11 +22,12 @@ use super::regions::{
 };
 use super::score::{ScoreTerms, score_weight};
 use super::spread::{Groups, UNSPREAD, draw_weights, group_starts};
-use crate::geo::{AddressMap, GeoDb, GeoSet, Place, UnitVector};
+use crate::geo::{GeoDb, GeoSet, Place, UnitVector};
 use crate::latency::{self, ClientGroup, ZoneLatency};
 use crate::net::Prefix;
 use crate::net::subnets::SubnetRules;
 use crate::policy::{Candidates, Node, NodeId, SpreadWithin, SteeredName, Tier, Zone};
+use crate::runs::{RunArray, RunBuilder};
 
 /// Node rankings of one steered name: `rows[row][column]` → class, rows being its rules and
 /// then the `default` pseudo-rule, columns the database's places, the unlocated pseudo-place
@@ -38,14 +39,16 @@ pub(crate) struct SteeredRanking {
     /// Distinct (ranking start, lines): a city database has hundreds of thousands of places
     /// but a fleet only so many distinct starts.
     pub(crate) classes: Vec<Class>,
-    /// `[row][column]` → index into `classes`; shared with every table built from it.
-    pub(crate) rows: Arc<Vec<Vec<u32>>>,
+    /// `[row][column]` → index into `classes`, as runs (columns are in Morton order);
+    /// shared with every table built from it.
+    pub(crate) rows: Arc<Vec<RunArray>>,
     /// Per row, the classes it uses, once each: whether a row's answer varies by place.
     pub(crate) row_classes: Vec<Vec<u32>>,
     /// The classes of the cells located clients get without a subnet rule
     /// (`rows[geo_rule[column]][column]`), once each.
     pub(crate) effective_classes: Vec<u32>,
-    pub(crate) geo_rule: Arc<[u16]>,
+    /// Column → the row a client there gets without a subnet rule.
+    pub(crate) geo_rule: Arc<RunArray>,
     pub(crate) subnets: Arc<SubnetRules>,
     pub(crate) groups: Arc<SubnetRules>,
     pub(crate) place_columns: usize,
@@ -54,8 +57,9 @@ pub(crate) struct SteeredRanking {
     pub(crate) heads: Vec<Class>,
     /// Class → its head.
     pub(crate) head_of_class: Vec<u32>,
-    /// Address → the head of the class a client there gets without a subnet rule or group.
-    pub(crate) located_heads: Arc<AddressMap>,
+    /// Place column → the head of the class a client there gets without a subnet rule or
+    /// group: with the database's shared address → place map, one lookup for most queries.
+    pub(crate) located_heads: Arc<RunArray>,
     /// What ranks a cell in full, for classes whose start cannot decide.
     pub(crate) full: FullRanking,
     /// Per node, its share of a spread group's draw (empty without `spread`).
@@ -92,7 +96,7 @@ pub(crate) struct FullRanking {
     /// `[group][profile]` → the nodes allowed there, with their scoring terms.
     pub(crate) candidates: Vec<Vec<Vec<Candidate>>>,
     /// Column → profile.
-    pub(crate) column_profile: Vec<u32>,
+    pub(crate) column_profile: RunArray,
     /// Positions of the columns after the database's places (unlocated, groups).
     pub(crate) extra_positions: Vec<Option<UnitVector>>,
     /// Columns not in the database's Morton order (places without coordinates, and the
@@ -115,7 +119,7 @@ impl FullRanking {
 
     fn candidates(&self, row: usize, column: usize) -> &[Candidate] {
         let group = self.row_group.get(row).copied().unwrap_or(0);
-        let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+        let profile = self.column_profile.at_or(column, 0) as usize;
         self.candidates
             .get(group)
             .and_then(|g| g.get(profile))
@@ -156,7 +160,7 @@ impl FullRanking {
             .iter()
             .filter(|&&c| needed.get(c) == Some(&true))
         {
-            let profile = self.column_profile.get(column).copied().unwrap_or(0) as usize;
+            let profile = self.column_profile.at_or(column, 0) as usize;
             let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
             let start = start_at(list, self.position(column, geo).as_ref(), depth);
             out[column] = starts.intern(&start);
@@ -213,24 +217,51 @@ pub fn rank_all(
     now: SystemTime,
 ) -> Rankings {
     let empty = ZoneLatency::default();
-    let rankings = Rankings {
-        zones: zones
-            .iter()
-            .enumerate()
-            .map(|(zi, z)| {
-                let measured = latency.get(zi).unwrap_or(&empty);
-                z.steered
-                    .iter()
-                    .enumerate()
-                    .map(|(si, s)| {
-                        let name = NameIndex {
-                            zone: zi,
-                            steered: si,
-                        };
-                        rank_steered(s, &z.nodes, geo, measured, damping, name, now)
-                    })
-                    .collect()
+    // Every name's own damping rows go with it, so names rank side by side, one per core;
+    // each core takes every `workers`-th name, which spreads large and small names evenly.
+    let mut names: Vec<(NameIndex, DampingState)> = Vec::new();
+    for (zi, z) in zones.iter().enumerate() {
+        for si in 0..z.steered.len() {
+            names.push((
+                NameIndex {
+                    zone: zi,
+                    steered: si,
+                },
+                damping.take_name(zi, si),
+            ));
+        }
+    }
+    let workers = crate::parallel::workers().min(names.len()).max(1);
+    let mut shares: Vec<Vec<(NameIndex, DampingState)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (i, name) in names.into_iter().enumerate() {
+        shares[i % workers].push(name);
+    }
+    let ranked = crate::parallel::each(shares, |share| {
+        share
+            .into_iter()
+            .map(|(name, mut own)| {
+                let zone = &zones[name.zone];
+                let measured = latency.get(name.zone).unwrap_or(&empty);
+                let steered = &zone.steered[name.steered];
+                let ranking =
+                    rank_steered(steered, &zone.nodes, geo, measured, &mut own, name, now);
+                (name, ranking, own)
             })
+            .collect::<Vec<_>>()
+    });
+    let mut by_name: Vec<Vec<Option<SteeredRanking>>> = zones
+        .iter()
+        .map(|z| z.steered.iter().map(|_| None).collect())
+        .collect();
+    for (name, ranking, own) in ranked.into_iter().flatten() {
+        damping.merge(own);
+        by_name[name.zone][name.steered] = Some(ranking);
+    }
+    let rankings = Rankings {
+        zones: by_name
+            .into_iter()
+            .map(|names| names.into_iter().flatten().collect())
             .collect(),
     };
     release_free_memory();
@@ -312,7 +343,6 @@ fn rank_steered(
     let (heads, head_of_class) = heads_of(&classes, head_depth);
     let lookups = Lookups::of(
         steered,
-        geo,
         &columns,
         &classes,
         &table,
@@ -324,7 +354,7 @@ fn rank_steered(
         rows: Arc::new(table),
         row_classes: lookups.row_classes,
         effective_classes: lookups.effective_classes,
-        geo_rule: geo_rule.into(),
+        geo_rule: Arc::new(geo_rule),
         subnets: Arc::new(lookups.subnets),
         groups: Arc::new(lookups.groups),
         place_columns: columns.place_columns(),
@@ -523,7 +553,7 @@ fn profile_columns(
     geo: &GeoDb,
     measured: &ZoneLatency,
     columns: &Columns,
-) -> (Vec<Profile>, Vec<u32>, Vec<u16>) {
+) -> (Vec<Profile>, RunArray, RunArray) {
     let rows = Rows::of(steered);
     let measured_geo = measured.measurements.geo_groups();
     let mut profiles: Vec<Profile> = Vec::new();
@@ -550,9 +580,8 @@ fn profile_columns(
                 (profiles.len() - 1) as u32
             })
     };
-    let count = columns.count();
-    let mut column_profile: Vec<u32> = Vec::with_capacity(count);
-    let mut geo_rule: Vec<u16> = Vec::with_capacity(count);
+    let mut column_profile = RunBuilder::default();
+    let mut geo_rule = RunBuilder::default();
     let regions = geo.regions();
     let per_region: Vec<(u32, u16)> = regions
         .example
@@ -568,13 +597,13 @@ fn profile_columns(
     for &region in &regions.of_place {
         let (profile, rule) = per_region[region as usize];
         column_profile.push(profile);
-        geo_rule.push(rule);
+        geo_rule.push(u32::from(rule));
     }
     for ((place, group), located) in columns.extra().zip(columns.extra_located()) {
         column_profile.push(new_profile(place, group, located));
-        geo_rule.push(rows.geo_rule(steered, place, located));
+        geo_rule.push(u32::from(rows.geo_rule(steered, place, located)));
     }
-    (profiles, column_profile, geo_rule)
+    (profiles, column_profile.finish(), geo_rule.finish())
 }
 
 /// The candidates of each (candidate group, profile): the row's nodes allowed inside the
@@ -760,17 +789,17 @@ fn damp_into_classes(
     damping: &mut DampingState,
     name: NameIndex,
     column_count: usize,
-) -> (Vec<Class>, Vec<Vec<u32>>) {
+) -> (Vec<Class>, Vec<RunArray>) {
     let positions = node_positions(with.full, with.nodes.len());
     let mut classes = ClassInterner::default();
     let mut promoted_starts = PromotedStarts::default();
-    let mut table: Vec<Vec<u32>> = Vec::with_capacity(with.rows.candidates.len());
+    let mut table: Vec<RunArray> = Vec::with_capacity(with.rows.candidates.len());
     for (row_index, candidates_of_row) in with.rows.candidates.iter().enumerate() {
         let group = with.rows.group[row_index];
         let standing = Standing::of_row(with.nodes, candidates_of_row);
         let mut incumbents = damping.take_row(name.zone, name.steered, row_index);
         incumbents.resize(column_count);
-        let mut row = Vec::with_capacity(column_count);
+        let mut row = RunBuilder::default();
         for column in 0..column_count {
             let cell = Cell {
                 group,
@@ -787,7 +816,7 @@ fn damp_into_classes(
             row.push(classes.class(starts, start, choices.map(|c| &c[column]), groups));
         }
         damping.put_row(name.zone, name.steered, row_index, incumbents);
-        table.push(row);
+        table.push(row.finish());
     }
     (classes.classes, table)
 }
@@ -866,7 +895,7 @@ impl DampedCell<'_, '_> {
             return UNSPREAD;
         };
         let full = self.with.full;
-        let profile = full.column_profile.get(cell.column).copied().unwrap_or(0) as usize;
+        let profile = full.column_profile.at_or(cell.column, 0) as usize;
         let position = self
             .positions
             .get(cell.group)
@@ -910,7 +939,7 @@ impl DampedCell<'_, '_> {
         };
         // The top changed under an incumbent: damp the cell.
         let full = self.with.full;
-        let profile = full.column_profile.get(column).copied().unwrap_or(0) as usize;
+        let profile = full.column_profile.at_or(column, 0) as usize;
         let position = self
             .positions
             .get(group)
@@ -1038,17 +1067,16 @@ struct Lookups {
     groups: SubnetRules,
     row_classes: Vec<Vec<u32>>,
     effective_classes: Vec<u32>,
-    located_heads: AddressMap,
+    located_heads: RunArray,
 }
 
 impl Lookups {
     fn of(
         steered: &SteeredName,
-        geo: &GeoDb,
         columns: &Columns,
         classes: &[Class],
-        table: &[Vec<u32>],
-        geo_rule: &[u16],
+        table: &[RunArray],
+        geo_rule: &RunArray,
         head_of_class: &[u32],
     ) -> Self {
         let mut subnets = SubnetRules::new();
@@ -1071,42 +1099,28 @@ impl Lookups {
         };
         let row_classes = table
             .iter()
-            .map(|row| distinct(&mut row.iter().copied()))
+            .map(|row| distinct(&mut row.runs().map(|(_, class)| class)))
             .collect();
-        let effective_classes = distinct(
-            &mut geo_rule
-                .iter()
-                .enumerate()
-                .filter_map(|(column, &rule)| table.get(rule as usize)?.get(column).copied()),
-        );
-        // Neighbouring places of one class are one range, so a query searches a table a
-        // fraction of the places' size, and its ECS scope is the widest block of that class.
-        let place_class: Vec<u32> = (0..columns.place_columns())
-            .map(|column| {
-                let rule = geo_rule.get(column).copied().unwrap_or(0) as usize;
+        // The class each column's clients get without a subnet rule (its geo rule's row),
+        // run by run.
+        let effective = || {
+            geo_rule.runs().flat_map(|(columns, rule)| {
                 table
-                    .get(rule)
-                    .and_then(|row| row.get(column))
-                    .copied()
-                    .unwrap_or(0)
+                    .get(rule as usize)
+                    .into_iter()
+                    .flat_map(move |row| row.runs_within(columns.clone()))
             })
-            .collect();
-        // Half-width head numbers when they fit: the table is read at random (places are
-        // numbered in IPv4 order, not IPv6's), and half the size stays in a core's cache.
-        let located_heads = match place_class
-            .iter()
-            .map(|&c| u16::try_from(head_of_class[c as usize]))
-            .collect::<Result<Vec<u16>, _>>()
-        {
-            Ok(narrow) => located_map(geo, &narrow),
-            Err(_) => {
-                let heads_of_place: Vec<u32> = place_class
-                    .iter()
-                    .map(|&c| head_of_class[c as usize])
-                    .collect();
-                located_map(geo, &heads_of_place)
-            }
         };
+        let effective_classes = distinct(&mut effective().map(|(_, class)| class));
+        // Heads by place: a query finds its place in the database's shared address map,
+        // then its head here.
+        let place_columns = columns.place_columns();
+        let mut located_heads = RunBuilder::default();
+        for (run, class) in effective().take_while(|(run, _)| run.start < place_columns) {
+            let head = head_of_class.get(class as usize).copied().unwrap_or(0);
+            located_heads.push_many(head, run.end.min(place_columns) - run.start);
+        }
+        let located_heads = located_heads.finish();
         Lookups {
             subnets,
             groups,
@@ -1115,13 +1129,4 @@ impl Lookups {
             located_heads,
         }
     }
-}
-
-/// Address → `class_of_place[place]` (the last entry: unlocated), equal neighbours merged.
-fn located_map<T: Copy + Into<u32> + Sync>(geo: &GeoDb, class_of_place: &[T]) -> AddressMap {
-    let unlocated = class_of_place.len().saturating_sub(1);
-    geo.map_places(|place| {
-        let column = place.map_or(unlocated, |p| (p as usize).min(unlocated));
-        class_of_place.get(column).map_or(0, |&c| c.into())
-    })
 }

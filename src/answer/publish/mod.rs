@@ -110,7 +110,8 @@ impl Publisher {
         let ranked = Ranked::first(&zones, &geo, Arc::clone(&latency), now);
         let served = Served::first(zones, geo, asn);
         let table = NodeTable::new(Arc::clone(&served.zones), nodes, false);
-        let snapshot = served.snapshot(&ranked, (table.availability(), table.down_lines()));
+        let states = (table.availability(), table.down_lines());
+        let snapshot = served.snapshot(&ranked, states, None);
         // The first build is a rebuild too: the series exists from the start, before any change.
         metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
         let (plans, _) = watch::channel(Arc::default());
@@ -554,7 +555,10 @@ impl Publisher {
         }
         let (served, ranked) = (self.served.clone(), self.ranked.clone());
         let states = (self.table.availability(), self.table.down_lines());
-        let built = tokio::task::spawn_blocking(move || served.snapshot(&ranked, states)).await;
+        let previous = self.published.snapshot.load_full();
+        let built =
+            tokio::task::spawn_blocking(move || served.snapshot(&ranked, states, Some(&previous)))
+                .await;
         let snapshot = match built {
             Ok(snapshot) => snapshot,
             Err(e) => {

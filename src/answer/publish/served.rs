@@ -111,15 +111,24 @@ impl Served {
         }
     }
 
-    /// Its answers, built from `ranked`, `availability` and the carrier lines down.
+    /// Its answers, built from `ranked`, `availability` and the carrier lines down; the
+    /// names of `previous` whose inputs did not change are kept.
     pub(super) fn snapshot(
         &self,
         ranked: &Ranked,
         (availability, down_lines): (Vec<Vec<Availability>>, Vec<Vec<u64>>),
+        previous: Option<&Snapshot>,
     ) -> Snapshot {
         let geo = Arc::clone(&self.geo);
         let rankings = &ranked.rankings;
-        let mut snapshot = build_with_lines(&self.zones, geo, rankings, &availability, &down_lines);
+        let mut snapshot = build_with_lines(
+            &self.zones,
+            geo,
+            rankings,
+            &availability,
+            &down_lines,
+            previous,
+        );
         snapshot.asn = self.asn.clone();
         snapshot.zone_counters = Arc::clone(&self.zone_counters);
         snapshot.explain = Some(Arc::new(ExplainView {
