@@ -248,7 +248,7 @@ impl std::fmt::Debug for GeoDb {
 const RELEASE_EVERY: usize = 1 << 18;
 
 /// Bucket index widths: IPv4 networks spread over the whole space, IPv6 ones over 2000::/3.
-const V4_BUCKET_BITS: u32 = 16;
+const V4_BUCKET_BITS: u32 = 18;
 const V6_BUCKET_BITS: u32 = 20;
 
 impl GeoDb {

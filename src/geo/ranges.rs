@@ -42,20 +42,28 @@ impl HighBits for u64 {
 /// Ranges covering one family's whole address space, in order; every range's value differs
 /// from its neighbours'.
 #[derive(PartialEq)]
-pub struct RangeTable<K> {
-    /// Key of each range's first address.
-    starts: Vec<K>,
+pub struct RangeTable<K: Copy> {
+    /// Each range's first address (key) and value (a place, or [`NOTHING`]) side by side:
+    /// the search's last step reads the value from the line it already brought in.
+    ranges: Vec<Range<K>>,
     /// `(range, first address)` for the ranges whose first address the key does not hold
     /// exactly, by range.
     exact: Vec<(u32, u128)>,
-    /// Each range's value: a place, or [`NOTHING`].
-    values: Vec<u32>,
     /// `buckets[b]`: the first range whose start lies in bucket `b` or later (buckets are
     /// the top `bucket_bits` bits), so a lookup searches one bucket.
     buckets: Vec<u32>,
     bucket_bits: u32,
     /// Address width of the family, in bits.
     width: u8,
+}
+
+/// One range of a table: the key of its first address and its value (packed: an IPv6 range
+/// takes 12 bytes, not 16).
+#[derive(Clone, Copy, PartialEq)]
+#[repr(C, packed(4))]
+struct Range<K: Copy> {
+    start: K,
+    value: u32,
 }
 
 /// A lookup's result: the range's value and the widest prefix around the address inside it.
@@ -74,22 +82,22 @@ impl<K: HighBits> RangeTable<K> {
         let bucket = (bits >> (128 - self.bucket_bits)) as usize;
         let from = self.buckets[bucket] as usize;
         let to = self.buckets[bucket + 1] as usize;
-        let within = self.starts[from..to].partition_point(|s| *s <= key);
+        let within = self.ranges[from..to].partition_point(|r| { r.start } <= key);
         // The first range starts at address 0, so some range always starts at or before it.
         let mut at = (from + within).saturating_sub(1);
-        while at > 0 && self.starts[at] == key && self.first(at) > bits {
+        while at > 0 && { self.ranges[at].start } == key && self.first(at) > bits {
             at -= 1;
         }
         let first = self.first(at);
-        let next = (at + 1 < self.starts.len()).then(|| self.first(at + 1));
+        let next = (at + 1 < self.ranges.len()).then(|| self.first(at + 1));
         RangeHit {
-            value: self.values[at],
+            value: self.ranges[at].value,
             prefix_len: widest_block(bits, first, next, self.width),
         }
     }
 
     fn first(&self, at: usize) -> u128 {
-        let widened = self.starts[at].widen();
+        let widened = self.ranges[at].start.widen();
         if self.exact.is_empty() {
             return widened;
         }
@@ -102,15 +110,15 @@ impl<K: HighBits> RangeTable<K> {
     /// Every range in address order: its first address (left-aligned), the next range's
     /// first address (`None` for the last) and its value.
     pub fn ranges(&self) -> impl Iterator<Item = (u128, Option<u128>, u32)> + '_ {
-        (0..self.starts.len()).map(move |at| {
-            let next = (at + 1 < self.starts.len()).then(|| self.first(at + 1));
-            (self.first(at), next, self.values[at])
+        (0..self.ranges.len()).map(move |at| {
+            let next = (at + 1 < self.ranges.len()).then(|| self.first(at + 1));
+            (self.first(at), next, self.ranges[at].value)
         })
     }
 
     /// Number of ranges.
     pub fn len(&self) -> usize {
-        self.starts.len()
+        self.ranges.len()
     }
 
     /// Several tables as one: at every address, the value of the first table that has one
@@ -127,7 +135,7 @@ impl<K: HighBits> RangeTable<K> {
             let value = tables
                 .iter()
                 .zip(&at)
-                .map(|(t, &i)| t.values[i])
+                .map(|(t, &i)| t.ranges[i].value)
                 .find(|&v| v != NOTHING)
                 .unwrap_or(NOTHING);
             builder.push(position, value);
@@ -312,14 +320,13 @@ impl<K: HighBits> RangeBuilder<K> {
         while buckets.len() <= 1 << bucket_bits {
             buckets.push(count as u32);
         }
-        self.starts.shrink_to_fit();
-        self.values.shrink_to_fit();
         self.exact.shrink_to_fit();
+        let ranges =
+            (self.starts.iter().zip(&self.values)).map(|(&start, &value)| Range { start, value });
         RangeTable {
-            starts: self.starts,
+            ranges: super::mapped::on_huge_pages(count, ranges),
             exact: self.exact,
-            values: self.values,
-            buckets,
+            buckets: super::mapped::on_huge_pages(buckets.len(), buckets),
             bucket_bits,
             width: self.width,
         }
