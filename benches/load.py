@@ -47,6 +47,8 @@ BASELINE_ARGS = os.environ.get("BASELINE_ARGS", "").split()
 COOKIES = os.environ.get("COOKIES") == "1"
 # MODE=tcp: every dnsperf run over TCP (dnsperf -m tcp) instead of UDP.
 MODE = os.environ.get("MODE", "udp")
+# CLIENTS: dnsperf's clients (sockets; over TCP, connections), default 4.
+CLIENTS = int(os.environ.get("CLIENTS", "4"))
 STREAMS = [n for n in os.environ.get("STREAMS", "").split(",") if n]
 CPU_RATE = 40_000
 LATENCY_RATE = 20_000
@@ -314,7 +316,7 @@ def dnsperf(port, stream, seconds, rate=None, verbose=False):
     # servers that send replies in batches do not overflow its receive buffers, and what is
     # lost is lost by the server.
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-B", "-d", stream,
-            "-l", str(seconds), "-c", "4", "-q", "500", "-t", "2", "-b", "4096"]
+            "-l", str(seconds), "-c", str(CLIENTS), "-q", "500", "-t", "2", "-b", "4096"]
     if MODE != "udp":
         argv += ["-m", MODE]
     if rate:
@@ -479,7 +481,7 @@ def main():
 
     db_mib = os.path.getsize(CITY_DB) / 2**20
     print(f"\nload benchmark: {len(subnets)} ECS /24s from {countries} countries; {REPS} runs of {SECONDS} s each; "
-          f"database {db_mib:.0f} MiB (DB-IP City Lite, GeoIP2 schema, IPv4+IPv6); dnsperf -c 4 -q 500 -b 4096")
+          f"database {db_mib:.0f} MiB (DB-IP City Lite, GeoIP2 schema, IPv4+IPv6); dnsperf -c {CLIENTS} -q 500 -b 4096")
     print("(lost: queries dnsperf got no reply to; drops: of those, datagrams the server's own sockets "
           "dropped; the rest were dropped at dnsperf's)")
     print(f"{'stream':8} {'server':9} {'sat q/s med':>12} {'min':>9} {'max':>9} {'lost':>6} {'drops':>6} "

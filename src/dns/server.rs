@@ -151,15 +151,13 @@ pub async fn serve(
     });
     serve_udp_sockets(listeners.udp, &reader, &serving, &shutdown, &mut tasks);
     let table = super::tcp::Table::new(tcp);
-    for listener in listeners.tcp {
-        tasks.spawn(super::tcp::serve(
-            listener,
-            reader.clone(),
-            Arc::clone(&serving),
-            Arc::clone(&table),
-            shutdown.clone(),
-        ));
-    }
+    serve_tcp_listeners(
+        listeners.tcp,
+        &reader,
+        (&serving, &table),
+        &shutdown,
+        &mut tasks,
+    );
     while let Some(ended) = tasks.join_next().await {
         if !*shutdown.borrow() {
             // A listener or UDP thread stopped while serving (a panic is a bug): serving on
@@ -173,6 +171,104 @@ pub async fn serve(
             return;
         }
     }
+}
+
+/// TCP on threads of its own, a single-threaded runtime each ([`tcp_threads`]), every thread accepting on every listener and serving the
+/// connections it accepted. A query then wakes one thread; on the shared multi-threaded
+/// runtime it also woke a second worker to share the work, and those wake-ups were half the
+/// CPU of a query at 40,000 TCP queries a second. A thread ends only when its listeners'
+/// loops do (at shutdown, or on a bug, which the caller then sees).
+fn serve_tcp_listeners(
+    listeners: Vec<TcpListener>,
+    reader: &SnapshotReader,
+    (serving, table): (&Arc<Serving>, &Arc<super::tcp::Table>),
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let listeners: Vec<std::net::TcpListener> = listeners
+        .into_iter()
+        .filter_map(|l| match l.into_std() {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                warn!(error = %e, "cannot serve a TCP listener");
+                None
+            }
+        })
+        .collect();
+    if listeners.is_empty() {
+        return;
+    }
+    for _ in 0..tcp_threads() {
+        let own: Vec<std::net::TcpListener> = listeners
+            .iter()
+            .filter_map(|l| l.try_clone().ok())
+            .collect();
+        let (reader, serving, table) = (reader.clone(), Arc::clone(serving), Arc::clone(table));
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name("geosteer-tcp".into())
+            .spawn(move || serve_tcp_thread(own, reader, (serving, table), shutdown));
+        match thread {
+            Ok(handle) => {
+                tasks.spawn_blocking(move || {
+                    if handle.join().is_err() {
+                        tracing::error!("a TCP serving thread panicked");
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "cannot start a TCP serving thread"),
+        }
+    }
+}
+
+/// TCP serving threads: half the cores (at least one). Most DNS traffic is UDP, whose
+/// threads get the rest; on two cores one TCP thread served more queries a second than two,
+/// at less CPU per query (measured in benches/load.sh, MODE=tcp).
+fn tcp_threads() -> usize {
+    (crate::parallel::workers() / 2).max(1)
+}
+
+/// One TCP thread: its runtime, serving its copies of the listeners until one loop ends.
+fn serve_tcp_thread(
+    listeners: Vec<std::net::TcpListener>,
+    reader: SnapshotReader,
+    (serving, table): (Arc<Serving>, Arc<super::tcp::Table>),
+    shutdown: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a TCP serving runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut loops = tokio::task::JoinSet::new();
+        for listener in listeners {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    loops.spawn(super::tcp::serve(
+                        listener,
+                        reader.clone(),
+                        Arc::clone(&serving),
+                        Arc::clone(&table),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => warn!(error = %e, "cannot serve a TCP listener"),
+            }
+        }
+        // At shutdown every loop drains its connections; a loop that ends before (a bug)
+        // ends the thread at once.
+        while loops.join_next().await.is_some() {
+            if !*shutdown.borrow() {
+                break;
+            }
+        }
+    });
 }
 
 /// Linux: a thread per socket, batching; they stop within a wake interval of shutdown.

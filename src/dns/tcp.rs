@@ -47,7 +47,10 @@ pub(super) struct Table {
     sources: Box<[AtomicU32]>,
     per_source: u32,
     lifetime: Duration,
-    make_room: Notify,
+    /// Wakes idle connections: to close and make room for a new client when the table is
+    /// full, or to wind down at shutdown. One signal, so a waiting connection holds one
+    /// registration across its queries instead of making two per query.
+    wake_idle: Notify,
     /// Seeded at start, so no one can aim their addresses at a victim's counter.
     seed: std::collections::hash_map::RandomState,
 }
@@ -59,7 +62,7 @@ impl Table {
             sources: (0..SOURCE_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             per_source: limits.per_source.max(1),
             lifetime: limits.lifetime,
-            make_room: Notify::new(),
+            wake_idle: Notify::new(),
             seed: std::collections::hash_map::RandomState::new(),
         })
     }
@@ -135,7 +138,7 @@ pub(super) async fn serve(
             Ok(permit) => Some(permit),
             Err(_) => {
                 // Full: idle connections close to make room (RFC 7766 §6.2.3).
-                table.make_room.notify_waiters();
+                table.wake_idle.notify_waiters();
                 tokio::time::timeout(ROOM_WAIT, Arc::clone(&table.slots).acquire_owned())
                     .await
                     .ok()
@@ -162,6 +165,7 @@ pub(super) async fn serve(
     }
     // Shutting down: no new connections; open ones finish the query they are on.
     drop(listener);
+    table.wake_idle.notify_waiters();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     })
@@ -183,7 +187,7 @@ async fn serve_connection(
     reader: SnapshotReader,
     serving: Arc<Serving>,
     table: &Table,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let closes_at = tokio::time::Instant::now() + table.lifetime;
@@ -194,6 +198,13 @@ async fn serve_connection(
     let mut handler = PacketHandler::new(serving, Transport::Tcp);
     let mut served = 0u32;
     let mut winding_down: Option<tokio::time::Instant> = None;
+    // Kept across queries: the idle signal's registration, and one timer that runs late
+    // rather than early (moved on only when it fires before the current deadline), so a
+    // query costs no timer or waiter bookkeeping.
+    let woken = table.wake_idle.notified();
+    tokio::pin!(woken);
+    let timer = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(timer);
     loop {
         // Every complete query already read, answered in order, the answers written at once.
         output.clear();
@@ -213,11 +224,7 @@ async fn serve_connection(
             }
         }
         input.compact();
-        if !output.is_empty() {
-            tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&output))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
-        }
+        write_answers(&mut stream, &output).await?;
         // Past its lifetime or queries, the connection winds down like a shutdown: queries
         // already on their way are answered (for at most WIND_DOWN), then it closes.
         let now = tokio::time::Instant::now();
@@ -227,9 +234,10 @@ async fn serve_connection(
                 return Ok(());
             }
         }
-        // Wait for more (cancel-safe, so shutdown can interrupt the wait). Between queries,
-        // once shutting down or winding down, queries already sent are still answered and an
-        // idle connection closes; inside a query, its rest must come within IDLE_TIMEOUT.
+        // Wait for more (cancel-safe, so the idle signal can interrupt the wait). Between
+        // queries, once shutting down or winding down, queries already sent are still
+        // answered and an idle connection closes; inside a query, its rest must come within
+        // IDLE_TIMEOUT.
         let pending = input.pending();
         let wait = if pending {
             IDLE_TIMEOUT
@@ -238,30 +246,70 @@ async fn serve_connection(
         } else {
             IDLE_TIMEOUT.min(closes_at.saturating_duration_since(now))
         };
+        let deadline = now + wait;
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
         let space = input.space();
-        let read = tokio::select! {
-            read = tokio::time::timeout(wait, stream.read(space)) => read,
-            changed = shutdown.changed(), if !*shutdown.borrow() => {
-                if changed.is_err() {
-                    return Ok(());
+        let waited = loop {
+            tokio::select! {
+                read = stream.read(&mut *space) => break Waited::Read(read),
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        break Waited::TimedOut;
+                    }
+                    timer.as_mut().reset(deadline);
                 }
-                continue;
+                () = &mut woken, if !pending => {
+                    woken.set(table.wake_idle.notified());
+                    break Waited::Woken;
+                }
             }
-            // Idle while the table is full: make room for a new client.
-            () = table.make_room.notified(), if !pending => return Ok(()),
         };
-        match read {
-            Err(_) if pending => {
+        match waited {
+            Waited::TimedOut if pending => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "query body timed out",
                 ));
             }
-            Err(_) | Ok(Ok(0)) => return Ok(()), // idle or past its lifetime, or closed
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(n)) => input.filled(n),
+            // Idle or past its lifetime, or closed.
+            Waited::TimedOut | Waited::Read(Ok(0)) => return Ok(()),
+            // At shutdown, round again to wind down; else the table is full and an idle
+            // connection makes room for a new client.
+            Waited::Woken if *shutdown.borrow() => continue,
+            Waited::Woken => return Ok(()),
+            Waited::Read(Err(e)) => return Err(e),
+            Waited::Read(Ok(n)) => input.filled(n),
         }
     }
+}
+
+/// How a connection's wait for more input ended.
+enum Waited {
+    Read(io::Result<usize>),
+    TimedOut,
+    /// The idle signal: the table is full, or the server is shutting down.
+    Woken,
+}
+
+/// Writes a connection's answers: at once when the socket has room (the usual case, with
+/// no timer), else waiting at most WRITE_TIMEOUT for a client that does not read.
+async fn write_answers(stream: &mut TcpStream, output: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < output.len() {
+        match stream.try_write(&output[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if written < output.len() {
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&output[written..]))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
+    }
+    Ok(())
 }
 
 /// A connection's input: bytes read and not yet answered, cut into length-prefixed
