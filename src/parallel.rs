@@ -8,12 +8,17 @@ pub fn workers() -> usize {
         .min(8)
 }
 
-/// Runs `work` on every part, each on its own thread, and returns the results in the parts'
-/// order. A panic in a part is resumed on the caller.
+/// Runs `work` on every part, each on its own thread (a single part on the caller's), and
+/// returns the results in the parts' order. A panic in a part is resumed on the caller.
 pub fn each<T: Send, R: Send>(
     parts: impl IntoIterator<Item = T>,
     work: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
+    let mut parts: Vec<T> = parts.into_iter().collect();
+    if parts.len() == 1 {
+        // One part: no thread to start.
+        return parts.drain(..).map(work).collect();
+    }
     let work = &work;
     std::thread::scope(|scope| {
         let handles: Vec<_> = parts

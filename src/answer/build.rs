@@ -58,6 +58,10 @@ pub(super) fn build_with_lines(
             let down_lines = down_lines.get(i).map_or(&[][..], Vec::as_slice);
             let before = previous.and_then(|p| p.zones.iter().find(|z| z.origin == answers.origin));
             let keys = draw_keys(zone);
+            // Names to pick again, side by side on every core; the rest are kept.
+            let mut tables: Vec<Option<SteeredTable>> = Vec::new();
+            let mut stale: Vec<(usize, &SteeredName, &SteeredRanking, Arc<[NodeState]>)> =
+                Vec::new();
             for (steered, ranking) in zone.steered.iter().zip(rankings.of_zone(i)) {
                 let states = node_states(steered, availability, down_lines);
                 let kept = before
@@ -66,9 +70,20 @@ pub(super) fn build_with_lines(
                         _ => None,
                     })
                     .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows) && t.node_states == states);
-                let table = match kept {
-                    Some(table) => table.clone(),
-                    None => {
+                if kept.is_none() {
+                    stale.push((tables.len(), steered, ranking, states));
+                }
+                tables.push(kept.cloned());
+            }
+            let workers = crate::parallel::workers().min(stale.len()).max(1);
+            let mut shares: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            for (n, job) in stale.into_iter().enumerate() {
+                shares[n % workers].push(job);
+            }
+            let picked = crate::parallel::each(shares, |share| {
+                share
+                    .into_iter()
+                    .map(|(at, steered, ranking, states)| {
                         let health = PickInputs {
                             nodes: &zone.nodes,
                             availability,
@@ -77,12 +92,19 @@ pub(super) fn build_with_lines(
                             draw_weights: &ranking.draw_weights,
                             down_lines,
                         };
-                        build_steered(steered, ranking, &health, &geo, states)
-                    }
-                };
-                answers
-                    .names
-                    .insert(name_key(&steered.name), NameNode::Steered(table));
+                        (at, build_steered(steered, ranking, &health, &geo, states))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for (at, table) in picked.into_iter().flatten() {
+                tables[at] = Some(table);
+            }
+            for (steered, table) in zone.steered.iter().zip(tables) {
+                if let Some(table) = table {
+                    answers
+                        .names
+                        .insert(name_key(&steered.name), NameNode::Steered(table));
+                }
             }
             answers
         })

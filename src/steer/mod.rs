@@ -15,7 +15,9 @@
 //!   policy order, then the `default` pseudo-rule (clients the database cannot place).
 //! - **column**: one kind of client position: every place of the GeoIP database, then the
 //!   unlocated pseudo-place, then every measured prefix or AS group (which stands where the
-//!   database puts its network).
+//!   database puts its network). Places are numbered in Morton order of their positions, so
+//!   neighbouring columns mostly agree and every per-column table is kept as runs
+//!   (`crate::runs`): a name costs its decisions, not the database's size.
 //! - **cell**: a (row, column) pair; damping state is kept per cell.
 //! - **candidate group**: rows with the same candidate list (the `default` pseudo-rule often
 //!   repeats the catch-all rule) are ranked once, as one group.
