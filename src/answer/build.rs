@@ -60,18 +60,20 @@ pub(super) fn build_with_lines(
             let keys = draw_keys(zone);
             // Names to pick again, side by side on every core; the rest are kept.
             let mut tables: Vec<Option<SteeredTable>> = Vec::new();
-            let mut stale: Vec<(usize, &SteeredName, &SteeredRanking, Arc<[NodeState]>)> =
-                Vec::new();
+            let mut stale: Vec<StaleName> = Vec::new();
             for (steered, ranking) in zone.steered.iter().zip(rankings.of_zone(i)) {
                 let states = node_states(steered, availability, down_lines);
-                let kept = before
+                // The table built before from the same ranking, if any: kept whole when its
+                // nodes' states are the same, else the start of the new one.
+                let before = before
                     .and_then(|z| match z.names.get(&name_key(&steered.name)) {
                         Some(NameNode::Steered(t)) => Some(t),
                         _ => None,
                     })
-                    .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows) && t.node_states == states);
+                    .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows));
+                let kept = before.filter(|t| t.node_states == states);
                 if kept.is_none() {
-                    stale.push((tables.len(), steered, ranking, states));
+                    stale.push((tables.len(), steered, ranking, states, before));
                 }
                 tables.push(kept.cloned());
             }
@@ -83,7 +85,7 @@ pub(super) fn build_with_lines(
             let picked = crate::parallel::each(shares, |share| {
                 share
                     .into_iter()
-                    .map(|(at, steered, ranking, states)| {
+                    .map(|(at, steered, ranking, states, before)| {
                         let health = PickInputs {
                             nodes: &zone.nodes,
                             availability,
@@ -92,7 +94,8 @@ pub(super) fn build_with_lines(
                             draw_weights: &ranking.draw_weights,
                             down_lines,
                         };
-                        (at, build_steered(steered, ranking, &health, &geo, states))
+                        let built = build_steered(steered, ranking, &health, &geo, states, before);
+                        (at, built)
                     })
                     .collect::<Vec<_>>()
             });
@@ -118,6 +121,16 @@ pub(super) fn build_with_lines(
         zone_counters: Arc::default(),
     }
 }
+
+/// A steered name to pick again: its place among the zone's names, its policy, its ranking,
+/// its nodes' states, and its table from before (same ranking), if any.
+type StaleName<'a> = (
+    usize,
+    &'a SteeredName,
+    &'a SteeredRanking,
+    Arc<[NodeState]>,
+    Option<&'a SteeredTable>,
+);
 
 /// `head_answer` while it is being built.
 const HEAD_UNSET: u32 = u32::MAX - 1;
@@ -305,16 +318,25 @@ fn build_steered(
     health: &PickInputs,
     geo: &GeoDb,
     node_states: Arc<[NodeState]>,
+    before: Option<&SteeredTable>,
 ) -> SteeredTable {
     let mut answers = Answers {
         steered,
         health,
         sets: Vec::new(),
+        keys: Vec::new(),
         interned: HashMap::new(),
     };
-    let class_answer = class_answers(ranking, &mut answers);
-    let head_answer = head_answers(ranking, &class_answer);
-    let split_rows = split_rows(ranking, &class_answer, &mut answers, geo);
+    let reuse = before.and_then(|b| Reuse::of(b, &node_states));
+    if let Some(reuse) = &reuse {
+        answers.seed(reuse);
+    }
+    let mut class_answer = class_answers(ranking, &mut answers, reuse.as_ref());
+    let mut head_answer = head_answers(ranking, &class_answer);
+    let mut split_rows = split_rows(ranking, &class_answer, &mut answers, geo);
+    if reuse.is_some() {
+        answers.keep_used(&mut class_answer, &mut head_answer, &mut split_rows);
+    }
     // An answer depends on the place when a row varies, or when the rule chosen per place does.
     let varies = |classes: &[u32]| {
         classes
@@ -337,6 +359,118 @@ fn build_steered(
         located_heads: Arc::clone(&ranking.located_heads),
         depends_on_place,
         node_states,
+        answer_keys: answers.keys.into(),
+    }
+}
+
+/// What a table built before from the same ranking lends a new build: the answers of
+/// classes that hold none of the nodes whose state changed since.
+struct Reuse<'a> {
+    before: &'a SteeredTable,
+    /// By node: whether its state changed.
+    changed: Vec<bool>,
+}
+
+impl<'a> Reuse<'a> {
+    /// `None` when the tables do not answer with the same nodes (then nothing is lent).
+    fn of(before: &'a SteeredTable, states: &[NodeState]) -> Option<Self> {
+        if before.node_states.len() != states.len()
+            || before.answer_keys.len() != before.answers.len()
+        {
+            return None;
+        }
+        let size = states.iter().map(|s| s.0 + 1).max().unwrap_or(0);
+        let mut changed = vec![false; size];
+        for (old, new) in before.node_states.iter().zip(states) {
+            if old.0 != new.0 {
+                return None;
+            }
+            changed[new.0] = old != new;
+        }
+        Some(Reuse { before, changed })
+    }
+
+    /// Whether any of `nodes` changed.
+    fn touches<'n>(&self, mut nodes: impl Iterator<Item = &'n NodeId>) -> bool {
+        nodes.any(|&id| self.changed.get(id).copied().unwrap_or(true))
+    }
+
+    /// The class's answer from before, if it still holds: the class decided then, and none
+    /// of its start's nodes changed (a pick reads only those).
+    fn class_answer(&self, class: usize, start: &RankedStart) -> Option<u32> {
+        let answer = *self.before.class_answer.get(class)?;
+        let listed = start.families.iter().flatten();
+        (answer != CLASS_SPLIT && !self.touches(listed)).then_some(answer)
+    }
+}
+
+impl Answers<'_> {
+    /// Starts from the answers of before whose nodes did not change: a new pick equal to
+    /// one of them gets its index (answers holding a changed node may read differently
+    /// now, so they are not matched).
+    fn seed(&mut self, reuse: &Reuse) {
+        self.sets = reuse.before.answers.to_vec();
+        self.keys = reuse.before.answer_keys.to_vec();
+        for (index, key) in self.keys.iter().enumerate() {
+            let (v4, v6, _, spread) = key;
+            let nodes = v4
+                .nodes
+                .iter()
+                .chain(&v6.nodes)
+                .chain(spread.iter().flat_map(|s| s.group.iter().chain(&s.standby)));
+            if !reuse.touches(nodes) {
+                self.interned.insert(key.clone(), index as u32);
+            }
+        }
+    }
+
+    /// Drops the answers nothing refers to any more (those of before that no class kept),
+    /// renumbering the references.
+    fn keep_used(
+        &mut self,
+        class_answer: &mut [u32],
+        head_answer: &mut [u32],
+        split_rows: &mut [RunArray],
+    ) {
+        let mut used = vec![false; self.sets.len()];
+        let answers = class_answer.iter().chain(head_answer.iter());
+        for &a in answers.filter(|&&a| a != CLASS_SPLIT) {
+            if let Some(u) = used.get_mut(a as usize) {
+                *u = true;
+            }
+        }
+        for row in split_rows.iter() {
+            for (_, a) in row.runs() {
+                if let Some(u) = used.get_mut(a as usize) {
+                    *u = true;
+                }
+            }
+        }
+        if used.iter().all(|&u| u) {
+            return;
+        }
+        let mut renumbered = vec![0u32; used.len()];
+        let mut next = 0u32;
+        for (index, &u) in used.iter().enumerate() {
+            if u {
+                renumbered[index] = next;
+                next += 1;
+            }
+        }
+        let mut index = 0;
+        self.sets.retain(|_| (used[index], index += 1).0);
+        index = 0;
+        self.keys.retain(|_| (used[index], index += 1).0);
+        let new = |a: u32| match a {
+            CLASS_SPLIT => CLASS_SPLIT,
+            a => renumbered.get(a as usize).copied().unwrap_or(0),
+        };
+        for a in class_answer.iter_mut().chain(head_answer.iter_mut()) {
+            *a = new(*a);
+        }
+        for row in split_rows.iter_mut() {
+            *row = row.map(new);
+        }
     }
 }
 
@@ -369,21 +503,9 @@ struct Answers<'a> {
     steered: &'a SteeredName,
     health: &'a PickInputs<'a>,
     sets: Vec<AnswerSet>,
+    /// What each of `sets` was made from.
+    keys: Vec<AnswerKey>,
     interned: HashMap<AnswerKey, u32>,
-}
-
-/// What makes answers one: the picks (IPv4, IPv6), the carrier lines, and how each family
-/// spreads.
-type AnswerKey = (Pick, Pick, CarrierChoice, [Spread; 2]);
-
-/// How one family's answer spreads over time and networks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-struct Spread {
-    /// The spread group drawn from (empty: none).
-    group: Vec<NodeId>,
-    /// Nodes that stand in, in order, for answered nodes after the group that give up a
-    /// client's network in a staged drain (empty when none of them is draining).
-    standby: Vec<NodeId>,
 }
 
 impl Answers<'_> {
@@ -408,10 +530,11 @@ impl Answers<'_> {
         });
         // Picks differing only in lines get different answers.
         let key = (v4, v6, Arc::clone(lines), spread);
-        let sets = &mut self.sets;
+        let (sets, keys) = (&mut self.sets, &mut self.keys);
         *self.interned.entry(key).or_insert_with_key(|key| {
             let (v4, v6, lines, spread) = key;
             sets.push(answer_set([v4, v6], health, steered, lines, spread));
+            keys.push(key.clone());
             (sets.len() - 1) as u32
         })
     }
@@ -467,32 +590,49 @@ impl Answers<'_> {
 
 /// Each class's answer, or `CLASS_SPLIT` where its start cannot decide. A head whose
 /// start decides decides every class of it: one pick for them all.
-fn class_answers(ranking: &SteeredRanking, answers: &mut Answers) -> Vec<u32> {
+fn class_answers(
+    ranking: &SteeredRanking,
+    answers: &mut Answers,
+    reuse: Option<&Reuse>,
+) -> Vec<u32> {
     let health = answers.health;
     let decided = |start: &RankedStart| (0..2).all(|f| health.decided_by(start, f));
-    let head_decides: Vec<Option<u32>> = ranking
-        .heads
-        .iter()
-        .map(|head| {
-            decided(&head.start).then(|| {
-                let [v4, v6] = &head.start.families;
-                answers.of([v4, v6], &head.lines, head.groups)
-            })
-        })
-        .collect();
-    ranking
+    // A head's answer when its start decides, picked the first time a class needs it.
+    let mut head_decides: Vec<Option<Option<u32>>> = vec![None; ranking.heads.len()];
+    let mut class_answer = Vec::with_capacity(ranking.classes.len());
+    for (c, (class, &head)) in ranking
         .classes
         .iter()
         .zip(&ranking.head_of_class)
-        .map(|(class, &head)| match head_decides[head as usize] {
+        .enumerate()
+    {
+        if let Some(answer) = reuse.and_then(|r| r.class_answer(c, &class.start)) {
+            class_answer.push(answer);
+            continue;
+        }
+        let by_head = match head_decides.get_mut(head as usize) {
+            Some(Some(known)) => *known,
+            Some(slot) => {
+                let head = &ranking.heads[head as usize];
+                let known = decided(&head.start).then(|| {
+                    let [v4, v6] = &head.start.families;
+                    answers.of([v4, v6], &head.lines, head.groups)
+                });
+                *slot = Some(known);
+                known
+            }
+            None => None,
+        };
+        class_answer.push(match by_head {
             Some(answer) => answer,
             None if decided(&class.start) => {
                 let [v4, v6] = &class.start.families;
                 answers.of([v4, v6], &class.lines, class.groups)
             }
             None => CLASS_SPLIT,
-        })
-        .collect()
+        });
+    }
+    class_answer
 }
 
 /// Each head's answer where its classes agree (the address table answers directly), else
@@ -926,7 +1066,10 @@ mod tests {
         let mut generator = XorShift::new(0x2545_f491_4f6c_dd1d);
         let mut random = move || generator.next_u64();
         let no_lines: CarrierChoice = Arc::from(Vec::new());
-        for down in down_sets {
+        // Every other build starts from the one before (the answers of classes whose nodes
+        // did not change are kept): both must agree with the full rankings.
+        let mut previous: Option<Snapshot> = None;
+        for (n, down) in down_sets.iter().enumerate() {
             let mut availability = policy_availability(zones);
             // Every third node is out by a drain rather than by health: backups stand in
             // for both, and fail-open brings back only the health-down.
@@ -937,7 +1080,15 @@ mod tests {
                     Availability::HealthDown
                 };
             }
-            let snapshot = build(zones, Arc::clone(&geo), &rankings, &availability);
+            let before = previous.as_ref().filter(|_| n % 2 == 1);
+            let snapshot = build_with_lines(
+                zones,
+                Arc::clone(&geo),
+                &rankings,
+                &availability,
+                &[],
+                before,
+            );
             let Some(NameNode::Steered(table)) = snapshot.zones[0]
                 .names
                 .values()
@@ -988,6 +1139,7 @@ mod tests {
                     "{ip} with {down:?} down"
                 );
             }
+            previous = Some(snapshot);
         }
         (split_seen, mixed_seen)
     }

@@ -13,8 +13,9 @@ use crate::net::Family;
 use crate::net::subnets::SubnetRules;
 use crate::policy::{NodeId, RecordType};
 use crate::runs::RunArray;
-use crate::steer::Availability;
+use crate::steer::table::CarrierChoice;
 use crate::steer::table::column_of;
+use crate::steer::{Availability, Pick};
 
 /// Everything a query reads, built together and swapped as one.
 #[derive(Debug)]
@@ -353,6 +354,23 @@ pub struct SteeredTable {
     /// What the table was picked for: each node the name can answer with, its availability
     /// and its carrier lines down.
     pub(crate) node_states: Arc<[NodeState]>,
+    /// What each answer was made from, by index: a later build with some nodes changed
+    /// keeps the answers of classes that do not hold them and interns new picks among these.
+    pub(crate) answer_keys: Arc<[AnswerKey]>,
+}
+
+/// What makes answers one: the picks (IPv4, IPv6), the carrier lines, and how each family
+/// spreads.
+pub(crate) type AnswerKey = (Pick, Pick, CarrierChoice, [Spread; 2]);
+
+/// How one family's answer spreads over time and networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Spread {
+    /// The spread group drawn from (empty: none).
+    pub(crate) group: Vec<NodeId>,
+    /// Nodes that stand in, in order, for answered nodes after the group that give up a
+    /// client's network in a staged drain (empty when none of them is draining).
+    pub(crate) standby: Vec<NodeId>,
 }
 
 /// A node's state as a steered name's answers depend on it.
