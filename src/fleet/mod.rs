@@ -57,6 +57,10 @@ const RETRY_MAX: Duration = Duration::from_secs(4);
 const LIVENESS_EVERY: Duration = Duration::from_millis(500);
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How many leases of sessions whose registration went unanswered are remembered: each
+/// lives `LEASE_TTL`, and retries come at least `RETRY` apart.
+const UNHEARD_KEPT: usize = 8;
+
 /// How long a starting instance waits for another live member to give up its identity (a
 /// crashed predecessor's lease runs out within `LEASE_TTL`) before it gives up.
 const IDENTITY_WAIT: Duration = Duration::from_secs(LEASE_TTL + 1);
@@ -420,6 +424,10 @@ struct Written {
     /// The lease the registration was last written under (0: none yet): a new session
     /// takes its own registration over from it.
     lease: i64,
+    /// Leases of sessions that tried to register and did not hear back (newest last, a
+    /// few): etcd may have committed the registration while the reply was lost (a leader
+    /// change), and a registration under one of them is this member's own, not another's.
+    unheard: Vec<i64>,
 }
 
 impl Written {
@@ -449,19 +457,17 @@ impl Membership {
 }
 
 /// Registers this member under the session's lease, unless another live member holds its
-/// identity: the key must be absent, or under this member's own previous lease.
-async fn register(link: &Link<'_>, value: &str, previous: i64) -> Result<(), EtcdError> {
+/// identity: the key must be absent, or under one of this member's own leases (`own`).
+async fn register(link: &Link<'_>, value: &str, own: &[i64]) -> Result<(), EtcdError> {
     let key = (link.config).key(&["members", &link.config.identity, "registration"]);
-    // Unchanged since revision 0: absent. Under this instance's previous lease: its own
-    // registration from the session that broke. Under this session's lease: its own too —
-    // an earlier try that etcd committed while its reply was lost (a leader change).
+    // Unchanged since revision 0: absent. Under one of this instance's leases: its own
+    // registration — from the session that broke, or from a try that etcd committed
+    // while its reply was lost (a leader change), in an earlier session or this one.
     let mut compares = vec![Compare::Unchanged(0)];
-    if previous != 0 {
-        compares.push(Compare::Lease(previous));
-    }
-    if link.lease != 0 && link.lease != previous {
-        compares.push(Compare::Lease(link.lease));
-    }
+    let mut leases: Vec<i64> = own.iter().copied().filter(|&l| l != 0).collect();
+    leases.sort_unstable();
+    leases.dedup();
+    compares.extend(leases.into_iter().map(Compare::Lease));
     for compare in compares {
         if (link.etcd)
             .put_if(compare, &key, value, link.lease)
@@ -512,6 +518,7 @@ fn pending(
         overrides: written.overrides,
         feed_written: true,
         lease: written.lease,
+        unheard: written.unheard.clone(),
     };
     if next.registration != written.registration {
         ops.push(Op::Put {
@@ -645,8 +652,15 @@ async fn session(
     };
     written.new_lease();
     let registration = registration(&outbox.borrow().policy);
-    register(&link, &registration, written.lease).await?;
+    let mut own = written.unheard.clone();
+    own.extend([written.lease, lease]);
+    if written.unheard.len() >= UNHEARD_KEPT {
+        written.unheard.remove(0);
+    }
+    written.unheard.push(lease);
+    register(&link, &registration, &own).await?;
     (written.registration, written.lease) = (Some(registration), lease);
+    written.unheard.clear();
     membership
         .lease
         .store(lease, std::sync::atomic::Ordering::Relaxed);
