@@ -143,6 +143,7 @@ enum PairAnswers {
         /// Class → its row in `answers`, for split classes.
         row_of_class: Vec<u32>,
         healthy_starts: usize,
+        /// Per pair, its answer plus one (0: none yet).
         answers: Vec<u32>,
     },
     Sparse(FxHashMap<(u32, u32), u32>),
@@ -152,20 +153,20 @@ impl PairAnswers {
     /// Entries of a dense table at most (4 bytes each).
     const DENSE_ENTRIES: usize = 1 << 20;
 
-    fn new(class_answer: &[u32], healthy_starts: usize) -> Self {
-        let mut row_of_class = vec![u32::MAX; class_answer.len()];
+    /// `split`: by class, whether it is split.
+    fn new(split: &[bool], healthy_starts: usize) -> Self {
+        let mut row_of_class = vec![u32::MAX; split.len()];
         let mut rows = 0usize;
-        for (row, &answer) in row_of_class.iter_mut().zip(class_answer) {
-            if answer == CLASS_SPLIT {
-                *row = rows as u32;
-                rows += 1;
-            }
+        for (row, _) in row_of_class.iter_mut().zip(split).filter(|(_, s)| **s) {
+            *row = rows as u32;
+            rows += 1;
         }
         match rows.checked_mul(healthy_starts) {
             Some(entries) if entries <= Self::DENSE_ENTRIES => PairAnswers::Dense {
                 row_of_class,
                 healthy_starts,
-                answers: vec![HEAD_UNSET; entries],
+                // Zeroed memory: pages the pairs met never touch are never written.
+                answers: vec![0; entries],
             },
             _ => PairAnswers::Sparse(FxHashMap::default()),
         }
@@ -184,12 +185,14 @@ impl PairAnswers {
                     .copied()
                     .unwrap_or(u32::MAX);
                 let at = row as usize * *healthy_starts + healthy_start as usize;
+                // An answer plus one; 0 while the pair has none.
                 match answers.get_mut(at) {
-                    Some(slot) if *slot == HEAD_UNSET => {
-                        *slot = pick();
-                        *slot
+                    Some(slot) if *slot == 0 => {
+                        let answer = pick();
+                        *slot = answer.saturating_add(1);
+                        answer
                     }
-                    Some(slot) => *slot,
+                    Some(slot) => *slot - 1,
                     None => pick(),
                 }
             }
@@ -668,36 +671,34 @@ fn split_rows(
     // `class_answer` would bring into cache.
     let split: Vec<bool> = class_answer.iter().map(|&a| a == CLASS_SPLIT).collect();
     for group in 0..ranking.rows.len() {
-        let rows_of_group: Vec<usize> = (0..ranking.rows.len())
+        let rows: Vec<usize> = (0..ranking.rows.len())
             .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
             .collect();
-        // The columns of each row whose class is split, and every column any row needs.
-        let mut needed = vec![false; ranking.full.column_profile.len()];
-        let split_columns: Vec<Vec<u32>> = rows_of_group
+        // Every column any row of the group needs, as ascending, disjoint ranges.
+        let mut needed: Vec<std::ops::Range<usize>> = rows
             .iter()
-            .map(|&row| {
-                let mut columns = Vec::new();
-                for (range, class) in ranking.rows[row].runs() {
-                    if split.get(class as usize) == Some(&true) {
-                        if let Some(needed) = needed.get_mut(range.clone()) {
-                            needed.fill(true);
-                        }
-                        columns.extend(range.map(|c| c as u32));
-                    }
-                }
-                columns
-            })
+            .flat_map(|&row| ranking.rows[row].runs())
+            .filter(|(_, class)| split.get(*class as usize) == Some(&true))
+            .map(|(columns, _)| columns)
             .collect();
-        if split_columns.iter().all(Vec::is_empty) {
+        if needed.is_empty() {
             continue;
+        }
+        needed.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(needed.len());
+        for range in needed {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
         }
         let cells = SplitCells {
             group,
-            rows: &rows_of_group,
-            columns: &split_columns,
-            needed: &needed,
+            rows: &rows,
+            split: &split,
+            needed: &merged,
         };
-        split_group(ranking, class_answer, answers, geo, cells, &mut split_rows);
+        split_group(ranking, answers, geo, cells, &mut split_rows);
     }
     split_rows
 }
@@ -706,16 +707,15 @@ fn split_rows(
 struct SplitCells<'a> {
     group: usize,
     rows: &'a [usize],
-    /// Per row of `rows`, its split columns.
-    columns: &'a [Vec<u32>],
-    /// Every column any row of the group needs.
-    needed: &'a [bool],
+    /// By class: whether it is split.
+    split: &'a [bool],
+    /// Every column any row of the group needs, as ascending, disjoint ranges.
+    needed: &'a [std::ops::Range<usize>],
 }
 
 /// Answers one row group's split cells from the healthy nodes ranked for their columns.
 fn split_group(
     ranking: &SteeredRanking,
-    class_answer: &[u32],
     answers: &mut Answers,
     geo: &GeoDb,
     cells: SplitCells,
@@ -735,27 +735,33 @@ fn split_group(
         geo,
     );
     // Cells of one class and one healthy start have one answer.
-    let mut answer_of_pair = PairAnswers::new(class_answer, healthy.list.len());
-    for (&row, columns) in cells.rows.iter().zip(cells.columns) {
-        let classes = &ranking.rows[row];
-        let mut answers_of_row = vec![0u32; classes.len()];
-        for &column in columns {
-            let column = column as usize;
-            let class = classes.at_or(column, 0);
-            let healthy_start = healthy_of_column[column];
-            answers_of_row[column] = answer_of_pair.get(class, healthy_start, || {
-                let class = &ranking.classes[class as usize];
-                let more = &healthy.list[healthy_start as usize];
-                let [v4, v6] = [0, 1].map(|f| {
-                    let listed = &class.start.families[f];
-                    let rest = more.families[f].iter().filter(|id| !listed.contains(id));
-                    listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
-                });
-                answers.of([&v4, &v6], &class.lines, class.groups)
-            });
+    let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len());
+    for &row in cells.rows {
+        // Built run by run: cells of classes that decide hold 0, never read.
+        let mut runs = crate::runs::RunBuilder::default();
+        let mut any = false;
+        for (columns, class) in ranking.rows[row].runs() {
+            if cells.split.get(class as usize) != Some(&true) {
+                runs.push_many(0, columns.len());
+                continue;
+            }
+            any = true;
+            for column in columns {
+                let healthy_start = healthy_of_column.get(column).copied().unwrap_or(0);
+                runs.push(answer_of_pair.get(class, healthy_start, || {
+                    let class = &ranking.classes[class as usize];
+                    let more = &healthy.list[healthy_start as usize];
+                    let [v4, v6] = [0, 1].map(|f| {
+                        let listed = &class.start.families[f];
+                        let rest = more.families[f].iter().filter(|id| !listed.contains(id));
+                        listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
+                    });
+                    answers.of([&v4, &v6], &class.lines, class.groups)
+                }));
+            }
         }
-        if !columns.is_empty() {
-            split_rows[row] = answers_of_row.into_iter().collect();
+        if any {
+            split_rows[row] = runs.finish();
         }
     }
 }
@@ -892,9 +898,9 @@ mod tests {
     /// once per pair.
     #[test]
     fn pair_answers_pick_once_per_pair_dense_or_sparse() {
-        let class_answer = [0, CLASS_SPLIT, 3, CLASS_SPLIT, CLASS_SPLIT];
+        let split = [false, true, false, true, true];
         let healthy_starts = 7u32;
-        let dense = PairAnswers::new(&class_answer, healthy_starts as usize);
+        let dense = PairAnswers::new(&split, healthy_starts as usize);
         assert!(matches!(dense, PairAnswers::Dense { .. }));
         for mut table in [dense, PairAnswers::Sparse(FxHashMap::default())] {
             let mut picks = 0;

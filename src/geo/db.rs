@@ -389,6 +389,15 @@ impl GeoDb {
         &self.sorted().1
     }
 
+    /// The positions of `places` (a range of place numbers) that have coordinates: places
+    /// are numbered in Morton order, those with coordinates first, so a range of places is
+    /// a range of [`GeoDb::sorted_positions`].
+    pub fn positions_of_places(&self, places: std::ops::Range<usize>) -> &[PlacePosition] {
+        let sorted = self.sorted_positions();
+        let end = places.end.min(sorted.len());
+        sorted.get(places.start.min(end)..end).unwrap_or(&[])
+    }
+
     fn sorted(&self) -> &(Vec<PlacePosition>, Vec<PlaceId>) {
         self.positions.get_or_init(|| {
             let chunk = self
@@ -415,7 +424,14 @@ impl GeoDb {
                 .into_iter()
                 .flatten()
                 .collect();
-            positions.sort_unstable_by_key(|p| p.code);
+            // Ties by place: the order places are numbered in, so position i is place i.
+            positions.sort_unstable_by_key(|p| (p.code, p.place));
+            debug_assert!(
+                positions
+                    .iter()
+                    .enumerate()
+                    .all(|(i, p)| p.place as usize == i)
+            );
             let places = positions.iter().map(|p| p.place).collect();
             (positions, places)
         })

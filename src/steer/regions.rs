@@ -12,6 +12,7 @@
 use rustc_hash::FxHashMap;
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use super::order::with_score;
 use super::score::ScoreTerms;
@@ -176,50 +177,45 @@ impl Starts {
 pub(crate) type Point = PlacePosition;
 
 /// The places of each profile (`profile_of[column]`), in the database's Morton order, and
-/// `only` those marked there if given: borrowed as they are when there is one profile and
-/// every place (the usual case), else copied out.
+/// `only` those in the given column ranges (ascending, disjoint) if given: borrowed as they
+/// are when there is one profile and every place (the usual case), else copied out.
 pub(crate) fn points_of<'a>(
     geo: &'a GeoDb,
     profile_of: &RunArray,
     profiles: usize,
-    only: Option<&[bool]>,
+    only: Option<&[Range<usize>]>,
 ) -> Vec<Cow<'a, [Point]>> {
     let sorted = geo.sorted_positions();
-    if profiles <= 1 && only.is_none() {
+    if let Some(only) = only {
+        // A range of columns is a range of positions (places are numbered in Morton
+        // order), so the marked places are copied slice by slice, in order.
+        let mut points: Vec<Vec<Point>> = vec![Vec::new(); profiles.max(1)];
+        for range in only {
+            for (columns, profile) in profile_of.runs_within(range.clone()) {
+                if let Some(list) = points.get_mut(profile as usize) {
+                    list.extend_from_slice(geo.positions_of_places(columns));
+                }
+            }
+        }
+        return points.into_iter().map(Cow::Owned).collect();
+    }
+    if profiles <= 1 {
         return vec![Cow::Borrowed(sorted)];
     }
-    // Which profile each position goes to, if any, from the places alone (a pass over the
-    // positions themselves reads ten times the memory).
-    let marked = |place: PlaceId| only.is_none_or(|only| only.get(place as usize) == Some(&true));
-    let profile_of_place = |&place: &PlaceId| -> Option<usize> {
-        marked(place).then(|| profile_of.at_or(place as usize, 0) as usize)
-    };
-    let places = geo.sorted_places();
-    if profiles == 1 {
-        // One profile (an outage's cells to re-rank): counted from the marks in column
-        // order, which reads them in sequence, and copied in one pass.
-        let count = only.map_or(places.len(), |only| only.iter().filter(|&&o| o).count());
-        let mut list = Vec::with_capacity(count);
-        list.extend(
-            sorted
-                .iter()
-                .zip(places)
-                .filter(|&(_, &place)| marked(place))
-                .map(|(p, _)| *p),
-        );
-        return vec![Cow::Owned(list)];
-    }
     // Counted first, so each list is allocated once at its size (they are megabytes, and
-    // growing them by doubling copied and faulted in most of them twice).
+    // growing them by doubling copied and faulted in most of them twice). Read from the
+    // places alone: a pass over the positions themselves reads ten times the memory.
+    let profile_of_place = |&place: &PlaceId| profile_of.at_or(place as usize, 0) as usize;
+    let places = geo.sorted_places();
     let mut counts = vec![0usize; profiles];
-    for profile in places.iter().filter_map(profile_of_place) {
+    for profile in places.iter().map(profile_of_place) {
         if let Some(count) = counts.get_mut(profile) {
             *count += 1;
         }
     }
     let mut points: Vec<Vec<Point>> = counts.into_iter().map(Vec::with_capacity).collect();
     for (p, place) in sorted.iter().zip(places) {
-        if let Some(list) = profile_of_place(place).and_then(|profile| points.get_mut(profile)) {
+        if let Some(list) = points.get_mut(profile_of_place(place)) {
             list.push(*p);
         }
     }

@@ -126,13 +126,14 @@ impl FullRanking {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Each column's start among the healthy nodes only, for the columns in `needed` of one
-    /// candidate group: deep enough (`depth`) that with a class's start it holds all of a
-    /// cell's ranking a pick reads, whatever is down. Ranked by region like the rankings.
+    /// Each column's start among the healthy nodes only, for the columns in `needed`
+    /// (ascending, disjoint ranges) of one candidate group: deep enough (`depth`) that with
+    /// a class's start it holds all of a cell's ranking a pick reads, whatever is down.
+    /// Ranked by region like the rankings.
     pub(crate) fn healthy_starts(
         &self,
         group: usize,
-        needed: &[bool],
+        needed: &[std::ops::Range<usize>],
         up: impl Fn(NodeId) -> bool,
         depth: usize,
         geo: &GeoDb,
@@ -148,18 +149,17 @@ impl FullRanking {
             })
             .unwrap_or_default();
         let mut starts = Starts::default();
-        let mut out = vec![0u32; needed.len()];
+        let mut out = vec![0u32; self.column_profile.len()];
         let points = points_of(geo, &self.column_profile, healthy.len(), Some(needed));
         for (profile, points) in points.iter().enumerate() {
             if !points.is_empty() {
                 rank_points(points, &healthy[profile], depth, &mut starts, &mut out);
             }
         }
-        for &column in self
-            .one_by_one
-            .iter()
-            .filter(|&&c| needed.get(c) == Some(&true))
-        {
+        for &column in self.one_by_one.iter().filter(|&&c| {
+            let at = needed.partition_point(|r| r.end <= c);
+            needed.get(at).is_some_and(|r| r.contains(&c))
+        }) {
             let profile = self.column_profile.at_or(column, 0) as usize;
             let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
             let start = start_at(list, self.position(column, geo).as_ref(), depth);
