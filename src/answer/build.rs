@@ -18,7 +18,7 @@ use super::zone::{build_zone, name_key};
 use crate::geo::GeoDb;
 use crate::policy::{Node, NodeId, RecordType, SteeredName, Tier, Zone};
 use crate::runs::RunArray;
-use crate::steer::regions::RankedStart;
+use crate::steer::regions::{RankedStart, Starts};
 use crate::steer::spread::{Groups, group_bounds};
 use crate::steer::table::{CarrierChoice, FAMILY_ELIGIBLE, SteeredRanking};
 use crate::steer::{Availability, Pick, Rankings, pick};
@@ -336,7 +336,8 @@ fn build_steered(
     }
     let mut class_answer = class_answers(ranking, &mut answers, reuse.as_ref());
     let mut head_answer = head_answers(ranking, &class_answer);
-    let mut split_rows = split_rows(ranking, &class_answer, &mut answers, geo);
+    let (mut split_rows, healthy_starts) =
+        split_rows(ranking, &class_answer, &mut answers, geo, reuse.as_ref());
     if reuse.is_some() {
         answers.keep_used(&mut class_answer, &mut head_answer, &mut split_rows);
     }
@@ -363,6 +364,7 @@ fn build_steered(
         depends_on_place,
         node_states,
         answer_keys: answers.keys.into(),
+        healthy_starts: healthy_starts.into(),
     }
 }
 
@@ -372,6 +374,8 @@ struct Reuse<'a> {
     before: &'a SteeredTable,
     /// By node: whether its state changed.
     changed: Vec<bool>,
+    /// The nodes that can answer now and could not before.
+    risen: Vec<NodeId>,
 }
 
 impl<'a> Reuse<'a> {
@@ -384,13 +388,21 @@ impl<'a> Reuse<'a> {
         }
         let size = states.iter().map(|s| s.0 + 1).max().unwrap_or(0);
         let mut changed = vec![false; size];
+        let mut risen = Vec::new();
         for (old, new) in before.node_states.iter().zip(states) {
             if old.0 != new.0 {
                 return None;
             }
             changed[new.0] = old != new;
+            if new.1.answerable() && !old.1.answerable() {
+                risen.push(new.0);
+            }
         }
-        Some(Reuse { before, changed })
+        Some(Reuse {
+            before,
+            changed,
+            risen,
+        })
     }
 
     /// Whether any of `nodes` changed.
@@ -662,15 +674,17 @@ fn split_rows(
     class_answer: &[u32],
     answers: &mut Answers,
     geo: &GeoDb,
-) -> Vec<RunArray> {
+    reuse: Option<&Reuse>,
+) -> (Vec<RunArray>, Vec<HealthyStarts>) {
     let mut split_rows: Vec<RunArray> = vec![RunArray::default(); ranking.rows.len()];
     if !class_answer.contains(&CLASS_SPLIT) {
-        return split_rows;
+        return (split_rows, Vec::new());
     }
+    let mut healthy_starts = vec![HealthyStarts::default(); ranking.rows.len()];
     // Whether each class is split, a byte each: read once per cell, a quarter of what
     // `class_answer` would bring into cache.
     let split: Vec<bool> = class_answer.iter().map(|&a| a == CLASS_SPLIT).collect();
-    for group in 0..ranking.rows.len() {
+    for (group, kept) in healthy_starts.iter_mut().enumerate() {
         let rows: Vec<usize> = (0..ranking.rows.len())
             .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
             .collect();
@@ -698,10 +712,16 @@ fn split_rows(
             split: &split,
             needed: &merged,
         };
-        split_group(ranking, answers, geo, cells, &mut split_rows);
+        let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
+        let healthy = healthy_of_columns(ranking, &cells, answers, geo, before);
+        split_group(ranking, answers, &healthy, cells, &mut split_rows);
+        *kept = healthy;
     }
-    split_rows
+    (split_rows, healthy_starts)
 }
+
+/// A range of columns.
+type Columns = std::ops::Range<usize>;
 
 /// The split cells of one row group.
 struct SplitCells<'a> {
@@ -713,28 +733,121 @@ struct SplitCells<'a> {
     needed: &'a [std::ops::Range<usize>],
 }
 
-/// Answers one row group's split cells from the healthy nodes ranked for their columns.
-fn split_group(
+/// The healthy start of each column a row group's split cells need. With the starts of a
+/// build before (same ranking), only columns whose start held a node that changed are
+/// ranked afresh, and the rest among their start and the nodes that came up.
+fn healthy_of_columns(
     ranking: &SteeredRanking,
-    answers: &mut Answers,
+    cells: &SplitCells,
+    answers: &Answers,
     geo: &GeoDb,
-    cells: SplitCells,
-    split_rows: &mut [RunArray],
-) {
-    let health = answers.health;
+    before: Option<(&HealthyStarts, &Reuse)>,
+) -> HealthyStarts {
+    let (health, full) = (answers.health, &ranking.full);
+    let healthy = full.healthy_candidates(cells.group, |id| health.up(id));
     // The healthy start only has to hold the healthy nodes a pick reads past the class's
     // start: at most `answers` (up primaries, then as many up backups as primaries are
     // missing; every primary ranks before every backup). Whether the top is down, and how
     // many primaries there are, the class's start already tells.
-    let healthy_depth = answers.steered.answers;
-    let (healthy, healthy_of_column) = ranking.full.healthy_starts(
-        cells.group,
-        cells.needed,
-        |id| health.up(id),
-        healthy_depth,
-        geo,
-    );
-    // Cells of one class and one healthy start have one answer.
+    let depth = answers.steered.answers;
+    let mut starts = Starts::default();
+    let mut out = vec![NOT_RANKED; full.column_profile.len()];
+    let kept = match before {
+        None => {
+            full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut out));
+            Vec::new()
+        }
+        Some((memo, reuse)) => {
+            let (fresh, kept) = kept_starts(cells.needed, memo, reuse);
+            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut out));
+            kept
+        }
+    };
+    if let Some((memo, reuse)) = before.filter(|_| !kept.is_empty()) {
+        // Nodes that came up and can be in this group's starts.
+        let risen: Vec<NodeId> = (reuse.risen.iter().copied())
+            .filter(|&id| healthy.iter().flatten().any(|c| c.id == id))
+            .collect();
+        if risen.is_empty() {
+            let mut renumbered = vec![NOT_RANKED; memo.list.len()];
+            for (columns, old) in kept {
+                let Some(start) = memo.list.get(old as usize) else {
+                    continue;
+                };
+                let new = match renumbered[old as usize] {
+                    NOT_RANKED => starts.intern(start),
+                    known => known,
+                };
+                renumbered[old as usize] = new;
+                if let Some(cells) = out.get_mut(columns) {
+                    cells.fill(new);
+                }
+            }
+        } else {
+            let into = (&mut starts, &mut out[..]);
+            full.rank_with_risen(&kept, &memo.list, &risen, &healthy, depth, geo, into);
+        }
+    }
+    let mut of_column = crate::runs::RunBuilder::default();
+    let mut at = 0;
+    for range in cells.needed {
+        of_column.push_many(NOT_RANKED, range.start.saturating_sub(at));
+        for &start in out.get(range.clone()).unwrap_or(&[]) {
+            of_column.push(start);
+        }
+        at = range.end;
+    }
+    of_column.push_many(NOT_RANKED, out.len().saturating_sub(at));
+    HealthyStarts {
+        list: starts.list.into(),
+        of_column: of_column.finish(),
+    }
+}
+
+/// Splits the `needed` columns into those to rank afresh (none before, or a start that
+/// holds a node whose state changed) and those whose start from before stands, each with
+/// its number there.
+fn kept_starts(
+    needed: &[Columns],
+    before: &HealthyStarts,
+    reuse: &Reuse,
+) -> (Vec<Columns>, Vec<(Columns, u32)>) {
+    let touched: Vec<bool> = before
+        .list
+        .iter()
+        .map(|s| reuse.touches(s.families.iter().flatten()))
+        .collect();
+    let mut fresh: Vec<Columns> = Vec::new();
+    let mut kept = Vec::new();
+    let mut add_fresh = |columns: Columns| match fresh.last_mut() {
+        Some(last) if last.end == columns.start => last.end = columns.end,
+        _ => fresh.push(columns),
+    };
+    for range in needed {
+        let mut at = range.start;
+        for (columns, old) in before.of_column.runs_within(range.clone()) {
+            at = columns.end;
+            if touched.get(old as usize).copied().unwrap_or(true) {
+                add_fresh(columns);
+            } else {
+                kept.push((columns, old));
+            }
+        }
+        if at < range.end {
+            add_fresh(at..range.end);
+        }
+    }
+    (fresh, kept)
+}
+
+/// Answers one row group's split cells from the healthy nodes ranked for their columns.
+fn split_group(
+    ranking: &SteeredRanking,
+    answers: &mut Answers,
+    healthy: &HealthyStarts,
+    cells: SplitCells,
+    split_rows: &mut [RunArray],
+) {
     let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len());
     for &row in cells.rows {
         // Built run by run: cells of classes that decide hold 0, never read.
@@ -746,18 +859,20 @@ fn split_group(
                 continue;
             }
             any = true;
-            for column in columns {
-                let healthy_start = healthy_of_column.get(column).copied().unwrap_or(0);
-                runs.push(answer_of_pair.get(class, healthy_start, || {
+            // Cells of one class and one healthy start have one answer: a run of each.
+            for (columns, healthy_start) in healthy.of_column.runs_within(columns) {
+                let answer = answer_of_pair.get(class, healthy_start, || {
                     let class = &ranking.classes[class as usize];
-                    let more = &healthy.list[healthy_start as usize];
+                    let empty = RankedStart::default();
+                    let more = healthy.list.get(healthy_start as usize).unwrap_or(&empty);
                     let [v4, v6] = [0, 1].map(|f| {
                         let listed = &class.start.families[f];
                         let rest = more.families[f].iter().filter(|id| !listed.contains(id));
                         listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
                     });
                     answers.of([&v4, &v6], &class.lines, class.groups)
-                }));
+                });
+                runs.push_many(answer, columns.len());
             }
         }
         if any {

@@ -13,6 +13,7 @@ use crate::net::Family;
 use crate::net::subnets::SubnetRules;
 use crate::policy::{NodeId, RecordType};
 use crate::runs::RunArray;
+use crate::steer::regions::RankedStart;
 use crate::steer::table::CarrierChoice;
 use crate::steer::table::column_of;
 use crate::steer::{Availability, Pick};
@@ -357,7 +358,22 @@ pub struct SteeredTable {
     /// What each answer was made from, by index: a later build with some nodes changed
     /// keeps the answers of classes that do not hold them and interns new picks among these.
     pub(crate) answer_keys: Arc<[AnswerKey]>,
+    /// By row group, the healthy starts its split cells were answered from (empty when
+    /// none is split): a later build ranks again only the columns a changed node reaches.
+    pub(crate) healthy_starts: Arc<[HealthyStarts]>,
 }
+
+/// The healthy starts of one row group's split cells (see `steer`'s glossary).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HealthyStarts {
+    /// The starts, numbered.
+    pub(crate) list: Arc<[RankedStart]>,
+    /// Column → its start's number, [`NOT_RANKED`] where no cell of the group is split.
+    pub(crate) of_column: RunArray,
+}
+
+/// `HealthyStarts::of_column` value of a column no split cell needed.
+pub(crate) const NOT_RANKED: u32 = u32::MAX;
 
 /// What makes answers one: the picks (IPv4, IPv6), the carrier lines, and how each family
 /// spreads.

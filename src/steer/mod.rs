@@ -38,6 +38,9 @@
 //!   that prefix decides.
 //! - **split**: a class whose start cannot decide under the current health (more of its
 //!   nodes down than the slack); its cells read on into their start among the healthy nodes.
+//! - **healthy start**: a cell's start among the healthy nodes only, `answers` deep. Kept
+//!   with the answers, so the next health change ranks again only the columns whose
+//!   healthy start holds a changed node, and the rest among theirs and the risen nodes.
 //! - **pair**: a (split class, healthy start); cells of one pair have one answer.
 //! - **incumbent**: the node a cell currently answers first, which a challenger replaces
 //!   only after beating it by the margin for the hold time (answer damping). Not to be

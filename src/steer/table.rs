@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use super::damping::{DampingRow, DampingState, Incumbent, damp_start, promoted};
 use super::order::rank_key_base;
 use super::regions::{
-    Candidate, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
+    Candidate, Point, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
 };
 use super::score::{ScoreTerms, score_weight};
 use super::spread::{Groups, UNSPREAD, draw_weights, group_starts};
@@ -126,20 +126,13 @@ impl FullRanking {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Each column's start among the healthy nodes only, for the columns in `needed`
-    /// (ascending, disjoint ranges) of one candidate group: deep enough (`depth`) that with
-    /// a class's start it holds all of a cell's ranking a pick reads, whatever is down.
-    /// Ranked by region like the rankings.
-    pub(crate) fn healthy_starts(
+    /// The candidates of one group that are `up`, by profile.
+    pub(crate) fn healthy_candidates(
         &self,
         group: usize,
-        needed: &[std::ops::Range<usize>],
         up: impl Fn(NodeId) -> bool,
-        depth: usize,
-        geo: &GeoDb,
-    ) -> (Starts, Vec<u32>) {
-        let healthy: Vec<Vec<Candidate>> = self
-            .candidates
+    ) -> Vec<Vec<Candidate>> {
+        self.candidates
             .get(group)
             .map(|profiles| {
                 profiles
@@ -147,13 +140,25 @@ impl FullRanking {
                     .map(|list| list.iter().copied().filter(|c| up(c.id)).collect())
                     .collect()
             })
-            .unwrap_or_default();
-        let mut starts = Starts::default();
-        let mut out = vec![0u32; self.column_profile.len()];
+            .unwrap_or_default()
+    }
+
+    /// Each column's start among `healthy` (from [`FullRanking::healthy_candidates`]), for
+    /// the columns in `needed` (ascending, disjoint ranges): deep enough (`depth`) that with
+    /// a class's start it holds all of a cell's ranking a pick reads, whatever is down.
+    /// Ranked by region like the rankings; `out[column]` gets the start's number in `starts`.
+    pub(crate) fn rank_healthy(
+        &self,
+        needed: &[std::ops::Range<usize>],
+        healthy: &[Vec<Candidate>],
+        depth: usize,
+        geo: &GeoDb,
+        (starts, out): (&mut Starts, &mut [u32]),
+    ) {
         let points = points_of(geo, &self.column_profile, healthy.len(), Some(needed));
         for (profile, points) in points.iter().enumerate() {
             if !points.is_empty() {
-                rank_points(points, &healthy[profile], depth, &mut starts, &mut out);
+                rank_points(points, &healthy[profile], depth, starts, out);
             }
         }
         for &column in self.one_by_one.iter().filter(|&&c| {
@@ -163,9 +168,69 @@ impl FullRanking {
             let profile = self.column_profile.at_or(column, 0) as usize;
             let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
             let start = start_at(list, self.position(column, geo).as_ref(), depth);
-            out[column] = starts.intern(&start);
+            if let Some(cell) = out.get_mut(column) {
+                *cell = starts.intern(&start);
+            }
         }
-        (starts, out)
+    }
+}
+
+impl FullRanking {
+    /// Ranks again the columns of `kept` (column ranges, each with its start among
+    /// `before`) now that `risen` came up: a column's start is then the best `depth` of its
+    /// start's nodes and `risen`, so each (profile, start before) is ranked among those few
+    /// nodes only, and mostly decided region by region. `healthy` as for
+    /// [`FullRanking::rank_healthy`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rank_with_risen(
+        &self,
+        kept: &[(std::ops::Range<usize>, u32)],
+        before: &[RankedStart],
+        risen: &[NodeId],
+        healthy: &[Vec<Candidate>],
+        depth: usize,
+        geo: &GeoDb,
+        (starts, out): (&mut Starts, &mut [u32]),
+    ) {
+        let located = geo.sorted_positions().len();
+        // Points by (profile, start before), in Morton order; columns without a position in
+        // it (no coordinates, unlocated, groups) one by one.
+        let mut buckets: std::collections::BTreeMap<(u32, u32), Vec<Point>> = Default::default();
+        let mut single: Vec<(usize, u32, u32)> = Vec::new();
+        for (columns, old) in kept {
+            for (sub, profile) in self.column_profile.runs_within(columns.clone()) {
+                let points = geo.positions_of_places(sub.clone());
+                if !points.is_empty() {
+                    let bucket = buckets.entry((profile, *old)).or_default();
+                    bucket.extend_from_slice(points);
+                }
+                single.extend((sub.start.max(located)..sub.end).map(|c| (c, profile, *old)));
+            }
+        }
+        let among = |profile: u32, old: u32| -> Vec<Candidate> {
+            let listed = before.get(old as usize).map(|s| &s.families);
+            let list = healthy.get(profile as usize).map_or(&[][..], Vec::as_slice);
+            list.iter()
+                .filter(|c| {
+                    risen.contains(&c.id)
+                        || listed.is_some_and(|f| f.iter().any(|l| l.contains(&c.id)))
+                })
+                .copied()
+                .collect()
+        };
+        for ((profile, old), points) in buckets {
+            rank_points(&points, &among(profile, old), depth, starts, out);
+        }
+        for (column, profile, old) in single {
+            let start = start_at(
+                &among(profile, old),
+                self.position(column, geo).as_ref(),
+                depth,
+            );
+            if let Some(cell) = out.get_mut(column) {
+                *cell = starts.intern(&start);
+            }
+        }
     }
 }
 
