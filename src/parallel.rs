@@ -1,11 +1,15 @@
 //! Spreading answer-table rebuilds over the machine's cores. Rebuilds run off the query
 //! path; their work is split into parts that run side by side, each on its own thread.
 
-/// How many parts to split a rebuild's work into: one per core, at most 8.
+/// How many parts to split a rebuild's work into: one per core, at most 8. Asked of the
+/// system once (it reads cgroup files each time), then kept.
 pub fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8)
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    })
 }
 
 /// Runs `work` on every part, each on its own thread (a single part on the caller's), and

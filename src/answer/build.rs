@@ -751,7 +751,8 @@ fn healthy_of_columns(
     // many primaries there are, the class's start already tells.
     let depth = answers.steered.answers;
     let mut starts = Starts::default();
-    let mut out = vec![NOT_RANKED; full.column_profile.len()];
+    // Every needed column is written below; the rest is never read (zeroed pages: free).
+    let mut out = vec![0u32; full.column_profile.len()];
     let kept = match before {
         None => {
             full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut out));

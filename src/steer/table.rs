@@ -195,14 +195,13 @@ impl FullRanking {
         let located = geo.sorted_positions().len();
         // Points by (profile, start before), in Morton order; columns without a position in
         // it (no coordinates, unlocated, groups) one by one.
-        let mut buckets: std::collections::BTreeMap<(u32, u32), Vec<Point>> = Default::default();
+        let mut buckets: std::collections::BTreeMap<(u32, u32), Vec<&[Point]>> = Default::default();
         let mut single: Vec<(usize, u32, u32)> = Vec::new();
         for (columns, old) in kept {
             for (sub, profile) in self.column_profile.runs_within(columns.clone()) {
                 let points = geo.positions_of_places(sub.clone());
                 if !points.is_empty() {
-                    let bucket = buckets.entry((profile, *old)).or_default();
-                    bucket.extend_from_slice(points);
+                    buckets.entry((profile, *old)).or_default().push(points);
                 }
                 single.extend((sub.start.max(located)..sub.end).map(|c| (c, profile, *old)));
             }
@@ -218,7 +217,12 @@ impl FullRanking {
                 .copied()
                 .collect()
         };
-        for ((profile, old), points) in buckets {
+        let mut points: Vec<Point> = Vec::new();
+        for ((profile, old), slices) in buckets {
+            points.clear();
+            for slice in slices {
+                points.extend_from_slice(slice);
+            }
             rank_points(&points, &among(profile, old), depth, starts, out);
         }
         for (column, profile, old) in single {
