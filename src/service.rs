@@ -4,9 +4,10 @@
 //! triggers (SIGHUP, file changes) and the DNS listeners.
 //! `check` builds a snapshot through the same loader, so what it accepts is what starts.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -505,7 +506,16 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Reloads when a policy, records or database file changes (names, sizes, modification times; polled,
 /// which works on every file system and needs no watcher limits).
 async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) {
-    let fingerprint = |config: &ServeConfig| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    type Stamp = (u64, Option<std::time::SystemTime>);
+    let stamp = |path: &Path| -> Stamp {
+        let meta = std::fs::metadata(path).ok();
+        let len = meta.as_ref().map_or(0, |m| m.len());
+        (len, meta.and_then(|m| m.modified().ok()))
+    };
+    // The files each policy names, found when its stamp was last seen: a policy is read
+    // again only when it changed (a large one takes real time to parse every second).
+    let mut named: HashMap<PathBuf, (Stamp, Vec<PathBuf>)> = HashMap::new();
+    let mut fingerprint = |config: &ServeConfig| -> Vec<(PathBuf, Stamp)> {
         // Policy files only (other files may live beside them, e.g. a latency feed).
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&config.zones) {
             Ok(entries) => entries
@@ -516,10 +526,20 @@ async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) 
         };
         // The records files policies name, and the files they include: edits to them
         // reload too.
-        let records_files: Vec<PathBuf> = paths
-            .iter()
-            .flat_map(|p| crate::policy::zonefile::files_named_by(p))
-            .collect();
+        named.retain(|p, _| paths.contains(p));
+        let mut records_files: Vec<PathBuf> = Vec::new();
+        for policy in &paths {
+            let now = stamp(policy);
+            let files = match named.get(policy) {
+                Some((seen, files)) if *seen == now => files.clone(),
+                _ => {
+                    let files = crate::policy::zonefile::files_named_by(policy);
+                    named.insert(policy.clone(), (now, files.clone()));
+                    files
+                }
+            };
+            records_files.extend(files);
+        }
         paths.extend(records_files);
         paths.extend(config.geo_dbs.iter().cloned());
         paths.extend(config.asn_db.iter().cloned());
@@ -527,10 +547,8 @@ async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) 
         paths
             .into_iter()
             .map(|p| {
-                let meta = std::fs::metadata(&p).ok();
-                let len = meta.as_ref().map_or(0, |m| m.len());
-                let modified = meta.and_then(|m| m.modified().ok());
-                (p, len, modified)
+                let s = stamp(&p);
+                (p, s)
             })
             .collect()
     };
