@@ -205,25 +205,37 @@ fn serve_tcp_listeners(
             .collect();
         let (reader, serving, table) = (reader.clone(), Arc::clone(serving), Arc::clone(table));
         let shutdown = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name("geosteer-tcp".into())
-            .spawn(move || serve_tcp_thread(own, reader, (serving, table), shutdown));
-        match thread {
-            Ok(handle) => {
-                tasks.spawn_blocking(move || {
-                    if handle.join().is_err() {
-                        tracing::error!("a TCP serving thread panicked");
-                    }
-                });
-            }
-            Err(e) => warn!(error = %e, "cannot start a TCP serving thread"),
-        }
+        serving_thread(tasks, "TCP", move || {
+            serve_tcp_thread(own, reader, (serving, table), shutdown)
+        });
     }
 }
 
 /// TCP serving threads: half the cores (at least one). Most DNS traffic is UDP, whose
 /// threads get the rest; on two cores one TCP thread served more queries a second than two,
 /// at less CPU per query (measured in benches/load.sh, MODE=tcp).
+/// Starts a serving thread of a transport (`"TCP"`, `"UDP"`), named for it, and a task in
+/// `tasks` that waits for it and reports a panic.
+fn serving_thread(
+    tasks: &mut tokio::task::JoinSet<()>,
+    transport: &'static str,
+    serve: impl FnOnce() + Send + 'static,
+) {
+    let thread = std::thread::Builder::new()
+        .name(format!("geosteer-{}", transport.to_ascii_lowercase()))
+        .spawn(serve);
+    match thread {
+        Ok(handle) => {
+            tasks.spawn_blocking(move || {
+                if handle.join().is_err() {
+                    tracing::error!("a {transport} serving thread panicked");
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot start a {transport} serving thread"),
+    }
+}
+
 fn tcp_threads() -> usize {
     (crate::parallel::workers() / 2).max(1)
 }
@@ -284,19 +296,9 @@ fn serve_udp_sockets(
     let stop = Arc::new(AtomicBool::new(false));
     for socket in groups.into_iter().flatten() {
         let (reader, serving, stop) = (reader.clone(), Arc::clone(serving), Arc::clone(&stop));
-        let thread = std::thread::Builder::new()
-            .name("geosteer-udp".into())
-            .spawn(move || super::batch::serve_socket(socket, reader, serving, stop));
-        match thread {
-            Ok(handle) => {
-                tasks.spawn_blocking(move || {
-                    if handle.join().is_err() {
-                        tracing::error!("a UDP serving thread panicked");
-                    }
-                });
-            }
-            Err(e) => warn!(error = %e, "cannot start a UDP serving thread"),
-        }
+        serving_thread(tasks, "UDP", move || {
+            super::batch::serve_socket(socket, reader, serving, stop)
+        });
     }
     let mut shutdown = shutdown.clone();
     tasks.spawn(async move {
