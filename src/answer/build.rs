@@ -698,7 +698,9 @@ fn split_rows(
         if needed.is_empty() {
             continue;
         }
-        needed.sort_unstable_by_key(|r| r.start);
+        if !needed.is_sorted_by_key(|r| r.start) {
+            needed.sort_unstable_by_key(|r| r.start);
+        }
         let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(needed.len());
         for range in needed {
             match merged.last_mut() {
@@ -793,8 +795,12 @@ fn healthy_of_columns(
     let mut at = 0;
     for range in cells.needed {
         of_column.push_many(NOT_RANKED, range.start.saturating_sub(at));
-        for &start in out.get(range.clone()).unwrap_or(&[]) {
-            of_column.push(start);
+        for same in out
+            .get(range.clone())
+            .unwrap_or(&[])
+            .chunk_by(|a, b| a == b)
+        {
+            of_column.push_many(same[0], same.len());
         }
         at = range.end;
     }
@@ -1297,6 +1303,25 @@ mod tests {
         sets
     }
 
+    /// A third of the nodes down, then one node at a time going down or coming back, as
+    /// health changes arrive in an outage: each build differs from the one before by a node.
+    fn outage_walk(node_count: usize, steps: usize) -> Vec<Vec<usize>> {
+        let mut generator = XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut down: Vec<usize> = (0..node_count).filter(|i| i % 3 == 1).collect();
+        let mut sets = vec![down.clone()];
+        for _ in 0..steps {
+            let node = generator.below(node_count as u64) as usize;
+            match down.iter().position(|&d| d == node) {
+                Some(at) => {
+                    down.remove(at);
+                }
+                None => down.push(node),
+            }
+            sets.push(down.clone());
+        }
+        sets
+    }
+
     /// The shipped zone (a small fleet: classes hold whole rankings): no failure leaves a
     /// class undecided, and heads whose classes disagree send clients to their place.
     #[test]
@@ -1332,7 +1357,8 @@ mod tests {
         text += "steer:\n  ingest: {answers: 2}\n";
         let zone = crate::policy::parse_zone(std::path::Path::new("big.yaml"), &text, 1)
             .expect("generated zone");
-        let sets = down_sets(40, 100);
+        let mut sets = down_sets(40, 100);
+        sets.extend(outage_walk(40, 160));
         let (split, mixed) = cells_agree_with_full_rankings(&[zone], &sets);
         assert!(
             split > 0,
