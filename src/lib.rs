@@ -16,6 +16,7 @@
 //!   runs of equal values.
 //! - `wire`: DNS numbers (types, classes, rcodes) and record body encoding.
 //! - `geo`: geo codes, coordinates, the country table, GeoIP and ASN databases.
+//! - `dnssec`: DNSSEC keys (BIND-style key files), DNSKEY and DS records, signing.
 //! - `config`: how the server is started (listen addresses, paths).
 //! - `policy`: zone policy files → typed model, with located errors.
 //! - `metrics`: metric names and the counters the query path increments.
@@ -54,6 +55,9 @@ pub mod wire;
 
 // Where places are.
 pub mod geo;
+
+// Signing keys.
+pub mod dnssec;
 
 // What operators write.
 pub mod config;

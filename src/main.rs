@@ -111,6 +111,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
     },
+    /// DNSSEC keys: make a zone's keys, or print the DS records of keys made before.
+    Dnssec {
+        #[command(subcommand)]
+        action: DnssecAction,
+    },
     /// Validate policy files (and the GeoIP database) and print every error.
     Check {
         /// Policy file or directory.
@@ -119,6 +124,35 @@ enum Command {
         /// GeoIP database(s) to build answer tables against.
         #[arg(long, default_value = DEFAULT_GEO_DB)]
         geo: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnssecAction {
+    /// Make a key-signing and a zone-signing key (or one combined key) as BIND-style key
+    /// files in DIR, and print the DS record to give the parent zone.
+    Keygen {
+        /// The zone (live.example.net).
+        #[arg(long)]
+        zone: String,
+        /// Where the key files go (created if missing; existing files are never replaced).
+        #[arg(long)]
+        dir: PathBuf,
+        /// 13 (ECDSA P-256 SHA-256, the default) or 15 (Ed25519); mnemonics work too.
+        #[arg(long, default_value = "13")]
+        algorithm: String,
+        /// One key (flags 257) that signs everything, instead of a KSK and a ZSK.
+        #[arg(long)]
+        combined: bool,
+    },
+    /// Print the DS records of a zone's key-signing keys in DIR.
+    Ds {
+        /// The zone.
+        #[arg(long)]
+        zone: String,
+        /// Where its key files are.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -425,6 +459,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Check { path, geo }) => check(&path, &geo),
+        Some(Command::Dnssec { action }) => dnssec(action),
         Some(Command::Explain {
             name,
             zone,
@@ -492,6 +527,49 @@ fn main() -> ExitCode {
             serve(*args, Some(vantage))
         }
         None => serve(ServeArgs::parse_from(["serve"]), None),
+    }
+}
+
+/// `geosteer dnssec …`: keys made or read, their DNSKEY and DS records printed.
+fn dnssec(action: DnssecAction) -> ExitCode {
+    use geosteer::dnssec::{Algorithm, KeyRole};
+    let (zone, made) = match action {
+        DnssecAction::Keygen {
+            zone,
+            dir,
+            algorithm,
+            combined,
+        } => {
+            let Some(algorithm) = Algorithm::parse(&algorithm) else {
+                eprintln!("--algorithm {algorithm}: use 13 (ECDSAP256SHA256) or 15 (ED25519)");
+                return ExitCode::from(2);
+            };
+            let made = geosteer::dnssec::generate_keys(&zone, &dir, algorithm, combined);
+            if let Ok(keys) = &made {
+                for key in keys {
+                    println!("; {}", key.file(&dir, "key").display());
+                    println!("{}", key.dnskey_text());
+                }
+            }
+            (zone, made)
+        }
+        DnssecAction::Ds { zone, dir } => {
+            let read = geosteer::dnssec::load_keys(&zone, &dir);
+            (zone, read)
+        }
+    };
+    match made {
+        Ok(keys) => {
+            println!("; DS for the parent of {zone}:");
+            for key in keys.iter().filter(|k| k.role == KeyRole::KeySigning) {
+                println!("{}", key.ds_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

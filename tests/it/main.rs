@@ -10,6 +10,7 @@ mod admin;
 mod carriers;
 mod checks;
 mod diff;
+mod dnssec;
 mod failover;
 mod fast_path;
 mod fixtures_current;
