@@ -338,8 +338,8 @@ fn key_tag(rdata: &[u8]) -> u16 {
     (sum & 0xffff) as u16
 }
 
-/// A name in uncompressed wire form, lower case (for DS digests).
-fn wire_name(zone: &str) -> Vec<u8> {
+/// A name in uncompressed wire form, lower case (for DS digests and signer names).
+pub(super) fn wire_name(zone: &str) -> Vec<u8> {
     let mut wire = Vec::new();
     for label in zone
         .trim_end_matches('.')

@@ -10,9 +10,15 @@
 //!   the DNSKEY record, `.private` the private key, mode 0600), so keys made by BIND's
 //!   `dnssec-keygen` can be used, and BIND's tools can read ours.
 //!
+//! - **RRSIG**: a signature over one RRset in canonical form (lower-case names, records
+//!   sorted by RDATA); **NSEC**: the next owner name and the types at this one, which
+//!   proves names and types absent.
+//!
 //! Only ECDSA P-256 with SHA-256 (algorithm 13, the default) and Ed25519 (algorithm 15)
 //! are made or read; cryptography is ring's.
 
 pub mod keys;
+pub mod sign;
 
 pub use keys::{Algorithm, KeyError, KeyPair, KeyRole, generate_keys, load_keys};
+pub use sign::{Rrset, Validity, nsec_rdata, rrsig_rdata};
