@@ -19,6 +19,33 @@ pub struct Validity {
     pub expiration: u32,
 }
 
+impl Validity {
+    /// How far inception is back-dated: resolvers with a clock that far behind still
+    /// accept a fresh signature.
+    pub const BACKDATE_SECONDS: u32 = 3600;
+
+    /// Signatures made at `now` (UNIX seconds) that hold for `lifetime` seconds.
+    pub fn from(now: u64, lifetime: u32) -> Validity {
+        // Serial-number arithmetic (RFC 4034 §3.1.5): UNIX time modulo 2³².
+        let now = now as u32;
+        Validity {
+            inception: now.wrapping_sub(Self::BACKDATE_SECONDS),
+            expiration: now.wrapping_add(lifetime),
+        }
+    }
+
+    /// Whether signatures of this validity should be made again at `now`: less than a
+    /// quarter of their lifetime is left (or they are not valid yet or any more).
+    pub fn due(self, now: u64) -> bool {
+        let now = now as u32;
+        let lifetime = self.expiration.wrapping_sub(self.inception);
+        let left = self.expiration.wrapping_sub(now);
+        let since = now.wrapping_sub(self.inception);
+        // Outside [inception, expiration] one of the two differences wraps past the lifetime.
+        since > lifetime || left > lifetime || left < lifetime / 4
+    }
+}
+
 /// An RRset as it is signed: owner (uncompressed wire form, any case), type, TTL, and the
 /// RDATA of each record (uncompressed).
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +197,23 @@ mod tests {
 
     fn wire(name: &str) -> Vec<u8> {
         super::super::keys::wire_name(name)
+    }
+
+    /// Signatures are made again once a quarter of their lifetime is left, and when the
+    /// clock is outside their validity, also across the 2106 wrap of 32-bit time.
+    #[test]
+    fn validity_is_backdated_and_due_in_its_last_quarter() {
+        let day = 86_400u64;
+        let v = Validity::from(1_000_000_000, 14 * day as u32);
+        assert_eq!(v.inception, 1_000_000_000 - 3600);
+        assert!(!v.due(1_000_000_000));
+        assert!(!v.due(1_000_000_000 + 10 * day));
+        assert!(v.due(1_000_000_000 + 11 * day));
+        assert!(v.due(1_000_000_000 + 15 * day), "expired");
+        assert!(v.due(1_000_000_000 - 2 * 3600), "not valid yet");
+        let wrapping = Validity::from(u64::from(u32::MAX) - 100, 14 * day as u32);
+        assert!(!wrapping.due(u64::from(u32::MAX) + 1000));
+        assert!(wrapping.due(u64::from(u32::MAX) + 12 * day));
     }
 
     /// A wildcard's `*` and the root are not counted (RFC 4034 §3.1.3).
