@@ -209,47 +209,67 @@ pub(crate) struct Knot {
 
 impl Knot {
     /// Serves `zone` from the master file `text` (written as `zones/<zone>.zone` under
-    /// `dir`), and waits until it answers the zone's SOA.
+    /// `dir`), and waits until it answers the zone's SOA. A port another process takes
+    /// between choosing and knotd's bind (knotd then exits) is tried again on another.
     pub(crate) fn start(dir: &Path, zone: &str, text: &str) -> Knot {
         for sub in ["zones", "run", "db"] {
             std::fs::create_dir_all(dir.join(sub)).expect("knot directories");
         }
         std::fs::write(dir.join(format!("zones/{zone}.zone")), text).expect("zone file");
-        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
-             database:\n    storage: \"{d}/db\"\n\
-             template:\n  - id: default\n    storage: \"{d}/zones\"\n\
-             zone:\n  - domain: {zone}\n    file: {zone}.zone\n"
-        );
-        std::fs::write(dir.join("knot.conf"), conf).expect("knot.conf");
-        let child = Command::new("knotd")
-            .arg("-c")
-            .arg(dir.join("knot.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("knotd runs (apt-get install knot; .ci/run installs it)");
-        let knot = Knot {
-            child,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        };
-        eventually(Duration::from_secs(20), "knotd serving the zone", || {
-            let reply = udp_raw_once(
-                knot.addr,
-                &q(&format!("{zone}."), hickory_proto::rr::RecordType::SOA).bytes(),
+        let log = dir.join("knotd.log");
+        for _ in 0..5 {
+            let port = free_udp_and_tcp_port();
+            let d = dir.display();
+            let conf = format!(
+                "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+                 database:\n    storage: \"{d}/db\"\n\
+                 template:\n  - id: default\n    storage: \"{d}/zones\"\n\
+                 zone:\n  - domain: {zone}\n    file: {zone}.zone\n"
             );
-            match reply.and_then(|r| hickory_proto::op::Message::from_vec(&r).ok()) {
-                Some(m) if !m.answers.is_empty() => Ok(()),
-                other => Err(format!("{other:?}")),
+            std::fs::write(dir.join("knot.conf"), conf).expect("knot.conf");
+            let child = Command::new("knotd")
+                .arg("-c")
+                .arg(dir.join("knot.conf"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("knotd log"))
+                .spawn()
+                .expect("knotd runs (apt-get install knot; .ci/run installs it)");
+            let mut knot = Knot {
+                child,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            };
+            let query = q(&format!("{zone}."), hickory_proto::rr::RecordType::SOA).bytes();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if matches!(knot.child.try_wait(), Ok(Some(_))) {
+                    break; // exited: its port was taken; another port
+                }
+                let reply = udp_raw_once(knot.addr, &query);
+                if reply
+                    .and_then(|r| hickory_proto::op::Message::from_vec(&r).ok())
+                    .is_some_and(|m| !m.answers.is_empty())
+                {
+                    return knot;
+                }
             }
-        });
-        knot
+        }
+        panic!(
+            "knotd did not serve {zone} on any of 5 ports; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
+}
+
+/// A loopback port free for both UDP and TCP at the time of asking (knotd binds both).
+fn free_udp_and_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free UDP port");
+        let port = udp.local_addr().expect("bound").port();
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP in 100 tries");
 }
 
 impl Drop for Knot {
