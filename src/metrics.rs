@@ -35,6 +35,8 @@ pub const RANKING_SECONDS: &str = "geosteer_ranking_seconds";
 /// From a node's availability changing (health or operator) to the answers reflecting it
 /// being published: rebuild time plus any wait to coalesce a burst.
 pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
+/// DNSSEC signatures made by answer builds (kept signatures are not counted).
+pub const SIGNATURES_MADE: &str = "geosteer_dnssec_signatures_made_total";
 /// Reloads of policy and databases, by result (`ok`, `error`).
 pub const RELOADS: &str = "geosteer_reloads_total";
 /// Long-lived tasks that stopped while serving (the process then exits), by task.
@@ -128,6 +130,10 @@ pub fn describe() {
         CHANGE_PUBLISH_SECONDS,
         metrics::Unit::Seconds,
         "From a node availability change to the answers reflecting it being published."
+    );
+    describe_counter!(
+        SIGNATURES_MADE,
+        "DNSSEC signatures made by answer builds (signatures kept from the previous build are not counted)."
     );
     describe_counter!(
         RELOADS,

@@ -50,6 +50,18 @@ impl RecordType {
     pub const SRV: Self = Self(33);
     /// EDNS(0) pseudo-record (RFC 6891): never a question.
     pub const OPT: Self = Self(41);
+    /// Delegation signer (held by the parent, at a delegation).
+    pub const DS: Self = Self(43);
+    /// DNSSEC signature.
+    pub const RRSIG: Self = Self(46);
+    /// DNSSEC denial: the next owner name and the types at this one.
+    pub const NSEC: Self = Self(47);
+    /// DNSSEC public key.
+    pub const DNSKEY: Self = Self(48);
+    /// Child's copy of its DS, for the parent to pick up (RFC 7344).
+    pub const CDS: Self = Self(59);
+    /// Child's copy of its key-signing DNSKEY (RFC 7344).
+    pub const CDNSKEY: Self = Self(60);
     /// Service binding (RFC 9460).
     pub const SVCB: Self = Self(64);
     /// HTTPS service binding (RFC 9460).
@@ -64,7 +76,7 @@ impl RecordType {
     pub const CAA: Self = Self(257);
 
     /// Types with a mnemonic of their own, in code order.
-    pub const NAMED: [(RecordType, &'static str); 16] = [
+    pub const NAMED: [(RecordType, &'static str); 22] = [
         (Self::A, "A"),
         (Self::NS, "NS"),
         (Self::CNAME, "CNAME"),
@@ -75,6 +87,12 @@ impl RecordType {
         (Self::AAAA, "AAAA"),
         (Self::SRV, "SRV"),
         (Self::OPT, "OPT"),
+        (Self::DS, "DS"),
+        (Self::RRSIG, "RRSIG"),
+        (Self::NSEC, "NSEC"),
+        (Self::DNSKEY, "DNSKEY"),
+        (Self::CDS, "CDS"),
+        (Self::CDNSKEY, "CDNSKEY"),
         (Self::SVCB, "SVCB"),
         (Self::HTTPS, "HTTPS"),
         (Self::IXFR, "IXFR"),

@@ -365,6 +365,8 @@ fn build_steered(
         node_states,
         answer_keys: answers.keys.into(),
         healthy_starts: healthy_starts.into(),
+        // Signed after the build, when the zone is signed.
+        signatures: Arc::default(),
     }
 }
 

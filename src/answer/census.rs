@@ -48,7 +48,7 @@ impl Destination {
         }
         let network = network_of(ip);
         let first = |family: &FamilyAnswer| {
-            FamilyBodies::of(family, &family.bodies, network)
+            FamilyBodies::of(family, (0, &family.bodies[..]), network)
                 .nodes()
                 .next()
         };

@@ -13,6 +13,7 @@ mod build;
 pub mod census;
 pub mod draw;
 mod publish;
+mod signed;
 mod snapshot;
 mod zone;
 
@@ -23,6 +24,7 @@ pub use publish::{
     ViewReader, drain_share, fleet_zone, unix_seconds,
 };
 pub use snapshot::{
-    AnswerSet, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView, FamilyAnswer,
-    FamilyBodies, NameLookup, NameNode, Selection, Snapshot, SteeredTable, ZoneAnswers,
+    AnswerSet, AnswerSignatures, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView,
+    FamilyAnswer, FamilyBodies, NameLookup, NameNode, Selection, Signatures, SignedNsec,
+    SignedSubset, Snapshot, SteeredTable, ZoneAnswers, ZoneSigned,
 };

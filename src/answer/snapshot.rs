@@ -170,6 +170,8 @@ pub struct EncodedRrset {
     /// zone holds for the name that record points to (NS, MX and SRV targets; glue for a
     /// delegation). Empty for other types and for targets the zone has no addresses for.
     pub additional: Vec<Vec<Box<[u8]>>>,
+    /// RRSIG bodies over the set, sent after it with the DO bit (empty: zone not signed).
+    pub signatures: Signatures,
 }
 
 impl EncodedRrset {
@@ -209,8 +211,8 @@ pub enum NameNode {
 pub enum NameLookup<'a> {
     /// The name exists.
     Found(&'a NameNode),
-    /// It does not, and a wildcard answers for it (RFC 4592).
-    Wildcard(&'a NameNode),
+    /// It does not, and a wildcard answers for it (RFC 4592): the wildcard's node and name.
+    Wildcard(&'a NameNode, &'a [u8]),
     /// The name is at or below a delegation; the offset is where the cut's name starts.
     Referral(&'a Delegation, usize),
     /// No such name.
@@ -235,6 +237,73 @@ pub struct ZoneAnswers {
     pub soa: Box<[u8]>,
     /// The SOA body for negative answers, its TTL the RFC 2308 negative TTL.
     pub negative_soa: Box<[u8]>,
+    /// Signatures and denial records, when the zone is signed.
+    pub signed: Option<ZoneSigned>,
+}
+
+/// What a signed zone adds to its answers for clients that set the DO bit: the RRSIGs of
+/// the negative SOA and the NSEC chain (every other RRSIG sits beside the set it covers).
+#[derive(Debug, Clone, Default)]
+pub struct ZoneSigned {
+    /// RRSIG bodies over the SOA as negative answers carry it (its TTL differs).
+    pub negative_soa_signatures: Signatures,
+    /// The NSEC chain: every owner with records (and every delegation point), in canonical
+    /// order, each with its NSEC body and signatures.
+    pub chain: Arc<[SignedNsec]>,
+    /// When the signatures hold: the publisher signs again when they are due.
+    pub validity: crate::dnssec::Validity,
+    /// Signatures made for this snapshot by what they cover, for the next build to keep.
+    pub(crate) cache: Arc<SignatureCache>,
+}
+
+/// RRSIG bodies (type … RDATA) over one RRset, one per signing key.
+pub type Signatures = Arc<[Box<[u8]>]>;
+
+/// One NSEC record of a zone's chain.
+#[derive(Debug, Clone)]
+pub struct SignedNsec {
+    /// Its owner, lower-case wire form.
+    pub owner: Box<[u8]>,
+    /// The NSEC body (type … RDATA).
+    pub body: Box<[u8]>,
+    /// RRSIG bodies over it.
+    pub signatures: Signatures,
+}
+
+/// Signatures by the RRset they cover (owner, type, TTL and RDATA in canonical form), and
+/// the keys that made them.
+#[derive(Debug, Default)]
+pub(crate) struct SignatureCache {
+    /// Key tag and flags of each signing key, in order.
+    pub(crate) keys: Vec<(u16, u16)>,
+    /// The validity every signature here was made with.
+    pub(crate) validity: Option<crate::dnssec::Validity>,
+    /// Canonical RRset → RRSIG bodies.
+    pub(crate) by_rrset: HashMap<Box<[u8]>, Signatures>,
+}
+
+impl ZoneSigned {
+    /// The NSEC owned by `name` (lower-case wire form), if there is one.
+    pub fn nsec_at(&self, name: &[u8]) -> Option<&SignedNsec> {
+        self.chain
+            .binary_search_by(|n| crate::dnssec::canonical_cmp(&n.owner, name))
+            .ok()
+            .and_then(|i| self.chain.get(i))
+    }
+
+    /// The NSEC whose span covers `name` (the last owner before it in canonical order): it
+    /// proves the name absent, or an empty non-terminal.
+    pub fn nsec_covering(&self, name: &[u8]) -> Option<&SignedNsec> {
+        let at = match self
+            .chain
+            .binary_search_by(|n| crate::dnssec::canonical_cmp(&n.owner, name))
+        {
+            Ok(i) => i,
+            Err(0) => self.chain.len().checked_sub(1)?,
+            Err(i) => i - 1,
+        };
+        self.chain.get(at)
+    }
 }
 
 impl ZoneAnswers {
@@ -257,30 +326,43 @@ impl ZoneAnswers {
             Some(node) => NameLookup::Found(node),
             None => self
                 .wildcard_for(name, labels, origin_offset)
-                .map_or(NameLookup::NxDomain, NameLookup::Wildcard),
+                .map_or(NameLookup::NxDomain, |(node, wildcard)| {
+                    NameLookup::Wildcard(node, wildcard)
+                }),
         }
     }
 
     /// The wildcard that answers a name the zone does not have (RFC 4592 §3.3.1): the one
-    /// directly below the name's closest encloser (its nearest existing ancestor, empty
-    /// non-terminals and the apex included), if there is one. A nearer existing ancestor
-    /// without a wildcard means NXDOMAIN, whatever wildcards lie further up.
-    fn wildcard_for(&self, name: &[u8], labels: &[u8], origin_offset: usize) -> Option<&NameNode> {
+    /// directly below the name's closest encloser, if there is one. A nearer existing
+    /// ancestor without a wildcard means NXDOMAIN, whatever wildcards lie further up.
+    fn wildcard_for(
+        &self,
+        name: &[u8],
+        labels: &[u8],
+        origin_offset: usize,
+    ) -> Option<(&NameNode, &[u8])> {
         if self.wildcards.is_empty() {
             return None;
         }
+        let ancestor = name.get(self.closest_encloser(name, labels, origin_offset)..)?;
+        let wildcard = self.wildcards.get(ancestor)?;
+        let (key, node) = self.names.get_key_value(&wildcard[..])?;
+        Some((node, &key[..]))
+    }
+
+    /// Where the closest encloser of a name the zone does not have starts in it: its
+    /// nearest existing ancestor (empty non-terminals and the apex included).
+    pub fn closest_encloser(&self, name: &[u8], labels: &[u8], origin_offset: usize) -> usize {
         for &o in labels.iter().skip(1) {
             let o = o as usize;
-            if o > origin_offset {
+            if o >= origin_offset {
                 break;
             }
-            let ancestor = name.get(o..)?;
-            if o == origin_offset || self.names.contains_key(ancestor) {
-                let wildcard = self.wildcards.get(ancestor)?;
-                return self.names.get(wildcard);
+            if name.get(o..).is_some_and(|a| self.names.contains_key(a)) {
+                return o;
             }
         }
-        None
+        origin_offset
     }
 }
 
@@ -361,6 +443,42 @@ pub struct SteeredTable {
     /// By row group, the healthy starts its split cells were answered from (empty when
     /// none is split): a later build ranks again only the columns a changed node reaches.
     pub(crate) healthy_starts: Arc<[HealthyStarts]>,
+    /// In a signed zone, the RRSIGs of each answer (by index into `answers`); empty
+    /// otherwise.
+    pub signatures: Arc<[AnswerSignatures]>,
+}
+
+/// The RRSIGs of one steered answer's RRsets: per family (A, AAAA), one entry for every
+/// set of records a client can be sent (each carrier's bodies, each draw of a spread group).
+#[derive(Debug, Clone, Default)]
+pub struct AnswerSignatures {
+    /// Per family, sorted by (variant, sent).
+    pub families: [Vec<SignedSubset>; 2],
+}
+
+/// The signatures over one set of records a family's answer sends.
+#[derive(Debug, Clone)]
+pub struct SignedSubset {
+    /// Which bodies: 0 the default, `i + 1` those of the family's `i`-th carrier.
+    pub variant: u16,
+    /// Positions (in the answer's nodes) sent, as bits.
+    pub sent: u128,
+    /// RRSIG bodies.
+    pub signatures: Signatures,
+}
+
+impl AnswerSignatures {
+    /// The signatures over what `family` sends.
+    pub fn of(&self, family: usize, sent: &FamilyBodies) -> &[Box<[u8]>] {
+        let Some(list) = self.families.get(family) else {
+            return &[];
+        };
+        let key = (sent.variant, sent.sent_bits());
+        list.binary_search_by(|s| (s.variant, s.sent).cmp(&key))
+            .ok()
+            .and_then(|i| list.get(i))
+            .map_or(&[], |s| &s.signatures[..])
+    }
 }
 
 /// The healthy starts of one row group's split cells (see `steer`'s glossary).
@@ -402,6 +520,8 @@ pub const CLASS_SPLIT: u32 = u32::MAX;
 pub struct Selection<'a> {
     /// The answer.
     pub answer: &'a AnswerSet,
+    /// Its index in the table's answers.
+    pub index: usize,
     /// Shortest prefix of the client address over which this answer holds, as far as the
     /// database and subnet rules can tell.
     pub scope: u8,
@@ -415,6 +535,8 @@ pub struct FamilyBodies<'a> {
     pub answer: &'a FamilyAnswer,
     /// Bodies in the order of `answer.nodes`.
     bodies: &'a [Box<[u8]>],
+    /// Which bodies: 0 the default, `i + 1` those of the `i`-th carrier.
+    pub variant: u16,
     /// Positions in `answer.nodes` of what is sent, in order (the first `count`).
     order: [u8; MAX_SENT],
     count: u8,
@@ -426,7 +548,11 @@ const MAX_SENT: usize = 64;
 impl<'a> FamilyBodies<'a> {
     /// What `network` is sent: the group members it draws, then the nodes after the group,
     /// each replaced by the next standby where a staged drain gives the network up.
-    pub(crate) fn of(answer: &'a FamilyAnswer, bodies: &'a [Box<[u8]>], network: u64) -> Self {
+    pub(crate) fn of(
+        answer: &'a FamilyAnswer,
+        (variant, bodies): (u16, &'a [Box<[u8]>]),
+        network: u64,
+    ) -> Self {
         let mut order = [0u8; MAX_SENT];
         let mut count = 0usize;
         let group = answer.draw.len();
@@ -458,6 +584,7 @@ impl<'a> FamilyBodies<'a> {
         FamilyBodies {
             answer,
             bodies,
+            variant,
             order,
             count: count as u8,
         }
@@ -468,6 +595,13 @@ impl<'a> FamilyBodies<'a> {
         self.order[..usize::from(self.count)]
             .iter()
             .map(|&i| usize::from(i))
+    }
+
+    /// The positions sent, as bits (what the answer's signatures are found by).
+    pub fn sent_bits(&self) -> u128 {
+        self.positions()
+            .filter(|&i| i < 128)
+            .fold(0, |bits, i| bits | 1u128 << i)
     }
 
     /// The bodies to send, in order.
@@ -493,6 +627,8 @@ impl<'a> FamilyBodies<'a> {
 /// over which all of it holds.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAnswer<'a> {
+    /// The answer's index in the table (where its signatures are).
+    pub index: usize,
     /// Per family asked for (A, AAAA): its answer and the bodies to send.
     pub families: [Option<FamilyBodies<'a>>; 2],
     /// Shortest prefix of the client address over which this answer holds: the database
@@ -531,7 +667,7 @@ impl SteeredTable {
                 return None;
             }
             if family.carriers.is_empty() || servfail {
-                return Some(FamilyBodies::of(family, &family.bodies, network));
+                return Some(FamilyBodies::of(family, (0, &family.bodies[..]), network));
             }
             let lookup = *carrier.get_or_insert_with(|| {
                 asn.map_or(
@@ -544,8 +680,9 @@ impl SteeredTable {
             });
             let bodies = lookup
                 .asn
-                .and_then(|number| family.carriers.iter().find(|(a, _)| *a == number))
-                .map_or(&family.bodies, |(_, bodies)| bodies);
+                .and_then(|number| family.carriers.iter().position(|(a, _)| *a == number))
+                .and_then(|i| Some((i as u16 + 1, &family.carriers.get(i)?.1[..])))
+                .unwrap_or((0, &family.bodies[..]));
             Some(FamilyBodies::of(family, bodies, network))
         });
         if let Some(lookup) = carrier {
@@ -563,7 +700,11 @@ impl SteeredTable {
                 .max(NETWORK_BITS[family])
                 .min(Family::of(client).bits());
         }
-        ClientAnswer { families, scope }
+        ClientAnswer {
+            index: selection.index,
+            families,
+            scope,
+        }
     }
 
     /// The answer through the client's place and rule: for subnet rules, prefix groups, and
@@ -625,6 +766,7 @@ impl SteeredTable {
         };
         Selection {
             answer: &self.answers[id],
+            index: id,
             scope: place_scope
                 .max(subnet_scope)
                 .max(group_scope)

@@ -2,6 +2,7 @@
 //! once per snapshot into the bodies responses copy.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::snapshot::{Delegation, EncodedRrset, NameNode, ZoneAnswers};
 use crate::policy::{DomainName, RecordData, RecordSet, RecordType, Soa, Zone};
@@ -33,6 +34,7 @@ pub(super) fn encode_rrset(set: &RecordSet, records: &[RecordSet]) -> EncodedRrs
                 _ => Vec::new(),
             })
             .collect(),
+        signatures: Arc::default(),
     }
 }
 
@@ -70,6 +72,7 @@ pub(super) fn build_zone(index: usize, zone: &Zone) -> ZoneAnswers {
             rtype: RecordType::SOA.0,
             bodies: vec![soa.clone().into_boxed_slice()],
             additional: Vec::new(),
+            signatures: Arc::default(),
         },
         encode_rrset(&apex_ns, &zone.records),
     ]);
@@ -131,6 +134,7 @@ pub(super) fn build_zone(index: usize, zone: &Zone) -> ZoneAnswers {
         wildcards,
         soa: soa.into_boxed_slice(),
         negative_soa: negative_soa.into_boxed_slice(),
+        signed: None,
     }
 }
 

@@ -20,7 +20,8 @@ use super::options::{ExplainAccess, ServeOptions};
 use super::query::{EdnsView, KeepaliveAsk, QueryView, parse_plain};
 use super::writer::{HEADER, MAX_POINTER, Section, Writer};
 use crate::answer::{
-    Delegation, EncodedRrset, NameLookup, NameNode, Snapshot, SteeredTable, ZoneAnswers,
+    Delegation, EncodedRrset, NameLookup, NameNode, SignedNsec, Snapshot, SteeredTable,
+    ZoneAnswers, ZoneSigned,
 };
 use crate::net::unmap;
 use crate::wire::{
@@ -37,6 +38,7 @@ const QTYPE_AAAA: u16 = RecordType::AAAA.0;
 const QTYPE_IXFR: u16 = RecordType::IXFR.0;
 const QTYPE_AXFR: u16 = RecordType::AXFR.0;
 const QTYPE_ANY: u16 = RecordType::ANY.0;
+const QTYPE_DS: u16 = RecordType::DS.0;
 /// Bound on CNAME chains followed inside one zone.
 const MAX_CNAME_HOPS: usize = 8;
 
@@ -252,6 +254,9 @@ fn respond_to(
         None => {
             let mut asked = Asked {
                 snapshot,
+                signed: None,
+                proofs: [None; MAX_CNAME_HOPS],
+                nsec_written: [0; 2 * MAX_CNAME_HOPS],
                 exchange: &mut exchange,
                 edns: &mut edns,
                 options,
@@ -548,6 +553,12 @@ fn wire_to_text(wire: &[u8]) -> Option<String> {
 /// Everything answering a question reads and writes.
 struct Asked<'a, 'w> {
     snapshot: &'a Snapshot,
+    /// The zone's signatures, when it is signed and the query set DO.
+    signed: Option<&'a ZoneSigned>,
+    /// Per CNAME hop answered from a wildcard: the NSEC proving the name absent.
+    proofs: [Option<&'a SignedNsec>; MAX_CNAME_HOPS],
+    /// The NSEC records written so far (addresses; 0: free), so none is written twice.
+    nsec_written: [usize; 2 * MAX_CNAME_HOPS],
     exchange: &'a mut Exchange,
     edns: &'a mut Option<EdnsReply<'w>>,
     options: &'a ServeOptions,
@@ -688,6 +699,9 @@ fn answer_question(asked: &mut Asked, question: &[u8], zone_index: &mut Option<u
     };
     *zone_index = Some(zone.index);
     asked.writer.authoritative(true);
+    if asked.edns.as_ref().is_some_and(|e| e.dnssec_ok) {
+        asked.signed = zone.signed.as_ref();
+    }
     if let Some(access) = &asked.options.explain
         && matches!(qtype, QTYPE_TXT | QTYPE_ANY)
         && let Some(rcode) = answer_explain(asked, name, access)
@@ -717,25 +731,51 @@ enum Step {
     NoData,
 }
 
-/// Looks the name up, following in-zone CNAMEs (at most `MAX_CNAME_HOPS`).
+/// Looks the name up, following in-zone CNAMEs; then the proofs that wildcards answered.
 fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut Chase) -> Rcode {
+    let rcode = follow_in_zone(asked, zone, qtype, chase);
     for hop in 0..MAX_CNAME_HOPS {
-        let lookup = zone.lookup(chase.name.bytes(), chase.name.labels(), chase.origin);
-        if let NameLookup::Wildcard(node) = lookup
-            && hop == 0
+        push_nsec(asked, asked.proofs[hop]);
+    }
+    rcode
+}
+
+/// Looks the name up, following in-zone CNAMEs (at most `MAX_CNAME_HOPS`).
+fn follow_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut Chase) -> Rcode {
+    for hop in 0..MAX_CNAME_HOPS {
+        let mut lookup = zone.lookup(chase.name.bytes(), chase.name.labels(), chase.origin);
+        if let NameLookup::Referral(_, 0) = lookup
+            && qtype == QTYPE_DS
         {
-            asked.exchange.wildcard = Some(std::ptr::from_ref(node) as usize);
+            // DS lives on the parent's side of a cut (RFC 4035 §3.1.4.1): ours to deny.
+            lookup = NameLookup::Found(&NameNode::EmptyNonTerminal);
+        }
+        let wildcard = match lookup {
+            NameLookup::Wildcard(node, name) => {
+                if hop == 0 {
+                    asked.exchange.wildcard = Some(std::ptr::from_ref(node) as usize);
+                }
+                Some(name)
+            }
+            _ => None,
+        };
+        if let (Some(signed), Some(_)) = (asked.signed, wildcard)
+            && let Some(slot) = asked.proofs.get_mut(hop)
+        {
+            // Answered from a wildcard: the name itself is proven absent (RFC 4035
+            // §3.1.3.3), in the authority section once the answers are written.
+            *slot = signed.nsec_covering(chase.name.bytes());
         }
         let step = match lookup {
-            NameLookup::Referral(delegation, cut) => referral(asked, delegation, chase.owner + cut),
+            NameLookup::Referral(delegation, cut) => referral(asked, delegation, chase, cut),
             NameLookup::NxDomain => {
-                let soa_owner = chase.owner + chase.origin;
-                asked
-                    .writer
-                    .record(Section::Authority, soa_owner, &zone.negative_soa);
+                negative_soa(asked, zone, chase);
+                if let Some(signed) = asked.signed {
+                    deny_name(asked, zone, signed, chase);
+                }
                 Step::Done(Rcode::NxDomain)
             }
-            NameLookup::Found(node) | NameLookup::Wildcard(node) => {
+            NameLookup::Found(node) | NameLookup::Wildcard(node, _) => {
                 found(asked, zone, node, qtype, chase)
             }
         };
@@ -744,10 +784,10 @@ fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut
             Step::NoData => {
                 // NODATA: the name exists, the type does not, also at the end of a CNAME
                 // chain inside the zone (RFC 2308 §2.2: the SOA goes with the CNAMEs).
-                let soa_owner = chase.owner + chase.origin;
-                asked
-                    .writer
-                    .record(Section::Authority, soa_owner, &zone.negative_soa);
+                negative_soa(asked, zone, chase);
+                if let Some(signed) = asked.signed {
+                    deny_type(asked, signed, chase, wildcard);
+                }
                 return Rcode::NoError;
             }
             Step::Follow => {}
@@ -755,6 +795,90 @@ fn answer_in_zone(asked: &mut Asked, zone: &ZoneAnswers, qtype: u16, chase: &mut
     }
     // A chain longer than we follow: the CNAMEs so far, for the resolver to go on with.
     Rcode::NoError
+}
+
+/// The SOA of a negative answer, at the zone's origin, with its signatures under DO.
+fn negative_soa(asked: &mut Asked, zone: &ZoneAnswers, chase: &Chase) {
+    let soa_owner = chase.owner + chase.origin;
+    asked
+        .writer
+        .record(Section::Authority, soa_owner, &zone.negative_soa);
+    if let Some(signed) = asked.signed {
+        push_signatures(
+            asked.writer,
+            Section::Authority,
+            soa_owner,
+            &signed.negative_soa_signatures,
+        );
+    }
+}
+
+/// Writes RRSIG bodies owned by `owner` (an offset in the response).
+fn push_signatures(writer: &mut Writer, section: Section, owner: usize, signatures: &[Box<[u8]>]) {
+    for signature in signatures {
+        writer.record(section, owner, signature);
+    }
+}
+
+/// Writes an NSEC record and its signatures into the authority section, once.
+fn push_nsec(asked: &mut Asked, nsec: Option<&SignedNsec>) {
+    let Some(nsec) = nsec else { return };
+    let address = std::ptr::from_ref(nsec) as usize;
+    if asked.nsec_written.contains(&address) {
+        return;
+    }
+    if let Some(slot) = asked.nsec_written.iter_mut().find(|a| **a == 0) {
+        *slot = address;
+    }
+    let at = asked
+        .writer
+        .record_named(Section::Authority, &nsec.owner, &nsec.body);
+    for signature in nsec.signatures.iter() {
+        if at <= MAX_POINTER {
+            asked.writer.record(Section::Authority, at, signature);
+        } else {
+            asked
+                .writer
+                .record_named(Section::Authority, &nsec.owner, signature);
+        }
+    }
+}
+
+/// NXDOMAIN's proof (RFC 4035 §3.1.3.2): the NSEC covering the name, and the one covering
+/// the wildcard its closest encloser would have.
+fn deny_name(asked: &mut Asked, zone: &ZoneAnswers, signed: &ZoneSigned, chase: &Chase) {
+    let name = chase.name.bytes();
+    push_nsec(asked, signed.nsec_covering(name));
+    let encloser = zone.closest_encloser(name, chase.name.labels(), chase.origin);
+    let mut wildcard = [0u8; 257];
+    let Some(ancestor) = name.get(encloser..) else {
+        return;
+    };
+    wildcard[0] = 1;
+    wildcard[1] = b'*';
+    let end = 2 + ancestor.len();
+    let Some(slot) = wildcard.get_mut(2..end) else {
+        return;
+    };
+    slot.copy_from_slice(ancestor);
+    push_nsec(asked, signed.nsec_covering(&wildcard[..end]));
+}
+
+/// NODATA's proof (RFC 4035 §3.1.3.1): the name's own NSEC, or the one covering it for an
+/// empty non-terminal; for a wildcard's NODATA, the wildcard's NSEC and the one covering
+/// the name (§3.1.3.4).
+fn deny_type(asked: &mut Asked, signed: &ZoneSigned, chase: &Chase, wildcard: Option<&[u8]>) {
+    let name = chase.name.bytes();
+    match wildcard {
+        Some(wildcard) => {
+            push_nsec(asked, signed.nsec_at(wildcard));
+            push_nsec(asked, signed.nsec_covering(name));
+        }
+        None => {
+            let own = signed.nsec_at(name).or_else(|| signed.nsec_covering(name));
+            push_nsec(asked, own);
+        }
+    }
 }
 
 /// The answer from a name's node (its own, or a wildcard's).
@@ -775,13 +899,19 @@ fn found(
 }
 
 /// A delegation below the zone: the NS records in the authority section, their in-domain
-/// glue in the additional section. After a CNAME, the resolver follows the referral itself.
-fn referral(asked: &mut Asked, delegation: &Delegation, owner: usize) -> Step {
+/// glue in the additional section; in a signed zone under DO, the cut's NSEC proving it
+/// has no DS (an unsigned delegation). After a CNAME, the resolver follows it itself.
+fn referral(asked: &mut Asked, delegation: &Delegation, chase: &Chase, cut: usize) -> Step {
     if asked.writer.count(Section::Answer) > 0 {
         return Step::Done(Rcode::NoError);
     }
     asked.writer.authoritative(false);
+    let owner = chase.owner + cut;
     let targets = push_set(asked.writer, Section::Authority, owner, &delegation.ns);
+    if let Some(signed) = asked.signed {
+        let cut_name = chase.name.bytes().get(cut..).unwrap_or(&[]);
+        push_nsec(asked, signed.nsec_at(cut_name));
+    }
     // In-domain glue is required: when it does not fit, the referral is truncated (RFC
     // 9471), so it is not marked optional.
     push_additional(asked.writer, &delegation.ns, &targets);
@@ -837,9 +967,17 @@ fn steered(
     }
     // CNAMEs that led here are already in the answer: NODATA is "nothing added".
     let before = asked.writer.count(Section::Answer);
-    for family in chosen.families.iter().flatten() {
+    for (index, family) in chosen.families.iter().enumerate() {
+        let Some(family) = family else { continue };
         for body in family.bodies() {
             asked.writer.record(Section::Answer, owner, body);
+        }
+        if asked.signed.is_some()
+            && !family.is_empty()
+            && let Some(signatures) = table.signatures.get(chosen.index)
+        {
+            let signatures = signatures.of(index, family);
+            push_signatures(asked.writer, Section::Answer, owner, signatures);
         }
         if let Some(counters) = snapshot.zone_counters.get(zone.index) {
             counters.answered(family.nodes());
@@ -876,6 +1014,9 @@ fn static_sets(
         None => s.rtype == qtype || qtype == QTYPE_ANY,
     }) {
         let targets = push_set(asked.writer, Section::Answer, chase.owner, set);
+        if asked.signed.is_some() {
+            push_signatures(asked.writer, Section::Answer, chase.owner, &set.signatures);
+        }
         matched = true;
         if qtype == set.rtype && set.target_offset().is_some() {
             // The targets' addresses save the resolver a lookup; they are dropped, not
@@ -887,14 +1028,22 @@ fn static_sets(
     if matched {
         return Step::Done(Rcode::NoError);
     }
-    let Some(body) = sets
+    let Some((cname, body)) = sets
         .iter()
         .find(|s| s.rtype == QTYPE_CNAME)
-        .and_then(|cname| cname.bodies.first())
+        .and_then(|cname| Some((cname, cname.bodies.first()?)))
     else {
         return Step::NoData;
     };
     let target_at = asked.writer.record(Section::Answer, chase.owner, body);
+    if asked.signed.is_some() {
+        push_signatures(
+            asked.writer,
+            Section::Answer,
+            chase.owner,
+            &cname.signatures,
+        );
+    }
     // Follow the alias only inside this zone; otherwise the resolver does it.
     let target = &body[RDATA_OFFSET..];
     let Some(count) = label_offsets(target, &mut chase.name.labels) else {

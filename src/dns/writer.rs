@@ -61,6 +61,16 @@ impl<'a> Writer<'a> {
         rdata_at
     }
 
+    /// Appends a record whose owner is written out (`name`, uncompressed wire form): for
+    /// owners not in the response yet (an NSEC's). Returns where the owner starts.
+    pub(super) fn record_named(&mut self, section: Section, name: &[u8], body: &[u8]) -> usize {
+        let at = self.out.len();
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(body);
+        self.counted(section);
+        at
+    }
+
     /// Appends a record that `write` writes whole (owner, type, class, TTL, RDATA).
     pub(super) fn record_with(&mut self, section: Section, write: impl FnOnce(&mut Vec<u8>)) {
         write(self.out);

@@ -21,4 +21,4 @@ pub mod keys;
 pub mod sign;
 
 pub use keys::{Algorithm, KeyError, KeyPair, KeyRole, generate_keys, load_keys};
-pub use sign::{Rrset, Validity, nsec_rdata, rrsig_rdata};
+pub use sign::{Rrset, Validity, canonical_cmp, nsec_rdata, rrsig_rdata};

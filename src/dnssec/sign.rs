@@ -11,7 +11,7 @@ pub const NSEC: u16 = 47;
 const CLASS_IN: u16 = 1;
 
 /// When a signature holds: RFC 4034 serial-number seconds (UNIX time modulo 2³²).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Validity {
     /// Not valid before.
     pub inception: u32,
@@ -38,11 +38,13 @@ impl Validity {
     /// quarter of their lifetime is left (or they are not valid yet or any more).
     pub fn due(self, now: u64) -> bool {
         let now = now as u32;
-        let lifetime = self.expiration.wrapping_sub(self.inception);
+        let span = self.expiration.wrapping_sub(self.inception);
         let left = self.expiration.wrapping_sub(now);
         let since = now.wrapping_sub(self.inception);
-        // Outside [inception, expiration] one of the two differences wraps past the lifetime.
-        since > lifetime || left > lifetime || left < lifetime / 4
+        // The lifetime asked for: the back-dating is not part of it.
+        let lifetime = span.saturating_sub(Self::BACKDATE_SECONDS);
+        // Outside [inception, expiration] one of the two differences wraps past the span.
+        since > span || left > span || left < lifetime / 4
     }
 }
 
@@ -120,6 +122,42 @@ pub fn nsec_rdata(next_owner: &[u8], types: &[u16]) -> Vec<u8> {
         rdata.extend_from_slice(&bitmap[..used]);
     }
     rdata
+}
+
+/// Canonical DNS name order (RFC 4034 §6.1) of two uncompressed lower-case wire names:
+/// label by label from the right, each label as bytes, a missing label first. No allocation
+/// (names have at most 128 labels).
+pub fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let mut at_a = [0u8; 128];
+    let mut at_b = [0u8; 128];
+    let count_a = label_starts(a, &mut at_a);
+    let count_b = label_starts(b, &mut at_b);
+    fn label(name: &[u8], at: u8) -> &[u8] {
+        let at = usize::from(at);
+        let len = usize::from(name.get(at).copied().unwrap_or(0));
+        name.get(at + 1..at + 1 + len).unwrap_or(&[])
+    }
+    for i in 1..=count_a.min(count_b) {
+        let order = label(a, at_a[count_a - i]).cmp(label(b, at_b[count_b - i]));
+        if order.is_ne() {
+            return order;
+        }
+    }
+    count_a.cmp(&count_b)
+}
+
+/// Where each label of a wire name starts (the root not counted); how many there are.
+fn label_starts(name: &[u8], out: &mut [u8; 128]) -> usize {
+    let (mut at, mut count) = (0usize, 0usize);
+    while let Some(&len) = name.get(at) {
+        if len == 0 || count == out.len() || at > usize::from(u8::MAX) {
+            break;
+        }
+        out[count] = at as u8;
+        count += 1;
+        at += 1 + usize::from(len);
+    }
+    count
 }
 
 /// RRSIG's labels field: the owner's labels, the root and a leading `*` not counted.
@@ -214,6 +252,10 @@ mod tests {
         let wrapping = Validity::from(u64::from(u32::MAX) - 100, 14 * day as u32);
         assert!(!wrapping.due(u64::from(u32::MAX) + 1000));
         assert!(wrapping.due(u64::from(u32::MAX) + 12 * day));
+        // A lifetime shorter than the back-dating is not due at once.
+        let short = Validity::from(1_000_000_000, 60);
+        assert!(!short.due(1_000_000_000 + 40));
+        assert!(short.due(1_000_000_000 + 46));
     }
 
     /// A wildcard's `*` and the root are not counted (RFC 4034 §3.1.3).
@@ -222,6 +264,40 @@ mod tests {
         assert_eq!(rrsig_labels(&wire("www.sig.example.")), 3);
         assert_eq!(rrsig_labels(&wire("*.sig.example.")), 2);
         assert_eq!(rrsig_labels(&wire(".")), 0);
+    }
+
+    /// RFC 4034 §6.1's example names, shuffled, sort into its order.
+    #[test]
+    fn canonical_order_is_rfc_4034s() {
+        let expected = [
+            "example.",
+            "a.example.",
+            "yljkjljk.a.example.",
+            "z.a.example.",
+            "zabc.a.example.",
+            "z.example.",
+            "\\001.z.example.",
+            "*.z.example.",
+            "\\200.z.example.",
+        ];
+        let wire_of = |text: &str| -> Vec<u8> {
+            let mut out = Vec::new();
+            for label in text.trim_end_matches('.').split('.') {
+                let bytes: Vec<u8> = match label.strip_prefix('\\') {
+                    Some(n) => vec![n.parse::<u8>().unwrap()],
+                    None => label.as_bytes().to_vec(),
+                };
+                out.push(bytes.len() as u8);
+                out.extend(bytes);
+            }
+            out.push(0);
+            out
+        };
+        let mut names: Vec<Vec<u8>> = expected.iter().rev().map(|n| wire_of(n)).collect();
+        names.swap(1, 4);
+        names.sort_by(|a, b| canonical_cmp(a, b));
+        let want: Vec<Vec<u8>> = expected.iter().map(|n| wire_of(n)).collect();
+        assert_eq!(names, want);
     }
 
     /// Types in two windows (A, MX in window 0; CAA, 257, in window 1), as RFC 4034 §4.1.2

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::geo::{Coordinates, GeoCode, GeoSet};
@@ -164,6 +165,24 @@ pub struct Zone {
     pub derived_serial_of: Option<u64>,
     /// In a fleet: how many vantage points must see a node down for it to be down.
     pub health_quorum: Quorum,
+    /// How the zone is signed, when it is (`dnssec:`).
+    pub dnssec: Option<Signing>,
+}
+
+/// A signed zone's keys and signature lifetime (`dnssec: {keys: DIR}`).
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// The key directory, resolved against the policy file (watched for key rollovers).
+    pub keys_dir: PathBuf,
+    /// The zone's keys, key-signing keys first.
+    pub keys: Arc<Vec<crate::dnssec::KeyPair>>,
+    /// How long a signature holds, in seconds.
+    pub lifetime: u32,
+}
+
+impl Signing {
+    /// Default signature lifetime: two weeks, as BIND's and Knot's defaults are of that order.
+    pub const DEFAULT_LIFETIME: u32 = 14 * 86_400;
 }
 
 impl Zone {

@@ -43,6 +43,18 @@ pub struct RawZone {
     /// Named unions of geo codes, usable in `geos` lists (`gdpr: [eea, EU-CH]`).
     #[serde(default)]
     pub geo_sets: IndexMap<Key, Spanned<Vec<Spanned<String>>>>,
+    /// Signing: `dnssec: {keys: DIR}`.
+    pub dnssec: Option<Spanned<RawDnssec>>,
+}
+
+/// `dnssec:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnssec {
+    /// The directory of the zone's key files, relative to the policy file.
+    pub keys: Spanned<String>,
+    /// How long signatures hold (default 14 days); they are made again with a quarter left.
+    pub signature_lifetime: Option<Spanned<RawDuration>>,
 }
 
 /// A health check as written: every field optional, so zone defaults and node overrides
@@ -134,7 +146,7 @@ impl RawCheck {
     }
 }
 
-/// A duration as written: `250ms`, `1s`, `1.5s`, `2m`, `1h`. A bare number is an error: is
+/// A duration as written: `250ms`, `1s`, `1.5s`, `2m`, `1h`, `14d`. A bare number is an error: is
 /// `500` milliseconds or seconds? Policies say which.
 #[derive(Debug, Clone)]
 pub struct RawDuration(pub Result<std::time::Duration, String>);
@@ -145,7 +157,7 @@ impl<'de> Deserialize<'de> for RawDuration {
         impl Visitor {
             fn unitless<T: std::fmt::Display>(v: T) -> RawDuration {
                 RawDuration(Err(format!(
-                    "'{v}' has no unit: write {v}ms or {v}s (units: ms, s, m, h)"
+                    "'{v}' has no unit: write {v}ms or {v}s (units: ms, s, m, h, d)"
                 )))
             }
         }
@@ -171,7 +183,7 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
-/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`; a unit is required.
+/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, `14d`; a unit is required.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
@@ -182,9 +194,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         (n, 60.0)
     } else if let Some(n) = text.strip_suffix('h') {
         (n, 3600.0)
+    } else if let Some(n) = text.strip_suffix('d') {
+        (n, 86_400.0)
     } else if text.trim().parse::<f64>().is_ok() {
         return Err(format!(
-            "'{text}' has no unit: write {text}ms or {text}s (units: ms, s, m, h)"
+            "'{text}' has no unit: write {text}ms or {text}s (units: ms, s, m, h, d)"
         ));
     } else {
         (text, 1.0)

@@ -201,9 +201,8 @@ impl Publisher {
 
     /// Installs a newly loaded policy and databases, carrying node state over by zone and
     /// node name, and plans the new load's checks.
-    fn install(&mut self, Loaded { zones, geo, asn }: Loaded) -> String {
+    fn install(&mut self, loaded: Loaded) -> String {
         let now = SystemTime::now();
-        let loaded = Loaded { zones, geo, asn };
         let Takeover {
             served,
             nodes,
@@ -255,6 +254,7 @@ impl Publisher {
                 _ = tick.tick() => {
                     let due = self.latency_due();
                     self.schedule.look(due);
+                    self.resign_when_due();
                 }
                 report = reports.recv(), if reports_open => match report {
                     Some(r) => self.apply_report(r),

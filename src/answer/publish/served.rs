@@ -129,6 +129,15 @@ impl Served {
             &down_lines,
             previous,
         );
+        let signed = crate::answer::signed::sign_zones(
+            &mut snapshot,
+            &self.zones,
+            previous,
+            super::unix_seconds(std::time::SystemTime::now()) as u64,
+        );
+        if signed > 0 {
+            metrics::counter!(m::SIGNATURES_MADE).increment(signed as u64);
+        }
         snapshot.asn = self.asn.clone();
         snapshot.zone_counters = Arc::clone(&self.zone_counters);
         snapshot.explain = Some(Arc::new(ExplainView {
@@ -308,6 +317,17 @@ impl Served {
             fleet,
             timeline: table.timeline(),
             last_reload,
+        }
+    }
+}
+
+impl super::Publisher {
+    /// At a periodic tick: signatures with a quarter of their lifetime left are made again
+    /// by the next build (which signs everything afresh), published like a health change.
+    pub(super) fn resign_when_due(&mut self) {
+        let now = super::unix_seconds(std::time::SystemTime::now()) as u64;
+        if crate::answer::signed::signatures_due(&self.published.snapshot.load(), now) {
+            self.schedule.availability_changed();
         }
     }
 }

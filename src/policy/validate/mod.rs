@@ -178,6 +178,10 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
             }
         },
     };
+    let dnssec = raw
+        .dnssec
+        .as_ref()
+        .and_then(|d| validate_dnssec(&mut diag, &origin, d));
     match soa {
         Some(soa) if diag.errors.is_empty() => Ok(Zone {
             source: path.to_path_buf(),
@@ -191,9 +195,69 @@ pub fn validate(path: &Path, raw: RawZone, derived_serial: u32) -> Result<Zone, 
             // Filled in by the loader, which has the file's text.
             derived_serial_of: None,
             health_quorum,
+            dnssec,
         }),
         _ => Err(PolicyErrors(diag.errors)),
     }
+}
+
+/// Longest signature lifetime accepted: 90 days (a replayed answer stays valid that long).
+const MAX_SIGNATURE_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+/// Shortest: a minute (signatures are made again with a quarter left).
+const MIN_SIGNATURE_LIFETIME: Duration = Duration::from_secs(60);
+
+/// `dnssec: {keys: DIR}`: the zone's keys read from DIR (relative to the policy file), at
+/// least one key-signing key among them.
+fn validate_dnssec(
+    diag: &mut Diagnostics,
+    origin: &DomainName,
+    raw: &Spanned<RawDnssec>,
+) -> Option<Signing> {
+    let lifetime = match &raw.value.signature_lifetime {
+        None => Signing::DEFAULT_LIFETIME,
+        Some(written) => match &written.value.0 {
+            Ok(d) if (MIN_SIGNATURE_LIFETIME..=MAX_SIGNATURE_LIFETIME).contains(d) => {
+                d.as_secs() as u32
+            }
+            Ok(_) => {
+                diag.error(
+                    at(written),
+                    "dnssec: signature_lifetime must be from 1m to 90d (e.g. 14d)",
+                );
+                return None;
+            }
+            Err(e) => {
+                diag.error(at(written), format!("dnssec: signature_lifetime: {e}"));
+                return None;
+            }
+        },
+    };
+    let keys_dir = super::zonefile::resolve(diag.path, &raw.value.keys.value);
+    let keys = match crate::dnssec::load_keys(&origin.to_string(), &keys_dir) {
+        Ok(keys) => keys,
+        Err(e) => {
+            diag.error(at(&raw.value.keys), format!("dnssec: keys: {e}"));
+            return None;
+        }
+    };
+    if !keys
+        .iter()
+        .any(|k| k.role == crate::dnssec::KeyRole::KeySigning)
+    {
+        diag.error(
+            at(&raw.value.keys),
+            format!(
+                "dnssec: keys: {} holds no key-signing key (flags 257) for {origin}; make one with `geosteer dnssec keygen`",
+                keys_dir.display()
+            ),
+        );
+        return None;
+    }
+    Some(Signing {
+        keys_dir,
+        keys: std::sync::Arc::new(keys),
+        lifetime,
+    })
 }
 
 /// A name that must be written fully qualified (with the trailing dot), as in octoDNS.
