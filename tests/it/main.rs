@@ -25,6 +25,7 @@ mod policy_errors;
 mod protocol;
 mod reload;
 mod shipped;
+mod signed;
 mod spread;
 mod status_page;
 mod steering;
