@@ -88,18 +88,18 @@ struct Signer<'a> {
 
 impl<'a> Signer<'a> {
     fn new(signing: &'a Signing, before: Option<&'a SignatureCache>, now: u64) -> Self {
-        let keys: Vec<(u16, u16)> = (signing.keys.iter())
-            .map(|k| (k.key_tag(), k.role.flags()))
+        let keys: Vec<(u16, u16, bool)> = (signing.keys.iter())
+            .map(|k| (k.key_tag(), k.role.flags(), k.signs()))
             .collect();
         let before = before.filter(|c| c.keys == keys && c.validity.is_some_and(|v| !v.due(now)));
         let validity = before
             .and_then(|c| c.validity)
             .unwrap_or_else(|| Validity::from(now, signing.lifetime));
         let key_signing: Vec<&KeyPair> = (signing.keys.iter())
-            .filter(|k| k.role == KeyRole::KeySigning)
+            .filter(|k| k.role == KeyRole::KeySigning && k.signs())
             .collect();
         let mut zone_signing: Vec<&KeyPair> = (signing.keys.iter())
-            .filter(|k| k.role == KeyRole::ZoneSigning)
+            .filter(|k| k.role == KeyRole::ZoneSigning && k.signs())
             .collect();
         if zone_signing.is_empty() {
             zone_signing = key_signing.clone();
@@ -191,8 +191,9 @@ impl<'a> Signer<'a> {
     }
 }
 
-/// The apex's DNSKEY set (every key), and the CDS and CDNSKEY sets of the key-signing keys
-/// (RFC 7344: what the parent may take as the zone's DS), TTL of the SOA.
+/// The apex's DNSKEY set (every key, those published only included), and the CDS and
+/// CDNSKEY sets of the key-signing keys that sign (RFC 7344: what the parent may take as
+/// the zone's DS), TTL of the SOA.
 fn add_apex_keys(answers: &mut ZoneAnswers, zone: &Zone, signing: &Signing) {
     let ttl = zone.soa.ttl;
     let origin = answers.origin.clone();

@@ -274,8 +274,8 @@ pub struct SignedNsec {
 /// the keys that made them.
 #[derive(Debug, Default)]
 pub(crate) struct SignatureCache {
-    /// Key tag and flags of each signing key, in order.
-    pub(crate) keys: Vec<(u16, u16)>,
+    /// Key tag, flags and whether it signs, of each key, in order.
+    pub(crate) keys: Vec<(u16, u16, bool)>,
     /// The validity every signature here was made with.
     pub(crate) validity: Option<crate::dnssec::Validity>,
     /// Canonical RRset → RRSIG bodies.

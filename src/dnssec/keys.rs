@@ -110,6 +110,9 @@ pub enum KeyError {
     /// The zone is no domain name.
     #[error("zone '{0}': not a domain name (labels of 1 to 63 characters, 255 in all)")]
     BadZone(String),
+    /// A key published without its private key was asked to sign.
+    #[error("this key is published only: its .private file is not there")]
+    PublishedOnly,
     /// The crypto library refused (no randomness, a bad key).
     #[error("{0}")]
     Crypto(String),
@@ -125,7 +128,9 @@ pub struct KeyPair {
     pub role: KeyRole,
     /// The public key as DNSKEY carries it (P-256: x ‖ y, 64 bytes; Ed25519: 32 bytes).
     public: Vec<u8>,
-    signer: Signer,
+    /// `None` for a key published only (its `.key` file without a `.private`): a key being
+    /// rolled in or out.
+    signer: Option<Signer>,
 }
 
 impl std::fmt::Debug for KeyPair {
@@ -242,8 +247,13 @@ impl KeyPair {
             algorithm,
             role,
             public,
-            signer,
+            signer: Some(signer),
         })
+    }
+
+    /// Whether the key signs (its private key was read), or is published only.
+    pub fn signs(&self) -> bool {
+        self.signer.is_some()
     }
 
     /// The DNSKEY RDATA: flags, protocol, algorithm, public key.
@@ -303,7 +313,7 @@ impl KeyPair {
     /// Signs `data` (an RRSIG's signed data): P-256 as r ‖ s (64 bytes, RFC 6605), Ed25519
     /// as RFC 8080 says.
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
-        match &self.signer {
+        match self.signer.as_ref().ok_or(KeyError::PublishedOnly)? {
             Signer::Ecdsa(pair) => pair
                 .sign(&SystemRandom::new(), data)
                 .map(|s| s.as_ref().to_vec())
@@ -426,8 +436,8 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
     file.sync_all().map_err(io)
 }
 
-/// Reads every key of `zone` in `dir` (each `K<zone>+*.private` with its `.key`), KSKs
-/// first, then by key tag.
+/// Reads every key of `zone` in `dir` (each `K<zone>+*.private` with its `.key`, and each
+/// `.key` alone as a key published only), KSKs first, then by key tag.
 pub fn load_keys(zone: &str, dir: &Path) -> Result<Vec<KeyPair>, KeyError> {
     let zone = checked_zone(zone)?;
     let prefix = format!("k{zone}+");
@@ -443,10 +453,37 @@ pub fn load_keys(zone: &str, dir: &Path) -> Result<Vec<KeyPair>, KeyError> {
         })
         .collect();
     privates.sort();
+    let mut publics: Vec<PathBuf> = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|source| KeyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.to_ascii_lowercase().starts_with(&prefix)
+            && name.ends_with(".key")
+            && !path.with_extension("private").exists()
+        {
+            publics.push(path);
+        }
+    }
+    publics.sort();
     let mut keys = privates
         .iter()
         .map(|path| read_pair(&zone, path))
         .collect::<Result<Vec<_>, _>>()?;
+    // A `.key` without its `.private`: published, not signing (a key being rolled in
+    // before it signs, or out after it stopped).
+    for path in publics {
+        let (role, algorithm, public, _) = read_public(&zone, &path, None)?;
+        keys.push(KeyPair {
+            zone: zone.clone(),
+            algorithm,
+            role,
+            public,
+            signer: None,
+        });
+    }
     if keys.is_empty() {
         return Err(KeyError::NoKeys {
             dir: dir.to_path_buf(),
@@ -514,55 +551,73 @@ fn read_pair(zone: &str, private_path: &Path) -> Result<KeyPair, KeyError> {
         algorithm.ok_or_else(|| malformed(private_path, 0, "no 'Algorithm:' line".into()))?;
     let (private, private_line) =
         private.ok_or_else(|| malformed(private_path, 0, "no 'PrivateKey:' line".into()))?;
-    // The public file: the DNSKEY record (comments and blank lines aside).
     let key_path = private_path.with_extension("key");
-    let text = read_small(&key_path)?;
+    let (role, _, public, _) = read_public(zone, &key_path, Some(algorithm))?;
+    KeyPair::from_private(zone, algorithm, role, &private, Some(&public))
+        .map_err(|e| malformed(private_path, private_line, e.to_string()))
+}
+
+/// A `.key` file's DNSKEY record (comments and blank lines aside): role, algorithm, public
+/// key and the record's line; the algorithm must be `expected` when one is.
+fn read_public(
+    zone: &str,
+    key_path: &Path,
+    expected: Option<Algorithm>,
+) -> Result<(KeyRole, Algorithm, Vec<u8>, usize), KeyError> {
+    let malformed = |line: usize, reason: String| KeyError::Malformed {
+        path: key_path.to_path_buf(),
+        line,
+        reason,
+    };
+    let text = read_small(key_path)?;
     let (line, record) = text
         .lines()
         .enumerate()
         .map(|(n, l)| (n + 1, l.split(';').next().unwrap_or("").trim()))
         .find(|(_, l)| !l.is_empty())
-        .ok_or_else(|| malformed(&key_path, 0, "no DNSKEY record".into()))?;
+        .ok_or_else(|| malformed(0, "no DNSKEY record".into()))?;
     let tokens: Vec<&str> = record.split_whitespace().collect();
     let at = tokens
         .iter()
         .position(|t| t.eq_ignore_ascii_case("DNSKEY"))
-        .ok_or_else(|| malformed(&key_path, line, "no DNSKEY record".into()))?;
+        .ok_or_else(|| malformed(line, "no DNSKEY record".into()))?;
     if absolute(tokens[0]) != zone {
         let reason = format!("the key is for {}, not {zone}", tokens[0]);
-        return Err(malformed(&key_path, line, reason));
+        return Err(malformed(line, reason));
     }
     let field = |i: usize| tokens.get(at + i).copied().unwrap_or("");
-    let flags: u16 = field(1).parse().map_err(|_| {
-        malformed(
-            &key_path,
-            line,
-            format!("flags '{}' is not a number", field(1)),
-        )
-    })?;
+    let flags: u16 = field(1)
+        .parse()
+        .map_err(|_| malformed(line, format!("flags '{}' is not a number", field(1))))?;
     let role = match flags {
         257 => KeyRole::KeySigning,
         256 => KeyRole::ZoneSigning,
         other => {
             let reason = format!("flags {other}: a zone key has 256 (ZSK) or 257 (KSK)");
-            return Err(malformed(&key_path, line, reason));
+            return Err(malformed(line, reason));
         }
     };
-    if field(3).parse::<u8>().ok() != Some(algorithm.number()) {
-        let reason = format!(
-            "algorithm {} here, {} in {}",
-            field(3),
-            algorithm.number(),
-            private_path.display()
-        );
-        return Err(malformed(&key_path, line, reason));
-    }
+    let algorithm = field(3).parse().ok().and_then(Algorithm::of_number);
+    let algorithm = match (algorithm, expected) {
+        (Some(found), Some(expected)) if found == expected => found,
+        (Some(found), None) => found,
+        _ => {
+            let reason = format!(
+                "algorithm {} is not {}",
+                field(3),
+                expected.map_or("13 or 15".to_string(), |a| format!(
+                    "{} as in its .private file",
+                    a.number()
+                ))
+            );
+            return Err(malformed(line, reason));
+        }
+    };
     let public: String = tokens.get(at + 4..).unwrap_or(&[]).concat();
     let public = BASE64
         .decode(public)
-        .map_err(|e| malformed(&key_path, line, format!("public key is not base64: {e}")))?;
-    KeyPair::from_private(zone, algorithm, role, &private, Some(&public))
-        .map_err(|e| malformed(private_path, private_line, e.to_string()))
+        .map_err(|e| malformed(line, format!("public key is not base64: {e}")))?;
+    Ok((role, algorithm, public, line))
 }
 
 #[cfg(test)]

@@ -794,8 +794,14 @@ fn registration(policy: &FleetPolicy) -> String {
     let nodes: serde_json::Map<String, serde_json::Value> = (policy.nodes.iter())
         .map(|(zone, names)| (zone.clone(), serde_json::json!(names)))
         .collect();
-    serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "serials": serials, "nodes": nodes})
-        .to_string()
+    let mut registration = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "serials": serials, "nodes": nodes});
+    if !policy.keys.is_empty() {
+        let keys: serde_json::Map<String, serde_json::Value> = (policy.keys.iter())
+            .map(|(zone, keys)| (zone.clone(), serde_json::json!(keys)))
+            .collect();
+        registration["dnssec"] = serde_json::Value::Object(keys);
+    }
+    registration.to_string()
 }
 
 /// Why `geosteer fleet` did not set an override.
@@ -848,7 +854,7 @@ pub async fn status_text(config: &FleetConfig) -> Result<String, EtcdError> {
     let distinct: std::collections::BTreeSet<&String> =
         registrations.iter().map(|(_, info)| *info).collect();
     if distinct.len() > 1 {
-        out += "  warning: members serve different policy or geosteer versions\n";
+        out += "  warning: members serve different policy, DNSSEC keys or geosteer versions\n";
     }
     let mut overrides: Vec<_> = state.overrides.iter().collect();
     overrides.sort_by(|a, b| a.0.cmp(b.0));
@@ -1027,6 +1033,7 @@ mod tests {
             policy: FleetPolicy {
                 serials: vec![("z".into(), 7)],
                 nodes: vec![("z".into(), vec!["tokyo".into(), "osaka".into()])],
+                keys: Vec::new(),
             },
             ..Outbox::default()
         };

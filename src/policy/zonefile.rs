@@ -52,21 +52,28 @@ pub fn resolve(policy_path: &Path, written: &str) -> PathBuf {
     }
 }
 
-/// The records file a policy names and every file it `$INCLUDE`s (for the reload watcher,
-/// without validating the whole policy).
+/// The files a policy names, for the reload watcher (without validating the whole
+/// policy): its records file and every file that `$INCLUDE`s, and its key directory (whose
+/// time changes as key files come and go in a rollover).
 pub fn files_named_by(policy_path: &Path) -> Vec<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        keys: Option<String>,
+    }
     #[derive(serde::Deserialize)]
     struct Reference {
         records_file: Option<String>,
+        dnssec: Option<Keys>,
     }
     let Ok(text) = super::read_capped(policy_path, super::MAX_POLICY_BYTES, "policy") else {
         return Vec::new();
     };
-    let Some(file) = serde_saphyr::from_str::<Reference>(&text)
-        .ok()
-        .and_then(|r| r.records_file)
-    else {
+    let Ok(reference) = serde_saphyr::from_str::<Reference>(&text) else {
         return Vec::new();
+    };
+    let keys = (reference.dnssec.and_then(|d| d.keys)).map(|dir| resolve(policy_path, &dir));
+    let Some(file) = reference.records_file else {
+        return keys.into_iter().collect();
     };
     let mut files = vec![resolve(policy_path, &file)];
     let mut next = 0;
@@ -89,6 +96,7 @@ pub fn files_named_by(policy_path: &Path) -> Vec<PathBuf> {
             }
         }
     }
+    files.extend(keys);
     files
 }
 

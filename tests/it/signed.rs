@@ -379,3 +379,215 @@ fn without_do_nothing_changes_and_do_answers_respect_udp_limits() {
     let tcp = dig_text(&signed, &["+dnssec", "+tcp", "test.example", "DNSKEY"]);
     assert!(tcp.contains("RRSIG\tDNSKEY 13 2 600 "), "{tcp}");
 }
+
+/// The key files of `dir` by role: `(tag, path of its .key)`, KSKs (flags 257) or ZSKs.
+fn keys_of(dir: &Path, flags: u16) -> Vec<(u16, PathBuf)> {
+    let mut keys: Vec<(u16, PathBuf)> = std::fs::read_dir(dir)
+        .expect("key dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "key"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).expect("key file");
+            text.lines()
+                .any(|l| !l.starts_with(';') && l.contains(&format!("DNSKEY {flags} ")))
+        })
+        .map(|p| {
+            let tag = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.rsplit('+').next())
+                .and_then(|t| t.parse().ok())
+                .expect("K<zone>+<alg>+<tag>.key");
+            (tag, p)
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn move_file(from: &Path, to_dir: &Path) {
+    let to = to_dir.join(from.file_name().expect("a file name"));
+    std::fs::rename(from, to).expect("move a key file");
+}
+
+/// Key tags of the served DNSKEY set, and of the signatures over `name`/`rtype`.
+fn served_tags(server: &Server, name: &str, rtype: &str) -> (Vec<u16>, Vec<u16>) {
+    let keys = dig_text(
+        server,
+        &["+noall", "+answer", "+multi", "test.example", "DNSKEY"],
+    );
+    let mut key_tags: Vec<u16> = keys
+        .lines()
+        .filter_map(|l| l.split("key id = ").nth(1))
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    key_tags.sort_unstable();
+    let signed = dig_text(server, &["+dnssec", "+short", name, rtype]);
+    let mut sig_tags: Vec<u16> = signed
+        .lines()
+        .filter(|l| l.starts_with(&format!("{rtype} 13 ")))
+        .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+        .collect();
+    sig_tags.sort_unstable();
+    (key_tags, sig_tags)
+}
+
+fn reload(server: &Server) {
+    let (status, body) = http(server.admin, "POST", "/reload", None);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A ZSK rolled by pre-publication (published first, then signing, then gone) and a KSK
+/// by double DS (the parent holds both DS records while the keys are swapped): answers
+/// validate at every step, and the DNSKEY set and signatures name the keys each step says.
+#[test]
+fn keys_roll_over_without_a_gap() {
+    let zone = signed_zone("signed-roll", "{keys: keys}");
+    let keys = zone.dir.join("keys");
+    let (ksk1, _) = keys_of(&keys, 257)[0].clone();
+    let (zsk1, zsk1_path) = keys_of(&keys, 256)[0].clone();
+    let server = serve(&zone);
+    assert_eq!(
+        served_tags(&server, "mail.test.example", "MX").1,
+        vec![zsk1]
+    );
+    // New keys made aside, copied in as a rollover goes.
+    let spare = zone.dir.join("spare");
+    let made = Command::new(geosteer_binary())
+        .args(["dnssec", "keygen", "--zone", "test.example", "--dir"])
+        .arg(&spare)
+        .output()
+        .expect("keygen");
+    assert!(made.status.success(), "{made:?}");
+    let (zsk2, zsk2_path) = keys_of(&spare, 256)[0].clone();
+    let (ksk2, ksk2_path) = keys_of(&spare, 257)[0].clone();
+    let aside = zone.dir.join("retired");
+    std::fs::create_dir_all(&aside).expect("retired dir");
+    let sorted = |mut v: Vec<u16>| {
+        v.sort_unstable();
+        v
+    };
+    // 1. The new ZSK is published, not signing.
+    move_file(&zsk2_path, &keys);
+    reload(&server);
+    let (published, signing) = served_tags(&server, "mail.test.example", "MX");
+    assert_eq!(published, sorted(vec![ksk1, zsk1, zsk2]));
+    assert_eq!(signing, vec![zsk1]);
+    delv(&server, &zone, "127.0.0.1", "mail.test.example", "MX");
+    // 2. It signs; the old one is published only.
+    move_file(&zsk2_path.with_extension("private"), &keys);
+    move_file(&zsk1_path.with_extension("private"), &aside);
+    reload(&server);
+    let (published, signing) = served_tags(&server, "mail.test.example", "MX");
+    assert_eq!(published, sorted(vec![ksk1, zsk1, zsk2]));
+    assert_eq!(signing, vec![zsk2]);
+    delv(&server, &zone, "127.3.0.1", "ingest.test.example", "A");
+    // 3. The old ZSK is gone.
+    move_file(&zsk1_path, &aside);
+    reload(&server);
+    assert_eq!(
+        served_tags(&server, "test.example", "SOA").0,
+        sorted(vec![ksk1, zsk2])
+    );
+    delv(&server, &zone, "127.0.0.1", "mail.test.example", "MX");
+    // KSK, double DS: the parent holds both DS records, then the keys are swapped.
+    let ds_of = |dir: &Path| -> Vec<String> {
+        let out = Command::new(geosteer_binary())
+            .args(["dnssec", "ds", "--zone", "test.example", "--dir"])
+            .arg(dir)
+            .output()
+            .expect("dnssec ds");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" IN DS "))
+            .filter_map(|l| l.split(" IN DS ").nth(1).map(str::to_string))
+            .collect()
+    };
+    let mut both = ds_of(&keys);
+    both.extend(
+        ds_of(&spare)
+            .into_iter()
+            .filter(|d| d.starts_with(&format!("{ksk2} "))),
+    );
+    let anchors: String = both
+        .iter()
+        .map(|ds| {
+            let f: Vec<&str> = ds.split_whitespace().collect();
+            format!(
+                "  test.example. static-ds {} {} {} \"{}\";\n",
+                f[0], f[1], f[2], f[3]
+            )
+        })
+        .collect();
+    std::fs::write(&zone.anchor, format!("trust-anchors {{\n{anchors}}};\n")).expect("anchors");
+    delv(&server, &zone, "127.0.0.1", "mail.test.example", "MX");
+    let ksk1_path = keys_of(&keys, 257)[0].1.clone();
+    move_file(&ksk2_path, &keys);
+    move_file(&ksk2_path.with_extension("private"), &keys);
+    move_file(&ksk1_path.with_extension("private"), &aside);
+    move_file(&ksk1_path, &aside);
+    reload(&server);
+    assert_eq!(
+        served_tags(&server, "test.example", "DNSKEY"),
+        (sorted(vec![ksk2, zsk2]), vec![ksk2])
+    );
+    let cds = dig_text(&server, &["+short", "test.example", "CDS"]);
+    assert!(cds.starts_with(&format!("{ksk2} 13 2 ")), "{cds}");
+    delv(&server, &zone, "127.0.0.1", "mail.test.example", "MX");
+    delv(&server, &zone, "127.0.0.1", "nope.test.example", "A");
+}
+
+/// Instances of a fleet serving the same key files say which keys they sign with in
+/// `geosteer fleet status`, and both answer validly under the one trust anchor.
+#[test]
+fn fleet_members_show_their_key_tags() {
+    let zone = signed_zone("signed-fleet", "{keys: keys}");
+    let keys = zone.dir.join("keys");
+    let (ksk, _) = keys_of(&keys, 257)[0].clone();
+    let (zsk, _) = keys_of(&keys, 256)[0].clone();
+    let etcd_dir = zone.dir.join("etcd");
+    let etcd = geosteer_harness::etcd::EtcdCluster::start(&etcd_dir, 1);
+    let member = |identity: &str| {
+        Server::start(
+            &zone.dir,
+            &repo("tests/fixtures/geo-city.mmdb"),
+            &[
+                "--fleet",
+                &etcd.endpoints(),
+                "--fleet-prefix",
+                "/signed",
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let (a, b) = (member("a"), member("b"));
+    let expected = format!("\"dnssec\":{{\"test.example\":[\"KSK {ksk}\",\"ZSK {zsk}\"]}}");
+    eventually(
+        Duration::from_secs(20),
+        "both members registered with their keys",
+        || {
+            let out = Command::new(geosteer_binary())
+                .args([
+                    "fleet",
+                    "--fleet",
+                    &etcd.endpoints(),
+                    "--fleet-prefix",
+                    "/signed",
+                    "status",
+                ])
+                .output()
+                .expect("geosteer fleet status");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let listed = text.lines().filter(|l| l.contains(&expected)).count();
+            if text.contains("members (2): a, b") && listed == 2 && !text.contains("warning") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
+    for server in [&a, &b] {
+        delv(server, &zone, "127.3.0.1", "ingest.test.example", "A");
+    }
+}

@@ -29,6 +29,9 @@ pub struct FleetPolicy {
     pub serials: Vec<(String, u32)>,
     /// Node names by zone, so `geosteer fleet` can refuse a node no member serves.
     pub nodes: Vec<(String, Vec<String>)>,
+    /// By signed zone, its keys (`KSK 32072`, `ZSK 13081 published`), so a fleet shows a
+    /// member whose key files differ from the others'.
+    pub keys: Vec<(String, Vec<String>)>,
 }
 
 /// This instance's own state for the fleet.

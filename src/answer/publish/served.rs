@@ -211,6 +211,22 @@ impl Served {
                     )
                 })
                 .collect(),
+            keys: (self.zones.iter())
+                .filter_map(|z| Some((fleet_zone(z), z.dnssec.as_ref()?)))
+                .map(|(zone, signing)| {
+                    let keys = (signing.keys.iter())
+                        .map(|k| {
+                            let role = match k.role {
+                                crate::dnssec::KeyRole::KeySigning => "KSK",
+                                crate::dnssec::KeyRole::ZoneSigning => "ZSK",
+                            };
+                            let published = if k.signs() { "" } else { " published" };
+                            format!("{role} {}{published}", k.key_tag())
+                        })
+                        .collect();
+                    (zone, keys)
+                })
+                .collect(),
         }
     }
 

@@ -208,7 +208,7 @@ const MAX_SIGNATURE_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 const MIN_SIGNATURE_LIFETIME: Duration = Duration::from_secs(10);
 
 /// `dnssec: {keys: DIR}`: the zone's keys read from DIR (relative to the policy file), at
-/// least one key-signing key among them.
+/// least one key-signing key that signs among them.
 fn validate_dnssec(
     diag: &mut Diagnostics,
     origin: &DomainName,
@@ -243,12 +243,12 @@ fn validate_dnssec(
     };
     if !keys
         .iter()
-        .any(|k| k.role == crate::dnssec::KeyRole::KeySigning)
+        .any(|k| k.role == crate::dnssec::KeyRole::KeySigning && k.signs())
     {
         diag.error(
             at(&raw.value.keys),
             format!(
-                "dnssec: keys: {} holds no key-signing key (flags 257) for {origin}; make one with `geosteer dnssec keygen`",
+                "dnssec: keys: {} holds no key-signing key (flags 257) with its .private file for {origin}; make one with `geosteer dnssec keygen`",
                 keys_dir.display()
             ),
         );
