@@ -45,6 +45,12 @@ BASELINE_ARGS = os.environ.get("BASELINE_ARGS", "").split()
 # ECS stream, each query with a valid client and server cookie for 127.0.0.1) is added, so
 # the cost of checking and answering cookies is measured.
 COOKIES = os.environ.get("COOKIES") == "1"
+# DNSSEC=1 (implies COOKIES=1): the zone is signed (keys made with geosteer dnssec keygen),
+# and a stream "ecs-do" is added: the ecs-cookie stream with the DO bit, so the cost of
+# sending signed answers is measured against the same queries without DO. Cookies, because
+# without a valid one a DO answer is more than three times its query and is truncated.
+DNSSEC = os.environ.get("DNSSEC") == "1"
+COOKIES = COOKIES or DNSSEC
 # MODE=tcp: every dnsperf run over TCP (dnsperf -m tcp) instead of UDP.
 MODE = os.environ.get("MODE", "udp")
 # CLIENTS: dnsperf's clients (sockets; over TCP, connections), default 4.
@@ -113,6 +119,10 @@ def geosteer_config(directory):
     for name, geo, lat, lon, ip in NODES:
         lines.append(f"  {name}: {{geo: {geo}, location: [{lat}, {lon}], addresses: [{ip}]}}")
     lines += ["steer:", "  ingest: {ttl: 30, answers: 1}"]
+    if DNSSEC:
+        lines.append("dnssec: {keys: keys}")
+        subprocess.run([os.path.join(REPO, "target/release/geosteer"), "dnssec", "keygen", "--zone", ZONE,
+                        "--dir", os.path.join(zones, "keys")], check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(zones, f"{ZONE}.yaml"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return zones
@@ -239,9 +249,9 @@ def wire_name(name):
     return out + b"\0"
 
 
-def query_bytes(name, subnet=None, qid=0, cookie=b""):
-    """A query for name/A, RD clear, EDNS (1232) with an optional ECS /24 option and an
-    optional COOKIE option (its bytes)."""
+def query_bytes(name, subnet=None, qid=0, cookie=b"", dnssec_ok=False):
+    """A query for name/A, RD clear, EDNS (1232, DO when `dnssec_ok`) with an optional ECS
+    /24 option and an optional COOKIE option (its bytes)."""
     header = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 1)
     question = wire_name(f"{name}.{ZONE}") + struct.pack(">HH", 1, 1)
     options = b""
@@ -250,7 +260,7 @@ def query_bytes(name, subnet=None, qid=0, cookie=b""):
         options = struct.pack(">HHHBB", 8, 4 + 3, 1, 24, 0) + octets
     if cookie:
         options += struct.pack(">HH", 10, len(cookie)) + cookie
-    opt = b"\0" + struct.pack(">HHIH", 41, 1232, 0, len(options)) + options
+    opt = b"\0" + struct.pack(">HHIH", 41, 1232, 0x8000 if dnssec_ok else 0, len(options)) + options
     return header + question + opt
 
 
@@ -433,6 +443,10 @@ def main():
             cookie = server_cookie(servers["geosteer"].port)
             streams["ecs-cookie"] = os.path.join(WORK, "stream-ecs-cookie.bin")
             write_stream(streams["ecs-cookie"], [query_bytes("ingest", s[0], cookie=cookie) for s in subnets])
+        if DNSSEC:
+            streams["ecs-do"] = os.path.join(WORK, "stream-ecs-do.bin")
+            write_stream(streams["ecs-do"], [query_bytes("ingest", s[0], cookie=cookie, dnssec_ok=True)
+                                             for s in subnets])
 
         # Correctness first (also warms every server).
         sample = subnets[:2000]
@@ -498,6 +512,10 @@ def main():
             g, b = cells[("geosteer", stream)], cells[("baseline", stream)]
             print(f"  {stream:8}                      {g['med'] / b['med']:6.2f}  {g['cpu'] / b['cpu']:6.2f}  "
                   f"{g['p99'] / b['p99']:5.2f}")
+    if DNSSEC:
+        g, d = cells[("geosteer", "ecs-cookie")], cells[("geosteer", "ecs-do")]
+        print(f"\nsigned zone, geosteer: ECS with DO / without (same queries, valid cookies): "
+              f"CPU/q {d['cpu'] / g['cpu']:.2f}, sat q/s {d['med'] / g['med']:.2f}, p99 {d['p99'] / g['p99']:.2f}")
     if ONLY or STREAMS:
         return
     print("\nratios (geosteer / other):  sat q/s   CPU/q   p99")

@@ -101,6 +101,10 @@ fn main() {
     let mut rng = XorShift::new(0x5eed);
     let nodes = node_count();
     let text = fleet::scale_zone(&mut rng, nodes, name_count());
+    if std::env::var("SIGNED").is_ok_and(|v| v == "1") {
+        signed_against_unsigned(&text, &geo_path, nodes);
+        return;
+    }
     let zones =
         vec![parse_zone(std::path::Path::new("scale.yaml"), &text, 1).expect("generated policy")];
     let started = Instant::now();
@@ -235,6 +239,28 @@ fn main() {
     server_changes(&dir, &geo_path, nodes, &mut rng, true);
 }
 
+/// `SIGNED=1`: the same changes on the real server with the zone unsigned, then signed
+/// (keys made by `geosteer dnssec keygen`), in one run; and the signatures made at start
+/// and per change.
+fn signed_against_unsigned(text: &str, geo_path: &std::path::Path, nodes: usize) {
+    let plain = zone_dir("rebuild-bench-plain", text);
+    let signed = zone_dir(
+        "rebuild-bench-signed",
+        &format!("{text}\ndnssec: {{keys: keys}}\n"),
+    );
+    let made = std::process::Command::new(geosteer_binary())
+        .args(["dnssec", "keygen", "--zone", "scale.example", "--dir"])
+        .arg(signed.join("keys"))
+        .output()
+        .expect("geosteer dnssec keygen runs");
+    assert!(made.status.success(), "{made:?}");
+    for (dir, what) in [(&plain, "unsigned"), (&signed, "signed")] {
+        println!("--- zone {what}");
+        let mut rng = XorShift::new(0x5eed);
+        server_changes(dir, geo_path, nodes, &mut rng, false);
+    }
+}
+
 /// The real server: 40 availability changes through the admin interface (each answered once
 /// published), alone or while latency feed batches arrive (10 a second, each re-ranking
 /// within the re-rank interval); then the server's own change -> published quantiles.
@@ -245,7 +271,14 @@ fn server_changes(
     rng: &mut XorShift,
     with_feed: bool,
 ) {
+    let started = Instant::now();
     let server = Server::start(dir, geo_path, &[]);
+    let ready = started.elapsed();
+    let signatures = |server: &Server| {
+        let (_, text) = http(server.admin, "GET", "/metrics", None);
+        metric(&text, "geosteer_dnssec_signatures_made_total").max(0.0)
+    };
+    let at_start = signatures(&server);
     // The nodes after the first `nodes - DOWN` stay down throughout; the changes below come
     // from the others.
     let down = down_count().min(nodes.saturating_sub(1));
@@ -289,6 +322,12 @@ fn server_changes(
             1e3 * metric(&text, "geosteer_ranking_seconds{quantile=\"1\"}"),
         ),
     }
+    println!(
+        "  ready in {:.2} s; signatures made at start {at_start:.0}, per change {:.1}",
+        ready.as_secs_f64(),
+        (metric(&text, "geosteer_dnssec_signatures_made_total").max(0.0) - at_start)
+            / f64::from(changes),
+    );
     for (q, label) in [("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")] {
         println!(
             "  change -> published {label} {:>8.1} ms   (rebuild {label}: {:.1} ms)   target <= 10 ms",

@@ -18,6 +18,13 @@ mod snapshot;
 mod zone;
 
 pub use build::build;
+
+/// Signs the signed zones of a snapshot built by [`build`] (`zones` as given to it) at
+/// `now` (UNIX seconds), as the publisher does after each build; returns the signatures
+/// made. For tests and benchmarks that answer from a snapshot built in process.
+pub fn sign(snapshot: &mut Snapshot, zones: &[crate::policy::Zone], now: u64) -> usize {
+    signed::sign_zones(snapshot, zones, None, now)
+}
 pub use publish::{
     Audit, Command, CommandError, FleetKey, FleetNews, FleetPolicy, FleetState, NodeStatus,
     NotReady, Outbox, Override, Publisher, SnapshotReader, StateView, Timeline, TimelineEntry,

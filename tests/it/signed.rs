@@ -12,8 +12,8 @@ use geosteer_harness::etcd::free_port;
 
 /// A copy of the test zone with two wildcards, signed: its directory, the delv trust anchor
 /// file, the KSK's DNSKEY RDATA text (flags … key) and the DS keygen printed.
-struct SignedZone {
-    dir: PathBuf,
+pub(crate) struct SignedZone {
+    pub(crate) dir: PathBuf,
     anchor: PathBuf,
     ksk: String,
     ds: String,
@@ -21,7 +21,7 @@ struct SignedZone {
 
 /// The test policy plus wildcards (an A, and a CNAME to the MX name), with `dnssec` set
 /// to `signing` (None: unsigned).
-fn policy(signing: Option<&str>) -> String {
+pub(crate) fn policy(signing: Option<&str>) -> String {
     let text = std::fs::read_to_string(repo("tests/fixtures/zones/test.example.yaml"))
         .expect("test policy");
     let caa = "  caa: {type: CAA, value: {flags: 0, tag: issue, value: ca.example}}\n";
@@ -36,7 +36,7 @@ fn policy(signing: Option<&str>) -> String {
     text
 }
 
-fn signed_zone(name: &str, signing: &str) -> SignedZone {
+pub(crate) fn signed_zone(name: &str, signing: &str) -> SignedZone {
     let dir = zone_dir(name, &policy(Some(signing)));
     let keys = dir.join("keys");
     let made = Command::new(geosteer_binary())
