@@ -591,3 +591,46 @@ fn fleet_members_show_their_key_tags() {
         delv(server, &zone, "127.3.0.1", "ingest.test.example", "A");
     }
 }
+
+/// A flood of DO queries from one source without a cookie: rate limiting holds (about half
+/// the limited replies are dropped) and no reply is more than three times its query, signed
+/// answers included (they are truncated instead).
+#[test]
+fn do_floods_are_rate_limited_and_never_amplified() {
+    let zone = signed_zone("signed-flood", "{keys: keys}");
+    let server = Server::start(
+        &zone.dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--rrl-rate", "20", "--rrl-slip", "2"],
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.62:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut query = q("ingest.test.example.", hickory_proto::rr::RecordType::A).bytes();
+    // The OPT record is last: root owner, type, class, then the TTL whose third byte has DO.
+    let opt = query.len() - 11;
+    assert_eq!(query[opt..opt + 3], [0, 0, 41], "OPT last, without options");
+    query[opt + 7] |= 0x80;
+    let flood = 400;
+    for _ in 0..flood {
+        socket.send_to(&query, server.addr).expect("send");
+    }
+    let mut replies = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok((len, _)) = socket.recv_from(&mut buf) {
+        assert!(
+            len <= 3 * query.len(),
+            "a {len}-byte reply to a {}-byte query",
+            query.len()
+        );
+        replies += 1;
+    }
+    assert!(
+        (20..=250).contains(&replies),
+        "{replies} replies to {flood} queries"
+    );
+    // The same query over TCP gets the signed answer.
+    let text = dig_text(&server, &["+dnssec", "+tcp", "ingest.test.example", "A"]);
+    assert!(text.contains("RRSIG\tA 13 3 30 "), "{text}");
+}
