@@ -119,6 +119,24 @@ impl<'a> Signer<'a> {
         }
     }
 
+    /// A signer for part of the work on another thread: the same keys, validity and
+    /// previous signatures, a cache of its own (merged back after).
+    fn fork(&self) -> Signer<'a> {
+        Signer {
+            key_signing: self.key_signing.clone(),
+            zone_signing: self.zone_signing.clone(),
+            validity: self.validity,
+            before: self.before,
+            kept_previous: self.kept_previous,
+            cache: SignatureCache {
+                keys: Vec::new(),
+                validity: Some(self.validity),
+                by_rrset: HashMap::new(),
+            },
+            made: 0,
+        }
+    }
+
     fn into_cache(self) -> SignatureCache {
         self.cache
     }
@@ -291,23 +309,63 @@ fn sign_steered(answers: &mut ZoneAnswers, signer: &mut Signer, previous: Option
         let old_index: HashMap<&AnswerSet, usize> = old
             .map(|t| t.answers.iter().enumerate().map(|(i, a)| (a, i)).collect())
             .unwrap_or_default();
-        let signatures: Vec<AnswerSignatures> = (table.answers.iter())
+        let mut signatures: Vec<Option<AnswerSignatures>> = (table.answers.iter())
             .map(|answer| {
-                if let Some(kept) =
-                    (old_index.get(answer)).and_then(|&i| old.and_then(|t| t.signatures.get(i)))
-                {
-                    return kept.clone();
-                }
-                AnswerSignatures {
-                    families: [
-                        sign_family(signer, owner, RecordType::A, &answer.a),
-                        sign_family(signer, owner, RecordType::AAAA, &answer.aaaa),
-                    ],
-                }
+                let kept = old_index.get(answer);
+                kept.and_then(|&i| old.and_then(|t| t.signatures.get(i)))
+                    .cloned()
             })
             .collect();
-        table.signatures = signatures.into();
+        let todo: Vec<usize> = (0..signatures.len())
+            .filter(|&i| signatures[i].is_none())
+            .collect();
+        for (i, signed) in sign_answers(signer, owner, &table.answers, &todo) {
+            signatures[i] = Some(signed);
+        }
+        table.signatures = signatures
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
     }
+}
+
+/// Answers signed per part of the work: enough to be worth a thread.
+const ANSWERS_PER_PART: usize = 64;
+
+/// Signs the answers at `todo` (indices into `answers`), on every core when there are
+/// many (a first build signs every answer of every name).
+fn sign_answers(
+    signer: &mut Signer,
+    owner: &[u8],
+    answers: &[AnswerSet],
+    todo: &[usize],
+) -> Vec<(usize, AnswerSignatures)> {
+    let sign = |signer: &mut Signer, i: usize| {
+        let answer = &answers[i];
+        let families = [
+            sign_family(signer, owner, RecordType::A, &answer.a),
+            sign_family(signer, owner, RecordType::AAAA, &answer.aaaa),
+        ];
+        (i, AnswerSignatures { families })
+    };
+    let parts = crate::parallel::workers().min(todo.len() / ANSWERS_PER_PART);
+    if parts < 2 {
+        return todo.iter().map(|&i| sign(signer, i)).collect();
+    }
+    let chunks: Vec<&[usize]> = todo.chunks(todo.len().div_ceil(parts)).collect();
+    let shared = &*signer;
+    let results = crate::parallel::each(chunks, |chunk| {
+        let mut part = shared.fork();
+        let signed: Vec<_> = chunk.iter().map(|&i| sign(&mut part, i)).collect();
+        (signed, part.cache.by_rrset, part.made)
+    });
+    let mut out = Vec::with_capacity(todo.len());
+    for (signed, cache, made) in results {
+        out.extend(signed);
+        signer.cache.by_rrset.extend(cache);
+        signer.made += made;
+    }
+    out
 }
 
 /// The signatures of every record set one family's answer can send, sorted by (variant,
