@@ -749,3 +749,35 @@ fn one_typo_one_error() {
         "{errs:?}"
     );
 }
+
+/// `dnssec:`: a key directory that is not there, one without a key-signing key that
+/// signs, and a lifetime out of range are each refused where they are written.
+#[test]
+fn dnssec_keys_and_lifetimes() {
+    let text = format!("{GOOD}dnssec: {{keys: /nonexistent/keys}}\n");
+    assert_one(&text, 20, "dnssec: keys: /nonexistent/keys");
+    let text = format!("{GOOD}dnssec: {{keys: /nonexistent/keys, signature_lifetime: 120d}}\n");
+    assert_one(&text, 20, "signature_lifetime must be from 10s to 90d");
+    // A ZSK alone (no KSK with its private key): refused, naming what is missing.
+    let dir = std::env::temp_dir().join(format!("geosteer-zsk-only-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let made = Command::new(support::geosteer_binary())
+        .args(["dnssec", "keygen", "--zone", "live.example.net", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("keygen");
+    assert!(made.status.success(), "{made:?}");
+    for entry in std::fs::read_dir(&dir).expect("keys") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("key file");
+        if path.extension().is_some_and(|e| e == "private") && text.contains("PrivateKey") {
+            let public = std::fs::read_to_string(path.with_extension("key")).expect(".key");
+            if public.contains("DNSKEY 257 ") {
+                std::fs::remove_file(&path).expect("remove the KSK's private key");
+            }
+        }
+    }
+    let text = format!("{GOOD}dnssec: {{keys: {}}}\n", dir.display());
+    assert_one(&text, 20, "no key-signing key (flags 257) with its .private file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
