@@ -778,6 +778,10 @@ fn dnssec_keys_and_lifetimes() {
         }
     }
     let text = format!("{GOOD}dnssec: {{keys: {}}}\n", dir.display());
-    assert_one(&text, 20, "no key-signing key (flags 257) with its .private file");
+    assert_one(
+        &text,
+        20,
+        "no key-signing key (flags 257) with its .private file",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,6 +14,7 @@ use geosteer_harness::etcd::free_port;
 /// file, the KSK's DNSKEY RDATA text (flags … key) and the DS keygen printed.
 pub(crate) struct SignedZone {
     pub(crate) dir: PathBuf,
+    origin: String,
     anchor: PathBuf,
     ksk: String,
     ds: String,
@@ -37,10 +38,16 @@ pub(crate) fn policy(signing: Option<&str>) -> String {
 }
 
 pub(crate) fn signed_zone(name: &str, signing: &str) -> SignedZone {
-    let dir = zone_dir(name, &policy(Some(signing)));
+    signed_zone_of(name, "test.example", &policy(Some(signing)))
+}
+
+/// Keys for `origin` made by keygen beside `policy` (which names them `keys`), and delv's
+/// trust anchor.
+fn signed_zone_of(name: &str, origin: &str, policy: &str) -> SignedZone {
+    let dir = zone_dir(name, policy);
     let keys = dir.join("keys");
     let made = Command::new(geosteer_binary())
-        .args(["dnssec", "keygen", "--zone", "test.example", "--dir"])
+        .args(["dnssec", "keygen", "--zone", origin, "--dir"])
         .arg(&keys)
         .output()
         .expect("geosteer dnssec keygen runs");
@@ -61,11 +68,12 @@ pub(crate) fn signed_zone(name: &str, signing: &str) -> SignedZone {
     let anchor = dir.join("anchor.conf");
     std::fs::write(
         &anchor,
-        format!("trust-anchors {{\n  test.example. static-key 257 3 13 \"{key}\";\n}};\n"),
+        format!("trust-anchors {{\n  {origin}. static-key 257 3 13 \"{key}\";\n}};\n"),
     )
     .expect("write the trust anchor");
     SignedZone {
         dir,
+        origin: origin.to_string(),
         anchor,
         ksk,
         ds,
@@ -84,7 +92,8 @@ fn delv(server: &Server, zone: &SignedZone, source: &str, name: &str, rtype: &st
         .arg("delv")
         .arg("-a")
         .arg(&zone.anchor)
-        .args(["+root=test.example", "-b", source])
+        .arg(format!("+root={}", zone.origin))
+        .args(["-b", source])
         .arg(format!("@{}", server.addr.ip()))
         .args(["-p", &server.addr.port().to_string(), name, rtype])
         .output()
@@ -633,4 +642,26 @@ fn do_floods_are_rate_limited_and_never_amplified() {
     // The same query over TCP gets the signed answer.
     let text = dig_text(&server, &["+dnssec", "+tcp", "ingest.test.example", "A"]);
     assert!(text.contains("RRSIG\tA 13 3 30 "), "{text}");
+}
+
+/// Each carrier line's variant of a steered answer is signed: clients on the carrier get
+/// the node's address there, others its default address, and both validate.
+#[test]
+fn carrier_line_answers_are_signed_each() {
+    let policy = "zone: car.example\nsoa: {primary: ns1.car.example., contact: h.car.example.}\n\
+        ns: [ns1.car.example.]\ncheck: {type: none}\nnodes:\n\
+        \x20 tokyo: {geo: AS-JP, location: [35.68, 139.69], addresses: [192.0.2.1, {address: 192.0.2.101, asn: 64500}]}\n\
+        \x20 singapore: {geo: AS-SG, location: [1.35, 103.82], addresses: [192.0.2.2]}\n\
+        steer:\n  ingest: {answers: 1}\ndnssec: {keys: keys}\n";
+    let zone = signed_zone_of("signed-carriers", "car.example", policy);
+    let asn = repo("tests/fixtures/geo-asn.mmdb");
+    let server = Server::start(
+        &zone.dir,
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &["--asn-db", asn.to_str().expect("utf-8 path")],
+    );
+    let on_carrier = delv(&server, &zone, "127.1.0.5", "ingest.car.example", "A");
+    assert!(on_carrier.contains("A\t192.0.2.101"), "{on_carrier}");
+    let off_carrier = delv(&server, &zone, "127.1.200.1", "ingest.car.example", "A");
+    assert!(off_carrier.contains("A\t192.0.2.1\n"), "{off_carrier}");
 }
