@@ -36,7 +36,8 @@
 //!   state view). `feedfile`: the latency feed as a watched file. `fleet`: overrides and
 //!   health verdicts shared with other instances through etcd, and probe agents' reports.
 //! - `service`: wiring a server together, shared by `serve` and `check`. `diff`: two
-//!   policies (or one with nodes down) compared client by client.
+//!   policies (or one with nodes down) compared client by client. `import`: an octoDNS
+//!   zone file as a policy.
 // Denied everywhere but where a system call needs it, which allows it locally: the UDP batch
 // calls (src/dns/batch.rs), mapping database files (src/geo/mapped.rs), handing freed
 // memory back after ranking (src/steer/regions.rs), lowering the ranking thread's
@@ -92,5 +93,6 @@ pub mod fleet;
 // Wiring.
 pub mod service;
 
-// Policies compared offline, on the tables `check` builds.
+// Policies compared offline, on the tables `check` builds; policies imported from octoDNS.
 pub mod diff;
+pub mod import;

@@ -116,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         action: DnssecAction,
     },
+    /// Translate another system's zone into a policy, printed on standard output.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Validate policy files (and the GeoIP database) and print every error.
     Check {
         /// Policy file or directory.
@@ -124,6 +129,25 @@ enum Command {
         /// GeoIP database(s) to build answer tables against.
         #[arg(long, default_value = DEFAULT_GEO_DB)]
         geo: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// An octoDNS zone file (YamlProvider format): static records, dynamic A/AAAA records
+    /// as steered names; choices made are marked `# choice:`.
+    Octodns {
+        /// The octoDNS zone file.
+        file: PathBuf,
+        /// The zone (live.example.net).
+        #[arg(long)]
+        zone: String,
+        /// The zone's name servers, fully qualified, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nameservers: Vec<String>,
+        /// The SOA contact (hostmaster.<zone>. when absent).
+        #[arg(long)]
+        contact: Option<String>,
     },
 }
 
@@ -460,6 +484,22 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { path, geo }) => check(&path, &geo),
         Some(Command::Dnssec { action }) => dnssec(action),
+        Some(Command::Import {
+            from:
+                ImportFrom::Octodns {
+                    file,
+                    zone,
+                    nameservers,
+                    contact,
+                },
+        }) => {
+            let options = geosteer::import::ImportOptions {
+                zone,
+                nameservers,
+                contact,
+            };
+            import_octodns(&file, &options)
+        }
         Some(Command::Explain {
             name,
             zone,
@@ -568,6 +608,32 @@ fn dnssec(action: DnssecAction) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `geosteer import octodns`: the policy on standard output, or every problem found.
+fn import_octodns(file: &std::path::Path, options: &geosteer::import::ImportOptions) -> ExitCode {
+    /// Larger than any zone file: refused rather than read whole.
+    const MAX_ZONE_FILE: u64 = 64 << 20;
+    let text = match std::fs::metadata(file) {
+        Ok(m) if m.len() > MAX_ZONE_FILE => Err(format!("larger than {MAX_ZONE_FILE} bytes")),
+        _ => std::fs::read_to_string(file).map_err(|e| e.to_string()),
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("Error: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match geosteer::import::octodns(&text, options) {
+        Ok(policy) => print_out(&policy),
+        Err(errors) => {
+            for error in errors.0 {
+                eprintln!("{}: {error}", file.display());
+            }
             ExitCode::FAILURE
         }
     }

@@ -21,6 +21,7 @@ mod geo_tables;
 mod hostile;
 mod latency;
 mod layers;
+mod octodns;
 mod policy_errors;
 mod protocol;
 mod reload;
