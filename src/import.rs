@@ -32,6 +32,9 @@ pub struct ImportOptions {
 #[error("{}", .0.join("\n"))]
 pub struct ImportErrors(pub Vec<String>);
 
+/// The TTL of an octoDNS record that sets none.
+const OCTODNS_DEFAULT_TTL: u64 = 3600;
+
 /// Record types a geosteer policy serves statically.
 const STATIC_TYPES: [&str; 8] = ["A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS"];
 
@@ -190,7 +193,8 @@ fn static_record(name: &str, rtype: &str, record: &Value) -> Result<String, Stri
     let ttl = record
         .get("ttl")
         .and_then(Value::as_u64)
-        .map_or(String::new(), |t| format!(", ttl: {t}"));
+        .unwrap_or(OCTODNS_DEFAULT_TTL);
+    let ttl = format!(", ttl: {ttl}");
     Ok(format!(
         "    - {{type: {rtype}{ttl}, values: [{}]}}\n",
         written.join(", ")
@@ -509,7 +513,10 @@ fn steered_name(
         "      {VALUES_POOL}: {{nodes: [{}]}}\n",
         last.join(", ")
     ));
-    let ttl = record.get("ttl").and_then(Value::as_u64).unwrap_or(3600);
+    let ttl = record
+        .get("ttl")
+        .and_then(Value::as_u64)
+        .unwrap_or(OCTODNS_DEFAULT_TTL);
     let key = quoted(if name.is_empty() { "@" } else { name });
     let mut out = format!("  {key}:\n    ttl: {ttl}\n");
     out += "    # choice: one value per answer, drawn by weight among its pool's values, as octoDNS's\n";

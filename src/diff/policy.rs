@@ -177,9 +177,11 @@ fn node_fields(n: &Node) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A record set in words.
+/// A record set in words; its records in a fixed order (an RRset has none, so a file that
+/// lists them otherwise changes nothing).
 fn set_text(set: &RecordSet) -> String {
-    let data: Vec<String> = set.data.iter().map(|d| format!("{d:?}")).collect();
+    let mut data: Vec<String> = set.data.iter().map(|d| format!("{d:?}")).collect();
+    data.sort();
     format!("ttl {} {}", set.ttl, data.join(", "))
 }
 

@@ -120,3 +120,111 @@ fn what_geosteer_cannot_express_is_refused_by_name() {
     assert!(output.stdout.is_empty(), "nothing printed on failure");
     let _ = std::fs::remove_file(&file);
 }
+
+/// Runs a command, returning (success, stdout + stderr).
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command.output().expect("the command runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// A virtual environment with octoDNS from PyPI and this repository's provider
+/// (`integrations/octodns`, installed afresh every time).
+fn octodns_venv() -> std::path::PathBuf {
+    let venv = repo("target/octodns-venv");
+    let pip = venv.join("bin/pip");
+    if !venv.join("bin/octodns-sync").exists() {
+        let (ok, text) = run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        assert!(ok, "python3 -m venv (apt-get install python3-venv): {text}");
+        let (ok, text) = run(Command::new(&pip).args(["install", "--quiet", "octodns"]));
+        assert!(ok, "pip install octodns: {text}");
+    }
+    let (ok, text) = run(Command::new(&pip)
+        .args(["install", "--quiet", "--force-reinstall", "--no-deps"])
+        .arg(repo("integrations/octodns")));
+    assert!(ok, "pip install integrations/octodns: {text}");
+    venv
+}
+
+/// The octoDNS provider: `octodns-sync --doit` from a YamlProvider zone writes a policy that
+/// geosteer serves (each region from its pool), a second sync plans nothing, the policy is
+/// the one `geosteer import octodns` makes from the same file (`geosteer diff` exits 0), and
+/// a construct geosteer cannot express fails the plan with the record's name.
+#[test]
+fn the_octodns_provider_syncs_a_zone_that_geosteer_serves() {
+    let venv = octodns_venv();
+    let work = std::env::temp_dir().join(format!("octodns-sync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let (config_dir, out) = (work.join("config"), work.join("out"));
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    let zone_file = config_dir.join("live.example.net.yaml");
+    std::fs::copy(
+        repo("tests/fixtures/octodns/live.example.net.yaml"),
+        &zone_file,
+    )
+    .expect("zone file");
+    let config = work.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "providers:\n  config:\n    class: octodns.provider.yaml.YamlProvider\n    directory: {}\n\
+             \x20 geosteer:\n    class: octodns_geosteer.GeosteerProvider\n    directory: {}\n\
+             \x20   nameservers: [ns1.live.example.net., ns2.live.example.net.]\n    geosteer: {}\n\
+             zones:\n  live.example.net.:\n    sources: [config]\n    targets: [geosteer]\n",
+            config_dir.display(),
+            out.display(),
+            geosteer_binary().display()
+        ),
+    )
+    .expect("config");
+    let sync = |doit: bool| {
+        let mut command = Command::new(venv.join("bin/octodns-sync"));
+        command.arg("--config-file").arg(&config);
+        if doit {
+            command.arg("--doit");
+        }
+        run(&mut command)
+    };
+    let (ok, text) = sync(true);
+    assert!(ok, "octodns-sync --doit: {text}");
+    let (ok, text) = sync(false);
+    assert!(
+        ok && text.contains("No changes were planned"),
+        "a second sync: {text}"
+    );
+    // What the provider wrote is what the importer makes of the same file.
+    let imported = import(&zone_file, &[]);
+    assert!(imported.status.success(), "{imported:?}");
+    let imported_dir = work.join("imported");
+    std::fs::create_dir_all(&imported_dir).expect("dir");
+    std::fs::write(imported_dir.join("live.example.net.yaml"), &imported.stdout).expect("write");
+    let (same, text) = run(Command::new(geosteer_binary())
+        .arg("diff")
+        .arg(&imported_dir)
+        .arg(&out)
+        .arg("--geo")
+        .arg(repo("tests/fixtures/geo-city.mmdb")));
+    assert!(same, "geosteer diff importer provider: {text}");
+    let server = Server::start(&out, &repo("tests/fixtures/geo-city.mmdb"), &[]);
+    let ask = |subnet: &str| {
+        a_records(&udp(
+            &server,
+            &q("ingest.live.example.net.", A).ecs(subnet, 24),
+        ))
+    };
+    assert!(["198.51.100.31", "198.51.100.32"].contains(&ask("127.3.0.0")[0].as_str()));
+    assert_eq!(ask("127.1.0.0"), vec!["198.51.100.81"]);
+    assert!(["198.51.100.11", "198.51.100.12"].contains(&ask("127.4.0.0")[0].as_str()));
+    // An unsupported construct: the plan fails, naming the record, and nothing is written.
+    let before = std::fs::read_to_string(out.join("live.example.net.yaml")).expect("policy");
+    let mut text = std::fs::read_to_string(&zone_file).expect("zone file");
+    text += "ptr:\n  type: PTR\n  value: host.example.net.\n";
+    std::fs::write(&zone_file, text).expect("zone file");
+    let (ok, text) = sync(true);
+    assert!(!ok, "a PTR record was accepted: {text}");
+    assert!(text.contains("ptr"), "the refusal names the record: {text}");
+    let after = std::fs::read_to_string(out.join("live.example.net.yaml")).expect("policy");
+    assert_eq!(before, after, "nothing written");
+    let _ = std::fs::remove_dir_all(&work);
+}
