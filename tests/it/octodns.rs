@@ -216,6 +216,26 @@ fn the_octodns_provider_syncs_a_zone_that_geosteer_serves() {
     assert!(["198.51.100.31", "198.51.100.32"].contains(&ask("127.3.0.0")[0].as_str()));
     assert_eq!(ask("127.1.0.0"), vec!["198.51.100.81"]);
     assert!(["198.51.100.11", "198.51.100.12"].contains(&ask("127.4.0.0")[0].as_str()));
+    // With `admin`, a sync asks the instance to reload: the next answer is the new one.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "    geosteer: ",
+        &format!("    admin: http://{}\n    geosteer: ", server.admin),
+    );
+    std::fs::write(&config, text).expect("config");
+    let zone_text = std::fs::read_to_string(&zone_file).expect("zone file");
+    std::fs::write(
+        &zone_file,
+        zone_text.replace("198.51.100.81", "198.51.100.82"),
+    )
+    .expect("zone file");
+    let (ok, text) = sync(true);
+    assert!(ok, "octodns-sync with a reload: {text}");
+    assert_eq!(
+        ask("127.1.0.0"),
+        vec!["198.51.100.82"],
+        "reloaded when the sync returned"
+    );
     // An unsupported construct: the plan fails, naming the record, and nothing is written.
     let before = std::fs::read_to_string(out.join("live.example.net.yaml")).expect("policy");
     let mut text = std::fs::read_to_string(&zone_file).expect("zone file");

@@ -123,8 +123,12 @@ class GeosteerProvider(BaseProvider):
             self._reload()
 
     def _reload(self):
+        # The admin interface refuses a POST that looks like a browser's form (urllib sends
+        # a form Content-Type with any body): X-Geosteer marks a deliberate client.
         request = urllib.request.Request(
-            self.admin.rstrip('/') + '/reload', method='POST', data=b''
+            self.admin.rstrip('/') + '/reload',
+            method='POST',
+            headers={'X-Geosteer': '1'},
         )
         if self.token_env:
             token = os.environ.get(self.token_env, '')
