@@ -193,6 +193,20 @@ fn the_octodns_provider_syncs_a_zone_that_geosteer_serves() {
         ok && text.contains("No changes were planned"),
         "a second sync: {text}"
     );
+    // octodns-dump reads the policy back as octoDNS records.
+    let dump = work.join("dump");
+    let (ok, text) = run(Command::new(venv.join("bin/octodns-dump"))
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&dump)
+        .args(["live.example.net.", "geosteer"]));
+    assert!(ok, "octodns-dump: {text}");
+    let dumped = std::fs::read_to_string(dump.join("live.example.net.yaml")).expect("dump");
+    assert!(
+        dumped.contains("fallback: us") && dumped.contains("- AS-JP") && dumped.contains("a\\;b"),
+        "{dumped}"
+    );
     // What the provider wrote is what the importer makes of the same file.
     let imported = import(&zone_file, &[]);
     assert!(imported.status.success(), "{imported:?}");
