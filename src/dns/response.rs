@@ -39,6 +39,7 @@ const QTYPE_IXFR: u16 = RecordType::IXFR.0;
 const QTYPE_AXFR: u16 = RecordType::AXFR.0;
 const QTYPE_ANY: u16 = RecordType::ANY.0;
 const QTYPE_DS: u16 = RecordType::DS.0;
+const QTYPE_NSEC: u16 = RecordType::NSEC.0;
 /// Bound on CNAME chains followed inside one zone.
 const MAX_CNAME_HOPS: usize = 8;
 
@@ -889,6 +890,16 @@ fn found(
     qtype: u16,
     chase: &mut Chase,
 ) -> Step {
+    if qtype == QTYPE_NSEC
+        && let Some(nsec) = asked.signed.and_then(|s| s.nsec_at(chase.name.bytes()))
+    {
+        // The name's own NSEC, asked for by type (a wildcard's is not the name's).
+        asked
+            .writer
+            .record(Section::Answer, chase.owner, &nsec.body);
+        push_signatures(asked.writer, Section::Answer, chase.owner, &nsec.signatures);
+        return Step::Done(Rcode::NoError);
+    }
     match node {
         NameNode::EmptyNonTerminal => Step::NoData,
         // Other types at a steered name are NODATA for everyone: no need to locate.

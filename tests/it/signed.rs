@@ -152,6 +152,11 @@ fn signed_answers_validate_under_the_zones_own_key() {
     for rtype in ["DNSKEY", "CDS", "CDNSKEY", "SOA", "NS"] {
         delv(&server, &zone, "127.0.0.1", "test.example", rtype);
     }
+    // A name's NSEC asked for by type is answered (static and steered names alike).
+    for name in ["mail.test.example", "ingest.test.example"] {
+        let nsec = delv(&server, &zone, "127.0.0.1", name, "NSEC");
+        assert!(nsec.contains("\tNSEC\t"), "{name}: {nsec}");
+    }
     // The DS keygen printed is the one BIND computes from the DNSKEY served.
     let served = dig_text(&server, &["+noall", "+answer", "test.example", "DNSKEY"]);
     let bare = |s: &str| s.split_whitespace().collect::<String>();
