@@ -40,6 +40,7 @@ const QTYPE_AXFR: u16 = RecordType::AXFR.0;
 const QTYPE_ANY: u16 = RecordType::ANY.0;
 const QTYPE_DS: u16 = RecordType::DS.0;
 const QTYPE_NSEC: u16 = RecordType::NSEC.0;
+const QTYPE_RRSIG: u16 = RecordType::RRSIG.0;
 /// Bound on CNAME chains followed inside one zone.
 const MAX_CNAME_HOPS: usize = 8;
 
@@ -897,6 +898,18 @@ fn found(
         asked
             .writer
             .record(Section::Answer, chase.owner, &nsec.body);
+        push_signatures(asked.writer, Section::Answer, chase.owner, &nsec.signatures);
+        return Step::Done(Rcode::NoError);
+    }
+    if qtype == QTYPE_RRSIG
+        && let Some(nsec) = asked.signed.and_then(|s| s.nsec_at(chase.name.bytes()))
+    {
+        // Every signature at the name (a steered name's are per client: its NSEC's only).
+        if let NameNode::Static(sets) = node {
+            for set in sets {
+                push_signatures(asked.writer, Section::Answer, chase.owner, &set.signatures);
+            }
+        }
         push_signatures(asked.writer, Section::Answer, chase.owner, &nsec.signatures);
         return Step::Done(Rcode::NoError);
     }

@@ -152,6 +152,15 @@ fn signed_answers_validate_under_the_zones_own_key() {
     for rtype in ["DNSKEY", "CDS", "CDNSKEY", "SOA", "NS"] {
         delv(&server, &zone, "127.0.0.1", "test.example", rtype);
     }
+    // Every signature at a static name, asked for by type.
+    let sigs = dig_text(&server, &["+dnssec", "+short", "test.example", "RRSIG"]);
+    for covered in ["SOA", "NS", "DNSKEY", "NSEC", "TXT"] {
+        assert!(
+            sigs.lines()
+                .any(|l| l.starts_with(&format!("{covered} 13 "))),
+            "{covered}: {sigs}"
+        );
+    }
     // A name's NSEC asked for by type is answered (static and steered names alike).
     for name in ["mail.test.example", "ingest.test.example"] {
         let nsec = delv(&server, &zone, "127.0.0.1", name, "NSEC");
