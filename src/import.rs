@@ -16,6 +16,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
+use crate::policy::PolicyErrors;
+
 /// What the file does not say.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -149,6 +151,17 @@ pub fn octodns(text: &str, options: &ImportOptions) -> Result<String, ImportErro
         out += "steer:\n";
         out += &steer;
     }
+    // Values are copied as written (an A record's address, a TTL): what `check` would
+    // refuse is refused here, not printed.
+    let made = std::path::Path::new("imported policy");
+    crate::policy::parse_zone(made, &out, 1).map_err(|PolicyErrors(errors)| {
+        ImportErrors(
+            errors
+                .iter()
+                .map(|e| format!("the policy made is not valid: {}", e.message))
+                .collect(),
+        )
+    })?;
     Ok(out)
 }
 
@@ -626,6 +639,17 @@ mod tests {
             nameservers: vec!["ns1.live.example.net.".into()],
             contact: None,
         }
+    }
+
+    /// A value copied as written but wrong (not an address, a TTL past 32 bits) is refused,
+    /// not printed into a policy that `check` would refuse.
+    #[test]
+    fn the_policy_made_is_checked() {
+        let text = "www: {type: A, value: not-an-address}\nmx: {type: A, ttl: 99999999999, value: 192.0.2.1}\n";
+        let err = octodns(text, &options()).unwrap_err().to_string();
+        assert!(err.contains("the policy made is not valid"), "{err}");
+        assert!(err.contains("not-an-address"), "{err}");
+        assert!(octodns("www: {type: A, value: 192.0.2.1}\n", &options()).is_ok());
     }
 
     #[test]

@@ -22,6 +22,10 @@ use crate::wire::{RDATA_OFFSET, RecordType, push_body};
 /// unsigned and a warning says so.
 pub(super) const MAX_SIGNED_SETS: usize = 4096;
 
+/// Most nodes after a spread group whose staged drains are signed for (each doubles the
+/// sets a client can be sent).
+const MAX_YIELDING: usize = 12;
+
 /// Signs every signed zone of `snapshot` (zones by policy index in `zones`) at `now` (UNIX
 /// seconds), keeping what `previous` signed while it is not due. Returns how many
 /// signatures were made.
@@ -433,8 +437,14 @@ pub(crate) fn sent_sets(answer: &FamilyAnswer) -> Vec<u128> {
     let yielding: Vec<usize> = (0..after)
         .filter(|&i| answer.yielding.get(i).is_some_and(|m| m.drained > 0))
         .collect();
+    if yielding.len() > MAX_YIELDING {
+        tracing::warn!(
+            limit = MAX_YIELDING,
+            "more nodes drain in stages after a spread group than are signed for; some sets go out unsigned"
+        );
+    }
     let mut after_sets = Vec::new();
-    for choice in 0u64..(1u64 << yielding.len().min(12)) {
+    for choice in 0u64..(1u64 << yielding.len().min(MAX_YIELDING)) {
         let mut bits = 0u128;
         let mut standby = group + after;
         for i in 0..after {

@@ -40,7 +40,7 @@ fn key_dir(name: &str) -> PathBuf {
 }
 
 /// The `.key` files in `dir` whose DNSKEY has `flags`.
-fn key_files(dir: &Path, flags: &str) -> Vec<PathBuf> {
+pub(crate) fn key_files(dir: &Path, flags: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("key dir")
         .map(|e| e.expect("entry").path())

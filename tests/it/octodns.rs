@@ -140,9 +140,22 @@ fn octodns_venv() -> std::path::PathBuf {
         let (ok, text) = run(Command::new(&pip).args(["install", "--quiet", "octodns"]));
         assert!(ok, "pip install octodns: {text}");
     }
+    // Built from a copy: pip builds in the source tree, and a build/ left there from an
+    // earlier version would be installed instead of the code under test.
+    let source = repo("target/octodns-source");
+    let _ = std::fs::remove_dir_all(&source);
+    std::fs::create_dir_all(source.join("octodns_geosteer")).expect("source copy");
+    for file in [
+        "pyproject.toml",
+        "README.md",
+        "octodns_geosteer/__init__.py",
+    ] {
+        std::fs::copy(repo("integrations/octodns").join(file), source.join(file))
+            .expect("copy the package");
+    }
     let (ok, text) = run(Command::new(&pip)
         .args(["install", "--quiet", "--force-reinstall", "--no-deps"])
-        .arg(repo("integrations/octodns")));
+        .arg(&source));
     assert!(ok, "pip install integrations/octodns: {text}");
     venv
 }
@@ -252,12 +265,20 @@ fn the_octodns_provider_syncs_a_zone_that_geosteer_serves() {
     );
     // An unsupported construct: the plan fails, naming the record, and nothing is written.
     let before = std::fs::read_to_string(out.join("live.example.net.yaml")).expect("policy");
-    let mut text = std::fs::read_to_string(&zone_file).expect("zone file");
-    text += "ptr:\n  type: PTR\n  value: host.example.net.\n";
+    // octoDNS wants the names in order: the PTR goes before www.
+    let text = std::fs::read_to_string(&zone_file).expect("zone file");
+    assert!(text.contains("\nwww:\n"), "www is the last name");
+    let text = text.replace(
+        "\nwww:\n",
+        "\nptr:\n  type: PTR\n  value: host.example.net.\nwww:\n",
+    );
     std::fs::write(&zone_file, text).expect("zone file");
     let (ok, text) = sync(true);
     assert!(!ok, "a PTR record was accepted: {text}");
-    assert!(text.contains("ptr"), "the refusal names the record: {text}");
+    assert!(
+        text.contains("record 'ptr' (PTR): type PTR is not served"),
+        "the refusal names the record: {text}"
+    );
     let after = std::fs::read_to_string(out.join("live.example.net.yaml")).expect("policy");
     assert_eq!(before, after, "nothing written");
     let _ = std::fs::remove_dir_all(&work);

@@ -767,15 +767,8 @@ fn dnssec_keys_and_lifetimes() {
         .output()
         .expect("keygen");
     assert!(made.status.success(), "{made:?}");
-    for entry in std::fs::read_dir(&dir).expect("keys") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("key file");
-        if path.extension().is_some_and(|e| e == "private") && text.contains("PrivateKey") {
-            let public = std::fs::read_to_string(path.with_extension("key")).expect(".key");
-            if public.contains("DNSKEY 257 ") {
-                std::fs::remove_file(&path).expect("remove the KSK's private key");
-            }
-        }
+    for ksk in crate::dnssec::key_files(&dir, "257") {
+        std::fs::remove_file(ksk.with_extension("private")).expect("remove the KSK's private key");
     }
     let text = format!("{GOOD}dnssec: {{keys: {}}}\n", dir.display());
     assert_one(

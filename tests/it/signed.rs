@@ -102,7 +102,7 @@ fn delv(server: &Server, zone: &SignedZone, source: &str, name: &str, rtype: &st
         + &String::from_utf8_lossy(&output.stderr);
     assert!(
         text.contains("fully validated"),
-        "{name}/{rtype} from {source} not validated:\n{text}"
+        "{name}/{rtype} from {source} not validated (delv: apt-get install bind9-dnsutils):\n{text}"
     );
     text
 }
@@ -405,15 +405,8 @@ fn without_do_nothing_changes_and_do_answers_respect_udp_limits() {
 
 /// The key files of `dir` by role: `(tag, path of its .key)`, KSKs (flags 257) or ZSKs.
 fn keys_of(dir: &Path, flags: u16) -> Vec<(u16, PathBuf)> {
-    let mut keys: Vec<(u16, PathBuf)> = std::fs::read_dir(dir)
-        .expect("key dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "key"))
-        .filter(|p| {
-            let text = std::fs::read_to_string(p).expect("key file");
-            text.lines()
-                .any(|l| !l.starts_with(';') && l.contains(&format!("DNSKEY {flags} ")))
-        })
+    let mut keys: Vec<(u16, PathBuf)> = crate::dnssec::key_files(dir, &flags.to_string())
+        .into_iter()
         .map(|p| {
             let tag = p
                 .file_stem()

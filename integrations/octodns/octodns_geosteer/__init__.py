@@ -188,7 +188,10 @@ def _dynamic(steer, nodes):
         members = []
         for node_name in body.get('nodes', []):
             node = nodes[node_name]
+            # An address, or {address, asn} for one on a carrier.
             address = node['addresses'][0]
+            if isinstance(address, dict):
+                address = address['address']
             if ':' in address:
                 rtype = 'AAAA'
             member = {'value': address}
