@@ -504,8 +504,13 @@ async fn reload_on_sighup(
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reloads when a policy, records or database file changes (names, sizes, modification times; polled,
-/// which works on every file system and needs no watcher limits).
-async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) {
+/// which works on every file system and needs no watcher limits). The files are first
+/// looked at when this is called, before the server says it is ready, not when the task
+/// first runs: an edit made right after readiness must count as a change.
+fn reload_on_change(
+    config: ServeConfig,
+    commands: mpsc::Sender<Command>,
+) -> impl std::future::Future<Output = ()> {
     type Stamp = (u64, Option<std::time::SystemTime>);
     let stamp = |path: &Path| -> Stamp {
         let meta = std::fs::metadata(path).ok();
@@ -515,7 +520,7 @@ async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) 
     // The files each policy names, found when its stamp was last seen: a policy is read
     // again only when it changed (a large one takes real time to parse every second).
     let mut named: HashMap<PathBuf, (Stamp, Vec<PathBuf>)> = HashMap::new();
-    let mut fingerprint = |config: &ServeConfig| -> Vec<(PathBuf, Stamp)> {
+    let mut fingerprint = move |config: &ServeConfig| -> Vec<(PathBuf, Stamp)> {
         // Policy files only (other files may live beside them, e.g. a latency feed).
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&config.zones) {
             Ok(entries) => entries
@@ -553,13 +558,15 @@ async fn reload_on_change(config: ServeConfig, commands: mpsc::Sender<Command>) 
             .collect()
     };
     let mut seen = fingerprint(&config);
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    loop {
-        tick.tick().await;
-        let now = fingerprint(&config);
-        if now != seen {
-            seen = now;
-            request_reload(&commands, "file change").await;
+    async move {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        loop {
+            tick.tick().await;
+            let now = fingerprint(&config);
+            if now != seen {
+                seen = now;
+                request_reload(&commands, "file change").await;
+            }
         }
     }
 }
