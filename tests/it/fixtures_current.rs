@@ -14,3 +14,13 @@ fn committed_geo_fixtures_match_the_generator() {
         );
     }
 }
+
+#[test]
+fn committed_drill_database_matches_the_generator() {
+    let committed =
+        std::fs::read(support::repo("deploy/drill/geo.mmdb")).expect("the drill database exists");
+    assert!(
+        committed == support::geo_fixtures::drill(),
+        "deploy/drill/geo.mmdb is stale: run `cargo run --example make_test_geo`"
+    );
+}

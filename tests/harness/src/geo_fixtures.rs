@@ -288,3 +288,21 @@ pub fn build_all() -> Vec<(&'static str, Vec<u8>)> {
     })
     .collect()
 }
+
+/// The disaster-recovery drill's database (`deploy/drill/geo.mmdb`, City schema): the client
+/// networks of its regions, which are private ranges no real database locates.
+pub fn drill() -> Vec<u8> {
+    let mut db = database("drill");
+    for (network, continent, country, location) in [
+        ("10.101.0.0/16", "EU", "DE", (50.11, 8.68)),
+        ("10.102.0.0/16", "AS", "JP", (35.69, 139.69)),
+        ("10.103.0.0/16", "NA", "US", (40.71, -74.01)),
+    ] {
+        let record = db
+            .insert_value(NestedRecord::city(continent, country, Some(location), None))
+            .expect("drill records serialize");
+        db.insert_node(tree_path(network), record);
+    }
+    db.write_to(Vec::new())
+        .expect("the drill database serializes")
+}
