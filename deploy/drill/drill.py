@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -623,6 +622,8 @@ def main():
     parser.add_argument("--binary", required=True, help="the geosteer binary")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
+    # Stopped from outside, still remove the namespaces and processes (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     all_regions = regions(args.short)
     work = tempfile.mkdtemp(prefix="geosteer-drill-")
     lab = Lab(work, args.binary, all_regions)
