@@ -298,16 +298,33 @@ fn server_changes(
         let limit = Duration::from_secs(60);
         std::thread::spawn(move || feed::feed_latency(admin, &countries, nodes, 10, &flag, limit).0)
     });
-    let changes = 40;
+    let changes: u32 = 40;
+    // An override is answered once the tables holding it are published: the round trip of
+    // each change is its change -> published time, for these changes alone (the server's
+    // own histogram also holds the set-up force-downs above, sent in a burst, each waiting
+    // out the gap between rebuilds).
+    let mut round_trips = Vec::with_capacity(changes as usize);
+    // Each change changes something: a node taken down, then the same node back (an
+    // `obey` of a node already up would publish nothing and count as a fast change).
+    let mut node = 0;
     for i in 0..changes {
-        let node = rng.below(nodes as u64);
-        let action = if i % 2 == 0 { "force-down" } else { "obey" };
+        let action = if i % 2 == 0 {
+            node = rng.below(nodes as u64);
+            "force-down"
+        } else {
+            "obey"
+        };
+        let sent = Instant::now();
         let (status, body) = http(
             server.admin,
             "POST",
             &format!("/nodes/scale.example/n{node}/{action}"),
             None,
         );
+        round_trips.push(sent.elapsed());
+        if std::env::var("SHOW_CHANGES").is_ok() {
+            eprintln!("change {i}: {action} n{node}: {:.1} ms", ms(sent.elapsed()));
+        }
         assert_eq!(status, 200, "{body}");
         // Spaced unevenly, so changes do not keep step with the re-rank interval.
         std::thread::sleep(Duration::from_millis(100 + rng.below(150)));
@@ -329,9 +346,21 @@ fn server_changes(
         (metric(&text, "geosteer_dnssec_signatures_made_total").max(0.0) - before_changes)
             / f64::from(changes),
     );
+    round_trips.sort();
+    let at = |q: f64| {
+        round_trips
+            [((q * round_trips.len() as f64).ceil() as usize).clamp(1, round_trips.len()) - 1]
+    };
+    println!(
+        "  these changes, sent -> answered once published: p50 {:.1} ms, p90 {:.1} ms, p99 (the slowest of {changes}) {:.1} ms   target p99 <= 10 ms",
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(at(0.99)),
+    );
+    println!("  the server's histograms (every change since start, the set-up burst included):");
     for (q, label) in [("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")] {
         println!(
-            "  change -> published {label} {:>8.1} ms   (rebuild {label}: {:.1} ms)   target <= 10 ms",
+            "  change -> published {label} {:>8.1} ms   (rebuild {label}: {:.1} ms)",
             1e3 * metric(
                 &text,
                 &format!("geosteer_change_publish_seconds{{quantile=\"{q}\"}}")

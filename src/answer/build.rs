@@ -6,7 +6,6 @@
 //! pure, so a snapshot can be built, inspected and thrown away (as `check` and failed
 //! reloads do). The words (class, head, split, pair) are defined in `steer`'s glossary.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -137,24 +136,27 @@ const HEAD_UNSET: u32 = u32::MAX - 1;
 
 /// The answer of each (split class, healthy start) pair met so far: cells of one pair have
 /// one answer. A dense table when the pairs fit in a few megabytes (the usual case: hundreds
-/// of thousands of cells, a few thousand pairs), else a map.
-enum PairAnswers {
+/// of thousands of cells, a few thousand pairs), else a map. The dense table is a
+/// [`Scratch`] buffer, all zero between uses: the slots written are cleared on drop.
+enum PairAnswers<'s> {
     Dense {
         /// Class → its row in `answers`, for split classes.
         row_of_class: Vec<u32>,
         healthy_starts: usize,
         /// Per pair, its answer plus one (0: none yet).
-        answers: Vec<u32>,
+        answers: &'s mut Vec<u32>,
+        /// The slots written, to clear.
+        written: Vec<u32>,
     },
     Sparse(FxHashMap<(u32, u32), u32>),
 }
 
-impl PairAnswers {
+impl<'s> PairAnswers<'s> {
     /// Entries of a dense table at most (4 bytes each).
     const DENSE_ENTRIES: usize = 1 << 20;
 
-    /// `split`: by class, whether it is split.
-    fn new(split: &[bool], healthy_starts: usize) -> Self {
+    /// `split`: by class, whether it is split. `slots`: all zero.
+    fn new(split: &[bool], healthy_starts: usize, slots: &'s mut Vec<u32>) -> Self {
         let mut row_of_class = vec![u32::MAX; split.len()];
         let mut rows = 0usize;
         for (row, _) in row_of_class.iter_mut().zip(split).filter(|(_, s)| **s) {
@@ -162,12 +164,17 @@ impl PairAnswers {
             rows += 1;
         }
         match rows.checked_mul(healthy_starts) {
-            Some(entries) if entries <= Self::DENSE_ENTRIES => PairAnswers::Dense {
-                row_of_class,
-                healthy_starts,
-                // Zeroed memory: pages the pairs met never touch are never written.
-                answers: vec![0; entries],
-            },
+            Some(entries) if entries <= Self::DENSE_ENTRIES => {
+                if slots.len() < entries {
+                    slots.resize(entries, 0);
+                }
+                PairAnswers::Dense {
+                    row_of_class,
+                    healthy_starts,
+                    answers: slots,
+                    written: Vec::new(),
+                }
+            }
             _ => PairAnswers::Sparse(FxHashMap::default()),
         }
     }
@@ -179,6 +186,7 @@ impl PairAnswers {
                 row_of_class,
                 healthy_starts,
                 answers,
+                written,
             } => {
                 let row = row_of_class
                     .get(class as usize)
@@ -190,6 +198,7 @@ impl PairAnswers {
                     Some(slot) if *slot == 0 => {
                         let answer = pick();
                         *slot = answer.saturating_add(1);
+                        written.push(at as u32);
                         answer
                     }
                     Some(slot) => *slot - 1,
@@ -197,6 +206,53 @@ impl PairAnswers {
                 }
             }
             PairAnswers::Sparse(map) => *map.entry((class, healthy_start)).or_insert_with(pick),
+        }
+    }
+}
+
+impl Drop for PairAnswers<'_> {
+    fn drop(&mut self) {
+        if let PairAnswers::Dense {
+            answers, written, ..
+        } = self
+        {
+            for &at in written.iter() {
+                if let Some(slot) = answers.get_mut(at as usize) {
+                    *slot = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Large buffers a build reuses across names and builds instead of asking for them zeroed
+/// each time: glibc serves a large block it once got back from its heap, clearing every
+/// byte, and that clearing was a tenth of a health change's rebuild at 50 names.
+#[derive(Default)]
+struct Scratch {
+    /// By column: its healthy start. Only the columns a build writes are read back.
+    column_starts: Vec<u32>,
+    /// The dense pair table ([`PairAnswers`]): all zero between uses.
+    pair_slots: Vec<u32>,
+}
+
+/// Scratch buffers between builds, one per builder thread that finished with its own.
+static SCRATCH: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
+
+impl Scratch {
+    fn take() -> Scratch {
+        SCRATCH
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
+    }
+
+    fn give_back(self) {
+        if let Ok(mut pool) = SCRATCH.lock()
+            && pool.len() < crate::parallel::workers()
+        {
+            pool.push(self);
         }
     }
 }
@@ -328,7 +384,7 @@ fn build_steered(
         health,
         sets: Vec::new(),
         keys: Vec::new(),
-        interned: HashMap::new(),
+        interned: FxHashMap::default(),
     };
     let reuse = before.and_then(|b| Reuse::of(b, &node_states));
     if let Some(reuse) = &reuse {
@@ -336,8 +392,16 @@ fn build_steered(
     }
     let mut class_answer = class_answers(ranking, &mut answers, reuse.as_ref());
     let mut head_answer = head_answers(ranking, &class_answer);
-    let (mut split_rows, healthy_starts) =
-        split_rows(ranking, &class_answer, &mut answers, geo, reuse.as_ref());
+    let mut scratch = Scratch::take();
+    let (mut split_rows, healthy_starts) = split_rows(
+        ranking,
+        &class_answer,
+        &mut answers,
+        geo,
+        reuse.as_ref(),
+        &mut scratch,
+    );
+    scratch.give_back();
     if reuse.is_some() {
         answers.keep_used(&mut class_answer, &mut head_answer, &mut split_rows);
     }
@@ -522,7 +586,7 @@ struct Answers<'a> {
     sets: Vec<AnswerSet>,
     /// What each of `sets` was made from.
     keys: Vec<AnswerKey>,
-    interned: HashMap<AnswerKey, u32>,
+    interned: FxHashMap<AnswerKey, u32>,
 }
 
 impl Answers<'_> {
@@ -677,6 +741,7 @@ fn split_rows(
     answers: &mut Answers,
     geo: &GeoDb,
     reuse: Option<&Reuse>,
+    scratch: &mut Scratch,
 ) -> (Vec<RunArray>, Vec<HealthyStarts>) {
     let mut split_rows: Vec<RunArray> = vec![RunArray::default(); ranking.rows.len()];
     if !class_answer.contains(&CLASS_SPLIT) {
@@ -717,8 +782,10 @@ fn split_rows(
             needed: &merged,
         };
         let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
-        let healthy = healthy_of_columns(ranking, &cells, answers, geo, before);
-        split_group(ranking, answers, &healthy, cells, &mut split_rows);
+        let out = &mut scratch.column_starts;
+        let healthy = healthy_of_columns(ranking, &cells, answers, geo, before, out);
+        let slots = &mut scratch.pair_slots;
+        split_group(ranking, answers, &healthy, cells, &mut split_rows, slots);
         *kept = healthy;
     }
     (split_rows, healthy_starts)
@@ -746,6 +813,7 @@ fn healthy_of_columns(
     answers: &Answers,
     geo: &GeoDb,
     before: Option<(&HealthyStarts, &Reuse)>,
+    out: &mut Vec<u32>,
 ) -> HealthyStarts {
     let (health, full) = (answers.health, &ranking.full);
     let healthy = full.healthy_candidates(cells.group, |id| health.up(id));
@@ -755,16 +823,17 @@ fn healthy_of_columns(
     // many primaries there are, the class's start already tells.
     let depth = answers.steered.answers;
     let mut starts = Starts::default();
-    // Every needed column is written below; the rest is never read (zeroed pages: free).
-    let mut out = vec![0u32; full.column_profile.len()];
+    // Every needed column is written below; the rest is never read, so whatever a build
+    // before left there stays.
+    out.resize(full.column_profile.len(), 0);
     let kept = match before {
         None => {
-            full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut out));
+            full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, out));
             Vec::new()
         }
         Some((memo, reuse)) => {
             let (fresh, kept) = kept_starts(cells.needed, memo, reuse);
-            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut out));
+            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, out));
             kept
         }
     };
@@ -856,8 +925,9 @@ fn split_group(
     healthy: &HealthyStarts,
     cells: SplitCells,
     split_rows: &mut [RunArray],
+    slots: &mut Vec<u32>,
 ) {
-    let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len());
+    let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len(), slots);
     for &row in cells.rows {
         // Built run by run: cells of classes that decide hold 0, never read.
         let mut runs = crate::runs::RunBuilder::default();
@@ -1005,6 +1075,7 @@ fn answer_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::time::SystemTime;
 
     use crate::geo::{GeoSet, Place};
@@ -1024,7 +1095,8 @@ mod tests {
     fn pair_answers_pick_once_per_pair_dense_or_sparse() {
         let split = [false, true, false, true, true];
         let healthy_starts = 7u32;
-        let dense = PairAnswers::new(&split, healthy_starts as usize);
+        let mut slots = Vec::new();
+        let dense = PairAnswers::new(&split, healthy_starts as usize, &mut slots);
         assert!(matches!(dense, PairAnswers::Dense { .. }));
         for mut table in [dense, PairAnswers::Sparse(FxHashMap::default())] {
             let mut picks = 0;
@@ -1040,6 +1112,8 @@ mod tests {
             }
             assert_eq!(picks, seen.len());
         }
+        // The dense table's slots are reused by the next build: it leaves them clear.
+        assert!(slots.iter().any(|&s| s == 0) && slots.iter().all(|&s| s == 0));
     }
 
     fn node(addresses: &[&str], carriers: &[(&str, u32)]) -> Node {
