@@ -119,6 +119,8 @@ class Lab:
     def __init__(self, work, binary, all_regions):
         self.work, self.binary, self.regions = work, binary, all_regions
         self.tag = f"gsd{os.getpid() % 100000}"
+        # What a drill saw go wrong besides the measures (read and cleared per drill).
+        self.problems = []
         self.namespaces, self.processes = [], {}
         self.nodes = {n.name: n for r in all_regions for n in r.nodes}
         self.by_address = {n.line(w): (n.name, w) for n in self.nodes.values() for w in "ab"}
@@ -452,6 +454,7 @@ def run_drill(lab, drill, answers):
     result["dns_failures"] += dns_failures
     result["timed_out"] = steady_since is None
     result["failure"] = what
+    result["problems"], lab.problems = lab.problems, []
     drill.restore(lab)
     lab.until(f"{name}: the fleet healthy again", 30, lambda: lab.healthy(answers))
     return result
@@ -571,9 +574,16 @@ def drain_then_stop(lab, name, region):
     """Maintenance: drain the node, let resolvers' cached answers expire, then stop it."""
     fleet(lab, "drain", "--share", "100", ZONE, name)
     time.sleep(TTL + 1)
+    # By now the region's resolver has let its cached answer go: new encoders would not be
+    # sent to the node.
+    node = lab.nodes[name]
+    answer = lab.dig(f"cl-{region.key}", region.resolver, NAME, "A")
+    seen = "still answered it" if {node.line("a"), node.line("b")} & set(answer) else "answered without it"
+    if seen == "still answered it":
+        lab.problems.append(f"{name} drained, yet still answered after the TTL: {answer}")
     lab.failed_at = time.monotonic()
     lab.stop(f"nginx-{name}", signal.SIGTERM)
-    return f"{name} drained (share 100), stopped {TTL + 1} s later"
+    return f"{name} drained (share 100); {TTL + 1} s later its region's resolver {seen}; then stopped"
 
 
 def undrain(lab, name, region):
@@ -602,7 +612,8 @@ def drills(short):
 def table(report):
     lines = []
     for d in report["drills"]:
-        flag = "  (did not settle within its timeout)" if d.get("timed_out") else ""
+        flag = "  (did not settle within its timeout)" if d["timed_out"] else ""
+        flag += "".join(f"\n  PROBLEM: {p}" for p in d["problems"])
         lines.append(f"\n{d['name']} ({d['failure']}; {d['answers']} addresses per answer, TTL {d['ttl_s']} s):")
         after = "never" if d["all_publishing_s"] is None else f"after {d['all_publishing_s']} s"
         lines.append(f"  every encoder publishing {after}; "
@@ -666,7 +677,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     bad = [d["name"] for d in report["drills"]
-           if d["fence_violations"] or d["dns_failures"] or d.get("timed_out")]
+           if d["fence_violations"] or d["dns_failures"] or d["timed_out"] or d["problems"]]
     print(f"\ndrill: {len(report['drills'])} drills in {report['seconds']} s"
           + (f"; FAILED: {', '.join(bad)}" if bad else "; no fence violation, no DNS failure"))
     return 1 if bad else 0
