@@ -136,27 +136,24 @@ const HEAD_UNSET: u32 = u32::MAX - 1;
 
 /// The answer of each (split class, healthy start) pair met so far: cells of one pair have
 /// one answer. A dense table when the pairs fit in a few megabytes (the usual case: hundreds
-/// of thousands of cells, a few thousand pairs), else a map. The dense table is a
-/// [`Scratch`] buffer, all zero between uses: the slots written are cleared on drop.
-enum PairAnswers<'s> {
+/// of thousands of cells, a few thousand pairs), else a map.
+enum PairAnswers {
     Dense {
         /// Class → its row in `answers`, for split classes.
         row_of_class: Vec<u32>,
         healthy_starts: usize,
         /// Per pair, its answer plus one (0: none yet).
-        answers: &'s mut Vec<u32>,
-        /// The slots written, to clear.
-        written: Vec<u32>,
+        answers: Vec<u32>,
     },
     Sparse(FxHashMap<(u32, u32), u32>),
 }
 
-impl<'s> PairAnswers<'s> {
+impl PairAnswers {
     /// Entries of a dense table at most (4 bytes each).
     const DENSE_ENTRIES: usize = 1 << 20;
 
-    /// `split`: by class, whether it is split. `slots`: all zero.
-    fn new(split: &[bool], healthy_starts: usize, slots: &'s mut Vec<u32>) -> Self {
+    /// `split`: by class, whether it is split.
+    fn new(split: &[bool], healthy_starts: usize) -> Self {
         let mut row_of_class = vec![u32::MAX; split.len()];
         let mut rows = 0usize;
         for (row, _) in row_of_class.iter_mut().zip(split).filter(|(_, s)| **s) {
@@ -164,17 +161,12 @@ impl<'s> PairAnswers<'s> {
             rows += 1;
         }
         match rows.checked_mul(healthy_starts) {
-            Some(entries) if entries <= Self::DENSE_ENTRIES => {
-                if slots.len() < entries {
-                    slots.resize(entries, 0);
-                }
-                PairAnswers::Dense {
-                    row_of_class,
-                    healthy_starts,
-                    answers: slots,
-                    written: Vec::new(),
-                }
-            }
+            Some(entries) if entries <= Self::DENSE_ENTRIES => PairAnswers::Dense {
+                row_of_class,
+                healthy_starts,
+                // Zeroed memory: pages the pairs met never touch are never written.
+                answers: vec![0; entries],
+            },
             _ => PairAnswers::Sparse(FxHashMap::default()),
         }
     }
@@ -186,7 +178,6 @@ impl<'s> PairAnswers<'s> {
                 row_of_class,
                 healthy_starts,
                 answers,
-                written,
             } => {
                 let row = row_of_class
                     .get(class as usize)
@@ -198,7 +189,6 @@ impl<'s> PairAnswers<'s> {
                     Some(slot) if *slot == 0 => {
                         let answer = pick();
                         *slot = answer.saturating_add(1);
-                        written.push(at as u32);
                         answer
                     }
                     Some(slot) => *slot - 1,
@@ -206,53 +196,6 @@ impl<'s> PairAnswers<'s> {
                 }
             }
             PairAnswers::Sparse(map) => *map.entry((class, healthy_start)).or_insert_with(pick),
-        }
-    }
-}
-
-impl Drop for PairAnswers<'_> {
-    fn drop(&mut self) {
-        if let PairAnswers::Dense {
-            answers, written, ..
-        } = self
-        {
-            for &at in written.iter() {
-                if let Some(slot) = answers.get_mut(at as usize) {
-                    *slot = 0;
-                }
-            }
-        }
-    }
-}
-
-/// Large buffers a build reuses across names and builds instead of asking for them zeroed
-/// each time: glibc serves a large block it once got back from its heap, clearing every
-/// byte, and that clearing was a tenth of a health change's rebuild at 50 names.
-#[derive(Default)]
-struct Scratch {
-    /// By column: its healthy start. Only the columns a build writes are read back.
-    column_starts: Vec<u32>,
-    /// The dense pair table ([`PairAnswers`]): all zero between uses.
-    pair_slots: Vec<u32>,
-}
-
-/// Scratch buffers between builds, one per builder thread that finished with its own.
-static SCRATCH: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
-
-impl Scratch {
-    fn take() -> Scratch {
-        SCRATCH
-            .lock()
-            .ok()
-            .and_then(|mut pool| pool.pop())
-            .unwrap_or_default()
-    }
-
-    fn give_back(self) {
-        if let Ok(mut pool) = SCRATCH.lock()
-            && pool.len() < crate::parallel::workers()
-        {
-            pool.push(self);
         }
     }
 }
@@ -392,16 +335,8 @@ fn build_steered(
     }
     let mut class_answer = class_answers(ranking, &mut answers, reuse.as_ref());
     let mut head_answer = head_answers(ranking, &class_answer);
-    let mut scratch = Scratch::take();
-    let (mut split_rows, healthy_starts) = split_rows(
-        ranking,
-        &class_answer,
-        &mut answers,
-        geo,
-        reuse.as_ref(),
-        &mut scratch,
-    );
-    scratch.give_back();
+    let (mut split_rows, healthy_starts) =
+        split_rows(ranking, &class_answer, &mut answers, geo, reuse.as_ref());
     if reuse.is_some() {
         answers.keep_used(&mut class_answer, &mut head_answer, &mut split_rows);
     }
@@ -741,7 +676,6 @@ fn split_rows(
     answers: &mut Answers,
     geo: &GeoDb,
     reuse: Option<&Reuse>,
-    scratch: &mut Scratch,
 ) -> (Vec<RunArray>, Vec<HealthyStarts>) {
     let mut split_rows: Vec<RunArray> = vec![RunArray::default(); ranking.rows.len()];
     if !class_answer.contains(&CLASS_SPLIT) {
@@ -782,10 +716,8 @@ fn split_rows(
             needed: &merged,
         };
         let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
-        let out = &mut scratch.column_starts;
-        let healthy = healthy_of_columns(ranking, &cells, answers, geo, before, out);
-        let slots = &mut scratch.pair_slots;
-        split_group(ranking, answers, &healthy, cells, &mut split_rows, slots);
+        let healthy = healthy_of_columns(ranking, &cells, answers, geo, before);
+        split_group(ranking, answers, &healthy, cells, &mut split_rows);
         *kept = healthy;
     }
     (split_rows, healthy_starts)
@@ -813,7 +745,6 @@ fn healthy_of_columns(
     answers: &Answers,
     geo: &GeoDb,
     before: Option<(&HealthyStarts, &Reuse)>,
-    out: &mut Vec<u32>,
 ) -> HealthyStarts {
     let (health, full) = (answers.health, &ranking.full);
     let healthy = full.healthy_candidates(cells.group, |id| health.up(id));
@@ -823,17 +754,16 @@ fn healthy_of_columns(
     // many primaries there are, the class's start already tells.
     let depth = answers.steered.answers;
     let mut starts = Starts::default();
-    // Every needed column is written below; the rest is never read, so whatever a build
-    // before left there stays.
-    out.resize(full.column_profile.len(), 0);
+    // Every needed column is written below; the rest is never read (zeroed pages: free).
+    let mut out = vec![0u32; full.column_profile.len()];
     let kept = match before {
         None => {
-            full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, out));
+            full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut out));
             Vec::new()
         }
         Some((memo, reuse)) => {
             let (fresh, kept) = kept_starts(cells.needed, memo, reuse);
-            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, out));
+            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut out));
             kept
         }
     };
@@ -925,9 +855,8 @@ fn split_group(
     healthy: &HealthyStarts,
     cells: SplitCells,
     split_rows: &mut [RunArray],
-    slots: &mut Vec<u32>,
 ) {
-    let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len(), slots);
+    let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len());
     for &row in cells.rows {
         // Built run by run: cells of classes that decide hold 0, never read.
         let mut runs = crate::runs::RunBuilder::default();
@@ -1095,8 +1024,7 @@ mod tests {
     fn pair_answers_pick_once_per_pair_dense_or_sparse() {
         let split = [false, true, false, true, true];
         let healthy_starts = 7u32;
-        let mut slots = Vec::new();
-        let dense = PairAnswers::new(&split, healthy_starts as usize, &mut slots);
+        let dense = PairAnswers::new(&split, healthy_starts as usize);
         assert!(matches!(dense, PairAnswers::Dense { .. }));
         for mut table in [dense, PairAnswers::Sparse(FxHashMap::default())] {
             let mut picks = 0;
@@ -1112,8 +1040,6 @@ mod tests {
             }
             assert_eq!(picks, seen.len());
         }
-        // The dense table's slots are reused by the next build: it leaves them clear.
-        assert!(!slots.is_empty() && slots.iter().all(|&s| s == 0));
     }
 
     fn node(addresses: &[&str], carriers: &[(&str, u32)]) -> Node {
