@@ -140,6 +140,10 @@ fn main() {
             scattered += 1;
         }
     }
+    if std::env::var("PART").is_ok_and(|p| p == "changes") {
+        changes_in_process(&zones, &geo, &availability, &mut rng);
+        return;
+    }
     let mut scattered_builds = Vec::new();
     let (mut split_cells, mut scattered_cells) = (0, 0);
     for _ in 0..3 {
@@ -237,6 +241,57 @@ fn main() {
     let dir = zone_dir("rebuild-bench", &text);
     server_changes(&dir, &geo_path, nodes, &mut rng, false);
     server_changes(&dir, &geo_path, nodes, &mut rng, true);
+}
+
+/// `PART=changes`: the server's changes in process, without the admin round trip: the
+/// last `DOWN` nodes down, then 20 times a node down and the same node back, each built from
+/// the build before as the publisher builds; the times of each kind.
+fn changes_in_process(
+    zones: &[geosteer::policy::Zone],
+    geo: &Arc<GeoDb>,
+    availability: &[Vec<geosteer::steer::Availability>],
+    rng: &mut XorShift,
+) {
+    use geosteer::steer::Availability;
+    let nodes = zones[0].nodes.len();
+    let rankings = rank_all(zones, geo, &[], &mut DampingState::new(), SystemTime::now());
+    let mut states = availability.to_vec();
+    let down = down_count().min(nodes.saturating_sub(1));
+    for node in nodes - down..nodes {
+        states[0][node] = Availability::AdminDown;
+    }
+    let mut previous = build(zones, Arc::clone(geo), &rankings, &states);
+    let (mut downs, mut ups) = (Vec::new(), Vec::new());
+    let changes: usize = (std::env::var("CHANGES").ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    for _ in 0..changes {
+        let node = rng.below((nodes - down) as u64) as usize;
+        for (state, times) in [(Availability::AdminDown, &mut downs), (Availability::Up, &mut ups)] {
+            states[0][node] = state;
+            let started = Instant::now();
+            let snapshot = geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, &previous);
+            times.push(started.elapsed());
+            if std::env::var("SHOW_CHANGES").is_ok() {
+                eprintln!("n{node} {state:?}: {:.1} ms", ms(started.elapsed()));
+            }
+            previous = snapshot;
+        }
+    }
+    let line = |mut times: Vec<Duration>| {
+        times.sort();
+        format!(
+            "p50 {:.1} ms, slowest {:.1} ms",
+            ms(times[times.len() / 2]),
+            ms(times[times.len() - 1])
+        )
+    };
+    println!(
+        "in process, {} names, {down} nodes down, {changes} changes each way: a node down {}; the node back {}",
+        name_count(),
+        line(downs),
+        line(ups)
+    );
 }
 
 /// `SIGNED=1`: the same changes on the real server with the zone unsigned, then signed

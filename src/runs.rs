@@ -32,6 +32,23 @@ impl std::fmt::Debug for RunArray {
 }
 
 impl RunArray {
+    /// The array of `len` elements made of `pieces` (`(first, count, value)`, disjoint, in
+    /// any order), with `gap` wherever no piece is.
+    pub fn from_pieces(mut pieces: Vec<(u32, u32, u32)>, len: usize, gap: u32) -> RunArray {
+        // Pieces arrive as a few sorted sequences (one per profile ranked, then kept runs):
+        // the stable sort merges them rather than sorting afresh.
+        if !pieces.is_sorted_by_key(|p| p.0) {
+            pieces.sort_by_key(|p| p.0);
+        }
+        let mut runs = RunBuilder::default();
+        for (first, count, value) in pieces {
+            runs.push_many(gap, (first as usize).saturating_sub(runs.len));
+            runs.push_many(value, count as usize);
+        }
+        runs.push_many(gap, len.saturating_sub(runs.len));
+        runs.finish()
+    }
+
     /// The element at `index`; `None` past the end.
     #[inline]
     pub fn get(&self, index: usize) -> Option<u32> {

@@ -17,7 +17,7 @@ use super::zone::{build_zone, name_key};
 use crate::geo::GeoDb;
 use crate::policy::{Node, NodeId, RecordType, SteeredName, Tier, Zone};
 use crate::runs::RunArray;
-use crate::steer::regions::{RankedStart, Starts};
+use crate::steer::regions::{Pieces, RankedStart, Starts};
 use crate::steer::spread::{Groups, group_bounds};
 use crate::steer::table::{CarrierChoice, FAMILY_ELIGIBLE, SteeredRanking};
 use crate::steer::{Availability, Pick, Rankings, pick};
@@ -33,6 +33,19 @@ pub fn build(
     availability: &[Vec<Availability>],
 ) -> Snapshot {
     build_with_lines(zones, geo, rankings, availability, &[], None)
+}
+
+/// [`build`] after a health change, as the publisher builds: the tables of `previous` (a
+/// build for the same zones and rankings) whose nodes' states did not change are kept, and
+/// the rest start from theirs. For benchmarks of a change's cost.
+pub fn rebuild(
+    zones: &[Zone],
+    geo: Arc<GeoDb>,
+    rankings: &Rankings,
+    availability: &[Vec<Availability>],
+    previous: &Snapshot,
+) -> Snapshot {
+    build_with_lines(zones, geo, rankings, availability, &[], Some(previous))
 }
 
 /// [`build`], with the carrier lines found down: `down_lines[zone][node]` has bit `i` set
@@ -754,61 +767,20 @@ fn healthy_of_columns(
     // many primaries there are, the class's start already tells.
     let depth = answers.steered.answers;
     let mut starts = Starts::default();
-    // Every needed column is written below; the rest is never read (zeroed pages: free).
-    let mut out = vec![0u32; full.column_profile.len()];
-    let kept = match before {
-        None => {
-            full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut out));
-            Vec::new()
-        }
+    let mut pieces: Pieces = Vec::new();
+    match before {
+        None => full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut pieces)),
         Some((memo, reuse)) => {
             let (fresh, kept) = kept_starts(cells.needed, memo, reuse);
-            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut out));
-            kept
-        }
-    };
-    if let Some((memo, reuse)) = before.filter(|_| !kept.is_empty()) {
-        // Nodes that came up and can be in this group's starts.
-        let risen: Vec<NodeId> = (reuse.risen.iter().copied())
-            .filter(|&id| healthy.iter().flatten().any(|c| c.id == id))
-            .collect();
-        if risen.is_empty() {
-            let mut renumbered = vec![NOT_RANKED; memo.list.len()];
-            for (columns, old) in kept {
-                let Some(start) = memo.list.get(old as usize) else {
-                    continue;
-                };
-                let new = match renumbered[old as usize] {
-                    NOT_RANKED => starts.intern(start),
-                    known => known,
-                };
-                renumbered[old as usize] = new;
-                if let Some(cells) = out.get_mut(columns) {
-                    cells.fill(new);
-                }
-            }
-        } else {
-            let into = (&mut starts, &mut out[..]);
-            full.rank_with_risen(&kept, &memo.list, &risen, &healthy, depth, geo, into);
+            full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut pieces));
+            let into = (&mut starts, &mut pieces);
+            full.rank_with_risen(&kept, &memo.list, &reuse.risen, &healthy, depth, geo, into);
         }
     }
-    let mut of_column = crate::runs::RunBuilder::default();
-    let mut at = 0;
-    for range in cells.needed {
-        of_column.push_many(NOT_RANKED, range.start.saturating_sub(at));
-        for same in out
-            .get(range.clone())
-            .unwrap_or(&[])
-            .chunk_by(|a, b| a == b)
-        {
-            of_column.push_many(same[0], same.len());
-        }
-        at = range.end;
-    }
-    of_column.push_many(NOT_RANKED, out.len().saturating_sub(at));
+    let columns = full.column_profile.len();
     HealthyStarts {
         list: starts.list.into(),
-        of_column: of_column.finish(),
+        of_column: RunArray::from_pieces(pieces, columns, NOT_RANKED),
     }
 }
 

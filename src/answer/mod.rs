@@ -17,7 +17,7 @@ mod signed;
 mod snapshot;
 mod zone;
 
-pub use build::build;
+pub use build::{build, rebuild};
 
 /// Signs the signed zones of a snapshot built by [`build`] (`zones` as given to it) at
 /// `now` (UNIX seconds), as the publisher does after each build; returns the signatures

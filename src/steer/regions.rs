@@ -288,6 +288,37 @@ pub(crate) fn rank_points(
     starts: &mut Starts,
     out: &mut [u32],
 ) {
+    rank_points_with(points, candidates, depth, starts, |column, id| {
+        if let Some(cell) = out.get_mut(column as usize) {
+            *cell = id;
+        }
+    });
+}
+
+/// Column ranges with the number of their start, `(first column, columns, start)`, in any
+/// order: what ranking some of a table's columns yields when the others are kept as runs.
+pub(crate) type Pieces = Vec<(u32, u32, u32)>;
+
+/// Adds `count` columns from `first` with start `id` to `pieces`, lengthening the last
+/// piece when it ends there with the same start (neighbouring columns mostly share one).
+pub(crate) fn push_piece(pieces: &mut Pieces, first: u32, count: u32, id: u32) {
+    match pieces.last_mut() {
+        Some((from, len, same)) if *same == id && from.saturating_add(*len) == first => {
+            *len = len.saturating_add(count);
+        }
+        _ => pieces.push((first, count, id)),
+    }
+}
+
+/// [`rank_points`], handing each point's column and start number to `emit`, in the order
+/// of `points`.
+pub(crate) fn rank_points_with(
+    points: &[Point],
+    candidates: &[Candidate],
+    depth: usize,
+    starts: &mut Starts,
+    mut emit: impl FnMut(u32, u32),
+) {
     let counts = family_counts(candidates);
     let ranker = Ranker { depth, counts };
     let workers = crate::parallel::workers();
@@ -310,11 +341,183 @@ pub(crate) fn rank_points(
     for part in found {
         let renumber: Vec<u32> = part.starts.list.iter().map(|s| starts.intern(s)).collect();
         for (column, id) in part.cells {
-            if let Some(cell) = out.get_mut(column as usize) {
-                *cell = renumber[id as usize];
-            }
+            emit(column, renumber[id as usize]);
         }
     }
+}
+
+/// Places whose start among the healthy nodes is known, ranked again now that some nodes
+/// came up. Their new start is among the old start's nodes and the risen ones alone; and
+/// over a region where no risen node can beat, in its best case, the old start's last node
+/// of a family it serves in that node's worst case, the old start stands without a look at
+/// any place. So a node coming back costs the regions near it, not every place.
+pub(crate) struct Rising {
+    /// The old start's nodes and the risen nodes, in the order the profile lists them.
+    among: Vec<Candidate>,
+    /// Indices into `among` of the risen nodes.
+    risen: Vec<usize>,
+    /// Per family, the index into `among` of the old start's last node when the start is
+    /// `depth` deep; `None` when it is shorter (a risen node of the family enters anywhere).
+    last: [Option<usize>; 2],
+    depth: usize,
+    counts: [usize; 2],
+}
+
+impl Rising {
+    /// For places of one profile (`healthy`: its healthy candidates, the risen among them)
+    /// whose start among the healthy nodes was `before`.
+    pub(crate) fn new(
+        healthy: &[Candidate],
+        before: &RankedStart,
+        risen: &[NodeId],
+        depth: usize,
+    ) -> Self {
+        let listed = |id: NodeId| before.families.iter().any(|f| f.contains(&id));
+        let among: Vec<Candidate> = (healthy.iter())
+            .filter(|c| risen.contains(&c.id) || listed(c.id))
+            .copied()
+            .collect();
+        let risen = (among.iter().enumerate())
+            .filter(|(_, c)| risen.contains(&c.id))
+            .map(|(i, _)| i)
+            .collect();
+        let last = [0, 1].map(|f| {
+            let family = &before.families[f];
+            let last = family.last().filter(|_| family.len() >= depth)?;
+            among.iter().position(|c| c.id == *last)
+        });
+        let counts = family_counts(&among);
+        Rising {
+            among,
+            risen,
+            last,
+            depth,
+            counts,
+        }
+    }
+
+    /// Whether no risen node can enter the start anywhere.
+    pub(crate) fn stands(&self) -> bool {
+        self.risen.is_empty()
+    }
+
+    /// The new start of a client at `from` (none: unlocated), ranked among the few nodes.
+    pub(crate) fn start_at(&self, from: Option<&UnitVector>) -> RankedStart {
+        start_at(&self.among, from, self.depth)
+    }
+
+    /// Ranks `points` (a range of the Morton order, consecutive columns) whose old start is
+    /// numbered `kept` in `starts`, adding their pieces to `pieces`.
+    pub(crate) fn rank(
+        &self,
+        points: &[Point],
+        kept: u32,
+        starts: &mut Starts,
+        pieces: &mut Pieces,
+    ) {
+        let mut scratch = (RankedStart::default(), Vec::new());
+        self.region(points, 0, kept, (starts, &mut scratch), pieces);
+    }
+
+    /// Whether, within `radius` km of `centre`, every risen node ranks after the old
+    /// start's last node of each family it serves.
+    fn excluded(&self, centre: &UnitVector, radius: f64) -> bool {
+        let key = |c: &Candidate, d: f64| with_score(c.base, c.terms.score(Some(d)));
+        let worst = self.last.map(|last| {
+            let c = &self.among[last?];
+            Some(key(c, centre.distance_km(&c.at) + radius))
+        });
+        self.risen.iter().all(|&r| {
+            let x = &self.among[r];
+            let best = key(x, (centre.distance_km(&x.at) - radius).max(0.0));
+            (0..2).all(|f| !x.serves(f) || worst[f].is_some_and(|w| best > w))
+        })
+    }
+
+    fn region(
+        &self,
+        points: &[Point],
+        level: u32,
+        kept: u32,
+        (starts, scratch): (&mut Starts, &mut (RankedStart, Vec<(u128, u32)>)),
+        pieces: &mut Pieces,
+    ) {
+        let Some(first) = points.first() else {
+            return;
+        };
+        let level = level.max(common_level(points));
+        let count = u32::try_from(points.len()).unwrap_or(u32::MAX);
+        // The cell's box first: it costs no pass over the points, and settles the regions
+        // far from every risen node, which are most of them.
+        let (centre, radius) = UnitVector::enclosing_box(&morton_cell(first.code, level));
+        if level < MORTON_BITS && self.excluded(&centre, radius) {
+            push_piece(pieces, first.place, count, kept);
+            return;
+        }
+        if points.len() <= LEAF_PLACES || level >= MORTON_BITS {
+            let mut previous: Option<u32> = None;
+            for point in points {
+                let id = if self.excluded(&point.at, 0.0) {
+                    kept
+                } else {
+                    let (start, sorted) = &mut *scratch;
+                    start.fill_at(&self.among, Some(&point.at), self.depth, self.counts, sorted);
+                    match previous {
+                        Some(id) if starts.list.get(id as usize) == Some(start) => id,
+                        _ => starts.intern(start),
+                    }
+                };
+                previous = Some(id);
+                push_piece(pieces, point.place, 1, id);
+            }
+            return;
+        }
+        let (centre, radius) = if points.len() <= MEASURED_PLACES {
+            let (centre, radius) = UnitVector::enclosing_box(&bounding_box(points));
+            if self.excluded(&centre, radius) {
+                push_piece(pieces, first.place, count, kept);
+                return;
+            }
+            (centre, radius)
+        } else {
+            (centre, radius)
+        };
+        // Where a risen node enters, the new start may still be one for the whole region.
+        let mut bounds = key_bounds(&self.among, &centre, radius);
+        bounds.sort_unstable_by_key(|b| b.best);
+        let ranker = Ranker {
+            depth: self.depth,
+            counts: self.counts,
+        };
+        let start = &mut scratch.0;
+        if ranker.fixed_start(&bounds, &self.among, start) {
+            push_piece(pieces, first.place, count, starts.intern(start));
+            return;
+        }
+        let shift = 3 * (MORTON_BITS - level - 1);
+        let mut rest = points;
+        while let Some(first) = rest.first() {
+            let child = (first.code >> shift) & 7;
+            let end = gallop(rest, |p| (p.code >> shift) & 7 <= child);
+            let (part, after) = rest.split_at(end.max(1));
+            self.region(part, level + 1, kept, (&mut *starts, &mut *scratch), pieces);
+            rest = after;
+        }
+    }
+}
+
+/// Each candidate's key bounds over the places within `radius` km of `centre`.
+fn key_bounds(candidates: &[Candidate], centre: &UnitVector, radius: f64) -> Vec<Bounds> {
+    (candidates.iter().enumerate())
+        .map(|(i, c)| {
+            let d = centre.distance_km(&c.at);
+            Bounds {
+                best: with_score(c.base, c.terms.score(Some((d - radius).max(0.0)))),
+                worst: with_score(c.base, c.terms.score(Some(d + radius))),
+                index: i as u32,
+            }
+        })
+        .collect()
 }
 
 /// `partition_point` searched outward from the front: a sub-cell ends near where it begins
@@ -395,18 +598,7 @@ impl Ranker {
             morton_cell(points[0].code, level)
         };
         let (centre, radius) = UnitVector::enclosing_box(&within);
-        let mut bounds: Vec<Bounds> = candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let d = centre.distance_km(&c.at);
-                Bounds {
-                    best: with_score(c.base, c.terms.score(Some((d - radius).max(0.0)))),
-                    worst: with_score(c.base, c.terms.score(Some(d + radius))),
-                    index: i as u32,
-                }
-            })
-            .collect();
+        let mut bounds = key_bounds(candidates, &centre, radius);
         // Per family, the worst case of its `depth`-th node: nothing whose best case is
         // worse can be in that family's start anywhere in the region.
         let mut worst: Vec<u128> = Vec::with_capacity(bounds.len());
@@ -557,6 +749,65 @@ pub(crate) mod tests {
                 }
             })
             .collect()
+    }
+
+    /// A node coming back: ranking again from the old starts (`Rising`) gives every place
+    /// the start a ranking of all the healthy nodes gives, and decides most places by
+    /// region, without a look at them.
+    #[test]
+    fn risen_nodes_enter_the_starts_they_beat_and_only_those() {
+        let mut random = XorShift::new(29);
+        for (nodes, depth, risen_count) in [(30, 2, 1), (30, 1, 2), (12, 3, 1), (60, 2, 3)] {
+            let all = candidates(&mut random, nodes);
+            let risen: Vec<NodeId> = (0..risen_count)
+                .map(|_| (random.next_u64() % nodes as u64) as NodeId)
+                .collect();
+            let before: Vec<Candidate> = (all.iter().copied())
+                .filter(|c| !risen.contains(&c.id))
+                .collect();
+            let mut points: Vec<Point> = (0..20_000)
+                .map(|_| {
+                    let at = random_place(&mut random);
+                    let code = at.morton();
+                    Point { code, place: 0, at }
+                })
+                .collect();
+            points.sort_unstable_by_key(|p| p.code);
+            for (column, p) in points.iter_mut().enumerate() {
+                p.place = column as u32;
+            }
+            let mut old = Starts::default();
+            let mut old_of = vec![u32::MAX; points.len()];
+            rank_points(&points, &before, depth, &mut old, &mut old_of);
+            let (mut starts, mut pieces) = (Starts::default(), Pieces::new());
+            for run in old_of.chunk_by(|a, b| a == b) {
+                let first = pieces.iter().map(|p| p.0 + p.1).max().unwrap_or(0) as usize;
+                let old_start = &old.list[run[0] as usize];
+                let rising = Rising::new(&all, old_start, &risen, depth);
+                let kept = starts.intern(old_start);
+                rising.rank(&points[first..first + run.len()], kept, &mut starts, &mut pieces);
+            }
+            let decided_by_region = pieces.len();
+            let of_column = RunArray::from_pieces(pieces, points.len(), u32::MAX);
+            let (counts, mut sorted) = (family_counts(&all), Vec::new());
+            for p in &points {
+                rank_exact(&all, Some(&p.at), &mut sorted);
+                let ranked = sorted.iter().map(|&(_, i)| (all[i as usize].id, all[i as usize].families));
+                let expected = RankedStart::of(ranked, depth, counts);
+                let got = &starts.list[of_column.at_or(p.place as usize, 0) as usize];
+                assert_eq!(
+                    (&got.families, got.top),
+                    (&expected.families, expected.top),
+                    "{nodes} nodes, depth {depth}, {risen:?} risen, place {}",
+                    p.place
+                );
+            }
+            assert!(
+                decided_by_region < points.len() / 4,
+                "{decided_by_region} pieces for {} places",
+                points.len()
+            );
+        }
     }
 
     /// Searching from the front finds every boundary a binary search finds, at every length

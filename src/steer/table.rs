@@ -18,7 +18,8 @@ use rustc_hash::FxHashMap;
 use super::damping::{DampingRow, DampingState, Incumbent, damp_start, promoted};
 use super::order::rank_key_base;
 use super::regions::{
-    Candidate, Point, RankedStart, Starts, points_of, rank_points, release_free_memory, start_at,
+    Candidate, Pieces, RankedStart, Rising, Starts, points_of, push_piece, rank_points,
+    rank_points_with, release_free_memory, start_at,
 };
 use super::score::{ScoreTerms, score_weight};
 use super::spread::{Groups, UNSPREAD, draw_weights, group_starts};
@@ -146,19 +147,21 @@ impl FullRanking {
     /// Each column's start among `healthy` (from [`FullRanking::healthy_candidates`]), for
     /// the columns in `needed` (ascending, disjoint ranges): deep enough (`depth`) that with
     /// a class's start it holds all of a cell's ranking a pick reads, whatever is down.
-    /// Ranked by region like the rankings; `out[column]` gets the start's number in `starts`.
+    /// Ranked by region like the rankings; each column gets a piece with its start's number
+    /// in `starts`.
     pub(crate) fn rank_healthy(
         &self,
         needed: &[std::ops::Range<usize>],
         healthy: &[Vec<Candidate>],
         depth: usize,
         geo: &GeoDb,
-        (starts, out): (&mut Starts, &mut [u32]),
+        (starts, pieces): (&mut Starts, &mut Pieces),
     ) {
         let points = points_of(geo, &self.column_profile, healthy.len(), Some(needed));
         for (profile, points) in points.iter().enumerate() {
             if !points.is_empty() {
-                rank_points(points, &healthy[profile], depth, starts, out);
+                let emit = |column, id| push_piece(pieces, column, 1, id);
+                rank_points_with(points, &healthy[profile], depth, starts, emit);
             }
         }
         for &column in self.one_by_one.iter().filter(|&&c| {
@@ -168,18 +171,14 @@ impl FullRanking {
             let profile = self.column_profile.at_or(column, 0) as usize;
             let list = healthy.get(profile).map_or(&[][..], Vec::as_slice);
             let start = start_at(list, self.position(column, geo).as_ref(), depth);
-            if let Some(cell) = out.get_mut(column) {
-                *cell = starts.intern(&start);
-            }
+            pieces.push((column as u32, 1, starts.intern(&start)));
         }
     }
-}
 
-impl FullRanking {
-    /// Ranks again the columns of `kept` (column ranges, each with its start among
-    /// `before`) now that `risen` came up: a column's start is then the best `depth` of its
-    /// start's nodes and `risen`, so each (profile, start before) is ranked among those few
-    /// nodes only, and mostly decided region by region. `healthy` as for
+    /// The columns of `kept` (column ranges, each with its start among `before`) now that
+    /// `risen` came up: a column's start is then the best `depth` of its start's nodes and
+    /// `risen`, and stands wherever no risen node can beat its last (`Rising`), which is
+    /// most places; the rest are ranked among those few nodes. `healthy` as for
     /// [`FullRanking::rank_healthy`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rank_with_risen(
@@ -190,49 +189,30 @@ impl FullRanking {
         healthy: &[Vec<Candidate>],
         depth: usize,
         geo: &GeoDb,
-        (starts, out): (&mut Starts, &mut [u32]),
+        (starts, pieces): (&mut Starts, &mut Pieces),
     ) {
         let located = geo.sorted_positions().len();
-        // Points by (profile, start before), in Morton order; columns without a position in
-        // it (no coordinates, unlocated, groups) one by one.
-        let mut buckets: std::collections::BTreeMap<(u32, u32), Vec<&[Point]>> = Default::default();
-        let mut single: Vec<(usize, u32, u32)> = Vec::new();
+        let empty = RankedStart::default();
+        // Per (profile, start before): its number now, and how risen nodes enter it.
+        let mut rising: FxHashMap<(u32, u32), (u32, Rising)> = FxHashMap::default();
         for (columns, old) in kept {
             for (sub, profile) in self.column_profile.runs_within(columns.clone()) {
-                let points = geo.positions_of_places(sub.clone());
-                if !points.is_empty() {
-                    buckets.entry((profile, *old)).or_default().push(points);
+                let (kept_as, rising) = rising.entry((profile, *old)).or_insert_with(|| {
+                    let before = before.get(*old as usize).unwrap_or(&empty);
+                    let list = healthy.get(profile as usize).map_or(&[][..], Vec::as_slice);
+                    (starts.intern(before), Rising::new(list, before, risen, depth))
+                });
+                if rising.stands() {
+                    let count = u32::try_from(sub.len()).unwrap_or(u32::MAX);
+                    push_piece(pieces, sub.start as u32, count, *kept_as);
+                    continue;
                 }
-                single.extend((sub.start.max(located)..sub.end).map(|c| (c, profile, *old)));
-            }
-        }
-        let among = |profile: u32, old: u32| -> Vec<Candidate> {
-            let listed = before.get(old as usize).map(|s| &s.families);
-            let list = healthy.get(profile as usize).map_or(&[][..], Vec::as_slice);
-            list.iter()
-                .filter(|c| {
-                    risen.contains(&c.id)
-                        || listed.is_some_and(|f| f.iter().any(|l| l.contains(&c.id)))
-                })
-                .copied()
-                .collect()
-        };
-        let mut points: Vec<Point> = Vec::new();
-        for ((profile, old), slices) in buckets {
-            points.clear();
-            for slice in slices {
-                points.extend_from_slice(slice);
-            }
-            rank_points(&points, &among(profile, old), depth, starts, out);
-        }
-        for (column, profile, old) in single {
-            let start = start_at(
-                &among(profile, old),
-                self.position(column, geo).as_ref(),
-                depth,
-            );
-            if let Some(cell) = out.get_mut(column) {
-                *cell = starts.intern(&start);
+                let points = geo.positions_of_places(sub.clone());
+                rising.rank(points, *kept_as, starts, pieces);
+                for column in sub.start.max(located)..sub.end {
+                    let start = rising.start_at(self.position(column, geo).as_ref());
+                    pieces.push((column as u32, 1, starts.intern(&start)));
+                }
             }
         }
     }
