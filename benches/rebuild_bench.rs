@@ -257,8 +257,8 @@ fn changes_in_process(
     let rankings = rank_all(zones, geo, &[], &mut DampingState::new(), SystemTime::now());
     let mut states = availability.to_vec();
     let down = down_count().min(nodes.saturating_sub(1));
-    for node in nodes - down..nodes {
-        states[0][node] = Availability::AdminDown;
+    for state in &mut states[0][nodes - down..] {
+        *state = Availability::AdminDown;
     }
     let mut previous = build(zones, Arc::clone(geo), &rankings, &states);
     let (mut downs, mut ups) = (Vec::new(), Vec::new());
@@ -267,10 +267,14 @@ fn changes_in_process(
         .unwrap_or(20);
     for _ in 0..changes {
         let node = rng.below((nodes - down) as u64) as usize;
-        for (state, times) in [(Availability::AdminDown, &mut downs), (Availability::Up, &mut ups)] {
+        for (state, times) in [
+            (Availability::AdminDown, &mut downs),
+            (Availability::Up, &mut ups),
+        ] {
             states[0][node] = state;
             let started = Instant::now();
-            let snapshot = geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, &previous);
+            let snapshot =
+                geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, &previous);
             times.push(started.elapsed());
             if std::env::var("SHOW_CHANGES").is_ok() {
                 eprintln!("n{node} {state:?}: {:.1} ms", ms(started.elapsed()));

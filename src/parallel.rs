@@ -33,6 +33,40 @@ pub fn each<T: Send, R: Send>(
     })
 }
 
+/// Runs `work` on every item, on one thread per core, each thread taking the next item
+/// not yet taken: items of uneven cost keep every core busy to the end, where parts fixed
+/// in advance would leave one waiting for another. The results are in the items' order.
+pub fn each_taken<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = workers().min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(work).collect();
+    }
+    let count = items.len();
+    // Off the query path: a lock per item taken costs nothing next to the item's work.
+    let items: Vec<std::sync::Mutex<Option<T>>> = items
+        .into_iter()
+        .map(|i| std::sync::Mutex::new(Some(i)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = || {
+        let mut done = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slot) = items.get(at) else {
+                return done;
+            };
+            let item = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(item) = item {
+                done.push((at, work(item)));
+            }
+        }
+    };
+    let mut results: Vec<(usize, R)> = each(0..threads, |_| take()).into_iter().flatten().collect();
+    results.sort_unstable_by_key(|(at, _)| *at);
+    debug_assert_eq!(results.len(), count);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Runs `a` on a thread of its own and `b` on this one, side by side.
 pub fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
     std::thread::scope(|scope| {

@@ -89,29 +89,22 @@ pub(super) fn build_with_lines(
                 }
                 tables.push(kept.cloned());
             }
-            let workers = crate::parallel::workers().min(stale.len()).max(1);
-            let mut shares: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
-            for (n, job) in stale.into_iter().enumerate() {
-                shares[n % workers].push(job);
-            }
-            let picked = crate::parallel::each(shares, |share| {
-                share
-                    .into_iter()
-                    .map(|(at, steered, ranking, states, before)| {
-                        let health = PickInputs {
-                            nodes: &zone.nodes,
-                            availability,
-                            answers: steered.answers,
-                            draw_keys: &keys,
-                            draw_weights: &ranking.draw_weights,
-                            down_lines,
-                        };
-                        let built = build_steered(steered, ranking, &health, &geo, states, before);
-                        (at, built)
-                    })
-                    .collect::<Vec<_>>()
-            });
-            for (at, table) in picked.into_iter().flatten() {
+            let picked =
+                crate::parallel::each_taken(stale, |(at, steered, ranking, states, before)| {
+                    let health = PickInputs {
+                        nodes: &zone.nodes,
+                        availability,
+                        answers: steered.answers,
+                        draw_keys: &keys,
+                        draw_weights: &ranking.draw_weights,
+                        down_lines,
+                    };
+                    (
+                        at,
+                        build_steered(steered, ranking, &health, &geo, states, before),
+                    )
+                });
+            for (at, table) in picked {
                 tables[at] = Some(table);
             }
             for (steered, table) in zone.steered.iter().zip(tables) {
@@ -390,6 +383,8 @@ struct Reuse<'a> {
     changed: Vec<bool>,
     /// The nodes that can answer now and could not before.
     risen: Vec<NodeId>,
+    /// The nodes that could answer before and cannot now.
+    fallen: Vec<NodeId>,
 }
 
 impl<'a> Reuse<'a> {
@@ -402,7 +397,7 @@ impl<'a> Reuse<'a> {
         }
         let size = states.iter().map(|s| s.0 + 1).max().unwrap_or(0);
         let mut changed = vec![false; size];
-        let mut risen = Vec::new();
+        let (mut risen, mut fallen) = (Vec::new(), Vec::new());
         for (old, new) in before.node_states.iter().zip(states) {
             if old.0 != new.0 {
                 return None;
@@ -411,11 +406,15 @@ impl<'a> Reuse<'a> {
             if new.1.answerable() && !old.1.answerable() {
                 risen.push(new.0);
             }
+            if old.1.answerable() && !new.1.answerable() {
+                fallen.push(new.0);
+            }
         }
         Some(Reuse {
             before,
             changed,
             risen,
+            fallen,
         })
     }
 
@@ -765,16 +764,23 @@ fn healthy_of_columns(
     // start: at most `answers` (up primaries, then as many up backups as primaries are
     // missing; every primary ranks before every backup). Whether the top is down, and how
     // many primaries there are, the class's start already tells.
-    let depth = answers.steered.answers;
+    let least = answers.steered.answers;
+    let depth = least + HEALTHY_SLACK;
     let mut starts = Starts::default();
     let mut pieces: Pieces = Vec::new();
     match before {
-        None => full.rank_healthy(cells.needed, &healthy, depth, geo, (&mut starts, &mut pieces)),
+        None => full.rank_healthy(
+            cells.needed,
+            &healthy,
+            depth,
+            geo,
+            (&mut starts, &mut pieces),
+        ),
         Some((memo, reuse)) => {
-            let (fresh, kept) = kept_starts(cells.needed, memo, reuse);
+            let (fresh, kept, carried) = kept_starts(cells.needed, memo, reuse, least);
             full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut pieces));
             let into = (&mut starts, &mut pieces);
-            full.rank_with_risen(&kept, &memo.list, &reuse.risen, &healthy, depth, geo, into);
+            full.rank_with_risen(&kept, &carried, &reuse.risen, &healthy, least, geo, into);
         }
     }
     let columns = full.column_profile.len();
@@ -784,19 +790,28 @@ fn healthy_of_columns(
     }
 }
 
-/// Splits the `needed` columns into those to rank afresh (none before, or a start that
-/// holds a node whose state changed) and those whose start from before stands, each with
-/// its number there.
+/// How many healthy nodes of each family beyond the answer size a healthy start holds when
+/// ranked: room for nodes to fall before its columns must be ranked again. None: on the
+/// rebuild benchmark (200 nodes x 50 names, a third down) one and two more each made a
+/// change slower (p50 9.3 and 9.8 ms against 9.2 in process): deeper starts cost more to
+/// rank than the ranking they spare, since most columns ranked afresh are those of classes
+/// that split anew, which no start held before.
+const HEALTHY_SLACK: usize = 0;
+
+/// Splits the `needed` columns into those to rank afresh (none before, or a start left with
+/// fewer than `least` nodes of a family by the nodes that fell) and those whose start from
+/// before carries over, as it was or without the fallen nodes: each with its number in the
+/// starts carried over (the third list; a start not carried is left empty there).
 fn kept_starts(
     needed: &[Columns],
     before: &HealthyStarts,
     reuse: &Reuse,
-) -> (Vec<Columns>, Vec<(Columns, u32)>) {
-    let touched: Vec<bool> = before
-        .list
-        .iter()
-        .map(|s| reuse.touches(s.families.iter().flatten()))
+    least: usize,
+) -> (Vec<Columns>, Vec<(Columns, u32)>, Vec<RankedStart>) {
+    let carried: Vec<Option<RankedStart>> = (before.list.iter())
+        .map(|start| carry_start(start, &reuse.fallen, least))
         .collect();
+    let touched: Vec<bool> = carried.iter().map(Option::is_none).collect();
     let mut fresh: Vec<Columns> = Vec::new();
     let mut kept = Vec::new();
     let mut add_fresh = |columns: Columns| match fresh.last_mut() {
@@ -817,7 +832,33 @@ fn kept_starts(
             add_fresh(at..range.end);
         }
     }
-    (fresh, kept)
+    let carried = carried.into_iter().map(Option::unwrap_or_default);
+    (fresh, kept, carried.collect())
+}
+
+/// A healthy start without the nodes that fell: still the first healthy nodes of each
+/// family, so it stands while it holds `least` of a family (or every one it held, when
+/// that was fewer: then it held all the family has).
+fn carry_start(start: &RankedStart, fallen: &[NodeId], least: usize) -> Option<RankedStart> {
+    if !start
+        .families
+        .iter()
+        .flatten()
+        .any(|id| fallen.contains(id))
+    {
+        return Some(start.clone());
+    }
+    let mut carried = start.clone();
+    for family in &mut carried.families {
+        let held = family.len();
+        family.retain(|id| !fallen.contains(id));
+        if held >= least && family.len() < least {
+            return None;
+        }
+    }
+    // What damping holds on to; nothing reads it in a healthy start.
+    carried.top = None;
+    Some(carried)
 }
 
 /// Answers one row group's split cells from the healthy nodes ranked for their columns.
@@ -828,7 +869,19 @@ fn split_group(
     cells: SplitCells,
     split_rows: &mut [RunArray],
 ) {
-    let mut answer_of_pair = PairAnswers::new(cells.split, healthy.list.len());
+    // A pick reads at most `answers` nodes of each family past the class's start: starts
+    // alike that far are one for the pairs (healthy starts hold more, for later changes).
+    let least = answers.steered.answers;
+    let mut read = Starts::default();
+    let read_of: Vec<u32> = (healthy.list.iter())
+        .map(|start| {
+            let mut first = start.clone();
+            first.families.iter_mut().for_each(|f| f.truncate(least));
+            first.top = None;
+            read.intern(&first)
+        })
+        .collect();
+    let mut answer_of_pair = PairAnswers::new(cells.split, read.list.len());
     for &row in cells.rows {
         // Built run by run: cells of classes that decide hold 0, never read.
         let mut runs = crate::runs::RunBuilder::default();
@@ -841,10 +894,14 @@ fn split_group(
             any = true;
             // Cells of one class and one healthy start have one answer: a run of each.
             for (columns, healthy_start) in healthy.of_column.runs_within(columns) {
-                let answer = answer_of_pair.get(class, healthy_start, || {
+                let first = read_of
+                    .get(healthy_start as usize)
+                    .copied()
+                    .unwrap_or(u32::MAX);
+                let answer = answer_of_pair.get(class, first, || {
                     let class = &ranking.classes[class as usize];
                     let empty = RankedStart::default();
-                    let more = healthy.list.get(healthy_start as usize).unwrap_or(&empty);
+                    let more = read.list.get(first as usize).unwrap_or(&empty);
                     let [v4, v6] = [0, 1].map(|f| {
                         let listed = &class.start.families[f];
                         let rest = more.families[f].iter().filter(|id| !listed.contains(id));

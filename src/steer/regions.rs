@@ -12,7 +12,6 @@
 use rustc_hash::FxHashMap;
 
 use std::borrow::Cow;
-use std::ops::Range;
 
 use super::order::with_score;
 use super::score::ScoreTerms;
@@ -85,17 +84,17 @@ impl RankedStart {
         counts: [usize; 2],
     ) -> Self {
         let mut start = RankedStart::default();
-        start.fill(ranked, depth, counts);
+        start.fill(ranked, [depth; 2], counts);
         start
     }
 
-    /// The start for a client at `from` (`counts`: eligible nodes per family), sorting all
-    /// of `candidates` in `sorted`.
+    /// The start for a client at `from` (`counts`: eligible nodes per family; `depth`: how
+    /// many of each family), sorting all of `candidates` in `sorted`.
     fn fill_at(
         &mut self,
         candidates: &[Candidate],
         from: Option<&UnitVector>,
-        depth: usize,
+        depth: [usize; 2],
         counts: [usize; 2],
         sorted: &mut Vec<(u128, u32)>,
     ) {
@@ -110,7 +109,7 @@ impl RankedStart {
     fn fill(
         &mut self,
         ranked: impl IntoIterator<Item = (NodeId, u8)>,
-        depth: usize,
+        depth: [usize; 2],
         counts: [usize; 2],
     ) {
         self.families.iter_mut().for_each(Vec::clear);
@@ -118,11 +117,11 @@ impl RankedStart {
         for (id, families) in ranked {
             self.top.get_or_insert(id);
             for (f, list) in self.families.iter_mut().enumerate() {
-                if families & (1 << f) != 0 && list.len() < depth {
+                if families & (1 << f) != 0 && list.len() < depth[f] {
                     list.push(id);
                 }
             }
-            if self.families.iter().all(|l| l.len() >= depth) {
+            if (0..2).all(|f| self.families[f].len() >= depth[f]) {
                 break;
             }
         }
@@ -176,29 +175,14 @@ impl Starts {
 /// A place to rank: its position, with its column as `place`.
 pub(crate) type Point = PlacePosition;
 
-/// The places of each profile (`profile_of[column]`), in the database's Morton order, and
-/// `only` those in the given column ranges (ascending, disjoint) if given: borrowed as they
-/// are when there is one profile and every place (the usual case), else copied out.
+/// The places of each profile (`profile_of[column]`), in the database's Morton order:
+/// borrowed as they are when there is one profile (the usual case), else copied out.
 pub(crate) fn points_of<'a>(
     geo: &'a GeoDb,
     profile_of: &RunArray,
     profiles: usize,
-    only: Option<&[Range<usize>]>,
 ) -> Vec<Cow<'a, [Point]>> {
     let sorted = geo.sorted_positions();
-    if let Some(only) = only {
-        // A range of columns is a range of positions (places are numbered in Morton
-        // order), so the marked places are copied slice by slice, in order.
-        let mut points: Vec<Vec<Point>> = vec![Vec::new(); profiles.max(1)];
-        for range in only {
-            for (columns, profile) in profile_of.runs_within(range.clone()) {
-                if let Some(list) = points.get_mut(profile as usize) {
-                    list.extend_from_slice(geo.positions_of_places(columns));
-                }
-            }
-        }
-        return points.into_iter().map(Cow::Owned).collect();
-    }
     if profiles <= 1 {
         return vec![Cow::Borrowed(sorted)];
     }
@@ -231,7 +215,7 @@ pub(crate) fn start_at(
 ) -> RankedStart {
     let counts = family_counts(candidates);
     let mut start = RankedStart::default();
-    start.fill_at(candidates, from, depth, counts, &mut Vec::new());
+    start.fill_at(candidates, from, [depth; 2], counts, &mut Vec::new());
     start
 }
 
@@ -265,7 +249,8 @@ pub(crate) fn rank_exact(
 
 /// What ranking the places of one (row, profile) produces and shares.
 struct Ranker {
-    depth: usize,
+    /// How many nodes of each family a start holds (fewer where fewer are eligible).
+    depth: [usize; 2],
     counts: [usize; 2],
 }
 
@@ -273,7 +258,7 @@ struct Ranker {
 #[derive(Default)]
 struct Found {
     starts: Starts,
-    cells: Vec<(u32, u32)>,
+    pieces: Pieces,
     scratch: RankedStart,
     sorted: Vec<(u128, u32)>,
 }
@@ -288,11 +273,14 @@ pub(crate) fn rank_points(
     starts: &mut Starts,
     out: &mut [u32],
 ) {
-    rank_points_with(points, candidates, depth, starts, |column, id| {
-        if let Some(cell) = out.get_mut(column as usize) {
-            *cell = id;
+    let mut pieces = Pieces::new();
+    rank_slices(&[points], candidates, depth, starts, &mut pieces);
+    for (first, count, id) in pieces {
+        let (first, count) = (first as usize, count as usize);
+        if let Some(cells) = out.get_mut(first..first.saturating_add(count)) {
+            cells.fill(id);
         }
-    });
+    }
 }
 
 /// Column ranges with the number of their start, `(first column, columns, start)`, in any
@@ -310,41 +298,67 @@ pub(crate) fn push_piece(pieces: &mut Pieces, first: u32, count: u32, id: u32) {
     }
 }
 
-/// [`rank_points`], handing each point's column and start number to `emit`, in the order
-/// of `points`.
-pub(crate) fn rank_points_with(
-    points: &[Point],
+/// [`rank_points`] for points given as slices, each a range of the Morton order (ranges of
+/// columns are, so nothing is copied to rank some of them), adding pieces to `pieces`.
+pub(crate) fn rank_slices(
+    slices: &[&[Point]],
     candidates: &[Candidate],
     depth: usize,
     starts: &mut Starts,
-    mut emit: impl FnMut(u32, u32),
+    pieces: &mut Pieces,
 ) {
     let counts = family_counts(candidates);
-    let ranker = Ranker { depth, counts };
-    let workers = crate::parallel::workers();
-    // Consecutive parts, one per worker: any range of the order is a region.
-    let parts: Vec<&[Point]> = if points.len() > PARALLEL_PLACES && workers > 1 {
-        points.chunks(points.len().div_ceil(workers)).collect()
-    } else {
-        vec![points]
+    let ranker = Ranker {
+        depth: [depth; 2],
+        counts,
     };
-    let rank_part = |part: &[Point]| {
+    let workers = crate::parallel::workers();
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    // Consecutive shares of about equal size, one per worker: any range of the order is a
+    // region, so slices are cut where a share ends.
+    let mut shares: Vec<Vec<&[Point]>> = vec![Vec::new()];
+    if total > PARALLEL_PLACES && workers > 1 {
+        let size = total.div_ceil(workers);
+        let mut room = size;
+        for &slice in slices {
+            let mut rest = slice;
+            while !rest.is_empty() {
+                let (part, after) = rest.split_at(rest.len().min(room));
+                if let Some(share) = shares.last_mut() {
+                    share.push(part);
+                }
+                (rest, room) = (after, room - part.len());
+                if room == 0 {
+                    shares.push(Vec::new());
+                    room = size;
+                }
+            }
+        }
+    } else {
+        shares[0].extend_from_slice(slices);
+    }
+    let rank_share = |share: Vec<&[Point]>| {
         let mut found = Found::default();
-        ranker.region(part, candidates, 0, &mut found);
+        for part in share {
+            ranker.region(part, candidates, 0, &mut found);
+        }
         found
     };
-    let found: Vec<Found> = if parts.len() == 1 {
-        vec![rank_part(points)]
+    let found: Vec<Found> = if shares.len() == 1 {
+        shares.into_iter().map(rank_share).collect()
     } else {
-        crate::parallel::each(parts, rank_part)
+        crate::parallel::each(shares, rank_share)
     };
     for part in found {
         let renumber: Vec<u32> = part.starts.list.iter().map(|s| starts.intern(s)).collect();
-        for (column, id) in part.cells {
-            emit(column, renumber[id as usize]);
+        for (first, count, id) in part.pieces {
+            push_piece(pieces, first, count, renumber[id as usize]);
         }
     }
 }
+
+/// A start being filled, and the keys it sorts: kept across places to allocate once.
+type Scratch = (RankedStart, Vec<(u128, u32)>);
 
 /// Places whose start among the healthy nodes is known, ranked again now that some nodes
 /// came up. Their new start is among the old start's nodes and the risen ones alone; and
@@ -356,35 +370,42 @@ pub(crate) struct Rising {
     among: Vec<Candidate>,
     /// Indices into `among` of the risen nodes.
     risen: Vec<usize>,
-    /// Per family, the index into `among` of the old start's last node when the start is
-    /// `depth` deep; `None` when it is shorter (a risen node of the family enters anywhere).
+    /// Per family, the index into `among` of the old start's last node; `None` when the
+    /// start holds every healthy node of the family (a risen node of it enters anywhere).
     last: [Option<usize>; 2],
-    depth: usize,
+    /// How many nodes of each family the new start holds: as many as the old one, and the
+    /// risen ones too where it held every healthy node.
+    depth: [usize; 2],
     counts: [usize; 2],
 }
 
 impl Rising {
     /// For places of one profile (`healthy`: its healthy candidates, the risen among them)
-    /// whose start among the healthy nodes was `before`.
+    /// whose start among the healthy nodes was `before`: the first nodes of each family, at
+    /// least `least` of them unless that is all the family has (then it holds them all).
     pub(crate) fn new(
         healthy: &[Candidate],
         before: &RankedStart,
         risen: &[NodeId],
-        depth: usize,
+        least: usize,
     ) -> Self {
         let listed = |id: NodeId| before.families.iter().any(|f| f.contains(&id));
         let among: Vec<Candidate> = (healthy.iter())
             .filter(|c| risen.contains(&c.id) || listed(c.id))
             .copied()
             .collect();
-        let risen = (among.iter().enumerate())
+        let risen: Vec<usize> = (among.iter().enumerate())
             .filter(|(_, c)| risen.contains(&c.id))
             .map(|(i, _)| i)
             .collect();
+        let whole = |f: usize| before.families[f].len() < least;
         let last = [0, 1].map(|f| {
-            let family = &before.families[f];
-            let last = family.last().filter(|_| family.len() >= depth)?;
+            let last = before.families[f].last().filter(|_| !whole(f))?;
             among.iter().position(|c| c.id == *last)
+        });
+        let depth = [0, 1].map(|f| {
+            let rising = risen.iter().filter(|&&i| among[i].serves(f)).count();
+            before.families[f].len() + if whole(f) { rising } else { 0 }
         });
         let counts = family_counts(&among);
         Rising {
@@ -403,7 +424,9 @@ impl Rising {
 
     /// The new start of a client at `from` (none: unlocated), ranked among the few nodes.
     pub(crate) fn start_at(&self, from: Option<&UnitVector>) -> RankedStart {
-        start_at(&self.among, from, self.depth)
+        let mut start = RankedStart::default();
+        start.fill_at(&self.among, from, self.depth, self.counts, &mut Vec::new());
+        start
     }
 
     /// Ranks `points` (a range of the Morton order, consecutive columns) whose old start is
@@ -415,7 +438,7 @@ impl Rising {
         starts: &mut Starts,
         pieces: &mut Pieces,
     ) {
-        let mut scratch = (RankedStart::default(), Vec::new());
+        let mut scratch: Scratch = (RankedStart::default(), Vec::new());
         self.region(points, 0, kept, (starts, &mut scratch), pieces);
     }
 
@@ -439,7 +462,7 @@ impl Rising {
         points: &[Point],
         level: u32,
         kept: u32,
-        (starts, scratch): (&mut Starts, &mut (RankedStart, Vec<(u128, u32)>)),
+        (starts, scratch): (&mut Starts, &mut Scratch),
         pieces: &mut Pieces,
     ) {
         let Some(first) = points.first() else {
@@ -461,7 +484,13 @@ impl Rising {
                     kept
                 } else {
                     let (start, sorted) = &mut *scratch;
-                    start.fill_at(&self.among, Some(&point.at), self.depth, self.counts, sorted);
+                    start.fill_at(
+                        &self.among,
+                        Some(&point.at),
+                        self.depth,
+                        self.counts,
+                        sorted,
+                    );
                     match previous {
                         Some(id) if starts.list.get(id as usize) == Some(start) => id,
                         _ => starts.intern(start),
@@ -587,7 +616,7 @@ impl Ranker {
                     _ => found.starts.intern(&found.scratch),
                 };
                 last = Some(id);
-                found.cells.push((point.place, id));
+                push_piece(&mut found.pieces, point.place, 1, id);
             }
             return;
         }
@@ -610,10 +639,10 @@ impl Ranker {
                     .filter(|b| candidates[b.index as usize].serves(f))
                     .map(|b| b.worst),
             );
-            if worst.len() <= self.depth {
-                u128::MAX
-            } else {
-                *worst.select_nth_unstable(self.depth - 1).1
+            match self.depth[f] {
+                0 => 0,
+                depth if worst.len() <= depth => u128::MAX,
+                depth => *worst.select_nth_unstable(depth - 1).1,
             }
         });
         bounds.retain(|b| {
@@ -623,7 +652,16 @@ impl Ranker {
         bounds.sort_unstable_by_key(|b| b.best);
         if self.fixed_start(&bounds, candidates, &mut found.scratch) {
             let id = found.starts.intern(&found.scratch);
-            found.cells.extend(points.iter().map(|p| (p.place, id)));
+            match (points.first(), points.last()) {
+                // Consecutive columns (a range of the order): one piece.
+                (Some(a), Some(b))
+                    if b.place.checked_sub(a.place).map(|d| d as usize + 1)
+                        == Some(points.len()) =>
+                {
+                    push_piece(&mut found.pieces, a.place, points.len() as u32, id)
+                }
+                _ => (points.iter()).for_each(|p| push_piece(&mut found.pieces, p.place, 1, id)),
+            }
             return;
         }
         let left: Vec<Candidate> = bounds
@@ -651,7 +689,7 @@ impl Ranker {
         candidates: &[Candidate],
         start: &mut RankedStart,
     ) -> bool {
-        let need = [0, 1].map(|f| self.counts[f].min(self.depth));
+        let need = [0, 1].map(|f| self.counts[f].min(self.depth[f]));
         let mut taken = [0usize; 2];
         let mut end = 0;
         while taken != need {
@@ -785,14 +823,21 @@ pub(crate) mod tests {
                 let old_start = &old.list[run[0] as usize];
                 let rising = Rising::new(&all, old_start, &risen, depth);
                 let kept = starts.intern(old_start);
-                rising.rank(&points[first..first + run.len()], kept, &mut starts, &mut pieces);
+                rising.rank(
+                    &points[first..first + run.len()],
+                    kept,
+                    &mut starts,
+                    &mut pieces,
+                );
             }
             let decided_by_region = pieces.len();
             let of_column = RunArray::from_pieces(pieces, points.len(), u32::MAX);
             let (counts, mut sorted) = (family_counts(&all), Vec::new());
             for p in &points {
                 rank_exact(&all, Some(&p.at), &mut sorted);
-                let ranked = sorted.iter().map(|&(_, i)| (all[i as usize].id, all[i as usize].families));
+                let ranked = sorted
+                    .iter()
+                    .map(|&(_, i)| (all[i as usize].id, all[i as usize].families));
                 let expected = RankedStart::of(ranked, depth, counts);
                 let got = &starts.list[of_column.at_or(p.place as usize, 0) as usize];
                 assert_eq!(

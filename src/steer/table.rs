@@ -18,8 +18,8 @@ use rustc_hash::FxHashMap;
 use super::damping::{DampingRow, DampingState, Incumbent, damp_start, promoted};
 use super::order::rank_key_base;
 use super::regions::{
-    Candidate, Pieces, RankedStart, Rising, Starts, points_of, push_piece, rank_points,
-    rank_points_with, release_free_memory, start_at,
+    Candidate, Pieces, Point, RankedStart, Rising, Starts, points_of, push_piece, rank_points,
+    rank_slices, release_free_memory, start_at,
 };
 use super::score::{ScoreTerms, score_weight};
 use super::spread::{Groups, UNSPREAD, draw_weights, group_starts};
@@ -157,12 +157,21 @@ impl FullRanking {
         geo: &GeoDb,
         (starts, pieces): (&mut Starts, &mut Pieces),
     ) {
-        let points = points_of(geo, &self.column_profile, healthy.len(), Some(needed));
-        for (profile, points) in points.iter().enumerate() {
-            if !points.is_empty() {
-                let emit = |column, id| push_piece(pieces, column, 1, id);
-                rank_points_with(points, &healthy[profile], depth, starts, emit);
+        // Each profile's places among the needed columns, as slices of the Morton order.
+        let mut slices: Vec<Vec<&[Point]>> = vec![Vec::new(); healthy.len()];
+        for range in needed {
+            for (columns, profile) in self.column_profile.runs_within(range.clone()) {
+                let points = geo.positions_of_places(columns);
+                if let Some(list) = slices
+                    .get_mut(profile as usize)
+                    .filter(|_| !points.is_empty())
+                {
+                    list.push(points);
+                }
             }
+        }
+        for (profile, slices) in slices.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            rank_slices(slices, &healthy[profile], depth, starts, pieces);
         }
         for &column in self.one_by_one.iter().filter(|&&c| {
             let at = needed.partition_point(|r| r.end <= c);
@@ -200,7 +209,10 @@ impl FullRanking {
                 let (kept_as, rising) = rising.entry((profile, *old)).or_insert_with(|| {
                     let before = before.get(*old as usize).unwrap_or(&empty);
                     let list = healthy.get(profile as usize).map_or(&[][..], Vec::as_slice);
-                    (starts.intern(before), Rising::new(list, before, risen, depth))
+                    (
+                        starts.intern(before),
+                        Rising::new(list, before, risen, depth),
+                    )
                 });
                 if rising.stands() {
                     let count = u32::try_from(sub.len()).unwrap_or(u32::MAX);
@@ -720,7 +732,7 @@ fn rank_starts(
     profiles: usize,
     columns: &Columns,
 ) -> (Starts, Vec<Vec<u32>>) {
-    let points_by_profile = points_of(geo, &full.column_profile, profiles, None);
+    let points_by_profile = points_of(geo, &full.column_profile, profiles);
     let mut starts = Starts::default();
     let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); rows.candidates.len()];
     for (group, out) in undamped.iter_mut().enumerate() {
