@@ -23,6 +23,8 @@ use crate::runs::RunArray;
 const LEAF_PLACES: usize = 12;
 /// Regions of at most this many places measure their extent instead of taking their cell's.
 const MEASURED_PLACES: usize = 2048;
+/// Slices of fewer places than this on average are ranked as one list.
+const GATHER_BELOW: usize = 256;
 /// Regions of more places than this are ranked on every core.
 const PARALLEL_PLACES: usize = 20_000;
 
@@ -312,8 +314,15 @@ pub(crate) fn rank_slices(
         depth: [depth; 2],
         counts,
     };
-    let workers = crate::parallel::workers();
     let total: usize = slices.iter().map(|s| s.len()).sum();
+    // Many short slices rank better as one list: regions then span the gaps between them
+    // and are decided once for all (measured, 50 names with 80 nodes of 200 down at random:
+    // 85 ms against 98 one slice at a time; 2048 was faster there but slower per change).
+    if slices.len() > 1 && total / slices.len() < GATHER_BELOW {
+        let gathered = slices.concat();
+        return rank_slices(&[&gathered], candidates, depth, starts, pieces);
+    }
+    let workers = crate::parallel::workers();
     // Consecutive shares of about equal size, one per worker: any range of the order is a
     // region, so slices are cut where a share ends.
     let mut shares: Vec<Vec<&[Point]>> = vec![Vec::new()];
