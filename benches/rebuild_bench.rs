@@ -241,6 +241,7 @@ fn main() {
     let dir = zone_dir("rebuild-bench", &text);
     server_changes(&dir, &geo_path, nodes, &mut rng, false);
     server_changes(&dir, &geo_path, nodes, &mut rng, true);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `PART=changes`: the server's changes in process, without the admin round trip: the
@@ -257,10 +258,13 @@ fn changes_in_process(
     let rankings = rank_all(zones, geo, &[], &mut DampingState::new(), SystemTime::now());
     let mut states = availability.to_vec();
     let down = down_count().min(nodes.saturating_sub(1));
-    for state in &mut states[0][nodes - down..] {
-        *state = Availability::AdminDown;
-    }
     let mut previous = build(zones, Arc::clone(geo), &rankings, &states);
+    // Down one by one, each built from the build before, as the server's set-up goes.
+    for node in nodes - down..nodes {
+        states[0][node] = Availability::AdminDown;
+        let before = &previous;
+        previous = geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
+    }
     let (mut downs, mut ups) = (Vec::new(), Vec::new());
     let changes: usize = (std::env::var("CHANGES").ok())
         .and_then(|n| n.parse().ok())
