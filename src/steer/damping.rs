@@ -177,6 +177,29 @@ impl DampingRow {
         }
     }
 
+    /// Whether damping leaves every cell of `columns` as ranked when its start's top is
+    /// `top`: no cell has another incumbent, and no challenger is being timed in the row.
+    pub fn settled(&self, columns: std::ops::Range<usize>, top: Option<usize>) -> bool {
+        let top = Self::node(top);
+        self.challengers.is_empty()
+            && (self.incumbents.get(columns))
+                .is_some_and(|cells| cells.iter().all(|&n| n == Self::NONE || n == top))
+    }
+
+    /// What [`DampingRow::set`] records cell by cell for a settled run: `top` holds every
+    /// cell of `columns`, unchallenged.
+    pub fn hold_run(&mut self, columns: std::ops::Range<usize>, top: Option<usize>) {
+        let top = Self::node(top);
+        if let Some(cells) = self.incumbents.get_mut(columns) {
+            cells.fill(top);
+        }
+    }
+
+    fn node(node: Option<usize>) -> u32 {
+        node.and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(Self::NONE)
+    }
+
     /// Keeps `columns` columns (a database or its groups may have changed).
     pub fn resize(&mut self, columns: usize) {
         self.incumbents.resize(columns, Self::NONE);

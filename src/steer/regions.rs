@@ -11,13 +11,10 @@
 
 use rustc_hash::FxHashMap;
 
-use std::borrow::Cow;
-
 use super::order::with_score;
 use super::score::ScoreTerms;
-use crate::geo::{GeoDb, MORTON_BITS, PlaceId, PlacePosition, UnitVector, morton_cell};
+use crate::geo::{MORTON_BITS, PlacePosition, UnitVector, morton_cell};
 use crate::policy::NodeId;
-use crate::runs::RunArray;
 
 /// Regions of at most this many places rank them one by one.
 const LEAF_PLACES: usize = 12;
@@ -177,37 +174,6 @@ impl Starts {
 /// A place to rank: its position, with its column as `place`.
 pub(crate) type Point = PlacePosition;
 
-/// The places of each profile (`profile_of[column]`), in the database's Morton order:
-/// borrowed as they are when there is one profile (the usual case), else copied out.
-pub(crate) fn points_of<'a>(
-    geo: &'a GeoDb,
-    profile_of: &RunArray,
-    profiles: usize,
-) -> Vec<Cow<'a, [Point]>> {
-    let sorted = geo.sorted_positions();
-    if profiles <= 1 {
-        return vec![Cow::Borrowed(sorted)];
-    }
-    // Counted first, so each list is allocated once at its size (they are megabytes, and
-    // growing them by doubling copied and faulted in most of them twice). Read from the
-    // places alone: a pass over the positions themselves reads ten times the memory.
-    let profile_of_place = |&place: &PlaceId| profile_of.at_or(place as usize, 0) as usize;
-    let places = geo.sorted_places();
-    let mut counts = vec![0usize; profiles];
-    for profile in places.iter().map(profile_of_place) {
-        if let Some(count) = counts.get_mut(profile) {
-            *count += 1;
-        }
-    }
-    let mut points: Vec<Vec<Point>> = counts.into_iter().map(Vec::with_capacity).collect();
-    for (p, place) in sorted.iter().zip(places) {
-        if let Some(list) = points.get_mut(profile_of_place(place)) {
-            list.push(*p);
-        }
-    }
-    points.into_iter().map(Cow::Owned).collect()
-}
-
 /// The start of the ranking of `candidates` for a client at `from`, found by sorting them
 /// all: for places ranked one by one.
 pub(crate) fn start_at(
@@ -268,6 +234,7 @@ struct Found {
 /// Ranks every point (in Morton order) against `candidates` (the nodes a row allows there,
 /// scored alike at each), writing each point's start into `out[column]` as a number in
 /// `starts`.
+#[cfg(test)]
 pub(crate) fn rank_points(
     points: &[Point],
     candidates: &[Candidate],
@@ -275,8 +242,19 @@ pub(crate) fn rank_points(
     starts: &mut Starts,
     out: &mut [u32],
 ) {
+    rank_slices_into(&[points], candidates, depth, starts, out);
+}
+
+/// [`rank_slices`], writing each column's start into `out[column]`.
+pub(crate) fn rank_slices_into(
+    slices: &[&[Point]],
+    candidates: &[Candidate],
+    depth: usize,
+    starts: &mut Starts,
+    out: &mut [u32],
+) {
     let mut pieces = Pieces::new();
-    rank_slices(&[points], candidates, depth, starts, &mut pieces);
+    rank_slices(slices, candidates, depth, starts, &mut pieces);
     for (first, count, id) in pieces {
         let (first, count) = (first as usize, count as usize);
         if let Some(cells) = out.get_mut(first..first.saturating_add(count)) {
@@ -744,6 +722,7 @@ pub(crate) mod tests {
     use crate::latency::ZoneLatency;
     use crate::policy::LatencyPolicy;
     use crate::random::XorShift;
+    use crate::runs::RunArray;
 
     /// A point on the globe, at random.
     pub(crate) fn random_place(random: &mut XorShift) -> UnitVector {

@@ -18,8 +18,8 @@ use rustc_hash::FxHashMap;
 use super::damping::{DampingRow, DampingState, Incumbent, damp_start, promoted};
 use super::order::rank_key_base;
 use super::regions::{
-    Candidate, Pieces, Point, RankedStart, Rising, Starts, points_of, push_piece, rank_points,
-    rank_slices, release_free_memory, start_at,
+    Candidate, Pieces, Point, RankedStart, Rising, Starts, push_piece, rank_slices,
+    rank_slices_into, release_free_memory, start_at,
 };
 use super::score::{ScoreTerms, score_weight};
 use super::spread::{Groups, UNSPREAD, draw_weights, group_starts};
@@ -655,10 +655,11 @@ fn profile_columns(
             )
         })
         .collect();
-    for &region in &regions.of_place {
-        let (profile, rule) = per_region[region as usize];
-        column_profile.push(profile);
-        geo_rule.push(u32::from(rule));
+    // Places of one region are mostly neighbours in the order: a run at a time.
+    for same in regions.of_place.chunk_by(|a, b| a == b) {
+        let (profile, rule) = per_region[same[0] as usize];
+        column_profile.push_many(profile, same.len());
+        geo_rule.push_many(u32::from(rule), same.len());
     }
     for ((place, group), located) in columns.extra().zip(columns.extra_located()) {
         column_profile.push(new_profile(place, group, located));
@@ -732,7 +733,14 @@ fn rank_starts(
     profiles: usize,
     columns: &Columns,
 ) -> (Starts, Vec<Vec<u32>>) {
-    let points_by_profile = points_of(geo, &full.column_profile, profiles);
+    // Each profile's places, as slices of the Morton order (runs of columns).
+    let mut points_by_profile: Vec<Vec<&[Point]>> = vec![Vec::new(); profiles.max(1)];
+    for (columns, profile) in full.column_profile.runs() {
+        let points = geo.positions_of_places(columns);
+        if let Some(list) = points_by_profile.get_mut(profile as usize) {
+            list.push(points);
+        }
+    }
     let mut starts = Starts::default();
     let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); rows.candidates.len()];
     for (group, out) in undamped.iter_mut().enumerate() {
@@ -740,9 +748,9 @@ fn rank_starts(
             continue;
         }
         *out = vec![0; columns.count()];
-        for (profile, points) in points_by_profile.iter().enumerate() {
+        for (profile, slices) in points_by_profile.iter().enumerate() {
             let list = &full.candidates[group][profile];
-            rank_points(points, list, depth, &mut starts, out);
+            rank_slices_into(slices, list, depth, &mut starts, out);
         }
         for &column in &full.one_by_one {
             let at = full.position(column, geo);
@@ -861,20 +869,41 @@ fn damp_into_classes(
         let mut incumbents = damping.take_row(name.zone, name.steered, row_index);
         incumbents.resize(column_count);
         let mut row = RunBuilder::default();
-        for column in 0..column_count {
-            let cell = Cell {
-                group,
-                column,
-                start: undamped[group][column],
-            };
-            let damped = DampedCell {
-                with: &with,
-                positions: &positions,
-                standing: &standing,
-            };
-            let start = damped.start(cell, starts, &mut incumbents, &mut promoted_starts);
-            let groups = damped.spread_groups(cell, &starts.list[start as usize]);
-            row.push(classes.class(starts, start, choices.map(|c| &c[column]), groups));
+        // Without carrier choices or spread groups, a run of columns of one start whose
+        // cells damping leaves as they are (every cell at a policy load) is one class.
+        let by_runs = choices.is_none() && with.rows.spread.get(group).copied().flatten().is_none();
+        let of_group = undamped.get(group).map_or(&[][..], Vec::as_slice);
+        let mut column = 0;
+        while column < column_count.min(of_group.len()) {
+            let start_id = of_group[column];
+            let same = of_group[column..]
+                .iter()
+                .take_while(|&&s| s == start_id)
+                .count();
+            let run = column..column + same;
+            let top = starts.list.get(start_id as usize).and_then(|s| s.top);
+            if by_runs && incumbents.settled(run.clone(), top) {
+                incumbents.hold_run(run, top);
+                row.push_many(classes.class(starts, start_id, None, UNSPREAD), same);
+                column += same;
+                continue;
+            }
+            for column in run {
+                let cell = Cell {
+                    group,
+                    column,
+                    start: start_id,
+                };
+                let damped = DampedCell {
+                    with: &with,
+                    positions: &positions,
+                    standing: &standing,
+                };
+                let start = damped.start(cell, starts, &mut incumbents, &mut promoted_starts);
+                let groups = damped.spread_groups(cell, &starts.list[start as usize]);
+                row.push(classes.class(starts, start, choices.map(|c| &c[column]), groups));
+            }
+            column += same;
         }
         damping.put_row(name.zone, name.steered, row_index, incumbents);
         table.push(row.finish());
