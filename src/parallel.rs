@@ -43,22 +43,15 @@ pub fn each_taken<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync)
     }
     let count = items.len();
     // Off the query path: a lock per item taken costs nothing next to the item's work.
-    let items: Vec<std::sync::Mutex<Option<T>>> = items
-        .into_iter()
-        .map(|i| std::sync::Mutex::new(Some(i)))
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
     let take = || {
         let mut done = Vec::new();
         loop {
-            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(slot) = items.get(at) else {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some((at, item)) = next else {
                 return done;
             };
-            let item = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(item) = item {
-                done.push((at, work(item)));
-            }
+            done.push((at, work(item)));
         }
     };
     let mut results: Vec<(usize, R)> = each(0..threads, |_| take()).into_iter().flatten().collect();
@@ -104,5 +97,11 @@ mod tests {
         assert_eq!(super::each(0..5, |i| i * 10), vec![0, 10, 20, 30, 40]);
         assert!(super::each(Vec::<u8>::new(), |i| i).is_empty());
         assert_eq!(super::both(|| 1u8, || "b"), (1, "b"));
+        // Items of uneven cost, taken one at a time: every one once, results in order.
+        let items: Vec<u64> = (0..40).collect();
+        let spin = |i: u64| (0..(i % 7) * 10_000).fold(i, |a, x| a ^ x) ^ i;
+        let expected: Vec<u64> = items.iter().map(|&i| spin(i)).collect();
+        assert_eq!(super::each_taken(items, spin), expected);
+        assert!(super::each_taken(Vec::<u8>::new(), |i| i).is_empty());
     }
 }

@@ -510,14 +510,8 @@ impl Rising {
             push_piece(pieces, first.place, count, starts.intern(start));
             return;
         }
-        let shift = 3 * (MORTON_BITS - level - 1);
-        let mut rest = points;
-        while let Some(first) = rest.first() {
-            let child = (first.code >> shift) & 7;
-            let end = gallop(rest, |p| (p.code >> shift) & 7 <= child);
-            let (part, after) = rest.split_at(end.max(1));
+        for part in sub_cells(points, level) {
             self.region(part, level + 1, kept, (&mut *starts, &mut *scratch), pieces);
-            rest = after;
         }
     }
 }
@@ -534,6 +528,21 @@ fn key_bounds(candidates: &[Candidate], centre: &UnitVector, radius: f64) -> Vec
             }
         })
         .collect()
+}
+
+/// The non-empty ones of the eight sub-cells of a region at `level` (a range of the Morton
+/// order), each a range of it, in order.
+fn sub_cells(points: &[Point], level: u32) -> impl Iterator<Item = &[Point]> {
+    let shift = 3 * (MORTON_BITS - level - 1);
+    let mut rest = points;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let child = (first.code >> shift) & 7;
+        let end = gallop(rest, |p| (p.code >> shift) & 7 <= child);
+        let (part, after) = rest.split_at(end.max(1));
+        rest = after;
+        Some(part)
+    })
 }
 
 /// `partition_point` searched outward from the front: a sub-cell ends near where it begins
@@ -655,15 +664,8 @@ impl Ranker {
             .iter()
             .map(|b| candidates[b.index as usize])
             .collect();
-        // The region's eight sub-cells, each a range of the order.
-        let shift = 3 * (MORTON_BITS - level - 1);
-        let mut rest = points;
-        while let Some(first) = rest.first() {
-            let child = (first.code >> shift) & 7;
-            let end = gallop(rest, |p| (p.code >> shift) & 7 <= child);
-            let (part, after) = rest.split_at(end.max(1));
+        for part in sub_cells(points, level) {
             self.region(part, &left, level + 1, found);
-            rest = after;
         }
     }
 

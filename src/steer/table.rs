@@ -127,6 +127,28 @@ impl FullRanking {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// Each of `profiles` profiles' places in the column `ranges` (ascending, disjoint), as
+    /// slices of the Morton order: a range of columns is one, so nothing is copied.
+    fn profile_slices<'g>(
+        &self,
+        geo: &'g GeoDb,
+        profiles: usize,
+        ranges: impl IntoIterator<Item = std::ops::Range<usize>>,
+    ) -> Vec<Vec<&'g [Point]>> {
+        let mut slices: Vec<Vec<&[Point]>> = vec![Vec::new(); profiles];
+        for range in ranges {
+            for (columns, profile) in self.column_profile.runs_within(range) {
+                let points = geo.positions_of_places(columns);
+                if let Some(list) =
+                    (slices.get_mut(profile as usize)).filter(|_| !points.is_empty())
+                {
+                    list.push(points);
+                }
+            }
+        }
+        slices
+    }
+
     /// The candidates of one group that are `up`, by profile.
     pub(crate) fn healthy_candidates(
         &self,
@@ -157,19 +179,7 @@ impl FullRanking {
         geo: &GeoDb,
         (starts, pieces): (&mut Starts, &mut Pieces),
     ) {
-        // Each profile's places among the needed columns, as slices of the Morton order.
-        let mut slices: Vec<Vec<&[Point]>> = vec![Vec::new(); healthy.len()];
-        for range in needed {
-            for (columns, profile) in self.column_profile.runs_within(range.clone()) {
-                let points = geo.positions_of_places(columns);
-                if let Some(list) = slices
-                    .get_mut(profile as usize)
-                    .filter(|_| !points.is_empty())
-                {
-                    list.push(points);
-                }
-            }
-        }
+        let slices = self.profile_slices(geo, healthy.len(), needed.iter().cloned());
         for (profile, slices) in slices.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
             rank_slices(slices, &healthy[profile], depth, starts, pieces);
         }
@@ -733,14 +743,8 @@ fn rank_starts(
     profiles: usize,
     columns: &Columns,
 ) -> (Starts, Vec<Vec<u32>>) {
-    // Each profile's places, as slices of the Morton order (runs of columns).
-    let mut points_by_profile: Vec<Vec<&[Point]>> = vec![Vec::new(); profiles.max(1)];
-    for (columns, profile) in full.column_profile.runs() {
-        let points = geo.positions_of_places(columns);
-        if let Some(list) = points_by_profile.get_mut(profile as usize) {
-            list.push(points);
-        }
-    }
+    let points_by_profile =
+        full.profile_slices(geo, profiles.max(1), std::iter::once(0..columns.count()));
     let mut starts = Starts::default();
     let mut undamped: Vec<Vec<u32>> = vec![Vec::new(); rows.candidates.len()];
     for (group, out) in undamped.iter_mut().enumerate() {
