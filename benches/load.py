@@ -6,7 +6,9 @@ inputs; see benches/README.md.
 
 Prints a table: saturating queries/s (median, min, max over REPS runs), lost queries, server
 CPU microseconds per query at a fixed 40,000 queries/s (from the server's own scheduler
-accounting), latency p50/p99/p99.9 at a fixed 20,000 queries/s, peak RSS; then the ratios
+accounting; "+client" adds dnsperf's CPU per query in the same run, since on loopback the
+sender's kernel delivers each segment to its receiver and so a server whose answers wait for
+the client's next segment has their delivery charged to the client), latency p50/p99/p99.9 at a fixed 20,000 queries/s, peak RSS; then the ratios
 geosteer/gdnsd, geosteer/Knot and geosteer/ceiling, and a correctness check of geosteer's (and
 gdnsd's) answers against the nearest node computed here from the database's coordinates.
 """
@@ -15,6 +17,7 @@ import math
 import os
 import random
 import re
+import resource
 import socket
 import statistics
 import struct
@@ -333,8 +336,10 @@ def dnsperf(port, stream, seconds, rate=None, verbose=False):
         argv += ["-Q", str(rate)]
     if verbose:
         argv += ["-v"]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
-    stats = {}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stats = {"client_cpu_s": (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)}
     for key, pattern in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
                          ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)")]:
         m = re.search(pattern, out)
@@ -453,7 +458,7 @@ def main():
         correctness = {name: check_nearest(servers[name].port, sample)
                        for name in ("geosteer", "baseline", "gdnsd") if name in servers}
 
-        results = {(n, st): {"qps": [], "lost": 0, "drops": 0, "cpu": [], "lat": []}
+        results = {(n, st): {"qps": [], "lost": 0, "drops": 0, "cpu": [], "client": [], "lat": []}
                    for n in servers for st in streams}
         order = [n for n in servers if not ONLY or n in ONLY]
         for rep in range(REPS):
@@ -470,6 +475,7 @@ def main():
                     used = server.cpu_ns() - before
                     if fixed["completed"] > 0:
                         r["cpu"].append(used / 1000 / fixed["completed"])
+                        r["client"].append(fixed["client_cpu_s"] * 1e6 / fixed["completed"])
                     r["lost"] += int(fixed["lost"])
                     lat = dnsperf(server.port, stream, SECONDS, rate=LATENCY_RATE, verbose=True)
                     r["lat"] += lat["latencies"]
@@ -490,6 +496,7 @@ def main():
         return {
             "med": statistics.median(q), "min": min(q), "max": max(q), "lost": r["lost"], "drops": r["drops"],
             "cpu": statistics.median(r["cpu"]) if r["cpu"] else float("nan"),
+            "client": statistics.median(r["client"]) if r["client"] else float("nan"),
             "p50": percentile(lat_us, 50), "p99": percentile(lat_us, 99), "p999": percentile(lat_us, 99.9),
         }
 
@@ -499,13 +506,13 @@ def main():
     print("(lost: queries dnsperf got no reply to; drops: of those, datagrams the server's own sockets "
           "dropped; the rest were dropped at dnsperf's)")
     print(f"{'stream':8} {'server':9} {'sat q/s med':>12} {'min':>9} {'max':>9} {'lost':>6} {'drops':>6} "
-          f"{'CPU us/q@40k':>13} {'p50 us@20k':>11} {'p99':>7} {'p99.9':>7} {'peak RSS MiB':>13}")
+          f"{'CPU us/q@40k':>13} {'+client':>8} {'p50 us@20k':>11} {'p99':>7} {'p99.9':>7} {'peak RSS MiB':>13}")
     cells = {}
     for stream in streams:
         for name in order:
             c = cells[(name, stream)] = cell(name, stream)
             print(f"{stream:8} {name:9} {c['med']:12.0f} {c['min']:9.0f} {c['max']:9.0f} {c['lost']:6d} {c['drops']:6d} "
-                  f"{c['cpu']:13.2f} {c['p50']:11.0f} {c['p99']:7.0f} {c['p999']:7.0f} {rss[name]:13.0f}")
+                  f"{c['cpu']:13.2f} {c['cpu'] + c['client']:8.2f} {c['p50']:11.0f} {c['p99']:7.0f} {c['p999']:7.0f} {rss[name]:13.0f}")
     if "baseline" in order:
         print("\nratios (geosteer / baseline):  sat q/s   CPU/q   p99")
         for stream in streams:
