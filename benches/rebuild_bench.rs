@@ -140,8 +140,13 @@ fn main() {
             scattered += 1;
         }
     }
-    if std::env::var("PART").is_ok_and(|p| p == "changes") {
+    let part = std::env::var("PART").unwrap_or_default();
+    if part == "changes" {
         changes_in_process(&zones, &geo, &availability, &mut rng);
+        return;
+    }
+    if part == "server" {
+        server_parts(&text, &geo_path, nodes, &mut rng);
         return;
     }
     let mut scattered_builds = Vec::new();
@@ -238,9 +243,14 @@ fn main() {
     );
     println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
 
-    let dir = zone_dir("rebuild-bench", &text);
-    server_changes(&dir, &geo_path, nodes, &mut rng, false);
-    server_changes(&dir, &geo_path, nodes, &mut rng, true);
+    server_parts(&text, &geo_path, nodes, &mut rng);
+}
+
+/// The server's changes, alone and under a latency feed (`PART=server` runs only these).
+fn server_parts(text: &str, geo_path: &std::path::Path, nodes: usize, rng: &mut XorShift) {
+    let dir = zone_dir("rebuild-bench", text);
+    server_changes(&dir, geo_path, nodes, rng, false);
+    server_changes(&dir, geo_path, nodes, rng, true);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
