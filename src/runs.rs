@@ -151,6 +151,51 @@ impl FromIterator<u32> for RunArray {
     }
 }
 
+/// Reads a [`RunArray`]'s runs over ranges given in ascending order, each from where the
+/// one before left off: a walk over the runs rather than a search per range, for builders
+/// that read one array alongside another's runs.
+pub struct RunCursor<'a> {
+    array: &'a RunArray,
+    /// The first run that can overlap the next range.
+    run: usize,
+}
+
+impl<'a> RunCursor<'a> {
+    /// A walk from the array's first element.
+    pub fn new(array: &'a RunArray) -> Self {
+        RunCursor { array, run: 0 }
+    }
+
+    /// Calls `each` with the runs over `range`, clipped to it, in order. `range` must not
+    /// start before the end of the range before it.
+    pub fn each(
+        &mut self,
+        range: std::ops::Range<usize>,
+        mut each: impl FnMut(std::ops::Range<usize>, u32),
+    ) {
+        let (runs, len) = (&self.array.runs, self.array.len as usize);
+        let end = range.end.min(len);
+        if range.start >= end {
+            return;
+        }
+        let run_end = |i: usize| runs.get(i + 1).map_or(len, |r| r.0 as usize);
+        while self.run < runs.len() && run_end(self.run) <= range.start {
+            self.run += 1;
+        }
+        while let Some(&(start, value)) = runs.get(self.run) {
+            let (start, stop) = (start as usize, run_end(self.run));
+            if start >= end {
+                break;
+            }
+            each(start.max(range.start)..stop.min(end), value);
+            if stop > end {
+                break; // the run goes on into the next range
+            }
+            self.run += 1;
+        }
+    }
+}
+
 /// Builds a [`RunArray`] element by element.
 #[derive(Default)]
 pub struct RunBuilder {
@@ -239,6 +284,35 @@ mod tests {
             assert_eq!(expanded, values[range.start.min(end)..end], "{range:?}");
         }
         assert!(array.run_count() < values.len() / 4);
+    }
+
+    #[test]
+    fn a_cursor_reads_ascending_ranges_as_runs_within_does() {
+        let values: Vec<u32> = (0..5_000u32)
+            .map(|i| (i / 37) % 5 + u32::from(i % 1000 == 3))
+            .collect();
+        let array: RunArray = values.iter().copied().collect();
+        let ranges = [
+            0..0,
+            0..1,
+            1..40,
+            40..41,
+            300..300,
+            300..1_004,
+            1_004..1_005,
+            2_000..4_999,
+            4_999..6_000,
+        ];
+        let mut cursor = RunCursor::new(&array);
+        for range in ranges {
+            let mut read = Vec::new();
+            cursor.each(range.clone(), |r, v| read.push((r, v)));
+            let within: Vec<_> = array
+                .runs_within(range.clone())
+                .filter(|(r, _)| !r.is_empty())
+                .collect();
+            assert_eq!(read, within, "{range:?}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::snapshot::*;
 use super::zone::{build_zone, name_key};
 use crate::geo::GeoDb;
 use crate::policy::{Node, NodeId, RecordType, SteeredName, Tier, Zone};
-use crate::runs::RunArray;
+use crate::runs::{RunArray, RunBuilder, RunCursor};
 use crate::steer::regions::{Pieces, RankedStart, Starts};
 use crate::steer::spread::{Groups, group_bounds};
 use crate::steer::table::{CarrierChoice, FAMILY_ELIGIBLE, SteeredRanking};
@@ -729,7 +729,8 @@ fn split_rows(
         };
         let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
         let healthy = healthy_of_columns(ranking, &cells, answers, geo, before);
-        split_group(ranking, answers, &healthy, cells, &mut split_rows);
+        let lent = before.map(|(then, r)| LentPairs::of(r, then, &healthy, ranking, &split));
+        split_group(ranking, answers, &healthy, cells, lent, &mut split_rows);
         *kept = healthy;
     }
     (split_rows, healthy_starts)
@@ -818,16 +819,17 @@ fn kept_starts(
         Some(last) if last.end == columns.start => last.end = columns.end,
         _ => fresh.push(columns),
     };
+    let mut then = RunCursor::new(&before.of_column);
     for range in needed {
         let mut at = range.start;
-        for (columns, old) in before.of_column.runs_within(range.clone()) {
+        then.each(range.clone(), |columns, old| {
             at = columns.end;
             if touched.get(old as usize).copied().unwrap_or(true) {
                 add_fresh(columns);
             } else {
                 kept.push((columns, old));
             }
-        }
+        });
         if at < range.end {
             add_fresh(at..range.end);
         }
@@ -861,12 +863,111 @@ fn carry_start(start: &RankedStart, fallen: &[NodeId], least: usize) -> Option<R
     Some(carried)
 }
 
+/// What a build before (same ranking) lends one row group's split cells: the answers of
+/// pairs whose class and healthy start hold the same nodes as then, none of which changed
+/// state (a pick reads nothing else), so a change costs the pairs it touches.
+struct LentPairs<'a> {
+    before: &'a SteeredTable,
+    /// The group's healthy starts then.
+    starts: &'a HealthyStarts,
+    /// By start then: the number of the start now with the same nodes, none changed
+    /// (`u32::MAX`: none).
+    same_now: Vec<u32>,
+    /// By class: split then as now, from a start none of whose nodes changed.
+    class_kept: Vec<bool>,
+}
+
+impl<'a> LentPairs<'a> {
+    fn of(
+        reuse: &'a Reuse<'a>,
+        starts: &'a HealthyStarts,
+        now: &HealthyStarts,
+        ranking: &SteeredRanking,
+        split: &[bool],
+    ) -> Self {
+        let index: FxHashMap<_, u32> = (now.list.iter().enumerate())
+            .map(|(i, start)| ((&start.families, start.complete), i as u32))
+            .collect();
+        let same_now = (starts.list.iter())
+            .map(
+                |start| match reuse.touches(start.families.iter().flatten()) {
+                    true => u32::MAX,
+                    false => (index.get(&(&start.families, start.complete)))
+                        .copied()
+                        .unwrap_or(u32::MAX),
+                },
+            )
+            .collect();
+        let before = reuse.before;
+        let class_kept = (ranking.classes.iter().zip(split).enumerate())
+            .map(|(c, (class, &split))| {
+                split
+                    && before.class_answer.get(c) == Some(&CLASS_SPLIT)
+                    && !reuse.touches(class.start.families.iter().flatten())
+            })
+            .collect();
+        LentPairs {
+            before,
+            starts,
+            same_now,
+            class_kept,
+        }
+    }
+
+    /// A walk along row `row` then, for its split cells now in column order.
+    fn row(&self, row: usize) -> Option<LentRow<'_>> {
+        let then = self.before.split_rows.get(row)?;
+        Some(LentRow {
+            lent: self,
+            starts: RunCursor::new(&self.starts.of_column),
+            then: RunCursor::new(then),
+            len: then.len(),
+        })
+    }
+}
+
+/// One row's answers then, read in column order.
+struct LentRow<'a> {
+    lent: &'a LentPairs<'a>,
+    starts: RunCursor<'a>,
+    then: RunCursor<'a>,
+    len: usize,
+}
+
+impl LentRow<'_> {
+    /// Pushes the row's answers then over `columns` (of class `class`, all of healthy start
+    /// `now` now) where the class and the start are as then; the rest, by runs, to `fresh`.
+    fn lend(
+        &mut self,
+        class: u32,
+        columns: Columns,
+        now: u32,
+        runs: &mut RunBuilder,
+        mut fresh: impl FnMut(&mut RunBuilder, usize),
+    ) {
+        let lent = self.lent;
+        if lent.class_kept.get(class as usize) != Some(&true) || self.len < columns.end {
+            fresh(runs, columns.len());
+            return;
+        }
+        let then = &mut self.then;
+        self.starts.each(columns, |part, old| {
+            if lent.same_now.get(old as usize) == Some(&now) {
+                then.each(part, |cells, answer| runs.push_many(answer, cells.len()));
+            } else {
+                fresh(runs, part.len());
+            }
+        });
+    }
+}
+
 /// Answers one row group's split cells from the healthy nodes ranked for their columns.
 fn split_group(
     ranking: &SteeredRanking,
     answers: &mut Answers,
     healthy: &HealthyStarts,
     cells: SplitCells,
+    lent: Option<LentPairs>,
     split_rows: &mut [RunArray],
 ) {
     // A pick reads at most `answers` nodes of each family past the class's start: starts
@@ -884,8 +985,10 @@ fn split_group(
     let mut answer_of_pair = PairAnswers::new(cells.split, read.list.len());
     for &row in cells.rows {
         // Built run by run: cells of classes that decide hold 0, never read.
-        let mut runs = crate::runs::RunBuilder::default();
+        let mut runs = RunBuilder::default();
         let mut any = false;
+        let mut starts = RunCursor::new(&healthy.of_column);
+        let mut lent_row = lent.as_ref().and_then(|l| l.row(row));
         for (columns, class) in ranking.rows[row].runs() {
             if cells.split.get(class as usize) != Some(&true) {
                 runs.push_many(0, columns.len());
@@ -893,24 +996,33 @@ fn split_group(
             }
             any = true;
             // Cells of one class and one healthy start have one answer: a run of each.
-            for (columns, healthy_start) in healthy.of_column.runs_within(columns) {
+            starts.each(columns, |columns, healthy_start| {
                 let first = read_of
                     .get(healthy_start as usize)
                     .copied()
                     .unwrap_or(u32::MAX);
-                let answer = answer_of_pair.get(class, first, || {
-                    let class = &ranking.classes[class as usize];
-                    let empty = RankedStart::default();
-                    let more = read.list.get(first as usize).unwrap_or(&empty);
-                    let [v4, v6] = [0, 1].map(|f| {
-                        let listed = &class.start.families[f];
-                        let rest = more.families[f].iter().filter(|id| !listed.contains(id));
-                        listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
+                let fresh = |runs: &mut RunBuilder, count: usize| {
+                    let answer = answer_of_pair.get(class, first, || {
+                        let class = &ranking.classes[class as usize];
+                        let empty = RankedStart::default();
+                        let more = read.list.get(first as usize).unwrap_or(&empty);
+                        let [v4, v6] = [0, 1].map(|f| {
+                            let listed = &class.start.families[f];
+                            let rest = more.families[f].iter().filter(|id| !listed.contains(id));
+                            listed.iter().chain(rest).copied().collect::<Vec<NodeId>>()
+                        });
+                        answers.of([&v4, &v6], &class.lines, class.groups)
                     });
-                    answers.of([&v4, &v6], &class.lines, class.groups)
-                });
-                runs.push_many(answer, columns.len());
-            }
+                    runs.push_many(answer, count);
+                };
+                match lent_row.as_mut() {
+                    Some(lent) => lent.lend(class, columns, healthy_start, &mut runs, fresh),
+                    None => {
+                        let mut fresh = fresh;
+                        fresh(&mut runs, columns.len())
+                    }
+                }
+            });
         }
         if any {
             split_rows[row] = runs.finish();

@@ -28,7 +28,7 @@ use crate::latency::{self, ClientGroup, ZoneLatency};
 use crate::net::Prefix;
 use crate::net::subnets::SubnetRules;
 use crate::policy::{Candidates, Node, NodeId, SpreadWithin, SteeredName, Tier, Zone};
-use crate::runs::{RunArray, RunBuilder};
+use crate::runs::{RunArray, RunBuilder, RunCursor};
 
 /// Node rankings of one steered name: `rows[row][column]` → class, rows being its rules and
 /// then the `default` pseudo-rule, columns the database's places, the unlocated pseudo-place
@@ -136,15 +136,16 @@ impl FullRanking {
         ranges: impl IntoIterator<Item = std::ops::Range<usize>>,
     ) -> Vec<Vec<&'g [Point]>> {
         let mut slices: Vec<Vec<&[Point]>> = vec![Vec::new(); profiles];
+        let mut profile_runs = RunCursor::new(&self.column_profile);
         for range in ranges {
-            for (columns, profile) in self.column_profile.runs_within(range) {
+            profile_runs.each(range, |columns, profile| {
                 let points = geo.positions_of_places(columns);
                 if let Some(list) =
                     (slices.get_mut(profile as usize)).filter(|_| !points.is_empty())
                 {
                     list.push(points);
                 }
-            }
+            });
         }
         slices
     }
@@ -214,8 +215,9 @@ impl FullRanking {
         let empty = RankedStart::default();
         // Per (profile, start before): its number now, and how risen nodes enter it.
         let mut rising: FxHashMap<(u32, u32), (u32, Rising)> = FxHashMap::default();
+        let mut profile_runs = RunCursor::new(&self.column_profile);
         for (columns, old) in kept {
-            for (sub, profile) in self.column_profile.runs_within(columns.clone()) {
+            profile_runs.each(columns.clone(), |sub, profile| {
                 let (kept_as, rising) = rising.entry((profile, *old)).or_insert_with(|| {
                     let before = before.get(*old as usize).unwrap_or(&empty);
                     let list = healthy.get(profile as usize).map_or(&[][..], Vec::as_slice);
@@ -227,7 +229,7 @@ impl FullRanking {
                 if rising.stands() {
                     let count = u32::try_from(sub.len()).unwrap_or(u32::MAX);
                     push_piece(pieces, sub.start as u32, count, *kept_as);
-                    continue;
+                    return;
                 }
                 let points = geo.positions_of_places(sub.clone());
                 rising.rank(points, *kept_as, starts, pieces);
@@ -235,7 +237,7 @@ impl FullRanking {
                     let start = rising.start_at(self.position(column, geo).as_ref());
                     pieces.push((column as u32, 1, starts.intern(&start)));
                 }
-            }
+            });
         }
     }
 }
