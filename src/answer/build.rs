@@ -381,6 +381,8 @@ struct Reuse<'a> {
     before: &'a SteeredTable,
     /// By node: whether its state changed.
     changed: Vec<bool>,
+    /// The nodes whose state changed.
+    changed_nodes: Vec<NodeId>,
     /// The nodes that can answer now and could not before.
     risen: Vec<NodeId>,
     /// The nodes that could answer before and cannot now.
@@ -397,12 +399,16 @@ impl<'a> Reuse<'a> {
         }
         let size = states.iter().map(|s| s.0 + 1).max().unwrap_or(0);
         let mut changed = vec![false; size];
+        let mut changed_nodes = Vec::new();
         let (mut risen, mut fallen) = (Vec::new(), Vec::new());
         for (old, new) in before.node_states.iter().zip(states) {
             if old.0 != new.0 {
                 return None;
             }
             changed[new.0] = old != new;
+            if old != new {
+                changed_nodes.push(new.0);
+            }
             if new.1.answerable() && !old.1.answerable() {
                 risen.push(new.0);
             }
@@ -413,6 +419,7 @@ impl<'a> Reuse<'a> {
         Some(Reuse {
             before,
             changed,
+            changed_nodes,
             risen,
             fallen,
         })
@@ -421,14 +428,6 @@ impl<'a> Reuse<'a> {
     /// Whether any of `nodes` changed.
     fn touches<'n>(&self, mut nodes: impl Iterator<Item = &'n NodeId>) -> bool {
         nodes.any(|&id| self.changed.get(id).copied().unwrap_or(true))
-    }
-
-    /// The class's answer from before, if it still holds: the class decided then, and none
-    /// of its start's nodes changed (a pick reads only those).
-    fn class_answer(&self, class: usize, start: &RankedStart) -> Option<u32> {
-        let answer = *self.before.class_answer.get(class)?;
-        let listed = start.families.iter().flatten();
-        (answer != CLASS_SPLIT && !self.touches(listed)).then_some(answer)
     }
 }
 
@@ -617,7 +616,8 @@ impl Answers<'_> {
 }
 
 /// Each class's answer, or `CLASS_SPLIT` where its start cannot decide. A head whose
-/// start decides decides every class of it: one pick for them all.
+/// start decides decides every class of it: one pick for them all. With a build before
+/// (same ranking), only the classes whose start holds a node that changed are picked again.
 fn class_answers(
     ranking: &SteeredRanking,
     answers: &mut Answers,
@@ -627,17 +627,9 @@ fn class_answers(
     let decided = |start: &RankedStart| (0..2).all(|f| health.decided_by(start, f));
     // A head's answer when its start decides, picked the first time a class needs it.
     let mut head_decides: Vec<Option<Option<u32>>> = vec![None; ranking.heads.len()];
-    let mut class_answer = Vec::with_capacity(ranking.classes.len());
-    for (c, (class, &head)) in ranking
-        .classes
-        .iter()
-        .zip(&ranking.head_of_class)
-        .enumerate()
-    {
-        if let Some(answer) = reuse.and_then(|r| r.class_answer(c, &class.start)) {
-            class_answer.push(answer);
-            continue;
-        }
+    let mut answer_of = |c: usize| {
+        let class = &ranking.classes[c];
+        let head = ranking.head_of_class.get(c).copied().unwrap_or(u32::MAX);
         let by_head = match head_decides.get_mut(head as usize) {
             Some(Some(known)) => *known,
             Some(slot) => {
@@ -651,14 +643,30 @@ fn class_answers(
             }
             None => None,
         };
-        class_answer.push(match by_head {
+        match by_head {
             Some(answer) => answer,
             None if decided(&class.start) => {
                 let [v4, v6] = &class.start.families;
                 answers.of([v4, v6], &class.lines, class.groups)
             }
             None => CLASS_SPLIT,
-        });
+        }
+    };
+    let reused = reuse.filter(|r| r.before.class_answer.len() == ranking.classes.len());
+    let Some(reuse) = reused else {
+        return (0..ranking.classes.len()).map(answer_of).collect();
+    };
+    let mut class_answer = reuse.before.class_answer.to_vec();
+    let mut again: Vec<u32> = (reuse.changed_nodes.iter())
+        .flat_map(|&id| ranking.classes_of_node.of_node(id))
+        .copied()
+        .collect();
+    again.sort_unstable();
+    again.dedup();
+    for c in again {
+        if let Some(slot) = class_answer.get_mut(c as usize) {
+            *slot = answer_of(c as usize);
+        }
     }
     class_answer
 }

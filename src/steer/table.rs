@@ -65,6 +65,52 @@ pub(crate) struct SteeredRanking {
     pub(crate) full: FullRanking,
     /// Per node, its share of a spread group's draw (empty without `spread`).
     pub(crate) draw_weights: Arc<[u32]>,
+    /// Per node, the classes whose start holds it: a change of the node's state re-picks
+    /// those, and no other.
+    pub(crate) classes_of_node: ClassesOfNode,
+}
+
+/// Node → the classes whose start holds it, in class order (a table of lists, flat).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct ClassesOfNode {
+    /// Node `n`'s classes are `classes[first[n]..first[n + 1]]`.
+    first: Vec<u32>,
+    classes: Vec<u32>,
+}
+
+impl ClassesOfNode {
+    fn of(classes: &[Class]) -> Self {
+        let mut pairs: Vec<(NodeId, u32)> = Vec::new();
+        for (c, class) in classes.iter().enumerate() {
+            let at = pairs.len();
+            for &id in class.start.families.iter().flatten() {
+                if !pairs[at..].iter().any(|&(seen, _)| seen == id) {
+                    pairs.push((id, c as u32));
+                }
+            }
+        }
+        pairs.sort_unstable();
+        let nodes = pairs.last().map_or(0, |&(id, _)| id + 1);
+        let mut first = Vec::with_capacity(nodes + 1);
+        let mut at = 0;
+        for node in 0..=nodes {
+            while pairs.get(at).is_some_and(|&(id, _)| id < node) {
+                at += 1;
+            }
+            first.push(at as u32);
+        }
+        ClassesOfNode {
+            first,
+            classes: pairs.into_iter().map(|(_, c)| c).collect(),
+        }
+    }
+
+    /// The classes whose start holds `node`.
+    pub(crate) fn of_node(&self, node: NodeId) -> &[u32] {
+        let from = self.first.get(node).map_or(0, |&f| f as usize);
+        let to = self.first.get(node + 1).map_or(from, |&t| t as usize);
+        self.classes.get(from..to).unwrap_or(&[])
+    }
 }
 
 /// Cells whose rankings start alike: the same answer unless many of those nodes are down.
@@ -423,6 +469,7 @@ fn rank_steered(
         &head_of_class,
     );
     SteeredRanking {
+        classes_of_node: ClassesOfNode::of(&classes),
         classes,
         rows: Arc::new(table),
         row_classes: lookups.row_classes,
