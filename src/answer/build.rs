@@ -439,14 +439,14 @@ impl Answers<'_> {
         self.sets = reuse.before.answers.to_vec();
         self.keys = reuse.before.answer_keys.to_vec();
         for (index, key) in self.keys.iter().enumerate() {
-            let (v4, v6, _, spread) = key;
+            let (v4, v6, _, spread) = &**key;
             let nodes = v4
                 .nodes
                 .iter()
                 .chain(&v6.nodes)
                 .chain(spread.iter().flat_map(|s| s.group.iter().chain(&s.standby)));
             if !reuse.touches(nodes) {
-                self.interned.insert(key.clone(), index as u32);
+                self.interned.insert(Arc::clone(key), index as u32);
             }
         }
     }
@@ -531,8 +531,8 @@ struct Answers<'a> {
     health: &'a PickInputs<'a>,
     sets: Vec<AnswerSet>,
     /// What each of `sets` was made from.
-    keys: Vec<AnswerKey>,
-    interned: FxHashMap<AnswerKey, u32>,
+    keys: Vec<Arc<AnswerKey>>,
+    interned: FxHashMap<Arc<AnswerKey>, u32>,
 }
 
 impl Answers<'_> {
@@ -557,13 +557,17 @@ impl Answers<'_> {
         });
         // Picks differing only in lines get different answers.
         let key = (v4, v6, Arc::clone(lines), spread);
-        let (sets, keys) = (&mut self.sets, &mut self.keys);
-        *self.interned.entry(key).or_insert_with_key(|key| {
-            let (v4, v6, lines, spread) = key;
-            sets.push(answer_set([v4, v6], health, steered, lines, spread));
-            keys.push(key.clone());
-            (sets.len() - 1) as u32
-        })
+        if let Some(&index) = self.interned.get(&key) {
+            return index;
+        }
+        let (v4, v6, lines, spread) = &key;
+        let index = self.sets.len() as u32;
+        self.sets
+            .push(answer_set([v4, v6], health, steered, lines, spread));
+        let key = Arc::new(key);
+        self.keys.push(Arc::clone(&key));
+        self.interned.insert(key, index);
+        index
     }
 
     /// The nodes that stand in for answered nodes after `group` in a staged drain: what
@@ -1144,10 +1148,7 @@ fn answer_set(
             yielding,
         }
     };
-    AnswerSet {
-        a: family(v4, false),
-        aaaa: family(v6, true),
-    }
+    AnswerSet::new(family(v4, false), family(v6, true))
 }
 
 #[cfg(test)]

@@ -366,9 +366,29 @@ impl ZoneAnswers {
     }
 }
 
-/// Interned answer for one (rule, place): what A and AAAA queries get.
+/// Interned answer for one (rule, place): what A and AAAA queries get. Shared: a build
+/// keeping the answers of the build before copies pointers, not records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AnswerSet {
+pub struct AnswerSet(Arc<FamilyAnswers>);
+
+impl AnswerSet {
+    /// The answer of A queries `a` and of AAAA queries `aaaa`.
+    pub fn new(a: FamilyAnswer, aaaa: FamilyAnswer) -> Self {
+        AnswerSet(Arc::new(FamilyAnswers { a, aaaa }))
+    }
+}
+
+impl std::ops::Deref for AnswerSet {
+    type Target = FamilyAnswers;
+
+    fn deref(&self) -> &FamilyAnswers {
+        &self.0
+    }
+}
+
+/// Both families' answers of an [`AnswerSet`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct FamilyAnswers {
     /// For A queries.
     pub a: FamilyAnswer,
     /// For AAAA queries.
@@ -439,7 +459,7 @@ pub struct SteeredTable {
     pub(crate) node_states: Arc<[NodeState]>,
     /// What each answer was made from, by index: a later build with some nodes changed
     /// keeps the answers of classes that do not hold them and interns new picks among these.
-    pub(crate) answer_keys: Arc<[AnswerKey]>,
+    pub(crate) answer_keys: Arc<[Arc<AnswerKey>]>,
     /// By row group, the healthy starts its split cells were answered from (empty when
     /// none is split): a later build ranks again only the columns a changed node reaches.
     pub(crate) healthy_starts: Arc<[HealthyStarts]>,

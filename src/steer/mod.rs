@@ -41,7 +41,9 @@
 //! - **healthy start**: a cell's start among the healthy nodes only, `answers` deep. Kept
 //!   with the answers, so the next health change ranks again only the columns whose
 //!   healthy start holds a changed node, and the rest among theirs and the risen nodes.
-//! - **pair**: a (split class, healthy start); cells of one pair have one answer.
+//! - **pair**: a (split class, healthy start); cells of one pair have one answer. A pair
+//!   whose class and healthy start hold the same nodes as at the build before, none of
+//!   them changed, keeps its answer there (`answer`'s lent pairs).
 //! - **incumbent**: the node a cell currently answers first, which a challenger replaces
 //!   only after beating it by the margin for the hold time (answer damping). Not to be
 //!   confused with health flap damping, which lives in `health::flap`.
