@@ -713,31 +713,15 @@ fn split_rows(
         let rows: Vec<usize> = (0..ranking.rows.len())
             .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
             .collect();
-        // Every column any row of the group needs, as ascending, disjoint ranges.
-        let mut needed: Vec<std::ops::Range<usize>> = rows
-            .iter()
-            .flat_map(|&row| ranking.rows[row].runs())
-            .filter(|(_, class)| split.get(*class as usize) == Some(&true))
-            .map(|(columns, _)| columns)
-            .collect();
+        let needed = split_columns(ranking, &rows, &split);
         if needed.is_empty() {
             continue;
-        }
-        if !needed.is_sorted_by_key(|r| r.start) {
-            needed.sort_unstable_by_key(|r| r.start);
-        }
-        let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(needed.len());
-        for range in needed {
-            match merged.last_mut() {
-                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-                _ => merged.push(range),
-            }
         }
         let cells = SplitCells {
             group,
             rows: &rows,
             split: &split,
-            needed: &merged,
+            needed: &needed,
         };
         let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
         let healthy = healthy_of_columns(ranking, &cells, answers, geo, before);
@@ -750,6 +734,53 @@ fn split_rows(
 
 /// A range of columns.
 type Columns = std::ops::Range<usize>;
+
+/// Every column where a row of `rows` holds a split class, as ascending, disjoint ranges:
+/// each row's runs in order, joined where they touch, then the rows' lists merged.
+fn split_columns(ranking: &SteeredRanking, rows: &[usize], split: &[bool]) -> Vec<Columns> {
+    let mut union: Vec<Columns> = Vec::new();
+    for &row in rows {
+        let mut own: Vec<Columns> = Vec::new();
+        for (columns, class) in ranking.rows[row].runs() {
+            if split.get(class as usize) == Some(&true) {
+                add_range(&mut own, columns);
+            }
+        }
+        union = if union.is_empty() {
+            own
+        } else {
+            union_of(&union, &own)
+        };
+    }
+    union
+}
+
+/// Appends `range` (starting at or after the last one's start), joined to the last one
+/// where they overlap or touch.
+fn add_range(ranges: &mut Vec<Columns>, range: Columns) {
+    match ranges.last_mut() {
+        Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+        _ => ranges.push(range),
+    }
+}
+
+/// The union of two lists of ascending, disjoint ranges, as one.
+fn union_of(a: &[Columns], b: &[Columns]) -> Vec<Columns> {
+    let mut union = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.start <= y.start => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => break,
+        };
+        if let Some(range) = next {
+            add_range(&mut union, range.clone());
+        }
+    }
+    union
+}
 
 /// The split cells of one row group.
 struct SplitCells<'a> {
@@ -827,23 +858,19 @@ fn kept_starts(
     let touched: Vec<bool> = carried.iter().map(Option::is_none).collect();
     let mut fresh: Vec<Columns> = Vec::new();
     let mut kept = Vec::new();
-    let mut add_fresh = |columns: Columns| match fresh.last_mut() {
-        Some(last) if last.end == columns.start => last.end = columns.end,
-        _ => fresh.push(columns),
-    };
     let mut then = RunCursor::new(&before.of_column);
     for range in needed {
         let mut at = range.start;
         then.each(range.clone(), |columns, old| {
             at = columns.end;
             if touched.get(old as usize).copied().unwrap_or(true) {
-                add_fresh(columns);
+                add_range(&mut fresh, columns);
             } else {
                 kept.push((columns, old));
             }
         });
         if at < range.end {
-            add_fresh(at..range.end);
+            add_range(&mut fresh, at..range.end);
         }
     }
     let carried = carried.into_iter().map(Option::unwrap_or_default);
@@ -1170,6 +1197,15 @@ mod tests {
 
     /// Both forms of the pair table give each pair the answer its first pick gave, and pick
     /// once per pair.
+    #[test]
+    fn column_ranges_join_where_they_touch_and_merge_in_order() {
+        let a = [0..3, 5..8, 20..30];
+        let b = [3..4, 6..12, 12..13, 40..41];
+        assert_eq!(union_of(&a, &b), vec![0..4, 5..13, 20..30, 40..41]);
+        assert_eq!(union_of(&[], &b[..1]), vec![3..4]);
+        assert_eq!(union_of(&a, &[]), a.to_vec());
+    }
+
     #[test]
     fn pair_answers_pick_once_per_pair_dense_or_sparse() {
         let split = [false, true, false, true, true];
