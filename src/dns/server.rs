@@ -211,9 +211,6 @@ fn serve_tcp_listeners(
     }
 }
 
-/// TCP serving threads: half the cores (at least one). Most DNS traffic is UDP, whose
-/// threads get the rest; on two cores one TCP thread served more queries a second than two,
-/// at less CPU per query (measured in benches/load.sh, MODE=tcp).
 /// Starts a serving thread of a transport (`"TCP"`, `"UDP"`), named for it, and a task in
 /// `tasks` that waits for it and reports a panic.
 fn serving_thread(
@@ -236,6 +233,9 @@ fn serving_thread(
     }
 }
 
+/// TCP serving threads: half the cores (at least one). Most DNS traffic is UDP, whose
+/// threads get the rest; on two cores one TCP thread served more queries a second than two,
+/// at less CPU per query (measured in benches/load.sh, MODE=tcp).
 fn tcp_threads() -> usize {
     (crate::parallel::workers() / 2).max(1)
 }
