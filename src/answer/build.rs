@@ -1040,7 +1040,7 @@ fn split_group(
                     .get(healthy_start as usize)
                     .copied()
                     .unwrap_or(u32::MAX);
-                let fresh = |runs: &mut RunBuilder, count: usize| {
+                let mut fresh = |runs: &mut RunBuilder, count: usize| {
                     let answer = answer_of_pair.get(class, first, || {
                         let class = &ranking.classes[class as usize];
                         let empty = RankedStart::default();
@@ -1056,10 +1056,7 @@ fn split_group(
                 };
                 match lent_row.as_mut() {
                     Some(lent) => lent.lend(class, columns, healthy_start, &mut runs, fresh),
-                    None => {
-                        let mut fresh = fresh;
-                        fresh(&mut runs, columns.len())
-                    }
+                    None => fresh(&mut runs, columns.len()),
                 }
             });
         }
@@ -1195,8 +1192,6 @@ mod tests {
     use crate::geo::{Coordinates, CountryTable};
     use crate::policy::{AdminStatus, DefaultAnswer, Rule};
 
-    /// Both forms of the pair table give each pair the answer its first pick gave, and pick
-    /// once per pair.
     #[test]
     fn column_ranges_join_where_they_touch_and_merge_in_order() {
         let a = [0..3, 5..8, 20..30];
@@ -1206,6 +1201,8 @@ mod tests {
         assert_eq!(union_of(&a, &[]), a.to_vec());
     }
 
+    /// Both forms of the pair table give each pair the answer its first pick gave, and pick
+    /// once per pair.
     #[test]
     fn pair_answers_pick_once_per_pair_dense_or_sparse() {
         let split = [false, true, false, true, true];
