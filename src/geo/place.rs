@@ -61,7 +61,7 @@ impl UnitVector {
 
     /// The squared straight-line distance (Earth radii): ordered like the great-circle one,
     /// and cheaper.
-    fn chord_squared(&self, other: &UnitVector) -> f64 {
+    pub fn chord_squared(&self, other: &UnitVector) -> f64 {
         let [x, y, z] = [0, 1, 2].map(|i| self.0[i] - other.0[i]);
         x * x + y * y + z * z
     }

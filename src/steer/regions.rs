@@ -88,7 +88,7 @@ impl RankedStart {
     }
 
     /// The start for a client at `from` (`counts`: eligible nodes per family; `depth`: how
-    /// many of each family), sorting all of `candidates` in `sorted`.
+    /// many of each family), sorting all of `candidates` in `sorted` by `keys`.
     fn fill_at(
         &mut self,
         candidates: &[Candidate],
@@ -96,8 +96,13 @@ impl RankedStart {
         depth: [usize; 2],
         counts: [usize; 2],
         sorted: &mut Vec<(u128, u32)>,
+        keys: Keys,
     ) {
-        rank_exact(candidates, from, sorted);
+        let by_chord =
+            keys == Keys::Chord && from.is_some_and(|at| rank_by_chord(candidates, at, sorted));
+        if !by_chord {
+            rank_exact(candidates, from, sorted);
+        }
         let ranked = sorted.iter().map(|&(_, i)| {
             let c = &candidates[i as usize];
             (c.id, c.families)
@@ -183,7 +188,8 @@ pub(crate) fn start_at(
 ) -> RankedStart {
     let counts = family_counts(candidates);
     let mut start = RankedStart::default();
-    start.fill_at(candidates, from, [depth; 2], counts, &mut Vec::new());
+    let keys = Keys::of(candidates);
+    start.fill_at(candidates, from, [depth; 2], counts, &mut Vec::new(), keys);
     start
 }
 
@@ -197,6 +203,52 @@ pub(crate) fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// How a place's candidates are put in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keys {
+    /// By their rank keys: a distance (an arc sine) and a score each.
+    Exact,
+    /// By squared chord in place of the score, where every candidate scores by distance
+    /// alone through the same terms (so nearer is better for all alike: the rule at start-up,
+    /// before any measurement): three products each, and the same order.
+    Chord,
+}
+
+impl Keys {
+    /// The keys that rank `candidates` (and any subset of them) in their exact order.
+    pub(crate) fn of(candidates: &[Candidate]) -> Keys {
+        let alike = candidates.first().is_some_and(|first| {
+            first.terms.by_distance_alone() && candidates.iter().all(|c| c.terms == first.terms)
+        });
+        if alike { Keys::Chord } else { Keys::Exact }
+    }
+}
+
+/// Squared chords closer than this are not told apart by chord (see [`rank_by_chord`]).
+const CHORD_RESOLUTION: f64 = 1e-9;
+
+/// [`rank_exact`] by squared chord for candidates that score by distance alone through the
+/// same terms ([`Keys::Chord`]): equal chords give equal scores, and chords apart by more
+/// than [`CHORD_RESOLUTION`] give scores apart by far more than rounding (the arc grows at
+/// least a quarter Earth radius per unit of squared chord, the score 0.0147 ms per km), so
+/// the order is the scores' order. Where two candidates' chords differ by less, rounding
+/// might still tie their scores: returns false, and the caller ranks them exactly.
+fn rank_by_chord(candidates: &[Candidate], from: &UnitVector, out: &mut Vec<(u128, u32)>) -> bool {
+    out.clear();
+    out.extend(
+        (candidates.iter().enumerate())
+            .map(|(i, c)| (with_score(c.base, from.chord_squared(&c.at)), i as u32)),
+    );
+    out.sort_unstable_by_key(|e| e.0);
+    let chord = |i: u32| from.chord_squared(&candidates[i as usize].at);
+    // Near ties between candidates of different tiers cannot reorder them either; checking
+    // every neighbouring pair anyway keeps the rule simple and is rare to fail.
+    out.windows(2).all(|w| {
+        let gap = (chord(w[0].1) - chord(w[1].1)).abs();
+        gap == 0.0 || gap > CHORD_RESOLUTION
+    })
 }
 
 /// Ranks candidates for one client position, best first: `(key, index into candidates)`.
@@ -220,6 +272,8 @@ struct Ranker {
     /// How many nodes of each family a start holds (fewer where fewer are eligible).
     depth: [usize; 2],
     counts: [usize; 2],
+    /// How a place orders them.
+    keys: Keys,
 }
 
 /// One worker's results: starts it found, and each place's start among them.
@@ -291,6 +345,7 @@ pub(crate) fn rank_slices(
     let ranker = Ranker {
         depth: [depth; 2],
         counts,
+        keys: Keys::of(candidates),
     };
     let total: usize = slices.iter().map(|s| s.len()).sum();
     // Many short slices rank better as one list: regions then span the gaps between them
@@ -364,6 +419,8 @@ pub(crate) struct Rising {
     /// risen ones too where it held every healthy node.
     depth: [usize; 2],
     counts: [usize; 2],
+    /// How a place orders `among`.
+    keys: Keys,
 }
 
 impl Rising {
@@ -395,12 +452,14 @@ impl Rising {
             before.families[f].len() + if whole(f) { rising } else { 0 }
         });
         let counts = family_counts(&among);
+        let keys = Keys::of(&among);
         Rising {
             among,
             risen,
             last,
             depth,
             counts,
+            keys,
         }
     }
 
@@ -412,7 +471,8 @@ impl Rising {
     /// The new start of a client at `from` (none: unlocated), ranked among the few nodes.
     pub(crate) fn start_at(&self, from: Option<&UnitVector>) -> RankedStart {
         let mut start = RankedStart::default();
-        start.fill_at(&self.among, from, self.depth, self.counts, &mut Vec::new());
+        let (depth, counts, keys) = (self.depth, self.counts, self.keys);
+        start.fill_at(&self.among, from, depth, counts, &mut Vec::new(), keys);
         start
     }
 
@@ -471,13 +531,8 @@ impl Rising {
                     kept
                 } else {
                     let (start, sorted) = &mut *scratch;
-                    start.fill_at(
-                        &self.among,
-                        Some(&point.at),
-                        self.depth,
-                        self.counts,
-                        sorted,
-                    );
+                    let (depth, counts, keys) = (self.depth, self.counts, self.keys);
+                    start.fill_at(&self.among, Some(&point.at), depth, counts, sorted, keys);
                     match previous {
                         Some(id) if starts.list.get(id as usize) == Some(start) => id,
                         _ => starts.intern(start),
@@ -504,6 +559,7 @@ impl Rising {
         let ranker = Ranker {
             depth: self.depth,
             counts: self.counts,
+            keys: self.keys,
         };
         let start = &mut scratch.0;
         if ranker.fixed_start(&bounds, &self.among, start) {
@@ -602,10 +658,8 @@ impl Ranker {
             let mut last: Option<u32> = None;
             for point in points {
                 let at = Some(&point.at);
-                let (depth, counts) = (self.depth, self.counts);
-                found
-                    .scratch
-                    .fill_at(candidates, at, depth, counts, &mut found.sorted);
+                let (depth, counts, keys) = (self.depth, self.counts, self.keys);
+                (found.scratch).fill_at(candidates, at, depth, counts, &mut found.sorted, keys);
                 // Neighbours in the order mostly share a start: compared before hashed.
                 let id = match last {
                     Some(id) if found.starts.list.get(id as usize) == Some(&found.scratch) => id,
@@ -873,17 +927,40 @@ pub(crate) mod tests {
         }
     }
 
-    /// Regions, pruning and shared starts give every place the start a full sort gives.
+    /// Candidates whose scores depend on distance alone, through the same terms (ranked by
+    /// chord), some of them at one place.
+    fn alike(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+        let terms = candidates[0].terms;
+        for i in 0..candidates.len() {
+            candidates[i].terms = terms;
+            if i % 7 == 3 {
+                candidates[i].at = candidates[i - 1].at;
+            }
+        }
+        assert_eq!(Keys::of(&candidates), Keys::Chord);
+        candidates
+    }
+
+    /// Regions, pruning and shared starts give every place the start a full sort gives,
+    /// ranked by score or, where scores depend on distance alone, by chord.
     #[test]
     fn region_starts_equal_full_rankings() {
         let mut random = XorShift::new(0x9e37_79b9_7f4a_7c15);
-        for (nodes, places, depth) in [
-            (3, 500, 4),
-            (40, 30_000, 4),
-            (200, 50_000, 6),
-            (200, 3_000, 2),
+        for (nodes, places, depth, by_chord) in [
+            (3, 500, 4, false),
+            (40, 30_000, 4, false),
+            (200, 50_000, 6, false),
+            (200, 3_000, 2, false),
+            (3, 500, 4, true),
+            (40, 30_000, 2, true),
+            (200, 50_000, 6, true),
         ] {
             let candidates = candidates(&mut random, nodes);
+            let candidates = if by_chord {
+                alike(candidates)
+            } else {
+                candidates
+            };
             let mut at: Vec<UnitVector> = (0..places).map(|_| random_place(&mut random)).collect();
             // Coincident places too.
             for i in 0..places / 10 {
@@ -922,5 +999,26 @@ pub(crate) mod tests {
             }
             assert!(starts.list.len() < places, "starts are shared");
         }
+    }
+
+    /// Two nodes nearer a place than rounding can tell apart in score tie there, and the tie
+    /// goes to the node listed first, as in a full sort, though its chord is the longer.
+    #[test]
+    fn chords_too_close_to_tell_apart_rank_by_score() {
+        let at =
+            |latitude: f64| UnitVector::of(&Coordinates::new(latitude, 0.0).expect("in range"));
+        let mut random = XorShift::new(5);
+        let mut candidates = alike(candidates(&mut random, 2));
+        candidates.iter_mut().for_each(|c| c.families = 3);
+        // Listed first and farther: 2e-18 against 1e-18 degrees, 1e-16 km either way.
+        (candidates[0].at, candidates[1].at) = (at(2e-18), at(1e-18));
+        // Of one tier and weight, listed in this order.
+        candidates[1].base = candidates[0].base + 1;
+        let client = at(0.0);
+        let mut sorted = Vec::new();
+        assert!(!rank_by_chord(&candidates, &client, &mut sorted));
+        assert_eq!(sorted[0].1, 1, "by chord the nearer one is first");
+        let start = start_at(&candidates, Some(&client), 1);
+        assert_eq!(start.top, Some(candidates[0].id), "by score they tie");
     }
 }

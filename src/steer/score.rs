@@ -93,6 +93,12 @@ impl ScoreTerms {
         }
     }
 
+    /// Whether the score depends on distance alone: no measurement blends into it, so it
+    /// grows strictly with distance and nodes of equal terms rank nearest first.
+    pub fn by_distance_alone(&self) -> bool {
+        self.blend.is_none()
+    }
+
     /// The score for a client `distance_km` away. Never decreases with distance, so scores at
     /// the nearest and farthest possible distances bound a whole region's.
     pub fn score(&self, distance_km: Option<f64>) -> f64 {
