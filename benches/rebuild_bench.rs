@@ -272,26 +272,38 @@ fn changes_in_process(
     // Down one by one, each built from the build before, as the server's set-up goes.
     for node in nodes - down..nodes {
         states[0][node] = Availability::AdminDown;
-        let before = &previous;
+        let before = (&previous, None);
         previous = geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
     }
     let (mut downs, mut ups) = (Vec::new(), Vec::new());
     let changes: usize = (std::env::var("CHANGES").ok())
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
+    // `AHEAD=0`: without what the publisher ranks ahead between changes (untimed here).
+    let ahead_on = std::env::var("AHEAD").map_or(true, |v| v != "0");
     for _ in 0..changes {
-        let node = rng.below((nodes - down) as u64) as usize;
+        // `NODE`: that node every time, to profile one change's cost.
+        let node = (std::env::var("NODE").ok().and_then(|n| n.parse().ok()))
+            .unwrap_or_else(|| rng.below((nodes - down) as u64) as usize);
         for (state, times) in [
             (Availability::AdminDown, &mut downs),
             (Availability::Up, &mut ups),
         ] {
+            let ranking_ahead = Instant::now();
+            let ahead = ahead_on
+                .then(|| geosteer::answer::rank_ahead_of(zones, &rankings, &states, &previous));
+            let ahead_ms = ms(ranking_ahead.elapsed());
             states[0][node] = state;
             let started = Instant::now();
+            let before = (&previous, ahead.as_ref());
             let snapshot =
-                geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, &previous);
+                geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
             times.push(started.elapsed());
             if std::env::var("SHOW_CHANGES").is_ok() {
-                eprintln!("n{node} {state:?}: {:.1} ms", ms(started.elapsed()));
+                eprintln!(
+                    "n{node} {state:?}: {:.1} ms (ranked ahead before it: {ahead_ms:.1} ms)",
+                    ms(started.elapsed())
+                );
             }
             previous = snapshot;
         }
@@ -444,4 +456,10 @@ fn server_changes(
             ),
         );
     }
+    println!(
+        "  ranked ahead after {:.0} builds (the rest stopped by the next one): p50 {:.1} ms, slowest {:.1} ms",
+        metric(&text, "geosteer_ahead_seconds_count"),
+        1e3 * metric(&text, "geosteer_ahead_seconds{quantile=\"0.5\"}"),
+        1e3 * metric(&text, "geosteer_ahead_seconds{quantile=\"1\"}"),
+    );
 }

@@ -32,6 +32,9 @@ pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
 /// Time to rank every place for every steered name (policy loads and latency changes),
 /// seconds; latency changes are ranked beside the builds, not before them.
 pub const RANKING_SECONDS: &str = "geosteer_ranking_seconds";
+/// Time to rank ahead, after a build, the cells one more failure would split, seconds
+/// (rankings stopped by the next build are not counted).
+pub const AHEAD_SECONDS: &str = "geosteer_ahead_seconds";
 /// From a node's availability changing (health or operator) to the answers reflecting it
 /// being published: rebuild time plus any wait to coalesce a burst.
 pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
@@ -125,6 +128,11 @@ pub fn describe() {
         RANKING_SECONDS,
         metrics::Unit::Seconds,
         "Time to rank every place for every steered name (policy loads, latency changes)."
+    );
+    describe_histogram!(
+        AHEAD_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to rank ahead, after a build, the cells one more failure would split."
     );
     describe_histogram!(
         CHANGE_PUBLISH_SECONDS,

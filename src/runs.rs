@@ -194,6 +194,26 @@ impl<'a> RunCursor<'a> {
             self.run += 1;
         }
     }
+
+    /// [`RunCursor::each`] over every range of `ranges` (ascending, disjoint), with `beyond`
+    /// as the value of the columns past the array's end.
+    pub fn each_in<'r>(
+        &mut self,
+        ranges: impl IntoIterator<Item = &'r std::ops::Range<usize>>,
+        beyond: u32,
+        mut each: impl FnMut(std::ops::Range<usize>, u32),
+    ) {
+        for range in ranges {
+            let mut at = range.start;
+            self.each(range.clone(), |part, value| {
+                at = part.end;
+                each(part, value);
+            });
+            if at < range.end {
+                each(at..range.end, beyond);
+            }
+        }
+    }
 }
 
 /// Builds a [`RunArray`] element by element.

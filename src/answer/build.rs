@@ -32,34 +32,37 @@ pub fn build(
     rankings: &Rankings,
     availability: &[Vec<Availability>],
 ) -> Snapshot {
-    build_with_lines(zones, geo, rankings, availability, &[], None)
+    build_with_lines(zones, geo, rankings, availability, &[], (None, None))
 }
 
 /// [`build`] after a health change, as the publisher builds: the tables of `previous` (a
 /// build for the same zones and rankings) whose nodes' states did not change are kept, and
-/// the rest start from theirs. For benchmarks of a change's cost.
+/// the rest start from theirs and from what was ranked `ahead` of them
+/// ([`crate::answer::rank_ahead_of`]). For benchmarks of a change's cost.
 pub fn rebuild(
     zones: &[Zone],
     geo: Arc<GeoDb>,
     rankings: &Rankings,
     availability: &[Vec<Availability>],
-    previous: &Snapshot,
+    (previous, ahead): (&Snapshot, Option<&Ahead>),
 ) -> Snapshot {
-    build_with_lines(zones, geo, rankings, availability, &[], Some(previous))
+    let previous = (Some(previous), ahead);
+    build_with_lines(zones, geo, rankings, availability, &[], previous)
 }
 
 /// [`build`], with the carrier lines found down: `down_lines[zone][node]` has bit `i` set
 /// when the node's `i`-th address fails its own check (missing entries: every line up).
 /// Answers name a node by its lines that are up. A steered name of `previous` built from
 /// the same ranking and the same states of its nodes is kept, not picked again: a health
-/// change rebuilds only the names that can answer with the node.
+/// change rebuilds only the names that can answer with the node; and healthy starts
+/// ranked `ahead` of it for `previous` spare ranking the cells a failure splits.
 pub(super) fn build_with_lines(
     zones: &[Zone],
     geo: Arc<GeoDb>,
     rankings: &Rankings,
     availability: &[Vec<Availability>],
     down_lines: &[Vec<u64>],
-    previous: Option<&Snapshot>,
+    (previous, ahead): (Option<&Snapshot>, Option<&Ahead>),
 ) -> Snapshot {
     let mut built: Vec<ZoneAnswers> = zones
         .iter()
@@ -73,7 +76,8 @@ pub(super) fn build_with_lines(
             // Names to pick again, side by side on every core; the rest are kept.
             let mut tables: Vec<Option<SteeredTable>> = Vec::new();
             let mut stale: Vec<StaleName> = Vec::new();
-            for (steered, ranking) in zone.steered.iter().zip(rankings.of_zone(i)) {
+            for (n, (steered, ranking)) in zone.steered.iter().zip(rankings.of_zone(i)).enumerate()
+            {
                 let states = node_states(steered, availability, down_lines);
                 // The table built before from the same ranking, if any: kept whole when its
                 // nodes' states are the same, else the start of the new one.
@@ -85,20 +89,15 @@ pub(super) fn build_with_lines(
                     .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows));
                 let kept = before.filter(|t| t.node_states == states);
                 if kept.is_none() {
-                    stale.push((tables.len(), steered, ranking, states, before));
+                    let ahead = before.and_then(|t| ahead?.of_table(i, n, t));
+                    stale.push((tables.len(), steered, ranking, states, (before, ahead)));
                 }
                 tables.push(kept.cloned());
             }
             let picked =
                 crate::parallel::each_taken(stale, |(at, steered, ranking, states, before)| {
-                    let health = PickInputs {
-                        nodes: &zone.nodes,
-                        availability,
-                        answers: steered.answers,
-                        draw_keys: &keys,
-                        draw_weights: &ranking.draw_weights,
-                        down_lines,
-                    };
+                    let lists = (availability, down_lines, &keys[..]);
+                    let health = PickInputs::of(zone, steered, ranking, lists);
                     (
                         at,
                         build_steered(steered, ranking, &health, &geo, states, before),
@@ -128,13 +127,14 @@ pub(super) fn build_with_lines(
 }
 
 /// A steered name to pick again: its place among the zone's names, its policy, its ranking,
-/// its nodes' states, and its table from before (same ranking), if any.
+/// its nodes' states, and its table from before (same ranking) with the healthy starts
+/// ranked ahead of it, if any.
 type StaleName<'a> = (
     usize,
     &'a SteeredName,
     &'a SteeredRanking,
     Arc<[NodeState]>,
-    Option<&'a SteeredTable>,
+    (Option<&'a SteeredTable>, Option<&'a [HealthyStarts]>),
 );
 
 /// `head_answer` while it is being built.
@@ -208,7 +208,7 @@ impl PairAnswers {
 
 /// Each node's draw key: a hash of the zone's and the node's names, so a network draws the
 /// same node on every instance and after restarts.
-fn draw_keys(zone: &Zone) -> Vec<u64> {
+pub(super) fn draw_keys(zone: &Zone) -> Vec<u64> {
     let origin = zone.origin.to_string().to_ascii_lowercase();
     zone.nodes
         .iter()
@@ -218,10 +218,10 @@ fn draw_keys(zone: &Zone) -> Vec<u64> {
 
 /// What a pick reads besides the ranking: the nodes, their availability, the answer size,
 /// and what spread groups draw by.
-struct PickInputs<'a> {
+pub(super) struct PickInputs<'a> {
     nodes: &'a [Node],
     availability: &'a [Availability],
-    answers: usize,
+    pub(super) answers: usize,
     /// Per node, its draw key.
     draw_keys: &'a [u64],
     /// Per node, its share of a draw (empty without `spread`).
@@ -230,8 +230,26 @@ struct PickInputs<'a> {
     down_lines: &'a [u64],
 }
 
-impl PickInputs<'_> {
-    fn up(&self, id: NodeId) -> bool {
+impl<'a> PickInputs<'a> {
+    /// What picks for `steered` read: the zone's nodes, and per node its availability, its
+    /// carrier lines down and its draw key.
+    pub(super) fn of(
+        zone: &'a Zone,
+        steered: &SteeredName,
+        ranking: &'a SteeredRanking,
+        (availability, down_lines, draw_keys): (&'a [Availability], &'a [u64], &'a [u64]),
+    ) -> Self {
+        PickInputs {
+            nodes: &zone.nodes,
+            availability,
+            answers: steered.answers,
+            draw_keys,
+            draw_weights: &ranking.draw_weights,
+            down_lines,
+        }
+    }
+
+    pub(super) fn up(&self, id: NodeId) -> bool {
         self.availability
             .get(id)
             .copied()
@@ -303,12 +321,22 @@ impl PickInputs<'_> {
     /// Whether a family's start decides its pick as a pick over the whole ranking would:
     /// it holds every eligible node, or enough healthy primaries to stop a pick early, or
     /// (primaries all being ranked before backups) enough healthy backups after them.
-    fn decided_by(&self, start: &RankedStart, family: usize) -> bool {
+    pub(super) fn decided_by(&self, start: &RankedStart, family: usize) -> bool {
+        self.decided_unless(start, family, None)
+    }
+
+    /// [`PickInputs::decided_by`] with node `fallen`, if any, down too: whether the start
+    /// would still decide after that node's failure.
+    pub(super) fn decided_unless(
+        &self,
+        start: &RankedStart,
+        family: usize,
+        fallen: Option<NodeId>,
+    ) -> bool {
         let listed = &start.families[family];
         let healthy = |backup: bool| {
-            listed
-                .iter()
-                .filter(|&&id| self.up(id) && self.backup(id) == backup)
+            (listed.iter())
+                .filter(|&&id| self.up(id) && Some(id) != fallen && self.backup(id) == backup)
                 .count()
         };
         start.complete[family]
@@ -326,7 +354,7 @@ fn build_steered(
     health: &PickInputs,
     geo: &GeoDb,
     node_states: Arc<[NodeState]>,
-    before: Option<&SteeredTable>,
+    (before, ahead): (Option<&SteeredTable>, Option<&[HealthyStarts]>),
 ) -> SteeredTable {
     let mut answers = Answers {
         steered,
@@ -341,8 +369,13 @@ fn build_steered(
     }
     let mut class_answer = class_answers(ranking, &mut answers, reuse.as_ref());
     let mut head_answer = head_answers(ranking, &class_answer);
-    let (mut split_rows, healthy_starts) =
-        split_rows(ranking, &class_answer, &mut answers, geo, reuse.as_ref());
+    let (mut split_rows, healthy_starts) = split_rows(
+        ranking,
+        &class_answer,
+        &mut answers,
+        geo,
+        (reuse.as_ref(), ahead),
+    );
     if reuse.is_some() {
         answers.keep_used(&mut class_answer, &mut head_answer, &mut split_rows);
     }
@@ -699,7 +732,7 @@ fn split_rows(
     class_answer: &[u32],
     answers: &mut Answers,
     geo: &GeoDb,
-    reuse: Option<&Reuse>,
+    (reuse, ahead): (Option<&Reuse>, Option<&[HealthyStarts]>),
 ) -> (Vec<RunArray>, Vec<HealthyStarts>) {
     let mut split_rows: Vec<RunArray> = vec![RunArray::default(); ranking.rows.len()];
     if !class_answer.contains(&CLASS_SPLIT) {
@@ -710,9 +743,7 @@ fn split_rows(
     // `class_answer` would bring into cache.
     let split: Vec<bool> = class_answer.iter().map(|&a| a == CLASS_SPLIT).collect();
     for (group, kept) in healthy_starts.iter_mut().enumerate() {
-        let rows: Vec<usize> = (0..ranking.rows.len())
-            .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
-            .collect();
+        let rows = rows_of_group(ranking, group);
         let needed = split_columns(ranking, &rows, &split);
         if needed.is_empty() {
             continue;
@@ -724,7 +755,12 @@ fn split_rows(
             needed: &needed,
         };
         let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
-        let healthy = healthy_of_columns(ranking, &cells, answers, geo, before);
+        let memos = reuse.map(|r| Memos {
+            then: before.map(|(then, _)| then),
+            ahead: ahead.and_then(|a| a.get(group)),
+            reuse: r,
+        });
+        let healthy = healthy_of_columns(ranking, &cells, answers, geo, memos);
         let lent = before.map(|(then, r)| LentPairs::of(r, then, &healthy, ranking, &split));
         split_group(ranking, answers, &healthy, cells, lent, &mut split_rows);
         *kept = healthy;
@@ -732,12 +768,23 @@ fn split_rows(
     (split_rows, healthy_starts)
 }
 
+/// The rows of row group `group`.
+pub(super) fn rows_of_group(ranking: &SteeredRanking, group: usize) -> Vec<usize> {
+    (0..ranking.rows.len())
+        .filter(|&r| ranking.full.row_group.get(r) == Some(&group))
+        .collect()
+}
+
 /// A range of columns.
-type Columns = std::ops::Range<usize>;
+pub(super) type Columns = std::ops::Range<usize>;
 
 /// Every column where a row of `rows` holds a split class, as ascending, disjoint ranges:
 /// each row's runs in order, joined where they touch, then the rows' lists merged.
-fn split_columns(ranking: &SteeredRanking, rows: &[usize], split: &[bool]) -> Vec<Columns> {
+pub(super) fn split_columns(
+    ranking: &SteeredRanking,
+    rows: &[usize],
+    split: &[bool],
+) -> Vec<Columns> {
     let mut union: Vec<Columns> = Vec::new();
     for &row in rows {
         let mut own: Vec<Columns> = Vec::new();
@@ -757,7 +804,7 @@ fn split_columns(ranking: &SteeredRanking, rows: &[usize], split: &[bool]) -> Ve
 
 /// Appends `range` (starting at or after the last one's start), joined to the last one
 /// where they overlap or touch.
-fn add_range(ranges: &mut Vec<Columns>, range: Columns) {
+pub(super) fn add_range(ranges: &mut Vec<Columns>, range: Columns) {
     match ranges.last_mut() {
         Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
         _ => ranges.push(range),
@@ -765,7 +812,7 @@ fn add_range(ranges: &mut Vec<Columns>, range: Columns) {
 }
 
 /// The union of two lists of ascending, disjoint ranges, as one.
-fn union_of(a: &[Columns], b: &[Columns]) -> Vec<Columns> {
+pub(super) fn union_of(a: &[Columns], b: &[Columns]) -> Vec<Columns> {
     let mut union = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
     loop {
@@ -792,6 +839,14 @@ struct SplitCells<'a> {
     needed: &'a [std::ops::Range<usize>],
 }
 
+/// What a build before (same ranking) knows of a row group's healthy starts: those its
+/// split cells were answered from, and those ranked ahead for cells it did not split.
+struct Memos<'a> {
+    then: Option<&'a HealthyStarts>,
+    ahead: Option<&'a HealthyStarts>,
+    reuse: &'a Reuse<'a>,
+}
+
 /// The healthy start of each column a row group's split cells need. With the starts of a
 /// build before (same ranking), only columns whose start held a node that changed are
 /// ranked afresh, and the rest among their start and the nodes that came up.
@@ -800,7 +855,7 @@ fn healthy_of_columns(
     cells: &SplitCells,
     answers: &Answers,
     geo: &GeoDb,
-    before: Option<(&HealthyStarts, &Reuse)>,
+    memos: Option<Memos>,
 ) -> HealthyStarts {
     let (health, full) = (answers.health, &ranking.full);
     let healthy = full.healthy_candidates(cells.group, |id| health.up(id));
@@ -812,7 +867,7 @@ fn healthy_of_columns(
     let depth = least + HEALTHY_SLACK;
     let mut starts = Starts::default();
     let mut pieces: Pieces = Vec::new();
-    match before {
+    match memos {
         None => full.rank_healthy(
             cells.needed,
             &healthy,
@@ -820,11 +875,12 @@ fn healthy_of_columns(
             geo,
             (&mut starts, &mut pieces),
         ),
-        Some((memo, reuse)) => {
-            let (fresh, kept, carried) = kept_starts(cells.needed, memo, reuse, least);
+        Some(memos) => {
+            let (fresh, kept, carried) = kept_starts(cells.needed, &memos, least);
             full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut pieces));
             let into = (&mut starts, &mut pieces);
-            full.rank_with_risen(&kept, &carried, &reuse.risen, &healthy, least, geo, into);
+            let risen = &memos.reuse.risen;
+            full.rank_with_risen(&kept, &carried, risen, &healthy, least, geo, into);
         }
     }
     let columns = full.column_profile.len();
@@ -835,66 +891,71 @@ fn healthy_of_columns(
 }
 
 /// How many healthy nodes of each family beyond the answer size a healthy start holds when
-/// ranked: room for nodes to fall before its columns must be ranked again. None: on the
-/// rebuild benchmark (200 nodes x 50 names, a third down) one and two more each made a
-/// change slower (p50 9.3 and 9.8 ms against 9.2 in process): deeper starts cost more to
-/// rank than the ranking they spare, since most columns ranked afresh are those of classes
-/// that split anew, which no start held before.
+/// ranked during a build: room for nodes to fall before its columns must be ranked again.
+/// None: on the rebuild benchmark (200 nodes x 50 names, a third down) one and two more each
+/// made a change slower (p50 9.3 and 9.8 ms against 9.2 in process). The room is made after
+/// the build instead, off the change's path (`answer::ahead`, one deeper).
 const HEALTHY_SLACK: usize = 0;
 
 /// Splits the `needed` columns into those to rank afresh (none before, or a start left with
 /// fewer than `least` nodes of a family by the nodes that fell) and those whose start from
 /// before carries over, as it was or without the fallen nodes: each with its number in the
-/// starts carried over (the third list; a start not carried is left empty there).
+/// starts carried over (the third list). Starts ranked ahead come first (they are the
+/// deeper), then those of the cells split then.
 fn kept_starts(
     needed: &[Columns],
-    before: &HealthyStarts,
-    reuse: &Reuse,
+    memos: &Memos,
     least: usize,
 ) -> (Vec<Columns>, Vec<(Columns, u32)>, Vec<RankedStart>) {
-    let carried: Vec<Option<RankedStart>> = (before.list.iter())
-        .map(|start| carry_start(start, &reuse.fallen, least))
-        .collect();
-    let touched: Vec<bool> = carried.iter().map(Option::is_none).collect();
-    let mut fresh: Vec<Columns> = Vec::new();
+    // Starts alike once carried are one: risen nodes are then ranked in once for them.
+    let mut carried = Starts::default();
     let mut kept = Vec::new();
-    let mut then = RunCursor::new(&before.of_column);
-    for range in needed {
-        let mut at = range.start;
-        then.each(range.clone(), |columns, old| {
-            at = columns.end;
-            if touched.get(old as usize).copied().unwrap_or(true) {
-                add_range(&mut fresh, columns);
-            } else {
-                kept.push((columns, old));
+    let mut fresh = needed.to_vec();
+    for memo in [memos.ahead, memos.then].into_iter().flatten() {
+        let number: Vec<Option<u32>> = (memo.list.iter())
+            .map(|start| carry_start(start, &memos.reuse.fallen, least))
+            .map(|start| start.map(|start| carried.intern(&start)))
+            .collect();
+        let mut left: Vec<Columns> = Vec::new();
+        let mut then = RunCursor::new(&memo.of_column);
+        then.each_in(&fresh, NOT_RANKED, |columns, old| {
+            match number.get(old as usize).copied().flatten() {
+                Some(now) => kept.push((columns, now)),
+                None => add_range(&mut left, columns),
             }
         });
-        if at < range.end {
-            add_range(&mut fresh, at..range.end);
-        }
+        fresh = left;
     }
-    let carried = carried.into_iter().map(Option::unwrap_or_default);
-    (fresh, kept, carried.collect())
+    // Risen nodes are ranked in by a forward walk over the columns.
+    kept.sort_unstable_by_key(|(columns, _)| columns.start);
+    (fresh, kept, carried.list)
 }
 
 /// A healthy start without the nodes that fell: still the first healthy nodes of each
 /// family, so it stands while it holds `least` of a family (or every one it held, when
-/// that was fewer: then it held all the family has).
+/// that was fewer: then it held all the family has). Cut to `least`: starts ranked ahead
+/// hold one more to outlast a failure, and a risen node need only beat the `least`-th.
 fn carry_start(start: &RankedStart, fallen: &[NodeId], least: usize) -> Option<RankedStart> {
-    if !start
-        .families
-        .iter()
-        .flatten()
-        .any(|id| fallen.contains(id))
+    let deeper = start.families.iter().any(|f| f.len() > least);
+    if !deeper
+        && !start
+            .families
+            .iter()
+            .flatten()
+            .any(|id| fallen.contains(id))
     {
         return Some(start.clone());
     }
     let mut carried = start.clone();
-    for family in &mut carried.families {
+    for (family, complete) in carried.families.iter_mut().zip(&mut carried.complete) {
         let held = family.len();
         family.retain(|id| !fallen.contains(id));
         if held >= least && family.len() < least {
             return None;
+        }
+        if family.len() > least {
+            family.truncate(least);
+            *complete = false;
         }
     }
     // What damping holds on to; nothing reads it in a healthy start.
@@ -1311,8 +1372,11 @@ mod tests {
     /// Every cell's answer is what a pick over its whole ranking (`scoring::rank`, every
     /// node scored) gives, whatever is down, and the one-lookup path gives every client its
     /// own cell's answer. Returns how many rules had cells answered one by one, and how many
-    /// heads were mixed, over all `down_sets`.
-    fn cells_agree_with_full_rankings(zones: &[Zone], down_sets: &[Vec<usize>]) -> (usize, usize) {
+    /// heads were mixed, and how many starts were ranked ahead, over all `down_sets`.
+    fn cells_agree_with_full_rankings(
+        zones: &[Zone],
+        down_sets: &[Vec<usize>],
+    ) -> (usize, usize, usize) {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let geo = Arc::new(GeoDb::open(&root.join("geo/dbip-country.mmdb")).expect("shipped db"));
         let rankings = rank_all(
@@ -1380,8 +1444,10 @@ mod tests {
         let mut random = move || generator.next_u64();
         let no_lines: CarrierChoice = Arc::from(Vec::new());
         // Every other build starts from the one before (the answers of classes whose nodes
-        // did not change are kept): both must agree with the full rankings.
-        let mut previous: Option<Snapshot> = None;
+        // did not change are kept), half of those with starts ranked ahead of it too: all
+        // must agree with the full rankings.
+        let mut previous: Option<(Snapshot, Vec<Vec<Availability>>)> = None;
+        let mut carried_ahead = 0;
         for (n, down) in down_sets.iter().enumerate() {
             let mut availability = policy_availability(zones);
             // Every third node is out by a drain rather than by health: backups stand in
@@ -1394,13 +1460,18 @@ mod tests {
                 };
             }
             let before = previous.as_ref().filter(|_| n % 2 == 1);
+            let ahead = before.filter(|_| n % 4 == 3).map(|(snapshot, then)| {
+                let ahead = crate::answer::rank_ahead_of(zones, &rankings, then, snapshot);
+                carried_ahead += ahead.starts();
+                ahead
+            });
             let snapshot = build_with_lines(
                 zones,
                 Arc::clone(&geo),
                 &rankings,
                 &availability,
                 &[],
-                before,
+                (before.map(|(s, _)| s), ahead.as_ref()),
             );
             let Some(NameNode::Steered(table)) = snapshot.zones[0]
                 .names
@@ -1452,9 +1523,9 @@ mod tests {
                     "{ip} with {down:?} down"
                 );
             }
-            previous = Some(snapshot);
+            previous = Some((snapshot, availability));
         }
-        (split_seen, mixed_seen)
+        (split_seen, mixed_seen, carried_ahead)
     }
 
     /// Sets of nodes down: none, each one, each pair, `triples` random triples, and outages
@@ -1515,7 +1586,7 @@ mod tests {
         let zones = crate::policy::load_path(&root.join("zones/live.example.net.yaml"))
             .expect("shipped zone");
         let sets = down_sets(zones[0].nodes.len(), 200);
-        let (split, mixed) = cells_agree_with_full_rankings(&zones, &sets);
+        let (split, mixed, _) = cells_agree_with_full_rankings(&zones, &sets);
         assert_eq!(split, 0, "whole rankings always decide");
         assert!(
             mixed > 0,
@@ -1544,12 +1615,16 @@ mod tests {
             .expect("generated zone");
         let mut sets = down_sets(40, 100);
         sets.extend(outage_walk(40, 160));
-        let (split, mixed) = cells_agree_with_full_rankings(&[zone], &sets);
+        let (split, mixed, ahead) = cells_agree_with_full_rankings(&[zone], &sets);
         assert!(
             split > 0,
             "no failure split a class: the cell-by-cell path went untested"
         );
         assert!(mixed > 0, "no failure mixed a head");
+        assert!(
+            ahead > 0,
+            "nothing was ranked ahead: carrying it went untested"
+        );
     }
 
     #[test]
@@ -1611,7 +1686,7 @@ mod tests {
             &rankings,
             &availability,
             &[],
-            None,
+            (None, None),
         );
         availability[0][0] = Availability::HealthDown;
         let second = build_with_lines(
@@ -1620,7 +1695,7 @@ mod tests {
             &rankings,
             &availability,
             &[],
-            Some(&first),
+            (Some(&first), None),
         );
         let table = |snapshot: &Snapshot, name: &str| -> SteeredTable {
             let key = name_key(&DomainName::parse(name).expect("name"));

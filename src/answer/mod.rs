@@ -9,6 +9,7 @@
 //! consistent view. Selection is indexing only: ranking happened in `steer`, picking here
 //! when the snapshot was built. This folder's face only re-exports.
 
+mod ahead;
 mod build;
 pub mod census;
 pub mod draw;
@@ -17,6 +18,7 @@ mod signed;
 mod snapshot;
 mod zone;
 
+pub use ahead::rank_ahead_of;
 pub use build::{build, rebuild};
 
 /// Signs the signed zones of a snapshot built by [`build`] (`zones` as given to it) at
@@ -31,7 +33,7 @@ pub use publish::{
     ViewReader, drain_share, fleet_zone, unix_seconds,
 };
 pub use snapshot::{
-    AnswerSet, AnswerSignatures, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset, ExplainView,
-    FamilyAnswer, FamilyBodies, NameLookup, NameNode, Selection, Signatures, SignedNsec,
-    SignedSubset, Snapshot, SteeredTable, ZoneAnswers, ZoneSigned,
+    Ahead, AnswerSet, AnswerSignatures, CLASS_SPLIT, ClientAnswer, Delegation, EncodedRrset,
+    ExplainView, FamilyAnswer, FamilyBodies, NameLookup, NameNode, Selection, Signatures,
+    SignedNsec, SignedSubset, Snapshot, SteeredTable, ZoneAnswers, ZoneSigned,
 };

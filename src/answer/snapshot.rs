@@ -510,6 +510,44 @@ pub(crate) struct HealthyStarts {
     pub(crate) of_column: RunArray,
 }
 
+/// What was ranked ahead of one snapshot's steered tables (`answer::ahead`).
+#[derive(Debug, Default)]
+pub struct Ahead {
+    /// By zone, then steered name, in policy order.
+    pub(crate) zones: Vec<Vec<Option<Arc<AheadOfTable>>>>,
+}
+
+/// The starts ranked ahead of one table.
+#[derive(Debug)]
+pub(crate) struct AheadOfTable {
+    /// The table's node states, by identity: the starts hold for that table alone.
+    pub(crate) node_states: Arc<[NodeState]>,
+    /// By row group, the healthy starts of the columns one failure would split (and no
+    /// cell is split at yet).
+    pub(crate) groups: Vec<HealthyStarts>,
+}
+
+impl Ahead {
+    /// The starts ranked ahead of `table`, steered name `name` of zone `zone`, if these
+    /// were ranked for it.
+    pub(super) fn of_table(
+        &self,
+        zone: usize,
+        name: usize,
+        table: &SteeredTable,
+    ) -> Option<&[HealthyStarts]> {
+        let entry = self.zones.get(zone)?.get(name)?.as_ref()?;
+        Arc::ptr_eq(&entry.node_states, &table.node_states).then_some(&entry.groups[..])
+    }
+
+    /// How many starts were ranked ahead, over every table and row group.
+    #[cfg(test)]
+    pub(crate) fn starts(&self) -> usize {
+        let tables = self.zones.iter().flatten().flatten();
+        tables.flat_map(|t| &t.groups).map(|g| g.list.len()).sum()
+    }
+}
+
 /// `HealthyStarts::of_column` value of a column no split cell needed.
 pub(crate) const NOT_RANKED: u32 = u32::MAX;
 

@@ -41,6 +41,10 @@
 //! - **healthy start**: a cell's start among the healthy nodes only, `answers` deep. Kept
 //!   with the answers, so the next health change ranks again only the columns whose
 //!   healthy start holds a changed node, and the rest among theirs and the risen nodes.
+//! - **ranked ahead**: healthy starts, one node deeper than a pick reads, of the columns
+//!   where a class is split or one failure from it, ranked after each build while the
+//!   publisher waits (`answer::ahead`): the build after a failure carries them without the
+//!   fallen node instead of ranking those columns while the change waits.
 //! - **pair**: a (split class, healthy start); cells of one pair have one answer. A pair
 //!   whose class and healthy start hold the same nodes as at the build before, none of
 //!   them changed, keeps its answer there (`answer`'s lent pairs).

@@ -1,6 +1,8 @@
 //! Steered answers from the real binary: clients located by source address and by ECS, in both
 //! database schemas, with rules, fences, defaults and honest ECS scopes.
 
+use std::time::Duration;
+
 use crate::support::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType::{A, AAAA};
@@ -249,4 +251,83 @@ fn several_database_files_are_consulted_in_order() {
         vec![TOKYO, SINGAPORE],
         "Japan, from the first file"
     );
+}
+
+/// A fleet of 40 (starts shorter than its rankings) with `status: down` on `down`.
+fn forty_nodes(down: &[usize]) -> String {
+    let mut text = String::from(
+        "zone: big.example\nsoa: {primary: ns1.big.example., contact: h.big.example.}\nns: [ns1.big.example.]\ncheck: {type: none}\nnodes:\n",
+    );
+    for i in 0..40 {
+        let (lat, lon) = ((i * 37 % 120) as f64 - 60.0, (i * 83 % 360) as f64 - 180.0);
+        let status = if down.contains(&i) {
+            ", status: down"
+        } else {
+            ""
+        };
+        text += &format!(
+            "  n{i}: {{geo: AS-JP, location: [{lat}, {lon}], addresses: [198.51.100.{}, '2001:db8::{}']{status}}}\n",
+            i + 1,
+            i + 1
+        );
+    }
+    text + "steer:\n  ingest: {answers: 2}\n"
+}
+
+/// Failures one after another, each built from the build before and from the healthy
+/// starts ranked ahead of it while the server waited (a failure that splits classes
+/// carries those): every client gets the answer a server started with those nodes down
+/// gives.
+#[test]
+fn failures_built_on_starts_ranked_ahead_answer_as_a_fresh_start() {
+    let geo = repo("geo/dbip-country.mmdb");
+    let live = Server::start(&zone_dir("ahead-live", &forty_nodes(&[])), &geo, &[]);
+    // A third down, then more one by one, and one back: each change waits for the ranking
+    // ahead of the build before it, so the next one can carry it.
+    let mut down: Vec<usize> = (0..40).filter(|i| i % 3 == 1).collect();
+    let steps: Vec<(usize, &str)> = (down.iter().map(|&i| (i, "force-down")))
+        .chain([
+            (12, "force-down"),
+            (21, "force-down"),
+            (4, "obey"),
+            (33, "force-down"),
+        ])
+        .collect();
+    for (node, action) in steps {
+        let ranked_before = metric_sum(&scrape(&live), "geosteer_ahead_seconds_count");
+        let path = format!("/nodes/big.example/n{node}/{action}");
+        assert_eq!(http(live.admin, "POST", &path, None).0, 200, "{path}");
+        eventually(Duration::from_secs(20), "ranked ahead of the build", || {
+            let ranked = metric_sum(&scrape(&live), "geosteer_ahead_seconds_count");
+            match ranked > ranked_before {
+                true => Ok(()),
+                false => Err(format!(
+                    "{ranked} rankings ahead, {ranked_before} before {path}"
+                )),
+            }
+        });
+    }
+    down.extend([12, 21, 33]);
+    down.retain(|&i| i != 4);
+    let fresh = Server::start(&zone_dir("ahead-fresh", &forty_nodes(&down)), &geo, &[]);
+    // A client in every place of the database, the first address of its first range.
+    let db = geosteer::geo::GeoDb::open(&geo).expect("shipped database");
+    let mut seen = std::collections::HashSet::new();
+    let clients: Vec<String> = (db.ranges(geosteer::net::Family::V4))
+        .filter(|&(_, _, place)| place.is_some_and(|p| seen.insert(p)))
+        .map(|(first, _, _)| std::net::Ipv4Addr::from((first >> 96) as u32).to_string())
+        .collect();
+    assert!(clients.len() > 200, "{} places", clients.len());
+    for client in clients {
+        for rtype in [A, AAAA] {
+            let query = q("ingest.big.example.", rtype).ecs(&client, 24);
+            let answer = |server: &Server| {
+                let reply = udp(server, &query);
+                let mut records = [a_records(&reply), aaaa_records(&reply)].concat();
+                records.sort();
+                records
+            };
+            assert_eq!(answer(&live), answer(&fresh), "{client} {rtype}");
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! news, feed batches), applies them to the node table (`table`, pure) and the latency
 //! inputs, asks the scheduler (`schedule`, pure) when to publish, ranks on a thread of its
 //! own (`ranking`), builds on the blocking pool, and stores the snapshot with the state view
-//! beside it (`view`). It does nothing else: checks are supervised in `health`, the fleet
+//! beside it (`view`); after each build, it ranks ahead for the next (`ahead`). Reloads
+//! install in `reload`. It does nothing else: checks are supervised in `health`, the fleet
 //! reads the `outbox`, the admin interface and the status page read the view.
 //!
 //! Bursts coalesce: after each message, whatever else is queued is applied too, and the
@@ -16,11 +17,13 @@
 // table, the scheduler, node carry-over, feed validation).
 #![allow(clippy::disallowed_methods)]
 
+mod ahead;
 mod commands;
 mod feeds;
 mod nodes;
 mod outbox;
 mod ranking;
+mod reload;
 mod schedule;
 mod served;
 mod start;
@@ -46,14 +49,14 @@ use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Report};
 use crate::latency::ZoneLatency;
 use crate::latency::feed::{FeedBatch, FeedRejected};
-use crate::loader::{self, Loaded, Sources};
+use crate::loader::Sources;
 use crate::metrics as m;
 use crate::policy::Zone;
 use feeds::MemberFeeds;
 use nodes::NodeRuntime;
 use ranking::{Ranked, RankingInputs, RankingTask};
 use schedule::{Publication, Schedule};
-use served::{Served, Takeover};
+use served::Served;
 use table::{Changed, NodeEvent, NodeTable};
 use view::Staleness;
 
@@ -69,6 +72,8 @@ struct Published {
     view: Arc<ArcSwap<view::StateView>>,
     view_stale: Staleness,
     view_stored: Instant,
+    /// What is ranked ahead of the snapshot for the next build.
+    ahead: ahead::RankingAhead,
 }
 
 /// The single writer. Build with [`Publisher::new`], then move it into [`Publisher::run`].
@@ -111,7 +116,7 @@ impl Publisher {
         let served = Served::first(zones, geo, asn);
         let table = NodeTable::new(Arc::clone(&served.zones), nodes, false);
         let states = (table.availability(), table.down_lines());
-        let snapshot = served.snapshot(&ranked, states, None);
+        let snapshot = served.snapshot(&ranked, states, (None, None));
         // The first build is a rebuild too: the series exists from the start, before any change.
         metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
         let (plans, _) = watch::channel(Arc::default());
@@ -135,6 +140,7 @@ impl Publisher {
                 view: Arc::new(ArcSwap::from_pointee(view)),
                 view_stale: Staleness::Fresh,
                 view_stored: Instant::now(),
+                ahead: Default::default(),
             },
             plans,
             outbox,
@@ -197,39 +203,6 @@ impl Publisher {
         }
         let reload_ok = !matches!(self.last_reload, Some(Err(_)));
         metrics::gauge!(m::RELOAD_OK).set(if reload_ok { 1.0 } else { 0.0 });
-    }
-
-    /// Installs a newly loaded policy and databases, carrying node state over by zone and
-    /// node name, and plans the new load's checks.
-    fn install(&mut self, loaded: Loaded) -> String {
-        let now = SystemTime::now();
-        let Takeover {
-            served,
-            nodes,
-            latency,
-            damping,
-            summary,
-        } = (self.served).take_over(
-            loaded,
-            self.table.nodes(),
-            &self.latency,
-            &self.ranked.damping,
-            now,
-        );
-        self.ranked.challenging = damping.any_challenger();
-        self.ranked.damping = Arc::new(damping);
-        let zones = Arc::clone(&served.zones);
-        self.served = served;
-        self.latency = Arc::new(latency);
-        let changed = self.table.install(zones, nodes, now);
-        self.react(changed);
-        self.schedule.latency_changed();
-        self.schedule.availability_changed();
-        self.plan_checks();
-        let policy = self.served.fleet_policy();
-        self.outbox.send_modify(|out| out.policy = policy);
-        self.export_gauges();
-        summary
     }
 
     /// Applies reports and commands until both channels close.
@@ -373,37 +346,6 @@ impl Publisher {
                 }));
             }
         }
-    }
-
-    /// Loads the files again and installs them; the summary, or every reason not.
-    async fn reload(&mut self) -> Result<String, CommandError> {
-        let Some(source) = self.source.clone() else {
-            return Err(CommandError::NoFiles);
-        };
-        let loaded =
-            tokio::task::spawn_blocking(move || loader::load(&source).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
-        let now = SystemTime::now();
-        let outcome = match loaded {
-            Ok(loaded) => {
-                let summary = self.install(loaded);
-                info!(%summary, "reloaded");
-                Ok(summary)
-            }
-            Err(error) => {
-                warn!(%error, "reload rejected; the previous policy keeps serving");
-                Err(error)
-            }
-        };
-        let (word, ok) = [("error", 0.0), ("ok", 1.0)][usize::from(outcome.is_ok())];
-        metrics::counter!(m::RELOADS, "result" => word).increment(1);
-        metrics::gauge!(m::RELOAD_OK).set(ok);
-        self.table
-            .note_reload(outcome.as_deref().map_err(String::as_str), now);
-        self.last_reload = Some(outcome.as_ref().map(|_| now).map_err(Clone::clone));
-        self.published.view_stale = Staleness::Changed;
-        outcome.map_err(CommandError::Rejected)
     }
 
     /// Reacts to what the node table says changed: the fleet hears this instance's
@@ -555,10 +497,14 @@ impl Publisher {
         }
         let (served, ranked) = (self.served.clone(), self.ranked.clone());
         let states = (self.table.availability(), self.table.down_lines());
-        let previous = self.published.snapshot.load_full();
-        let built =
-            tokio::task::spawn_blocking(move || served.snapshot(&ranked, states, Some(&previous)))
-                .await;
+        let (previous, ahead) = (
+            self.published.snapshot.load_full(),
+            self.published.ahead.for_build(),
+        );
+        let built = tokio::task::spawn_blocking(move || {
+            served.snapshot(&ranked, states, (Some(&previous), ahead.as_deref()))
+        })
+        .await;
         let snapshot = match built {
             Ok(snapshot) => snapshot,
             Err(e) => {
@@ -579,9 +525,11 @@ impl Publisher {
         );
     }
 
-    /// Stores new answers; the view beside them follows.
+    /// Stores new answers; the view beside them follows, and ranking ahead of them starts.
     fn store_snapshot(&mut self, snapshot: Snapshot) {
-        served::free_aside(self.published.snapshot.swap(Arc::new(snapshot)));
+        let snapshot = Arc::new(snapshot);
+        served::free_aside(self.published.snapshot.swap(Arc::clone(&snapshot)));
+        (self.published.ahead).start(&self.served, &self.ranked, snapshot);
         self.published.view_stale = Staleness::Changed;
     }
 

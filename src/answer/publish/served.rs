@@ -11,6 +11,7 @@ use super::ranking::Ranked;
 use super::table::NodeTable;
 use super::view::{FleetSummary, StateView};
 use crate::answer::build::build_with_lines;
+use crate::answer::snapshot::Ahead;
 use crate::answer::snapshot::{ExplainView, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Health, NodeKey, PlannedCheck};
@@ -122,12 +123,13 @@ impl Served {
     }
 
     /// Its answers, built from `ranked`, `availability` and the carrier lines down; the
-    /// names of `previous` whose inputs did not change are kept.
+    /// names of `previous` whose inputs did not change are kept, and starts ranked `ahead`
+    /// of it are carried.
     pub(super) fn snapshot(
         &self,
         ranked: &Ranked,
         (availability, down_lines): (Vec<Vec<Availability>>, Vec<Vec<u64>>),
-        previous: Option<&Snapshot>,
+        (previous, ahead): (Option<&Snapshot>, Option<&Ahead>),
     ) -> Snapshot {
         let geo = Arc::clone(&self.geo);
         let rankings = &ranked.rankings;
@@ -137,7 +139,7 @@ impl Served {
             rankings,
             &availability,
             &down_lines,
-            previous,
+            (previous, ahead),
         );
         let signed = crate::answer::signed::sign_zones(
             &mut snapshot,

@@ -49,7 +49,7 @@ impl Publisher {
         let snapshot = self.served.snapshot(
             &self.ranked,
             (self.table.availability(), self.table.down_lines()),
-            None,
+            (None, None),
         );
         self.store_snapshot(snapshot);
         self.store_view();

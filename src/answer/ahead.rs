@@ -1,0 +1,155 @@
+//! Healthy starts ranked ahead. A class one failure away from splitting would, at that
+//! failure, send all its columns to be ranked among the healthy nodes while the change
+//! waits (a class over much of a continent: tens of milliseconds), and so would a failure
+//! inside a split cell's healthy start. So after each build, while the publisher waits for
+//! the next change, those columns are ranked here, one node deeper than a pick reads; the
+//! build after the failure carries their starts without the fallen node instead of
+//! ranking them. The words are `steer`'s glossary's.
+
+use std::sync::Arc;
+
+use super::build::{
+    Columns, PickInputs, add_range, draw_keys, rows_of_group, split_columns, union_of,
+};
+use super::snapshot::{
+    Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, NameNode, Snapshot, SteeredTable,
+};
+use super::zone::name_key;
+use crate::geo::GeoDb;
+use crate::policy::{SteeredName, Zone};
+use crate::runs::RunArray;
+use crate::steer::regions::{Pieces, Starts};
+use crate::steer::table::SteeredRanking;
+use crate::steer::{Availability, Rankings};
+
+/// What the publisher ranks ahead after a build, for a snapshot built by
+/// [`crate::answer::build`] or [`crate::answer::rebuild`] (`zones`, `rankings` and
+/// `availability` as given to it): for benchmarks of what it spares the next change.
+pub fn rank_ahead_of(
+    zones: &[Zone],
+    rankings: &Rankings,
+    availability: &[Vec<Availability>],
+    snapshot: &Snapshot,
+) -> Ahead {
+    let built_with = (availability, &[][..]);
+    rank_ahead(zones, rankings, built_with, snapshot, None, || false)
+}
+
+/// The node availability and carrier lines down (by zone, by node) a snapshot was built
+/// with.
+pub(crate) type BuiltWith<'a> = (&'a [Vec<Availability>], &'a [Vec<u64>]);
+
+/// Ranks ahead for the steered tables of `snapshot`, built for `zones` from `rankings` with
+/// `built_with`. Tables that `before` ranked ahead of are taken from it. Stops between
+/// names once `stopped` (a change waits to be built), with what it has.
+pub(crate) fn rank_ahead(
+    zones: &[Zone],
+    rankings: &Rankings,
+    built_with: BuiltWith,
+    snapshot: &Snapshot,
+    before: Option<&Ahead>,
+    stopped: impl Fn() -> bool,
+) -> Ahead {
+    let (availability, down_lines) = built_with;
+    let mut ahead = Ahead::default();
+    for (i, zone) in zones.iter().enumerate() {
+        let origin = name_key(&zone.origin);
+        let answers = snapshot.zones.iter().find(|z| z.origin == origin);
+        let keys = draw_keys(zone);
+        let lists = (
+            availability.get(i).map_or(&[][..], Vec::as_slice),
+            down_lines.get(i).map_or(&[][..], Vec::as_slice),
+            &keys[..],
+        );
+        let mut names = Vec::with_capacity(zone.steered.len());
+        for (n, (steered, ranking)) in zone.steered.iter().zip(rankings.of_zone(i)).enumerate() {
+            let table = answers
+                .and_then(|z| match z.names.get(&name_key(&steered.name)) {
+                    Some(NameNode::Steered(t)) => Some(t),
+                    _ => None,
+                })
+                .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows));
+            let then = before.and_then(|b| b.zones.get(i)?.get(n)?.as_ref());
+            let entry = table.and_then(|table| {
+                let kept = then.filter(|e| Arc::ptr_eq(&e.node_states, &table.node_states));
+                if let Some(kept) = kept {
+                    return Some(Arc::clone(kept));
+                }
+                if stopped() {
+                    return None;
+                }
+                let health = PickInputs::of(zone, steered, ranking, lists);
+                let groups = table_ahead(steered, ranking, table, &health, &snapshot.geo);
+                Some(Arc::new(AheadOfTable {
+                    node_states: Arc::clone(&table.node_states),
+                    groups,
+                }))
+            });
+            names.push(entry);
+        }
+        ahead.zones.push(names);
+    }
+    ahead
+}
+
+/// Per row group, the healthy starts of the columns where a class one failure away from
+/// splitting is, ranked `answers + 1` deep (empty where there are none).
+fn table_ahead(
+    steered: &SteeredName,
+    ranking: &SteeredRanking,
+    table: &SteeredTable,
+    health: &PickInputs,
+    geo: &GeoDb,
+) -> Vec<HealthyStarts> {
+    let near = near_split(ranking, table, health);
+    if !near.contains(&true) {
+        return Vec::new();
+    }
+    let full = &ranking.full;
+    let columns = full.column_profile.len();
+    (0..ranking.rows.len())
+        .map(|group| {
+            let rows = rows_of_group(ranking, group);
+            let mut needed = split_columns(ranking, &rows, &near);
+            // Columns split already are ranked again, deeper: a failure in their start
+            // then carries too.
+            if let Some(then) = table.healthy_starts.get(group) {
+                needed = union_of(&needed, &ranked_columns(&then.of_column));
+            }
+            if needed.is_empty() {
+                return HealthyStarts::default();
+            }
+            let healthy = full.healthy_candidates(group, |id| health.up(id));
+            let (mut starts, mut pieces) = (Starts::default(), Pieces::new());
+            let depth = steered.answers + 1;
+            full.rank_healthy(&needed, &healthy, depth, geo, (&mut starts, &mut pieces));
+            HealthyStarts {
+                list: starts.list.into(),
+                of_column: RunArray::from_pieces(pieces, columns, NOT_RANKED),
+            }
+        })
+        .collect()
+}
+
+/// By class: whether it decides now but would not with one more of its healthy nodes down.
+fn near_split(ranking: &SteeredRanking, table: &SteeredTable, health: &PickInputs) -> Vec<bool> {
+    (ranking.classes.iter().enumerate())
+        .map(|(c, class)| {
+            let start = &class.start;
+            let decides = |fallen| (0..2).all(|f| health.decided_unless(start, f, fallen));
+            table.class_answer.get(c).is_some_and(|&a| a != CLASS_SPLIT)
+                && (start.families.iter().flatten()).any(|&id| health.up(id) && !decides(Some(id)))
+        })
+        .collect()
+}
+
+/// The columns `starts` has a start for, as ascending, disjoint ranges.
+fn ranked_columns(starts: &RunArray) -> Vec<Columns> {
+    let mut ranked = Vec::new();
+    for (columns, start) in starts.runs() {
+        if start != NOT_RANKED {
+            add_range(&mut ranked, columns);
+        }
+    }
+    ranked
+}

@@ -1,0 +1,71 @@
+//! Ranking ahead (`answer::ahead`) while the publisher waits: after each build, on a thread
+//! of its own at a lower CPU priority; stopped when the next build starts, which takes the
+//! newest finished result.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::ranking::Ranked;
+use super::served::Served;
+use crate::answer::ahead::rank_ahead;
+use crate::answer::snapshot::{Ahead, Snapshot};
+use crate::metrics as m;
+
+/// The ranking ahead in progress, and the newest finished.
+#[derive(Debug, Default)]
+pub(super) struct RankingAhead {
+    /// The result to come of the job running; dropping it stops the job.
+    running: Option<oneshot::Receiver<Ahead>>,
+    /// The newest finished: for the snapshot published then (its tables tell by identity).
+    done: Option<Arc<Ahead>>,
+}
+
+impl RankingAhead {
+    /// Before a build: stops the job running (the build needs the cores) and gives what
+    /// was last ranked ahead.
+    pub(super) fn for_build(&mut self) -> Option<Arc<Ahead>> {
+        if let Some(Ok(ahead)) = self.running.take().map(|mut r| r.try_recv()) {
+            self.done = Some(Arc::new(ahead));
+        }
+        self.done.clone()
+    }
+
+    /// After `snapshot` is stored: ranks ahead of its tables on a thread of its own.
+    pub(super) fn start(&mut self, served: &Served, ranked: &Ranked, snapshot: Arc<Snapshot>) {
+        let before = self.for_build();
+        let Some(explain) = snapshot.explain.clone() else {
+            return;
+        };
+        let (zones, rankings) = (Arc::clone(&served.zones), Arc::clone(&ranked.rankings));
+        let (done, result) = oneshot::channel();
+        self.running = Some(result);
+        let started = std::thread::Builder::new()
+            .name("geosteer-ahead".into())
+            .spawn(move || {
+                crate::parallel::lower_this_threads_priority();
+                // Off the publisher: the time a ranking ahead takes, for its histogram.
+                #[allow(clippy::disallowed_methods)]
+                let started = Instant::now();
+                let built_with = (&explain.availability[..], &explain.down_lines[..]);
+                let stopped = || done.is_closed();
+                let ahead = rank_ahead(
+                    &zones,
+                    &rankings,
+                    built_with,
+                    &snapshot,
+                    before.as_deref(),
+                    stopped,
+                );
+                if !done.is_closed() {
+                    metrics::histogram!(m::AHEAD_SECONDS).record(started.elapsed().as_secs_f64());
+                }
+                let _ = done.send(ahead);
+            });
+        if let Err(e) = started {
+            // Nothing ranked ahead: the next failure ranks what it splits itself.
+            tracing::warn!(error = %e, "cannot start a thread to rank ahead");
+        }
+    }
+}
