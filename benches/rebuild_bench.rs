@@ -279,8 +279,11 @@ fn changes_in_process(
     let changes: usize = (std::env::var("CHANGES").ok())
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
-    // `AHEAD=0`: without what the publisher ranks ahead between changes (untimed here).
+    // `AHEAD=0`: without what the publisher ranks ahead between changes (untimed here);
+    // `AHEAD=2`: ranked ahead but not used (what ranking it does to the caches alone).
     let ahead_on = std::env::var("AHEAD").map_or(true, |v| v != "0");
+    let ahead_unused = std::env::var("AHEAD").is_ok_and(|v| v == "2");
+    let mut ahead = None;
     for _ in 0..changes {
         // `NODE`: that node every time, to profile one change's cost.
         let node = (std::env::var("NODE").ok().and_then(|n| n.parse().ok()))
@@ -290,12 +293,13 @@ fn changes_in_process(
             (Availability::Up, &mut ups),
         ] {
             let ranking_ahead = Instant::now();
-            let ahead = ahead_on
-                .then(|| geosteer::answer::rank_ahead_of(zones, &rankings, &states, &previous));
+            let from = (&previous, ahead.as_ref());
+            ahead =
+                ahead_on.then(|| geosteer::answer::rank_ahead_of(zones, &rankings, &states, from));
             let ahead_ms = ms(ranking_ahead.elapsed());
             states[0][node] = state;
             let started = Instant::now();
-            let before = (&previous, ahead.as_ref());
+            let before = (&previous, ahead.as_ref().filter(|_| !ahead_unused));
             let snapshot =
                 geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
             times.push(started.elapsed());

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use super::build::{
-    Columns, PickInputs, add_range, draw_keys, rows_of_group, split_columns, union_of,
+    Columns, Memos, PickInputs, add_range, draw_keys, rank_healthy_starts, rows_of_group,
+    split_columns, union_of,
 };
 use super::snapshot::{
     Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, NameNode, Snapshot, SteeredTable,
@@ -18,21 +19,21 @@ use super::zone::name_key;
 use crate::geo::GeoDb;
 use crate::policy::{SteeredName, Zone};
 use crate::runs::RunArray;
-use crate::steer::regions::{Pieces, Starts};
 use crate::steer::table::SteeredRanking;
 use crate::steer::{Availability, Rankings};
 
 /// What the publisher ranks ahead after a build, for a snapshot built by
 /// [`crate::answer::build`] or [`crate::answer::rebuild`] (`zones`, `rankings` and
-/// `availability` as given to it): for benchmarks of what it spares the next change.
+/// `availability` as given to it), from what was ranked ahead `before` (of an earlier
+/// snapshot): for benchmarks of what it spares the next change.
 pub fn rank_ahead_of(
     zones: &[Zone],
     rankings: &Rankings,
     availability: &[Vec<Availability>],
-    snapshot: &Snapshot,
+    (snapshot, before): (&Snapshot, Option<&Ahead>),
 ) -> Ahead {
     let built_with = (availability, &[][..]);
-    rank_ahead(zones, rankings, built_with, snapshot, None, || false)
+    rank_ahead(zones, rankings, built_with, snapshot, before, || false)
 }
 
 /// The node availability and carrier lines down (by zone, by node) a snapshot was built
@@ -79,9 +80,12 @@ pub(crate) fn rank_ahead(
                     return None;
                 }
                 let health = PickInputs::of(zone, steered, ranking, lists);
-                let groups = table_ahead(steered, ranking, table, &health, &snapshot.geo);
+                let then = then.filter(|e| Arc::ptr_eq(&e.rows, &ranking.rows));
+                let then = then.map(|e| &**e);
+                let groups = table_ahead(steered, (ranking, table), &health, then, &snapshot.geo);
                 Some(Arc::new(AheadOfTable {
                     node_states: Arc::clone(&table.node_states),
+                    rows: Arc::clone(&ranking.rows),
                     groups,
                 }))
             });
@@ -92,21 +96,35 @@ pub(crate) fn rank_ahead(
     ahead
 }
 
-/// Per row group, the healthy starts of the columns where a class one failure away from
-/// splitting is, ranked `answers + 1` deep (empty where there are none).
+/// Per row group, the healthy starts of the columns where a class is split or one failure
+/// away from it, `answers + 1` deep (none where there are no such columns): carried from
+/// what was ranked ahead of a table `before` from the same ranking where they hold.
 fn table_ahead(
     steered: &SteeredName,
-    ranking: &SteeredRanking,
-    table: &SteeredTable,
+    (ranking, table): (&SteeredRanking, &SteeredTable),
     health: &PickInputs,
+    before: Option<&AheadOfTable>,
     geo: &GeoDb,
 ) -> Vec<HealthyStarts> {
     let near = near_split(ranking, table, health);
     if !near.contains(&true) {
         return Vec::new();
     }
-    let full = &ranking.full;
-    let columns = full.column_profile.len();
+    // What changed since `before`, by answerability.
+    let (mut fallen, mut risen) = (Vec::new(), Vec::new());
+    let states = before.map_or(&[][..], |b| &b.node_states[..]);
+    for (old, new) in states.iter().zip(table.node_states.iter()) {
+        match (old.1.answerable(), new.1.answerable()) {
+            (true, false) => fallen.push(new.0),
+            (false, true) => risen.push(new.0),
+            _ => {}
+        }
+    }
+    let same_nodes = states.len() == table.node_states.len()
+        && states
+            .iter()
+            .zip(table.node_states.iter())
+            .all(|(a, b)| a.0 == b.0);
     (0..ranking.rows.len())
         .map(|group| {
             let rows = rows_of_group(ranking, group);
@@ -119,14 +137,14 @@ fn table_ahead(
             if needed.is_empty() {
                 return HealthyStarts::default();
             }
-            let healthy = full.healthy_candidates(group, |id| health.up(id));
-            let (mut starts, mut pieces) = (Starts::default(), Pieces::new());
-            let depth = steered.answers + 1;
-            full.rank_healthy(&needed, &healthy, depth, geo, (&mut starts, &mut pieces));
-            HealthyStarts {
-                list: starts.list.into(),
-                of_column: RunArray::from_pieces(pieces, columns, NOT_RANKED),
-            }
+            let memos = before.filter(|_| same_nodes).map(|b| Memos {
+                then: None,
+                ahead: b.groups.get(group),
+                fallen: &fallen,
+                risen: &risen,
+            });
+            let (up, depth) = (|id| health.up(id), steered.answers + 1);
+            rank_healthy_starts(ranking, (group, &needed), up, depth, geo, memos)
         })
         .collect()
 }

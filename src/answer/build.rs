@@ -758,7 +758,8 @@ fn split_rows(
         let memos = reuse.map(|r| Memos {
             then: before.map(|(then, _)| then),
             ahead: ahead.and_then(|a| a.get(group)),
-            reuse: r,
+            fallen: &r.fallen,
+            risen: &r.risen,
         });
         let healthy = healthy_of_columns(ranking, &cells, answers, geo, memos);
         let lent = before.map(|(then, r)| LentPairs::of(r, then, &healthy, ranking, &split));
@@ -840,16 +841,19 @@ struct SplitCells<'a> {
 }
 
 /// What a build before (same ranking) knows of a row group's healthy starts: those its
-/// split cells were answered from, and those ranked ahead for cells it did not split.
-struct Memos<'a> {
-    then: Option<&'a HealthyStarts>,
-    ahead: Option<&'a HealthyStarts>,
-    reuse: &'a Reuse<'a>,
+/// split cells were answered from, and those ranked ahead; and which nodes fell and rose
+/// since.
+pub(super) struct Memos<'a> {
+    pub(super) then: Option<&'a HealthyStarts>,
+    pub(super) ahead: Option<&'a HealthyStarts>,
+    pub(super) fallen: &'a [NodeId],
+    pub(super) risen: &'a [NodeId],
 }
 
-/// The healthy start of each column a row group's split cells need. With the starts of a
-/// build before (same ranking), only columns whose start held a node that changed are
-/// ranked afresh, and the rest among their start and the nodes that came up.
+/// The healthy start of each column a row group's split cells need, `answers` deep. One
+/// and two deeper made a change slower on the rebuild benchmark (200 nodes x 50 names, a
+/// third down: p50 9.3 and 9.8 ms against 9.2 in process); that room is made after the
+/// build instead, off the change's path (`answer::ahead`).
 fn healthy_of_columns(
     ranking: &SteeredRanking,
     cells: &SplitCells,
@@ -857,30 +861,40 @@ fn healthy_of_columns(
     geo: &GeoDb,
     memos: Option<Memos>,
 ) -> HealthyStarts {
-    let (health, full) = (answers.health, &ranking.full);
-    let healthy = full.healthy_candidates(cells.group, |id| health.up(id));
+    let health = answers.health;
     // The healthy start only has to hold the healthy nodes a pick reads past the class's
     // start: at most `answers` (up primaries, then as many up backups as primaries are
     // missing; every primary ranks before every backup). Whether the top is down, and how
     // many primaries there are, the class's start already tells.
-    let least = answers.steered.answers;
-    let depth = least + HEALTHY_SLACK;
+    let depth = answers.steered.answers;
+    let columns = (cells.group, cells.needed);
+    rank_healthy_starts(ranking, columns, |id| health.up(id), depth, geo, memos)
+}
+
+/// The starts, `depth` deep, among the nodes that are `up`, of the `needed` columns of row
+/// group `group`. With the starts of a build before (same ranking), only columns whose
+/// start held a node that fell are ranked afresh, and the rest among their start and the
+/// nodes that rose.
+pub(super) fn rank_healthy_starts(
+    ranking: &SteeredRanking,
+    (group, needed): (usize, &[Columns]),
+    up: impl Fn(NodeId) -> bool,
+    depth: usize,
+    geo: &GeoDb,
+    memos: Option<Memos>,
+) -> HealthyStarts {
+    let full = &ranking.full;
+    let healthy = full.healthy_candidates(group, up);
     let mut starts = Starts::default();
     let mut pieces: Pieces = Vec::new();
     match memos {
-        None => full.rank_healthy(
-            cells.needed,
-            &healthy,
-            depth,
-            geo,
-            (&mut starts, &mut pieces),
-        ),
+        None => full.rank_healthy(needed, &healthy, depth, geo, (&mut starts, &mut pieces)),
         Some(memos) => {
-            let (fresh, kept, carried) = kept_starts(cells.needed, &memos, least);
+            let (fresh, kept, carried) = kept_starts(needed, &memos, depth);
             full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut pieces));
             let into = (&mut starts, &mut pieces);
-            let risen = &memos.reuse.risen;
-            full.rank_with_risen(&kept, &carried, risen, &healthy, least, geo, into);
+            let risen = memos.risen;
+            full.rank_with_risen(&kept, &carried, risen, &healthy, depth, geo, into);
         }
     }
     let columns = full.column_profile.len();
@@ -889,13 +903,6 @@ fn healthy_of_columns(
         of_column: RunArray::from_pieces(pieces, columns, NOT_RANKED),
     }
 }
-
-/// How many healthy nodes of each family beyond the answer size a healthy start holds when
-/// ranked during a build: room for nodes to fall before its columns must be ranked again.
-/// None: on the rebuild benchmark (200 nodes x 50 names, a third down) one and two more each
-/// made a change slower (p50 9.3 and 9.8 ms against 9.2 in process). The room is made after
-/// the build instead, off the change's path (`answer::ahead`, one deeper).
-const HEALTHY_SLACK: usize = 0;
 
 /// Splits the `needed` columns into those to rank afresh (none before, or a start left with
 /// fewer than `least` nodes of a family by the nodes that fell) and those whose start from
@@ -912,22 +919,34 @@ fn kept_starts(
     let mut kept = Vec::new();
     let mut fresh = needed.to_vec();
     for memo in [memos.ahead, memos.then].into_iter().flatten() {
-        let number: Vec<Option<u32>> = (memo.list.iter())
-            .map(|start| carry_start(start, &memos.reuse.fallen, least))
-            .map(|start| start.map(|start| carried.intern(&start)))
-            .collect();
+        // Carried when first met: the columns needed use few of the starts ranked ahead.
+        let mut number: Vec<Option<Option<u32>>> = vec![None; memo.list.len()];
         let mut left: Vec<Columns> = Vec::new();
         let mut then = RunCursor::new(&memo.of_column);
         then.each_in(&fresh, NOT_RANKED, |columns, old| {
-            match number.get(old as usize).copied().flatten() {
+            let now = number.get_mut(old as usize).and_then(|slot| {
+                *slot.get_or_insert_with(|| {
+                    let start = carry_start(&memo.list[old as usize], memos.fallen, least);
+                    start.map(|start| carried.intern(&start))
+                })
+            });
+            match now {
                 Some(now) => kept.push((columns, now)),
                 None => add_range(&mut left, columns),
             }
         });
         fresh = left;
     }
-    // Risen nodes are ranked in by a forward walk over the columns.
+    // Risen nodes are ranked in by a forward walk over the columns, a range at a time:
+    // neighbours with one start carried are one range.
     kept.sort_unstable_by_key(|(columns, _)| columns.start);
+    kept.dedup_by(|next, last| {
+        let joins = last.0.end == next.0.start && last.1 == next.1;
+        if joins {
+            last.0.end = next.0.end;
+        }
+        joins
+    });
     (fresh, kept, carried.list)
 }
 
@@ -1447,7 +1466,7 @@ mod tests {
         // did not change are kept), half of those with starts ranked ahead of it too: all
         // must agree with the full rankings.
         let mut previous: Option<(Snapshot, Vec<Vec<Availability>>)> = None;
-        let mut carried_ahead = 0;
+        let (mut carried_ahead, mut ahead_before) = (0, None);
         for (n, down) in down_sets.iter().enumerate() {
             let mut availability = policy_availability(zones);
             // Every third node is out by a drain rather than by health: backups stand in
@@ -1460,8 +1479,11 @@ mod tests {
                 };
             }
             let before = previous.as_ref().filter(|_| n % 2 == 1);
+            // Ranked ahead from what was ranked ahead of the build before that, as the
+            // publisher does.
             let ahead = before.filter(|_| n % 4 == 3).map(|(snapshot, then)| {
-                let ahead = crate::answer::rank_ahead_of(zones, &rankings, then, snapshot);
+                let from = (snapshot, ahead_before.as_ref());
+                let ahead = crate::answer::rank_ahead_of(zones, &rankings, then, from);
                 carried_ahead += ahead.starts();
                 ahead
             });
@@ -1524,6 +1546,7 @@ mod tests {
                 );
             }
             previous = Some((snapshot, availability));
+            ahead_before = ahead.or(ahead_before);
         }
         (split_seen, mixed_seen, carried_ahead)
     }

@@ -522,8 +522,11 @@ pub struct Ahead {
 pub(crate) struct AheadOfTable {
     /// The table's node states, by identity: the starts hold for that table alone.
     pub(crate) node_states: Arc<[NodeState]>,
-    /// By row group, the healthy starts of the columns one failure would split (and no
-    /// cell is split at yet).
+    /// The ranking the table was picked from, by identity: the next ranking ahead of a
+    /// table from it starts from these starts.
+    pub(crate) rows: Arc<Vec<RunArray>>,
+    /// By row group, the healthy starts of the columns where a class is split or one
+    /// failure from it.
     pub(crate) groups: Vec<HealthyStarts>,
 }
 
