@@ -221,7 +221,7 @@ pub(super) fn draw_keys(zone: &Zone) -> Vec<u64> {
 pub(super) struct PickInputs<'a> {
     nodes: &'a [Node],
     availability: &'a [Availability],
-    pub(super) answers: usize,
+    answers: usize,
     /// Per node, its draw key.
     draw_keys: &'a [u64],
     /// Per node, its share of a draw (empty without `spread`).
