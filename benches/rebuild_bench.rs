@@ -466,4 +466,16 @@ fn server_changes(
         1e3 * metric(&text, "geosteer_ahead_seconds{quantile=\"0.5\"}"),
         1e3 * metric(&text, "geosteer_ahead_seconds{quantile=\"1\"}"),
     );
+    // What the server holds after the changes (the ranking ahead of the last one included).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()));
+    let mib = |key: &str| -> f64 {
+        (status.as_deref().unwrap_or_default().lines())
+            .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
+            .map_or(f64::NAN, |kib: f64| kib / 1024.0)
+    };
+    println!(
+        "  server memory: peak RSS {:.0} MiB, RSS now {:.0} MiB",
+        mib("VmHWM:"),
+        mib("VmRSS:")
+    );
 }
