@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use super::build::{
-    Columns, Memos, PickInputs, add_range, draw_keys, rank_healthy_starts, rows_of_group,
-    split_columns, union_of,
+    Columns, Memos, PickInputs, add_range, draw_keys, fallen_and_risen, rank_healthy_starts,
+    rows_of_group, split_columns, union_of,
 };
 use super::snapshot::{
     Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, NameNode, Snapshot, SteeredTable,
@@ -110,21 +110,10 @@ fn table_ahead(
     if !near.contains(&true) {
         return Vec::new();
     }
-    // What changed since `before`, by answerability.
-    let (mut fallen, mut risen) = (Vec::new(), Vec::new());
-    let states = before.map_or(&[][..], |b| &b.node_states[..]);
-    for (old, new) in states.iter().zip(table.node_states.iter()) {
-        match (old.1.answerable(), new.1.answerable()) {
-            (true, false) => fallen.push(new.0),
-            (false, true) => risen.push(new.0),
-            _ => {}
-        }
-    }
-    let same_nodes = states.len() == table.node_states.len()
-        && states
-            .iter()
-            .zip(table.node_states.iter())
-            .all(|(a, b)| a.0 == b.0);
+    // What changed since `before`, by answerability (nothing carried: other nodes).
+    let moved = before.and_then(|b| fallen_and_risen(&b.node_states, &table.node_states));
+    let before = before.filter(|_| moved.is_some());
+    let (fallen, risen) = moved.unwrap_or_default();
     (0..ranking.rows.len())
         .map(|group| {
             let rows = rows_of_group(ranking, group);
@@ -137,7 +126,7 @@ fn table_ahead(
             if needed.is_empty() {
                 return HealthyStarts::default();
             }
-            let memos = before.filter(|_| same_nodes).map(|b| Memos {
+            let memos = before.map(|b| Memos {
                 then: None,
                 ahead: b.groups.get(group),
                 fallen: &fallen,

@@ -425,29 +425,21 @@ struct Reuse<'a> {
 impl<'a> Reuse<'a> {
     /// `None` when the tables do not answer with the same nodes (then nothing is lent).
     fn of(before: &'a SteeredTable, states: &[NodeState]) -> Option<Self> {
-        if before.node_states.len() != states.len()
-            || before.answer_keys.len() != before.answers.len()
-        {
+        if before.answer_keys.len() != before.answers.len() {
             return None;
         }
+        let (fallen, risen) = fallen_and_risen(&before.node_states, states)?;
         let size = states.iter().map(|s| s.0 + 1).max().unwrap_or(0);
         let mut changed = vec![false; size];
         let mut changed_nodes = Vec::new();
-        let (mut risen, mut fallen) = (Vec::new(), Vec::new());
-        for (old, new) in before.node_states.iter().zip(states) {
-            if old.0 != new.0 {
-                return None;
-            }
-            changed[new.0] = old != new;
-            if old != new {
-                changed_nodes.push(new.0);
-            }
-            if new.1.answerable() && !old.1.answerable() {
-                risen.push(new.0);
-            }
-            if old.1.answerable() && !new.1.answerable() {
-                fallen.push(new.0);
-            }
+        for (old, new) in before
+            .node_states
+            .iter()
+            .zip(states)
+            .filter(|(o, n)| o != n)
+        {
+            changed[new.0] = true;
+            changed_nodes.push(old.0);
         }
         Some(Reuse {
             before,
@@ -462,6 +454,26 @@ impl<'a> Reuse<'a> {
     fn touches<'n>(&self, mut nodes: impl Iterator<Item = &'n NodeId>) -> bool {
         nodes.any(|&id| self.changed.get(id).copied().unwrap_or(true))
     }
+}
+
+/// The nodes that could answer in `old` and cannot in `new`, and those that can now and
+/// could not; `None` when the two are not states of the same nodes.
+pub(super) fn fallen_and_risen(
+    old: &[NodeState],
+    new: &[NodeState],
+) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+    if old.len() != new.len() || old.iter().zip(new).any(|(o, n)| o.0 != n.0) {
+        return None;
+    }
+    let (mut fallen, mut risen) = (Vec::new(), Vec::new());
+    for (o, n) in old.iter().zip(new) {
+        match (o.1.answerable(), n.1.answerable()) {
+            (true, false) => fallen.push(n.0),
+            (false, true) => risen.push(n.0),
+            _ => {}
+        }
+    }
+    Some((fallen, risen))
 }
 
 impl Answers<'_> {
