@@ -145,6 +145,10 @@ fn main() {
         changes_in_process(&zones, &geo, &availability, &mut rng);
         return;
     }
+    if part == "measured" {
+        measured_ranking(&zones, &geo, nodes, &mut rng, &mut damping, now);
+        return;
+    }
     if part == "server" {
         server_parts(&text, &geo_path, nodes, &mut rng);
         return;
@@ -198,7 +202,36 @@ fn main() {
         "  build with {scattered} nodes down at random: {:>8.1} ms   ({scattered_cells} cells answered one by one)",
         ms(median(scattered_builds))
     );
-    // A feed's worth of measurements: every node measured from seven countries.
+    let measured = measured_latency(nodes, &mut rng, now);
+    let mut measured_builds = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rankings = rank_all(
+            &zones,
+            &geo,
+            std::slice::from_ref(&measured),
+            &mut damping,
+            now,
+        );
+        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
+        measured_builds.push(started.elapsed());
+        drop(snapshot);
+    }
+    println!(
+        "  rank + build, every node measured from 7 countries: {:>8.1} ms",
+        ms(median(measured_builds))
+    );
+    println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
+
+    server_parts(&text, &geo_path, nodes, &mut rng);
+}
+
+/// A feed's worth of measurements: every node measured from seven countries.
+fn measured_latency(
+    nodes: usize,
+    rng: &mut XorShift,
+    now: SystemTime,
+) -> geosteer::latency::ZoneLatency {
     let mut measured = geosteer::latency::ZoneLatency::default();
     for (continent, country) in [
         (*b"AS", *b"JP"),
@@ -223,27 +256,35 @@ fn main() {
             measured.measurements.record(node, group, m);
         }
     }
-    let mut measured_builds = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let rankings = rank_all(
-            &zones,
-            &geo,
-            std::slice::from_ref(&measured),
-            &mut damping,
-            now,
-        );
-        let snapshot = build(&zones, Arc::clone(&geo), &rankings, &availability);
-        measured_builds.push(started.elapsed());
-        drop(snapshot);
-    }
-    println!(
-        "  rank + build, every node measured from 7 countries: {:>8.1} ms",
-        ms(median(measured_builds))
-    );
-    println!("  peak RSS of this process: {:.0} MiB", peak_rss_mib());
+    measured
+}
 
-    server_parts(&text, &geo_path, nodes, &mut rng);
+/// `PART=measured`: ranking every name with a feed's worth of measurements, alone (time and
+/// peak memory of this process; run under heaptrack to see where it goes).
+fn measured_ranking(
+    zones: &[geosteer::policy::Zone],
+    geo: &GeoDb,
+    nodes: usize,
+    rng: &mut XorShift,
+    damping: &mut DampingState,
+    now: SystemTime,
+) {
+    let plain = Instant::now();
+    let rankings = rank_all(zones, geo, &[], damping, now);
+    let plain = plain.elapsed();
+    let plain_rss = peak_rss_mib();
+    drop(rankings);
+    let measured = measured_latency(nodes, rng, now);
+    let started = Instant::now();
+    let rankings = rank_all(zones, geo, std::slice::from_ref(&measured), damping, now);
+    println!(
+        "{} names: ranked without measurements in {:.0} ms (peak RSS {plain_rss:.0} MiB), with a feed's in {:.0} ms (peak RSS {:.0} MiB)",
+        name_count(),
+        ms(plain),
+        ms(started.elapsed()),
+        peak_rss_mib()
+    );
+    drop(rankings);
 }
 
 /// The server's changes, alone and under a latency feed (`PART=server` runs only these).

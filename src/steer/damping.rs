@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use rustc_hash::FxHashMap;
+
 use super::regions::{Candidate, RankedStart, family_counts};
 use crate::geo::UnitVector;
 use crate::latency::age;
@@ -14,7 +16,7 @@ use crate::policy::{LatencyPolicy, NodeId};
 use crate::runs::RunArray;
 
 /// The answer a client group currently sticks to, and a challenger being timed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Incumbent {
     /// The node at the top of the ranking.
     pub node: usize,
@@ -92,53 +94,83 @@ pub fn damp(
 pub type CellKey = (usize, usize, usize, usize);
 
 /// Where each damped ranking cell stands, per (zone, steered name, row). A city database
-/// gives every row hundreds of thousands of columns, so a row is kept as runs (neighbouring
-/// places mostly keep the same incumbent), and the rare challengers being timed on the
-/// side; it is dense only while a ranking updates it.
+/// gives every row hundreds of thousands of columns, so a row is kept as runs of cell
+/// states: neighbouring places mostly keep the same incumbent, and challengers that began
+/// at one ranking share their start time, so a row has few distinct states. It is dense
+/// only while a ranking updates it.
 #[derive(Debug, Clone, Default)]
 pub struct DampingState {
     rows: HashMap<(usize, usize, usize), KeptRow>,
 }
 
-/// One row's incumbents as kept between rankings.
+/// One row's cells as kept between rankings.
 #[derive(Debug, Clone, Default)]
 struct KeptRow {
-    /// Column → its incumbent node; [`DampingRow::NONE`] for none.
-    incumbents: RunArray,
-    challengers: HashMap<usize, (usize, SystemTime)>,
+    /// Column → index into `states`; [`DampingRow::NONE`] for no incumbent.
+    cells: RunArray,
+    /// The states cells hold, each once.
+    states: Vec<Incumbent>,
 }
 
 impl KeptRow {
+    /// Keeps the states some cell still holds, renumbered.
     fn of(row: DampingRow) -> Self {
-        KeptRow {
-            incumbents: row.incumbents.into_iter().collect(),
-            challengers: row.challengers,
-        }
+        let mut renumbered = vec![DampingRow::NONE; row.states.len()];
+        let mut states = Vec::new();
+        let cells = (row.cells.iter())
+            .map(|&id| {
+                let Some(slot) = renumbered.get_mut(id as usize) else {
+                    return DampingRow::NONE;
+                };
+                if *slot == DampingRow::NONE {
+                    *slot = states.len() as u32;
+                    states.push(row.states[id as usize]);
+                }
+                *slot
+            })
+            .collect();
+        KeptRow { cells, states }
     }
 
     fn expanded(self) -> DampingRow {
         DampingRow {
-            incumbents: self.incumbents.iter().collect(),
-            challengers: self.challengers,
+            cells: self.cells.iter().collect(),
+            index: (self.states.iter().enumerate())
+                .map(|(id, &state)| (state, id as u32))
+                .collect(),
+            states: self.states,
+            recent: DampingRow::NONE,
         }
     }
 
     fn get(&self, column: usize) -> Option<Incumbent> {
-        let node = self.incumbents.get(column)?;
-        (node != DampingRow::NONE).then(|| Incumbent {
-            node: node as usize,
-            challenger: self.challengers.get(&column).copied(),
-        })
+        let id = self.cells.get(column)?;
+        self.states.get(id as usize).copied()
     }
 }
 
-/// One row's incumbents, by column, while a ranking updates them.
-#[derive(Debug, Clone, Default)]
+/// One row's cells, by column, while a ranking updates them.
+#[derive(Debug, Clone)]
 pub struct DampingRow {
-    /// Column → its incumbent node; [`DampingRow::NONE`] for none.
-    incumbents: Vec<u32>,
-    /// Columns with a challenger being timed: (node, since).
-    challengers: HashMap<usize, (usize, SystemTime)>,
+    /// Column → index into `states`; [`DampingRow::NONE`] for no incumbent.
+    cells: Vec<u32>,
+    /// Every state a cell has held in this ranking, each once.
+    states: Vec<Incumbent>,
+    /// State → its index in `states`.
+    index: FxHashMap<Incumbent, u32>,
+    /// The index `id_of` gave last (neighbouring cells mostly take the same state).
+    recent: u32,
+}
+
+impl Default for DampingRow {
+    fn default() -> Self {
+        DampingRow {
+            cells: Vec::new(),
+            states: Vec::new(),
+            index: FxHashMap::default(),
+            recent: Self::NONE,
+        }
+    }
 }
 
 impl DampingRow {
@@ -147,63 +179,73 @@ impl DampingRow {
 
     /// A cell's incumbent, if it has one.
     pub fn get(&self, column: usize) -> Option<Incumbent> {
-        let node = *self.incumbents.get(column)?;
-        (node != Self::NONE).then(|| Incumbent {
-            node: node as usize,
-            challenger: self.challengers.get(&column).copied(),
-        })
+        let id = *self.cells.get(column)?;
+        self.states.get(id as usize).copied()
     }
 
     /// Sets or clears a cell's incumbent.
     pub fn set(&mut self, column: usize, state: Option<Incumbent>) {
-        let node = state
-            .and_then(|s| u32::try_from(s.node).ok())
-            .unwrap_or(Self::NONE);
-        if self.incumbents.len() <= column {
-            if node == Self::NONE {
+        let id = self.id_of(state);
+        if self.cells.len() <= column {
+            if id == Self::NONE {
                 return;
             }
-            self.incumbents.resize(column + 1, Self::NONE);
+            self.cells.resize(column + 1, Self::NONE);
         }
-        self.incumbents[column] = node;
-        match state.and_then(|s| s.challenger) {
-            Some(challenger) => {
-                self.challengers.insert(column, challenger);
-            }
-            None if !self.challengers.is_empty() => {
-                self.challengers.remove(&column);
-            }
-            None => {}
-        }
+        self.cells[column] = id;
     }
 
     /// Whether damping leaves every cell of `columns` as ranked when its start's top is
-    /// `top`: no cell has another incumbent, and no challenger is being timed in the row.
+    /// `top`: no cell has another incumbent (a challenger of a cell whose incumbent is the
+    /// top anyway ends, as [`DampingRow::hold_run`] records).
     pub fn settled(&self, columns: std::ops::Range<usize>, top: Option<usize>) -> bool {
-        let top = Self::node(top);
-        self.challengers.is_empty()
-            && (self.incumbents.get(columns))
-                .is_some_and(|cells| cells.iter().all(|&n| n == Self::NONE || n == top))
+        let holds_top = |id: u32| {
+            id == Self::NONE || (self.states.get(id as usize)).is_some_and(|s| Some(s.node) == top)
+        };
+        let Some(cells) = self.cells.get(columns) else {
+            return false;
+        };
+        // Runs of one state are the rule: look each state up once per stretch.
+        let mut last = None;
+        cells.iter().all(|&id| {
+            if last == Some(id) {
+                return true;
+            }
+            last = Some(id);
+            holds_top(id)
+        })
     }
 
     /// What [`DampingRow::set`] records cell by cell for a settled run: `top` holds every
     /// cell of `columns`, unchallenged.
     pub fn hold_run(&mut self, columns: std::ops::Range<usize>, top: Option<usize>) {
-        let top = Self::node(top);
-        if let Some(cells) = self.incumbents.get_mut(columns) {
-            cells.fill(top);
+        let id = self.id_of(top.map(|node| Incumbent {
+            node,
+            challenger: None,
+        }));
+        if let Some(cells) = self.cells.get_mut(columns) {
+            cells.fill(id);
         }
     }
 
-    fn node(node: Option<usize>) -> u32 {
-        node.and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(Self::NONE)
+    /// The index of `state`, added if new.
+    fn id_of(&mut self, state: Option<Incumbent>) -> u32 {
+        let Some(state) = state else {
+            return Self::NONE;
+        };
+        if self.states.get(self.recent as usize) == Some(&state) {
+            return self.recent;
+        }
+        self.recent = *self.index.entry(state).or_insert_with(|| {
+            self.states.push(state);
+            (self.states.len() - 1) as u32
+        });
+        self.recent
     }
 
     /// Keeps `columns` columns (a database or its groups may have changed).
     pub fn resize(&mut self, columns: usize) {
-        self.incumbents.resize(columns, Self::NONE);
-        self.challengers.retain(|&c, _| c < columns);
+        self.cells.resize(columns, Self::NONE);
     }
 }
 
@@ -274,31 +316,30 @@ impl DampingState {
                 continue;
             };
             let zone = key.0;
-            let incumbents = row.incumbents.map(|node| match node {
-                DampingRow::NONE => DampingRow::NONE,
-                node => node_of(zone, node as usize).map_or(DampingRow::NONE, |n| n as u32),
-            });
-            let challengers = row
-                .challengers
-                .iter()
-                .filter_map(|(&column, &(node, since))| {
-                    Some((column, (node_of(zone, node)?, since)))
+            let mut carried = DampingRow::default();
+            let ids: Vec<u32> = (row.states.iter())
+                .map(|state| {
+                    carried.id_of(node_of(zone, state.node).map(|node| {
+                        Incumbent {
+                            node,
+                            challenger: (state.challenger)
+                                .and_then(|(c, since)| Some((node_of(zone, c)?, since))),
+                        }
+                    }))
                 })
                 .collect();
-            rows.insert(
-                new_key,
-                KeptRow {
-                    incumbents,
-                    challengers,
-                },
-            );
+            // Every kept state is held by some cell, and each maps to one state: all stay held.
+            let cells =
+                (row.cells).map(|id| ids.get(id as usize).copied().unwrap_or(DampingRow::NONE));
+            let states = carried.states;
+            rows.insert(new_key, KeptRow { cells, states });
         }
         DampingState { rows }
     }
 
     /// Whether some cell has a challenger being timed.
     pub fn any_challenger(&self) -> bool {
-        self.rows.values().any(|r| !r.challengers.is_empty())
+        (self.rows.values()).any(|r| r.states.iter().any(|s| s.challenger.is_some()))
     }
 }
 
@@ -423,6 +464,47 @@ mod tests {
         state.put_row(0, 0, 1, row);
         assert_eq!(state.get((0, 0, 1, 70_000)), None);
         assert_eq!(state.get((0, 0, 1, 2)), None);
+    }
+
+    /// A run is settled where every cell is empty or already held by the top (a challenger
+    /// there ends); holding it clears challengers; states no cell holds are not kept.
+    #[test]
+    fn runs_held_by_the_top_are_settled() {
+        let challenged = Incumbent {
+            node: 3,
+            challenger: Some((5, t(10))),
+        };
+        let mut row = DampingRow::default();
+        row.resize(100);
+        row.set(40, Some(challenged));
+        row.set(
+            60,
+            Some(Incumbent {
+                node: 4,
+                challenger: None,
+            }),
+        );
+        assert!(row.settled(0..40, Some(9)), "empty cells");
+        assert!(row.settled(30..50, Some(3)), "held by the top, challenged");
+        assert!(!row.settled(30..50, Some(5)), "another incumbent");
+        assert!(!row.settled(50..70, Some(3)));
+        row.hold_run(30..50, Some(3));
+        assert_eq!(
+            row.get(40),
+            Some(Incumbent {
+                node: 3,
+                challenger: None
+            })
+        );
+        assert_eq!(row.get(30).map(|i| i.node), Some(3));
+        let mut state = DampingState::new();
+        state.put_row(0, 0, 0, row);
+        assert!(
+            !state.any_challenger(),
+            "no cell holds the challenged state"
+        );
+        assert_eq!(state.get((0, 0, 0, 60)).map(|i| i.node), Some(4));
+        assert_eq!(state.get((0, 0, 0, 29)), None);
     }
 
     #[test]

@@ -154,6 +154,10 @@ pub(crate) struct FullRanking {
 impl FullRanking {
     /// Where the clients of a column are.
     fn position(&self, column: usize, geo: &GeoDb) -> Option<UnitVector> {
+        // Place i with coordinates is position i: worked out once per database.
+        if let Some(located) = geo.sorted_positions().get(column) {
+            return Some(located.at);
+        }
         match geo.places().get(column) {
             Some(place) => place.coordinates.map(|c| UnitVector::of(&c)),
             None => self
