@@ -306,7 +306,17 @@ fn changes_in_process(
 ) {
     use geosteer::steer::Availability;
     let nodes = zones[0].nodes.len();
-    let rankings = rank_all(zones, geo, &[], &mut DampingState::new(), SystemTime::now());
+    // `MEASURED=1`: ranked with a feed's measurements (as under a latency feed).
+    let now = SystemTime::now();
+    let measured = (std::env::var("MEASURED").is_ok_and(|v| v == "1"))
+        .then(|| measured_latency(nodes, rng, now));
+    let rankings = rank_all(
+        zones,
+        geo,
+        measured.as_slice(),
+        &mut DampingState::new(),
+        now,
+    );
     let mut states = availability.to_vec();
     let down = down_count().min(nodes.saturating_sub(1));
     let mut previous = build(zones, Arc::clone(geo), &rankings, &states);

@@ -1,5 +1,12 @@
 //! Spreading answer-table rebuilds over the machine's cores. Rebuilds run off the query
 //! path; their work is split into parts that run side by side, each on its own thread.
+//! Background work (rankings, ranking ahead) runs at a lower priority and pauses while an
+//! answer build runs.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 /// How many parts to split a rebuild's work into: one per core, at most 8. Asked of the
 /// system once (it reads cgroup files each time), then kept.
@@ -24,10 +31,16 @@ pub fn each<T: Send, R: Send>(
         return parts.drain(..).map(work).collect();
     }
     let work = &work;
+    let background = BACKGROUND.get();
     std::thread::scope(|scope| {
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|part| scope.spawn(move || work(part)))
+            .map(|part| {
+                scope.spawn(move || {
+                    BACKGROUND.set(background);
+                    work(part)
+                })
+            })
             .collect();
         handles.into_iter().map(joined).collect()
     })
@@ -47,6 +60,7 @@ pub fn each_taken<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync)
     let take = || {
         let mut done = Vec::new();
         loop {
+            yield_to_builds();
             let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
             let Some((at, item)) = next else {
                 return done;
@@ -62,8 +76,12 @@ pub fn each_taken<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync)
 
 /// Runs `a` on a thread of its own and `b` on this one, side by side.
 pub fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    let background = BACKGROUND.get();
     std::thread::scope(|scope| {
-        let a = scope.spawn(a);
+        let a = scope.spawn(move || {
+            BACKGROUND.set(background);
+            a()
+        });
         let b = b();
         (joined(a), b)
     })
@@ -76,10 +94,61 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Answer builds running now: background work pauses at its next [`yield_to_builds`].
+static BUILDS: AtomicUsize = AtomicUsize::new(0);
+/// Where background work waits for the builds to end.
+static BUILDS_ENDED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+/// The longest one wait at [`yield_to_builds`] lasts before looking again.
+const LONGEST_YIELD: Duration = Duration::from_millis(50);
+
+thread_local! {
+    /// Whether this thread does background work (set by [`lower_this_threads_priority`],
+    /// passed on to the threads [`each`] starts).
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An answer build under way: background work yields the cores until it is dropped.
+/// A lower CPU priority alone is not enough: on this kind of machine a build beside a
+/// nice-10 thread on each core took twice as long as alone (measured in process).
+#[must_use = "the build counts as running while this lives"]
+pub struct Building(());
+
+/// Marks an answer build as running until the result is dropped.
+pub fn building() -> Building {
+    BUILDS.fetch_add(1, Ordering::SeqCst);
+    Building(())
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if BUILDS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Taken so that a thread between its look and its wait cannot miss this.
+            let _held = BUILDS_ENDED.0.lock().unwrap_or_else(|e| e.into_inner());
+            BUILDS_ENDED.1.notify_all();
+        }
+    }
+}
+
+/// On a background thread, waits while an answer build runs (each wait at most
+/// [`LONGEST_YIELD`]); elsewhere returns at once. Called between small steps of
+/// background work, never with a lock held.
+pub fn yield_to_builds() {
+    if !BACKGROUND.get() || BUILDS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let (gate, ended) = &BUILDS_ENDED;
+    let held = gate.lock().unwrap_or_else(|e| e.into_inner());
+    if BUILDS.load(Ordering::SeqCst) > 0 {
+        drop(ended.wait_timeout(held, LONGEST_YIELD));
+    }
+}
+
 /// Lowers the calling thread's CPU priority (nice 10), and so that of every thread it starts
-/// afterwards: for work that may take a while and must not delay answer builds or the
-/// threads that serve queries when the cores are busy. A no-op where unsupported.
+/// afterwards, and makes it yield to answer builds ([`yield_to_builds`]): for work that may
+/// take a while and must not delay answer builds or the threads that serve queries when the
+/// cores are busy. The priority is left alone where unsupported.
 pub fn lower_this_threads_priority() {
+    BACKGROUND.set(true);
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
     // SAFETY: gettid and setpriority take plain integers and touch no memory of ours; on

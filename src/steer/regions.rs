@@ -515,6 +515,7 @@ impl Rising {
         let Some(first) = points.first() else {
             return;
         };
+        crate::parallel::yield_to_builds();
         let level = level.max(common_level(points));
         let count = u32::try_from(points.len()).unwrap_or(u32::MAX);
         // The cell's box first: it costs no pass over the points, and settles the regions
@@ -659,6 +660,7 @@ impl Ranker {
         if points.is_empty() {
             return;
         }
+        crate::parallel::yield_to_builds();
         let level = level.max(common_level(points));
         if points.len() <= LEAF_PLACES || level >= MORTON_BITS {
             let mut last: Option<u32> = None;

@@ -364,6 +364,7 @@ pub fn rank_all(
         share
             .into_iter()
             .map(|(name, mut own)| {
+                crate::parallel::yield_to_builds();
                 let zone = &zones[name.zone];
                 let measured = latency.get(name.zone).unwrap_or(&empty);
                 let steered = &zone.steered[name.steered];
@@ -932,6 +933,7 @@ fn damp_into_classes(
         let of_group = undamped.get(group).map_or(&[][..], Vec::as_slice);
         let mut column = 0;
         while column < column_count.min(of_group.len()) {
+            crate::parallel::yield_to_builds();
             let start_id = of_group[column];
             let same = of_group[column..]
                 .iter()

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::ranking::Ranked;
+use super::ranking::{Prebuild, Prebuilt, Ranked};
 use super::served::Served;
 use crate::answer::ahead::rank_ahead;
 use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::metrics as m;
+use crate::steer::Availability;
 
 /// The ranking ahead in progress, and the newest finished.
 #[derive(Debug, Default)]
@@ -23,6 +24,13 @@ pub(super) struct RankingAhead {
 }
 
 impl RankingAhead {
+    /// Takes what was ranked ahead of a snapshot built elsewhere (`ranking::Prebuilt`), to
+    /// build from and to start the next ranking ahead from; stops the job running.
+    pub(super) fn adopt(&mut self, ahead: Arc<Ahead>) {
+        self.running = None;
+        self.done = Some(ahead);
+    }
+
     /// Before a build: stops the job running (the build needs the cores) and gives what
     /// was last ranked ahead.
     pub(super) fn for_build(&mut self) -> Option<Arc<Ahead>> {
@@ -68,4 +76,32 @@ impl RankingAhead {
             tracing::warn!(error = %e, "cannot start a thread to rank ahead");
         }
     }
+}
+
+/// What builds new rankings' answers on the ranking thread, with `states` (availability and
+/// carrier lines down, as the publisher's node table had them when the ranking started):
+/// signed from the `published` snapshot's signatures, and ranked ahead of from nothing.
+pub(super) fn prebuild(
+    served: Served,
+    states: (Vec<Vec<Availability>>, Vec<Vec<u64>>),
+    published: Arc<Snapshot>,
+) -> Prebuild {
+    Box::new(move |ranked: &Ranked, stopped: &dyn Fn() -> bool| {
+        let built_with = states.clone();
+        let snapshot = served.snapshot(ranked, states, (Some(&published), None));
+        drop(published);
+        let ahead = rank_ahead(
+            &served.zones,
+            &ranked.rankings,
+            (&built_with.0, &built_with.1),
+            &snapshot,
+            None,
+            stopped,
+        );
+        Prebuilt {
+            rankings: Arc::clone(&ranked.rankings),
+            snapshot: Arc::new(snapshot),
+            ahead: Arc::new(ahead),
+        }
+    })
 }

@@ -44,7 +44,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::snapshot::Snapshot;
+use super::snapshot::{Ahead, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Report};
 use crate::latency::ZoneLatency;
@@ -74,6 +74,8 @@ struct Published {
     view_stored: Instant,
     /// What is ranked ahead of the snapshot for the next build.
     ahead: ahead::RankingAhead,
+    /// Answers built where the rankings in use were ranked, not yet built from.
+    prebuilt: Option<ranking::Prebuilt>,
 }
 
 /// The single writer. Build with [`Publisher::new`], then move it into [`Publisher::run`].
@@ -141,6 +143,7 @@ impl Publisher {
                 view_stale: Staleness::Fresh,
                 view_stored: Instant::now(),
                 ahead: Default::default(),
+                prebuilt: None,
             },
             plans,
             outbox,
@@ -267,7 +270,7 @@ impl Publisher {
             }
             if let Some(publication) = self.schedule.take(tokio::time::Instant::now()) {
                 if publication.start_ranking {
-                    ranking = Some(self.start_ranking());
+                    ranking = Some(self.start_ranking(true));
                 }
                 self.publish(publication).await;
             }
@@ -458,22 +461,48 @@ impl Publisher {
         self.react(changed);
     }
 
-    /// Starts ranking the current policy and latency inputs on a thread of its own.
-    fn start_ranking(&self) -> RankingTask {
+    /// Starts ranking the current policy and latency inputs on a thread of its own; in the
+    /// `background`, new rankings' answers are built there too.
+    fn start_ranking(&self, background: bool) -> RankingTask {
+        let prebuild = background.then(|| {
+            let states = (self.table.availability(), self.table.down_lines());
+            let published = self.published.snapshot.load_full();
+            ahead::prebuild(self.served.clone(), states, published)
+        });
         self.ranked.start(RankingInputs {
             zones: Arc::clone(&self.served.zones),
             geo: Arc::clone(&self.served.geo),
             latency: Arc::clone(&self.latency),
             generation: self.served.generation,
+            prebuild,
         })
     }
 
     /// Takes new rankings in if they are of the current policy; whether they differ.
     fn adopt(&mut self, reranked: Result<ranking::Reranked, oneshot::error::RecvError>) -> bool {
-        let changed = self.ranked.adopt(reranked, self.served.generation);
+        let (changed, prebuilt) = self.ranked.adopt(reranked, self.served.generation);
+        self.published.prebuilt = prebuilt.or(self.published.prebuilt.take());
         let ranked = &self.ranked;
         self.table.set_ranked_loss(|zi, ni| ranked.loss(zi, ni));
         changed
+    }
+
+    /// What a build starts from: the answers built where the rankings in use were ranked,
+    /// the first time; else the published ones, with what was ranked ahead of them.
+    fn build_from(&mut self) -> (Arc<Snapshot>, Option<Arc<Ahead>>) {
+        let rankings = &self.ranked.rankings;
+        let prebuilt =
+            (self.published.prebuilt.take()).filter(|p| Arc::ptr_eq(&p.rankings, rankings));
+        match prebuilt {
+            Some(prebuilt) => {
+                self.published.ahead.adopt(Arc::clone(&prebuilt.ahead));
+                (prebuilt.snapshot, Some(prebuilt.ahead))
+            }
+            None => (
+                self.published.snapshot.load_full(),
+                self.published.ahead.for_build(),
+            ),
+        }
     }
 
     /// Rebuilds every answer table from the current availability and swaps it in. The build
@@ -486,7 +515,7 @@ impl Publisher {
         let started = Instant::now();
         let mut rankings_changed = publication.rankings;
         if self.ranked.generation != self.served.generation {
-            let reranked = self.start_ranking().await;
+            let reranked = self.start_ranking(false).await;
             rankings_changed |= self.adopt(reranked);
             if self.ranked.generation != self.served.generation {
                 return; // not ranked: the previous tables stay published
@@ -497,11 +526,9 @@ impl Publisher {
         }
         let (served, ranked) = (self.served.clone(), self.ranked.clone());
         let states = (self.table.availability(), self.table.down_lines());
-        let (previous, ahead) = (
-            self.published.snapshot.load_full(),
-            self.published.ahead.for_build(),
-        );
+        let (previous, ahead) = self.build_from();
         let built = tokio::task::spawn_blocking(move || {
+            let _building = crate::parallel::building();
             served.snapshot(&ranked, states, (Some(&previous), ahead.as_deref()))
         })
         .await;

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
 
 use super::nodes::NodeRuntime;
+use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::geo::GeoDb;
 use crate::latency::ZoneLatency;
 use crate::metrics as m;
@@ -44,7 +45,25 @@ pub(super) struct Reranked {
     /// it can be adopted over): compared there, since comparing tens of megabytes on the
     /// publisher would hold up a health change that arrives meanwhile.
     changed: bool,
+    /// Their answers, built there too (when they differ and were asked for).
+    prebuilt: Option<Prebuilt>,
 }
+
+/// A snapshot built from new rankings on the ranking thread, with what is ranked ahead of
+/// it: the publisher builds from it as from a published one, so adopting rankings costs a
+/// health change's build (nothing, if no node changed meanwhile), not a full one that
+/// changes would wait behind.
+#[derive(Debug)]
+pub(super) struct Prebuilt {
+    /// The rankings it was built from (by identity: the ones adopted with it).
+    pub rankings: Arc<Rankings>,
+    pub snapshot: Arc<Snapshot>,
+    pub ahead: Arc<Ahead>,
+}
+
+/// Builds a [`Prebuilt`] from new rankings, given whether to stop early (the publisher no
+/// longer waits for the ranking).
+pub(super) type Prebuild = Box<dyn FnOnce(&Ranked, &dyn Fn() -> bool) -> Prebuilt + Send>;
 
 /// A ranking in progress, on a thread of its own.
 pub(super) type RankingTask = oneshot::Receiver<Reranked>;
@@ -55,6 +74,8 @@ pub(super) struct RankingInputs {
     pub geo: Arc<GeoDb>,
     pub latency: Arc<Vec<ZoneLatency>>,
     pub generation: u64,
+    /// What builds the new rankings' answers there, if they differ (none: ranked in place).
+    pub prebuild: Option<Prebuild>,
 }
 
 impl Ranked {
@@ -95,20 +116,25 @@ impl Ranked {
                     geo,
                     latency,
                     generation,
+                    prebuild,
                 } = inputs;
                 let rankings = rank_all(&zones, &geo, &latency, &mut damping, now);
                 metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
                 let changed = rankings != *previous;
                 drop(previous);
+                let ranked = Ranked {
+                    challenging: damping.any_challenger(),
+                    rankings: Arc::new(rankings),
+                    damping: Arc::new(damping),
+                    generation,
+                    latency,
+                };
+                let stopped = || done.is_closed();
+                let prebuilt = (prebuild.filter(|_| changed)).map(|build| build(&ranked, &stopped));
                 let _ = done.send(Reranked {
                     changed,
-                    ranked: Ranked {
-                        challenging: damping.any_challenger(),
-                        rankings: Arc::new(rankings),
-                        damping: Arc::new(damping),
-                        generation,
-                        latency,
-                    },
+                    ranked,
+                    prebuilt,
                 });
             });
         if let Err(e) = started {
@@ -119,22 +145,34 @@ impl Ranked {
     }
 
     /// Takes new rankings in if they are of the current policy (`generation`); whether
-    /// they differ from those in use.
+    /// they differ from those in use, and their answers if built where they were ranked.
+    /// Rankings equal to those in use for the same policy are not taken in (their damping
+    /// and inputs are): the published tables were built from those, by identity, and the
+    /// next change keeps every name it does not touch.
     pub(super) fn adopt(
         &mut self,
         reranked: Result<Reranked, oneshot::error::RecvError>,
         generation: u64,
-    ) -> bool {
+    ) -> (bool, Option<Prebuilt>) {
         match reranked {
-            Ok(reranked) if reranked.ranked.generation == generation => {
-                *self = reranked.ranked;
-                reranked.changed
+            Ok(Reranked {
+                mut ranked,
+                changed,
+                prebuilt,
+            }) if ranked.generation == generation => {
+                // Only for the policy they were ranked under: a reload's tables answer
+                // with its own nodes' addresses, whatever the ranking.
+                if !changed && self.generation == generation {
+                    ranked.rankings = Arc::clone(&self.rankings);
+                }
+                *self = ranked;
+                (changed, prebuilt)
             }
-            Ok(_) => false, // ranked for a policy since replaced
+            Ok(_) => (false, None), // ranked for a policy since replaced
             Err(_) => {
                 // The ranking thread panicked (a bug) or did not start.
                 tracing::error!("re-ranking failed; previous rankings stay in use");
-                false
+                (false, None)
             }
         }
     }
