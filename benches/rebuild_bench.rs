@@ -326,6 +326,9 @@ fn changes_in_process(
         let before = (&previous, None);
         previous = geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
     }
+    if std::env::var("STATS").is_ok() {
+        table_stats(&previous);
+    }
     let (mut downs, mut ups) = (Vec::new(), Vec::new());
     let changes: usize = (std::env::var("CHANGES").ok())
         .and_then(|n| n.parse().ok())
@@ -529,4 +532,23 @@ fn server_changes(
         mib("VmHWM:"),
         mib("VmRSS:")
     );
+}
+
+/// `STATS=1`: the shape of each steered table (rows, their runs, classes, split ones).
+fn table_stats(snapshot: &geosteer::answer::Snapshot) {
+    for (name, node) in &snapshot.zones[0].names {
+        if let geosteer::answer::NameNode::Steered(t) = node {
+            let runs: Vec<usize> = t.table.iter().map(|r| r.run_count()).collect();
+            let split = (t.class_answer.iter())
+                .filter(|&&a| a == geosteer::answer::CLASS_SPLIT)
+                .count();
+            let split_runs: Vec<usize> = t.split_rows.iter().map(|r| r.run_count()).collect();
+            eprintln!(
+                "{name:?}: rows {} runs {runs:?}, classes {} ({split} split), split rows' runs {split_runs:?}, answers {}",
+                t.table.len(),
+                t.class_answer.len(),
+                t.answers.len()
+            );
+        }
+    }
 }

@@ -230,6 +230,16 @@ impl RunBuilder {
         self.push_many(value, 1);
     }
 
+    /// Elements appended so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Appends `count` elements of one value.
     pub fn push_many(&mut self, value: u32, count: usize) {
         if count == 0 {

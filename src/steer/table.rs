@@ -50,6 +50,10 @@ pub(crate) struct SteeredRanking {
     pub(crate) effective_classes: Vec<u32>,
     /// Column → the row a client there gets without a subnet rule.
     pub(crate) geo_rule: Arc<RunArray>,
+    /// Per row, the columns a query can read it at (`None`: every column, for a row that
+    /// subnet rules lead to), as ascending, disjoint ranges: its other cells are never read,
+    /// so builds answer no split cell there.
+    pub(crate) row_reach: Vec<Option<Vec<std::ops::Range<usize>>>>,
     pub(crate) subnets: Arc<SubnetRules>,
     pub(crate) groups: Arc<SubnetRules>,
     pub(crate) place_columns: usize,
@@ -474,6 +478,7 @@ fn rank_steered(
         &head_of_class,
     );
     SteeredRanking {
+        row_reach: row_reach(steered, table.len(), &geo_rule),
         classes_of_node: ClassesOfNode::of(&classes),
         classes,
         rows: Arc::new(table),
@@ -489,6 +494,31 @@ fn rank_steered(
         full,
         draw_weights: draw_weights(steered, nodes, measured, now).into(),
     }
+}
+
+/// Per row, where a query can read it: every column for a row subnet rules lead to (a
+/// subnet rule is taken where it comes before the column's geo rule), else the columns
+/// whose geo rule it is.
+fn row_reach(
+    steered: &SteeredName,
+    rows: usize,
+    geo_rule: &RunArray,
+) -> Vec<Option<Vec<std::ops::Range<usize>>>> {
+    let mut reach: Vec<Option<Vec<std::ops::Range<usize>>>> = (0..rows)
+        .map(|row| {
+            let by_subnet = (steered.rules.get(row)).is_some_and(|r| !r.subnets.is_empty());
+            (!by_subnet).then(Vec::new)
+        })
+        .collect();
+    for (columns, row) in geo_rule.runs() {
+        if let Some(Some(ranges)) = reach.get_mut(row as usize) {
+            match ranges.last_mut() {
+                Some(last) if last.end == columns.start => last.end = columns.end,
+                _ => ranges.push(columns),
+            }
+        }
+    }
+    reach
 }
 
 /// The rows of a steered name's table: its rules, then the `default` pseudo-rule.
