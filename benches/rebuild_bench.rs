@@ -430,6 +430,17 @@ fn server_changes(
         let (status, body) = http(server.admin, "POST", &path, None);
         assert_eq!(status, 200, "{body}");
     }
+    // The burst above leaves the server ranking ahead of its last build from nothing (the
+    // job of each build of the burst was stopped by the next): the changes below are timed
+    // once that is done (bounded), as in a steady state with a third of the nodes down.
+    let ahead_done = |server: &Server| {
+        let (_, text) = http(server.admin, "GET", "/metrics", None);
+        metric(&text, "geosteer_ahead_seconds_count").max(0.0)
+    };
+    let (settled, settling) = (ahead_done(&server), Instant::now());
+    while ahead_done(&server) <= settled && settling.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before_changes = signatures(&server);
     let nodes = nodes - down;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

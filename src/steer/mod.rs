@@ -38,6 +38,8 @@
 //!   that prefix decides.
 //! - **split**: a class whose start cannot decide under the current health (more of its
 //!   nodes down than the slack); its cells read on into their start among the healthy nodes.
+//!   Only where a query can read the row (its **reach**: where it is the column's geo rule,
+//!   or every column for a row subnet rules lead to) are split cells answered.
 //! - **healthy start**: a cell's start among the healthy nodes only, `answers` deep. Kept
 //!   with the answers, so the next health change ranks again only the columns whose
 //!   healthy start holds a changed node, and the rest among theirs and the risen nodes.

@@ -3,10 +3,12 @@
 //! This file is the run loop: it receives events (check reports, operator commands, fleet
 //! news, feed batches), applies them to the node table (`table`, pure) and the latency
 //! inputs, asks the scheduler (`schedule`, pure) when to publish, ranks on a thread of its
-//! own (`ranking`), builds on the blocking pool, and stores the snapshot with the state view
-//! beside it (`view`); after each build, it ranks ahead for the next (`ahead`). Reloads
-//! install in `reload`. It does nothing else: checks are supervised in `health`, the fleet
-//! reads the `outbox`, the admin interface and the status page read the view.
+//! own (`ranking`, which builds new rankings' answers there too: `ahead::prebuild`), builds
+//! on the blocking pool (background work yields to it: `parallel::building`), and stores the
+//! snapshot with the state view beside it (`view`); after each build, it ranks ahead for
+//! the next (`ahead`). Reloads install in `reload`. It does nothing else: checks are
+//! supervised in `health`, the fleet reads the `outbox`, the admin interface and the status
+//! page read the view.
 //!
 //! Bursts coalesce: after each message, whatever else is queued is applied too, and the
 //! answers are rebuilt at most once for the whole burst — and only if some node's
