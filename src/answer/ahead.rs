@@ -133,7 +133,8 @@ fn table_ahead(
                 risen: &risen,
             });
             let (up, depth) = (|id| health.up(id), steered.answers + 1);
-            rank_healthy_starts(ranking, (group, &needed), up, depth, geo, memos)
+            // Among the nodes up alone: where none is, each build ranks what it falls back to.
+            rank_healthy_starts(ranking, (group, &needed), up, depth, geo, (memos, None))
         })
         .collect()
 }

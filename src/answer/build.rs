@@ -902,40 +902,87 @@ fn healthy_of_columns(
     // many primaries there are, the class's start already tells.
     let depth = answers.steered.answers;
     let columns = (cells.group, cells.needed);
-    rank_healthy_starts(ranking, columns, |id| health.up(id), depth, geo, memos)
+    let state = |id: NodeId| {
+        health
+            .availability
+            .get(id)
+            .copied()
+            .unwrap_or(Availability::Up)
+    };
+    let up = |id| health.up(id);
+    rank_healthy_starts(ranking, columns, up, depth, geo, (memos, Some(&state)))
 }
+
+/// Node → its availability, for what a pick falls back to where no candidate is up.
+type States<'a> = &'a dyn Fn(NodeId) -> Availability;
 
 /// The starts, `depth` deep, among the nodes that are `up`, of the `needed` columns of row
 /// group `group`. With the starts of a build before (same ranking), only columns whose
 /// start held a node that fell are ranked afresh, and the rest among their start and the
-/// nodes that rose.
+/// nodes that rose. Given the nodes' `states`, columns of profiles where no candidate is up
+/// get the start of what a pick falls back to there instead (down or full nodes), afresh.
 pub(super) fn rank_healthy_starts(
     ranking: &SteeredRanking,
     (group, needed): (usize, &[Columns]),
     up: impl Fn(NodeId) -> bool,
     depth: usize,
     geo: &GeoDb,
-    memos: Option<Memos>,
+    (memos, states): (Option<Memos>, Option<States>),
 ) -> HealthyStarts {
     let full = &ranking.full;
     let healthy = full.healthy_candidates(group, up);
+    let (fallback, most_full) = match states {
+        Some(state) => full.fallback_candidates(group, &healthy, state),
+        None => (Vec::new(), 0),
+    };
+    let (needed, fallen_back) = apart_by_profile(ranking, needed, |profile| {
+        fallback
+            .get(profile as usize)
+            .is_some_and(|l| !l.is_empty())
+    });
     let mut starts = Starts::default();
     let mut pieces: Pieces = Vec::new();
     match memos {
-        None => full.rank_healthy(needed, &healthy, depth, geo, (&mut starts, &mut pieces)),
+        None => full.rank_healthy(&needed, &healthy, depth, geo, (&mut starts, &mut pieces)),
         Some(memos) => {
-            let (fresh, kept, carried) = kept_starts(needed, &memos, depth);
+            let (fresh, kept, carried) = kept_starts(&needed, &memos, depth);
             full.rank_healthy(&fresh, &healthy, depth, geo, (&mut starts, &mut pieces));
             let into = (&mut starts, &mut pieces);
             let risen = memos.risen;
             full.rank_with_risen(&kept, &carried, risen, &healthy, depth, geo, into);
         }
     }
+    let mut list = starts.list;
+    let fallback_from = list.len() as u32;
+    if !fallen_back.is_empty() {
+        let (mut more, mut placed) = (Starts::default(), Pieces::new());
+        let deep = depth.max(most_full);
+        full.rank_healthy(&fallen_back, &fallback, deep, geo, (&mut more, &mut placed));
+        list.extend(more.list);
+        pieces.extend((placed.into_iter()).map(|(c, n, id)| (c, n, id + fallback_from)));
+    }
     let columns = full.column_profile.len();
     HealthyStarts {
-        list: starts.list.into(),
+        list: list.into(),
         of_column: RunArray::from_pieces(pieces, columns, NOT_RANKED),
+        fallback_from,
     }
+}
+
+/// `columns` (ascending, disjoint ranges) apart: those of profiles not `chosen`, and those
+/// of profiles `chosen`.
+fn apart_by_profile(
+    ranking: &SteeredRanking,
+    columns: &[Columns],
+    chosen: impl Fn(u32) -> bool,
+) -> (Vec<Columns>, Vec<Columns>) {
+    let (mut other, mut these) = (Vec::new(), Vec::new());
+    let mut profiles = RunCursor::new(&ranking.full.column_profile);
+    profiles.each_in(columns, 0, |part, profile| match chosen(profile) {
+        true => add_range(&mut these, part),
+        false => add_range(&mut other, part),
+    });
+    (other, these)
 }
 
 /// Splits the `needed` columns into those to rank afresh (none before, or a start left with
@@ -960,6 +1007,8 @@ fn kept_starts(
         then.each_in(&fresh, NOT_RANKED, |columns, old| {
             let now = number.get_mut(old as usize).and_then(|slot| {
                 *slot.get_or_insert_with(|| {
+                    // A start of what a pick fell back to (nodes not up) is carried only
+                    // into a profile where nodes rose since: `Rising` ranks it among those.
                     let start = carry_start(&memo.list[old as usize], memos.fallen, least);
                     start.map(|start| carried.intern(&start))
                 })
@@ -1127,10 +1176,13 @@ fn split_group(
     // alike that far are one for the pairs (healthy starts hold more, for later changes).
     let least = answers.steered.answers;
     let mut read = Starts::default();
-    let read_of: Vec<u32> = (healthy.list.iter())
-        .map(|start| {
+    let read_of: Vec<u32> = (healthy.list.iter().enumerate())
+        .map(|(number, start)| {
             let mut first = start.clone();
-            first.families.iter_mut().for_each(|f| f.truncate(least));
+            // What a pick falls back to is read whole (it may list every full node).
+            let whole = number as u32 >= healthy.fallback_from;
+            (first.families.iter_mut())
+                .for_each(|f| f.truncate(if whole { f.len() } else { least }));
             first.top = None;
             read.intern(&first)
         })
@@ -1508,12 +1560,13 @@ mod tests {
         for (n, down) in down_sets.iter().enumerate() {
             let mut availability = policy_availability(zones);
             // Every third node is out by a drain rather than by health: backups stand in
-            // for both, and fail-open brings back only the health-down.
+            // for both, and fail-open brings back only the health-down. Some are full:
+            // where nothing is up, the least loaded of them answer.
             for (n, &id) in down.iter().enumerate() {
-                availability[0][id] = if n % 3 == 2 {
-                    Availability::AdminDown
-                } else {
-                    Availability::HealthDown
+                availability[0][id] = match n % 7 {
+                    2 | 5 => Availability::AdminDown,
+                    6 => Availability::Full(100 + (id * 37 % 50) as u8),
+                    _ => Availability::HealthDown,
                 };
             }
             let before = previous.as_ref().filter(|_| n % 2 == 1);
@@ -1682,15 +1735,46 @@ mod tests {
                 i + 1
             );
         }
-        // A subnet rule (its row read at every column), a geo rule (read in Europe only)
-        // and everyone else, each over every node. (A rule whose every node is down while
-        // others are up fails open with the down nodes its classes' starts hold, which can
-        // be fewer than a full ranking gives: a known gap, not held to full rankings here.)
-        text += "steer:\n  ingest:\n    answers: 2\n    rules:\n      - {subnets: [203.0.113.0/24]}\n      - {geos: [EU]}\n      - {}\n";
+        // A subnet rule (its row read at every column), a geo rule (read in Europe only),
+        // each over some of the nodes (outages take all of a rule's nodes down while others
+        // are up: its cells fall back to down nodes), and everyone else.
+        let list = |nodes: std::ops::Range<usize>| {
+            nodes
+                .map(|i| format!("n{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        text += &format!(
+            "steer:\n  ingest:\n    answers: 2\n    rules:\n      - {{subnets: [203.0.113.0/24], nodes: [{}]}}\n      - {{geos: [EU], nodes: [{}]}}\n      - {{}}\n",
+            list(0..24),
+            list(12..40)
+        );
         let zone = crate::policy::parse_zone(std::path::Path::new("big.yaml"), &text, 1)
             .expect("generated zone");
         let mut sets = down_sets(40, 100);
         sets.extend(outage_walk(40, 160));
+        // The subnet rule's nodes all out, none full (a node's kind of out is its position
+        // in the set: every 7th is full, and those are other nodes here), so its cells fall
+        // back to nodes down by health; then, built from that, two back (listed last, so
+        // the others keep their kinds): what was fallen back to is not carried.
+        for back in [[3, 17], [8, 21], [0, 23]] {
+            let mut rule = (0..24).filter(|id| !back.contains(id));
+            let mut others = 24..40;
+            let mut out = Vec::new();
+            while out.len() < 28 {
+                let next = match out.len() % 7 {
+                    6 => others.next(),
+                    _ => rule.next().or_else(|| others.next()),
+                };
+                out.extend(next);
+            }
+            assert_eq!(rule.next(), None);
+            if sets.len() % 2 == 1 {
+                sets.push(Vec::new());
+            }
+            sets.push(out.iter().copied().chain(back).collect());
+            sets.push(out);
+        }
         let (split, mixed, ahead) = cells_agree_with_full_rankings(&[zone], &sets);
         assert!(
             split > 0,

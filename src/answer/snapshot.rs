@@ -508,6 +508,9 @@ pub(crate) struct HealthyStarts {
     pub(crate) list: Arc<[RankedStart]>,
     /// Column → its start's number, [`NOT_RANKED`] where no cell of the group is split.
     pub(crate) of_column: RunArray,
+    /// Starts from this number on list what a pick falls back to where none of a
+    /// profile's candidates is up (down or full nodes): read whole.
+    pub(crate) fallback_from: u32,
 }
 
 /// What was ranked ahead of one snapshot's steered tables (`answer::ahead`).

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use rustc_hash::FxHashMap;
 
 use super::damping::{DampingRow, DampingState, Incumbent, damp_start, promoted};
-use super::order::rank_key_base;
+use super::order::{Availability, rank_key_base};
 use super::regions::{
     Candidate, Pieces, Point, RankedStart, Rising, Starts, push_piece, rank_slices,
     rank_slices_into, release_free_memory, start_at,
@@ -219,6 +219,41 @@ impl FullRanking {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Where none of a profile's candidates in `healthy` (from
+    /// [`FullRanking::healthy_candidates`]) is up, what a pick falls back to there, by
+    /// profile (empty elsewhere): its full nodes if it has any (a pick then takes the least
+    /// loaded of them all, so all are listed), else its nodes down by health (failing open
+    /// ranks them as if up); never a node taken out by an operator. With the most full
+    /// nodes one profile lists (how deep to rank them).
+    pub(crate) fn fallback_candidates(
+        &self,
+        group: usize,
+        healthy: &[Vec<Candidate>],
+        state: impl Fn(NodeId) -> Availability,
+    ) -> (Vec<Vec<Candidate>>, usize) {
+        let mut most_full = 0;
+        let Some(profiles) = self.candidates.get(group) else {
+            return (Vec::new(), 0);
+        };
+        let lists = (profiles.iter().zip(healthy))
+            .map(|(list, up)| {
+                if !up.is_empty() {
+                    return Vec::new();
+                }
+                let of = |keep: fn(Availability) -> bool| -> Vec<Candidate> {
+                    list.iter().copied().filter(|c| keep(state(c.id))).collect()
+                };
+                let full = of(|a| matches!(a, Availability::Full(_)));
+                if full.is_empty() {
+                    return of(|a| a == Availability::HealthDown);
+                }
+                most_full = most_full.max(full.len());
+                full
+            })
+            .collect();
+        (lists, most_full)
     }
 
     /// Each column's start among `healthy` (from [`FullRanking::healthy_candidates`]), for
