@@ -32,6 +32,9 @@ pub const REBUILD_SECONDS: &str = "geosteer_answer_rebuild_seconds";
 /// Time to rank every place for every steered name (policy loads and latency changes),
 /// seconds; latency changes are ranked beside the builds, not before them.
 pub const RANKING_SECONDS: &str = "geosteer_ranking_seconds";
+/// Rankings started (policy loads and latency changes); fewer finish when a reload
+/// overtakes one.
+pub const RANKINGS_STARTED: &str = "geosteer_rankings_started_total";
 /// Time to rank ahead, after a build, the cells one more failure would split, seconds
 /// (rankings stopped by the next build are not counted).
 pub const AHEAD_SECONDS: &str = "geosteer_ahead_seconds";
@@ -128,6 +131,10 @@ pub fn describe() {
         RANKING_SECONDS,
         metrics::Unit::Seconds,
         "Time to rank every place for every steered name (policy loads, latency changes)."
+    );
+    describe_counter!(
+        RANKINGS_STARTED,
+        "Rankings of every place for every steered name started (policy loads, latency changes)."
     );
     describe_histogram!(
         AHEAD_SECONDS,

@@ -2,6 +2,7 @@
 //! watched file move a client group between nodes after the hysteresis time, and back; bad
 //! batches are rejected with their reasons and change nothing.
 
+use hickory_proto::rr::RecordType::A;
 use std::time::{Duration, Instant};
 
 use crate::support::nodes::{http, http_json};
@@ -501,4 +502,78 @@ fn a_recovered_node_loses_its_probe_loss_penalty() {
     until_line(60, "the penalty gone", &|line| {
         line.contains("Up") && !line.contains("probe loss")
     });
+}
+
+/// A node that fails while a feed's rankings are being ranked (and their answers built
+/// beside them, with the availability of when that began) is out of the answers published
+/// from them: the publisher builds from those answers with the availability of now. The
+/// fault `slow-ranking` (debug builds) holds each background ranking a second, so the
+/// failure lands inside one.
+#[test]
+fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
+    const SEOUL: &str = "192.0.2.3";
+    let policy = format!(
+        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\ncheck:\n  type: none\nnodes:\n\
+         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
+         \x20 seoul: {{geo: AS-KR, location: [37.57, 126.98], addresses: [{SEOUL}]}}\n\
+         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
+         steer:\n  ingest: {{answers: 2}}\n"
+    );
+    let server = Server::start_with_env(
+        &zone_dir("latency-while-ranked", &policy),
+        &repo("tests/fixtures/geo-city.mmdb"),
+        &[],
+        &[("GEOSTEER_FAULT", "slow-ranking")],
+    );
+    let name = "ingest.lat.example.";
+    let answer = |server: &Server| {
+        let mut seen = a_records(&udp_from(server, from(JP_CLIENT), &q(name, A)));
+        seen.sort();
+        seen
+    };
+    assert_eq!(answer(&server), [TOKYO, SEOUL], "distance first");
+    let count = |series: &str| metric_sum(&scrape(&server), series);
+    let started = count("geosteer_rankings_started_total");
+    let finished = count("geosteer_ranking_seconds_count");
+    // Seoul is slow for Japanese clients, Singapore fast: the feed puts Singapore second
+    // (Tokyo stays first, so damping holds nothing back).
+    let batch = r#"{"measurements": [
+        {"group": "AS-JP", "node": "tokyo", "rtt_ms": 10},
+        {"group": "AS-JP", "node": "seoul", "rtt_ms": 250},
+        {"group": "AS-JP", "node": "singapore", "rtt_ms": 40}]}"#;
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "a ranking of the feed begins",
+        || match count("geosteer_rankings_started_total") > started {
+            true => Ok(()),
+            false => Err("no ranking started".into()),
+        },
+    );
+    // Singapore fails while that ranking runs (held a second by the fault).
+    let path = "/nodes/lat.example/singapore/force-down";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    assert_eq!(
+        count("geosteer_ranking_seconds_count"),
+        finished,
+        "the change landed while the feed was being ranked"
+    );
+    let rebuilds = count("geosteer_answer_rebuild_seconds_count");
+    eventually(
+        Duration::from_secs(10),
+        "the feed's rankings published",
+        || {
+            let ranked = count("geosteer_ranking_seconds_count") > finished;
+            match ranked && count("geosteer_answer_rebuild_seconds_count") > rebuilds {
+                true => Ok(()),
+                false => Err("not yet adopted and published".into()),
+            }
+        },
+    );
+    assert_eq!(answer(&server), [TOKYO, SEOUL], "Singapore is down");
+    // Back: the feed's rankings are the ones in use.
+    let path = "/nodes/lat.example/singapore/obey";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
 }

@@ -103,6 +103,7 @@ impl Ranked {
     pub(super) fn start(&self, inputs: RankingInputs) -> RankingTask {
         let (damping, previous) = (Arc::clone(&self.damping), Arc::clone(&self.rankings));
         let (done, task) = oneshot::channel();
+        metrics::counter!(m::RANKINGS_STARTED).increment(1);
         let started = std::thread::Builder::new()
             .name("geosteer-rank".into())
             .spawn(move || {
@@ -118,6 +119,10 @@ impl Ranked {
                     generation,
                     prebuild,
                 } = inputs;
+                #[cfg(debug_assertions)]
+                if prebuild.is_some() && slow_ranking_injected() {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
                 let rankings = rank_all(&zones, &geo, &latency, &mut damping, now);
                 metrics::histogram!(m::RANKING_SECONDS).record(started.elapsed().as_secs_f64());
                 let changed = rankings != *previous;
@@ -184,6 +189,14 @@ impl Ranked {
             .and_then(|z| z.probe_loss.get(&node).copied())
             .unwrap_or(0.0)
     }
+}
+
+/// Debug builds only (what the tests run): `GEOSTEER_FAULT=slow-ranking` holds each ranking
+/// in the background for a second before it ranks, so that a test can change a node while
+/// one runs.
+#[cfg(debug_assertions)]
+fn slow_ranking_injected() -> bool {
+    std::env::var("GEOSTEER_FAULT").is_ok_and(|v| v == "slow-ranking")
 }
 
 /// A change in a node's probe loss rate that is worth a re-ranking.
