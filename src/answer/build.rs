@@ -935,11 +935,15 @@ pub(super) fn rank_healthy_starts(
         Some(state) => full.fallback_candidates(group, &healthy, state),
         None => (Vec::new(), 0),
     };
-    let (needed, fallen_back) = apart_by_profile(ranking, needed, |profile| {
+    let falls_back = |profile: u32| {
         fallback
             .get(profile as usize)
             .is_some_and(|l| !l.is_empty())
-    });
+    };
+    let (needed, fallen_back) = match fallback.iter().any(|l| !l.is_empty()) {
+        true => apart_by_profile(ranking, needed, falls_back),
+        false => (needed.to_vec(), Vec::new()), // some node is up everywhere: the rule
+    };
     let mut starts = Starts::default();
     let mut pieces: Pieces = Vec::new();
     match memos {

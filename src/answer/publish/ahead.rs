@@ -12,7 +12,8 @@ use super::served::Served;
 use crate::answer::ahead::rank_ahead;
 use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::metrics as m;
-use crate::steer::Availability;
+use crate::policy::Zone;
+use crate::steer::{Availability, Rankings};
 
 /// The ranking ahead in progress, and the newest finished.
 #[derive(Debug, Default)]
@@ -43,9 +44,6 @@ impl RankingAhead {
     /// After `snapshot` is stored: ranks ahead of its tables on a thread of its own.
     pub(super) fn start(&mut self, served: &Served, ranked: &Ranked, snapshot: Arc<Snapshot>) {
         let before = self.for_build();
-        let Some(explain) = snapshot.explain.clone() else {
-            return;
-        };
         let (zones, rankings) = (Arc::clone(&served.zones), Arc::clone(&ranked.rankings));
         let (done, result) = oneshot::channel();
         self.running = Some(result);
@@ -56,16 +54,8 @@ impl RankingAhead {
                 // Off the publisher: the time a ranking ahead takes, for its histogram.
                 #[allow(clippy::disallowed_methods)]
                 let started = Instant::now();
-                let built_with = (&explain.availability[..], &explain.down_lines[..]);
                 let stopped = || done.is_closed();
-                let ahead = rank_ahead(
-                    &zones,
-                    &rankings,
-                    built_with,
-                    &snapshot,
-                    before.as_deref(),
-                    stopped,
-                );
+                let ahead = ranked_ahead(&zones, &rankings, &snapshot, before.as_deref(), stopped);
                 if !done.is_closed() {
                     metrics::histogram!(m::AHEAD_SECONDS).record(started.elapsed().as_secs_f64());
                 }
@@ -78,6 +68,22 @@ impl RankingAhead {
     }
 }
 
+/// What is ranked ahead of `snapshot` (built by `Served::snapshot`, whose explain view says
+/// what it was built with) from what was ranked ahead `before`.
+fn ranked_ahead(
+    zones: &[Zone],
+    rankings: &Rankings,
+    snapshot: &Snapshot,
+    before: Option<&Ahead>,
+    stopped: impl Fn() -> bool,
+) -> Ahead {
+    let Some(explain) = snapshot.explain.as_deref() else {
+        return Ahead::default();
+    };
+    let built_with = (&explain.availability[..], &explain.down_lines[..]);
+    rank_ahead(zones, rankings, built_with, snapshot, before, stopped)
+}
+
 /// What builds new rankings' answers on the ranking thread, with `states` (availability and
 /// carrier lines down, as the publisher's node table had them when the ranking started):
 /// signed from the `published` snapshot's signatures, and ranked ahead of from nothing.
@@ -87,17 +93,9 @@ pub(super) fn prebuild(
     published: Arc<Snapshot>,
 ) -> Prebuild {
     Box::new(move |ranked: &Ranked, stopped: &dyn Fn() -> bool| {
-        let built_with = states.clone();
         let snapshot = served.snapshot(ranked, states, (Some(&published), None));
         drop(published);
-        let ahead = rank_ahead(
-            &served.zones,
-            &ranked.rankings,
-            (&built_with.0, &built_with.1),
-            &snapshot,
-            None,
-            stopped,
-        );
+        let ahead = ranked_ahead(&served.zones, &ranked.rankings, &snapshot, None, stopped);
         Prebuilt {
             rankings: Arc::clone(&ranked.rankings),
             snapshot: Arc::new(snapshot),
