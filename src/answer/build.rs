@@ -9,7 +9,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::draw::{DrawMember, MAX_DRAW, stable_hash};
 use super::snapshot::*;
@@ -361,7 +363,9 @@ fn build_steered(
         health,
         sets: Vec::new(),
         keys: Vec::new(),
-        interned: FxHashMap::default(),
+        interned: AnswerIndex::default(),
+        seeded: 0,
+        changed: Vec::new(),
     };
     let reuse = before.and_then(|b| Reuse::of(b, &node_states));
     if let Some(reuse) = &reuse {
@@ -402,6 +406,7 @@ fn build_steered(
         depends_on_place,
         node_states,
         answer_keys: answers.keys.into(),
+        answer_index: Arc::new(answers.interned),
         healthy_starts: healthy_starts.into(),
         // Signed after the build, when the zone is signed.
         signatures: Arc::default(),
@@ -477,23 +482,15 @@ pub(super) fn fallen_and_risen(
 }
 
 impl Answers<'_> {
-    /// Starts from the answers of before whose nodes did not change: a new pick equal to
-    /// one of them gets its index (answers holding a changed node may read differently
-    /// now, so they are not matched).
+    /// Starts from the answers of before: a new pick equal to one of them whose nodes did
+    /// not change gets its index (answers holding a changed node may read differently now,
+    /// so they are not matched). Their index is taken as it was, not hashed again.
     fn seed(&mut self, reuse: &Reuse) {
         self.sets = reuse.before.answers.to_vec();
         self.keys = reuse.before.answer_keys.to_vec();
-        for (index, key) in self.keys.iter().enumerate() {
-            let (v4, v6, _, spread) = &**key;
-            let nodes = v4
-                .nodes
-                .iter()
-                .chain(&v6.nodes)
-                .chain(spread.iter().flat_map(|s| s.group.iter().chain(&s.standby)));
-            if !reuse.touches(nodes) {
-                self.interned.insert(Arc::clone(key), index as u32);
-            }
-        }
+        self.interned = (*reuse.before.answer_index).clone();
+        self.seeded = self.keys.len();
+        self.changed = reuse.changed.clone();
     }
 
     /// Drops the answers nothing refers to any more (those of before that no class kept),
@@ -529,6 +526,8 @@ impl Answers<'_> {
                 next += 1;
             }
         }
+        self.interned
+            .retain(|_, a| used.get(*a as usize) == Some(&true));
         let sets = std::mem::take(&mut self.sets).into_iter().zip(&used);
         self.sets = sets.filter(|&(_, &u)| u).map(|(set, _)| set).collect();
         let keys = std::mem::take(&mut self.keys).into_iter().zip(&used);
@@ -537,7 +536,9 @@ impl Answers<'_> {
             CLASS_SPLIT => CLASS_SPLIT,
             a => renumbered.get(a as usize).copied().unwrap_or(0),
         };
-        for a in class_answer.iter_mut().chain(head_answer.iter_mut()) {
+        for a in (class_answer.iter_mut().chain(head_answer.iter_mut()))
+            .chain(self.interned.values_mut())
+        {
             *a = new(*a);
         }
         for row in split_rows.iter_mut() {
@@ -577,7 +578,11 @@ struct Answers<'a> {
     sets: Vec<AnswerSet>,
     /// What each of `sets` was made from.
     keys: Vec<Arc<AnswerKey>>,
-    interned: FxHashMap<Arc<AnswerKey>, u32>,
+    interned: AnswerIndex,
+    /// How many of `sets` came from the build before; of those, answers holding a node
+    /// `changed` (by node) since are not matched.
+    seeded: usize,
+    changed: Vec<bool>,
 }
 
 impl Answers<'_> {
@@ -602,17 +607,29 @@ impl Answers<'_> {
         });
         // Picks differing only in lines get different answers.
         let key = (v4, v6, Arc::clone(lines), spread);
-        if let Some(&index) = self.interned.get(&key) {
+        let hash = FxBuildHasher.hash_one(&key);
+        if let Some(&index) = self.interned.get(&hash)
+            && self.keys.get(index as usize).is_some_and(|k| **k == key)
+            && (index as usize >= self.seeded || !self.holds_changed(&key))
+        {
             return index;
         }
         let (v4, v6, lines, spread) = &key;
         let index = self.sets.len() as u32;
         self.sets
             .push(answer_set([v4, v6], health, steered, lines, spread));
-        let key = Arc::new(key);
-        self.keys.push(Arc::clone(&key));
-        self.interned.insert(key, index);
+        self.keys.push(Arc::new(key));
+        self.interned.insert(hash, index);
         index
+    }
+
+    /// Whether an answer of `key` holds a node whose state changed since the build before.
+    fn holds_changed(&self, (v4, v6, _, spread): &AnswerKey) -> bool {
+        let nodes = (v4.nodes.iter().chain(&v6.nodes))
+            .chain(spread.iter().flat_map(|s| s.group.iter().chain(&s.standby)));
+        nodes
+            .into_iter()
+            .any(|&id| self.changed.get(id).copied().unwrap_or(true))
     }
 
     /// The nodes that stand in for answered nodes after `group` in a staged drain: what

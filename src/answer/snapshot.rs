@@ -460,6 +460,9 @@ pub struct SteeredTable {
     /// What each answer was made from, by index: a later build with some nodes changed
     /// keeps the answers of classes that do not hold them and interns new picks among these.
     pub(crate) answer_keys: Arc<[Arc<AnswerKey>]>,
+    /// By the hash of each answer's key, its index: a later build interns new picks among
+    /// these without hashing every key again.
+    pub(crate) answer_index: Arc<AnswerIndex>,
     /// By row group, the healthy starts its split cells were answered from (empty when
     /// none is split): a later build ranks again only the columns a changed node reaches.
     pub(crate) healthy_starts: Arc<[HealthyStarts]>,
@@ -560,6 +563,10 @@ pub(crate) const NOT_RANKED: u32 = u32::MAX;
 /// What makes answers one: the picks (IPv4, IPv6), the carrier lines, and how each family
 /// spreads.
 pub(crate) type AnswerKey = (Pick, Pick, CarrierChoice, [Spread; 2]);
+
+/// An answer key's hash → the index of the answer made from it. Two keys of one hash keep
+/// the later one: the earlier is then made again when met, never confused with it.
+pub(crate) type AnswerIndex = rustc_hash::FxHashMap<u64, u32>;
 
 /// How one family's answer spreads over time and networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
