@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use super::build::{
-    Columns, Memos, PickInputs, add_range, draw_keys, fallen_and_risen, rank_healthy_starts,
-    rows_of_group, split_columns, union_of,
+    Columns, Memos, PickInputs, add_range, classes_where, draw_keys, fallen_and_risen,
+    rank_healthy_starts, rows_of_group, split_columns, union_of,
 };
 use super::snapshot::{
     Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, NameNode, Snapshot, SteeredTable,
@@ -114,6 +114,7 @@ fn table_ahead(
     let moved = before.and_then(|b| fallen_and_risen(&b.node_states, &table.node_states));
     let before = before.filter(|_| moved.is_some());
     let (fallen, risen) = moved.unwrap_or_default();
+    let near = classes_where(&near);
     (0..ranking.rows.len())
         .map(|group| {
             let rows = rows_of_group(ranking, group);

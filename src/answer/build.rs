@@ -373,7 +373,7 @@ fn build_steered(
     }
     let mut class_answer = class_answers(ranking, &mut answers, reuse.as_ref());
     let mut head_answer = head_answers(ranking, &class_answer);
-    let (mut split_rows, healthy_starts) = split_rows(
+    let (mut split_rows, healthy_starts, split_runs) = split_rows(
         ranking,
         &class_answer,
         &mut answers,
@@ -408,6 +408,7 @@ fn build_steered(
         answer_keys: answers.keys.into(),
         answer_index: Arc::new(answers.interned),
         healthy_starts: healthy_starts.into(),
+        split_runs: split_runs.into(),
         // Signed after the build, when the zone is signed.
         signatures: Arc::default(),
     }
@@ -762,18 +763,24 @@ fn split_rows(
     answers: &mut Answers,
     geo: &GeoDb,
     (reuse, ahead): (Option<&Reuse>, Option<&[HealthyStarts]>),
-) -> (Vec<RunArray>, Vec<HealthyStarts>) {
-    let mut split_rows: Vec<RunArray> = vec![RunArray::default(); ranking.rows.len()];
+) -> (Vec<RunArray>, Vec<HealthyStarts>, Vec<Vec<SplitRun>>) {
+    let rows = ranking.rows.len();
+    let mut split_rows: Vec<RunArray> = vec![RunArray::default(); rows];
     if !class_answer.contains(&CLASS_SPLIT) {
-        return (split_rows, Vec::new());
+        return (split_rows, Vec::new(), Vec::new());
     }
-    let mut healthy_starts = vec![HealthyStarts::default(); ranking.rows.len()];
+    let mut healthy_starts = vec![HealthyStarts::default(); rows];
     // Whether each class is split, a byte each: read once per cell, a quarter of what
     // `class_answer` would bring into cache.
     let split: Vec<bool> = class_answer.iter().map(|&a| a == CLASS_SPLIT).collect();
+    let classes = classes_where(&split);
+    let before = reuse.map(|r| r.before);
+    let split_runs: Vec<Vec<SplitRun>> = (0..rows)
+        .map(|row| split_runs_of_row(ranking, row, (&split, &classes), before))
+        .collect();
     for (group, kept) in healthy_starts.iter_mut().enumerate() {
         let rows = rows_of_group(ranking, group);
-        let needed = split_columns(ranking, &rows, &split);
+        let needed = columns_of(rows.iter().map(|&r| split_runs[r].as_slice()));
         if needed.is_empty() {
             continue;
         }
@@ -781,6 +788,7 @@ fn split_rows(
             group,
             rows: &rows,
             split: &split,
+            runs: &split_runs,
             needed: &needed,
         };
         let before = reuse.and_then(|r| Some((r.before.healthy_starts.get(group)?, r)));
@@ -795,7 +803,7 @@ fn split_rows(
         split_group(ranking, answers, &healthy, cells, lent, &mut split_rows);
         *kept = healthy;
     }
-    (split_rows, healthy_starts)
+    (split_rows, healthy_starts, split_runs)
 }
 
 /// The rows of row group `group`.
@@ -808,21 +816,28 @@ pub(super) fn rows_of_group(ranking: &SteeredRanking, group: usize) -> Vec<usize
 /// A range of columns.
 pub(super) type Columns = std::ops::Range<usize>;
 
-/// Every column where a row of `rows` holds a split class, as ascending, disjoint ranges:
-/// each row's runs in order, joined where they touch, then the rows' lists merged.
+/// Every column where a row of `rows` holds one of `classes` and a query can read it, as
+/// ascending, disjoint ranges.
 pub(super) fn split_columns(
     ranking: &SteeredRanking,
     rows: &[usize],
-    split: &[bool],
+    classes: &[u32],
 ) -> Vec<Columns> {
+    let runs: Vec<Vec<SplitRun>> = (rows.iter())
+        .map(|&row| reachable_runs_of(ranking, row, classes))
+        .collect();
+    columns_of(runs.iter().map(Vec::as_slice))
+}
+
+/// The columns of each row's runs (each in column order), as ascending, disjoint ranges:
+/// each row's joined where they touch, then the rows' lists merged.
+fn columns_of<'r>(rows: impl Iterator<Item = &'r [SplitRun]>) -> Vec<Columns> {
     let mut union: Vec<Columns> = Vec::new();
-    for &row in rows {
+    for runs in rows {
         let mut own: Vec<Columns> = Vec::new();
-        each_reachable_run(ranking, row, |columns, class| {
-            if split.get(class as usize) == Some(&true) {
-                add_range(&mut own, columns);
-            }
-        });
+        for &(start, end, _) in runs {
+            add_range(&mut own, start as usize..end as usize);
+        }
         union = if union.is_empty() {
             own
         } else {
@@ -832,26 +847,67 @@ pub(super) fn split_columns(
     union
 }
 
-/// Each run of row `row` where a query can read it (`SteeredRanking::row_reach`), clipped
-/// to where it can, in column order.
-pub(super) fn each_reachable_run(
+/// The runs of row `row` whose class is one of `classes`, where a query can read them
+/// (`SteeredRanking::reachable_runs`), in column order.
+pub(super) fn reachable_runs_of(
     ranking: &SteeredRanking,
     row: usize,
-    mut each: impl FnMut(Columns, u32),
-) {
-    let Some(cells) = ranking.rows.get(row) else {
-        return;
+    classes: &[u32],
+) -> Vec<SplitRun> {
+    let Some(by_class) = ranking.reachable_runs.get(row) else {
+        return Vec::new();
     };
-    match ranking.row_reach.get(row) {
-        Some(Some(reach)) => {
-            for range in reach {
-                cells
-                    .runs_within(range.clone())
-                    .for_each(|(c, v)| each(c, v));
-            }
-        }
-        _ => cells.runs().for_each(|(c, v)| each(c, v)),
+    let mut runs: Vec<SplitRun> = (classes.iter())
+        .flat_map(|&class| {
+            (by_class.of_class(class)).map(move |c| (c.start as u32, c.end as u32, class))
+        })
+        .collect();
+    runs.sort_unstable_by_key(|&(start, _, _)| start);
+    runs
+}
+
+/// The runs of split classes of row `row` a query can read, in column order: those of a
+/// build before (same ranking) whose class is still split, and those of classes split
+/// anew; else every split class's.
+fn split_runs_of_row(
+    ranking: &SteeredRanking,
+    row: usize,
+    (split, classes): (&[bool], &[u32]),
+    before: Option<&SteeredTable>,
+) -> Vec<SplitRun> {
+    let Some((then, was_split)) = before.and_then(|b| {
+        let then = b.split_runs.get(row).map_or(&[][..], Vec::as_slice);
+        (b.class_answer.len() == split.len()).then_some((then, &b.class_answer))
+    }) else {
+        return reachable_runs_of(ranking, row, classes);
+    };
+    let anew: Vec<u32> = (classes.iter())
+        .filter(|&&c| was_split.get(c as usize) != Some(&CLASS_SPLIT))
+        .copied()
+        .collect();
+    let added = reachable_runs_of(ranking, row, &anew);
+    let kept = (then.iter()).filter(|r| split.get(r.2 as usize) == Some(&true));
+    // Runs of one row never overlap: merged by where they start.
+    let mut runs = Vec::with_capacity(then.len() + added.len());
+    let (mut kept, mut added) = (kept.peekable(), added.into_iter().peekable());
+    loop {
+        let next = match (kept.peek(), added.peek()) {
+            (Some(k), Some(a)) if k.0 <= a.0 => kept.next().copied(),
+            (_, Some(_)) => added.next(),
+            (Some(_), None) => kept.next().copied(),
+            (None, None) => break,
+        };
+        runs.extend(next);
     }
+    runs
+}
+
+/// The classes `chosen`, by number.
+pub(super) fn classes_where(chosen: &[bool]) -> Vec<u32> {
+    (chosen.iter().enumerate())
+        .filter(|&(_, &c)| c)
+        .map(|(class, _)| class as u32)
+        .collect()
 }
 
 /// Appends `range` (starting at or after the last one's start), joined to the last one
@@ -887,6 +943,8 @@ struct SplitCells<'a> {
     rows: &'a [usize],
     /// By class: whether it is split.
     split: &'a [bool],
+    /// By row, the runs of split classes a query can read.
+    runs: &'a [Vec<SplitRun>],
     /// Every column any row of the group needs, as ascending, disjoint ranges.
     needed: &'a [std::ops::Range<usize>],
 }
@@ -1215,13 +1273,10 @@ fn split_group(
         let mut any = false;
         let mut starts = RunCursor::new(&healthy.of_column);
         let mut lent_row = lent.as_ref().and_then(|l| l.row(row));
-        each_reachable_run(ranking, row, |columns, class| {
+        for &(start, end, class) in cells.runs.get(row).map_or(&[][..], Vec::as_slice) {
+            let columns = start as usize..end as usize;
             // Cells no query reads (or of classes that decide) hold 0.
             runs.push_many(0, columns.start.saturating_sub(runs.len()));
-            if cells.split.get(class as usize) != Some(&true) {
-                runs.push_many(0, columns.len());
-                return;
-            }
             any = true;
             // Cells of one class and one healthy start have one answer: a run of each.
             starts.each(columns, |columns, healthy_start| {
@@ -1248,7 +1303,7 @@ fn split_group(
                     None => fresh(&mut runs, columns.len()),
                 }
             });
-        });
+        }
         if any {
             let row_len = ranking.rows.get(row).map_or(0, RunArray::len);
             runs.push_many(0, row_len.saturating_sub(runs.len()));

@@ -463,6 +463,10 @@ pub struct SteeredTable {
     /// By the hash of each answer's key, its index: a later build interns new picks among
     /// these without hashing every key again.
     pub(crate) answer_index: Arc<AnswerIndex>,
+    /// By row, the runs of split classes a query can read (empty when none is split): a
+    /// later build adds and drops those of classes split or decided anew, instead of
+    /// reading whole rows.
+    pub(crate) split_runs: Arc<[Vec<SplitRun>]>,
     /// By row group, the healthy starts its split cells were answered from (empty when
     /// none is split): a later build ranks again only the columns a changed node reaches.
     pub(crate) healthy_starts: Arc<[HealthyStarts]>,
@@ -556,6 +560,9 @@ impl Ahead {
         tables.flat_map(|t| &t.groups).map(|g| g.list.len()).sum()
     }
 }
+
+/// A run of one class in a row, where a query can read it: columns `start..end`, class.
+pub(crate) type SplitRun = (u32, u32, u32);
 
 /// `HealthyStarts::of_column` value of a column no split cell needed.
 pub(crate) const NOT_RANKED: u32 = u32::MAX;

@@ -50,10 +50,9 @@ pub(crate) struct SteeredRanking {
     pub(crate) effective_classes: Vec<u32>,
     /// Column → the row a client there gets without a subnet rule.
     pub(crate) geo_rule: Arc<RunArray>,
-    /// Per row, the columns a query can read it at (`None`: every column, for a row that
-    /// subnet rules lead to), as ascending, disjoint ranges: its other cells are never read,
-    /// so builds answer no split cell there.
-    pub(crate) row_reach: Vec<Option<Vec<std::ops::Range<usize>>>>,
+    /// Per row, its runs where a query can read it, by class: builds answer no split cell
+    /// elsewhere, and walk the runs of split classes alone.
+    pub(crate) reachable_runs: Vec<ReachableRuns>,
     pub(crate) subnets: Arc<SubnetRules>,
     pub(crate) groups: Arc<SubnetRules>,
     pub(crate) place_columns: usize,
@@ -513,7 +512,10 @@ fn rank_steered(
         &head_of_class,
     );
     SteeredRanking {
-        row_reach: row_reach(steered, table.len(), &geo_rule),
+        reachable_runs: (row_reach(steered, table.len(), &geo_rule).iter())
+            .zip(table.iter())
+            .map(|(reach, cells)| ReachableRuns::of(cells, reach.as_deref(), classes.len()))
+            .collect(),
         classes_of_node: ClassesOfNode::of(&classes),
         classes,
         rows: Arc::new(table),
@@ -528,6 +530,60 @@ fn rank_steered(
         located_heads: Arc::new(lookups.located_heads),
         full,
         draw_weights: draw_weights(steered, nodes, measured, now).into(),
+    }
+}
+
+/// One row's runs where a query can read it (the reach), clipped to it, grouped by class.
+/// A rule's row is read where it is the column's geo rule; a row subnet rules lead to,
+/// anywhere. A split class holds a tenth of a row's runs or less: a build reads those.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct ReachableRuns {
+    /// Class `c`'s runs are `runs[first[c]..first[c + 1]]`, in column order.
+    first: Vec<u32>,
+    /// Column ranges, as (start, end).
+    runs: Vec<(u32, u32)>,
+}
+
+impl ReachableRuns {
+    /// The runs of `cells` within `reach` (`None`: everywhere), for `classes` classes.
+    fn of(cells: &RunArray, reach: Option<&[std::ops::Range<usize>]>, classes: usize) -> Self {
+        let mut clipped: Vec<(std::ops::Range<usize>, u32)> = Vec::new();
+        match reach {
+            Some(reach) => {
+                (reach.iter()).for_each(|range| clipped.extend(cells.runs_within(range.clone())))
+            }
+            None => clipped.extend(cells.runs()),
+        }
+        // Counted, then placed: each class's runs in column order.
+        let mut first = vec![0u32; classes + 1];
+        for (_, class) in &clipped {
+            if let Some(count) = first.get_mut(*class as usize + 1) {
+                *count += 1;
+            }
+        }
+        for c in 1..first.len() {
+            first[c] += first[c - 1];
+        }
+        let mut next = first.clone();
+        let mut runs = vec![(0, 0); first.last().map_or(0, |&n| n as usize)];
+        for (columns, class) in clipped {
+            if let Some(at) = next.get_mut(class as usize) {
+                runs[*at as usize] = (columns.start as u32, columns.end as u32);
+                *at += 1;
+            }
+        }
+        ReachableRuns { first, runs }
+    }
+
+    /// Class `class`'s runs, in column order.
+    pub(crate) fn of_class(&self, class: u32) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let c = class as usize;
+        let span = match (self.first.get(c), self.first.get(c + 1)) {
+            (Some(&from), Some(&to)) => from as usize..to as usize,
+            _ => 0..0,
+        };
+        (self.runs.get(span).unwrap_or_default().iter())
+            .map(|&(start, end)| start as usize..end as usize)
     }
 }
 
