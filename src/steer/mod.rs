@@ -40,6 +40,10 @@
 //!   nodes down than the slack); its cells read on into their start among the healthy nodes.
 //!   Only where a query can read the row (its **reach**: where it is the column's geo rule,
 //!   or every column for a row subnet rules lead to) are split cells answered.
+//! - **split runs**: a row's runs of split classes within its reach, in column order. Kept
+//!   with the answers; the next build drops those of classes that decide again and adds
+//!   those of classes split anew (from the ranking's runs by class), instead of reading
+//!   whole rows.
 //! - **healthy start**: a cell's start among the healthy nodes only, `answers` deep. Kept
 //!   with the answers, so the next health change ranks again only the columns whose
 //!   healthy start holds a changed node, and the rest among theirs and the risen nodes.
