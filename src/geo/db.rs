@@ -30,6 +30,13 @@ pub struct PlacePosition {
     pub at: UnitVector,
 }
 
+/// The positions with coordinates in Morton order, their places alone, and the code of
+/// every `CODE_STRIDE`-th of them and of the last.
+type SortedPositions = (Vec<PlacePosition>, Vec<PlaceId>, Vec<u64>);
+
+/// Positions per code kept for [`GeoDb::code_bounds`].
+const CODE_STRIDE: usize = 64;
+
 /// Index of a distinct place in `GeoDb::places`.
 pub type PlaceId = u32;
 
@@ -217,7 +224,7 @@ pub struct GeoDb {
     places: Vec<Place>,
     /// The places' positions, sorted (see [`GeoDb::sorted_positions`]), and their places
     /// alone in the same order.
-    positions: std::sync::OnceLock<(Vec<PlacePosition>, Vec<PlaceId>)>,
+    positions: std::sync::OnceLock<SortedPositions>,
     /// The places' regions (see [`GeoDb::regions`]).
     regions: std::sync::OnceLock<PlaceRegions>,
 }
@@ -389,6 +396,19 @@ impl GeoDb {
         &self.sorted().1
     }
 
+    /// Bounds on the Morton codes of `places` (a range of place numbers with coordinates,
+    /// not empty), read from the code of every 64th position: a few hundred kilobytes where
+    /// the positions are tens of megabytes. Every code of the range is within them.
+    pub fn code_bounds(&self, places: std::ops::Range<usize>) -> Option<(u64, u64)> {
+        let (positions, _, every) = self.sorted();
+        if places.is_empty() || places.end > positions.len() {
+            return None;
+        }
+        let low = every.get(places.start / CODE_STRIDE)?;
+        let high = every.get((places.end - 1) / CODE_STRIDE + 1)?;
+        Some((*low, *high))
+    }
+
     /// The positions of `places` (a range of place numbers) that have coordinates: places
     /// are numbered in Morton order, those with coordinates first, so a range of places is
     /// a range of [`GeoDb::sorted_positions`].
@@ -398,7 +418,7 @@ impl GeoDb {
         sorted.get(places.start.min(end)..end).unwrap_or(&[])
     }
 
-    fn sorted(&self) -> &(Vec<PlacePosition>, Vec<PlaceId>) {
+    fn sorted(&self) -> &SortedPositions {
         self.positions.get_or_init(|| {
             let chunk = self
                 .places
@@ -433,7 +453,11 @@ impl GeoDb {
                     .all(|(i, p)| p.place as usize == i)
             );
             let places = positions.iter().map(|p| p.place).collect();
-            (positions, places)
+            let every = (positions.iter().step_by(CODE_STRIDE))
+                .chain(positions.last())
+                .map(|p| p.code)
+                .collect();
+            (positions, places, every)
         })
     }
 
@@ -551,5 +575,42 @@ impl<'a> PlaceKey<'a> {
                 .coordinates
                 .map(|c| (c.latitude.to_bits(), c.longitude.to_bits())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code of a range of places lies within its bounds, whatever the range: the
+    /// looks that read no place rely on it.
+    #[test]
+    fn code_bounds_hold_every_code_of_a_range() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let geo = GeoDb::open(&root.join("geo/dbip-country.mmdb")).expect("shipped db");
+        let positions = geo.sorted_positions();
+        let n = positions.len();
+        assert!(
+            n > 3 * CODE_STRIDE,
+            "the test needs several strides ({n} places)"
+        );
+        let mut ranges = 0;
+        for start in (0..n).step_by(7) {
+            for len in [1, 2, CODE_STRIDE - 1, CODE_STRIDE, CODE_STRIDE + 1, 150, n] {
+                let end = (start + len).min(n);
+                let (low, high) = geo
+                    .code_bounds(start..end)
+                    .expect("a range of located places");
+                let codes = positions[start..end].iter().map(|p| p.code);
+                assert!(
+                    codes.clone().all(|c| low <= c && c <= high),
+                    "{start}..{end}"
+                );
+                ranges += 1;
+            }
+        }
+        assert!(ranges > 100);
+        assert_eq!(geo.code_bounds(3..3), None);
+        assert_eq!(geo.code_bounds(0..n + 1), None);
     }
 }

@@ -489,6 +489,14 @@ impl Rising {
         self.region(points, 0, kept, (starts, &mut scratch), pieces);
     }
 
+    /// Whether no risen node can enter anywhere in the Morton cell holding every code from
+    /// `low` to `high` ([`crate::geo::GeoDb::code_bounds`] of some places): a look that reads no place.
+    pub(crate) fn excluded_between(&self, (low, high): (u64, u64)) -> bool {
+        let level = common_level_of(low, high);
+        let (centre, radius) = UnitVector::enclosing_box(&morton_cell(low, level));
+        level < MORTON_BITS && self.excluded(&centre, radius)
+    }
+
     /// Whether, within `radius` km of `centre`, every risen node ranks after the old
     /// start's last node of each family it serves.
     fn excluded(&self, centre: &UnitVector, radius: f64) -> bool {
@@ -636,13 +644,17 @@ fn bounding_box(points: &[Point]) -> [(f64, f64); 3] {
 /// The Morton level of the smallest cell holding every point of a sorted range.
 fn common_level(points: &[Point]) -> u32 {
     match (points.first(), points.last()) {
-        (Some(a), Some(b)) => {
-            // Codes use the low 63 bits, 3 per level.
-            let same = (a.code ^ b.code).leading_zeros().saturating_sub(1);
-            (same / 3).min(MORTON_BITS)
-        }
+        (Some(a), Some(b)) => common_level_of(a.code, b.code),
         _ => MORTON_BITS,
     }
+}
+
+/// The level of the smallest Morton cell holding codes `a` and `b` (and every code
+/// between them).
+fn common_level_of(a: u64, b: u64) -> u32 {
+    // Codes use the low 63 bits, 3 per level.
+    let same = (a ^ b).leading_zeros().saturating_sub(1);
+    (same / 3).min(MORTON_BITS)
 }
 
 /// A candidate's key bounds over a region, and its index.

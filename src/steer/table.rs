@@ -314,7 +314,13 @@ impl FullRanking {
                         Rising::new(list, before, risen, depth),
                     )
                 });
-                if rising.stands() {
+                // Most parts are far from every risen node: seen so from the codes that
+                // bound them, without reading their places.
+                let far = || {
+                    let bounds = (sub.end <= located).then(|| geo.code_bounds(sub.clone()));
+                    bounds.flatten().is_some_and(|b| rising.excluded_between(b))
+                };
+                if rising.stands() || far() {
                     let count = u32::try_from(sub.len()).unwrap_or(u32::MAX);
                     push_piece(pieces, sub.start as u32, count, *kept_as);
                     return;
