@@ -497,6 +497,35 @@ impl Rising {
         level < MORTON_BITS && self.excluded(&centre, radius)
     }
 
+    /// [`Rising::excluded`] at one place: by squared chords where they rank the candidates
+    /// ([`Keys::Chord`], as [`rank_by_chord`] does), with no arc to work out; exactly where
+    /// two chords compared are too near to tell apart.
+    fn excluded_at(&self, at: &UnitVector) -> bool {
+        if self.keys != Keys::Chord {
+            return self.excluded(at, 0.0);
+        }
+        let key = |c: &Candidate| {
+            let chord = at.chord_squared(&c.at);
+            (with_score(c.base, chord), chord)
+        };
+        let worst = self.last.map(|last| Some(key(&self.among[last?])));
+        let mut near = false;
+        let mut after = |(best, chord): (u128, f64), (worst, other): (u128, f64)| {
+            let gap = (chord - other).abs();
+            near |= gap != 0.0 && gap <= CHORD_RESOLUTION;
+            best > worst
+        };
+        let excluded = self.risen.iter().all(|&r| {
+            let x = &self.among[r];
+            let best = key(x);
+            (0..2).all(|f| !x.serves(f) || worst[f].is_some_and(|w| after(best, w)))
+        });
+        match near {
+            true => self.excluded(at, 0.0),
+            false => excluded,
+        }
+    }
+
     /// Whether, within `radius` km of `centre`, every risen node ranks after the old
     /// start's last node of each family it serves.
     fn excluded(&self, centre: &UnitVector, radius: f64) -> bool {
@@ -536,7 +565,7 @@ impl Rising {
         if points.len() <= LEAF_PLACES || level >= MORTON_BITS {
             let mut previous: Option<u32> = None;
             for point in points {
-                let id = if self.excluded(&point.at, 0.0) {
+                let id = if self.excluded_at(&point.at) {
                     kept
                 } else {
                     let (start, sorted) = &mut *scratch;
