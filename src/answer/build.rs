@@ -849,11 +849,7 @@ fn columns_of<'r>(rows: impl Iterator<Item = &'r [SplitRun]>) -> Vec<Columns> {
 
 /// The runs of row `row` whose class is one of `classes`, where a query can read them
 /// (`SteeredRanking::reachable_runs`), in column order.
-pub(super) fn reachable_runs_of(
-    ranking: &SteeredRanking,
-    row: usize,
-    classes: &[u32],
-) -> Vec<SplitRun> {
+fn reachable_runs_of(ranking: &SteeredRanking, row: usize, classes: &[u32]) -> Vec<SplitRun> {
     let Some(by_class) = ranking.reachable_runs.get(row) else {
         return Vec::new();
     };
