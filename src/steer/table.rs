@@ -541,7 +541,8 @@ fn rank_steered(
 
 /// One row's runs where a query can read it (the reach), clipped to it, grouped by class.
 /// A rule's row is read where it is the column's geo rule; a row subnet rules lead to,
-/// anywhere. A split class holds a tenth of a row's runs or less: a build reads those.
+/// anywhere. Split classes hold few of a row's runs (a tenth on the rebuild benchmark): a
+/// build reads theirs alone.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct ReachableRuns {
     /// Class `c`'s runs are `runs[first[c]..first[c + 1]]`, in column order.
@@ -573,8 +574,10 @@ impl ReachableRuns {
         let mut next = first.clone();
         let mut runs = vec![(0, 0); first.last().map_or(0, |&n| n as usize)];
         for (columns, class) in clipped {
-            if let Some(at) = next.get_mut(class as usize) {
-                runs[*at as usize] = (columns.start as u32, columns.end as u32);
+            if let Some(at) = next.get_mut(class as usize)
+                && let Some(slot) = runs.get_mut(*at as usize)
+            {
+                *slot = (columns.start as u32, columns.end as u32);
                 *at += 1;
             }
         }

@@ -14,12 +14,22 @@ const SINGAPORE: &str = "192.0.2.2";
 const JP_CLIENT: &str = "127.1.0.5";
 
 fn policy() -> String {
+    let hold = HOLD.as_millis();
+    lat_policy(
+        "",
+        &format!("{{answers: 1, latency: {{margin: 20%, hold: {hold}ms}}}}"),
+    )
+}
+
+/// Zone `lat.example`, unchecked: Tokyo, the `more` nodes (lines of YAML), Singapore, and
+/// the steered name `ingest` as `ingest` says.
+fn lat_policy(more: &str, ingest: &str) -> String {
     format!(
         "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\ncheck:\n  type: none\nnodes:\n\
          \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
+         {more}\
          \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
-         steer:\n  ingest: {{answers: 1, latency: {{margin: 20%, hold: {}ms}}}}\n",
-        HOLD.as_millis()
+         steer:\n  ingest: {ingest}\n"
     )
 }
 
@@ -512,13 +522,9 @@ fn a_recovered_node_loses_its_probe_loss_penalty() {
 #[test]
 fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
     const SEOUL: &str = "192.0.2.3";
-    let policy = format!(
-        "zone: lat.example\nsoa: {{primary: ns1.lat.example., contact: h.lat.example.}}\nns: [ns1.lat.example.]\ncheck:\n  type: none\nnodes:\n\
-         \x20 tokyo: {{geo: AS-JP, location: [35.68, 139.69], addresses: [{TOKYO}]}}\n\
-         \x20 seoul: {{geo: AS-KR, location: [37.57, 126.98], addresses: [{SEOUL}]}}\n\
-         \x20 singapore: {{geo: AS-SG, location: [1.35, 103.82], addresses: [{SINGAPORE}]}}\n\
-         steer:\n  ingest: {{answers: 2}}\n"
-    );
+    let seoul =
+        format!("  seoul: {{geo: AS-KR, location: [37.57, 126.98], addresses: [{SEOUL}]}}\n");
+    let policy = lat_policy(&seoul, "{answers: 2}");
     let server = Server::start_with_env(
         &zone_dir("latency-while-ranked", &policy),
         &repo("tests/fixtures/geo-city.mmdb"),
