@@ -358,15 +358,7 @@ fn build_steered(
     node_states: Arc<[NodeState]>,
     (before, ahead): (Option<&SteeredTable>, Option<&[HealthyStarts]>),
 ) -> SteeredTable {
-    let mut answers = Answers {
-        steered,
-        health,
-        sets: Vec::new(),
-        keys: Vec::new(),
-        interned: AnswerIndex::default(),
-        seeded: 0,
-        changed: Vec::new(),
-    };
+    let mut answers = Answers::new(steered, health);
     let reuse = before.and_then(|b| Reuse::of(b, &node_states));
     if let Some(reuse) = &reuse {
         answers.seed(reuse);
@@ -405,7 +397,7 @@ fn build_steered(
         located_heads: Arc::clone(&ranking.located_heads),
         depends_on_place,
         node_states,
-        answer_keys: answers.keys.into(),
+        answer_keys: Arc::new(answers.keys),
         answer_index: Arc::new(answers.interned),
         healthy_starts: healthy_starts.into(),
         split_runs: split_runs.into(),
@@ -482,13 +474,27 @@ pub(super) fn fallen_and_risen(
     Some((fallen, risen))
 }
 
-impl Answers<'_> {
+impl<'a> Answers<'a> {
+    /// None yet.
+    fn new(steered: &'a SteeredName, health: &'a PickInputs<'a>) -> Self {
+        Answers {
+            steered,
+            health,
+            sets: Vec::new(),
+            keys: AnswerKeys::default(),
+            key: Vec::new(),
+            interned: AnswerIndex::default(),
+            seeded: 0,
+            changed: Vec::new(),
+        }
+    }
+
     /// Starts from the answers of before: a new pick equal to one of them whose nodes did
     /// not change gets its index (answers holding a changed node may read differently now,
     /// so they are not matched). Their index is taken as it was, not hashed again.
     fn seed(&mut self, reuse: &Reuse) {
         self.sets = reuse.before.answers.to_vec();
-        self.keys = reuse.before.answer_keys.to_vec();
+        self.keys = (*reuse.before.answer_keys).clone();
         self.interned = (*reuse.before.answer_index).clone();
         self.seeded = self.keys.len();
         self.changed = reuse.changed.clone();
@@ -531,8 +537,7 @@ impl Answers<'_> {
             .retain(|_, a| used.get(*a as usize) == Some(&true));
         let sets = std::mem::take(&mut self.sets).into_iter().zip(&used);
         self.sets = sets.filter(|&(_, &u)| u).map(|(set, _)| set).collect();
-        let keys = std::mem::take(&mut self.keys).into_iter().zip(&used);
-        self.keys = keys.filter(|&(_, &u)| u).map(|(key, _)| key).collect();
+        self.keys.retain(&used);
         let new = |a: u32| match a {
             CLASS_SPLIT => CLASS_SPLIT,
             a => renumbered.get(a as usize).copied().unwrap_or(0),
@@ -578,7 +583,9 @@ struct Answers<'a> {
     health: &'a PickInputs<'a>,
     sets: Vec<AnswerSet>,
     /// What each of `sets` was made from.
-    keys: Vec<Arc<AnswerKey>>,
+    keys: AnswerKeys,
+    /// The key of the pick at hand, written here so that a pick met before allocates none.
+    key: Vec<u32>,
     interned: AnswerIndex,
     /// How many of `sets` came from the build before; of those, answers holding a node
     /// `changed` (by node) since are not matched.
@@ -607,25 +614,25 @@ impl Answers<'_> {
             Spread { group, standby }
         });
         // Picks differing only in lines get different answers.
-        let key = (v4, v6, Arc::clone(lines), spread);
-        let hash = FxBuildHasher.hash_one(&key);
+        answer_key(&mut self.key, [&v4, &v6], lines, &spread);
+        let hash = FxBuildHasher.hash_one(&self.key[..]);
         if let Some(&index) = self.interned.get(&hash)
-            && self.keys.get(index as usize).is_some_and(|k| **k == key)
-            && (index as usize >= self.seeded || !self.holds_changed(&key))
+            && self.keys.get(index as usize) == Some(&self.key[..])
+            && (index as usize >= self.seeded || !self.holds_changed([&v4, &v6], &spread))
         {
             return index;
         }
-        let (v4, v6, lines, spread) = &key;
         let index = self.sets.len() as u32;
         self.sets
-            .push(answer_set([v4, v6], health, steered, lines, spread));
-        self.keys.push(Arc::new(key));
+            .push(answer_set([&v4, &v6], health, steered, lines, &spread));
+        self.keys.push(&self.key);
         self.interned.insert(hash, index);
         index
     }
 
-    /// Whether an answer of `key` holds a node whose state changed since the build before.
-    fn holds_changed(&self, (v4, v6, _, spread): &AnswerKey) -> bool {
+    /// Whether an answer of these picks and spread holds a node whose state changed since
+    /// the build before.
+    fn holds_changed(&self, [v4, v6]: [&Pick; 2], spread: &[Spread; 2]) -> bool {
         let nodes = (v4.nodes.iter().chain(&v6.nodes))
             .chain(spread.iter().flat_map(|s| s.group.iter().chain(&s.standby)));
         nodes
@@ -679,6 +686,43 @@ impl Answers<'_> {
             .into_iter()
             .filter(|id| !picked.nodes.contains(id) && !group.contains(id))
             .collect()
+    }
+}
+
+/// Writes into `key` what makes answers one (the [`AnswerKeys`] of a table): per family
+/// (IPv4, IPv6) the pick's flags and the lengths of its nodes, spread group and standbys,
+/// then those nodes; then each carrier line's node and address. Node ids fit a word: a
+/// policy of at most `MAX_POLICY_BYTES` holds far fewer nodes.
+fn answer_key(
+    key: &mut Vec<u32>,
+    picks: [&Pick; 2],
+    lines: &[(NodeId, IpAddr)],
+    spread: &[Spread; 2],
+) {
+    let word = |n: usize| n as u32;
+    key.clear();
+    for (pick, Spread { group, standby }) in picks.into_iter().zip(spread) {
+        let flags = u32::from(pick.degraded) | u32::from(pick.servfail) << 1;
+        key.extend([
+            flags,
+            word(pick.nodes.len()),
+            word(group.len()),
+            word(standby.len()),
+        ]);
+        key.extend((pick.nodes.iter().chain(group).chain(standby)).map(|&id| word(id)));
+    }
+    key.push(word(lines.len()));
+    for &(id, ip) in lines {
+        let (family, octets) = match ip {
+            IpAddr::V4(v4) => (4, v4.to_ipv6_mapped().octets()),
+            IpAddr::V6(v6) => (6, v6.octets()),
+        };
+        key.extend([word(id), family]);
+        key.extend(
+            octets
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+        );
     }
 }
 
@@ -1429,6 +1473,7 @@ mod tests {
     use crate::random::XorShift;
     use crate::steer::policy_availability;
     use crate::steer::score::node_score;
+    use crate::steer::spread::UNSPREAD;
     use crate::steer::{DampingState, rank_all};
 
     use crate::geo::{Coordinates, CountryTable};
@@ -1857,6 +1902,64 @@ mod tests {
             ahead > 0,
             "nothing was ranked ahead: carrying it went untested"
         );
+    }
+
+    /// Picks are one answer only where everything an answer is made from agrees: the same
+    /// nodes on other carrier lines (another node's, another address, another family) are
+    /// other answers, and the same lines again (in another allocation) the same answer.
+    #[test]
+    fn picks_on_other_carrier_lines_are_other_answers() {
+        let nodes = vec![
+            node(&["192.0.2.1", "192.0.2.101"], &[("192.0.2.101", 64500)]),
+            node(&["192.0.2.2"], &[]),
+        ];
+        let (health, steered) = (all_up(&nodes), steered());
+        let mut answers = Answers::new(&steered, &health);
+        let lines = |lines: &[(NodeId, &str)]| -> Vec<CarrierChoice> {
+            let choice = |(id, ip): &(NodeId, &str)| (*id, ip.parse().unwrap());
+            vec![lines.iter().map(choice).collect()]
+        };
+        let choices: Vec<Vec<CarrierChoice>> = vec![
+            lines(&[]),
+            lines(&[(0, "192.0.2.101")]),
+            lines(&[(0, "192.0.2.1")]),
+            lines(&[(1, "192.0.2.101")]),
+            lines(&[(0, "::ffff:192.0.2.101")]),
+            lines(&[(0, "192.0.2.101"), (1, "192.0.2.2")]),
+        ];
+        let ranked: [&[NodeId]; 2] = [&[0, 1], &[0, 1]];
+        let first: Vec<u32> = (choices.iter())
+            .map(|c| answers.of(ranked, &c[0], UNSPREAD))
+            .collect();
+        let distinct: std::collections::HashSet<u32> = first.iter().copied().collect();
+        assert_eq!(distinct.len(), choices.len(), "{first:?}");
+        let again: Vec<u32> = (choices.iter())
+            .map(|c| answers.of(ranked, &c[0].iter().copied().collect(), UNSPREAD))
+            .collect();
+        assert_eq!(again, first);
+        let reversed = answers.of([&[1, 0], &[1, 0]], &choices[0][0], UNSPREAD);
+        assert!(
+            !first.contains(&reversed),
+            "another order is another answer"
+        );
+        // The same nodes picked, once past a node that is down (degraded: a shorter TTL)
+        // and once not, are two answers.
+        let nodes = vec![node(&["192.0.2.1"], &[]); 3];
+        let availability = [Availability::Up, Availability::HealthDown, Availability::Up];
+        let health = PickInputs {
+            availability: &availability,
+            ..all_up(&nodes)
+        };
+        let degrading = SteeredName {
+            degraded_ttl: Some(5),
+            ..steered.clone()
+        };
+        (answers.health, answers.steered) = (&health, &degrading);
+        let past_down = answers.of([&[0, 1, 2], &[]], &choices[0][0], UNSPREAD);
+        let not = answers.of([&[0, 2, 1], &[]], &choices[0][0], UNSPREAD);
+        let [past_down, not] = [past_down, not].map(|a| &answers.sets[a as usize].a);
+        assert_eq!(past_down.nodes, not.nodes);
+        assert_ne!(past_down.bodies, not.bodies, "the TTLs differ");
     }
 
     #[test]

@@ -13,10 +13,9 @@ use crate::net::Family;
 use crate::net::subnets::SubnetRules;
 use crate::policy::{NodeId, RecordType};
 use crate::runs::RunArray;
+use crate::steer::Availability;
 use crate::steer::regions::RankedStart;
-use crate::steer::table::CarrierChoice;
 use crate::steer::table::column_of;
-use crate::steer::{Availability, Pick};
 
 /// Everything a query reads, built together and swapped as one.
 #[derive(Debug)]
@@ -459,7 +458,7 @@ pub struct SteeredTable {
     pub(crate) node_states: Arc<[NodeState]>,
     /// What each answer was made from, by index: a later build with some nodes changed
     /// keeps the answers of classes that do not hold them and interns new picks among these.
-    pub(crate) answer_keys: Arc<[Arc<AnswerKey>]>,
+    pub(crate) answer_keys: Arc<AnswerKeys>,
     /// By the hash of each answer's key, its index: a later build interns new picks among
     /// these without hashing every key again.
     pub(crate) answer_index: Arc<AnswerIndex>,
@@ -567,9 +566,46 @@ pub(crate) type SplitRun = (u32, u32, u32);
 /// `HealthyStarts::of_column` value of a column no split cell needed.
 pub(crate) const NOT_RANKED: u32 = u32::MAX;
 
-/// What makes answers one: the picks (IPv4, IPv6), the carrier lines, and how each family
-/// spreads.
-pub(crate) type AnswerKey = (Pick, Pick, CarrierChoice, [Spread; 2]);
+/// What each answer of a table was made from (its picks, carrier lines and spread, as
+/// `build::answer_key` writes them), one key after another in one buffer: a later build
+/// compares a new pick with a key in one slice, reading one place, and takes them all over
+/// in one copy, where keys of their own would be a pointer chase each.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AnswerKeys {
+    words: Vec<u32>,
+    /// Where each key's words end.
+    ends: Vec<u32>,
+}
+
+impl AnswerKeys {
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The words of key `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<&[u32]> {
+        let end = *self.ends.get(index)? as usize;
+        let start =
+            (index.checked_sub(1).and_then(|i| self.ends.get(i))).map_or(0, |&e| e as usize);
+        self.words.get(start..end)
+    }
+
+    pub(crate) fn push(&mut self, key: &[u32]) {
+        self.words.extend_from_slice(key);
+        self.ends.push(self.words.len() as u32);
+    }
+
+    /// Keeps the keys `kept` (by index), in order.
+    pub(crate) fn retain(&mut self, kept: &[bool]) {
+        let mut retained = AnswerKeys::default();
+        for (index, _) in kept.iter().enumerate().filter(|(_, k)| **k) {
+            if let Some(key) = self.get(index) {
+                retained.push(key);
+            }
+        }
+        *self = retained;
+    }
+}
 
 /// An answer key's hash → the index of the answer made from it. Two keys of one hash keep
 /// the later one: the earlier is then made again when met, never confused with it.
