@@ -18,7 +18,7 @@ use geosteer::random::XorShift;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use geosteer::answer::build;
+use geosteer::answer::{Before, build};
 use geosteer::geo::GeoDb;
 use geosteer::steer::{DampingState, policy_availability, rank_all};
 
@@ -297,7 +297,8 @@ fn server_parts(text: &str, geo_path: &std::path::Path, nodes: usize, rng: &mut 
 
 /// `PART=changes`: the server's changes in process, without the admin round trip: the
 /// last `DOWN` nodes down, then 20 times a node down and the same node back, each built from
-/// the build before as the publisher builds; the times of each kind.
+/// the build before (and the one before it, which the node back takes back) as the
+/// publisher builds; the times of each kind.
 fn changes_in_process(
     zones: &[geosteer::policy::Zone],
     geo: &Arc<GeoDb>,
@@ -323,7 +324,10 @@ fn changes_in_process(
     // Down one by one, each built from the build before, as the server's set-up goes.
     for node in nodes - down..nodes {
         states[0][node] = Availability::AdminDown;
-        let before = (&previous, None);
+        let before = Before {
+            last: Some(&previous),
+            ..Before::default()
+        };
         previous = geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
     }
     if std::env::var("STATS").is_ok() {
@@ -338,6 +342,10 @@ fn changes_in_process(
     let ahead_on = std::env::var("AHEAD").map_or(true, |v| v != "0");
     let ahead_unused = std::env::var("AHEAD").is_ok_and(|v| v == "2");
     let mut ahead = None;
+    // `UNDONE=0`: without the build before last, so a node back is built as a change of its
+    // own rather than taken back (what a node back costs after other changes).
+    let undone_on = std::env::var("UNDONE").map_or(true, |v| v != "0");
+    let mut undone = None;
     for _ in 0..changes {
         // `NODE`: that node every time, to profile one change's cost.
         let node = (std::env::var("NODE").ok().and_then(|n| n.parse().ok()))
@@ -353,7 +361,11 @@ fn changes_in_process(
             let ahead_ms = ms(ranking_ahead.elapsed());
             states[0][node] = state;
             let started = Instant::now();
-            let before = (&previous, ahead.as_ref().filter(|_| !ahead_unused));
+            let before = Before {
+                last: Some(&previous),
+                undone: undone.as_ref().filter(|_| undone_on),
+                ahead: ahead.as_ref().filter(|_| !ahead_unused),
+            };
             let snapshot =
                 geosteer::answer::rebuild(zones, Arc::clone(geo), &rankings, &states, before);
             times.push(started.elapsed());
@@ -363,7 +375,7 @@ fn changes_in_process(
                     ms(started.elapsed())
                 );
             }
-            previous = snapshot;
+            undone = Some(std::mem::replace(&mut previous, snapshot));
         }
     }
     let line = |mut times: Vec<Duration>| {

@@ -34,37 +34,53 @@ pub fn build(
     rankings: &Rankings,
     availability: &[Vec<Availability>],
 ) -> Snapshot {
-    build_with_lines(zones, geo, rankings, availability, &[], (None, None))
+    build_with_lines(zones, geo, rankings, availability, &[], Before::default())
 }
 
-/// [`build`] after a health change, as the publisher builds: the tables of `previous` (a
-/// build for the same zones and rankings) whose nodes' states did not change are kept, and
-/// the rest start from theirs and from what was ranked `ahead` of them
-/// ([`crate::answer::rank_ahead_of`]). For benchmarks of a change's cost.
+/// What a build starts from. Tables of the `last` snapshot (built for the same zones) whose
+/// nodes' states did not change are kept, and the rest start from theirs and from what was
+/// ranked `ahead` of them ([`crate::answer::rank_ahead_of`]). A table of the snapshot
+/// before it (`undone`) whose nodes are back in the states it was built for is taken back
+/// whole: a change undone (a flap, a drain cancelled) costs no build.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Before<'a> {
+    /// The snapshot published last.
+    pub last: Option<&'a Snapshot>,
+    /// The snapshot published before `last`.
+    pub undone: Option<&'a Snapshot>,
+    /// What was ranked ahead of `last`.
+    pub ahead: Option<&'a Ahead>,
+}
+
+/// [`build`] after a health change, as the publisher builds, from what was built `before`
+/// ([`Before`]). For benchmarks of a change's cost.
 pub fn rebuild(
     zones: &[Zone],
     geo: Arc<GeoDb>,
     rankings: &Rankings,
     availability: &[Vec<Availability>],
-    (previous, ahead): (&Snapshot, Option<&Ahead>),
+    before: Before,
 ) -> Snapshot {
-    let previous = (Some(previous), ahead);
-    build_with_lines(zones, geo, rankings, availability, &[], previous)
+    build_with_lines(zones, geo, rankings, availability, &[], before)
 }
 
 /// [`build`], with the carrier lines found down: `down_lines[zone][node]` has bit `i` set
 /// when the node's `i`-th address fails its own check (missing entries: every line up).
-/// Answers name a node by its lines that are up. A steered name of `previous` built from
-/// the same ranking and the same states of its nodes is kept, not picked again: a health
-/// change rebuilds only the names that can answer with the node; and healthy starts
-/// ranked `ahead` of it for `previous` spare ranking the cells a failure splits.
-pub(super) fn build_with_lines(
+/// Answers name a node by its lines that are up. A steered name of the last snapshot built
+/// from the same ranking and the same states of its nodes is kept, not picked again: a
+/// health change rebuilds only the names that can answer with the node; and healthy starts
+/// ranked `ahead` of it spare ranking the cells a failure splits.
+pub(super) fn build_with_lines<'a>(
     zones: &[Zone],
     geo: Arc<GeoDb>,
     rankings: &Rankings,
     availability: &[Vec<Availability>],
     down_lines: &[Vec<u64>],
-    (previous, ahead): (Option<&Snapshot>, Option<&Ahead>),
+    Before {
+        last,
+        undone,
+        ahead,
+    }: Before<'a>,
 ) -> Snapshot {
     let mut built: Vec<ZoneAnswers> = zones
         .iter()
@@ -73,7 +89,8 @@ pub(super) fn build_with_lines(
             let mut answers = build_zone(i, zone);
             let availability = availability.get(i).map_or(&[][..], Vec::as_slice);
             let down_lines = down_lines.get(i).map_or(&[][..], Vec::as_slice);
-            let before = previous.and_then(|p| p.zones.iter().find(|z| z.origin == answers.origin));
+            let zone_of = |s: &'a Snapshot| s.zones.iter().find(|z| z.origin == answers.origin);
+            let (before, undone) = (last.and_then(zone_of), undone.and_then(zone_of));
             let keys = draw_keys(zone);
             // Names to pick again, side by side on every core; the rest are kept.
             let mut tables: Vec<Option<SteeredTable>> = Vec::new();
@@ -81,15 +98,17 @@ pub(super) fn build_with_lines(
             for (n, (steered, ranking)) in zone.steered.iter().zip(rankings.of_zone(i)).enumerate()
             {
                 let states = node_states(steered, availability, down_lines);
-                // The table built before from the same ranking, if any: kept whole when its
-                // nodes' states are the same, else the start of the new one.
-                let before = before
-                    .and_then(|z| match z.names.get(&name_key(&steered.name)) {
-                        Some(NameNode::Steered(t)) => Some(t),
-                        _ => None,
-                    })
-                    .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows));
-                let kept = before.filter(|t| t.node_states == states);
+                // The table built last from the same ranking, if any: kept whole when its
+                // nodes' states are the same, else the start of the new one; or the one
+                // before it, when a change since is undone.
+                let key = name_key(&steered.name);
+                let table_of = |z: &'a ZoneAnswers| match z.names.get(&key) {
+                    Some(NameNode::Steered(t)) if Arc::ptr_eq(&t.table, &ranking.rows) => Some(t),
+                    _ => None,
+                };
+                let before = before.and_then(table_of);
+                let kept = (before.into_iter().chain(undone.and_then(table_of)))
+                    .find(|t| t.node_states == states);
                 if kept.is_none() {
                     let ahead = before.and_then(|t| ahead?.of_table(i, n, t));
                     stale.push((tables.len(), steered, ranking, states, (before, ahead)));
@@ -1701,7 +1720,11 @@ mod tests {
                 &rankings,
                 &availability,
                 &[],
-                (before.map(|(s, _)| s), ahead.as_ref()),
+                Before {
+                    last: before.map(|(s, _)| s),
+                    ahead: ahead.as_ref(),
+                    ..Before::default()
+                },
             );
             let Some(NameNode::Steered(table)) = snapshot.zones[0]
                 .names
@@ -1998,9 +2021,10 @@ mod tests {
     }
 
     /// A build with the previous snapshot keeps the tables of names that cannot answer with
-    /// the node that changed, and re-picks the others (which then leave the node out).
+    /// the node that changed, and re-picks the others (which then leave the node out); the
+    /// change undone takes the tables before it back, and only then.
     #[test]
-    fn a_health_change_rebuilds_only_the_names_of_the_node() {
+    fn a_health_change_rebuilds_only_the_names_of_the_node_and_undone_takes_them_back() {
         let text = "zone: two.example\nsoa: {primary: ns1.two.example., contact: h.two.example.}\nns: [ns1.two.example.]\ncheck: {type: none}\nnodes:\n  a: {geo: EU-DE, location: [50.1, 8.7], addresses: [192.0.2.1]}\n  b: {geo: EU-FR, location: [48.9, 2.3], addresses: [192.0.2.2]}\n  c: {geo: AS-JP, location: [35.7, 139.7], addresses: [192.0.2.3]}\nsteer:\n  one: {answers: 1, rules: [{nodes: [a, b]}]}\n  two: {answers: 1, rules: [{nodes: [c]}]}\n";
         let zones = vec![
             crate::policy::parse_zone(std::path::Path::new("two.yaml"), text, 1).expect("zone"),
@@ -2015,23 +2039,24 @@ mod tests {
             SystemTime::UNIX_EPOCH,
         );
         let mut availability = policy_availability(&zones);
-        let first = build_with_lines(
-            &zones,
-            Arc::clone(&geo),
-            &rankings,
-            &availability,
-            &[],
-            (None, None),
-        );
+        let build = |availability: &[Vec<Availability>], last, undone| {
+            let before = Before {
+                last,
+                undone,
+                ahead: None,
+            };
+            build_with_lines(
+                &zones,
+                Arc::clone(&geo),
+                &rankings,
+                availability,
+                &[],
+                before,
+            )
+        };
+        let first = build(&availability, None, None);
         availability[0][0] = Availability::HealthDown;
-        let second = build_with_lines(
-            &zones,
-            Arc::clone(&geo),
-            &rankings,
-            &availability,
-            &[],
-            (Some(&first), None),
-        );
+        let second = build(&availability, Some(&first), None);
         let table = |snapshot: &Snapshot, name: &str| -> SteeredTable {
             let key = name_key(&DomainName::parse(name).expect("name"));
             match snapshot.zones[0].names.get(&key) {
@@ -2052,5 +2077,17 @@ mod tests {
         let nodes_of = |t: &SteeredTable| t.select(berlin, &geo).answer.a.nodes.clone();
         assert_eq!(nodes_of(&table(&first, one)), vec![0]);
         assert_eq!(nodes_of(&table(&second, one)), vec![1]);
+        // Back up: the first build's table again, not a new one.
+        availability[0][0] = Availability::Up;
+        let third = build(&availability, Some(&second), Some(&first));
+        let answers_of = |s: &Snapshot| table(s, one).answers;
+        assert!(Arc::ptr_eq(&answers_of(&first), &answers_of(&third)));
+        // Another node down instead: neither table before is taken.
+        availability[0][1] = Availability::HealthDown;
+        for undone in [&first, &second] {
+            let other = build(&availability, Some(&third), Some(undone));
+            assert!(!Arc::ptr_eq(&answers_of(undone), &answers_of(&other)));
+            assert_eq!(nodes_of(&table(&other, one)), vec![0]);
+        }
     }
 }

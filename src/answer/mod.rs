@@ -19,7 +19,7 @@ mod snapshot;
 mod zone;
 
 pub use ahead::rank_ahead_of;
-pub use build::{build, rebuild};
+pub use build::{Before, build, rebuild};
 
 /// Signs the signed zones of a snapshot built by [`build`] (`zones` as given to it) at
 /// `now` (UNIX seconds), as the publisher does after each build; returns the signatures

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use super::ranking::{Prebuild, Prebuilt, Ranked};
 use super::served::Served;
 use crate::answer::ahead::rank_ahead;
+use crate::answer::build::Before;
 use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::metrics as m;
 use crate::policy::Zone;
@@ -93,7 +94,11 @@ pub(super) fn prebuild(
     published: Arc<Snapshot>,
 ) -> Prebuild {
     Box::new(move |ranked: &Ranked, stopped: &dyn Fn() -> bool| {
-        let snapshot = served.snapshot(ranked, states, (Some(&published), None));
+        let before = Before {
+            last: Some(&published),
+            ..Before::default()
+        };
+        let snapshot = served.snapshot(ranked, states, before);
         drop(published);
         let ahead = ranked_ahead(&served.zones, &ranked.rankings, &snapshot, None, stopped);
         Prebuilt {

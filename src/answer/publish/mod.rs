@@ -46,6 +46,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use super::build::Before;
 use super::snapshot::{Ahead, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Report};
@@ -78,6 +79,9 @@ struct Published {
     ahead: ahead::RankingAhead,
     /// Answers built where the rankings in use were ranked, not yet built from.
     prebuilt: Option<ranking::Prebuilt>,
+    /// The answers published before the current ones, for a change that undoes the last
+    /// (a flap, a drain cancelled) to take their tables back; none after a reload.
+    undone: Option<Arc<Snapshot>>,
 }
 
 /// The single writer. Build with [`Publisher::new`], then move it into [`Publisher::run`].
@@ -120,7 +124,7 @@ impl Publisher {
         let served = Served::first(zones, geo, asn);
         let table = NodeTable::new(Arc::clone(&served.zones), nodes, false);
         let states = (table.availability(), table.down_lines());
-        let snapshot = served.snapshot(&ranked, states, (None, None));
+        let snapshot = served.snapshot(&ranked, states, Before::default());
         // The first build is a rebuild too: the series exists from the start, before any change.
         metrics::histogram!(m::REBUILD_SECONDS).record(started.elapsed().as_secs_f64());
         let (plans, _) = watch::channel(Arc::default());
@@ -146,6 +150,7 @@ impl Publisher {
                 view_stored: Instant::now(),
                 ahead: Default::default(),
                 prebuilt: None,
+                undone: None,
             },
             plans,
             outbox,
@@ -529,9 +534,15 @@ impl Publisher {
         let (served, ranked) = (self.served.clone(), self.ranked.clone());
         let states = (self.table.availability(), self.table.down_lines());
         let (previous, ahead) = self.build_from();
+        let undone = self.published.undone.clone();
         let built = tokio::task::spawn_blocking(move || {
             let _building = crate::parallel::building();
-            served.snapshot(&ranked, states, (Some(&previous), ahead.as_deref()))
+            let before = Before {
+                last: Some(&previous),
+                undone: undone.as_deref(),
+                ahead: ahead.as_deref(),
+            };
+            served.snapshot(&ranked, states, before)
         })
         .await;
         let snapshot = match built {
@@ -557,7 +568,10 @@ impl Publisher {
     /// Stores new answers; the view beside them follows, and ranking ahead of them starts.
     fn store_snapshot(&mut self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
-        served::free_aside(self.published.snapshot.swap(Arc::clone(&snapshot)));
+        let replaced = self.published.snapshot.swap(Arc::clone(&snapshot));
+        if let Some(older) = self.published.undone.replace(replaced) {
+            served::free_aside(older);
+        }
         (self.published.ahead).start(&self.served, &self.ranked, snapshot);
         self.published.view_stale = Staleness::Changed;
     }

@@ -32,6 +32,8 @@ impl Publisher {
         );
         self.ranked.challenging = damping.any_challenger();
         self.ranked.damping = Arc::new(damping);
+        // Answers of the policy before are never taken back under this one.
+        self.published.undone = None;
         let zones = Arc::clone(&served.zones);
         self.served = served;
         self.latency = Arc::new(latency);

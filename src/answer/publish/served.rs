@@ -10,8 +10,8 @@ use super::outbox::{FleetPolicy, fleet_zone};
 use super::ranking::Ranked;
 use super::table::NodeTable;
 use super::view::{FleetSummary, StateView};
-use crate::answer::build::build_with_lines;
-use crate::answer::snapshot::{Ahead, ExplainView, Snapshot};
+use crate::answer::build::{Before, build_with_lines};
+use crate::answer::snapshot::{ExplainView, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Health, NodeKey, PlannedCheck};
 use crate::latency::ZoneLatency;
@@ -121,14 +121,14 @@ impl Served {
         }
     }
 
-    /// Its answers, built from `ranked`, `availability` and the carrier lines down; the
-    /// names of `previous` whose inputs did not change are kept, and starts ranked `ahead`
-    /// of it are carried.
+    /// Its answers, built from `ranked`, `availability` and the carrier lines down, and
+    /// from what was built `before` ([`Before`]: tables kept or taken back, starts ranked
+    /// ahead carried).
     pub(super) fn snapshot(
         &self,
         ranked: &Ranked,
         (availability, down_lines): (Vec<Vec<Availability>>, Vec<Vec<u64>>),
-        (previous, ahead): (Option<&Snapshot>, Option<&Ahead>),
+        before: Before,
     ) -> Snapshot {
         let geo = Arc::clone(&self.geo);
         let rankings = &ranked.rankings;
@@ -138,12 +138,12 @@ impl Served {
             rankings,
             &availability,
             &down_lines,
-            (previous, ahead),
+            before,
         );
         let signed = crate::answer::signed::sign_zones(
             &mut snapshot,
             &self.zones,
-            previous,
+            before.last,
             super::unix_seconds(std::time::SystemTime::now()) as u64,
         );
         if signed > 0 {

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use super::table::NodeEvent;
 use super::view::Staleness;
 use super::{FleetKey, Outbox, Override, Publisher};
+use crate::answer::build::Before;
 use crate::loader::Sources;
 use crate::metrics as m;
 
@@ -49,7 +50,7 @@ impl Publisher {
         let snapshot = self.served.snapshot(
             &self.ranked,
             (self.table.availability(), self.table.down_lines()),
-            (None, None),
+            Before::default(),
         );
         self.store_snapshot(snapshot);
         self.store_view();
