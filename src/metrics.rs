@@ -41,6 +41,9 @@ pub const AHEAD_SECONDS: &str = "geosteer_ahead_seconds";
 /// From a node's availability changing (health or operator) to the answers reflecting it
 /// being published: rebuild time plus any wait to coalesce a burst.
 pub const CHANGE_PUBLISH_SECONDS: &str = "geosteer_change_publish_seconds";
+/// Steered names' tables per build, by how each came to be: `built` anew, `kept` from the
+/// last build, or `taken_back` from the one before it (a change undone).
+pub const STEERED_TABLES: &str = "geosteer_steered_tables_total";
 /// DNSSEC signatures made by answer builds (kept signatures are not counted).
 pub const SIGNATURES_MADE: &str = "geosteer_dnssec_signatures_made_total";
 /// Reloads of policy and databases, by result (`ok`, `error`).
@@ -145,6 +148,10 @@ pub fn describe() {
         CHANGE_PUBLISH_SECONDS,
         metrics::Unit::Seconds,
         "From a node availability change to the answers reflecting it being published."
+    );
+    describe_counter!(
+        STEERED_TABLES,
+        "Steered names' tables per answer build, by how each came to be: built anew, kept from the last build, or taken back from the one before it (a change undone)."
     );
     describe_counter!(
         SIGNATURES_MADE,

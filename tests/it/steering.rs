@@ -276,8 +276,8 @@ fn forty_nodes(down: &[usize]) -> String {
 
 /// Failures one after another, each built from the build before and from the healthy
 /// starts ranked ahead of it while the server waited (a failure that splits classes
-/// carries those): every client gets the answer a server started with those nodes down
-/// gives.
+/// carries those), and a flap whose changes take the tables before them back: every client
+/// gets the answer a server started with those nodes down gives.
 #[test]
 fn failures_built_on_starts_ranked_ahead_answer_as_a_fresh_start() {
     let geo = repo("geo/dbip-country.mmdb");
@@ -291,8 +291,18 @@ fn failures_built_on_starts_ranked_ahead_answer_as_a_fresh_start() {
             (21, "force-down"),
             (4, "obey"),
             (33, "force-down"),
+            // A flap: the tables before each change are taken back, not built.
+            (33, "obey"),
+            (33, "force-down"),
         ])
         .collect();
+    let taken_back = || {
+        let samples = scrape(&live);
+        samples
+            .get("geosteer_steered_tables_total{how=\"taken_back\"}")
+            .copied()
+    };
+    assert_eq!(taken_back(), Some(0.0));
     for (node, action) in steps {
         let ranked_before = metric_sum(&scrape(&live), "geosteer_ahead_seconds_count");
         let path = format!("/nodes/big.example/n{node}/{action}");
@@ -307,6 +317,7 @@ fn failures_built_on_starts_ranked_ahead_answer_as_a_fresh_start() {
             }
         });
     }
+    assert_eq!(taken_back(), Some(2.0), "the flap's two changes");
     down.extend([12, 21, 33]);
     down.retain(|&i| i != 4);
     let fresh = Server::start(&zone_dir("ahead-fresh", &forty_nodes(&down)), &geo, &[]);

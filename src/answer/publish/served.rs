@@ -11,7 +11,7 @@ use super::ranking::Ranked;
 use super::table::NodeTable;
 use super::view::{FleetSummary, StateView};
 use crate::answer::build::{Before, build_with_lines};
-use crate::answer::snapshot::{ExplainView, Snapshot};
+use crate::answer::snapshot::{ExplainView, NameNode, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Health, NodeKey, PlannedCheck};
 use crate::latency::ZoneLatency;
@@ -61,6 +61,36 @@ pub(super) fn register_series() {
     }
     for result in ["applied", "rejected"] {
         metrics::counter!(m::FEED_BATCHES, "result" => result).increment(0);
+    }
+    for how in ["built", "kept", "taken_back"] {
+        metrics::counter!(m::STEERED_TABLES, "how" => how).increment(0);
+    }
+}
+
+/// Counts the steered tables of `snapshot` by how each came to be: the same answers as a
+/// table of the last snapshot (kept), or of the one before it (taken back), else built.
+fn count_tables(snapshot: &Snapshot, before: Before) {
+    let (mut kept, mut taken_back, mut built) = (0u64, 0u64, 0u64);
+    for zone in &snapshot.zones {
+        for (owner, node) in &zone.names {
+            let NameNode::Steered(table) = node else {
+                continue;
+            };
+            let same_in = |other: Option<&Snapshot>| {
+                let zone = other.and_then(|s| s.zones.iter().find(|z| z.origin == zone.origin));
+                zone.and_then(|z| z.names.get(owner)).is_some_and(|n| {
+                    matches!(n, NameNode::Steered(t) if Arc::ptr_eq(&t.answers, &table.answers))
+                })
+            };
+            match (same_in(before.last), same_in(before.undone)) {
+                (true, _) => kept += 1,
+                (false, true) => taken_back += 1,
+                (false, false) => built += 1,
+            }
+        }
+    }
+    for (how, count) in [("built", built), ("kept", kept), ("taken_back", taken_back)] {
+        metrics::counter!(m::STEERED_TABLES, "how" => how).increment(count);
     }
 }
 
@@ -140,6 +170,7 @@ impl Served {
             &down_lines,
             before,
         );
+        count_tables(&snapshot, before);
         let signed = crate::answer::signed::sign_zones(
             &mut snapshot,
             &self.zones,
