@@ -346,6 +346,7 @@ fn changes_in_process(
     // own rather than taken back (what a node back costs after other changes).
     let undone_on = std::env::var("UNDONE").map_or(true, |v| v != "0");
     let mut undone = None;
+    let mut ahead_undone = None;
     for _ in 0..changes {
         // `NODE`: that node every time, to profile one change's cost.
         let node = (std::env::var("NODE").ok().and_then(|n| n.parse().ok()))
@@ -355,9 +356,16 @@ fn changes_in_process(
             (Availability::Up, &mut ups),
         ] {
             let ranking_ahead = Instant::now();
-            let from = (&previous, ahead.as_ref());
-            ahead =
+            // From what was ranked ahead of the last two builds, as the publisher does (a
+            // node back takes the tables of the build before last back).
+            let ranked: Vec<&geosteer::answer::Ahead> = ahead
+                .iter()
+                .chain(ahead_undone.iter().filter(|_| undone_on))
+                .collect();
+            let from = (&previous, &ranked[..]);
+            let next =
                 ahead_on.then(|| geosteer::answer::rank_ahead_of(zones, &rankings, &states, from));
+            ahead_undone = std::mem::replace(&mut ahead, next);
             let ahead_ms = ms(ranking_ahead.elapsed());
             states[0][node] = state;
             let started = Instant::now();

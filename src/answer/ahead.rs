@@ -24,13 +24,13 @@ use crate::steer::{Availability, Rankings};
 
 /// What the publisher ranks ahead after a build, for a snapshot built by
 /// [`crate::answer::build`] or [`crate::answer::rebuild`] (`zones`, `rankings` and
-/// `availability` as given to it), from what was ranked ahead `before` (of an earlier
-/// snapshot): for benchmarks of what it spares the next change.
+/// `availability` as given to it), from what was ranked ahead `before` (of the last
+/// snapshots, newest first): for benchmarks of what it spares the next change.
 pub fn rank_ahead_of(
     zones: &[Zone],
     rankings: &Rankings,
     availability: &[Vec<Availability>],
-    (snapshot, before): (&Snapshot, Option<&Ahead>),
+    (snapshot, before): (&Snapshot, &[&Ahead]),
 ) -> Ahead {
     let built_with = (availability, &[][..]);
     rank_ahead(zones, rankings, built_with, snapshot, before, || false)
@@ -41,14 +41,16 @@ pub fn rank_ahead_of(
 pub(crate) type BuiltWith<'a> = (&'a [Vec<Availability>], &'a [Vec<u64>]);
 
 /// Ranks ahead for the steered tables of `snapshot`, built for `zones` from `rankings` with
-/// `built_with`. Tables that `before` ranked ahead of are taken from it. Stops between
-/// names once `stopped` (a change waits to be built), with what it has.
+/// `built_with`. Tables that one of `before` (what was ranked ahead of the last snapshots,
+/// newest first) ranked ahead of are taken from it, as they are when a change undone takes
+/// a table back; the others carry from the newest. Stops between names once `stopped` (a
+/// change waits to be built), with what it has.
 pub(crate) fn rank_ahead(
     zones: &[Zone],
     rankings: &Rankings,
     built_with: BuiltWith,
     snapshot: &Snapshot,
-    before: Option<&Ahead>,
+    before: &[&Ahead],
     stopped: impl Fn() -> bool,
 ) -> Ahead {
     let (availability, down_lines) = built_with;
@@ -70,9 +72,13 @@ pub(crate) fn rank_ahead(
                     _ => None,
                 })
                 .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows));
-            let then = before.and_then(|b| b.zones.get(i)?.get(n)?.as_ref());
+            let ranked: Vec<&Arc<AheadOfTable>> = (before.iter())
+                .filter_map(|b| b.zones.get(i)?.get(n)?.as_ref())
+                .collect();
+            let then = ranked.first().copied();
             let entry = table.and_then(|table| {
-                let kept = then.filter(|e| Arc::ptr_eq(&e.node_states, &table.node_states));
+                let kept = (ranked.iter().copied())
+                    .find(|e| Arc::ptr_eq(&e.node_states, &table.node_states));
                 if let Some(kept) = kept {
                     return Some(Arc::clone(kept));
                 }

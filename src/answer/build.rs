@@ -1709,7 +1709,8 @@ mod tests {
             // Ranked ahead from what was ranked ahead of the build before that, as the
             // publisher does.
             let ahead = before.filter(|_| n % 4 == 3).map(|(snapshot, then)| {
-                let from = (snapshot, ahead_before.as_ref());
+                let from = (snapshot, Vec::from_iter(ahead_before.as_ref()));
+                let from = (from.0, &from.1[..]);
                 let ahead = crate::answer::rank_ahead_of(zones, &rankings, then, from);
                 carried_ahead += ahead.starts();
                 ahead

@@ -23,6 +23,8 @@ pub(super) struct RankingAhead {
     running: Option<oneshot::Receiver<Ahead>>,
     /// The newest finished: for the snapshot published then (its tables tell by identity).
     done: Option<Arc<Ahead>>,
+    /// The one finished before it: its tables come back when a change is undone.
+    earlier: Option<Arc<Ahead>>,
 }
 
 impl RankingAhead {
@@ -30,21 +32,29 @@ impl RankingAhead {
     /// build from and to start the next ranking ahead from; stops the job running.
     pub(super) fn adopt(&mut self, ahead: Arc<Ahead>) {
         self.running = None;
-        self.done = Some(ahead);
+        self.finished(ahead);
+    }
+
+    fn finished(&mut self, ahead: Arc<Ahead>) {
+        self.earlier = self.done.replace(ahead);
     }
 
     /// Before a build: stops the job running (the build needs the cores) and gives what
     /// was last ranked ahead.
     pub(super) fn for_build(&mut self) -> Option<Arc<Ahead>> {
         if let Some(Ok(ahead)) = self.running.take().map(|mut r| r.try_recv()) {
-            self.done = Some(Arc::new(ahead));
+            self.finished(Arc::new(ahead));
         }
         self.done.clone()
     }
 
     /// After `snapshot` is stored: ranks ahead of its tables on a thread of its own.
     pub(super) fn start(&mut self, served: &Served, ranked: &Ranked, snapshot: Arc<Snapshot>) {
-        let before = self.for_build();
+        let before: Vec<Arc<Ahead>> = self
+            .for_build()
+            .into_iter()
+            .chain(self.earlier.clone())
+            .collect();
         let (zones, rankings) = (Arc::clone(&served.zones), Arc::clone(&ranked.rankings));
         let (done, result) = oneshot::channel();
         self.running = Some(result);
@@ -56,7 +66,8 @@ impl RankingAhead {
                 #[allow(clippy::disallowed_methods)]
                 let started = Instant::now();
                 let stopped = || done.is_closed();
-                let ahead = ranked_ahead(&zones, &rankings, &snapshot, before.as_deref(), stopped);
+                let before: Vec<&Ahead> = before.iter().map(|a| &**a).collect();
+                let ahead = ranked_ahead(&zones, &rankings, &snapshot, &before, stopped);
                 if !done.is_closed() {
                     metrics::histogram!(m::AHEAD_SECONDS).record(started.elapsed().as_secs_f64());
                 }
@@ -75,7 +86,7 @@ fn ranked_ahead(
     zones: &[Zone],
     rankings: &Rankings,
     snapshot: &Snapshot,
-    before: Option<&Ahead>,
+    before: &[&Ahead],
     stopped: impl Fn() -> bool,
 ) -> Ahead {
     let Some(explain) = snapshot.explain.as_deref() else {
@@ -100,7 +111,7 @@ pub(super) fn prebuild(
         };
         let snapshot = served.snapshot(ranked, states, before);
         drop(published);
-        let ahead = ranked_ahead(&served.zones, &ranked.rankings, &snapshot, None, stopped);
+        let ahead = ranked_ahead(&served.zones, &ranked.rankings, &snapshot, &[], stopped);
         Prebuilt {
             rankings: Arc::clone(&ranked.rankings),
             snapshot: Arc::new(snapshot),
