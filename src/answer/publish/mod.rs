@@ -14,7 +14,8 @@
 //! answers are rebuilt at most once for the whole burst — and only if some node's
 //! availability or the rankings changed. Queries never wait: they read the previous
 //! snapshot until the store. Commands are answered after the store, so a caller that gets
-//! its reply knows the next query (and the next read of the view) sees the change.
+//! its reply knows the next query (and the next read of the view) sees the change; a reply
+//! waits for the availability changes pending, not for new rankings due after them.
 // The publisher owns time: it reads the clock and passes it to the pure parts (the node
 // table, the scheduler, node carry-over, feed validation).
 #![allow(clippy::disallowed_methods)]
@@ -282,7 +283,7 @@ impl Publisher {
                 self.publish(publication).await;
             }
             self.store_view();
-            if !self.schedule.pending() {
+            if !self.schedule.availability_pending() {
                 for reply in replies.drain(..) {
                     reply(&self);
                 }

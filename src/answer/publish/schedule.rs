@@ -96,9 +96,15 @@ impl Schedule {
         self.dirty |= changed || self.availability || self.rerank;
     }
 
-    /// Whether something waits to be published: replies to operators wait until it is.
+    /// Whether something waits to be published.
     pub(super) fn pending(&self) -> bool {
         self.dirty
+    }
+
+    /// Whether an availability change waits to be published: replies to operators wait
+    /// until it is, and only for that (new rankings due next do not hold them).
+    pub(super) fn availability_pending(&self) -> bool {
+        self.availability
     }
 
     /// Whether a ranking runs in the background.
@@ -177,6 +183,20 @@ mod tests {
         assert_eq!(schedule.take(Instant::now()), Some(availability_only()));
         assert!(!schedule.pending());
         assert_eq!(schedule.take(Instant::now() + MIN_REBUILD_GAP), None);
+    }
+
+    /// Replies wait for a pending availability change, not for new rankings due after it.
+    #[tokio::test(start_paused = true)]
+    async fn only_a_pending_availability_change_holds_replies() {
+        let mut schedule = Schedule::new(Instant::now());
+        schedule.availability_changed();
+        assert!(schedule.availability_pending());
+        schedule.take(Instant::now()).expect("published at once");
+        assert!(!schedule.availability_pending());
+        schedule.ranking_finished(true);
+        assert!(schedule.pending() && !schedule.availability_pending());
+        schedule.availability_changed();
+        assert!(schedule.availability_pending(), "inside the gap: held");
     }
 
     /// New rankings alone wait out the gap after any publication, but start none for
