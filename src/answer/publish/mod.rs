@@ -587,6 +587,6 @@ impl Publisher {
         (published.view_stale, published.view_stored) = (Staleness::Fresh, Instant::now());
         let last_reload = self.last_reload.clone();
         let view = (self.served).view(&self.table, &self.ranked, &self.latency, last_reload);
-        self.published.view.store(Arc::new(view));
+        served::free_aside(self.published.view.swap(Arc::new(view)));
     }
 }
