@@ -13,7 +13,7 @@ use super::build::{
     rank_healthy_starts, rows_of_group, split_columns, union_of,
 };
 use super::snapshot::{
-    Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, NameNode, Snapshot, SteeredTable,
+    Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, Snapshot, SteeredTable,
 };
 use super::zone::name_key;
 use crate::geo::GeoDb;
@@ -57,7 +57,7 @@ pub(crate) fn rank_ahead(
     let mut ahead = Ahead::default();
     for (i, zone) in zones.iter().enumerate() {
         let origin = name_key(&zone.origin);
-        let answers = snapshot.zones.iter().find(|z| z.origin == origin);
+        let answers = snapshot.zone(&origin);
         let keys = draw_keys(zone);
         let lists = (
             availability.get(i).map_or(&[][..], Vec::as_slice),
@@ -67,10 +67,7 @@ pub(crate) fn rank_ahead(
         let mut names = Vec::with_capacity(zone.steered.len());
         for (n, (steered, ranking)) in zone.steered.iter().zip(rankings.of_zone(i)).enumerate() {
             let table = answers
-                .and_then(|z| match z.names.get(&name_key(&steered.name)) {
-                    Some(NameNode::Steered(t)) => Some(t),
-                    _ => None,
-                })
+                .and_then(|z| z.steered(&name_key(&steered.name)))
                 .filter(|t| Arc::ptr_eq(&t.table, &ranking.rows));
             let ranked: Vec<&Arc<AheadOfTable>> = (before.iter())
                 .filter_map(|b| b.zones.get(i)?.get(n)?.as_ref())

@@ -89,7 +89,7 @@ pub(super) fn build_with_lines<'a>(
             let mut answers = build_zone(i, zone);
             let availability = availability.get(i).map_or(&[][..], Vec::as_slice);
             let down_lines = down_lines.get(i).map_or(&[][..], Vec::as_slice);
-            let zone_of = |s: &'a Snapshot| s.zones.iter().find(|z| z.origin == answers.origin);
+            let zone_of = |s: &'a Snapshot| s.zone(&answers.origin);
             let (before, undone) = (last.and_then(zone_of), undone.and_then(zone_of));
             let keys = draw_keys(zone);
             // Names to pick again, side by side on every core; the rest are kept.
@@ -102,9 +102,8 @@ pub(super) fn build_with_lines<'a>(
                 // nodes' states are the same, else the start of the new one; or the one
                 // before it, when a change since is undone.
                 let key = name_key(&steered.name);
-                let table_of = |z: &'a ZoneAnswers| match z.names.get(&key) {
-                    Some(NameNode::Steered(t)) if Arc::ptr_eq(&t.table, &ranking.rows) => Some(t),
-                    _ => None,
+                let table_of = |z: &'a ZoneAnswers| {
+                    (z.steered(&key)).filter(|t| Arc::ptr_eq(&t.table, &ranking.rows))
                 };
                 let before = before.and_then(table_of);
                 let kept = (before.into_iter().chain(undone.and_then(table_of)))
@@ -2060,10 +2059,10 @@ mod tests {
         let second = build(&availability, Some(&first), None);
         let table = |snapshot: &Snapshot, name: &str| -> SteeredTable {
             let key = name_key(&DomainName::parse(name).expect("name"));
-            match snapshot.zones[0].names.get(&key) {
-                Some(NameNode::Steered(t)) => t.clone(),
-                _ => panic!("{name} is not steered"),
-            }
+            let table = snapshot.zones[0].steered(&key);
+            table
+                .unwrap_or_else(|| panic!("{name} is not steered"))
+                .clone()
         };
         let (one, two) = ("one.two.example.", "two.two.example.");
         assert!(Arc::ptr_eq(

@@ -42,7 +42,7 @@ pub(super) fn sign_zones(
         };
         let zone = &zones[answers.index];
         let before = previous
-            .and_then(|p| p.zones.iter().find(|z| z.origin == answers.origin))
+            .and_then(|p| p.zone(&answers.origin))
             .and_then(|z| z.signed.as_ref());
         let mut signer = Signer::new(signing, before.map(|b| &*b.cache), now);
         add_apex_keys(answers, zone, signing);
@@ -295,16 +295,13 @@ fn sign_static(answers: &mut ZoneAnswers, signer: &mut Signer) {
 /// signs only the answers it made new); a table whose answers are the previous ones keeps
 /// them all.
 fn sign_steered(answers: &mut ZoneAnswers, signer: &mut Signer, previous: Option<&Snapshot>) {
-    let before = previous.and_then(|p| p.zones.iter().find(|z| z.origin == answers.origin));
+    let before = previous.and_then(|p| p.zone(&answers.origin));
     for (owner, node) in answers.names.iter_mut() {
         let NameNode::Steered(table) = node else {
             continue;
         };
         let old = before
-            .and_then(|z| match z.names.get(owner) {
-                Some(NameNode::Steered(t)) => Some(t),
-                _ => None,
-            })
+            .and_then(|z| z.steered(owner))
             .filter(|t| t.signatures.len() == t.answers.len() && !t.answers.is_empty());
         if let Some(old) = old.filter(|t| Arc::ptr_eq(&t.answers, &table.answers)) {
             table.signatures = Arc::clone(&old.signatures);

@@ -50,6 +50,11 @@ pub struct ExplainView {
 }
 
 impl Snapshot {
+    /// The answers of the zone of `origin` (lowercase wire form).
+    pub(crate) fn zone(&self, origin: &[u8]) -> Option<&ZoneAnswers> {
+        self.zones.iter().find(|z| *z.origin == *origin)
+    }
+
     /// Explains the answer `name` gets for a client (an ECS subnet's address when there is
     /// one) from the inputs these tables were built from: what the admin interface and
     /// `_explain` both show.
@@ -306,6 +311,14 @@ impl ZoneSigned {
 }
 
 impl ZoneAnswers {
+    /// The table of the steered name `owner` (lowercase wire form), if it is one.
+    pub(crate) fn steered(&self, owner: &[u8]) -> Option<&SteeredTable> {
+        match self.names.get(owner) {
+            Some(NameNode::Steered(t)) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Looks up a lowercase wire name known to be in this zone; `labels` are its label offsets
     /// and `origin_offset` where the origin starts.
     pub fn lookup(&self, name: &[u8], labels: &[u8], origin_offset: usize) -> NameLookup<'_> {

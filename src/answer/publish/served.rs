@@ -96,10 +96,9 @@ fn count_tables(snapshot: &Snapshot, before: Before) {
                 continue;
             };
             let same_in = |other: Option<&Snapshot>| {
-                let zone = other.and_then(|s| s.zones.iter().find(|z| z.origin == zone.origin));
-                zone.and_then(|z| z.names.get(owner)).is_some_and(|n| {
-                    matches!(n, NameNode::Steered(t) if Arc::ptr_eq(&t.answers, &table.answers))
-                })
+                (other.and_then(|s| s.zone(&zone.origin)))
+                    .and_then(|z| z.steered(owner))
+                    .is_some_and(|t| Arc::ptr_eq(&t.answers, &table.answers))
             };
             match (same_in(before.last), same_in(before.undone)) {
                 (true, _) => kept += 1,
