@@ -13,7 +13,7 @@ use super::build::{
     rank_healthy_starts, rows_of_group, split_columns, union_of,
 };
 use super::snapshot::{
-    Ahead, AheadOfTable, CLASS_SPLIT, HealthyStarts, NOT_RANKED, Snapshot, SteeredTable,
+    Ahead, AheadOfTable, BuiltWith, CLASS_SPLIT, HealthyStarts, NOT_RANKED, Snapshot, SteeredTable,
 };
 use super::zone::name_key;
 use crate::geo::GeoDb;
@@ -35,10 +35,6 @@ pub fn rank_ahead_of(
     let built_with = (availability, &[][..]);
     rank_ahead(zones, rankings, built_with, snapshot, before, || false)
 }
-
-/// The node availability and carrier lines down (by zone, by node) a snapshot was built
-/// with.
-pub(crate) type BuiltWith<'a> = (&'a [Vec<Availability>], &'a [Vec<u64>]);
 
 /// Ranks ahead for the steered tables of `snapshot`, built for `zones` from `rankings` with
 /// `built_with`. Tables that one of `before` (what was ranked ahead of the last snapshots,

@@ -44,9 +44,20 @@ pub struct ExplainView {
     /// Hysteresis state.
     pub damping: Arc<crate::steer::DampingState>,
     /// Availability per zone and node.
-    pub availability: Vec<Vec<crate::steer::Availability>>,
+    pub availability: Vec<Vec<Availability>>,
     /// Carrier lines found down per zone and node (bit `i`: the node's `i`-th address).
     pub down_lines: Vec<Vec<u64>>,
+}
+
+/// The node availability and carrier lines down (by zone, by node) a snapshot was built
+/// with.
+pub(crate) type BuiltWith<'a> = (&'a [Vec<Availability>], &'a [Vec<u64>]);
+
+impl ExplainView {
+    /// The node states its snapshot was built with.
+    pub(crate) fn built_with(&self) -> BuiltWith<'_> {
+        (&self.availability, &self.down_lines)
+    }
 }
 
 impl Snapshot {

@@ -12,6 +12,8 @@ const HOLD: Duration = Duration::from_secs(1);
 const TOKYO: &str = "192.0.2.1";
 const SINGAPORE: &str = "192.0.2.2";
 const JP_CLIENT: &str = "127.1.0.5";
+/// The third node of `seoul_server`.
+const SEOUL: &str = "192.0.2.3";
 
 fn policy() -> String {
     let hold = HOLD.as_millis();
@@ -514,39 +516,47 @@ fn a_recovered_node_loses_its_probe_loss_penalty() {
     });
 }
 
-/// A node that fails while a feed's rankings are being ranked (and their answers built
-/// beside them, with the availability of when that began) is out of the answers published
-/// from them: the publisher builds from those answers with the availability of now. The
-/// fault `slow-ranking` (debug builds) holds each background ranking a second, so the
-/// failure lands inside one.
-#[test]
-fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
-    const SEOUL: &str = "192.0.2.3";
+/// A server whose steered name answers two of Tokyo, Seoul and Singapore, started with the
+/// fault `fault` (debug builds); the answer a Japanese client gets, sorted; and a feed
+/// batch that puts Singapore second for Japanese clients (Seoul slow, Singapore fast;
+/// Tokyo stays first, so damping holds nothing back).
+fn seoul_server(dir: &str, fault: &str) -> (Server, impl Fn(&Server) -> Vec<String>, &'static str) {
     let seoul =
         format!("  seoul: {{geo: AS-KR, location: [37.57, 126.98], addresses: [{SEOUL}]}}\n");
     let policy = lat_policy(&seoul, "{answers: 2}");
     let server = Server::start_with_env(
-        &zone_dir("latency-while-ranked", &policy),
+        &zone_dir(dir, &policy),
         &repo("tests/fixtures/geo-city.mmdb"),
         &[],
-        &[("GEOSTEER_FAULT", "slow-ranking")],
+        &[("GEOSTEER_FAULT", fault)],
     );
-    let name = "ingest.lat.example.";
     let answer = |server: &Server| {
-        let mut seen = a_records(&udp_from(server, from(JP_CLIENT), &q(name, A)));
+        let mut seen = a_records(&udp_from(
+            server,
+            from(JP_CLIENT),
+            &q("ingest.lat.example.", A),
+        ));
         seen.sort();
         seen
     };
     assert_eq!(answer(&server), [TOKYO, SEOUL], "distance first");
-    let count = |series: &str| metric_sum(&scrape(&server), series);
-    let started = count("geosteer_rankings_started_total");
-    let finished = count("geosteer_ranking_seconds_count");
-    // Seoul is slow for Japanese clients, Singapore fast: the feed puts Singapore second
-    // (Tokyo stays first, so damping holds nothing back).
     let batch = r#"{"measurements": [
         {"group": "AS-JP", "node": "tokyo", "rtt_ms": 10},
         {"group": "AS-JP", "node": "seoul", "rtt_ms": 250},
         {"group": "AS-JP", "node": "singapore", "rtt_ms": 40}]}"#;
+    (server, answer, batch)
+}
+
+/// A node that fails while a feed's rankings are being ranked (and their answers built
+/// beside them) is out of the answers published from them: the publisher builds from those
+/// answers with the availability of now. The fault `slow-ranking` (debug builds) holds each
+/// background ranking a second, so the failure lands inside one.
+#[test]
+fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
+    let (server, answer, batch) = seoul_server("latency-while-ranked", "slow-ranking");
+    let count = |series: &str| metric_sum(&scrape(&server), series);
+    let started = count("geosteer_rankings_started_total");
+    let finished = count("geosteer_ranking_seconds_count");
     let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
     assert_eq!(status, 200, "{body}");
     eventually(
@@ -582,4 +592,65 @@ fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
     let path = "/nodes/lat.example/singapore/obey";
     assert_eq!(http(server.admin, "POST", path, None).0, 200);
     assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
+}
+
+/// Answers built from a feed's rankings where they were ranked are built again for a change
+/// published meanwhile, before the publisher takes them: adopting the rankings then builds
+/// no table, and the change undone right after takes back the tables built before it. The
+/// fault `slow-prebuild` (debug builds) holds the ranking thread two seconds after it first
+/// built them, so the change lands between.
+#[test]
+fn answers_built_beside_new_rankings_catch_up_with_a_change_made_meanwhile() {
+    let (server, answer, batch) = seoul_server("latency-caught-up", "slow-prebuild");
+    let count = |series: &str| metric_sum(&scrape(&server), series);
+    let tables = |how: &str| {
+        let series = format!("geosteer_steered_tables_total{{how=\"{how}\"}}");
+        scrape(&server).get(&series).copied().unwrap_or(0.0)
+    };
+    let (built, kept) = (tables("built"), tables("kept"));
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "the feed's answers built where it was ranked",
+        || match tables("built") > built {
+            true => Ok(()),
+            false => Err("no table built".into()),
+        },
+    );
+    assert_eq!(tables("built"), built + 1.0, "the one steered name, once");
+    // Singapore fails while the ranking thread holds those answers.
+    let rebuilds = count("geosteer_answer_rebuild_seconds_count");
+    let path = "/nodes/lat.example/singapore/force-down";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    assert_eq!(
+        count("geosteer_answer_rebuild_seconds_count"),
+        rebuilds + 1.0,
+        "the change published, the feed's rankings not yet adopted"
+    );
+    assert_eq!(tables("built"), built + 2.0, "the change's build");
+    eventually(
+        Duration::from_secs(10),
+        "the feed's rankings adopted",
+        || match count("geosteer_answer_rebuild_seconds_count") > rebuilds + 1.0 {
+            true => Ok(()),
+            false => Err("not yet adopted and published".into()),
+        },
+    );
+    assert_eq!(answer(&server), [TOKYO, SEOUL], "Singapore is down");
+    assert_eq!(
+        (tables("built"), tables("kept")),
+        (built + 3.0, kept + 1.0),
+        "caught up where they were ranked: adopted as they were"
+    );
+    // Back: the tables built before the change are taken back, as the feed ranked them.
+    let taken_back = tables("taken_back");
+    let path = "/nodes/lat.example/singapore/obey";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
+    assert_eq!(
+        (tables("built"), tables("taken_back")),
+        (built + 3.0, taken_back + 1.0),
+        "the change undone builds nothing"
+    );
 }

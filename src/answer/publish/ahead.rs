@@ -5,16 +5,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
-use super::ranking::{Prebuild, Prebuilt, Ranked};
+use super::ranking::{Built, Prebuild, Prebuilt, Ranked};
 use super::served::Served;
 use crate::answer::ahead::rank_ahead;
 use crate::answer::build::Before;
-use crate::answer::snapshot::{Ahead, Snapshot};
+use crate::answer::snapshot::{Ahead, ExplainView, Snapshot};
 use crate::metrics as m;
 use crate::policy::Zone;
-use crate::steer::{Availability, Rankings};
+use crate::steer::Rankings;
 
 /// The ranking ahead in progress, and the newest finished.
 #[derive(Debug, Default)]
@@ -28,11 +29,12 @@ pub(super) struct RankingAhead {
 }
 
 impl RankingAhead {
-    /// Takes what was ranked ahead of a snapshot built elsewhere (`ranking::Prebuilt`), to
-    /// build from and to start the next ranking ahead from; stops the job running.
-    pub(super) fn adopt(&mut self, ahead: Arc<Ahead>) {
+    /// Takes what was ranked ahead of answers built elsewhere (`ranking::Prebuilt`) and of
+    /// those they were caught up from, to build from and to start the next ranking ahead
+    /// from; stops the job running.
+    pub(super) fn adopt(&mut self, ahead: Arc<Ahead>, earlier: Option<Arc<Ahead>>) {
         self.running = None;
-        self.finished(ahead);
+        (self.done, self.earlier) = (Some(ahead), earlier);
     }
 
     fn finished(&mut self, ahead: Arc<Ahead>) {
@@ -92,30 +94,88 @@ fn ranked_ahead(
     let Some(explain) = snapshot.explain.as_deref() else {
         return Ahead::default();
     };
-    let built_with = (&explain.availability[..], &explain.down_lines[..]);
-    rank_ahead(zones, rankings, built_with, snapshot, before, stopped)
+    rank_ahead(
+        zones,
+        rankings,
+        explain.built_with(),
+        snapshot,
+        before,
+        stopped,
+    )
 }
 
-/// What builds new rankings' answers on the ranking thread, with `states` (availability and
-/// carrier lines down, as the publisher's node table had them when the ranking started):
-/// signed from the `published` snapshot's signatures, and ranked ahead of from nothing.
-pub(super) fn prebuild(
-    served: Served,
-    states: (Vec<Vec<Availability>>, Vec<Vec<u64>>),
-    published: Arc<Snapshot>,
-) -> Prebuild {
+/// How many times, at most, answers built from new rankings are built again on the ranking
+/// thread because the published states moved on while they were built.
+const CATCH_UPS: usize = 4;
+
+/// What builds new rankings' answers on the ranking thread, for the node states of the
+/// answers `published` then, signed from their signatures and ranked ahead of from nothing;
+/// then again, from those, while the published states move on (at most [`CATCH_UPS`]
+/// times): adopting them then builds nothing, and the answers they were caught up from are
+/// kept, for a change undone right after adoption to take back. None when `published`
+/// holds another policy's answers (reloaded meanwhile: these rankings are not adopted).
+pub(super) fn prebuild(served: Served, published: Arc<ArcSwap<Snapshot>>) -> Prebuild {
     Box::new(move |ranked: &Ranked, stopped: &dyn Fn() -> bool| {
-        let before = Before {
-            last: Some(&published),
-            ..Before::default()
-        };
-        let snapshot = served.snapshot(ranked, states, before);
-        drop(published);
-        let ahead = ranked_ahead(&served.zones, &ranked.rankings, &snapshot, &[], stopped);
-        Prebuilt {
-            rankings: Arc::clone(&ranked.rankings),
-            snapshot: Arc::new(snapshot),
-            ahead: Arc::new(ahead),
+        let mut built: Option<Built> = None;
+        let mut undone: Option<Built> = None;
+        for _ in 0..=CATCH_UPS {
+            let last = published.load_full();
+            let Some(states) = (last.explain.as_deref())
+                .filter(|explain| Arc::ptr_eq(&explain.zones, &served.zones))
+                .map(ExplainView::built_with)
+            else {
+                break;
+            };
+            if built.as_ref().is_some_and(|b| b.states() == Some(states)) || stopped() {
+                break;
+            }
+            let states = (states.0.to_vec(), states.1.to_vec());
+            let before = match &built {
+                Some(from) => Before {
+                    last: Some(&from.snapshot),
+                    undone: undone.as_ref().map(|u| &*u.snapshot),
+                    ahead: Some(&from.ahead),
+                },
+                None => Before {
+                    last: Some(&last),
+                    ..Before::default()
+                },
+            };
+            let snapshot = served.snapshot(ranked, states, before);
+            drop(last);
+            let ahead_before: Vec<&Ahead> =
+                (built.iter().chain(&undone)).map(|b| &*b.ahead).collect();
+            let ahead = ranked_ahead(
+                &served.zones,
+                &ranked.rankings,
+                &snapshot,
+                &ahead_before,
+                stopped,
+            );
+            let now = Built {
+                snapshot: Arc::new(snapshot),
+                ahead: Arc::new(ahead),
+            };
+            // Off the publisher: the answers before those are freed here.
+            undone = built.replace(now);
+            #[cfg(debug_assertions)]
+            if undone.is_none() && slow_prebuild_injected() {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
         }
+        let built = built?;
+        Some(Prebuilt {
+            rankings: Arc::clone(&ranked.rankings),
+            built,
+            undone,
+        })
     })
+}
+
+/// Debug builds only (what the tests run): `GEOSTEER_FAULT=slow-prebuild` holds the ranking
+/// thread two seconds after it first built new rankings' answers, so that a test can change a
+/// node before they are caught up.
+#[cfg(debug_assertions)]
+fn slow_prebuild_injected() -> bool {
+    std::env::var("GEOSTEER_FAULT").is_ok_and(|v| v == "slow-prebuild")
 }

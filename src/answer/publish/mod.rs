@@ -5,7 +5,8 @@
 //! inputs, asks the scheduler (`schedule`, pure) when to publish, ranks on a thread of its
 //! own (`ranking`, which builds new rankings' answers there too: `ahead::prebuild`), builds
 //! on the blocking pool (background work yields to it: `parallel::building`), and stores the
-//! snapshot with the state view beside it (`view`); after each build, it ranks ahead for
+//! snapshot (`published`, which also says what the next build starts from) with the state
+//! view beside it (`view`); after each build, it ranks ahead for
 //! the next (`ahead`). Reloads install in `reload`. It does nothing else: checks are
 //! supervised in `health`, the fleet reads the `outbox`, the admin interface and the status
 //! page read the view.
@@ -25,6 +26,7 @@ mod commands;
 mod feeds;
 mod nodes;
 mod outbox;
+mod published;
 mod ranking;
 mod reload;
 mod schedule;
@@ -43,12 +45,10 @@ pub use view::{NotReady, StateView, Timeline, TimelineEntry, ViewReader, unix_se
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::build::Before;
-use super::snapshot::{Ahead, Snapshot};
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Report};
 use crate::latency::ZoneLatency;
@@ -58,6 +58,7 @@ use crate::metrics as m;
 use crate::policy::Zone;
 use feeds::MemberFeeds;
 use nodes::NodeRuntime;
+use published::Published;
 use ranking::{Ranked, RankingInputs, RankingTask};
 use schedule::{Publication, Schedule};
 use served::Served;
@@ -66,24 +67,6 @@ use view::Staleness;
 
 /// A reply to send once the current burst is published.
 type PendingReply = Box<dyn FnOnce(&Publisher) + Send>;
-
-/// What the publisher stores, and readers load.
-#[derive(Debug)]
-struct Published {
-    /// The answers: stored here and nowhere else.
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The state view beside them, how far it is behind, and when it was stored.
-    view: Arc<ArcSwap<view::StateView>>,
-    view_stale: Staleness,
-    view_stored: Instant,
-    /// What is ranked ahead of the snapshot for the next build.
-    ahead: ahead::RankingAhead,
-    /// Answers built where the rankings in use were ranked, not yet built from.
-    prebuilt: Option<ranking::Prebuilt>,
-    /// The answers published before the current ones, for a change that undoes the last
-    /// (a flap, a drain cancelled) to take their tables back; none after a reload.
-    undone: Option<Arc<Snapshot>>,
-}
 
 /// The single writer. Build with [`Publisher::new`], then move it into [`Publisher::run`].
 #[derive(Debug)]
@@ -144,15 +127,7 @@ impl Publisher {
             last_aging: Instant::now(),
             source: None,
             last_reload: None,
-            published: Published {
-                snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-                view: Arc::new(ArcSwap::from_pointee(view)),
-                view_stale: Staleness::Fresh,
-                view_stored: Instant::now(),
-                ahead: Default::default(),
-                prebuilt: None,
-                undone: None,
-            },
+            published: Published::new(snapshot, view),
             plans,
             outbox,
             member_feeds: MemberFeeds::default(),
@@ -472,11 +447,8 @@ impl Publisher {
     /// Starts ranking the current policy and latency inputs on a thread of its own; in the
     /// `background`, new rankings' answers are built there too.
     fn start_ranking(&self, background: bool) -> RankingTask {
-        let prebuild = background.then(|| {
-            let states = (self.table.availability(), self.table.down_lines());
-            let published = self.published.snapshot.load_full();
-            ahead::prebuild(self.served.clone(), states, published)
-        });
+        let prebuild = background
+            .then(|| ahead::prebuild(self.served.clone(), Arc::clone(&self.published.snapshot)));
         self.ranked.start(RankingInputs {
             zones: Arc::clone(&self.served.zones),
             geo: Arc::clone(&self.served.geo),
@@ -489,28 +461,10 @@ impl Publisher {
     /// Takes new rankings in if they are of the current policy; whether they differ.
     fn adopt(&mut self, reranked: Result<ranking::Reranked, oneshot::error::RecvError>) -> bool {
         let (changed, prebuilt) = self.ranked.adopt(reranked, self.served.generation);
-        self.published.prebuilt = prebuilt.or(self.published.prebuilt.take());
+        self.published.prebuilt(prebuilt);
         let ranked = &self.ranked;
         self.table.set_ranked_loss(|zi, ni| ranked.loss(zi, ni));
         changed
-    }
-
-    /// What a build starts from: the answers built where the rankings in use were ranked,
-    /// the first time; else the published ones, with what was ranked ahead of them.
-    fn build_from(&mut self) -> (Arc<Snapshot>, Option<Arc<Ahead>>) {
-        let rankings = &self.ranked.rankings;
-        let prebuilt =
-            (self.published.prebuilt.take()).filter(|p| Arc::ptr_eq(&p.rankings, rankings));
-        match prebuilt {
-            Some(prebuilt) => {
-                self.published.ahead.adopt(Arc::clone(&prebuilt.ahead));
-                (prebuilt.snapshot, Some(prebuilt.ahead))
-            }
-            None => (
-                self.published.snapshot.load_full(),
-                self.published.ahead.for_build(),
-            ),
-        }
     }
 
     /// Rebuilds every answer table from the current availability and swaps it in. The build
@@ -534,8 +488,7 @@ impl Publisher {
         }
         let (served, ranked) = (self.served.clone(), self.ranked.clone());
         let states = (self.table.availability(), self.table.down_lines());
-        let (previous, ahead) = self.build_from();
-        let undone = self.published.undone.clone();
+        let (previous, undone, ahead) = self.published.build_from(&self.ranked.rankings);
         let built = tokio::task::spawn_blocking(move || {
             let _building = crate::parallel::building();
             let before = Before {
@@ -543,18 +496,19 @@ impl Publisher {
                 undone: undone.as_deref(),
                 ahead: ahead.as_deref(),
             };
-            served.snapshot(&ranked, states, before)
+            (served.snapshot(&ranked, states, before), (previous, undone))
         })
         .await;
-        let snapshot = match built {
-            Ok(snapshot) => snapshot,
+        let (snapshot, from) = match built {
+            Ok(built) => built,
             Err(e) => {
                 // A panic in the builder is a bug; keep serving the last good snapshot.
                 tracing::error!(error = %e, "answer table rebuild failed; previous tables stay published");
                 return;
             }
         };
-        self.store_snapshot(snapshot);
+        let publisher = (&self.served, &self.ranked);
+        self.published.store(snapshot, Some(from), publisher);
         let elapsed = started.elapsed();
         metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
         if let Some(changed) = self.changed_at.take() {
@@ -564,17 +518,6 @@ impl Publisher {
             rebuild_ms = elapsed.as_secs_f64() * 1e3,
             "answer tables published"
         );
-    }
-
-    /// Stores new answers; the view beside them follows, and ranking ahead of them starts.
-    fn store_snapshot(&mut self, snapshot: Snapshot) {
-        let snapshot = Arc::new(snapshot);
-        let replaced = self.published.snapshot.swap(Arc::clone(&snapshot));
-        if let Some(older) = self.published.undone.replace(replaced) {
-            served::free_aside(older);
-        }
-        (self.published.ahead).start(&self.served, &self.ranked, snapshot);
-        self.published.view_stale = Staleness::Changed;
     }
 
     /// Stores a new state view when the node table, the rankings or the last reload moved

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
 
 use super::nodes::NodeRuntime;
-use crate::answer::snapshot::{Ahead, Snapshot};
+use crate::answer::snapshot::{Ahead, BuiltWith, ExplainView, Snapshot};
 use crate::geo::GeoDb;
 use crate::latency::ZoneLatency;
 use crate::metrics as m;
@@ -49,21 +49,41 @@ pub(super) struct Reranked {
     prebuilt: Option<Prebuilt>,
 }
 
-/// A snapshot built from new rankings on the ranking thread, with what is ranked ahead of
-/// it: the publisher builds from it as from a published one, so adopting rankings costs a
-/// health change's build (nothing, if no node changed meanwhile), not a full one that
-/// changes would wait behind.
+/// Answers built, with what was ranked ahead of them.
 #[derive(Debug)]
-pub(super) struct Prebuilt {
-    /// The rankings it was built from (by identity: the ones adopted with it).
-    pub rankings: Arc<Rankings>,
+pub(super) struct Built {
     pub snapshot: Arc<Snapshot>,
     pub ahead: Arc<Ahead>,
 }
 
+impl Built {
+    /// The node states the answers were built with.
+    pub(super) fn states(&self) -> Option<BuiltWith<'_>> {
+        self.snapshot
+            .explain
+            .as_deref()
+            .map(ExplainView::built_with)
+    }
+}
+
+/// Answers built from new rankings on the ranking thread (`ahead::prebuild`): the
+/// publisher builds from them as from published ones, so adopting rankings costs a health
+/// change's build (nothing, if no node changed since they were caught up), not a full one
+/// that changes would wait behind.
+#[derive(Debug)]
+pub(super) struct Prebuilt {
+    /// The rankings they were built from (by identity: the ones adopted with them).
+    pub rankings: Arc<Rankings>,
+    /// Built for the states published when last looked at.
+    pub built: Built,
+    /// What they were caught up from, when the published states moved on meanwhile: the
+    /// tables a change undone right after adoption takes back.
+    pub undone: Option<Built>,
+}
+
 /// Builds a [`Prebuilt`] from new rankings, given whether to stop early (the publisher no
-/// longer waits for the ranking).
-pub(super) type Prebuild = Box<dyn FnOnce(&Ranked, &dyn Fn() -> bool) -> Prebuilt + Send>;
+/// longer waits for the ranking); none if it cannot.
+pub(super) type Prebuild = Box<dyn FnOnce(&Ranked, &dyn Fn() -> bool) -> Option<Prebuilt> + Send>;
 
 /// A ranking in progress, on a thread of its own.
 pub(super) type RankingTask = oneshot::Receiver<Reranked>;
@@ -135,7 +155,11 @@ impl Ranked {
                     latency,
                 };
                 let stopped = || done.is_closed();
-                let prebuilt = (prebuild.filter(|_| changed)).map(|build| build(&ranked, &stopped));
+                let ranked_ms = started.elapsed().as_secs_f64() * 1e3;
+                let prebuilt =
+                    (prebuild.filter(|_| changed)).and_then(|build| build(&ranked, &stopped));
+                let built_ms = started.elapsed().as_secs_f64() * 1e3 - ranked_ms;
+                tracing::debug!(ranked_ms, changed, built_ms, "latency inputs ranked");
                 let _ = done.send(Reranked {
                     changed,
                     ranked,

@@ -33,7 +33,7 @@ impl Publisher {
         self.ranked.challenging = damping.any_challenger();
         self.ranked.damping = Arc::new(damping);
         // Answers of the policy before are never taken back under this one.
-        self.published.undone = None;
+        self.published.forget_undone();
         let zones = Arc::clone(&served.zones);
         self.served = served;
         self.latency = Arc::new(latency);

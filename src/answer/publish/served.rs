@@ -107,6 +107,7 @@ fn count_tables(snapshot: &Snapshot, before: Before) {
             }
         }
     }
+    tracing::debug!(built, kept, taken_back, "steered tables");
     for (how, count) in [("built", built), ("kept", kept), ("taken_back", taken_back)] {
         metrics::counter!(m::STEERED_TABLES, "how" => how).increment(count);
     }
