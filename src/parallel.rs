@@ -122,8 +122,10 @@ pub fn building() -> Building {
 impl Drop for Building {
     fn drop(&mut self) {
         if BUILDS.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // Taken so that a thread between its look and its wait cannot miss this.
-            let _held = BUILDS_ENDED.0.lock().unwrap_or_else(|e| e.into_inner());
+            // Taken so that a thread between its look and its wait cannot miss this; but
+            // never waited for: a background thread holding it may get no CPU time for a
+            // while, and one that misses this looks again after `LONGEST_YIELD`.
+            let _held = BUILDS_ENDED.0.try_lock();
             BUILDS_ENDED.1.notify_all();
         }
     }
@@ -143,19 +145,38 @@ pub fn yield_to_builds() {
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice 10), and so that of every thread it starts
-/// afterwards, and makes it yield to answer builds ([`yield_to_builds`]): for work that may
-/// take a while and must not delay answer builds or the threads that serve queries when the
-/// cores are busy. The priority is left alone where unsupported.
-pub fn lower_this_threads_priority() {
+/// How far a background thread steps back for other work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Background {
+    /// Nice 10: for work something waits for (a reload's ranking, freeing memory), which
+    /// must go on, slowly, when the cores are busy.
+    Lower,
+    /// Only CPU time no other thread wants (`SCHED_IDLE`): for work nothing waits for
+    /// (latency feeds' rankings, ranking ahead). A thread of normal priority woken on its
+    /// core takes it at once; at nice 10 it waited for the background thread's time
+    /// slice to end (measured: tokio workers woken up to 8 ms late under feed rankings,
+    /// most of a change's time beyond its build).
+    Idle,
+}
+
+/// Lowers the calling thread's CPU priority (and so that of every thread it starts
+/// afterwards) as `how` says, and makes it yield to answer builds ([`yield_to_builds`]):
+/// for work that may take a while and must not delay answer builds or the threads that
+/// serve queries when the cores are busy. The priority is left alone where unsupported.
+pub fn lower_this_threads_priority(how: Background) {
     BACKGROUND.set(true);
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours; on
-    // Linux the nice value is per thread, and a thread may always raise its own.
+    // SAFETY: gettid, setpriority and sched_setscheduler take plain integers and a pointer
+    // to a parameter that lives across the call; on Linux the nice value and the policy
+    // are per thread, and a thread may always lower its own.
     unsafe {
         let thread = libc::gettid() as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, thread, 10);
+        if how == Background::Idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        }
     }
 }
 

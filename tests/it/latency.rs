@@ -567,6 +567,13 @@ fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
             false => Err("no ranking started".into()),
         },
     );
+    // The feed's ranking runs only on CPU time nothing else wants (SCHED_IDLE, policy 5):
+    // a change's threads, woken on its core, take it at once.
+    let policies = thread_policies(server.pid(), "geosteer-rank");
+    assert!(
+        !policies.is_empty() && policies.iter().all(|&p| p == 5),
+        "{policies:?}"
+    );
     // Singapore fails while that ranking runs (held a second by the fault).
     let path = "/nodes/lat.example/singapore/force-down";
     assert_eq!(http(server.admin, "POST", path, None).0, 200);
@@ -592,6 +599,30 @@ fn a_node_down_while_a_feed_is_ranked_stays_out_of_its_answers() {
     let path = "/nodes/lat.example/singapore/obey";
     assert_eq!(http(server.admin, "POST", path, None).0, 200);
     assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
+}
+
+/// The scheduling policies (`/proc`, field 41 of a thread's `stat`) of a process's threads
+/// named `name`.
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    let mut policies = Vec::new();
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        if read("comm").trim() != name {
+            continue;
+        }
+        // After the name in parentheses: state is field 3, policy field 41.
+        let stat = read("stat");
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(policy) = after
+            .split_whitespace()
+            .nth(38)
+            .and_then(|f| f.parse().ok())
+        {
+            policies.push(policy);
+        }
+    }
+    policies
 }
 
 /// Answers built from a feed's rankings where they were ranked are built again for a change

@@ -14,6 +14,7 @@ use crate::answer::ahead::rank_ahead;
 use crate::answer::build::Before;
 use crate::answer::snapshot::{Ahead, ExplainView, Snapshot};
 use crate::metrics as m;
+use crate::parallel::Background;
 use crate::policy::Zone;
 use crate::steer::Rankings;
 
@@ -63,7 +64,7 @@ impl RankingAhead {
         let started = std::thread::Builder::new()
             .name("geosteer-ahead".into())
             .spawn(move || {
-                crate::parallel::lower_this_threads_priority();
+                crate::parallel::lower_this_threads_priority(Background::Idle);
                 // Off the publisher: the time a ranking ahead takes, for its histogram.
                 #[allow(clippy::disallowed_methods)]
                 let started = Instant::now();

@@ -12,6 +12,7 @@ use crate::answer::snapshot::{Ahead, BuiltWith, ExplainView, Snapshot};
 use crate::geo::GeoDb;
 use crate::latency::ZoneLatency;
 use crate::metrics as m;
+use crate::parallel::Background;
 use crate::policy::Zone;
 use crate::steer::{DampingState, Rankings, rank_all};
 
@@ -119,15 +120,21 @@ impl Ranked {
 
     /// Starts ranking every steered name on a thread of its own, at a lower CPU priority
     /// (and so are the threads it splits the work over): answer builds and the query
-    /// threads come first when the cores are busy.
+    /// threads come first when the cores are busy. In the background (answers built there
+    /// too), only on CPU time nothing else wants; a reload's, which the publisher waits
+    /// for, at nice 10.
     pub(super) fn start(&self, inputs: RankingInputs) -> RankingTask {
         let (damping, previous) = (Arc::clone(&self.damping), Arc::clone(&self.rankings));
+        let priority = match inputs.prebuild {
+            Some(_) => Background::Idle,
+            None => Background::Lower,
+        };
         let (done, task) = oneshot::channel();
         metrics::counter!(m::RANKINGS_STARTED).increment(1);
         let started = std::thread::Builder::new()
             .name("geosteer-rank".into())
             .spawn(move || {
-                crate::parallel::lower_this_threads_priority();
+                crate::parallel::lower_this_threads_priority(priority);
                 // The ranking thread owns its time: damping dates what it sees now.
                 #[allow(clippy::disallowed_methods)]
                 let (started, now) = (Instant::now(), SystemTime::now());

@@ -17,6 +17,7 @@ use crate::health::{CheckPlan, Health, NodeKey, PlannedCheck};
 use crate::latency::ZoneLatency;
 use crate::loader::Loaded;
 use crate::metrics as m;
+use crate::parallel::Background;
 use crate::policy::Zone;
 use crate::steer::{Availability, DampingState};
 
@@ -57,7 +58,7 @@ pub(super) fn free_aside<T: Send + Sync + 'static>(old: Arc<T>) {
         let started = std::thread::Builder::new()
             .name("geosteer-free".into())
             .spawn(move || {
-                crate::parallel::lower_this_threads_priority();
+                crate::parallel::lower_this_threads_priority(Background::Lower);
                 for freed in receive {
                     drop(freed);
                 }
