@@ -685,3 +685,47 @@ fn answers_built_beside_new_rankings_catch_up_with_a_change_made_meanwhile() {
         "the change undone builds nothing"
     );
 }
+
+/// A change made before a feed's rankings and undone right after they are adopted takes
+/// back answers built from them for the states before the change: the ranking thread builds
+/// those first, then the states published.
+#[test]
+fn a_change_undone_right_after_new_rankings_are_adopted_builds_nothing() {
+    let (server, answer, batch) = seoul_server("latency-undone-after", "none");
+    let count = |series: &str| metric_sum(&scrape(&server), series);
+    let tables = |how: &str| {
+        let series = format!("geosteer_steered_tables_total{{how=\"{how}\"}}");
+        scrape(&server).get(&series).copied().unwrap_or(0.0)
+    };
+    let path = "/nodes/lat.example/singapore/force-down";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    let (rebuilds, built) = (
+        count("geosteer_answer_rebuild_seconds_count"),
+        tables("built"),
+    );
+    let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "the feed's rankings adopted",
+        || match count("geosteer_answer_rebuild_seconds_count") > rebuilds {
+            true => Ok(()),
+            false => Err("not yet adopted and published".into()),
+        },
+    );
+    assert_eq!(answer(&server), [TOKYO, SEOUL], "Singapore is down");
+    assert_eq!(
+        tables("built"),
+        built + 2.0,
+        "built where ranked: for Singapore up, then down; adopted as they were"
+    );
+    let taken_back = tables("taken_back");
+    let path = "/nodes/lat.example/singapore/obey";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
+    assert_eq!(
+        (tables("built"), tables("taken_back")),
+        (built + 2.0, taken_back + 1.0),
+        "the change undone builds nothing"
+    );
+}

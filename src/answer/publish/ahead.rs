@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
+use super::published::PublishedAnswers;
 use super::ranking::{Built, Prebuild, Prebuilt, Ranked};
 use super::served::Served;
 use crate::answer::ahead::rank_ahead;
 use crate::answer::build::Before;
-use crate::answer::snapshot::{Ahead, ExplainView, Snapshot};
+use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::metrics as m;
 use crate::parallel::Background;
 use crate::policy::Zone;
@@ -109,28 +109,37 @@ fn ranked_ahead(
 /// thread because the published states moved on while they were built.
 const CATCH_UPS: usize = 4;
 
-/// What builds new rankings' answers on the ranking thread, for the node states of the
+/// What builds new rankings' answers on the ranking thread: for the node states of the
 /// answers `published` then, signed from their signatures and ranked ahead of from nothing;
 /// then again, from those, while the published states move on (at most [`CATCH_UPS`]
-/// times): adopting them then builds nothing, and the answers they were caught up from are
-/// kept, for a change undone right after adoption to take back. None when `published`
-/// holds another policy's answers (reloaded meanwhile: these rankings are not adopted).
-pub(super) fn prebuild(served: Served, published: Arc<ArcSwap<Snapshot>>) -> Prebuild {
+/// times): adopting them then builds nothing. The answers they were built from last are
+/// kept too, for a change undone right after adoption to take back; when the published
+/// answers have answers before them (`published.1`, what the publisher takes back), the
+/// first build is for those answers' states, so that undoing the last change is free as
+/// well. None when `published` holds another policy's answers (reloaded meanwhile: these
+/// rankings are not adopted).
+pub(super) fn prebuild(served: Served, published: PublishedAnswers) -> Prebuild {
     Box::new(move |ranked: &Ranked, stopped: &dyn Fn() -> bool| {
+        let (answers, before_them) = published;
+        let states_of = |snapshot: &Snapshot| {
+            let explain = snapshot.explain.as_deref()?;
+            let (availability, down_lines) = explain.built_with();
+            Arc::ptr_eq(&explain.zones, &served.zones)
+                .then(|| (availability.to_vec(), down_lines.to_vec()))
+        };
         let mut built: Option<Built> = None;
         let mut undone: Option<Built> = None;
-        for _ in 0..=CATCH_UPS {
-            let last = published.load_full();
-            let Some(states) = (last.explain.as_deref())
-                .filter(|explain| Arc::ptr_eq(&explain.zones, &served.zones))
-                .map(ExplainView::built_with)
+        let first = before_them.load_full().and_then(|b| states_of(&b));
+        for round in 0..=CATCH_UPS + 1 {
+            let last = answers.load_full();
+            let Some(states) = (first.clone().filter(|_| round == 0)).or_else(|| states_of(&last))
             else {
                 break;
             };
-            if built.as_ref().is_some_and(|b| b.states() == Some(states)) || stopped() {
+            let same = |b: &Built| b.states() == Some((&states.0[..], &states.1[..]));
+            if built.as_ref().is_some_and(same) || stopped() {
                 break;
             }
-            let states = (states.0.to_vec(), states.1.to_vec());
             let before = match &built {
                 Some(from) => Before {
                     last: Some(&from.snapshot),
@@ -160,7 +169,7 @@ pub(super) fn prebuild(served: Served, published: Arc<ArcSwap<Snapshot>>) -> Pre
             // Off the publisher: the answers before those are freed here.
             undone = built.replace(now);
             #[cfg(debug_assertions)]
-            if undone.is_none() && slow_prebuild_injected() {
+            if round == 0 && slow_prebuild_injected() {
                 std::thread::sleep(std::time::Duration::from_secs(2));
             }
         }

@@ -447,8 +447,8 @@ impl Publisher {
     /// Starts ranking the current policy and latency inputs on a thread of its own; in the
     /// `background`, new rankings' answers are built there too.
     fn start_ranking(&self, background: bool) -> RankingTask {
-        let prebuild = background
-            .then(|| ahead::prebuild(self.served.clone(), Arc::clone(&self.published.snapshot)));
+        let prebuild =
+            background.then(|| ahead::prebuild(self.served.clone(), self.published.answers()));
         self.ranked.start(RankingInputs {
             zones: Arc::clone(&self.served.zones),
             geo: Arc::clone(&self.served.geo),

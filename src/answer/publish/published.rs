@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::ahead::RankingAhead;
 use super::ranking::{Prebuilt, Ranked};
@@ -29,8 +29,12 @@ pub(super) struct Published {
     prebuilt: Option<Prebuilt>,
     /// The answers a change that undoes the last (a flap, a drain cancelled) takes its
     /// tables back from: those the current ones were built from; none after a reload.
-    undone: Option<Arc<Snapshot>>,
+    /// Shared with the ranking thread, which builds new rankings' answers for them too.
+    undone: Arc<ArcSwapOption<Snapshot>>,
 }
+
+/// The answers published and those before them, as the ranking thread reads them.
+pub(super) type PublishedAnswers = (Arc<ArcSwap<Snapshot>>, Arc<ArcSwapOption<Snapshot>>);
 
 /// What a build starts from: the answers it builds from, those before them and what was
 /// ranked ahead of the first (`answer::Before`).
@@ -45,8 +49,13 @@ impl Published {
             view_stored: Instant::now(),
             ahead: RankingAhead::default(),
             prebuilt: None,
-            undone: None,
+            undone: Arc::default(),
         }
+    }
+
+    /// The answers published and those before them, for the ranking thread.
+    pub(super) fn answers(&self) -> PublishedAnswers {
+        (Arc::clone(&self.snapshot), Arc::clone(&self.undone))
     }
 
     /// Keeps answers built from rankings just adopted, for the next build to start from.
@@ -56,7 +65,9 @@ impl Published {
 
     /// Answers of the policy before are never taken back under a new one.
     pub(super) fn forget_undone(&mut self) {
-        self.undone = None;
+        if let Some(old) = self.undone.swap(None) {
+            served::free_aside(old);
+        }
     }
 
     /// What a build with `rankings` starts from: the answers built where they were ranked,
@@ -71,7 +82,7 @@ impl Published {
             }
             None => (
                 self.snapshot.load_full(),
-                self.undone.clone(),
+                self.undone.load_full(),
                 self.ahead.for_build(),
             ),
         }
@@ -95,7 +106,7 @@ impl Published {
         };
         let snapshot = Arc::new(snapshot);
         let replaced = self.snapshot.swap(Arc::clone(&snapshot));
-        let undone_before = std::mem::replace(&mut self.undone, undone);
+        let undone_before = self.undone.swap(undone);
         for old in [Some(replaced), unused, undone_before]
             .into_iter()
             .flatten()
