@@ -625,6 +625,47 @@ fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
     policies
 }
 
+/// How many steered names' tables the server's builds made `how` (`built`, `kept`,
+/// `taken_back`).
+fn steered_tables(server: &Server, how: &str) -> f64 {
+    let series = format!("geosteer_steered_tables_total{{how=\"{how}\"}}");
+    scrape(server).get(&series).copied().unwrap_or(0.0)
+}
+
+/// Waits for a publication after the `rebuilds`-th: new rankings adopted.
+fn until_adopted(server: &Server, rebuilds: f64) {
+    eventually(
+        Duration::from_secs(10),
+        "the feed's rankings adopted",
+        || match metric_sum(&scrape(server), "geosteer_answer_rebuild_seconds_count") > rebuilds {
+            true => Ok(()),
+            false => Err("not yet adopted and published".into()),
+        },
+    );
+}
+
+/// Brings Singapore back, `built` tables built so far: the feed's ranking answers, and the
+/// change undone builds nothing (one table taken back).
+fn singapore_back_builds_nothing(
+    server: &Server,
+    answer: impl Fn(&Server) -> Vec<String>,
+    built: f64,
+) {
+    let taken_back = steered_tables(server, "taken_back");
+    let path = "/nodes/lat.example/singapore/obey";
+    assert_eq!(http(server.admin, "POST", path, None).0, 200);
+    assert_eq!(answer(server), [TOKYO, SINGAPORE], "the feed's ranking");
+    let tables = (
+        steered_tables(server, "built"),
+        steered_tables(server, "taken_back"),
+    );
+    assert_eq!(
+        tables,
+        (built, taken_back + 1.0),
+        "the change undone builds nothing"
+    );
+}
+
 /// Answers built from a feed's rankings where they were ranked are built again for a change
 /// published meanwhile, before the publisher takes them: adopting the rankings then builds
 /// no table, and the change undone right after takes back the tables built before it. The
@@ -634,10 +675,7 @@ fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
 fn answers_built_beside_new_rankings_catch_up_with_a_change_made_meanwhile() {
     let (server, answer, batch) = seoul_server("latency-caught-up", "slow-prebuild");
     let count = |series: &str| metric_sum(&scrape(&server), series);
-    let tables = |how: &str| {
-        let series = format!("geosteer_steered_tables_total{{how=\"{how}\"}}");
-        scrape(&server).get(&series).copied().unwrap_or(0.0)
-    };
+    let tables = |how: &str| steered_tables(&server, how);
     let (built, kept) = (tables("built"), tables("kept"));
     let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
     assert_eq!(status, 200, "{body}");
@@ -660,14 +698,7 @@ fn answers_built_beside_new_rankings_catch_up_with_a_change_made_meanwhile() {
         "the change published, the feed's rankings not yet adopted"
     );
     assert_eq!(tables("built"), built + 2.0, "the change's build");
-    eventually(
-        Duration::from_secs(10),
-        "the feed's rankings adopted",
-        || match count("geosteer_answer_rebuild_seconds_count") > rebuilds + 1.0 {
-            true => Ok(()),
-            false => Err("not yet adopted and published".into()),
-        },
-    );
+    until_adopted(&server, rebuilds + 1.0);
     assert_eq!(answer(&server), [TOKYO, SEOUL], "Singapore is down");
     assert_eq!(
         (tables("built"), tables("kept")),
@@ -675,15 +706,7 @@ fn answers_built_beside_new_rankings_catch_up_with_a_change_made_meanwhile() {
         "caught up where they were ranked: adopted as they were"
     );
     // Back: the tables built before the change are taken back, as the feed ranked them.
-    let taken_back = tables("taken_back");
-    let path = "/nodes/lat.example/singapore/obey";
-    assert_eq!(http(server.admin, "POST", path, None).0, 200);
-    assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
-    assert_eq!(
-        (tables("built"), tables("taken_back")),
-        (built + 3.0, taken_back + 1.0),
-        "the change undone builds nothing"
-    );
+    singapore_back_builds_nothing(&server, answer, built + 3.0);
 }
 
 /// A change made before a feed's rankings and undone right after they are adopted takes
@@ -692,40 +715,18 @@ fn answers_built_beside_new_rankings_catch_up_with_a_change_made_meanwhile() {
 #[test]
 fn a_change_undone_right_after_new_rankings_are_adopted_builds_nothing() {
     let (server, answer, batch) = seoul_server("latency-undone-after", "none");
-    let count = |series: &str| metric_sum(&scrape(&server), series);
-    let tables = |how: &str| {
-        let series = format!("geosteer_steered_tables_total{{how=\"{how}\"}}");
-        scrape(&server).get(&series).copied().unwrap_or(0.0)
-    };
     let path = "/nodes/lat.example/singapore/force-down";
     assert_eq!(http(server.admin, "POST", path, None).0, 200);
-    let (rebuilds, built) = (
-        count("geosteer_answer_rebuild_seconds_count"),
-        tables("built"),
-    );
+    let rebuilds = metric_sum(&scrape(&server), "geosteer_answer_rebuild_seconds_count");
+    let built = steered_tables(&server, "built");
     let (status, body) = http_json(server.admin, "POST", "/latency", None, batch);
     assert_eq!(status, 200, "{body}");
-    eventually(
-        Duration::from_secs(10),
-        "the feed's rankings adopted",
-        || match count("geosteer_answer_rebuild_seconds_count") > rebuilds {
-            true => Ok(()),
-            false => Err("not yet adopted and published".into()),
-        },
-    );
+    until_adopted(&server, rebuilds);
     assert_eq!(answer(&server), [TOKYO, SEOUL], "Singapore is down");
     assert_eq!(
-        tables("built"),
+        steered_tables(&server, "built"),
         built + 2.0,
         "built where ranked: for Singapore up, then down; adopted as they were"
     );
-    let taken_back = tables("taken_back");
-    let path = "/nodes/lat.example/singapore/obey";
-    assert_eq!(http(server.admin, "POST", path, None).0, 200);
-    assert_eq!(answer(&server), [TOKYO, SINGAPORE], "the feed's ranking");
-    assert_eq!(
-        (tables("built"), tables("taken_back")),
-        (built + 2.0, taken_back + 1.0),
-        "the change undone builds nothing"
-    );
+    singapore_back_builds_nothing(&server, answer, built + 2.0);
 }
