@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::published::PublishedAnswers;
-use super::ranking::{Built, Prebuild, Prebuilt, Ranked};
+use super::ranking::{Built, Prebuild, Prebuilt, PublishedAnswers, Ranked};
 use super::served::Served;
 use crate::answer::ahead::rank_ahead;
 use crate::answer::build::Before;

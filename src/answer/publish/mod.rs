@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::build::Before;
+use super::snapshot::Snapshot;
 use crate::geo::{AsnDb, GeoDb};
 use crate::health::{CheckPlan, Report};
 use crate::latency::ZoneLatency;
@@ -507,8 +508,7 @@ impl Publisher {
                 return;
             }
         };
-        let publisher = (&self.served, &self.ranked);
-        self.published.store(snapshot, Some(from), publisher);
+        self.store_snapshot(snapshot, Some(from));
         let elapsed = started.elapsed();
         metrics::histogram!(m::REBUILD_SECONDS).record(elapsed.as_secs_f64());
         if let Some(changed) = self.changed_at.take() {
@@ -518,6 +518,16 @@ impl Publisher {
             rebuild_ms = elapsed.as_secs_f64() * 1e3,
             "answer tables published"
         );
+    }
+
+    /// Stores new answers, built `from` what `Published::build_from` gave (none: the first).
+    fn store_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        from: Option<(Arc<Snapshot>, Option<Arc<Snapshot>>)>,
+    ) {
+        let publisher = (&self.served, &self.ranked);
+        self.published.store(snapshot, from, publisher);
     }
 
     /// Stores a new state view when the node table, the rankings or the last reload moved

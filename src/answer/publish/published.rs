@@ -8,7 +8,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::ahead::RankingAhead;
-use super::ranking::{Prebuilt, Ranked};
+use super::ranking::{Prebuilt, PublishedAnswers, Ranked};
 use super::served::{self, Served};
 use super::view::{Staleness, StateView};
 use crate::answer::snapshot::{Ahead, BuiltWith, ExplainView, Snapshot};
@@ -32,9 +32,6 @@ pub(super) struct Published {
     /// Shared with the ranking thread, which builds new rankings' answers for them too.
     undone: Arc<ArcSwapOption<Snapshot>>,
 }
-
-/// The answers published and those before them, as the ranking thread reads them.
-pub(super) type PublishedAnswers = (Arc<ArcSwap<Snapshot>>, Arc<ArcSwapOption<Snapshot>>);
 
 /// What a build starts from: the answers it builds from, those before them and what was
 /// ranked ahead of the first (`answer::Before`).

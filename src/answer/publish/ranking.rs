@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::oneshot;
 
 use super::nodes::NodeRuntime;
@@ -81,6 +82,10 @@ pub(super) struct Prebuilt {
     /// tables a change undone right after adoption takes back.
     pub undone: Option<Built>,
 }
+
+/// The answers published and those before them (`published::Published`), as the ranking
+/// thread reads them.
+pub(super) type PublishedAnswers = (Arc<ArcSwap<Snapshot>>, Arc<ArcSwapOption<Snapshot>>);
 
 /// Builds a [`Prebuilt`] from new rankings, given whether to stop early (the publisher no
 /// longer waits for the ranking); none if it cannot.

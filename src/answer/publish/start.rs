@@ -52,7 +52,7 @@ impl Publisher {
             (self.table.availability(), self.table.down_lines()),
             Before::default(),
         );
-        (self.published).store(snapshot, None, (&self.served, &self.ranked));
+        self.store_snapshot(snapshot, None);
         self.store_view();
         self
     }
