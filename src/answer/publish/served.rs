@@ -50,7 +50,9 @@ pub(super) struct Takeover {
 /// rankings replaced: 4-9 ms, measured under a latency feed), and neither replies, the next
 /// change nor a build should wait for it or share the cores with it. On the blocking pool,
 /// the thread woken to free preempted the publisher for 1-4 ms (measured). Freed here if
-/// that thread cannot be started.
+/// that thread cannot be started. The thread is started by the first call, when the
+/// publisher stores its first answers, and so takes its scheduling policy from the
+/// publisher's (a thread started from a `SCHED_IDLE` one could not leave that policy).
 pub(super) fn free_aside<T: Send + Sync + 'static>(old: Arc<T>) {
     static FREEING: OnceLock<Option<mpsc::Sender<Freed>>> = OnceLock::new();
     let freeing = FREEING.get_or_init(|| {
