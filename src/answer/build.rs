@@ -46,7 +46,8 @@ pub fn build(
 pub struct Before<'a> {
     /// The snapshot published last.
     pub last: Option<&'a Snapshot>,
-    /// The snapshot published before `last`.
+    /// The answers `last` was built from (or those before them, when it changed no state):
+    /// what a change undone takes back.
     pub undone: Option<&'a Snapshot>,
     /// What was ranked ahead of `last`.
     pub ahead: Option<&'a Ahead>,

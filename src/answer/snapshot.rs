@@ -53,14 +53,13 @@ pub struct ExplainView {
 /// with.
 pub(crate) type BuiltWith<'a> = (&'a [Vec<Availability>], &'a [Vec<u64>]);
 
-impl ExplainView {
-    /// The node states its snapshot was built with.
-    pub(crate) fn built_with(&self) -> BuiltWith<'_> {
-        (&self.availability, &self.down_lines)
-    }
-}
-
 impl Snapshot {
+    /// The node states these answers were built with (none for a bare build).
+    pub(crate) fn built_with(&self) -> Option<BuiltWith<'_>> {
+        let explain = self.explain.as_deref()?;
+        Some((&explain.availability, &explain.down_lines))
+    }
+
     /// The answers of the zone of `origin` (lowercase wire form).
     pub(crate) fn zone(&self, origin: &[u8]) -> Option<&ZoneAnswers> {
         self.zones.iter().find(|z| *z.origin == *origin)

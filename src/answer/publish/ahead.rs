@@ -91,17 +91,10 @@ fn ranked_ahead(
     before: &[&Ahead],
     stopped: impl Fn() -> bool,
 ) -> Ahead {
-    let Some(explain) = snapshot.explain.as_deref() else {
+    let Some(built_with) = snapshot.built_with() else {
         return Ahead::default();
     };
-    rank_ahead(
-        zones,
-        rankings,
-        explain.built_with(),
-        snapshot,
-        before,
-        stopped,
-    )
+    rank_ahead(zones, rankings, built_with, snapshot, before, stopped)
 }
 
 /// How many times, at most, answers built from new rankings are built again on the ranking
@@ -121,21 +114,20 @@ pub(super) fn prebuild(served: Served, published: PublishedAnswers) -> Prebuild 
     Box::new(move |ranked: &Ranked, stopped: &dyn Fn() -> bool| {
         let (answers, before_them) = published;
         let states_of = |snapshot: &Snapshot| {
-            let explain = snapshot.explain.as_deref()?;
-            let (availability, down_lines) = explain.built_with();
-            Arc::ptr_eq(&explain.zones, &served.zones)
-                .then(|| (availability.to_vec(), down_lines.to_vec()))
+            let (availability, down_lines) = snapshot.built_with()?;
+            let zones = &snapshot.explain.as_deref()?.zones;
+            Arc::ptr_eq(zones, &served.zones).then(|| (availability.to_vec(), down_lines.to_vec()))
         };
         let mut built: Option<Built> = None;
         let mut undone: Option<Built> = None;
-        let first = before_them.load_full().and_then(|b| states_of(&b));
+        let mut first = before_them.load_full().and_then(|b| states_of(&b));
         for round in 0..=CATCH_UPS + 1 {
             let last = answers.load_full();
-            let Some(states) = (first.clone().filter(|_| round == 0)).or_else(|| states_of(&last))
+            let Some(states) = (first.take().filter(|_| round == 0)).or_else(|| states_of(&last))
             else {
                 break;
             };
-            let same = |b: &Built| b.states() == Some((&states.0[..], &states.1[..]));
+            let same = |b: &Built| b.snapshot.built_with() == Some((&states.0[..], &states.1[..]));
             if built.as_ref().is_some_and(same) || stopped() {
                 break;
             }

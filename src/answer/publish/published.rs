@@ -11,7 +11,7 @@ use super::ahead::RankingAhead;
 use super::ranking::{Prebuilt, PublishedAnswers, Ranked};
 use super::served::{self, Served};
 use super::view::{Staleness, StateView};
-use crate::answer::snapshot::{Ahead, BuiltWith, ExplainView, Snapshot};
+use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::steer::Rankings;
 
 /// What the publisher stores, and readers load.
@@ -97,7 +97,9 @@ impl Published {
         // A change undone next takes back the answers this build started from; if it
         // changed no node's state, those they were built from.
         let (undone, unused) = match from {
-            Some((from, before)) if same_states(&snapshot, &from) => (before, Some(from)),
+            Some((from, before)) if snapshot.built_with() == from.built_with() => {
+                (before, Some(from))
+            }
             Some((from, before)) => (Some(from), before),
             None => (None, None),
         };
@@ -113,12 +115,4 @@ impl Published {
         self.ahead.start(served, ranked, snapshot);
         self.view_stale = Staleness::Changed;
     }
-}
-
-/// Whether two snapshots were built with the same node states.
-fn same_states(a: &Snapshot, b: &Snapshot) -> bool {
-    fn states(s: &Snapshot) -> Option<BuiltWith<'_>> {
-        s.explain.as_deref().map(ExplainView::built_with)
-    }
-    states(a) == states(b)
 }

@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::oneshot;
 
 use super::nodes::NodeRuntime;
-use crate::answer::snapshot::{Ahead, BuiltWith, ExplainView, Snapshot};
+use crate::answer::snapshot::{Ahead, Snapshot};
 use crate::geo::GeoDb;
 use crate::latency::ZoneLatency;
 use crate::metrics as m;
@@ -56,16 +56,6 @@ pub(super) struct Reranked {
 pub(super) struct Built {
     pub snapshot: Arc<Snapshot>,
     pub ahead: Arc<Ahead>,
-}
-
-impl Built {
-    /// The node states the answers were built with.
-    pub(super) fn states(&self) -> Option<BuiltWith<'_>> {
-        self.snapshot
-            .explain
-            .as_deref()
-            .map(ExplainView::built_with)
-    }
 }
 
 /// Answers built from new rankings on the ranking thread (`ahead::prebuild`): the
