@@ -1,7 +1,7 @@
 //! Metric names: an API for dashboards and alerts, so they are constants, defined once; and
 //! the query counters, registered once so the query path only increments.
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 
 use crate::policy::{NodeId, Zone};
 use crate::wire::{Outcome, Rcode, RecordType, Transport};
@@ -322,6 +322,81 @@ impl ZoneCounters {
             if let Some(counter) = self.answers.get(node) {
                 counter.increment(1);
             }
+        }
+    }
+}
+
+/// A zone's availability gauges, registered once per policy load: a health change sets
+/// them through these handles instead of looking every series up by its labels again
+/// (for 200 nodes and 50 names, a third of a millisecond before the change's build).
+#[derive(Debug, Default)]
+pub struct AvailabilityGauges {
+    /// By node id: whether it can answer, and whether it is full.
+    up: Vec<Gauge>,
+    full: Vec<Gauge>,
+    /// By steered name: its candidate nodes, and the gauge of how many of them can answer.
+    names: Vec<(Vec<NodeId>, Gauge)>,
+}
+
+impl AvailabilityGauges {
+    /// Registers the gauges of every zone, in policy order.
+    pub fn register(zones: &[Zone]) -> Vec<AvailabilityGauges> {
+        zones
+            .iter()
+            .map(|zone| {
+                let origin = zone.origin.to_string();
+                let node = |name: &'static str| -> Vec<Gauge> {
+                    (zone.nodes.iter())
+                        .map(|n| metrics::gauge!(name, "zone" => origin.clone(), "node" => n.name.clone()))
+                        .collect()
+                };
+                let names = (zone.steered.iter())
+                    .map(|steered| {
+                        let gauge = metrics::gauge!(NAME_NODES_UP, "zone" => origin.clone(), "name" => steered.name.to_string());
+                        (steered.candidate_nodes(), gauge)
+                    })
+                    .collect();
+                AvailabilityGauges {
+                    up: node(NODE_UP),
+                    full: node(NODE_FULL),
+                    names,
+                }
+            })
+            .collect()
+    }
+
+    /// Sets every gauge of the zone from each node's `(answerable, full)`, by node id.
+    pub fn set(&self, state: impl Fn(NodeId) -> (bool, bool)) {
+        for id in 0..self.up.len() {
+            self.set_node_only(id, &state);
+        }
+        self.set_names(|_| true, &state);
+    }
+
+    /// Sets the gauges of node `id` and of the names that can answer with it.
+    pub fn set_node(&self, id: NodeId, state: impl Fn(NodeId) -> (bool, bool)) {
+        self.set_node_only(id, &state);
+        self.set_names(|candidates| candidates.binary_search(&id).is_ok(), &state);
+    }
+
+    fn set_node_only(&self, id: NodeId, state: impl Fn(NodeId) -> (bool, bool)) {
+        let gauge = |on: bool| if on { 1.0 } else { 0.0 };
+        let (answerable, full) = state(id);
+        if let (Some(up_gauge), Some(full_gauge)) = (self.up.get(id), self.full.get(id)) {
+            up_gauge.set(gauge(answerable));
+            full_gauge.set(gauge(full));
+        }
+    }
+
+    /// Recounts the available candidates of the names `chosen` (by their sorted candidates).
+    fn set_names(
+        &self,
+        chosen: impl Fn(&[NodeId]) -> bool,
+        state: impl Fn(NodeId) -> (bool, bool),
+    ) {
+        for (candidates, gauge) in self.names.iter().filter(|(c, _)| chosen(c)) {
+            let available = candidates.iter().filter(|&&id| state(id).0).count();
+            gauge.set(available as f64);
         }
     }
 }

@@ -73,7 +73,13 @@ fn metrics_parse_as_prometheus_text_and_the_counters_move() {
         None,
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(get(&scrape(&server), ingest_up), 9.0);
+    let drained = scrape(&server);
+    assert_eq!(get(&drained, ingest_up), 9.0);
+    // The drained node's own gauge moves with it; another node's stays.
+    let node_up =
+        |node: &str| format!("geosteer_node_up{{zone=\"test.example.\",node=\"{node}\"}}");
+    assert_eq!(get(&drained, &node_up("tokyo")), 0.0);
+    assert_eq!(get(&drained, &node_up("frankfurt")), 1.0);
     // Node states are exported from the start.
     assert!(
         after

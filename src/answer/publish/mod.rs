@@ -186,7 +186,7 @@ impl Publisher {
     /// Sets every node's availability gauge (at start; changes update their own).
     fn export_gauges(&self) {
         for zi in 0..self.served.zones.len() {
-            self.served.export_zone_gauges(zi, self.table.nodes());
+            self.served.export_zone_gauges(zi, None, self.table.nodes());
         }
         let reload_ok = !matches!(self.last_reload, Some(Err(_)));
         metrics::gauge!(m::RELOAD_OK).set(if reload_ok { 1.0 } else { 0.0 });
@@ -369,7 +369,8 @@ impl Publisher {
         for &(zi, ni, from, to) in &changed.availability {
             let zone = &self.served.zones[zi];
             info!(zone = %zone.origin, node = %zone.nodes[ni].name, from = ?from, to = ?to, "node availability changed");
-            self.served.export_zone_gauges(zi, self.table.nodes());
+            self.served
+                .export_zone_gauges(zi, Some(ni), self.table.nodes());
         }
         self.schedule.availability_changed();
         self.changed_at.get_or_insert_with(Instant::now);

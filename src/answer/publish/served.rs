@@ -18,7 +18,7 @@ use crate::latency::ZoneLatency;
 use crate::loader::Loaded;
 use crate::metrics as m;
 use crate::parallel::Background;
-use crate::policy::Zone;
+use crate::policy::{NodeId, Zone};
 use crate::steer::{Availability, DampingState};
 
 /// The policy and databases served.
@@ -32,6 +32,8 @@ pub(super) struct Served {
     pub generation: u64,
     /// Query and answer counters of this load, shared by its snapshots.
     pub zone_counters: Arc<Vec<m::ZoneCounters>>,
+    /// Availability gauges of this load, by zone.
+    gauges: Arc<Vec<m::AvailabilityGauges>>,
 }
 
 /// A new load taking over from the one served: node state, measurements and hysteresis
@@ -121,6 +123,7 @@ impl Served {
     pub(super) fn first(zones: Vec<Zone>, geo: Arc<GeoDb>, asn: Option<Arc<AsnDb>>) -> Self {
         Served {
             zone_counters: Arc::new(m::ZoneCounters::register(&zones)),
+            gauges: Arc::new(m::AvailabilityGauges::register(&zones)),
             zones: Arc::new(zones),
             geo,
             asn,
@@ -161,6 +164,7 @@ impl Served {
         Takeover {
             served: Served {
                 zone_counters: Arc::new(m::ZoneCounters::register(&zones)),
+                gauges: Arc::new(m::AvailabilityGauges::register(&zones)),
                 zones,
                 geo,
                 asn,
@@ -320,33 +324,25 @@ impl Served {
             .set(value);
     }
 
-    /// Node and steered-name availability gauges of one zone.
-    pub(super) fn export_zone_gauges(&self, zi: usize, nodes: &[Vec<NodeRuntime>]) {
-        let (Some(zone), Some(runtimes)) = (self.zones.get(zi), nodes.get(zi)) else {
+    /// Node and steered-name availability gauges of one zone: of every node, or of node
+    /// `only` and the names that can answer with it.
+    pub(super) fn export_zone_gauges(
+        &self,
+        zi: usize,
+        only: Option<NodeId>,
+        nodes: &[Vec<NodeRuntime>],
+    ) {
+        let (Some(gauges), Some(runtimes)) = (self.gauges.get(zi), nodes.get(zi)) else {
             return;
         };
-        let origin = zone.origin.to_string();
-        let up = |id: usize| {
+        let state = |id: NodeId| {
             runtimes
                 .get(id)
-                .is_some_and(|r| r.availability.answerable())
+                .map_or((false, false), |r| (r.availability.answerable(), r.full))
         };
-        for (id, node) in zone.nodes.iter().enumerate() {
-            let value = if up(id) { 1.0 } else { 0.0 };
-            metrics::gauge!(m::NODE_UP, "zone" => origin.clone(), "node" => node.name.clone())
-                .set(value);
-            let full = runtimes.get(id).is_some_and(|r| r.full);
-            metrics::gauge!(m::NODE_FULL, "zone" => origin.clone(), "node" => node.name.clone())
-                .set(if full { 1.0 } else { 0.0 });
-        }
-        for steered in &zone.steered {
-            let available = steered
-                .candidate_nodes()
-                .into_iter()
-                .filter(|&id| up(id))
-                .count();
-            metrics::gauge!(m::NAME_NODES_UP, "zone" => origin.clone(), "name" => steered.name.to_string())
-                .set(available as f64);
+        match only {
+            Some(id) => gauges.set_node(id, state),
+            None => gauges.set(state),
         }
     }
 
