@@ -1,5 +1,6 @@
 //! Metric names: an API for dashboards and alerts, so they are constants, defined once; and
-//! the query counters, registered once so the query path only increments.
+//! the query counters and availability gauges, registered once per policy load so the query
+//! path only increments and a health change only sets.
 
 use metrics::{Counter, Gauge};
 
