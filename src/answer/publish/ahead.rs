@@ -133,8 +133,7 @@ pub(super) fn prebuild(served: Served, published: PublishedAnswers) -> Prebuild 
         let mut first = before_them.load_full().and_then(|b| states_of(&b));
         for round in 0..=CATCH_UPS + 1 {
             let last = answers.load_full();
-            let Some(states) = (first.take().filter(|_| round == 0)).or_else(|| states_of(&last))
-            else {
+            let Some(states) = first.take().or_else(|| states_of(&last)) else {
                 break;
             };
             let same = |b: &Built| b.snapshot.built_with() == Some((&states.0[..], &states.1[..]));
