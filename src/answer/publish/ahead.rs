@@ -131,7 +131,7 @@ pub(super) fn prebuild(served: Served, published: PublishedAnswers) -> Prebuild 
         let mut built: Option<Built> = None;
         let mut undone: Option<Built> = None;
         let mut first = before_them.load_full().and_then(|b| states_of(&b));
-        for round in 0..=CATCH_UPS + 1 {
+        for _ in 0..=CATCH_UPS + 1 {
             let last = answers.load_full();
             let Some(states) = first.take().or_else(|| states_of(&last)) else {
                 break;
@@ -169,7 +169,7 @@ pub(super) fn prebuild(served: Served, published: PublishedAnswers) -> Prebuild 
             // Off the publisher: the answers before those are freed here.
             undone = built.replace(now);
             #[cfg(debug_assertions)]
-            if round == 0 && slow_prebuild_injected() {
+            if undone.is_none() && slow_prebuild_injected() {
                 std::thread::sleep(std::time::Duration::from_secs(2));
             }
         }
